@@ -1,0 +1,19 @@
+//! Domain-separation prefixes for every signature and hash meshrelay makes.
+//!
+//! Each signed or hashed byte string begins with one of these prefixes, so a
+//! signature made for one purpose can never be replayed as another
+//! (`protocol-spec/identity.md`, `protocol-spec/event.md`). Each prefix ends in
+//! a NUL byte so no prefix is a prefix of another.
+
+/// Signature binding an x25519 key-agreement key to a device signing key.
+pub const KX_BINDING: &[u8] = b"meshrelay/v1/kx-binding\0";
+/// Signature over a contact card.
+pub const CARD: &[u8] = b"meshrelay/v1/card\0";
+/// Hash of an event's signed fields (the digest that is signed).
+pub const EVENT_DIGEST: &[u8] = b"meshrelay/v1/event-digest\0";
+/// Signature over an event digest.
+pub const EVENT_SIG: &[u8] = b"meshrelay/v1/event-sig\0";
+/// Hash of a signed event, giving its event ID.
+pub const EVENT_ID: &[u8] = b"meshrelay/v1/event-id\0";
+/// Hash input for the human-comparable fingerprint.
+pub const FINGERPRINT: &[u8] = b"meshrelay/v1/fingerprint\0";

@@ -1,0 +1,14 @@
+//! Identity and key material: device keys, contact cards, fingerprints and
+//! the domain-separation prefixes of every signature
+//! (`protocol-spec/identity.md`).
+
+pub mod card;
+pub mod domain;
+pub mod fingerprint;
+pub mod identity;
+pub mod keys;
+
+pub use card::{CardError, ContactCard};
+pub use fingerprint::fingerprint;
+pub use identity::{Identity, Prekey};
+pub use keys::{AgreementKey, DeviceId, KeyError};

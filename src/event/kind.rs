@@ -1,0 +1,58 @@
+//! Event kinds (`protocol-spec/event.md`, "Kinds").
+
+/// What an event is. The kind is cleartext so relays can apply retention
+/// policy, but the payload of encrypted kinds is opaque to them. Unknown
+/// kinds are carried and relayed unchanged (extensibility).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    /// An encrypted room message (chat text and other content).
+    Message,
+    /// A membership change: create, invite, remove, leave, promote, demote.
+    Membership,
+    /// A key share: sender-chain keys sealed to members' prekeys.
+    KeyShare,
+    /// A receipt (delivered / read), encrypted.
+    Receipt,
+    /// A prekey update published by a device.
+    PrekeyUpdate,
+    /// A kind this implementation does not know; carried opaquely.
+    Other(u64),
+}
+
+impl EventKind {
+    /// Wire value.
+    pub fn to_u64(self) -> u64 {
+        match self {
+            EventKind::Message => 1,
+            EventKind::Membership => 2,
+            EventKind::KeyShare => 3,
+            EventKind::Receipt => 4,
+            EventKind::PrekeyUpdate => 5,
+            EventKind::Other(v) => v,
+        }
+    }
+
+    /// From the wire value.
+    pub fn from_u64(v: u64) -> Self {
+        match v {
+            1 => EventKind::Message,
+            2 => EventKind::Membership,
+            3 => EventKind::KeyShare,
+            4 => EventKind::Receipt,
+            5 => EventKind::PrekeyUpdate,
+            other => EventKind::Other(other),
+        }
+    }
+
+    /// A short lowercase name for display and JSON.
+    pub fn name(self) -> String {
+        match self {
+            EventKind::Message => "message".into(),
+            EventKind::Membership => "membership".into(),
+            EventKind::KeyShare => "key_share".into(),
+            EventKind::Receipt => "receipt".into(),
+            EventKind::PrekeyUpdate => "prekey_update".into(),
+            EventKind::Other(v) => format!("other({v})"),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Room events: identifiers, kinds, the signed envelope and its canonical
+//! encoding, and the clock-skew rules (`protocol-spec/event.md`).
+
+pub mod clock;
+pub mod envelope;
+pub mod ids;
+pub mod kind;
+
+pub use clock::{ClockFloor, Timeliness, timeliness};
+pub use envelope::{Event, EventError, UnsignedEvent};
+pub use ids::{EventId, RoomId};
+pub use kind::EventKind;
