@@ -129,8 +129,9 @@ pub(crate) struct MEvent<'a> {
     pub anc: &'a Bits,
 }
 
-/// The outcome of resolution.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The outcome of resolution. Two resolutions are equal when their order,
+/// verdicts and state are (internal indices differ between nodes).
+#[derive(Debug, Clone, Default)]
 pub struct Resolution {
     /// Membership events in order T.
     pub order: Vec<EventId>,
@@ -143,6 +144,14 @@ pub struct Resolution {
     /// T as membership indices (internal).
     pub(crate) t_order: Vec<usize>,
 }
+
+impl PartialEq for Resolution {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order && self.verdicts == other.verdicts && self.state == other.state
+    }
+}
+
+impl Eq for Resolution {}
 
 struct Ctx<'a, 'b> {
     ev: &'b [MEvent<'a>],
