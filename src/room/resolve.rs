@@ -14,7 +14,8 @@
 //!    valid membership events among its ancestors) and it is not knocked out.
 //! 3. **Concurrent revocation.** A valid remove/demote of X, or X's leave,
 //!    *attacks* every valid membership event signed by X that is concurrent
-//!    with it (neither ancestor nor descendant). Events *after* a
+//!    with it (neither ancestor nor descendant), except other revocations
+//!    of X itself (they agree). Events *after* a
 //!    revocation fail step 2 already, so a removed admin cannot keep its
 //!    power by citing old predecessors. Victims of attackers that are not
 //!    themselves attacked are knocked out; if every attacker is attacked
@@ -76,6 +77,24 @@ pub enum AuthError {
     /// The signer's rights were revoked by a concurrent event.
     #[error("signer's rights were revoked by concurrent event {0}")]
     RevokedConcurrently(EventId),
+}
+
+impl AuthError {
+    /// Stable error-class name for test vectors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AuthError::BadCreate => "bad_create",
+            AuthError::DuplicateCreate => "duplicate_create",
+            AuthError::NoCreate => "no_create",
+            AuthError::SignerNotAdmin(_) => "signer_not_admin",
+            AuthError::SignerNotMember(_) => "signer_not_member",
+            AuthError::TargetNotMember(_) => "target_not_member",
+            AuthError::AlreadyMember(_) => "already_member",
+            AuthError::RoleUnchanged(_) => "role_unchanged",
+            AuthError::RoomFull => "room_full",
+            AuthError::RevokedConcurrently(_) => "revoked_concurrently",
+        }
+    }
 }
 
 /// A room member.
@@ -384,7 +403,10 @@ pub(crate) fn resolve(room: &RoomId, ev: &[MEvent<'_>]) -> Resolution {
             }
             let x = ev[c].op.target(&ev[c].sender);
             for &e in &t {
-                if valid.contains(e) && ev[e].sender == x && ctx.concurrent(c, e) {
+                // Revocations of the same target agree; they never attack
+                // each other.
+                let same_target = ev[e].op.is_revocation() && ev[e].op.target(&ev[e].sender) == x;
+                if valid.contains(e) && ev[e].sender == x && !same_target && ctx.concurrent(c, e) {
                     attacks.push((c, e));
                 }
             }
