@@ -137,6 +137,26 @@ impl MembershipState {
     }
 }
 
+/// Roles during resolution: device -> (admin, index of the event holding
+/// its card). Cheap to build; cards are attached only at the end.
+#[derive(Debug, Default)]
+struct Roles(BTreeMap<DeviceId, (bool, usize)>);
+
+impl Roles {
+    fn is_member(&self, d: &DeviceId) -> bool {
+        self.0.contains_key(d)
+    }
+    fn is_admin(&self, d: &DeviceId) -> bool {
+        self.0.get(d).is_some_and(|r| r.0)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A membership event as the resolver sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct MEvent<'a> {
@@ -186,23 +206,16 @@ impl Ctx<'_, '_> {
     }
 
     /// Applies the events of `t` for which `include` holds, in T order.
-    fn apply(&self, t: &[usize], include: impl Fn(usize) -> bool) -> MembershipState {
-        let mut st = MembershipState::default();
+    fn apply(&self, t: &[usize], include: impl Fn(usize) -> bool) -> Roles {
+        let mut st = Roles::default();
         for &i in t {
             if !include(i) {
                 continue;
             }
             let e = &self.ev[i];
             match e.op {
-                Membership::Create { card, .. } => {
-                    st.members.insert(
-                        e.sender,
-                        Member {
-                            device: e.sender,
-                            card: card.clone(),
-                            admin: true,
-                        },
-                    );
+                Membership::Create { .. } => {
+                    st.0.insert(e.sender, (true, i));
                 }
                 Membership::Invite { card } => {
                     let x = card.device_id;
@@ -210,35 +223,28 @@ impl Ctx<'_, '_> {
                         .removals
                         .get(&x)
                         .is_some_and(|rs| rs.iter().any(|&r| include(r) && self.concurrent(r, i)));
-                    if !removed && !st.members.contains_key(&x) {
-                        st.members.insert(
-                            x,
-                            Member {
-                                device: x,
-                                card: card.clone(),
-                                admin: false,
-                            },
-                        );
+                    if !removed && !st.0.contains_key(&x) {
+                        st.0.insert(x, (false, i));
                     }
                 }
                 Membership::Remove { target } => {
-                    st.members.remove(target);
+                    st.0.remove(target);
                 }
                 Membership::Leave => {
-                    st.members.remove(&e.sender);
+                    st.0.remove(&e.sender);
                 }
                 Membership::Promote { target } => {
                     let revoked = self
                         .revs
                         .get(target)
                         .is_some_and(|rs| rs.iter().any(|&r| include(r) && self.concurrent(r, i)));
-                    if let (false, Some(m)) = (revoked, st.members.get_mut(target)) {
-                        m.admin = true;
+                    if let (false, Some(m)) = (revoked, st.0.get_mut(target)) {
+                        m.0 = true;
                     }
                 }
                 Membership::Demote { target } => {
-                    if let Some(m) = st.members.get_mut(target) {
-                        m.admin = false;
+                    if let Some(m) = st.0.get_mut(target) {
+                        m.0 = false;
                     }
                 }
             }
@@ -246,10 +252,30 @@ impl Ctx<'_, '_> {
         st
     }
 
+    /// Turns roles into members with their cards.
+    fn materialize(&self, roles: &Roles) -> MembershipState {
+        let mut members = BTreeMap::new();
+        for (d, &(admin, src)) in &roles.0 {
+            if let Some(Membership::Create { card, .. } | Membership::Invite { card }) =
+                self.ev.get(src).map(|e| e.op)
+            {
+                members.insert(
+                    *d,
+                    Member {
+                        device: *d,
+                        card: card.clone(),
+                        admin,
+                    },
+                );
+            }
+        }
+        MembershipState { members }
+    }
+
     fn authorize(
         &self,
         i: usize,
-        st: &MembershipState,
+        st: &Roles,
         room: &RoomId,
         genesis: Option<usize>,
     ) -> Result<(), AuthError> {
@@ -270,7 +296,7 @@ impl Ctx<'_, '_> {
         if st.is_empty() {
             return Err(AuthError::NoCreate);
         }
-        let admin = |st: &MembershipState| {
+        let admin = |st: &Roles| {
             if st.is_admin(&e.sender) {
                 Ok(())
             } else {
@@ -306,12 +332,11 @@ impl Ctx<'_, '_> {
             }
             Membership::Promote { target } | Membership::Demote { target } => {
                 admin(st)?;
-                let m = st
-                    .members
-                    .get(target)
-                    .ok_or(AuthError::TargetNotMember(*target))?;
+                let (is_admin, _) =
+                    st.0.get(target)
+                        .ok_or(AuthError::TargetNotMember(*target))?;
                 let promote = matches!(e.op, Membership::Promote { .. });
-                if m.admin == promote {
+                if *is_admin == promote {
                     Err(AuthError::RoleUnchanged(*target))
                 } else {
                     Ok(())
@@ -412,7 +437,7 @@ pub(crate) fn resolve(room: &RoomId, ev: &[MEvent<'_>]) -> Resolution {
             }
         }
         if attacks.is_empty() {
-            let state = ctx.apply(&t, |j| valid.contains(j));
+            let state = ctx.materialize(&ctx.apply(&t, |j| valid.contains(j)));
             let verdicts = (0..n).map(|i| (ev[i].id, verdict[i].clone())).collect();
             return Resolution {
                 order: t.iter().map(|&i| ev[i].id).collect(),
@@ -461,5 +486,5 @@ pub(crate) fn state_at(ev: &[MEvent<'_>], res: &Resolution, anc: &Bits) -> Membe
         }
     }
     let ctx = Ctx { ev, revs, removals };
-    ctx.apply(&res.t_order, |j| anc.contains(j) && res.valid.contains(j))
+    ctx.materialize(&ctx.apply(&res.t_order, |j| anc.contains(j) && res.valid.contains(j)))
 }
