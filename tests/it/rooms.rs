@@ -828,7 +828,7 @@ fn long_membership_history_resolves() {
     dag.insert(&head).unwrap();
     for i in 0..600u64 {
         let o = &others[i as usize % others.len()];
-        let m = if (i / others.len() as u64) % 2 == 0 {
+        let m = if (i / others.len() as u64).is_multiple_of(2) {
             Membership::Invite {
                 card: ContactCard::create(o, "o", T0).unwrap(),
             }
