@@ -7,11 +7,13 @@
 //! and gaps; secret state ([`RoomKeys`]) is explicit and serialized by the
 //! caller.
 
+pub mod content;
 pub mod dag;
 pub mod keys;
 pub mod membership;
 pub mod resolve;
 
+pub use content::{Content, ContentError};
 pub use dag::{DagError, Gap, Inserted, RoomDag};
 pub use keys::{KeyError, RoomKeys, accept_key_share, decrypt_message};
 pub use membership::{Membership, MembershipError, derive_room_id};
