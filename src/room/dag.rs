@@ -234,25 +234,37 @@ impl RoomDag {
             self.pending.insert(event.id(), event.clone());
             return Ok(Inserted::Pending { missing });
         }
-        let mut accepted = Vec::new();
-        let mut queue = vec![event.clone()];
+        self.accept(event)?;
+        let mut accepted = vec![event.id()];
+        let mut queue = Vec::new();
+        self.release(event.id(), &mut queue);
         while let Some(ev) = queue.pop() {
             let id = ev.id();
-            self.accept(&ev)?;
-            accepted.push(id);
-            if let Some(ws) = self.waiters.remove(&id) {
-                for w in ws.into_iter().rev() {
-                    let ready = self
-                        .pending
-                        .get(&w)
-                        .is_some_and(|p| p.prev().iter().all(|x| self.nodes.contains_key(x)));
-                    if ready && let Some(p) = self.pending.remove(&w) {
-                        queue.push(p);
-                    }
-                }
+            // A released event that no longer fits (a limit reached while
+            // it waited) is dropped; the event the caller passed was added.
+            if self.accept(&ev).is_err() {
+                continue;
             }
+            accepted.push(id);
+            self.release(id, &mut queue);
         }
         Ok(Inserted::Accepted(accepted))
+    }
+
+    /// Moves pending events that waited only for `id` to `queue`.
+    fn release(&mut self, id: EventId, queue: &mut Vec<Event>) {
+        let Some(ws) = self.waiters.remove(&id) else {
+            return;
+        };
+        for w in ws.into_iter().rev() {
+            let ready = self
+                .pending
+                .get(&w)
+                .is_some_and(|p| p.prev().iter().all(|x| self.nodes.contains_key(x)));
+            if ready && let Some(p) = self.pending.remove(&w) {
+                queue.push(p);
+            }
+        }
     }
 
     fn accept(&mut self, ev: &Event) -> Result<(), DagError> {
@@ -540,5 +552,98 @@ impl RoomDag {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{ContactCard, Identity};
+    use crate::event::UnsignedEvent;
+    use crate::room::membership::derive_room_id;
+
+    fn ev(
+        id: &Identity,
+        room: RoomId,
+        seq: u64,
+        prev: &[&Event],
+        kind: EventKind,
+        payload: Vec<u8>,
+    ) -> Event {
+        UnsignedEvent {
+            room,
+            sender: id.device_id(),
+            seq,
+            prev: prev.iter().map(|e| e.id()).collect(),
+            origin_ts_ms: 1000 + seq,
+            expires_ms: 100_000,
+            kind,
+            payload,
+        }
+        .sign(id)
+        .unwrap()
+    }
+
+    #[test]
+    fn pending_release_duplicates_forks_and_ancestry() {
+        let a = Identity::from_seed(&[1; 32]);
+        let room = derive_room_id(&a.device_id(), &[0; 16]);
+        let card = ContactCard::create(&a, "A", 1).unwrap();
+        let create = ev(
+            &a,
+            room,
+            1,
+            &[],
+            EventKind::Membership,
+            Membership::Create {
+                card,
+                nonce: [0; 16],
+            }
+            .to_bytes(),
+        );
+        let m2 = ev(&a, room, 2, &[&create], EventKind::Message, vec![1]);
+        let m3 = ev(&a, room, 3, &[&m2], EventKind::Message, vec![2]);
+        let fork3 = ev(&a, room, 3, &[&m2], EventKind::Message, vec![3]);
+        let mut dag = RoomDag::new(room);
+        assert_eq!(
+            dag.insert(&m3).unwrap(),
+            Inserted::Pending {
+                missing: vec![m2.id()]
+            }
+        );
+        assert_eq!(
+            dag.insert(&m2).unwrap(),
+            Inserted::Pending {
+                missing: vec![create.id()]
+            }
+        );
+        assert_eq!(dag.missing(), vec![create.id()]);
+        assert_eq!(dag.insert(&m3).unwrap(), Inserted::Duplicate);
+        assert_eq!(
+            dag.insert(&create).unwrap(),
+            Inserted::Accepted(vec![create.id(), m2.id(), m3.id()])
+        );
+        assert_eq!(dag.pending_len(), 0);
+        assert!(dag.is_ancestor(&create.id(), &m3.id()));
+        assert!(dag.is_ancestor(&m2.id(), &m3.id()));
+        assert!(!dag.is_ancestor(&m3.id(), &m2.id()));
+        dag.insert(&fork3).unwrap();
+        assert_eq!(
+            dag.forks(),
+            vec![(a.device_id(), 3, {
+                let mut v = vec![m3.id(), fork3.id()];
+                v.sort();
+                v
+            })]
+        );
+        assert_eq!(dag.heads().len(), 2);
+        assert_eq!(dag.display_order()[..2], [create.id(), m2.id()]);
+        let other = ev(&a, RoomId([9; 16]), 1, &[], EventKind::Message, vec![]);
+        assert_eq!(
+            dag.insert(&other),
+            Err(DagError::WrongRoom(RoomId([9; 16])))
+        );
+        let bad = ev(&a, room, 9, &[&create], EventKind::Membership, vec![0x80]);
+        assert!(matches!(dag.insert(&bad), Err(DagError::Membership(_))));
     }
 }

@@ -54,8 +54,8 @@ pub enum KeyError {
     /// The key share could not be opened.
     #[error("key share: {0}")]
     Share(#[from] KeyShareError),
-    /// The event is not a message.
-    #[error("not a message event")]
+    /// The event is not an encrypted kind (message or receipt).
+    #[error("not an encrypted message or receipt event")]
     NotMessage,
     /// No chain for this (sender, chain) is held: the share never arrived
     /// or this device was not a member when it was sent.
@@ -148,10 +148,10 @@ pub fn needs_new_epoch(before: &MembershipState, after: &MembershipState) -> boo
     before.members.keys().any(|d| !after.is_member(d))
 }
 
-/// Decrypts a message event with the matching inbound chain, erasing the
+/// Decrypts a message (or receipt) event with the matching inbound chain, erasing the
 /// used key. The caller persists `keys` afterwards.
 pub fn decrypt_message(keys: &mut RoomKeys, event: &Event) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    if event.kind() != EventKind::Message {
+    if !matches!(event.kind(), EventKind::Message | EventKind::Receipt) {
         return Err(KeyError::NotMessage);
     }
     let payload = MessagePayload::from_bytes(event.payload())?;

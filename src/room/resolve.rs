@@ -25,7 +25,9 @@
 //! 4. **Apply.** Applying valid events in T order: an invite of X that is
 //!    concurrent with a valid remove or leave of X is skipped (removal wins
 //!    over a concurrent invite); a promote of X concurrent with any valid
-//!    revocation of X is skipped (demotion wins).
+//!    revocation of X is skipped (demotion wins); an invite that would take
+//!    the room past `ROOM_CAP` is skipped (concurrent invites from several
+//!    partitions cannot overfill it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -223,7 +225,9 @@ impl Ctx<'_, '_> {
                         .removals
                         .get(&x)
                         .is_some_and(|rs| rs.iter().any(|&r| include(r) && self.concurrent(r, i)));
-                    if !removed && !st.0.contains_key(&x) {
+                    // The cap holds even when concurrent invites from
+                    // several partitions meet: later ones in T are skipped.
+                    if !removed && !st.0.contains_key(&x) && st.0.len() < ROOM_CAP {
                         st.0.insert(x, (false, i));
                     }
                 }
