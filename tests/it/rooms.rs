@@ -846,3 +846,87 @@ fn long_membership_history_resolves() {
     assert_eq!(res.verdicts.len(), 601);
     assert!(res.verdicts.values().all(|v| v.is_ok()));
 }
+
+#[test]
+fn room_cap_holds_when_partitions_merge() {
+    // Two admins each invite 200 devices in separate partitions; after the
+    // merge the room holds exactly ROOM_CAP devices on every node.
+    let a = Identity::from_seed(&[1; 32]);
+    let b = Identity::from_seed(&[2; 32]);
+    let nonce = [5; 16];
+    let room = derive_room_id(&a.device_id(), &nonce);
+    let mut seqs = BTreeMap::new();
+    let mut mk = |who: &Identity, prev: Vec<EventId>, m: Membership, ts: u64| {
+        let s = seqs.entry(who.device_id()).or_insert(0u64);
+        *s += 1;
+        UnsignedEvent {
+            room,
+            sender: who.device_id(),
+            seq: *s,
+            prev,
+            origin_ts_ms: ts,
+            expires_ms: ts + DAY,
+            kind: EventKind::Membership,
+            payload: m.to_bytes(),
+        }
+        .sign(who)
+        .unwrap()
+    };
+    let mut evs = Vec::new();
+    let create = mk(
+        &a,
+        vec![],
+        Membership::Create {
+            card: ContactCard::create(&a, "A", T0).unwrap(),
+            nonce,
+        },
+        T0,
+    );
+    let ib = mk(
+        &a,
+        vec![create.id()],
+        Membership::Invite {
+            card: ContactCard::create(&b, "B", T0).unwrap(),
+        },
+        T0 + 1,
+    );
+    let pb = mk(
+        &a,
+        vec![ib.id()],
+        Membership::Promote {
+            target: b.device_id(),
+        },
+        T0 + 2,
+    );
+    evs.extend([create, ib, pb.clone()]);
+    let (mut ha, mut hb) = (pb.id(), pb.id());
+    for i in 0..200u16 {
+        for (who, head, base) in [(&a, &mut ha, 0u16), (&b, &mut hb, 200u16)] {
+            let mut seed = [0u8; 32];
+            seed[..2].copy_from_slice(&(base + i + 100).to_be_bytes());
+            seed[2] = 0x77;
+            let x = Identity::from_seed(&seed);
+            let e = mk(
+                who,
+                vec![*head],
+                Membership::Invite {
+                    card: ContactCard::create(&x, "x", T0).unwrap(),
+                },
+                T0 + 10 + i as u64,
+            );
+            *head = e.id();
+            evs.push(e);
+        }
+    }
+    let mut d1 = RoomDag::new(room);
+    let mut d2 = RoomDag::new(room);
+    for e in &evs {
+        d1.insert(e).unwrap();
+    }
+    for e in evs.iter().rev() {
+        d2.insert(e).unwrap();
+    }
+    let m1 = d1.members();
+    assert_eq!(m1.len(), meshrelay::room::ROOM_CAP);
+    assert_eq!(m1, d2.members());
+}
