@@ -208,11 +208,18 @@ impl RoomDag {
 
     /// Verifies and adds a signed event of this room.
     pub fn insert(&mut self, event: &Event) -> Result<Inserted, DagError> {
+        self.insert_full(event).map(|(i, _)| i)
+    }
+
+    /// Like [`RoomDag::insert`], also returning the accepted events
+    /// themselves (the given one and the pending ones it released), in
+    /// acceptance order, so the caller can process released events.
+    pub fn insert_full(&mut self, event: &Event) -> Result<(Inserted, Vec<Event>), DagError> {
         if event.room() != self.room {
             return Err(DagError::WrongRoom(event.room()));
         }
         if self.contains(&event.id()) {
-            return Ok(Inserted::Duplicate);
+            return Ok((Inserted::Duplicate, Vec::new()));
         }
         event.verify()?;
         if event.kind() == EventKind::Membership {
@@ -232,10 +239,11 @@ impl RoomDag {
                 self.waiters.entry(*m).or_default().insert(event.id());
             }
             self.pending.insert(event.id(), event.clone());
-            return Ok(Inserted::Pending { missing });
+            return Ok((Inserted::Pending { missing }, Vec::new()));
         }
         self.accept(event)?;
         let mut accepted = vec![event.id()];
+        let mut events = vec![event.clone()];
         let mut queue = Vec::new();
         self.release(event.id(), &mut queue);
         while let Some(ev) = queue.pop() {
@@ -247,8 +255,9 @@ impl RoomDag {
             }
             accepted.push(id);
             self.release(id, &mut queue);
+            events.push(ev);
         }
-        Ok(Inserted::Accepted(accepted))
+        Ok((Inserted::Accepted(accepted), events))
     }
 
     /// Moves pending events that waited only for `id` to `queue`.

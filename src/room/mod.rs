@@ -12,9 +12,11 @@ pub mod dag;
 pub mod keys;
 pub mod membership;
 pub mod resolve;
+pub mod session;
 
 pub use content::{Content, ContentError};
 pub use dag::{DagError, Gap, Inserted, RoomDag};
 pub use keys::{KeyError, RoomKeys, accept_key_share, decrypt_message};
 pub use membership::{Membership, MembershipError, derive_room_id};
 pub use resolve::{AuthError, Member, MembershipState, ROOM_CAP, Resolution};
+pub use session::{Outgoing, Received, RoomSession, SessionError};

@@ -930,3 +930,207 @@ fn room_cap_holds_when_partitions_merge() {
     assert_eq!(m1.len(), meshrelay::room::ROOM_CAP);
     assert_eq!(m1, d2.members());
 }
+
+mod session {
+    //! The same flows through `RoomSession`, the API the node and CLI use.
+    use super::*;
+    use meshrelay::room::{Content, Received, RoomSession};
+
+    struct Node {
+        id: Identity,
+        card: ContactCard,
+        prekeys: PrekeyRing,
+        rng: StdRng,
+        session: Option<RoomSession>,
+        store: BTreeMap<EventId, Event>,
+        keys_on_disk: Vec<u8>,
+    }
+
+    impl Node {
+        fn new(seed: u8) -> Self {
+            let id = Identity::from_seed(&[seed; 32]);
+            let card = ContactCard::create(&id, "n", T0).unwrap();
+            let prekeys = PrekeyRing::from_identity(&id, T0);
+            Node {
+                id,
+                card,
+                prekeys,
+                rng: StdRng::seed_from_u64(seed as u64 + 100),
+                session: None,
+                store: BTreeMap::new(),
+                keys_on_disk: Vec::new(),
+            }
+        }
+
+        /// Persist keys, store events, then "transmit" (return them).
+        fn commit(&mut self, out: meshrelay::room::Outgoing) -> Vec<Event> {
+            self.keys_on_disk = out.keys().to_vec();
+            let evs = out.release();
+            for e in &evs {
+                self.store.insert(e.id(), e.clone());
+            }
+            evs
+        }
+
+        fn texts_from(&mut self, bundle_bytes: &[u8]) -> Vec<Received> {
+            let store = &self.store;
+            let rep =
+                bundle::import(bundle_bytes, T0 + DAY, None, |i| store.contains_key(i)).unwrap();
+            let mut out = Vec::new();
+            for ev in rep.imported {
+                let s = self
+                    .session
+                    .get_or_insert_with(|| RoomSession::new(ev.room(), self.id.device_id()));
+                out.extend(s.receive(&self.prekeys, &ev).unwrap());
+                self.store.insert(ev.id(), ev);
+            }
+            self.keys_on_disk = self.session.as_ref().unwrap().keys_bytes().to_vec();
+            out
+        }
+
+        fn bundle(&self) -> Vec<u8> {
+            bundle::export(self.store.values(), T0)
+        }
+    }
+
+    fn texts(r: &[Received]) -> Vec<String> {
+        r.iter()
+            .filter_map(|x| match x {
+                Received::Message {
+                    content: Content::Text(t),
+                    ..
+                } => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn undecryptable(r: &[Received]) -> usize {
+        r.iter()
+            .filter(|x| matches!(x, Received::Undecryptable { .. }))
+            .count()
+    }
+
+    #[test]
+    fn every_remaining_sender_rotates_after_a_removal() {
+        let (mut a, mut b, mut c) = (Node::new(1), Node::new(2), Node::new(3));
+        let (s, out) = RoomSession::create(&a.id, &a.card, [1; 16], T0).unwrap();
+        a.session = Some(s);
+        a.commit(out);
+        for card in [b.card.clone(), c.card.clone()] {
+            let out = a
+                .session
+                .as_mut()
+                .unwrap()
+                .change(&a.id, Membership::Invite { card }, T0 + 1, &mut a.rng)
+                .unwrap();
+            a.commit(out);
+        }
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .send(
+                &a.id,
+                &Content::RoomName("field team".into()),
+                T0 + 2,
+                &mut a.rng,
+            )
+            .unwrap();
+        a.commit(out);
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .send(&a.id, &Content::Text("hi all".into()), T0 + 3, &mut a.rng)
+            .unwrap();
+        a.commit(out);
+        let rb = b.texts_from(&a.bundle());
+        let rc = c.texts_from(&a.bundle());
+        assert_eq!(texts(&rb), vec!["hi all"]);
+        assert_eq!(texts(&rc), vec!["hi all"]);
+        assert!(rb.iter().any(|r| matches!(r, Received::Message { content: Content::RoomName(n), .. } if n == "field team")));
+
+        // B speaks: its first message starts B's chain, shared with A and C.
+        let out = b
+            .session
+            .as_mut()
+            .unwrap()
+            .send(&b.id, &Content::Text("B here".into()), T0 + 4, &mut b.rng)
+            .unwrap();
+        b.commit(out);
+        assert_eq!(texts(&c.texts_from(&b.bundle())), vec!["B here"]);
+        assert_eq!(texts(&a.texts_from(&b.bundle())), vec!["B here"]);
+
+        // A removes C and rotates; B learns of the removal and rotates too.
+        let cme = c.id.device_id();
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .change(
+                &a.id,
+                Membership::Remove { target: cme },
+                T0 + 5,
+                &mut a.rng,
+            )
+            .unwrap();
+        a.commit(out);
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .send(
+                &a.id,
+                &Content::Text("without C".into()),
+                T0 + 6,
+                &mut a.rng,
+            )
+            .unwrap();
+        a.commit(out);
+        let rb = b.texts_from(&a.bundle());
+        assert_eq!(texts(&rb), vec!["without C"]);
+        let out = b
+            .session
+            .as_mut()
+            .unwrap()
+            .send(
+                &b.id,
+                &Content::Text("B without C".into()),
+                T0 + 7,
+                &mut b.rng,
+            )
+            .unwrap();
+        b.commit(out);
+        assert_eq!(texts(&a.texts_from(&b.bundle())), vec!["B without C"]);
+        let rc = c.texts_from(&a.bundle());
+        let rc2 = c.texts_from(&b.bundle());
+        assert!(texts(&rc).is_empty() && texts(&rc2).is_empty());
+        assert_eq!(undecryptable(&rc) + undecryptable(&rc2), 2);
+        assert!(!c.session.as_mut().unwrap().members().is_member(&cme));
+
+        // A restarts from its store and persisted keys and keeps going.
+        let room = a.session.as_ref().unwrap().room();
+        let mut restored =
+            RoomSession::restore(room, a.id.device_id(), &a.keys_on_disk, a.store.values())
+                .unwrap();
+        let out = restored
+            .send(
+                &a.id,
+                &Content::Text("after restart".into()),
+                T0 + 8,
+                &mut a.rng,
+            )
+            .unwrap();
+        a.session = Some(restored);
+        a.commit(out);
+        assert_eq!(texts(&b.texts_from(&a.bundle())), vec!["after restart"]);
+        // C, removed, cannot change the room any more.
+        let err =
+            c.session
+                .as_mut()
+                .unwrap()
+                .send(&c.id, &Content::Text("x".into()), T0 + 9, &mut c.rng);
+        assert!(err.is_err());
+    }
+}
