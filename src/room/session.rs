@@ -143,6 +143,8 @@ pub struct RoomSession {
     prekey_updates: BTreeMap<DeviceId, PrekeyUpdate>,
     members_seen: MembershipState,
     needs_epoch: bool,
+    /// Members added by others since this device last shared its chain.
+    share_pending: std::collections::BTreeSet<DeviceId>,
     next_seq: u64,
 }
 
@@ -157,6 +159,7 @@ impl RoomSession {
             prekey_updates: BTreeMap::new(),
             members_seen: MembershipState::default(),
             needs_epoch: false,
+            share_pending: std::collections::BTreeSet::new(),
             next_seq: 1,
         }
     }
@@ -284,6 +287,7 @@ impl RoomSession {
     ) -> Result<Vec<Event>, SessionError> {
         self.keys.outbound = Some(OutboundChain::new(self.room(), now_ms, rng));
         self.needs_epoch = false;
+        self.share_pending.clear();
         let state = self.dag.members();
         let to = recipients(&state, &self.me, &self.prekey_updates);
         self.share_to(identity, &to, now_ms, rng)
@@ -347,6 +351,16 @@ impl RoomSession {
             .is_none_or(|c| c.should_rotate(now_ms));
         if rotate || self.needs_epoch {
             events.extend(self.new_chain(identity, now_ms, rng)?);
+        } else if !self.share_pending.is_empty() {
+            // Members invited by others get this chain from its current
+            // position before the next message.
+            let state = self.dag.members();
+            let to: Vec<Recipient> = recipients(&state, &self.me, &self.prekey_updates)
+                .into_iter()
+                .filter(|r| self.share_pending.contains(&r.device))
+                .collect();
+            self.share_pending.clear();
+            events.extend(self.share_to(identity, &to, now_ms, rng)?);
         }
         let chain = self.keys.outbound.clone().ok_or(SessionError::NotMember)?;
         let pending = chain.encrypt(&self.me, &content.to_bytes(), rng)?;
@@ -469,6 +483,12 @@ impl RoomSession {
             if needs_new_epoch(&self.members_seen, &now) {
                 self.needs_epoch = true;
             }
+            for d in now.members.keys() {
+                if *d != self.me && !self.members_seen.is_member(d) {
+                    self.share_pending.insert(*d);
+                }
+            }
+            self.share_pending.retain(|d| now.is_member(d));
             self.members_seen = now;
         }
         Ok(out)

@@ -1109,6 +1109,51 @@ mod session {
         assert_eq!(undecryptable(&rc) + undecryptable(&rc2), 2);
         assert!(!c.session.as_mut().unwrap().members().is_member(&cme));
 
+        // A invites C back; B (who already has a chain) shares it with C
+        // before its next message, so C reads B from then on.
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .change(
+                &a.id,
+                Membership::Invite {
+                    card: c.card.clone(),
+                },
+                T0 + 8,
+                &mut a.rng,
+            )
+            .unwrap();
+        a.commit(out);
+        b.texts_from(&a.bundle());
+        let out = b
+            .session
+            .as_mut()
+            .unwrap()
+            .send(
+                &b.id,
+                &Content::Text("welcome back".into()),
+                T0 + 9,
+                &mut b.rng,
+            )
+            .unwrap();
+        b.commit(out);
+        c.texts_from(&a.bundle());
+        assert_eq!(texts(&c.texts_from(&b.bundle())), vec!["welcome back"]);
+        let c_me = c.id.device_id();
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .change(
+                &a.id,
+                Membership::Remove { target: c_me },
+                T0 + 10,
+                &mut a.rng,
+            )
+            .unwrap();
+        a.commit(out);
+
         // A restarts from its store and persisted keys and keeps going.
         let room = a.session.as_ref().unwrap().room();
         let mut restored =
@@ -1118,7 +1163,7 @@ mod session {
             .send(
                 &a.id,
                 &Content::Text("after restart".into()),
-                T0 + 8,
+                T0 + 11,
                 &mut a.rng,
             )
             .unwrap();
@@ -1126,11 +1171,14 @@ mod session {
         a.commit(out);
         assert_eq!(texts(&b.texts_from(&a.bundle())), vec!["after restart"]);
         // C, removed, cannot change the room any more.
-        let err =
-            c.session
-                .as_mut()
-                .unwrap()
-                .send(&c.id, &Content::Text("x".into()), T0 + 9, &mut c.rng);
+        c.texts_from(&a.bundle());
+        assert!(!c.session.as_mut().unwrap().members().is_member(&c_me));
+        let err = c.session.as_mut().unwrap().send(
+            &c.id,
+            &Content::Text("x".into()),
+            T0 + 12,
+            &mut c.rng,
+        );
         assert!(err.is_err());
     }
 }
