@@ -164,7 +164,8 @@ impl RoomSession {
         }
     }
 
-    /// Rebuilds a session from persisted keys and the stored events.
+    /// Rebuilds a session from persisted keys and the events in this node's
+    /// store (verified when they were stored; not re-verified here).
     pub fn restore<'a>(
         room: RoomId,
         me: DeviceId,
@@ -174,7 +175,7 @@ impl RoomSession {
         let mut s = Self::new(room, me);
         s.keys = RoomKeys::from_bytes(keys)?;
         for e in events {
-            s.dag.insert(e)?;
+            s.dag.insert_from_store(e)?;
         }
         s.members_seen = s.dag.members();
         s.next_seq = s.dag.max_seq(&me) + 1;
