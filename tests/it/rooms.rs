@@ -1181,4 +1181,86 @@ mod session {
         );
         assert!(err.is_err());
     }
+
+    #[test]
+    fn restored_copy_that_sees_its_own_sequence_used_starts_a_new_chain() {
+        let (mut a, mut b) = (Node::new(1), Node::new(2));
+        let (s, out) = RoomSession::create(&a.id, &a.card, [4; 16], T0).unwrap();
+        a.session = Some(s);
+        a.commit(out);
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .change(
+                &a.id,
+                Membership::Invite {
+                    card: b.card.clone(),
+                },
+                T0 + 1,
+                &mut a.rng,
+            )
+            .unwrap();
+        a.commit(out);
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .send(&a.id, &Content::Text("one".into()), T0 + 2, &mut a.rng)
+            .unwrap();
+        a.commit(out);
+        // The data directory is copied here (store + persisted keys).
+        let room = a.session.as_ref().unwrap().room();
+        let copy_store = a.store.clone();
+        let copy_keys = a.keys_on_disk.clone();
+        // The original keeps sending.
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .send(&a.id, &Content::Text("two".into()), T0 + 3, &mut a.rng)
+            .unwrap();
+        let two = a.commit(out);
+        // The copy comes up and hears the original's newer events first.
+        let mut copy =
+            RoomSession::restore(room, a.id.device_id(), &copy_keys, copy_store.values()).unwrap();
+        let old_chain = copy.dag().node(&two[0].id()).is_none();
+        assert!(old_chain);
+        for e in &two {
+            copy.receive(&a.prekeys, e).unwrap();
+        }
+        let out = copy
+            .send(
+                &a.id,
+                &Content::Text("from the copy".into()),
+                T0 + 4,
+                &mut StdRng::seed_from_u64(77),
+            )
+            .unwrap();
+        let from_copy = out.release();
+        // It started (and shared) a new chain and numbered above the original.
+        assert!(from_copy.iter().any(|e| e.kind() == EventKind::KeyShare));
+        let msg = from_copy
+            .iter()
+            .find(|e| e.kind() == EventKind::Message)
+            .unwrap();
+        assert!(msg.seq() > two.iter().map(|e| e.seq()).max().unwrap());
+        let p_two = MessagePayload::from_bytes(
+            two.iter()
+                .find(|e| e.kind() == EventKind::Message)
+                .unwrap()
+                .payload(),
+        )
+        .unwrap();
+        let p_copy = MessagePayload::from_bytes(msg.payload()).unwrap();
+        assert_ne!(p_two.chain_id, p_copy.chain_id);
+        // B reads both the original and the copy.
+        b.texts_from(&a.bundle());
+        let mut got = Vec::new();
+        for e in &from_copy {
+            got.extend(b.session.as_mut().unwrap().receive(&b.prekeys, e).unwrap());
+        }
+        assert_eq!(texts(&got), vec!["from the copy"]);
+        assert!(b.session.as_mut().unwrap().dag().forks().is_empty());
+    }
 }
