@@ -33,4 +33,5 @@ pub mod cbor;
 pub mod crypto;
 pub mod event;
 pub mod limits;
+pub mod proto;
 pub mod store;
