@@ -76,6 +76,8 @@ pub struct SimNode {
     pub double_deliveries: Vec<EventId>,
     /// Penalties this node imposed.
     pub penalties: u64,
+    /// The first few penalty reasons, for test diagnostics.
+    pub penalty_reasons: Vec<String>,
     cpu_free_at_us: u64,
     timer_at: Option<u64>,
     link_to: BTreeMap<LinkId, (usize, LinkId)>,
@@ -137,6 +139,7 @@ impl SimNet {
                     delivered: BTreeMap::new(),
                     double_deliveries: Vec::new(),
                     penalties: 0,
+                    penalty_reasons: Vec::new(),
                     cpu_free_at_us: 0,
                     timer_at: None,
                     link_to: BTreeMap::new(),
@@ -323,7 +326,13 @@ impl SimNet {
                         n.double_deliveries.push(id);
                     }
                 }
-                Output::App(AppEvent::PeerPenalised { .. }) => self.nodes[i].penalties += 1,
+                Output::App(AppEvent::PeerPenalised { reason, .. }) => {
+                    let n = &mut self.nodes[i];
+                    n.penalties += 1;
+                    if n.penalty_reasons.len() < 16 {
+                        n.penalty_reasons.push(reason);
+                    }
+                }
                 Output::App(_) => {}
             }
         }
@@ -365,6 +374,21 @@ impl SimNet {
             },
         );
         Some(free)
+    }
+
+    /// Sends raw bytes from `from` to `to` over their link, bypassing
+    /// `from`'s node: how tests play a hostile peer. Returns false if the
+    /// two are not linked.
+    pub fn send_raw(&mut self, from: usize, to: usize, bytes: Vec<u8>) -> bool {
+        let link = self.nodes[from]
+            .link_to
+            .iter()
+            .find(|(_, (peer, _))| *peer == to)
+            .map(|(l, _)| *l);
+        match link {
+            Some(link) => self.transmit(from, link, bytes).is_some(),
+            None => false,
+        }
     }
 
     /// Runs until virtual time `until_ms` or until nothing is left to do.

@@ -3,7 +3,7 @@
 
 use meshrelay::event::{EventId, RoomId};
 use meshrelay::proto::NodeConfig;
-use meshrelay::store::StoreConfig;
+use meshrelay::store::{Store, StoreConfig};
 use meshrelay_sim::net::{LinkParams, SimNet};
 use rand::RngExt;
 use std::collections::BTreeSet;
@@ -145,4 +145,123 @@ fn a_relay_that_is_in_no_room_carries_events_across() {
     net.connect(1, 2, LinkParams::ble());
     net.run_until(10_000);
     assert_converged(&net, &[1, 2], &all);
+}
+
+/// Publishes `k` events at node 0 and returns the mean latency until node
+/// `dst` stored them.
+fn honest_latency(
+    net: &mut SimNet,
+    room: RoomId,
+    dst: usize,
+    k: usize,
+    flood: Option<&dyn Fn(&mut SimNet, usize)>,
+) -> f64 {
+    let mut ids = Vec::new();
+    let start = net.now_ms();
+    for step in 0..k {
+        ids.push((net.publish(0, room, 1000), net.now_ms()));
+        for tick in 0..10 {
+            if let Some(f) = flood {
+                f(net, step * 10 + tick);
+            }
+            let t = net.now_ms();
+            net.run_until(t + 10);
+        }
+    }
+    net.run_until(start + 60_000);
+    let total: u64 = ids
+        .iter()
+        .map(|(id, t)| net.nodes[dst].delivered.get(id).map_or(60_000, |d| d - t))
+        .sum();
+    total as f64 / k as f64
+}
+
+#[test]
+fn a_flooding_peer_slows_honest_delivery_at_most_2x() {
+    use meshrelay::crypto::Identity;
+    use meshrelay::event::{EventKind, UnsignedEvent};
+    use meshrelay::proto::link_codec::LinkCodec;
+    use meshrelay::proto::msg::Msg;
+
+    let s = seed(17);
+    let room = RoomId([5; 16]);
+    let config = NodeConfig::default();
+    let build = || {
+        let mut net = SimNet::new(4, s, config.clone(), store_config());
+        for i in 0..3 {
+            net.join(i, room);
+        }
+        net.connect(0, 1, LinkParams::lan());
+        net.connect(1, 2, LinkParams::lan());
+        net.connect(3, 1, LinkParams::lan());
+        net.run_until(1_000);
+        net
+    };
+    let mut calm = build();
+    let baseline = honest_latency(&mut calm, room, 2, 20, None);
+
+    // Node 3 floods node 1 with valid strangers' events from fresh
+    // identities at 10x the per-link intake budget, and reconnects under
+    // fresh link identities (from new sources) whenever it is cut off.
+    let budget = config.link_bytes_per_s;
+    let mut attacked = build();
+    let counter = std::cell::Cell::new(0u64);
+    let flood = |net: &mut SimNet, tick: usize| {
+        // 10 ms per tick: send 10x the per-link budget's share of a tick.
+        let mut bytes = budget * 10 / 100;
+        let mut batch = Vec::new();
+        while bytes > 0 {
+            let c = counter.get();
+            counter.set(c + 1);
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&c.to_be_bytes());
+            let id = Identity::from_seed(&seed);
+            let ev = UnsignedEvent {
+                room: RoomId([0xee; 16]),
+                sender: id.device_id(),
+                seq: 1,
+                prev: vec![],
+                origin_ts_ms: net.now_ms(),
+                expires_ms: net.now_ms() + 3_600_000,
+                kind: EventKind::Message,
+                payload: vec![0; 900],
+            }
+            .sign(&id)
+            .expect("flood event within limits");
+            bytes = bytes.saturating_sub(ev.bytes().len() as u64);
+            batch.push(ev.bytes().to_vec());
+            if batch.len() == 32 {
+                let frame = Msg::Events(std::mem::take(&mut batch)).encode();
+                for d in LinkCodec::new(64 * 1024 + 16).send(&frame) {
+                    if !net.send_raw(3, 1, d) {
+                        // Cut off: come back as a fresh link from a new source.
+                        net.connect_with_source(3, 1, LinkParams::lan(), 1000 + tick as u64, 1);
+                    }
+                }
+            }
+        }
+    };
+    let under_flood = honest_latency(&mut attacked, room, 2, 20, Some(&flood));
+    eprintln!("mean honest latency: calm {baseline:.1} ms, under flood {under_flood:.1} ms");
+    for i in 0..4 {
+        eprintln!(
+            "node {i}: {:?} delivered={} penalties={:?} links={}",
+            attacked.nodes[i].node.stats(),
+            attacked.nodes[i].delivered.len(),
+            attacked.nodes[i].penalty_reasons,
+            attacked.nodes[i].node.links().len()
+        );
+    }
+    assert!(
+        under_flood <= 2.0 * baseline.max(1.0),
+        "flood slowed honest delivery {:.2}x",
+        under_flood / baseline
+    );
+    // Memory stays bounded: the stranger pool and the link table hold.
+    let stats = attacked.nodes[1].node.store().stats().expect("stats");
+    let cfg = *attacked.nodes[1].node.store().config();
+    assert!(stats.bytes <= cfg.budget_bytes);
+    assert!(stats.stranger.bytes <= cfg.stranger_pool_bytes);
+    assert!(attacked.nodes[1].node.links().len() <= config.max_links);
+    assert!(attacked.nodes[1].penalties + attacked.nodes[1].node.stats().refused_events > 0);
 }

@@ -111,6 +111,14 @@ pub const MAX_PENDING_IHAVE: usize = 8192;
 pub const MAX_KNOWN_PER_LINK: usize = 8192;
 /// Most event IDs queued for sending on one link.
 pub const MAX_OUTBOX_PER_LINK: usize = 65_536;
+/// A sender paces each link at `(1 - 1/PACING_DIVISOR)` of the intake rate
+/// and `1/PACING_DIVISOR` of the intake burst, leaving headroom for control
+/// frames, so an honest relay is never penalised for forwarding a flood.
+pub const PACING_DIVISOR: u64 = 4;
+/// Bytes a batch frame adds around its events (head, version, type, array).
+const FRAME_OVERHEAD: usize = 16;
+/// Bytes a batch frame adds per event (byte-string head, fragment share).
+const PER_EVENT_OVERHEAD: usize = 8;
 /// Most reconciliation sessions open on one link.
 pub const MAX_SESSIONS_PER_LINK: usize = 64;
 
@@ -137,6 +145,8 @@ struct Link {
     bytes_out: u64,
     intake: TokenBucket,
     nonce: u64,
+    /// Whether this side initiates reconciliation (its nonce is lower).
+    initiator: bool,
     hello_seen: bool,
     eager: bool,
     known: LruCache<EventId, ()>,
@@ -145,6 +155,10 @@ struct Link {
     queued: BTreeSet<EventId>,
     outbox_seq: u64,
     in_flight: usize,
+    /// Pacing: this node never sends faster than the peer's intake budget.
+    pacing: TokenBucket,
+    /// When pacing allows the next batch, if the outbox is waiting for it.
+    resume_at_ms: Option<u64>,
     sessions: BTreeMap<RoomId, Recon>,
     next_anti_entropy_ms: u64,
 }
@@ -319,7 +333,12 @@ impl<S: Store, R: Rng> Node<S, R> {
 
     /// The earliest time at which [`Input::Timeout`] must be fed.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let ae = self.links.values().map(|l| l.next_anti_entropy_ms).min();
+        let ae = self
+            .links
+            .values()
+            .flat_map(|l| [Some(l.next_anti_entropy_ms), l.resume_at_ms])
+            .flatten()
+            .min();
         let ih = self.pending_ihave.values().map(|(_, t)| *t).min();
         match (ae, ih) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -375,6 +394,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                     now,
                 ),
                 nonce,
+                initiator: false,
                 hello_seen: false,
                 eager,
                 known: LruCache::new(nz(MAX_KNOWN_PER_LINK)),
@@ -382,6 +402,12 @@ impl<S: Store, R: Rng> Node<S, R> {
                 queued: BTreeSet::new(),
                 outbox_seq: 0,
                 in_flight: 0,
+                pacing: TokenBucket::new(
+                    self.config.link_burst_bytes / PACING_DIVISOR,
+                    self.config.link_bytes_per_s - self.config.link_bytes_per_s / PACING_DIVISOR,
+                    now,
+                ),
+                resume_at_ms: None,
                 sessions: BTreeMap::new(),
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
@@ -504,7 +530,8 @@ impl<S: Store, R: Rng> Node<S, R> {
             self.penalise(link, "nonce collision", close_code::MALFORMED);
             return Ok(());
         }
-        if l.nonce < nonce {
+        l.initiator = l.nonce < nonce;
+        if l.initiator {
             let mut all: BTreeSet<RoomId> = rooms.into_iter().collect();
             all.extend(self.room_list()?);
             self.start_sessions(link, all.into_iter().take(MAX_SESSIONS_PER_LINK).collect())?;
@@ -801,6 +828,19 @@ impl<S: Store, R: Rng> Node<S, R> {
                 self.send(link, &Msg::Graft(chunk.to_vec()));
             }
         }
+        // Links whose pacing now allows the next batch.
+        let resume: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.resume_at_ms.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for link in resume {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.resume_at_ms = None;
+            }
+            self.pump(link)?;
+        }
         // Periodic anti-entropy, initiated by the lower-nonce side.
         let due: Vec<LinkId> = self
             .links
@@ -811,7 +851,7 @@ impl<S: Store, R: Rng> Node<S, R> {
         for link in due {
             if let Some(l) = self.links.get_mut(&link) {
                 l.next_anti_entropy_ms = now.saturating_add(self.config.anti_entropy_interval_ms);
-                if !l.sessions.is_empty() || !l.hello_seen {
+                if !l.sessions.is_empty() || !l.hello_seen || !l.initiator {
                     continue;
                 }
             }
@@ -846,8 +886,14 @@ impl<S: Store, R: Rng> Node<S, R> {
             if l.in_flight >= self.config.link_window_bytes || l.outbox.is_empty() {
                 return Ok(());
             }
+            let now = self.now_ms;
+            // Strangers' events may not spend the last quarter of the pacing
+            // burst: it stays in reserve for the node's own and its rooms'
+            // events, so a relayed flood never delays them.
+            let reserve = self.config.link_burst_bytes / PACING_DIVISOR / 4;
+            let mut avail = l.pacing.available(now);
             let mut batch = Vec::new();
-            let mut size = 16usize;
+            let mut size = FRAME_OVERHEAD;
             while let Some((key, id)) = l.outbox.first_key_value().map(|(k, v)| (*k, *v)) {
                 if batch.len() >= MAX_EVENTS_PER_FRAME {
                     break;
@@ -857,10 +903,25 @@ impl<S: Store, R: Rng> Node<S, R> {
                     l.queued.remove(&id);
                     continue;
                 };
-                if !batch.is_empty() && size + bytes.len() + 8 > MAX_FRAME_BYTES {
+                let cost = bytes.len() + PER_EVENT_OVERHEAD;
+                if !batch.is_empty() && size + cost > MAX_FRAME_BYTES {
                     break;
                 }
-                size += bytes.len() + 8;
+                let floor = if key.0 == Priority::Stranger {
+                    reserve
+                } else {
+                    0
+                };
+                let need = (size + cost) as u64 + floor;
+                if avail < need {
+                    if batch.is_empty() {
+                        let wait = l.pacing.wait_ms(need, now).clamp(1, 60_000);
+                        l.resume_at_ms = Some(now.saturating_add(wait));
+                    }
+                    break;
+                }
+                avail -= cost as u64;
+                size += cost;
                 l.outbox.remove(&key);
                 l.queued.remove(&id);
                 l.known.put(id, ());
@@ -873,6 +934,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             let n = self.send(link, &Msg::Events(batch));
             if let Some(l) = self.links.get_mut(&link) {
                 l.in_flight += n;
+                l.pacing.try_take(n as u64, now);
             }
         }
     }
