@@ -23,6 +23,8 @@
 //! | [`event`] | room and event IDs, the signed envelope, clock-skew rules |
 //! | [`room`] | membership, authorization and resolution, ordering, gaps, room keys |
 //! | [`bundle`] | sneakernet bundles of signed events (export / import) |
+//! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
+//! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -36,3 +38,5 @@ pub mod crypto;
 pub mod event;
 pub mod limits;
 pub mod room;
+pub mod proto;
+pub mod store;

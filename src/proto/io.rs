@@ -31,11 +31,10 @@ impl LinkKind {
     }
 }
 
-/// Something an attacker cannot change cheaply that a link came from: the
-/// remote IP address on a LAN, or a constant for BLE (one radio neighbourhood).
-/// Penalties and new-link budgets attach to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceKey(pub u64);
+/// Something an attacker cannot change cheaply that a link came from (the
+/// remote IP address on a LAN, one radio neighbourhood for BLE): penalties,
+/// new-link budgets and the store's intake budgets attach to it.
+pub use crate::store::SourceKey;
 
 /// A user command fed to the core.
 #[derive(Debug, Clone)]
@@ -72,6 +71,9 @@ pub enum Input {
         /// One datagram (a fragment) as it arrived.
         bytes: Vec<u8>,
     },
+    /// Everything transmitted on the link so far has left the driver's
+    /// buffers: the node may send the next window of events.
+    Drained(LinkId),
     /// The deadline returned by `poll_timeout` has passed.
     Timeout,
     /// A user command.
