@@ -21,6 +21,7 @@
 //! | [`limits`] | every protocol limit as a named constant |
 //! | [`crypto`] | device identity, contact cards, fingerprints, domains |
 //! | [`event`] | room and event IDs, the signed envelope, clock-skew rules |
+//! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -29,6 +30,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod cbor;
+pub mod contacts;
 pub mod crypto;
+pub mod datadir;
 pub mod event;
+pub mod inspect;
 pub mod limits;
