@@ -100,8 +100,8 @@ impl ContactBook {
             version: BOOK_FILE_VERSION,
             cards: self.cards.values().map(ContactCard::to_text).collect(),
         };
-        let json = serde_json::to_vec_pretty(&file)
-            .map_err(|e| ContactError::Corrupt(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&file).map_err(|e| ContactError::Corrupt(e.to_string()))?;
         dir.write_atomic(CONTACTS_FILE, &json)?;
         Ok(())
     }

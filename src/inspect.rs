@@ -91,7 +91,10 @@ pub fn inspect(input: &[u8]) -> Result<Inspected, InspectError> {
         }
         // Printable text that is neither: a binary event always starts
         // with the non-ASCII byte 0x8a, so this cannot be one.
-        if trimmed.chars().all(|c| !c.is_control() || c.is_whitespace()) {
+        if trimmed
+            .chars()
+            .all(|c| !c.is_control() || c.is_whitespace())
+        {
             return Err(InspectError::UnknownText);
         }
     }

@@ -315,7 +315,10 @@ fn decode(file: Option<&Path>, json: bool) -> Result<()> {
         }
         Inspected::Card(card) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&inspect::card_json(&card))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&inspect::card_json(&card))?
+                );
             } else {
                 println!("valid contact card (signatures verified)");
                 println!("  device ID:   {}", card.device_id);
@@ -366,7 +369,10 @@ fn demo() -> Result<()> {
     let out = io::stdout();
     let mut o = out.lock();
     let now = now_ms()?;
-    writeln!(o, "meshrelay demo: identities, contact cards and signed events.")?;
+    writeln!(
+        o,
+        "meshrelay demo: identities, contact cards and signed events."
+    )?;
     writeln!(
         o,
         "Everything below runs in memory; no data directory is touched."
@@ -453,7 +459,10 @@ fn demo() -> Result<()> {
         hex(first.bytes().get(..24).unwrap_or_default())
     )?;
 
-    step(5, "Bob decodes and verifies it (any relay could have carried it)");
+    step(
+        5,
+        "Bob decodes and verifies it (any relay could have carried it)",
+    );
     let received = Event::decode(first.bytes()).map_err(anyhow::Error::from)?;
     let known = bob_book.get(&received.sender()).map(|c| c.name.clone());
     writeln!(
@@ -472,7 +481,10 @@ fn demo() -> Result<()> {
         inspect::timeliness_name(timeliness(&received, now))
     )?;
 
-    step(6, "Bob replies, citing Alice's event as its causal predecessor");
+    step(
+        6,
+        "Bob replies, citing Alice's event as its causal predecessor",
+    );
     let reply = UnsignedEvent {
         room,
         sender: bob.device_id(),
@@ -490,7 +502,11 @@ fn demo() -> Result<()> {
         o,
         "   event {} (seq 1 for Bob in this room), prev = [{}]",
         back.id(),
-        back.prev().iter().map(EventId::to_string).collect::<Vec<_>>().join(", ")
+        back.prev()
+            .iter()
+            .map(EventId::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     )?;
 
     step(7, "Relays cannot alter or forge events");
@@ -501,7 +517,11 @@ fn demo() -> Result<()> {
     }
     match Event::decode(&altered) {
         Ok(_) => return Err(anyhow!("an altered event was accepted").into()),
-        Err(e) => writeln!(o, "   one payload byte changed: rejected ({e}) [{}]", e.class())?,
+        Err(e) => writeln!(
+            o,
+            "   one payload byte changed: rejected ({e}) [{}]",
+            e.class()
+        )?,
     }
     let mallory = Identity::from_seed(&[0x66; 32]);
     let fake = UnsignedEvent {
@@ -532,7 +552,10 @@ fn demo() -> Result<()> {
         Err(e) => writeln!(o, "   one byte appended: rejected ({e}) [{}]", e.class())?,
     }
 
-    step(8, "Expiry is signed, so relays drop stale events without reading them");
+    step(
+        8,
+        "Expiry is signed, so relays drop stale events without reading them",
+    );
     let later = first.expires_ms() + meshrelay::limits::EXPIRY_GRACE_MS + 1;
     writeln!(
         o,

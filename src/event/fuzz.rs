@@ -15,10 +15,17 @@ use crate::event::{Event, timeliness};
 /// for. Rejected inputs never panic.
 pub fn fuzz_decode(data: &[u8]) {
     let Ok(unverified) = Event::decode_unverified(data) else {
-        assert!(Event::decode(data).is_err(), "decode accepted what decode_unverified refused");
+        assert!(
+            Event::decode(data).is_err(),
+            "decode accepted what decode_unverified refused"
+        );
         return;
     };
-    assert_eq!(unverified.bytes(), data, "decoder accepted a non-canonical encoding");
+    assert_eq!(
+        unverified.bytes(),
+        data,
+        "decoder accepted a non-canonical encoding"
+    );
     let signed = unverified.fields().signing_bytes();
     assert_eq!(
         signed.get(1..),
@@ -26,7 +33,11 @@ pub fn fuzz_decode(data: &[u8]) {
         "signed fields do not re-encode to the received prefix"
     );
     if let Ok(ev) = Event::decode(data) {
-        assert_eq!(ev.id(), unverified.id(), "event ID depends on more than the bytes");
+        assert_eq!(
+            ev.id(),
+            unverified.id(),
+            "event ID depends on more than the bytes"
+        );
         let _ = timeliness(&ev, ev.origin_ts_ms());
     }
 }

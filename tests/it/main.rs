@@ -1,0 +1,4 @@
+//! All integration tests, in one binary (ruma style): one module per area.
+
+mod cli;
+mod vectors;
