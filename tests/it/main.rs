@@ -1,4 +1,6 @@
 //! All integration tests, in one binary (ruma style): one module per area.
 
 mod cli;
+mod fuzz_corpus;
+mod roundtrip;
 mod vectors;
