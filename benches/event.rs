@@ -1,0 +1,158 @@
+//! Event encode / decode / sign / verify for 256 B, 1 KiB and the largest
+//! event, plus raw ed25519 `verify_strict` over the same number of bytes as
+//! the baseline the event path is judged against (goal: ratio <= 1.10).
+//!
+//! `cargo bench --bench event` runs the criterion groups, then measures the
+//! ratio (event verification = decode + verify, over raw `verify_strict`)
+//! in interleaved rounds in the same process and prints a table.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use ed25519_dalek::{Signer, SigningKey};
+use meshrelay::crypto::Identity;
+use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
+use meshrelay::limits::{MAX_PAYLOAD_BYTES, MAX_PREV_EVENTS};
+
+/// One benchmark case: an unsigned event whose signed encoding has a given
+/// size, and its signed form.
+struct Case {
+    label: &'static str,
+    unsigned: UnsignedEvent,
+    signed: Event,
+}
+
+fn unsigned(id: &Identity, prev: usize, payload: usize) -> UnsignedEvent {
+    UnsignedEvent {
+        room: RoomId([7; 16]),
+        sender: id.device_id(),
+        seq: 42,
+        prev: (0..prev as u8).map(|i| EventId([i; 32])).collect(),
+        origin_ts_ms: 1_700_000_000_000,
+        expires_ms: 1_700_000_000_000 + 86_400_000,
+        kind: EventKind::Message,
+        payload: vec![0x5a; payload],
+    }
+}
+
+/// An event of exactly `size` encoded bytes with two predecessors.
+fn sized(id: &Identity, label: &'static str, size: usize) -> Case {
+    let mut payload = size.saturating_sub(250);
+    loop {
+        let u = unsigned(id, 2, payload);
+        let ev = u.clone().sign(id).expect("sign");
+        match ev.bytes().len() {
+            n if n == size => {
+                return Case {
+                    label,
+                    unsigned: u,
+                    signed: ev,
+                };
+            }
+            n if n < size => payload += 1,
+            _ => payload -= 1,
+        }
+    }
+}
+
+fn cases(id: &Identity) -> Vec<Case> {
+    let largest = unsigned(id, MAX_PREV_EVENTS, MAX_PAYLOAD_BYTES);
+    let largest_ev = largest.clone().sign(id).expect("sign");
+    vec![
+        sized(id, "256B", 256),
+        sized(id, "1KiB", 1024),
+        Case {
+            label: "16KiB",
+            unsigned: largest,
+            signed: largest_ev,
+        },
+    ]
+}
+
+/// The baseline: a raw ed25519 key, message and signature of `len` bytes.
+fn raw(len: usize) -> (ed25519_dalek::VerifyingKey, Vec<u8>, ed25519_dalek::Signature) {
+    let sk = SigningKey::from_bytes(&[9; 32]);
+    let msg = vec![0x5a; len];
+    let sig = sk.sign(&msg);
+    (sk.verifying_key(), msg, sig)
+}
+
+fn bench(c: &mut Criterion) {
+    let id = Identity::from_seed(&[1; 32]);
+    for case in cases(&id) {
+        let n = case.signed.bytes().len();
+        let mut g = c.benchmark_group(format!("event/{}", case.label));
+        g.throughput(Throughput::Bytes(n as u64));
+        g.bench_function(BenchmarkId::new("encode", n), |b| {
+            b.iter(|| black_box(&case.unsigned).signing_bytes())
+        });
+        g.bench_function(BenchmarkId::new("decode", n), |b| {
+            b.iter(|| Event::decode_unverified(black_box(case.signed.bytes())))
+        });
+        g.bench_function(BenchmarkId::new("sign", n), |b| {
+            b.iter(|| black_box(&case.unsigned).clone().sign(&id))
+        });
+        g.bench_function(BenchmarkId::new("verify", n), |b| {
+            b.iter(|| Event::decode(black_box(case.signed.bytes())))
+        });
+        let (vk, msg, sig) = raw(n);
+        g.bench_function(BenchmarkId::new("raw_verify_strict", n), |b| {
+            b.iter(|| vk.verify_strict(black_box(&msg), &sig))
+        });
+        g.finish();
+    }
+}
+
+/// Median per-operation time of `f`, over `rounds` rounds of `iters` calls.
+fn per_op(iters: u32, mut f: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed() / iters
+}
+
+/// Measures decode+verify against raw verify_strict in interleaved rounds
+/// (so both see the same machine load) and prints the ratios.
+fn ratio_report() {
+    let id = Identity::from_seed(&[1; 32]);
+    println!();
+    println!("| event | bytes | decode+verify | raw verify_strict | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    for case in cases(&id) {
+        let bytes = case.signed.bytes();
+        let (vk, msg, sig) = raw(bytes.len());
+        let mut ev_t = Vec::new();
+        let mut raw_t = Vec::new();
+        for _ in 0..31 {
+            ev_t.push(per_op(200, || {
+                black_box(Event::decode(black_box(bytes)).is_ok());
+            }));
+            raw_t.push(per_op(200, || {
+                black_box(vk.verify_strict(black_box(&msg), &sig).is_ok());
+            }));
+        }
+        ev_t.sort();
+        raw_t.sort();
+        let (e, r) = (ev_t[ev_t.len() / 2], raw_t[raw_t.len() / 2]);
+        println!(
+            "| {} | {} | {:.1} µs | {:.1} µs | {:.3} |",
+            case.label,
+            bytes.len(),
+            e.as_secs_f64() * 1e6,
+            r.as_secs_f64() * 1e6,
+            e.as_secs_f64() / r.as_secs_f64()
+        );
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--test" || a == "--list");
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    if !quick {
+        ratio_report();
+    }
+}
