@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ed25519_dalek::{Signer, SigningKey};
-use meshrelay::crypto::Identity;
+use meshrelay::crypto::{Identity, KeyCache};
 use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::limits::{MAX_PAYLOAD_BYTES, MAX_PREV_EVENTS};
 
@@ -71,7 +71,13 @@ fn cases(id: &Identity) -> Vec<Case> {
 }
 
 /// The baseline: a raw ed25519 key, message and signature of `len` bytes.
-fn raw(len: usize) -> (ed25519_dalek::VerifyingKey, Vec<u8>, ed25519_dalek::Signature) {
+fn raw(
+    len: usize,
+) -> (
+    ed25519_dalek::VerifyingKey,
+    Vec<u8>,
+    ed25519_dalek::Signature,
+) {
     let sk = SigningKey::from_bytes(&[9; 32]);
     let msg = vec![0x5a; len];
     let sig = sk.sign(&msg);
@@ -96,6 +102,10 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("verify", n), |b| {
             b.iter(|| Event::decode(black_box(case.signed.bytes())))
         });
+        let mut cache = KeyCache::default();
+        g.bench_function(BenchmarkId::new("verify_cached_key", n), |b| {
+            b.iter(|| Event::decode_cached(black_box(case.signed.bytes()), &mut cache))
+        });
         let (vk, msg, sig) = raw(n);
         g.bench_function(BenchmarkId::new("raw_verify_strict", n), |b| {
             b.iter(|| vk.verify_strict(black_box(&msg), &sig))
@@ -104,7 +114,7 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// Median per-operation time of `f`, over `rounds` rounds of `iters` calls.
+/// Mean per-operation time of `f` over `iters` calls.
 fn per_op(iters: u32, mut f: impl FnMut()) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
@@ -113,45 +123,82 @@ fn per_op(iters: u32, mut f: impl FnMut()) -> Duration {
     start.elapsed() / iters
 }
 
-/// Measures decode+verify against raw verify_strict in interleaved rounds
-/// (so both see the same machine load) and prints the ratios.
+/// Measures decode+verify against raw `verify_strict` in interleaved
+/// rounds (so both see the same machine load) and prints the ratios. Two
+/// baselines: the key already parsed (pure signature check), and the key
+/// parsed from its 32 bytes first, as any receiver of an event must.
 fn ratio_report() {
     let id = Identity::from_seed(&[1; 32]);
     println!();
-    println!("| event | bytes | decode+verify | raw verify_strict | ratio |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| event | bytes | raw verify_strict | decode+verify | ratio | decode_cached+verify | ratio | key from bytes + verify_strict | decode+verify / it |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
     for case in cases(&id) {
         let bytes = case.signed.bytes();
         let (vk, msg, sig) = raw(bytes.len());
-        let mut ev_t = Vec::new();
-        let mut raw_t = Vec::new();
-        for _ in 0..31 {
-            ev_t.push(per_op(200, || {
+        let key_bytes = vk.to_bytes();
+        let mut cache = KeyCache::default();
+        let (mut ev_t, mut raw_t, mut parse_t, mut cached_t) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ratio_raw, mut ratio_parse, mut ratio_cached) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..101 {
+            let e = per_op(50, || {
                 black_box(Event::decode(black_box(bytes)).is_ok());
-            }));
-            raw_t.push(per_op(200, || {
+            });
+            let r = per_op(50, || {
                 black_box(vk.verify_strict(black_box(&msg), &sig).is_ok());
-            }));
+            });
+            let p = per_op(50, || {
+                let k = ed25519_dalek::VerifyingKey::from_bytes(black_box(&key_bytes));
+                black_box(k.is_ok_and(|k| k.verify_strict(black_box(&msg), &sig).is_ok()));
+            });
+            let c = per_op(50, || {
+                black_box(Event::decode_cached(black_box(bytes), &mut cache).is_ok());
+            });
+            ratio_cached.push(us(c) / us(r));
+            cached_t.push(us(c));
+            ratio_raw.push(us(e) / us(r));
+            ratio_parse.push(us(e) / us(p));
+            ev_t.push(us(e));
+            raw_t.push(us(r));
+            parse_t.push(us(p));
         }
-        ev_t.sort();
-        raw_t.sort();
-        let (e, r) = (ev_t[ev_t.len() / 2], raw_t[raw_t.len() / 2]);
+        // Medians; the ratios are per round (each round measures both
+        // sides back to back under the same load), then the median round.
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (e, r, p, c) = (
+            median(&mut ev_t),
+            median(&mut raw_t),
+            median(&mut parse_t),
+            median(&mut cached_t),
+        );
+        let (rr, rp, rc) = (
+            median(&mut ratio_raw),
+            median(&mut ratio_parse),
+            median(&mut ratio_cached),
+        );
         println!(
-            "| {} | {} | {:.1} µs | {:.1} µs | {:.3} |",
+            "| {} | {} | {r:.1} µs | {e:.1} µs | {rr:.3} | {c:.1} µs | {rc:.3} | {p:.1} µs | {rp:.3} |",
             case.label,
             bytes.len(),
-            e.as_secs_f64() * 1e6,
-            r.as_secs_f64() * 1e6,
-            e.as_secs_f64() / r.as_secs_f64()
         );
     }
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");
-    let mut c = Criterion::default().configure_from_args();
-    bench(&mut c);
-    c.final_summary();
+    // MESHRELAY_BENCH_RATIO_ONLY=1 skips the criterion groups.
+    if std::env::var_os("MESHRELAY_BENCH_RATIO_ONLY").is_none() {
+        let mut c = Criterion::default().configure_from_args();
+        bench(&mut c);
+        c.final_summary();
+    }
     if !quick {
         ratio_report();
     }

@@ -6,9 +6,11 @@ pub mod card;
 pub mod domain;
 pub mod fingerprint;
 pub mod identity;
+pub mod key_cache;
 pub mod keys;
 
 pub use card::{CardError, ContactCard};
 pub use fingerprint::fingerprint;
 pub use identity::{Identity, Prekey};
+pub use key_cache::KeyCache;
 pub use keys::{AgreementKey, DeviceId, KeyError};

@@ -2,6 +2,7 @@
 //! test). They feed arbitrary bytes to the decoders and check the
 //! invariants that must hold for every accepted input.
 
+use crate::crypto::KeyCache;
 use crate::event::{Event, timeliness};
 
 /// Decodes `data` as an event. For every accepted input, checks that the
@@ -14,6 +15,12 @@ use crate::event::{Event, timeliness};
 /// Only if one of those invariants is broken, which is what the fuzzer looks
 /// for. Rejected inputs never panic.
 pub fn fuzz_decode(data: &[u8]) {
+    let mut cache = KeyCache::with_capacity(1);
+    assert_eq!(
+        Event::decode_cached(data, &mut cache),
+        Event::decode(data),
+        "the key cache changed a verdict"
+    );
     let Ok(unverified) = Event::decode_unverified(data) else {
         assert!(
             Event::decode(data).is_err(),

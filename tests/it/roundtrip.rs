@@ -213,6 +213,15 @@ proptest! {
     }
 
     #[test]
+    fn device_key_validation_matches_recompression(bytes in any::<[u8; 32]>()) {
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        let reference = CompressedEdwardsY(bytes)
+            .decompress()
+            .is_some_and(|p| p.compress().to_bytes() == bytes && !p.is_small_order());
+        prop_assert_eq!(DeviceId::from_bytes(&bytes).is_ok(), reference);
+    }
+
+    #[test]
     fn identity_file_round_trips(s in seed()) {
         let id = Identity::from_seed(&s);
         let back = Identity::from_secret_bytes(&id.to_secret_bytes()).unwrap();
