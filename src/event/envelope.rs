@@ -171,6 +171,9 @@ impl UnsignedEvent {
         }
         self.prev.sort();
         self.prev.dedup();
+        // `Other(1)` encodes like `Message`: store the variant a decoder
+        // will produce, so a signed event equals its decoded form.
+        self.kind = EventKind::from_u64(self.kind.to_u64());
         self.check_limits()?;
         let mut bytes = self.signing_bytes();
         let digest = signing_digest(&bytes[1..]);
