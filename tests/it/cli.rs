@@ -262,3 +262,22 @@ fn demo_runs_and_shows_rejections() {
     assert!(out.contains("rejected"));
     assert!(out.contains("Demo complete"));
 }
+
+#[test]
+fn runtime_failures_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    // The data directory cannot be created under a regular file.
+    let o = run(&file.join("sub"), &["init"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error: "));
+}
+
+#[test]
+fn decode_refuses_oversize_input() {
+    let big = vec![b'a'; meshrelay::inspect::MAX_INSPECT_INPUT + 10];
+    let o = run_stdin(&["decode"], &big);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("[oversize]"), "{}", stderr(&o));
+}
