@@ -120,8 +120,9 @@ pub struct Event {
     id: EventId,
     digest: [u8; 64],
     /// The sender key, decompressed once when the event was decoded or
-    /// signed, so verification does not decompress it again.
-    sender_key: VerifyingKey,
+    /// signed, so verification does not decompress it again. Boxed: the
+    /// decompressed point is 192 bytes and events travel inside enums.
+    sender_key: Box<VerifyingKey>,
 }
 
 impl UnsignedEvent {
@@ -193,7 +194,7 @@ impl UnsignedEvent {
             bytes,
             id,
             digest,
-            sender_key: identity.device_id().verifying_key(),
+            sender_key: Box::new(identity.device_id().verifying_key()),
         })
     }
 }
@@ -311,7 +312,7 @@ impl Event {
             bytes: bytes.to_vec(),
             id,
             digest,
-            sender_key,
+            sender_key: Box::new(sender_key),
         })
     }
 
