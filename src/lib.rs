@@ -25,6 +25,7 @@
 //! | [`bundle`] | sneakernet bundles of signed events (export / import) |
 //! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
+//! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -34,9 +35,12 @@
 
 pub mod bundle;
 pub mod cbor;
+pub mod contacts;
 pub mod crypto;
+pub mod datadir;
 pub mod event;
+pub mod inspect;
 pub mod limits;
-pub mod room;
 pub mod proto;
+pub mod room;
 pub mod store;
