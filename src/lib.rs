@@ -21,6 +21,7 @@
 //! | [`limits`] | every protocol limit as a named constant |
 //! | [`crypto`] | device identity, contact cards, fingerprints, domains |
 //! | [`event`] | room and event IDs, the signed envelope, clock-skew rules |
+//! | [`transport`] | adapters: the Matrix homeserver transport room |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -32,3 +33,4 @@ pub mod cbor;
 pub mod crypto;
 pub mod event;
 pub mod limits;
+pub mod transport;

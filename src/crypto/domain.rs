@@ -17,3 +17,5 @@ pub const EVENT_SIG: &[u8] = b"meshrelay/v1/event-sig\0";
 pub const EVENT_ID: &[u8] = b"meshrelay/v1/event-id\0";
 /// Hash input for the human-comparable fingerprint.
 pub const FINGERPRINT: &[u8] = b"meshrelay/v1/fingerprint\0";
+/// Hash of a homeserver bundle, giving its Matrix transaction ID.
+pub const BUNDLE_TXN: &[u8] = b"meshrelay/v1/bundle-txn\0";
