@@ -29,6 +29,7 @@ fn script(dir: &PathBuf, args: &[&str]) -> String {
         .args(args)
         .env("SYNAPSE_DIR", dir)
         .env("SYNAPSE_WATCH_PID", std::process::id().to_string())
+        .env("SYNAPSE_CLEANUP", "1")
         .output()
         .expect("run synapse.sh");
     assert!(

@@ -17,6 +17,7 @@
 #   SYNAPSE_VERSION    matrix-synapse version to install; default 1.163.2
 #   SYNAPSE_WATCH_PID  if set at `start`, Synapse is stopped when that process exits
 #                      (tests pass their own PID so nothing outlives the test run)
+#   SYNAPSE_CLEANUP    with SYNAPSE_WATCH_PID: 1 = also delete SYNAPSE_DIR afterwards
 #
 # Every command is idempotent and serialised by a lock file, so parallel test
 # processes may call `start` and `register` at the same time. The server is
@@ -225,6 +226,7 @@ do_start() {
                 sleep 1
             done
             stop_pid "$pid"
+            if [[ "${SYNAPSE_CLEANUP:-0}" == 1 ]]; then rm -rf "$DIR"; fi
         ) &
         disown
     fi

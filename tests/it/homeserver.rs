@@ -43,6 +43,7 @@ fn synapse() -> &'static Synapse {
             .arg("start")
             .env("SYNAPSE_DIR", &dir)
             .env("SYNAPSE_WATCH_PID", std::process::id().to_string())
+            .env("SYNAPSE_CLEANUP", "1")
             .output()
             .expect("run scripts/synapse.sh");
         assert!(
