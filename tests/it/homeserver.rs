@@ -414,6 +414,17 @@ async fn bad_token_too_large_and_unreachable_have_distinct_errors() {
         other => panic!("expected LoginRequired, got {other:?}"),
     }
 
+    // The bundle size limit is accepted by the real server: maximum-size
+    // events packed into full bundles all go through.
+    let big = events(6, 5, meshrelay::limits::MAX_PAYLOAD_BYTES);
+    let full = pack(big, MAX_BUNDLE_BYTES);
+    assert_eq!(full.len(), 3);
+    assert!(full[0].encoded().len() > 30_000, "two ~15.5 KB events");
+    for b in &full {
+        ca.send(&room, BUNDLE_EVENT_TYPE, b.txn_id(), &b.content())
+            .await
+            .expect("a full bundle is under the homeserver's event limit");
+    }
     let huge = json!({"v": 1, "envelopes": "A".repeat(70_000)});
     match ca.send(&room, BUNDLE_EVENT_TYPE, "too-big", &huge).await {
         Err(HomeserverError::TooLarge { .. }) => {}

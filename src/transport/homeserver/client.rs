@@ -529,14 +529,10 @@ impl Client {
         let mut events = parse_events(v.get("chunk"));
         events.reverse();
         let end = v.get("end").and_then(Value::as_str);
+        // A filtered page may be empty while history continues, so only a
+        // missing or unchanged `end` ends the gap.
         let rest = match end {
-            Some(end) if !events.is_empty() && end != gap.from => Some(Gap {
-                room_id: gap.room_id.clone(),
-                from: end.to_owned(),
-                to: gap.to.clone(),
-            }),
-            // Filtered pages may be empty while history continues.
-            Some(end) if events.is_empty() && end != gap.from => Some(Gap {
+            Some(end) if end != gap.from => Some(Gap {
                 room_id: gap.room_id.clone(),
                 from: end.to_owned(),
                 to: gap.to.clone(),
