@@ -225,8 +225,12 @@ do_start() {
             while kill -0 "$SYNAPSE_WATCH_PID" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do
                 sleep 1
             done
-            stop_pid "$pid"
-            if [[ "${SYNAPSE_CLEANUP:-0}" == 1 ]]; then rm -rf "$DIR"; fi
+            # Only when the watched process is gone: after a plain `stop`
+            # the state must survive for a later `start`.
+            if ! kill -0 "$SYNAPSE_WATCH_PID" 2>/dev/null; then
+                stop_pid "$pid"
+                if [[ "${SYNAPSE_CLEANUP:-0}" == 1 ]]; then rm -rf "$DIR"; fi
+            fi
         ) &
         disown
     fi

@@ -451,3 +451,75 @@ async fn bad_token_too_large_and_unreachable_have_distinct_errors() {
         other => panic!("expected Network after 3 attempts, got {other:?}"),
     }
 }
+
+/// Runs `synapse.sh CMD` against a private instance in `dir`.
+fn private_synapse(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .env("SYNAPSE_DIR", dir)
+        .env("SYNAPSE_WATCH_PID", std::process::id().to_string())
+        .env("SYNAPSE_CLEANUP", "1")
+        .output()
+        .expect("run synapse.sh");
+    assert!(
+        out.status.success(),
+        "synapse.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn sync_resumes_after_the_homeserver_restarts() {
+    // A private instance: stopping the shared one would break other tests.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(format!("synapse-it-{}-restart", std::process::id()));
+    let url = private_synapse(&dir, &["start"]);
+    let v: Value = serde_json::from_str(&private_synapse(&dir, &["register", "carol", "--json"]))
+        .expect("json");
+    let policy = RetryPolicy {
+        max_attempts: 200,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(500),
+        ..RetryPolicy::default()
+    };
+    let c = Client::new(&url, policy, Box::new(StdRng::seed_from_u64(3)))
+        .expect("client")
+        .with_token(AccessToken::new(v["access_token"].as_str().expect("token")));
+    let room = c.create_room(&[]).await.expect("room");
+    let first = c.sync(&room, None, Duration::ZERO).await.expect("sync");
+
+    let evs = events(7, 5, 100);
+    let b = &pack(evs.clone(), MAX_BUNDLE_BYTES)[0];
+    c.send(&room, BUNDLE_EVENT_TYPE, b.txn_id(), &b.content())
+        .await
+        .expect("send");
+
+    private_synapse(&dir, &["stop"]);
+    // The sync starts while the server is down and retries with backoff.
+    let (restarted, batch) = tokio::join!(
+        async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || private_synapse(&dir, &["start"])
+            })
+            .await
+            .expect("restart")
+        },
+        c.sync_filling_gaps(&room, Some(&first.next_batch), Duration::ZERO, 10)
+    );
+    assert_eq!(restarted, url, "same port after restart");
+    let batch = batch.expect("sync resumes once the server is back");
+    let want: BTreeSet<_> = evs.iter().map(|e| e.id()).collect();
+    assert_eq!(read(&batch.events).ids, want);
+    // The transaction ID survives the restart too: no duplicate.
+    let id2 = c
+        .send(&room, BUNDLE_EVENT_TYPE, b.txn_id(), &b.content())
+        .await
+        .expect("resend");
+    assert_eq!(Some(&id2), batch.events.first().map(|e| &e.event_id));
+    private_synapse(&dir, &["stop"]);
+}
