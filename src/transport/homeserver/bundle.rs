@@ -484,6 +484,106 @@ mod tests {
         }
     }
 
+    /// Path of the bundle test vectors (`protocol-spec/homeserver.md`).
+    const VECTORS: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/protocol-spec/vectors/homeserver-bundle.json"
+    );
+
+    /// The vector file's content, computed from fixed seeds.
+    fn vectors() -> Value {
+        let id = Identity::from_seed(&[0x42; 32]);
+        let evs: Vec<Event> = (1..=3).map(|s| event(&id, s, 16 * s as usize)).collect();
+        let b = Bundle::new(evs.clone()).expect("bundle");
+        let hex = |b: &[u8]| HEXLOWER.encode(b);
+        let mut forged = evs[0].bytes().to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let mut w = Writer::new();
+        w.array(2).bytes(&forged).bytes(evs[1].bytes());
+        let mixed = BASE64_NOPAD.encode(&w.into_bytes());
+        serde_json::json!({
+            "description": "org.meshrelay.envelopes.v1 bundles: valid bundles with their transaction IDs, bundles with bad envelopes, and bundles rejected whole with an error class",
+            "valid": [{
+                "events": evs.iter().map(|e| hex(e.bytes())).collect::<Vec<_>>(),
+                "content": b.content(),
+                "txn_id": b.txn_id(),
+                "event_ids": b.event_ids().iter().map(|i| hex(&i.0)).collect::<Vec<_>>(),
+            }],
+            "partial": [{
+                "content": {"v": 1, "envelopes": mixed},
+                "kept_event_ids": [hex(&evs[1].id().0)],
+                "rejected": [{"index": 0, "error": "bad_signature"}],
+            }],
+            "invalid": [
+                {"content": {"v": 1}, "error": "not_a_bundle"},
+                {"content": {"v": 2, "envelopes": ""}, "error": "unknown_version"},
+                {"content": {"v": 1, "envelopes": "gA=="}, "error": "bad_base64"},
+                {"content": {"v": 1, "envelopes": "gA"}, "error": "schema"},
+                {"content": {"v": 1, "envelopes": "gQE"}, "error": "schema"},
+                {"content": {"v": 1, "envelopes": "mQPo"}, "error": "length"},
+                {"content": {"v": 1, "envelopes": "gYA"}, "error": "depth"},
+                {"content": {"v": 1, "envelopes": "gUAA"}, "error": "trailing_bytes"},
+            ],
+        })
+    }
+
+    /// Rewrites the vector file: `MESHRELAY_REGEN=1 cargo test --lib bundle_vectors`.
+    #[test]
+    fn bundle_vectors() {
+        let want = vectors();
+        if std::env::var("MESHRELAY_REGEN").is_ok() {
+            let text = serde_json::to_string_pretty(&want).expect("json") + "\n";
+            std::fs::write(VECTORS, text).expect("write vectors");
+        }
+        let file: Value =
+            serde_json::from_str(&std::fs::read_to_string(VECTORS).expect("vector file"))
+                .expect("vector json");
+        assert_eq!(file, want, "vectors are stale: regenerate");
+        for v in file["valid"].as_array().expect("valid") {
+            let d = decode_content(&v["content"]).expect("valid bundle");
+            let ids: Vec<String> = d
+                .events
+                .iter()
+                .map(|e| HEXLOWER.encode(&e.id().0))
+                .collect();
+            assert_eq!(Value::from(ids), v["event_ids"]);
+            let evs: Vec<Event> = v["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|h| {
+                    let bytes = HEXLOWER
+                        .decode(h.as_str().expect("hex").as_bytes())
+                        .expect("hex");
+                    Event::decode(&bytes).expect("event")
+                })
+                .collect();
+            let b = Bundle::new(evs).expect("bundle");
+            assert_eq!(b.txn_id(), v["txn_id"]);
+            assert_eq!(b.content(), v["content"]);
+        }
+        for v in file["partial"].as_array().expect("partial") {
+            let d = decode_content(&v["content"]).expect("partial bundle");
+            let ids: Vec<String> = d
+                .events
+                .iter()
+                .map(|e| HEXLOWER.encode(&e.id().0))
+                .collect();
+            assert_eq!(Value::from(ids), v["kept_event_ids"]);
+            let rejected: Vec<Value> = d
+                .rejected
+                .iter()
+                .map(|r| serde_json::json!({"index": r.index, "error": r.error.class()}))
+                .collect();
+            assert_eq!(Value::from(rejected), v["rejected"]);
+        }
+        for v in file["invalid"].as_array().expect("invalid") {
+            let err = decode_content(&v["content"]).expect_err("invalid bundle");
+            assert_eq!(err.class(), v["error"], "{}", v["content"]);
+        }
+    }
+
     proptest! {
         #[test]
         fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
