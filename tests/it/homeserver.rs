@@ -225,8 +225,19 @@ async fn bundles_round_trip_and_txn_ids_deduplicate() {
 #[tokio::test]
 async fn limited_sync_is_backfilled_through_messages() {
     let (ca, cb, room) = room_with_two().await;
-    // B is up to date before A uploads.
-    let first = cb.sync(&room, None, Duration::ZERO).await.expect("sync");
+    // Five bundles B has already seen, then B is up to date before A uploads.
+    let old = events(8, 5, 64);
+    for e in &old {
+        let b = &pack([e.clone()], MAX_BUNDLE_BYTES)[0];
+        ca.send(&room, BUNDLE_EVENT_TYPE, b.txn_id(), &b.content())
+            .await
+            .expect("send");
+    }
+    let (_, since) = sync_until(&cb, &room, None, old.len()).await;
+    let first = cb
+        .sync(&room, since.as_deref(), Duration::ZERO)
+        .await
+        .expect("sync");
     // 130 bundles of one event each: more than the 100-event timeline cap.
     let evs = events(2, 130, 64);
     for e in &evs {
