@@ -1,3 +1,5 @@
-//! Integration tests: one binary, one module per area.
+//! One integration-test binary, one module per area.
 
 mod homeserver;
+mod rooms;
+mod rooms_vectors;
