@@ -352,7 +352,7 @@ async fn rate_limit_429_is_honoured() {
             user.user_id
         ))
         .bearer_auth(&admin.token)
-        .json(&json!({"messages_per_second": 2, "burst_count": 1}))
+        .json(&json!({"messages_per_second": 1, "burst_count": 1}))
         .send()
         .await
         .expect("override_ratelimit");
