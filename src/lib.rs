@@ -26,6 +26,7 @@
 //! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
 //! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
+//! | [`transport`] | adapters: the Matrix homeserver transport room |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -44,3 +45,4 @@ pub mod limits;
 pub mod proto;
 pub mod room;
 pub mod store;
+pub mod transport;

@@ -2,6 +2,7 @@
 
 mod cli;
 mod fuzz_corpus;
+mod homeserver;
 mod rooms;
 mod rooms_vectors;
 mod roundtrip;
