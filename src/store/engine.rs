@@ -88,6 +88,19 @@ fn bad(what: &'static str) -> StoreError {
     }
 }
 
+/// Sequence marks of one (room, sender).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Mark {
+    /// Highest sequence number accepted.
+    high: u64,
+    /// Sequence numbers at or below this are not reported as gaps (their
+    /// tombstones were pruned at expiry).
+    floor: u64,
+    /// Keep the mark even when every row is pruned (own and room senders:
+    /// the node's own send path resumes from it).
+    keep: bool,
+}
+
 /// Bookkeeping row of one held event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MetaRow {
@@ -338,6 +351,61 @@ impl<K: Kv> Engine<K> {
         self.kv.range(t, lo, hi, limit.min(MAX_LIST_LIMIT), rev)
     }
 
+    // ---- sequence marks -----------------------------------------------
+
+    fn mark(&self, key: &[u8]) -> Result<Mark, StoreError> {
+        let Some(b) = self.kv.get(Table::HighWater, key)? else {
+            return Ok(Mark::default());
+        };
+        let e = enc("high-water mark");
+        let mut r = Reader::new(&b);
+        r.array_of(3, "high-water mark").map_err(&e)?;
+        let m = Mark {
+            high: r.u64().map_err(&e)?,
+            floor: r.u64().map_err(&e)?,
+            keep: r.bool().map_err(&e)?,
+        };
+        r.finish().map_err(&e)?;
+        Ok(m)
+    }
+
+    fn put_mark(&mut self, key: &[u8], m: &Mark) -> Result<(), StoreError> {
+        let mut w = Writer::new();
+        w.array(3).u64(m.high).u64(m.floor).bool(m.keep);
+        self.kv.put(Table::HighWater, key, &w.into_bytes())
+    }
+
+    /// Removes the `(room, sender, seq)` row of an expired event: it can
+    /// never be accepted again (intake rejects expired events), so the
+    /// tombstone is no longer needed. Raises the gap floor; drops the mark
+    /// of a stranger's (room, sender) once nothing of it remains.
+    fn prune_tombstone(&mut self, seq_key: &[u8], id: &EventId) -> Result<(), StoreError> {
+        if seq_key.len() != 56 {
+            return Err(bad("expiry row"));
+        }
+        let points_here = self
+            .kv
+            .get(Table::Seqs, seq_key)?
+            .is_some_and(|v| v.get(..32) == Some(id.as_bytes().as_slice()));
+        if !points_here {
+            return Ok(());
+        }
+        self.kv.remove(Table::Seqs, seq_key)?;
+        let hw_key = &seq_key[..48];
+        let seq = read_be(&seq_key[48..]).ok_or_else(|| bad("expiry row"))?;
+        let mut mark = self.mark(hw_key)?;
+        mark.floor = mark.floor.max(seq);
+        let empty = self
+            .scan_prefix(Table::Seqs, hw_key, None, 1, false)?
+            .is_empty();
+        if empty && !mark.keep {
+            self.kv.remove(Table::HighWater, hw_key)?;
+        } else {
+            self.put_mark(hw_key, &mark)?;
+        }
+        Ok(())
+    }
+
     // ---- eviction -----------------------------------------------------
 
     /// Removes a held event and its index rows, keeping its `(room, sender,
@@ -357,8 +425,7 @@ impl<K: Kv> Engine<K> {
             Table::ByClass,
             &cat(&[&[row.priority.tag()], &be(row.serial)]),
         )?;
-        self.kv
-            .remove(Table::ByExpiry, &cat(&[&be(row.expires_ms), idb]))?;
+        // The ByExpiry row stays: `expire` prunes the tombstone with it.
         let seq_key = cat(&[room, &row.sender, &be(row.seq)]);
         self.kv.put(Table::Seqs, &seq_key, &cat(&[idb, &[0]]))?;
         // DAG: drop the head row and the citations it made; a cited event
@@ -565,6 +632,11 @@ impl<K: Kv> Engine<K> {
                             Some(s) if s.get(..32) == Some(id.as_bytes().as_slice()) => {}
                             _ => problems.push(format!("event {id}: sequence index row missing")),
                         }
+                        let hw = self.mark(&cat(&[row.room.as_bytes(), &row.sender]))?.high;
+                        if hw < row.seq {
+                            problems
+                                .push(format!("event {id}: high-water {hw} below seq {}", row.seq));
+                        }
                         let item = cat(&[row.room.as_bytes(), &be(row.origin_ts_ms), k]);
                         if self.kv.get(Table::RoomItems, &item)?.is_none() {
                             problems.push(format!("event {id}: room item row missing"));
@@ -715,7 +787,12 @@ impl<K: Kv> Store for Engine<K> {
             idb,
         )?;
         self.kv
-            .put(Table::ByExpiry, &cat(&[&be(row.expires_ms), idb]), &[])?;
+            .put(Table::ByExpiry, &cat(&[&be(row.expires_ms), idb]), &seq_key)?;
+        let hw_key = cat(&[rb, sender.as_bytes()]);
+        let mut mark = self.mark(&hw_key)?;
+        mark.high = mark.high.max(event.seq());
+        mark.keep |= meta.priority != Priority::Stranger;
+        self.put_mark(&hw_key, &mark)?;
         for p in event.prev() {
             self.kv.remove(Table::Heads, &cat(&[rb, p.as_bytes()]))?;
             self.kv
@@ -891,12 +968,7 @@ impl<K: Kv> Store for Engine<K> {
     }
 
     fn high_water(&self, room: &RoomId, sender: &DeviceId) -> Result<u64, StoreError> {
-        let p = cat(&[room.as_bytes(), sender.as_bytes()]);
-        Ok(self
-            .scan_prefix(Table::Seqs, &p, None, 1, true)?
-            .first()
-            .and_then(|(k, _)| k.get(48..).and_then(read_be))
-            .unwrap_or(0))
+        Ok(self.mark(&cat(&[room.as_bytes(), sender.as_bytes()]))?.high)
     }
 
     fn gaps(
@@ -906,9 +978,10 @@ impl<K: Kv> Store for Engine<K> {
         limit: usize,
     ) -> Result<Vec<SeqGap>, StoreError> {
         let p = cat(&[room.as_bytes(), sender.as_bytes()]);
+        let mark = self.mark(&p)?;
         let mut out = Vec::new();
-        let mut expect = 1u64;
-        let mut after: Option<Vec<u8>> = None;
+        let mut expect = mark.floor.saturating_add(1);
+        let mut after: Option<Vec<u8>> = Some(cat(&[&p, &be(mark.floor)]));
         let limit = limit.min(MAX_LIST_LIMIT);
         'pages: loop {
             let page = self.scan_prefix(Table::Seqs, &p, after.as_deref(), 1024, false)?;
@@ -997,12 +1070,16 @@ impl<K: Kv> Store for Engine<K> {
             false,
         )?;
         let mut n = 0;
-        for (k, _) in rows {
-            if let Some(id) = k.get(8..).and_then(id_from)
-                && self.evict(&id, EvictReason::Expired)?
-            {
+        for (k, v) in rows {
+            let id = k
+                .get(8..)
+                .and_then(id_from)
+                .ok_or_else(|| bad("expiry row"))?;
+            if self.evict(&id, EvictReason::Expired)? {
                 n += 1;
             }
+            self.prune_tombstone(&v, &id)?;
+            self.kv.remove(Table::ByExpiry, &k)?;
         }
         Ok(n)
     }
