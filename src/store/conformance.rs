@@ -450,7 +450,7 @@ pub(crate) fn expiry<H: Harness>() {
     }
     .sign(&st_id)
     .unwrap();
-    let sm = meta(Priority::Stranger, Source::Link(SourceKey([3; 16])));
+    let sm = meta(Priority::Stranger, Source::Link(SourceKey(3)));
     assert_eq!(
         h.s().insert_event(&stranger, &sm).unwrap(),
         InsertOutcome::Inserted
@@ -525,10 +525,7 @@ pub(crate) fn priority_eviction<H: Harness>() {
     let s = ev(&ident(3), room(9), 1, vec![], T0, &payload);
     assert_eq!(
         h.s()
-            .insert_event(
-                &s,
-                &meta(Priority::Stranger, Source::Link(SourceKey([1; 16])))
-            )
+            .insert_event(&s, &meta(Priority::Stranger, Source::Link(SourceKey(1))))
             .unwrap(),
         InsertOutcome::Rejected(RejectReason::Full)
     );
@@ -544,7 +541,7 @@ pub(crate) fn stranger_budgets<H: Harness>() {
     };
     let mut h = H::new(cfg);
     let payload = vec![1u8; 700];
-    let link = |n: u8| Source::Link(SourceKey([n; 16]));
+    let link = |n: u8| Source::Link(SourceKey(u64::from(n)));
     // One key, one link: the key share (4 KiB) binds first.
     let k = ident(10);
     let mut outcomes = Vec::new();
@@ -585,6 +582,37 @@ pub(crate) fn stranger_budgets<H: Harness>() {
     assert!(st.stranger.bytes <= cfg.stranger_pool_bytes);
     assert!(st.evictions.stranger_pool > 0);
     assert!(st.rejections.key_budget > 0 && st.rejections.link_budget > 0);
+    assert!(h.s().check_report_dyn().unwrap().ok);
+}
+
+pub(crate) fn room_priority<H: Harness>() {
+    let mut h = H::new(big());
+    let (me, other) = (ident(1), ident(2));
+    let r = room(4);
+    let mine = ev(&me, r, 1, vec![], T0, b"mine");
+    h.s()
+        .insert_event(&mine, &meta(Priority::OwnUndelivered, Source::Local))
+        .unwrap();
+    for seq in 1..=5 {
+        let e = ev(&other, r, seq, vec![], T0 + seq, b"carried");
+        h.s()
+            .insert_event(&e, &meta(Priority::Stranger, Source::Link(SourceKey(9))))
+            .unwrap();
+    }
+    assert_eq!(h.s().set_room_priority(&r, Priority::OwnRoom).unwrap(), 5);
+    let st = h.s().stats().unwrap();
+    assert_eq!(
+        (
+            st.stranger.events,
+            st.own_room.events,
+            st.own_undelivered.events
+        ),
+        (0, 5, 1)
+    );
+    assert_eq!(h.s().set_room_priority(&r, Priority::Stranger).unwrap(), 5);
+    let st = h.s().stats().unwrap();
+    assert_eq!((st.stranger.events, st.own_undelivered.events), (5, 1));
+    h.s().commit().unwrap();
     assert!(h.s().check_report_dyn().unwrap().ok);
 }
 
@@ -821,6 +849,10 @@ macro_rules! conformance {
             #[test]
             fn stranger_budgets() {
                 super::stranger_budgets::<$h>();
+            }
+            #[test]
+            fn room_priority() {
+                super::room_priority::<$h>();
             }
             #[test]
             fn blobs() {

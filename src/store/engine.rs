@@ -119,8 +119,12 @@ struct MetaRow {
 impl MetaRow {
     fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(128);
+        let src_key;
         let src: &[u8] = match &self.source {
-            Source::Link(k) => &k.0,
+            Source::Link(k) => {
+                src_key = k.key();
+                &src_key
+            }
             _ => &[],
         };
         w.array(11)
@@ -150,7 +154,9 @@ impl MetaRow {
             0 => Source::Local,
             1 => Source::Homeserver,
             2 => Source::Import,
-            3 => Source::Link(SourceKey(src.try_into().map_err(|_| bad(W))?)),
+            3 => Source::Link(SourceKey(u64::from_be_bytes(
+                src.try_into().map_err(|_| bad(W))?,
+            ))),
             _ => return Err(bad(W)),
         };
         let row = MetaRow {
@@ -475,7 +481,7 @@ impl<K: Kv> Engine<K> {
         self.add_room(&row.room, 1, c)?;
         if row.priority == Priority::Stranger {
             if let Source::Link(k) = row.source {
-                self.add_usage(Table::IntakeLink, &k.0, c)?;
+                self.add_usage(Table::IntakeLink, &k.key(), c)?;
             }
             self.add_usage(Table::IntakeKey, &row.sender, c)?;
         }
@@ -489,7 +495,7 @@ impl<K: Kv> Engine<K> {
         self.add_room(&row.room, -1, c)?;
         if row.priority == Priority::Stranger {
             if let Source::Link(k) = row.source {
-                self.add_usage(Table::IntakeLink, &k.0, c)?;
+                self.add_usage(Table::IntakeLink, &k.key(), c)?;
             }
             self.add_usage(Table::IntakeKey, &row.sender, c)?;
         }
@@ -743,7 +749,9 @@ impl<K: Kv> Store for Engine<K> {
         let size = (event.bytes().len() as u64).saturating_add(PER_EVENT_OVERHEAD_BYTES);
         if meta.priority == Priority::Stranger {
             if let Source::Link(k) = meta.source
-                && self.usage(Table::IntakeLink, &k.0)?.saturating_add(size)
+                && self
+                    .usage(Table::IntakeLink, &k.key())?
+                    .saturating_add(size)
                     > self.config.link_share_bytes
             {
                 return self.reject(RejectReason::LinkBudget);
@@ -880,6 +888,31 @@ impl<K: Kv> Store for Engine<K> {
             .put(Table::EventMeta, id.as_bytes(), &row.encode())?;
         self.charge_usage(&row)?;
         Ok(true)
+    }
+
+    fn set_room_priority(&mut self, room: &RoomId, priority: Priority) -> Result<u64, StoreError> {
+        let mut changed = 0;
+        let mut lo = Bound::Unbounded;
+        loop {
+            let page = self.room_items(room, (lo, Bound::Unbounded), 1024)?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            for item in &page {
+                let Some(row) = self.meta_row(&item.id)? else {
+                    continue;
+                };
+                if row.priority != Priority::OwnUndelivered && row.priority != priority {
+                    self.set_priority(&item.id, priority)?;
+                    changed += 1;
+                }
+            }
+            lo = Bound::Excluded(last);
+        }
+        if priority == Priority::Stranger {
+            self.make_room(Priority::Stranger, 0)?;
+        }
+        Ok(changed)
     }
 
     fn room_items(

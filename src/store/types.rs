@@ -124,10 +124,18 @@ impl Priority {
     }
 }
 
-/// A stable key the driver derives for an intake link or LAN source address
-/// (for example a truncated hash). Intake budgets attach to it.
+/// What an attacker cannot change cheaply that an event came from: the
+/// remote address of a LAN link, or a constant for a BLE neighbourhood
+/// (the core's `proto::io::SourceKey`, same number). Stranger-pool intake
+/// budgets attach to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceKey(pub [u8; 16]);
+pub struct SourceKey(pub u64);
+
+impl SourceKey {
+    pub(crate) fn key(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+}
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
