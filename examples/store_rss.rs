@@ -196,5 +196,16 @@ fn main() {
         .status()
         .expect("scan");
     assert!(scanner.success());
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() >> 20).unwrap_or(0);
+    let before = size(&path);
+    let start = Instant::now();
+    let mut s = RedbStore::open(&path, StoreConfig::default()).expect("open");
+    s.compact().expect("compact");
+    drop(s);
+    println!(
+        "compact: file {before} MiB -> {} MiB in {:.1} s",
+        size(&path),
+        start.elapsed().as_secs_f64()
+    );
     let _ = std::fs::remove_file(&path);
 }

@@ -420,10 +420,10 @@ impl<K: Kv> Engine<K> {
         let Some(row) = self.meta_row(id)? else {
             return Ok(false);
         };
-        let bytes = self.kv.get(Table::Events, id.as_bytes())?;
+        let bytes = self.kv.get(Table::Events, &be(row.serial))?;
         let idb = id.as_bytes();
         let room = row.room.as_bytes();
-        self.kv.remove(Table::Events, idb)?;
+        self.kv.remove(Table::Events, &be(row.serial))?;
         self.kv.remove(Table::EventMeta, idb)?;
         self.kv
             .remove(Table::RoomItems, &cat(&[room, &be(row.origin_ts_ms), idb]))?;
@@ -448,7 +448,7 @@ impl<K: Kv> Engine<K> {
                 let still_cited = !self
                     .scan_prefix(Table::Cited, &cat(&[room, p.as_bytes()]), None, 1, false)?
                     .is_empty();
-                if !still_cited && self.kv.get(Table::Events, p.as_bytes())?.is_some() {
+                if !still_cited && self.kv.get(Table::EventMeta, p.as_bytes())?.is_some() {
                     self.kv
                         .put(Table::Heads, &cat(&[room, p.as_bytes()]), &[])?;
                 }
@@ -606,6 +606,61 @@ impl<K: Kv> Engine<K> {
         let mut verified = 0u64;
         let mut usage = [ClassUsage::default(); 3];
         let mut after: Option<Vec<u8>> = None;
+        let mut held = 0u64;
+        loop {
+            let page = self.kv.range(
+                Table::EventMeta,
+                after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                Bound::Unbounded,
+                PAGE,
+                false,
+            )?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (k, v) in &page {
+                held += 1;
+                let Some(id) = id_from(k) else {
+                    problems.push("event metadata key of wrong length".to_string());
+                    continue;
+                };
+                let row = match MetaRow::decode(v) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        problems.push(format!("event {id}: {e}"));
+                        continue;
+                    }
+                };
+                match self.kv.get(Table::Events, &be(row.serial))? {
+                    None => problems.push(format!("event {id}: bytes missing")),
+                    Some(b) => match Event::decode(&b) {
+                        Ok(ev) if ev.id() == id => verified += 1,
+                        Ok(_) => problems.push(format!("event {id}: bytes do not hash to the ID")),
+                        Err(e) => problems.push(format!("event {id}: {e}")),
+                    },
+                }
+                let u = &mut usage[usize::from(row.priority.tag())];
+                u.events += 1;
+                u.bytes += row.charged;
+                let seq_key = cat(&[row.room.as_bytes(), &row.sender, &be(row.seq)]);
+                match self.kv.get(Table::Seqs, &seq_key)? {
+                    Some(s) if s.get(..32) == Some(id.as_bytes().as_slice()) => {}
+                    _ => problems.push(format!("event {id}: sequence index row missing")),
+                }
+                let hw = self.mark(&cat(&[row.room.as_bytes(), &row.sender]))?.high;
+                if hw < row.seq {
+                    problems.push(format!("event {id}: high-water {hw} below seq {}", row.seq));
+                }
+                let item = cat(&[row.room.as_bytes(), &be(row.origin_ts_ms), k]);
+                if self.kv.get(Table::RoomItems, &item)?.is_none() {
+                    problems.push(format!("event {id}: room item row missing"));
+                }
+            }
+        }
+        // Orphaned event bytes (no metadata row) waste budget invisibly.
+        let mut stored = 0u64;
+        let mut after: Option<Vec<u8>> = None;
         loop {
             let page = self.kv.range(
                 Table::Events,
@@ -618,40 +673,10 @@ impl<K: Kv> Engine<K> {
                 break;
             };
             after = Some(last.clone());
-            for (k, v) in &page {
-                let Some(id) = id_from(k) else {
-                    problems.push("event key of wrong length".to_string());
-                    continue;
-                };
-                match Event::decode(v) {
-                    Ok(ev) if ev.id() == id => verified += 1,
-                    Ok(_) => problems.push(format!("event {id}: bytes do not hash to the key")),
-                    Err(e) => problems.push(format!("event {id}: {e}")),
-                }
-                match self.meta_row(&id) {
-                    Ok(Some(row)) => {
-                        let u = &mut usage[usize::from(row.priority.tag())];
-                        u.events += 1;
-                        u.bytes += row.charged;
-                        let seq_key = cat(&[row.room.as_bytes(), &row.sender, &be(row.seq)]);
-                        match self.kv.get(Table::Seqs, &seq_key)? {
-                            Some(s) if s.get(..32) == Some(id.as_bytes().as_slice()) => {}
-                            _ => problems.push(format!("event {id}: sequence index row missing")),
-                        }
-                        let hw = self.mark(&cat(&[row.room.as_bytes(), &row.sender]))?.high;
-                        if hw < row.seq {
-                            problems
-                                .push(format!("event {id}: high-water {hw} below seq {}", row.seq));
-                        }
-                        let item = cat(&[row.room.as_bytes(), &be(row.origin_ts_ms), k]);
-                        if self.kv.get(Table::RoomItems, &item)?.is_none() {
-                            problems.push(format!("event {id}: room item row missing"));
-                        }
-                    }
-                    Ok(None) => problems.push(format!("event {id}: metadata row missing")),
-                    Err(e) => problems.push(format!("event {id}: {e}")),
-                }
-            }
+            stored += page.len() as u64;
+        }
+        if stored != held {
+            problems.push(format!("{stored} event bodies for {held} metadata rows"));
         }
         let stats = self.stats()?;
         for (p, u) in Priority::ALL.iter().zip(usage.iter()) {
@@ -710,7 +735,7 @@ impl<K: Kv> Store for Engine<K> {
     ) -> Result<InsertOutcome, StoreError> {
         let id = event.id();
         let idb = id.as_bytes();
-        if self.kv.get(Table::Events, idb)?.is_some() {
+        if self.kv.get(Table::EventMeta, idb)?.is_some() {
             return Ok(InsertOutcome::Duplicate);
         }
         let room = event.room();
@@ -781,7 +806,9 @@ impl<K: Kv> Store for Engine<K> {
             seq: event.seq(),
         };
         let rb = room.as_bytes();
-        self.kv.put(Table::Events, idb, event.bytes())?;
+        // Events are keyed by insertion serial: appends fill pages densely,
+        // where random IDs as keys would leave them half empty.
+        self.kv.put(Table::Events, &be(serial), event.bytes())?;
         self.kv.put(Table::EventMeta, idb, &row.encode())?;
         self.kv.put(
             Table::RoomItems,
@@ -831,11 +858,14 @@ impl<K: Kv> Store for Engine<K> {
     }
 
     fn get_event(&self, id: &EventId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.kv.get(Table::Events, id.as_bytes())
+        match self.meta_row(id)? {
+            Some(row) => self.kv.get(Table::Events, &be(row.serial)),
+            None => Ok(None),
+        }
     }
 
     fn has_event(&self, id: &EventId) -> Result<bool, StoreError> {
-        Ok(self.kv.get(Table::Events, id.as_bytes())?.is_some())
+        Ok(self.kv.get(Table::EventMeta, id.as_bytes())?.is_some())
     }
 
     fn seen_event(&self, event: &Event) -> Result<bool, StoreError> {

@@ -15,7 +15,8 @@ use super::StoreError;
 pub enum Table {
     /// `schema_version` and other store-internal values.
     System,
-    /// event ID → canonical event bytes.
+    /// insertion serial (BE) → canonical event bytes (append order packs
+    /// pages densely).
     Events,
     /// event ID → CBOR bookkeeping (class, source, times, room, sender, seq).
     EventMeta,

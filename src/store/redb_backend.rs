@@ -112,6 +112,18 @@ impl RedbKv {
             .ok_or_else(|| StoreError::Backend("write transaction vanished".into()))
     }
 
+    /// Compacts the file, returning freed pages to the file system (no
+    /// transaction may be open; staged writes are discarded).
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        if let Some(t) = self.txn.take() {
+            t.abort().map_err(|e| map_err(&self.path, e.into()))?;
+            self.dirty = false;
+        }
+        self.db
+            .compact()
+            .map_err(|e| StoreError::Backend(format!("{}: compaction: {e}", self.path.display())))
+    }
+
     /// Runs redb's own page-checksum and allocator check (no transaction may
     /// be open). Returns false if the file needed repair.
     pub fn check_integrity(&mut self) -> Result<bool, StoreError> {
@@ -341,6 +353,12 @@ impl Engine<RedbKv> {
         config.validate()?;
         let kv = RedbKv::open(path, cache_bytes)?;
         Engine::open_kv_at(kv, config, Some(path))
+    }
+
+    /// Compacts the store file (call on an idle store; staged writes are
+    /// discarded). Returns whether anything was compacted.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        self.kv_mut().compact()
     }
 
     /// Full check for `meshrelay store check`: redb's page checksums, then
