@@ -21,6 +21,9 @@
 //! | [`limits`] | every protocol limit as a named constant |
 //! | [`crypto`] | device identity, contact cards, fingerprints, domains |
 //! | [`event`] | room and event IDs, the signed envelope, clock-skew rules |
+//! | [`room`] | membership, authorization and resolution, ordering, gaps, room keys |
+//! | [`bundle`] | sneakernet bundles of signed events (export / import) |
+//! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
@@ -29,8 +32,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod bundle;
 pub mod cbor;
 pub mod crypto;
 pub mod event;
 pub mod limits;
+pub mod proto;
+pub mod room;
 pub mod store;

@@ -6,7 +6,10 @@ pub mod card;
 pub mod domain;
 pub mod fingerprint;
 pub mod identity;
+pub mod key_share;
 pub mod keys;
+pub mod padding;
+pub mod sender_chain;
 
 pub use card::{CardError, ContactCard};
 pub use fingerprint::fingerprint;

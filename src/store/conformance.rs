@@ -450,7 +450,7 @@ pub(crate) fn expiry<H: Harness>() {
     }
     .sign(&st_id)
     .unwrap();
-    let sm = meta(Priority::Stranger, Source::Link(SourceKey(3)));
+    let sm = meta(Priority::Stranger, Source::Link(SourceKey([3; 16])));
     assert_eq!(
         h.s().insert_event(&stranger, &sm).unwrap(),
         InsertOutcome::Inserted
@@ -525,7 +525,10 @@ pub(crate) fn priority_eviction<H: Harness>() {
     let s = ev(&ident(3), room(9), 1, vec![], T0, &payload);
     assert_eq!(
         h.s()
-            .insert_event(&s, &meta(Priority::Stranger, Source::Link(SourceKey(1))))
+            .insert_event(
+                &s,
+                &meta(Priority::Stranger, Source::Link(SourceKey([1; 16])))
+            )
             .unwrap(),
         InsertOutcome::Rejected(RejectReason::Full)
     );
@@ -541,7 +544,7 @@ pub(crate) fn stranger_budgets<H: Harness>() {
     };
     let mut h = H::new(cfg);
     let payload = vec![1u8; 700];
-    let link = |n: u8| Source::Link(SourceKey(u64::from(n)));
+    let link = |n: u8| Source::Link(SourceKey([n; 16]));
     // One key, one link: the key share (4 KiB) binds first.
     let k = ident(10);
     let mut outcomes = Vec::new();
@@ -596,7 +599,10 @@ pub(crate) fn room_priority<H: Harness>() {
     for seq in 1..=5 {
         let e = ev(&other, r, seq, vec![], T0 + seq, b"carried");
         h.s()
-            .insert_event(&e, &meta(Priority::Stranger, Source::Link(SourceKey(9))))
+            .insert_event(
+                &e,
+                &meta(Priority::Stranger, Source::Link(SourceKey([9; 16]))),
+            )
             .unwrap();
     }
     assert_eq!(h.s().set_room_priority(&r, Priority::OwnRoom).unwrap(), 5);

@@ -154,9 +154,7 @@ impl MetaRow {
             0 => Source::Local,
             1 => Source::Homeserver,
             2 => Source::Import,
-            3 => Source::Link(SourceKey(u64::from_be_bytes(
-                src.try_into().map_err(|_| bad(W))?,
-            ))),
+            3 => Source::Link(SourceKey(src.try_into().map_err(|_| bad(W))?)),
             _ => return Err(bad(W)),
         };
         let row = MetaRow {

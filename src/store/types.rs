@@ -126,14 +126,15 @@ impl Priority {
 
 /// What an attacker cannot change cheaply that an event came from: the
 /// remote address of a LAN link, or a constant for a BLE neighbourhood
-/// (the core's `proto::io::SourceKey`, same number). Stranger-pool intake
+/// (the driver derives 16 bytes, for example a truncated hash of the
+/// address; re-exported as `proto::io::SourceKey`). Stranger-pool intake
 /// budgets attach to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceKey(pub u64);
+pub struct SourceKey(pub [u8; 16]);
 
 impl SourceKey {
-    pub(crate) fn key(self) -> [u8; 8] {
-        self.0.to_be_bytes()
+    pub(crate) fn key(self) -> [u8; 16] {
+        self.0
     }
 }
 

@@ -1,4 +1,6 @@
-//! All integration tests, built into one binary (one module per area).
+//! One integration-test binary, one module per area.
 
+mod rooms;
+mod rooms_vectors;
 mod store_crash;
 mod store_flood;

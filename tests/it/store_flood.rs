@@ -78,7 +78,7 @@ fn stranger_flood_cannot_evict_own_or_room_events() {
                 let m = (i / 8) % 4;
                 member_seq[m] += 1;
                 let e = ev(&members[m], my_room, member_seq[m], 2);
-                let link = Source::Link(SourceKey(0xaa));
+                let link = Source::Link(SourceKey([0xaa; 16]));
                 assert_eq!(
                     store
                         .insert_event(&e, &meta(Priority::OwnRoom, link))
@@ -94,7 +94,8 @@ fn stranger_flood_cannot_evict_own_or_room_events() {
         let room = RoomId([0x80 | (s % 64) as u8; 16]);
         let e = ev(&strangers[s], room, stranger_seq[s], 3);
         // A fresh link identity per stranger: only the pool cap protects us.
-        let link = 1_000_000 + s as u64;
+        let mut link = [0u8; 16];
+        link[..8].copy_from_slice(&(1_000_000 + s as u64).to_be_bytes());
         let out = store
             .insert_event(&e, &meta(Priority::Stranger, Source::Link(SourceKey(link))))
             .unwrap();
