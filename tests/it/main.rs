@@ -6,4 +6,6 @@ mod homeserver;
 mod rooms;
 mod rooms_vectors;
 mod roundtrip;
+mod store_crash;
+mod store_flood;
 mod vectors;
