@@ -32,3 +32,5 @@ pub mod cbor;
 pub mod crypto;
 pub mod event;
 pub mod limits;
+pub mod reconcile;
+pub mod wire;

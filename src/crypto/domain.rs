@@ -17,3 +17,7 @@ pub const EVENT_SIG: &[u8] = b"meshrelay/v1/event-sig\0";
 pub const EVENT_ID: &[u8] = b"meshrelay/v1/event-id\0";
 /// Hash input for the human-comparable fingerprint.
 pub const FINGERPRINT: &[u8] = b"meshrelay/v1/fingerprint\0";
+/// Hash of a whole item set in set reconciliation (the equality check).
+pub const RECONCILE_SET: &[u8] = b"meshrelay/v1/reconcile-set\0";
+/// Salted hash of one item in set reconciliation (short ID and sketch hashes).
+pub const RECONCILE_ITEM: &[u8] = b"meshrelay/v1/reconcile-item\0";

@@ -1,0 +1,351 @@
+//! The two-party reconciliation session state machine.
+
+use std::collections::BTreeMap;
+
+use super::estimate;
+use super::riblt::{Decoder, Encoder, PeelError};
+use super::{
+    FAIL_INCONSISTENT, FAIL_TOO_MANY_DIFFERENCES, Item, ItemHash, MAX_DIFFERENCES,
+    MAX_SESSION_SYMBOLS, MAX_SKETCH_CELLS, MAX_SYMBOLS_PER_MESSAGE, MIN_MORE_SYMBOLS, Message,
+    ReconcileError, SKETCH_HASHES, SYMBOL_SLACK, SYMBOLS_PER_DIFFERENCE, ShortId, item_hash,
+    set_fingerprint,
+};
+use crate::event::RoomId;
+
+/// Which side of the session this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sent `Init`, encodes symbols.
+    Initiator,
+    /// Answered `Init`, decodes.
+    Responder,
+}
+
+/// What a finished session learned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Local items the peer lacks, sorted: send these events.
+    pub peer_lacks: Vec<Item>,
+    /// Short IDs of peer items this side lacks, sorted: the peer will send
+    /// them (their count tells the Node how many events to expect).
+    pub i_lack: Vec<ShortId>,
+    /// Whether the session failed (then both lists are empty): a `FAIL_*` code.
+    pub failed: Option<u64>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Initiator waiting for `Equal`, `Sketch` or `Failed`.
+    AwaitSketch,
+    /// Initiator streaming symbols.
+    Encoding { encoder: Encoder, sent: usize },
+    /// Responder decoding.
+    Decoding {
+        decoder: Box<Decoder>,
+        peer_count: u64,
+    },
+    /// Over.
+    Done(Outcome),
+}
+
+/// A reconciliation session over one room's item set (see the module docs).
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    room: RoomId,
+    salt: [u8; 8],
+    items: Vec<Item>,
+    hashes: Vec<ItemHash>,
+    state: State,
+}
+
+fn by_short(items: &[Item], hashes: &[ItemHash]) -> BTreeMap<ShortId, Item> {
+    hashes
+        .iter()
+        .map(|h| h.short)
+        .zip(items.iter().copied())
+        .collect()
+}
+
+impl Session {
+    /// Starts a session as initiator over `items` (any order; duplicates
+    /// removed) with a fresh random `salt` drawn by the caller. Returns the
+    /// session and the `Init` message to send.
+    pub fn initiate(room: RoomId, mut items: Vec<Item>, salt: [u8; 8]) -> (Session, Message) {
+        items.sort_unstable();
+        items.dedup();
+        let msg = Message::Init {
+            room,
+            salt,
+            count: items.len() as u64,
+            fingerprint: set_fingerprint(&items),
+        };
+        let s = Session {
+            role: Role::Initiator,
+            room,
+            salt,
+            items,
+            hashes: Vec::new(),
+            state: State::AwaitSketch,
+        };
+        (s, msg)
+    }
+
+    /// Answers a received `Init` with the local `items` of its room. Returns
+    /// `None` if `init` is not an `Init` message.
+    pub fn respond(mut items: Vec<Item>, init: &Message) -> Option<(Session, Vec<Message>)> {
+        let Message::Init {
+            room,
+            salt,
+            count,
+            fingerprint,
+        } = init
+        else {
+            return None;
+        };
+        items.sort_unstable();
+        items.dedup();
+        let mut s = Session {
+            role: Role::Responder,
+            room: *room,
+            salt: *salt,
+            items,
+            hashes: Vec::new(),
+            state: State::Done(Outcome::default()),
+        };
+        if *count == s.items.len() as u64 && *fingerprint == set_fingerprint(&s.items) {
+            return Some((s, vec![Message::Equal]));
+        }
+        s.hash_items();
+        let levels = estimate::levels_for((*count).max(s.items.len() as u64));
+        let sketch = estimate::sketch(&s.hashes, levels);
+        let decoder = Decoder::new(s.hashes.iter().map(|h| h.short).collect(), MAX_DIFFERENCES);
+        s.state = State::Decoding {
+            decoder: Box::new(decoder),
+            peer_count: *count,
+        };
+        let reply = Message::Sketch {
+            count: s.items.len() as u64,
+            levels: sketch,
+        };
+        Some((s, vec![reply]))
+    }
+
+    fn hash_items(&mut self) {
+        self.hashes = self
+            .items
+            .iter()
+            .map(|i| item_hash(&self.salt, i))
+            .collect();
+    }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The room being reconciled.
+    pub fn room(&self) -> RoomId {
+        self.room
+    }
+
+    /// The result, once the session is over.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match &self.state {
+            State::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Whether the session is over.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done(_))
+    }
+
+    fn finish(&mut self, o: Outcome) {
+        self.state = State::Done(o);
+    }
+
+    fn fail(&mut self, reason: u64) -> Vec<Message> {
+        self.finish(Outcome {
+            failed: Some(reason),
+            ..Outcome::default()
+        });
+        vec![Message::Failed { reason }]
+    }
+
+    /// Feeds one message from the peer; returns the messages to send back.
+    /// An `Err` ends the session (the peer misbehaved); the caller should
+    /// penalise the link.
+    pub fn handle(&mut self, msg: Message) -> Result<Vec<Message>, ReconcileError> {
+        let r = self.handle_inner(msg);
+        if r.is_err() {
+            self.finish(Outcome {
+                failed: Some(FAIL_INCONSISTENT),
+                ..Outcome::default()
+            });
+        }
+        r
+    }
+
+    fn handle_inner(&mut self, msg: Message) -> Result<Vec<Message>, ReconcileError> {
+        if self.is_done() {
+            return Err(ReconcileError::Finished);
+        }
+        match (self.role, msg) {
+            (_, Message::Failed { reason }) => {
+                self.finish(Outcome {
+                    failed: Some(reason),
+                    ..Outcome::default()
+                });
+                Ok(Vec::new())
+            }
+            (Role::Initiator, Message::Equal) => match self.state {
+                State::AwaitSketch => {
+                    self.finish(Outcome::default());
+                    Ok(Vec::new())
+                }
+                _ => Err(ReconcileError::Unexpected("Equal")),
+            },
+            (Role::Initiator, Message::Sketch { count, levels }) => {
+                if !matches!(self.state, State::AwaitSketch) {
+                    return Err(ReconcileError::Unexpected("Sketch"));
+                }
+                if levels.is_empty()
+                    || levels.len() > MAX_SKETCH_CELLS
+                    || levels.len() % SKETCH_HASHES != 0
+                {
+                    return Err(ReconcileError::BadSketch(levels.len()));
+                }
+                self.hash_items();
+                let mine = estimate::sketch(&self.hashes, levels.len() / SKETCH_HASHES);
+                let lower = count.abs_diff(self.items.len() as u64);
+                let d = estimate::estimate(&mine, &levels, lower);
+                let want = (d as f64 * SYMBOLS_PER_DIFFERENCE).ceil() as usize + SYMBOL_SLACK;
+                let first = want.min(MAX_SYMBOLS_PER_MESSAGE).min(MAX_SESSION_SYMBOLS);
+                let mut encoder = Encoder::new(self.hashes.iter().map(|h| h.short));
+                let symbols = encoder.next_symbols(first);
+                self.state = State::Encoding {
+                    encoder,
+                    sent: first,
+                };
+                Ok(vec![Message::Symbols { start: 0, symbols }])
+            }
+            (Role::Initiator, Message::More { count }) => {
+                let State::Encoding { encoder, sent } = &mut self.state else {
+                    return Err(ReconcileError::Unexpected("More"));
+                };
+                let n = usize::try_from(count).unwrap_or(usize::MAX);
+                if n == 0 || n > MAX_SYMBOLS_PER_MESSAGE || *sent + n > MAX_SESSION_SYMBOLS {
+                    return Err(ReconcileError::TooManySymbols(count));
+                }
+                let start = *sent as u64;
+                *sent += n;
+                Ok(vec![Message::Symbols {
+                    start,
+                    symbols: encoder.next_symbols(n),
+                }])
+            }
+            (Role::Initiator, Message::Decoded { you_lack, i_lack }) => {
+                if !matches!(self.state, State::Encoding { .. }) {
+                    return Err(ReconcileError::Unexpected("Decoded"));
+                }
+                if you_lack.len() + i_lack.len() > MAX_DIFFERENCES {
+                    return Err(ReconcileError::TooManyDifferences);
+                }
+                let mut map = by_short(&self.items, &self.hashes);
+                let mut peer_lacks = Vec::with_capacity(i_lack.len());
+                for s in &i_lack {
+                    // Removing makes a repeated ID fail as unknown.
+                    match map.remove(s) {
+                        Some(it) => peer_lacks.push(it),
+                        None => return Err(ReconcileError::UnknownShortId(*s)),
+                    }
+                }
+                if let Some(s) = you_lack.iter().find(|s| map.contains_key(s)) {
+                    // The peer claims we lack an item we hold.
+                    return Err(ReconcileError::UnknownShortId(*s));
+                }
+                peer_lacks.sort_unstable();
+                let mut i_lack_sorted = you_lack;
+                i_lack_sorted.sort_unstable();
+                if i_lack_sorted.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(ReconcileError::TooManyDifferences);
+                }
+                self.finish(Outcome {
+                    peer_lacks,
+                    i_lack: i_lack_sorted,
+                    failed: None,
+                });
+                Ok(Vec::new())
+            }
+            (Role::Responder, Message::Symbols { start, symbols }) => {
+                let State::Decoding {
+                    decoder,
+                    peer_count,
+                } = &mut self.state
+                else {
+                    return Err(ReconcileError::Unexpected("Symbols"));
+                };
+                let expected = decoder.received() as u64;
+                if start != expected {
+                    return Err(ReconcileError::OutOfOrder {
+                        expected,
+                        got: start,
+                    });
+                }
+                if decoder.received() + symbols.len() > MAX_SESSION_SYMBOLS {
+                    return Ok(self.fail(FAIL_TOO_MANY_DIFFERENCES));
+                }
+                match decoder.add_symbols(&symbols) {
+                    Ok(()) => {}
+                    Err(PeelError::TooManyDifferences) => {
+                        return Ok(self.fail(FAIL_TOO_MANY_DIFFERENCES));
+                    }
+                    Err(PeelError::Inconsistent) => return Ok(self.fail(FAIL_INCONSISTENT)),
+                }
+                let peer_count = *peer_count;
+                if decoder.is_decoded() {
+                    let mine = self.items.len() as u64;
+                    let remote = decoder.remote_only().len() as u64;
+                    let local = decoder.local_only().len() as u64;
+                    // |peer| - |mine| must equal |peer only| - |mine only|.
+                    if peer_count.wrapping_sub(mine) != remote.wrapping_sub(local) {
+                        return Ok(self.fail(FAIL_INCONSISTENT));
+                    }
+                    let mut you_lack = decoder.local_only().to_vec();
+                    you_lack.sort_unstable();
+                    let mut i_lack = decoder.remote_only().to_vec();
+                    i_lack.sort_unstable();
+                    let map = by_short(&self.items, &self.hashes);
+                    let mut peer_lacks: Vec<Item> = you_lack
+                        .iter()
+                        .filter_map(|s| map.get(s).copied())
+                        .collect();
+                    peer_lacks.sort_unstable();
+                    self.finish(Outcome {
+                        peer_lacks,
+                        i_lack: i_lack.clone(),
+                        failed: None,
+                    });
+                    return Ok(vec![Message::Decoded { you_lack, i_lack }]);
+                }
+                let received = decoder.received();
+                if received >= MAX_SESSION_SYMBOLS {
+                    return Ok(self.fail(FAIL_TOO_MANY_DIFFERENCES));
+                }
+                let more = received
+                    .max(MIN_MORE_SYMBOLS)
+                    .min(MAX_SYMBOLS_PER_MESSAGE)
+                    .min(MAX_SESSION_SYMBOLS - received);
+                Ok(vec![Message::More { count: more as u64 }])
+            }
+            (_, Message::Init { .. }) => Err(ReconcileError::Unexpected("Init")),
+            (_, Message::Sketch { .. }) => Err(ReconcileError::Unexpected("Sketch")),
+            (_, Message::Symbols { .. }) => Err(ReconcileError::Unexpected("Symbols")),
+            (_, Message::More { .. }) => Err(ReconcileError::Unexpected("More")),
+            (_, Message::Equal) => Err(ReconcileError::Unexpected("Equal")),
+            (_, Message::Decoded { .. }) => Err(ReconcileError::Unexpected("Decoded")),
+        }
+    }
+}
