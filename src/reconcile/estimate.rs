@@ -1,7 +1,7 @@
 //! Difference-size estimator (`protocol-spec/reconcile.md`, "Sketch").
 //!
-//! For each of [`SKETCH_HASHES`] salted 64-bit hashes `h_k` and each level
-//! `j = 1..=L`, the cell `(k, j)` is the XOR of the top 16 bits of the short
+//! For each of [`SKETCH_HASHES`] salted 16-bit hashes `h_k` and each level
+//! `j = 1..=L`, the cell `(k, j)` is the XOR of the top 8 bits of the short
 //! IDs of the items with at least `j` leading zero bits in `h_k`. A
 //! difference of `d` items leaves cell `(k, j)` equal on both sides with
 //! probability about `(1 - 2^-j)^d`; [`estimate`] returns the `d` that
@@ -17,11 +17,11 @@ pub fn levels_for(max_count: u64) -> usize {
 }
 
 /// The sketch of a set: `SKETCH_HASHES × levels` cells, hash-major.
-pub fn sketch(hashes: &[ItemHash], levels: usize) -> Vec<u16> {
+pub fn sketch(hashes: &[ItemHash], levels: usize) -> Vec<u8> {
     let levels = levels.min(MAX_SKETCH_LEVELS);
-    let mut cells = vec![0u16; SKETCH_HASHES * levels];
+    let mut cells = vec![0u8; SKETCH_HASHES * levels];
     for h in hashes {
-        let v = (h.short >> 48) as u16;
+        let v = (h.short >> 56) as u8;
         for (k, hk) in h.sketch.iter().enumerate() {
             let lz = (hk.leading_zeros() as usize).min(levels);
             for j in 0..lz {
@@ -34,14 +34,14 @@ pub fn sketch(hashes: &[ItemHash], levels: usize) -> Vec<u16> {
     cells
 }
 
-/// Chance that two unequal multisets still give equal 16-bit cells.
-const FALSE_MATCH: f64 = 1.0 / 65536.0;
+/// Chance that two unequal multisets still give equal 8-bit cells.
+const FALSE_MATCH: f64 = 1.0 / 256.0;
 /// Largest difference the estimator considers.
 const MAX_ESTIMATE: f64 = 1_048_576.0;
 
 /// Maximum-likelihood estimate of the symmetric difference size from two
 /// sketches of equal shape, at least `lower_bound` and at least 1.
-pub fn estimate(a: &[u16], b: &[u16], lower_bound: u64) -> u64 {
+pub fn estimate(a: &[u8], b: &[u8], lower_bound: u64) -> u64 {
     let levels = a.len() / SKETCH_HASHES;
     if levels == 0 || a.len() != b.len() {
         return lower_bound.max(1);

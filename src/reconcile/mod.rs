@@ -12,7 +12,7 @@
 //!  initiator                                responder
 //!  Init{salt, n_I, H(set_I)}  ───────────▶  equal? ─▶ Equal          (1 round trip)
 //!                             ◀───────────  Sketch{n_R, level hashes}
-//!  estimate d, encode m≈1.6d  ───────────▶  peel (rateless IBLT)
+//!  estimate d, encode m≈2.4d  ───────────▶  peel (rateless IBLT)
 //!  Symbols{0..m}                            ─▶ Decoded{you_lack, i_lack}   (2 round trips)
 //!                             ◀───────────  or More{k} ─▶ Symbols{m..m+k} …
 //! ```
@@ -66,13 +66,13 @@ pub const MAX_SESSION_SYMBOLS: usize = 8192;
 /// Most differences (both directions together) one session resolves.
 pub const MAX_DIFFERENCES: usize = 4096;
 /// Hash functions in the difference estimator.
-pub const SKETCH_HASHES: usize = 3;
+pub const SKETCH_HASHES: usize = 12;
 /// Most levels per hash in the difference estimator.
-pub const MAX_SKETCH_LEVELS: usize = 24;
-/// Most 16-bit cells in a [`Message::Sketch`].
+pub const MAX_SKETCH_LEVELS: usize = 16;
+/// Most 8-bit cells in a [`Message::Sketch`].
 pub const MAX_SKETCH_CELLS: usize = SKETCH_HASHES * MAX_SKETCH_LEVELS;
 /// Coded symbols sent per estimated difference in the first batch.
-pub const SYMBOLS_PER_DIFFERENCE: f64 = 1.6;
+pub const SYMBOLS_PER_DIFFERENCE: f64 = 2.4;
 /// Coded symbols added to every first batch.
 pub const SYMBOL_SLACK: usize = 8;
 /// Smallest follow-up batch a responder asks for.
@@ -101,8 +101,8 @@ pub enum Message {
     Sketch {
         /// The responder's item count.
         count: u64,
-        /// `SKETCH_HASHES × L` 16-bit level values, hash-major.
-        levels: Vec<u16>,
+        /// `SKETCH_HASHES × L` 8-bit level values, hash-major.
+        levels: Vec<u8>,
     },
     /// Initiator → responder: coded symbols `start..start+len` of its set.
     Symbols {
@@ -184,12 +184,12 @@ pub fn set_fingerprint(items: &[Item]) -> [u8; 16] {
 pub struct ItemHash {
     /// The item's short ID.
     pub short: ShortId,
-    /// One 64-bit hash per estimator hash function.
-    pub sketch: [u64; SKETCH_HASHES],
+    /// One 16-bit hash per estimator hash function.
+    pub sketch: [u16; SKETCH_HASHES],
 }
 
 /// `SHA-256(RECONCILE_ITEM ‖ salt ‖ ts_ms ‖ id)` split into the short ID
-/// (bytes 0..8, 0 replaced by 1) and three estimator hashes (bytes 8..32).
+/// (bytes 0..8, 0 replaced by 1) and twelve 16-bit estimator hashes (bytes 8..32).
 pub fn item_hash(salt: &[u8; 8], item: &Item) -> ItemHash {
     let d = Sha256::new()
         .chain_update(domain::RECONCILE_ITEM)
@@ -208,6 +208,9 @@ pub fn item_hash(salt: &[u8; 8], item: &Item) -> ItemHash {
     };
     ItemHash {
         short,
-        sketch: [word(1), word(2), word(3)],
+        sketch: std::array::from_fn(|k| {
+            let b = d.get(8 + 2 * k..10 + 2 * k).unwrap_or(&[0, 0]);
+            u16::from_be_bytes([b[0], b[1]])
+        }),
     }
 }

@@ -93,6 +93,9 @@ pub struct IndexGen {
 }
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Upper end of the remaining-difference estimate.
+const MAX_CELLS_ESTIMATE: usize = super::MAX_SESSION_SYMBOLS;
+
 /// Indices never exceed this, so arithmetic cannot overflow.
 const MAX_INDEX: u64 = 1 << 62;
 
@@ -244,6 +247,32 @@ impl Decoder {
     /// Whether decoding is complete (cell 0, which every item maps to, is empty).
     pub fn is_decoded(&self) -> bool {
         self.cells.first().is_some_and(Symbol::is_zero)
+    }
+
+    /// Maximum-likelihood estimate of the differences not yet peeled, from
+    /// which of the upper half of the received cells are still non-empty
+    /// (an item occupies cell `i` with probability about `2/(i+2)`).
+    pub fn estimate_remaining(&self) -> u64 {
+        let m = self.cells.len();
+        let from = m / 2;
+        let mut best = (f64::NEG_INFINITY, 1.0f64);
+        let mut r = 1.0f64;
+        while r <= (4 * MAX_CELLS_ESTIMATE) as f64 {
+            let mut ll = 0.0;
+            for (i, c) in self.cells.iter().enumerate().skip(from) {
+                let p_zero = (1.0 - 2.0 / (i as f64 + 2.0)).powf(r);
+                ll += if c.is_zero() {
+                    p_zero.max(1e-300).ln()
+                } else {
+                    (1.0 - p_zero).max(1e-300).ln()
+                };
+            }
+            if ll > best.0 {
+                best = (ll, r);
+            }
+            r = (r * 1.05).ceil();
+        }
+        best.1 as u64
     }
 
     /// Adds the next remote coded symbols and peels what it can. Work is

@@ -334,7 +334,11 @@ impl Session {
                 if received >= MAX_SESSION_SYMBOLS {
                     return Ok(self.fail(FAIL_TOO_MANY_DIFFERENCES));
                 }
-                let more = received
+                let peeled = (decoder.local_only().len() + decoder.remote_only().len()) as u64;
+                let total = peeled + decoder.estimate_remaining();
+                let target = (total as f64 * SYMBOLS_PER_DIFFERENCE).ceil() as usize + SYMBOL_SLACK;
+                let more = target
+                    .saturating_sub(received)
                     .max(MIN_MORE_SYMBOLS)
                     .min(MAX_SYMBOLS_PER_MESSAGE)
                     .min(MAX_SESSION_SYMBOLS - received);

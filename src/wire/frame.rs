@@ -293,9 +293,7 @@ impl Frame {
                 }
                 Message::Sketch { count, levels } => {
                     head(&mut w, 3, t);
-                    w.u64(*session)
-                        .u64(*count)
-                        .bytes(&packed(levels, |l| l.to_be_bytes()));
+                    w.u64(*session).u64(*count).bytes(levels);
                 }
                 Message::Symbols { start, symbols } => {
                     head(&mut w, 3, t);
@@ -408,11 +406,11 @@ impl Frame {
                     },
                     T_R_SKETCH => Message::Sketch {
                         count: r.u64()?,
-                        levels: unpack::<2, _>(
+                        levels: unpack::<1, _>(
                             r.bytes()?,
                             crate::reconcile::MAX_SKETCH_CELLS,
                             "sketch cells",
-                            u16::from_be_bytes,
+                            |[b]| b,
                         )?,
                     },
                     T_R_SYMBOLS => Message::Symbols {
