@@ -213,7 +213,7 @@ impl Session {
                 }
                 if levels.is_empty()
                     || levels.len() > MAX_SKETCH_CELLS
-                    || levels.len() % SKETCH_HASHES != 0
+                    || !levels.len().is_multiple_of(SKETCH_HASHES)
                 {
                     return Err(ReconcileError::BadSketch(levels.len()));
                 }
@@ -337,11 +337,11 @@ impl Session {
                 let peeled = (decoder.local_only().len() + decoder.remote_only().len()) as u64;
                 let total = peeled + decoder.estimate_remaining();
                 let target = (total as f64 * SYMBOLS_PER_DIFFERENCE).ceil() as usize + SYMBOL_SLACK;
+                let cap = MAX_SYMBOLS_PER_MESSAGE.min(MAX_SESSION_SYMBOLS - received);
                 let more = target
                     .saturating_sub(received)
                     .max(MIN_MORE_SYMBOLS)
-                    .min(MAX_SYMBOLS_PER_MESSAGE)
-                    .min(MAX_SESSION_SYMBOLS - received);
+                    .min(cap);
                 Ok(vec![Message::More { count: more as u64 }])
             }
             (_, Message::Init { .. }) => Err(ReconcileError::Unexpected("Init")),
@@ -351,5 +351,212 @@ impl Session {
             (_, Message::Equal) => Err(ReconcileError::Unexpected("Equal")),
             (_, Message::Decoded { .. }) => Err(ReconcileError::Unexpected("Decoded")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventId;
+    use crate::reconcile::Symbol;
+    use crate::reconcile::riblt::mix64;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn item(i: u64) -> Item {
+        let mut id = [0u8; 32];
+        for (k, c) in id.chunks_mut(8).enumerate() {
+            c.copy_from_slice(&mix64(i.wrapping_mul(4).wrapping_add(k as u64)).to_be_bytes());
+        }
+        Item {
+            ts_ms: 1_700_000_000_000 + i * 1000,
+            id: EventId(id),
+        }
+    }
+
+    /// Runs a session pair to completion; returns (initiator, responder, flights).
+    fn run(a: &[Item], b: &[Item], salt: u64) -> (Outcome, Outcome, usize) {
+        let (mut ini, init) = Session::initiate(RoomId([1; 16]), a.to_vec(), salt.to_be_bytes());
+        let (mut resp, mut msgs) = Session::respond(b.to_vec(), &init).unwrap();
+        let mut flights = 1;
+        let mut to_ini = true;
+        while !msgs.is_empty() {
+            flights += 1;
+            assert!(flights < 40, "no convergence");
+            let s = if to_ini { &mut ini } else { &mut resp };
+            let mut next = Vec::new();
+            for m in msgs {
+                next.extend(s.handle(m).unwrap());
+            }
+            msgs = next;
+            to_ini = !to_ini;
+        }
+        (
+            ini.outcome().unwrap().clone(),
+            resp.outcome().unwrap().clone(),
+            flights,
+        )
+    }
+
+    fn check(a: &[Item], b: &[Item], salt: u64) -> usize {
+        let (oa, ob, flights) = run(a, b, salt);
+        let sa: BTreeSet<Item> = a.iter().copied().collect();
+        let sb: BTreeSet<Item> = b.iter().copied().collect();
+        let a_only: Vec<Item> = sa.difference(&sb).copied().collect();
+        let b_only: Vec<Item> = sb.difference(&sa).copied().collect();
+        assert_eq!(oa.failed, None);
+        assert_eq!(ob.failed, None);
+        assert_eq!(oa.peer_lacks, a_only);
+        assert_eq!(ob.peer_lacks, b_only);
+        assert_eq!(oa.i_lack.len(), b_only.len());
+        assert_eq!(ob.i_lack.len(), a_only.len());
+        flights
+    }
+
+    /// Two sets from a universe of `n` items: `mask` bit 0 → in a, bit 1 → in b.
+    fn split(n: u64, base: u64, diffs: &[(u64, bool)]) -> (Vec<Item>, Vec<Item>) {
+        let diff: std::collections::BTreeMap<u64, bool> = diffs.iter().copied().collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let it = item(base + i);
+            match diff.get(&i) {
+                None => {
+                    a.push(it);
+                    b.push(it);
+                }
+                Some(true) => a.push(it),
+                Some(false) => b.push(it),
+            }
+        }
+        (a, b)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn random_pairs_reconcile(
+            n in 0u64..3000,
+            diffs in proptest::collection::vec((any::<u64>(), any::<bool>()), 0..200),
+            base in any::<u32>(),
+            salt in any::<u64>(),
+        ) {
+            let diffs: Vec<(u64, bool)> =
+                diffs.into_iter().map(|(i, s)| (if n == 0 { 0 } else { i % n }, s)).collect();
+            let (a, b) = split(n, u64::from(base), &diffs);
+            check(&a, &b, salt);
+        }
+
+        #[test]
+        fn identical_sets_take_one_round_trip(n in 0u64..3000, salt in any::<u64>()) {
+            let (a, b) = split(n, 0, &[]);
+            prop_assert_eq!(check(&a, &b, salt), 2);
+        }
+
+        #[test]
+        fn disjoint_and_one_sided(n in 1u64..400, salt in any::<u64>()) {
+            let a: Vec<Item> = (0..n).map(item).collect();
+            let b: Vec<Item> = (n..2 * n).map(item).collect();
+            check(&a, &b, salt);
+            check(&a, &[], salt);
+            check(&[], &a, salt);
+        }
+    }
+
+    #[test]
+    fn large_sets_scattered_and_clustered() {
+        let n = 100_000u64;
+        let scattered: Vec<(u64, bool)> =
+            (0..1000u64).map(|i| (mix64(i) % n, i % 2 == 0)).collect();
+        let (a, b) = split(n, 0, &scattered);
+        check(&a, &b, 7);
+        let clustered: Vec<(u64, bool)> = (n - 1000..n).map(|i| (i, i % 3 == 0)).collect();
+        let (a, b) = split(n, 0, &clustered);
+        check(&a, &b, 8);
+    }
+
+    #[test]
+    fn beyond_the_bound_fails_cleanly() {
+        let a: Vec<Item> = (0..6000).map(item).collect();
+        let (oa, ob, _) = run(&a, &[], 3);
+        assert_eq!(oa.failed, Some(FAIL_TOO_MANY_DIFFERENCES));
+        assert_eq!(ob.failed, Some(FAIL_TOO_MANY_DIFFERENCES));
+    }
+
+    #[test]
+    fn hostile_symbols_are_bounded() {
+        let mine: Vec<Item> = (0..500).map(item).collect();
+        let init = Message::Init {
+            room: RoomId([0; 16]),
+            salt: [0; 8],
+            count: 10,
+            fingerprint: [0; 16],
+        };
+        let (mut s, _) = Session::respond(mine, &init).unwrap();
+        // Garbage symbols: the responder asks for more, never loops, and
+        // stops at the session cap.
+        let mut start = 0u64;
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            assert!(rounds < 100);
+            let symbols: Vec<Symbol> = (0..MAX_SYMBOLS_PER_MESSAGE as u64)
+                .map(|i| Symbol {
+                    key: mix64(start + i),
+                    check: 0,
+                })
+                .collect();
+            let n = symbols.len() as u64;
+            match s
+                .handle(Message::Symbols { start, symbols })
+                .unwrap()
+                .as_slice()
+            {
+                [Message::More { .. }] => start += n,
+                [Message::Failed { .. }] => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(s.is_done());
+        assert_eq!(s.handle(Message::Equal), Err(ReconcileError::Finished));
+    }
+
+    #[test]
+    fn protocol_violations_are_errors() {
+        let a: Vec<Item> = (0..50).map(item).collect();
+        let (mut ini, _) = Session::initiate(RoomId([0; 16]), a.clone(), [1; 8]);
+        assert_eq!(
+            ini.handle(Message::More { count: 5 }),
+            Err(ReconcileError::Unexpected("More"))
+        );
+        let (mut ini, init) = Session::initiate(RoomId([0; 16]), a.clone(), [1; 8]);
+        let (mut resp, _) = Session::respond(a[..40].to_vec(), &init).unwrap();
+        assert!(matches!(
+            resp.handle(Message::Symbols {
+                start: 3,
+                symbols: vec![]
+            }),
+            Err(ReconcileError::OutOfOrder { .. })
+        ));
+        let sketch = Message::Sketch {
+            count: 40,
+            levels: vec![0; 7],
+        };
+        assert_eq!(ini.handle(sketch), Err(ReconcileError::BadSketch(7)));
+        let (mut ini, init) = Session::initiate(RoomId([0; 16]), a.clone(), [1; 8]);
+        let (_, reply) = Session::respond(a[..40].to_vec(), &init).unwrap();
+        for m in reply {
+            ini.handle(m).unwrap();
+        }
+        assert!(matches!(
+            ini.handle(Message::Decoded {
+                you_lack: vec![],
+                i_lack: vec![42]
+            }),
+            Err(ReconcileError::UnknownShortId(42))
+        ));
+        assert_eq!(
+            ini.outcome().and_then(|o| o.failed),
+            Some(FAIL_INCONSISTENT)
+        );
     }
 }

@@ -30,6 +30,9 @@ pub const WHOLE_HEADER_BYTES: usize = 1;
 pub const MAX_REASSEMBLIES_PER_LINK: usize = 128;
 /// Most bytes buffered across all reassemblies of one link.
 pub const MAX_REASSEMBLY_BYTES_PER_LINK: usize = 256 * 1024;
+/// Bytes charged against [`MAX_REASSEMBLY_BYTES_PER_LINK`] for each buffered
+/// fragment on top of its chunk, so tiny fragments cannot hide bookkeeping cost.
+pub const FRAGMENT_ACCOUNTING_OVERHEAD: usize = 64;
 /// A reassembly not complete this long after its first fragment is dropped.
 pub const REASSEMBLY_TIMEOUT_MS: u64 = 30_000;
 
@@ -136,6 +139,7 @@ struct Partial {
     /// Length of the last chunk, once it has been seen.
     last_len: Option<usize>,
     chunks: BTreeMap<u16, Vec<u8>>,
+    /// Bytes charged to the link budget (chunks plus per-fragment overhead).
     bytes: usize,
     deadline_ms: u64,
 }
@@ -248,7 +252,8 @@ impl Reassembler {
         if !self.partials.contains_key(&id) && self.partials.len() >= MAX_REASSEMBLIES_PER_LINK {
             return Err(FragmentError::TooManyInProgress);
         }
-        if self.buffered + chunk.len() > MAX_REASSEMBLY_BYTES_PER_LINK {
+        let charge = chunk.len() + FRAGMENT_ACCOUNTING_OVERHEAD;
+        if self.buffered + charge > MAX_REASSEMBLY_BYTES_PER_LINK {
             return Err(FragmentError::BufferFull);
         }
         let p = self.partials.entry(id).or_insert_with(|| Partial {
@@ -284,16 +289,177 @@ impl Reassembler {
             }
         }
         p.chunks.insert(index, chunk.to_vec());
-        p.bytes += chunk.len();
-        self.buffered += chunk.len();
+        p.bytes += charge;
+        self.buffered += charge;
         if p.chunks.len() < usize::from(count) {
             return Ok(None);
         }
-        let mut out = Vec::with_capacity(p.bytes);
+        let mut out = Vec::with_capacity(p.chunks.values().map(Vec::len).sum());
         for c in p.chunks.values() {
             out.extend_from_slice(c);
         }
         self.drop_partial(id);
         Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn frag_packet(id: u16, index: u16, count: u16, chunk: &[u8]) -> Vec<u8> {
+        let mut p = vec![KIND_FRAGMENT];
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&index.to_be_bytes());
+        p.extend_from_slice(&count.to_be_bytes());
+        p.extend_from_slice(chunk);
+        p
+    }
+
+    proptest! {
+        #[test]
+        fn fragments_reassemble_in_any_order(
+            payload in vec(any::<u8>(), 0..5000),
+            mtu in MIN_MTU..600usize,
+            seed in any::<u64>(),
+        ) {
+            let mut f = Fragmenter::new();
+            let mut packets = f.fragment(&payload, mtu).unwrap();
+            prop_assert!(packets.iter().all(|p| p.len() <= mtu));
+            // Deterministic shuffle.
+            let mut s = seed;
+            for i in (1..packets.len()).rev() {
+                s = crate::reconcile::riblt::mix64(s.wrapping_add(i as u64));
+                packets.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            let mut r = Reassembler::new();
+            let mut out = None;
+            for (k, p) in packets.iter().enumerate() {
+                let got = r.receive(0, p).unwrap();
+                if k + 1 < packets.len() {
+                    prop_assert!(got.is_none());
+                } else {
+                    out = got;
+                }
+            }
+            prop_assert_eq!(out, Some(payload));
+            prop_assert_eq!(r.in_progress(), 0);
+            prop_assert_eq!(r.buffered_bytes(), 0);
+        }
+
+        #[test]
+        fn arbitrary_packets_stay_bounded(data in vec(any::<u8>(), 0..4000)) {
+            crate::wire::fuzz_reassembly(&data);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_index_count_and_empty() {
+        let mut r = Reassembler::new();
+        assert_eq!(
+            r.receive(0, &frag_packet(1, 3, 3, b"x")),
+            Err(FragmentError::IndexOutOfRange { index: 3, count: 3 })
+        );
+        assert_eq!(
+            r.receive(0, &frag_packet(1, 0, 1, b"x")),
+            Err(FragmentError::BadCount(1))
+        );
+        assert_eq!(
+            r.receive(0, &frag_packet(1, 0, 2, b"")),
+            Err(FragmentError::Empty)
+        );
+        assert_eq!(r.receive(0, &[]), Err(FragmentError::MalformedHeader));
+        assert_eq!(
+            r.receive(0, &[1, 0, 0]),
+            Err(FragmentError::MalformedHeader)
+        );
+        assert_eq!(r.receive(0, &[7, 1]), Err(FragmentError::MalformedHeader));
+        assert_eq!(r.in_progress(), 0);
+    }
+
+    #[test]
+    fn rejects_duplicate_and_inconsistent_reuse() {
+        let mut r = Reassembler::new();
+        assert_eq!(r.receive(0, &frag_packet(5, 0, 3, b"abcd")), Ok(None));
+        assert_eq!(
+            r.receive(0, &frag_packet(5, 0, 3, b"abcd")),
+            Err(FragmentError::Duplicate { id: 5, index: 0 })
+        );
+        // The offending reassembly is discarded.
+        assert_eq!(r.in_progress(), 0);
+        assert_eq!(r.receive(0, &frag_packet(5, 0, 3, b"abcd")), Ok(None));
+        assert_eq!(
+            r.receive(0, &frag_packet(5, 1, 4, b"abcd")),
+            Err(FragmentError::Inconsistent(5))
+        );
+        assert_eq!(r.receive(0, &frag_packet(6, 0, 3, b"abcd")), Ok(None));
+        assert_eq!(
+            r.receive(0, &frag_packet(6, 1, 3, b"abc")),
+            Err(FragmentError::Inconsistent(6))
+        );
+        assert_eq!(r.receive(0, &frag_packet(7, 2, 3, b"abcde")), Ok(None));
+        assert_eq!(
+            r.receive(0, &frag_packet(7, 0, 3, b"abcd")),
+            Err(FragmentError::Inconsistent(7)),
+            "last fragment longer than the others"
+        );
+        assert_eq!(r.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn at_most_128_in_progress_and_they_expire() {
+        let mut r = Reassembler::new();
+        for id in 0..MAX_REASSEMBLIES_PER_LINK as u16 {
+            assert_eq!(r.receive(10, &frag_packet(id, 0, 2, b"ab")), Ok(None));
+        }
+        assert_eq!(
+            r.receive(10, &frag_packet(500, 0, 2, b"ab")),
+            Err(FragmentError::TooManyInProgress)
+        );
+        // Existing reassemblies can still complete.
+        assert_eq!(
+            r.receive(11, &frag_packet(0, 1, 2, b"c")),
+            Ok(Some(b"abc".to_vec()))
+        );
+        assert_eq!(r.poll_timeout(), Some(10 + REASSEMBLY_TIMEOUT_MS));
+        assert_eq!(r.expire(10 + REASSEMBLY_TIMEOUT_MS - 1), 0);
+        assert_eq!(r.expire(10 + REASSEMBLY_TIMEOUT_MS), 127);
+        assert_eq!((r.in_progress(), r.buffered_bytes()), (0, 0));
+        // A late fragment starts afresh rather than completing a stale payload.
+        assert_eq!(
+            r.receive(10 + REASSEMBLY_TIMEOUT_MS, &frag_packet(1, 1, 2, b"c")),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn size_caps_hold() {
+        let mut r = Reassembler::new();
+        // Claims 65535 fragments of 100 bytes: over the frame cap once both lengths are known.
+        assert_eq!(r.receive(0, &frag_packet(1, 0, 65535, &[0; 100])), Ok(None));
+        assert!(matches!(
+            r.receive(0, &frag_packet(1, 65534, 65535, &[0; 10])),
+            Err(FragmentError::TooLarge(_))
+        ));
+        // The per-link byte budget.
+        let mut r = Reassembler::new();
+        let chunk = vec![0u8; 60_000];
+        let mut err = None;
+        for id in 0..10u16 {
+            if let Err(e) = r.receive(0, &frag_packet(id, 0, 2, &chunk)) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err, Some(FragmentError::BufferFull));
+        assert!(r.buffered_bytes() <= MAX_REASSEMBLY_BYTES_PER_LINK);
+        let mut f = Fragmenter::new();
+        assert_eq!(f.fragment(b"x", 19), Err(FragmentError::BadMtu(19)));
+        assert!(matches!(
+            f.fragment(&vec![0; MAX_FRAME_BYTES + 1], 185),
+            Err(FragmentError::TooLarge(_))
+        ));
     }
 }

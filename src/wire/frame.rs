@@ -201,7 +201,7 @@ fn unpack<const N: usize, T>(
     what: &'static str,
     f: impl Fn([u8; N]) -> T,
 ) -> Result<Vec<T>, FrameError> {
-    if b.len() % N != 0 {
+    if !b.len().is_multiple_of(N) {
         return Err(FrameError::Malformed(what));
     }
     let n = b.len() / N;
@@ -463,5 +463,173 @@ impl Frame {
         };
         r.finish()?;
         Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::Symbol;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn room() -> impl Strategy<Value = RoomId> {
+        any::<[u8; 16]>().prop_map(RoomId)
+    }
+
+    fn ids() -> impl Strategy<Value = Vec<EventId>> {
+        vec(any::<[u8; 32]>().prop_map(EventId), 0..20)
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (room(), any::<[u8; 8]>(), any::<u64>(), any::<[u8; 16]>()).prop_map(
+                |(room, salt, count, fingerprint)| Message::Init {
+                    room,
+                    salt,
+                    count,
+                    fingerprint
+                }
+            ),
+            (any::<u64>(), vec(any::<u8>(), 0..72))
+                .prop_map(|(count, levels)| Message::Sketch { count, levels }),
+            (
+                any::<u64>(),
+                vec((any::<u64>(), any::<u32>()), 0..50).prop_map(|v| v
+                    .into_iter()
+                    .map(|(key, check)| Symbol { key, check })
+                    .collect())
+            )
+                .prop_map(|(start, symbols)| Message::Symbols { start, symbols }),
+            any::<u64>().prop_map(|count| Message::More { count }),
+            Just(Message::Equal),
+            (vec(any::<u64>(), 0..30), vec(any::<u64>(), 0..30))
+                .prop_map(|(you_lack, i_lack)| Message::Decoded { you_lack, i_lack }),
+            any::<u64>().prop_map(|reason| Message::Failed { reason }),
+        ]
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            (any::<u64>(), any::<u64>()).prop_map(|(max_frame_bytes, features)| Frame::Hello {
+                max_frame_bytes,
+                features
+            }),
+            (any::<u64>(), "[a-z ]{0,40}").prop_map(|(c, detail)| Frame::Close {
+                reason: CloseReason::from_code(c),
+                detail
+            }),
+            (any::<u64>(), message()).prop_map(|(session, msg)| Frame::Reconcile { session, msg }),
+            (room(), vec(vec(any::<u8>(), 0..300), 0..8))
+                .prop_map(|(room, events)| Frame::Events { room, events }),
+            (room(), ids()).prop_map(|(room, ids)| Frame::IHave { room, ids }),
+            (room(), ids()).prop_map(|(room, ids)| Frame::Want { room, ids }),
+            room().prop_map(|room| Frame::Prune { room }),
+            (room(), ids()).prop_map(|(room, ids)| Frame::Graft { room, ids }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(f in frame()) {
+            let bytes = f.encode();
+            prop_assert!(bytes.len() <= MAX_FRAME_BYTES);
+            prop_assert_eq!(Frame::decode(&bytes), Ok(f));
+            prop_assert!(crate::wire::fuzz_frame(&bytes).is_some());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in vec(any::<u8>(), 0..200)) {
+            if let Ok(f) = Frame::decode(&b) {
+                prop_assert_eq!(f.encode(), b);
+            }
+        }
+
+        #[test]
+        fn truncations_are_rejected(f in frame(), cut in any::<prop::sample::Index>()) {
+            let bytes = f.encode();
+            let at = cut.index(bytes.len());
+            prop_assert!(Frame::decode(&bytes[..at]).is_err());
+        }
+    }
+
+    fn raw(items: impl FnOnce(&mut Writer)) -> Vec<u8> {
+        let mut w = Writer::new();
+        items(&mut w);
+        w.into_bytes()
+    }
+
+    #[test]
+    fn rejects_other_versions_types_and_shapes() {
+        let v2 = raw(|w| {
+            w.array(3).u64(2).u64(T_PRUNE).bytes(&[0; 16]);
+        });
+        assert_eq!(Frame::decode(&v2), Err(FrameError::UnsupportedVersion(2)));
+        let unknown = raw(|w| {
+            w.array(2).u64(1).u64(99);
+        });
+        assert_eq!(Frame::decode(&unknown), Err(FrameError::UnknownType(99)));
+        let short = raw(|w| {
+            w.array(2).u64(1).u64(T_PRUNE);
+        });
+        assert!(matches!(
+            Frame::decode(&short),
+            Err(FrameError::FieldCount { .. })
+        ));
+        let ragged = raw(|w| {
+            w.array(4)
+                .u64(1)
+                .u64(T_WANT)
+                .bytes(&[0; 16])
+                .bytes(&[0; 33]);
+        });
+        assert!(matches!(
+            Frame::decode(&ragged),
+            Err(FrameError::Malformed(_))
+        ));
+        let too_many = raw(|w| {
+            w.array(4)
+                .u64(1)
+                .u64(T_IHAVE)
+                .bytes(&[0; 16])
+                .bytes(&vec![0; 32 * (MAX_IDS_PER_FRAME + 1)]);
+        });
+        assert!(matches!(
+            Frame::decode(&too_many),
+            Err(FrameError::TooMany { .. })
+        ));
+        let huge = vec![0u8; MAX_FRAME_BYTES + 1];
+        assert_eq!(
+            Frame::decode(&huge),
+            Err(FrameError::TooLarge(MAX_FRAME_BYTES + 1))
+        );
+        let deep = raw(|w| {
+            w.array(4)
+                .u64(1)
+                .u64(T_EVENTS)
+                .bytes(&[0; 16])
+                .array(1)
+                .array(0);
+        });
+        assert!(matches!(Frame::decode(&deep), Err(FrameError::Cbor(_))));
+    }
+
+    #[test]
+    fn identical_set_check_fits_64_bytes() {
+        let init = Frame::Reconcile {
+            session: 1,
+            msg: Message::Init {
+                room: RoomId([9; 16]),
+                salt: [1; 8],
+                count: 100_000,
+                fingerprint: [2; 16],
+            },
+        };
+        let eq = Frame::Reconcile {
+            session: 1,
+            msg: Message::Equal,
+        };
+        // One byte of whole-packet header each.
+        assert!(init.encode().len() + eq.encode().len() + 2 <= 64);
     }
 }

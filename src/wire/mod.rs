@@ -22,8 +22,9 @@ pub mod fragment;
 pub mod frame;
 
 pub use fragment::{
-    FRAGMENT_HEADER_BYTES, FragmentError, Fragmenter, MAX_MTU, MAX_REASSEMBLIES_PER_LINK,
-    MAX_REASSEMBLY_BYTES_PER_LINK, MIN_MTU, REASSEMBLY_TIMEOUT_MS, Reassembler,
+    FRAGMENT_ACCOUNTING_OVERHEAD, FRAGMENT_HEADER_BYTES, FragmentError, Fragmenter, MAX_MTU,
+    MAX_REASSEMBLIES_PER_LINK, MAX_REASSEMBLY_BYTES_PER_LINK, MIN_MTU, REASSEMBLY_TIMEOUT_MS,
+    Reassembler,
 };
 pub use frame::{
     CloseReason, FRAME_MAX_DEPTH, Frame, FrameError, MAX_CLOSE_DETAIL_BYTES, MAX_EVENTS_PER_FRAME,
