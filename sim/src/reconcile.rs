@@ -107,6 +107,18 @@ impl Pipe {
     fn carry(&mut self, msgs: Vec<Message>, mtu: usize) -> anyhow::Result<Vec<Message>> {
         let mut out = Vec::new();
         for msg in msgs {
+            if std::env::var_os("SIM_TRACE").is_some() {
+                let desc = match &msg {
+                    Message::Symbols { start, symbols } => {
+                        format!("Symbols {start}+{}", symbols.len())
+                    }
+                    Message::Decoded { you_lack, i_lack } => {
+                        format!("Decoded {}/{}", you_lack.len(), i_lack.len())
+                    }
+                    other => format!("{other:?}").chars().take(60).collect(),
+                };
+                eprintln!("trace: {desc}");
+            }
             let frame = Frame::Reconcile { session: 1, msg }.encode();
             for packet in self.frag.fragment(&frame, mtu)? {
                 self.bytes += packet.len();

@@ -11,17 +11,16 @@
 //! ```text
 //!  initiator                                responder
 //!  Init{salt, n_I, H(set_I)}  ───────────▶  equal? ─▶ Equal          (1 round trip)
-//!                             ◀───────────  Sketch{n_R, level hashes}
+//!                             ◀───────────  Sketch{n_R, 48 counters}
 //!  estimate d, encode m≈2.4d  ───────────▶  peel (rateless IBLT)
 //!  Symbols{0..m}                            ─▶ Decoded{you_lack, i_lack}   (2 round trips)
 //!                             ◀───────────  or More{k} ─▶ Symbols{m..m+k} …
 //! ```
 //!
 //! * **Equality** is a 16-byte SHA-256 of the whole sorted set.
-//! * **Estimation** ([`estimate`]): for 3 salted hashes and levels `j ≥ 1`,
-//!   a 16-bit XOR of the items whose hash has `j` leading zero bits; the
-//!   level at which both sides' values start to agree gives a
-//!   maximum-likelihood estimate of the difference size `d`.
+//! * **Estimation** ([`estimate`]): a tug-of-war sketch, 48 counters of
+//!   items by salted sign bit; the mean square of the counter differences
+//!   estimates the difference size `d` (exact for `d = 1`, ±20 % beyond).
 //! * **Rateless IBLT** ([`riblt`], after Yang et al., SIGCOMM 2024): each
 //!   item is a salted 64-bit short ID mapped to an infinite sequence of
 //!   cells with density ≈ 2/(i+2); a coded symbol is the XOR of the short
@@ -65,16 +64,15 @@ pub const MAX_SYMBOLS_PER_MESSAGE: usize = 4096;
 pub const MAX_SESSION_SYMBOLS: usize = 8192;
 /// Most differences (both directions together) one session resolves.
 pub const MAX_DIFFERENCES: usize = 4096;
-/// Hash functions in the difference estimator.
-pub const SKETCH_HASHES: usize = 12;
-/// Most levels per hash in the difference estimator.
-pub const MAX_SKETCH_LEVELS: usize = 16;
-/// Most 8-bit cells in a [`Message::Sketch`].
-pub const MAX_SKETCH_CELLS: usize = SKETCH_HASHES * MAX_SKETCH_LEVELS;
+/// Counters in the difference estimator (each a 16-bit count).
+pub const SKETCH_COUNTERS: usize = 48;
 /// Coded symbols sent per estimated difference in the first batch.
 pub const SYMBOLS_PER_DIFFERENCE: f64 = 2.4;
 /// Coded symbols added to every first batch.
 pub const SYMBOL_SLACK: usize = 8;
+/// Below this many received symbols a follow-up batch at least doubles
+/// them; above it, it adds at least half.
+pub const DOUBLING_BELOW: usize = 128;
 /// Smallest follow-up batch a responder asks for.
 pub const MIN_MORE_SYMBOLS: usize = 16;
 
@@ -101,8 +99,9 @@ pub enum Message {
     Sketch {
         /// The responder's item count.
         count: u64,
-        /// `SKETCH_HASHES × L` 8-bit level values, hash-major.
-        levels: Vec<u8>,
+        /// [`SKETCH_COUNTERS`] counters: counter `k` is the number of
+        /// items whose sign bit `k` is set, modulo 2^16.
+        counters: Vec<u16>,
     },
     /// Initiator → responder: coded symbols `start..start+len` of its set.
     Symbols {
@@ -184,12 +183,13 @@ pub fn set_fingerprint(items: &[Item]) -> [u8; 16] {
 pub struct ItemHash {
     /// The item's short ID.
     pub short: ShortId,
-    /// One 16-bit hash per estimator hash function.
-    pub sketch: [u16; SKETCH_HASHES],
+    /// Estimator sign bits: bit `k` (from the least significant) is the
+    /// item's sign in counter `k`.
+    pub signs: u64,
 }
 
 /// `SHA-256(RECONCILE_ITEM ‖ salt ‖ ts_ms ‖ id)` split into the short ID
-/// (bytes 0..8, 0 replaced by 1) and twelve 16-bit estimator hashes (bytes 8..32).
+/// (bytes 0..8, 0 replaced by 1) and the estimator sign bits (bytes 8..16).
 pub fn item_hash(salt: &[u8; 8], item: &Item) -> ItemHash {
     let d = Sha256::new()
         .chain_update(domain::RECONCILE_ITEM)
@@ -208,9 +208,6 @@ pub fn item_hash(salt: &[u8; 8], item: &Item) -> ItemHash {
     };
     ItemHash {
         short,
-        sketch: std::array::from_fn(|k| {
-            let b = d.get(8 + 2 * k..10 + 2 * k).unwrap_or(&[0, 0]);
-            u16::from_be_bytes([b[0], b[1]])
-        }),
+        signs: word(1),
     }
 }

@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use super::estimate;
 use super::riblt::{Decoder, Encoder, PeelError};
 use super::{
-    FAIL_INCONSISTENT, FAIL_TOO_MANY_DIFFERENCES, Item, ItemHash, MAX_DIFFERENCES,
-    MAX_SESSION_SYMBOLS, MAX_SKETCH_CELLS, MAX_SYMBOLS_PER_MESSAGE, MIN_MORE_SYMBOLS, Message,
-    ReconcileError, SKETCH_HASHES, SYMBOL_SLACK, SYMBOLS_PER_DIFFERENCE, ShortId, item_hash,
-    set_fingerprint,
+    DOUBLING_BELOW, FAIL_INCONSISTENT, FAIL_TOO_MANY_DIFFERENCES, Item, ItemHash, MAX_DIFFERENCES,
+    MAX_SESSION_SYMBOLS, MAX_SYMBOLS_PER_MESSAGE, MIN_MORE_SYMBOLS, Message, ReconcileError,
+    SKETCH_COUNTERS, SYMBOL_SLACK, SYMBOLS_PER_DIFFERENCE, ShortId, item_hash, set_fingerprint,
 };
 use crate::event::RoomId;
 
@@ -117,8 +116,7 @@ impl Session {
             return Some((s, vec![Message::Equal]));
         }
         s.hash_items();
-        let levels = estimate::levels_for((*count).max(s.items.len() as u64));
-        let sketch = estimate::sketch(&s.hashes, levels);
+        let sketch = estimate::sketch(&s.hashes);
         let decoder = Decoder::new(s.hashes.iter().map(|h| h.short).collect(), MAX_DIFFERENCES);
         s.state = State::Decoding {
             decoder: Box::new(decoder),
@@ -126,7 +124,7 @@ impl Session {
         };
         let reply = Message::Sketch {
             count: s.items.len() as u64,
-            levels: sketch,
+            counters: sketch,
         };
         Some((s, vec![reply]))
     }
@@ -207,20 +205,16 @@ impl Session {
                 }
                 _ => Err(ReconcileError::Unexpected("Equal")),
             },
-            (Role::Initiator, Message::Sketch { count, levels }) => {
+            (Role::Initiator, Message::Sketch { count, counters }) => {
                 if !matches!(self.state, State::AwaitSketch) {
                     return Err(ReconcileError::Unexpected("Sketch"));
                 }
-                if levels.is_empty()
-                    || levels.len() > MAX_SKETCH_CELLS
-                    || !levels.len().is_multiple_of(SKETCH_HASHES)
-                {
-                    return Err(ReconcileError::BadSketch(levels.len()));
+                if counters.len() != SKETCH_COUNTERS {
+                    return Err(ReconcileError::BadSketch(counters.len()));
                 }
                 self.hash_items();
-                let mine = estimate::sketch(&self.hashes, levels.len() / SKETCH_HASHES);
-                let lower = count.abs_diff(self.items.len() as u64);
-                let d = estimate::estimate(&mine, &levels, lower);
+                let mine = estimate::sketch(&self.hashes);
+                let d = estimate::estimate(&mine, self.items.len() as u64, &counters, count);
                 let want = (d as f64 * SYMBOLS_PER_DIFFERENCE).ceil() as usize + SYMBOL_SLACK;
                 let first = want.min(MAX_SYMBOLS_PER_MESSAGE).min(MAX_SESSION_SYMBOLS);
                 let mut encoder = Encoder::new(self.hashes.iter().map(|h| h.short));
@@ -340,6 +334,11 @@ impl Session {
                 let cap = MAX_SYMBOLS_PER_MESSAGE.min(MAX_SESSION_SYMBOLS - received);
                 let more = target
                     .saturating_sub(received)
+                    .max(if received < DOUBLING_BELOW {
+                        received
+                    } else {
+                        received / 2
+                    })
                     .max(MIN_MORE_SYMBOLS)
                     .min(cap);
                 Ok(vec![Message::More { count: more as u64 }])
@@ -539,7 +538,7 @@ mod tests {
         ));
         let sketch = Message::Sketch {
             count: 40,
-            levels: vec![0; 7],
+            counters: vec![0; 7],
         };
         assert_eq!(ini.handle(sketch), Err(ReconcileError::BadSketch(7)));
         let (mut ini, init) = Session::initiate(RoomId([0; 16]), a.clone(), [1; 8]);

@@ -291,9 +291,11 @@ impl Frame {
                         .u64(*count)
                         .bytes(fingerprint);
                 }
-                Message::Sketch { count, levels } => {
+                Message::Sketch { count, counters } => {
                     head(&mut w, 3, t);
-                    w.u64(*session).u64(*count).bytes(levels);
+                    w.u64(*session)
+                        .u64(*count)
+                        .bytes(&packed(counters, |c| c.to_be_bytes()));
                 }
                 Message::Symbols { start, symbols } => {
                     head(&mut w, 3, t);
@@ -406,11 +408,11 @@ impl Frame {
                     },
                     T_R_SKETCH => Message::Sketch {
                         count: r.u64()?,
-                        levels: unpack::<1, _>(
+                        counters: unpack::<2, _>(
                             r.bytes()?,
-                            crate::reconcile::MAX_SKETCH_CELLS,
-                            "sketch cells",
-                            |[b]| b,
+                            crate::reconcile::SKETCH_COUNTERS,
+                            "sketch counters",
+                            u16::from_be_bytes,
                         )?,
                     },
                     T_R_SYMBOLS => Message::Symbols {
@@ -491,8 +493,8 @@ mod tests {
                     fingerprint
                 }
             ),
-            (any::<u64>(), vec(any::<u8>(), 0..72))
-                .prop_map(|(count, levels)| Message::Sketch { count, levels }),
+            (any::<u64>(), vec(any::<u16>(), 0..48))
+                .prop_map(|(count, counters)| Message::Sketch { count, counters }),
             (
                 any::<u64>(),
                 vec((any::<u64>(), any::<u32>()), 0..50).prop_map(|v| v

@@ -44,7 +44,7 @@ fn compute() -> Value {
         seq.push(g.idx);
     }
     let symbols = Encoder::new(hashes.iter().map(|h| h.short)).next_symbols(16);
-    let sketch = estimate::sketch(&hashes, estimate::levels_for(a.len() as u64));
+    let sketch = estimate::sketch(&hashes);
 
     // The full session, as frames on the wire (session number 1).
     let mut transcript = Vec::new();
@@ -76,12 +76,11 @@ fn compute() -> Value {
         "fingerprint_b": hex::encode(set_fingerprint(&b)),
         "item_hashes_a": hashes.iter().map(|h| json!({
             "short": format!("{:016x}", h.short),
-            "sketch": h.sketch.to_vec(),
+            "signs": format!("{:016x}", h.signs),
         })).collect::<Vec<_>>(),
         "index_sequence_of_first_short": seq,
         "symbols_a_0_to_15": symbols.iter().map(|s| hex::encode(s.to_bytes())).collect::<Vec<_>>(),
-        "sketch_a_levels": estimate::levels_for(a.len() as u64),
-        "sketch_a": hex::encode(&sketch),
+        "sketch_a": sketch,
         "transcript": transcript,
         "initiator_peer_lacks": items_json(&oa.peer_lacks),
         "responder_peer_lacks": items_json(&ob.peer_lacks),
