@@ -195,3 +195,47 @@ pub fn run(
         round_trips: flights.div_ceil(2),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn once(seed: u64, layout: Layout, mtu: usize) -> String {
+        let mut rng = StdRng::seed_from_u64(seed);
+        serde_json::to_string(&run(2000, 50, layout, mtu, &mut rng).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn same_seed_same_json_and_correct_result() {
+        for layout in [Layout::Clustered, Layout::Scattered] {
+            let a = once(42, layout, 185);
+            assert_eq!(a, once(42, layout, 185));
+            let r: serde_json::Value = serde_json::from_str(&a).unwrap();
+            assert!(r["bytes"].as_u64().unwrap() <= 64 * 50 + 512, "{a}");
+        }
+    }
+
+    #[test]
+    fn identical_sets_fit_64_bytes_in_one_round_trip() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let r = run(100_000, 0, Layout::Scattered, 185, &mut rng).unwrap();
+        assert_eq!(r.round_trips, 1);
+        assert!(r.bytes <= 64, "{} bytes", r.bytes);
+        // At the minimum BLE MTU the 53-byte Init needs 5 fragments.
+        let r = run(100_000, 0, Layout::Scattered, 20, &mut rng).unwrap();
+        assert_eq!((r.round_trips, r.bytes), (1, 85));
+    }
+
+    #[test]
+    fn smaller_mtu_costs_more_headers() {
+        let big = once(7, Layout::Scattered, 512);
+        let small = once(7, Layout::Scattered, 20);
+        let bytes = |s: &str| {
+            serde_json::from_str::<serde_json::Value>(s).unwrap()["bytes"]
+                .as_u64()
+                .unwrap()
+        };
+        assert!(bytes(&small) > bytes(&big));
+    }
+}
