@@ -21,6 +21,14 @@
 //! | [`limits`] | every protocol limit as a named constant |
 //! | [`crypto`] | device identity, contact cards, fingerprints, domains |
 //! | [`event`] | room and event IDs, the signed envelope, clock-skew rules |
+//! | [`room`] | membership, authorization and resolution, ordering, gaps, room keys |
+//! | [`bundle`] | sneakernet bundles of signed events (export / import) |
+//! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
+//! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
+//! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
+//! | [`transport`] | adapters: the Matrix homeserver transport room |
+//! | [`wire`] | frames (canonical CBOR), fragmentation and bounded reassembly (issue 5 layer) |
+//! | [`reconcile`] | per-room set reconciliation: sketch + rateless IBLT session |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -28,9 +36,17 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod bundle;
 pub mod cbor;
+pub mod contacts;
 pub mod crypto;
+pub mod datadir;
 pub mod event;
+pub mod inspect;
 pub mod limits;
+pub mod proto;
 pub mod reconcile;
+pub mod room;
+pub mod store;
+pub mod transport;
 pub mod wire;

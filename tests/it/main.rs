@@ -1,4 +1,11 @@
-//! All integration tests, one module per area (one test binary).
+//! All integration tests, in one binary (ruma style): one module per area.
 
+mod cli;
+mod fuzz_corpus;
+mod homeserver;
 mod reconcile;
+mod rooms;
+mod rooms_vectors;
+mod roundtrip;
+mod vectors;
 mod wire;

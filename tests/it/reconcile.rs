@@ -1,6 +1,6 @@
 //! Runs the reconciliation test vector `protocol-spec/vectors/reconcile.json`.
 //!
-//! Set `MESHRELAY_WRITE_VECTORS=1` to regenerate the file after a deliberate
+//! Set `MESHRELAY_REGEN_VECTORS=1` to regenerate the file after a deliberate
 //! protocol change.
 
 use std::path::Path;
@@ -93,7 +93,7 @@ fn compute() -> Value {
 fn reconcile_vector() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-spec/vectors/reconcile.json");
     let got = compute();
-    if std::env::var_os("MESHRELAY_WRITE_VECTORS").is_some() {
+    if std::env::var_os("MESHRELAY_REGEN_VECTORS").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
     }
     let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -1,0 +1,436 @@
+//! A deterministic discrete-event network of real [`Node`]s.
+//!
+//! Virtual time in milliseconds, a binary-heap event queue with a sequence
+//! number for ties, and one seeded RNG: the same seed gives the same run.
+//! Each link direction has a bandwidth, a latency and an MTU, so a transfer
+//! takes time and a short contact carries limited bytes. Each node has a CPU
+//! that is charged for every datagram it processes (a per-datagram cost plus
+//! a per-byte cost standing in for signature verification), so a flood costs
+//! what it would cost on a real device.
+//!
+//! The driver rule is the daemon's: feed an input, commit the store if the
+//! node asks, feed `CommitDone`, drain the outputs.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use meshrelay::crypto::Identity;
+use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
+use meshrelay::proto::{AppEvent, Command, Input, LinkId, LinkKind, Node, NodeConfig, Output};
+use meshrelay::store::{MemoryStore, SourceKey, Store, StoreConfig};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+
+/// Physical parameters of a link kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkParams {
+    /// Kind reported to the node.
+    pub kind: LinkKind,
+    /// Bytes per second in each direction.
+    pub bytes_per_s: u64,
+    /// One-way latency.
+    pub latency_ms: u64,
+    /// Largest datagram.
+    pub mtu: usize,
+}
+
+impl LinkParams {
+    /// A BLE link: ~100 kB/s of ATT payload at MTU 185, 15 ms latency.
+    pub fn ble() -> Self {
+        Self {
+            kind: LinkKind::Ble,
+            bytes_per_s: 100_000,
+            latency_ms: 15,
+            mtu: 185,
+        }
+    }
+
+    /// A LAN link: ~10 MB/s, 1 ms latency.
+    pub fn lan() -> Self {
+        Self {
+            kind: LinkKind::Lan,
+            bytes_per_s: 10_000_000,
+            latency_ms: 1,
+            mtu: 64 * 1024 + 16,
+        }
+    }
+}
+
+/// CPU cost charged per datagram processed, in microseconds.
+pub const CPU_US_PER_DATAGRAM: u64 = 5;
+/// CPU cost charged per received byte, in nanoseconds (~50 µs per 1 KiB
+/// event: one ed25519 verification plus hashing on a small board).
+pub const CPU_NS_PER_BYTE: u64 = 50;
+
+/// A node in the network.
+pub struct SimNode {
+    /// The protocol core under test.
+    pub node: Node<MemoryStore, ChaCha8Rng>,
+    /// The device identity.
+    pub identity: Identity,
+    /// Next sequence number per room.
+    pub next_seq: BTreeMap<RoomId, u64>,
+    /// Events reported stored, with the time; a second report is a bug.
+    pub delivered: BTreeMap<EventId, u64>,
+    /// Events reported stored twice (must stay empty).
+    pub double_deliveries: Vec<EventId>,
+    /// Penalties this node imposed.
+    pub penalties: u64,
+    /// The first few penalty reasons, for test diagnostics.
+    pub penalty_reasons: Vec<String>,
+    cpu_free_at_us: u64,
+    timer_at: Option<u64>,
+    link_to: BTreeMap<LinkId, (usize, LinkId)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Deliver {
+        to: usize,
+        link: LinkId,
+        bytes: Vec<u8>,
+    },
+    Drained {
+        node: usize,
+        link: LinkId,
+    },
+    Timer {
+        node: usize,
+    },
+}
+
+struct Wire {
+    params: LinkParams,
+    /// Per direction (from the lower index, from the higher), when the
+    /// sender's transmitter is free, in microseconds.
+    free_at_us: [u64; 2],
+}
+
+/// The network.
+pub struct SimNet {
+    /// Nodes, indexed from 0.
+    pub nodes: Vec<SimNode>,
+    now_us: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    wires: BTreeMap<(usize, usize), Wire>,
+    next_link: u64,
+    /// The run's RNG (topology, workloads).
+    pub rng: ChaCha8Rng,
+    /// Bytes transmitted by all nodes.
+    pub bytes_on_air: u64,
+}
+
+impl SimNet {
+    /// `n` nodes, each with a store of `store` config, seeded by `seed`.
+    pub fn new(n: usize, seed: u64, config: NodeConfig, store: StoreConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nodes = (0..n)
+            .map(|_| {
+                let mut s = [0u8; 32];
+                rng.fill(&mut s);
+                let identity = Identity::from_seed(&s);
+                let node_rng = ChaCha8Rng::seed_from_u64(rng.random());
+                let store = MemoryStore::new_memory_with(store).expect("valid store config");
+                SimNode {
+                    node: Node::new(identity.device_id(), store, node_rng, config.clone(), 0),
+                    identity,
+                    next_seq: BTreeMap::new(),
+                    delivered: BTreeMap::new(),
+                    double_deliveries: Vec::new(),
+                    penalties: 0,
+                    penalty_reasons: Vec::new(),
+                    cpu_free_at_us: 0,
+                    timer_at: None,
+                    link_to: BTreeMap::new(),
+                }
+            })
+            .collect();
+        Self {
+            nodes,
+            now_us: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            wires: BTreeMap::new(),
+            next_link: 1,
+            rng,
+            bytes_on_air: 0,
+        }
+    }
+
+    /// Virtual time now, in ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now_us / 1000
+    }
+
+    fn push(&mut self, at_us: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at_us, self.seq, ev)));
+    }
+
+    /// Brings up a link between `a` and `b` now.
+    pub fn connect(&mut self, a: usize, b: usize, params: LinkParams) {
+        self.connect_with_source(a, b, params, a as u64, b as u64);
+    }
+
+    /// Brings up a link, naming the source each side sees (a flooder can
+    /// come from one source under many link identities).
+    pub fn connect_with_source(
+        &mut self,
+        a: usize,
+        b: usize,
+        params: LinkParams,
+        src_a: u64,
+        src_b: u64,
+    ) {
+        let key = (a.min(b), a.max(b));
+        if self.wires.contains_key(&key) || a == b {
+            return;
+        }
+        self.wires.insert(
+            key,
+            Wire {
+                params,
+                free_at_us: [self.now_us; 2],
+            },
+        );
+        let la = LinkId(self.next_link);
+        let lb = LinkId(self.next_link + 1);
+        self.next_link += 2;
+        self.nodes[a].link_to.insert(la, (b, lb));
+        self.nodes[b].link_to.insert(lb, (a, la));
+        let source = |x: u64| {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&x.to_be_bytes());
+            SourceKey(k)
+        };
+        self.input(
+            a,
+            Input::LinkUp {
+                link: la,
+                kind: params.kind,
+                mtu: params.mtu,
+                source: source(src_b),
+            },
+        );
+        self.input(
+            b,
+            Input::LinkUp {
+                link: lb,
+                kind: params.kind,
+                mtu: params.mtu,
+                source: source(src_a),
+            },
+        );
+    }
+
+    /// Takes down the link between `a` and `b`, if any.
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        if self.wires.remove(&(a.min(b), a.max(b))).is_none() {
+            return;
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            let links: Vec<LinkId> = self.nodes[x]
+                .link_to
+                .iter()
+                .filter(|(_, (peer, _))| *peer == y)
+                .map(|(l, _)| *l)
+                .collect();
+            for l in links {
+                self.nodes[x].link_to.remove(&l);
+                self.input(x, Input::LinkDown(l));
+            }
+        }
+    }
+
+    /// Whether `a` and `b` are linked.
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        self.wires.contains_key(&(a.min(b), a.max(b)))
+    }
+
+    /// Node `i` joins `room` (treats it as its own).
+    pub fn join(&mut self, i: usize, room: RoomId) {
+        self.input(i, Input::Command(Command::JoinRoom(room)));
+    }
+
+    /// Node `i` publishes a signed event of `payload_len` bytes in `room`.
+    pub fn publish(&mut self, i: usize, room: RoomId, payload_len: usize) -> EventId {
+        let now_ms = self.now_ms();
+        let n = &mut self.nodes[i];
+        let seq = n.next_seq.entry(room).or_insert(0);
+        *seq += 1;
+        let heads = n.node.store().heads(&room).unwrap_or_default();
+        let ev = UnsignedEvent {
+            room,
+            sender: n.identity.device_id(),
+            seq: *seq,
+            prev: heads
+                .into_iter()
+                .take(meshrelay::limits::MAX_PREV_EVENTS)
+                .collect(),
+            origin_ts_ms: now_ms,
+            expires_ms: now_ms + meshrelay::limits::DEFAULT_EVENT_LIFETIME_MS,
+            kind: EventKind::Message,
+            payload: vec![0x5a; payload_len],
+        }
+        .sign(&n.identity)
+        .expect("simulated events are within limits");
+        let id = ev.id();
+        self.publish_event(i, ev);
+        id
+    }
+
+    /// Node `i` publishes an already signed event.
+    pub fn publish_event(&mut self, i: usize, ev: Event) {
+        self.input(i, Input::Command(Command::Publish(Box::new(ev))));
+    }
+
+    /// Feeds one input to node `i` now, then commits and drains.
+    pub fn input(&mut self, i: usize, input: Input) {
+        let now_ms = self.now_ms();
+        let n = &mut self.nodes[i];
+        n.node
+            .handle(now_ms, input)
+            .expect("the memory store does not fail");
+        self.settle(i);
+    }
+
+    fn settle(&mut self, i: usize) {
+        let now_ms = self.now_ms();
+        {
+            let n = &mut self.nodes[i];
+            if n.node.needs_commit() {
+                n.node.store_mut().commit().expect("memory commit");
+                n.node
+                    .handle(now_ms, Input::CommitDone)
+                    .expect("the memory store does not fail");
+            }
+        }
+        let mut drained_links = BTreeSet::new();
+        while let Some(out) = self.nodes[i].node.poll_output() {
+            match out {
+                Output::Transmit { link, bytes } => {
+                    if let Some(at) = self.transmit(i, link, bytes) {
+                        drained_links.insert((link, at));
+                    }
+                }
+                Output::Close { link, .. } => {
+                    if let Some((peer, _)) = self.nodes[i].link_to.get(&link).copied() {
+                        self.disconnect(i, peer);
+                    }
+                }
+                Output::App(AppEvent::EventStored { id, .. }) => {
+                    let t = self.now_ms();
+                    let n = &mut self.nodes[i];
+                    if n.delivered.insert(id, t).is_some() {
+                        n.double_deliveries.push(id);
+                    }
+                }
+                Output::App(AppEvent::PeerPenalised { reason, .. }) => {
+                    let n = &mut self.nodes[i];
+                    n.penalties += 1;
+                    if n.penalty_reasons.len() < 16 {
+                        n.penalty_reasons.push(reason);
+                    }
+                }
+                Output::App(_) => {}
+            }
+        }
+        let mut last: BTreeMap<LinkId, u64> = BTreeMap::new();
+        for (link, at) in drained_links {
+            let e = last.entry(link).or_insert(at);
+            *e = (*e).max(at);
+        }
+        for (link, at) in last {
+            self.push(at, Ev::Drained { node: i, link });
+        }
+        if let Some(t) = self.nodes[i].node.poll_timeout() {
+            let t_us = t.saturating_mul(1000).max(self.now_us);
+            if self.nodes[i].timer_at.is_none_or(|cur| t_us < cur) {
+                self.nodes[i].timer_at = Some(t_us);
+                self.push(t_us, Ev::Timer { node: i });
+            }
+        }
+    }
+
+    /// Schedules a datagram; returns when the transmitter is free again.
+    fn transmit(&mut self, from: usize, link: LinkId, bytes: Vec<u8>) -> Option<u64> {
+        let (to, peer_link) = *self.nodes[from].link_to.get(&link)?;
+        let key = (from.min(to), from.max(to));
+        let dir = usize::from(from > to);
+        let wire = self.wires.get_mut(&key)?;
+        let start = wire.free_at_us[dir].max(self.now_us);
+        let dur = (bytes.len() as u64).saturating_mul(1_000_000) / wire.params.bytes_per_s.max(1);
+        wire.free_at_us[dir] = start + dur.max(1);
+        let arrive = start + dur + wire.params.latency_ms * 1000;
+        let free = wire.free_at_us[dir];
+        self.bytes_on_air += bytes.len() as u64;
+        self.push(
+            arrive,
+            Ev::Deliver {
+                to,
+                link: peer_link,
+                bytes,
+            },
+        );
+        Some(free)
+    }
+
+    /// Sends raw bytes from `from` to `to` over their link, bypassing
+    /// `from`'s node: how tests play a hostile peer. Returns false if the
+    /// two are not linked.
+    pub fn send_raw(&mut self, from: usize, to: usize, bytes: Vec<u8>) -> bool {
+        let link = self.nodes[from]
+            .link_to
+            .iter()
+            .find(|(_, (peer, _))| *peer == to)
+            .map(|(l, _)| *l);
+        match link {
+            Some(link) => self.transmit(from, link, bytes).is_some(),
+            None => false,
+        }
+    }
+
+    /// Runs until virtual time `until_ms` or until nothing is left to do.
+    pub fn run_until(&mut self, until_ms: u64) {
+        let until_us = until_ms.saturating_mul(1000);
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > until_us {
+                break;
+            }
+            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+                break;
+            };
+            self.now_us = self.now_us.max(at);
+            match ev {
+                Ev::Deliver { to, link, bytes } => {
+                    if !self.nodes[to].link_to.contains_key(&link) {
+                        continue;
+                    }
+                    // The receiver's CPU: process when free, charge the cost.
+                    let n = &mut self.nodes[to];
+                    let cost = CPU_US_PER_DATAGRAM + bytes.len() as u64 * CPU_NS_PER_BYTE / 1000;
+                    if n.cpu_free_at_us > self.now_us {
+                        let at = n.cpu_free_at_us;
+                        self.push(at, Ev::Deliver { to, link, bytes });
+                        continue;
+                    }
+                    n.cpu_free_at_us = self.now_us + cost;
+                    self.input(to, Input::Received { link, bytes });
+                }
+                Ev::Drained { node, link } => {
+                    if self.nodes[node].link_to.contains_key(&link) {
+                        self.input(node, Input::Drained(link));
+                    }
+                }
+                Ev::Timer { node } => {
+                    if self.nodes[node].timer_at == Some(at) {
+                        self.nodes[node].timer_at = None;
+                        self.input(node, Input::Timeout);
+                    }
+                }
+            }
+        }
+        self.now_us = self.now_us.max(until_us);
+    }
+}

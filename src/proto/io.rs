@@ -1,0 +1,144 @@
+//! The inputs the core accepts and the outputs it produces
+//! (`protocol-spec/wire.md`, "The node state machine").
+
+use crate::crypto::keys::DeviceId;
+use crate::event::{Event, EventId, RoomId};
+
+/// A link, as numbered by the driver. Link identities are ephemeral by
+/// design: penalties attach to [`SourceKey`]s and signing keys instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
+
+/// What carries a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LinkKind {
+    /// A LAN stream (libp2p over TCP or QUIC).
+    Lan,
+    /// A Bluetooth LE GATT link.
+    Ble,
+    /// An in-memory link in tests and the simulator.
+    Memory,
+}
+
+impl LinkKind {
+    /// Lowercase name for status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkKind::Lan => "lan",
+            LinkKind::Ble => "ble",
+            LinkKind::Memory => "memory",
+        }
+    }
+}
+
+/// Something an attacker cannot change cheaply that a link came from (the
+/// remote IP address on a LAN, one radio neighbourhood for BLE): penalties,
+/// new-link budgets and the store's intake budgets attach to it.
+pub use crate::store::SourceKey;
+
+/// A user command fed to the core.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Publish an event this device signed. The caller has already made the
+    /// event's key material durable (see the store's commit contract).
+    Publish(Box<Event>),
+    /// Start carrying a room as one of this device's own rooms.
+    JoinRoom(RoomId),
+    /// Stop treating a room as one of this device's own rooms.
+    LeaveRoom(RoomId),
+}
+
+/// An input to [`crate::proto::Node::handle`].
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A link came up.
+    LinkUp {
+        /// The driver's number for it.
+        link: LinkId,
+        /// What carries it.
+        kind: LinkKind,
+        /// Largest datagram the link carries in one write.
+        mtu: usize,
+        /// Where it came from, for budgets and penalties.
+        source: SourceKey,
+    },
+    /// A link went down.
+    LinkDown(LinkId),
+    /// Bytes arrived on a link, in order.
+    Received {
+        /// The link.
+        link: LinkId,
+        /// One datagram (a fragment) as it arrived.
+        bytes: Vec<u8>,
+    },
+    /// Everything transmitted on the link so far has left the driver's
+    /// buffers: the node may send the next window of events.
+    Drained(LinkId),
+    /// The deadline returned by `poll_timeout` has passed.
+    Timeout,
+    /// A user command.
+    Command(Command),
+    /// The driver committed the store: outputs that acknowledge or relay
+    /// what was written may now be released.
+    CommitDone,
+}
+
+/// Something the core noticed that the application may want to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppEvent {
+    /// A new event was durably stored.
+    EventStored {
+        /// Its ID.
+        id: EventId,
+        /// Its room.
+        room: RoomId,
+    },
+    /// A per-(room, sender) sequence gap was detected.
+    GapDetected {
+        /// Room.
+        room: RoomId,
+        /// Sender.
+        sender: DeviceId,
+        /// First missing sequence number.
+        from_seq: u64,
+        /// Last missing sequence number.
+        to_seq: u64,
+    },
+    /// Two different events claim the same (room, sender, seq).
+    ForkDetected {
+        /// Room.
+        room: RoomId,
+        /// Sender.
+        sender: DeviceId,
+        /// The contested sequence number.
+        seq: u64,
+    },
+    /// A peer was penalised.
+    PeerPenalised {
+        /// The link.
+        link: LinkId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An output drained from [`crate::proto::Node::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send one datagram on a link.
+    Transmit {
+        /// The link.
+        link: LinkId,
+        /// Bytes, at most the link's MTU.
+        bytes: Vec<u8>,
+    },
+    /// Close a link.
+    Close {
+        /// The link.
+        link: LinkId,
+        /// Why, for logs.
+        reason: String,
+    },
+    /// Tell the application something.
+    App(AppEvent),
+}

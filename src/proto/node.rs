@@ -1,0 +1,978 @@
+//! The sans-IO [`Node`]: the whole relay protocol as a deterministic state
+//! machine (`protocol-spec/wire.md`, "The node state machine").
+//!
+//! # Run loop
+//!
+//! The driver (the tokio daemon or the simulator) owns the clock, the links,
+//! the RNG seed and the store's commits. It repeats:
+//!
+//! 1. feed a batch of inputs with [`Node::handle`] (`now_ms` is a parameter);
+//! 2. if [`Node::needs_commit`], call `node.store_mut().commit()`, then feed
+//!    [`Input::CommitDone`]: outputs that acknowledge or relay stored events
+//!    are held back until then (acknowledge only after commit);
+//! 3. drain [`Node::poll_output`] until it returns `None`;
+//! 4. sleep until [`Node::poll_timeout`] or the next input, then feed
+//!    [`Input::Timeout`].
+//!
+//! # Protocol sketch
+//!
+//! * **Hello.** Each side sends `Hello{nonce, rooms}` first. The side with the
+//!   lower nonce initiates one reconciliation session per room in the union of
+//!   both lists (so a relay also learns rooms it does not carry yet).
+//! * **Anti-entropy.** Sessions ([`crate::proto::recon`]) find what each side
+//!   lacks; the initiator sends what the peer lacks and asks (`Want`) for the
+//!   rest. Sessions rerun every `anti_entropy_interval_ms`.
+//! * **Live push (Plumtree).** A newly *committed* event goes in full to at
+//!   most `eager_fanout` eager links and as an `IHave` to the others. A
+//!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
+//!   unknown event not filled by an eager push within `ihave_timeout_ms`
+//!   grafts the announcing link.
+//! * **Validate before relaying.** An event is relayed only after its
+//!   structure and signature verified and it was committed.
+//! * **Budgets.** Each link has a byte budget for intake; new links share a
+//!   global budget; a misbehaving source address is refused for
+//!   `penalty_ms`; a signing key has an event-rate budget for strangers'
+//!   events. A link that sends a malformed frame or an invalid event is
+//!   closed and its source penalised. All per-peer state is capped.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use rand_core::Rng;
+
+use crate::crypto::keys::DeviceId;
+use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
+use crate::proto::budget::TokenBucket;
+use crate::proto::io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
+use crate::proto::link_codec::LinkCodec;
+use crate::proto::msg::{
+    MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME, Msg,
+};
+use crate::proto::recon::{Recon, ReconOutcome};
+use crate::store::{InsertMeta, InsertOutcome, Priority, Source, SourceKey, Store, StoreError};
+
+/// Tunables of the node. Defaults suit a phone or a small board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Most links at once; further `LinkUp`s are closed.
+    pub max_links: usize,
+    /// Most eager (full-push) links per node.
+    pub eager_fanout: usize,
+    /// How long an `IHave` may go unfilled before grafting.
+    pub ihave_timeout_ms: u64,
+    /// Anti-entropy rerun interval per link.
+    pub anti_entropy_interval_ms: u64,
+    /// Intake budget per link: burst bytes.
+    pub link_burst_bytes: u64,
+    /// Intake budget per link: sustained bytes per second.
+    pub link_bytes_per_s: u64,
+    /// New links accepted in a burst (all sources together).
+    pub new_link_burst: u64,
+    /// New links accepted per second, sustained.
+    pub new_links_per_s: u64,
+    /// How long a penalised source is refused.
+    pub penalty_ms: u64,
+    /// Strangers' events accepted per signing key: burst.
+    pub key_event_burst: u64,
+    /// Strangers' events accepted per signing key per second.
+    pub key_events_per_s: u64,
+    /// Bytes of event data in flight per link before waiting for the driver
+    /// to report the link drained.
+    pub link_window_bytes: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            max_links: 64,
+            eager_fanout: 4,
+            ihave_timeout_ms: 1_500,
+            anti_entropy_interval_ms: 60_000,
+            link_burst_bytes: 4 * 1024 * 1024,
+            link_bytes_per_s: 512 * 1024,
+            new_link_burst: 16,
+            new_links_per_s: 2,
+            penalty_ms: 10 * 60 * 1000,
+            key_event_burst: 200,
+            key_events_per_s: 5,
+            link_window_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Most sources remembered as penalised.
+pub const MAX_PENALISED_SOURCES: usize = 4096;
+/// Most signing keys with a live event-rate bucket.
+pub const MAX_KEY_BUCKETS: usize = 4096;
+/// Most outstanding `IHave` announcements tracked for grafting.
+pub const MAX_PENDING_IHAVE: usize = 8192;
+/// Most event IDs remembered per link as known to the peer.
+pub const MAX_KNOWN_PER_LINK: usize = 8192;
+/// Most event IDs queued for sending on one link.
+pub const MAX_OUTBOX_PER_LINK: usize = 65_536;
+/// A sender paces each link at `(1 - 1/PACING_DIVISOR)` of the intake rate
+/// and `1/PACING_DIVISOR` of the intake burst, leaving headroom for control
+/// frames, so an honest relay is never penalised for forwarding a flood.
+pub const PACING_DIVISOR: u64 = 4;
+/// Bytes a batch frame adds around its events (head, version, type, array).
+const FRAME_OVERHEAD: usize = 16;
+/// Bytes a batch frame adds per event (byte-string head, fragment share).
+const PER_EVENT_OVERHEAD: usize = 8;
+/// Most reconciliation sessions open on one link.
+pub const MAX_SESSIONS_PER_LINK: usize = 64;
+
+/// Close reason codes carried in `Close` frames.
+pub mod close_code {
+    /// Normal shutdown.
+    pub const NORMAL: u64 = 0;
+    /// The peer sent a malformed frame.
+    pub const MALFORMED: u64 = 1;
+    /// The peer sent an invalid event.
+    pub const INVALID_EVENT: u64 = 2;
+    /// The peer exceeded its budget.
+    pub const OVER_BUDGET: u64 = 3;
+    /// Too many links.
+    pub const BUSY: u64 = 4;
+}
+
+struct Link {
+    kind: LinkKind,
+    source: SourceKey,
+    codec: LinkCodec,
+    since_ms: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    intake: TokenBucket,
+    nonce: u64,
+    /// Whether this side initiates reconciliation (its nonce is lower).
+    initiator: bool,
+    hello_seen: bool,
+    eager: bool,
+    known: LruCache<EventId, ()>,
+    /// Events to send, own events first ((priority, order) -> id).
+    outbox: BTreeMap<(Priority, u64), EventId>,
+    queued: BTreeSet<EventId>,
+    outbox_seq: u64,
+    in_flight: usize,
+    /// Pacing: this node never sends faster than the peer's intake budget.
+    pacing: TokenBucket,
+    /// When pacing allows the next batch, if the outbox is waiting for it.
+    resume_at_ms: Option<u64>,
+    sessions: BTreeMap<RoomId, Recon>,
+    next_anti_entropy_ms: u64,
+}
+
+/// Counters the status command and the simulator read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Events newly stored.
+    pub events_stored: u64,
+    /// Events received that were already held.
+    pub duplicates: u64,
+    /// Events rejected as invalid.
+    pub invalid_events: u64,
+    /// Events the store refused (budget, expiry).
+    pub refused_events: u64,
+    /// Links closed for misbehaviour.
+    pub links_penalised: u64,
+    /// Links refused at link-up (busy, penalised or over the new-link budget).
+    pub links_refused: u64,
+    /// Full events sent.
+    pub events_sent: u64,
+}
+
+/// Per-link facts for `meshrelay peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The link.
+    pub link: LinkId,
+    /// What carries it.
+    pub kind: LinkKind,
+    /// When it came up.
+    pub since_ms: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+}
+
+/// Something held until the store commits.
+#[derive(Debug, Clone)]
+struct Committed {
+    id: EventId,
+    room: RoomId,
+    from: Option<LinkId>,
+    priority: Priority,
+}
+
+/// The protocol core. `S` is the store, `R` the RNG (seeded in tests and
+/// the simulator, the OS RNG in the daemon).
+pub struct Node<S: Store, R: Rng> {
+    config: NodeConfig,
+    own: DeviceId,
+    own_rooms: BTreeSet<RoomId>,
+    store: S,
+    rng: R,
+    now_ms: u64,
+    links: BTreeMap<LinkId, Link>,
+    outputs: VecDeque<Output>,
+    after_commit: Vec<Committed>,
+    after_commit_outputs: Vec<Output>,
+    new_links: TokenBucket,
+    penalised: LruCache<SourceKey, u64>,
+    key_buckets: LruCache<DeviceId, TokenBucket>,
+    pending_ihave: BTreeMap<EventId, (LinkId, u64)>,
+    stats: NodeStats,
+}
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl<S: Store, R: Rng> Node<S, R> {
+    /// A node for device `own`, over `store`, at time `now_ms`.
+    pub fn new(own: DeviceId, store: S, rng: R, config: NodeConfig, now_ms: u64) -> Self {
+        Self {
+            new_links: TokenBucket::new(config.new_link_burst, config.new_links_per_s, now_ms),
+            config,
+            own,
+            own_rooms: BTreeSet::new(),
+            store,
+            rng,
+            now_ms,
+            links: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            after_commit: Vec::new(),
+            after_commit_outputs: Vec::new(),
+            penalised: LruCache::new(nz(MAX_PENALISED_SOURCES)),
+            key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
+            pending_ihave: BTreeMap::new(),
+            stats: NodeStats::default(),
+        }
+    }
+
+    // ---- getters ---------------------------------------------------------
+
+    /// The store (read access).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, for the driver's commit.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Whether staged writes wait for a commit.
+    pub fn needs_commit(&self) -> bool {
+        self.store.has_pending() || !self.after_commit.is_empty()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Connected links.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.links
+            .iter()
+            .map(|(id, l)| LinkInfo {
+                link: *id,
+                kind: l.kind,
+                since_ms: l.since_ms,
+                bytes_in: l.bytes_in,
+                bytes_out: l.bytes_out,
+            })
+            .collect()
+    }
+
+    /// Rooms this device is a member of.
+    pub fn own_rooms(&self) -> &BTreeSet<RoomId> {
+        &self.own_rooms
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    /// Feeds one input at time `now_ms`. Store errors are fatal to the
+    /// driver (the disk failed); everything a peer sends is handled inside.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), StoreError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        match input {
+            Input::LinkUp {
+                link,
+                kind,
+                mtu,
+                source,
+            } => self.on_link_up(link, kind, mtu, source),
+            Input::LinkDown(link) => {
+                self.links.remove(&link);
+                self.pending_ihave.retain(|_, (l, _)| *l != link);
+                Ok(())
+            }
+            Input::Received { link, bytes } => self.on_datagram(link, &bytes),
+            Input::Drained(link) => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.in_flight = 0;
+                }
+                self.pump(link)
+            }
+            Input::Timeout => self.on_timeout(),
+            Input::Command(c) => self.on_command(c),
+            Input::CommitDone => self.on_commit_done(),
+        }
+    }
+
+    // ---- outputs ---------------------------------------------------------
+
+    /// The next output, if any. Drain until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest time at which [`Input::Timeout`] must be fed.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let ae = self
+            .links
+            .values()
+            .flat_map(|l| [Some(l.next_anti_entropy_ms), l.resume_at_ms])
+            .flatten()
+            .min();
+        let ih = self.pending_ihave.values().map(|(_, t)| *t).min();
+        match (ae, ih) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- handlers --------------------------------------------------------
+
+    fn on_link_up(
+        &mut self,
+        link: LinkId,
+        kind: LinkKind,
+        mtu: usize,
+        source: SourceKey,
+    ) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let refused = if self.links.len() >= self.config.max_links {
+            Some("too many links")
+        } else if self
+            .penalised
+            .get(&source)
+            .is_some_and(|until| *until > now)
+        {
+            Some("source is penalised")
+        } else if !self.new_links.try_take(1, now) {
+            Some("new-link budget exhausted")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.stats.links_refused += 1;
+            self.outputs.push_back(Output::Close {
+                link,
+                reason: reason.into(),
+            });
+            return Ok(());
+        }
+        let nonce = self.rng.next_u64();
+        let eager = self.links.values().filter(|l| l.eager).count() < self.config.eager_fanout;
+        self.links.insert(
+            link,
+            Link {
+                kind,
+                source,
+                codec: LinkCodec::new(mtu),
+                since_ms: now,
+                bytes_in: 0,
+                bytes_out: 0,
+                intake: TokenBucket::new(
+                    self.config.link_burst_bytes,
+                    self.config.link_bytes_per_s,
+                    now,
+                ),
+                nonce,
+                initiator: false,
+                hello_seen: false,
+                eager,
+                known: LruCache::new(nz(MAX_KNOWN_PER_LINK)),
+                outbox: BTreeMap::new(),
+                queued: BTreeSet::new(),
+                outbox_seq: 0,
+                in_flight: 0,
+                pacing: TokenBucket::new(
+                    self.config.link_burst_bytes / PACING_DIVISOR,
+                    self.config.link_bytes_per_s - self.config.link_bytes_per_s / PACING_DIVISOR,
+                    now,
+                ),
+                resume_at_ms: None,
+                sessions: BTreeMap::new(),
+                next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
+            },
+        );
+        let rooms = self.room_list()?;
+        self.send(link, &Msg::Hello { nonce, rooms });
+        Ok(())
+    }
+
+    fn room_list(&self) -> Result<Vec<RoomId>, StoreError> {
+        let mut rooms: BTreeSet<RoomId> = self.own_rooms.clone();
+        for r in self.store.rooms()? {
+            rooms.insert(r.room);
+        }
+        Ok(rooms.into_iter().take(MAX_HELLO_ROOMS).collect())
+    }
+
+    fn on_datagram(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(());
+        };
+        l.bytes_in += bytes.len() as u64;
+        if !l.intake.try_take(bytes.len() as u64, now) {
+            self.penalise(
+                link,
+                "intake budget exceeded",
+                super::node::close_code::OVER_BUDGET,
+            );
+            return Ok(());
+        }
+        let frame = match l.codec.receive(bytes, now) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.penalise(link, &format!("bad fragment: {e}"), close_code::MALFORMED);
+                return Ok(());
+            }
+        };
+        match Msg::decode(&frame) {
+            Ok(msg) => self.on_msg(link, msg),
+            Err(e) => {
+                self.penalise(link, &format!("bad frame: {e}"), close_code::MALFORMED);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_msg(&mut self, link: LinkId, msg: Msg) -> Result<(), StoreError> {
+        match msg {
+            Msg::Hello { nonce, rooms } => self.on_hello(link, nonce, rooms),
+            Msg::Recon { room, payload } => self.on_recon(link, room, &payload),
+            Msg::Events(evs) => {
+                for bytes in evs {
+                    if !self.links.contains_key(&link) {
+                        break;
+                    }
+                    self.on_event_bytes(link, &bytes)?;
+                }
+                Ok(())
+            }
+            Msg::IHave(ids) => {
+                let deadline = self.now_ms.saturating_add(self.config.ihave_timeout_ms);
+                for id in ids {
+                    if let Some(l) = self.links.get_mut(&link) {
+                        l.known.put(id, ());
+                    }
+                    if self.store.has_event(&id)? || self.pending_ihave.contains_key(&id) {
+                        continue;
+                    }
+                    if self.pending_ihave.len() < MAX_PENDING_IHAVE {
+                        self.pending_ihave.insert(id, (link, deadline));
+                    }
+                }
+                Ok(())
+            }
+            Msg::Want(ids) => {
+                for id in ids {
+                    self.queue_send(link, id, Priority::OwnRoom);
+                }
+                self.pump(link)
+            }
+            Msg::Prune => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.eager = false;
+                }
+                Ok(())
+            }
+            Msg::Graft(ids) => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.eager = true;
+                }
+                for id in ids {
+                    self.queue_send(link, id, Priority::OwnRoom);
+                }
+                self.pump(link)
+            }
+            Msg::Close(_) => {
+                self.links.remove(&link);
+                self.outputs.push_back(Output::Close {
+                    link,
+                    reason: "peer closed".into(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn on_hello(&mut self, link: LinkId, nonce: u64, rooms: Vec<RoomId>) -> Result<(), StoreError> {
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(());
+        };
+        if l.hello_seen {
+            self.penalise(link, "second hello", close_code::MALFORMED);
+            return Ok(());
+        }
+        l.hello_seen = true;
+        if nonce == l.nonce {
+            // Astronomically unlikely unless the peer echoes our nonce.
+            self.penalise(link, "nonce collision", close_code::MALFORMED);
+            return Ok(());
+        }
+        l.initiator = l.nonce < nonce;
+        if l.initiator {
+            let mut all: BTreeSet<RoomId> = rooms.into_iter().collect();
+            all.extend(self.room_list()?);
+            self.start_sessions(link, all.into_iter().take(MAX_SESSIONS_PER_LINK).collect())?;
+        }
+        Ok(())
+    }
+
+    fn start_sessions(&mut self, link: LinkId, rooms: Vec<RoomId>) -> Result<(), StoreError> {
+        for room in rooms {
+            let items = self.store.room_items(
+                &room,
+                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+                usize::MAX,
+            )?;
+            let (session, first) = Recon::initiate(items);
+            if let Some(l) = self.links.get_mut(&link) {
+                l.sessions.insert(room, session);
+            }
+            self.send(
+                link,
+                &Msg::Recon {
+                    room,
+                    payload: first,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn on_recon(&mut self, link: LinkId, room: RoomId, payload: &[u8]) -> Result<(), StoreError> {
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(());
+        };
+        let is_initiator = l.sessions.contains_key(&room);
+        let result = if is_initiator {
+            let session = l.sessions.get_mut(&room).expect("checked above");
+            session.handle(payload)
+        } else {
+            let items = self.store.room_items(
+                &room,
+                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+                usize::MAX,
+            )?;
+            Recon::respond(&items, payload)
+        };
+        match result {
+            Err(e) => {
+                self.penalise(
+                    link,
+                    &format!("bad reconciliation message: {e}"),
+                    close_code::MALFORMED,
+                );
+            }
+            Ok(ReconOutcome::Reply(reply)) => {
+                self.send(
+                    link,
+                    &Msg::Recon {
+                        room,
+                        payload: reply,
+                    },
+                );
+            }
+            Ok(ReconOutcome::Done { we_lack, they_lack }) => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.sessions.remove(&room);
+                }
+                for chunk in we_lack.chunks(MAX_IDS_PER_FRAME) {
+                    self.send(link, &Msg::Want(chunk.to_vec()));
+                }
+                for id in they_lack {
+                    self.queue_send(link, id, Priority::OwnRoom);
+                }
+                self.pump(link)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event_bytes(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
+        let event = match Event::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                self.stats.invalid_events += 1;
+                self.penalise(
+                    link,
+                    &format!("invalid event: {e}"),
+                    close_code::INVALID_EVENT,
+                );
+                return Ok(());
+            }
+        };
+        let id = event.id();
+        self.pending_ihave.remove(&id);
+        let source = match self.links.get_mut(&link) {
+            Some(l) => {
+                l.known.put(id, ());
+                l.source
+            }
+            None => return Ok(()),
+        };
+        if self.store.has_event(&id)? {
+            self.stats.duplicates += 1;
+            // Plumtree: a duplicate pushed eagerly means a redundant path.
+            let prune = self.links.get(&link).is_some_and(|l| l.eager);
+            if prune {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.eager = false;
+                }
+                self.send(link, &Msg::Prune);
+            }
+            return Ok(());
+        }
+        match timeliness(&event, self.now_ms) {
+            Timeliness::Current => {}
+            Timeliness::Expired | Timeliness::FromFuture => {
+                self.stats.refused_events += 1;
+                return Ok(());
+            }
+        }
+        let priority = self.classify(&event);
+        if priority == Priority::Stranger {
+            let now = self.now_ms;
+            let (burst, rate) = (self.config.key_event_burst, self.config.key_events_per_s);
+            let bucket = self
+                .key_buckets
+                .get_or_insert_mut(event.sender(), || TokenBucket::new(burst, rate, now));
+            if !bucket.try_take(1, now) {
+                self.stats.refused_events += 1;
+                return Ok(());
+            }
+        }
+        self.ingest(
+            &event,
+            InsertMeta {
+                priority,
+                source: Source::Link(source),
+                received_ms: self.now_ms,
+            },
+            Some(link),
+        )
+    }
+
+    fn classify(&self, event: &Event) -> Priority {
+        if event.sender() == self.own {
+            Priority::OwnUndelivered
+        } else if self.own_rooms.contains(&event.room()) {
+            Priority::OwnRoom
+        } else {
+            Priority::Stranger
+        }
+    }
+
+    /// Stores a verified event (staged) and schedules its acknowledgement and
+    /// relay for after the commit.
+    fn ingest(
+        &mut self,
+        event: &Event,
+        meta: InsertMeta,
+        from: Option<LinkId>,
+    ) -> Result<(), StoreError> {
+        match self.store.insert_event(event, &meta)? {
+            InsertOutcome::Inserted => {
+                if let Some(gap) = self.new_gap(event)? {
+                    self.after_commit_outputs.push(Output::App(gap));
+                }
+                self.after_commit.push(Committed {
+                    id: event.id(),
+                    room: event.room(),
+                    from,
+                    priority: meta.priority,
+                });
+            }
+            InsertOutcome::Duplicate => self.stats.duplicates += 1,
+            InsertOutcome::Fork(ev) => {
+                self.after_commit_outputs
+                    .push(Output::App(AppEvent::ForkDetected {
+                        room: ev.room,
+                        sender: ev.sender,
+                        seq: ev.seq,
+                    }));
+            }
+            InsertOutcome::Rejected(_) => self.stats.refused_events += 1,
+        }
+        Ok(())
+    }
+
+    /// A gap newly opened below this event's sequence number, if any.
+    fn new_gap(&self, event: &Event) -> Result<Option<AppEvent>, StoreError> {
+        let seq = event.seq();
+        if seq <= 1 {
+            return Ok(None);
+        }
+        let gaps = self.store.gaps(&event.room(), &event.sender(), 64)?;
+        Ok(gaps
+            .iter()
+            .find(|g| g.to_seq + 1 == seq)
+            .map(|g| AppEvent::GapDetected {
+                room: event.room(),
+                sender: event.sender(),
+                from_seq: g.from_seq,
+                to_seq: g.to_seq,
+            }))
+    }
+
+    fn on_command(&mut self, cmd: Command) -> Result<(), StoreError> {
+        match cmd {
+            Command::Publish(event) => {
+                // Own events are verified like any other: a bug that signs
+                // garbage must not reach the mesh.
+                if event.verify().is_err() {
+                    return Ok(());
+                }
+                let meta = InsertMeta {
+                    priority: Priority::OwnUndelivered,
+                    source: Source::Local,
+                    received_ms: self.now_ms,
+                };
+                self.ingest(&event, meta, None)
+            }
+            Command::JoinRoom(room) => {
+                self.own_rooms.insert(room);
+                Ok(())
+            }
+            Command::LeaveRoom(room) => {
+                self.own_rooms.remove(&room);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_commit_done(&mut self) -> Result<(), StoreError> {
+        let done = std::mem::take(&mut self.after_commit);
+        self.outputs.extend(self.after_commit_outputs.drain(..));
+        let mut touched = BTreeSet::new();
+        for c in done {
+            self.stats.events_stored += 1;
+            self.outputs.push_back(Output::App(AppEvent::EventStored {
+                id: c.id,
+                room: c.room,
+            }));
+            let links: Vec<(LinkId, bool)> = self
+                .links
+                .iter_mut()
+                .filter(|(id, _)| Some(**id) != c.from)
+                .map(|(id, l)| (*id, l.eager && !l.known.contains(&c.id)))
+                .collect();
+            let mut lazy = Vec::new();
+            for (link, eager) in links {
+                if eager {
+                    self.queue_send(link, c.id, c.priority);
+                    touched.insert(link);
+                } else {
+                    lazy.push(link);
+                }
+            }
+            for link in lazy {
+                let known = self
+                    .links
+                    .get(&link)
+                    .is_some_and(|l| l.known.contains(&c.id));
+                if !known {
+                    self.send(link, &Msg::IHave(vec![c.id]));
+                }
+            }
+        }
+        for link in touched {
+            self.pump(link)?;
+        }
+        Ok(())
+    }
+
+    fn on_timeout(&mut self) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        // Graft links whose announcements were not filled in time.
+        let expired: Vec<EventId> = self
+            .pending_ihave
+            .iter()
+            .filter(|(_, (_, t))| *t <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut grafts: BTreeMap<LinkId, Vec<EventId>> = BTreeMap::new();
+        for id in expired {
+            if let Some((link, _)) = self.pending_ihave.remove(&id)
+                && !self.store.has_event(&id)?
+            {
+                grafts.entry(link).or_default().push(id);
+            }
+        }
+        for (link, ids) in grafts {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.eager = true;
+            }
+            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                self.send(link, &Msg::Graft(chunk.to_vec()));
+            }
+        }
+        // Links whose pacing now allows the next batch.
+        let resume: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.resume_at_ms.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for link in resume {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.resume_at_ms = None;
+            }
+            self.pump(link)?;
+        }
+        // Periodic anti-entropy, initiated by the lower-nonce side.
+        let due: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.next_anti_entropy_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for link in due {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.next_anti_entropy_ms = now.saturating_add(self.config.anti_entropy_interval_ms);
+                if !l.sessions.is_empty() || !l.hello_seen || !l.initiator {
+                    continue;
+                }
+            }
+            let rooms: Vec<RoomId> = self
+                .room_list()?
+                .into_iter()
+                .take(MAX_SESSIONS_PER_LINK)
+                .collect();
+            self.start_sessions(link, rooms)?;
+        }
+        Ok(())
+    }
+
+    // ---- sending ---------------------------------------------------------
+
+    fn queue_send(&mut self, link: LinkId, id: EventId, priority: Priority) {
+        if let Some(l) = self.links.get_mut(&link) {
+            if l.outbox.len() >= MAX_OUTBOX_PER_LINK || !l.queued.insert(id) {
+                return;
+            }
+            l.outbox_seq += 1;
+            l.outbox.insert((priority, l.outbox_seq), id);
+        }
+    }
+
+    /// Sends queued events on `link` while its window allows.
+    fn pump(&mut self, link: LinkId) -> Result<(), StoreError> {
+        loop {
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(());
+            };
+            if l.in_flight >= self.config.link_window_bytes || l.outbox.is_empty() {
+                return Ok(());
+            }
+            let now = self.now_ms;
+            // Strangers' events may not spend the last quarter of the pacing
+            // burst: it stays in reserve for the node's own and its rooms'
+            // events, so a relayed flood never delays them.
+            let reserve = self.config.link_burst_bytes / PACING_DIVISOR / 4;
+            let mut avail = l.pacing.available(now);
+            let mut batch = Vec::new();
+            let mut size = FRAME_OVERHEAD;
+            while let Some((key, id)) = l.outbox.first_key_value().map(|(k, v)| (*k, *v)) {
+                if batch.len() >= MAX_EVENTS_PER_FRAME {
+                    break;
+                }
+                let Some(bytes) = self.store.get_event(&id)? else {
+                    l.outbox.remove(&key);
+                    l.queued.remove(&id);
+                    continue;
+                };
+                let cost = bytes.len() + PER_EVENT_OVERHEAD;
+                if !batch.is_empty() && size + cost > MAX_FRAME_BYTES {
+                    break;
+                }
+                let floor = if key.0 == Priority::Stranger {
+                    reserve
+                } else {
+                    0
+                };
+                let need = (size + cost) as u64 + floor;
+                if avail < need {
+                    if batch.is_empty() {
+                        let wait = l.pacing.wait_ms(need, now).clamp(1, 60_000);
+                        l.resume_at_ms = Some(now.saturating_add(wait));
+                    }
+                    break;
+                }
+                avail -= cost as u64;
+                size += cost;
+                l.outbox.remove(&key);
+                l.queued.remove(&id);
+                l.known.put(id, ());
+                batch.push(bytes);
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            self.stats.events_sent += batch.len() as u64;
+            let n = self.send(link, &Msg::Events(batch));
+            if let Some(l) = self.links.get_mut(&link) {
+                l.in_flight += n;
+                l.pacing.try_take(n as u64, now);
+            }
+        }
+    }
+
+    /// Encodes, fragments and queues a frame; returns the bytes queued.
+    fn send(&mut self, link: LinkId, msg: &Msg) -> usize {
+        let Some(l) = self.links.get_mut(&link) else {
+            return 0;
+        };
+        let frame = msg.encode();
+        let mut total = 0;
+        for datagram in l.codec.send(&frame) {
+            total += datagram.len();
+            l.bytes_out += datagram.len() as u64;
+            self.outputs.push_back(Output::Transmit {
+                link,
+                bytes: datagram,
+            });
+        }
+        total
+    }
+
+    fn penalise(&mut self, link: LinkId, reason: &str, code: u64) {
+        if let Some(l) = self.links.get(&link) {
+            let until = self.now_ms.saturating_add(self.config.penalty_ms);
+            self.penalised.put(l.source, until);
+        }
+        self.send(link, &Msg::Close(code));
+        self.links.remove(&link);
+        self.pending_ihave.retain(|_, (l, _)| *l != link);
+        self.stats.links_penalised += 1;
+        self.outputs.push_back(Output::App(AppEvent::PeerPenalised {
+            link,
+            reason: reason.to_owned(),
+        }));
+        self.outputs.push_back(Output::Close {
+            link,
+            reason: reason.to_owned(),
+        });
+    }
+}

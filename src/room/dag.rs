@@ -1,0 +1,676 @@
+//! A room's causal DAG (`protocol-spec/rooms.md`, "DAG", "Ordering", "Gaps").
+//!
+//! [`RoomDag`] is derived state: it indexes the signed events a node holds
+//! for one room and is rebuilt by re-inserting them from the store, so it
+//! needs no persistence of its own. An event enters the DAG only when all
+//! its predecessors are present; until then it waits in a bounded pending
+//! set and [`RoomDag::missing`] names what to fetch.
+//!
+//! For membership, each event records the set of membership events among
+//! its ancestors (a bitset shared between events with the same set), which
+//! makes "is an ancestor of" and "is concurrent with" constant-time for
+//! the resolver (`crate::room::resolve`).
+//!
+//! * **Display order** ([`RoomDag::display_order`]): Kahn's topological sort
+//!   of the whole DAG, taking among ready events the smallest
+//!   `(origin_ts_ms, event_id)`; identical on every node with the same
+//!   events.
+//! * **Gaps** ([`RoomDag::gaps`]): per-(room, sender) sequence numbers start
+//!   at 1; a missing range below a sender's highest seen sequence is a gap
+//!   (a withheld or not yet delivered event) and is reported, never hidden.
+//!   Two events with the same (sender, seq) are a fork ([`RoomDag::forks`]).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::crypto::keys::DeviceId;
+use crate::event::{Event, EventError, EventId, EventKind, RoomId};
+use crate::limits::MAX_PREV_EVENTS;
+use crate::room::membership::{Membership, MembershipError};
+use crate::room::resolve::{self, MEvent, MembershipState, Resolution};
+
+/// Most events waiting for missing predecessors, per room.
+pub const MAX_PENDING_EVENTS: usize = 4096;
+/// Most membership events one room may accumulate.
+pub const MAX_MEMBERSHIP_EVENTS: usize = 2048;
+/// Most events one in-memory room index holds.
+pub const MAX_ROOM_EVENTS: usize = 200_000;
+
+/// Why an event could not be added to a room's DAG.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DagError {
+    /// The event belongs to another room.
+    #[error("event belongs to room {0}, not this room")]
+    WrongRoom(RoomId),
+    /// The signature does not verify.
+    #[error("event: {0}")]
+    Event(#[from] EventError),
+    /// A membership event's payload is malformed or its card is forged.
+    #[error("membership payload: {0}")]
+    Membership(#[from] MembershipError),
+    /// Too many events are waiting for predecessors.
+    #[error("too many events waiting for missing predecessors ({MAX_PENDING_EVENTS})")]
+    PendingFull,
+    /// The room has `MAX_MEMBERSHIP_EVENTS` membership events.
+    #[error("room has reached {MAX_MEMBERSHIP_EVENTS} membership events")]
+    MembershipHistoryFull,
+    /// The room index has `MAX_ROOM_EVENTS` events.
+    #[error("room index holds {MAX_ROOM_EVENTS} events")]
+    RoomIndexFull,
+}
+
+/// A small growable bitset over membership indices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    /// A set able to hold `n` indices without growing.
+    pub fn with_len(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+    /// Whether `i` is in the set.
+    pub fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+    /// Adds `i`.
+    pub fn insert(&mut self, i: usize) {
+        if self.0.len() <= i / 64 {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+    /// Adds every element of `other`.
+    pub fn union_with(&mut self, other: &Bits) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+    /// Number of elements.
+    pub fn count(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+}
+
+/// What the DAG keeps about one event.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Event ID.
+    pub id: EventId,
+    /// Sender.
+    pub sender: DeviceId,
+    /// Sequence number.
+    pub seq: u64,
+    /// Predecessors.
+    pub prev: Vec<EventId>,
+    /// Origin timestamp.
+    pub ts: u64,
+    /// Kind.
+    pub kind: EventKind,
+    /// Parsed membership change, for membership events.
+    pub membership: Option<Membership>,
+    /// Index among membership events, for membership events.
+    midx: Option<usize>,
+    /// Membership events among the strict ancestors.
+    anc: Arc<Bits>,
+    /// 1 + the greatest depth of a predecessor (0 for roots).
+    depth: u64,
+}
+
+/// The outcome of [`RoomDag::insert`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Already held (in the DAG or pending).
+    Duplicate,
+    /// Held back until these predecessors arrive.
+    Pending {
+        /// Predecessors not yet held.
+        missing: Vec<EventId>,
+    },
+    /// Added, together with any pending events it released (in order).
+    Accepted(Vec<EventId>),
+}
+
+/// A detected sequence gap for one sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Gap {
+    /// The sender.
+    pub sender: DeviceId,
+    /// First missing sequence number.
+    pub from_seq: u64,
+    /// Last missing sequence number.
+    pub to_seq: u64,
+}
+
+/// One room's causal DAG. See the module docs.
+#[derive(Debug, Clone)]
+pub struct RoomDag {
+    room: RoomId,
+    nodes: BTreeMap<EventId, Node>,
+    children: BTreeMap<EventId, Vec<EventId>>,
+    mlist: Vec<EventId>,
+    pending: BTreeMap<EventId, Event>,
+    waiters: BTreeMap<EventId, BTreeSet<EventId>>,
+    seqs: BTreeMap<DeviceId, BTreeMap<u64, BTreeSet<EventId>>>,
+    resolution: Option<Resolution>,
+}
+
+impl RoomDag {
+    /// An empty DAG for `room`.
+    pub fn new(room: RoomId) -> Self {
+        Self {
+            room,
+            nodes: BTreeMap::new(),
+            children: BTreeMap::new(),
+            mlist: Vec::new(),
+            pending: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            seqs: BTreeMap::new(),
+            resolution: None,
+        }
+    }
+
+    /// The room.
+    pub fn room(&self) -> RoomId {
+        self.room
+    }
+
+    /// Number of events in the DAG (not counting pending ones).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the DAG is empty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Whether the event is held (in the DAG or pending).
+    pub fn contains(&self, id: &EventId) -> bool {
+        self.nodes.contains_key(id) || self.pending.contains_key(id)
+    }
+
+    /// An event's node.
+    pub fn node(&self, id: &EventId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// Verifies and adds a signed event of this room.
+    pub fn insert(&mut self, event: &Event) -> Result<Inserted, DagError> {
+        self.insert_full(event).map(|(i, _)| i)
+    }
+
+    /// Like [`RoomDag::insert`], also returning the accepted events
+    /// themselves (the given one and the pending ones it released), in
+    /// acceptance order, so the caller can process released events.
+    pub fn insert_full(&mut self, event: &Event) -> Result<(Inserted, Vec<Event>), DagError> {
+        self.insert_inner(event, true)
+    }
+
+    /// Adds an event loaded from this node's own store, whose signature was
+    /// verified before it was stored: skips the signature check so a
+    /// restart does not re-verify the whole history. Never use it for
+    /// bytes from the network or from a bundle.
+    pub fn insert_from_store(&mut self, event: &Event) -> Result<Inserted, DagError> {
+        self.insert_inner(event, false).map(|(i, _)| i)
+    }
+
+    fn insert_inner(
+        &mut self,
+        event: &Event,
+        verify: bool,
+    ) -> Result<(Inserted, Vec<Event>), DagError> {
+        if event.room() != self.room {
+            return Err(DagError::WrongRoom(event.room()));
+        }
+        if self.contains(&event.id()) {
+            return Ok((Inserted::Duplicate, Vec::new()));
+        }
+        if verify {
+            event.verify()?;
+        }
+        if event.kind() == EventKind::Membership {
+            Membership::from_bytes(event.payload())?;
+        }
+        let missing: Vec<EventId> = event
+            .prev()
+            .iter()
+            .filter(|p| !self.nodes.contains_key(p))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            if self.pending.len() >= MAX_PENDING_EVENTS {
+                return Err(DagError::PendingFull);
+            }
+            for m in &missing {
+                self.waiters.entry(*m).or_default().insert(event.id());
+            }
+            self.pending.insert(event.id(), event.clone());
+            return Ok((Inserted::Pending { missing }, Vec::new()));
+        }
+        self.accept(event)?;
+        let mut accepted = vec![event.id()];
+        let mut events = vec![event.clone()];
+        let mut queue = Vec::new();
+        self.release(event.id(), &mut queue);
+        while let Some(ev) = queue.pop() {
+            let id = ev.id();
+            // A released event that no longer fits (a limit reached while
+            // it waited) is dropped; the event the caller passed was added.
+            if self.accept(&ev).is_err() {
+                continue;
+            }
+            accepted.push(id);
+            self.release(id, &mut queue);
+            events.push(ev);
+        }
+        Ok((Inserted::Accepted(accepted), events))
+    }
+
+    /// Moves pending events that waited only for `id` to `queue`.
+    fn release(&mut self, id: EventId, queue: &mut Vec<Event>) {
+        let Some(ws) = self.waiters.remove(&id) else {
+            return;
+        };
+        for w in ws.into_iter().rev() {
+            let ready = self
+                .pending
+                .get(&w)
+                .is_some_and(|p| p.prev().iter().all(|x| self.nodes.contains_key(x)));
+            if ready && let Some(p) = self.pending.remove(&w) {
+                queue.push(p);
+            }
+        }
+    }
+
+    fn accept(&mut self, ev: &Event) -> Result<(), DagError> {
+        if self.nodes.len() >= MAX_ROOM_EVENTS {
+            return Err(DagError::RoomIndexFull);
+        }
+        let membership = if ev.kind() == EventKind::Membership {
+            if self.mlist.len() >= MAX_MEMBERSHIP_EVENTS {
+                return Err(DagError::MembershipHistoryFull);
+            }
+            Some(Membership::from_bytes(ev.payload())?)
+        } else {
+            None
+        };
+        let mut anc: Option<Arc<Bits>> = None;
+        let mut depth = 0;
+        for p in ev.prev() {
+            let Some(pn) = self.nodes.get(p) else {
+                continue;
+            };
+            depth = depth.max(pn.depth + 1);
+            let mut with_parent: Option<Bits> = None;
+            if let Some(m) = pn.midx {
+                let mut b = (*pn.anc).clone();
+                b.insert(m);
+                with_parent = Some(b);
+            }
+            anc = Some(match (anc, with_parent) {
+                (None, Some(b)) => Arc::new(b),
+                (None, None) => pn.anc.clone(),
+                (Some(a), Some(b)) => {
+                    let mut u = (*a).clone();
+                    u.union_with(&b);
+                    Arc::new(u)
+                }
+                (Some(a), None) => {
+                    if a == pn.anc || Arc::ptr_eq(&a, &pn.anc) {
+                        a
+                    } else {
+                        let mut u = (*a).clone();
+                        u.union_with(&pn.anc);
+                        if u == *pn.anc {
+                            pn.anc.clone()
+                        } else {
+                            Arc::new(u)
+                        }
+                    }
+                }
+            });
+        }
+        let midx = membership.as_ref().map(|_| self.mlist.len());
+        if midx.is_some() {
+            self.mlist.push(ev.id());
+            self.resolution = None;
+        }
+        for p in ev.prev() {
+            self.children.entry(*p).or_default().push(ev.id());
+        }
+        self.seqs
+            .entry(ev.sender())
+            .or_default()
+            .entry(ev.seq())
+            .or_default()
+            .insert(ev.id());
+        self.nodes.insert(
+            ev.id(),
+            Node {
+                id: ev.id(),
+                sender: ev.sender(),
+                seq: ev.seq(),
+                prev: ev.prev().to_vec(),
+                ts: ev.origin_ts_ms(),
+                kind: ev.kind(),
+                membership,
+                midx,
+                anc: anc.unwrap_or_default(),
+                depth,
+            },
+        );
+        Ok(())
+    }
+
+    /// Predecessors that pending events wait for and nobody holds.
+    pub fn missing(&self) -> Vec<EventId> {
+        self.waiters
+            .keys()
+            .filter(|k| !self.contains(k))
+            .copied()
+            .collect()
+    }
+
+    /// Number of pending events.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn mevents(&self) -> Vec<MEvent<'_>> {
+        self.mlist
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
+            .filter_map(|n| {
+                n.membership.as_ref().map(|op| MEvent {
+                    id: n.id,
+                    sender: n.sender,
+                    ts: n.ts,
+                    op,
+                    anc: &n.anc,
+                })
+            })
+            .collect()
+    }
+
+    /// The membership resolution (cached until the next membership event).
+    pub fn resolve(&mut self) -> &Resolution {
+        if self.resolution.is_none() {
+            let r = resolve::resolve(&self.room, &self.mevents());
+            self.resolution = Some(r);
+        }
+        self.resolution.get_or_insert_with(Resolution::default)
+    }
+
+    /// Current membership (all valid membership events applied).
+    pub fn members(&mut self) -> MembershipState {
+        self.resolve().state.clone()
+    }
+
+    /// Membership at an event's causal position: the valid membership events
+    /// among its strict ancestors, applied. `None` if the event is unknown.
+    pub fn members_at(&mut self, id: &EventId) -> Option<MembershipState> {
+        self.resolve();
+        let anc = self.nodes.get(id)?.anc.clone();
+        let res = self.resolution.as_ref()?;
+        Some(resolve::state_at(&self.mevents(), res, &anc))
+    }
+
+    /// Whether `a` is a strict ancestor of `b`.
+    pub fn is_ancestor(&self, a: &EventId, b: &EventId) -> bool {
+        let (Some(na), Some(nb)) = (self.nodes.get(a), self.nodes.get(b)) else {
+            return false;
+        };
+        if let Some(m) = na.midx {
+            return nb.anc.contains(m);
+        }
+        let mut stack = vec![*b];
+        let mut seen = BTreeSet::new();
+        while let Some(x) = stack.pop() {
+            let Some(n) = self.nodes.get(&x) else {
+                continue;
+            };
+            for p in &n.prev {
+                if p == a {
+                    return true;
+                }
+                let deeper = self.nodes.get(p).is_some_and(|pn| pn.depth > na.depth);
+                if deeper && seen.insert(*p) {
+                    stack.push(*p);
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether `sender` may act in the room at event `id`: a member at the
+    /// event's causal position, and no valid remove or leave of `sender` is
+    /// concurrent with the event. Used to accept key shares and to flag
+    /// messages from non-members.
+    pub fn sender_authorized_at(&mut self, id: &EventId, sender: &DeviceId) -> bool {
+        let Some(st) = self.members_at(id) else {
+            return false;
+        };
+        if !st.is_member(sender) {
+            return false;
+        }
+        let Some(res) = self.resolution.clone() else {
+            return false;
+        };
+        let Some(anc) = self.nodes.get(id).map(|n| n.anc.clone()) else {
+            return false;
+        };
+        for &m in &res.t_order {
+            if !res.valid.contains(m) || anc.contains(m) {
+                continue;
+            }
+            let Some(mid) = self.mlist.get(m).copied() else {
+                continue;
+            };
+            let Some(node) = self.nodes.get(&mid) else {
+                continue;
+            };
+            let Some(op) = &node.membership else {
+                continue;
+            };
+            let removes = matches!(op, Membership::Remove { .. } | Membership::Leave)
+                && op.target(&node.sender) == *sender;
+            if removes && !self.is_ancestor(id, &mid) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Deterministic display order of every event in the DAG.
+    pub fn display_order(&self) -> Vec<EventId> {
+        let mut remaining: BTreeMap<EventId, usize> = BTreeMap::new();
+        let mut heap = BinaryHeap::new();
+        for n in self.nodes.values() {
+            remaining.insert(n.id, n.prev.len());
+            if n.prev.is_empty() {
+                heap.push(Reverse((n.ts, n.id)));
+            }
+        }
+        let mut out = Vec::with_capacity(self.nodes.len());
+        while let Some(Reverse((_, id))) = heap.pop() {
+            out.push(id);
+            for c in self.children.get(&id).into_iter().flatten() {
+                if let Some(r) = remaining.get_mut(c) {
+                    *r = r.saturating_sub(1);
+                    if *r == 0
+                        && let Some(cn) = self.nodes.get(c)
+                    {
+                        heap.push(Reverse((cn.ts, cn.id)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The current DAG heads (events nobody cites), deepest first then by
+    /// ID, at most `MAX_PREV_EVENTS`: the `prev` of the next local event.
+    pub fn heads(&self) -> Vec<EventId> {
+        let mut h: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| !self.children.contains_key(&n.id))
+            .collect();
+        h.sort_by_key(|n| (Reverse(n.depth), n.id));
+        h.into_iter().take(MAX_PREV_EVENTS).map(|n| n.id).collect()
+    }
+
+    /// Highest sequence number seen from `sender` (0 if none).
+    pub fn max_seq(&self, sender: &DeviceId) -> u64 {
+        self.seqs
+            .get(sender)
+            .and_then(|s| s.keys().next_back().copied())
+            .unwrap_or(0)
+    }
+
+    /// Whether an event from `me` uses a sequence number at or above
+    /// `my_next_seq`: another copy of this device (a restored or cloned data
+    /// directory) has sent in this room. The caller then continues above
+    /// [`RoomDag::max_seq`] and starts a new sender chain.
+    pub fn own_seq_reused(&self, me: &DeviceId, my_next_seq: u64) -> bool {
+        self.max_seq(me) >= my_next_seq
+    }
+
+    /// Sequence gaps per sender, in (sender, seq) order.
+    pub fn gaps(&self) -> Vec<Gap> {
+        let mut out = Vec::new();
+        for (sender, seqs) in &self.seqs {
+            let mut expect = 1u64;
+            for &s in seqs.keys() {
+                if s > expect {
+                    out.push(Gap {
+                        sender: *sender,
+                        from_seq: expect,
+                        to_seq: s - 1,
+                    });
+                }
+                expect = s.saturating_add(1);
+            }
+        }
+        out
+    }
+
+    /// (sender, seq) pairs used by more than one event: forks or replays
+    /// from a cloned device.
+    pub fn forks(&self) -> Vec<(DeviceId, u64, Vec<EventId>)> {
+        let mut out = Vec::new();
+        for (sender, seqs) in &self.seqs {
+            for (seq, ids) in seqs {
+                if ids.len() > 1 {
+                    out.push((*sender, *seq, ids.iter().copied().collect()));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{ContactCard, Identity};
+    use crate::event::UnsignedEvent;
+    use crate::room::membership::derive_room_id;
+
+    fn ev(
+        id: &Identity,
+        room: RoomId,
+        seq: u64,
+        prev: &[&Event],
+        kind: EventKind,
+        payload: Vec<u8>,
+    ) -> Event {
+        UnsignedEvent {
+            room,
+            sender: id.device_id(),
+            seq,
+            prev: prev.iter().map(|e| e.id()).collect(),
+            origin_ts_ms: 1000 + seq,
+            expires_ms: 100_000,
+            kind,
+            payload,
+        }
+        .sign(id)
+        .unwrap()
+    }
+
+    #[test]
+    fn pending_release_duplicates_forks_and_ancestry() {
+        let a = Identity::from_seed(&[1; 32]);
+        let room = derive_room_id(&a.device_id(), &[0; 16]);
+        let card = ContactCard::create(&a, "A", 1).unwrap();
+        let create = ev(
+            &a,
+            room,
+            1,
+            &[],
+            EventKind::Membership,
+            Membership::Create {
+                card,
+                nonce: [0; 16],
+            }
+            .to_bytes(),
+        );
+        let m2 = ev(&a, room, 2, &[&create], EventKind::Message, vec![1]);
+        let m3 = ev(&a, room, 3, &[&m2], EventKind::Message, vec![2]);
+        let fork3 = ev(&a, room, 3, &[&m2], EventKind::Message, vec![3]);
+        let mut dag = RoomDag::new(room);
+        assert_eq!(
+            dag.insert(&m3).unwrap(),
+            Inserted::Pending {
+                missing: vec![m2.id()]
+            }
+        );
+        assert_eq!(
+            dag.insert(&m2).unwrap(),
+            Inserted::Pending {
+                missing: vec![create.id()]
+            }
+        );
+        assert_eq!(dag.missing(), vec![create.id()]);
+        assert_eq!(dag.insert(&m3).unwrap(), Inserted::Duplicate);
+        assert_eq!(
+            dag.insert(&create).unwrap(),
+            Inserted::Accepted(vec![create.id(), m2.id(), m3.id()])
+        );
+        assert_eq!(dag.pending_len(), 0);
+        assert!(dag.is_ancestor(&create.id(), &m3.id()));
+        assert!(dag.is_ancestor(&m2.id(), &m3.id()));
+        assert!(!dag.is_ancestor(&m3.id(), &m2.id()));
+        dag.insert(&fork3).unwrap();
+        assert_eq!(
+            dag.forks(),
+            vec![(a.device_id(), 3, {
+                let mut v = vec![m3.id(), fork3.id()];
+                v.sort();
+                v
+            })]
+        );
+        assert_eq!(dag.heads().len(), 2);
+        assert_eq!(dag.display_order()[..2], [create.id(), m2.id()]);
+        let other = ev(&a, RoomId([9; 16]), 1, &[], EventKind::Message, vec![]);
+        assert_eq!(
+            dag.insert(&other),
+            Err(DagError::WrongRoom(RoomId([9; 16])))
+        );
+        let bad = ev(&a, room, 9, &[&create], EventKind::Membership, vec![0x80]);
+        assert!(matches!(dag.insert(&bad), Err(DagError::Membership(_))));
+    }
+}

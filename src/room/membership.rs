@@ -1,0 +1,277 @@
+//! Membership event content (`protocol-spec/rooms.md`, "Membership events").
+//!
+//! Membership payloads are **cleartext** (signed, not encrypted): every
+//! member, every invitee and every relay can check who may change the room,
+//! and an invitee can verify the whole history before it holds any key.
+//! Relays therefore learn the member list (device IDs and the display names
+//! in contact cards), who is admin, and when membership changed; they never
+//! learn message contents or the room name (which travels encrypted).
+//!
+//! ```text
+//! membership = [1, 0, creator_card: bstr, nonce: bstr(16)]   ; create
+//!            / [1, 1, invitee_card: bstr]                    ; invite
+//!            / [1, 2, target: bstr(32)]                      ; remove
+//!            / [1, 3]                                        ; leave (the signer)
+//!            / [1, 4, target: bstr(32)]                      ; promote
+//!            / [1, 5, target: bstr(32)]                      ; demote
+//! room_id = SHA-256("meshrelay/v1/room-id\0" || creator_device_id || nonce)[0..16]
+//! ```
+//!
+//! The room ID commits to its creator, so no one else (no homeserver, no
+//! relay) can write a `create` that other nodes would accept for that room.
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::cbor::{self, CborError, Reader, Writer};
+use crate::crypto::card::{CardError, ContactCard};
+use crate::crypto::domain;
+use crate::crypto::keys::DeviceId;
+use crate::event::RoomId;
+
+/// Version of the membership payload.
+pub const MEMBERSHIP_VERSION: u64 = 1;
+
+/// Why a membership payload was rejected.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MembershipError {
+    /// Malformed or non-canonical encoding.
+    #[error("membership encoding: {0}")]
+    Cbor(#[from] CborError),
+    /// Unknown payload version.
+    #[error("unknown membership version {0}")]
+    UnknownVersion(u64),
+    /// Unknown operation code.
+    #[error("unknown membership operation {0}")]
+    UnknownOp(u64),
+    /// The embedded contact card is invalid (forged or altered).
+    #[error("membership contact card: {0}")]
+    Card(#[from] CardError),
+    /// A target device key is invalid.
+    #[error("membership target is not a valid device key")]
+    BadTarget,
+}
+
+/// A membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// Creates the room; the signer (whose card this is) is the first admin.
+    Create {
+        /// The creator's contact card.
+        card: ContactCard,
+        /// Random nonce the room ID is derived from.
+        nonce: [u8; 16],
+    },
+    /// Adds a member; carries its card so every member learns its keys.
+    Invite {
+        /// The invitee's contact card.
+        card: ContactCard,
+    },
+    /// Removes a member.
+    Remove {
+        /// Who is removed.
+        target: DeviceId,
+    },
+    /// The signer leaves.
+    Leave,
+    /// Makes a member an admin.
+    Promote {
+        /// Who is promoted.
+        target: DeviceId,
+    },
+    /// Takes admin rights away.
+    Demote {
+        /// Who is demoted.
+        target: DeviceId,
+    },
+}
+
+/// The room ID a creator's nonce gives.
+pub fn derive_room_id(creator: &DeviceId, nonce: &[u8; 16]) -> RoomId {
+    let h: [u8; 32] = Sha256::new()
+        .chain_update(domain::ROOM_ID)
+        .chain_update(creator.as_bytes())
+        .chain_update(nonce)
+        .finalize()
+        .into();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[..16]);
+    RoomId(id)
+}
+
+impl Membership {
+    /// Operation code on the wire.
+    pub fn op(&self) -> u64 {
+        match self {
+            Membership::Create { .. } => 0,
+            Membership::Invite { .. } => 1,
+            Membership::Remove { .. } => 2,
+            Membership::Leave => 3,
+            Membership::Promote { .. } => 4,
+            Membership::Demote { .. } => 5,
+        }
+    }
+
+    /// A short name for display and JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Membership::Create { .. } => "create",
+            Membership::Invite { .. } => "invite",
+            Membership::Remove { .. } => "remove",
+            Membership::Leave => "leave",
+            Membership::Promote { .. } => "promote",
+            Membership::Demote { .. } => "demote",
+        }
+    }
+
+    /// The device whose membership or role this changes, given the signer.
+    pub fn target(&self, signer: &DeviceId) -> DeviceId {
+        match self {
+            Membership::Create { card, .. } | Membership::Invite { card } => card.device_id,
+            Membership::Remove { target }
+            | Membership::Promote { target }
+            | Membership::Demote { target } => *target,
+            Membership::Leave => *signer,
+        }
+    }
+
+    /// Whether this change takes rights away from its target (remove,
+    /// leave, demote): the "revocations" of the resolution rule.
+    pub fn is_revocation(&self) -> bool {
+        matches!(
+            self,
+            Membership::Remove { .. } | Membership::Leave | Membership::Demote { .. }
+        )
+    }
+
+    /// Canonical CBOR encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(600);
+        match self {
+            Membership::Create { card, nonce } => {
+                w.array(4)
+                    .u64(MEMBERSHIP_VERSION)
+                    .u64(self.op())
+                    .bytes(&card.to_cbor())
+                    .bytes(nonce);
+            }
+            Membership::Invite { card } => {
+                w.array(3)
+                    .u64(MEMBERSHIP_VERSION)
+                    .u64(self.op())
+                    .bytes(&card.to_cbor());
+            }
+            Membership::Leave => {
+                w.array(2).u64(MEMBERSHIP_VERSION).u64(self.op());
+            }
+            Membership::Remove { target }
+            | Membership::Promote { target }
+            | Membership::Demote { target } => {
+                w.array(3)
+                    .u64(MEMBERSHIP_VERSION)
+                    .u64(self.op())
+                    .bytes(target.as_bytes());
+            }
+        }
+        w.into_bytes()
+    }
+
+    /// Strict decoding; embedded cards are verified.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MembershipError> {
+        cbor::validate(bytes, 1)?;
+        let mut r = Reader::new(bytes);
+        let n = r.array()?;
+        let v = r.u64()?;
+        if v != MEMBERSHIP_VERSION {
+            return Err(MembershipError::UnknownVersion(v));
+        }
+        let op = r.u64()?;
+        let want = match op {
+            0 => 4,
+            1 | 2 | 4 | 5 => 3,
+            3 => 2,
+            other => return Err(MembershipError::UnknownOp(other)),
+        };
+        if n != want {
+            return Err(CborError::WrongType {
+                expected: "membership array of the operation's length",
+            }
+            .into());
+        }
+        let target = |r: &mut Reader<'_>| -> Result<DeviceId, MembershipError> {
+            DeviceId::from_bytes(&r.byte_array("32-byte target")?)
+                .map_err(|_| MembershipError::BadTarget)
+        };
+        let m = match op {
+            0 => {
+                let card = ContactCard::from_cbor(r.bytes()?)?;
+                let nonce = r.byte_array("16-byte nonce")?;
+                Membership::Create { card, nonce }
+            }
+            1 => Membership::Invite {
+                card: ContactCard::from_cbor(r.bytes()?)?,
+            },
+            2 => Membership::Remove {
+                target: target(&mut r)?,
+            },
+            3 => Membership::Leave,
+            4 => Membership::Promote {
+                target: target(&mut r)?,
+            },
+            _ => Membership::Demote {
+                target: target(&mut r)?,
+            },
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Identity;
+    use proptest::prelude::*;
+
+    fn arb_membership() -> impl Strategy<Value = Membership> {
+        (0u64..6, any::<u8>(), any::<[u8; 16]>(), "[a-z]{0,12}").prop_map(
+            |(op, seed, nonce, name)| {
+                let id = Identity::from_seed(&[seed; 32]);
+                let card = ContactCard::create(&id, &name, seed as u64).unwrap();
+                let target = id.device_id();
+                match op {
+                    0 => Membership::Create { card, nonce },
+                    1 => Membership::Invite { card },
+                    2 => Membership::Remove { target },
+                    3 => Membership::Leave,
+                    4 => Membership::Promote { target },
+                    _ => Membership::Demote { target },
+                }
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn membership_round_trips(m in arb_membership()) {
+            prop_assert_eq!(Membership::from_bytes(&m.to_bytes()).unwrap(), m);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Membership::from_bytes(&bytes);
+        }
+    }
+
+    #[test]
+    fn altered_card_in_invite_is_rejected() {
+        let id = Identity::from_seed(&[1; 32]);
+        let mut card = ContactCard::create(&id, "Bo", 1).unwrap();
+        card.name = "Eve".into();
+        let bytes = Membership::Invite { card }.to_bytes();
+        assert!(matches!(
+            Membership::from_bytes(&bytes),
+            Err(MembershipError::Card(CardError::BadSignature))
+        ));
+    }
+}

@@ -1,0 +1,22 @@
+//! Rooms: membership, authorization, resolution, ordering, gaps and the
+//! per-room key handling (`protocol-spec/rooms.md`,
+//! `protocol-spec/encryption.md`).
+//!
+//! Everything here is pure and deterministic: the caller feeds signed
+//! events in any order and reads back verdicts, membership, display order
+//! and gaps; secret state ([`RoomKeys`]) is explicit and serialized by the
+//! caller.
+
+pub mod content;
+pub mod dag;
+pub mod keys;
+pub mod membership;
+pub mod resolve;
+pub mod session;
+
+pub use content::{Content, ContentError};
+pub use dag::{DagError, Gap, Inserted, RoomDag};
+pub use keys::{KeyError, RoomKeys, accept_key_share, decrypt_message};
+pub use membership::{Membership, MembershipError, derive_room_id};
+pub use resolve::{AuthError, Member, MembershipState, ROOM_CAP, Resolution};
+pub use session::{Outgoing, Received, RoomSession, SessionError};

@@ -1,0 +1,497 @@
+//! One room as one device sees it: the glue between the DAG, membership
+//! resolution, sender chains and key shares that the node and the CLI use
+//! (`protocol-spec/rooms.md`, `protocol-spec/encryption.md`).
+//!
+//! Pure and deterministic: time and randomness are parameters, and every
+//! operation that creates events returns an [`Outgoing`] holding the events
+//! and the room-key state to persist. **Persist the keys (and store the
+//! events) before transmitting any of them**: that is what makes a crash
+//! unable to reuse a chain position.
+//!
+//! Incoming events go through [`RoomSession::receive`], which inserts them
+//! into the DAG (verifying signatures), accepts key shares only through the
+//! key-share channel from members, decrypts messages and reports what the
+//! user should see, including undecryptable messages with their reason.
+
+use std::collections::BTreeMap;
+
+use rand_core::CryptoRng;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::crypto::card::ContactCard;
+use crate::crypto::identity::Identity;
+use crate::crypto::key_share::{KeyShareError, PrekeyRing, PrekeyUpdate, Recipient, seal_shares};
+use crate::crypto::keys::DeviceId;
+use crate::crypto::sender_chain::{ChainError, OutboundChain};
+use crate::event::{Event, EventError, EventId, EventKind, RoomId, UnsignedEvent};
+use crate::limits::DEFAULT_EVENT_LIFETIME_MS;
+use crate::room::content::Content;
+use crate::room::dag::{DagError, Gap, Inserted, RoomDag};
+use crate::room::keys::{
+    KeyError, RoomKeys, accept_key_share, accept_prekey_update, decrypt_message, needs_new_epoch,
+    recipients,
+};
+use crate::room::membership::{Membership, derive_room_id};
+use crate::room::resolve::{AuthError, MembershipState};
+
+/// Why a local room operation failed.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// The DAG refused an event.
+    #[error("{0}")]
+    Dag(#[from] DagError),
+    /// Signing failed (a limit was exceeded).
+    #[error("{0}")]
+    Event(#[from] EventError),
+    /// Encryption failed (content too long).
+    #[error("{0}")]
+    Chain(#[from] ChainError),
+    /// Sealing key shares failed.
+    #[error("{0}")]
+    KeyShare(#[from] KeyShareError),
+    /// Persisted key state is malformed.
+    #[error("{0}")]
+    Keys(#[from] KeyError),
+    /// This device is not a member of the room.
+    #[error("this device is not a member of the room")]
+    NotMember,
+    /// The local change would be invalid (checked before signing).
+    #[error("change not allowed: {0}")]
+    NotAllowed(AuthError),
+}
+
+/// Events created locally plus the key state to persist before sending.
+#[derive(Debug)]
+#[must_use = "persist keys() and store the events before transmitting them"]
+pub struct Outgoing {
+    keys: Zeroizing<Vec<u8>>,
+    events: Vec<Event>,
+}
+
+impl Outgoing {
+    /// The room-key state after these events (`RoomKeys::to_bytes`).
+    pub fn keys(&self) -> &[u8] {
+        &self.keys
+    }
+
+    /// The events, to store and then transmit (after the keys are durable).
+    pub fn release(self) -> Vec<Event> {
+        self.events
+    }
+}
+
+/// What receiving an event means for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// The event waits for missing predecessors.
+    Pending {
+        /// The event.
+        event_id: EventId,
+        /// Predecessors to fetch.
+        missing: Vec<EventId>,
+    },
+    /// A decrypted message.
+    Message {
+        /// Event.
+        event_id: EventId,
+        /// Sender.
+        sender: DeviceId,
+        /// Origin timestamp.
+        ts: u64,
+        /// Decrypted content.
+        content: Content,
+    },
+    /// A message this device cannot read; never silently dropped.
+    Undecryptable {
+        /// Event.
+        event_id: EventId,
+        /// Sender.
+        sender: DeviceId,
+        /// Origin timestamp.
+        ts: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A membership event and its current verdict.
+    Membership {
+        /// Event.
+        event_id: EventId,
+        /// `None` if valid, else why not.
+        rejected: Option<String>,
+    },
+    /// A sender's chain was installed: retry its undecryptable messages.
+    KeysInstalled {
+        /// Whose chain.
+        sender: DeviceId,
+    },
+    /// A key share or prekey update was refused.
+    KeyRejected {
+        /// Event.
+        event_id: EventId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One room from one device's point of view. See the module docs.
+#[derive(Debug)]
+pub struct RoomSession {
+    me: DeviceId,
+    dag: RoomDag,
+    keys: RoomKeys,
+    prekey_updates: BTreeMap<DeviceId, PrekeyUpdate>,
+    members_seen: MembershipState,
+    needs_epoch: bool,
+    /// Members added by others since this device last shared its chain.
+    share_pending: std::collections::BTreeSet<DeviceId>,
+    next_seq: u64,
+}
+
+impl RoomSession {
+    /// An empty session for `room` (an invitee, or a courier holding events
+    /// of a room it is not in). Feed it events with [`RoomSession::receive`].
+    pub fn new(room: RoomId, me: DeviceId) -> Self {
+        Self {
+            me,
+            dag: RoomDag::new(room),
+            keys: RoomKeys::new(room),
+            prekey_updates: BTreeMap::new(),
+            members_seen: MembershipState::default(),
+            needs_epoch: false,
+            share_pending: std::collections::BTreeSet::new(),
+            next_seq: 1,
+        }
+    }
+
+    /// Rebuilds a session from persisted keys and the events in this node's
+    /// store (verified when they were stored; not re-verified here).
+    pub fn restore<'a>(
+        room: RoomId,
+        me: DeviceId,
+        keys: &[u8],
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<Self, SessionError> {
+        let mut s = Self::new(room, me);
+        s.keys = RoomKeys::from_bytes(keys)?;
+        for e in events {
+            s.dag.insert_from_store(e)?;
+        }
+        s.members_seen = s.dag.members();
+        s.next_seq = s.dag.max_seq(&me) + 1;
+        Ok(s)
+    }
+
+    /// Creates a room. `nonce` MUST be random; the room ID commits to it.
+    pub fn create(
+        identity: &Identity,
+        card: &ContactCard,
+        nonce: [u8; 16],
+        now_ms: u64,
+    ) -> Result<(Self, Outgoing), SessionError> {
+        let room = derive_room_id(&identity.device_id(), &nonce);
+        let mut s = Self::new(room, identity.device_id());
+        let ev = s.emit(
+            identity,
+            EventKind::Membership,
+            Membership::Create {
+                card: card.clone(),
+                nonce,
+            }
+            .to_bytes(),
+            now_ms,
+        )?;
+        s.members_seen = s.dag.members();
+        let out = s.outgoing(vec![ev]);
+        Ok((s, out))
+    }
+
+    /// The room.
+    pub fn room(&self) -> RoomId {
+        self.dag.room()
+    }
+
+    /// The DAG (read access: display order, gaps, heads...).
+    pub fn dag(&mut self) -> &mut RoomDag {
+        &mut self.dag
+    }
+
+    /// Current membership.
+    pub fn members(&mut self) -> MembershipState {
+        self.dag.members()
+    }
+
+    /// Sequence gaps to show.
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.dag.gaps()
+    }
+
+    /// The room-key state to persist (`RoomKeys::to_bytes`).
+    pub fn keys_bytes(&self) -> Zeroizing<Vec<u8>> {
+        self.keys.to_bytes()
+    }
+
+    fn outgoing(&self, events: Vec<Event>) -> Outgoing {
+        Outgoing {
+            keys: self.keys.to_bytes(),
+            events,
+        }
+    }
+
+    fn emit(
+        &mut self,
+        identity: &Identity,
+        kind: EventKind,
+        payload: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Event, SessionError> {
+        let seq = self.next_seq.max(self.dag.max_seq(&self.me) + 1);
+        let ev = UnsignedEvent {
+            room: self.room(),
+            sender: self.me,
+            seq,
+            prev: self.dag.heads(),
+            origin_ts_ms: now_ms,
+            expires_ms: now_ms.saturating_add(DEFAULT_EVENT_LIFETIME_MS),
+            kind,
+            payload,
+        }
+        .sign(identity)?;
+        self.dag.insert(&ev)?;
+        self.next_seq = seq + 1;
+        Ok(ev)
+    }
+
+    fn share_to<R: CryptoRng + ?Sized>(
+        &mut self,
+        identity: &Identity,
+        to: &[Recipient],
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Vec<Event>, SessionError> {
+        let Some(chain) = &self.keys.outbound else {
+            return Ok(Vec::new());
+        };
+        let share = chain.share();
+        let mut out = Vec::new();
+        for p in seal_shares(&self.room(), &self.me, &share, to, rng)? {
+            out.push(self.emit(identity, EventKind::KeyShare, p.to_bytes(), now_ms)?);
+        }
+        Ok(out)
+    }
+
+    fn new_chain<R: CryptoRng + ?Sized>(
+        &mut self,
+        identity: &Identity,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Vec<Event>, SessionError> {
+        self.keys.outbound = Some(OutboundChain::new(self.room(), now_ms, rng));
+        self.needs_epoch = false;
+        self.share_pending.clear();
+        let state = self.dag.members();
+        let to = recipients(&state, &self.me, &self.prekey_updates);
+        self.share_to(identity, &to, now_ms, rng)
+    }
+
+    /// Makes a membership change (invite, remove, leave, promote, demote)
+    /// with its follow-ups: an invitee gets this device's current chain
+    /// position; after a remove or leave this device starts a new chain for
+    /// the remaining members.
+    pub fn change<R: CryptoRng + ?Sized>(
+        &mut self,
+        identity: &Identity,
+        change: Membership,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Outgoing, SessionError> {
+        if !self.dag.members().is_member(&self.me) {
+            return Err(SessionError::NotMember);
+        }
+        let before = self.dag.members();
+        let ev = self.emit(identity, EventKind::Membership, change.to_bytes(), now_ms)?;
+        if let Some(Err(e)) = self.dag.resolve().verdicts.get(&ev.id()).cloned() {
+            // Never happens for a well-formed local change; refuse to send.
+            return Err(SessionError::NotAllowed(e));
+        }
+        let mut events = vec![ev];
+        let after = self.dag.members();
+        if let Membership::Invite { card } = &change {
+            let to = recipients(&after, &self.me, &self.prekey_updates);
+            let to: Vec<Recipient> = to
+                .into_iter()
+                .filter(|r| r.device == card.device_id)
+                .collect();
+            events.extend(self.share_to(identity, &to, now_ms, rng)?);
+        }
+        if needs_new_epoch(&before, &after) && after.is_member(&self.me) {
+            events.extend(self.new_chain(identity, now_ms, rng)?);
+        }
+        self.members_seen = after;
+        Ok(self.outgoing(events))
+    }
+
+    /// Encrypts and signs a message (starting and sharing a new chain first
+    /// when needed: none yet, a removal was seen, a clone was detected, or
+    /// rotation is due).
+    pub fn send<R: CryptoRng + ?Sized>(
+        &mut self,
+        identity: &Identity,
+        content: &Content,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Outgoing, SessionError> {
+        if !self.dag.members().is_member(&self.me) {
+            return Err(SessionError::NotMember);
+        }
+        let mut events = Vec::new();
+        let rotate = self
+            .keys
+            .outbound
+            .as_ref()
+            .is_none_or(|c| c.should_rotate(now_ms));
+        if rotate || self.needs_epoch {
+            events.extend(self.new_chain(identity, now_ms, rng)?);
+        } else if !self.share_pending.is_empty() {
+            // Members invited by others get this chain from its current
+            // position before the next message.
+            let state = self.dag.members();
+            let to: Vec<Recipient> = recipients(&state, &self.me, &self.prekey_updates)
+                .into_iter()
+                .filter(|r| self.share_pending.contains(&r.device))
+                .collect();
+            self.share_pending.clear();
+            events.extend(self.share_to(identity, &to, now_ms, rng)?);
+        }
+        let chain = self.keys.outbound.clone().ok_or(SessionError::NotMember)?;
+        let pending = chain.encrypt(&self.me, &content.to_bytes(), rng)?;
+        let (next, payload) = pending.release();
+        self.keys.outbound = Some(next);
+        events.push(self.emit(identity, EventKind::Message, payload.to_bytes(), now_ms)?);
+        Ok(self.outgoing(events))
+    }
+
+    /// Decrypts one message event again (for example after
+    /// [`Received::KeysInstalled`]).
+    pub fn decrypt(&mut self, event: &Event) -> Result<Content, String> {
+        let pt = decrypt_message(&mut self.keys, event).map_err(|e| e.to_string())?;
+        Content::from_bytes(&pt).map_err(|e| e.to_string())
+    }
+
+    /// Handles one verified-or-not incoming event of this room. The caller
+    /// stores the event (if the DAG accepted or holds it) and persists
+    /// [`RoomSession::keys_bytes`] afterwards.
+    pub fn receive(
+        &mut self,
+        prekeys: &PrekeyRing,
+        event: &Event,
+    ) -> Result<Vec<Received>, SessionError> {
+        if event.sender() == self.me
+            && !self.dag.contains(&event.id())
+            && event.seq() >= self.next_seq
+        {
+            // Another copy of this device used our sequence numbers: continue
+            // above them and start a new chain before the next message.
+            self.next_seq = event.seq() + 1;
+            self.needs_epoch = true;
+        }
+        let accepted = match self.dag.insert_full(event)? {
+            (Inserted::Duplicate, _) => return Ok(Vec::new()),
+            (Inserted::Pending { missing }, _) => {
+                return Ok(vec![Received::Pending {
+                    event_id: event.id(),
+                    missing,
+                }]);
+            }
+            (Inserted::Accepted(_), events) => events,
+        };
+        let mut out = Vec::new();
+        let mut membership_changed = false;
+        for ev in accepted {
+            let id = ev.id();
+            if ev.sender() == self.me {
+                continue;
+            }
+            match ev.kind() {
+                EventKind::KeyShare => {
+                    match accept_key_share(&mut self.dag, &ev, &self.me, prekeys) {
+                        Ok(chain) => {
+                            let sender = chain.sender();
+                            self.keys.install(chain);
+                            out.push(Received::KeysInstalled { sender });
+                        }
+                        Err(KeyError::Share(KeyShareError::NotForMe)) => {}
+                        Err(e) => out.push(Received::KeyRejected {
+                            event_id: id,
+                            reason: e.to_string(),
+                        }),
+                    }
+                }
+                EventKind::PrekeyUpdate => match accept_prekey_update(&mut self.dag, &ev) {
+                    Ok(u) => {
+                        let newer = self
+                            .prekey_updates
+                            .get(&ev.sender())
+                            .is_none_or(|old| old.prekey_id < u.prekey_id);
+                        if newer {
+                            self.prekey_updates.insert(ev.sender(), u);
+                        }
+                    }
+                    Err(e) => out.push(Received::KeyRejected {
+                        event_id: id,
+                        reason: e.to_string(),
+                    }),
+                },
+                EventKind::Message => {
+                    let (sender, ts) = (ev.sender(), ev.origin_ts_ms());
+                    out.push(match self.decrypt(&ev) {
+                        Ok(content) => Received::Message {
+                            event_id: id,
+                            sender,
+                            ts,
+                            content,
+                        },
+                        Err(reason) => Received::Undecryptable {
+                            event_id: id,
+                            sender,
+                            ts,
+                            reason,
+                        },
+                    });
+                }
+                EventKind::Membership => {
+                    membership_changed = true;
+                    out.push(Received::Membership {
+                        event_id: id,
+                        rejected: None,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if membership_changed {
+            let res = self.dag.resolve().clone();
+            for r in &mut out {
+                if let Received::Membership { event_id, rejected } = r {
+                    *rejected = res
+                        .verdicts
+                        .get(event_id)
+                        .and_then(|v| v.as_ref().err())
+                        .map(|e| e.to_string());
+                }
+            }
+            let now = res.state;
+            if needs_new_epoch(&self.members_seen, &now) {
+                self.needs_epoch = true;
+            }
+            for d in now.members.keys() {
+                if *d != self.me && !self.members_seen.is_member(d) {
+                    self.share_pending.insert(*d);
+                }
+            }
+            self.share_pending.retain(|d| now.is_member(d));
+            self.members_seen = now;
+        }
+        Ok(out)
+    }
+}

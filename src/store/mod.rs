@@ -1,0 +1,299 @@
+//! The durable store-and-forward queue (`protocol-spec/store.md`).
+//!
+//! Every event a node accepts, every queue position, the homeserver sync
+//! cursor, contacts and key material live behind the [`Store`] trait. Two
+//! backends implement it with identical semantics, because both are the same
+//! [`Engine`] over a different key-value layer ([`kv::Kv`]):
+//!
+//! * [`MemoryStore`]: for unit tests and the simulator. [`MemoryStore::crash`]
+//!   drops every uncommitted write, as a power cut would.
+//! * [`RedbStore`]: for real nodes, one redb file in the data directory
+//!   (mode 0600: it holds key material), with a page cache sized for small
+//!   boards ([`redb_backend::DEFAULT_CACHE_BYTES`]).
+//!
+//! # The commit contract
+//!
+//! The sans-IO core calls the synchronous mutating methods; they accumulate in
+//! one pending write set (for redb, an open write transaction) and every read
+//! sees them. **The driver owns commits**: it feeds the core a batch of
+//! inputs, calls [`Store::commit`] once (group commit), and only then releases
+//! the outputs that acknowledge or relay those events: CLI output, replies to
+//! peers, uplink acknowledgements. A crash before `commit` loses the whole
+//! batch and nothing was acknowledged; a crash after it loses nothing.
+//!
+//! # Retention
+//!
+//! Events carry a [`Priority`] class. Expired events (by their signed expiry,
+//! see [`crate::event::clock::timeliness`]) are dropped by [`Store::expire`].
+//! The total size ([`StoreConfig::budget_bytes`], default 256 MiB) is kept by
+//! evicting the lowest class first, oldest first. Strangers' events share one
+//! pool ([`StoreConfig::stranger_pool_bytes`]) with occupancy budgets per
+//! intake link and per signing key, so a flood of fresh identities can only
+//! churn the pool and never pushes out the node's own or its rooms' events.
+//!
+//! # Replays and forks
+//!
+//! Deduplication does not depend on a cache: the `(room, sender, seq)` index
+//! keeps an entry (a tombstone) even after its event is evicted, so an event
+//! seen once is never stored twice, and a *different* event reusing an
+//! existing `(room, sender, seq)` is a fork: recorded as evidence
+//! ([`ForkEvidence`]), counted, and never replaces the first.
+
+pub mod engine;
+pub mod kv;
+pub mod memory;
+pub mod redb_backend;
+mod types;
+
+#[cfg(test)]
+mod conformance;
+
+use std::ops::Bound;
+
+use zeroize::Zeroizing;
+
+use crate::crypto::keys::DeviceId;
+use crate::event::{Event, EventId, RoomId};
+
+pub use engine::Engine;
+pub use memory::{MemKv, MemoryStore};
+pub use redb_backend::{RedbKv, RedbStore};
+pub use types::*;
+
+/// Version of the on-disk schema this build writes (`protocol-spec/store.md`,
+/// "Schema"). Older versions are migrated on open; newer ones are refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Default total size budget for stored events: 256 MiB.
+pub const DEFAULT_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Smallest budget a store accepts (must hold a few maximum-size events).
+pub const MIN_BUDGET_BYTES: u64 = 64 * 1024;
+
+/// Default share of the budget for strangers' events: one quarter.
+pub const DEFAULT_STRANGER_POOL_DIVISOR: u64 = 4;
+
+/// Default occupancy budget of one intake link in the stranger pool: one
+/// quarter of the pool.
+pub const DEFAULT_LINK_SHARE_DIVISOR: u64 = 4;
+
+/// Default occupancy budget of one signing key in the stranger pool: 1/16 of
+/// the pool.
+pub const DEFAULT_KEY_SHARE_DIVISOR: u64 = 16;
+
+/// Bytes charged per stored event on top of its encoding, for its index rows.
+pub const PER_EVENT_OVERHEAD_BYTES: u64 = 256;
+
+/// Most fork evidence records kept; later forks are only counted.
+pub const MAX_FORK_EVIDENCE: u64 = 4096;
+
+/// Most events [`Store::expire`] drops per call (bounds one transaction).
+pub const MAX_EXPIRE_BATCH: usize = 4096;
+
+/// Largest key for opaque blobs (uplink bundles, key material, metadata).
+pub const MAX_BLOB_KEY_BYTES: usize = 128;
+
+/// Largest value stored under an opaque key (key material, bundle
+/// compositions, metadata, contact cards).
+pub const MAX_BLOB_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Largest homeserver sync token, in bytes.
+pub const MAX_SINCE_TOKEN_BYTES: usize = 1024;
+
+/// Largest result any list method returns in one call, whatever `limit` the
+/// caller passes (callers page with the last key they saw).
+pub const MAX_LIST_LIMIT: usize = 65_536;
+
+/// The storage interface of the protocol core. Object-safe, synchronous.
+///
+/// Mutating methods take `&mut self` and only stage writes; reads see staged
+/// writes. Nothing is durable until [`Store::commit`] returns `Ok`. Every
+/// method takes its time as a parameter (`now_ms`) when it needs one.
+///
+/// Events passed to [`Store::insert_event`] must already be verified
+/// ([`Event::decode`] / [`Event::verify`]): the store trusts signatures.
+pub trait Store {
+    // ---- transactions -------------------------------------------------
+
+    /// Makes every staged write durable (one group commit). Only after this
+    /// returns `Ok` may the driver acknowledge or relay the batch's events.
+    fn commit(&mut self) -> Result<(), StoreError>;
+
+    /// Discards every staged write, as a crash before commit would.
+    fn rollback(&mut self) -> Result<(), StoreError>;
+
+    /// Whether writes are staged and not yet committed.
+    fn has_pending(&self) -> bool;
+
+    // ---- events -------------------------------------------------------
+
+    /// Stores a verified event. Deduplicates by ID and by
+    /// `(room, sender, seq)` (also against evicted events); records a
+    /// different event at an existing `(room, sender, seq)` as a fork; rejects
+    /// expired events and events over their intake budget; evicts lower
+    /// priority events to make room. `meta.received_ms` is "now".
+    fn insert_event(
+        &mut self,
+        event: &Event,
+        meta: &InsertMeta,
+    ) -> Result<InsertOutcome, StoreError>;
+
+    /// The canonical bytes of a stored event.
+    fn get_event(&self, id: &EventId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Whether the event's bytes are held (false for evicted events).
+    fn has_event(&self, id: &EventId) -> Result<bool, StoreError>;
+
+    /// Whether the event was ever accepted here (held or evicted tombstone).
+    fn seen_event(&self, event: &Event) -> Result<bool, StoreError>;
+
+    /// The store's bookkeeping for a held event.
+    fn event_info(&self, id: &EventId) -> Result<Option<EventInfo>, StoreError>;
+
+    /// Changes a held event's priority class (for example when the node
+    /// joins the room, or an own event is delivered). Returns false if the
+    /// event is not held.
+    fn set_priority(&mut self, id: &EventId, priority: Priority) -> Result<bool, StoreError>;
+
+    /// A room's items for reconciliation, ascending by `(origin_ts_ms, id)`,
+    /// within `range`, at most `limit` (capped at [`MAX_LIST_LIMIT`]).
+    fn room_items(
+        &self,
+        room: &RoomId,
+        range: (Bound<ItemKey>, Bound<ItemKey>),
+        limit: usize,
+    ) -> Result<Vec<ItemKey>, StoreError>;
+
+    /// Every room with at least one held event (own and carried), ascending.
+    fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
+
+    /// The room's DAG heads among held events: events no held event cites.
+    fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError>;
+
+    /// Highest sequence number accepted for `(room, sender)`; 0 if none.
+    fn high_water(&self, room: &RoomId, sender: &DeviceId) -> Result<u64, StoreError>;
+
+    /// Missing sequence ranges below the high-water mark, ascending, at most
+    /// `limit` ranges.
+    fn gaps(
+        &self,
+        room: &RoomId,
+        sender: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<SeqGap>, StoreError>;
+
+    /// The event accepted at `(room, sender, seq)`, held or evicted.
+    fn event_at_seq(
+        &self,
+        room: &RoomId,
+        sender: &DeviceId,
+        seq: u64,
+    ) -> Result<Option<EventId>, StoreError>;
+
+    /// Recorded fork evidence, oldest key first, at most `limit`.
+    fn forks(&self, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;
+
+    /// Drops every event whose signed expiry (plus grace) is before `now_ms`,
+    /// at most [`MAX_EXPIRE_BATCH`] per call. Returns how many were dropped.
+    fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError>;
+
+    // ---- delivery queues ---------------------------------------------
+
+    /// Queues a held event for `dest`. Inserting already queues every event
+    /// for [`Destination::Homeserver`] (unless it came from there) and own
+    /// undelivered events for [`Destination::Mesh`].
+    fn enqueue(&mut self, dest: &Destination, id: &EventId) -> Result<(), StoreError>;
+
+    /// Records that the event was offered to `dest` at `now_ms`.
+    fn mark_offered(
+        &mut self,
+        dest: &Destination,
+        id: &EventId,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Records that `dest` acknowledged the event: it leaves `dest`'s queue,
+    /// and an own undelivered event becomes [`Priority::OwnRoom`].
+    fn mark_acked(&mut self, dest: &Destination, id: &EventId) -> Result<(), StoreError>;
+
+    /// The delivery state of an event for `dest`.
+    fn delivery_state(
+        &self,
+        dest: &Destination,
+        id: &EventId,
+    ) -> Result<Option<DeliveryState>, StoreError>;
+
+    /// Events queued and not acknowledged for `dest`, ascending by ID,
+    /// strictly after `after`, at most `limit`.
+    fn undelivered(
+        &self,
+        dest: &Destination,
+        after: Option<&EventId>,
+        limit: usize,
+    ) -> Result<Vec<EventId>, StoreError>;
+
+    // ---- homeserver sync ------------------------------------------------
+
+    /// The homeserver `/sync` `since` token.
+    fn since_token(&self) -> Result<Option<String>, StoreError>;
+
+    /// Sets (or clears) the `/sync` `since` token.
+    fn set_since_token(&mut self, token: Option<&str>) -> Result<(), StoreError>;
+
+    /// Stores the composition of an uplink bundle (opaque bytes) under `key`.
+    fn put_uplink(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+
+    /// Reads an uplink bundle composition.
+    fn get_uplink(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes an uplink bundle composition. Returns whether it existed.
+    fn remove_uplink(&mut self, key: &[u8]) -> Result<bool, StoreError>;
+
+    /// Uplink keys, ascending, at most `limit`.
+    fn uplink_keys(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    // ---- contacts -------------------------------------------------------
+
+    /// Stores a contact card (encoded bytes) for `device`.
+    fn put_contact(&mut self, device: &DeviceId, card: &[u8]) -> Result<(), StoreError>;
+
+    /// Reads a contact card.
+    fn get_contact(&self, device: &DeviceId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes a contact. Returns whether it existed.
+    fn remove_contact(&mut self, device: &DeviceId) -> Result<bool, StoreError>;
+
+    /// All contacts, ascending by device ID.
+    fn contacts(&self) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError>;
+
+    // ---- key material (own table) ------------------------------------
+
+    /// Stores secret key material (ratchet states, prekeys) under `key`.
+    fn put_secret(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+
+    /// Reads secret key material; the copy is zeroized on drop.
+    fn get_secret(&self, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+
+    /// Removes secret key material. Returns whether it existed.
+    fn remove_secret(&mut self, key: &[u8]) -> Result<bool, StoreError>;
+
+    /// Secret keys (names, not values) starting with `prefix`, ascending.
+    fn secret_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    // ---- metadata -------------------------------------------------------
+
+    /// Stores an application metadata value (the store's own schema version
+    /// lives elsewhere and cannot be overwritten here).
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Reads an application metadata value.
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    // ---- reporting ------------------------------------------------------
+
+    /// Usage counters: events, bytes per class, evictions by reason, forks.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// The retention configuration in force.
+    fn config(&self) -> &StoreConfig;
+}
