@@ -27,6 +27,8 @@
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
 //! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
 //! | [`transport`] | adapters: the Matrix homeserver transport room |
+//! | [`wire`] | frames (canonical CBOR), fragmentation and bounded reassembly (issue 5 layer) |
+//! | [`reconcile`] | per-room set reconciliation: sketch + rateless IBLT session |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -43,6 +45,8 @@ pub mod event;
 pub mod inspect;
 pub mod limits;
 pub mod proto;
+pub mod reconcile;
 pub mod room;
 pub mod store;
 pub mod transport;
+pub mod wire;

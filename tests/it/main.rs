@@ -3,9 +3,11 @@
 mod cli;
 mod fuzz_corpus;
 mod homeserver;
+mod reconcile;
 mod rooms;
 mod rooms_vectors;
 mod roundtrip;
 mod store_crash;
 mod store_flood;
 mod vectors;
+mod wire;
