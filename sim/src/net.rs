@@ -51,7 +51,7 @@ impl LinkParams {
             kind: LinkKind::Lan,
             bytes_per_s: 10_000_000,
             latency_ms: 1,
-            mtu: 64 * 1024 + 16,
+            mtu: meshrelay::wire::MAX_MTU,
         }
     }
 }

@@ -20,6 +20,9 @@ pub const WIRE_VERSION: u64 = 1;
 /// Holds a full event batch, or the largest reconciliation message.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// Most rooms listed in one `Hello`.
+pub const MAX_HELLO_ROOMS: usize = 1024;
+
 /// Most event IDs in one announcement, want or graft frame (32 B each).
 pub const MAX_IDS_PER_FRAME: usize = 1024;
 
@@ -122,6 +125,12 @@ pub enum Frame {
         max_frame_bytes: u64,
         /// Feature bits (none defined yet; unknown bits are ignored).
         features: u64,
+        /// Random tie-break: the side with the lower nonce initiates
+        /// reconciliation sessions on this link.
+        nonce: u64,
+        /// Rooms the sender holds events of, ascending (at most
+        /// [`MAX_HELLO_ROOMS`]), so a relay learns rooms it does not carry yet.
+        rooms: Vec<RoomId>,
     },
     /// Last frame on a link (tag 1).
     Close {
@@ -269,9 +278,14 @@ impl Frame {
             Frame::Hello {
                 max_frame_bytes,
                 features,
+                nonce,
+                rooms,
             } => {
-                head(&mut w, 2, t);
-                w.u64(*max_frame_bytes).u64(*features);
+                head(&mut w, 4, t);
+                w.u64(*max_frame_bytes)
+                    .u64(*features)
+                    .u64(*nonce)
+                    .bytes(&packed(rooms, |r| r.0));
             }
             Frame::Close { reason, detail } => {
                 head(&mut w, 2, t);
@@ -359,7 +373,8 @@ impl Frame {
         }
         let t = r.u64()?;
         let fields = match t {
-            T_HELLO | T_CLOSE => 2,
+            T_HELLO => 4,
+            T_CLOSE => 2,
             T_R_INIT => 5,
             T_R_SKETCH | T_R_SYMBOLS | T_R_DECODED => 3,
             T_R_MORE | T_R_FAILED => 2,
@@ -381,6 +396,8 @@ impl Frame {
             T_HELLO => Frame::Hello {
                 max_frame_bytes: r.u64()?,
                 features: r.u64()?,
+                nonce: r.u64()?,
+                rooms: unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, "hello rooms", RoomId)?,
             },
             T_CLOSE => {
                 let reason = CloseReason::from_code(r.u64()?);
@@ -513,10 +530,14 @@ mod tests {
 
     fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
-            (any::<u64>(), any::<u64>()).prop_map(|(max_frame_bytes, features)| Frame::Hello {
-                max_frame_bytes,
-                features
-            }),
+            (any::<u64>(), any::<u64>(), any::<u64>(), vec(room(), 0..5)).prop_map(
+                |(max_frame_bytes, features, nonce, rooms)| Frame::Hello {
+                    max_frame_bytes,
+                    features,
+                    nonce,
+                    rooms
+                }
+            ),
             (any::<u64>(), "[a-z ]{0,40}").prop_map(|(c, detail)| Frame::Close {
                 reason: CloseReason::from_code(c),
                 detail

@@ -28,7 +28,7 @@ pub use fragment::{
 };
 pub use frame::{
     CloseReason, FRAME_MAX_DEPTH, Frame, FrameError, MAX_CLOSE_DETAIL_BYTES, MAX_EVENTS_PER_FRAME,
-    MAX_FRAME_BYTES, MAX_IDS_PER_FRAME, WIRE_VERSION,
+    MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME, WIRE_VERSION,
 };
 
 /// Fuzz entry point for the frame decoder (`fuzz/fuzz_targets/frame_decode.rs`).
