@@ -24,6 +24,7 @@
 //! | [`room`] | membership, authorization and resolution, ordering, gaps, room keys |
 //! | [`bundle`] | sneakernet bundles of signed events (export / import) |
 //! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
+//! | [`app`] | one device over one data directory: rooms, send, messages, export/import, commit before acknowledge |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
@@ -32,11 +33,12 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod app;
 pub mod bundle;
 pub mod cbor;
 pub mod crypto;
 pub mod event;
 pub mod limits;
-pub mod room;
 pub mod proto;
+pub mod room;
 pub mod store;

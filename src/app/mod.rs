@@ -1,0 +1,1042 @@
+//! The application layer: rooms on one device, over one data directory
+//! (`protocol-spec/rooms.md`, `protocol-spec/encryption.md`, and
+//! `protocol-spec/app.md`).
+//!
+//! A [`Device`] owns the identity files of a data directory and its durable
+//! store (`store.redb`). Every operation restores the affected
+//! [`RoomSession`] from the stored events and room keys, performs the
+//! change, stages the new events, the advanced room keys and the decrypted
+//! plaintexts in **one** store transaction, commits it, and only then
+//! reports success. A crash before the commit loses the whole operation and
+//! nothing was reported; a crash after it loses nothing. Ciphertext leaves
+//! the device only through [`Device::export`], which reads committed
+//! events, so a chain position is never used by two ciphertexts.
+//!
+//! What the store holds for the application (secret table unless noted):
+//!
+//! | key | value |
+//! |---|---|
+//! | `prekey-ring` | [`PrekeyRing::to_bytes`] |
+//! | `room-keys/` + room ID | [`RoomKeys::to_bytes`] of a room this device is or was in |
+//! | `pt/` + event ID | the decrypted [`Content`] of a message (chain keys are erased after use, so history is read from here) |
+//! | `ud/` + event ID | why a message could not be decrypted (removed once it is) |
+//! | contacts table | contact cards ([`ContactCard::to_cbor`]) |
+//!
+//! Receiving (bundle import) goes through [`RoomSession::receive`], so key
+//! shares are accepted only through the key-share channel and from members,
+//! and messages that were undecryptable are retried when their sender's
+//! keys arrive. Because a restored session does not remember that a
+//! received membership change requires a new sender chain, the device
+//! erases its outbound chain when it stores such a change: the next send
+//! then starts a new chain (epoch) shared with exactly the current members.
+
+mod files;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand_core::CryptoRng;
+use serde::Serialize;
+use thiserror::Error;
+
+pub use files::{CARD_FILE, IDENTITY_FILE, load_identity, write_identity};
+
+use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
+use crate::crypto::key_share::PrekeyRing;
+use crate::crypto::{ContactCard, DeviceId, Identity};
+use crate::event::{Event, EventId, EventKind, RoomId};
+use crate::room::{
+    Content, Membership, MembershipState, Received, RoomKeys, RoomSession, SessionError,
+};
+use crate::store::redb_backend::STORE_FILE_NAME;
+use crate::store::{
+    InsertMeta, InsertOutcome, MAX_LIST_LIMIT, Priority, RedbStore, Source, Store, StoreConfig,
+    StoreError,
+};
+
+/// Secret-table key of the prekey ring.
+pub const PREKEY_RING_KEY: &[u8] = b"prekey-ring";
+/// Secret-table key prefix of room keys.
+pub const ROOM_KEYS_PREFIX: &[u8] = b"room-keys/";
+/// Secret-table key prefix of decrypted message contents.
+pub const PLAINTEXT_PREFIX: &[u8] = b"pt/";
+/// Secret-table key prefix of undecryptable-message reasons.
+pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
+/// Contacts file of the data directory's contact book (read for invites).
+pub const CONTACTS_FILE: &str = "contacts.json";
+/// Largest contact book file read.
+pub const MAX_CONTACTS_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest message text accepted by [`Device::send`], in bytes (the event
+/// size limit applies after padding and encryption as well).
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// Why an application operation failed.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// A file of the data directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// `init` found an identity already.
+    #[error("an identity already exists at {0}; refusing to overwrite it")]
+    AlreadyInitialized(PathBuf),
+    /// No identity in the data directory.
+    #[error("no identity in {0}; run `meshrelay init` first")]
+    NotInitialized(PathBuf),
+    /// The identity or own card file is invalid.
+    #[error("identity: {0}")]
+    BadIdentity(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A room operation was refused.
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    /// The bundle as a whole was rejected.
+    #[error("bundle: {0}")]
+    Bundle(#[from] BundleError),
+    /// No stored events of this room.
+    #[error("unknown room {0}")]
+    UnknownRoom(RoomId),
+    /// The contact argument is neither a valid card nor a stored contact.
+    #[error("{0}")]
+    BadContact(String),
+    /// The user's input is invalid (text too long, bad name...).
+    #[error("{0}")]
+    BadInput(String),
+    /// Stored data is inconsistent.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// One member as `rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberInfo {
+    /// Device ID (`mr1…`).
+    pub device_id: String,
+    /// Display name from the member's contact card.
+    pub name: String,
+    /// Whether the member is an admin.
+    pub admin: bool,
+}
+
+/// One room as `rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomInfo {
+    /// Room ID (hex).
+    pub room_id: String,
+    /// Room name (from the latest readable name event; empty if none).
+    pub name: String,
+    /// Current members, by device ID.
+    pub members: Vec<MemberInfo>,
+}
+
+/// A detected per-sender sequence gap.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct GapInfo {
+    /// Sender device ID.
+    pub sender: String,
+    /// First missing sequence number.
+    pub from_seq: u64,
+    /// Last missing sequence number.
+    pub to_seq: u64,
+}
+
+/// One line of `messages` output (serialises to the CLI's JSON shapes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum MessageLine {
+    /// A readable message: `{"event_id","sender","ts","text"}`.
+    Text {
+        /// Event ID.
+        event_id: String,
+        /// Sender device ID.
+        sender: String,
+        /// Origin timestamp (ms).
+        ts: u64,
+        /// The text.
+        text: String,
+    },
+    /// A message this device cannot read:
+    /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.
+    Undecryptable {
+        /// Event ID.
+        event_id: String,
+        /// Sender device ID.
+        sender: String,
+        /// Origin timestamp (ms).
+        ts: u64,
+        /// Always true.
+        undecryptable: bool,
+        /// Why.
+        reason: String,
+    },
+    /// A detected gap: `{"gap":{"sender","from_seq","to_seq"}}`.
+    Gap {
+        /// The gap.
+        gap: GapInfo,
+    },
+}
+
+/// One event an import rejected (never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedInfo {
+    /// Position in the bundle.
+    pub index: usize,
+    /// Event ID, when the event decoded far enough.
+    pub event_id: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A stored event that changes nothing: a membership change no valid admin
+/// signed, or a key share or prekey update from a non-member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnauthorizedInfo {
+    /// Event ID.
+    pub event_id: String,
+    /// Why it has no effect.
+    pub reason: String,
+}
+
+/// What an import did: `{"imported","duplicates","rejected"}` plus details.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportSummary {
+    /// New events stored.
+    pub imported: usize,
+    /// Events already held (or repeated in the bundle).
+    pub duplicates: usize,
+    /// Events rejected and not stored.
+    pub rejected: usize,
+    /// The rejected events with their reasons.
+    pub rejections: Vec<RejectedInfo>,
+    /// Stored events that were refused by room authorization (a courier
+    /// keeps them because others may cite them; they change nothing).
+    pub unauthorized: Vec<UnauthorizedInfo>,
+}
+
+fn key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + id.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(id);
+    k
+}
+
+fn room_keys_key(room: &RoomId) -> Vec<u8> {
+    key(ROOM_KEYS_PREFIX, room.as_bytes())
+}
+
+fn pt_key(id: &EventId) -> Vec<u8> {
+    key(PLAINTEXT_PREFIX, id.as_bytes())
+}
+
+fn ud_key(id: &EventId) -> Vec<u8> {
+    key(UNDECRYPTABLE_PREFIX, id.as_bytes())
+}
+
+/// Creates a data directory with a new identity and card (what `meshrelay
+/// init` does). Returns the device ID.
+pub fn init<R: CryptoRng + ?Sized>(
+    dir: &Path,
+    name: &str,
+    now_ms: u64,
+    rng: &mut R,
+) -> Result<DeviceId, AppError> {
+    let identity = Identity::generate(rng);
+    let card = ContactCard::create(&identity, name, now_ms)
+        .map_err(|e| AppError::BadInput(e.to_string()))?;
+    write_identity(dir, &identity, &card)?;
+    Ok(identity.device_id())
+}
+
+/// One device: its identity and its open store. See the module docs.
+#[derive(Debug)]
+pub struct Device {
+    dir: PathBuf,
+    identity: Identity,
+    card: ContactCard,
+    prekeys: PrekeyRing,
+    store: RedbStore,
+}
+
+impl Device {
+    /// Opens the data directory `dir`: loads the identity, opens (or
+    /// creates) the store, and loads the prekey ring, creating it from the
+    /// identity's published prekey the first time. Holds the store's lock
+    /// until dropped.
+    pub fn open(dir: &Path, now_ms: u64) -> Result<Self, AppError> {
+        let (identity, card) = load_identity(dir)?;
+        let mut store = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default())?;
+        let prekeys = match store.get_secret(PREKEY_RING_KEY)? {
+            Some(b) => PrekeyRing::from_bytes(&b)
+                .map_err(|e| AppError::Corrupt(format!("prekey ring: {e}")))?,
+            None => {
+                let ring = PrekeyRing::from_identity(&identity, now_ms);
+                store.put_secret(PREKEY_RING_KEY, &ring.to_bytes())?;
+                store.commit()?;
+                ring
+            }
+        };
+        if prekeys.public(card.prekey_id) != Some(card.prekey) {
+            return Err(AppError::Corrupt(
+                "the prekey published in card.txt is not in the stored prekey ring".into(),
+            ));
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            identity,
+            card,
+            prekeys,
+            store,
+        })
+    }
+
+    /// This device's ID.
+    pub fn device_id(&self) -> DeviceId {
+        self.identity.device_id()
+    }
+
+    /// This device's own contact card.
+    pub fn card(&self) -> &ContactCard {
+        &self.card
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The underlying store (read access, for reports).
+    pub fn store(&self) -> &RedbStore {
+        &self.store
+    }
+
+    // ---- contacts --------------------------------------------------------
+
+    /// Verifies and stores a contact card in the store's contacts table.
+    /// A card older than the stored one for the same device is ignored.
+    pub fn add_contact(&mut self, card_text: &str) -> Result<ContactCard, AppError> {
+        let card = ContactCard::from_text(card_text.trim())
+            .map_err(|e| AppError::BadContact(format!("invalid contact card: {e}")))?;
+        if card.device_id == self.device_id() {
+            return Err(AppError::BadContact(
+                "that is this device's own card".into(),
+            ));
+        }
+        let newer = match self.store.get_contact(&card.device_id)? {
+            Some(b) => {
+                ContactCard::from_cbor(&b).map_or(true, |old| old.created_ms < card.created_ms)
+            }
+            None => true,
+        };
+        if newer {
+            self.store.put_contact(&card.device_id, &card.to_cbor())?;
+            self.store.commit()?;
+        }
+        Ok(card)
+    }
+
+    /// The contact `arg` names: a card text, or the device ID of a contact
+    /// in the store or in the data directory's contact book
+    /// (`contacts.json`).
+    pub fn resolve_contact(&self, arg: &str) -> Result<ContactCard, AppError> {
+        let arg = arg.trim();
+        if let Ok(card) = ContactCard::from_text(arg) {
+            return Ok(card);
+        }
+        let device: DeviceId = arg.parse().map_err(|_| {
+            AppError::BadContact(format!(
+                "{arg:.40}: neither a valid contact card nor a device ID"
+            ))
+        })?;
+        if let Some(b) = self.store.get_contact(&device)? {
+            return ContactCard::from_cbor(&b)
+                .map_err(|e| AppError::Corrupt(format!("stored contact {device}: {e}")));
+        }
+        if let Some(card) = self.book_contact(&device)? {
+            return Ok(card);
+        }
+        Err(AppError::BadContact(format!(
+            "no stored contact {device}; add its card first or pass the card"
+        )))
+    }
+
+    fn book_contact(&self, device: &DeviceId) -> Result<Option<ContactCard>, AppError> {
+        use std::io::Read;
+        #[derive(serde::Deserialize)]
+        struct BookFile {
+            cards: Vec<String>,
+        }
+        let path = self.dir.join(CONTACTS_FILE);
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(AppError::Io { path, source }),
+        };
+        let mut raw = Vec::new();
+        f.take(MAX_CONTACTS_FILE_BYTES)
+            .read_to_end(&mut raw)
+            .map_err(|source| AppError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let book: BookFile = serde_json::from_slice(&raw)
+            .map_err(|e| AppError::Corrupt(format!("{}: {e}", path.display())))?;
+        Ok(book
+            .cards
+            .iter()
+            .filter_map(|t| ContactCard::from_text(t).ok())
+            .filter(|c| c.device_id == *device)
+            .max_by_key(|c| c.created_ms))
+    }
+
+    // ---- loading ---------------------------------------------------------
+
+    /// Every stored event of `room`, in (origin time, ID) order.
+    fn room_events(&self, room: &RoomId) -> Result<Vec<Event>, AppError> {
+        let mut out = Vec::new();
+        let mut from = Bound::Unbounded;
+        loop {
+            let items = self
+                .store
+                .room_items(room, (from, Bound::Unbounded), MAX_LIST_LIMIT)?;
+            let Some(last) = items.last().copied() else {
+                break;
+            };
+            for it in &items {
+                if let Some(b) = self.store.get_event(&it.id)? {
+                    let ev = Event::decode_unverified(&b)
+                        .map_err(|e| AppError::Corrupt(format!("stored event {}: {e}", it.id)))?;
+                    out.push(ev);
+                }
+            }
+            if items.len() < MAX_LIST_LIMIT {
+                break;
+            }
+            from = Bound::Excluded(last);
+        }
+        Ok(out)
+    }
+
+    fn stored_keys(&self, room: &RoomId) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, AppError> {
+        Ok(self.store.get_secret(&room_keys_key(room))?)
+    }
+
+    /// Restores the session of `room` from stored events and keys.
+    fn session(&self, room: &RoomId) -> Result<(RoomSession, Vec<Event>), AppError> {
+        let events = self.room_events(room)?;
+        let keys = match self.stored_keys(room)? {
+            Some(k) => k,
+            None => RoomKeys::new(*room).to_bytes(),
+        };
+        let s = RoomSession::restore(*room, self.device_id(), &keys, &events)?;
+        Ok((s, events))
+    }
+
+    fn session_with_events(&self, room: &RoomId) -> Result<(RoomSession, Vec<Event>), AppError> {
+        let (s, events) = self.session(room)?;
+        if events.is_empty() {
+            return Err(AppError::UnknownRoom(*room));
+        }
+        Ok((s, events))
+    }
+
+    fn known_session(&self, room: &RoomId) -> Result<RoomSession, AppError> {
+        self.session_with_events(room).map(|(s, _)| s)
+    }
+
+    // ---- local operations --------------------------------------------------
+
+    /// Stages the outgoing events and keys of `room`, plus plaintexts, and
+    /// commits: nothing is reported (or exported) before this returns.
+    fn persist(
+        &mut self,
+        room: &RoomId,
+        keys: &[u8],
+        events: &[Event],
+        plaintexts: &[(EventId, Vec<u8>)],
+        now_ms: u64,
+    ) -> Result<(), AppError> {
+        self.store.put_secret(&room_keys_key(room), keys)?;
+        for (id, pt) in plaintexts {
+            self.store.put_secret(&pt_key(id), pt)?;
+        }
+        let meta = InsertMeta {
+            priority: Priority::OwnUndelivered,
+            source: Source::Local,
+            received_ms: now_ms,
+        };
+        for ev in events {
+            match self.store.insert_event(ev, &meta) {
+                Ok(InsertOutcome::Inserted) => {}
+                Ok(other) => {
+                    self.store.rollback()?;
+                    return Err(AppError::Corrupt(format!(
+                        "the store refused this device's own event {}: {other:?}",
+                        ev.id()
+                    )));
+                }
+                Err(e) => {
+                    self.store.rollback()?;
+                    return Err(e.into());
+                }
+            }
+        }
+        if let Err(e) = self.store.commit() {
+            let _ = self.store.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Creates a room named `name` with this device as its first admin.
+    /// The name travels encrypted, as the room's first message.
+    pub fn room_create<R: CryptoRng + ?Sized>(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<RoomId, AppError> {
+        if name.len() > crate::room::content::MAX_ROOM_NAME_BYTES {
+            return Err(AppError::BadInput(format!(
+                "room name longer than {} bytes",
+                crate::room::content::MAX_ROOM_NAME_BYTES
+            )));
+        }
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let (mut s, created) = RoomSession::create(&self.identity, &self.card, nonce, now_ms)?;
+        let room = s.room();
+        let mut events = created.release();
+        let content = Content::RoomName(name.to_owned());
+        let named = s.send(&self.identity, &content, now_ms, rng)?;
+        let keys = zeroize::Zeroizing::new(named.keys().to_vec());
+        events.extend(named.release());
+        let pts = last_message_plaintext(&events, &content);
+        self.persist(&room, &keys, &events, &pts, now_ms)?;
+        Ok(room)
+    }
+
+    fn change<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        change: Membership,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        let mut s = self.known_session(room)?;
+        let out = s.change(&self.identity, change, now_ms, rng)?;
+        let keys = zeroize::Zeroizing::new(out.keys().to_vec());
+        let events = out.release();
+        let id = events
+            .first()
+            .map(Event::id)
+            .ok_or_else(|| AppError::Corrupt("a change produced no event".into()))?;
+        self.persist(room, &keys, &events, &[], now_ms)?;
+        Ok(id)
+    }
+
+    /// Invites a contact (a card text, or the device ID of a stored
+    /// contact). Returns the invite event's ID.
+    pub fn room_invite<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        contact: &str,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        let card = self.resolve_contact(contact)?;
+        let (mut s, events) = self.session_with_events(room)?;
+        let name = self.room_name(&mut s, &events)?;
+        let out = s.change(&self.identity, Membership::Invite { card }, now_ms, rng)?;
+        let mut events = out.release();
+        let id = events
+            .first()
+            .map(Event::id)
+            .ok_or_else(|| AppError::Corrupt("an invite produced no event".into()))?;
+        // The invitee receives this device's chain from its current
+        // position, so it cannot read the earlier name event: repeat it.
+        let content = Content::RoomName(name);
+        let named = s.send(&self.identity, &content, now_ms, rng)?;
+        let keys = zeroize::Zeroizing::new(named.keys().to_vec());
+        events.extend(named.release());
+        let pts = last_message_plaintext(&events, &content);
+        self.persist(room, &keys, &events, &pts, now_ms)?;
+        Ok(id)
+    }
+
+    /// Removes a member; this device then starts a new chain shared only
+    /// with the remaining members.
+    pub fn room_remove<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        target: &DeviceId,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        self.change(room, Membership::Remove { target: *target }, now_ms, rng)
+    }
+
+    /// Leaves the room.
+    pub fn room_leave<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        self.change(room, Membership::Leave, now_ms, rng)
+    }
+
+    /// Makes a member an admin.
+    pub fn room_promote<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        target: &DeviceId,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        self.change(room, Membership::Promote { target: *target }, now_ms, rng)
+    }
+
+    /// Takes admin rights away.
+    pub fn room_demote<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        target: &DeviceId,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        self.change(room, Membership::Demote { target: *target }, now_ms, rng)
+    }
+
+    /// Encrypts, signs and durably stores a message. The returned ID is
+    /// acknowledged: the event, the advanced chain state and the plaintext
+    /// were committed together.
+    pub fn send<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        text: &str,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(AppError::BadInput(format!(
+                "message is {} bytes, over the {MAX_TEXT_BYTES}-byte limit",
+                text.len()
+            )));
+        }
+        let mut s = self.known_session(room)?;
+        let content = Content::Text(text.to_owned());
+        let out = s.send(&self.identity, &content, now_ms, rng)?;
+        let keys = zeroize::Zeroizing::new(out.keys().to_vec());
+        let events = out.release();
+        let pts = last_message_plaintext(&events, &content);
+        let id = pts
+            .first()
+            .map(|(id, _)| *id)
+            .ok_or_else(|| AppError::Corrupt("send produced no message".into()))?;
+        self.persist(room, &keys, &events, &pts, now_ms)?;
+        Ok(id)
+    }
+
+    // ---- reading ------------------------------------------------------------
+
+    /// Rooms this device is or was a member of, ascending by room ID.
+    pub fn rooms(&self) -> Result<Vec<RoomInfo>, AppError> {
+        let mut out = Vec::new();
+        for r in self.store.rooms()? {
+            if self.stored_keys(&r.room)?.is_none() {
+                continue;
+            }
+            let (mut s, events) = self.session(&r.room)?;
+            let name = self.room_name(&mut s, &events)?;
+            out.push(RoomInfo {
+                room_id: r.room.to_string(),
+                name,
+                members: member_infos(&s.members()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn room_name(&self, s: &mut RoomSession, events: &[Event]) -> Result<String, AppError> {
+        let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
+        let mut name = String::new();
+        for id in s.dag().display_order() {
+            let Some(ev) = by_id.get(&id) else { continue };
+            if ev.kind() != EventKind::Message {
+                continue;
+            }
+            if let Some(pt) = self.store.get_secret(&pt_key(&id))?
+                && let Ok(Content::RoomName(n)) = Content::from_bytes(&pt)
+            {
+                name = n;
+            }
+        }
+        Ok(name)
+    }
+
+    /// The room's messages in display order (the DAG's deterministic
+    /// topological order), with undecryptable messages and sequence gaps.
+    pub fn messages(&self, room: &RoomId) -> Result<Vec<MessageLine>, AppError> {
+        let (mut s, events) = self.session(room)?;
+        if events.is_empty() {
+            return Err(AppError::UnknownRoom(*room));
+        }
+        let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
+        // Gaps keyed by (sender, first seq after the gap).
+        let mut gaps: BTreeMap<(DeviceId, u64), GapInfo> = s
+            .gaps()
+            .into_iter()
+            .map(|g| {
+                (
+                    (g.sender, g.to_seq.saturating_add(1)),
+                    GapInfo {
+                        sender: g.sender.to_string(),
+                        from_seq: g.from_seq,
+                        to_seq: g.to_seq,
+                    },
+                )
+            })
+            .collect();
+        // Where this device joined: its create or its invites.
+        let me = self.device_id();
+        let order = s.dag().display_order();
+        let joins: Vec<EventId> = order
+            .iter()
+            .filter(|id| {
+                s.dag().node(id).is_some_and(|n| match &n.membership {
+                    Some(Membership::Create { card, .. }) | Some(Membership::Invite { card }) => {
+                        card.device_id == me
+                    }
+                    _ => false,
+                })
+            })
+            .copied()
+            .collect();
+        let mut out = Vec::new();
+        for id in order {
+            let Some(ev) = by_id.get(&id) else { continue };
+            if let Some(gap) = gaps.remove(&(ev.sender(), ev.seq())) {
+                out.push(MessageLine::Gap { gap });
+            }
+            if ev.kind() != EventKind::Message {
+                continue;
+            }
+            let (event_id, sender, ts) =
+                (id.to_string(), ev.sender().to_string(), ev.origin_ts_ms());
+            match self.store.get_secret(&pt_key(&id))? {
+                Some(pt) => match Content::from_bytes(&pt) {
+                    Ok(Content::Text(text)) => out.push(MessageLine::Text {
+                        event_id,
+                        sender,
+                        ts,
+                        text,
+                    }),
+                    Ok(Content::RoomName(_)) => {}
+                    Err(e) => out.push(MessageLine::Undecryptable {
+                        event_id,
+                        sender,
+                        ts,
+                        undecryptable: true,
+                        reason: format!("unsupported content: {e}"),
+                    }),
+                },
+                None => {
+                    let before_join = !joins.iter().any(|j| s.dag().is_ancestor(j, &id));
+                    let reason = match self.store.get_secret(&ud_key(&id))? {
+                        _ if joins.is_empty() => "this device is not in the room".to_owned(),
+                        _ if before_join => "sent before this device joined the room".to_owned(),
+                        Some(r) => String::from_utf8_lossy(&r).into_owned(),
+                        None => "no key for this message".to_owned(),
+                    };
+                    out.push(MessageLine::Undecryptable {
+                        event_id,
+                        sender,
+                        ts,
+                        undecryptable: true,
+                        reason,
+                    });
+                }
+            }
+        }
+        // Gaps before events not yet in the DAG (pending) still show.
+        out.extend(gaps.into_values().map(|gap| MessageLine::Gap { gap }));
+        Ok(out)
+    }
+
+    // ---- bundles --------------------------------------------------------------
+
+    /// A bundle of every stored event of `room` (or of every room), in
+    /// (origin time, ID) order per room.
+    pub fn export(&self, room: Option<&RoomId>, now_ms: u64) -> Result<Vec<u8>, AppError> {
+        let rooms: Vec<RoomId> = match room {
+            Some(r) => vec![*r],
+            None => self.store.rooms()?.into_iter().map(|r| r.room).collect(),
+        };
+        let mut events = Vec::new();
+        for r in &rooms {
+            let evs = self.room_events(r)?;
+            if room.is_some() && evs.is_empty() {
+                return Err(AppError::UnknownRoom(*r));
+            }
+            events.extend(evs);
+            if events.len() > MAX_BUNDLE_EVENTS {
+                return Err(AppError::BadInput(format!(
+                    "more than {MAX_BUNDLE_EVENTS} events; export one room at a time"
+                )));
+            }
+        }
+        Ok(bundle::export(&events, now_ms))
+    }
+
+    /// Verifies a bundle and stores its new events, passing them through
+    /// the rooms' sessions (key shares, decryption, retries). One commit at
+    /// the end: the summary is returned only after it.
+    pub fn import(&mut self, bytes: &[u8], now_ms: u64) -> Result<ImportSummary, AppError> {
+        let store = &self.store;
+        let mut have_err = None;
+        let report = bundle::import(bytes, now_ms, None, |id| {
+            store.has_event(id).unwrap_or_else(|e| {
+                have_err = Some(e);
+                true
+            })
+        })?;
+        if let Some(e) = have_err {
+            return Err(e.into());
+        }
+        let mut sum = ImportSummary {
+            duplicates: report.duplicates,
+            rejections: report
+                .rejected
+                .iter()
+                .map(|r| RejectedInfo {
+                    index: r.index,
+                    event_id: r.event_id.map(|i| i.to_string()),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            ..ImportSummary::default()
+        };
+        // Group by room, keeping bundle order; remember bundle positions.
+        let mut by_room: BTreeMap<RoomId, Vec<&Event>> = BTreeMap::new();
+        for ev in &report.imported {
+            by_room.entry(ev.room()).or_default().push(ev);
+        }
+        let index_of: BTreeMap<EventId, usize> = bundle::parse(bytes)?
+            .1
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Event::decode_unverified(b).ok().map(|e| (e.id(), i)))
+            .collect();
+        let result = (|| {
+            for (room, evs) in &by_room {
+                self.import_room(room, evs, now_ms, &index_of, &mut sum)?;
+            }
+            self.store.commit().map_err(AppError::from)
+        })();
+        if let Err(e) = result {
+            let _ = self.store.rollback();
+            return Err(e);
+        }
+        sum.rejected = sum.rejections.len();
+        Ok(sum)
+    }
+
+    fn import_room(
+        &mut self,
+        room: &RoomId,
+        evs: &[&Event],
+        now_ms: u64,
+        index_of: &BTreeMap<EventId, usize>,
+        sum: &mut ImportSummary,
+    ) -> Result<(), AppError> {
+        let me = self.device_id();
+        let had_keys = self.stored_keys(room)?.is_some();
+        let (mut s, _) = self.session(room)?;
+        let before = s.members();
+        let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
+        let mut rekey = false;
+        for ev in evs {
+            let received = match s.receive(&self.prekeys, ev) {
+                Ok(r) => r,
+                Err(e) => {
+                    sum.rejections.push(RejectedInfo {
+                        index: index_of.get(&ev.id()).copied().unwrap_or(0),
+                        event_id: Some(ev.id().to_string()),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let member = s.members().is_member(&me) || before.is_member(&me);
+            let meta = InsertMeta {
+                priority: if member {
+                    Priority::OwnRoom
+                } else {
+                    Priority::Stranger
+                },
+                source: Source::Import,
+                received_ms: now_ms,
+            };
+            let reject = |reason: String| RejectedInfo {
+                index: index_of.get(&ev.id()).copied().unwrap_or(0),
+                event_id: Some(ev.id().to_string()),
+                reason,
+            };
+            match self.store.insert_event(ev, &meta)? {
+                InsertOutcome::Inserted => sum.imported += 1,
+                InsertOutcome::Duplicate => {
+                    sum.duplicates += 1;
+                    continue;
+                }
+                InsertOutcome::Fork(f) => {
+                    sum.rejections.push(reject(format!(
+                        "fork: sequence {} of this sender is already used by event {}",
+                        f.seq, f.existing
+                    )));
+                    continue;
+                }
+                InsertOutcome::Rejected(r) => {
+                    sum.rejections
+                        .push(reject(format!("not stored: {r:?}").to_lowercase()));
+                    continue;
+                }
+            }
+            if ev.sender() == me {
+                // Another copy of this device sent here: start a new chain.
+                rekey = true;
+            }
+            for r in received {
+                match r {
+                    Received::Message {
+                        event_id, content, ..
+                    } => {
+                        self.store
+                            .put_secret(&pt_key(&event_id), &content.to_bytes())?;
+                        self.store.remove_secret(&ud_key(&event_id))?;
+                    }
+                    Received::Undecryptable {
+                        event_id, reason, ..
+                    } => {
+                        self.store
+                            .put_secret(&ud_key(&event_id), reason.as_bytes())?;
+                    }
+                    Received::KeysInstalled { sender } => {
+                        retry.insert(sender);
+                    }
+                    Received::Membership {
+                        event_id,
+                        rejected: Some(reason),
+                    }
+                    | Received::KeyRejected { event_id, reason } => {
+                        sum.unauthorized.push(UnauthorizedInfo {
+                            event_id: event_id.to_string(),
+                            reason,
+                        });
+                    }
+                    Received::Membership { rejected: None, .. } | Received::Pending { .. } => {}
+                }
+            }
+        }
+        // Messages that arrived before their sender's keys.
+        if !retry.is_empty() {
+            for ev in self.room_events(room)? {
+                if ev.kind() != EventKind::Message
+                    || !retry.contains(&ev.sender())
+                    || ev.sender() == me
+                    || self.store.get_secret(&pt_key(&ev.id()))?.is_some()
+                {
+                    continue;
+                }
+                if let Ok(content) = s.decrypt(&ev) {
+                    self.store
+                        .put_secret(&pt_key(&ev.id()), &content.to_bytes())?;
+                    self.store.remove_secret(&ud_key(&ev.id()))?;
+                }
+            }
+        }
+        let after = s.members();
+        let changed = before.members.keys().ne(after.members.keys());
+        if !(had_keys || after.is_member(&me)) {
+            // A courier: it stores and forwards, and holds no keys.
+            return Ok(());
+        }
+        let mut keys = RoomKeys::from_bytes(&s.keys_bytes()).map_err(SessionError::from)?;
+        if (changed || rekey) && after.is_member(&me) {
+            // A restored session would not know that a new chain is due.
+            keys.outbound = None;
+        }
+        self.store
+            .put_secret(&room_keys_key(room), &keys.to_bytes())?;
+        Ok(())
+    }
+}
+
+fn last_message_plaintext(events: &[Event], content: &Content) -> Vec<(EventId, Vec<u8>)> {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.kind() == EventKind::Message)
+        .map(|e| vec![(e.id(), content.to_bytes())])
+        .unwrap_or_default()
+}
+
+fn member_infos(state: &MembershipState) -> Vec<MemberInfo> {
+    state
+        .members
+        .values()
+        .map(|m| MemberInfo {
+            device_id: m.device.to_string(),
+            name: m.card.name.clone(),
+            admin: m.admin,
+        })
+        .collect()
+}
+
+/// `messages --follow` without a daemon: every `interval`, opens the data
+/// directory, reads the room's messages, closes the store again (so other
+/// commands can use it between polls), and passes each line not shown
+/// before to `emit`. A poll that finds the store in use is skipped. Stops
+/// when `emit` fails or `keep_going` returns false (checked once per poll).
+pub fn follow_messages(
+    dir: &Path,
+    room: &RoomId,
+    interval: Duration,
+    mut now_ms: impl FnMut() -> u64,
+    mut emit: impl FnMut(&MessageLine) -> io::Result<()>,
+    mut keep_going: impl FnMut() -> bool,
+) -> Result<(), AppError> {
+    let mut shown: BTreeSet<String> = BTreeSet::new();
+    loop {
+        match Device::open(dir, now_ms()) {
+            Ok(dev) => {
+                let lines = dev.messages(room);
+                drop(dev);
+                for line in lines? {
+                    let k = serde_json::to_string(&line)
+                        .map_err(|e| AppError::Corrupt(e.to_string()))?;
+                    if shown.insert(k) {
+                        emit(&line).map_err(|source| AppError::Io {
+                            path: PathBuf::from("-"),
+                            source,
+                        })?;
+                    }
+                }
+            }
+            Err(AppError::Store(StoreError::Locked { .. })) => {}
+            Err(e) => return Err(e),
+        }
+        if !keep_going() {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
+}
