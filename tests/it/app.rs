@@ -528,3 +528,42 @@ fn state_survives_reopen_and_follow_polls_without_holding_the_lock() {
     assert_eq!(polls.get(), 3);
     assert_eq!(seen, lines_before, "each line once");
 }
+
+#[test]
+fn remaining_members_rotate_after_a_removal_they_import() {
+    let (mut a, mut b, mut c) = abc();
+    let room = room_with_b(&mut a, &mut b);
+    let c_card = c.card();
+    a.invite(&room, &c_card);
+    let all = a.export(&room);
+    b.import(&all);
+    c.import(&all);
+    // B sends before the removal: C, invited by A, receives B's chain.
+    b.send(&room, "B to everyone");
+    let from_b = b.export(&room);
+    c.import(&from_b);
+    a.import(&from_b);
+    assert_eq!(c.texts(&room), ["B to everyone"]);
+    assert_eq!(a.texts(&room), ["B to everyone"]);
+
+    // A removes C; B learns it from a bundle (and reopens in between).
+    a.remove(&room, &c.id);
+    b.import(&a.export(&room));
+    let secret = b.send(&room, "B without C");
+    let from_b = b.export(&room);
+    a.import(&from_b);
+    c.import(&from_b);
+    assert_eq!(a.texts(&room), ["B to everyone", "B without C"]);
+    assert_eq!(c.texts(&room), ["B to everyone"]);
+    assert!(c.undecryptable(&room).contains(&secret.to_string()));
+    // With every key C retained.
+    let ev = events_of(&from_b)
+        .into_iter()
+        .find(|e| e.id() == secret)
+        .unwrap();
+    let store = c.raw_store();
+    for k in store.secret_keys(b"room-keys/").unwrap() {
+        let mut keys = RoomKeys::from_bytes(&store.get_secret(&k).unwrap().unwrap()).unwrap();
+        assert!(decrypt_message(&mut keys, &ev).is_err());
+    }
+}
