@@ -25,6 +25,7 @@
 //! | [`bundle`] | sneakernet bundles of signed events (export / import) |
 //! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
 //! | [`app`] | one device over one data directory: rooms, send, messages, export/import, commit before acknowledge |
+//! | [`cli`] | clap definitions and runners of CLI areas (rooms), for the thin binary |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
@@ -36,6 +37,7 @@
 pub mod app;
 pub mod bundle;
 pub mod cbor;
+pub mod cli;
 pub mod crypto;
 pub mod event;
 pub mod limits;

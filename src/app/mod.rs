@@ -69,6 +69,8 @@ pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
 pub const CONTACTS_FILE: &str = "contacts.json";
 /// Largest contact book file read.
 pub const MAX_CONTACTS_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Most gap ranges shown per sender and room.
+pub const MAX_GAP_LINES: usize = 256;
 /// Longest message text accepted by [`Device::send`], in bytes (the event
 /// size limit applies after padding and encryption as well).
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
@@ -691,21 +693,28 @@ impl Device {
             return Err(AppError::UnknownRoom(*room));
         }
         let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
-        // Gaps keyed by (sender, first seq after the gap).
-        let mut gaps: BTreeMap<(DeviceId, u64), GapInfo> = s
+        // Gaps keyed by (sender, first seq after the gap): the DAG's and
+        // the store's (which also counts events waiting for predecessors).
+        let mut gaps: BTreeMap<(DeviceId, u64), GapInfo> = BTreeMap::new();
+        let senders: BTreeSet<DeviceId> = events.iter().map(Event::sender).collect();
+        let mut all_gaps: Vec<(DeviceId, u64, u64)> = s
             .gaps()
             .into_iter()
-            .map(|g| {
-                (
-                    (g.sender, g.to_seq.saturating_add(1)),
-                    GapInfo {
-                        sender: g.sender.to_string(),
-                        from_seq: g.from_seq,
-                        to_seq: g.to_seq,
-                    },
-                )
-            })
+            .map(|g| (g.sender, g.from_seq, g.to_seq))
             .collect();
+        for sender in &senders {
+            for g in self.store.gaps(room, sender, MAX_GAP_LINES)? {
+                all_gaps.push((*sender, g.from_seq, g.to_seq));
+            }
+        }
+        for (sender, from_seq, to_seq) in all_gaps {
+            gaps.entry((sender, to_seq.saturating_add(1)))
+                .or_insert_with(|| GapInfo {
+                    sender: sender.to_string(),
+                    from_seq,
+                    to_seq,
+                });
+        }
         // Where this device joined: its create or its invites.
         let me = self.device_id();
         let order = s.dag().display_order();
@@ -721,8 +730,17 @@ impl Device {
             })
             .copied()
             .collect();
+        // Events waiting for predecessors (withheld or not yet received)
+        // are shown after the ordered history, by (time, ID).
+        let in_dag: BTreeSet<EventId> = order.iter().copied().collect();
+        let mut waiting: Vec<&Event> = events
+            .iter()
+            .filter(|e| !in_dag.contains(&e.id()))
+            .collect();
+        waiting.sort_by_key(|e| (e.origin_ts_ms(), e.id()));
+        let full_order = order.iter().copied().chain(waiting.iter().map(|e| e.id()));
         let mut out = Vec::new();
-        for id in order {
+        for id in full_order {
             let Some(ev) = by_id.get(&id) else { continue };
             if let Some(gap) = gaps.remove(&(ev.sender(), ev.seq())) {
                 out.push(MessageLine::Gap { gap });
@@ -752,6 +770,10 @@ impl Device {
                 None => {
                     let before_join = !joins.iter().any(|j| s.dag().is_ancestor(j, &id));
                     let reason = match self.store.get_secret(&ud_key(&id))? {
+                        _ if !in_dag.contains(&id) => {
+                            "waiting for earlier events it cites (withheld or not yet received)"
+                                .to_owned()
+                        }
                         _ if joins.is_empty() => "this device is not in the room".to_owned(),
                         _ if before_join => "sent before this device joined the room".to_owned(),
                         Some(r) => String::from_utf8_lossy(&r).into_owned(),

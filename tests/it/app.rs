@@ -567,3 +567,153 @@ fn remaining_members_rotate_after_a_removal_they_import() {
         assert!(decrypt_message(&mut keys, &ev).is_err());
     }
 }
+
+/// The rooms CLI area through its library runner (the binary flattens
+/// `RoomsCommand` into its own commands), checking the JSON contract.
+mod cli {
+    use super::*;
+    use clap::Parser;
+    use meshrelay::cli::rooms::{EXIT_BAD_INPUT, RoomsCommand, run};
+    use serde_json::Value;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: RoomsCommand,
+    }
+
+    fn cli(dir: &Path, args: &[&str]) -> Result<String, u8> {
+        let parsed = Cli::try_parse_from(std::iter::once("meshrelay").chain(args.iter().copied()))
+            .map_err(|_| EXIT_BAD_INPUT)?;
+        let mut out = Vec::new();
+        run(&parsed.cmd, dir, &mut out).map_err(|e| e.code)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object().unwrap().keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn json_contract() {
+        let (mut a, mut b, _c) = abc();
+        let (ad, bd) = (a.dir.clone(), b.dir.clone());
+        let created: Value =
+            serde_json::from_str(&cli(&ad, &["room", "create", "ops", "--json"]).unwrap()).unwrap();
+        assert_eq!(keys(&created), ["room_id"]);
+        let room = created["room_id"].as_str().unwrap().to_owned();
+        let b_card = b.card();
+        cli(&ad, &["room", "invite", &room, &b_card]).unwrap();
+        let sent: Value =
+            serde_json::from_str(&cli(&ad, &["send", &room, "hi from A", "--json"]).unwrap())
+                .unwrap();
+        assert_eq!(keys(&sent), ["event_id"]);
+
+        let rooms: Value = serde_json::from_str(&cli(&ad, &["rooms", "--json"]).unwrap()).unwrap();
+        let r = &rooms.as_array().unwrap()[0];
+        assert_eq!(keys(r), ["members", "name", "room_id"]);
+        assert_eq!(r["name"], "ops");
+        assert_eq!(keys(&r["members"][0]), ["admin", "device_id", "name"]);
+
+        let file = a._tmp.path().join("ops.bundle");
+        let file = file.to_str().unwrap();
+        assert_eq!(cli(&ad, &["export", "--room", &room, file]).unwrap(), "");
+        let imported: Value = serde_json::from_str(&cli(&bd, &["import", file]).unwrap()).unwrap();
+        for k in ["imported", "duplicates", "rejected"] {
+            assert!(imported.get(k).is_some(), "{imported}");
+        }
+        assert!(imported["imported"].as_u64().unwrap() > 0);
+        assert_eq!(imported["rejected"], 0);
+        let again: Value = serde_json::from_str(&cli(&bd, &["import", file]).unwrap()).unwrap();
+        assert_eq!(again["imported"], 0);
+
+        let lines = cli(&bd, &["messages", &room, "--json"]).unwrap();
+        let lines: Vec<Value> = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let text = lines.iter().find(|l| l.get("text").is_some()).unwrap();
+        assert_eq!(keys(text), ["event_id", "sender", "text", "ts"]);
+        assert_eq!(text["text"], "hi from A");
+        assert_eq!(text["event_id"], sent["event_id"]);
+        let unreadable = lines
+            .iter()
+            .find(|l| l.get("undecryptable").is_some())
+            .unwrap();
+        assert_eq!(
+            keys(unreadable),
+            ["event_id", "reason", "sender", "ts", "undecryptable"]
+        );
+
+        // Bad input exits 2.
+        assert_eq!(cli(&ad, &["send", "nothex", "x"]), Err(EXIT_BAD_INPUT));
+        assert_eq!(
+            cli(&ad, &["room", "invite", &room, "MRC1:forged"]),
+            Err(EXIT_BAD_INPUT)
+        );
+        assert_eq!(
+            cli(&ad, &["send", &"ab".repeat(16), "x"]),
+            Err(EXIT_BAD_INPUT)
+        );
+        let _ = (&mut a, &mut b);
+    }
+
+    #[test]
+    fn gap_lines_have_the_contract_shape() {
+        let line = MessageLine::Gap {
+            gap: meshrelay::app::GapInfo {
+                sender: "mr1x".into(),
+                from_seq: 2,
+                to_seq: 3,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"gap":{"sender":"mr1x","from_seq":2,"to_seq":3}}"#
+        );
+    }
+}
+
+#[test]
+fn withheld_message_shows_a_gap_and_a_waiting_line_until_it_arrives() {
+    let (mut a, mut b, _c) = abc();
+    let room = room_with_b(&mut a, &mut b);
+    a.send(&room, "one");
+    let two = a.send(&room, "two");
+    let three = a.send(&room, "three");
+    let full = a.export(&room);
+    let withheld: Vec<Vec<u8>> = events_of(&full)
+        .iter()
+        .filter(|e| e.id() != two)
+        .map(|e| e.bytes().to_vec())
+        .collect();
+    let sum = b.import(&raw_bundle(&withheld));
+    assert_eq!(sum.rejected, 0, "{sum:?}");
+    let lines = b.messages(&room);
+    let two_seq = events_of(&full)
+        .iter()
+        .find(|e| e.id() == two)
+        .unwrap()
+        .seq();
+    assert!(
+        lines.iter().any(|l| matches!(l, MessageLine::Gap { gap }
+            if gap.sender == a.id.to_string() && gap.from_seq == two_seq && gap.to_seq == two_seq)),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(
+            |l| matches!(l, MessageLine::Undecryptable { event_id, reason, .. }
+            if *event_id == three.to_string() && reason.contains("waiting"))
+        ),
+        "{lines:#?}"
+    );
+    assert_eq!(b.texts(&room), ["one"]);
+    // The withheld event arrives: everything reads, no gap remains.
+    b.import(&full);
+    assert_eq!(b.texts(&room), ["one", "two", "three"]);
+    assert!(
+        !b.messages(&room)
+            .iter()
+            .any(|l| matches!(l, MessageLine::Gap { .. }))
+    );
+}
