@@ -558,18 +558,22 @@ impl Device {
         let (mut s, events) = self.session_with_events(room)?;
         let name = self.room_name(&mut s, &events)?;
         let out = s.change(&self.identity, Membership::Invite { card }, now_ms, rng)?;
+        let mut keys = zeroize::Zeroizing::new(out.keys().to_vec());
         let mut events = out.release();
         let id = events
             .first()
             .map(Event::id)
             .ok_or_else(|| AppError::Corrupt("an invite produced no event".into()))?;
-        // The invitee receives this device's chain from its current
-        // position, so it cannot read the earlier name event: repeat it.
-        let content = Content::RoomName(name);
-        let named = s.send(&self.identity, &content, now_ms, rng)?;
-        let keys = zeroize::Zeroizing::new(named.keys().to_vec());
-        events.extend(named.release());
-        let pts = last_message_plaintext(&events, &content);
+        let mut pts = Vec::new();
+        if !name.is_empty() {
+            // The invitee receives this device's chain from its current
+            // position, so it cannot read the earlier name event: repeat it.
+            let content = Content::RoomName(name);
+            let named = s.send(&self.identity, &content, now_ms, rng)?;
+            keys = zeroize::Zeroizing::new(named.keys().to_vec());
+            events.extend(named.release());
+            pts = last_message_plaintext(&events, &content);
+        }
         self.persist(room, &keys, &events, &pts, now_ms)?;
         Ok(id)
     }

@@ -717,3 +717,40 @@ fn withheld_message_shows_a_gap_and_a_waiting_line_until_it_arrives() {
             .any(|l| matches!(l, MessageLine::Gap { .. }))
     );
 }
+
+#[test]
+fn promote_demote_and_leave_are_durable() {
+    let (mut a, mut b, _c) = abc();
+    let room = room_with_b(&mut a, &mut b);
+    let bid = b.id;
+    let admin_of = |d: &mut Dev, who: &DeviceId| {
+        d.members(&room)
+            .into_iter()
+            .find(|(m, _)| *m == who.to_string())
+            .map(|(_, admin)| admin)
+    };
+    a.promote(&room, &b.id);
+    assert_eq!(admin_of(&mut a, &b.id), Some(true));
+    {
+        let (now, mut d) = (a.now(), a.open());
+        d.room_demote(&room, &b.id, now, &mut a.rng).unwrap();
+    }
+    assert_eq!(admin_of(&mut a, &b.id), Some(false));
+    b.import(&a.export(&room));
+    assert_eq!(admin_of(&mut b, &bid), Some(false));
+    // A non-admin cannot remove anyone.
+    {
+        let (now, mut d) = (b.now(), b.open());
+        assert!(d.room_remove(&room, &a.id, now, &mut b.rng).is_err());
+    }
+    {
+        let (now, mut d) = (b.now(), b.open());
+        d.room_leave(&room, now, &mut b.rng).unwrap();
+    }
+    assert_eq!(admin_of(&mut b, &bid), None);
+    a.import(&b.export(&room));
+    assert_eq!(a.members(&room), vec![(a.id.to_string(), true)]);
+    // The room stays listed for B (it was a member), without B in it.
+    assert_eq!(b.rooms().len(), 1);
+    assert_eq!(b.rooms()[0].name, "field ops");
+}
