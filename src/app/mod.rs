@@ -71,9 +71,9 @@ pub const CONTACTS_FILE: &str = "contacts.json";
 pub const MAX_CONTACTS_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Most gap ranges shown per sender and room.
 pub const MAX_GAP_LINES: usize = 256;
-/// Longest message text accepted by [`Device::send`], in bytes (the event
-/// size limit applies after padding and encryption as well).
-pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// Longest message text accepted by [`Device::send`], in UTF-8 bytes: the
+/// padding limit minus headroom for the content encoding (at most 6 bytes).
+pub const MAX_TEXT_BYTES: usize = crate::crypto::padding::MAX_PLAINTEXT_BYTES - 16;
 
 /// Why an application operation failed.
 #[derive(Debug, Error)]

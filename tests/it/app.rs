@@ -754,3 +754,20 @@ fn promote_demote_and_leave_are_durable() {
     assert_eq!(b.rooms().len(), 1);
     assert_eq!(b.rooms()[0].name, "field ops");
 }
+
+#[test]
+fn longest_text_is_sent_and_read_and_one_more_byte_is_refused() {
+    let (mut a, mut b, _c) = abc();
+    let room = room_with_b(&mut a, &mut b);
+    let long = "x".repeat(app::MAX_TEXT_BYTES);
+    a.send(&room, &long);
+    {
+        let (now, mut d) = (a.now(), a.open());
+        let err = d
+            .send(&room, &format!("{long}y"), now, &mut a.rng)
+            .unwrap_err();
+        assert!(matches!(err, app::AppError::BadInput(_)), "{err}");
+    }
+    b.import(&a.export(&room));
+    assert_eq!(b.texts(&room), [long]);
+}
