@@ -785,8 +785,9 @@ fn wall_ms() -> u64 {
 /// The child of [`send_survives_sigkill`]: sends messages through the
 /// library path the CLI uses (open, send, drop) and prints each event ID
 /// once `send` returned, i.e. once it is acknowledged. Does nothing in a
-/// normal test run.
+/// normal test run (hence ignored; the parent runs it with `--ignored`).
 #[test]
+#[ignore = "child process of send_survives_sigkill"]
 fn crash_child() {
     let Some(dir) = std::env::var_os(CRASH_CHILD_ENV) else {
         return;
@@ -835,6 +836,7 @@ fn send_survives_sigkill() {
             .args([
                 "--exact",
                 "app::crash_child",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -845,17 +847,24 @@ fn send_survives_sigkill() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| l.strip_prefix("ACK ").map(str::to_owned))
-                .collect::<Vec<_>>()
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(id) = line.strip_prefix("ACK ") {
+                    let _ = tx.send(id.to_owned());
+                }
+            }
         });
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
+        // Kill at a random moment once the child is sending.
+        let first = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("child sends");
+        acked.push(first);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        acked.extend(reader.join().unwrap());
+        reader.join().unwrap();
+        acked.extend(rx.try_iter());
         // The store opens cleanly and holds every acknowledged message,
         // readable, exactly once.
         a.clock = wall_ms();
@@ -882,4 +891,78 @@ fn send_survives_sigkill() {
             "B cannot read acknowledged {id}: a chain position was lost or reused"
         );
     }
+}
+
+/// The binary flattens the rooms commands into its own enum; this is the
+/// shape the lead hooks in, parsed the way the binary parses it.
+mod hook {
+    use clap::{Parser, Subcommand};
+    use meshrelay::cli::rooms::{RoomAction, RoomsCommand};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[arg(long, global = true)]
+        data_dir: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        Init,
+        #[command(flatten)]
+        Rooms(RoomsCommand),
+    }
+
+    #[test]
+    fn rooms_commands_flatten_into_the_binary() {
+        let p = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command);
+        assert!(matches!(p(&["m", "init"]), Ok(Command::Init)));
+        assert!(matches!(
+            p(&["m", "--data-dir", "/x", "room", "create", "ops", "--json"]),
+            Ok(Command::Rooms(RoomsCommand::Room {
+                action: RoomAction::Create { json: true, .. }
+            }))
+        ));
+        assert!(matches!(
+            p(&["m", "messages", "ab", "--follow", "--json"]),
+            Ok(Command::Rooms(RoomsCommand::Messages {
+                follow: true,
+                json: true,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            p(&["m", "export", "--room", "ab", "-"]),
+            Ok(Command::Rooms(RoomsCommand::Export { .. }))
+        ));
+        assert!(matches!(
+            p(&["m", "import", "-"]),
+            Ok(Command::Rooms(RoomsCommand::Import { .. }))
+        ));
+        assert!(matches!(
+            p(&["m", "rooms"]),
+            Ok(Command::Rooms(RoomsCommand::Rooms { json: false }))
+        ));
+        assert!(p(&["m", "room", "remove", "ab"]).is_err());
+    }
+}
+
+#[test]
+fn invite_by_device_id_from_the_contact_book_file() {
+    let (mut a, mut b, _c) = abc();
+    let room = a.create("book");
+    // The contact book `meshrelay contact add` writes (contacts.json).
+    let book = serde_json::json!({ "version": 1, "cards": [b.card()] });
+    std::fs::write(a.dir.join("contacts.json"), book.to_string()).unwrap();
+    a.invite(&room, &b.id.to_string());
+    b.import(&a.export(&room));
+    assert_eq!(b.rooms()[0].name, "book");
+    // An unknown device ID is refused with a clear error.
+    let (now, mut d) = (a.now(), a.open());
+    let stranger = Dev::new(99, "Zed").id;
+    let err = d
+        .room_invite(&room, &stranger.to_string(), now, &mut a.rng)
+        .unwrap_err();
+    assert!(err.to_string().contains("no stored contact"), "{err}");
 }
