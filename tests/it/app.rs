@@ -659,6 +659,38 @@ mod cli {
     }
 
     #[test]
+    fn demo_shares_a_room_through_a_bundle() {
+        let mut out = Vec::new();
+        meshrelay::cli::rooms::demo(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Bo reads"), "{text}");
+        assert!(text.contains("Water point at the north gate"), "{text}");
+        assert!(text.contains("can read 0 of them"), "{text}");
+        assert!(text.contains("0 new"), "{text}");
+        assert!(text.contains("Bo sees"), "{text}");
+        assert!(!text.contains("Moving to the south camp"), "{text}");
+    }
+
+    #[test]
+    fn decode_describes_a_bundle_without_decrypting() {
+        let (mut a, mut b, _c) = abc();
+        let room = room_with_b(&mut a, &mut b);
+        a.send(&room, "secret words");
+        let bytes = a.export(&room);
+        assert!(meshrelay::cli::rooms::is_bundle(&bytes));
+        assert!(!meshrelay::cli::rooms::is_bundle(b"MRC1:xyz"));
+        let v = meshrelay::cli::rooms::bundle_json(&bytes, a.now()).unwrap();
+        let evs = v["bundle"]["events"].as_array().unwrap();
+        assert_eq!(evs.len(), events_of(&bytes).len());
+        assert!(
+            evs.iter()
+                .all(|e| e["valid"] == true && e["room"] == room.to_string())
+        );
+        assert!(evs.iter().any(|e| e["kind"] == "key_share"));
+        assert!(!v.to_string().contains("secret words"));
+    }
+
+    #[test]
     fn gap_lines_have_the_contract_shape() {
         let line = MessageLine::Gap {
             gap: meshrelay::app::GapInfo {
