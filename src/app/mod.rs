@@ -991,6 +991,16 @@ impl Device {
         }
         let after = s.members();
         let changed = before.members.keys().ne(after.members.keys());
+        if after.is_member(&me) && !before.is_member(&me) {
+            // Joined: what this device carried as a courier is now its own
+            // room's history (a higher retention class).
+            for ev in self.room_events(room)? {
+                if self.store.event_info(&ev.id())?.map(|i| i.priority) == Some(Priority::Stranger)
+                {
+                    self.store.set_priority(&ev.id(), Priority::OwnRoom)?;
+                }
+            }
+        }
         if !(had_keys || after.is_member(&me)) {
             // A courier: it stores and forwards, and holds no keys.
             return Ok(());

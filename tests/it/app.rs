@@ -8,6 +8,7 @@
 //! reopening.
 
 use std::cell::Cell;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::room::keys::decrypt_message;
 use meshrelay::room::{Membership, RoomKeys};
 use meshrelay::store::redb_backend::STORE_FILE_NAME;
-use meshrelay::store::{RedbStore, Store, StoreConfig};
+use meshrelay::store::{Priority, RedbStore, Store, StoreConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -334,6 +335,25 @@ fn forged_invite_by_non_admin_is_refused() {
     c.import(&a.export(&room));
     assert!(c.rooms().is_empty());
     assert!(!c.texts(&room).iter().any(|t| t == "not for C"));
+    // C carried the room as a stranger's; once validly invited, the same
+    // events are its own room's history and it reads what follows.
+    let priorities = |d: &Dev| -> Vec<Priority> {
+        let store = d.raw_store();
+        store
+            .room_items(&room, (Bound::Unbounded, Bound::Unbounded), 1000)
+            .unwrap()
+            .iter()
+            .map(|it| store.event_info(&it.id).unwrap().unwrap().priority)
+            .collect()
+    };
+    assert!(priorities(&c).iter().all(|p| *p == Priority::Stranger));
+    let c_card = c.card();
+    a.invite(&room, &c_card);
+    a.send(&room, "now for C");
+    c.import(&a.export(&room));
+    assert_eq!(c.rooms().len(), 1);
+    assert_eq!(c.texts(&room), ["now for C"]);
+    assert!(priorities(&c).iter().all(|p| *p == Priority::OwnRoom));
 }
 
 #[test]
