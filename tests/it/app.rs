@@ -1018,3 +1018,60 @@ fn invite_by_device_id_from_the_contact_book_file() {
         .unwrap_err();
     assert!(err.to_string().contains("no stored contact"), "{err}");
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Damaged bundles never panic the importer, never store an event
+        /// that does not verify, and leave the room readable.
+        #[test]
+        fn damaged_bundles_are_handled(flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+                                       cut in proptest::option::of(any::<prop::sample::Index>())) {
+            thread_local! {
+                static FIXTURE: std::cell::RefCell<Option<(Dev, Dev, RoomId, Vec<u8>)>> = const { std::cell::RefCell::new(None) };
+            }
+            FIXTURE.with(|f| {
+                let mut f = f.borrow_mut();
+                let (a, b, room, bytes) = f.get_or_insert_with(|| {
+                    let (mut a, mut b, _c) = abc();
+                    let room = a.create("fuzz");
+                    let b_card = b.card();
+                    a.invite(&room, &b_card);
+                    a.send(&room, "payload");
+                    let bytes = a.export(&room);
+                    (a, b, room, bytes)
+                });
+                let mut bad = bytes.clone();
+                for (i, x) in &flips {
+                    let i = i.index(bad.len());
+                    bad[i] ^= x;
+                }
+                if let Some(c) = cut {
+                    bad.truncate(c.index(bad.len()));
+                }
+                let now = b.now();
+                let mut d = Device::open(&b.dir, now).unwrap();
+                if let Ok(sum) = d.import(&bad, now) {
+                    prop_assert_eq!(sum.rejected, sum.rejections.len());
+                }
+                drop(d);
+                // Everything stored verifies.
+                let store = b.raw_store();
+                for r in store.rooms().unwrap() {
+                    for it in store.room_items(&r.room, (Bound::Unbounded, Bound::Unbounded), 10_000).unwrap() {
+                        let ev = store.get_event(&it.id).unwrap().unwrap();
+                        prop_assert!(Event::decode(&ev).is_ok());
+                    }
+                }
+                drop(store);
+                let _ = b.open().messages(room);
+                let _ = a;
+                Ok(())
+            })?;
+        }
+    }
+}
