@@ -1023,6 +1023,9 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
+    /// Devices A and B, their room, and A's bundle of it.
+    type Fixture = (Dev, Dev, RoomId, Vec<u8>);
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -1032,7 +1035,7 @@ mod fuzz {
         fn damaged_bundles_are_handled(flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
                                        cut in proptest::option::of(any::<prop::sample::Index>())) {
             thread_local! {
-                static FIXTURE: std::cell::RefCell<Option<(Dev, Dev, RoomId, Vec<u8>)>> = const { std::cell::RefCell::new(None) };
+                static FIXTURE: std::cell::RefCell<Option<Fixture>> = const { std::cell::RefCell::new(None) };
             }
             FIXTURE.with(|f| {
                 let mut f = f.borrow_mut();
