@@ -31,26 +31,29 @@
 //! then starts a new chain (epoch) shared with exactly the current members.
 
 mod files;
+mod follow;
+mod import;
+mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rand_core::CryptoRng;
-use serde::Serialize;
 use thiserror::Error;
 
 pub use files::{CARD_FILE, IDENTITY_FILE, load_identity, write_identity};
+pub use follow::follow_messages;
+pub use types::{
+    GapInfo, ImportSummary, MemberInfo, MessageLine, RejectedInfo, RoomInfo, UnauthorizedInfo,
+};
 
 use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
 use crate::crypto::key_share::PrekeyRing;
 use crate::crypto::{ContactCard, DeviceId, Identity};
 use crate::event::{Event, EventId, EventKind, RoomId};
-use crate::room::{
-    Content, Membership, MembershipState, Received, RoomKeys, RoomSession, SessionError,
-};
+use crate::room::{Content, Membership, MembershipState, RoomKeys, RoomSession, SessionError};
 use crate::store::redb_backend::STORE_FILE_NAME;
 use crate::store::{
     InsertMeta, InsertOutcome, MAX_LIST_LIMIT, Priority, RedbStore, Source, Store, StoreConfig,
@@ -116,112 +119,6 @@ pub enum AppError {
     /// Stored data is inconsistent.
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
-}
-
-/// One member as `rooms` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberInfo {
-    /// Device ID (`mr1…`).
-    pub device_id: String,
-    /// Display name from the member's contact card.
-    pub name: String,
-    /// Whether the member is an admin.
-    pub admin: bool,
-}
-
-/// One room as `rooms` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RoomInfo {
-    /// Room ID (hex).
-    pub room_id: String,
-    /// Room name (from the latest readable name event; empty if none).
-    pub name: String,
-    /// Current members, by device ID.
-    pub members: Vec<MemberInfo>,
-}
-
-/// A detected per-sender sequence gap.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct GapInfo {
-    /// Sender device ID.
-    pub sender: String,
-    /// First missing sequence number.
-    pub from_seq: u64,
-    /// Last missing sequence number.
-    pub to_seq: u64,
-}
-
-/// One line of `messages` output (serialises to the CLI's JSON shapes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum MessageLine {
-    /// A readable message: `{"event_id","sender","ts","text"}`.
-    Text {
-        /// Event ID.
-        event_id: String,
-        /// Sender device ID.
-        sender: String,
-        /// Origin timestamp (ms).
-        ts: u64,
-        /// The text.
-        text: String,
-    },
-    /// A message this device cannot read:
-    /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.
-    Undecryptable {
-        /// Event ID.
-        event_id: String,
-        /// Sender device ID.
-        sender: String,
-        /// Origin timestamp (ms).
-        ts: u64,
-        /// Always true.
-        undecryptable: bool,
-        /// Why.
-        reason: String,
-    },
-    /// A detected gap: `{"gap":{"sender","from_seq","to_seq"}}`.
-    Gap {
-        /// The gap.
-        gap: GapInfo,
-    },
-}
-
-/// One event an import rejected (never stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RejectedInfo {
-    /// Position in the bundle.
-    pub index: usize,
-    /// Event ID, when the event decoded far enough.
-    pub event_id: Option<String>,
-    /// Why.
-    pub reason: String,
-}
-
-/// A stored event that changes nothing: a membership change no valid admin
-/// signed, or a key share or prekey update from a non-member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UnauthorizedInfo {
-    /// Event ID.
-    pub event_id: String,
-    /// Why it has no effect.
-    pub reason: String,
-}
-
-/// What an import did: `{"imported","duplicates","rejected"}` plus details.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ImportSummary {
-    /// New events stored.
-    pub imported: usize,
-    /// Events already held (or repeated in the bundle).
-    pub duplicates: usize,
-    /// Events rejected and not stored.
-    pub rejected: usize,
-    /// The rejected events with their reasons.
-    pub rejections: Vec<RejectedInfo>,
-    /// Stored events that were refused by room authorization (a courier
-    /// keeps them because others may cite them; they change nothing).
-    pub unauthorized: Vec<UnauthorizedInfo>,
 }
 
 fn key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
@@ -822,198 +719,6 @@ impl Device {
         }
         Ok(bundle::export(&events, now_ms))
     }
-
-    /// Verifies a bundle and stores its new events, passing them through
-    /// the rooms' sessions (key shares, decryption, retries). One commit at
-    /// the end: the summary is returned only after it.
-    pub fn import(&mut self, bytes: &[u8], now_ms: u64) -> Result<ImportSummary, AppError> {
-        let store = &self.store;
-        let mut have_err = None;
-        let report = bundle::import(bytes, now_ms, None, |id| {
-            store.has_event(id).unwrap_or_else(|e| {
-                have_err = Some(e);
-                true
-            })
-        })?;
-        if let Some(e) = have_err {
-            return Err(e.into());
-        }
-        let mut sum = ImportSummary {
-            duplicates: report.duplicates,
-            rejections: report
-                .rejected
-                .iter()
-                .map(|r| RejectedInfo {
-                    index: r.index,
-                    event_id: r.event_id.map(|i| i.to_string()),
-                    reason: r.reason.clone(),
-                })
-                .collect(),
-            ..ImportSummary::default()
-        };
-        // Group by room, keeping bundle order; remember bundle positions.
-        let mut by_room: BTreeMap<RoomId, Vec<&Event>> = BTreeMap::new();
-        for ev in &report.imported {
-            by_room.entry(ev.room()).or_default().push(ev);
-        }
-        let index_of: BTreeMap<EventId, usize> = bundle::parse(bytes)?
-            .1
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| Event::decode_unverified(b).ok().map(|e| (e.id(), i)))
-            .collect();
-        let result = (|| {
-            for (room, evs) in &by_room {
-                self.import_room(room, evs, now_ms, &index_of, &mut sum)?;
-            }
-            self.store.commit().map_err(AppError::from)
-        })();
-        if let Err(e) = result {
-            let _ = self.store.rollback();
-            return Err(e);
-        }
-        sum.rejected = sum.rejections.len();
-        Ok(sum)
-    }
-
-    fn import_room(
-        &mut self,
-        room: &RoomId,
-        evs: &[&Event],
-        now_ms: u64,
-        index_of: &BTreeMap<EventId, usize>,
-        sum: &mut ImportSummary,
-    ) -> Result<(), AppError> {
-        let me = self.device_id();
-        let had_keys = self.stored_keys(room)?.is_some();
-        let (mut s, _) = self.session(room)?;
-        let before = s.members();
-        let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
-        let mut rekey = false;
-        for ev in evs {
-            let received = match s.receive(&self.prekeys, ev) {
-                Ok(r) => r,
-                Err(e) => {
-                    sum.rejections.push(RejectedInfo {
-                        index: index_of.get(&ev.id()).copied().unwrap_or(0),
-                        event_id: Some(ev.id().to_string()),
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            let member = s.members().is_member(&me) || before.is_member(&me);
-            let meta = InsertMeta {
-                priority: if member {
-                    Priority::OwnRoom
-                } else {
-                    Priority::Stranger
-                },
-                source: Source::Import,
-                received_ms: now_ms,
-            };
-            let reject = |reason: String| RejectedInfo {
-                index: index_of.get(&ev.id()).copied().unwrap_or(0),
-                event_id: Some(ev.id().to_string()),
-                reason,
-            };
-            match self.store.insert_event(ev, &meta)? {
-                InsertOutcome::Inserted => sum.imported += 1,
-                InsertOutcome::Duplicate => {
-                    sum.duplicates += 1;
-                    continue;
-                }
-                InsertOutcome::Fork(f) => {
-                    sum.rejections.push(reject(format!(
-                        "fork: sequence {} of this sender is already used by event {}",
-                        f.seq, f.existing
-                    )));
-                    continue;
-                }
-                InsertOutcome::Rejected(r) => {
-                    sum.rejections
-                        .push(reject(format!("not stored: {r:?}").to_lowercase()));
-                    continue;
-                }
-            }
-            if ev.sender() == me {
-                // Another copy of this device sent here: start a new chain.
-                rekey = true;
-            }
-            for r in received {
-                match r {
-                    Received::Message {
-                        event_id, content, ..
-                    } => {
-                        self.store
-                            .put_secret(&pt_key(&event_id), &content.to_bytes())?;
-                        self.store.remove_secret(&ud_key(&event_id))?;
-                    }
-                    Received::Undecryptable {
-                        event_id, reason, ..
-                    } => {
-                        self.store
-                            .put_secret(&ud_key(&event_id), reason.as_bytes())?;
-                    }
-                    Received::KeysInstalled { sender } => {
-                        retry.insert(sender);
-                    }
-                    Received::Membership {
-                        event_id,
-                        rejected: Some(reason),
-                    }
-                    | Received::KeyRejected { event_id, reason } => {
-                        sum.unauthorized.push(UnauthorizedInfo {
-                            event_id: event_id.to_string(),
-                            reason,
-                        });
-                    }
-                    Received::Membership { rejected: None, .. } | Received::Pending { .. } => {}
-                }
-            }
-        }
-        // Messages that arrived before their sender's keys.
-        if !retry.is_empty() {
-            for ev in self.room_events(room)? {
-                if ev.kind() != EventKind::Message
-                    || !retry.contains(&ev.sender())
-                    || ev.sender() == me
-                    || self.store.get_secret(&pt_key(&ev.id()))?.is_some()
-                {
-                    continue;
-                }
-                if let Ok(content) = s.decrypt(&ev) {
-                    self.store
-                        .put_secret(&pt_key(&ev.id()), &content.to_bytes())?;
-                    self.store.remove_secret(&ud_key(&ev.id()))?;
-                }
-            }
-        }
-        let after = s.members();
-        let changed = before.members.keys().ne(after.members.keys());
-        if after.is_member(&me) && !before.is_member(&me) {
-            // Joined: what this device carried as a courier is now its own
-            // room's history (a higher retention class).
-            for ev in self.room_events(room)? {
-                if self.store.event_info(&ev.id())?.map(|i| i.priority) == Some(Priority::Stranger)
-                {
-                    self.store.set_priority(&ev.id(), Priority::OwnRoom)?;
-                }
-            }
-        }
-        if !(had_keys || after.is_member(&me)) {
-            // A courier: it stores and forwards, and holds no keys.
-            return Ok(());
-        }
-        let mut keys = RoomKeys::from_bytes(&s.keys_bytes()).map_err(SessionError::from)?;
-        if (changed || rekey) && after.is_member(&me) {
-            // A restored session would not know that a new chain is due.
-            keys.outbound = None;
-        }
-        self.store
-            .put_secret(&room_keys_key(room), &keys.to_bytes())?;
-        Ok(())
-    }
 }
 
 fn last_message_plaintext(events: &[Event], content: &Content) -> Vec<(EventId, Vec<u8>)> {
@@ -1035,44 +740,4 @@ fn member_infos(state: &MembershipState) -> Vec<MemberInfo> {
             admin: m.admin,
         })
         .collect()
-}
-
-/// `messages --follow` without a daemon: every `interval`, opens the data
-/// directory, reads the room's messages, closes the store again (so other
-/// commands can use it between polls), and passes each line not shown
-/// before to `emit`. A poll that finds the store in use is skipped. Stops
-/// when `emit` fails or `keep_going` returns false (checked once per poll).
-pub fn follow_messages(
-    dir: &Path,
-    room: &RoomId,
-    interval: Duration,
-    mut now_ms: impl FnMut() -> u64,
-    mut emit: impl FnMut(&MessageLine) -> io::Result<()>,
-    mut keep_going: impl FnMut() -> bool,
-) -> Result<(), AppError> {
-    let mut shown: BTreeSet<String> = BTreeSet::new();
-    loop {
-        match Device::open(dir, now_ms()) {
-            Ok(dev) => {
-                let lines = dev.messages(room);
-                drop(dev);
-                for line in lines? {
-                    let k = serde_json::to_string(&line)
-                        .map_err(|e| AppError::Corrupt(e.to_string()))?;
-                    if shown.insert(k) {
-                        emit(&line).map_err(|source| AppError::Io {
-                            path: PathBuf::from("-"),
-                            source,
-                        })?;
-                    }
-                }
-            }
-            Err(AppError::Store(StoreError::Locked { .. })) => {}
-            Err(e) => return Err(e),
-        }
-        if !keep_going() {
-            return Ok(());
-        }
-        std::thread::sleep(interval);
-    }
 }
