@@ -27,6 +27,8 @@
 //! | [`app`] | one device over one data directory: rooms, send, messages, export/import, commit before acknowledge |
 //! | [`cli`] | clap definitions and runners of CLI areas (rooms), for the thin binary |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
+//! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
+//! | [`transport`] | adapters: the Matrix homeserver transport room |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -38,9 +40,13 @@ pub mod app;
 pub mod bundle;
 pub mod cbor;
 pub mod cli;
+pub mod contacts;
 pub mod crypto;
+pub mod datadir;
 pub mod event;
+pub mod inspect;
 pub mod limits;
 pub mod proto;
 pub mod room;
 pub mod store;
+pub mod transport;

@@ -282,7 +282,7 @@ impl SimNet {
 
     /// Node `i` publishes an already signed event.
     pub fn publish_event(&mut self, i: usize, ev: Event) {
-        self.input(i, Input::Command(Command::Publish(ev)));
+        self.input(i, Input::Command(Command::Publish(Box::new(ev))));
     }
 
     /// Feeds one input to node `i` now, then commits and drains.

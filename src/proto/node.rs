@@ -814,10 +814,10 @@ impl<S: Store, R: Rng> Node<S, R> {
             .collect();
         let mut grafts: BTreeMap<LinkId, Vec<EventId>> = BTreeMap::new();
         for id in expired {
-            if let Some((link, _)) = self.pending_ihave.remove(&id) {
-                if !self.store.has_event(&id)? {
-                    grafts.entry(link).or_default().push(id);
-                }
+            if let Some((link, _)) = self.pending_ihave.remove(&id)
+                && !self.store.has_event(&id)?
+            {
+                grafts.entry(link).or_default().push(id);
             }
         }
         for (link, ids) in grafts {

@@ -1,5 +1,10 @@
-//! One integration-test binary, one module per area.
+//! All integration tests, in one binary (ruma style): one module per area.
 
 mod app;
+mod cli;
+mod fuzz_corpus;
+mod homeserver;
 mod rooms;
 mod rooms_vectors;
+mod roundtrip;
+mod vectors;

@@ -1,0 +1,3 @@
+//! Adapters that carry events beyond the sans-IO core.
+
+pub mod homeserver;
