@@ -30,7 +30,6 @@
 //! erases its outbound chain when it stores such a change: the next send
 //! then starts a new chain (epoch) shared with exactly the current members.
 
-mod files;
 mod follow;
 mod import;
 mod types;
@@ -43,15 +42,16 @@ use std::path::{Path, PathBuf};
 use rand_core::CryptoRng;
 use thiserror::Error;
 
-pub use files::{CARD_FILE, IDENTITY_FILE, load_identity, write_identity};
 pub use follow::follow_messages;
 pub use types::{
     GapInfo, ImportSummary, MemberInfo, MessageLine, RejectedInfo, RoomInfo, UnauthorizedInfo,
 };
 
 use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
+use crate::contacts::{ContactBook, ContactError};
 use crate::crypto::key_share::PrekeyRing;
 use crate::crypto::{ContactCard, DeviceId, Identity};
+use crate::datadir::{DataDir, DataDirError};
 use crate::event::{Event, EventId, EventKind, RoomId};
 use crate::room::{Content, Membership, MembershipState, RoomKeys, RoomSession, SessionError};
 use crate::store::redb_backend::STORE_FILE_NAME;
@@ -68,10 +68,6 @@ pub const ROOM_KEYS_PREFIX: &[u8] = b"room-keys/";
 pub const PLAINTEXT_PREFIX: &[u8] = b"pt/";
 /// Secret-table key prefix of undecryptable-message reasons.
 pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
-/// Contacts file of the data directory's contact book (read for invites).
-pub const CONTACTS_FILE: &str = "contacts.json";
-/// Largest contact book file read.
-pub const MAX_CONTACTS_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Most gap ranges shown per sender and room.
 pub const MAX_GAP_LINES: usize = 256;
 /// Longest message text accepted by [`Device::send`], in UTF-8 bytes: the
@@ -89,15 +85,12 @@ pub enum AppError {
         /// The error.
         source: io::Error,
     },
-    /// `init` found an identity already.
-    #[error("an identity already exists at {0}; refusing to overwrite it")]
-    AlreadyInitialized(PathBuf),
-    /// No identity in the data directory.
-    #[error("no identity in {0}; run `meshrelay init` first")]
-    NotInitialized(PathBuf),
-    /// The identity or own card file is invalid.
-    #[error("identity: {0}")]
-    BadIdentity(String),
+    /// The data directory (identity, own card, contact book) failed.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The contact book failed.
+    #[error(transparent)]
+    Contacts(#[from] ContactError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -151,8 +144,13 @@ pub fn init<R: CryptoRng + ?Sized>(
     let identity = Identity::generate(rng);
     let card = ContactCard::create(&identity, name, now_ms)
         .map_err(|e| AppError::BadInput(e.to_string()))?;
-    write_identity(dir, &identity, &card)?;
+    DataDir::new(dir).init(&identity, &card)?;
     Ok(identity.device_id())
+}
+
+/// Loads the identity and own card of the data directory `dir`.
+pub fn load_identity(dir: &Path) -> Result<(Identity, ContactCard), AppError> {
+    Ok(DataDir::new(dir).load()?)
 }
 
 /// One device: its identity and its open store. See the module docs.
@@ -219,8 +217,10 @@ impl Device {
 
     // ---- contacts --------------------------------------------------------
 
-    /// Verifies and stores a contact card in the store's contacts table.
-    /// A card older than the stored one for the same device is ignored.
+    /// Verifies and stores a contact card in the store's contacts table
+    /// (`meshrelay contact add` uses the contact book file; both are read
+    /// by [`Device::resolve_contact`]). A card older than the stored one
+    /// for the same device is ignored.
     pub fn add_contact(&mut self, card_text: &str) -> Result<ContactCard, AppError> {
         let card = ContactCard::from_text(card_text.trim())
             .map_err(|e| AppError::BadContact(format!("invalid contact card: {e}")))?;
@@ -243,8 +243,7 @@ impl Device {
     }
 
     /// The contact `arg` names: a card text, or the device ID of a contact
-    /// in the store or in the data directory's contact book
-    /// (`contacts.json`).
+    /// in the store or in the data directory's [`ContactBook`].
     pub fn resolve_contact(&self, arg: &str) -> Result<ContactCard, AppError> {
         let arg = arg.trim();
         if let Ok(card) = ContactCard::from_text(arg) {
@@ -268,32 +267,8 @@ impl Device {
     }
 
     fn book_contact(&self, device: &DeviceId) -> Result<Option<ContactCard>, AppError> {
-        use std::io::Read;
-        #[derive(serde::Deserialize)]
-        struct BookFile {
-            cards: Vec<String>,
-        }
-        let path = self.dir.join(CONTACTS_FILE);
-        let f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(AppError::Io { path, source }),
-        };
-        let mut raw = Vec::new();
-        f.take(MAX_CONTACTS_FILE_BYTES)
-            .read_to_end(&mut raw)
-            .map_err(|source| AppError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        let book: BookFile = serde_json::from_slice(&raw)
-            .map_err(|e| AppError::Corrupt(format!("{}: {e}", path.display())))?;
-        Ok(book
-            .cards
-            .iter()
-            .filter_map(|t| ContactCard::from_text(t).ok())
-            .filter(|c| c.device_id == *device)
-            .max_by_key(|c| c.created_ms))
+        let book = ContactBook::load(&DataDir::new(&self.dir))?;
+        Ok(book.get(device).cloned())
     }
 
     // ---- loading ---------------------------------------------------------

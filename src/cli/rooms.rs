@@ -27,7 +27,9 @@ use serde_json::json;
 
 use crate::app::{self, AppError, Device, MessageLine};
 use crate::bundle::MAX_BUNDLE_BYTES;
+use crate::contacts::ContactError;
 use crate::crypto::DeviceId;
+use crate::datadir::DataDirError;
 use crate::event::{EventId, RoomId};
 use crate::store::StoreError;
 
@@ -159,8 +161,10 @@ pub struct CliError {
 impl From<AppError> for CliError {
     fn from(err: AppError) -> Self {
         let code = match &err {
-            AppError::NotInitialized(_)
-            | AppError::AlreadyInitialized(_)
+            AppError::DataDir(
+                DataDirError::NotInitialized(_) | DataDirError::AlreadyInitialized(_),
+            )
+            | AppError::Contacts(ContactError::BadCard(_))
             | AppError::Session(_)
             | AppError::Bundle(_)
             | AppError::UnknownRoom(_)

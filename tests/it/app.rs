@@ -1004,9 +1004,11 @@ mod hook {
 fn invite_by_device_id_from_the_contact_book_file() {
     let (mut a, mut b, _c) = abc();
     let room = a.create("book");
-    // The contact book `meshrelay contact add` writes (contacts.json).
-    let book = serde_json::json!({ "version": 1, "cards": [b.card()] });
-    std::fs::write(a.dir.join("contacts.json"), book.to_string()).unwrap();
+    // The contact book `meshrelay contact add` writes.
+    let book_dir = meshrelay::datadir::DataDir::new(&a.dir);
+    let mut book = meshrelay::contacts::ContactBook::load(&book_dir).unwrap();
+    book.add_text(&b.card()).unwrap();
+    book.save(&book_dir).unwrap();
     a.invite(&room, &b.id.to_string());
     b.import(&a.export(&room));
     assert_eq!(b.rooms()[0].name, "book");
