@@ -70,6 +70,9 @@ enum Command {
     },
     /// Walk through identities, contact cards and signed events, narrated.
     Demo,
+    // Rooms (issue 4): room, rooms, send, messages, export, import.
+    #[command(flatten)]
+    Rooms(meshrelay::cli::rooms::RoomsCommand),
 }
 
 #[derive(Subcommand)]
@@ -133,6 +136,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Contacts { json } => contacts(&data_dir()?, *json),
         Command::Decode { file, json } => decode(file.as_deref(), *json),
         Command::Demo => demo(),
+        Command::Rooms(cmd) => {
+            let dir = data_dir()?;
+            let out = io::stdout();
+            meshrelay::cli::rooms::run(cmd, dir.root(), &mut out.lock()).map_err(|e| Failure {
+                code: e.code,
+                err: e.err.into(),
+            })
+        }
     }
 }
 

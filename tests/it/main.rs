@@ -2,6 +2,7 @@
 
 mod app;
 mod cli;
+mod cli_rooms;
 mod fuzz_corpus;
 mod homeserver;
 mod rooms;
