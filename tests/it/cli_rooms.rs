@@ -26,6 +26,18 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 }
 
 #[test]
+fn demo_shares_a_room_through_a_bundle() {
+    let o = Command::new(env!("CARGO_BIN_EXE_meshrelay"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("Bo reads"), "{out}");
+    assert!(out.contains("Demo complete"), "{out}");
+}
+
+#[test]
 fn room_shared_through_a_bundle_file() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -60,6 +72,12 @@ fn room_shared_through_a_bundle_file() {
         .unwrap();
     assert_eq!(text["text"], "hello Bo");
     assert_eq!(text["event_id"], sent["event_id"]);
+
+    // `decode` understands bundles.
+    let decoded: Value = serde_json::from_str(&ok(&b, &["decode", "--json", file])).unwrap();
+    let evs = decoded["bundle"]["events"].as_array().unwrap();
+    assert!(evs.iter().any(|e| e["event_id"] == sent["event_id"]));
+    assert!(!decoded.to_string().contains("hello Bo"));
 
     // Bad input exits 2; an uninitialised directory too.
     assert_eq!(mr(&a, &["send", "zz", "x"]).status.code(), Some(2));
