@@ -24,6 +24,8 @@
 //! | [`room`] | membership, authorization and resolution, ordering, gaps, room keys |
 //! | [`bundle`] | sneakernet bundles of signed events (export / import) |
 //! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
+//! | [`app`] | one device over one data directory: rooms, send, messages, export/import, commit before acknowledge |
+//! | [`cli`] | clap definitions and runners of CLI areas (rooms), for the thin binary |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
 //! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
 //! | [`transport`] | adapters: the Matrix homeserver transport room |
@@ -36,8 +38,10 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod app;
 pub mod bundle;
 pub mod cbor;
+pub mod cli;
 pub mod contacts;
 pub mod crypto;
 pub mod datadir;
