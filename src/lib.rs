@@ -37,6 +37,7 @@ pub mod cbor;
 pub mod crypto;
 pub mod event;
 pub mod limits;
-pub mod room;
 pub mod proto;
+pub mod room;
 pub mod store;
+pub mod transport;
