@@ -5,6 +5,7 @@ mod cli;
 mod cli_rooms;
 mod fuzz_corpus;
 mod homeserver;
+mod lan;
 mod reconcile;
 mod rooms;
 mod rooms_vectors;
