@@ -70,9 +70,25 @@ enum Command {
     },
     /// Walk through identities, contact cards and signed events, narrated.
     Demo,
+    /// Inspect the durable store.
+    Store {
+        #[command(subcommand)]
+        action: StoreCmd,
+    },
     // Rooms (issue 4): room, rooms, send, messages, export, import.
     #[command(flatten)]
     Rooms(meshrelay::cli::rooms::RoomsCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Verify integrity (page checksums, every signature and ID, index rows)
+    /// and report usage: events, bytes, evictions by reason, forks.
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +152,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Contacts { json } => contacts(&data_dir()?, *json),
         Command::Decode { file, json } => decode(file.as_deref(), *json),
         Command::Demo => demo(),
+        Command::Store {
+            action: StoreCmd::Check { json },
+        } => store_check(&data_dir()?, *json),
         Command::Rooms(cmd) => {
             let dir = data_dir()?;
             let out = io::stdout();
@@ -144,6 +163,46 @@ fn run(cli: Cli) -> Result<()> {
                 err: e.err.into(),
             })
         }
+    }
+}
+
+/// `meshrelay store check [--json]`: exit 0 when every check passed, 1 when
+/// the store is damaged (the report names what).
+fn store_check(dir: &DataDir, json: bool) -> Result<()> {
+    use meshrelay::store::StoreConfig;
+    use meshrelay::store::redb_backend::{STORE_FILE_NAME, check_file};
+    let path = dir.root().join(STORE_FILE_NAME);
+    if !path.exists() {
+        return Err(bad_input(anyhow!(
+            "no store at {} (nothing has been stored yet)",
+            path.display()
+        )));
+    }
+    let report = check_file(&path, StoreConfig::default())
+        .with_context(|| format!("cannot check {}", path.display()))?;
+    let mut out = io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        let s = &report.stats;
+        writeln!(out, "store:     {}", path.display())?;
+        writeln!(
+            out,
+            "integrity: {}",
+            if report.ok { "ok" } else { "DAMAGED" }
+        )?;
+        writeln!(out, "events:    {} ({} bytes)", s.events, s.bytes)?;
+        writeln!(
+            out,
+            "evicted:   {} expired, {} from the stranger pool, {} over budget",
+            s.evictions.expired, s.evictions.stranger_pool, s.evictions.budget
+        )?;
+        writeln!(out, "forks:     {}", s.forks)?;
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(anyhow!("store check found damage in {}", path.display()).into())
     }
 }
 

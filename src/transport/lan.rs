@@ -330,10 +330,14 @@ async fn run(
             cmd = cmd_rx.recv() => match cmd {
                 None => return,
                 Some(Command::Send(link, bytes)) => {
-                    if let Some(io) = st.links.get(&link) {
-                        if io.tx.send(bytes).await.is_err() {
-                            st.drop_link(link).await;
-                        }
+                    // Never block the swarm on one slow link: the core keeps
+                    // at most one window in flight per link, far below the
+                    // queue, so a full queue means the peer stopped reading.
+                    if let Some(io) = st.links.get(&link)
+                        && io.tx.try_send(bytes).is_err()
+                    {
+                        tracing::debug!(link = link.0, "link writer queue full or closed: closing");
+                        st.drop_link(link).await;
                     }
                 }
                 Some(Command::Close(link)) => {
@@ -422,13 +426,11 @@ async fn run(
                         });
                     }
                 }
-                SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
-                    if num_established == 0 {
-                        st.connected.remove(&peer_id);
-                        st.remote_addr.remove(&peer_id);
-                        if let Some(link) = st.by_peer.get(&peer_id).copied() {
-                            st.drop_link(link).await;
-                        }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    st.connected.remove(&peer_id);
+                    st.remote_addr.remove(&peer_id);
+                    if let Some(link) = st.by_peer.get(&peer_id).copied() {
+                        st.drop_link(link).await;
                     }
                 }
                 _ => {}

@@ -880,7 +880,7 @@ fn send_survives_sigkill() {
     let rounds: usize = std::env::var("MESHRELAY_APP_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(25);
     let mut rng = StdRng::seed_from_u64(0xC4A5);
     let mut acked: Vec<String> = Vec::new();
     for _ in 0..rounds {

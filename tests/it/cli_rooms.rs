@@ -86,3 +86,25 @@ fn room_shared_through_a_bundle_file() {
         Some(2)
     );
 }
+
+#[test]
+fn store_check_reports_integrity_and_usage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    ok(&a, &["init", "--name", "Ana"]);
+    // No store yet: a clear usage error, not a crash.
+    let o = mr(&a, &["store", "check", "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let created: Value =
+        serde_json::from_str(&ok(&a, &["room", "create", "ops", "--json"])).unwrap();
+    let room = created["room_id"].as_str().unwrap();
+    ok(&a, &["send", room, "one", "--json"]);
+    ok(&a, &["send", room, "two", "--json"]);
+    let report: Value = serde_json::from_str(&ok(&a, &["store", "check", "--json"])).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["stats"]["events"].as_u64().unwrap() >= 3, "{report}");
+    assert_eq!(report["stats"]["forks"], 0);
+    assert!(report["stats"]["evictions"].is_object());
+    let text = ok(&a, &["store", "check"]);
+    assert!(text.contains("integrity: ok"), "{text}");
+}
