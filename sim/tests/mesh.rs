@@ -274,3 +274,54 @@ fn a_flooding_peer_slows_honest_delivery_at_most_2x() {
     assert!(attacked.nodes[1].node.links().len() <= config.max_links);
     assert!(attacked.nodes[1].penalties + attacked.nodes[1].node.stats().refused_events > 0);
 }
+
+#[test]
+fn live_push_redundancy_stays_below_0_2_once_the_tree_settles() {
+    let s = seed(19);
+    let n = 30;
+    let mut net = SimNet::new(n, s, NodeConfig::default(), store_config());
+    let room = RoomId([6; 16]);
+    for i in 0..n {
+        net.join(i, room);
+    }
+    // A connected mesh with cycles: a random tree plus 2n extra links.
+    for i in 1..n {
+        let j = net.rng.random_range(0..i);
+        net.connect(i, j, LinkParams::lan());
+    }
+    for _ in 0..2 * n {
+        let a = net.rng.random_range(0..n);
+        let b = net.rng.random_range(0..n);
+        net.connect(a, b, LinkParams::lan());
+    }
+    net.run_until(2_000);
+    // Warm-up broadcasts let Plumtree prune redundant eager paths.
+    for k in 0..40 {
+        net.publish(k % n, room, 200);
+        let t = net.now_ms();
+        net.run_until(t + 200);
+    }
+    let dup_before: u64 = net.nodes.iter().map(|x| x.node.stats().duplicates).sum();
+    let mut ids = BTreeSet::new();
+    for k in 0..20 {
+        ids.insert(net.publish((7 * k) % n, room, 200));
+        let t = net.now_ms();
+        net.run_until(t + 200);
+    }
+    let t = net.now_ms();
+    net.run_until(t + 5_000);
+    let nodes: Vec<usize> = (0..n).collect();
+    assert_converged(&net, &nodes, &ids);
+    // RMR = m / (n - 1) - 1, where m counts every payload copy received:
+    // the first copy at each node plus every duplicate.
+    let dups: u64 = net
+        .nodes
+        .iter()
+        .map(|x| x.node.stats().duplicates)
+        .sum::<u64>()
+        - dup_before;
+    let first_copies = (ids.len() * (n - 1)) as f64;
+    let rmr = (first_copies + dups as f64) / first_copies - 1.0;
+    eprintln!("relative message redundancy after warm-up: {rmr:.3} ({dups} duplicates)");
+    assert!(rmr <= 0.2, "RMR {rmr:.3} exceeds 0.2");
+}
