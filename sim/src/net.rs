@@ -255,6 +255,19 @@ impl SimNet {
 
     /// Node `i` publishes a signed event of `payload_len` bytes in `room`.
     pub fn publish(&mut self, i: usize, room: RoomId, payload_len: usize) -> EventId {
+        let expires_ms = self.now_ms() + meshrelay::limits::DEFAULT_EVENT_LIFETIME_MS;
+        self.publish_with(i, room, payload_len, expires_ms)
+    }
+
+    /// Node `i` publishes a signed event of `payload_len` bytes in `room`
+    /// that expires at `expires_ms`.
+    pub fn publish_with(
+        &mut self,
+        i: usize,
+        room: RoomId,
+        payload_len: usize,
+        expires_ms: u64,
+    ) -> EventId {
         let now_ms = self.now_ms();
         let n = &mut self.nodes[i];
         let seq = n.next_seq.entry(room).or_insert(0);
@@ -269,7 +282,7 @@ impl SimNet {
                 .take(meshrelay::limits::MAX_PREV_EVENTS)
                 .collect(),
             origin_ts_ms: now_ms,
-            expires_ms: now_ms + meshrelay::limits::DEFAULT_EVENT_LIFETIME_MS,
+            expires_ms,
             kind: EventKind::Message,
             payload: vec![0x5a; payload_len],
         }
