@@ -408,7 +408,12 @@ pub fn run_oracle(w: &Workload) -> Outcome {
             held[n].push(m);
             bytes_held[n] += wire_size(msg.size);
             out.peak_buffer_bytes = out.peak_buffer_bytes.max(bytes_held[n]);
-            stack.extend(adj[n].iter().copied().filter(|p| !had[m as usize].contains(p)));
+            stack.extend(
+                adj[n]
+                    .iter()
+                    .copied()
+                    .filter(|p| !had[m as usize].contains(p)),
+            );
         }
     };
     let mut ci = 0;

@@ -13,7 +13,13 @@ use crate::relay::{Invariants, run_meshrelay};
 use crate::trace::Workload;
 
 /// Protocol names, as JSON keys. A contract.
-pub const PROTOCOLS: [&str; 5] = ["meshrelay", "epidemic", "spray_and_wait", "direct", "oracle"];
+pub const PROTOCOLS: [&str; 5] = [
+    "meshrelay",
+    "epidemic",
+    "spray_and_wait",
+    "direct",
+    "oracle",
+];
 
 /// Everything a comparison needs besides the workload.
 #[derive(Debug, Clone)]
@@ -61,14 +67,7 @@ pub fn compare(w: &Workload, s: &Settings, progress: &mut dyn FnMut(f64)) -> Com
     let mut outcomes = BTreeMap::new();
     let mut wall_s = BTreeMap::new();
     let t = Instant::now();
-    let (mesh, invariants) = run_meshrelay(
-        w,
-        s.model,
-        s.node.clone(),
-        s.store,
-        s.seed,
-        progress,
-    );
+    let (mesh, invariants) = run_meshrelay(w, s.model, s.node.clone(), s.store, s.seed, progress);
     wall_s.insert("meshrelay", t.elapsed().as_secs_f64());
     outcomes.insert("meshrelay", mesh);
     for (name, policy) in [

@@ -18,7 +18,11 @@ use meshrelay_sim::scenario::Scenario;
 use meshrelay_sim::trace::Workload;
 
 #[derive(Parser)]
-#[command(name = "meshrelay-sim", version, about = "Discrete-event mesh simulator for meshrelay")]
+#[command(
+    name = "meshrelay-sim",
+    version,
+    about = "Discrete-event mesh simulator for meshrelay"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -130,8 +134,13 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     let c = compare(&w, &sc.settings(seed), &mut progress(&sc.name));
     print_result(&c, a.json, started);
     if let Some(dir) = a.report {
-        report::write(&dir, &sc.name, &[(seed, &c)], started.elapsed().as_secs_f64())
-            .with_context(|| format!("writing report to {}", dir.display()))?;
+        report::write(
+            &dir,
+            &sc.name,
+            &[(seed, &c)],
+            started.elapsed().as_secs_f64(),
+        )
+        .with_context(|| format!("writing report to {}", dir.display()))?;
         eprintln!("report written to {}", dir.display());
     }
     anyhow::ensure!(c.invariants.ok(), "invariants violated");

@@ -123,9 +123,13 @@ impl Outcome {
             relayed: self.relayed,
             bytes_on_air: self.bytes_on_air,
             bytes_per_delivered: r6(per(self.bytes_on_air as f64)),
-            relative_message_redundancy: self
-                .broadcast_copies
-                .map(|(c, n)| r6(if n == 0 { 0.0 } else { c as f64 / n as f64 - 1.0 })),
+            relative_message_redundancy: self.broadcast_copies.map(|(c, n)| {
+                r6(if n == 0 {
+                    0.0
+                } else {
+                    c as f64 / n as f64 - 1.0
+                })
+            }),
             peak_buffer_bytes: self.peak_buffer_bytes,
             undelivered_at_end: created - delivered,
         }

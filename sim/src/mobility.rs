@@ -14,8 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rand::rngs::ChaCha8Rng;
 use rand::RngExt;
+use rand::rngs::ChaCha8Rng;
 use serde::Deserialize;
 
 use crate::trace::Contact;
@@ -166,18 +166,16 @@ pub fn contacts(
                         r[1] + (r[3] - r[1]) * (cy as f64 + 0.5) / rows as f64,
                     )
                 }
-                Mobility::Line => (
-                    r[0] + p.spacing_m * (k as f64 + 0.5),
-                    (r[1] + r[3]) / 2.0,
-                ),
+                Mobility::Line => (r[0] + p.spacing_m * (k as f64 + 0.5), (r[1] + r[3]) / 2.0),
                 _ => rand_point(rng, r),
             };
-            let follow = (p.mobility == Mobility::Group && k % p.group_size.max(1) != 0).then(|| {
-                let leader = first + k - k % p.group_size.max(1);
-                let a = rng.random::<f64>() * std::f64::consts::TAU;
-                let d = rng.random::<f64>() * p.group_radius_m;
-                (leader, (a.cos() * d, a.sin() * d))
-            });
+            let follow =
+                (p.mobility == Mobility::Group && k % p.group_size.max(1) != 0).then(|| {
+                    let leader = first + k - k % p.group_size.max(1);
+                    let a = rng.random::<f64>() * std::f64::consts::TAU;
+                    let d = rng.random::<f64>() * p.group_radius_m;
+                    (leader, (a.cos() * d, a.sin() * d))
+                });
             nodes.push(NodeMove {
                 pop: pi,
                 walker: Walker {
@@ -220,7 +218,8 @@ pub fn contacts(
                     w.pause_until = t + p.pause_s;
                 }
                 w.target = rand_point(rng, region_of(p, area, t));
-                w.speed = p.speed_min_mps + rng.random::<f64>() * (p.speed_max_mps - p.speed_min_mps).max(0.0);
+                w.speed = p.speed_min_mps
+                    + rng.random::<f64>() * (p.speed_max_mps - p.speed_min_mps).max(0.0);
             } else {
                 w.pos = (w.pos.0 + dx / d * go, w.pos.1 + dy / d * go);
             }
@@ -238,12 +237,18 @@ pub fn contacts(
         let cell = reach.max(1.0);
         let mut grid: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
         for (i, n) in nodes.iter().enumerate() {
-            let c = ((n.walker.pos.0 / cell) as i64, (n.walker.pos.1 / cell) as i64);
+            let c = (
+                (n.walker.pos.0 / cell) as i64,
+                (n.walker.pos.1 / cell) as i64,
+            );
             grid.entry(c).or_default().push(i);
         }
         let mut now: BTreeMap<(usize, usize), bool> = BTreeMap::new();
         for (i, n) in nodes.iter().enumerate() {
-            let c = ((n.walker.pos.0 / cell) as i64, (n.walker.pos.1 / cell) as i64);
+            let c = (
+                (n.walker.pos.0 / cell) as i64,
+                (n.walker.pos.1 / cell) as i64,
+            );
             for gx in c.0 - 1..=c.0 + 1 {
                 for gy in c.1 - 1..=c.1 + 1 {
                     let Some(v) = grid.get(&(gx, gy)) else {
@@ -254,7 +259,10 @@ pub fn contacts(
                             continue;
                         }
                         let m = &nodes[j];
-                        let (dx, dy) = (n.walker.pos.0 - m.walker.pos.0, n.walker.pos.1 - m.walker.pos.1);
+                        let (dx, dy) = (
+                            n.walker.pos.0 - m.walker.pos.0,
+                            n.walker.pos.1 - m.walker.pos.1,
+                        );
                         let d = (dx * dx + dy * dy).sqrt();
                         let lan = n.lan && m.lan && d <= ranges.lan_m;
                         if lan || d <= ranges.ble_m {
@@ -267,12 +275,24 @@ pub fn contacts(
         let t_ms = (t * 1000.0).round() as u64;
         for (&(a, b), &lan) in &live {
             if now.get(&(a, b)) != Some(&lan) {
-                out.push(Contact { t_ms, a, b, up: false, lan });
+                out.push(Contact {
+                    t_ms,
+                    a,
+                    b,
+                    up: false,
+                    lan,
+                });
             }
         }
         for (&(a, b), &lan) in &now {
             if live.get(&(a, b)) != Some(&lan) {
-                out.push(Contact { t_ms, a, b, up: true, lan });
+                out.push(Contact {
+                    t_ms,
+                    a,
+                    b,
+                    up: true,
+                    lan,
+                });
             }
         }
         live = now;

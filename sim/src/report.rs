@@ -74,7 +74,9 @@ fn delivery_over_time(path: &Path, c: &Comparison) -> PlotResult {
         .y_desc("delivered / created")
         .draw()?;
     for name in PROTOCOLS {
-        let Some(o) = c.outcomes.get(name) else { continue };
+        let Some(o) = c.outcomes.get(name) else {
+            continue;
+        };
         let total = o.pairs.len().max(1) as f64;
         let mut times: Vec<u64> = o.pairs.iter().filter_map(|(_, d)| *d).collect();
         times.sort_unstable();
@@ -119,7 +121,9 @@ fn latency_cdf(path: &Path, c: &Comparison) -> PlotResult {
         .y_desc("fraction of delivered")
         .draw()?;
     for name in PROTOCOLS {
-        let Some(o) = c.outcomes.get(name) else { continue };
+        let Some(o) = c.outcomes.get(name) else {
+            continue;
+        };
         let l = o.latencies_s();
         let n = l.len().max(1) as f64;
         let pts: Vec<(f64, f64)> = l
@@ -144,7 +148,11 @@ fn latency_cdf(path: &Path, c: &Comparison) -> PlotResult {
 }
 
 fn overhead_bars(path: &Path, runs: &[(u64, &Comparison)]) -> PlotResult {
-    let names: Vec<&str> = PROTOCOLS.iter().copied().filter(|n| *n != "oracle").collect();
+    let names: Vec<&str> = PROTOCOLS
+        .iter()
+        .copied()
+        .filter(|n| *n != "oracle")
+        .collect();
     let mut vals: Vec<(usize, usize, f64)> = Vec::new();
     for (r, (_, c)) in runs.iter().enumerate() {
         for (k, n) in names.iter().enumerate() {
@@ -213,10 +221,18 @@ pub fn write(
             .map(|(k, v)| format!("{k} {v:.1} s"))
             .collect();
         let _ = writeln!(md, "Wall time: {}.\n", walls.join(", "));
-        let _ = writeln!(md, "Invariants: {:?} (ok: {}).\n", c.invariants, c.invariants.ok());
+        let _ = writeln!(
+            md,
+            "Invariants: {:?} (ok: {}).\n",
+            c.invariants,
+            c.invariants.ok()
+        );
     }
     overhead_bars(&dir.join("overhead.svg"), runs).map_err(io)?;
-    let _ = writeln!(md, "## Overhead\n\n![overhead per protocol](overhead.svg)\n");
+    let _ = writeln!(
+        md,
+        "## Overhead\n\n![overhead per protocol](overhead.svg)\n"
+    );
     let _ = writeln!(md, "Total wall time: {wall_s:.1} s.");
     std::fs::write(dir.join("REPORT.md"), md)
 }

@@ -196,7 +196,9 @@ impl Scenario {
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
         let s: Scenario = toml::from_str(text)?;
         if !(s.duration_s > 0.0 && s.step_s > 0.0 && s.width_m > 0.0 && s.height_m > 0.0) {
-            return Err(ScenarioError::Invalid("duration, step and area must be > 0"));
+            return Err(ScenarioError::Invalid(
+                "duration, step and area must be > 0",
+            ));
         }
         if s.population.iter().map(|p| p.count).sum::<usize>() < 2 {
             return Err(ScenarioError::Invalid("need at least 2 nodes"));

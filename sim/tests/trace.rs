@@ -96,7 +96,10 @@ fn baselines_match_hand_results() {
     assert_eq!(direct.delivery_ratio, 0.2);
     let sw2 = run_baseline(&w, Policy::SprayAndWait { copies: 2 }, model());
     assert_eq!(
-        delivered_s(&sw2).iter().map(Option::is_some).collect::<Vec<_>>(),
+        delivered_s(&sw2)
+            .iter()
+            .map(Option::is_some)
+            .collect::<Vec<_>>(),
         vec![true, false, false, false, true]
     );
     let sw8 = run_baseline(&w, Policy::SprayAndWait { copies: 8 }, model()).metrics();
