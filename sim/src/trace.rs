@@ -140,7 +140,7 @@ pub fn parse_host(s: &str) -> Option<usize> {
 
 fn parse_time_ms(s: &str) -> Option<u64> {
     let t: f64 = s.parse().ok()?;
-    (t.is_finite() && t >= 0.0 && t < 1e12).then(|| (t * 1000.0).round() as u64)
+    (t.is_finite() && (0.0..1e12).contains(&t)).then(|| (t * 1000.0).round() as u64)
 }
 
 /// Parses a ONE connectivity trace. Duplicate `up`s and `down`s without an

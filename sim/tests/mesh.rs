@@ -147,6 +147,9 @@ fn a_relay_that_is_in_no_room_carries_events_across() {
     assert_converged(&net, &[1, 2], &all);
 }
 
+/// A flooder's action per 10 ms tick.
+type Flood<'a> = dyn Fn(&mut SimNet, usize) + 'a;
+
 /// Publishes `k` events at node 0 and returns the mean latency until node
 /// `dst` stored them.
 fn honest_latency(
@@ -154,7 +157,7 @@ fn honest_latency(
     room: RoomId,
     dst: usize,
     k: usize,
-    flood: Option<&dyn Fn(&mut SimNet, usize)>,
+    flood: Option<&Flood<'_>>,
 ) -> f64 {
     let mut ids = Vec::new();
     let start = net.now_ms();
