@@ -41,8 +41,12 @@ struct RunArgs {
     /// Scenario TOML.
     scenario: PathBuf,
     /// Seed (default: the scenario's).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
+    /// Several seeds, run in parallel threads (comma-separated): the JSON
+    /// becomes one line per seed, and the report covers all of them.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
     /// Print the metrics as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -120,30 +124,64 @@ fn print_result(c: &Comparison, json: bool, started: Instant) {
 fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let sc = Scenario::load(&a.scenario)?;
-    let seed = a.seed.unwrap_or(sc.seed);
-    eprintln!("seed = {seed}");
-    let w = sc.workload(seed);
+    let seeds = if a.seeds.is_empty() {
+        vec![a.seed.unwrap_or(sc.seed)]
+    } else {
+        a.seeds.clone()
+    };
     eprintln!(
-        "{}: {} nodes, {} contact changes, {} messages, {:.0} s simulated",
-        sc.name,
-        w.nodes,
-        w.contacts.len(),
-        w.messages.len(),
-        w.end_ms as f64 / 1000.0
+        "seed{} = {}",
+        if seeds.len() > 1 { "s" } else { "" },
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     );
-    let c = compare(&w, &sc.settings(seed), &mut progress(&sc.name));
-    print_result(&c, a.json, started);
+    let results: Vec<(u64, Comparison)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = seeds
+            .iter()
+            .map(|&seed| {
+                let sc = &sc;
+                scope.spawn(move || {
+                    let w = sc.workload(seed);
+                    eprintln!(
+                        "{} seed {seed}: {} nodes, {} contact changes, {} messages, {:.0} s simulated",
+                        sc.name,
+                        w.nodes,
+                        w.contacts.len(),
+                        w.messages.len(),
+                        w.end_ms as f64 / 1000.0
+                    );
+                    let label = format!("{} seed {seed}", sc.name);
+                    (seed, compare(&w, &sc.settings(seed), &mut progress(&label)))
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    anyhow::ensure!(results.len() == seeds.len(), "a run panicked");
+    for (seed, c) in &results {
+        if results.len() > 1 {
+            eprintln!("seed {seed}:");
+        }
+        if a.json && results.len() > 1 {
+            println!("{}", serde_json::to_string(&c.metrics())?);
+        } else {
+            print_result(c, a.json, started);
+        }
+    }
     if let Some(dir) = a.report {
-        report::write(
-            &dir,
-            &sc.name,
-            &[(seed, &c)],
-            started.elapsed().as_secs_f64(),
-        )
-        .with_context(|| format!("writing report to {}", dir.display()))?;
+        let runs: Vec<(u64, &Comparison)> = results.iter().map(|(s, c)| (*s, c)).collect();
+        report::write(&dir, &sc, &runs, started.elapsed().as_secs_f64())
+            .with_context(|| format!("writing report to {}", dir.display()))?;
         eprintln!("report written to {}", dir.display());
     }
-    anyhow::ensure!(c.invariants.ok(), "invariants violated");
+    eprintln!("wall time total: {:.2} s", started.elapsed().as_secs_f64());
+    anyhow::ensure!(
+        results.iter().all(|(_, c)| c.invariants.ok()),
+        "invariants violated"
+    );
     Ok(())
 }
 

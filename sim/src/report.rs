@@ -12,6 +12,7 @@ use plotters::prelude::*;
 
 use crate::compare::{Comparison, PROTOCOLS};
 use crate::metrics::Metrics;
+use crate::scenario::Scenario;
 
 fn colour(name: &str) -> RGBColor {
     match name {
@@ -198,18 +199,73 @@ fn overhead_bars(path: &Path, runs: &[(u64, &Comparison)]) -> PlotResult {
     Ok(())
 }
 
+/// The issue's goals for meshrelay against the baselines, per seed.
+pub fn goals(m: &BTreeMap<&'static str, Metrics>) -> String {
+    let (Some(me), Some(or), Some(ep)) = (m.get("meshrelay"), m.get("oracle"), m.get("epidemic"))
+    else {
+        return String::new();
+    };
+    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+    let d = if or.delivery_ratio > 0.0 {
+        me.delivery_ratio / or.delivery_ratio
+    } else {
+        0.0
+    };
+    let o = if ep.overhead_ratio > 0.0 {
+        me.overhead_ratio / ep.overhead_ratio
+    } else {
+        f64::INFINITY
+    };
+    let l = if or.latency_median_s > 0.0 {
+        format!("{:.2}x", me.latency_median_s / or.latency_median_s)
+    } else {
+        "n/a (oracle median 0 s)".into()
+    };
+    format!(
+        "| goal | measured | verdict |\n| --- | --- | --- |\n\
+         | delivery >= 98% of oracle | {:.1}% | {} |\n\
+         | overhead <= 1/10 of epidemic | {:.2}x epidemic ({:.2} vs {:.2}) | {} |\n\
+         | median latency <= 1.3x oracle | {l} ({:.1} s vs {:.1} s) | {} |\n",
+        d * 100.0,
+        verdict(d >= 0.98),
+        o,
+        me.overhead_ratio,
+        ep.overhead_ratio,
+        verdict(o <= 0.1),
+        me.latency_median_s,
+        or.latency_median_s,
+        verdict(me.latency_median_s <= 1.3 * or.latency_median_s),
+    )
+}
+
 /// Writes `REPORT.md` and plots for one scenario over one or more seeds.
 pub fn write(
     dir: &Path,
-    name: &str,
+    sc: &Scenario,
     runs: &[(u64, &Comparison)],
     wall_s: f64,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let io = |e: Box<dyn std::error::Error>| std::io::Error::other(e.to_string());
-    let mut md = format!("# {name}\n\n");
+    let mut md = format!("# {}\n\n{}\n\n", sc.name, sc.description);
+    let _ = writeln!(
+        md,
+        "Nodes: {}; simulated {:.1} h; seeds {}. Rerun: `cargo run --release -p meshrelay-sim -- run sim/scenarios/{}.toml --seeds {} --report DIR`.\n",
+        sc.population.iter().map(|p| p.count).sum::<usize>(),
+        sc.duration_s / 3600.0,
+        runs.iter()
+            .map(|(s, _)| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        sc.name,
+        runs.iter()
+            .map(|(s, _)| s.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     for (seed, c) in runs {
-        let _ = writeln!(md, "## Seed {seed}\n\n{}", table(&c.metrics()));
+        let m = c.metrics();
+        let _ = writeln!(md, "## Seed {seed}\n\n{}\n{}", table(&m), goals(&m));
         let a = format!("delivery-{seed}.svg");
         let b = format!("latency-cdf-{seed}.svg");
         delivery_over_time(&dir.join(&a), c).map_err(io)?;
@@ -220,7 +276,11 @@ pub fn write(
             .iter()
             .map(|(k, v)| format!("{k} {v:.1} s"))
             .collect();
-        let _ = writeln!(md, "Wall time: {}.\n", walls.join(", "));
+        let _ = writeln!(
+            md,
+            "Wall time (seeds ran in parallel threads on a shared 2-core machine): {}.\n",
+            walls.join(", ")
+        );
         let _ = writeln!(
             md,
             "Invariants: {:?} (ok: {}).\n",
