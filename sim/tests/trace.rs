@@ -125,3 +125,39 @@ fn meshrelay_matches_hand_results_through_strangers() {
     }
     assert_eq!((got[2], got[3]), (None, None));
 }
+
+#[test]
+fn trace_command_prints_one_entry_per_protocol() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshrelay-sim"))
+            .args(["trace", "--contacts"])
+            .arg(format!("{dir}/tests/data/hand.conn"))
+            .arg("--messages")
+            .arg(format!("{dir}/tests/data/hand.msgs"))
+            .args(["--link", "ble", "--seed", "4", "--json"])
+            .output()
+            .expect("the simulator runs")
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("seed = 4"), "the seed goes to stderr");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    for key in ["meshrelay", "epidemic", "spray_and_wait", "direct", "oracle"] {
+        let e = &v[key];
+        for f in [
+            "delivery_ratio",
+            "latency_median_s",
+            "latency_mean_s",
+            "overhead_ratio",
+            "bytes_per_delivered",
+        ] {
+            assert!(e[f].is_number(), "{key}.{f} missing");
+        }
+    }
+    assert_eq!(v["oracle"]["delivery_ratio"], 0.6);
+    assert_eq!(v["direct"]["delivery_ratio"], 0.2);
+    // Byte-identical on a second run.
+    assert_eq!(run().stdout, out.stdout);
+}
