@@ -53,6 +53,9 @@ struct RunArgs {
     /// Write a markdown report and SVG plots into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Override the scenario's meshrelay stranger (relay) pool, bytes.
+    #[arg(long)]
+    stranger_pool_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,7 +126,10 @@ fn print_result(c: &Comparison, json: bool, started: Instant) {
 
 fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let sc = Scenario::load(&a.scenario)?;
+    let mut sc = Scenario::load(&a.scenario)?;
+    if let Some(p) = a.stranger_pool_bytes {
+        sc.protocols.stranger_pool_bytes = Some(p);
+    }
     let seeds = if a.seeds.is_empty() {
         vec![a.seed.unwrap_or(sc.seed)]
     } else {
@@ -177,7 +183,6 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing report to {}", dir.display()))?;
         eprintln!("report written to {}", dir.display());
     }
-    eprintln!("wall time total: {:.2} s", started.elapsed().as_secs_f64());
     anyhow::ensure!(
         results.iter().all(|(_, c)| c.invariants.ok()),
         "invariants violated"

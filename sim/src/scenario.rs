@@ -153,6 +153,11 @@ pub struct Protocols {
     /// meshrelay: store budget, bytes.
     #[serde(default)]
     pub store_budget_bytes: Option<u64>,
+    /// meshrelay: stranger (relay) pool, bytes: how much of others'
+    /// traffic a node carries. Moves meshrelay along the copies/latency
+    /// frontier.
+    #[serde(default)]
+    pub stranger_pool_bytes: Option<u64>,
 }
 
 fn d_copies() -> u32 {
@@ -166,6 +171,7 @@ impl Default for Protocols {
             eager_fanout: None,
             anti_entropy_interval_ms: None,
             store_budget_bytes: None,
+            stranger_pool_bytes: None,
         }
     }
 }
@@ -232,10 +238,16 @@ impl Scenario {
         if let Some(i) = self.protocols.anti_entropy_interval_ms {
             node.anti_entropy_interval_ms = i;
         }
-        let store = self
+        let mut store = self
             .protocols
             .store_budget_bytes
             .map_or_else(StoreConfig::default, StoreConfig::with_budget);
+        if let Some(pool) = self.protocols.stranger_pool_bytes {
+            // The store's default shares: a link a quarter, a key a 16th.
+            store.stranger_pool_bytes = pool.min(store.budget_bytes);
+            store.link_share_bytes = store.stranger_pool_bytes / 4;
+            store.key_share_bytes = store.stranger_pool_bytes / 16;
+        }
         Settings {
             model: self.link_model(),
             node,
