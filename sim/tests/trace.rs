@@ -140,11 +140,21 @@ fn trace_command_prints_one_entry_per_protocol() {
             .expect("the simulator runs")
     };
     let out = run();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("seed = 4"), "the seed goes to stderr");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    for key in ["meshrelay", "epidemic", "spray_and_wait", "direct", "oracle"] {
+    for key in [
+        "meshrelay",
+        "epidemic",
+        "spray_and_wait",
+        "direct",
+        "oracle",
+    ] {
         let e = &v[key];
         for f in [
             "delivery_ratio",
