@@ -72,6 +72,44 @@ enum Ev {
     },
 }
 
+/// A fixed-size set of node indices (a bitset).
+#[derive(Debug, Clone)]
+struct NodeSet {
+    bits: Vec<u64>,
+    len: u64,
+}
+
+impl NodeSet {
+    fn new(n: usize) -> Self {
+        Self {
+            bits: vec![0; n.div_ceil(64)],
+            len: 0,
+        }
+    }
+
+    fn contains(&self, i: &usize) -> bool {
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    /// Inserts; true if it was not there.
+    fn insert(&mut self, i: usize) -> bool {
+        let Some(w) = self.bits.get_mut(i / 64) else {
+            return false;
+        };
+        let b = 1u64 << (i % 64);
+        let new = *w & b == 0;
+        *w |= b;
+        self.len += u64::from(new);
+        new
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
 struct LinkState {
     params: LinkParams,
     generation: u64,
@@ -88,8 +126,10 @@ struct Engine<'a> {
     holds: Vec<BTreeMap<u32, u32>>,
     buffer_bytes: Vec<u64>,
     /// `had[msg]`: nodes that ever held or received the message.
-    had: Vec<BTreeSet<usize>>,
+    had: Vec<NodeSet>,
     queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    /// Whether any message expires (skips expiry scans otherwise).
+    any_ttl: bool,
     seq: u64,
     generation: u64,
     now_us: u64,
@@ -123,11 +163,15 @@ impl Engine<'_> {
     }
 
     fn pick(&mut self, from: usize, to: usize) -> Option<u32> {
-        let expired: Vec<u32> = self.holds[from]
-            .keys()
-            .copied()
-            .filter(|&m| self.expired(m))
-            .collect();
+        let expired: Vec<u32> = if self.any_ttl {
+            self.holds[from]
+                .keys()
+                .copied()
+                .filter(|&m| self.expired(m))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for m in expired {
             self.drop_msg(from, m);
         }
@@ -330,7 +374,7 @@ impl Engine<'_> {
                 self.out.pairs.push((m.t_ms, *d));
             }
             if m.room.is_some() {
-                let n = self.had[i].len().saturating_sub(1) as u64;
+                let n = self.had[i].len().saturating_sub(1);
                 copies += n;
                 reached += n;
             }
@@ -352,8 +396,9 @@ pub fn run_baseline(w: &Workload, policy: Policy, model: LinkModel) -> Outcome {
         adj: vec![BTreeSet::new(); w.nodes],
         holds: vec![BTreeMap::new(); w.nodes],
         buffer_bytes: vec![0; w.nodes],
-        had: vec![BTreeSet::new(); w.messages.len()],
+        had: vec![NodeSet::new(w.nodes); w.messages.len()],
         queue: BinaryHeap::new(),
+        any_ttl: w.messages.iter().any(|m| m.ttl_ms.is_some()),
         seq: 0,
         generation: 0,
         now_us: 0,
