@@ -24,7 +24,13 @@
 //! | [`room`] | membership, authorization and resolution, ordering, gaps, room keys |
 //! | [`bundle`] | sneakernet bundles of signed events (export / import) |
 //! | [`proto`] | the sans-IO `Node`: frames, fragmentation, reconciliation, push, budgets |
+//! | [`app`] | one device over one data directory: rooms, send, messages, export/import, commit before acknowledge |
+//! | [`cli`] | clap definitions and runners of CLI areas (rooms), for the thin binary |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
+//! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
+//! | [`transport`] | adapters: the Matrix homeserver transport room |
+//! | [`wire`] | frames (canonical CBOR), fragmentation and bounded reassembly (issue 5 layer) |
+//! | [`reconcile`] | per-room set reconciliation: sketch + rateless IBLT session |
 //!
 //! The normative description is in `protocol-spec/` at the repository root.
 
@@ -32,11 +38,19 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod app;
 pub mod bundle;
 pub mod cbor;
+pub mod cli;
+pub mod contacts;
 pub mod crypto;
+pub mod datadir;
 pub mod event;
+pub mod inspect;
 pub mod limits;
-pub mod room;
 pub mod proto;
+pub mod reconcile;
+pub mod room;
 pub mod store;
+pub mod transport;
+pub mod wire;

@@ -51,7 +51,7 @@ impl LinkParams {
             kind: LinkKind::Lan,
             bytes_per_s: 10_000_000,
             latency_ms: 1,
-            mtu: 64 * 1024 + 16,
+            mtu: meshrelay::wire::MAX_MTU,
         }
     }
 }
@@ -304,7 +304,7 @@ impl SimNet {
 
     /// Node `i` publishes an already signed event.
     pub fn publish_event(&mut self, i: usize, ev: Event) {
-        self.input(i, Input::Command(Command::Publish(ev)));
+        self.input(i, Input::Command(Command::Publish(Box::new(ev))));
     }
 
     /// Feeds one input to node `i` now, then commits and drains.

@@ -147,7 +147,7 @@ fn a_relay_that_is_in_no_room_carries_events_across() {
     assert_converged(&net, &[1, 2], &all);
 }
 
-/// A flooder's action per 10 ms tick.
+/// A flooding behaviour: called every 10 ms tick with the tick number.
 type Flood<'a> = dyn Fn(&mut SimNet, usize) + 'a;
 
 /// Publishes `k` events at node 0 and returns the mean latency until node
@@ -183,8 +183,7 @@ fn honest_latency(
 fn a_flooding_peer_slows_honest_delivery_at_most_2x() {
     use meshrelay::crypto::Identity;
     use meshrelay::event::{EventKind, UnsignedEvent};
-    use meshrelay::proto::link_codec::LinkCodec;
-    use meshrelay::proto::msg::Msg;
+    use meshrelay::wire::{Fragmenter, Frame, MAX_MTU};
 
     let s = seed(17);
     let room = RoomId([5; 16]);
@@ -234,8 +233,15 @@ fn a_flooding_peer_slows_honest_delivery_at_most_2x() {
             bytes = bytes.saturating_sub(ev.bytes().len() as u64);
             batch.push(ev.bytes().to_vec());
             if batch.len() == 32 {
-                let frame = Msg::Events(std::mem::take(&mut batch)).encode();
-                for d in LinkCodec::new(64 * 1024 + 16).send(&frame) {
+                let frame = Frame::Events {
+                    room: RoomId([0xee; 16]),
+                    events: std::mem::take(&mut batch),
+                }
+                .encode();
+                let datagrams = Fragmenter::new()
+                    .fragment(&frame, MAX_MTU)
+                    .expect("a 32-event frame fits the frame cap");
+                for d in datagrams {
                     if !net.send_raw(3, 1, d) {
                         // Cut off: come back as a fresh link from a new source.
                         net.connect_with_source(3, 1, LinkParams::lan(), 1000 + tick as u64, 1);

@@ -5,7 +5,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use ed25519_dalek::{Signature, VerifyingKey};
 use thiserror::Error;
@@ -61,16 +60,32 @@ pub struct DeviceId([u8; 32]);
 impl DeviceId {
     /// Validates a 32-byte ed25519 public key.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        let point = CompressedEdwardsY(*bytes)
-            .decompress()
-            .ok_or(KeyError::NonCanonical)?;
-        if point.compress().to_bytes() != *bytes {
+        Self::from_bytes_with_key(bytes).map(|(id, _)| id)
+    }
+
+    /// Validates a 32-byte ed25519 public key and also returns it
+    /// decompressed, so a caller that verifies right away (the event
+    /// decoder) decompresses the point only once.
+    ///
+    /// Canonical means `y < p`: decompression reduces `y` modulo `p`, so
+    /// that is checked on the bytes (no field inversion needed). The only
+    /// other non-canonical encodings, `x = 0` with the sign bit set, have
+    /// `y = ±1`, which are small-order points and rejected as such.
+    pub fn from_bytes_with_key(bytes: &[u8; 32]) -> Result<(Self, VerifyingKey), KeyError> {
+        if !y_is_canonical(bytes) {
             return Err(KeyError::NonCanonical);
         }
-        if point.is_small_order() {
+        let vk = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::NonCanonical)?;
+        if vk.is_weak() {
             return Err(KeyError::SmallOrder);
         }
-        Ok(Self(*bytes))
+        Ok((Self(*bytes), vk))
+    }
+
+    /// Wraps bytes that passed [`DeviceId::from_bytes_with_key`] before
+    /// (the key cache).
+    pub(crate) fn from_validated(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 
     /// The raw key bytes.
@@ -122,6 +137,15 @@ impl FromStr for DeviceId {
             .map_err(|_| KeyError::BadText("wrong length"))?;
         Self::from_bytes(&bytes)
     }
+}
+
+/// Whether the little-endian `y` in an Edwards point encoding (sign bit
+/// ignored) is below `p = 2^255 - 19`.
+fn y_is_canonical(bytes: &[u8; 32]) -> bool {
+    // y >= p exactly when the top byte (sign bit cleared) is 0x7f, the 30
+    // middle bytes are 0xff, and the lowest byte is at least 0xed.
+    let top = bytes[31] & 0x7f;
+    !(top == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed)
 }
 
 /// A public x25519 key-agreement key (long-term or prekey).
@@ -178,6 +202,33 @@ mod tests {
         b[0] = 0xee;
         b[31] = 0x7f;
         assert!(DeviceId::from_bytes(&b).is_err());
+    }
+
+    #[test]
+    fn byte_canonical_check_agrees_with_recompression() {
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        // Every y in [p - 3, 2^255) plus small values, with both sign bits.
+        let mut cases = Vec::new();
+        for low in 0u8..=255 {
+            let mut b = [0xffu8; 32];
+            b[0] = low;
+            b[31] = 0x7f;
+            cases.push(b);
+            let mut s = [0u8; 32];
+            s[0] = low;
+            cases.push(s);
+        }
+        for mut b in cases.clone() {
+            b[31] |= 0x80;
+            cases.push(b);
+        }
+        for b in cases {
+            let by_compress = CompressedEdwardsY(b)
+                .decompress()
+                .map(|p| p.compress().to_bytes() == b && !p.is_small_order());
+            let ours = DeviceId::from_bytes(&b).is_ok();
+            assert_eq!(ours, by_compress == Some(true), "{b:02x?}");
+        }
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 pub mod clock;
 pub mod envelope;
+pub mod fuzz;
 pub mod ids;
 pub mod kind;
 
 pub use clock::{ClockFloor, Timeliness, timeliness};
 pub use envelope::{Event, EventError, UnsignedEvent};
+pub use fuzz::fuzz_decode;
 pub use ids::{EventId, RoomId};
 pub use kind::EventKind;

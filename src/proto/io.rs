@@ -41,7 +41,7 @@ pub use crate::store::SourceKey;
 pub enum Command {
     /// Publish an event this device signed. The caller has already made the
     /// event's key material durable (see the store's commit contract).
-    Publish(Event),
+    Publish(Box<Event>),
     /// Start carrying a room as one of this device's own rooms.
     JoinRoom(RoomId),
     /// Stop treating a room as one of this device's own rooms.

@@ -8,10 +8,7 @@
 
 pub mod budget;
 pub mod io;
-pub mod link_codec;
-pub mod msg;
 pub mod node;
-pub mod recon;
 
 pub use io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
 pub use node::{Node, NodeConfig, NodeStats};

@@ -19,9 +19,10 @@
 //! * **Hello.** Each side sends `Hello{nonce, rooms}` first. The side with the
 //!   lower nonce initiates one reconciliation session per room in the union of
 //!   both lists (so a relay also learns rooms it does not carry yet).
-//! * **Anti-entropy.** Sessions ([`crate::proto::recon`]) find what each side
-//!   lacks; the initiator sends what the peer lacks and asks (`Want`) for the
-//!   rest. Sessions rerun every `anti_entropy_interval_ms`.
+//! * **Anti-entropy.** One [`crate::reconcile::Session`] per room finds
+//!   what each side lacks (`protocol-spec/reconcile.md`); each side then
+//!   sends the events the other lacks. Sessions rerun every
+//!   `anti_entropy_interval_ms`, started by the lower-nonce side.
 //! * **Live push (Plumtree).** A newly *committed* event goes in full to at
 //!   most `eager_fanout` eager links and as an `IHave` to the others. A
 //!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
@@ -45,12 +46,12 @@ use crate::crypto::keys::DeviceId;
 use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
 use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
-use crate::proto::link_codec::LinkCodec;
-use crate::proto::msg::{
-    MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME, Msg,
-};
-use crate::proto::recon::{Recon, ReconOutcome};
+use crate::reconcile::{Item, Message, Session};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, SourceKey, Store, StoreError};
+use crate::wire::{
+    CloseReason, Fragmenter, Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS,
+    MAX_IDS_PER_FRAME, Reassembler,
+};
 
 /// Tunables of the node. Defaults suit a phone or a small board.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,24 +123,15 @@ const PER_EVENT_OVERHEAD: usize = 8;
 /// Most reconciliation sessions open on one link.
 pub const MAX_SESSIONS_PER_LINK: usize = 64;
 
-/// Close reason codes carried in `Close` frames.
-pub mod close_code {
-    /// Normal shutdown.
-    pub const NORMAL: u64 = 0;
-    /// The peer sent a malformed frame.
-    pub const MALFORMED: u64 = 1;
-    /// The peer sent an invalid event.
-    pub const INVALID_EVENT: u64 = 2;
-    /// The peer exceeded its budget.
-    pub const OVER_BUDGET: u64 = 3;
-    /// Too many links.
-    pub const BUSY: u64 = 4;
-}
+/// How many items a reconciliation reads from the store per page.
+const ITEM_PAGE: usize = 16_384;
 
 struct Link {
     kind: LinkKind,
     source: SourceKey,
-    codec: LinkCodec,
+    mtu: usize,
+    fragmenter: Fragmenter,
+    reassembler: Reassembler,
     since_ms: u64,
     bytes_in: u64,
     bytes_out: u64,
@@ -149,9 +141,11 @@ struct Link {
     initiator: bool,
     hello_seen: bool,
     eager: bool,
+    /// Rooms the peer pruned (lazy push only), bounded by `MAX_HELLO_ROOMS`.
+    pruned: BTreeSet<RoomId>,
     known: LruCache<EventId, ()>,
-    /// Events to send, own events first ((priority, order) -> id).
-    outbox: BTreeMap<(Priority, u64), EventId>,
+    /// Events to send, own events first ((priority, order) -> (room, id)).
+    outbox: BTreeMap<(Priority, u64), (RoomId, EventId)>,
     queued: BTreeSet<EventId>,
     outbox_seq: u64,
     in_flight: usize,
@@ -159,7 +153,10 @@ struct Link {
     pacing: TokenBucket,
     /// When pacing allows the next batch, if the outbox is waiting for it.
     resume_at_ms: Option<u64>,
-    sessions: BTreeMap<RoomId, Recon>,
+    /// Reconciliation sessions by session number (initiated here, or
+    /// answered here), at most `MAX_SESSIONS_PER_LINK`.
+    sessions: BTreeMap<u64, Session>,
+    next_session: u64,
     next_anti_entropy_ms: u64,
 }
 
@@ -222,7 +219,7 @@ pub struct Node<S: Store, R: Rng> {
     new_links: TokenBucket,
     penalised: LruCache<SourceKey, u64>,
     key_buckets: LruCache<DeviceId, TokenBucket>,
-    pending_ihave: BTreeMap<EventId, (LinkId, u64)>,
+    pending_ihave: BTreeMap<EventId, (LinkId, RoomId, u64)>,
     stats: NodeStats,
 }
 
@@ -308,7 +305,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             } => self.on_link_up(link, kind, mtu, source),
             Input::LinkDown(link) => {
                 self.links.remove(&link);
-                self.pending_ihave.retain(|_, (l, _)| *l != link);
+                self.pending_ihave.retain(|_, (l, _, _)| *l != link);
                 Ok(())
             }
             Input::Received { link, bytes } => self.on_datagram(link, &bytes),
@@ -339,7 +336,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             .flat_map(|l| [Some(l.next_anti_entropy_ms), l.resume_at_ms])
             .flatten()
             .min();
-        let ih = self.pending_ihave.values().map(|(_, t)| *t).min();
+        let ih = self.pending_ihave.values().map(|(_, _, t)| *t).min();
         match (ae, ih) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -384,7 +381,9 @@ impl<S: Store, R: Rng> Node<S, R> {
             Link {
                 kind,
                 source,
-                codec: LinkCodec::new(mtu),
+                mtu: mtu.clamp(crate::wire::MIN_MTU, crate::wire::MAX_MTU),
+                fragmenter: Fragmenter::new(),
+                reassembler: Reassembler::new(),
                 since_ms: now,
                 bytes_in: 0,
                 bytes_out: 0,
@@ -397,6 +396,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 initiator: false,
                 hello_seen: false,
                 eager,
+                pruned: BTreeSet::new(),
                 known: LruCache::new(nz(MAX_KNOWN_PER_LINK)),
                 outbox: BTreeMap::new(),
                 queued: BTreeSet::new(),
@@ -409,11 +409,20 @@ impl<S: Store, R: Rng> Node<S, R> {
                 ),
                 resume_at_ms: None,
                 sessions: BTreeMap::new(),
+                next_session: 0,
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
         );
         let rooms = self.room_list()?;
-        self.send(link, &Msg::Hello { nonce, rooms });
+        self.send(
+            link,
+            &Frame::Hello {
+                max_frame_bytes: MAX_FRAME_BYTES as u64,
+                features: 0,
+                nonce,
+                rooms,
+            },
+        );
         Ok(())
     }
 
@@ -432,36 +441,40 @@ impl<S: Store, R: Rng> Node<S, R> {
         };
         l.bytes_in += bytes.len() as u64;
         if !l.intake.try_take(bytes.len() as u64, now) {
-            self.penalise(
-                link,
-                "intake budget exceeded",
-                super::node::close_code::OVER_BUDGET,
-            );
+            self.penalise(link, "intake budget exceeded", CloseReason::OverBudget);
             return Ok(());
         }
-        let frame = match l.codec.receive(bytes, now) {
+        let frame = match l.reassembler.receive(now, bytes) {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
             Err(e) => {
-                self.penalise(link, &format!("bad fragment: {e}"), close_code::MALFORMED);
+                self.penalise(
+                    link,
+                    &format!("bad fragment: {e}"),
+                    CloseReason::ProtocolViolation,
+                );
                 return Ok(());
             }
         };
-        match Msg::decode(&frame) {
-            Ok(msg) => self.on_msg(link, msg),
+        match Frame::decode(&frame) {
+            Ok(f) => self.on_frame(link, f),
             Err(e) => {
-                self.penalise(link, &format!("bad frame: {e}"), close_code::MALFORMED);
+                self.penalise(
+                    link,
+                    &format!("bad frame: {e}"),
+                    CloseReason::ProtocolViolation,
+                );
                 Ok(())
             }
         }
     }
 
-    fn on_msg(&mut self, link: LinkId, msg: Msg) -> Result<(), StoreError> {
-        match msg {
-            Msg::Hello { nonce, rooms } => self.on_hello(link, nonce, rooms),
-            Msg::Recon { room, payload } => self.on_recon(link, room, &payload),
-            Msg::Events(evs) => {
-                for bytes in evs {
+    fn on_frame(&mut self, link: LinkId, frame: Frame) -> Result<(), StoreError> {
+        match frame {
+            Frame::Hello { nonce, rooms, .. } => self.on_hello(link, nonce, rooms),
+            Frame::Reconcile { session, msg } => self.on_reconcile(link, session, msg),
+            Frame::Events { events, .. } => {
+                for bytes in events {
                     if !self.links.contains_key(&link) {
                         break;
                     }
@@ -469,7 +482,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 }
                 Ok(())
             }
-            Msg::IHave(ids) => {
+            Frame::IHave { room, ids } => {
                 let deadline = self.now_ms.saturating_add(self.config.ihave_timeout_ms);
                 for id in ids {
                     if let Some(l) = self.links.get_mut(&link) {
@@ -479,34 +492,38 @@ impl<S: Store, R: Rng> Node<S, R> {
                         continue;
                     }
                     if self.pending_ihave.len() < MAX_PENDING_IHAVE {
-                        self.pending_ihave.insert(id, (link, deadline));
+                        self.pending_ihave.insert(id, (link, room, deadline));
                     }
                 }
                 Ok(())
             }
-            Msg::Want(ids) => {
+            Frame::Want { ids, .. } => {
                 for id in ids {
-                    self.queue_send(link, id, Priority::OwnRoom);
+                    self.queue_send(link, id, Priority::OwnRoom)?;
                 }
                 self.pump(link)
             }
-            Msg::Prune => {
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.eager = false;
+            Frame::Prune { room } => {
+                if let Some(l) = self.links.get_mut(&link)
+                    && l.pruned.len() < MAX_HELLO_ROOMS
+                {
+                    l.pruned.insert(room);
                 }
                 Ok(())
             }
-            Msg::Graft(ids) => {
+            Frame::Graft { room, ids } => {
                 if let Some(l) = self.links.get_mut(&link) {
                     l.eager = true;
+                    l.pruned.remove(&room);
                 }
                 for id in ids {
-                    self.queue_send(link, id, Priority::OwnRoom);
+                    self.queue_send(link, id, Priority::OwnRoom)?;
                 }
                 self.pump(link)
             }
-            Msg::Close(_) => {
+            Frame::Close { .. } => {
                 self.links.remove(&link);
+                self.pending_ihave.retain(|_, (l, _, _)| *l != link);
                 self.outputs.push_back(Output::Close {
                     link,
                     reason: "peer closed".into(),
@@ -521,13 +538,13 @@ impl<S: Store, R: Rng> Node<S, R> {
             return Ok(());
         };
         if l.hello_seen {
-            self.penalise(link, "second hello", close_code::MALFORMED);
+            self.penalise(link, "second hello", CloseReason::ProtocolViolation);
             return Ok(());
         }
         l.hello_seen = true;
         if nonce == l.nonce {
             // Astronomically unlikely unless the peer echoes our nonce.
-            self.penalise(link, "nonce collision", close_code::MALFORMED);
+            self.penalise(link, "nonce collision", CloseReason::ProtocolViolation);
             return Ok(());
         }
         l.initiator = l.nonce < nonce;
@@ -539,73 +556,131 @@ impl<S: Store, R: Rng> Node<S, R> {
         Ok(())
     }
 
+    /// Every item of a room, ascending, read from the store in pages.
+    fn room_items(&self, room: &RoomId) -> Result<Vec<Item>, StoreError> {
+        use std::ops::Bound;
+        let mut out = Vec::new();
+        let mut from = Bound::Unbounded;
+        loop {
+            let page = self
+                .store
+                .room_items(room, (from, Bound::Unbounded), ITEM_PAGE)?;
+            let full = page.len() == ITEM_PAGE;
+            if let Some(last) = page.last() {
+                from = Bound::Excluded(*last);
+            }
+            out.extend(page.into_iter().map(|k| Item {
+                ts_ms: k.origin_ts_ms,
+                id: k.id,
+            }));
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
     fn start_sessions(&mut self, link: LinkId, rooms: Vec<RoomId>) -> Result<(), StoreError> {
         for room in rooms {
-            let items = self.store.room_items(
-                &room,
-                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
-                usize::MAX,
-            )?;
-            let (session, first) = Recon::initiate(items);
-            if let Some(l) = self.links.get_mut(&link) {
-                l.sessions.insert(room, session);
+            let open = self
+                .links
+                .get(&link)
+                .map_or(usize::MAX, |l| l.sessions.len());
+            if open >= MAX_SESSIONS_PER_LINK {
+                break;
             }
+            let items = self.room_items(&room)?;
+            let mut salt = [0u8; 8];
+            self.rng.fill_bytes(&mut salt);
+            let (session, init) = Session::initiate(room, items, salt);
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(());
+            };
+            let number = l.next_session;
+            l.next_session += 1;
+            l.sessions.insert(number, session);
             self.send(
                 link,
-                &Msg::Recon {
-                    room,
-                    payload: first,
+                &Frame::Reconcile {
+                    session: number,
+                    msg: init,
                 },
             );
         }
         Ok(())
     }
 
-    fn on_recon(&mut self, link: LinkId, room: RoomId, payload: &[u8]) -> Result<(), StoreError> {
-        let Some(l) = self.links.get_mut(&link) else {
+    fn on_reconcile(&mut self, link: LinkId, number: u64, msg: Message) -> Result<(), StoreError> {
+        let Some(l) = self.links.get(&link) else {
             return Ok(());
         };
-        let is_initiator = l.sessions.contains_key(&room);
-        let result = if is_initiator {
-            let session = l.sessions.get_mut(&room).expect("checked above");
-            session.handle(payload)
-        } else {
-            let items = self.store.room_items(
-                &room,
-                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
-                usize::MAX,
-            )?;
-            Recon::respond(&items, payload)
-        };
-        match result {
-            Err(e) => {
+        let existing = l.sessions.contains_key(&number);
+        let replies = if let Message::Init { room, .. } = &msg {
+            // Only the lower-nonce side initiates; a fresh number only.
+            if l.initiator || existing || l.sessions.len() >= MAX_SESSIONS_PER_LINK {
                 self.penalise(
                     link,
-                    &format!("bad reconciliation message: {e}"),
-                    close_code::MALFORMED,
+                    "unexpected reconciliation session",
+                    CloseReason::ProtocolViolation,
                 );
+                return Ok(());
             }
-            Ok(ReconOutcome::Reply(reply)) => {
-                self.send(
+            let items = self.room_items(room)?;
+            match Session::respond(items, &msg) {
+                Some((session, replies)) => {
+                    if let Some(l) = self.links.get_mut(&link) {
+                        l.sessions.insert(number, session);
+                    }
+                    replies
+                }
+                None => Vec::new(),
+            }
+        } else {
+            let Some(session) = self
+                .links
+                .get_mut(&link)
+                .and_then(|l| l.sessions.get_mut(&number))
+            else {
+                self.penalise(
                     link,
-                    &Msg::Recon {
-                        room,
-                        payload: reply,
-                    },
+                    "message for an unknown reconciliation session",
+                    CloseReason::ProtocolViolation,
                 );
+                return Ok(());
+            };
+            match session.handle(msg) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.penalise(
+                        link,
+                        &format!("bad reconciliation message: {e}"),
+                        CloseReason::ProtocolViolation,
+                    );
+                    return Ok(());
+                }
             }
-            Ok(ReconOutcome::Done { we_lack, they_lack }) => {
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.sessions.remove(&room);
-                }
-                for chunk in we_lack.chunks(MAX_IDS_PER_FRAME) {
-                    self.send(link, &Msg::Want(chunk.to_vec()));
-                }
-                for id in they_lack {
-                    self.queue_send(link, id, Priority::OwnRoom);
-                }
-                self.pump(link)?;
+        };
+        for reply in replies {
+            self.send(
+                link,
+                &Frame::Reconcile {
+                    session: number,
+                    msg: reply,
+                },
+            );
+        }
+        let done = self
+            .links
+            .get(&link)
+            .and_then(|l| l.sessions.get(&number))
+            .and_then(|s| s.outcome().map(|o| o.peer_lacks.clone()));
+        if let Some(peer_lacks) = done {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.sessions.remove(&number);
             }
+            for item in peer_lacks {
+                self.queue_send(link, item.id, Priority::OwnRoom)?;
+            }
+            self.pump(link)?;
         }
         Ok(())
     }
@@ -618,7 +693,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 self.penalise(
                     link,
                     &format!("invalid event: {e}"),
-                    close_code::INVALID_EVENT,
+                    CloseReason::ProtocolViolation,
                 );
                 return Ok(());
             }
@@ -637,10 +712,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             // Plumtree: a duplicate pushed eagerly means a redundant path.
             let prune = self.links.get(&link).is_some_and(|l| l.eager);
             if prune {
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.eager = false;
-                }
-                self.send(link, &Msg::Prune);
+                self.send(link, &Frame::Prune { room: event.room() });
             }
             return Ok(());
         }
@@ -776,12 +848,15 @@ impl<S: Store, R: Rng> Node<S, R> {
                 .links
                 .iter_mut()
                 .filter(|(id, _)| Some(**id) != c.from)
-                .map(|(id, l)| (*id, l.eager && !l.known.contains(&c.id)))
+                .map(|(id, l)| {
+                    let eager = l.eager && !l.pruned.contains(&c.room);
+                    (*id, eager && !l.known.contains(&c.id))
+                })
                 .collect();
             let mut lazy = Vec::new();
             for (link, eager) in links {
                 if eager {
-                    self.queue_send(link, c.id, c.priority);
+                    self.queue_send(link, c.id, c.priority)?;
                     touched.insert(link);
                 } else {
                     lazy.push(link);
@@ -793,7 +868,13 @@ impl<S: Store, R: Rng> Node<S, R> {
                     .get(&link)
                     .is_some_and(|l| l.known.contains(&c.id));
                 if !known {
-                    self.send(link, &Msg::IHave(vec![c.id]));
+                    self.send(
+                        link,
+                        &Frame::IHave {
+                            room: c.room,
+                            ids: vec![c.id],
+                        },
+                    );
                 }
             }
         }
@@ -809,23 +890,30 @@ impl<S: Store, R: Rng> Node<S, R> {
         let expired: Vec<EventId> = self
             .pending_ihave
             .iter()
-            .filter(|(_, (_, t))| *t <= now)
+            .filter(|(_, (_, _, t))| *t <= now)
             .map(|(id, _)| *id)
             .collect();
-        let mut grafts: BTreeMap<LinkId, Vec<EventId>> = BTreeMap::new();
+        let mut grafts: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
         for id in expired {
-            if let Some((link, _)) = self.pending_ihave.remove(&id) {
-                if !self.store.has_event(&id)? {
-                    grafts.entry(link).or_default().push(id);
-                }
+            if let Some((link, room, _)) = self.pending_ihave.remove(&id)
+                && !self.store.has_event(&id)?
+            {
+                grafts.entry((link, room)).or_default().push(id);
             }
         }
-        for (link, ids) in grafts {
+        for ((link, room), ids) in grafts {
             if let Some(l) = self.links.get_mut(&link) {
                 l.eager = true;
+                l.pruned.remove(&room);
             }
             for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
-                self.send(link, &Msg::Graft(chunk.to_vec()));
+                self.send(
+                    link,
+                    &Frame::Graft {
+                        room,
+                        ids: chunk.to_vec(),
+                    },
+                );
             }
         }
         // Links whose pacing now allows the next batch.
@@ -867,14 +955,29 @@ impl<S: Store, R: Rng> Node<S, R> {
 
     // ---- sending ---------------------------------------------------------
 
-    fn queue_send(&mut self, link: LinkId, id: EventId, priority: Priority) {
-        if let Some(l) = self.links.get_mut(&link) {
-            if l.outbox.len() >= MAX_OUTBOX_PER_LINK || !l.queued.insert(id) {
-                return;
-            }
-            l.outbox_seq += 1;
-            l.outbox.insert((priority, l.outbox_seq), id);
+    /// Queues a held event for `link` (ignored if not held, already queued
+    /// or the outbox is full; anti-entropy catches up later).
+    fn queue_send(
+        &mut self,
+        link: LinkId,
+        id: EventId,
+        priority: Priority,
+    ) -> Result<(), StoreError> {
+        let Some(l) = self.links.get(&link) else {
+            return Ok(());
+        };
+        if l.outbox.len() >= MAX_OUTBOX_PER_LINK || l.queued.contains(&id) {
+            return Ok(());
         }
+        let Some(info) = self.store.event_info(&id)? else {
+            return Ok(());
+        };
+        if let Some(l) = self.links.get_mut(&link) {
+            l.queued.insert(id);
+            l.outbox_seq += 1;
+            l.outbox.insert((priority, l.outbox_seq), (info.room, id));
+        }
+        Ok(())
     }
 
     /// Sends queued events on `link` while its window allows.
@@ -893,8 +996,20 @@ impl<S: Store, R: Rng> Node<S, R> {
             let reserve = self.config.link_burst_bytes / PACING_DIVISOR / 4;
             let mut avail = l.pacing.available(now);
             let mut batch = Vec::new();
+            let mut waiting = false;
             let mut size = FRAME_OVERHEAD;
-            while let Some((key, id)) = l.outbox.first_key_value().map(|(k, v)| (*k, *v)) {
+            // One frame carries events of one room: the head's.
+            let Some(batch_room) = l.outbox.values().next().map(|(r, _)| *r) else {
+                return Ok(());
+            };
+            let same_room: Vec<((Priority, u64), EventId)> = l
+                .outbox
+                .iter()
+                .filter(|(_, (r, _))| *r == batch_room)
+                .take(MAX_EVENTS_PER_FRAME)
+                .map(|(k, (_, id))| (*k, *id))
+                .collect();
+            for (key, id) in same_room {
                 if batch.len() >= MAX_EVENTS_PER_FRAME {
                     break;
                 }
@@ -917,6 +1032,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                     if batch.is_empty() {
                         let wait = l.pacing.wait_ms(need, now).clamp(1, 60_000);
                         l.resume_at_ms = Some(now.saturating_add(wait));
+                        waiting = true;
                     }
                     break;
                 }
@@ -928,10 +1044,20 @@ impl<S: Store, R: Rng> Node<S, R> {
                 batch.push(bytes);
             }
             if batch.is_empty() {
-                return Ok(());
+                if waiting {
+                    return Ok(());
+                }
+                // Every head event had been evicted: the outbox shrank.
+                continue;
             }
             self.stats.events_sent += batch.len() as u64;
-            let n = self.send(link, &Msg::Events(batch));
+            let n = self.send(
+                link,
+                &Frame::Events {
+                    room: batch_room,
+                    events: batch,
+                },
+            );
             if let Some(l) = self.links.get_mut(&link) {
                 l.in_flight += n;
                 l.pacing.try_take(n as u64, now);
@@ -940,13 +1066,18 @@ impl<S: Store, R: Rng> Node<S, R> {
     }
 
     /// Encodes, fragments and queues a frame; returns the bytes queued.
-    fn send(&mut self, link: LinkId, msg: &Msg) -> usize {
+    fn send(&mut self, link: LinkId, frame: &Frame) -> usize {
         let Some(l) = self.links.get_mut(&link) else {
             return 0;
         };
-        let frame = msg.encode();
+        let bytes = frame.encode();
+        // Frames built here respect MAX_FRAME_BYTES and the MTU is clamped
+        // to the supported range, so fragmenting cannot fail.
+        let Ok(datagrams) = l.fragmenter.fragment(&bytes, l.mtu) else {
+            return 0;
+        };
         let mut total = 0;
-        for datagram in l.codec.send(&frame) {
+        for datagram in datagrams {
             total += datagram.len();
             l.bytes_out += datagram.len() as u64;
             self.outputs.push_back(Output::Transmit {
@@ -957,14 +1088,25 @@ impl<S: Store, R: Rng> Node<S, R> {
         total
     }
 
-    fn penalise(&mut self, link: LinkId, reason: &str, code: u64) {
+    fn penalise(&mut self, link: LinkId, reason: &str, code: CloseReason) {
         if let Some(l) = self.links.get(&link) {
             let until = self.now_ms.saturating_add(self.config.penalty_ms);
             self.penalised.put(l.source, until);
         }
-        self.send(link, &Msg::Close(code));
+        let mut end = reason.len().min(crate::wire::MAX_CLOSE_DETAIL_BYTES);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let detail = reason[..end].to_owned();
+        self.send(
+            link,
+            &Frame::Close {
+                reason: code,
+                detail,
+            },
+        );
         self.links.remove(&link);
-        self.pending_ihave.retain(|_, (l, _)| *l != link);
+        self.pending_ihave.retain(|_, (l, _, _)| *l != link);
         self.stats.links_penalised += 1;
         self.outputs.push_back(Output::App(AppEvent::PeerPenalised {
             link,

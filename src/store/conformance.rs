@@ -423,12 +423,46 @@ pub(crate) fn expiry<H: Harness>() {
     );
     let st = h.s().stats().unwrap();
     assert_eq!((st.events, st.evictions.expired), (1, 1));
-    // The tombstone still deduplicates, and the sequence has no gap.
+    // The expired event cannot come back (intake rejects it), its
+    // tombstone is pruned, the sequence shows no gap and the own
+    // high-water mark is kept.
+    let mut now = own();
+    now.received_ms = T0 + 1001 + grace;
     assert_eq!(
-        h.s().insert_event(&short, &own()).unwrap(),
-        InsertOutcome::Duplicate
+        h.s().insert_event(&short, &now).unwrap(),
+        InsertOutcome::Rejected(RejectReason::Expired)
     );
+    assert_eq!(h.s().event_at_seq(&r, &a.device_id(), 1).unwrap(), None);
     assert!(h.s().gaps(&r, &a.device_id(), 10).unwrap().is_empty());
+    assert_eq!(h.s().high_water(&r, &a.device_id()).unwrap(), 2);
+    // A stranger's event keeps its tombstone (dedup) until expiry, then
+    // its mark disappears entirely.
+    let st_id = ident(77);
+    let stranger = UnsignedEvent {
+        room: room(9),
+        sender: st_id.device_id(),
+        seq: 1,
+        prev: vec![],
+        origin_ts_ms: T0,
+        expires_ms: T0 + 2000,
+        kind: EventKind::Message,
+        payload: b"relay me".to_vec(),
+    }
+    .sign(&st_id)
+    .unwrap();
+    let sm = meta(Priority::Stranger, Source::Link(SourceKey([3; 16])));
+    assert_eq!(
+        h.s().insert_event(&stranger, &sm).unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(h.s().high_water(&room(9), &st_id.device_id()).unwrap(), 1);
+    h.s().expire(T0 + 2001 + grace).unwrap();
+    h.s().commit().unwrap();
+    assert_eq!(h.s().high_water(&room(9), &st_id.device_id()).unwrap(), 0);
+    assert_eq!(
+        h.s().event_at_seq(&room(9), &st_id.device_id(), 1).unwrap(),
+        None
+    );
     // Arriving already expired: rejected.
     let mut late = own();
     late.received_ms = T0 + 20 * DAY;
@@ -464,6 +498,7 @@ pub(crate) fn priority_eviction<H: Harness>() {
     }
     let other = ident(2);
     let mut room_ids = Vec::new();
+    let first_room_event = ev(&other, room(2), 1, vec![], T0 + 1, &payload);
     for seq in 1..=40 {
         let e = ev(&other, room(2), seq, vec![], T0 + seq, &payload);
         h.s()
@@ -480,6 +515,11 @@ pub(crate) fn priority_eviction<H: Harness>() {
         assert!(h.s().has_event(id).unwrap());
     }
     assert!(!h.s().has_event(&room_ids[0]).unwrap());
+    // An evicted event is remembered: receiving it again stores nothing.
+    assert_eq!(
+        h.s().insert_event(&first_room_event, &own()).unwrap(),
+        InsertOutcome::Duplicate
+    );
     assert!(h.s().has_event(room_ids.last().unwrap()).unwrap());
     // A stranger's event cannot displace room events.
     let s = ev(&ident(3), room(9), 1, vec![], T0, &payload);
@@ -545,6 +585,40 @@ pub(crate) fn stranger_budgets<H: Harness>() {
     assert!(st.stranger.bytes <= cfg.stranger_pool_bytes);
     assert!(st.evictions.stranger_pool > 0);
     assert!(st.rejections.key_budget > 0 && st.rejections.link_budget > 0);
+    assert!(h.s().check_report_dyn().unwrap().ok);
+}
+
+pub(crate) fn room_priority<H: Harness>() {
+    let mut h = H::new(big());
+    let (me, other) = (ident(1), ident(2));
+    let r = room(4);
+    let mine = ev(&me, r, 1, vec![], T0, b"mine");
+    h.s()
+        .insert_event(&mine, &meta(Priority::OwnUndelivered, Source::Local))
+        .unwrap();
+    for seq in 1..=5 {
+        let e = ev(&other, r, seq, vec![], T0 + seq, b"carried");
+        h.s()
+            .insert_event(
+                &e,
+                &meta(Priority::Stranger, Source::Link(SourceKey([9; 16]))),
+            )
+            .unwrap();
+    }
+    assert_eq!(h.s().set_room_priority(&r, Priority::OwnRoom).unwrap(), 5);
+    let st = h.s().stats().unwrap();
+    assert_eq!(
+        (
+            st.stranger.events,
+            st.own_room.events,
+            st.own_undelivered.events
+        ),
+        (0, 5, 1)
+    );
+    assert_eq!(h.s().set_room_priority(&r, Priority::Stranger).unwrap(), 5);
+    let st = h.s().stats().unwrap();
+    assert_eq!((st.stranger.events, st.own_undelivered.events), (5, 1));
+    h.s().commit().unwrap();
     assert!(h.s().check_report_dyn().unwrap().ok);
 }
 
@@ -781,6 +855,10 @@ macro_rules! conformance {
             #[test]
             fn stranger_budgets() {
                 super::stranger_budgets::<$h>();
+            }
+            #[test]
+            fn room_priority() {
+                super::room_priority::<$h>();
             }
             #[test]
             fn blobs() {

@@ -88,6 +88,19 @@ fn bad(what: &'static str) -> StoreError {
     }
 }
 
+/// Sequence marks of one (room, sender).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Mark {
+    /// Highest sequence number accepted.
+    high: u64,
+    /// Sequence numbers at or below this are not reported as gaps (their
+    /// tombstones were pruned at expiry).
+    floor: u64,
+    /// Keep the mark even when every row is pruned (own and room senders:
+    /// the node's own send path resumes from it).
+    keep: bool,
+}
+
 /// Bookkeeping row of one held event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MetaRow {
@@ -106,8 +119,12 @@ struct MetaRow {
 impl MetaRow {
     fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(128);
+        let src_key;
         let src: &[u8] = match &self.source {
-            Source::Link(k) => &k.0,
+            Source::Link(k) => {
+                src_key = k.key();
+                &src_key
+            }
             _ => &[],
         };
         w.array(11)
@@ -338,6 +355,61 @@ impl<K: Kv> Engine<K> {
         self.kv.range(t, lo, hi, limit.min(MAX_LIST_LIMIT), rev)
     }
 
+    // ---- sequence marks -----------------------------------------------
+
+    fn mark(&self, key: &[u8]) -> Result<Mark, StoreError> {
+        let Some(b) = self.kv.get(Table::HighWater, key)? else {
+            return Ok(Mark::default());
+        };
+        let e = enc("high-water mark");
+        let mut r = Reader::new(&b);
+        r.array_of(3, "high-water mark").map_err(&e)?;
+        let m = Mark {
+            high: r.u64().map_err(&e)?,
+            floor: r.u64().map_err(&e)?,
+            keep: r.bool().map_err(&e)?,
+        };
+        r.finish().map_err(&e)?;
+        Ok(m)
+    }
+
+    fn put_mark(&mut self, key: &[u8], m: &Mark) -> Result<(), StoreError> {
+        let mut w = Writer::new();
+        w.array(3).u64(m.high).u64(m.floor).bool(m.keep);
+        self.kv.put(Table::HighWater, key, &w.into_bytes())
+    }
+
+    /// Removes the `(room, sender, seq)` row of an expired event: it can
+    /// never be accepted again (intake rejects expired events), so the
+    /// tombstone is no longer needed. Raises the gap floor; drops the mark
+    /// of a stranger's (room, sender) once nothing of it remains.
+    fn prune_tombstone(&mut self, seq_key: &[u8], id: &EventId) -> Result<(), StoreError> {
+        if seq_key.len() != 56 {
+            return Err(bad("expiry row"));
+        }
+        let points_here = self
+            .kv
+            .get(Table::Seqs, seq_key)?
+            .is_some_and(|v| v.get(..32) == Some(id.as_bytes().as_slice()));
+        if !points_here {
+            return Ok(());
+        }
+        self.kv.remove(Table::Seqs, seq_key)?;
+        let hw_key = &seq_key[..48];
+        let seq = read_be(&seq_key[48..]).ok_or_else(|| bad("expiry row"))?;
+        let mut mark = self.mark(hw_key)?;
+        mark.floor = mark.floor.max(seq);
+        let empty = self
+            .scan_prefix(Table::Seqs, hw_key, None, 1, false)?
+            .is_empty();
+        if empty && !mark.keep {
+            self.kv.remove(Table::HighWater, hw_key)?;
+        } else {
+            self.put_mark(hw_key, &mark)?;
+        }
+        Ok(())
+    }
+
     // ---- eviction -----------------------------------------------------
 
     /// Removes a held event and its index rows, keeping its `(room, sender,
@@ -346,10 +418,10 @@ impl<K: Kv> Engine<K> {
         let Some(row) = self.meta_row(id)? else {
             return Ok(false);
         };
-        let bytes = self.kv.get(Table::Events, id.as_bytes())?;
+        let bytes = self.kv.get(Table::Events, &be(row.serial))?;
         let idb = id.as_bytes();
         let room = row.room.as_bytes();
-        self.kv.remove(Table::Events, idb)?;
+        self.kv.remove(Table::Events, &be(row.serial))?;
         self.kv.remove(Table::EventMeta, idb)?;
         self.kv
             .remove(Table::RoomItems, &cat(&[room, &be(row.origin_ts_ms), idb]))?;
@@ -357,8 +429,7 @@ impl<K: Kv> Engine<K> {
             Table::ByClass,
             &cat(&[&[row.priority.tag()], &be(row.serial)]),
         )?;
-        self.kv
-            .remove(Table::ByExpiry, &cat(&[&be(row.expires_ms), idb]))?;
+        // The ByExpiry row stays: `expire` prunes the tombstone with it.
         let seq_key = cat(&[room, &row.sender, &be(row.seq)]);
         self.kv.put(Table::Seqs, &seq_key, &cat(&[idb, &[0]]))?;
         // DAG: drop the head row and the citations it made; a cited event
@@ -375,7 +446,7 @@ impl<K: Kv> Engine<K> {
                 let still_cited = !self
                     .scan_prefix(Table::Cited, &cat(&[room, p.as_bytes()]), None, 1, false)?
                     .is_empty();
-                if !still_cited && self.kv.get(Table::Events, p.as_bytes())?.is_some() {
+                if !still_cited && self.kv.get(Table::EventMeta, p.as_bytes())?.is_some() {
                     self.kv
                         .put(Table::Heads, &cat(&[room, p.as_bytes()]), &[])?;
                 }
@@ -408,7 +479,7 @@ impl<K: Kv> Engine<K> {
         self.add_room(&row.room, 1, c)?;
         if row.priority == Priority::Stranger {
             if let Source::Link(k) = row.source {
-                self.add_usage(Table::IntakeLink, &k.0, c)?;
+                self.add_usage(Table::IntakeLink, &k.key(), c)?;
             }
             self.add_usage(Table::IntakeKey, &row.sender, c)?;
         }
@@ -422,7 +493,7 @@ impl<K: Kv> Engine<K> {
         self.add_room(&row.room, -1, c)?;
         if row.priority == Priority::Stranger {
             if let Source::Link(k) = row.source {
-                self.add_usage(Table::IntakeLink, &k.0, c)?;
+                self.add_usage(Table::IntakeLink, &k.key(), c)?;
             }
             self.add_usage(Table::IntakeKey, &row.sender, c)?;
         }
@@ -533,6 +604,61 @@ impl<K: Kv> Engine<K> {
         let mut verified = 0u64;
         let mut usage = [ClassUsage::default(); 3];
         let mut after: Option<Vec<u8>> = None;
+        let mut held = 0u64;
+        loop {
+            let page = self.kv.range(
+                Table::EventMeta,
+                after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                Bound::Unbounded,
+                PAGE,
+                false,
+            )?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (k, v) in &page {
+                held += 1;
+                let Some(id) = id_from(k) else {
+                    problems.push("event metadata key of wrong length".to_string());
+                    continue;
+                };
+                let row = match MetaRow::decode(v) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        problems.push(format!("event {id}: {e}"));
+                        continue;
+                    }
+                };
+                match self.kv.get(Table::Events, &be(row.serial))? {
+                    None => problems.push(format!("event {id}: bytes missing")),
+                    Some(b) => match Event::decode(&b) {
+                        Ok(ev) if ev.id() == id => verified += 1,
+                        Ok(_) => problems.push(format!("event {id}: bytes do not hash to the ID")),
+                        Err(e) => problems.push(format!("event {id}: {e}")),
+                    },
+                }
+                let u = &mut usage[usize::from(row.priority.tag())];
+                u.events += 1;
+                u.bytes += row.charged;
+                let seq_key = cat(&[row.room.as_bytes(), &row.sender, &be(row.seq)]);
+                match self.kv.get(Table::Seqs, &seq_key)? {
+                    Some(s) if s.get(..32) == Some(id.as_bytes().as_slice()) => {}
+                    _ => problems.push(format!("event {id}: sequence index row missing")),
+                }
+                let hw = self.mark(&cat(&[row.room.as_bytes(), &row.sender]))?.high;
+                if hw < row.seq {
+                    problems.push(format!("event {id}: high-water {hw} below seq {}", row.seq));
+                }
+                let item = cat(&[row.room.as_bytes(), &be(row.origin_ts_ms), k]);
+                if self.kv.get(Table::RoomItems, &item)?.is_none() {
+                    problems.push(format!("event {id}: room item row missing"));
+                }
+            }
+        }
+        // Orphaned event bytes (no metadata row) waste budget invisibly.
+        let mut stored = 0u64;
+        let mut after: Option<Vec<u8>> = None;
         loop {
             let page = self.kv.range(
                 Table::Events,
@@ -545,35 +671,10 @@ impl<K: Kv> Engine<K> {
                 break;
             };
             after = Some(last.clone());
-            for (k, v) in &page {
-                let Some(id) = id_from(k) else {
-                    problems.push("event key of wrong length".to_string());
-                    continue;
-                };
-                match Event::decode(v) {
-                    Ok(ev) if ev.id() == id => verified += 1,
-                    Ok(_) => problems.push(format!("event {id}: bytes do not hash to the key")),
-                    Err(e) => problems.push(format!("event {id}: {e}")),
-                }
-                match self.meta_row(&id) {
-                    Ok(Some(row)) => {
-                        let u = &mut usage[usize::from(row.priority.tag())];
-                        u.events += 1;
-                        u.bytes += row.charged;
-                        let seq_key = cat(&[row.room.as_bytes(), &row.sender, &be(row.seq)]);
-                        match self.kv.get(Table::Seqs, &seq_key)? {
-                            Some(s) if s.get(..32) == Some(id.as_bytes().as_slice()) => {}
-                            _ => problems.push(format!("event {id}: sequence index row missing")),
-                        }
-                        let item = cat(&[row.room.as_bytes(), &be(row.origin_ts_ms), k]);
-                        if self.kv.get(Table::RoomItems, &item)?.is_none() {
-                            problems.push(format!("event {id}: room item row missing"));
-                        }
-                    }
-                    Ok(None) => problems.push(format!("event {id}: metadata row missing")),
-                    Err(e) => problems.push(format!("event {id}: {e}")),
-                }
-            }
+            stored += page.len() as u64;
+        }
+        if stored != held {
+            problems.push(format!("{stored} event bodies for {held} metadata rows"));
         }
         let stats = self.stats()?;
         for (p, u) in Priority::ALL.iter().zip(usage.iter()) {
@@ -632,7 +733,7 @@ impl<K: Kv> Store for Engine<K> {
     ) -> Result<InsertOutcome, StoreError> {
         let id = event.id();
         let idb = id.as_bytes();
-        if self.kv.get(Table::Events, idb)?.is_some() {
+        if self.kv.get(Table::EventMeta, idb)?.is_some() {
             return Ok(InsertOutcome::Duplicate);
         }
         let room = event.room();
@@ -671,7 +772,9 @@ impl<K: Kv> Store for Engine<K> {
         let size = (event.bytes().len() as u64).saturating_add(PER_EVENT_OVERHEAD_BYTES);
         if meta.priority == Priority::Stranger {
             if let Source::Link(k) = meta.source
-                && self.usage(Table::IntakeLink, &k.0)?.saturating_add(size)
+                && self
+                    .usage(Table::IntakeLink, &k.key())?
+                    .saturating_add(size)
                     > self.config.link_share_bytes
             {
                 return self.reject(RejectReason::LinkBudget);
@@ -701,7 +804,9 @@ impl<K: Kv> Store for Engine<K> {
             seq: event.seq(),
         };
         let rb = room.as_bytes();
-        self.kv.put(Table::Events, idb, event.bytes())?;
+        // Events are keyed by insertion serial: appends fill pages densely,
+        // where random IDs as keys would leave them half empty.
+        self.kv.put(Table::Events, &be(serial), event.bytes())?;
         self.kv.put(Table::EventMeta, idb, &row.encode())?;
         self.kv.put(
             Table::RoomItems,
@@ -715,7 +820,12 @@ impl<K: Kv> Store for Engine<K> {
             idb,
         )?;
         self.kv
-            .put(Table::ByExpiry, &cat(&[&be(row.expires_ms), idb]), &[])?;
+            .put(Table::ByExpiry, &cat(&[&be(row.expires_ms), idb]), &seq_key)?;
+        let hw_key = cat(&[rb, sender.as_bytes()]);
+        let mut mark = self.mark(&hw_key)?;
+        mark.high = mark.high.max(event.seq());
+        mark.keep |= meta.priority != Priority::Stranger;
+        self.put_mark(&hw_key, &mark)?;
         for p in event.prev() {
             self.kv.remove(Table::Heads, &cat(&[rb, p.as_bytes()]))?;
             self.kv
@@ -746,11 +856,14 @@ impl<K: Kv> Store for Engine<K> {
     }
 
     fn get_event(&self, id: &EventId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.kv.get(Table::Events, id.as_bytes())
+        match self.meta_row(id)? {
+            Some(row) => self.kv.get(Table::Events, &be(row.serial)),
+            None => Ok(None),
+        }
     }
 
     fn has_event(&self, id: &EventId) -> Result<bool, StoreError> {
-        Ok(self.kv.get(Table::Events, id.as_bytes())?.is_some())
+        Ok(self.kv.get(Table::EventMeta, id.as_bytes())?.is_some())
     }
 
     fn seen_event(&self, event: &Event) -> Result<bool, StoreError> {
@@ -803,6 +916,31 @@ impl<K: Kv> Store for Engine<K> {
             .put(Table::EventMeta, id.as_bytes(), &row.encode())?;
         self.charge_usage(&row)?;
         Ok(true)
+    }
+
+    fn set_room_priority(&mut self, room: &RoomId, priority: Priority) -> Result<u64, StoreError> {
+        let mut changed = 0;
+        let mut lo = Bound::Unbounded;
+        loop {
+            let page = self.room_items(room, (lo, Bound::Unbounded), 1024)?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            for item in &page {
+                let Some(row) = self.meta_row(&item.id)? else {
+                    continue;
+                };
+                if row.priority != Priority::OwnUndelivered && row.priority != priority {
+                    self.set_priority(&item.id, priority)?;
+                    changed += 1;
+                }
+            }
+            lo = Bound::Excluded(last);
+        }
+        if priority == Priority::Stranger {
+            self.make_room(Priority::Stranger, 0)?;
+        }
+        Ok(changed)
     }
 
     fn room_items(
@@ -891,12 +1029,7 @@ impl<K: Kv> Store for Engine<K> {
     }
 
     fn high_water(&self, room: &RoomId, sender: &DeviceId) -> Result<u64, StoreError> {
-        let p = cat(&[room.as_bytes(), sender.as_bytes()]);
-        Ok(self
-            .scan_prefix(Table::Seqs, &p, None, 1, true)?
-            .first()
-            .and_then(|(k, _)| k.get(48..).and_then(read_be))
-            .unwrap_or(0))
+        Ok(self.mark(&cat(&[room.as_bytes(), sender.as_bytes()]))?.high)
     }
 
     fn gaps(
@@ -906,9 +1039,10 @@ impl<K: Kv> Store for Engine<K> {
         limit: usize,
     ) -> Result<Vec<SeqGap>, StoreError> {
         let p = cat(&[room.as_bytes(), sender.as_bytes()]);
+        let mark = self.mark(&p)?;
         let mut out = Vec::new();
-        let mut expect = 1u64;
-        let mut after: Option<Vec<u8>> = None;
+        let mut expect = mark.floor.saturating_add(1);
+        let mut after: Option<Vec<u8>> = Some(cat(&[&p, &be(mark.floor)]));
         let limit = limit.min(MAX_LIST_LIMIT);
         'pages: loop {
             let page = self.scan_prefix(Table::Seqs, &p, after.as_deref(), 1024, false)?;
@@ -997,12 +1131,16 @@ impl<K: Kv> Store for Engine<K> {
             false,
         )?;
         let mut n = 0;
-        for (k, _) in rows {
-            if let Some(id) = k.get(8..).and_then(id_from)
-                && self.evict(&id, EvictReason::Expired)?
-            {
+        for (k, v) in rows {
+            let id = k
+                .get(8..)
+                .and_then(id_from)
+                .ok_or_else(|| bad("expiry row"))?;
+            if self.evict(&id, EvictReason::Expired)? {
                 n += 1;
             }
+            self.prune_tombstone(&v, &id)?;
+            self.kv.remove(Table::ByExpiry, &k)?;
         }
         Ok(n)
     }

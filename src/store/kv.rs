@@ -15,7 +15,8 @@ use super::StoreError;
 pub enum Table {
     /// `schema_version` and other store-internal values.
     System,
-    /// event ID → canonical event bytes.
+    /// insertion serial (BE) → canonical event bytes (append order packs
+    /// pages densely).
     Events,
     /// event ID → CBOR bookkeeping (class, source, times, room, sender, seq).
     EventMeta,
@@ -25,13 +26,16 @@ pub enum Table {
     Rooms,
     /// room ‖ sender ‖ seq (BE) → event ID ‖ held flag: dedup, forks, gaps.
     Seqs,
+    /// room ‖ sender → CBOR [high_water, floor, keep]: sequence marks.
+    HighWater,
     /// room ‖ event ID → empty: DAG heads.
     Heads,
     /// room ‖ cited ID ‖ citing ID → empty: DAG predecessor index.
     Cited,
     /// class ‖ serial (BE) → event ID: eviction order.
     ByClass,
-    /// expires (BE) ‖ event ID → empty: expiry order.
+    /// expires (BE) ‖ event ID → room ‖ sender ‖ seq: expiry order (kept
+    /// for evicted events too, so their tombstones are pruned at expiry).
     ByExpiry,
     /// room ‖ sender ‖ seq (BE) ‖ conflicting ID → conflicting bytes.
     Forks,
@@ -59,13 +63,14 @@ pub enum Table {
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 21] = [
+    pub const ALL: [Table; 22] = [
         Table::System,
         Table::Events,
         Table::EventMeta,
         Table::RoomItems,
         Table::Rooms,
         Table::Seqs,
+        Table::HighWater,
         Table::Heads,
         Table::Cited,
         Table::ByClass,
@@ -92,6 +97,7 @@ impl Table {
             Table::RoomItems => "room_items",
             Table::Rooms => "rooms",
             Table::Seqs => "seqs",
+            Table::HighWater => "high_water",
             Table::Heads => "heads",
             Table::Cited => "cited",
             Table::ByClass => "by_class",

@@ -13,12 +13,42 @@ use super::{Engine, StoreConfig, StoreError};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// An in-memory ordered key-value backend with an undo log.
-#[derive(Debug, Default)]
+/// An in-memory ordered key-value backend with an undo log. Its `Debug`
+/// shows sizes only (the maps hold key material), and secret values are
+/// zeroized on drop.
+#[derive(Default)]
 pub struct MemKv {
     tables: BTreeMap<Table, Map>,
     undo: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
     commits: u64,
+}
+
+impl std::fmt::Debug for MemKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemKv")
+            .field("tables", &self.tables.len())
+            .field("staged", &self.undo.len())
+            .field("commits", &self.commits)
+            .finish()
+    }
+}
+
+impl Drop for MemKv {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        if let Some(secrets) = self.tables.get_mut(&Table::Secrets) {
+            for v in secrets.values_mut() {
+                v.zeroize();
+            }
+        }
+        for (t, _, old) in &mut self.undo {
+            if *t == Table::Secrets
+                && let Some(v) = old
+            {
+                v.zeroize();
+            }
+        }
+    }
 }
 
 impl MemKv {
@@ -142,5 +172,38 @@ impl Engine<MemKv> {
     /// state is kept.
     pub fn crash(&mut self) {
         self.kv_mut().undo_all();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn debug_does_not_print_key_material() {
+        let mut s = MemoryStore::new_memory();
+        s.put_secret(b"ratchet/1", b"TOPSECRETCHAINKEY").unwrap();
+        s.commit().unwrap();
+        let dbg = format!("{s:?}");
+        assert!(
+            !dbg.contains("TOPSECRET") && !dbg.contains("84, 79, 80"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("MemKv"));
+    }
+
+    #[test]
+    fn crash_keeps_commit_count_and_drops_staging() {
+        let mut s = MemoryStore::new_memory();
+        s.put_meta("k", b"v").unwrap();
+        s.commit().unwrap();
+        let commits = s.kv().commits();
+        s.put_meta("k", b"w").unwrap();
+        s.crash();
+        assert_eq!(s.get_meta("k").unwrap().unwrap(), b"v");
+        assert_eq!(s.kv().commits(), commits);
+        assert!(!s.has_pending());
     }
 }

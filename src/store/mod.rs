@@ -155,6 +155,12 @@ pub trait Store {
     /// event is not held.
     fn set_priority(&mut self, id: &EventId, priority: Priority) -> Result<bool, StoreError>;
 
+    /// Re-classes a room's held events when the node joins the room
+    /// (`OwnRoom`) or leaves it (`Stranger`); the node's own undelivered
+    /// events are never re-classed. Demoted events then obey the stranger
+    /// pool cap (oldest evicted). Returns how many events changed class.
+    fn set_room_priority(&mut self, room: &RoomId, priority: Priority) -> Result<u64, StoreError>;
+
     /// A room's items for reconciliation, ascending by `(origin_ts_ms, id)`,
     /// within `range`, at most `limit` (capped at [`MAX_LIST_LIMIT`]).
     fn room_items(

@@ -124,10 +124,19 @@ impl Priority {
     }
 }
 
-/// A stable key the driver derives for an intake link or LAN source address
-/// (for example a truncated hash). Intake budgets attach to it.
+/// What an attacker cannot change cheaply that an event came from: the
+/// remote address of a LAN link, or a constant for a BLE neighbourhood
+/// (the driver derives 16 bytes, for example a truncated hash of the
+/// address; re-exported as `proto::io::SourceKey`). Stranger-pool intake
+/// budgets attach to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceKey(pub [u8; 16]);
+
+impl SourceKey {
+    pub(crate) fn key(self) -> [u8; 16] {
+        self.0
+    }
+}
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,16 @@
-//! One integration-test binary, one module per area.
+//! All integration tests, in one binary (ruma style): one module per area.
 
+mod app;
+mod cli;
+mod cli_rooms;
+mod fuzz_corpus;
+mod homeserver;
+mod lan;
+mod reconcile;
 mod rooms;
 mod rooms_vectors;
+mod roundtrip;
+mod store_crash;
+mod store_flood;
+mod vectors;
+mod wire;

@@ -1,0 +1,206 @@
+//! Bundle import through the rooms' sessions (`protocol-spec/app.md` §3).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    AppError, Device, ImportSummary, RejectedInfo, UnauthorizedInfo, pt_key, room_keys_key, ud_key,
+};
+use crate::bundle;
+use crate::crypto::DeviceId;
+use crate::event::{Event, EventId, EventKind, RoomId};
+use crate::room::{Received, RoomKeys, SessionError};
+use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
+
+impl Device {
+    /// Verifies a bundle and stores its new events, passing them through
+    /// the rooms' sessions (key shares, decryption, retries). One commit at
+    /// the end: the summary is returned only after it.
+    pub fn import(&mut self, bytes: &[u8], now_ms: u64) -> Result<ImportSummary, AppError> {
+        let store = &self.store;
+        let mut have_err = None;
+        let report = bundle::import(bytes, now_ms, None, |id| {
+            store.has_event(id).unwrap_or_else(|e| {
+                have_err = Some(e);
+                true
+            })
+        })?;
+        if let Some(e) = have_err {
+            return Err(e.into());
+        }
+        let mut sum = ImportSummary {
+            duplicates: report.duplicates,
+            rejections: report
+                .rejected
+                .iter()
+                .map(|r| RejectedInfo {
+                    index: r.index,
+                    event_id: r.event_id.map(|i| i.to_string()),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            ..ImportSummary::default()
+        };
+        // Group by room, keeping bundle order; remember bundle positions.
+        let mut by_room: BTreeMap<RoomId, Vec<&Event>> = BTreeMap::new();
+        for ev in &report.imported {
+            by_room.entry(ev.room()).or_default().push(ev);
+        }
+        let index_of: BTreeMap<EventId, usize> = bundle::parse(bytes)?
+            .1
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Event::decode_unverified(b).ok().map(|e| (e.id(), i)))
+            .collect();
+        let result = (|| {
+            for (room, evs) in &by_room {
+                self.import_room(room, evs, now_ms, &index_of, &mut sum)?;
+            }
+            self.store.commit().map_err(AppError::from)
+        })();
+        if let Err(e) = result {
+            let _ = self.store.rollback();
+            return Err(e);
+        }
+        sum.rejected = sum.rejections.len();
+        Ok(sum)
+    }
+
+    fn import_room(
+        &mut self,
+        room: &RoomId,
+        evs: &[&Event],
+        now_ms: u64,
+        index_of: &BTreeMap<EventId, usize>,
+        sum: &mut ImportSummary,
+    ) -> Result<(), AppError> {
+        let me = self.device_id();
+        let had_keys = self.stored_keys(room)?.is_some();
+        let (mut s, _) = self.session(room)?;
+        let before = s.members();
+        let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
+        let mut rekey = false;
+        for ev in evs {
+            let received = match s.receive(&self.prekeys, ev) {
+                Ok(r) => r,
+                Err(e) => {
+                    sum.rejections.push(RejectedInfo {
+                        index: index_of.get(&ev.id()).copied().unwrap_or(0),
+                        event_id: Some(ev.id().to_string()),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let member = s.members().is_member(&me) || before.is_member(&me);
+            let meta = InsertMeta {
+                priority: if member {
+                    Priority::OwnRoom
+                } else {
+                    Priority::Stranger
+                },
+                source: Source::Import,
+                received_ms: now_ms,
+            };
+            let reject = |reason: String| RejectedInfo {
+                index: index_of.get(&ev.id()).copied().unwrap_or(0),
+                event_id: Some(ev.id().to_string()),
+                reason,
+            };
+            match self.store.insert_event(ev, &meta)? {
+                InsertOutcome::Inserted => sum.imported += 1,
+                InsertOutcome::Duplicate => {
+                    sum.duplicates += 1;
+                    continue;
+                }
+                InsertOutcome::Fork(f) => {
+                    sum.rejections.push(reject(format!(
+                        "fork: sequence {} of this sender is already used by event {}",
+                        f.seq, f.existing
+                    )));
+                    continue;
+                }
+                InsertOutcome::Rejected(r) => {
+                    sum.rejections
+                        .push(reject(format!("not stored: {r:?}").to_lowercase()));
+                    continue;
+                }
+            }
+            if ev.sender() == me {
+                // Another copy of this device sent here: start a new chain.
+                rekey = true;
+            }
+            for r in received {
+                match r {
+                    Received::Message {
+                        event_id, content, ..
+                    } => {
+                        self.store
+                            .put_secret(&pt_key(&event_id), &content.to_bytes())?;
+                        self.store.remove_secret(&ud_key(&event_id))?;
+                    }
+                    Received::Undecryptable {
+                        event_id, reason, ..
+                    } => {
+                        self.store
+                            .put_secret(&ud_key(&event_id), reason.as_bytes())?;
+                    }
+                    Received::KeysInstalled { sender } => {
+                        retry.insert(sender);
+                    }
+                    Received::Membership {
+                        event_id,
+                        rejected: Some(reason),
+                    }
+                    | Received::KeyRejected { event_id, reason } => {
+                        sum.unauthorized.push(UnauthorizedInfo {
+                            event_id: event_id.to_string(),
+                            reason,
+                        });
+                    }
+                    Received::Membership { rejected: None, .. } | Received::Pending { .. } => {}
+                }
+            }
+        }
+        // Messages that arrived before their sender's keys.
+        if !retry.is_empty() {
+            for ev in self.room_events(room)? {
+                if ev.kind() != EventKind::Message
+                    || !retry.contains(&ev.sender())
+                    || ev.sender() == me
+                    || self.store.get_secret(&pt_key(&ev.id()))?.is_some()
+                {
+                    continue;
+                }
+                if let Ok(content) = s.decrypt(&ev) {
+                    self.store
+                        .put_secret(&pt_key(&ev.id()), &content.to_bytes())?;
+                    self.store.remove_secret(&ud_key(&ev.id()))?;
+                }
+            }
+        }
+        let after = s.members();
+        let changed = before.members.keys().ne(after.members.keys());
+        if after.is_member(&me) && !before.is_member(&me) {
+            // Joined: what this device carried as a courier is now its own
+            // room's history (a higher retention class).
+            for ev in self.room_events(room)? {
+                if self.store.event_info(&ev.id())?.map(|i| i.priority) == Some(Priority::Stranger)
+                {
+                    self.store.set_priority(&ev.id(), Priority::OwnRoom)?;
+                }
+            }
+        }
+        if !(had_keys || after.is_member(&me)) {
+            // A courier: it stores and forwards, and holds no keys.
+            return Ok(());
+        }
+        let mut keys = RoomKeys::from_bytes(&s.keys_bytes()).map_err(SessionError::from)?;
+        if (changed || rekey) && after.is_member(&me) {
+            // A restored session would not know that a new chain is due.
+            keys.outbound = None;
+        }
+        self.store
+            .put_secret(&room_keys_key(room), &keys.to_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,718 @@
+//! The application layer: rooms on one device, over one data directory
+//! (`protocol-spec/rooms.md`, `protocol-spec/encryption.md`, and
+//! `protocol-spec/app.md`).
+//!
+//! A [`Device`] owns the identity files of a data directory and its durable
+//! store (`store.redb`). Every operation restores the affected
+//! [`RoomSession`] from the stored events and room keys, performs the
+//! change, stages the new events, the advanced room keys and the decrypted
+//! plaintexts in **one** store transaction, commits it, and only then
+//! reports success. A crash before the commit loses the whole operation and
+//! nothing was reported; a crash after it loses nothing. Ciphertext leaves
+//! the device only through [`Device::export`], which reads committed
+//! events, so a chain position is never used by two ciphertexts.
+//!
+//! What the store holds for the application (secret table unless noted):
+//!
+//! | key | value |
+//! |---|---|
+//! | `prekey-ring` | [`PrekeyRing::to_bytes`] |
+//! | `room-keys/` + room ID | [`RoomKeys::to_bytes`] of a room this device is or was in |
+//! | `pt/` + event ID | the decrypted [`Content`] of a message (chain keys are erased after use, so history is read from here) |
+//! | `ud/` + event ID | why a message could not be decrypted (removed once it is) |
+//! | contacts table | contact cards ([`ContactCard::to_cbor`]) |
+//!
+//! Receiving (bundle import) goes through [`RoomSession::receive`], so key
+//! shares are accepted only through the key-share channel and from members,
+//! and messages that were undecryptable are retried when their sender's
+//! keys arrive. Because a restored session does not remember that a
+//! received membership change requires a new sender chain, the device
+//! erases its outbound chain when it stores such a change: the next send
+//! then starts a new chain (epoch) shared with exactly the current members.
+
+mod follow;
+mod import;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use rand_core::CryptoRng;
+use thiserror::Error;
+
+pub use follow::follow_messages;
+pub use types::{
+    GapInfo, ImportSummary, MemberInfo, MessageLine, RejectedInfo, RoomInfo, UnauthorizedInfo,
+};
+
+use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
+use crate::contacts::{ContactBook, ContactError};
+use crate::crypto::key_share::PrekeyRing;
+use crate::crypto::{ContactCard, DeviceId, Identity};
+use crate::datadir::{DataDir, DataDirError};
+use crate::event::{Event, EventId, EventKind, RoomId};
+use crate::room::{Content, Membership, MembershipState, RoomKeys, RoomSession, SessionError};
+use crate::store::redb_backend::STORE_FILE_NAME;
+use crate::store::{
+    InsertMeta, InsertOutcome, MAX_LIST_LIMIT, Priority, RedbStore, Source, Store, StoreConfig,
+    StoreError,
+};
+
+/// Secret-table key of the prekey ring.
+pub const PREKEY_RING_KEY: &[u8] = b"prekey-ring";
+/// Secret-table key prefix of room keys.
+pub const ROOM_KEYS_PREFIX: &[u8] = b"room-keys/";
+/// Secret-table key prefix of decrypted message contents.
+pub const PLAINTEXT_PREFIX: &[u8] = b"pt/";
+/// Secret-table key prefix of undecryptable-message reasons.
+pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
+/// Most gap ranges shown per sender and room.
+pub const MAX_GAP_LINES: usize = 256;
+/// Longest message text accepted by [`Device::send`], in UTF-8 bytes: the
+/// padding limit minus headroom for the content encoding (at most 6 bytes).
+pub const MAX_TEXT_BYTES: usize = crate::crypto::padding::MAX_PLAINTEXT_BYTES - 16;
+
+/// Why an application operation failed.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// A file of the data directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The data directory (identity, own card, contact book) failed.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The contact book failed.
+    #[error(transparent)]
+    Contacts(#[from] ContactError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A room operation was refused.
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    /// The bundle as a whole was rejected.
+    #[error("bundle: {0}")]
+    Bundle(#[from] BundleError),
+    /// No stored events of this room.
+    #[error("unknown room {0}")]
+    UnknownRoom(RoomId),
+    /// The contact argument is neither a valid card nor a stored contact.
+    #[error("{0}")]
+    BadContact(String),
+    /// The user's input is invalid (text too long, bad name...).
+    #[error("{0}")]
+    BadInput(String),
+    /// Stored data is inconsistent.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+fn key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + id.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(id);
+    k
+}
+
+fn room_keys_key(room: &RoomId) -> Vec<u8> {
+    key(ROOM_KEYS_PREFIX, room.as_bytes())
+}
+
+fn pt_key(id: &EventId) -> Vec<u8> {
+    key(PLAINTEXT_PREFIX, id.as_bytes())
+}
+
+fn ud_key(id: &EventId) -> Vec<u8> {
+    key(UNDECRYPTABLE_PREFIX, id.as_bytes())
+}
+
+/// Creates a data directory with a new identity and card (what `meshrelay
+/// init` does). Returns the device ID.
+pub fn init<R: CryptoRng + ?Sized>(
+    dir: &Path,
+    name: &str,
+    now_ms: u64,
+    rng: &mut R,
+) -> Result<DeviceId, AppError> {
+    let identity = Identity::generate(rng);
+    let card = ContactCard::create(&identity, name, now_ms)
+        .map_err(|e| AppError::BadInput(e.to_string()))?;
+    DataDir::new(dir).init(&identity, &card)?;
+    Ok(identity.device_id())
+}
+
+/// Loads the identity and own card of the data directory `dir`.
+pub fn load_identity(dir: &Path) -> Result<(Identity, ContactCard), AppError> {
+    Ok(DataDir::new(dir).load()?)
+}
+
+/// One device: its identity and its open store. See the module docs.
+#[derive(Debug)]
+pub struct Device {
+    dir: PathBuf,
+    identity: Identity,
+    card: ContactCard,
+    prekeys: PrekeyRing,
+    store: RedbStore,
+}
+
+impl Device {
+    /// Opens the data directory `dir`: loads the identity, opens (or
+    /// creates) the store, and loads the prekey ring, creating it from the
+    /// identity's published prekey the first time. Holds the store's lock
+    /// until dropped.
+    pub fn open(dir: &Path, now_ms: u64) -> Result<Self, AppError> {
+        let (identity, card) = load_identity(dir)?;
+        let mut store = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default())?;
+        let prekeys = match store.get_secret(PREKEY_RING_KEY)? {
+            Some(b) => PrekeyRing::from_bytes(&b)
+                .map_err(|e| AppError::Corrupt(format!("prekey ring: {e}")))?,
+            None => {
+                let ring = PrekeyRing::from_identity(&identity, now_ms);
+                store.put_secret(PREKEY_RING_KEY, &ring.to_bytes())?;
+                store.commit()?;
+                ring
+            }
+        };
+        if prekeys.public(card.prekey_id) != Some(card.prekey) {
+            return Err(AppError::Corrupt(
+                "the prekey published in card.txt is not in the stored prekey ring".into(),
+            ));
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            identity,
+            card,
+            prekeys,
+            store,
+        })
+    }
+
+    /// This device's ID.
+    pub fn device_id(&self) -> DeviceId {
+        self.identity.device_id()
+    }
+
+    /// This device's own contact card.
+    pub fn card(&self) -> &ContactCard {
+        &self.card
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The underlying store (read access, for reports).
+    pub fn store(&self) -> &RedbStore {
+        &self.store
+    }
+
+    // ---- contacts --------------------------------------------------------
+
+    /// Verifies and stores a contact card in the store's contacts table
+    /// (`meshrelay contact add` uses the contact book file; both are read
+    /// by [`Device::resolve_contact`]). A card older than the stored one
+    /// for the same device is ignored.
+    pub fn add_contact(&mut self, card_text: &str) -> Result<ContactCard, AppError> {
+        let card = ContactCard::from_text(card_text.trim())
+            .map_err(|e| AppError::BadContact(format!("invalid contact card: {e}")))?;
+        if card.device_id == self.device_id() {
+            return Err(AppError::BadContact(
+                "that is this device's own card".into(),
+            ));
+        }
+        let newer = match self.store.get_contact(&card.device_id)? {
+            Some(b) => {
+                ContactCard::from_cbor(&b).map_or(true, |old| old.created_ms < card.created_ms)
+            }
+            None => true,
+        };
+        if newer {
+            self.store.put_contact(&card.device_id, &card.to_cbor())?;
+            self.store.commit()?;
+        }
+        Ok(card)
+    }
+
+    /// The contact `arg` names: a card text, or the device ID of a contact
+    /// in the store or in the data directory's [`ContactBook`].
+    pub fn resolve_contact(&self, arg: &str) -> Result<ContactCard, AppError> {
+        let arg = arg.trim();
+        if let Ok(card) = ContactCard::from_text(arg) {
+            return Ok(card);
+        }
+        let device: DeviceId = arg.parse().map_err(|_| {
+            AppError::BadContact(format!(
+                "{arg:.40}: neither a valid contact card nor a device ID"
+            ))
+        })?;
+        if let Some(b) = self.store.get_contact(&device)? {
+            return ContactCard::from_cbor(&b)
+                .map_err(|e| AppError::Corrupt(format!("stored contact {device}: {e}")));
+        }
+        if let Some(card) = self.book_contact(&device)? {
+            return Ok(card);
+        }
+        Err(AppError::BadContact(format!(
+            "no stored contact {device}; add its card first or pass the card"
+        )))
+    }
+
+    fn book_contact(&self, device: &DeviceId) -> Result<Option<ContactCard>, AppError> {
+        let book = ContactBook::load(&DataDir::new(&self.dir))?;
+        Ok(book.get(device).cloned())
+    }
+
+    // ---- loading ---------------------------------------------------------
+
+    /// Every stored event of `room`, in (origin time, ID) order.
+    fn room_events(&self, room: &RoomId) -> Result<Vec<Event>, AppError> {
+        let mut out = Vec::new();
+        let mut from = Bound::Unbounded;
+        loop {
+            let items = self
+                .store
+                .room_items(room, (from, Bound::Unbounded), MAX_LIST_LIMIT)?;
+            let Some(last) = items.last().copied() else {
+                break;
+            };
+            for it in &items {
+                if let Some(b) = self.store.get_event(&it.id)? {
+                    let ev = Event::decode_unverified(&b)
+                        .map_err(|e| AppError::Corrupt(format!("stored event {}: {e}", it.id)))?;
+                    out.push(ev);
+                }
+            }
+            if items.len() < MAX_LIST_LIMIT {
+                break;
+            }
+            from = Bound::Excluded(last);
+        }
+        Ok(out)
+    }
+
+    fn stored_keys(&self, room: &RoomId) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, AppError> {
+        Ok(self.store.get_secret(&room_keys_key(room))?)
+    }
+
+    /// Restores the session of `room` from stored events and keys.
+    fn session(&self, room: &RoomId) -> Result<(RoomSession, Vec<Event>), AppError> {
+        let events = self.room_events(room)?;
+        let keys = match self.stored_keys(room)? {
+            Some(k) => k,
+            None => RoomKeys::new(*room).to_bytes(),
+        };
+        let s = RoomSession::restore(*room, self.device_id(), &keys, &events)?;
+        Ok((s, events))
+    }
+
+    fn session_with_events(&self, room: &RoomId) -> Result<(RoomSession, Vec<Event>), AppError> {
+        let (s, events) = self.session(room)?;
+        if events.is_empty() {
+            return Err(AppError::UnknownRoom(*room));
+        }
+        Ok((s, events))
+    }
+
+    fn known_session(&self, room: &RoomId) -> Result<RoomSession, AppError> {
+        self.session_with_events(room).map(|(s, _)| s)
+    }
+
+    // ---- local operations --------------------------------------------------
+
+    /// Stages the outgoing events and keys of `room`, plus plaintexts, and
+    /// commits: nothing is reported (or exported) before this returns.
+    fn persist(
+        &mut self,
+        room: &RoomId,
+        keys: &[u8],
+        events: &[Event],
+        plaintexts: &[(EventId, Vec<u8>)],
+        now_ms: u64,
+    ) -> Result<(), AppError> {
+        self.store.put_secret(&room_keys_key(room), keys)?;
+        for (id, pt) in plaintexts {
+            self.store.put_secret(&pt_key(id), pt)?;
+        }
+        let meta = InsertMeta {
+            priority: Priority::OwnUndelivered,
+            source: Source::Local,
+            received_ms: now_ms,
+        };
+        for ev in events {
+            match self.store.insert_event(ev, &meta) {
+                Ok(InsertOutcome::Inserted) => {}
+                Ok(other) => {
+                    self.store.rollback()?;
+                    return Err(AppError::Corrupt(format!(
+                        "the store refused this device's own event {}: {other:?}",
+                        ev.id()
+                    )));
+                }
+                Err(e) => {
+                    self.store.rollback()?;
+                    return Err(e.into());
+                }
+            }
+        }
+        if let Err(e) = self.store.commit() {
+            let _ = self.store.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Creates a room named `name` with this device as its first admin.
+    /// The name travels encrypted, as the room's first message.
+    pub fn room_create<R: CryptoRng + ?Sized>(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<RoomId, AppError> {
+        if name.len() > crate::room::content::MAX_ROOM_NAME_BYTES {
+            return Err(AppError::BadInput(format!(
+                "room name longer than {} bytes",
+                crate::room::content::MAX_ROOM_NAME_BYTES
+            )));
+        }
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let (mut s, created) = RoomSession::create(&self.identity, &self.card, nonce, now_ms)?;
+        let room = s.room();
+        let mut events = created.release();
+        let content = Content::RoomName(name.to_owned());
+        let named = s.send(&self.identity, &content, now_ms, rng)?;
+        let keys = zeroize::Zeroizing::new(named.keys().to_vec());
+        events.extend(named.release());
+        let pts = last_message_plaintext(&events, &content);
+        self.persist(&room, &keys, &events, &pts, now_ms)?;
+        Ok(room)
+    }
+
+    fn change<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        change: Membership,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        let mut s = self.known_session(room)?;
+        let out = s.change(&self.identity, change, now_ms, rng)?;
+        let keys = zeroize::Zeroizing::new(out.keys().to_vec());
+        let events = out.release();
+        let id = events
+            .first()
+            .map(Event::id)
+            .ok_or_else(|| AppError::Corrupt("a change produced no event".into()))?;
+        self.persist(room, &keys, &events, &[], now_ms)?;
+        Ok(id)
+    }
+
+    /// Invites a contact (a card text, or the device ID of a stored
+    /// contact). Returns the invite event's ID.
+    pub fn room_invite<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        contact: &str,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        let card = self.resolve_contact(contact)?;
+        let (mut s, events) = self.session_with_events(room)?;
+        let name = self.room_name(&mut s, &events)?;
+        let out = s.change(&self.identity, Membership::Invite { card }, now_ms, rng)?;
+        let mut keys = zeroize::Zeroizing::new(out.keys().to_vec());
+        let mut events = out.release();
+        let id = events
+            .first()
+            .map(Event::id)
+            .ok_or_else(|| AppError::Corrupt("an invite produced no event".into()))?;
+        let mut pts = Vec::new();
+        if !name.is_empty() {
+            // The invitee receives this device's chain from its current
+            // position, so it cannot read the earlier name event: repeat it.
+            let content = Content::RoomName(name);
+            let named = s.send(&self.identity, &content, now_ms, rng)?;
+            keys = zeroize::Zeroizing::new(named.keys().to_vec());
+            events.extend(named.release());
+            pts = last_message_plaintext(&events, &content);
+        }
+        self.persist(room, &keys, &events, &pts, now_ms)?;
+        Ok(id)
+    }
+
+    /// Removes a member; this device then starts a new chain shared only
+    /// with the remaining members.
+    pub fn room_remove<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        target: &DeviceId,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        self.change(room, Membership::Remove { target: *target }, now_ms, rng)
+    }
+
+    /// Leaves the room.
+    pub fn room_leave<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        self.change(room, Membership::Leave, now_ms, rng)
+    }
+
+    /// Makes a member an admin.
+    pub fn room_promote<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        target: &DeviceId,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        self.change(room, Membership::Promote { target: *target }, now_ms, rng)
+    }
+
+    /// Takes admin rights away.
+    pub fn room_demote<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        target: &DeviceId,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        self.change(room, Membership::Demote { target: *target }, now_ms, rng)
+    }
+
+    /// Encrypts, signs and durably stores a message. The returned ID is
+    /// acknowledged: the event, the advanced chain state and the plaintext
+    /// were committed together.
+    pub fn send<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        text: &str,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(AppError::BadInput(format!(
+                "message is {} bytes, over the {MAX_TEXT_BYTES}-byte limit",
+                text.len()
+            )));
+        }
+        let mut s = self.known_session(room)?;
+        let content = Content::Text(text.to_owned());
+        let out = s.send(&self.identity, &content, now_ms, rng)?;
+        let keys = zeroize::Zeroizing::new(out.keys().to_vec());
+        let events = out.release();
+        let pts = last_message_plaintext(&events, &content);
+        let id = pts
+            .first()
+            .map(|(id, _)| *id)
+            .ok_or_else(|| AppError::Corrupt("send produced no message".into()))?;
+        self.persist(room, &keys, &events, &pts, now_ms)?;
+        Ok(id)
+    }
+
+    // ---- reading ------------------------------------------------------------
+
+    /// Rooms this device is or was a member of, ascending by room ID.
+    pub fn rooms(&self) -> Result<Vec<RoomInfo>, AppError> {
+        let mut out = Vec::new();
+        for r in self.store.rooms()? {
+            if self.stored_keys(&r.room)?.is_none() {
+                continue;
+            }
+            let (mut s, events) = self.session(&r.room)?;
+            let name = self.room_name(&mut s, &events)?;
+            out.push(RoomInfo {
+                room_id: r.room.to_string(),
+                name,
+                members: member_infos(&s.members()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn room_name(&self, s: &mut RoomSession, events: &[Event]) -> Result<String, AppError> {
+        let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
+        let mut name = String::new();
+        for id in s.dag().display_order() {
+            let Some(ev) = by_id.get(&id) else { continue };
+            if ev.kind() != EventKind::Message {
+                continue;
+            }
+            if let Some(pt) = self.store.get_secret(&pt_key(&id))?
+                && let Ok(Content::RoomName(n)) = Content::from_bytes(&pt)
+            {
+                name = n;
+            }
+        }
+        Ok(name)
+    }
+
+    /// The room's messages in display order (the DAG's deterministic
+    /// topological order), with undecryptable messages and sequence gaps.
+    pub fn messages(&self, room: &RoomId) -> Result<Vec<MessageLine>, AppError> {
+        let (mut s, events) = self.session(room)?;
+        if events.is_empty() {
+            return Err(AppError::UnknownRoom(*room));
+        }
+        let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
+        // Gaps keyed by (sender, first seq after the gap): the DAG's and
+        // the store's (which also counts events waiting for predecessors).
+        let mut gaps: BTreeMap<(DeviceId, u64), GapInfo> = BTreeMap::new();
+        let senders: BTreeSet<DeviceId> = events.iter().map(Event::sender).collect();
+        let mut all_gaps: Vec<(DeviceId, u64, u64)> = s
+            .gaps()
+            .into_iter()
+            .map(|g| (g.sender, g.from_seq, g.to_seq))
+            .collect();
+        for sender in &senders {
+            for g in self.store.gaps(room, sender, MAX_GAP_LINES)? {
+                all_gaps.push((*sender, g.from_seq, g.to_seq));
+            }
+        }
+        for (sender, from_seq, to_seq) in all_gaps {
+            gaps.entry((sender, to_seq.saturating_add(1)))
+                .or_insert_with(|| GapInfo {
+                    sender: sender.to_string(),
+                    from_seq,
+                    to_seq,
+                });
+        }
+        // Where this device joined: its create or its invites.
+        let me = self.device_id();
+        let order = s.dag().display_order();
+        let joins: Vec<EventId> = order
+            .iter()
+            .filter(|id| {
+                s.dag().node(id).is_some_and(|n| match &n.membership {
+                    Some(Membership::Create { card, .. }) | Some(Membership::Invite { card }) => {
+                        card.device_id == me
+                    }
+                    _ => false,
+                })
+            })
+            .copied()
+            .collect();
+        // Events waiting for predecessors (withheld or not yet received)
+        // are shown after the ordered history, by (time, ID).
+        let in_dag: BTreeSet<EventId> = order.iter().copied().collect();
+        let mut waiting: Vec<&Event> = events
+            .iter()
+            .filter(|e| !in_dag.contains(&e.id()))
+            .collect();
+        waiting.sort_by_key(|e| (e.origin_ts_ms(), e.id()));
+        let full_order = order.iter().copied().chain(waiting.iter().map(|e| e.id()));
+        let mut out = Vec::new();
+        for id in full_order {
+            let Some(ev) = by_id.get(&id) else { continue };
+            if let Some(gap) = gaps.remove(&(ev.sender(), ev.seq())) {
+                out.push(MessageLine::Gap { gap });
+            }
+            if ev.kind() != EventKind::Message {
+                continue;
+            }
+            let (event_id, sender, ts) =
+                (id.to_string(), ev.sender().to_string(), ev.origin_ts_ms());
+            match self.store.get_secret(&pt_key(&id))? {
+                Some(pt) => match Content::from_bytes(&pt) {
+                    Ok(Content::Text(text)) => out.push(MessageLine::Text {
+                        event_id,
+                        sender,
+                        ts,
+                        text,
+                    }),
+                    Ok(Content::RoomName(_)) => {}
+                    Err(e) => out.push(MessageLine::Undecryptable {
+                        event_id,
+                        sender,
+                        ts,
+                        undecryptable: true,
+                        reason: format!("unsupported content: {e}"),
+                    }),
+                },
+                None => {
+                    let before_join = !joins.iter().any(|j| s.dag().is_ancestor(j, &id));
+                    let reason = match self.store.get_secret(&ud_key(&id))? {
+                        _ if !in_dag.contains(&id) => {
+                            "waiting for earlier events it cites (withheld or not yet received)"
+                                .to_owned()
+                        }
+                        _ if joins.is_empty() => "this device is not in the room".to_owned(),
+                        _ if before_join => "sent before this device joined the room".to_owned(),
+                        Some(r) => String::from_utf8_lossy(&r).into_owned(),
+                        None => "no key for this message".to_owned(),
+                    };
+                    out.push(MessageLine::Undecryptable {
+                        event_id,
+                        sender,
+                        ts,
+                        undecryptable: true,
+                        reason,
+                    });
+                }
+            }
+        }
+        // Gaps before events not yet in the DAG (pending) still show.
+        out.extend(gaps.into_values().map(|gap| MessageLine::Gap { gap }));
+        Ok(out)
+    }
+
+    // ---- bundles --------------------------------------------------------------
+
+    /// A bundle of every stored event of `room` (or of every room), in
+    /// (origin time, ID) order per room.
+    pub fn export(&self, room: Option<&RoomId>, now_ms: u64) -> Result<Vec<u8>, AppError> {
+        let rooms: Vec<RoomId> = match room {
+            Some(r) => vec![*r],
+            None => self.store.rooms()?.into_iter().map(|r| r.room).collect(),
+        };
+        let mut events = Vec::new();
+        for r in &rooms {
+            let evs = self.room_events(r)?;
+            if room.is_some() && evs.is_empty() {
+                return Err(AppError::UnknownRoom(*r));
+            }
+            events.extend(evs);
+            if events.len() > MAX_BUNDLE_EVENTS {
+                return Err(AppError::BadInput(format!(
+                    "more than {MAX_BUNDLE_EVENTS} events; export one room at a time"
+                )));
+            }
+        }
+        Ok(bundle::export(&events, now_ms))
+    }
+}
+
+fn last_message_plaintext(events: &[Event], content: &Content) -> Vec<(EventId, Vec<u8>)> {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.kind() == EventKind::Message)
+        .map(|e| vec![(e.id(), content.to_bytes())])
+        .unwrap_or_default()
+}
+
+fn member_infos(state: &MembershipState) -> Vec<MemberInfo> {
+    state
+        .members
+        .values()
+        .map(|m| MemberInfo {
+            device_id: m.device.to_string(),
+            name: m.card.name.clone(),
+            admin: m.admin,
+        })
+        .collect()
+}

@@ -1,0 +1,110 @@
+//! What the application layer reports, with the JSON shapes of the CLI
+//! contract (`protocol-spec/app.md`).
+
+use serde::Serialize;
+
+/// One member as `rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberInfo {
+    /// Device ID (`mr1…`).
+    pub device_id: String,
+    /// Display name from the member's contact card.
+    pub name: String,
+    /// Whether the member is an admin.
+    pub admin: bool,
+}
+
+/// One room as `rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomInfo {
+    /// Room ID (hex).
+    pub room_id: String,
+    /// Room name (from the latest readable name event; empty if none).
+    pub name: String,
+    /// Current members, by device ID.
+    pub members: Vec<MemberInfo>,
+}
+
+/// A detected per-sender sequence gap.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct GapInfo {
+    /// Sender device ID.
+    pub sender: String,
+    /// First missing sequence number.
+    pub from_seq: u64,
+    /// Last missing sequence number.
+    pub to_seq: u64,
+}
+
+/// One line of `messages` output (serialises to the CLI's JSON shapes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum MessageLine {
+    /// A readable message: `{"event_id","sender","ts","text"}`.
+    Text {
+        /// Event ID.
+        event_id: String,
+        /// Sender device ID.
+        sender: String,
+        /// Origin timestamp (ms).
+        ts: u64,
+        /// The text.
+        text: String,
+    },
+    /// A message this device cannot read:
+    /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.
+    Undecryptable {
+        /// Event ID.
+        event_id: String,
+        /// Sender device ID.
+        sender: String,
+        /// Origin timestamp (ms).
+        ts: u64,
+        /// Always true.
+        undecryptable: bool,
+        /// Why.
+        reason: String,
+    },
+    /// A detected gap: `{"gap":{"sender","from_seq","to_seq"}}`.
+    Gap {
+        /// The gap.
+        gap: GapInfo,
+    },
+}
+
+/// One event an import rejected (never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedInfo {
+    /// Position in the bundle.
+    pub index: usize,
+    /// Event ID, when the event decoded far enough.
+    pub event_id: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A stored event that changes nothing: a membership change no valid admin
+/// signed, or a key share or prekey update from a non-member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnauthorizedInfo {
+    /// Event ID.
+    pub event_id: String,
+    /// Why it has no effect.
+    pub reason: String,
+}
+
+/// What an import did: `{"imported","duplicates","rejected"}` plus details.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportSummary {
+    /// New events stored.
+    pub imported: usize,
+    /// Events already held (or repeated in the bundle).
+    pub duplicates: usize,
+    /// Events rejected and not stored.
+    pub rejected: usize,
+    /// The rejected events with their reasons.
+    pub rejections: Vec<RejectedInfo>,
+    /// Stored events that were refused by room authorization (a courier
+    /// keeps them because others may cite them; they change nothing).
+    pub unauthorized: Vec<UnauthorizedInfo>,
+}

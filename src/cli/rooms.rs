@@ -1,0 +1,560 @@
+//! The rooms commands of `meshrelay` (issue 4's CLI contract):
+//!
+//! ```text
+//! meshrelay room create NAME [--json]          → {"room_id"}
+//! meshrelay room invite ROOM_ID CONTACT        → {"event_id"}
+//! meshrelay room remove ROOM_ID DEVICE_ID      → {"event_id"}
+//! meshrelay room leave ROOM_ID                 → {"event_id"}
+//! meshrelay room promote ROOM_ID DEVICE_ID     → {"event_id"}
+//! meshrelay room demote ROOM_ID DEVICE_ID      → {"event_id"}
+//! meshrelay rooms [--json]                     → [{"room_id","name","members":[{"device_id","name","admin"}]}]
+//! meshrelay send ROOM_ID TEXT [--json]         → {"event_id"} (after the commit)
+//! meshrelay messages ROOM_ID [--json] [--follow]  → JSON lines
+//! meshrelay export [--room ROOM_ID] FILE|-
+//! meshrelay import FILE|-                      → {"imported","duplicates","rejected",...}
+//! ```
+//!
+//! With `--json`, `rooms` prints one JSON array; `messages` prints one JSON
+//! object per line. Everything is printed only after the store committed.
+//! Exit codes follow the binary's: 0 ok, 1 runtime failure, 2 bad input.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::app::{self, AppError, Device, MessageLine};
+use crate::bundle::MAX_BUNDLE_BYTES;
+use crate::contacts::ContactError;
+use crate::crypto::DeviceId;
+use crate::datadir::DataDirError;
+use crate::event::{EventId, RoomId};
+use crate::store::StoreError;
+
+/// Interval between polls of `messages --follow`.
+pub const FOLLOW_POLL_MS: u64 = 1000;
+
+/// Exit code for a runtime failure.
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code for bad input or usage.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// The rooms subcommands; flatten into the binary's command enum with
+/// `#[command(flatten)] Rooms(meshrelay::cli::rooms::RoomsCommand)`.
+#[derive(Debug, Subcommand)]
+pub enum RoomsCommand {
+    /// Create, change and leave rooms.
+    Room {
+        /// What to do.
+        #[command(subcommand)]
+        action: RoomAction,
+    },
+    /// List the rooms this device is or was in.
+    Rooms {
+        /// Print JSON: [{"room_id","name","members":[{"device_id","name","admin"}]}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encrypt, sign and store a message (printed only once durable).
+    Send {
+        /// Room ID (hex).
+        room_id: String,
+        /// Message text.
+        text: String,
+        /// Print JSON: {"event_id"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a room's messages in display order, with unreadable messages and gaps.
+    Messages {
+        /// Room ID (hex).
+        room_id: String,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Keep polling for new messages (does not hold the store between polls).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Write a bundle of signed events for sneakernet transport.
+    Export {
+        /// Only this room.
+        #[arg(long, value_name = "ROOM_ID")]
+        room: Option<String>,
+        /// Output file, or "-" for standard output.
+        #[arg(value_name = "FILE|-")]
+        file: String,
+    },
+    /// Verify and store the events of a bundle.
+    Import {
+        /// Input file, or "-" for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: String,
+    },
+}
+
+/// `meshrelay room ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoomAction {
+    /// Create a room with this device as its first admin.
+    Create {
+        /// Room name (encrypted; members only).
+        name: String,
+        /// Print JSON: {"room_id"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Invite a contact: a contact card, or the device ID of a stored contact.
+    Invite(InviteArgs),
+    /// Remove a member (admins only); later messages are not shared with it.
+    Remove(TargetArgs),
+    /// Leave the room.
+    Leave {
+        /// Room ID (hex).
+        room_id: String,
+        /// Print JSON: {"event_id"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a member an admin.
+    Promote(TargetArgs),
+    /// Take admin rights away.
+    Demote(TargetArgs),
+}
+
+/// Arguments of `room invite`.
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// Room ID (hex).
+    pub room_id: String,
+    /// Contact card (MRC1:...) or a stored contact's device ID.
+    pub contact: String,
+    /// Print JSON: {"event_id"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of commands that target a member.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Room ID (hex).
+    pub room_id: String,
+    /// The member's device ID.
+    pub device_id: String,
+    /// Print JSON: {"event_id"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A failure of a rooms command, with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{err}")]
+pub struct CliError {
+    /// Exit code ([`EXIT_RUNTIME`] or [`EXIT_BAD_INPUT`]).
+    pub code: u8,
+    /// What went wrong.
+    pub err: AppError,
+}
+
+impl From<AppError> for CliError {
+    fn from(err: AppError) -> Self {
+        let code = match &err {
+            AppError::DataDir(
+                DataDirError::NotInitialized(_) | DataDirError::AlreadyInitialized(_),
+            )
+            | AppError::Contacts(ContactError::BadCard(_))
+            | AppError::Session(_)
+            | AppError::Bundle(_)
+            | AppError::UnknownRoom(_)
+            | AppError::BadContact(_)
+            | AppError::BadInput(_) => EXIT_BAD_INPUT,
+            _ => EXIT_RUNTIME,
+        };
+        CliError { code, err }
+    }
+}
+
+fn bad(msg: String) -> CliError {
+    AppError::BadInput(msg).into()
+}
+
+fn io_err(what: &str, source: io::Error) -> CliError {
+    AppError::Io {
+        path: what.into(),
+        source,
+    }
+    .into()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn room_arg(s: &str) -> Result<RoomId, CliError> {
+    s.trim()
+        .parse()
+        .map_err(|e| bad(format!("ROOM_ID {s:.40}: {e}")))
+}
+
+fn device_arg(s: &str) -> Result<DeviceId, CliError> {
+    s.trim()
+        .parse()
+        .map_err(|e| bad(format!("DEVICE_ID {s:.60}: {e}")))
+}
+
+fn print_event(out: &mut dyn Write, id: EventId, json: bool) -> Result<(), CliError> {
+    let r = if json {
+        writeln!(out, "{}", json!({ "event_id": id.to_string() }))
+    } else {
+        writeln!(out, "{id}")
+    };
+    r.map_err(|e| io_err("-", e))
+}
+
+/// Human form of one message line.
+pub fn human_line(line: &MessageLine) -> String {
+    match line {
+        MessageLine::Text {
+            sender, ts, text, ..
+        } => format!("[{ts}] {sender}: {text}"),
+        MessageLine::Undecryptable {
+            event_id,
+            sender,
+            ts,
+            reason,
+            ..
+        } => format!("[{ts}] {sender}: <unreadable message {event_id}: {reason}>"),
+        MessageLine::Gap { gap } => format!(
+            "<{} withheld or missing: sequence {}..={}>",
+            gap.sender, gap.from_seq, gap.to_seq
+        ),
+    }
+}
+
+fn write_line(out: &mut dyn Write, line: &MessageLine, json: bool) -> io::Result<()> {
+    if json {
+        let s = serde_json::to_string(line).map_err(io::Error::other)?;
+        writeln!(out, "{s}")
+    } else {
+        writeln!(out, "{}", human_line(line))
+    }
+}
+
+fn read_input(file: &str) -> Result<Vec<u8>, CliError> {
+    let mut buf = Vec::new();
+    let limit = MAX_BUNDLE_BYTES as u64 + 1;
+    let r = if file == "-" {
+        io::stdin().lock().take(limit).read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut buf))
+    };
+    r.map_err(|e| io_err(file, e))?;
+    if buf.len() > MAX_BUNDLE_BYTES {
+        return Err(bad(format!(
+            "{file} is larger than the {MAX_BUNDLE_BYTES}-byte bundle limit"
+        )));
+    }
+    Ok(buf)
+}
+
+fn write_output(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(), CliError> {
+    if file == "-" {
+        return out.write_all(bytes).map_err(|e| io_err("-", e));
+    }
+    // Written beside the target and renamed, so a reader never sees half a bundle.
+    let path = Path::new(file);
+    let tmp = path.with_extension("partial");
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    r.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(file, e)
+    })
+}
+
+/// Runs one rooms command on the data directory `dir`, printing to `out`.
+pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+    let now = now_ms();
+    match cmd {
+        RoomsCommand::Room { action } => {
+            let mut dev = Device::open(dir, now)?;
+            match action {
+                RoomAction::Create { name, json } => {
+                    let room = dev.room_create(name, now, &mut rng)?;
+                    let r = if *json {
+                        writeln!(out, "{}", json!({ "room_id": room.to_string() }))
+                    } else {
+                        writeln!(out, "{room}")
+                    };
+                    r.map_err(|e| io_err("-", e))
+                }
+                RoomAction::Invite(a) => {
+                    let id = dev.room_invite(&room_arg(&a.room_id)?, &a.contact, now, &mut rng)?;
+                    print_event(out, id, a.json)
+                }
+                RoomAction::Remove(a) => {
+                    let id = dev.room_remove(
+                        &room_arg(&a.room_id)?,
+                        &device_arg(&a.device_id)?,
+                        now,
+                        &mut rng,
+                    )?;
+                    print_event(out, id, a.json)
+                }
+                RoomAction::Leave { room_id, json } => {
+                    let id = dev.room_leave(&room_arg(room_id)?, now, &mut rng)?;
+                    print_event(out, id, *json)
+                }
+                RoomAction::Promote(a) => {
+                    let id = dev.room_promote(
+                        &room_arg(&a.room_id)?,
+                        &device_arg(&a.device_id)?,
+                        now,
+                        &mut rng,
+                    )?;
+                    print_event(out, id, a.json)
+                }
+                RoomAction::Demote(a) => {
+                    let id = dev.room_demote(
+                        &room_arg(&a.room_id)?,
+                        &device_arg(&a.device_id)?,
+                        now,
+                        &mut rng,
+                    )?;
+                    print_event(out, id, a.json)
+                }
+            }
+        }
+        RoomsCommand::Rooms { json } => {
+            let rooms = Device::open(dir, now)?.rooms()?;
+            let r = if *json {
+                serde_json::to_string(&rooms)
+                    .map_err(io::Error::other)
+                    .and_then(|s| writeln!(out, "{s}"))
+            } else {
+                rooms.iter().try_for_each(|r| {
+                    writeln!(out, "{} {}", r.room_id, r.name)?;
+                    r.members.iter().try_for_each(|m| {
+                        let admin = if m.admin { " (admin)" } else { "" };
+                        writeln!(out, "  {} {}{admin}", m.device_id, m.name)
+                    })
+                })
+            };
+            r.map_err(|e| io_err("-", e))
+        }
+        RoomsCommand::Send {
+            room_id,
+            text,
+            json,
+        } => {
+            let room = room_arg(room_id)?;
+            let id = Device::open(dir, now)?.send(&room, text, now, &mut rng)?;
+            print_event(out, id, *json)
+        }
+        RoomsCommand::Messages {
+            room_id,
+            json,
+            follow,
+        } => {
+            let room = room_arg(room_id)?;
+            if !*follow {
+                let lines = Device::open(dir, now)?.messages(&room)?;
+                return lines
+                    .iter()
+                    .try_for_each(|l| write_line(out, l, *json))
+                    .map_err(|e| io_err("-", e));
+            }
+            let r = app::follow_messages(
+                dir,
+                &room,
+                Duration::from_millis(FOLLOW_POLL_MS),
+                now_ms,
+                |l| write_line(out, l, *json).and_then(|()| out.flush()),
+                || true,
+            );
+            match r {
+                // The reader went away (`| head`): a normal end.
+                Err(AppError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
+                    Ok(())
+                }
+                other => other.map_err(CliError::from),
+            }
+        }
+        RoomsCommand::Export { room, file } => {
+            let room = room.as_deref().map(room_arg).transpose()?;
+            let bytes = Device::open(dir, now)?.export(room.as_ref(), now)?;
+            write_output(file, &bytes, out)
+        }
+        RoomsCommand::Import { file } => {
+            let bytes = read_input(file)?;
+            let sum = Device::open(dir, now)?.import(&bytes, now)?;
+            serde_json::to_string(&sum)
+                .map_err(io::Error::other)
+                .and_then(|s| writeln!(out, "{s}"))
+                .map_err(|e| io_err("-", e))
+        }
+    }
+}
+
+/// Whether an error means the store is in use by another process.
+pub fn is_locked(e: &CliError) -> bool {
+    matches!(e.err, AppError::Store(StoreError::Locked { .. }))
+}
+
+/// What `meshrelay decode` prints for a bundle: its framing and, per event,
+/// the cleartext envelope fields and whether the event verifies at
+/// `now_ms` (signature, encoding, timeliness). Nothing is decrypted.
+pub fn bundle_json(bytes: &[u8], now_ms: u64) -> Result<serde_json::Value, CliError> {
+    let (created_ms, raw) = crate::bundle::parse(bytes).map_err(AppError::from)?;
+    let events: Vec<serde_json::Value> = raw
+        .iter()
+        .enumerate()
+        .map(|(index, b)| match crate::event::Event::decode(b) {
+            Ok(ev) => {
+                let timely = crate::event::timeliness(&ev, now_ms);
+                json!({
+                    "index": index,
+                    "valid": timely == crate::event::Timeliness::Current,
+                    "timeliness": format!("{timely:?}").to_lowercase(),
+                    "event_id": ev.id().to_string(),
+                    "room": ev.room().to_string(),
+                    "sender": ev.sender().to_string(),
+                    "seq": ev.seq(),
+                    "kind": ev.kind().name(),
+                    "origin_ts_ms": ev.origin_ts_ms(),
+                    "expires_ms": ev.expires_ms(),
+                    "payload_bytes": ev.payload().len(),
+                })
+            }
+            Err(e) => json!({ "index": index, "valid": false, "error": e.to_string() }),
+        })
+        .collect();
+    Ok(json!({
+        "bundle": {
+            "version": crate::bundle::BUNDLE_VERSION,
+            "created_ms": created_ms,
+            "events": events,
+        }
+    }))
+}
+
+/// Whether `bytes` look like a bundle (for `decode` to pick a decoder).
+pub fn is_bundle(bytes: &[u8]) -> bool {
+    crate::bundle::parse(bytes).is_ok()
+}
+
+/// The rooms part of `meshrelay demo`: three devices in a temporary
+/// directory share a room through a bundle, narrated on `out`. The
+/// temporary directory is removed afterwards.
+pub fn demo(out: &mut dyn Write) -> Result<(), CliError> {
+    let base = std::env::temp_dir().join(format!(
+        "meshrelay-demo-{}-{}",
+        std::process::id(),
+        now_ms()
+    ));
+    let r = demo_in(&base, out);
+    let _ = std::fs::remove_dir_all(&base);
+    r
+}
+
+fn demo_in(base: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| io_err("-", e));
+    let dirs = [base.join("ana"), base.join("bo"), base.join("cy")];
+    let [da, db, dc] = &dirs;
+    let mut now = now_ms();
+    for (d, name) in dirs.iter().zip(["Ana", "Bo", "Cy"]) {
+        let id = app::init(d, name, now, &mut rng)?;
+        w(out, format!("{name}: new device {id} in {}", d.display()))?;
+    }
+    let open = |d: &Path, now: u64| Device::open(d, now).map_err(CliError::from);
+    let bo_card = open(db, now)?.card().to_text();
+    let room = open(da, now)?.room_create("north camp", now, &mut rng)?;
+    w(
+        out,
+        format!("Ana creates room {room} (\"north camp\", the name is encrypted) and is its admin"),
+    )?;
+    now += 1;
+    open(da, now)?.room_invite(&room, &bo_card, now, &mut rng)?;
+    w(
+        out,
+        "Ana invites Bo with Bo's contact card; the invite carries the card to every member".into(),
+    )?;
+    now += 1;
+    let sent = open(da, now)?.send(&room, "Water point at the north gate", now, &mut rng)?;
+    w(
+        out,
+        format!("Ana sends a message; stored durably as event {sent} before anything leaves"),
+    )?;
+    let stick = open(da, now)?.export(Some(&room), now)?;
+    w(
+        out,
+        format!(
+            "Ana exports a {}-byte signed bundle to a USB stick",
+            stick.len()
+        ),
+    )?;
+    now += 1;
+    let sum = open(db, now)?.import(&stick, now)?;
+    w(
+        out,
+        format!(
+            "Bo imports it: {} new, {} duplicates, {} rejected",
+            sum.imported, sum.duplicates, sum.rejected
+        ),
+    )?;
+    for l in open(db, now)?.messages(&room)? {
+        if let MessageLine::Text { .. } = l {
+            w(out, format!("  Bo reads {}", human_line(&l)))?;
+        }
+    }
+    let again = open(db, now)?.import(&stick, now)?;
+    w(
+        out,
+        format!(
+            "Bo imports the same stick again: {} new, {} duplicates",
+            again.imported, again.duplicates
+        ),
+    )?;
+    let sum = open(dc, now)?.import(&stick, now)?;
+    let readable = open(dc, now)?
+        .messages(&room)?
+        .iter()
+        .filter(|l| matches!(l, MessageLine::Text { .. }))
+        .count();
+    w(
+        out,
+        format!(
+            "Cy, not a member, carries {} events and can read {readable} of them",
+            sum.imported
+        ),
+    )?;
+    now += 1;
+    let bo = open(db, now)?.device_id();
+    open(da, now)?.room_remove(&room, &bo, now, &mut rng)?;
+    now += 1;
+    open(da, now)?.send(&room, "Moving to the south camp", now, &mut rng)?;
+    w(
+        out,
+        "Ana removes Bo and sends again, on a new chain shared only with the remaining members"
+            .into(),
+    )?;
+    let stick = open(da, now)?.export(Some(&room), now)?;
+    open(db, now)?.import(&stick, now)?;
+    for l in open(db, now)?.messages(&room)? {
+        if let MessageLine::Undecryptable { .. } = l {
+            w(out, format!("  Bo sees {}", human_line(&l)))?;
+        }
+    }
+    Ok(())
+}

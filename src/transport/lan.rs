@@ -1,0 +1,494 @@
+//! The LAN adapter: libp2p over TCP and QUIC with Noise and yamux, peers
+//! found by mDNS or given as static addresses (`protocol-spec/lan.md`).
+//!
+//! The adapter only moves datagrams: each peer pair gets one long-lived
+//! libp2p stream on the protocol [`PROTOCOL`], which carries the core's
+//! datagrams length-prefixed (`u32` big-endian, at most
+//! [`MAX_DATAGRAM_BYTES`]). Each stream is one core link
+//! ([`crate::proto::LinkId`]).
+//!
+//! * **Ephemeral peer keys.** The libp2p key is new at every start and is not
+//!   the device identity, so LAN observers cannot track a device across runs.
+//! * **One link per peer pair.** Only the side with the smaller `PeerId`
+//!   opens the stream; the other accepts and replaces any older stream from
+//!   the same peer. mDNS dials by `PeerId` with "disconnected and not
+//!   dialing"; a duplicate connection from a simultaneous dial is closed by a
+//!   deterministic tie-break (keep the connection dialed by the smaller
+//!   `PeerId`), and idle connections time out.
+//! * **Static peers** are plain multiaddrs (no `/p2p/` suffix needed),
+//!   redialled with exponential backoff while not connected.
+//! * **Penalties** attach to the remote IP address ([`SourceKey`]), which a
+//!   LAN attacker cannot change as cheaply as a libp2p key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, mdns, noise, tcp, yamux};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::proto::LinkId;
+use crate::proto::io::SourceKey;
+
+/// The stream protocol name (versioned).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshrelay/frames/1");
+
+/// Largest datagram accepted from a peer: the largest packet the wire layer
+/// produces (`wire::MAX_MTU`).
+pub const MAX_DATAGRAM_BYTES: usize = crate::wire::MAX_MTU;
+
+/// MTU reported to the core for LAN links.
+pub const LAN_MTU: usize = MAX_DATAGRAM_BYTES;
+
+/// Datagrams queued for one link's writer before `send` waits.
+pub const LINK_QUEUE: usize = 256;
+
+/// Events queued from all links to the driver before readers wait.
+pub const EVENT_QUEUE: usize = 1024;
+
+/// Most static peers.
+pub const MAX_STATIC_PEERS: usize = 64;
+
+/// Idle connections (no stream) close after this long.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// First and largest static-peer redial delay.
+pub const REDIAL_MIN: Duration = Duration::from_secs(1);
+/// Largest static-peer redial delay.
+pub const REDIAL_MAX: Duration = Duration::from_secs(30);
+
+/// Why the LAN adapter could not start.
+#[derive(Debug, Error)]
+pub enum LanError {
+    /// Building the transport failed.
+    #[error("cannot build the LAN transport: {0}")]
+    Build(String),
+    /// A listen address could not be used.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Configuration of the LAN adapter.
+#[derive(Debug, Clone)]
+pub struct LanConfig {
+    /// Addresses to listen on (default: all interfaces, random TCP and QUIC ports).
+    pub listen: Vec<Multiaddr>,
+    /// Static peers, redialled with backoff.
+    pub peers: Vec<Multiaddr>,
+    /// Whether mDNS discovery runs.
+    pub mdns: bool,
+}
+
+impl Default for LanConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0"
+                    .parse()
+                    .expect("valid multiaddr literal"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr literal"),
+            ],
+            peers: Vec::new(),
+            mdns: true,
+        }
+    }
+}
+
+/// What the adapter reports to the driver.
+#[derive(Debug)]
+pub enum LanEvent {
+    /// The adapter listens on a new address.
+    Listening(Multiaddr),
+    /// A link to a peer is up.
+    Up {
+        /// The link.
+        link: LinkId,
+        /// The remote address, for status output.
+        address: String,
+        /// The penalty key (remote IP).
+        source: SourceKey,
+    },
+    /// A link went down.
+    Down(LinkId),
+    /// A datagram arrived.
+    Received {
+        /// The link.
+        link: LinkId,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// All datagrams queued on the link were written.
+    Drained(LinkId),
+}
+
+enum Command {
+    Send(LinkId, Vec<u8>),
+    Close(LinkId),
+}
+
+/// A handle for sending on links. Cheap to clone.
+#[derive(Clone)]
+pub struct LanHandle {
+    cmd: mpsc::Sender<Command>,
+}
+
+impl LanHandle {
+    /// Queues a datagram on a link (waits if the adapter is busy).
+    pub async fn send(&self, link: LinkId, bytes: Vec<u8>) {
+        let _ = self.cmd.send(Command::Send(link, bytes)).await;
+    }
+
+    /// Closes a link.
+    pub async fn close(&self, link: LinkId) {
+        let _ = self.cmd.send(Command::Close(link)).await;
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// The penalty key of a remote address: a hash of its IP (not its port).
+pub fn source_of(addr: &Multiaddr) -> SourceKey {
+    let ip: Option<IpAddr> = addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    });
+    let text = ip.map_or_else(|| addr.to_string(), |ip| ip.to_string());
+    let h = Sha256::new()
+        .chain_update(b"meshrelay/v1/lan-source\0")
+        .chain_update(text.as_bytes())
+        .finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h[..16]);
+    SourceKey(k)
+}
+
+struct LinkIo {
+    peer: PeerId,
+    tx: mpsc::Sender<Vec<u8>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the adapter. Returns the handle, the event stream, and this
+/// run's (ephemeral) `PeerId`.
+pub fn spawn(config: LanConfig) -> Result<(LanHandle, mpsc::Receiver<LanEvent>, PeerId), LanError> {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| LanError::Build(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let mdns = if config.mdns {
+                mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id()).ok()
+            } else {
+                None
+            };
+            Behaviour {
+                mdns: Toggle::from(mdns),
+                stream: libp2p_stream::Behaviour::new(),
+            }
+        })
+        .map_err(|e| LanError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| LanError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    let me = *swarm.local_peer_id();
+    let (cmd_tx, cmd_rx) = mpsc::channel(LINK_QUEUE);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let peers: Vec<Multiaddr> = config.peers.into_iter().take(MAX_STATIC_PEERS).collect();
+    tokio::spawn(run(swarm, peers, cmd_rx, ev_tx));
+    Ok((LanHandle { cmd: cmd_tx }, ev_rx, me))
+}
+
+struct StaticPeer {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    delay: Duration,
+    next: tokio::time::Instant,
+}
+
+struct State {
+    me: PeerId,
+    links: BTreeMap<LinkId, LinkIo>,
+    by_peer: BTreeMap<PeerId, LinkId>,
+    remote_addr: BTreeMap<PeerId, Multiaddr>,
+    connected: BTreeSet<PeerId>,
+    opening: BTreeSet<PeerId>,
+    next_link: Arc<AtomicU64>,
+    ev_tx: mpsc::Sender<LanEvent>,
+    closed_tx: mpsc::Sender<LinkId>,
+}
+
+impl State {
+    /// Starts the reader and writer of a new stream and reports the link.
+    async fn add_link(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        if let Some(old) = self.by_peer.remove(&peer) {
+            self.drop_link(old).await;
+        }
+        let link = LinkId(self.next_link.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE);
+        let ev_tx = self.ev_tx.clone();
+        let task = tokio::spawn(link_io(link, stream, rx, ev_tx, self.closed_tx.clone()));
+        self.links.insert(link, LinkIo { peer, tx, task });
+        self.by_peer.insert(peer, link);
+        let addr = self.remote_addr.get(&peer).cloned();
+        let source = addr.as_ref().map_or(SourceKey([0; 16]), source_of);
+        let _ = self
+            .ev_tx
+            .send(LanEvent::Up {
+                link,
+                address: addr.map_or_else(|| peer.to_string(), |a| a.to_string()),
+                source,
+            })
+            .await;
+    }
+
+    async fn drop_link(&mut self, link: LinkId) {
+        if let Some(io) = self.links.remove(&link) {
+            io.task.abort();
+            if self.by_peer.get(&io.peer) == Some(&link) {
+                self.by_peer.remove(&io.peer);
+            }
+            let _ = self.ev_tx.send(LanEvent::Down(link)).await;
+        }
+    }
+}
+
+async fn run(
+    mut swarm: Swarm<Behaviour>,
+    peers: Vec<Multiaddr>,
+    mut cmd_rx: mpsc::Receiver<Command>,
+    ev_tx: mpsc::Sender<LanEvent>,
+) {
+    let (closed_tx, mut closed_rx) = mpsc::channel::<LinkId>(64);
+    let mut control = swarm.behaviour().stream.new_control();
+    let Ok(mut incoming) = control.accept(PROTOCOL) else {
+        tracing::error!("the LAN stream protocol was registered twice");
+        return;
+    };
+    let now = tokio::time::Instant::now();
+    let mut statics: Vec<StaticPeer> = peers
+        .into_iter()
+        .map(|addr| StaticPeer {
+            addr,
+            peer: None,
+            delay: REDIAL_MIN,
+            next: now,
+        })
+        .collect();
+    let mut st = State {
+        me: *swarm.local_peer_id(),
+        links: BTreeMap::new(),
+        by_peer: BTreeMap::new(),
+        remote_addr: BTreeMap::new(),
+        connected: BTreeSet::new(),
+        opening: BTreeSet::new(),
+        next_link: Arc::new(AtomicU64::new(1)),
+        ev_tx: ev_tx.clone(),
+        closed_tx,
+    };
+    // Streams we open arrive here from their opening tasks.
+    let (opened_tx, mut opened_rx) = mpsc::channel::<(PeerId, Option<libp2p::Stream>)>(64);
+    let mut redial = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            // Local work first: commands from the driver.
+            biased;
+            cmd = cmd_rx.recv() => match cmd {
+                None => return,
+                Some(Command::Send(link, bytes)) => {
+                    if let Some(io) = st.links.get(&link) {
+                        if io.tx.send(bytes).await.is_err() {
+                            st.drop_link(link).await;
+                        }
+                    }
+                }
+                Some(Command::Close(link)) => {
+                    if let Some(peer) = st.links.get(&link).map(|io| io.peer) {
+                        st.drop_link(link).await;
+                        let _ = swarm.disconnect_peer_id(peer);
+                    }
+                }
+            },
+            Some(link) = closed_rx.recv() => st.drop_link(link).await,
+            Some((peer, stream)) = opened_rx.recv() => {
+                st.opening.remove(&peer);
+                match stream {
+                    Some(s) if st.connected.contains(&peer) => st.add_link(peer, s).await,
+                    Some(_) => {}
+                    None => tracing::debug!(%peer, "could not open a stream"),
+                }
+            }
+            Some((peer, stream)) = incoming.next() => {
+                if peer < st.me {
+                    st.add_link(peer, stream).await;
+                } else {
+                    // The smaller PeerId opens; a stream from the larger side
+                    // breaks the one-link rule (or is a bug): refuse it.
+                    tracing::debug!(%peer, "refusing stream from the side that should accept");
+                }
+            }
+            _ = redial.tick() => {
+                let now = tokio::time::Instant::now();
+                for sp in statics.iter_mut() {
+                    let up = sp.peer.is_some_and(|p| st.connected.contains(&p));
+                    if up || sp.next > now {
+                        continue;
+                    }
+                    tracing::debug!(addr = %sp.addr, "dialling static peer");
+                    let _ = swarm.dial(DialOpts::unknown_peer_id().address(sp.addr.clone()).build());
+                    sp.next = now + sp.delay;
+                    sp.delay = (sp.delay * 2).min(REDIAL_MAX);
+                }
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    let _ = ev_tx.send(LanEvent::Listening(address)).await;
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                    for (peer, addr) in found {
+                        if peer == st.me {
+                            continue;
+                        }
+                        let opts = DialOpts::peer_id(peer)
+                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .addresses(vec![addr])
+                            .build();
+                        let _ = swarm.dial(opts);
+                    }
+                }
+                SwarmEvent::Behaviour(_) => {}
+                SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+                    let (remote, dialed_by_me) = match &endpoint {
+                        ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
+                        ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), false),
+                    };
+                    if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                        for sp in statics.iter_mut().filter(|sp| sp.addr == *address || address.to_string().starts_with(&sp.addr.to_string())) {
+                            sp.peer = Some(peer_id);
+                            sp.delay = REDIAL_MIN;
+                        }
+                    }
+                    if num_established.get() > 1 {
+                        // Simultaneous dial: keep the connection dialled by the
+                        // smaller PeerId, on both sides.
+                        let initiator = if dialed_by_me { st.me } else { peer_id };
+                        if initiator != st.me.min(peer_id) {
+                            swarm.close_connection(connection_id);
+                            continue;
+                        }
+                    }
+                    st.remote_addr.entry(peer_id).or_insert(remote);
+                    st.connected.insert(peer_id);
+                    if st.me < peer_id && !st.by_peer.contains_key(&peer_id) && st.opening.insert(peer_id) {
+                        let mut control = control.clone();
+                        let opened_tx = opened_tx.clone();
+                        tokio::spawn(async move {
+                            let s = control.open_stream(peer_id, PROTOCOL).await.ok();
+                            let _ = opened_tx.send((peer_id, s)).await;
+                        });
+                    }
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+                    if num_established == 0 {
+                        st.connected.remove(&peer_id);
+                        st.remote_addr.remove(&peer_id);
+                        if let Some(link) = st.by_peer.get(&peer_id).copied() {
+                            st.drop_link(link).await;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Reads and writes one link's stream until either side fails.
+async fn link_io(
+    link: LinkId,
+    stream: libp2p::Stream,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    ev_tx: mpsc::Sender<LanEvent>,
+    closed_tx: mpsc::Sender<LinkId>,
+) {
+    let (mut reader, mut writer) = stream.split();
+    let ev_read = ev_tx.clone();
+    let read = async move {
+        let mut len = [0u8; 4];
+        loop {
+            if reader.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let n = u32::from_be_bytes(len) as usize;
+            if n > MAX_DATAGRAM_BYTES {
+                tracing::debug!(link = link.0, n, "oversize datagram: closing the link");
+                return;
+            }
+            let mut buf = vec![0u8; n];
+            if reader.read_exact(&mut buf).await.is_err() {
+                return;
+            }
+            if ev_read
+                .send(LanEvent::Received { link, bytes: buf })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    let ev_write = ev_tx.clone();
+    let write = async move {
+        while let Some(bytes) = rx.recv().await {
+            let len = (bytes.len() as u32).to_be_bytes();
+            if writer.write_all(&len).await.is_err() || writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+            if rx.is_empty() {
+                if writer.flush().await.is_err() {
+                    return;
+                }
+                let _ = ev_write.send(LanEvent::Drained(link)).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = read => {}
+        _ = write => {}
+    }
+    let _ = closed_tx.send(link).await;
+}

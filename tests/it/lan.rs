@@ -1,0 +1,74 @@
+//! The LAN adapter over real libp2p connections on 127.0.0.1.
+
+use std::time::Duration;
+
+use meshrelay::transport::lan::{self, LanConfig, LanEvent};
+use tokio::sync::mpsc::Receiver;
+use tokio::time::timeout;
+
+fn config(listen: &str, peers: Vec<String>) -> LanConfig {
+    LanConfig {
+        listen: vec![listen.parse().expect("listen multiaddr")],
+        peers: peers
+            .into_iter()
+            .map(|p| p.parse().expect("peer multiaddr"))
+            .collect(),
+        mdns: false,
+    }
+}
+
+async fn next_matching<F: Fn(&LanEvent) -> bool>(rx: &mut Receiver<LanEvent>, f: F) -> LanEvent {
+    timeout(Duration::from_secs(30), async {
+        loop {
+            let ev = rx.recv().await.expect("adapter alive");
+            if f(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("event within 30 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_adapters_link_over_tcp_and_exchange_datagrams() {
+    let (_ha, mut ea, _) = lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![])).expect("spawn a");
+    let LanEvent::Listening(addr) =
+        next_matching(&mut ea, |e| matches!(e, LanEvent::Listening(_))).await
+    else {
+        unreachable!()
+    };
+    // A plain address, without /p2p/<id>: peer keys are ephemeral.
+    let (hb, mut eb, _) =
+        lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![addr.to_string()])).expect("spawn b");
+    let LanEvent::Up { link: la, .. } =
+        next_matching(&mut ea, |e| matches!(e, LanEvent::Up { .. })).await
+    else {
+        unreachable!()
+    };
+    let LanEvent::Up {
+        link: lb, address, ..
+    } = next_matching(&mut eb, |e| matches!(e, LanEvent::Up { .. })).await
+    else {
+        unreachable!()
+    };
+    assert!(address.contains("127.0.0.1"), "address {address}");
+    hb.send(lb, b"hello over libp2p".to_vec()).await;
+    let LanEvent::Received { link, bytes } =
+        next_matching(&mut ea, |e| matches!(e, LanEvent::Received { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(link, la);
+    assert_eq!(bytes, b"hello over libp2p");
+    // Exactly one link per pair: no second Up arrives on either side.
+    let extra = timeout(Duration::from_secs(2), async {
+        loop {
+            if let Some(LanEvent::Up { .. }) = ea.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(extra.is_err(), "a second link came up");
+}
