@@ -1,6 +1,27 @@
 //! meshrelay-sim: a discrete-event mesh simulator that drives the real
-//! `meshrelay` [`Node`](meshrelay::proto::Node) core.
+//! `meshrelay` [`Node`](meshrelay::proto::Node) core, and the DTN baselines
+//! it is measured against, over the same contacts.
 //!
 //! Every run is reproducible from its seed, which every command prints.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`net`] | the discrete-event network of real nodes (virtual time, links, CPU) |
+//! | [`trace`] | contact schedules, workloads, ONE trace import |
+//! | [`mobility`] | random waypoint, static placements, groups; contacts from range |
+//! | [`scenario`] | TOML scenarios: population, links, workload |
+//! | [`baseline`] | epidemic, spray-and-wait, direct delivery, the oracle |
+//! | [`relay`] | meshrelay over a workload, with invariant checks |
+//! | [`metrics`] | ONE-style metrics |
+//! | [`compare`] | runs every protocol on one workload |
+//! | [`report`] | markdown and SVG plots |
 
+pub mod baseline;
+pub mod compare;
+pub mod metrics;
+pub mod mobility;
 pub mod net;
+pub mod relay;
+pub mod report;
+pub mod scenario;
+pub mod trace;

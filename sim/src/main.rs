@@ -1,67 +1,264 @@
-//! `meshrelay-sim`: the meshrelay simulator. See `sim/README.md`.
+//! `meshrelay-sim`: run scenarios and imported traces through meshrelay and
+//! the DTN baselines.
+//!
+//! Subcommands live in one enum; each has its own small handler, so a new
+//! one (`reconcile`) is one variant plus one module.
 
 mod reconcile;
 
-use clap::{Parser, Subcommand};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
 
-#[derive(Debug, Parser)]
-#[command(name = "meshrelay-sim", version, about = "meshrelay simulator")]
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use meshrelay_sim::baseline::LinkModel;
+use meshrelay_sim::compare::{Comparison, Settings, compare};
+use meshrelay_sim::net::LinkParams;
+use meshrelay_sim::report;
+use meshrelay_sim::scenario::Scenario;
+use meshrelay_sim::trace::Workload;
+
+#[derive(Parser)]
+#[command(
+    name = "meshrelay-sim",
+    version,
+    about = "Discrete-event mesh simulator for meshrelay"
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    cmd: Cmd,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scenario file through meshrelay and every baseline.
+    Run(RunArgs),
+    /// Run an imported ONE trace pair through meshrelay and every baseline.
+    Trace(TraceArgs),
     /// Reconcile two sets over an in-memory link and count the bytes.
-    Reconcile {
-        /// Items in the union of the two sets.
-        #[arg(long)]
-        n: usize,
-        /// Items held by exactly one side.
-        #[arg(long)]
-        d: usize,
-        /// Where the differences lie.
-        #[arg(long, value_enum)]
-        layout: reconcile::Layout,
-        /// Link MTU in bytes.
-        #[arg(long, default_value_t = 185)]
-        mtu: usize,
-        /// RNG seed (random if absent; always printed to stderr).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(clap::Args)]
+struct ReconcileArgs {
+    /// Items in the union of the two sets.
+    #[arg(long)]
+    n: usize,
+    /// Items held by exactly one side.
+    #[arg(long)]
+    d: usize,
+    /// Where the differences lie.
+    #[arg(long, value_enum)]
+    layout: reconcile::Layout,
+    /// Link MTU in bytes.
+    #[arg(long, default_value_t = 185)]
+    mtu: usize,
+    /// RNG seed (random if absent; always printed to stderr).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario TOML.
+    scenario: PathBuf,
+    /// Seed (default: the scenario's).
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Several seeds, run in parallel threads (comma-separated): the JSON
+    /// becomes one line per seed, and the report covers all of them.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Print the metrics as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Write a markdown report and SVG plots into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Override the scenario's meshrelay stranger (relay) pool, bytes.
+    #[arg(long)]
+    stranger_pool_bytes: Option<u64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LinkArg {
+    Ble,
+    Lan,
+}
+
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// ONE connectivity trace (`<time> CONN <a> <b> up|down`).
+    #[arg(long)]
+    contacts: PathBuf,
+    /// ONE created-messages report.
+    #[arg(long)]
+    messages: PathBuf,
+    /// Link kind of every contact.
+    #[arg(long, value_enum, default_value = "ble")]
+    link: LinkArg,
+    /// Seed for meshrelay identities and node RNGs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the metrics as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Spray-and-wait copies (L).
+    #[arg(long, default_value_t = 8)]
+    spray_copies: u32,
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Reconcile {
-            n,
-            d,
-            layout,
-            mtu,
-            seed,
-            json,
-        } => {
-            anyhow::ensure!(d <= n, "--d must not exceed --n");
-            let seed = seed.unwrap_or_else(rand::random);
-            eprintln!("seed: {seed}");
-            let mut rng = StdRng::seed_from_u64(seed);
-            let r = reconcile::run(n, d, layout, mtu, &mut rng)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "n={} d={} layout={:?} mtu={}: {} bytes, {} round trips",
-                    r.n, r.d, r.layout, r.mtu, r.bytes, r.round_trips
-                );
+    match Cli::parse().cmd {
+        Cmd::Run(a) => cmd_run(a),
+        Cmd::Trace(a) => cmd_trace(a),
+        Cmd::Reconcile(a) => cmd_reconcile(a),
+    }
+}
+
+fn cmd_reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
+    use rand::SeedableRng;
+    anyhow::ensure!(a.d <= a.n, "--d must not exceed --n");
+    let seed = a.seed.unwrap_or_else(rand::random);
+    eprintln!("seed: {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let r = reconcile::run(a.n, a.d, a.layout, a.mtu, &mut rng)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "n={} d={} layout={:?} mtu={}: {} bytes, {} round trips",
+            r.n, r.d, r.layout, r.mtu, r.bytes, r.round_trips
+        );
+    }
+    Ok(())
+}
+
+/// A progress line on stderr, redrawn at most every whole percent.
+fn progress(label: &str) -> impl FnMut(f64) + '_ {
+    let mut last = -1i64;
+    move |f: f64| {
+        let pct = (f * 100.0).floor() as i64;
+        if pct != last {
+            last = pct;
+            eprint!("\r{label}: meshrelay {pct:3}%");
+            if pct >= 100 {
+                eprintln!();
             }
+            let _ = std::io::stderr().flush();
         }
     }
+}
+
+fn print_result(c: &Comparison, json: bool, started: Instant) {
+    if json {
+        println!("{}", c.json());
+    } else {
+        println!("{}", report::table(&c.metrics()));
+    }
+    for (name, s) in &c.wall_s {
+        eprintln!("wall time {name}: {s:.2} s");
+    }
+    eprintln!("wall time total: {:.2} s", started.elapsed().as_secs_f64());
+    if !c.invariants.ok() {
+        eprintln!("INVARIANT VIOLATED: {:?}", c.invariants);
+    }
+}
+
+fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut sc = Scenario::load(&a.scenario)?;
+    if let Some(p) = a.stranger_pool_bytes {
+        sc.protocols.stranger_pool_bytes = Some(p);
+    }
+    let seeds = if a.seeds.is_empty() {
+        vec![a.seed.unwrap_or(sc.seed)]
+    } else {
+        a.seeds.clone()
+    };
+    eprintln!(
+        "seed{} = {}",
+        if seeds.len() > 1 { "s" } else { "" },
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let results: Vec<(u64, Comparison)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = seeds
+            .iter()
+            .map(|&seed| {
+                let sc = &sc;
+                scope.spawn(move || {
+                    let w = sc.workload(seed);
+                    eprintln!(
+                        "{} seed {seed}: {} nodes, {} contact changes, {} messages, {:.0} s simulated",
+                        sc.name,
+                        w.nodes,
+                        w.contacts.len(),
+                        w.messages.len(),
+                        w.end_ms as f64 / 1000.0
+                    );
+                    let label = format!("{} seed {seed}", sc.name);
+                    (seed, compare(&w, &sc.settings(seed), &mut progress(&label)))
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    anyhow::ensure!(results.len() == seeds.len(), "a run panicked");
+    for (seed, c) in &results {
+        if results.len() > 1 {
+            eprintln!("seed {seed}:");
+        }
+        if a.json && results.len() > 1 {
+            println!("{}", serde_json::to_string(&c.metrics())?);
+        } else {
+            print_result(c, a.json, started);
+        }
+    }
+    if let Some(dir) = a.report {
+        let runs: Vec<(u64, &Comparison)> = results.iter().map(|(s, c)| (*s, c)).collect();
+        report::write(&dir, &sc, &runs, started.elapsed().as_secs_f64())
+            .with_context(|| format!("writing report to {}", dir.display()))?;
+        eprintln!("report written to {}", dir.display());
+    }
+    anyhow::ensure!(
+        results.iter().all(|(_, c)| c.invariants.ok()),
+        "invariants violated"
+    );
+    Ok(())
+}
+
+fn cmd_trace(a: TraceArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    eprintln!("seed = {}", a.seed);
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let w = Workload::from_one(&read(&a.contacts)?, &read(&a.messages)?, 0)?;
+    let lan = matches!(a.link, LinkArg::Lan);
+    let mut model = LinkModel {
+        ble: LinkParams::ble(),
+        lan: LinkParams::lan(),
+    };
+    if lan {
+        model.ble = model.lan;
+    }
+    let settings = Settings {
+        model,
+        node: Default::default(),
+        store: Default::default(),
+        spray_copies: a.spray_copies,
+        seed: a.seed,
+    };
+    let c = compare(&w, &settings, &mut progress("trace"));
+    print_result(&c, a.json, started);
+    anyhow::ensure!(c.invariants.ok(), "invariants violated");
     Ok(())
 }

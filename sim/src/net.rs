@@ -12,7 +12,7 @@
 //! node asks, feed `CommitDone`, drain the outputs.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use meshrelay::crypto::Identity;
 use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
@@ -79,6 +79,10 @@ pub struct SimNode {
     /// The first few penalty reasons, for test diagnostics.
     pub penalty_reasons: Vec<String>,
     cpu_free_at_us: u64,
+    /// Datagrams waiting for the CPU, in arrival order.
+    inbox: VecDeque<(LinkId, Vec<u8>)>,
+    /// Whether a `Cpu` event is scheduled.
+    cpu_wake: bool,
     timer_at: Option<u64>,
     link_to: BTreeMap<LinkId, (usize, LinkId)>,
 }
@@ -95,6 +99,9 @@ enum Ev {
         link: LinkId,
     },
     Timer {
+        node: usize,
+    },
+    Cpu {
         node: usize,
     },
 }
@@ -141,6 +148,8 @@ impl SimNet {
                     penalties: 0,
                     penalty_reasons: Vec::new(),
                     cpu_free_at_us: 0,
+                    inbox: VecDeque::new(),
+                    cpu_wake: false,
                     timer_at: None,
                     link_to: BTreeMap::new(),
                 }
@@ -255,6 +264,19 @@ impl SimNet {
 
     /// Node `i` publishes a signed event of `payload_len` bytes in `room`.
     pub fn publish(&mut self, i: usize, room: RoomId, payload_len: usize) -> EventId {
+        let expires_ms = self.now_ms() + meshrelay::limits::DEFAULT_EVENT_LIFETIME_MS;
+        self.publish_with(i, room, payload_len, expires_ms)
+    }
+
+    /// Node `i` publishes a signed event of `payload_len` bytes in `room`
+    /// that expires at `expires_ms`.
+    pub fn publish_with(
+        &mut self,
+        i: usize,
+        room: RoomId,
+        payload_len: usize,
+        expires_ms: u64,
+    ) -> EventId {
         let now_ms = self.now_ms();
         let n = &mut self.nodes[i];
         let seq = n.next_seq.entry(room).or_insert(0);
@@ -269,7 +291,7 @@ impl SimNet {
                 .take(meshrelay::limits::MAX_PREV_EVENTS)
                 .collect(),
             origin_ts_ms: now_ms,
-            expires_ms: now_ms + meshrelay::limits::DEFAULT_EVENT_LIFETIME_MS,
+            expires_ms,
             kind: EventKind::Message,
             payload: vec![0x5a; payload_len],
         }
@@ -391,6 +413,13 @@ impl SimNet {
         }
     }
 
+    /// Charges the receiver's CPU for one datagram and feeds it.
+    fn process(&mut self, to: usize, link: LinkId, bytes: Vec<u8>) {
+        let cost = CPU_US_PER_DATAGRAM + bytes.len() as u64 * CPU_NS_PER_BYTE / 1000;
+        self.nodes[to].cpu_free_at_us = self.now_us + cost;
+        self.input(to, Input::Received { link, bytes });
+    }
+
     /// Runs until virtual time `until_ms` or until nothing is left to do.
     pub fn run_until(&mut self, until_ms: u64) {
         let until_us = until_ms.saturating_mul(1000);
@@ -407,16 +436,33 @@ impl SimNet {
                     if !self.nodes[to].link_to.contains_key(&link) {
                         continue;
                     }
-                    // The receiver's CPU: process when free, charge the cost.
+                    // The receiver's CPU: queue while busy, in arrival order.
                     let n = &mut self.nodes[to];
-                    let cost = CPU_US_PER_DATAGRAM + bytes.len() as u64 * CPU_NS_PER_BYTE / 1000;
-                    if n.cpu_free_at_us > self.now_us {
-                        let at = n.cpu_free_at_us;
-                        self.push(at, Ev::Deliver { to, link, bytes });
+                    if n.cpu_free_at_us > self.now_us || !n.inbox.is_empty() {
+                        n.inbox.push_back((link, bytes));
+                        if !n.cpu_wake {
+                            n.cpu_wake = true;
+                            let at = n.cpu_free_at_us.max(self.now_us);
+                            self.push(at, Ev::Cpu { node: to });
+                        }
                         continue;
                     }
-                    n.cpu_free_at_us = self.now_us + cost;
-                    self.input(to, Input::Received { link, bytes });
+                    self.process(to, link, bytes);
+                }
+                Ev::Cpu { node } => {
+                    self.nodes[node].cpu_wake = false;
+                    while let Some((link, bytes)) = self.nodes[node].inbox.pop_front() {
+                        if self.nodes[node].link_to.contains_key(&link) {
+                            self.process(node, link, bytes);
+                            break;
+                        }
+                    }
+                    let n = &mut self.nodes[node];
+                    if !n.inbox.is_empty() && !n.cpu_wake {
+                        n.cpu_wake = true;
+                        let at = n.cpu_free_at_us.max(self.now_us);
+                        self.push(at, Ev::Cpu { node });
+                    }
                 }
                 Ev::Drained { node, link } => {
                     if self.nodes[node].link_to.contains_key(&link) {

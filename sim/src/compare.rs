@@ -1,0 +1,95 @@
+//! Runs meshrelay and every baseline on one workload, the same contacts and
+//! the same link bandwidth, and collects their metrics.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use meshrelay::proto::NodeConfig;
+use meshrelay::store::StoreConfig;
+
+use crate::baseline::{LinkModel, Policy, run_baseline, run_oracle};
+use crate::metrics::{Metrics, Outcome};
+use crate::relay::{Invariants, run_meshrelay};
+use crate::trace::Workload;
+
+/// Protocol names, as JSON keys. A contract.
+pub const PROTOCOLS: [&str; 5] = [
+    "meshrelay",
+    "epidemic",
+    "spray_and_wait",
+    "direct",
+    "oracle",
+];
+
+/// Everything a comparison needs besides the workload.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Link kinds.
+    pub model: LinkModel,
+    /// meshrelay node tunables.
+    pub node: NodeConfig,
+    /// meshrelay store quota.
+    pub store: StoreConfig,
+    /// L for spray-and-wait.
+    pub spray_copies: u32,
+    /// The seed (meshrelay identities and node RNGs).
+    pub seed: u64,
+}
+
+/// The results of one comparison.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// Outcome per protocol name.
+    pub outcomes: BTreeMap<&'static str, Outcome>,
+    /// meshrelay's invariants.
+    pub invariants: Invariants,
+    /// Wall time per protocol in seconds (stderr and reports only).
+    pub wall_s: BTreeMap<&'static str, f64>,
+}
+
+impl Comparison {
+    /// Metrics per protocol.
+    pub fn metrics(&self) -> BTreeMap<&'static str, Metrics> {
+        self.outcomes
+            .iter()
+            .map(|(k, o)| (*k, o.metrics()))
+            .collect()
+    }
+
+    /// The JSON object printed by `run` and `trace`: one entry per protocol.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(&self.metrics()).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// Runs all protocols. `progress` gets meshrelay's fraction done.
+pub fn compare(w: &Workload, s: &Settings, progress: &mut dyn FnMut(f64)) -> Comparison {
+    let mut outcomes = BTreeMap::new();
+    let mut wall_s = BTreeMap::new();
+    let t = Instant::now();
+    let (mesh, invariants) = run_meshrelay(w, s.model, s.node.clone(), s.store, s.seed, progress);
+    wall_s.insert("meshrelay", t.elapsed().as_secs_f64());
+    outcomes.insert("meshrelay", mesh);
+    for (name, policy) in [
+        ("epidemic", Policy::Epidemic),
+        (
+            "spray_and_wait",
+            Policy::SprayAndWait {
+                copies: s.spray_copies,
+            },
+        ),
+        ("direct", Policy::Direct),
+    ] {
+        let t = Instant::now();
+        outcomes.insert(name, run_baseline(w, policy, s.model));
+        wall_s.insert(name, t.elapsed().as_secs_f64());
+    }
+    let t = Instant::now();
+    outcomes.insert("oracle", run_oracle(w));
+    wall_s.insert("oracle", t.elapsed().as_secs_f64());
+    Comparison {
+        outcomes,
+        invariants,
+        wall_s,
+    }
+}

@@ -1,0 +1,301 @@
+//! Movement models and contacts from radio range.
+//!
+//! Positions advance in fixed steps of virtual time. Two nodes are in
+//! contact while within range: LAN range if both carry a LAN radio
+//! (gateway trucks, fixed relays), otherwise BLE range. Models:
+//!
+//! * random waypoint: pick a point in the region uniformly, walk to it at
+//!   a uniform speed in `[speed_min, speed_max]`, pause, repeat;
+//! * static grid and line of relays;
+//! * groups: a leader walks random waypoints, members keep a fixed offset
+//!   within `group_radius_m` (a team moving together);
+//! * a region a population is confined to until `merge_at_s` (then the
+//!   whole area): partitions that merge.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rand::RngExt;
+use rand::rngs::ChaCha8Rng;
+use serde::Deserialize;
+
+use crate::trace::Contact;
+
+/// How a population moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mobility {
+    /// Random waypoint.
+    #[default]
+    Waypoint,
+    /// Fixed, on a grid over the region.
+    Grid,
+    /// Fixed, on a horizontal line through the region's middle.
+    Line,
+    /// Groups following a random-waypoint leader.
+    Group,
+}
+
+/// A set of nodes that move alike.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Population {
+    /// Name for reports.
+    pub name: String,
+    /// How many nodes.
+    pub count: usize,
+    /// Movement model.
+    #[serde(default)]
+    pub mobility: Mobility,
+    /// Slowest walking speed, m/s.
+    #[serde(default = "d_speed_min")]
+    pub speed_min_mps: f64,
+    /// Fastest walking speed, m/s.
+    #[serde(default = "d_speed_max")]
+    pub speed_max_mps: f64,
+    /// Pause at each waypoint, s.
+    #[serde(default = "d_pause")]
+    pub pause_s: f64,
+    /// Spacing for `line`, m.
+    #[serde(default = "d_spacing")]
+    pub spacing_m: f64,
+    /// Members per group for `group`.
+    #[serde(default = "d_group")]
+    pub group_size: usize,
+    /// Members' distance from their leader for `group`, m.
+    #[serde(default = "d_radius")]
+    pub group_radius_m: f64,
+    /// `[x0, y0, x1, y1]` the population is confined to (default: area).
+    #[serde(default)]
+    pub region: Option<[f64; 4]>,
+    /// When the region stops applying, s.
+    #[serde(default)]
+    pub merge_at_s: Option<f64>,
+    /// Carries a LAN radio (LAN range to other LAN nodes).
+    #[serde(default)]
+    pub lan: bool,
+    /// Reaches a homeserver: linked to every other backhaul node always.
+    #[serde(default)]
+    pub backhaul: bool,
+    /// Hostile: sends at the workload's hostile rate; not scored.
+    #[serde(default)]
+    pub hostile: bool,
+}
+
+fn d_speed_min() -> f64 {
+    0.5
+}
+fn d_speed_max() -> f64 {
+    1.5
+}
+fn d_pause() -> f64 {
+    60.0
+}
+fn d_spacing() -> f64 {
+    25.0
+}
+fn d_group() -> usize {
+    5
+}
+fn d_radius() -> f64 {
+    10.0
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Walker {
+    pos: (f64, f64),
+    target: (f64, f64),
+    speed: f64,
+    pause_until: f64,
+}
+
+struct NodeMove {
+    pop: usize,
+    walker: Walker,
+    /// For group members: (leader node index, offset).
+    follow: Option<(usize, (f64, f64))>,
+    fixed: bool,
+    lan: bool,
+}
+
+fn region_of(p: &Population, area: (f64, f64), t: f64) -> [f64; 4] {
+    match (p.region, p.merge_at_s) {
+        (Some(_), Some(m)) if t >= m => [0.0, 0.0, area.0, area.1],
+        (Some(r), _) => r,
+        _ => [0.0, 0.0, area.0, area.1],
+    }
+}
+
+fn rand_point(rng: &mut ChaCha8Rng, r: [f64; 4]) -> (f64, f64) {
+    (
+        r[0] + rng.random::<f64>() * (r[2] - r[0]).max(0.0),
+        r[1] + rng.random::<f64>() * (r[3] - r[1]).max(0.0),
+    )
+}
+
+/// Link ranges, m.
+#[derive(Debug, Clone, Copy)]
+pub struct Ranges {
+    /// BLE range.
+    pub ble_m: f64,
+    /// LAN range between two LAN-capable nodes.
+    pub lan_m: f64,
+}
+
+/// Moves every population for `duration_s` in steps of `step_s` and
+/// returns the contact changes, sorted by time.
+pub fn contacts(
+    pops: &[Population],
+    area: (f64, f64),
+    ranges: Ranges,
+    duration_s: f64,
+    step_s: f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Contact> {
+    let mut nodes: Vec<NodeMove> = Vec::new();
+    for (pi, p) in pops.iter().enumerate() {
+        let r = region_of(p, area, 0.0);
+        let first = nodes.len();
+        let cols = (p.count as f64).sqrt().ceil().max(1.0) as usize;
+        for k in 0..p.count {
+            let pos = match p.mobility {
+                Mobility::Grid => {
+                    let rows = p.count.div_ceil(cols).max(1);
+                    let (cx, cy) = (k % cols, k / cols);
+                    (
+                        r[0] + (r[2] - r[0]) * (cx as f64 + 0.5) / cols as f64,
+                        r[1] + (r[3] - r[1]) * (cy as f64 + 0.5) / rows as f64,
+                    )
+                }
+                Mobility::Line => (r[0] + p.spacing_m * (k as f64 + 0.5), (r[1] + r[3]) / 2.0),
+                _ => rand_point(rng, r),
+            };
+            let follow =
+                (p.mobility == Mobility::Group && k % p.group_size.max(1) != 0).then(|| {
+                    let leader = first + k - k % p.group_size.max(1);
+                    let a = rng.random::<f64>() * std::f64::consts::TAU;
+                    let d = rng.random::<f64>() * p.group_radius_m;
+                    (leader, (a.cos() * d, a.sin() * d))
+                });
+            nodes.push(NodeMove {
+                pop: pi,
+                walker: Walker {
+                    pos,
+                    target: pos,
+                    speed: 0.0,
+                    pause_until: rng.random::<f64>() * p.pause_s,
+                },
+                follow,
+                fixed: matches!(p.mobility, Mobility::Grid | Mobility::Line),
+                lan: p.lan,
+            });
+        }
+    }
+    let reach = ranges.ble_m.max(if nodes.iter().any(|n| n.lan) {
+        ranges.lan_m
+    } else {
+        0.0
+    });
+    let mut live: BTreeMap<(usize, usize), bool> = BTreeMap::new();
+    let mut out = Vec::new();
+    let steps = (duration_s / step_s).ceil() as u64;
+    for s in 0..=steps {
+        let t = s as f64 * step_s;
+        for i in 0..nodes.len() {
+            if nodes[i].fixed || nodes[i].follow.is_some() {
+                continue;
+            }
+            let p = &pops[nodes[i].pop];
+            let w = &mut nodes[i].walker;
+            if t < w.pause_until {
+                continue;
+            }
+            let (dx, dy) = (w.target.0 - w.pos.0, w.target.1 - w.pos.1);
+            let d = (dx * dx + dy * dy).sqrt();
+            let go = w.speed * step_s;
+            if d <= go || w.speed == 0.0 {
+                w.pos = w.target;
+                if w.speed != 0.0 {
+                    w.pause_until = t + p.pause_s;
+                }
+                w.target = rand_point(rng, region_of(p, area, t));
+                w.speed = p.speed_min_mps
+                    + rng.random::<f64>() * (p.speed_max_mps - p.speed_min_mps).max(0.0);
+            } else {
+                w.pos = (w.pos.0 + dx / d * go, w.pos.1 + dy / d * go);
+            }
+        }
+        for i in 0..nodes.len() {
+            if let Some((leader, off)) = nodes[i].follow {
+                let lp = nodes[leader].walker.pos;
+                nodes[i].walker.pos = (
+                    (lp.0 + off.0).clamp(0.0, area.0),
+                    (lp.1 + off.1).clamp(0.0, area.1),
+                );
+            }
+        }
+        // Spatial hash: cells of the longest range.
+        let cell = reach.max(1.0);
+        let mut grid: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let c = (
+                (n.walker.pos.0 / cell) as i64,
+                (n.walker.pos.1 / cell) as i64,
+            );
+            grid.entry(c).or_default().push(i);
+        }
+        let mut now: BTreeMap<(usize, usize), bool> = BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let c = (
+                (n.walker.pos.0 / cell) as i64,
+                (n.walker.pos.1 / cell) as i64,
+            );
+            for gx in c.0 - 1..=c.0 + 1 {
+                for gy in c.1 - 1..=c.1 + 1 {
+                    let Some(v) = grid.get(&(gx, gy)) else {
+                        continue;
+                    };
+                    for &j in v {
+                        if j <= i {
+                            continue;
+                        }
+                        let m = &nodes[j];
+                        let (dx, dy) = (
+                            n.walker.pos.0 - m.walker.pos.0,
+                            n.walker.pos.1 - m.walker.pos.1,
+                        );
+                        let d = (dx * dx + dy * dy).sqrt();
+                        let lan = n.lan && m.lan && d <= ranges.lan_m;
+                        if lan || d <= ranges.ble_m {
+                            now.insert((i, j), lan);
+                        }
+                    }
+                }
+            }
+        }
+        let t_ms = (t * 1000.0).round() as u64;
+        for (&(a, b), &lan) in &live {
+            if now.get(&(a, b)) != Some(&lan) {
+                out.push(Contact {
+                    t_ms,
+                    a,
+                    b,
+                    up: false,
+                    lan,
+                });
+            }
+        }
+        for (&(a, b), &lan) in &now {
+            if live.get(&(a, b)) != Some(&lan) {
+                out.push(Contact {
+                    t_ms,
+                    a,
+                    b,
+                    up: true,
+                    lan,
+                });
+            }
+        }
+        live = now;
+    }
+    out
+}
