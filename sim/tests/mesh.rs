@@ -325,3 +325,20 @@ fn live_push_redundancy_stays_below_0_2_once_the_tree_settles() {
     eprintln!("relative message redundancy after warm-up: {rmr:.3} ({dups} duplicates)");
     assert!(rmr <= 0.2, "RMR {rmr:.3} exceeds 0.2");
 }
+
+#[test]
+fn anti_entropy_rotates_through_more_rooms_than_one_round_holds() {
+    let s = seed(23);
+    let mut net = SimNet::new(2, s, NodeConfig::default(), store_config());
+    let mut all = BTreeSet::new();
+    // 200 direct-message rooms: more than one reconciliation round covers.
+    for r in 0..200u8 {
+        let mut id = [0u8; 16];
+        id[0] = r;
+        id[15] = 0x77;
+        all.insert(net.publish(0, RoomId(id), 100));
+    }
+    net.connect(0, 1, LinkParams::lan());
+    net.run_until(30_000);
+    assert_converged(&net, &[1], &all);
+}

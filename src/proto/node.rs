@@ -157,6 +157,14 @@ struct Link {
     /// answered here), at most `MAX_SESSIONS_PER_LINK`.
     sessions: BTreeMap<u64, Session>,
     next_session: u64,
+    /// Rooms the peer listed in its hello.
+    peer_rooms: BTreeSet<RoomId>,
+    /// Rotation: the last non-own room reconciled, so successive rounds
+    /// cover every room, not only the first `MAX_SESSIONS_PER_LINK`.
+    recon_cursor: Option<RoomId>,
+    /// Whether the last round left rooms out (the next round starts as soon
+    /// as this one finishes).
+    more_rooms: bool,
     next_anti_entropy_ms: u64,
 }
 
@@ -410,6 +418,9 @@ impl<S: Store, R: Rng> Node<S, R> {
                 resume_at_ms: None,
                 sessions: BTreeMap::new(),
                 next_session: 0,
+                peer_rooms: BTreeSet::new(),
+                recon_cursor: None,
+                more_rooms: false,
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
         );
@@ -548,12 +559,48 @@ impl<S: Store, R: Rng> Node<S, R> {
             return Ok(());
         }
         l.initiator = l.nonce < nonce;
+        l.peer_rooms = rooms.into_iter().take(MAX_HELLO_ROOMS).collect();
         if l.initiator {
-            let mut all: BTreeSet<RoomId> = rooms.into_iter().collect();
-            all.extend(self.room_list()?);
-            self.start_sessions(link, all.into_iter().take(MAX_SESSIONS_PER_LINK).collect())?;
+            let batch = self.next_rooms(link)?;
+            self.start_sessions(link, batch)?;
         }
         Ok(())
+    }
+
+    /// The next rooms to reconcile on `link`: this device's own rooms first,
+    /// then the others (held here or listed by the peer) in rotation from
+    /// the link's cursor, at most `MAX_SESSIONS_PER_LINK` in all.
+    fn next_rooms(&mut self, link: LinkId) -> Result<Vec<RoomId>, StoreError> {
+        let mut all: BTreeSet<RoomId> = self.room_list()?.into_iter().collect();
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(Vec::new());
+        };
+        all.extend(l.peer_rooms.iter().copied());
+        let mut batch: Vec<RoomId> = self
+            .own_rooms
+            .iter()
+            .filter(|r| all.contains(r))
+            .take(MAX_SESSIONS_PER_LINK)
+            .copied()
+            .collect();
+        let others: Vec<RoomId> = all
+            .iter()
+            .filter(|r| !self.own_rooms.contains(r))
+            .copied()
+            .collect();
+        let start = l
+            .recon_cursor
+            .map_or(0, |c| others.partition_point(|r| *r <= c));
+        let room_left = MAX_SESSIONS_PER_LINK.saturating_sub(batch.len());
+        let take = room_left.min(others.len());
+        for i in 0..take {
+            batch.push(others[(start + i) % others.len()]);
+        }
+        if take > 0 {
+            l.recon_cursor = Some(others[(start + take - 1) % others.len()]);
+        }
+        l.more_rooms = take < others.len();
+        Ok(batch)
     }
 
     /// Every item of a room, ascending, read from the store in pages.
@@ -674,8 +721,14 @@ impl<S: Store, R: Rng> Node<S, R> {
             .and_then(|l| l.sessions.get(&number))
             .and_then(|s| s.outcome().map(|o| o.peer_lacks.clone()));
         if let Some(peer_lacks) = done {
+            let now = self.now_ms;
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
+                // A round that left rooms out continues at once.
+                if l.sessions.is_empty() && l.initiator && l.more_rooms {
+                    l.more_rooms = false;
+                    l.next_anti_entropy_ms = now;
+                }
             }
             for item in peer_lacks {
                 self.queue_send(link, item.id, Priority::OwnRoom)?;
@@ -943,11 +996,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                     continue;
                 }
             }
-            let rooms: Vec<RoomId> = self
-                .room_list()?
-                .into_iter()
-                .take(MAX_SESSIONS_PER_LINK)
-                .collect();
+            let rooms = self.next_rooms(link)?;
             self.start_sessions(link, rooms)?;
         }
         Ok(())
