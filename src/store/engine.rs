@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::kv::{Kv, Table, prefix_end};
+use super::kv::{Kv, Pair, Table, prefix_end};
 use super::*;
 use crate::cbor::{CborError, Reader, Writer};
 use crate::crypto::keys::DeviceId;
@@ -335,6 +335,31 @@ impl<K: Kv> Engine<K> {
         Ok(())
     }
 
+    /// Calls `f` with every row of `t`, ascending, `page` rows at a time,
+    /// so a full-table walk never holds more than one page in memory.
+    fn for_each_page(
+        &self,
+        t: Table,
+        page: usize,
+        mut f: impl FnMut(Vec<Pair>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let rows = self.kv.range(
+                t,
+                after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                Bound::Unbounded,
+                page,
+                false,
+            )?;
+            let Some((last, _)) = rows.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            f(rows)?;
+        }
+    }
+
     fn scan_prefix(
         &self,
         t: Table,
@@ -603,20 +628,8 @@ impl<K: Kv> Engine<K> {
         let mut problems = Vec::new();
         let mut verified = 0u64;
         let mut usage = [ClassUsage::default(); 3];
-        let mut after: Option<Vec<u8>> = None;
         let mut held = 0u64;
-        loop {
-            let page = self.kv.range(
-                Table::EventMeta,
-                after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                Bound::Unbounded,
-                PAGE,
-                false,
-            )?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
+        self.for_each_page(Table::EventMeta, PAGE, |page| {
             for (k, v) in &page {
                 held += 1;
                 let Some(id) = id_from(k) else {
@@ -655,24 +668,14 @@ impl<K: Kv> Engine<K> {
                     problems.push(format!("event {id}: room item row missing"));
                 }
             }
-        }
+            Ok(())
+        })?;
         // Orphaned event bytes (no metadata row) waste budget invisibly.
         let mut stored = 0u64;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.kv.range(
-                Table::Events,
-                after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                Bound::Unbounded,
-                PAGE,
-                false,
-            )?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
+        self.for_each_page(Table::Events, PAGE, |page| {
             stored += page.len() as u64;
-        }
+            Ok(())
+        })?;
         if stored != held {
             problems.push(format!("{stored} event bodies for {held} metadata rows"));
         }
@@ -995,19 +998,7 @@ impl<K: Kv> Store for Engine<K> {
 
     fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
         let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.kv.range(
-                Table::Rooms,
-                after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                Bound::Unbounded,
-                1024,
-                false,
-            )?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
+        self.for_each_page(Table::Rooms, 1024, |page| {
             for (k, _) in &page {
                 let room = RoomId(k.as_slice().try_into().map_err(|_| bad("room"))?);
                 let (events, bytes) = self.room_usage(&room)?;
@@ -1017,7 +1008,8 @@ impl<K: Kv> Store for Engine<K> {
                     bytes,
                 });
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -1305,24 +1297,13 @@ impl<K: Kv> Store for Engine<K> {
 
     fn contacts(&self) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.kv.range(
-                Table::Contacts,
-                after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                Bound::Unbounded,
-                1024,
-                false,
-            )?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
+        self.for_each_page(Table::Contacts, 1024, |page| {
             for (k, v) in page {
                 let b: [u8; 32] = k.as_slice().try_into().map_err(|_| bad("contact"))?;
                 out.push((DeviceId::from_bytes(&b).map_err(|_| bad("contact"))?, v));
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
