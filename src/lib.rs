@@ -44,6 +44,7 @@ pub mod cbor;
 pub mod cli;
 pub mod contacts;
 pub mod crypto;
+pub mod daemon;
 pub mod datadir;
 pub mod event;
 pub mod inspect;

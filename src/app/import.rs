@@ -11,7 +11,7 @@ use crate::event::{Event, EventId, EventKind, RoomId};
 use crate::room::{Received, RoomKeys, SessionError};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
 
-impl Device {
+impl<S: Store> Device<S> {
     /// Verifies a bundle and stores its new events, passing them through
     /// the rooms' sessions (key shares, decryption, retries). One commit at
     /// the end: the summary is returned only after it.
@@ -53,7 +53,7 @@ impl Device {
             .collect();
         let result = (|| {
             for (room, evs) in &by_room {
-                self.import_room(room, evs, now_ms, &index_of, &mut sum)?;
+                self.import_room(room, evs, now_ms, &index_of, &BTreeSet::new(), &mut sum)?;
             }
             self.store.commit().map_err(AppError::from)
         })();
@@ -65,17 +65,45 @@ impl Device {
         Ok(sum)
     }
 
+    /// Passes events that the node has just stored (staged, not yet
+    /// committed) through their rooms' sessions: key shares, decryption,
+    /// retries, re-classing on join. Stages the results and does not
+    /// commit: the driver commits them together with the node's writes, so
+    /// a crash loses both or neither. Returns what the sessions refused.
+    pub fn absorb(&mut self, staged: &[EventId], now_ms: u64) -> Result<ImportSummary, AppError> {
+        let set: BTreeSet<EventId> = staged.iter().copied().collect();
+        let mut by_room: BTreeMap<RoomId, Vec<Event>> = BTreeMap::new();
+        for id in staged {
+            let Some(b) = self.store.get_event(id)? else {
+                continue;
+            };
+            let ev = Event::decode_unverified(&b)
+                .map_err(|e| AppError::Corrupt(format!("stored event {id}: {e}")))?;
+            by_room.entry(ev.room()).or_default().push(ev);
+        }
+        let mut sum = ImportSummary::default();
+        for (room, evs) in &by_room {
+            let refs: Vec<&Event> = evs.iter().collect();
+            self.import_room(room, &refs, now_ms, &BTreeMap::new(), &set, &mut sum)?;
+        }
+        sum.rejected = sum.rejections.len();
+        Ok(sum)
+    }
+
+    /// `staged`: events already inserted by the node (left out of the
+    /// restored session and not inserted again).
     fn import_room(
         &mut self,
         room: &RoomId,
         evs: &[&Event],
         now_ms: u64,
         index_of: &BTreeMap<EventId, usize>,
+        staged: &BTreeSet<EventId>,
         sum: &mut ImportSummary,
     ) -> Result<(), AppError> {
         let me = self.device_id();
         let had_keys = self.stored_keys(room)?.is_some();
-        let (mut s, _) = self.session(room)?;
+        let (mut s, _) = self.session_excluding(room, staged)?;
         let before = s.members();
         let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
         let mut rekey = false;
@@ -106,7 +134,18 @@ impl Device {
                 event_id: Some(ev.id().to_string()),
                 reason,
             };
-            match self.store.insert_event(ev, &meta)? {
+            let outcome = if staged.contains(&ev.id()) {
+                if member
+                    && self.store.event_info(&ev.id())?.map(|i| i.priority)
+                        == Some(Priority::Stranger)
+                {
+                    self.store.set_priority(&ev.id(), Priority::OwnRoom)?;
+                }
+                InsertOutcome::Inserted
+            } else {
+                self.store.insert_event(ev, &meta)?
+            };
+            match outcome {
                 InsertOutcome::Inserted => sum.imported += 1,
                 InsertOutcome::Duplicate => {
                     sum.duplicates += 1;

@@ -154,13 +154,20 @@ pub fn load_identity(dir: &Path) -> Result<(Identity, ContactCard), AppError> {
 }
 
 /// One device: its identity and its open store. See the module docs.
+///
+/// `S` is the store: the device's own [`RedbStore`] ([`Device::open`]), or
+/// a store lent by the daemon's node ([`Device::open_with`] over
+/// `&mut RedbStore`).
 #[derive(Debug)]
-pub struct Device {
+pub struct Device<S: Store = RedbStore> {
     dir: PathBuf,
     identity: Identity,
     card: ContactCard,
     prekeys: PrekeyRing,
-    store: RedbStore,
+    store: S,
+    /// Deferred mode (the daemon): new events are collected here for the
+    /// node to insert and relay, and nothing is committed.
+    deferred: Option<Vec<Event>>,
 }
 
 impl Device {
@@ -169,8 +176,16 @@ impl Device {
     /// identity's published prekey the first time. Holds the store's lock
     /// until dropped.
     pub fn open(dir: &Path, now_ms: u64) -> Result<Self, AppError> {
+        let store = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default())?;
+        Device::open_with(dir, store, now_ms)
+    }
+}
+
+impl<S: Store> Device<S> {
+    /// Loads the identity of the data directory `dir` and works over
+    /// `store` (which must be that directory's store).
+    pub fn open_with(dir: &Path, mut store: S, now_ms: u64) -> Result<Self, AppError> {
         let (identity, card) = load_identity(dir)?;
-        let mut store = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default())?;
         let prekeys = match store.get_secret(PREKEY_RING_KEY)? {
             Some(b) => PrekeyRing::from_bytes(&b)
                 .map_err(|e| AppError::Corrupt(format!("prekey ring: {e}")))?,
@@ -192,7 +207,25 @@ impl Device {
             card,
             prekeys,
             store,
+            deferred: None,
         })
+    }
+
+    /// Deferred mode, for a driver that owns the node: operations stage
+    /// their keys and plaintexts without committing, and hand their new
+    /// events to [`Device::take_deferred`] instead of inserting them. The
+    /// driver publishes those through the node (which stores and relays
+    /// them) and commits everything in one transaction.
+    pub fn defer(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// The events the operations in deferred mode produced, in order.
+    pub fn take_deferred(&mut self) -> Vec<Event> {
+        self.deferred
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// This device's ID.
@@ -211,7 +244,7 @@ impl Device {
     }
 
     /// The underlying store (read access, for reports).
-    pub fn store(&self) -> &RedbStore {
+    pub fn store(&self) -> &S {
         &self.store
     }
 
@@ -305,7 +338,20 @@ impl Device {
 
     /// Restores the session of `room` from stored events and keys.
     fn session(&self, room: &RoomId) -> Result<(RoomSession, Vec<Event>), AppError> {
-        let events = self.room_events(room)?;
+        self.session_excluding(room, &BTreeSet::new())
+    }
+
+    /// Restores the session of `room` from stored events and keys, leaving
+    /// out `skip` (events staged by the node, still to be received).
+    fn session_excluding(
+        &self,
+        room: &RoomId,
+        skip: &BTreeSet<EventId>,
+    ) -> Result<(RoomSession, Vec<Event>), AppError> {
+        let mut events = self.room_events(room)?;
+        if !skip.is_empty() {
+            events.retain(|e| !skip.contains(&e.id()));
+        }
         let keys = match self.stored_keys(room)? {
             Some(k) => k,
             None => RoomKeys::new(*room).to_bytes(),
@@ -341,6 +387,10 @@ impl Device {
         self.store.put_secret(&room_keys_key(room), keys)?;
         for (id, pt) in plaintexts {
             self.store.put_secret(&pt_key(id), pt)?;
+        }
+        if let Some(out) = self.deferred.as_mut() {
+            out.extend(events.iter().cloned());
+            return Ok(());
         }
         let meta = InsertMeta {
             priority: Priority::OwnUndelivered,

@@ -12,8 +12,11 @@ use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use meshrelay::cli::rooms::RoomsCommand;
 use meshrelay::contacts::{AddOutcome, ContactBook, ContactError};
 use meshrelay::crypto::{ContactCard, Identity, fingerprint};
+use meshrelay::daemon::control::{self, Request};
+use meshrelay::daemon::{DaemonOptions, report};
 use meshrelay::datadir::{self, DATA_DIR_ENV, DataDir, DataDirError};
 use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent, timeliness};
 use meshrelay::inspect::{self, Inspected, MAX_INSPECT_INPUT, sanitize};
@@ -68,8 +71,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Walk through identities, contact cards and signed events, narrated.
-    Demo,
+    /// Three nodes on 127.0.0.1 (A–B–C): a room, a message relayed A→B→C,
+    /// and C catching up after being offline. With --basics: identities,
+    /// cards, signed events and a sneakernet bundle, narrated, in memory.
+    Demo {
+        /// The in-memory walk-through instead of the three-node mesh.
+        #[arg(long)]
+        basics: bool,
+    },
     /// Inspect the durable store.
     Store {
         #[command(subcommand)]
@@ -78,6 +87,36 @@ enum Command {
     // Rooms (issue 4): room, rooms, send, messages, export, import.
     #[command(flatten)]
     Rooms(meshrelay::cli::rooms::RoomsCommand),
+    /// Run the node daemon: LAN links (libp2p, mDNS), store-and-forward,
+    /// and the control socket the other commands use while it runs.
+    Run(RunArgs),
+    /// List connected peers (needs a running daemon).
+    Peers {
+        /// Print JSON: [{"link","kind","address","since","bytes_in","bytes_out"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the device, rooms, store, queues and links.
+    Status {
+        /// Print JSON: {"device_id","rooms","store","queues","peers","ble","homeserver"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running daemon gracefully.
+    Stop,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Listen address (repeatable). Default: every interface, random TCP and QUIC ports.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// Static peer (repeatable), redialled with backoff; no /p2p/ suffix needed.
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: Vec<String>,
+    /// Do not discover peers with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
 }
 
 #[derive(Subcommand)]
@@ -151,19 +190,211 @@ fn run(cli: Cli) -> Result<()> {
         } => contact_add(&data_dir()?, card),
         Command::Contacts { json } => contacts(&data_dir()?, *json),
         Command::Decode { file, json } => decode(file.as_deref(), *json),
-        Command::Demo => demo(),
+        Command::Demo { basics: true } => demo(),
+        Command::Demo { basics: false } => {
+            let exe = std::env::current_exe().context("cannot find this binary")?;
+            meshrelay::cli::mesh_demo::run(&exe, &mut io::stdout().lock())?;
+            Ok(())
+        }
         Command::Store {
             action: StoreCmd::Check { json },
         } => store_check(&data_dir()?, *json),
         Command::Rooms(cmd) => {
             let dir = data_dir()?;
+            if let Some(stream) = control::connect(dir.root()) {
+                return rooms_via_daemon(dir.root(), stream, cmd);
+            }
             let out = io::stdout();
             meshrelay::cli::rooms::run(cmd, dir.root(), &mut out.lock()).map_err(|e| Failure {
                 code: e.code,
                 err: e.err.into(),
             })
         }
+        Command::Run(args) => run_daemon(&data_dir()?, args),
+        Command::Peers { json } => {
+            let dir = data_dir()?;
+            match control::connect(dir.root()) {
+                Some(s) => forward(dir.root(), s, &Request::Peers { json: *json }),
+                None => Err(anyhow!(
+                    "no daemon is running for {} (start one with `meshrelay run`)",
+                    dir.root().display()
+                )
+                .into()),
+            }
+        }
+        Command::Status { json } => status(&data_dir()?, *json),
+        Command::Stop => {
+            let dir = data_dir()?;
+            match control::connect(dir.root()) {
+                Some(s) => forward(dir.root(), s, &Request::Shutdown),
+                None => Err(anyhow!("no daemon is running for {}", dir.root().display()).into()),
+            }
+        }
     }
+}
+
+/// Sends one request to the daemon and copies its output to stdout.
+fn forward(dir: &Path, stream: std::os::unix::net::UnixStream, req: &Request) -> Result<()> {
+    let stdout = io::stdout();
+    let (code, error) = control::call(dir, stream, req, |b| {
+        let mut o = stdout.lock();
+        o.write_all(b)?;
+        o.flush()
+    })?;
+    match (code, error) {
+        (0, _) => Ok(()),
+        (code, e) => Err(Failure {
+            code,
+            err: anyhow!(e.unwrap_or_else(|| "the daemon reported a failure".into())),
+        }),
+    }
+}
+
+/// A rooms command through the running daemon (it holds the store).
+fn rooms_via_daemon(
+    dir: &Path,
+    stream: std::os::unix::net::UnixStream,
+    cmd: &RoomsCommand,
+) -> Result<()> {
+    use meshrelay::cli::rooms as r;
+    let fail = |e: r::CliError| Failure {
+        code: e.code,
+        err: e.err.into(),
+    };
+    if let RoomsCommand::Messages {
+        room_id,
+        json,
+        follow: true,
+    } = cmd
+    {
+        let req = Request::Follow {
+            room_id: room_id.clone(),
+            json: *json,
+        };
+        return match forward(dir, stream, &req) {
+            // The reader went away (`| head`): a normal end.
+            Err(f) if is_broken_pipe(&f.err) => Ok(()),
+            other => other,
+        };
+    }
+    let input = r::read_import_input(cmd).map_err(fail)?;
+    let req = Request::Cli {
+        argv: r::to_argv(cmd),
+        input: input.map(|b| data_encoding::BASE64.encode(&b)),
+    };
+    if let RoomsCommand::Export { file, .. } = cmd
+        && file != "-"
+    {
+        let mut bytes = Vec::new();
+        let (code, error) = control::call(dir, stream, &req, |b| {
+            bytes.extend_from_slice(b);
+            Ok(())
+        })?;
+        if code != 0 {
+            return Err(Failure {
+                code,
+                err: anyhow!(error.unwrap_or_default()),
+            });
+        }
+        return r::write_export(file, &bytes, &mut io::stdout().lock()).map_err(fail);
+    }
+    forward(dir, stream, &req)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `meshrelay status`: through the daemon when one runs, else from the store.
+fn status(dir: &DataDir, json: bool) -> Result<()> {
+    if let Some(s) = control::connect(dir.root()) {
+        return forward(dir.root(), s, &Request::Status { json });
+    }
+    let (identity, _) = dir.load().map_err(dd_failure)?;
+    let path = dir
+        .root()
+        .join(meshrelay::store::redb_backend::STORE_FILE_NAME);
+    let store = meshrelay::store::RedbStore::open(&path, meshrelay::store::StoreConfig::default())
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let (st, queues, rooms) = report::store_status(&store)?;
+    let v = json!({
+        "device_id": identity.device_id().to_string(),
+        "rooms": rooms,
+        "store": st,
+        "queues": queues,
+        "peers": 0,
+        "ble": "off",
+        "homeserver": "off",
+        "daemon": { "running": false },
+    });
+    io::stdout()
+        .lock()
+        .write_all(report::render_status(&v, json).as_bytes())?;
+    Ok(())
+}
+
+/// `meshrelay run`: the daemon, until SIGINT or SIGTERM.
+fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
+    use meshrelay::transport::lan::LanConfig;
+    init_tracing();
+    let parse = |v: &[String], what: &str| -> Result<Vec<libp2p::Multiaddr>> {
+        v.iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e| bad_input(anyhow!("{what} {a}: not a multiaddr: {e}")))
+            })
+            .collect()
+    };
+    let mut lan = LanConfig::default();
+    if !args.listen.is_empty() {
+        lan.listen = parse(&args.listen, "--listen")?;
+    }
+    lan.peers = parse(&args.peer, "--peer")?;
+    lan.mdns = !args.no_mdns;
+    let opts = DaemonOptions {
+        dir: dir.root().to_owned(),
+        lan,
+        node: meshrelay::proto::NodeConfig::default(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(mut i), Ok(mut t)) => {
+                    tokio::select! {
+                        _ = i.recv() => tracing::info!("SIGINT: stopping"),
+                        _ = t.recv() => tracing::info!("SIGTERM: stopping"),
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        meshrelay::daemon::run(opts, shutdown).await
+    })
+    .map_err(|e| match e {
+        meshrelay::daemon::DaemonError::AlreadyRunning(_) => bad_input(e),
+        e => e.into(),
+    })
+}
+
+/// Logs to stderr, human-readable; `RUST_LOG` overrides the default level.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
 }
 
 /// `meshrelay store check [--json]`: exit 0 when every check passed, 1 when

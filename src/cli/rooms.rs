@@ -31,7 +31,7 @@ use crate::contacts::ContactError;
 use crate::crypto::DeviceId;
 use crate::datadir::DataDirError;
 use crate::event::{EventId, RoomId};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Interval between polls of `messages --follow`.
 pub const FOLLOW_POLL_MS: u64 = 1000;
@@ -188,7 +188,8 @@ fn io_err(what: &str, source: io::Error) -> CliError {
     .into()
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -283,60 +284,96 @@ fn write_output(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(), Cli
 
 /// Runs one rooms command on the data directory `dir`, printing to `out`.
 pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), CliError> {
-    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
-    let now = now_ms();
-    match cmd {
-        RoomsCommand::Room { action } => {
-            let mut dev = Device::open(dir, now)?;
-            match action {
-                RoomAction::Create { name, json } => {
-                    let room = dev.room_create(name, now, &mut rng)?;
-                    let r = if *json {
-                        writeln!(out, "{}", json!({ "room_id": room.to_string() }))
-                    } else {
-                        writeln!(out, "{room}")
-                    };
-                    r.map_err(|e| io_err("-", e))
-                }
-                RoomAction::Invite(a) => {
-                    let id = dev.room_invite(&room_arg(&a.room_id)?, &a.contact, now, &mut rng)?;
-                    print_event(out, id, a.json)
-                }
-                RoomAction::Remove(a) => {
-                    let id = dev.room_remove(
-                        &room_arg(&a.room_id)?,
-                        &device_arg(&a.device_id)?,
-                        now,
-                        &mut rng,
-                    )?;
-                    print_event(out, id, a.json)
-                }
-                RoomAction::Leave { room_id, json } => {
-                    let id = dev.room_leave(&room_arg(room_id)?, now, &mut rng)?;
-                    print_event(out, id, *json)
-                }
-                RoomAction::Promote(a) => {
-                    let id = dev.room_promote(
-                        &room_arg(&a.room_id)?,
-                        &device_arg(&a.device_id)?,
-                        now,
-                        &mut rng,
-                    )?;
-                    print_event(out, id, a.json)
-                }
-                RoomAction::Demote(a) => {
-                    let id = dev.room_demote(
-                        &room_arg(&a.room_id)?,
-                        &device_arg(&a.device_id)?,
-                        now,
-                        &mut rng,
-                    )?;
-                    print_event(out, id, a.json)
-                }
+    if let RoomsCommand::Messages {
+        room_id,
+        json,
+        follow: true,
+    } = cmd
+    {
+        let room = room_arg(room_id)?;
+        let r = app::follow_messages(
+            dir,
+            &room,
+            Duration::from_millis(FOLLOW_POLL_MS),
+            now_ms,
+            |l| write_line(out, l, *json).and_then(|()| out.flush()),
+            || true,
+        );
+        return match r {
+            // The reader went away (`| head`): a normal end.
+            Err(AppError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
+                Ok(())
             }
-        }
+            other => other.map_err(CliError::from),
+        };
+    }
+    let input = read_import_input(cmd)?;
+    let now = now_ms();
+    let mut dev = Device::open(dir, now)?;
+    run_with(cmd, &mut dev, input.as_deref(), now, out)
+}
+
+/// Runs one rooms command (other than `messages --follow`) on an open
+/// device: the CLI's own, or the daemon's over its node's store (then in
+/// deferred mode). `input` is the bundle `import` reads (already read by
+/// the caller, which may be another process).
+pub fn run_with<S: Store>(
+    cmd: &RoomsCommand,
+    dev: &mut Device<S>,
+    input: Option<&[u8]>,
+    now: u64,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+    match cmd {
+        RoomsCommand::Room { action } => match action {
+            RoomAction::Create { name, json } => {
+                let room = dev.room_create(name, now, &mut rng)?;
+                let r = if *json {
+                    writeln!(out, "{}", json!({ "room_id": room.to_string() }))
+                } else {
+                    writeln!(out, "{room}")
+                };
+                r.map_err(|e| io_err("-", e))
+            }
+            RoomAction::Invite(a) => {
+                let id = dev.room_invite(&room_arg(&a.room_id)?, &a.contact, now, &mut rng)?;
+                print_event(out, id, a.json)
+            }
+            RoomAction::Remove(a) => {
+                let id = dev.room_remove(
+                    &room_arg(&a.room_id)?,
+                    &device_arg(&a.device_id)?,
+                    now,
+                    &mut rng,
+                )?;
+                print_event(out, id, a.json)
+            }
+            RoomAction::Leave { room_id, json } => {
+                let id = dev.room_leave(&room_arg(room_id)?, now, &mut rng)?;
+                print_event(out, id, *json)
+            }
+            RoomAction::Promote(a) => {
+                let id = dev.room_promote(
+                    &room_arg(&a.room_id)?,
+                    &device_arg(&a.device_id)?,
+                    now,
+                    &mut rng,
+                )?;
+                print_event(out, id, a.json)
+            }
+            RoomAction::Demote(a) => {
+                let id = dev.room_demote(
+                    &room_arg(&a.room_id)?,
+                    &device_arg(&a.device_id)?,
+                    now,
+                    &mut rng,
+                )?;
+                print_event(out, id, a.json)
+            }
+        },
         RoomsCommand::Rooms { json } => {
-            let rooms = Device::open(dir, now)?.rooms()?;
+            let rooms = dev.rooms()?;
             let r = if *json {
                 serde_json::to_string(&rooms)
                     .map_err(io::Error::other)
@@ -358,52 +395,49 @@ pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), Cl
             json,
         } => {
             let room = room_arg(room_id)?;
-            let id = Device::open(dir, now)?.send(&room, text, now, &mut rng)?;
+            let id = dev.send(&room, text, now, &mut rng)?;
             print_event(out, id, *json)
         }
-        RoomsCommand::Messages {
-            room_id,
-            json,
-            follow,
-        } => {
+        RoomsCommand::Messages { room_id, json, .. } => {
             let room = room_arg(room_id)?;
-            if !*follow {
-                let lines = Device::open(dir, now)?.messages(&room)?;
-                return lines
-                    .iter()
-                    .try_for_each(|l| write_line(out, l, *json))
-                    .map_err(|e| io_err("-", e));
-            }
-            let r = app::follow_messages(
-                dir,
-                &room,
-                Duration::from_millis(FOLLOW_POLL_MS),
-                now_ms,
-                |l| write_line(out, l, *json).and_then(|()| out.flush()),
-                || true,
-            );
-            match r {
-                // The reader went away (`| head`): a normal end.
-                Err(AppError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
-                    Ok(())
-                }
-                other => other.map_err(CliError::from),
-            }
+            dev.messages(&room)?
+                .iter()
+                .try_for_each(|l| write_line(out, l, *json))
+                .map_err(|e| io_err("-", e))
         }
         RoomsCommand::Export { room, file } => {
             let room = room.as_deref().map(room_arg).transpose()?;
-            let bytes = Device::open(dir, now)?.export(room.as_ref(), now)?;
+            let bytes = dev.export(room.as_ref(), now)?;
             write_output(file, &bytes, out)
         }
-        RoomsCommand::Import { file } => {
-            let bytes = read_input(file)?;
-            let sum = Device::open(dir, now)?.import(&bytes, now)?;
-            serde_json::to_string(&sum)
-                .map_err(io::Error::other)
-                .and_then(|s| writeln!(out, "{s}"))
-                .map_err(|e| io_err("-", e))
+        RoomsCommand::Import { .. } => {
+            let bytes = input.ok_or_else(|| bad("import: no bundle given".into()))?;
+            let sum = dev.import(bytes, now)?;
+            print_json(out, &sum)
         }
     }
+}
+
+/// Prints one JSON value on a line.
+pub fn print_json(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<(), CliError> {
+    serde_json::to_string(v)
+        .map_err(io::Error::other)
+        .and_then(|s| writeln!(out, "{s}"))
+        .map_err(|e| io_err("-", e))
+}
+
+/// Reads the bundle an `import` command names (a file or standard input),
+/// at most the bundle size limit.
+pub fn read_import_input(cmd: &RoomsCommand) -> Result<Option<Vec<u8>>, CliError> {
+    match cmd {
+        RoomsCommand::Import { file } => read_input(file).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Writes what `export` produced to its file (or standard output).
+pub fn write_export(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(), CliError> {
+    write_output(file, bytes, out)
 }
 
 /// Whether an error means the store is in use by another process.
@@ -557,4 +591,81 @@ fn demo_in(base: &Path, out: &mut dyn Write) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The arguments that re-create `cmd` (for forwarding it to the daemon).
+/// `export` writes to standard output there; the caller writes the file.
+pub fn to_argv(cmd: &RoomsCommand) -> Vec<String> {
+    let s = |x: &str| x.to_owned();
+    let flag = |v: &mut Vec<String>, on: bool, f: &str| {
+        if on {
+            v.push(f.to_owned());
+        }
+    };
+    let mut v = Vec::new();
+    match cmd {
+        RoomsCommand::Room { action } => {
+            v.push(s("room"));
+            match action {
+                RoomAction::Create { name, json } => {
+                    v.extend([s("create"), s("--"), name.clone()]);
+                    // `--json` must come before `--`.
+                    if *json {
+                        v.insert(2, s("--json"));
+                    }
+                }
+                RoomAction::Invite(a) => {
+                    v.push(s("invite"));
+                    flag(&mut v, a.json, "--json");
+                    v.extend([s("--"), a.room_id.clone(), a.contact.clone()]);
+                }
+                RoomAction::Leave { room_id, json } => {
+                    v.push(s("leave"));
+                    flag(&mut v, *json, "--json");
+                    v.extend([s("--"), room_id.clone()]);
+                }
+                RoomAction::Remove(a) | RoomAction::Promote(a) | RoomAction::Demote(a) => {
+                    v.push(s(match action {
+                        RoomAction::Remove(_) => "remove",
+                        RoomAction::Promote(_) => "promote",
+                        _ => "demote",
+                    }));
+                    flag(&mut v, a.json, "--json");
+                    v.extend([s("--"), a.room_id.clone(), a.device_id.clone()]);
+                }
+            }
+        }
+        RoomsCommand::Rooms { json } => {
+            v.push(s("rooms"));
+            flag(&mut v, *json, "--json");
+        }
+        RoomsCommand::Send {
+            room_id,
+            text,
+            json,
+        } => {
+            v.push(s("send"));
+            flag(&mut v, *json, "--json");
+            v.extend([s("--"), room_id.clone(), text.clone()]);
+        }
+        RoomsCommand::Messages {
+            room_id,
+            json,
+            follow,
+        } => {
+            v.push(s("messages"));
+            flag(&mut v, *json, "--json");
+            flag(&mut v, *follow, "--follow");
+            v.extend([s("--"), room_id.clone()]);
+        }
+        RoomsCommand::Export { room, .. } => {
+            v.push(s("export"));
+            if let Some(r) = room {
+                v.extend([s("--room"), r.clone()]);
+            }
+            v.extend([s("--"), s("-")]);
+        }
+        RoomsCommand::Import { .. } => v.extend([s("import"), s("--"), s("-")]),
+    }
+    v
 }

@@ -42,6 +42,16 @@ pub enum Command {
     /// Publish an event this device signed. The caller has already made the
     /// event's key material durable (see the store's commit contract).
     Publish(Box<Event>),
+    /// An event that arrived from outside the mesh (the homeserver's
+    /// downlink, a bundle file): verified like mesh input, stored as an own
+    /// room's event or a stranger's, and relayed after the commit.
+    Deliver {
+        /// The event (not yet verified).
+        event: Box<Event>,
+        /// Where it came from ([`crate::store::Source::Homeserver`] keeps
+        /// it off the homeserver uplink queue).
+        source: crate::store::Source,
+    },
     /// Start carrying a room as one of this device's own rooms.
     JoinRoom(RoomId),
     /// Stop treating a room as one of this device's own rooms.

@@ -274,6 +274,13 @@ impl<S: Store, R: Rng> Node<S, R> {
         self.store.has_pending() || !self.after_commit.is_empty()
     }
 
+    /// Events stored since the last commit (staged, not yet durable), in
+    /// the order they were stored: the driver passes them to the
+    /// application before committing, so both commit together.
+    pub fn uncommitted_events(&self) -> Vec<EventId> {
+        self.after_commit.iter().map(|c| c.id).collect()
+    }
+
     /// Counters.
     pub fn stats(&self) -> &NodeStats {
         &self.stats
@@ -872,6 +879,22 @@ impl<S: Store, R: Rng> Node<S, R> {
                 let meta = InsertMeta {
                     priority: Priority::OwnUndelivered,
                     source: Source::Local,
+                    received_ms: self.now_ms,
+                };
+                self.ingest(&event, meta, None)
+            }
+            Command::Deliver { event, source } => {
+                if event.verify().is_err() {
+                    self.stats.invalid_events += 1;
+                    return Ok(());
+                }
+                if timeliness(&event, self.now_ms) != Timeliness::Current {
+                    self.stats.refused_events += 1;
+                    return Ok(());
+                }
+                let meta = InsertMeta {
+                    priority: self.classify(&event),
+                    source,
                     received_ms: self.now_ms,
                 };
                 self.ingest(&event, meta, None)

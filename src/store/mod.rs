@@ -39,6 +39,7 @@
 //! existing `(room, sender, seq)` is a fork: recorded as evidence
 //! ([`ForkEvidence`]), counted, and never replaces the first.
 
+mod borrowed;
 pub mod engine;
 pub mod kv;
 pub mod memory;

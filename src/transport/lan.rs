@@ -145,20 +145,25 @@ enum Command {
 }
 
 /// A handle for sending on links. Cheap to clone.
+///
+/// Sends never wait: the driver must not block on the adapter while the
+/// adapter waits for the driver to take its events. The queue is bounded by
+/// the core, which keeps at most one window of event bytes in flight per
+/// link until the adapter reports the link drained.
 #[derive(Clone)]
 pub struct LanHandle {
-    cmd: mpsc::Sender<Command>,
+    cmd: mpsc::UnboundedSender<Command>,
 }
 
 impl LanHandle {
-    /// Queues a datagram on a link (waits if the adapter is busy).
-    pub async fn send(&self, link: LinkId, bytes: Vec<u8>) {
-        let _ = self.cmd.send(Command::Send(link, bytes)).await;
+    /// Queues a datagram on a link.
+    pub fn send(&self, link: LinkId, bytes: Vec<u8>) {
+        let _ = self.cmd.send(Command::Send(link, bytes));
     }
 
     /// Closes a link.
-    pub async fn close(&self, link: LinkId) {
-        let _ = self.cmd.send(Command::Close(link)).await;
+    pub fn close(&self, link: LinkId) {
+        let _ = self.cmd.send(Command::Close(link));
     }
 }
 
@@ -226,7 +231,7 @@ pub fn spawn(config: LanConfig) -> Result<(LanHandle, mpsc::Receiver<LanEvent>, 
             })?;
     }
     let me = *swarm.local_peer_id();
-    let (cmd_tx, cmd_rx) = mpsc::channel(LINK_QUEUE);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let peers: Vec<Multiaddr> = config.peers.into_iter().take(MAX_STATIC_PEERS).collect();
     tokio::spawn(run(swarm, peers, cmd_rx, ev_tx));
@@ -290,7 +295,7 @@ impl State {
 async fn run(
     mut swarm: Swarm<Behaviour>,
     peers: Vec<Multiaddr>,
-    mut cmd_rx: mpsc::Receiver<Command>,
+    mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     ev_tx: mpsc::Sender<LanEvent>,
 ) {
     let (closed_tx, mut closed_rx) = mpsc::channel::<LinkId>(64);

@@ -256,7 +256,7 @@ fn decode_never_panics_on_random_bytes_or_truncations() {
 
 #[test]
 fn demo_runs_and_shows_rejections() {
-    let o = bin().arg("demo").output().unwrap();
+    let o = bin().args(["demo", "--basics"]).output().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("rejected"));

@@ -53,7 +53,7 @@ async fn two_adapters_link_over_tcp_and_exchange_datagrams() {
         unreachable!()
     };
     assert!(address.contains("127.0.0.1"), "address {address}");
-    hb.send(lb, b"hello over libp2p".to_vec()).await;
+    hb.send(lb, b"hello over libp2p".to_vec());
     let LanEvent::Received { link, bytes } =
         next_matching(&mut ea, |e| matches!(e, LanEvent::Received { .. })).await
     else {

@@ -1,0 +1,599 @@
+//! The daemon's run loop: the tokio driver of the sans-IO [`Node`]
+//! (`protocol-spec/daemon.md`, "Run loop").
+//!
+//! One task owns the node, and with it the store. It waits for the next
+//! input (a LAN event, a control request, the node's timer, a signal),
+//! feeds it, then runs one *cycle*:
+//!
+//! 1. if the node staged writes, the events it stored are passed through
+//!    the application layer ([`Device::absorb`]: key shares, decryption)
+//!    and everything is committed in **one** transaction;
+//! 2. [`Input::CommitDone`] releases what acknowledges or relays them;
+//! 3. the node's outputs go to the LAN adapter; replies to control
+//!    requests are sent only now, after the commit.
+//!
+//! LAN events that queue up meanwhile are fed as one batch before the
+//! cycle, so a burst of received events costs one commit (group commit).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use data_encoding::BASE64;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_core::Rng;
+use tokio::sync::mpsc;
+
+use super::control::{Reply, Request};
+use super::report;
+use super::{DaemonError, DaemonOptions, server};
+use crate::app::{Device, ImportSummary, MessageLine, ROOM_KEYS_PREFIX, RejectedInfo};
+use crate::cli::rooms::{self as rooms_cli, CliError, EXIT_BAD_INPUT, EXIT_RUNTIME, RoomsCommand};
+use crate::event::{EventId, RoomId};
+use crate::proto::{Command, Input, LinkKind, Node, Output};
+use crate::store::{RedbStore, Source, Store, StoreConfig, StoreError};
+use crate::transport::lan::{self, LAN_MTU, LanEvent, LanHandle};
+
+/// Most LAN events fed before one commit cycle.
+pub const MAX_BATCH_INPUTS: usize = 512;
+
+/// Most `messages --follow` clients at once.
+pub const MAX_FOLLOWERS: usize = 32;
+
+/// Replies queued per control client before a slow follower is dropped.
+pub const REPLY_QUEUE: usize = 1024;
+
+/// How often a follower's room is re-read at most.
+pub const FOLLOW_REFRESH: Duration = Duration::from_millis(200);
+
+/// A control request with the channel its replies go to.
+pub(super) struct ControlMsg {
+    pub req: Request,
+    pub reply: mpsc::Sender<Reply>,
+}
+
+struct Follower {
+    room: RoomId,
+    json: bool,
+    reply: mpsc::Sender<Reply>,
+    shown: BTreeSet<String>,
+}
+
+/// Wall-clock milliseconds (event timestamps are wall-clock).
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The clap parser the daemon uses for forwarded rooms commands.
+#[derive(clap::Parser, Debug)]
+#[command(name = "meshrelay", no_binary_name = true)]
+struct Forwarded {
+    #[command(subcommand)]
+    cmd: RoomsCommand,
+}
+
+pub(super) struct Driver {
+    dir: PathBuf,
+    node: Node<RedbStore, StdRng>,
+    lan: LanHandle,
+    /// Remote address of each LAN link, for `peers`.
+    addresses: BTreeMap<crate::proto::LinkId, String>,
+    listening: Vec<String>,
+    started_ms: u64,
+    /// Own events published in the current cycle (not passed to absorb:
+    /// the application staged their keys and plaintexts already).
+    published: BTreeSet<EventId>,
+    /// Replies held until the cycle's commit.
+    held_replies: Vec<(mpsc::Sender<Reply>, Vec<Reply>)>,
+    followers: Vec<Follower>,
+    /// Rooms with new events since the followers were last refreshed.
+    follow_dirty: BTreeSet<RoomId>,
+    next_follow_refresh: tokio::time::Instant,
+    shutting_down: bool,
+}
+
+/// Runs the daemon until `shutdown` completes or a fatal error.
+pub async fn run(
+    opts: DaemonOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let dir = opts.dir.clone();
+    let (identity, _) = crate::app::load_identity(&dir)?;
+    let store_path = dir.join(crate::store::redb_backend::STORE_FILE_NAME);
+    let store = RedbStore::open(&store_path, StoreConfig::default()).map_err(|e| match e {
+        StoreError::Locked { .. } => DaemonError::AlreadyRunning(dir.clone()),
+        e => DaemonError::Store(e),
+    })?;
+    let mut seed = [0u8; 32];
+    rand_core::UnwrapErr(rand::rngs::SysRng).fill_bytes(&mut seed);
+    let now = now_ms();
+    let mut node = Node::new(
+        identity.device_id(),
+        store,
+        StdRng::from_seed(seed),
+        opts.node.clone(),
+        now,
+    );
+    drop(identity);
+    // The prekey ring is created on first open; do it before serving.
+    {
+        let dev = Device::open_with(&dir, node.store_mut(), now)?;
+        drop(dev);
+        node.store_mut().commit()?;
+    }
+    let (lan, mut lan_rx, peer_id) = lan::spawn(opts.lan.clone())?;
+    tracing::info!(%peer_id, "LAN adapter started (ephemeral peer key)");
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(super::control::MAX_CONTROL_CONNECTIONS);
+    let listener = server::bind(&dir)?;
+    let server_task = tokio::spawn(server::serve(listener, ctl_tx));
+    let mut d = Driver {
+        dir,
+        node,
+        lan,
+        addresses: BTreeMap::new(),
+        listening: Vec::new(),
+        started_ms: now,
+        published: BTreeSet::new(),
+        held_replies: Vec::new(),
+        followers: Vec::new(),
+        follow_dirty: BTreeSet::new(),
+        next_follow_refresh: tokio::time::Instant::now(),
+        shutting_down: false,
+    };
+    d.join_own_rooms()?;
+    tracing::info!(device = %d.node_device(), dir = %d.dir.display(), "daemon running");
+    tokio::pin!(shutdown);
+    let result = loop {
+        let deadline = d.timer_deadline();
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            ev = lan_rx.recv() => match ev {
+                Some(ev) => {
+                    // Group commit: feed what else is queued, up to a batch.
+                    let mut batch = vec![ev];
+                    while batch.len() < MAX_BATCH_INPUTS {
+                        let Ok(ev) = lan_rx.try_recv() else { break };
+                        batch.push(ev);
+                    }
+                    if let Err(e) = batch.into_iter().try_for_each(|ev| d.on_lan(ev)) {
+                        break Err(e);
+                    }
+                }
+                None => break Err(DaemonError::Lan(lan::LanError::Build("the LAN adapter stopped".into()))),
+            },
+            msg = ctl_rx.recv() => if let Some(msg) = msg {
+                if let Err(e) = d.on_control(msg) { break Err(e); }
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                if let Err(e) = d.node.handle(now_ms(), Input::Timeout) { break Err(e.into()); }
+                d.refresh_followers();
+            }
+        }
+        if let Err(e) = d.cycle() {
+            break Err(e);
+        }
+        if d.shutting_down {
+            break Ok(());
+        }
+    };
+    // Graceful shutdown: stop accepting, flush what is staged, close links.
+    server_task.abort();
+    let _ = std::fs::remove_file(super::control::socket_path(&d.dir));
+    let flushed = d.cycle();
+    for link in d.addresses.keys().copied().collect::<Vec<_>>() {
+        d.lan.close(link);
+    }
+    for f in d.followers.drain(..) {
+        let _ = f.reply.try_send(Reply::ok());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tracing::info!("daemon stopped");
+    result.and(flushed)
+}
+
+impl Driver {
+    fn node_device(&self) -> String {
+        crate::app::load_identity(&self.dir)
+            .map(|(i, _)| i.device_id().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The next wake-up: the node's timer or the followers' refresh.
+    fn timer_deadline(&self) -> tokio::time::Instant {
+        let now_wall = now_ms();
+        let now = tokio::time::Instant::now();
+        let node = self
+            .node
+            .poll_timeout()
+            .map_or(now + Duration::from_secs(3600), |t| {
+                now + Duration::from_millis(t.saturating_sub(now_wall))
+            });
+        if self.follow_dirty.is_empty() {
+            node
+        } else {
+            node.min(self.next_follow_refresh.max(now))
+        }
+    }
+
+    /// Starts carrying every room this device holds keys for.
+    fn join_own_rooms(&mut self) -> Result<(), DaemonError> {
+        let keys = self.node.store().secret_keys(ROOM_KEYS_PREFIX)?;
+        let now = now_ms();
+        for k in keys {
+            let Some(b) = k.get(ROOM_KEYS_PREFIX.len()..) else {
+                continue;
+            };
+            let Ok(arr) = <[u8; 16]>::try_from(b) else {
+                continue;
+            };
+            let room = RoomId(arr);
+            if !self.node.own_rooms().contains(&room) {
+                tracing::debug!(%room, "carrying own room");
+                self.node
+                    .handle(now, Input::Command(Command::JoinRoom(room)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_lan(&mut self, ev: LanEvent) -> Result<(), DaemonError> {
+        let now = now_ms();
+        match ev {
+            LanEvent::Listening(addr) => {
+                tracing::info!(%addr, "listening");
+                self.listening.push(addr.to_string());
+            }
+            LanEvent::Up {
+                link,
+                address,
+                source,
+            } => {
+                tracing::info!(link = link.0, %address, "LAN link up");
+                self.addresses.insert(link, address);
+                self.node.handle(
+                    now,
+                    Input::LinkUp {
+                        link,
+                        kind: LinkKind::Lan,
+                        mtu: LAN_MTU,
+                        source,
+                    },
+                )?;
+            }
+            LanEvent::Down(link) => {
+                if self.addresses.remove(&link).is_some() {
+                    tracing::info!(link = link.0, "LAN link down");
+                }
+                self.node.handle(now, Input::LinkDown(link))?;
+            }
+            LanEvent::Received { link, bytes } => {
+                self.node.handle(now, Input::Received { link, bytes })?;
+            }
+            LanEvent::Drained(link) => self.node.handle(now, Input::Drained(link))?,
+        }
+        Ok(())
+    }
+
+    /// One commit cycle (see the module docs).
+    pub(super) fn cycle(&mut self) -> Result<(), DaemonError> {
+        let now = now_ms();
+        if self.node.needs_commit() {
+            let staged: Vec<EventId> = self
+                .node
+                .uncommitted_events()
+                .into_iter()
+                .filter(|id| !self.published.contains(id))
+                .collect();
+            let mut rooms = BTreeSet::new();
+            for id in self.node.uncommitted_events() {
+                if let Some(info) = self.node.store().event_info(&id)? {
+                    rooms.insert(info.room);
+                }
+            }
+            if !staged.is_empty() {
+                let dir = self.dir.clone();
+                let r = Device::open_with(&dir, self.node.store_mut(), now)
+                    .and_then(|mut dev| dev.absorb(&staged, now));
+                match r {
+                    Ok(sum) => {
+                        for u in &sum.unauthorized {
+                            tracing::warn!(event = %u.event_id, reason = %u.reason, "refused by the room's rules");
+                        }
+                    }
+                    // The node's events are stored regardless (a relay
+                    // carries what it cannot read); the application state
+                    // of this batch is retried by nobody, so say so.
+                    Err(e) => tracing::error!(error = %e, "could not process received events"),
+                }
+            }
+            self.node.store_mut().commit()?;
+            self.node.handle(now, Input::CommitDone)?;
+            self.published.clear();
+            self.follow_dirty.extend(rooms);
+            self.join_own_rooms()?;
+        }
+        for (tx, replies) in self.held_replies.drain(..) {
+            for r in replies {
+                let _ = tx.try_send(r);
+            }
+        }
+        self.flush_outputs();
+        if tokio::time::Instant::now() >= self.next_follow_refresh {
+            self.refresh_followers();
+        }
+        Ok(())
+    }
+
+    fn flush_outputs(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Transmit { link, bytes } => self.lan.send(link, bytes),
+                Output::Close { link, reason } => {
+                    tracing::info!(link = link.0, %reason, "closing link");
+                    self.lan.close(link);
+                }
+                Output::App(ev) => report::log_app_event(&ev),
+            }
+        }
+    }
+
+    fn on_control(&mut self, msg: ControlMsg) -> Result<(), DaemonError> {
+        let ControlMsg { req, reply } = msg;
+        let now = now_ms();
+        let replies = match req {
+            Request::Shutdown => {
+                tracing::info!("shutdown requested over the control socket");
+                self.shutting_down = true;
+                vec![Reply::ok()]
+            }
+            Request::Peers { json } => {
+                let text = report::peers(&self.node, &self.addresses, json);
+                with_ok(Reply::out(text.as_bytes()))
+            }
+            Request::Status { json } => {
+                match report::status(
+                    &self.node,
+                    &self.dir,
+                    &self.listening,
+                    self.started_ms,
+                    json,
+                ) {
+                    Ok(text) => with_ok(Reply::out(text.as_bytes())),
+                    Err(e) => vec![Reply::fail(EXIT_RUNTIME, e)],
+                }
+            }
+            Request::Follow { room_id, json } => {
+                return self.add_follower(&room_id, json, reply);
+            }
+            Request::Cli { argv, input } => self.run_cli(&argv, input.as_deref(), now)?,
+        };
+        self.held_replies.push((reply, replies));
+        Ok(())
+    }
+
+    fn add_follower(
+        &mut self,
+        room_id: &str,
+        json: bool,
+        reply: mpsc::Sender<Reply>,
+    ) -> Result<(), DaemonError> {
+        let room: RoomId = match room_id.trim().parse() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.try_send(Reply::fail(EXIT_BAD_INPUT, format!("ROOM_ID: {e}")));
+                return Ok(());
+            }
+        };
+        self.followers.retain(|f| !f.reply.is_closed());
+        if self.followers.len() >= MAX_FOLLOWERS {
+            let _ = reply.try_send(Reply::fail(
+                EXIT_RUNTIME,
+                format!("more than {MAX_FOLLOWERS} followers"),
+            ));
+            return Ok(());
+        }
+        let mut f = Follower {
+            room,
+            json,
+            reply,
+            shown: BTreeSet::new(),
+        };
+        if let Err(e) = self.refresh_follower(&mut f) {
+            let _ = f.reply.try_send(e);
+            return Ok(());
+        }
+        self.followers.push(f);
+        Ok(())
+    }
+
+    /// Sends each follower the lines of its room it has not seen.
+    fn refresh_followers(&mut self) {
+        if self.follow_dirty.is_empty() {
+            return;
+        }
+        self.next_follow_refresh = tokio::time::Instant::now() + FOLLOW_REFRESH;
+        let dirty = std::mem::take(&mut self.follow_dirty);
+        let mut followers = std::mem::take(&mut self.followers);
+        followers.retain_mut(|f| {
+            if f.reply.is_closed() {
+                return false;
+            }
+            if !dirty.contains(&f.room) {
+                return true;
+            }
+            match self.refresh_follower(f) {
+                Ok(()) => true,
+                Err(e) => {
+                    let _ = f.reply.try_send(e);
+                    false
+                }
+            }
+        });
+        self.followers = followers;
+    }
+
+    fn refresh_follower(&mut self, f: &mut Follower) -> Result<(), Reply> {
+        let dir = self.dir.clone();
+        let lines = Device::open_with(&dir, self.node.store_mut(), now_ms())
+            .and_then(|dev| dev.messages(&f.room))
+            .map_err(|e| {
+                let e = CliError::from(e);
+                Reply::fail(e.code, e.err)
+            })?;
+        for line in lines {
+            let key = serde_json::to_string(&line).unwrap_or_default();
+            if !f.shown.insert(key) {
+                continue;
+            }
+            let text = follow_line(&line, f.json);
+            if f.reply
+                .try_send(Reply::Out {
+                    data: BASE64.encode(text.as_bytes()),
+                })
+                .is_err()
+            {
+                return Err(Reply::fail(EXIT_RUNTIME, "follower too slow"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a forwarded rooms command on the node's store: in deferred
+    /// mode, so the node stores and relays the new events, and the reply
+    /// waits for the cycle's commit.
+    fn run_cli(
+        &mut self,
+        argv: &[String],
+        input: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<Reply>, DaemonError> {
+        use clap::Parser;
+        let cmd = match Forwarded::try_parse_from(argv) {
+            Ok(f) => f.cmd,
+            Err(e) => return Ok(vec![Reply::fail(EXIT_BAD_INPUT, e)]),
+        };
+        let input = match input.map(|s| BASE64.decode(s.as_bytes())).transpose() {
+            Ok(i) => i,
+            Err(e) => return Ok(vec![Reply::fail(EXIT_BAD_INPUT, format!("input: {e}"))]),
+        };
+        if let RoomsCommand::Import { .. } = cmd {
+            return self.import(input.as_deref().unwrap_or_default(), now);
+        }
+        let dir = self.dir.clone();
+        let mut out = Vec::new();
+        let result = {
+            let dev = Device::open_with(&dir, self.node.store_mut(), now);
+            match dev {
+                Ok(mut dev) => {
+                    dev.defer();
+                    let r = rooms_cli::run_with(&cmd, &mut dev, input.as_deref(), now, &mut out);
+                    r.map(|()| dev.take_deferred())
+                }
+                Err(e) => Err(CliError::from(e)),
+            }
+        };
+        let events = match result {
+            Ok(evs) => evs,
+            Err(e) => {
+                self.node.store_mut().rollback()?;
+                return Ok(vec![Reply::fail(e.code, e.err)]);
+            }
+        };
+        for ev in events {
+            let id = ev.id();
+            self.node
+                .handle(now, Input::Command(Command::Publish(Box::new(ev))))?;
+            if !self.node.store().has_event(&id)? {
+                self.node.store_mut().rollback()?;
+                return Ok(vec![Reply::fail(
+                    EXIT_RUNTIME,
+                    format!("the store refused this device's own event {id}"),
+                )]);
+            }
+            self.published.insert(id);
+        }
+        Ok(with_ok(Reply::out(&out)))
+    }
+
+    /// `import` through the daemon: every event goes through the node (so
+    /// it is relayed), then through the rooms' sessions, in one commit.
+    fn import(&mut self, bytes: &[u8], now: u64) -> Result<Vec<Reply>, DaemonError> {
+        let store = self.node.store();
+        let report = match crate::bundle::import(bytes, now, None, |id| {
+            store.has_event(id).unwrap_or(false)
+        }) {
+            Ok(r) => r,
+            Err(e) => return Ok(vec![Reply::fail(EXIT_BAD_INPUT, format!("bundle: {e}"))]),
+        };
+        let mut sum = ImportSummary {
+            duplicates: report.duplicates,
+            rejections: report
+                .rejected
+                .iter()
+                .map(|r| RejectedInfo {
+                    index: r.index,
+                    event_id: r.event_id.map(|i| i.to_string()),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            ..ImportSummary::default()
+        };
+        let before: BTreeSet<EventId> = self.node.uncommitted_events().into_iter().collect();
+        for ev in report.imported {
+            self.node.handle(
+                now,
+                Input::Command(Command::Deliver {
+                    event: Box::new(ev),
+                    source: Source::Import,
+                }),
+            )?;
+        }
+        let staged: Vec<EventId> = self
+            .node
+            .uncommitted_events()
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        let dir = self.dir.clone();
+        let absorbed = Device::open_with(&dir, self.node.store_mut(), now)
+            .and_then(|mut dev| dev.absorb(&staged, now));
+        match absorbed {
+            Ok(a) => {
+                sum.imported = staged.len();
+                sum.unauthorized = a.unauthorized;
+                sum.rejections.extend(a.rejections);
+            }
+            Err(e) => {
+                self.node.store_mut().rollback()?;
+                let e = CliError::from(e);
+                return Ok(vec![Reply::fail(e.code, e.err)]);
+            }
+        }
+        // Absorbed here: the cycle must not pass them through again.
+        self.published.extend(staged);
+        sum.rejected = sum.rejections.len();
+        let mut out = Vec::new();
+        if let Err(e) = rooms_cli::print_json(&mut out, &sum) {
+            return Ok(vec![Reply::fail(e.code, e.err)]);
+        }
+        Ok(with_ok(Reply::out(&out)))
+    }
+}
+
+fn with_ok(mut v: Vec<Reply>) -> Vec<Reply> {
+    v.push(Reply::ok());
+    v
+}
+
+fn follow_line(line: &MessageLine, json: bool) -> String {
+    if json {
+        format!("{}\n", serde_json::to_string(line).unwrap_or_default())
+    } else {
+        format!("{}\n", rooms_cli::human_line(line))
+    }
+}

@@ -1,0 +1,63 @@
+//! The node daemon, `meshrelay run` (`protocol-spec/daemon.md`).
+//!
+//! A tokio driver around the sans-IO [`crate::proto::Node`]: the LAN
+//! adapter ([`crate::transport::lan`]) moves its datagrams, the durable
+//! [`crate::store::RedbStore`] is its store, and a control socket lets the
+//! CLI work through the daemon while it holds the store.
+//!
+//! - [`driver`]: the run loop (group commit, acknowledge after commit).
+//! - [`control`]: the control socket protocol and its client.
+//! - `server`: the control socket's server side.
+//! - [`report`]: `peers` and `status`.
+
+pub mod control;
+pub mod driver;
+pub mod report;
+mod server;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::app::AppError;
+use crate::proto::NodeConfig;
+use crate::store::StoreError;
+use crate::transport::lan::{LanConfig, LanError};
+
+pub use driver::run;
+
+/// What the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The data directory (identity, store, control socket).
+    pub dir: PathBuf,
+    /// LAN listen addresses, static peers, mDNS.
+    pub lan: LanConfig,
+    /// Protocol tunables.
+    pub node: NodeConfig,
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// Another daemon (or command) holds this data directory's store.
+    #[error("{0}: the store is in use: a daemon already runs for this data directory")]
+    AlreadyRunning(PathBuf),
+    /// The data directory or application layer failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The store failed (a disk error: fatal).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The LAN adapter could not start.
+    #[error(transparent)]
+    Lan(#[from] LanError),
+    /// A file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}

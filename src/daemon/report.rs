@@ -1,0 +1,174 @@
+//! What `meshrelay peers` and `meshrelay status` print, and the daemon's
+//! log lines for the core's application events (`protocol-spec/daemon.md`,
+//! "Status").
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+
+use crate::app::ROOM_KEYS_PREFIX;
+use crate::proto::{AppEvent, LinkId, Node};
+use crate::store::{Destination, MAX_LIST_LIMIT, RedbStore, Store, StoreError};
+
+/// `peers`: one entry per connected link,
+/// `{"link","kind","address","since","bytes_in","bytes_out"}` (`since` in
+/// Unix milliseconds).
+pub fn peers_json(
+    node: &Node<RedbStore, StdRng>,
+    addresses: &BTreeMap<LinkId, String>,
+) -> Value {
+    Value::Array(
+        node.links()
+            .iter()
+            .map(|l| {
+                json!({
+                    "link": l.link.0,
+                    "kind": l.kind.name(),
+                    "address": addresses.get(&l.link).cloned().unwrap_or_default(),
+                    "since": l.since_ms,
+                    "bytes_in": l.bytes_in,
+                    "bytes_out": l.bytes_out,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `peers` as printed: JSON, or one human line per link.
+pub(super) fn peers(
+    node: &Node<RedbStore, StdRng>,
+    addresses: &BTreeMap<LinkId, String>,
+    json: bool,
+) -> String {
+    let v = peers_json(node, addresses);
+    if json {
+        return format!("{v}\n");
+    }
+    let mut s = String::new();
+    if node.links().is_empty() {
+        s.push_str("no peers connected\n");
+    }
+    for l in node.links() {
+        let _ = writeln!(
+            s,
+            "link {} {} {} since {} in {} B out {} B",
+            l.link.0,
+            l.kind.name(),
+            addresses.get(&l.link).map_or("-", String::as_str),
+            l.since_ms,
+            l.bytes_in,
+            l.bytes_out
+        );
+    }
+    s
+}
+
+/// The store and queue part of `status`, shared with the no-daemon path.
+pub fn store_status<S: Store>(store: &S) -> Result<(Value, Value, usize), StoreError> {
+    let st = store.stats()?;
+    let homeserver = store
+        .undelivered(&Destination::Homeserver, None, MAX_LIST_LIMIT)?
+        .len();
+    let mesh = store
+        .undelivered(&Destination::Mesh, None, MAX_LIST_LIMIT)?
+        .len();
+    let rooms = store.secret_keys(ROOM_KEYS_PREFIX)?.len();
+    Ok((
+        json!({
+            "events": st.events,
+            "bytes": st.bytes,
+            "evicted": st.evictions,
+            "forks": st.forks,
+        }),
+        json!({ "homeserver": homeserver, "mesh": mesh }),
+        rooms,
+    ))
+}
+
+/// `status` of a running daemon:
+/// `{"device_id","rooms","store":{"events","bytes","evicted":{...},"forks"},
+/// "queues":{...},"peers","ble","homeserver"}` plus `daemon` details.
+pub(super) fn status(
+    node: &Node<RedbStore, StdRng>,
+    dir: &Path,
+    listening: &[String],
+    started_ms: u64,
+    json: bool,
+) -> Result<String, String> {
+    let (identity, _) = crate::app::load_identity(dir).map_err(|e| e.to_string())?;
+    let (store, queues, rooms) = store_status(node.store()).map_err(|e| e.to_string())?;
+    let stats = node.stats();
+    let v = json!({
+        "device_id": identity.device_id().to_string(),
+        "rooms": rooms,
+        "store": store,
+        "queues": queues,
+        "peers": node.links().len(),
+        "ble": "off",
+        "homeserver": "off",
+        "daemon": {
+            "running": true,
+            "pid": std::process::id(),
+            "started_ms": started_ms,
+            "listening": listening,
+            "events_stored": stats.events_stored,
+            "duplicates": stats.duplicates,
+            "invalid_events": stats.invalid_events,
+            "links_penalised": stats.links_penalised,
+            "links_refused": stats.links_refused,
+        },
+    });
+    Ok(render_status(&v, json))
+}
+
+/// `status` as printed: JSON, or a few human lines.
+pub fn render_status(v: &Value, json: bool) -> String {
+    if json {
+        return format!("{v}\n");
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "device:     {}", v["device_id"].as_str().unwrap_or("?"));
+    let daemon = if v["daemon"]["running"].as_bool() == Some(true) {
+        format!("running (pid {})", v["daemon"]["pid"])
+    } else {
+        "not running".to_owned()
+    };
+    let _ = writeln!(s, "daemon:     {daemon}");
+    let _ = writeln!(s, "rooms:      {}", v["rooms"]);
+    let _ = writeln!(
+        s,
+        "store:      {} events, {} bytes, {} forks",
+        v["store"]["events"], v["store"]["bytes"], v["store"]["forks"]
+    );
+    let _ = writeln!(
+        s,
+        "queues:     {} for the homeserver, {} for the mesh",
+        v["queues"]["homeserver"], v["queues"]["mesh"]
+    );
+    let _ = writeln!(s, "peers:      {}", v["peers"]);
+    let _ = writeln!(s, "ble:        {}", v["ble"].as_str().unwrap_or("?"));
+    let _ = writeln!(s, "homeserver: {}", v["homeserver"].as_str().unwrap_or("?"));
+    s
+}
+
+/// Logs what the core noticed.
+pub(super) fn log_app_event(ev: &AppEvent) {
+    match ev {
+        AppEvent::EventStored { id, room } => tracing::debug!(%id, %room, "event stored"),
+        AppEvent::GapDetected {
+            room,
+            sender,
+            from_seq,
+            to_seq,
+        } => tracing::info!(%room, %sender, from_seq, to_seq, "sequence gap"),
+        AppEvent::ForkDetected { room, sender, seq } => {
+            tracing::warn!(%room, %sender, seq, "fork: two events claim one sequence number")
+        }
+        AppEvent::PeerPenalised { link, reason } => {
+            tracing::warn!(link = link.0, %reason, "peer penalised")
+        }
+    }
+}
