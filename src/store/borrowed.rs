@@ -68,6 +68,10 @@ impl<S: Store + ?Sized> Store for &mut S {
         (**self).rooms()
     }
 
+    fn event_set_version(&self) -> Option<u64> {
+        (**self).event_set_version()
+    }
+
     fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError> {
         (**self).heads(room)
     }
