@@ -189,7 +189,10 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         sc.protocols.stranger_pool_bytes = Some(p);
     }
     if let Some(bad) = a.only.iter().find(|p| !PROTOCOLS.contains(&p.as_str())) {
-        anyhow::bail!("--only: unknown protocol {bad:?} (known: {})", PROTOCOLS.join(", "));
+        anyhow::bail!(
+            "--only: unknown protocol {bad:?} (known: {})",
+            PROTOCOLS.join(", ")
+        );
     }
     let seeds = if a.seeds.is_empty() {
         vec![a.seed.unwrap_or(sc.seed)]

@@ -221,8 +221,7 @@ impl Scenario {
             }
         }
         for p in &s.population {
-            if p
-                .uplink_windows_s
+            if p.uplink_windows_s
                 .iter()
                 .any(|w| w[0].is_nan() || w[1].is_nan() || w[0] >= w[1])
             {

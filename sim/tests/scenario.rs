@@ -142,8 +142,12 @@ fn gateways_are_linked_only_while_their_uplinks_are_up() {
     let region = gateway_scenario("uplink_region = [0, 0, 400, 10]");
     assert_eq!(gateway_contacts(&region), vec![]);
     // Both inside, only during the window.
-    let both = gateway_scenario("uplink_region = [0, 0, 1000, 10]\nuplink_windows_s = [[300, 350]]");
-    assert_eq!(gateway_contacts(&both), vec![(300_000, true), (350_000, false)]);
+    let both =
+        gateway_scenario("uplink_region = [0, 0, 1000, 10]\nuplink_windows_s = [[300, 350]]");
+    assert_eq!(
+        gateway_contacts(&both),
+        vec![(300_000, true), (350_000, false)]
+    );
     // Bad windows are refused.
     let bad = "name = \"x\"\nduration_s = 1\nwidth_m = 1\nheight_m = 1\n[[population]]\nname = \"g\"\ncount = 2\nbackhaul = true\nuplink_windows_s = [[5, 5]]\n[workload]\n";
     assert!(Scenario::parse(bad).is_err());
@@ -198,7 +202,14 @@ fn lossy_links_cost_airtime_and_delay_not_data() {
         net.join(0, room);
         net.join(1, room);
         let ids: Vec<_> = (0..20).map(|_| net.publish(0, room, 2_000)).collect();
-        net.connect(0, 1, LinkParams { loss, ..LinkParams::ble() });
+        net.connect(
+            0,
+            1,
+            LinkParams {
+                loss,
+                ..LinkParams::ble()
+            },
+        );
         net.run_until(120_000);
         let last = ids
             .iter()
@@ -209,7 +220,9 @@ fn lossy_links_cost_airtime_and_delay_not_data() {
     };
     let (clean_bytes, clean_ms) = run(0.0);
     let (lossy_bytes, lossy_ms) = run(0.5);
-    eprintln!("loss 0: {clean_bytes} B, last at {clean_ms} ms; loss 0.5: {lossy_bytes} B, last at {lossy_ms} ms");
+    eprintln!(
+        "loss 0: {clean_bytes} B, last at {clean_ms} ms; loss 0.5: {lossy_bytes} B, last at {lossy_ms} ms"
+    );
     // Half the transmissions lost: about twice the airtime and the time.
     assert!(lossy_bytes as f64 > 1.5 * clean_bytes as f64);
     assert!(lossy_ms as f64 > 1.5 * clean_ms as f64);

@@ -21,8 +21,13 @@
 //!   both lists (so a relay also learns rooms it does not carry yet).
 //! * **Anti-entropy.** One [`crate::reconcile::Session`] per room finds
 //!   what each side lacks (`protocol-spec/reconcile.md`); each side then
-//!   sends the events the other lacks. Sessions rerun every
-//!   `anti_entropy_interval_ms`, started by the lower-nonce side.
+//!   sends the events the other lacks. The lower-nonce side runs periods:
+//!   own rooms first, then every other room once, at most
+//!   `MAX_SESSIONS_PER_LINK` sessions per round; the next period starts
+//!   `anti_entropy_interval_ms` later, doubled per period that found
+//!   nothing (up to `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times). The room
+//!   list and per-room items come from a cache (`src/proto/view.rs`) kept in
+//!   step with the store (`protocol-spec/wire.md`, "Node limits").
 //! * **Live push (Plumtree).** A newly *committed* event goes in full to at
 //!   most `eager_fanout` eager links and as an `IHave` to the others. A
 //!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
@@ -1055,7 +1060,10 @@ impl<S: Store, R: Rng> Node<S, R> {
                     l.period_found = false;
                 }
                 let shift = l.quiet_periods.min(MAX_ANTI_ENTROPY_BACKOFF_SHIFT);
-                let wait = self.config.anti_entropy_interval_ms.saturating_mul(1 << shift);
+                let wait = self
+                    .config
+                    .anti_entropy_interval_ms
+                    .saturating_mul(1 << shift);
                 l.next_anti_entropy_ms = now.saturating_add(wait);
                 if !l.sessions.is_empty() || !l.hello_seen || !l.initiator {
                     continue;

@@ -12,13 +12,13 @@
 //! an expiry, a rollback, the application writing through `store_mut`),
 //! they are dropped and rebuilt lazily from the store. The node's own
 //! inserts update them in place. A store that does not track versions is
-//! never cached. Item lists are an LRU bounded by [`MAX_VIEW_ROOMS`] rooms
-//! and [`MAX_VIEW_ITEMS`] items in all.
+//! never cached. Item lists are bounded by [`MAX_VIEW_ROOMS`] rooms and
+//! [`MAX_VIEW_ITEMS`] items in all; over either bound, the lowest room IDs
+//! are dropped first (deterministic, and cheaper than an LRU: a lookup is
+//! on every reconciliation session).
 
-use std::num::NonZeroUsize;
+use std::collections::BTreeMap;
 use std::ops::Bound;
-
-use lru::LruCache;
 
 use crate::event::RoomId;
 use crate::reconcile::Item;
@@ -38,19 +38,28 @@ pub(crate) struct StoreView {
     /// Rooms held in the store, ascending.
     rooms: Option<Vec<RoomId>>,
     /// Items per room, ascending.
-    items: LruCache<RoomId, Vec<Item>>,
+    items: BTreeMap<RoomId, Vec<Item>>,
     /// Items held in `items`.
     cached_items: usize,
 }
 
 impl StoreView {
     pub(crate) fn new() -> Self {
-        let cap = NonZeroUsize::new(MAX_VIEW_ROOMS).unwrap_or(NonZeroUsize::MIN);
         Self {
             version: None,
             rooms: None,
-            items: LruCache::new(cap),
+            items: BTreeMap::new(),
             cached_items: 0,
+        }
+    }
+
+    /// Drops cached rooms, lowest IDs first, until within both bounds.
+    fn shrink(&mut self) {
+        while self.cached_items > MAX_VIEW_ITEMS || self.items.len() > MAX_VIEW_ROOMS {
+            match self.items.pop_first() {
+                Some((_, old)) => self.cached_items -= old.len(),
+                None => break,
+            }
         }
     }
 
@@ -88,15 +97,10 @@ impl StoreView {
         let items = read_items(store, room)?;
         if self.version.is_some() && items.len() <= MAX_VIEW_ITEMS {
             self.cached_items += items.len();
-            if let Some((_, old)) = self.items.push(*room, items.clone()) {
+            if let Some(old) = self.items.insert(*room, items.clone()) {
                 self.cached_items -= old.len();
             }
-            while self.cached_items > MAX_VIEW_ITEMS {
-                match self.items.pop_lru() {
-                    Some((_, old)) => self.cached_items -= old.len(),
-                    None => break,
-                }
-            }
+            self.shrink();
         }
         Ok(items)
     }
@@ -124,18 +128,13 @@ impl StoreView {
         {
             rooms.insert(at, room);
         }
-        if let Some(items) = self.items.peek_mut(&room)
+        if let Some(items) = self.items.get_mut(&room)
             && let Err(at) = items.binary_search(&item)
         {
             items.insert(at, item);
             self.cached_items += 1;
         }
-        while self.cached_items > MAX_VIEW_ITEMS {
-            match self.items.pop_lru() {
-                Some((_, old)) => self.cached_items -= old.len(),
-                None => break,
-            }
-        }
+        self.shrink();
     }
 }
 
