@@ -178,6 +178,10 @@ impl Device {
     /// identity's published prekey the first time. Holds the store's lock
     /// until dropped.
     pub fn open(dir: &Path, now_ms: u64) -> Result<Self, AppError> {
+        // An uninitialised directory is a usage error, not a missing store.
+        if !DataDir::new(dir).has_identity() {
+            return Err(DataDirError::NotInitialized(dir.to_owned()).into());
+        }
         let store = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default())?;
         Device::open_with(dir, store, now_ms)
     }

@@ -180,8 +180,10 @@ pub async fn run(
             },
             _ = tokio::time::sleep_until(deadline) => {
                 if let Err(e) = d.node.handle(now_ms(), Input::Timeout) { break Err(e.into()); }
-                if tokio::time::Instant::now() >= d.next_maintenance {
-                    if let Err(e) = d.maintenance() { break Err(e); }
+                if tokio::time::Instant::now() >= d.next_maintenance
+                    && let Err(e) = d.maintenance()
+                {
+                    break Err(e);
                 }
                 d.refresh_followers();
             }

@@ -444,3 +444,46 @@ fn messages_follow_streams_new_messages_live() {
     let _ = follow.wait();
     drop((a, b));
 }
+
+#[test]
+fn sigkill_of_the_sending_daemon_keeps_every_acknowledged_send() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ([mut a, _b, c], room) = chain(tmp.path());
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..3 {
+        // Sends race the kill: those acknowledged (exit 0) must survive.
+        let sender = {
+            let (dir, room) = (a.dir.clone(), room.clone());
+            std::thread::spawn(move || {
+                let mut ok_texts = Vec::new();
+                for i in 0..40 {
+                    let t = format!("round {round} send {i}");
+                    let o = mr(&dir, &["send", &room, &t]);
+                    if o.status.success() {
+                        ok_texts.push(t);
+                    }
+                }
+                ok_texts
+            })
+        };
+        std::thread::sleep(Duration::from_millis(150 + 100 * round));
+        a.kill();
+        acked.extend(sender.join().unwrap());
+        a.restart();
+    }
+    assert!(!acked.is_empty());
+    let got_a = texts(&a.dir, &room);
+    for t in &acked {
+        assert!(got_a.contains(t), "acknowledged {t:?} lost after SIGKILL");
+    }
+    assert_exactly_once(&got_a, &acked);
+    wait_logged(
+        Some(tmp.path()),
+        "C receives every acknowledged send",
+        || {
+            let got = texts(&c.dir, &room);
+            acked.iter().all(|t| got.contains(t))
+        },
+    );
+    assert_exactly_once(&texts(&c.dir, &room), &acked);
+}
