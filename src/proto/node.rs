@@ -46,7 +46,7 @@ use crate::crypto::keys::DeviceId;
 use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
 use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
-use crate::reconcile::{Item, Message, Session};
+use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, SourceKey, Store, StoreError};
 use crate::wire::{
     CloseReason, Fragmenter, Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS,
@@ -123,6 +123,11 @@ const PER_EVENT_OVERHEAD: usize = 8;
 /// Most reconciliation sessions open on one link.
 pub const MAX_SESSIONS_PER_LINK: usize = 64;
 
+/// Most reconciliation slices queued per link after sessions failed with
+/// too many differences (`protocol-spec/reconcile.md`, "Partitioned
+/// sessions").
+pub const MAX_QUEUED_PARTS: usize = 1024;
+
 /// How many items a reconciliation reads from the store per page.
 const ITEM_PAGE: usize = 16_384;
 
@@ -165,6 +170,10 @@ struct Link {
     /// Whether the last round left rooms out (the next round starts as soon
     /// as this one finishes).
     more_rooms: bool,
+    /// Slices still to reconcile after a session found more differences
+    /// than one session can decode (initiator only), at most
+    /// `MAX_QUEUED_PARTS`.
+    parts: VecDeque<(RoomId, Part)>,
     next_anti_entropy_ms: u64,
 }
 
@@ -428,6 +437,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 peer_rooms: BTreeSet::new(),
                 recon_cursor: None,
                 more_rooms: false,
+                parts: VecDeque::new(),
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
         );
@@ -643,22 +653,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 break;
             }
             let items = self.room_items(&room)?;
-            let mut salt = [0u8; 8];
-            self.rng.fill_bytes(&mut salt);
-            let (session, init) = Session::initiate(room, items, salt);
-            let Some(l) = self.links.get_mut(&link) else {
-                return Ok(());
-            };
-            let number = l.next_session;
-            l.next_session += 1;
-            l.sessions.insert(number, session);
-            self.send(
-                link,
-                &Frame::Reconcile {
-                    session: number,
-                    msg: init,
-                },
-            );
+            self.open_session(link, room, Part::WHOLE, items);
         }
         Ok(())
     }
@@ -678,7 +673,12 @@ impl<S: Store, R: Rng> Node<S, R> {
                 );
                 return Ok(());
             }
-            let items = self.room_items(room)?;
+            let part = match &msg {
+                Message::Init { part, .. } => *part,
+                _ => Part::WHOLE,
+            };
+            let mut items = self.room_items(room)?;
+            items.retain(|i| part.contains(i));
             match Session::respond(items, &msg) {
                 Some((session, replies)) => {
                     if let Some(l) = self.links.get_mut(&link) {
@@ -726,23 +726,74 @@ impl<S: Store, R: Rng> Node<S, R> {
             .links
             .get(&link)
             .and_then(|l| l.sessions.get(&number))
-            .and_then(|s| s.outcome().map(|o| o.peer_lacks.clone()));
-        if let Some(peer_lacks) = done {
+            .and_then(|s| {
+                s.outcome()
+                    .map(|o| (o.peer_lacks.clone(), o.failed, s.room(), s.part()))
+            });
+        if let Some((peer_lacks, failed, room, part)) = done {
             let now = self.now_ms;
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
+                // Too many differences for one session: reconcile the two
+                // halves of the slice separately (initiator side).
+                if l.initiator
+                    && failed == Some(FAIL_TOO_MANY_DIFFERENCES)
+                    && let Some(halves) = part.split()
+                    && l.parts.len() + 2 <= MAX_QUEUED_PARTS
+                {
+                    l.parts.extend(halves.map(|h| (room, h)));
+                }
                 // A round that left rooms out continues at once.
                 if l.sessions.is_empty() && l.initiator && l.more_rooms {
                     l.more_rooms = false;
                     l.next_anti_entropy_ms = now;
                 }
             }
+            self.start_parts(link)?;
             for item in peer_lacks {
                 self.queue_send(link, item.id, Priority::OwnRoom)?;
             }
             self.pump(link)?;
         }
         Ok(())
+    }
+
+    /// Starts queued slices while the link has free session slots.
+    fn start_parts(&mut self, link: LinkId) -> Result<(), StoreError> {
+        loop {
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(());
+            };
+            if l.sessions.len() >= MAX_SESSIONS_PER_LINK {
+                return Ok(());
+            }
+            let Some((room, part)) = l.parts.pop_front() else {
+                return Ok(());
+            };
+            let mut items = self.room_items(&room)?;
+            items.retain(|i| part.contains(i));
+            self.open_session(link, room, part, items);
+        }
+    }
+
+    /// Opens one session as initiator and sends its `Init`.
+    fn open_session(&mut self, link: LinkId, room: RoomId, part: Part, items: Vec<Item>) {
+        let mut salt = [0u8; 8];
+        self.rng.fill_bytes(&mut salt);
+        let (session, init) = Session::initiate_part(room, part, items, salt);
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let number = l.next_session;
+        l.next_session += 1;
+        l.sessions.insert(number, session);
+        self.send(
+            link,
+            &Frame::Reconcile {
+                session: number,
+                msg: init,
+            },
+        );
     }
 
     fn on_event_bytes(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -1015,7 +1066,7 @@ impl<S: Store, R: Rng> Node<S, R> {
         for link in due {
             if let Some(l) = self.links.get_mut(&link) {
                 l.next_anti_entropy_ms = now.saturating_add(self.config.anti_entropy_interval_ms);
-                if !l.sessions.is_empty() || !l.hello_seen || !l.initiator {
+                if !l.sessions.is_empty() || !l.parts.is_empty() || !l.hello_seen || !l.initiator {
                     continue;
                 }
             }
