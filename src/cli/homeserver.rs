@@ -40,6 +40,10 @@ use super::rooms::{EXIT_BAD_INPUT, EXIT_RUNTIME, now_ms};
 /// each bundle upload, so a test can interrupt an upload half-way.
 pub const SEND_DELAY_ENV: &str = "MESHRELAY_TEST_SEND_DELAY_MS";
 
+/// Environment variable (tests only): abort right after this many bundles
+/// were accepted, before recording it (a crash in the worst place).
+pub const ABORT_AFTER_SENDS_ENV: &str = "MESHRELAY_TEST_ABORT_AFTER_SENDS";
+
 /// Attempts per homeserver request in the CLI (with the default backoff,
 /// about three minutes of retrying before a sync gives up).
 pub const CLI_MAX_ATTEMPTS: u32 = 12;
@@ -422,6 +426,9 @@ fn sync_once_cli(data: &DataDir, err: &mut dyn Write) -> Result<SyncReport, CliE
     {
         opts.send_delay = Duration::from_millis(ms);
     }
+    opts.abort_after_sends = std::env::var(ABORT_AFTER_SENDS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     let device = match Device::open(data.root(), now_ms()) {
         Ok(d) => d,
         Err(AppError::Store(StoreError::Locked { .. })) => return Err(daemon_running(data.root())),

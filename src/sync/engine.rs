@@ -39,6 +39,10 @@ pub struct SyncOptions {
     /// Pause before each bundle upload (tests use it to interrupt an
     /// upload; zero otherwise).
     pub send_delay: Duration,
+    /// Test hook: abort the process right after this many bundles were
+    /// accepted by the homeserver and before the acceptance is recorded
+    /// (a crash in the worst place). `None` otherwise.
+    pub abort_after_sends: Option<u64>,
 }
 
 impl SyncOptions {
@@ -49,6 +53,7 @@ impl SyncOptions {
             owner: format!("{user_id} {room_id}"),
             max_bundle_bytes: MAX_BUNDLE_BYTES,
             send_delay: Duration::ZERO,
+            abort_after_sends: None,
         }
     }
 }
@@ -143,6 +148,10 @@ async fn uplink<H: SyncHost>(
                     break;
                 }
                 Err(e) => return Err(e.into()),
+            }
+            if opts.abort_after_sends == Some(report.bundles + 1) {
+                tracing::error!("test hook: aborting after an accepted send");
+                std::process::abort();
             }
             host.uplinked(b).await?;
             let n = b.events().len() as u64;

@@ -5,6 +5,7 @@ mod cli;
 mod cli_rooms;
 mod fuzz_corpus;
 mod homeserver;
+mod homeserver_sync;
 mod lan;
 mod reconcile;
 mod rooms;
