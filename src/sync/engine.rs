@@ -61,13 +61,13 @@ impl SyncOptions {
 /// Downloads until the homeserver has nothing new: pages through a stored
 /// backfill gap, then `/sync` with `timeout` (zero: return at once).
 /// Every response is stored with its cursor in one commit.
-async fn downlink<H: SyncHost>(
+async fn downlink<H: SyncHost, P: Progress + ?Sized>(
     host: &mut H,
     client: &Client,
     opts: &SyncOptions,
     timeout: Duration,
     report: &mut SyncReport,
-    progress: &mut dyn Progress,
+    progress: &mut P,
 ) -> Result<(), SyncError> {
     let mut timeout = timeout;
     loop {
@@ -105,12 +105,12 @@ async fn downlink<H: SyncHost>(
 }
 
 /// Uploads until the homeserver queue is empty.
-async fn uplink<H: SyncHost>(
+async fn uplink<H: SyncHost, P: Progress + ?Sized>(
     host: &mut H,
     client: &Client,
     opts: &mut SyncOptions,
     report: &mut SyncReport,
-    progress: &mut dyn Progress,
+    progress: &mut P,
 ) -> Result<(), SyncError> {
     let queued = host.queued().await?;
     if queued > 0 {
@@ -167,11 +167,11 @@ async fn uplink<H: SyncHost>(
 /// whole queue, then returns what it did. Transient failures have already
 /// been retried by the client; they end the sync with an error, and
 /// nothing is lost (run it again).
-pub async fn sync_once<H: SyncHost>(
+pub async fn sync_once<H: SyncHost, P: Progress + ?Sized>(
     host: &mut H,
     client: &Client,
     opts: &SyncOptions,
-    progress: &mut dyn Progress,
+    progress: &mut P,
 ) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
     let mut opts = opts.clone();
@@ -189,11 +189,11 @@ pub async fn sync_once<H: SyncHost>(
 /// ([`HomeserverError::LoginRequired`]) or a store failure ends it with the
 /// error. Progress goes to `progress`. Safe to cancel at any `.await`: compositions
 /// are persisted before sending and acknowledgements after.
-pub async fn run_continuous<H: SyncHost>(
+pub async fn run_continuous<H: SyncHost, P: Progress + ?Sized>(
     host: &mut H,
     client: &Client,
     opts: &SyncOptions,
-    progress: &mut dyn Progress,
+    progress: &mut P,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SyncError> {
     let mut report = SyncReport::default();
@@ -230,5 +230,31 @@ pub async fn run_continuous<H: SyncHost>(
     tokio::select! {
         r = work => r,
         () = shutdown => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::Device;
+    use crate::store::RedbStore;
+    use crate::sync::{DirectHost, NoProgress};
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The daemon can spawn the continuous sync on a multi-threaded runtime.
+    #[test]
+    fn continuous_sync_future_is_send() {
+        fn check(host: &mut DirectHost<RedbStore>, client: &Client, opts: &SyncOptions) {
+            {
+                let mut p = NoProgress;
+                let fut = run_continuous(host, client, opts, &mut p, std::future::pending());
+                assert_send(&fut);
+            }
+            let mut p = NoProgress;
+            assert_send(&sync_once(host, client, opts, &mut p));
+        }
+        let _ = check;
+        let _: Option<Device<RedbStore>> = None;
     }
 }

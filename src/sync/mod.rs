@@ -34,7 +34,7 @@ use crate::transport::homeserver::HomeserverError;
 pub use downlink::Cursor;
 pub use engine::{SyncOptions, run_continuous, sync_once};
 pub use host::{DirectHost, DownlinkOutcome, SyncHost};
-pub use progress::{NoProgress, Progress};
+pub use progress::{LogProgress, NoProgress, Progress};
 
 /// Why a sync step failed. Nothing queued is lost on any of these: the
 /// queue is trimmed only after the homeserver accepted a bundle, and the

@@ -23,3 +23,21 @@ pub trait Progress {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+/// Reports through `tracing` (the daemon's log).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogProgress;
+
+impl Progress for LogProgress {
+    fn downloaded(&mut self, new: u64, total: u64) {
+        tracing::info!(new, total, "homeserver: downloaded events");
+    }
+
+    fn uploaded(&mut self, events: u64, uploaded: u64, queued: u64) {
+        tracing::info!(events, uploaded, queued, "homeserver: uploaded a bundle");
+    }
+
+    fn retrying(&mut self, error: &HomeserverError, wait_ms: u64) {
+        tracing::warn!(%error, wait_ms, "homeserver: retrying");
+    }
+}

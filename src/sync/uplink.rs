@@ -266,7 +266,7 @@ mod tests {
         insert(&mut s, 10, Source::Homeserver);
         assert!(prepare(&mut s, 4, MAX_BUNDLE_BYTES, NOW).expect("p").is_empty());
         let mut s = MemoryStore::new_memory();
-        let evs = insert(&mut s, 10, Source::Local);
+        let evs = insert(&mut s, 30, Source::Local);
         let b = prepare(&mut s, 4, MAX_BUNDLE_BYTES, NOW).expect("p");
         assert_eq!(b.len(), 1);
         assert!(matches!(
@@ -274,7 +274,7 @@ mod tests {
             Some(DeliveryState::Offered { .. })
         ));
         discard(&mut s, &b[0]).expect("discard");
-        assert_eq!(queued(&s).expect("q"), 10);
+        assert_eq!(queued(&s).expect("q"), 30);
         let small = prepare(&mut s, 16, MIN_UPLINK_BUNDLE_BYTES, NOW).expect("p");
         assert!(small.len() >= 2 && small.iter().all(|b| b.encoded().len() <= MIN_UPLINK_BUNDLE_BYTES));
     }
