@@ -474,3 +474,79 @@ fn scenario6_hostile_homeserver_injections_are_rejected() {
     // nothing on A either.
     assert_eq!(js(&a.dir, &["rooms", "--json"])[0]["members"].as_array().unwrap().len(), 2);
 }
+
+/// Login with `--password-stdin`, the 0600 config, status, and a token the
+/// homeserver rejects: a clear "log in again" and nothing lost.
+#[test]
+fn login_status_and_a_rejected_token() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = synapse().url.clone();
+    let u = register("login", false);
+    let local = u.user_id[1..].split(':').next().unwrap().to_owned();
+    let dir = tmp.path().join("a");
+    ok(&dir, &["init", "--name", "A"]);
+
+    let no_stdin = mr_env(&dir, &["homeserver", "login", &url, &local], &[]);
+    assert_eq!(no_stdin.status.code(), Some(2));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshrelay"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["homeserver", "login", &url, &local, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "pw-{local}").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&u.user_id));
+
+    let cfg_path = dir.join("homeserver.toml");
+    let mode = std::fs::metadata(&cfg_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let token = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("access_token = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    assert!(token.len() > 10);
+
+    let before = js(&dir, &["homeserver", "status", "--json"]);
+    assert_eq!(before["logged_in"], true);
+    assert_eq!(before["transport_room"], Value::Null);
+    assert!(!before.to_string().contains(&token), "status never shows the token");
+    let no_room = mr_env(&dir, &["sync", "--once"], &[]);
+    assert_eq!(no_room.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_room.stderr).contains("homeserver transport"));
+    let room = ok(&dir, &["homeserver", "transport", "--create"]).trim().to_owned();
+    assert!(room.starts_with('!'));
+    let b = tmp.path().join("b");
+    ok(&b, &["init", "--name", "B"]);
+    compose(&dir, &card(&b), 3);
+    let q = queued(&dir);
+
+    // The token is revoked (here: replaced by garbage).
+    std::fs::write(&cfg_path, cfg.replace(&token, "syt_revoked_token")).unwrap();
+    let o = mr_env(&dir, &["sync", "--once", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("log in again"), "{err}");
+    assert_eq!(queued(&dir), q, "nothing queued is lost");
+    let o = mr_env(&dir, &["homeserver", "set-token", &url, "syt_revoked_token"], &[]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("log in again"));
+
+    // Back with a valid token (the registration's device): the queue drains.
+    ok(&dir, &["homeserver", "set-token", &url, &u.token]);
+    let after = js(&dir, &["homeserver", "status", "--json"]);
+    assert_eq!(after["transport_room"], room.as_str(), "the room is kept");
+    assert_eq!(sync_once(&dir)["uploaded"], q);
+    let plain = ok(&dir, &["homeserver", "status"]);
+    assert!(plain.contains(&room) && !plain.contains(&u.token), "{plain}");
+    let usage = mr_env(&dir, &["sync"], &[]);
+    assert_eq!(usage.status.code(), Some(2));
+}
