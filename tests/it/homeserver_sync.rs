@@ -531,6 +531,8 @@ fn login_status_and_a_rejected_token() {
     let q = queued(&dir);
 
     // The token is revoked (here: replaced by garbage).
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(cfg.contains(&room));
     std::fs::write(&cfg_path, cfg.replace(&token, "syt_revoked_token")).unwrap();
     let o = mr_env(&dir, &["sync", "--once", "--json"], &[]);
     assert_eq!(o.status.code(), Some(1));
@@ -549,4 +551,23 @@ fn login_status_and_a_rejected_token() {
     assert!(plain.contains(&room) && !plain.contains(&u.token), "{plain}");
     let usage = mr_env(&dir, &["sync"], &[]);
     assert_eq!(usage.status.code(), Some(2));
+}
+
+/// While a daemon holds the store, `sync --once` says so instead of
+/// failing on a lock; `homeserver status` still answers from the config.
+#[test]
+fn sync_once_refuses_clearly_while_a_daemon_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = synapse().url.clone();
+    let a = gateway(tmp.path(), "a", &url, register("dmn", false));
+    ok(&a.dir, &["homeserver", "transport", "--create"]);
+    let daemon = super::daemon::Daemon::start(&a.dir, "a", &[]);
+    let o = mr_env(&a.dir, &["sync", "--once", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("daemon is running"), "{err}");
+    let st = js(&a.dir, &["homeserver", "status", "--json"]);
+    assert_eq!(st["daemon"], true, "{st}");
+    assert_eq!(st["queued"], Value::Null);
+    drop(daemon);
 }
