@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use meshrelay::app::Device;
 use meshrelay::crypto::Identity;
+use meshrelay::event::{Event, EventKind, RoomId, UnsignedEvent};
 use meshrelay::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
 use meshrelay::sync::{DirectHost, NoProgress, SyncOptions};
-use meshrelay::event::{Event, EventKind, RoomId, UnsignedEvent};
 use meshrelay::transport::homeserver::{
     AccessToken, BUNDLE_EVENT_TYPE, Bundle, Client, RetryPolicy, decode_content,
 };

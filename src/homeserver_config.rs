@@ -131,9 +131,8 @@ impl HomeserverConfig {
     /// Writes the configuration atomically with mode 0600.
     pub fn save(&self, dir: &DataDir) -> Result<(), ConfigError> {
         dir.create()?;
-        let text = Zeroizing::new(
-            toml::to_string(self).map_err(|e| ConfigError::Parse(e.to_string()))?,
-        );
+        let text =
+            Zeroizing::new(toml::to_string(self).map_err(|e| ConfigError::Parse(e.to_string()))?);
         dir.write_atomic(HOMESERVER_CONFIG_FILE, text.as_bytes())?;
         Ok(())
     }
@@ -177,7 +176,10 @@ mod tests {
         let back = HomeserverConfig::load(&dir).expect("load").expect("some");
         assert_eq!(back, cfg);
         let dbg = format!("{back:?}");
-        assert!(!dbg.contains("syt_topsecret") && !dbg.contains("DEVICEX"), "{dbg}");
+        assert!(
+            !dbg.contains("syt_topsecret") && !dbg.contains("DEVICEX"),
+            "{dbg}"
+        );
         assert_eq!(back.room().expect("room"), "!room");
         std::fs::write(&path, "url = 3\n").expect("write");
         assert!(matches!(

@@ -189,7 +189,10 @@ fn rng() -> Box<dyn Rng + Send> {
     Box::new(StdRng::from_seed(seed))
 }
 
-fn client(url: &str, token: Option<crate::transport::homeserver::AccessToken>) -> Result<Client, CliError> {
+fn client(
+    url: &str,
+    token: Option<crate::transport::homeserver::AccessToken>,
+) -> Result<Client, CliError> {
     let policy = RetryPolicy {
         max_attempts: CLI_MAX_ATTEMPTS,
         ..RetryPolicy::default()
@@ -250,7 +253,12 @@ pub fn run(
                 writeln!(out, "logged in as {}", session.user_id).map_err(runtime)
             }
             HomeserverAction::SetToken { url, token } => {
-                let c = client(url, Some(crate::transport::homeserver::AccessToken::new(token.clone())))?;
+                let c = client(
+                    url,
+                    Some(crate::transport::homeserver::AccessToken::new(
+                        token.clone(),
+                    )),
+                )?;
                 let rt = runtime_for_cli()?;
                 let (user_id, device_id) = rt.block_on(c.whoami())?;
                 let device_id = device_id.unwrap_or_default();
@@ -334,9 +342,7 @@ fn save_login(
 ) -> Result<(), CliError> {
     let old = HomeserverConfig::load(data)?;
     // The transport room stays when only the account's token changes.
-    let transport_room = old
-        .filter(|o| o.url == url)
-        .and_then(|o| o.transport_room);
+    let transport_room = old.filter(|o| o.url == url).and_then(|o| o.transport_room);
     let cfg = HomeserverConfig {
         url: url.to_owned(),
         user_id: Some(user_id),
@@ -352,7 +358,11 @@ fn save_login(
 pub fn status_summary(dir: &Path) -> String {
     match HomeserverConfig::load(&DataDir::new(dir)) {
         Ok(None) => "off".into(),
-        Ok(Some(cfg)) => match (&cfg.user_id, &cfg.transport_room, cfg.access_token.is_some()) {
+        Ok(Some(cfg)) => match (
+            &cfg.user_id,
+            &cfg.transport_room,
+            cfg.access_token.is_some(),
+        ) {
             (Some(u), Some(r), true) => format!("{u} on {} (transport room {r})", cfg.url),
             (Some(u), None, true) => format!("{u} on {} (no transport room)", cfg.url),
             _ => format!("{} (not logged in)", cfg.url),
@@ -403,7 +413,11 @@ fn status(data: &DataDir, json: bool, out: &mut dyn Write) -> Result<(), CliErro
             show(&v["user_id"]),
             v["logged_in"],
             show(&v["transport_room"]),
-            if store.is_none() { "(store held by the daemon)".to_owned() } else { show(&v["queued"]) },
+            if store.is_none() {
+                "(store held by the daemon)".to_owned()
+            } else {
+                show(&v["queued"])
+            },
             show(&v["pending_bundles"]),
             show(&v["synced"]),
         )
@@ -455,7 +469,10 @@ impl Progress for CliProgress<'_> {
         let _ = if self.tty {
             write!(self.err, "\rsync: downloaded {total} new events\x1b[K")
         } else {
-            writeln!(self.err, "sync: downloaded {new} new events ({total} so far)")
+            writeln!(
+                self.err,
+                "sync: downloaded {new} new events ({total} so far)"
+            )
         };
     }
 
@@ -469,7 +486,9 @@ impl Progress for CliProgress<'_> {
 
     fn uploaded(&mut self, events: u64, uploaded: u64, queued: u64) {
         let _ = if self.tty {
-            let filled = (uploaded.min(queued) * BAR_WIDTH).checked_div(queued).unwrap_or(BAR_WIDTH);
+            let filled = (uploaded.min(queued) * BAR_WIDTH)
+                .checked_div(queued)
+                .unwrap_or(BAR_WIDTH);
             write!(
                 self.err,
                 "\rsync: [{}{}] {uploaded}/{queued} events uploaded\x1b[K",

@@ -172,7 +172,10 @@ mod tests {
     #[test]
     fn cursor_round_trip_and_reset_on_new_owner() {
         let mut s = MemoryStore::new_memory();
-        assert_eq!(load_cursor(&mut s, "@a room1").expect("c"), Cursor::default());
+        assert_eq!(
+            load_cursor(&mut s, "@a room1").expect("c"),
+            Cursor::default()
+        );
         let c = Cursor {
             since: Some("s72".into()),
             gap: Some(Gap {
@@ -184,8 +187,14 @@ mod tests {
         stage_cursor(&mut s, &c).expect("stage");
         s.commit().expect("commit");
         assert_eq!(load_cursor(&mut s, "@a room1").expect("c"), c);
-        assert_eq!(load_cursor(&mut s, "@a room2").expect("c"), Cursor::default());
-        assert_eq!(load_cursor(&mut s, "@a room2").expect("c"), Cursor::default());
+        assert_eq!(
+            load_cursor(&mut s, "@a room2").expect("c"),
+            Cursor::default()
+        );
+        assert_eq!(
+            load_cursor(&mut s, "@a room2").expect("c"),
+            Cursor::default()
+        );
     }
 
     #[test]

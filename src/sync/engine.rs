@@ -118,7 +118,9 @@ async fn uplink<H: SyncHost, P: Progress + ?Sized>(
     }
     let mut done = 0u64;
     loop {
-        let max_bytes = opts.max_bundle_bytes.clamp(MIN_UPLINK_BUNDLE_BYTES, MAX_BUNDLE_BYTES);
+        let max_bytes = opts
+            .max_bundle_bytes
+            .clamp(MIN_UPLINK_BUNDLE_BYTES, MAX_BUNDLE_BYTES);
         let bundles = host
             .next_uplink(UPLINK_ROUND_BUNDLES.min(MAX_PENDING_BUNDLES), max_bytes)
             .await?;
@@ -215,8 +217,8 @@ pub async fn run_continuous<H: SyncHost, P: Progress + ?Sized>(
                         max_delay: CONTINUOUS_BACKOFF_MAX,
                         ..RetryPolicy::default()
                     };
-                    let wait = policy
-                        .backoff(failures, &mut rand_core::UnwrapErr(rand::rngs::SysRng));
+                    let wait =
+                        policy.backoff(failures, &mut rand_core::UnwrapErr(rand::rngs::SysRng));
                     if let SyncError::Homeserver(he) = &e {
                         progress.retrying(he, u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
                     }

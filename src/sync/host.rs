@@ -103,9 +103,7 @@ impl<S: Store> DirectHost<S> {
             return Err(e);
         }
         // One commit for the events, the present marks and the cursor.
-        let sum = self
-            .device
-            .receive_events(&new, Source::Homeserver, now)?;
+        let sum = self.device.receive_events(&new, Source::Homeserver, now)?;
         Ok(DownlinkOutcome {
             stored: sum.imported as u64,
             present: known.len() as u64 + sum.duplicates as u64,

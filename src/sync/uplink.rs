@@ -40,7 +40,7 @@ fn encode_ids(ids: &[EventId]) -> Vec<u8> {
 }
 
 fn decode_ids(v: &[u8]) -> Option<Vec<EventId>> {
-    if v.len() % EventId::LEN != 0 {
+    if !v.len().is_multiple_of(EventId::LEN) {
         return None;
     }
     v.chunks_exact(EventId::LEN)
@@ -113,11 +113,8 @@ pub fn prepare<S: Store>(
         let mut after: Option<EventId> = None;
         let mut scanned = 0usize;
         'scan: while bytes < budget && scanned < MAX_UPLINK_SCAN {
-            let page = store.undelivered(
-                &Destination::Homeserver,
-                after.as_ref(),
-                MAX_BUNDLE_EVENTS,
-            )?;
+            let page =
+                store.undelivered(&Destination::Homeserver, after.as_ref(), MAX_BUNDLE_EVENTS)?;
             let Some(last) = page.last().copied() else {
                 break;
             };
@@ -244,7 +241,8 @@ mod tests {
         for b in &again {
             sent(&mut s, b).expect("sent");
         }
-        let mut total = first[0].events().len() + again.iter().map(|b| b.events().len()).sum::<usize>();
+        let mut total =
+            first[0].events().len() + again.iter().map(|b| b.events().len()).sum::<usize>();
         loop {
             let more = prepare(&mut s, 16, MAX_BUNDLE_BYTES, NOW).expect("prepare");
             if more.is_empty() {
@@ -264,18 +262,28 @@ mod tests {
     fn homeserver_events_are_not_queued_and_discard_keeps_the_queue() {
         let mut s = MemoryStore::new_memory();
         insert(&mut s, 10, Source::Homeserver);
-        assert!(prepare(&mut s, 4, MAX_BUNDLE_BYTES, NOW).expect("p").is_empty());
+        assert!(
+            prepare(&mut s, 4, MAX_BUNDLE_BYTES, NOW)
+                .expect("p")
+                .is_empty()
+        );
         let mut s = MemoryStore::new_memory();
         let evs = insert(&mut s, 30, Source::Local);
         let b = prepare(&mut s, 4, MAX_BUNDLE_BYTES, NOW).expect("p");
         assert_eq!(b.len(), 1);
         assert!(matches!(
-            s.delivery_state(&Destination::Homeserver, &evs[0].id()).expect("st"),
+            s.delivery_state(&Destination::Homeserver, &evs[0].id())
+                .expect("st"),
             Some(DeliveryState::Offered { .. })
         ));
         discard(&mut s, &b[0]).expect("discard");
         assert_eq!(queued(&s).expect("q"), 30);
         let small = prepare(&mut s, 16, MIN_UPLINK_BUNDLE_BYTES, NOW).expect("p");
-        assert!(small.len() >= 2 && small.iter().all(|b| b.encoded().len() <= MIN_UPLINK_BUNDLE_BYTES));
+        assert!(
+            small.len() >= 2
+                && small
+                    .iter()
+                    .all(|b| b.encoded().len() <= MIN_UPLINK_BUNDLE_BYTES)
+        );
     }
 }

@@ -82,7 +82,10 @@ fn compose(dir: &Path, invitee: &str, n: usize) -> (RoomId, Vec<EventId>) {
     let room = dev.room_create("ops", now_ms(), &mut rng).unwrap();
     dev.room_invite(&room, invitee, now_ms(), &mut rng).unwrap();
     let ids = (0..n)
-        .map(|i| dev.send(&room, &format!("msg {i}"), now_ms(), &mut rng).unwrap())
+        .map(|i| {
+            dev.send(&room, &format!("msg {i}"), now_ms(), &mut rng)
+                .unwrap()
+        })
         .collect();
     (room, ids)
 }
@@ -105,9 +108,13 @@ fn texts(dir: &Path, room: &RoomId) -> Vec<String> {
 }
 
 fn client(url: &str, token: &str) -> Client {
-    Client::new(url, RetryPolicy::default(), Box::new(StdRng::seed_from_u64(5)))
-        .unwrap()
-        .with_token(AccessToken::new(token))
+    Client::new(
+        url,
+        RetryPolicy::default(),
+        Box::new(StdRng::seed_from_u64(5)),
+    )
+    .unwrap()
+    .with_token(AccessToken::new(token))
 }
 
 /// Every envelope in the transport room, with how many times it appears,
@@ -156,7 +163,13 @@ fn two_gateways(root: &Path) -> (Gw, Gw, String) {
     let b = gateway(root, "b", &url, register("gwb", false));
     let room = ok(
         &a.dir,
-        &["homeserver", "transport", "--create", "--invite", &b.user.user_id],
+        &[
+            "homeserver",
+            "transport",
+            "--create",
+            "--invite",
+            &b.user.user_id,
+        ],
     )
     .trim()
     .to_owned();
@@ -229,7 +242,10 @@ fn scenario2_crash_during_upload_loses_and_duplicates_nothing() {
             break;
         }
     }
-    assert!(seen.iter().any(|l| l.contains("uploaded a bundle")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains("uploaded a bundle")),
+        "{seen:?}"
+    );
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success());
@@ -285,7 +301,13 @@ fn scenario3_homeserver_restart_mid_sync_resumes() {
     let b = gateway(tmp.path(), "b", &url, reg("rb"));
     let room = ok(
         &a.dir,
-        &["homeserver", "transport", "--create", "--invite", &b.user.user_id],
+        &[
+            "homeserver",
+            "transport",
+            "--create",
+            "--invite",
+            &b.user.user_id,
+        ],
     )
     .trim()
     .to_owned();
@@ -348,7 +370,13 @@ fn scenario5_relay_in_no_room_carries_events() {
     let b = gateway(tmp.path(), "b", &url, register("gwb", false));
     let room = ok(
         &r.dir,
-        &["homeserver", "transport", "--create", "--invite", &b.user.user_id],
+        &[
+            "homeserver",
+            "transport",
+            "--create",
+            "--invite",
+            &b.user.user_id,
+        ],
     )
     .trim()
     .to_owned();
@@ -360,7 +388,11 @@ fn scenario5_relay_in_no_room_carries_events() {
     let imported = js(&r.dir, &["import", file.to_str().unwrap()]);
     let n = imported["imported"].as_u64().unwrap();
     assert!(n >= 5, "{imported}");
-    assert_eq!(js(&r.dir, &["rooms", "--json"]), json!([]), "R is in no room");
+    assert_eq!(
+        js(&r.dir, &["rooms", "--json"]),
+        json!([]),
+        "R is in no room"
+    );
 
     let up = sync_once(&r.dir);
     assert_eq!(up["uploaded"], n, "R carries A's events: {up}");
@@ -457,7 +489,10 @@ fn scenario6_hostile_homeserver_injections_are_rejected() {
     assert!(down_a["rejected"].as_u64().unwrap() >= 1, "{down_a}");
 
     let down = sync_once(&b.dir);
-    assert!(down["rejected"].as_u64().unwrap() >= 1, "bad signature: {down}");
+    assert!(
+        down["rejected"].as_u64().unwrap() >= 1,
+        "bad signature: {down}"
+    );
     assert_eq!(down["malformed_bundles"], 1, "{down}");
     assert!(
         down["unauthorized"].as_u64().unwrap() >= 1,
@@ -472,7 +507,13 @@ fn scenario6_hostile_homeserver_injections_are_rejected() {
 
     // The forged envelope is stored (others may cite it) but changes
     // nothing on A either.
-    assert_eq!(js(&a.dir, &["rooms", "--json"])[0]["members"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        js(&a.dir, &["rooms", "--json"])[0]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// Login with `--password-stdin`, the 0600 config, status, and a token the
@@ -519,11 +560,16 @@ fn login_status_and_a_rejected_token() {
     let before = js(&dir, &["homeserver", "status", "--json"]);
     assert_eq!(before["logged_in"], true);
     assert_eq!(before["transport_room"], Value::Null);
-    assert!(!before.to_string().contains(&token), "status never shows the token");
+    assert!(
+        !before.to_string().contains(&token),
+        "status never shows the token"
+    );
     let no_room = mr_env(&dir, &["sync", "--once"], &[]);
     assert_eq!(no_room.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_room.stderr).contains("homeserver transport"));
-    let room = ok(&dir, &["homeserver", "transport", "--create"]).trim().to_owned();
+    let room = ok(&dir, &["homeserver", "transport", "--create"])
+        .trim()
+        .to_owned();
     assert!(room.starts_with('!'));
     let b = tmp.path().join("b");
     ok(&b, &["init", "--name", "B"]);
@@ -539,7 +585,11 @@ fn login_status_and_a_rejected_token() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("log in again"), "{err}");
     assert_eq!(queued(&dir), q, "nothing queued is lost");
-    let o = mr_env(&dir, &["homeserver", "set-token", &url, "syt_revoked_token"], &[]);
+    let o = mr_env(
+        &dir,
+        &["homeserver", "set-token", &url, "syt_revoked_token"],
+        &[],
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("log in again"));
 
     // Back with a valid token (the registration's device): the queue drains.
@@ -548,7 +598,10 @@ fn login_status_and_a_rejected_token() {
     assert_eq!(after["transport_room"], room.as_str(), "the room is kept");
     assert_eq!(sync_once(&dir)["uploaded"], q);
     let plain = ok(&dir, &["homeserver", "status"]);
-    assert!(plain.contains(&room) && !plain.contains(&u.token), "{plain}");
+    assert!(
+        plain.contains(&room) && !plain.contains(&u.token),
+        "{plain}"
+    );
     let usage = mr_env(&dir, &["sync"], &[]);
     assert_eq!(usage.status.code(), Some(2));
 }
