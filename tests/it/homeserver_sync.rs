@@ -624,3 +624,87 @@ fn sync_once_refuses_clearly_while_a_daemon_runs() {
     assert_eq!(st["queued"], Value::Null);
     drop(daemon);
 }
+
+/// Scenario 4: two meshes, A–B and C–D (LAN daemons on 127.0.0.1), joined
+/// only through the homeserver. B and C are the gateways; each stops its
+/// daemon for a `sync --once` (the daemon's continuous sync is wired by
+/// `meshrelay run --homeserver-sync`). A message from A reaches D, and D's
+/// reply reaches A.
+#[test]
+fn scenario4_two_meshes_joined_only_through_the_homeserver() {
+    use super::daemon::{Daemon, card, free_port, texts, wait_logged};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let url = synapse().url.clone();
+    let (da, dd) = (base.join("a"), base.join("d"));
+    ok(&da, &["init", "--name", "A"]);
+    ok(&dd, &["init", "--name", "D"]);
+    let b = gateway(base, "b", &url, register("meshb", false));
+    let c = gateway(base, "c", &url, register("meshc", false));
+    let room_t = ok(
+        &b.dir,
+        &[
+            "homeserver",
+            "transport",
+            "--create",
+            "--invite",
+            &c.user.user_id,
+        ],
+    )
+    .trim()
+    .to_owned();
+    ok(&c.dir, &["homeserver", "transport", &room_t]);
+    // A's room, with everyone in it (no daemon yet: the CLI opens the store).
+    let room = ok(&da, &["room", "create", "towns"]).trim().to_owned();
+    for d in [&b.dir, &c.dir, &dd] {
+        ok(&da, &["room", "invite", &room, &card(d)]);
+    }
+
+    let mut db = Daemon::start_on(&b.dir, "b", free_port(), &[]);
+    let mut dc = Daemon::start_on(&c.dir, "c", free_port(), &[]);
+    let a = Daemon::start(&da, "a", &[db.tcp_addr()]);
+    let d = Daemon::start(&dd, "d", &[dc.tcp_addr()]);
+    wait_logged(Some(base), "links A–B and C–D", || {
+        db.peers() == 1 && dc.peers() == 1
+    });
+
+    assert_eq!((a.peers(), d.peers()), (1, 1), "A and D never link");
+    ok(&da, &["send", &room, "hello D, from town A"]);
+    wait_logged(Some(base), "B holds A's message", || {
+        texts(&b.dir, &room).contains(&"hello D, from town A".to_owned())
+    });
+    assert!(db.terminate().success());
+    let up = sync_once(&b.dir);
+    assert!(up["uploaded"].as_u64().unwrap() >= 1, "{up}");
+    db.restart();
+    assert!(dc.terminate().success());
+    let down = sync_once(&c.dir);
+    assert!(down["downloaded"].as_u64().unwrap() >= 1, "{down}");
+    dc.restart();
+    wait_logged(Some(base), "D reads A's message", || {
+        texts(&dd, &room).contains(&"hello D, from town A".to_owned())
+    });
+
+    let at_d = texts(&dd, &room);
+    assert_eq!(
+        at_d.iter().filter(|t| *t == "hello D, from town A").count(),
+        1
+    );
+    ok(&dd, &["send", &room, "hi A, D here"]);
+    wait_logged(Some(base), "C holds D's reply", || {
+        texts(&c.dir, &room).contains(&"hi A, D here".to_owned())
+    });
+    assert!(dc.terminate().success());
+    let up = sync_once(&c.dir);
+    assert!(up["uploaded"].as_u64().unwrap() >= 1, "{up}");
+    assert!(db.terminate().success());
+    let down = sync_once(&b.dir);
+    assert!(down["downloaded"].as_u64().unwrap() >= 1, "{down}");
+    db.restart();
+    wait_logged(Some(base), "A reads D's reply", || {
+        texts(&da, &room).contains(&"hi A, D here".to_owned())
+    });
+    let got = texts(&da, &room);
+    assert_eq!(got.iter().filter(|t| *t == "hi A, D here").count(), 1);
+    drop((a, d));
+}
