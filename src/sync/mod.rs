@@ -15,8 +15,11 @@
 //!   to its loop, which owns the store inside its node.
 //! - [`engine`]: [`sync_once`] (drain down, then up) and [`run_continuous`]
 //!   (`meshrelay run --homeserver-sync`).
+//! - [`channel`]: a [`SyncHost`] that forwards each call to the loop that
+//!   owns the store ([`channel::channel_host`]), for the daemon.
 //! - [`progress`]: what the engine reports while it works.
 
+pub mod channel;
 pub mod downlink;
 pub mod engine;
 mod host;
