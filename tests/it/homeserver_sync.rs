@@ -708,3 +708,72 @@ fn scenario4_two_meshes_joined_only_through_the_homeserver() {
     assert_eq!(got.iter().filter(|t| *t == "hi A, D here").count(), 1);
     drop((a, d));
 }
+
+/// Two gateways carry the same events (both got A's bundle file): the one
+/// that syncs second finds them on the server and uploads nothing.
+#[test]
+fn a_second_gateway_that_syncs_later_uploads_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (r1, r2, room) = two_gateways(tmp.path());
+    let a = tmp.path().join("origin");
+    ok(&a, &["init", "--name", "A"]);
+    let (mroom, _) = compose(&a, &card(&r2.dir), 20);
+    let file = tmp.path().join("a.bundle");
+    ok(&a, &["export", file.to_str().unwrap()]);
+    for r in [&r1, &r2] {
+        ok(&r.dir, &["import", file.to_str().unwrap()]);
+    }
+    let n = queued(&r1.dir);
+    assert_eq!(queued(&r2.dir), n);
+    assert_eq!(sync_once(&r1.dir)["uploaded"], n);
+    let second = sync_once(&r2.dir);
+    assert_eq!(second["uploaded"], 0, "{second}");
+    assert_eq!(second["present"], n, "{second}");
+    assert_eq!(queued(&r2.dir), 0);
+    let (counts, bundles) = server_view(&synapse().url, &r2.user.token, &room);
+    assert_eq!(counts.len() as u64, n);
+    assert_once_each(&counts);
+    assert_eq!(bundles, 1);
+    assert_eq!(texts(&r2.dir, &mroom).len(), 20, "R2 is A's invitee");
+}
+
+/// A rate-limited account (`429` with `retry_after_ms`): `sync --once`
+/// waits as told and uploads everything.
+#[test]
+fn sync_once_honours_rate_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, room) = two_gateways(tmp.path());
+    let admin = register("admin", true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let resp = rt
+        .block_on(
+            reqwest::Client::new()
+                .post(format!(
+                    "{}/_synapse/admin/v1/users/{}/override_ratelimit",
+                    synapse().url,
+                    a.user.user_id
+                ))
+                .bearer_auth(&admin.token)
+                .json(&json!({"messages_per_second": 1, "burst_count": 1}))
+                .send(),
+        )
+        .unwrap();
+    assert!(resp.status().is_success());
+    let (mroom, _) = compose(&a.dir, &card(&b.dir), 450);
+    let total = queued(&a.dir);
+    let t0 = Instant::now();
+    let up = sync_once(&a.dir);
+    let took = t0.elapsed();
+    let bundles = up["bundles"].as_u64().unwrap();
+    assert_eq!(up["uploaded"], total, "{up}");
+    assert!(bundles >= 3, "{up}");
+    assert!(
+        took >= Duration::from_millis(900 * (bundles - 1)),
+        "paced by the limiter: {bundles} bundles in {took:?}"
+    );
+    let (counts, _) = server_view(&synapse().url, &b.user.token, &room);
+    assert_eq!(counts.len() as u64, total);
+    assert_once_each(&counts);
+    assert_eq!(sync_once(&b.dir)["downloaded"], total);
+    assert_eq!(texts(&b.dir, &mroom).len(), 450);
+}
