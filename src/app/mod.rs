@@ -254,6 +254,12 @@ impl<S: Store> Device<S> {
         &self.store
     }
 
+    /// The underlying store, for the homeserver sync's bookkeeping (queue
+    /// state, cursor, bundle compositions). Callers commit what they stage.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     // ---- contacts --------------------------------------------------------
 
     /// Verifies and stores a contact card in the store's contacts table

@@ -87,6 +87,9 @@ enum Command {
     // Rooms (issue 4): room, rooms, send, messages, export, import.
     #[command(flatten)]
     Rooms(meshrelay::cli::rooms::RoomsCommand),
+    // Homeserver (issue 7): homeserver login|set-token|transport|status, sync --once.
+    #[command(flatten)]
+    Homeserver(meshrelay::cli::homeserver::HomeserverCommand),
     /// Run the node daemon: LAN links (libp2p, mDNS), store-and-forward,
     /// and the control socket the other commands use while it runs.
     Run(RunArgs),
@@ -214,6 +217,20 @@ fn run(cli: Cli) -> Result<()> {
                 err: e.err.into(),
             })
         }
+        Command::Homeserver(cmd) => {
+            init_tracing_quiet();
+            let dir = data_dir()?;
+            meshrelay::cli::homeserver::run(
+                cmd,
+                dir.root(),
+                &mut io::stdout().lock(),
+                &mut io::stderr().lock(),
+            )
+            .map_err(|e| Failure {
+                code: e.code,
+                err: e.into(),
+            })
+        }
         Command::Run(args) => run_daemon(&data_dir()?, args),
         Command::Peers { json } => {
             let dir = data_dir()?;
@@ -331,7 +348,7 @@ fn status(dir: &DataDir, json: bool) -> Result<()> {
         "queues": queues,
         "peers": 0,
         "ble": "off",
-        "homeserver": "off",
+        "homeserver": meshrelay::cli::homeserver::status_summary(dir.root()),
         "daemon": { "running": false },
     });
     io::stdout()
@@ -401,6 +418,17 @@ fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Warnings only (skipped envelopes, retries) on stderr; `RUST_LOG`
+/// overrides.
+fn init_tracing_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
