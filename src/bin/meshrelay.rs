@@ -124,6 +124,10 @@ struct RunArgs {
     /// and small boards; a wired LAN relay may raise it).
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     link_budget_kib: Option<u64>,
+    /// Sync the store with the configured Matrix homeserver continuously
+    /// (see `meshrelay homeserver login` and `homeserver transport`).
+    #[arg(long)]
+    homeserver_sync: bool,
 }
 
 #[derive(Subcommand)]
@@ -348,7 +352,7 @@ fn status(dir: &DataDir, json: bool) -> Result<()> {
         "queues": queues,
         "peers": 0,
         "ble": "off",
-        "homeserver": meshrelay::cli::homeserver::status_summary(dir.root()),
+        "homeserver": report::homeserver_state(dir.root(), "off"),
         "daemon": { "running": false },
     });
     io::stdout()
@@ -385,6 +389,7 @@ fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
         dir: dir.root().to_owned(),
         lan,
         node,
+        homeserver_sync: args.homeserver_sync,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -409,7 +414,8 @@ fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
         meshrelay::daemon::run(opts, shutdown).await
     })
     .map_err(|e| match e {
-        meshrelay::daemon::DaemonError::AlreadyRunning(_) => bad_input(e),
+        meshrelay::daemon::DaemonError::AlreadyRunning(_)
+        | meshrelay::daemon::DaemonError::Homeserver(_) => bad_input(e),
         e => e.into(),
     })
 }

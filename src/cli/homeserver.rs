@@ -354,6 +354,18 @@ fn save_login(
     Ok(())
 }
 
+/// The client and sync options of a configured, logged-in gateway, for
+/// `meshrelay run --homeserver-sync` (the daemon retries for as long as
+/// it runs, so the client's own retry policy is the default one).
+pub fn daemon_sync_setup(dir: &Path) -> Result<(Client, SyncOptions), CliError> {
+    let cfg = HomeserverConfig::require(&DataDir::new(dir))?;
+    let room = cfg.room()?.to_owned();
+    let token = cfg.token().ok_or(ConfigError::NotConfigured)?;
+    let user = cfg.user_id.clone().ok_or(ConfigError::NotConfigured)?;
+    let c = Client::new(&cfg.url, RetryPolicy::default(), rng())?.with_token(token);
+    Ok((c, SyncOptions::new(&room, &user)))
+}
+
 /// One line on the homeserver state, for `meshrelay status`.
 pub fn status_summary(dir: &Path) -> String {
     match HomeserverConfig::load(&DataDir::new(dir)) {

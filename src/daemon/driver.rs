@@ -98,6 +98,8 @@ pub(super) struct Driver {
     /// commit (never before: the new prekey must be durable first).
     card_check: bool,
     next_maintenance: tokio::time::Instant,
+    /// The homeserver sync's state for `status`.
+    homeserver: String,
     /// Rooms with new events since the followers were last refreshed.
     follow_dirty: BTreeSet<RoomId>,
     next_follow_refresh: tokio::time::Instant,
@@ -133,6 +135,31 @@ pub async fn run(
         drop(dev);
         node.store_mut().commit()?;
     }
+    // Homeserver sync: the engine runs in its own task; its store steps
+    // come to this loop as requests (`sync::channel`).
+    let (hs_stop_tx, hs_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (mut host_rx, mut sync_task) = if opts.homeserver_sync {
+        let (client, sync_opts) = crate::cli::homeserver::daemon_sync_setup(&dir)
+            .map_err(|e| DaemonError::Homeserver(e.to_string()))?;
+        let (mut host, rx) = crate::sync::channel::channel_host();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = hs_stop_rx.await;
+            };
+            crate::sync::run_continuous(
+                &mut host,
+                &client,
+                &sync_opts,
+                &mut crate::sync::LogProgress,
+                stop,
+            )
+            .await
+        });
+        tracing::info!("homeserver sync running");
+        (Some(rx), Some(task))
+    } else {
+        (None, None)
+    };
     let (lan, mut lan_rx, peer_id) = lan::spawn(opts.lan.clone())?;
     tracing::info!(%peer_id, "LAN adapter started (ephemeral peer key)");
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(super::control::MAX_CONTROL_CONNECTIONS);
@@ -153,6 +180,11 @@ pub async fn run(
         follow_dirty: BTreeSet::new(),
         next_follow_refresh: tokio::time::Instant::now(),
         shutting_down: false,
+        homeserver: if opts.homeserver_sync {
+            "running".to_owned()
+        } else {
+            "off".to_owned()
+        },
     };
     d.join_own_rooms()?;
     tracing::info!(device = %d.node_device(), dir = %d.dir.display(), "daemon running");
@@ -178,6 +210,21 @@ pub async fn run(
             Some(msg) = ctl_rx.recv() => {
                 if let Err(e) = d.on_control(msg) { break Err(e); }
             },
+            Some(req) = async { match host_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                if let Err(e) = d.on_host(req) { break Err(e); }
+            },
+            r = async { match sync_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+                sync_task = None;
+                host_rx = None;
+                d.homeserver = match r {
+                    Ok(Ok(())) => "stopped".to_owned(),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "homeserver sync stopped; the mesh keeps running");
+                        format!("stopped: {e}")
+                    }
+                    Err(e) => format!("stopped: {e}"),
+                };
+            },
             _ = tokio::time::sleep_until(deadline) => {
                 if let Err(e) = d.node.handle(now_ms(), Input::Timeout) { break Err(e.into()); }
                 if tokio::time::Instant::now() >= d.next_maintenance
@@ -197,6 +244,11 @@ pub async fn run(
     };
     // Graceful shutdown: stop accepting, flush what is staged, close links.
     server_task.abort();
+    let _ = hs_stop_tx.send(());
+    drop(host_rx);
+    if let Some(t) = sync_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let _ = std::fs::remove_file(super::control::socket_path(&d.dir));
     let flushed = d.cycle();
     for link in d.addresses.keys().copied().collect::<Vec<_>>() {
@@ -354,6 +406,62 @@ impl Driver {
         Ok(())
     }
 
+    /// Serves one store step of the homeserver sync engine. Downloaded
+    /// events enter through the node (verified, stored, relayed to the
+    /// mesh) and the rooms layer, committed together with the cursor.
+    fn on_host(&mut self, req: crate::sync::channel::HostRequest) -> Result<(), DaemonError> {
+        // Nothing of the node may be staged: the steps commit themselves.
+        self.cycle()?;
+        let now = now_ms();
+        let Some(mut dl) = req.serve_store(self.node.store_mut(), now) else {
+            return Ok(());
+        };
+        let total = dl.events.len() as u64;
+        let new = match dl.known(self.node.store_mut()) {
+            Ok(n) => n,
+            Err(e) => {
+                self.node.store_mut().rollback()?;
+                dl.fail(e);
+                return Ok(());
+            }
+        };
+        let offered = new.len() as u64;
+        let refused_before = self.node.stats().invalid_events + self.node.stats().refused_events;
+        for ev in new {
+            self.node.handle(
+                now,
+                Input::Command(Command::Deliver {
+                    event: Box::new(ev),
+                    source: Source::Homeserver,
+                }),
+            )?;
+        }
+        let staged = self.node.uncommitted_events();
+        let dir = self.dir.clone();
+        let unauthorized = match Device::open_with(&dir, self.node.store_mut(), now)
+            .and_then(|mut dev| dev.absorb(&staged, now))
+        {
+            Ok(sum) => sum.unauthorized.len() as u64,
+            Err(e) => {
+                tracing::error!(error = %e, "could not process downloaded events");
+                0
+            }
+        };
+        self.published.extend(staged.iter().copied());
+        let refused =
+            self.node.stats().invalid_events + self.node.stats().refused_events - refused_before;
+        let outcome = crate::sync::DownlinkOutcome {
+            stored: staged.len() as u64,
+            present: total - offered + offered.saturating_sub(staged.len() as u64 + refused),
+            rejected: refused,
+            unauthorized,
+        };
+        // Stages the cursor and commits the node's writes with it.
+        dl.finish(self.node.store_mut(), outcome);
+        // Release what the node held for that commit (relay to the mesh).
+        self.cycle()
+    }
+
     /// Hourly upkeep: drop expired events (and their plaintexts), rotate
     /// the prekey when due (publishing the update through the node), and
     /// delete prekeys past their grace period.
@@ -425,6 +533,7 @@ impl Driver {
                     &self.dir,
                     &self.listening,
                     self.started_ms,
+                    &self.homeserver,
                     json,
                 ) {
                     Ok(text) => with_ok(Reply::out(text.as_bytes())),

@@ -149,8 +149,10 @@ struct Link {
     /// Rooms the peer pruned (lazy push only), bounded by `MAX_HELLO_ROOMS`.
     pruned: BTreeSet<RoomId>,
     known: LruCache<EventId, ()>,
-    /// Events to send, own events first ((priority, order) -> (room, id)).
-    outbox: BTreeMap<(Priority, u64), (RoomId, EventId)>,
+    /// Ordered by (class, origin time, queue order): a catch-up goes out
+    /// oldest first, so creates and invites precede the messages that
+    /// need them, whatever order reconciliation found them in.
+    outbox: BTreeMap<(Priority, u64, u64), (RoomId, EventId)>,
     queued: BTreeSet<EventId>,
     outbox_seq: u64,
     in_flight: usize,
@@ -965,6 +967,9 @@ impl<S: Store, R: Rng> Node<S, R> {
         let done = std::mem::take(&mut self.after_commit);
         self.outputs.extend(self.after_commit_outputs.drain(..));
         let mut touched = BTreeSet::new();
+        // Lazy-push announcements, batched per (link, room): one `IHave`
+        // frame per batch of a commit, not one per event.
+        let mut announce: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
         for c in done {
             self.stats.events_stored += 1;
             self.outputs.push_back(Output::App(AppEvent::EventStored {
@@ -995,14 +1000,19 @@ impl<S: Store, R: Rng> Node<S, R> {
                     .get(&link)
                     .is_some_and(|l| l.known.contains(&c.id));
                 if !known {
-                    self.send(
-                        link,
-                        &Frame::IHave {
-                            room: c.room,
-                            ids: vec![c.id],
-                        },
-                    );
+                    announce.entry((link, c.room)).or_default().push(c.id);
                 }
+            }
+        }
+        for ((link, room), ids) in announce {
+            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                self.send(
+                    link,
+                    &Frame::IHave {
+                        room,
+                        ids: chunk.to_vec(),
+                    },
+                );
             }
         }
         for link in touched {
@@ -1098,7 +1108,8 @@ impl<S: Store, R: Rng> Node<S, R> {
         if let Some(l) = self.links.get_mut(&link) {
             l.queued.insert(id);
             l.outbox_seq += 1;
-            l.outbox.insert((priority, l.outbox_seq), (info.room, id));
+            l.outbox
+                .insert((priority, info.origin_ts_ms, l.outbox_seq), (info.room, id));
         }
         Ok(())
     }
@@ -1125,7 +1136,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             let Some(batch_room) = l.outbox.values().next().map(|(r, _)| *r) else {
                 return Ok(());
             };
-            let same_room: Vec<((Priority, u64), EventId)> = l
+            let same_room: Vec<((Priority, u64, u64), EventId)> = l
                 .outbox
                 .iter()
                 .filter(|(_, (r, _))| *r == batch_room)

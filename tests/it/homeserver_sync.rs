@@ -777,3 +777,61 @@ fn sync_once_honours_rate_limits() {
     assert_eq!(sync_once(&b.dir)["downloaded"], total);
     assert_eq!(texts(&b.dir, &mroom).len(), 450);
 }
+
+/// Scenario 4 with continuous gateways: B and C run `meshrelay run
+/// --homeserver-sync`; nothing is stopped; A's message reaches D and D's
+/// reply reaches A, each exactly once.
+#[test]
+fn scenario4_continuous_gateways_join_two_meshes() {
+    use super::daemon::{Daemon, card, free_port, texts, wait_logged};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let url = synapse().url.clone();
+    let (da, dd) = (base.join("a"), base.join("d"));
+    ok(&da, &["init", "--name", "A"]);
+    ok(&dd, &["init", "--name", "D"]);
+    let b = gateway(base, "b", &url, register("contb", false));
+    let c = gateway(base, "c", &url, register("contc", false));
+    let room_t = ok(
+        &b.dir,
+        &[
+            "homeserver",
+            "transport",
+            "--create",
+            "--invite",
+            &c.user.user_id,
+        ],
+    )
+    .trim()
+    .to_owned();
+    ok(&c.dir, &["homeserver", "transport", &room_t]);
+    let room = ok(&da, &["room", "create", "towns"]).trim().to_owned();
+    for d in [&b.dir, &c.dir, &dd] {
+        ok(&da, &["room", "invite", &room, &card(d)]);
+    }
+    let sync = ["--homeserver-sync"];
+    let db = Daemon::start_with(&b.dir, "b", free_port(), &[], &sync);
+    let dc = Daemon::start_with(&c.dir, "c", free_port(), &[], &sync);
+    let a = Daemon::start(&da, "a", &[db.tcp_addr()]);
+    let d = Daemon::start(&dd, "d", &[dc.tcp_addr()]);
+    let st = db.status();
+    assert_eq!(st["homeserver"]["sync"], "running", "{st}");
+    wait_logged(Some(base), "links A–B and C–D", || {
+        db.peers() == 1 && dc.peers() == 1
+    });
+    ok(&da, &["send", &room, "hello D, continuously"]);
+    wait_logged(Some(base), "D reads A's message", || {
+        texts(&dd, &room).contains(&"hello D, continuously".to_owned())
+    });
+    ok(&dd, &["send", &room, "hi A, continuously"]);
+    wait_logged(Some(base), "A reads D's reply", || {
+        texts(&da, &room).contains(&"hi A, continuously".to_owned())
+    });
+    for (dir, t) in [(&dd, "hello D, continuously"), (&da, "hi A, continuously")] {
+        let got = texts(dir, &room);
+        assert_eq!(got.iter().filter(|x| *x == t).count(), 1, "{got:?}");
+    }
+    let (counts, _) = server_view(&url, &b.user.token, &room_t);
+    assert_once_each(&counts);
+    drop((a, d, db, dc));
+}
