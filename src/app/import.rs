@@ -133,6 +133,7 @@ impl<S: Store> Device<S> {
             if self.stored_keys(room)?.is_none()
                 && evs.iter().all(|e| e.kind() == EventKind::Message)
             {
+                self.forget_session(room);
                 continue;
             }
             let refs: Vec<&Event> = evs.iter().collect();
@@ -166,7 +167,19 @@ impl<S: Store> Device<S> {
     ) -> Result<(), AppError> {
         let me = self.device_id();
         let had_keys = self.stored_keys(room)?.is_some();
-        let (mut s, _) = self.session_excluding(room, staged)?;
+        // Absorbing (events staged by the node): a cached session already
+        // holds everything stored before them. Anything else makes the
+        // cached session stale.
+        let cached = if staged.is_empty() {
+            self.forget_session(room);
+            None
+        } else {
+            self.cache.as_mut().and_then(|c| c.take(room))
+        };
+        let mut s = match cached {
+            Some(s) => s,
+            None => self.session_excluding(room, staged)?.0,
+        };
         let before = s.members();
         let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
         let mut rekey = false;
@@ -292,14 +305,25 @@ impl<S: Store> Device<S> {
                 }
             }
         }
+        let keep = |dev: &mut Self, s| {
+            if !staged.is_empty()
+                && let Some(c) = dev.cache.as_mut()
+            {
+                c.put(*room, s);
+            }
+        };
         if !(had_keys || after.is_member(&me)) {
             // A courier: it stores and forwards, and holds no keys.
+            keep(self, s);
             return Ok(());
         }
         let mut keys = RoomKeys::from_bytes(&s.keys_bytes()).map_err(SessionError::from)?;
         if (changed || rekey) && after.is_member(&me) {
             // A restored session would not know that a new chain is due.
+            // (The session itself is not kept: its keys now differ.)
             keys.outbound = None;
+        } else {
+            keep(self, s);
         }
         self.store
             .put_secret(&room_keys_key(room), &keys.to_bytes())?;

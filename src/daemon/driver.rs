@@ -100,6 +100,9 @@ pub(super) struct Driver {
     next_maintenance: tokio::time::Instant,
     /// The homeserver sync's state for `status`.
     homeserver: String,
+    /// Room sessions kept between batches (cleared by every other kind of
+    /// room operation).
+    sessions: crate::app::SessionCache,
     /// Rooms with new events since the followers were last refreshed.
     follow_dirty: BTreeSet<RoomId>,
     next_follow_refresh: tokio::time::Instant,
@@ -180,6 +183,7 @@ pub async fn run(
         follow_dirty: BTreeSet::new(),
         next_follow_refresh: tokio::time::Instant::now(),
         shutting_down: false,
+        sessions: crate::app::SessionCache::default(),
         homeserver: if opts.homeserver_sync {
             "running".to_owned()
         } else {
@@ -346,6 +350,26 @@ impl Driver {
         Ok(())
     }
 
+    /// Passes events the node staged through the rooms layer, with the
+    /// session cache (dropped on any error: it may be ahead of the store).
+    fn absorb(
+        &mut self,
+        staged: &[EventId],
+        now: u64,
+    ) -> Result<crate::app::ImportSummary, crate::app::AppError> {
+        let dir = self.dir.clone();
+        let cache = std::mem::take(&mut self.sessions);
+        let mut dev = Device::open_with(&dir, self.node.store_mut(), now)?;
+        dev.set_session_cache(cache);
+        let r = dev.absorb(staged, now);
+        let mut cache = dev.take_session_cache();
+        if r.is_err() {
+            cache.clear();
+        }
+        self.sessions = cache;
+        r
+    }
+
     /// One commit cycle (see the module docs).
     pub(super) fn cycle(&mut self) -> Result<(), DaemonError> {
         let now = now_ms();
@@ -363,10 +387,7 @@ impl Driver {
                 }
             }
             if !staged.is_empty() {
-                let dir = self.dir.clone();
-                let r = Device::open_with(&dir, self.node.store_mut(), now)
-                    .and_then(|mut dev| dev.absorb(&staged, now));
-                match r {
+                match self.absorb(&staged, now) {
                     Ok(sum) => {
                         for u in &sum.unauthorized {
                             tracing::warn!(event = %u.event_id, reason = %u.reason, "refused by the room's rules");
@@ -437,10 +458,7 @@ impl Driver {
             )?;
         }
         let staged = self.node.uncommitted_events();
-        let dir = self.dir.clone();
-        let unauthorized = match Device::open_with(&dir, self.node.store_mut(), now)
-            .and_then(|mut dev| dev.absorb(&staged, now))
-        {
+        let unauthorized = match self.absorb(&staged, now) {
             Ok(sum) => sum.unauthorized.len() as u64,
             Err(e) => {
                 tracing::error!(error = %e, "could not process downloaded events");
@@ -468,6 +486,7 @@ impl Driver {
     fn maintenance(&mut self) -> Result<(), DaemonError> {
         self.next_maintenance = tokio::time::Instant::now() + MAINTENANCE_INTERVAL;
         let now = now_ms();
+        self.sessions.clear();
         let expired = self.node.store_mut().expire(now)?;
         if expired > 0 {
             tracing::info!(expired, "expired events dropped");
@@ -671,6 +690,8 @@ impl Driver {
             }
         };
         self.card_check = true;
+        // The command changed rooms without the cache: drop it.
+        self.sessions.clear();
         let events = match result {
             Ok(evs) => evs,
             Err(e) => {
@@ -733,10 +754,7 @@ impl Driver {
             .into_iter()
             .filter(|id| !before.contains(id))
             .collect();
-        let dir = self.dir.clone();
-        let absorbed = Device::open_with(&dir, self.node.store_mut(), now)
-            .and_then(|mut dev| dev.absorb(&staged, now));
-        match absorbed {
+        match self.absorb(&staged, now) {
             Ok(a) => {
                 sum.imported = staged.len();
                 sum.unauthorized = a.unauthorized;
