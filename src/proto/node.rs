@@ -52,7 +52,7 @@ use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
 use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
 use crate::proto::view::StoreView;
-use crate::reconcile::{Item, Message, Session};
+use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, SourceKey, Store, StoreError};
 use crate::wire::{
     CloseReason, Fragmenter, Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS,
@@ -134,6 +134,11 @@ pub const MAX_SESSIONS_PER_LINK: usize = 64;
 /// difference found resets it.
 pub const MAX_ANTI_ENTROPY_BACKOFF_SHIFT: u32 = 4;
 
+/// Most reconciliation slices queued per link after sessions failed with
+/// too many differences (`protocol-spec/reconcile.md`, "Partitioned
+/// sessions").
+pub const MAX_QUEUED_PARTS: usize = 1024;
+
 struct Link {
     kind: LinkKind,
     source: SourceKey,
@@ -152,8 +157,10 @@ struct Link {
     /// Rooms the peer pruned (lazy push only), bounded by `MAX_HELLO_ROOMS`.
     pruned: BTreeSet<RoomId>,
     known: LruCache<EventId, ()>,
-    /// Events to send, own events first ((priority, order) -> (room, id)).
-    outbox: BTreeMap<(Priority, u64), (RoomId, EventId)>,
+    /// Ordered by (class, origin time, queue order): a catch-up goes out
+    /// oldest first, so creates and invites precede the messages that
+    /// need them, whatever order reconciliation found them in.
+    outbox: BTreeMap<(Priority, u64, u64), (RoomId, EventId)>,
     queued: BTreeSet<EventId>,
     outbox_seq: u64,
     in_flight: usize,
@@ -182,6 +189,10 @@ struct Link {
     /// `anti_entropy_interval_ms << min(quiet_periods,
     /// MAX_ANTI_ENTROPY_BACKOFF_SHIFT)`.
     quiet_periods: u32,
+    /// Slices still to reconcile after a session found more differences
+    /// than one session can decode (initiator only), at most
+    /// `MAX_QUEUED_PARTS`.
+    parts: VecDeque<(RoomId, Part)>,
     next_anti_entropy_ms: u64,
 }
 
@@ -451,6 +462,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 rotation_left: 0,
                 period_found: false,
                 quiet_periods: 0,
+                parts: VecDeque::new(),
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
         );
@@ -668,22 +680,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 break;
             }
             let items = self.room_items(&room)?;
-            let mut salt = [0u8; 8];
-            self.rng.fill_bytes(&mut salt);
-            let (session, init) = Session::initiate(room, items, salt);
-            let Some(l) = self.links.get_mut(&link) else {
-                return Ok(());
-            };
-            let number = l.next_session;
-            l.next_session += 1;
-            l.sessions.insert(number, session);
-            self.send(
-                link,
-                &Frame::Reconcile {
-                    session: number,
-                    msg: init,
-                },
-            );
+            self.open_session(link, room, Part::WHOLE, items);
         }
         Ok(())
     }
@@ -703,7 +700,12 @@ impl<S: Store, R: Rng> Node<S, R> {
                 );
                 return Ok(());
             }
-            let items = self.room_items(room)?;
+            let part = match &msg {
+                Message::Init { part, .. } => *part,
+                _ => Part::WHOLE,
+            };
+            let mut items = self.room_items(room)?;
+            items.retain(|i| part.contains(i));
             match Session::respond(items, &msg) {
                 Some((session, replies)) => {
                     if let Some(l) = self.links.get_mut(&link) {
@@ -751,27 +753,77 @@ impl<S: Store, R: Rng> Node<S, R> {
             .links
             .get(&link)
             .and_then(|l| l.sessions.get(&number))
-            .and_then(|s| s.outcome())
-            .map(|o| {
-                let found = !o.peer_lacks.is_empty() || !o.i_lack.is_empty() || o.failed.is_some();
-                (o.peer_lacks.clone(), found)
+            .and_then(|s| {
+                s.outcome().map(|o| {
+                    let found =
+                        !o.peer_lacks.is_empty() || !o.i_lack.is_empty() || o.failed.is_some();
+                    (o.peer_lacks.clone(), o.failed, s.room(), s.part(), found)
+                })
             });
-        if let Some((peer_lacks, found)) = done {
+        if let Some((peer_lacks, failed, room, part, found)) = done {
             let now = self.now_ms;
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
                 l.period_found |= found;
+                // Too many differences for one session: reconcile the two
+                // halves of the slice separately (initiator side).
+                if l.initiator
+                    && failed == Some(FAIL_TOO_MANY_DIFFERENCES)
+                    && let Some(halves) = part.split()
+                    && l.parts.len() + 2 <= MAX_QUEUED_PARTS
+                {
+                    l.parts.extend(halves.map(|h| (room, h)));
+                }
                 // A round that left rooms out continues at once.
                 if l.sessions.is_empty() && l.initiator && l.more_rooms {
                     l.next_anti_entropy_ms = now;
                 }
             }
+            self.start_parts(link)?;
             for item in peer_lacks {
                 self.queue_send(link, item.id, Priority::OwnRoom)?;
             }
             self.pump(link)?;
         }
         Ok(())
+    }
+
+    /// Starts queued slices while the link has free session slots.
+    fn start_parts(&mut self, link: LinkId) -> Result<(), StoreError> {
+        loop {
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(());
+            };
+            if l.sessions.len() >= MAX_SESSIONS_PER_LINK {
+                return Ok(());
+            }
+            let Some((room, part)) = l.parts.pop_front() else {
+                return Ok(());
+            };
+            let mut items = self.room_items(&room)?;
+            items.retain(|i| part.contains(i));
+            self.open_session(link, room, part, items);
+        }
+    }
+
+    /// Opens one session as initiator and sends its `Init`.
+    fn open_session(&mut self, link: LinkId, room: RoomId, part: Part, items: Vec<Item>) {
+        let mut salt = [0u8; 8];
+        self.rng.fill_bytes(&mut salt);
+        let (session, init) = Session::initiate_part(room, part, items, salt);
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let number = l.next_session;
+        l.next_session += 1;
+        l.sessions.insert(number, session);
+        self.send(
+            link,
+            &Frame::Reconcile {
+                session: number,
+                msg: init,
+            },
+        );
     }
 
     fn on_event_bytes(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -950,6 +1002,9 @@ impl<S: Store, R: Rng> Node<S, R> {
         let done = std::mem::take(&mut self.after_commit);
         self.outputs.extend(self.after_commit_outputs.drain(..));
         let mut touched = BTreeSet::new();
+        // Lazy-push announcements, batched per (link, room): one `IHave`
+        // frame per batch of a commit, not one per event.
+        let mut announce: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
         for c in done {
             self.stats.events_stored += 1;
             self.outputs.push_back(Output::App(AppEvent::EventStored {
@@ -980,14 +1035,19 @@ impl<S: Store, R: Rng> Node<S, R> {
                     .get(&link)
                     .is_some_and(|l| l.known.contains(&c.id));
                 if !known {
-                    self.send(
-                        link,
-                        &Frame::IHave {
-                            room: c.room,
-                            ids: vec![c.id],
-                        },
-                    );
+                    announce.entry((link, c.room)).or_default().push(c.id);
                 }
+            }
+        }
+        for ((link, room), ids) in announce {
+            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                self.send(
+                    link,
+                    &Frame::IHave {
+                        room,
+                        ids: chunk.to_vec(),
+                    },
+                );
             }
         }
         for link in touched {
@@ -1065,7 +1125,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                     .anti_entropy_interval_ms
                     .saturating_mul(1 << shift);
                 l.next_anti_entropy_ms = now.saturating_add(wait);
-                if !l.sessions.is_empty() || !l.hello_seen || !l.initiator {
+                if !l.sessions.is_empty() || !l.parts.is_empty() || !l.hello_seen || !l.initiator {
                     continue;
                 }
             }
@@ -1097,7 +1157,8 @@ impl<S: Store, R: Rng> Node<S, R> {
         if let Some(l) = self.links.get_mut(&link) {
             l.queued.insert(id);
             l.outbox_seq += 1;
-            l.outbox.insert((priority, l.outbox_seq), (info.room, id));
+            l.outbox
+                .insert((priority, info.origin_ts_ms, l.outbox_seq), (info.room, id));
         }
         Ok(())
     }
@@ -1124,7 +1185,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             let Some(batch_room) = l.outbox.values().next().map(|(r, _)| *r) else {
                 return Ok(());
             };
-            let same_room: Vec<((Priority, u64), EventId)> = l
+            let same_room: Vec<((Priority, u64, u64), EventId)> = l
                 .outbox
                 .iter()
                 .filter(|(_, (r, _))| *r == batch_room)

@@ -3,8 +3,12 @@
 mod app;
 mod cli;
 mod cli_rooms;
+mod daemon;
+mod daemon_hostile;
+mod daemon_mdns;
 mod fuzz_corpus;
 mod homeserver;
+mod homeserver_sync;
 mod lan;
 mod reconcile;
 mod rooms;
