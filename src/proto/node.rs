@@ -21,8 +21,13 @@
 //!   both lists (so a relay also learns rooms it does not carry yet).
 //! * **Anti-entropy.** One [`crate::reconcile::Session`] per room finds
 //!   what each side lacks (`protocol-spec/reconcile.md`); each side then
-//!   sends the events the other lacks. Sessions rerun every
-//!   `anti_entropy_interval_ms`, started by the lower-nonce side.
+//!   sends the events the other lacks. The lower-nonce side runs periods:
+//!   own rooms first, then every other room once, at most
+//!   `MAX_SESSIONS_PER_LINK` sessions per round; the next period starts
+//!   `anti_entropy_interval_ms` later, doubled per period that found
+//!   nothing (up to `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times). The room
+//!   list and per-room items come from a cache (`src/proto/view.rs`) kept in
+//!   step with the store (`protocol-spec/wire.md`, "Node limits").
 //! * **Live push (Plumtree).** A newly *committed* event goes in full to at
 //!   most `eager_fanout` eager links and as an `IHave` to the others. A
 //!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
@@ -46,6 +51,7 @@ use crate::crypto::keys::DeviceId;
 use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
 use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
+use crate::proto::view::StoreView;
 use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, SourceKey, Store, StoreError};
 use crate::wire::{
@@ -128,8 +134,11 @@ pub const MAX_SESSIONS_PER_LINK: usize = 64;
 /// sessions").
 pub const MAX_QUEUED_PARTS: usize = 1024;
 
-/// How many items a reconciliation reads from the store per page.
-const ITEM_PAGE: usize = 16_384;
+/// A link whose anti-entropy periods keep finding nothing (live push keeps
+/// both sides in step) backs off: each quiet period doubles the wait, up to
+/// `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times `anti_entropy_interval_ms`. Any
+/// difference found resets it.
+pub const MAX_ANTI_ENTROPY_BACKOFF_SHIFT: u32 = 4;
 
 struct Link {
     kind: LinkKind,
@@ -176,6 +185,15 @@ struct Link {
     /// than one session can decode (initiator only), at most
     /// `MAX_QUEUED_PARTS`.
     parts: VecDeque<(RoomId, Part)>,
+    /// Rooms of the rotation not yet reconciled in this anti-entropy
+    /// period: a period covers every room once, then waits for the next.
+    rotation_left: usize,
+    /// Whether a session of this period found a difference (or failed).
+    period_found: bool,
+    /// Periods in a row that found nothing: the next period waits
+    /// `anti_entropy_interval_ms << min(quiet_periods,
+    /// MAX_ANTI_ENTROPY_BACKOFF_SHIFT)`.
+    quiet_periods: u32,
     next_anti_entropy_ms: u64,
 }
 
@@ -240,6 +258,8 @@ pub struct Node<S: Store, R: Rng> {
     key_buckets: LruCache<DeviceId, TokenBucket>,
     pending_ihave: BTreeMap<EventId, (LinkId, RoomId, u64)>,
     stats: NodeStats,
+    /// Cached room list and per-room items (see [`StoreView`]).
+    view: StoreView,
 }
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -265,6 +285,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
             pending_ihave: BTreeMap::new(),
             stats: NodeStats::default(),
+            view: StoreView::new(),
         }
     }
 
@@ -440,6 +461,9 @@ impl<S: Store, R: Rng> Node<S, R> {
                 recon_cursor: None,
                 more_rooms: false,
                 parts: VecDeque::new(),
+                rotation_left: 0,
+                period_found: false,
+                quiet_periods: 0,
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
         );
@@ -456,12 +480,13 @@ impl<S: Store, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    fn room_list(&self) -> Result<Vec<RoomId>, StoreError> {
-        let mut rooms: BTreeSet<RoomId> = self.own_rooms.clone();
-        for r in self.store.rooms()? {
-            rooms.insert(r.room);
-        }
-        Ok(rooms.into_iter().take(MAX_HELLO_ROOMS).collect())
+    /// The Hello room list: own rooms and rooms held, ascending, at most
+    /// `MAX_HELLO_ROOMS`.
+    fn room_list(&mut self) -> Result<Vec<RoomId>, StoreError> {
+        let held = self.view.rooms(&self.store)?;
+        Ok(merge_sorted(held, &self.own_rooms)
+            .take(MAX_HELLO_ROOMS)
+            .collect())
     }
 
     fn on_datagram(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -586,16 +611,24 @@ impl<S: Store, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    /// The next rooms to reconcile on `link`: this device's own rooms first,
-    /// then the others (held here or listed by the peer) in rotation from
-    /// the link's cursor, at most `MAX_SESSIONS_PER_LINK` in all.
+    /// The next rooms to reconcile on `link`. An anti-entropy period
+    /// starts with this device's own rooms (at most
+    /// `MAX_SESSIONS_PER_LINK`), then covers every other room (held here or
+    /// listed by the peer) once, in rotation from the link's cursor, in
+    /// rounds of at most `MAX_SESSIONS_PER_LINK` sessions. When every room
+    /// was covered the period ends: the next starts after
+    /// `anti_entropy_interval_ms`, not at once (that kept the link busy
+    /// with reconciliation and starved event transfer).
     fn next_rooms(&mut self, link: LinkId) -> Result<Vec<RoomId>, StoreError> {
-        let mut all: BTreeSet<RoomId> = self.room_list()?.into_iter().collect();
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(Vec::new());
         };
+        // Every room held or joined here (not only the first
+        // `MAX_HELLO_ROOMS` the Hello could list), and the peer's.
+        let held = self.view.rooms(&self.store)?;
+        let mut all: BTreeSet<RoomId> = merge_sorted(held, &self.own_rooms).collect();
         all.extend(l.peer_rooms.iter().copied());
-        let mut batch: Vec<RoomId> = self
+        let first: Vec<RoomId> = self
             .own_rooms
             .iter()
             .filter(|r| all.contains(r))
@@ -604,45 +637,38 @@ impl<S: Store, R: Rng> Node<S, R> {
             .collect();
         let others: Vec<RoomId> = all
             .iter()
-            .filter(|r| !self.own_rooms.contains(r))
+            .filter(|r| first.binary_search(r).is_err())
             .copied()
             .collect();
         let start = l
             .recon_cursor
             .map_or(0, |c| others.partition_point(|r| *r <= c));
+        // A new period (not the continuation of one that left rooms out)
+        // starts with the own rooms and then covers every other room once.
+        let continuing = l.more_rooms;
+        if !continuing {
+            l.rotation_left = others.len();
+        }
+        if others.is_empty() {
+            l.rotation_left = 0;
+        }
+        let mut batch = if continuing { Vec::new() } else { first };
         let room_left = MAX_SESSIONS_PER_LINK.saturating_sub(batch.len());
-        let take = room_left.min(others.len());
+        let take = room_left.min(others.len()).min(l.rotation_left);
         for i in 0..take {
             batch.push(others[(start + i) % others.len()]);
         }
         if take > 0 {
             l.recon_cursor = Some(others[(start + take - 1) % others.len()]);
         }
-        l.more_rooms = take < others.len();
+        l.rotation_left -= take;
+        l.more_rooms = l.rotation_left > 0;
         Ok(batch)
     }
 
-    /// Every item of a room, ascending, read from the store in pages.
-    fn room_items(&self, room: &RoomId) -> Result<Vec<Item>, StoreError> {
-        use std::ops::Bound;
-        let mut out = Vec::new();
-        let mut from = Bound::Unbounded;
-        loop {
-            let page = self
-                .store
-                .room_items(room, (from, Bound::Unbounded), ITEM_PAGE)?;
-            let full = page.len() == ITEM_PAGE;
-            if let Some(last) = page.last() {
-                from = Bound::Excluded(*last);
-            }
-            out.extend(page.into_iter().map(|k| Item {
-                ts_ms: k.origin_ts_ms,
-                id: k.id,
-            }));
-            if !full {
-                return Ok(out);
-            }
-        }
+    /// Every item of a room, ascending (from the cached view).
+    fn room_items(&mut self, room: &RoomId) -> Result<Vec<Item>, StoreError> {
+        self.view.items(&self.store, room)
     }
 
     fn start_sessions(&mut self, link: LinkId, rooms: Vec<RoomId>) -> Result<(), StoreError> {
@@ -729,13 +755,17 @@ impl<S: Store, R: Rng> Node<S, R> {
             .get(&link)
             .and_then(|l| l.sessions.get(&number))
             .and_then(|s| {
-                s.outcome()
-                    .map(|o| (o.peer_lacks.clone(), o.failed, s.room(), s.part()))
+                s.outcome().map(|o| {
+                    let found =
+                        !o.peer_lacks.is_empty() || !o.i_lack.is_empty() || o.failed.is_some();
+                    (o.peer_lacks.clone(), found, o.failed, s.room(), s.part())
+                })
             });
-        if let Some((peer_lacks, failed, room, part)) = done {
+        if let Some((peer_lacks, found, failed, room, part)) = done {
             let now = self.now_ms;
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
+                l.period_found |= found;
                 // Too many differences for one session: reconcile the two
                 // halves of the slice separately (initiator side).
                 if l.initiator
@@ -747,7 +777,6 @@ impl<S: Store, R: Rng> Node<S, R> {
                 }
                 // A round that left rooms out continues at once.
                 if l.sessions.is_empty() && l.initiator && l.more_rooms {
-                    l.more_rooms = false;
                     l.next_anti_entropy_ms = now;
                 }
             }
@@ -877,8 +906,15 @@ impl<S: Store, R: Rng> Node<S, R> {
         meta: InsertMeta,
         from: Option<LinkId>,
     ) -> Result<(), StoreError> {
+        let before = self.store.event_set_version();
         match self.store.insert_event(event, &meta)? {
             InsertOutcome::Inserted => {
+                let item = Item {
+                    ts_ms: event.origin_ts_ms(),
+                    id: event.id(),
+                };
+                let after = self.store.event_set_version();
+                self.view.inserted(before, after, event.room(), item);
                 if let Some(gap) = self.new_gap(event)? {
                     self.after_commit_outputs.push(Output::App(gap));
                 }
@@ -1075,7 +1111,21 @@ impl<S: Store, R: Rng> Node<S, R> {
             .collect();
         for link in due {
             if let Some(l) = self.links.get_mut(&link) {
-                l.next_anti_entropy_ms = now.saturating_add(self.config.anti_entropy_interval_ms);
+                if !l.more_rooms {
+                    // A new period: back off if the last one found nothing.
+                    if l.period_found {
+                        l.quiet_periods = 0;
+                    } else {
+                        l.quiet_periods = l.quiet_periods.saturating_add(1);
+                    }
+                    l.period_found = false;
+                }
+                let shift = l.quiet_periods.min(MAX_ANTI_ENTROPY_BACKOFF_SHIFT);
+                let wait = self
+                    .config
+                    .anti_entropy_interval_ms
+                    .saturating_mul(1 << shift);
+                l.next_anti_entropy_ms = now.saturating_add(wait);
                 if !l.sessions.is_empty() || !l.parts.is_empty() || !l.hello_seen || !l.initiator {
                     continue;
                 }
@@ -1251,4 +1301,23 @@ impl<S: Store, R: Rng> Node<S, R> {
             reason: reason.to_owned(),
         });
     }
+}
+
+/// The union of the ascending `held` rooms and `own`, ascending.
+fn merge_sorted<'a>(
+    held: &'a [RoomId],
+    own: &'a BTreeSet<RoomId>,
+) -> impl Iterator<Item = RoomId> + 'a {
+    let mut a = held.iter().copied().peekable();
+    let mut b = own.iter().copied().peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x == y => {
+            b.next();
+            a.next()
+        }
+        (Some(x), Some(y)) if x < y => a.next(),
+        (Some(_), Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
 }
