@@ -128,16 +128,17 @@ const FRAME_OVERHEAD: usize = 16;
 const PER_EVENT_OVERHEAD: usize = 8;
 /// Most reconciliation sessions open on one link.
 pub const MAX_SESSIONS_PER_LINK: usize = 64;
-/// A link whose anti-entropy periods keep finding nothing (live push keeps
-/// both sides in step) backs off: each quiet period doubles the wait, up to
-/// `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times `anti_entropy_interval_ms`. Any
-/// difference found resets it.
-pub const MAX_ANTI_ENTROPY_BACKOFF_SHIFT: u32 = 4;
 
 /// Most reconciliation slices queued per link after sessions failed with
 /// too many differences (`protocol-spec/reconcile.md`, "Partitioned
 /// sessions").
 pub const MAX_QUEUED_PARTS: usize = 1024;
+
+/// A link whose anti-entropy periods keep finding nothing (live push keeps
+/// both sides in step) backs off: each quiet period doubles the wait, up to
+/// `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times `anti_entropy_interval_ms`. Any
+/// difference found resets it.
+pub const MAX_ANTI_ENTROPY_BACKOFF_SHIFT: u32 = 4;
 
 struct Link {
     kind: LinkKind,
@@ -180,6 +181,10 @@ struct Link {
     /// Whether the last round left rooms out (the next round starts as soon
     /// as this one finishes).
     more_rooms: bool,
+    /// Slices still to reconcile after a session found more differences
+    /// than one session can decode (initiator only), at most
+    /// `MAX_QUEUED_PARTS`.
+    parts: VecDeque<(RoomId, Part)>,
     /// Rooms of the rotation not yet reconciled in this anti-entropy
     /// period: a period covers every room once, then waits for the next.
     rotation_left: usize,
@@ -189,10 +194,6 @@ struct Link {
     /// `anti_entropy_interval_ms << min(quiet_periods,
     /// MAX_ANTI_ENTROPY_BACKOFF_SHIFT)`.
     quiet_periods: u32,
-    /// Slices still to reconcile after a session found more differences
-    /// than one session can decode (initiator only), at most
-    /// `MAX_QUEUED_PARTS`.
-    parts: VecDeque<(RoomId, Part)>,
     next_anti_entropy_ms: u64,
 }
 
@@ -459,10 +460,10 @@ impl<S: Store, R: Rng> Node<S, R> {
                 peer_rooms: BTreeSet::new(),
                 recon_cursor: None,
                 more_rooms: false,
+                parts: VecDeque::new(),
                 rotation_left: 0,
                 period_found: false,
                 quiet_periods: 0,
-                parts: VecDeque::new(),
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
         );
@@ -757,10 +758,10 @@ impl<S: Store, R: Rng> Node<S, R> {
                 s.outcome().map(|o| {
                     let found =
                         !o.peer_lacks.is_empty() || !o.i_lack.is_empty() || o.failed.is_some();
-                    (o.peer_lacks.clone(), o.failed, s.room(), s.part(), found)
+                    (o.peer_lacks.clone(), found, o.failed, s.room(), s.part())
                 })
             });
-        if let Some((peer_lacks, failed, room, part, found)) = done {
+        if let Some((peer_lacks, found, failed, room, part)) = done {
             let now = self.now_ms;
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
