@@ -139,7 +139,7 @@ impl Part {
     pub fn from_u64(v: u64) -> Option<Part> {
         let bits = u8::try_from(v >> 32).ok()?;
         let prefix = (v & 0xffff_ffff) as u32;
-        (bits >= 1 && bits <= MAX_PART_BITS && u64::from(prefix) < (1u64 << bits))
+        ((1..=MAX_PART_BITS).contains(&bits) && u64::from(prefix) < (1u64 << bits))
             .then_some(Part { bits, prefix })
     }
 }
