@@ -42,8 +42,18 @@ pub fn wait_until(what: &str, f: impl FnMut() -> bool) {
 
 /// Like [`wait_until`]; on a timeout the panic message carries the tail of
 /// every daemon log (`*.log`) in `base`.
-pub fn wait_logged(base: Option<&Path>, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + CONVERGE;
+pub fn wait_logged(base: Option<&Path>, what: &str, f: impl FnMut() -> bool) {
+    wait_logged_for(base, CONVERGE, what, f)
+}
+
+/// [`wait_logged`] with its own deadline.
+pub fn wait_logged_for(
+    base: Option<&Path>,
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + limit;
     while !f() {
         if Instant::now() >= deadline {
             let mut logs = String::new();
