@@ -302,3 +302,32 @@ proptest! {
         prop_assert_eq!(got, sent);
     }
 }
+
+/// Where there is no system bus or no controller (as on CI), the adapter
+/// settles in `unavailable` with a reason, sends no events, and `spawn`
+/// does not fail. Where BlueZ runs, it is `running`.
+#[tokio::test]
+async fn hardware_adapter_reports_unavailable_without_bluez() {
+    use meshrelay::transport::ble::{BleConfig, BleStatus, spawn};
+    let (handle, mut events) = spawn(BleConfig::default()).expect("spawn never fails in a runtime");
+    let mut status = handle.status();
+    for _ in 0..100 {
+        status = handle.status();
+        if !matches!(&status, BleStatus::Unavailable { reason } if reason == "starting") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    match &status {
+        BleStatus::Unavailable { reason } => {
+            assert_ne!(reason, "starting");
+            assert!(!reason.is_empty());
+            assert!(events.try_recv().is_err(), "no events while unavailable");
+            let json = status.to_json();
+            assert_eq!(json["state"], "unavailable");
+            eprintln!("ble: {}", status.summary());
+        }
+        BleStatus::Running { adapter, .. } => assert!(adapter.starts_with("hci")),
+        BleStatus::Off => panic!("enabled adapter reported off"),
+    }
+}

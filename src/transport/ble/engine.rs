@@ -230,6 +230,18 @@ impl Engine {
         self.close.pop_front()
     }
 
+    /// Whether the engine asked for `link` to be disconnected; forgets the
+    /// request (for radios that handle each link apart, like the simulator).
+    pub fn take_close(&mut self, link: LinkId) -> bool {
+        match self.close.iter().position(|l| *l == link) {
+            Some(i) => {
+                self.close.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// When [`Engine::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.links

@@ -173,13 +173,8 @@ impl Air {
     }
 
     fn reap_closes(&mut self, central: &mut Engine, peripheral: &mut Engine) {
-        let mut down = false;
-        while let Some(l) = central.poll_close() {
-            down |= Some(l) == self.central_link;
-        }
-        while let Some(l) = peripheral.poll_close() {
-            down |= Some(l) == self.peripheral_link;
-        }
+        let down = self.central_link.is_some_and(|l| central.take_close(l))
+            | self.peripheral_link.is_some_and(|l| peripheral.take_close(l));
         if down {
             self.disconnect(central, peripheral);
         }
