@@ -186,6 +186,12 @@ impl BleStatus {
     }
 }
 
+/// Whether a core link number belongs to the BLE adapter (numbers from
+/// [`BLE_LINK_ID_BASE`] on), so a driver can route `Output::Transmit`.
+pub fn is_ble_link(link: LinkId) -> bool {
+    link.0 >= BLE_LINK_ID_BASE
+}
+
 /// The penalty key of BLE links on one controller: an attacker can rotate
 /// every radio identity, so one radio neighbourhood is one source.
 pub fn ble_source(adapter: &str) -> SourceKey {
@@ -324,6 +330,8 @@ mod tests {
         );
         assert_eq!(running.summary(), "running on hci0 (1 link, address privacy: rpa)");
         assert_ne!(ble_source("hci0"), ble_source("hci1"));
+        assert!(is_ble_link(LinkId(BLE_LINK_ID_BASE)));
+        assert!(!is_ble_link(LinkId(1)));
     }
 
     #[tokio::test]
