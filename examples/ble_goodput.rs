@@ -23,7 +23,9 @@ fn main() {
     // (The second event of a chain: one predecessor, like all but the first.)
     let mut probe_pair = Pair::new(1_000_000);
     probe_pair.peripheral.join(1_000_000, RoomId([3; 16]));
-    probe_pair.peripheral.publish(1_000_000, RoomId([3; 16]), 10);
+    probe_pair
+        .peripheral
+        .publish(1_000_000, RoomId([3; 16]), 10);
     let probe = probe_pair
         .peripheral
         .publish(1_000_000, RoomId([3; 16]), EVENT_BYTES)
@@ -31,7 +33,9 @@ fn main() {
     let overhead = probe.bytes().len() - EVENT_BYTES;
     let payload = EVENT_BYTES - overhead;
     println!("events of {EVENT_BYTES} encoded bytes ({payload} bytes of payload)\n");
-    println!("| ATT MTU | events | event bytes | ATT bytes | byte efficiency | payload efficiency | time (s) | raw rate (B/s) | rate fraction | discovery → first event (ms) |");
+    println!(
+        "| ATT MTU | events | event bytes | ATT bytes | byte efficiency | payload efficiency | time (s) | raw rate (B/s) | rate fraction | discovery → first event (ms) |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for mtu in [23usize, 185, 512] {
         let mut pair = Pair::new(1_000_000);
@@ -42,14 +46,19 @@ fn main() {
         let mut ids = Vec::new();
         for _ in 0..EVENTS {
             let now = pair.now_ms;
-            let ev = pair.peripheral.publish(now, room, payload).expect("publish");
+            let ev = pair
+                .peripheral
+                .publish(now, room, payload)
+                .expect("publish");
             event_bytes += ev.bytes().len();
             ids.push(ev.id());
         }
         let params = AirParams::mtu(mtu);
         let t0 = pair.now_ms;
         assert!(pair.discover_and_connect(params, 1));
-        let steps = pair.run_until(2_000_000, |p| ids.iter().all(|id| p.central.stored.contains_key(id)));
+        let steps = pair.run_until(2_000_000, |p| {
+            ids.iter().all(|id| p.central.stored.contains_key(id))
+        });
         assert!(steps < 2_000_000, "sync did not finish at MTU {mtu}");
         let first = pair.central.stored.values().min().copied().unwrap_or(t0);
         let last = pair.central.stored.values().max().copied().unwrap_or(t0);

@@ -18,7 +18,11 @@ fn drain(s: &mut Session) -> Vec<Vec<u8>> {
 
 fn main() {
     let mut adv = Vec::new();
-    for (ikm, epoch) in [(&b"device secret one"[..], 0u64), (b"device secret one", 1_960_000), (b"another device", 1_960_000)] {
+    for (ikm, epoch) in [
+        (&b"device secret one"[..], 0u64),
+        (b"device secret one", 1_960_000),
+        (b"another device", 1_960_000),
+    ] {
         let s = AdvSecret::derive(ikm);
         adv.push(json!({"ikm": hex(ikm), "epoch": epoch, "token": hex(&s.token(epoch).0)}));
     }
@@ -30,13 +34,20 @@ fn main() {
     for mtu in [23usize, 185, 512] {
         let (tc, tp) = (AdvToken([0xc1; 6]), AdvToken([0xd2; 6]));
         let mut c = Session::with_ephemeral(Role::Central, mtu, tc, 0, Some(&[0x11; 32])).unwrap();
-        let mut p = Session::with_ephemeral(Role::Peripheral, mtu, tp, 0, Some(&[0x22; 32])).unwrap();
+        let mut p =
+            Session::with_ephemeral(Role::Peripheral, mtu, tp, 0, Some(&[0x22; 32])).unwrap();
         let m1 = drain(&mut c);
-        for v in &m1 { p.receive(0, v).unwrap(); }
+        for v in &m1 {
+            p.receive(0, v).unwrap();
+        }
         let m2 = drain(&mut p);
-        for v in &m2 { c.receive(0, v).unwrap(); }
+        for v in &m2 {
+            c.receive(0, v).unwrap();
+        }
         let m3 = drain(&mut c);
-        for v in &m3 { p.receive(0, v).unwrap(); }
+        for v in &m3 {
+            p.receive(0, v).unwrap();
+        }
         let datagram: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
         c.send(&datagram).unwrap();
         let m4 = drain(&mut c);
@@ -74,7 +85,11 @@ fn main() {
         "sessions": sessions,
         "tie_break": tie,
     });
-    std::fs::write("protocol-spec/vectors/ble.json", serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+    std::fs::write(
+        "protocol-spec/vectors/ble.json",
+        serde_json::to_string_pretty(&doc).unwrap() + "\n",
+    )
+    .unwrap();
     let dir = std::path::Path::new("fuzz/corpus/ble_session");
     std::fs::create_dir_all(dir).unwrap();
     corpus.push(vec![]);
@@ -83,5 +98,8 @@ fn main() {
     for (i, seed) in corpus.iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
     }
-    println!("wrote protocol-spec/vectors/ble.json and {} seeds", corpus.len());
+    println!(
+        "wrote protocol-spec/vectors/ble.json and {} seeds",
+        corpus.len()
+    );
 }

@@ -23,7 +23,12 @@ fn engine(seed: u8) -> Engine {
 
 /// Connects `c` to `p`, runs until both report `Up`; returns the air and
 /// both core link IDs.
-fn link_up(c: &mut Engine, p: &mut Engine, params: AirParams, now: &mut u64) -> (Air, LinkId, LinkId) {
+fn link_up(
+    c: &mut Engine,
+    p: &mut Engine,
+    params: AirParams,
+    now: &mut u64,
+) -> (Air, LinkId, LinkId) {
     let token = p.token(*now);
     c.on_advert(*now, token, Some(-50)).unwrap();
     let mut air = Air::connect(c, p, *now, params, Some(token), 7);
@@ -137,7 +142,10 @@ fn loss_closes_the_link_and_never_delivers_wrong_bytes() {
             ..AirParams::mtu(mtu)
         };
         let (got, down, air) = transfer(params, &sent);
-        assert!(air.stats().lost > 0, "MTU {mtu}: the loss model dropped nothing");
+        assert!(
+            air.stats().lost > 0,
+            "MTU {mtu}: the loss model dropped nothing"
+        );
         assert!(down, "MTU {mtu}: a lost value must close the link");
         assert!(got.len() < sent.len());
         // What did arrive is a prefix of what was sent, byte for byte.
@@ -267,14 +275,22 @@ fn nodes_resync_after_a_disconnect_mid_transfer() {
     };
     assert!(pair.discover_and_connect(params, 5));
     pair.run_until(2_000, |p| p.air.as_ref().is_some_and(|a| !a.connected()));
-    let got = ids.iter().filter(|id| pair.central.stored.contains_key(*id)).count();
-    assert!(got < ids.len(), "the disconnect came too late to test anything");
+    let got = ids
+        .iter()
+        .filter(|id| pair.central.stored.contains_key(*id))
+        .count();
+    assert!(
+        got < ids.len(),
+        "the disconnect came too late to test anything"
+    );
     assert_eq!(pair.central.links_down, 1);
     assert_eq!(pair.peripheral.links_down, 1);
     // Reconnect on a clean link: reconciliation fetches the rest.
     pair.now_ms += 10_000;
     assert!(pair.discover_and_connect(AirParams::mtu(185), 6));
-    let steps = pair.run_until(50_000, |p| ids.iter().all(|id| p.central.stored.contains_key(id)));
+    let steps = pair.run_until(50_000, |p| {
+        ids.iter().all(|id| p.central.stored.contains_key(id))
+    });
     assert!(steps < 50_000, "resync after the disconnect did not finish");
 }
 

@@ -15,7 +15,11 @@ fn token(s: &Value) -> AdvToken {
 }
 
 fn values(v: &Value) -> Vec<Vec<u8>> {
-    v.as_array().unwrap().iter().map(|x| unhex(x.as_str().unwrap())).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| unhex(x.as_str().unwrap()))
+        .collect()
 }
 
 fn drain(s: &mut Session) -> Vec<Vec<u8>> {
@@ -23,7 +27,10 @@ fn drain(s: &mut Session) -> Vec<Vec<u8>> {
 }
 
 fn doc() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol-spec/vectors/ble.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/protocol-spec/vectors/ble.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -51,8 +58,12 @@ fn session_vectors_reproduce_and_decode() {
     let d = doc();
     for c in d["sessions"].as_array().unwrap() {
         let mtu = c["att_mtu"].as_u64().unwrap() as usize;
-        let ec: [u8; 32] = unhex(c["central_ephemeral"].as_str().unwrap()).try_into().unwrap();
-        let ep: [u8; 32] = unhex(c["peripheral_ephemeral"].as_str().unwrap()).try_into().unwrap();
+        let ec: [u8; 32] = unhex(c["central_ephemeral"].as_str().unwrap())
+            .try_into()
+            .unwrap();
+        let ep: [u8; 32] = unhex(c["peripheral_ephemeral"].as_str().unwrap())
+            .try_into()
+            .unwrap();
         let (tc, tp) = (token(&c["central_token"]), token(&c["peripheral_token"]));
         let mut cs = Session::with_ephemeral(Role::Central, mtu, tc, 0, Some(&ec)).unwrap();
         let mut ps = Session::with_ephemeral(Role::Peripheral, mtu, tp, 0, Some(&ep)).unwrap();
@@ -61,16 +72,26 @@ fn session_vectors_reproduce_and_decode() {
         for v in values(&c["central_handshake"]) {
             ps.receive(0, &v).unwrap();
         }
-        assert_eq!(drain(&mut ps), values(&c["peripheral_handshake_and_hello"]), "MTU {mtu}");
+        assert_eq!(
+            drain(&mut ps),
+            values(&c["peripheral_handshake_and_hello"]),
+            "MTU {mtu}"
+        );
         for v in values(&c["peripheral_handshake_and_hello"]) {
             cs.receive(0, &v).unwrap();
         }
-        assert_eq!(cs.poll_event(), Some(SessionEvent::Established { peer_token: tp }));
+        assert_eq!(
+            cs.poll_event(),
+            Some(SessionEvent::Established { peer_token: tp })
+        );
         assert_eq!(drain(&mut cs), values(&c["central_hello"]), "MTU {mtu}");
         for v in values(&c["central_hello"]) {
             ps.receive(0, &v).unwrap();
         }
-        assert_eq!(ps.poll_event(), Some(SessionEvent::Established { peer_token: tc }));
+        assert_eq!(
+            ps.poll_event(),
+            Some(SessionEvent::Established { peer_token: tc })
+        );
         let datagram = unhex(c["datagram"].as_str().unwrap());
         cs.send(&datagram).unwrap();
         let dv = values(&c["datagram_values"]);

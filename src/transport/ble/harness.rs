@@ -125,7 +125,10 @@ impl Device {
         }
         .sign(&self.identity)
         .ok()?;
-        self.input(now_ms, Input::Command(Command::Publish(Box::new(ev.clone()))));
+        self.input(
+            now_ms,
+            Input::Command(Command::Publish(Box::new(ev.clone()))),
+        );
         Some(ev)
     }
 
@@ -222,7 +225,9 @@ impl Pair {
         let interval = self
             .air
             .as_ref()
-            .map_or(super::sim::SIM_CONN_INTERVAL_MS, |a| a.params().conn_interval_ms);
+            .map_or(super::sim::SIM_CONN_INTERVAL_MS, |a| {
+                a.params().conn_interval_ms
+            });
         self.now_ms += interval;
         moved
     }

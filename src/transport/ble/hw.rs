@@ -14,10 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use btleplug::api::{
-    Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter, WriteType,
-};
-use btleplug::platform::{Adapter as BtAdapter, Manager as BtManager, Peripheral as BtPeripheral};
 use bluer::Uuid;
 use bluer::adv::{Advertisement, AdvertisementHandle};
 use bluer::gatt::local::{
@@ -27,6 +23,10 @@ use bluer::gatt::local::{
     characteristic_control,
 };
 use bluer::gatt::{CharacteristicReader, CharacteristicWriter};
+use btleplug::api::{
+    Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter, WriteType,
+};
+use btleplug::platform::{Adapter as BtAdapter, Manager as BtManager, Peripheral as BtPeripheral};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 

@@ -304,7 +304,10 @@ mod tests {
 
     #[test]
     fn status_json_shapes() {
-        assert_eq!(BleStatus::Off.to_json(), serde_json::json!({"state": "off"}));
+        assert_eq!(
+            BleStatus::Off.to_json(),
+            serde_json::json!({"state": "off"})
+        );
         assert_eq!(
             BleStatus::Unavailable {
                 reason: "no system bus".into()
@@ -328,7 +331,10 @@ mod tests {
                 "links": [{"link": BLE_LINK_ID_BASE, "role": "central", "att_mtu": 185,
                            "address": "4A:00:00:00:00:01"}]})
         );
-        assert_eq!(running.summary(), "running on hci0 (1 link, address privacy: rpa)");
+        assert_eq!(
+            running.summary(),
+            "running on hci0 (1 link, address privacy: rpa)"
+        );
         assert_ne!(ble_source("hci0"), ble_source("hci1"));
         assert!(is_ble_link(LinkId(BLE_LINK_ID_BASE)));
         assert!(!is_ble_link(LinkId(1)));

@@ -340,7 +340,10 @@ mod tests {
         assert_eq!(s.next_scan_change(SCAN_WINDOW_MS), SCAN_INTERVAL_MS);
         assert!(s.scanning(SCAN_INTERVAL_MS + 1));
         for i in 0..MAX_BLE_LINKS as u8 {
-            assert_eq!(s.admit(LinkId(i as u64), Role::Peripheral, ME, t(10 + i)), Admit::Accept);
+            assert_eq!(
+                s.admit(LinkId(i as u64), Role::Peripheral, ME, t(10 + i)),
+                Admit::Accept
+            );
         }
         assert!(!s.scanning(0), "no scanning with a full budget");
         assert_eq!(s.consider(0, ME, t(99), Some(-40)), Err(Skip::Budget));
@@ -356,7 +359,10 @@ mod tests {
     fn rssi_own_linked_busy() {
         let mut s = Scheduler::new(PolicyConfig::default());
         assert_eq!(s.consider(0, ME, ME, None), Err(Skip::Own));
-        assert_eq!(s.consider(0, ME, t(1), Some(RSSI_MIN_DBM - 1)), Err(Skip::Weak));
+        assert_eq!(
+            s.consider(0, ME, t(1), Some(RSSI_MIN_DBM - 1)),
+            Err(Skip::Weak)
+        );
         assert_eq!(s.consider(0, ME, t(1), Some(RSSI_MIN_DBM)), Ok(()));
         s.connect_started(0, t(1));
         assert_eq!(s.consider(0, ME, t(1), None), Err(Skip::Connecting));
@@ -382,7 +388,10 @@ mod tests {
         }
         assert_eq!(s.backoff_until(t(1)), Some(now + BACKOFF_MAX_MS));
         for i in 0..(MAX_BACKOFF_ENTRIES + 10) {
-            s.penalise(now, AdvToken((i as u64).to_be_bytes()[2..].try_into().unwrap()));
+            s.penalise(
+                now,
+                AdvToken((i as u64).to_be_bytes()[2..].try_into().unwrap()),
+            );
         }
         assert!(s.backoff.len() <= MAX_BACKOFF_ENTRIES);
     }

@@ -372,7 +372,9 @@ impl Session {
         self.stats.packets_in += 1;
         self.stats.att_bytes_in += packet.len() as u64;
         if packet.len() > MAX_ATT_VALUE {
-            return self.fail(SessionError::Fragment(FragmentError::TooLarge(packet.len())));
+            return self.fail(SessionError::Fragment(FragmentError::TooLarge(
+                packet.len(),
+            )));
         }
         let record = match self.reassembler.receive(now_ms, packet) {
             Ok(Some(r)) => r,
@@ -623,7 +625,10 @@ mod tests {
         for mtu in [23, 185, 512] {
             let mut c = Session::new(Role::Central, mtu, AdvToken([1; 6]), 0).unwrap();
             let mut p = Session::new(Role::Peripheral, mtu, AdvToken([2; 6]), 0).unwrap();
-            assert!(!p.has_outbound(), "the peripheral speaks only when spoken to");
+            assert!(
+                !p.has_outbound(),
+                "the peripheral speaks only when spoken to"
+            );
             assert_eq!(c.send(b"x"), Err(SessionError::NotEstablished));
             pump(&mut c, &mut p, 1).unwrap();
             pump(&mut p, &mut c, 1).unwrap();
@@ -648,10 +653,16 @@ mod tests {
                 p.receive(2, &x).unwrap();
             }
             assert_eq!(p.poll_event(), Some(SessionEvent::Datagram(big.clone())));
-            assert_eq!(p.poll_event(), Some(SessionEvent::Datagram(b"small".to_vec())));
+            assert_eq!(
+                p.poll_event(),
+                Some(SessionEvent::Datagram(b"small".to_vec()))
+            );
             p.send(b"back").unwrap();
             pump(&mut p, &mut c, 3).unwrap();
-            assert_eq!(c.poll_event(), Some(SessionEvent::Datagram(b"back".to_vec())));
+            assert_eq!(
+                c.poll_event(),
+                Some(SessionEvent::Datagram(b"back".to_vec()))
+            );
         }
     }
 

@@ -174,7 +174,9 @@ impl Air {
 
     fn reap_closes(&mut self, central: &mut Engine, peripheral: &mut Engine) {
         let down = self.central_link.is_some_and(|l| central.take_close(l))
-            | self.peripheral_link.is_some_and(|l| peripheral.take_close(l));
+            | self
+                .peripheral_link
+                .is_some_and(|l| peripheral.take_close(l));
         if down {
             self.disconnect(central, peripheral);
         }
