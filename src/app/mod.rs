@@ -32,6 +32,7 @@
 
 mod follow;
 mod import;
+mod prekeys;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +44,7 @@ use rand_core::CryptoRng;
 use thiserror::Error;
 
 pub use follow::follow_messages;
+pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
 pub use types::{
     GapInfo, ImportSummary, MemberInfo, MessageLine, RejectedInfo, RoomInfo, UnauthorizedInfo,
 };
@@ -176,6 +178,10 @@ impl Device {
     /// identity's published prekey the first time. Holds the store's lock
     /// until dropped.
     pub fn open(dir: &Path, now_ms: u64) -> Result<Self, AppError> {
+        // An uninitialised directory is a usage error, not a missing store.
+        if !DataDir::new(dir).has_identity() {
+            return Err(DataDirError::NotInitialized(dir.to_owned()).into());
+        }
         let store = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default())?;
         Device::open_with(dir, store, now_ms)
     }
@@ -375,8 +381,30 @@ impl<S: Store> Device<S> {
     // ---- local operations --------------------------------------------------
 
     /// Stages the outgoing events and keys of `room`, plus plaintexts, and
-    /// commits: nothing is reported (or exported) before this returns.
+    /// commits: nothing is reported (or exported) before this returns. In
+    /// deferred mode it only stages (the driver commits).
     fn persist(
+        &mut self,
+        room: &RoomId,
+        keys: &[u8],
+        events: &[Event],
+        plaintexts: &[(EventId, Vec<u8>)],
+        now_ms: u64,
+    ) -> Result<(), AppError> {
+        self.stage(room, keys, events, plaintexts, now_ms)?;
+        if self.deferred.is_some() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.commit() {
+            let _ = self.store.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Stages keys, plaintexts and events without committing; in deferred
+    /// mode the events go to [`Device::take_deferred`] instead of the store.
+    fn stage(
         &mut self,
         room: &RoomId,
         keys: &[u8],
@@ -412,10 +440,6 @@ impl<S: Store> Device<S> {
                     return Err(e.into());
                 }
             }
-        }
-        if let Err(e) = self.store.commit() {
-            let _ = self.store.rollback();
-            return Err(e.into());
         }
         Ok(())
     }
@@ -554,24 +578,52 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<EventId, AppError> {
-        if text.len() > MAX_TEXT_BYTES {
+        let ids = self.send_many(room, &[text], now_ms, rng)?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| AppError::Corrupt("send produced no message".into()))
+    }
+
+    /// Sends several messages in order with one session restore and one
+    /// commit (a backlog composed offline, a benchmark). All or nothing:
+    /// the IDs are returned only after the commit.
+    pub fn send_many<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        texts: &[&str],
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Vec<EventId>, AppError> {
+        if let Some(t) = texts.iter().find(|t| t.len() > MAX_TEXT_BYTES) {
             return Err(AppError::BadInput(format!(
                 "message is {} bytes, over the {MAX_TEXT_BYTES}-byte limit",
-                text.len()
+                t.len()
             )));
         }
         let mut s = self.known_session(room)?;
-        let content = Content::Text(text.to_owned());
-        let out = s.send(&self.identity, &content, now_ms, rng)?;
-        let keys = zeroize::Zeroizing::new(out.keys().to_vec());
-        let events = out.release();
-        let pts = last_message_plaintext(&events, &content);
-        let id = pts
-            .first()
-            .map(|(id, _)| *id)
-            .ok_or_else(|| AppError::Corrupt("send produced no message".into()))?;
+        let mut events = Vec::new();
+        let mut pts = Vec::new();
+        let mut keys = zeroize::Zeroizing::new(Vec::new());
+        let mut ids = Vec::with_capacity(texts.len());
+        for text in texts {
+            let content = Content::Text((*text).to_owned());
+            let out = s.send(&self.identity, &content, now_ms, rng)?;
+            keys = zeroize::Zeroizing::new(out.keys().to_vec());
+            let evs = out.release();
+            let pt = last_message_plaintext(&evs, &content);
+            let id = pt
+                .first()
+                .map(|(id, _)| *id)
+                .ok_or_else(|| AppError::Corrupt("send produced no message".into()))?;
+            ids.push(id);
+            pts.extend(pt);
+            events.extend(evs);
+        }
+        if texts.is_empty() {
+            return Ok(ids);
+        }
         self.persist(room, &keys, &events, &pts, now_ms)?;
-        Ok(id)
+        Ok(ids)
     }
 
     // ---- reading ------------------------------------------------------------

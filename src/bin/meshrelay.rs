@@ -117,6 +117,10 @@ struct RunArgs {
     /// Do not discover peers with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Intake budget per link, KiB per second (default 512: suits phones
+    /// and small boards; a wired LAN relay may raise it).
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    link_budget_kib: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -354,10 +358,16 @@ fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
     }
     lan.peers = parse(&args.peer, "--peer")?;
     lan.mdns = !args.no_mdns;
+    let mut node = meshrelay::proto::NodeConfig::default();
+    if let Some(kib) = args.link_budget_kib {
+        node.link_bytes_per_s = kib * 1024;
+        // A burst of eight seconds, as the default has.
+        node.link_burst_bytes = node.link_bytes_per_s * 8;
+    }
     let opts = DaemonOptions {
         dir: dir.root().to_owned(),
         lan,
-        node: meshrelay::proto::NodeConfig::default(),
+        node,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -403,6 +413,15 @@ fn store_check(dir: &DataDir, json: bool) -> Result<()> {
     use meshrelay::store::StoreConfig;
     use meshrelay::store::redb_backend::{STORE_FILE_NAME, check_file};
     let path = dir.root().join(STORE_FILE_NAME);
+    if control::connect(dir.root()).is_some() {
+        // A full check needs the file to itself (redb's integrity check).
+        return Err(anyhow!(
+            "a daemon is running for {}: stop it first (`meshrelay stop`); \
+             `meshrelay status` shows the store's usage meanwhile",
+            dir.root().display()
+        )
+        .into());
+    }
     if !path.exists() {
         return Err(bad_input(anyhow!(
             "no store at {} (nothing has been stored yet)",

@@ -93,6 +93,24 @@ pub enum RoomsCommand {
         #[arg(value_name = "FILE|-")]
         file: String,
     },
+    /// Manage this device's prekey (key shares are sealed to it).
+    Prekey {
+        /// What to do.
+        #[command(subcommand)]
+        action: PrekeyAction,
+    },
+}
+
+/// `meshrelay prekey ...`.
+#[derive(Debug, Subcommand)]
+pub enum PrekeyAction {
+    /// Make a new prekey now (the daemon does this weekly), tell every room
+    /// this device is in, and re-issue the contact card.
+    Rotate {
+        /// Print JSON: {"prekey_id","rooms","pruned"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `meshrelay room ...`.
@@ -415,6 +433,21 @@ pub fn run_with<S: Store>(
             let sum = dev.import(bytes, now)?;
             print_json(out, &sum)
         }
+        RoomsCommand::Prekey {
+            action: PrekeyAction::Rotate { json },
+        } => {
+            let r = dev.rotate_prekey(now, &mut rng)?;
+            if *json {
+                print_json(out, &r)
+            } else {
+                writeln!(
+                    out,
+                    "prekey {} is current; told {} rooms; {} old prekeys deleted",
+                    r.prekey_id, r.rooms, r.pruned
+                )
+                .map_err(|e| io_err("-", e))
+            }
+        }
     }
 }
 
@@ -666,6 +699,12 @@ pub fn to_argv(cmd: &RoomsCommand) -> Vec<String> {
             v.extend([s("--"), s("-")]);
         }
         RoomsCommand::Import { .. } => v.extend([s("import"), s("--"), s("-")]),
+        RoomsCommand::Prekey {
+            action: PrekeyAction::Rotate { json },
+        } => {
+            v.extend([s("prekey"), s("rotate")]);
+            flag(&mut v, *json, "--json");
+        }
     }
     v
 }

@@ -99,6 +99,19 @@ fn base32_upper() -> data_encoding::Encoding {
 impl ContactCard {
     /// Makes and signs the card of `identity`.
     pub fn create(identity: &Identity, name: &str, created_ms: u64) -> Result<Self, CardError> {
+        let pk = identity.prekey();
+        Self::create_with_prekey(identity, name, created_ms, pk.id, pk.public())
+    }
+
+    /// Makes and signs the card of `identity` publishing a rotated prekey
+    /// (`protocol-spec/encryption.md`, "Prekey rotation").
+    pub fn create_with_prekey(
+        identity: &Identity,
+        name: &str,
+        created_ms: u64,
+        prekey_id: u32,
+        prekey: AgreementKey,
+    ) -> Result<Self, CardError> {
         if name.len() > MAX_NAME_BYTES {
             return Err(CardError::NameTooLong);
         }
@@ -108,8 +121,8 @@ impl ContactCard {
             kx_binding_sig: identity.kx_binding(),
             name: name.to_owned(),
             created_ms,
-            prekey_id: identity.prekey().id,
-            prekey: identity.prekey().public(),
+            prekey_id,
+            prekey,
             card_sig: [0; 64],
         };
         card.card_sig = identity.sign(domain::CARD, &card.signed_bytes());

@@ -45,6 +45,9 @@ pub const MAX_FOLLOWERS: usize = 32;
 /// Replies queued per control client before a slow follower is dropped.
 pub const REPLY_QUEUE: usize = 1024;
 
+/// How often the daemon expires events and checks its prekey.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// How often a follower's room is re-read at most.
 pub const FOLLOW_REFRESH: Duration = Duration::from_millis(200);
 
@@ -91,6 +94,10 @@ pub(super) struct Driver {
     /// Replies held until the cycle's commit.
     held_replies: Vec<(mpsc::Sender<Reply>, Vec<Reply>)>,
     followers: Vec<Follower>,
+    /// A command may have rotated the prekey: re-issue the card after the
+    /// commit (never before: the new prekey must be durable first).
+    card_check: bool,
+    next_maintenance: tokio::time::Instant,
     /// Rooms with new events since the followers were last refreshed.
     follow_dirty: BTreeSet<RoomId>,
     next_follow_refresh: tokio::time::Instant,
@@ -141,6 +148,8 @@ pub async fn run(
         published: BTreeSet::new(),
         held_replies: Vec::new(),
         followers: Vec::new(),
+        card_check: true,
+        next_maintenance: tokio::time::Instant::now(),
         follow_dirty: BTreeSet::new(),
         next_follow_refresh: tokio::time::Instant::now(),
         shutting_down: false,
@@ -166,11 +175,16 @@ pub async fn run(
                 }
                 None => break Err(DaemonError::Lan(lan::LanError::Build("the LAN adapter stopped".into()))),
             },
-            msg = ctl_rx.recv() => if let Some(msg) = msg {
+            Some(msg) = ctl_rx.recv() => {
                 if let Err(e) = d.on_control(msg) { break Err(e); }
             },
             _ = tokio::time::sleep_until(deadline) => {
                 if let Err(e) = d.node.handle(now_ms(), Input::Timeout) { break Err(e.into()); }
+                if tokio::time::Instant::now() >= d.next_maintenance
+                    && let Err(e) = d.maintenance()
+                {
+                    break Err(e);
+                }
                 d.refresh_followers();
             }
         }
@@ -213,6 +227,7 @@ impl Driver {
             .map_or(now + Duration::from_secs(3600), |t| {
                 now + Duration::from_millis(t.saturating_sub(now_wall))
             });
+        let node = node.min(self.next_maintenance);
         if self.follow_dirty.is_empty() {
             node
         } else {
@@ -317,6 +332,16 @@ impl Driver {
             self.follow_dirty.extend(rooms);
             self.join_own_rooms()?;
         }
+        if std::mem::take(&mut self.card_check) {
+            let dir = self.dir.clone();
+            match Device::open_with(&dir, self.node.store_mut(), now)
+                .and_then(|mut dev| dev.reissue_card(now))
+            {
+                Ok(true) => tracing::info!("contact card re-issued with the new prekey"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "could not re-issue the contact card"),
+            }
+        }
         for (tx, replies) in self.held_replies.drain(..) {
             for r in replies {
                 let _ = tx.try_send(r);
@@ -325,6 +350,45 @@ impl Driver {
         self.flush_outputs();
         if tokio::time::Instant::now() >= self.next_follow_refresh {
             self.refresh_followers();
+        }
+        Ok(())
+    }
+
+    /// Hourly upkeep: drop expired events (and their plaintexts), rotate
+    /// the prekey when due (publishing the update through the node), and
+    /// delete prekeys past their grace period.
+    fn maintenance(&mut self) -> Result<(), DaemonError> {
+        self.next_maintenance = tokio::time::Instant::now() + MAINTENANCE_INTERVAL;
+        let now = now_ms();
+        let expired = self.node.store_mut().expire(now)?;
+        if expired > 0 {
+            tracing::info!(expired, "expired events dropped");
+        }
+        let dir = self.dir.clone();
+        let rotated = Device::open_with(&dir, self.node.store_mut(), now).and_then(|mut dev| {
+            if !dev.prekey_due(now) {
+                return Ok(None);
+            }
+            dev.defer();
+            let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+            let r = dev.rotate_prekey(now, &mut rng)?;
+            Ok(Some((r, dev.take_deferred())))
+        });
+        match rotated {
+            Ok(Some((r, events))) => {
+                tracing::info!(prekey_id = r.prekey_id, rooms = r.rooms, "prekey rotated");
+                for ev in events {
+                    self.published.insert(ev.id());
+                    self.node
+                        .handle(now, Input::Command(Command::Publish(Box::new(ev))))?;
+                }
+                self.card_check = true;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.node.store_mut().rollback()?;
+                tracing::error!(error = %e, "prekey rotation failed; retrying in an hour");
+            }
         }
         Ok(())
     }
@@ -497,6 +561,7 @@ impl Driver {
                 Err(e) => Err(CliError::from(e)),
             }
         };
+        self.card_check = true;
         let events = match result {
             Ok(evs) => evs,
             Err(e) => {

@@ -16,10 +16,7 @@ use crate::store::{Destination, MAX_LIST_LIMIT, RedbStore, Store, StoreError};
 /// `peers`: one entry per connected link,
 /// `{"link","kind","address","since","bytes_in","bytes_out"}` (`since` in
 /// Unix milliseconds).
-pub fn peers_json(
-    node: &Node<RedbStore, StdRng>,
-    addresses: &BTreeMap<LinkId, String>,
-) -> Value {
+pub fn peers_json(node: &Node<RedbStore, StdRng>, addresses: &BTreeMap<LinkId, String>) -> Value {
     Value::Array(
         node.links()
             .iter()

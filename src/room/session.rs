@@ -174,8 +174,18 @@ impl RoomSession {
     ) -> Result<Self, SessionError> {
         let mut s = Self::new(room, me);
         s.keys = RoomKeys::from_bytes(keys)?;
+        let mut updates = Vec::new();
         for e in events {
             s.dag.insert_from_store(e)?;
+            if e.kind() == EventKind::PrekeyUpdate && e.sender() != me {
+                updates.push(e);
+            }
+        }
+        // Members' rotated prekeys: senders must seal to the newest.
+        for e in updates {
+            if let Ok(u) = accept_prekey_update(&mut s.dag, e) {
+                s.note_prekey_update(e.sender(), u);
+            }
         }
         s.members_seen = s.dag.members();
         s.next_seq = s.dag.max_seq(&me) + 1;
@@ -371,6 +381,32 @@ impl RoomSession {
         Ok(self.outgoing(events))
     }
 
+    /// Remembers a member's prekey update if it is newer than the one known.
+    fn note_prekey_update(&mut self, sender: DeviceId, u: PrekeyUpdate) {
+        let newer = self
+            .prekey_updates
+            .get(&sender)
+            .is_none_or(|old| old.prekey_id < u.prekey_id);
+        if newer {
+            self.prekey_updates.insert(sender, u);
+        }
+    }
+
+    /// Publishes this device's rotated prekey to the room's members (a
+    /// `PrekeyUpdate` event), so their next key shares are sealed to it.
+    pub fn publish_prekey(
+        &mut self,
+        identity: &Identity,
+        update: &PrekeyUpdate,
+        now_ms: u64,
+    ) -> Result<Outgoing, SessionError> {
+        if !self.dag.members().is_member(&self.me) {
+            return Err(SessionError::NotMember);
+        }
+        let ev = self.emit(identity, EventKind::PrekeyUpdate, update.to_bytes(), now_ms)?;
+        Ok(self.outgoing(vec![ev]))
+    }
+
     /// Decrypts one message event again (for example after
     /// [`Received::KeysInstalled`]).
     pub fn decrypt(&mut self, event: &Event) -> Result<Content, String> {
@@ -428,15 +464,7 @@ impl RoomSession {
                     }
                 }
                 EventKind::PrekeyUpdate => match accept_prekey_update(&mut self.dag, &ev) {
-                    Ok(u) => {
-                        let newer = self
-                            .prekey_updates
-                            .get(&ev.sender())
-                            .is_none_or(|old| old.prekey_id < u.prekey_id);
-                        if newer {
-                            self.prekey_updates.insert(ev.sender(), u);
-                        }
-                    }
+                    Ok(u) => self.note_prekey_update(ev.sender(), u),
                     Err(e) => out.push(Received::KeyRejected {
                         event_id: id,
                         reason: e.to_string(),

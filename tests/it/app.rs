@@ -1080,3 +1080,57 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn rotated_prekey_is_published_used_by_senders_and_the_old_one_deleted() {
+    use meshrelay::app::PREKEY_GRACE_MS;
+    use meshrelay::crypto::ContactCard;
+    let (mut a, mut b, mut c) = (Dev::new(71, "A"), Dev::new(72, "B"), Dev::new(73, "C"));
+    let room = a.create("r");
+    let (bc, cc) = (b.card(), c.card());
+    a.invite(&room, &bc);
+    a.invite(&room, &cc);
+    a.send(&room, "before");
+    let x = a.export(&room);
+    b.import(&x);
+    assert_eq!(b.texts(&room), ["before"]);
+
+    // B rotates: the ring, the update event and then the card.
+    let now = b.now();
+    let mut d = b.open();
+    let r = d.rotate_prekey(now, &mut b.rng).unwrap();
+    drop(d);
+    assert_eq!((r.prekey_id, r.rooms, r.pruned), (2, 1, 0));
+    let card_text = std::fs::read_to_string(b.dir.join("card.txt")).unwrap();
+    let card = ContactCard::from_text(card_text.trim()).unwrap();
+    assert_eq!(card.prekey_id, 2, "card.txt publishes the new prekey");
+    assert_eq!(b.open().card().prekey_id, 2, "and reopens consistently");
+    // A learns B's new prekey from the room.
+    let x = b.export(&room);
+    let sum = a.import(&x);
+    assert!(sum.unauthorized.is_empty(), "{sum:?}");
+
+    // Past the grace period B deletes prekey 1 on its next rotation.
+    for dev in [&mut a, &mut b, &mut c] {
+        dev.clock += PREKEY_GRACE_MS + 60_000;
+    }
+    let now = b.now();
+    let mut d = b.open();
+    let r = d.rotate_prekey(now, &mut b.rng).unwrap();
+    drop(d);
+    assert_eq!((r.prekey_id, r.pruned), (3, 1), "prekey 1 is gone");
+
+    // A removes C and starts a new chain for B: B can open its share only
+    // if A sealed it to the rotated prekey (2), since 1 no longer exists.
+    let c_id = c.id;
+    a.remove(&room, &c_id);
+    a.send(&room, "after the rotation");
+    let x = a.export(&room);
+    b.import(&x);
+    let texts = b.texts(&room);
+    assert!(
+        texts.iter().any(|t| t == "after the rotation"),
+        "{texts:?} / {:?}",
+        b.undecryptable(&room)
+    );
+}
