@@ -47,8 +47,8 @@ fn link_up(
                 pl = Some(link);
             }
         }
-        if cl.is_some() && pl.is_some() {
-            return (air, cl.unwrap(), pl.unwrap());
+        if let (Some(c), Some(p)) = (cl, pl) {
+            return (air, c, p);
         }
     }
     panic!("link did not come up");
