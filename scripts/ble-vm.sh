@@ -37,6 +37,7 @@ fi
 KERNEL=$(ls "$WORK"/kernel/boot/vmlinuz-* | head -1)
 KVER=$(basename "$(ls -d "$WORK"/kernel/lib/modules/* | head -1)")
 MODS="$WORK/kernel/lib/modules/$KVER"
+[ -f "$MODS/modules.dep" ] || depmod -b "$WORK/kernel" "$KVER"
 
 # 2. The program under test, built on the host (the guest sees the host root).
 cargo build --example ble_hw_pair
@@ -46,18 +47,20 @@ BIN="$ROOT/target/debug/examples/ble_hw_pair"
 INITRD="$WORK/initrd"
 rm -rf "$INITRD" && mkdir -p "$INITRD"/{bin,dev,proc,sys,host,mods}
 cp "$(command -v busybox)" "$INITRD/bin/busybox"
-for m in netfs fscache 9pnet 9pnet_virtio 9p; do
-  f=$(find "$MODS" -name "$m.ko*" | head -1)
-  [ -n "$f" ] && cp "$f" "$INITRD/mods/"
+# The 9p and virtio-pci modules with their dependencies, in load order.
+i=0
+for f in $(for m in virtio_pci 9pnet_virtio 9p; do
+  modprobe -d "$WORK/kernel" -S "$KVER" --show-depends "$m"
+done | awk '$1 == "insmod" {print $2}' | awk '!seen[$0]++'); do
+  i=$((i + 1))
+  cp "$f" "$INITRD/mods/$(printf %02d $i)-$(basename "$f")"
 done
 cat >"$INITRD/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in netfs fscache 9pnet 9pnet_virtio 9p; do
-  for f in /mods/$m.ko*; do [ -e "$f" ] || continue
-    case "$f" in *.xz) xz -dc "$f" > /tmp.ko; insmod /tmp.ko;; *.zst) zstd -dc "$f" > /tmp.ko 2>/dev/null && insmod /tmp.ko;; *) insmod "$f";; esac
-  done
+for f in /mods/*.ko*; do
+  case "$f" in *.xz) xz -dc "$f" > /m.ko; insmod /m.ko;; *) insmod "$f";; esac
 done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host || { echo "9p mount failed"; poweroff -f; }
 for d in proc sys dev; do mount --bind /$d /host/$d; done
@@ -73,6 +76,9 @@ cat >"$GUEST" <<EOF
 set -x
 MODS=$MODS
 BIN=$BIN
+BTVIRT_ARGS="${BTVIRT_ARGS:--L -l3}"
+PRIVACY=${BLE_VM_PRIVACY:-device}
+RUST_LOG=${RUST_LOG:-meshrelay=debug}
 EOF
 cat >>"$GUEST" <<'EOF'
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -82,13 +88,25 @@ done
 mkdir -p /run/dbus /var/lib/bluetooth
 dbus-daemon --system --fork --nopidfile || dbus-daemon --config-file=/usr/share/dbus-1/system.conf --fork --nopidfile
 sleep 1
-btvirt -L -l2 &
+btvirt ${BTVIRT_ARGS:--L -l2} &
 sleep 2
-bluetoothd -n -E &
-sleep 3
-ls /sys/class/bluetooth
+# LE privacy on (the host's main.conf is read-only here: bind a copy over it).
+printf '[General]\nPrivacy = %s\n' "${PRIVACY:-device}" > /run/main.conf
+mount --bind /run/main.conf /etc/bluetooth/main.conf 2>/dev/null || true
+bluetoothd -n -E -f /run/main.conf &
+# Wait until bluetoothd has registered both controllers.
+for i in $(seq 1 20); do
+  [ "$(btmgmt info 2>/dev/null | grep -c '^hci')" -ge 2 ] && break
+  sleep 1
+done 2>/dev/null
+set +x
+bluetoothctl list
+btmgmt info
+for h in /sys/class/bluetooth/hci*; do echo "$h: $(cat $h/address 2>/dev/null)"; done
+set -x
 echo "=== ble_hw_pair ==="
-RUST_LOG=${RUST_LOG:-meshrelay=debug} "$BIN" hci0 hci1
+ADAPTERS=$(btmgmt info | awk -F: '/^hci[0-9]+:/{print $1}' | head -2)
+RUST_LOG=${RUST_LOG:-meshrelay=debug} "$BIN" $ADAPTERS
 echo "BLE_HW_PAIR_EXIT=$?"
 poweroff -f
 EOF

@@ -225,24 +225,39 @@ async fn connect(
     radio_tx: mpsc::Sender<Radio>,
 ) {
     let attempt = async {
-        peripheral.connect().await.ok()?;
-        peripheral.discover_services().await.ok()?;
+        peripheral
+            .connect()
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        peripheral
+            .discover_services()
+            .await
+            .map_err(|e| format!("discover: {e}"))?;
         let ch = peripheral
             .characteristics()
             .into_iter()
-            .find(|c| c.uuid == Uuid::from_u128(CHARACTERISTIC_UUID))?;
-        peripheral.subscribe(&ch).await.ok()?;
-        Some(ch)
+            .find(|c| c.uuid == Uuid::from_u128(CHARACTERISTIC_UUID))
+            .ok_or_else(|| "no meshrelay characteristic".to_string())?;
+        peripheral
+            .subscribe(&ch)
+            .await
+            .map_err(|e| format!("subscribe: {e}"))?;
+        Ok::<_, String>(ch)
     };
-    let msg = match tokio::time::timeout(timeout, attempt).await {
-        Ok(Some(characteristic)) => Radio::Opened {
+    let r = match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err("timed out".to_string()),
+    };
+    let msg = match r {
+        Ok(characteristic) => Radio::Opened {
             att_mtu: usize::from(peripheral.mtu()),
             address: peripheral.address().to_string(),
             token,
             peripheral,
             characteristic,
         },
-        _ => {
+        Err(e) => {
+            tracing::debug!(address = %peripheral.address(), "BLE connect failed: {e}");
             let _ = peripheral.disconnect().await;
             Radio::Failed(token)
         }
@@ -270,15 +285,13 @@ async fn central_io(
                 return;
             }
         }
+        tracing::debug!(link = link.0, "BLE notifications ended");
     };
     let write_tx = radio_tx.clone();
     let write = async move {
         while let Some(v) = rx.recv().await {
-            if peripheral
-                .write(&ch, &v, WriteType::WithoutResponse)
-                .await
-                .is_err()
-            {
+            if let Err(e) = peripheral.write(&ch, &v, WriteType::WithoutResponse).await {
+                tracing::debug!(link = link.0, "BLE write failed: {e}");
                 return;
             }
             if rx.is_empty() {
@@ -303,16 +316,25 @@ async fn peripheral_io(
 ) {
     let read_tx = radio_tx.clone();
     let read = async move {
-        while let Ok(v) = reader.recv().await {
-            if read_tx.send(Radio::Value(link, v)).await.is_err() {
-                return;
+        loop {
+            match reader.recv().await {
+                Ok(v) => {
+                    if read_tx.send(Radio::Value(link, v)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(link = link.0, "BLE peripheral read ended: {e}");
+                    return;
+                }
             }
         }
     };
     let write_tx = radio_tx.clone();
     let write = async move {
         while let Some(v) = rx.recv().await {
-            if writer.send(&v).await.is_err() {
+            if let Err(e) = writer.send(&v).await {
+                tracing::debug!(link = link.0, "BLE notify failed: {e}");
                 return;
             }
             if rx.is_empty() {
@@ -415,6 +437,7 @@ impl Opened {
                 },
                 Some(msg) = radio_rx.recv() => match msg {
                     Radio::Opened { token, peripheral, characteristic, att_mtu, address } => {
+                        tracing::debug!(%address, att_mtu, "BLE central link open");
                         match engine.link_opened(now, Role::Central, att_mtu, address, Some(token)) {
                             Some(link) => {
                                 let (tx, rx) = mpsc::channel(WRITER_QUEUE);
@@ -426,9 +449,13 @@ impl Opened {
                         }
                     }
                     Radio::Failed(token) => engine.connect_failed(now, token),
-                    Radio::Value(link, v) => engine.radio_received(now, link, &v),
+                    Radio::Value(link, v) => {
+                        tracing::trace!(link = link.0, len = v.len(), "BLE value in");
+                        engine.radio_received(now, link, &v);
+                    }
                     Radio::Flushed(link) => engine.radio_flushed(link),
                     Radio::Closed(link) => {
+                        tracing::debug!(link = link.0, "BLE radio closed the link");
                         if let Some(io) = links.remove(&link) {
                             io.task.abort();
                         }
@@ -452,10 +479,13 @@ impl Opened {
                             (addr, mtu)
                         }
                     };
+                    tracing::debug!(%addr, mtu, "BLE peripheral: central subscribed or wrote");
                     if let (Some(r), Some(w)) = (pending.readers.remove(&addr), pending.writers.remove(&addr)) {
                         // bluer reports the ATT payload size; the engine wants the ATT MTU.
                         let att_mtu = mtu + super::session::ATT_HEADER_BYTES;
-                        if let Some(link) = engine.link_opened(now, Role::Peripheral, att_mtu, addr.clone(), None) {
+                        let opened = engine.link_opened(now, Role::Peripheral, att_mtu, addr.clone(), None);
+                        tracing::debug!(%addr, att_mtu, ?opened, "BLE peripheral link open");
+                        if let Some(link) = opened {
                             let (tx, rx) = mpsc::channel(WRITER_QUEUE);
                             let task = tokio::spawn(peripheral_io(link, r, w, rx, radio_tx.clone()));
                             links.insert(link, LinkIo { tx, task, peripheral: None });
@@ -476,6 +506,7 @@ impl Opened {
                         && let Some(token) = token_of(&props)
                         && engine.on_advert(now, token, props.rssi).is_ok()
                     {
+                        tracing::debug!(address = %props.address, ?token, rssi = ?props.rssi, "BLE connecting");
                         tokio::spawn(connect(p, token, connect_timeout, radio_tx.clone()));
                     }
                 }
