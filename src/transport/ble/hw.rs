@@ -480,7 +480,10 @@ impl Opened {
                         }
                     };
                     tracing::debug!(%addr, mtu, "BLE peripheral: central subscribed or wrote");
-                    if let (Some(r), Some(w)) = (pending.readers.remove(&addr), pending.writers.remove(&addr)) {
+                    // Only once both halves are there (taking one alone would drop it).
+                    if pending.readers.contains_key(&addr) && pending.writers.contains_key(&addr)
+                        && let (Some(r), Some(w)) = (pending.readers.remove(&addr), pending.writers.remove(&addr))
+                    {
                         // bluer reports the ATT payload size; the engine wants the ATT MTU.
                         let att_mtu = mtu + super::session::ATT_HEADER_BYTES;
                         let opened = engine.link_opened(now, Role::Peripheral, att_mtu, addr.clone(), None);
