@@ -15,9 +15,7 @@ use meshrelay::crypto::Identity;
 use meshrelay::event::{EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::proto::{AppEvent, Command, Input, LinkKind, Node, NodeConfig, Output};
 use meshrelay::store::{MemoryStore, Store};
-use meshrelay::transport::ble::{
-    AdvSecret, BleConfig, BleEvent, BleHandle, BleStatus, spawn,
-};
+use meshrelay::transport::ble::{AdvSecret, BleConfig, BleEvent, BleHandle, BleStatus, spawn};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::mpsc;
@@ -137,10 +135,12 @@ async fn main() {
     let start = Instant::now();
     loop {
         let (sa, sb) = (a.ble.status(), b.ble.status());
-        let starting = |s: &BleStatus| matches!(s, BleStatus::Unavailable { reason } if reason == "starting");
+        let starting =
+            |s: &BleStatus| matches!(s, BleStatus::Unavailable { reason } if reason == "starting");
         if !starting(&sa) && !starting(&sb) {
             println!("A: {}\nB: {}", sa.summary(), sb.summary());
-            if !matches!(sa, BleStatus::Running { .. }) || !matches!(sb, BleStatus::Running { .. }) {
+            if !matches!(sa, BleStatus::Running { .. }) || !matches!(sb, BleStatus::Running { .. })
+            {
                 std::process::exit(2);
             }
             break;
@@ -195,7 +195,11 @@ async fn main() {
                 first_link.unwrap_or_default(),
                 t0.elapsed()
             );
-            println!("A: {}\nB: {}", a.ble.status().summary(), b.ble.status().summary());
+            println!(
+                "A: {}\nB: {}",
+                a.ble.status().summary(),
+                b.ble.status().summary()
+            );
             std::process::exit(0);
         }
         if t0.elapsed() > TIMEOUT {

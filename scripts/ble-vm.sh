@@ -2,11 +2,15 @@
 # Real BlueZ test of the BLE adapter (issue 9), opt-in: boots Debian's kernel
 # under QEMU/TCG (no network card), shares the host root read-only over
 # virtio-9p, and inside the guest loads hci_vhci, starts a private system
-# bus, `btvirt -L -l2` (two virtual controllers, hci0 and hci1) and
-# `bluetoothd -n -E`, then runs `examples/ble_hw_pair.rs`: two core nodes,
-# one per controller, must find each other over BLE and sync a room.
+# bus, `btvirt -L -l3` and `bluetoothd -n -E`, then runs
+# `examples/ble_hw_pair.rs` on the first two controllers BlueZ manages: two
+# core nodes, one per controller, must find each other over BLE (unpaired
+# GATT, Noise link) and sync a room. (btvirt's first controller, hci0, stays
+# unconfigured here, hence three.) A run takes 2–4 minutes under TCG on a
+# loaded 2-core machine; the log of a passing run is reports/ble-vm.log.
 #
-#   bash scripts/ble-vm.sh            # builds the example, runs the VM, prints the guest log
+#   bash scripts/ble-vm.sh                      # builds the example, runs the VM, prints the guest log
+#   BLE_VM_PRIVACY=off bash scripts/ble-vm.sh   # BlueZ Privacy setting (default: device)
 #
 # Needs (Debian): qemu-system-x86 bluez bluez-test-tools dbus busybox-static,
 # plus linux-image-amd64, which the script downloads and unpacks into

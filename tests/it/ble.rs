@@ -6,7 +6,7 @@ use meshrelay::proto::LinkId;
 use meshrelay::transport::ble::adv::AdvSecret;
 use meshrelay::transport::ble::engine::Engine;
 use meshrelay::transport::ble::harness::Pair;
-use meshrelay::transport::ble::policy::PolicyConfig;
+use meshrelay::transport::ble::policy::{CONNECT_DEFER_MS, PolicyConfig, Skip};
 use meshrelay::transport::ble::session::{BLE_CORE_MTU, att_payload};
 use meshrelay::transport::ble::sim::{Air, AirParams, Faults};
 use meshrelay::transport::ble::{BLE_LINK_ID_BASE, BleEvent, ble_source};
@@ -21,6 +21,19 @@ fn engine(seed: u8) -> Engine {
     )
 }
 
+/// `c` sees `token` advertising and decides to connect (after the deferral
+/// when its own token is the larger one).
+fn advert(c: &mut Engine, now: &mut u64, token: meshrelay::transport::ble::AdvToken) {
+    match c.on_advert(*now, token, Some(-50)) {
+        Ok(()) => {}
+        Err(Skip::Defer) => {
+            *now += CONNECT_DEFER_MS;
+            c.on_advert(*now, token, Some(-50)).unwrap();
+        }
+        Err(e) => panic!("advert skipped: {e:?}"),
+    }
+}
+
 /// Connects `c` to `p`, runs until both report `Up`; returns the air and
 /// both core link IDs.
 fn link_up(
@@ -30,7 +43,7 @@ fn link_up(
     now: &mut u64,
 ) -> (Air, LinkId, LinkId) {
     let token = p.token(*now);
-    c.on_advert(*now, token, Some(-50)).unwrap();
+    advert(c, now, token);
     let mut air = Air::connect(c, p, *now, params, Some(token), 7);
     let (mut cl, mut pl) = (None, None);
     for _ in 0..100 {
@@ -199,8 +212,13 @@ fn simultaneous_connections_keep_one_link_on_both_sides() {
     let params = AirParams::mtu(185);
     let ta = a.token(now);
     let tb = b.token(now);
-    a.on_advert(now, tb, Some(-50)).unwrap();
-    b.on_advert(now, ta, Some(-50)).unwrap();
+    // Both see each other; the larger token defers, but here its deferral
+    // ends before the smaller one's attempt completes: both connect.
+    let _ = a.on_advert(now, tb, Some(-50));
+    let _ = b.on_advert(now, ta, Some(-50));
+    let now = now + CONNECT_DEFER_MS;
+    let _ = a.on_advert(now, tb, Some(-50));
+    let _ = b.on_advert(now, ta, Some(-50));
     let mut ab = Air::connect(&mut a, &mut b, now, params, Some(tb), 1);
     let mut ba = Air::connect(&mut b, &mut a, now, params, Some(ta), 2);
     let mut t = now;

@@ -100,6 +100,7 @@ impl Engine {
             return Err(Skip::Linked);
         }
         let me = self.token(now_ms);
+        self.sched.seen(now_ms, token);
         self.sched.consider(now_ms, me, token, rssi_dbm)?;
         self.sched.connect_started(now_ms, token);
         Ok(())

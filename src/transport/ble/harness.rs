@@ -190,12 +190,14 @@ impl Pair {
     /// these air parameters. Returns whether the policy allowed it.
     pub fn discover_and_connect(&mut self, params: AirParams, seed: u64) -> bool {
         let token = self.peripheral.engine.token(self.now_ms);
-        if self
-            .central
-            .engine
-            .on_advert(self.now_ms, token, Some(-60))
-            .is_err()
-        {
+        let mut r = self.central.engine.on_advert(self.now_ms, token, Some(-60));
+        if r == Err(super::policy::Skip::Defer) {
+            // The central's token is larger: it waits for the peripheral to
+            // connect first, which it does not here; then it connects.
+            self.now_ms += super::policy::CONNECT_DEFER_MS;
+            r = self.central.engine.on_advert(self.now_ms, token, Some(-60));
+        }
+        if r.is_err() {
             return false;
         }
         self.air = Some(Air::connect(

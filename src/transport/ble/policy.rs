@@ -32,6 +32,13 @@ pub const BACKOFF_MAX_MS: u64 = 300_000;
 /// Most tokens remembered for backoff; the entry that frees up first is
 /// forgotten first.
 pub const MAX_BACKOFF_ENTRIES: usize = 256;
+/// When two devices see each other, the one with the larger token waits
+/// this long after first seeing the other before it connects, so the
+/// smaller one (whose link wins the tie-break) connects first and the two
+/// controllers do not both initiate at once.
+pub const CONNECT_DEFER_MS: u64 = 4_000;
+/// Most advertisers remembered for the deferral (oldest forgotten first).
+pub const MAX_SEEN_ENTRIES: usize = 256;
 
 /// Tunables of the policy (defaults are the constants above).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +88,8 @@ pub enum Skip {
     Busy,
     /// Its signal is below the threshold.
     Weak,
+    /// Its token is smaller: it gets [`CONNECT_DEFER_MS`] to connect first.
+    Defer,
     /// It failed recently.
     Backoff,
 }
@@ -115,6 +124,7 @@ pub struct Scheduler {
     links: BTreeMap<LinkId, LinkInfo>,
     connecting: BTreeMap<AdvToken, u64>,
     backoff: BTreeMap<AdvToken, Backoff>,
+    first_seen: BTreeMap<AdvToken, u64>,
 }
 
 /// Whether the link `(central_token, peripheral_token)` wins over the
@@ -132,7 +142,24 @@ impl Scheduler {
             links: BTreeMap::new(),
             connecting: BTreeMap::new(),
             backoff: BTreeMap::new(),
+            first_seen: BTreeMap::new(),
         }
+    }
+
+    /// Records that `token` was seen advertising at `now_ms` (for the
+    /// deferral); returns when it was first seen.
+    pub fn seen(&mut self, now_ms: u64, token: AdvToken) -> u64 {
+        if !self.first_seen.contains_key(&token)
+            && self.first_seen.len() >= MAX_SEEN_ENTRIES
+            && let Some(oldest) = self
+                .first_seen
+                .iter()
+                .min_by_key(|(t, at)| (**at, **t))
+                .map(|(t, _)| *t)
+        {
+            self.first_seen.remove(&oldest);
+        }
+        *self.first_seen.entry(token).or_insert(now_ms)
     }
 
     /// The tunables.
@@ -192,6 +219,14 @@ impl Scheduler {
         }
         if self.backoff.get(&token).is_some_and(|b| b.until > now_ms) {
             return Err(Skip::Backoff);
+        }
+        if me > token
+            && self
+                .first_seen
+                .get(&token)
+                .is_none_or(|at| now_ms < at.saturating_add(CONNECT_DEFER_MS))
+        {
+            return Err(Skip::Defer);
         }
         Ok(())
     }
@@ -327,8 +362,9 @@ mod tests {
 
     const ME: AdvToken = AdvToken([5; 6]);
 
+    /// Tokens above `ME`, so the deferral does not apply.
     fn t(b: u8) -> AdvToken {
-        AdvToken([b; 6])
+        AdvToken([100 + b; 6])
     }
 
     #[test]
@@ -397,8 +433,31 @@ mod tests {
     }
 
     #[test]
+    fn the_larger_token_defers_its_connect() {
+        let mut s = Scheduler::new(PolicyConfig::default());
+        let small = AdvToken([1; 6]);
+        assert_eq!(s.consider(0, ME, small, None), Err(Skip::Defer));
+        assert_eq!(s.seen(1_000, small), 1_000);
+        assert_eq!(s.seen(2_000, small), 1_000);
+        assert_eq!(
+            s.consider(1_000 + CONNECT_DEFER_MS - 1, ME, small, None),
+            Err(Skip::Defer)
+        );
+        assert_eq!(
+            s.consider(1_000 + CONNECT_DEFER_MS, ME, small, None),
+            Ok(())
+        );
+        // The smaller side connects at once.
+        assert_eq!(s.consider(0, ME, t(1), None), Ok(()));
+        for i in 0..(MAX_SEEN_ENTRIES + 5) as u64 {
+            s.seen(i, AdvToken(i.to_be_bytes()[2..].try_into().unwrap()));
+        }
+        assert!(s.first_seen.len() <= MAX_SEEN_ENTRIES);
+    }
+
+    #[test]
     fn tie_break_is_the_same_on_both_sides() {
-        let (a, b) = (t(1), t(2));
+        let (a, b) = (AdvToken([1; 6]), AdvToken([2; 6]));
         // Device A: first its central link to B, then B's link to it.
         let mut sa = Scheduler::new(PolicyConfig::default());
         assert_eq!(sa.admit(LinkId(1), Role::Central, a, b), Admit::Accept);
