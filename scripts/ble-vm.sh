@@ -98,7 +98,18 @@ sleep 2
 printf '[General]\nPrivacy = %s\n' "${PRIVACY:-device}" > /run/main.conf
 mount --bind /run/main.conf /etc/bluetooth/main.conf 2>/dev/null || true
 bluetoothd -n -E -f /run/main.conf &
+BTD=$!
 # Wait until bluetoothd has registered both controllers.
+for i in $(seq 1 20); do
+  [ "$(btmgmt info 2>/dev/null | grep -c '^hci')" -ge 2 ] && break
+  sleep 1
+done 2>/dev/null
+# bluetoothd keeps each controller's IRK (needed for LE privacy) under
+# /var/lib/bluetooth/ADDR, which it does not create itself: create, restart.
+for a in $(btmgmt info 2>/dev/null | awk '$1 == "addr" {print $2}'); do mkdir -p "/var/lib/bluetooth/$a"; done
+kill "$BTD"
+sleep 1
+bluetoothd -n -E -f /run/main.conf &
 for i in $(seq 1 20); do
   [ "$(btmgmt info 2>/dev/null | grep -c '^hci')" -ge 2 ] && break
   sleep 1

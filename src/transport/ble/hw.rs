@@ -397,6 +397,7 @@ impl Opened {
             }
         };
         let mut adv: Option<AdvertisementHandle> = None;
+        let mut advertising = String::from("starting");
         let mut adv_until = 0u64;
         let mut scanning = false;
         let mut tick = tokio::time::interval(TICK);
@@ -406,8 +407,14 @@ impl Opened {
             if now >= adv_until {
                 drop(adv.take());
                 match adapter.advertise(advertisement(engine.token(now))).await {
-                    Ok(h) => adv = Some(h),
-                    Err(e) => tracing::warn!("cannot advertise: {e}"),
+                    Ok(h) => {
+                        adv = Some(h);
+                        advertising = "on".into();
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot advertise: {e}");
+                        advertising = format!("failed: {e}");
+                    }
                 }
                 adv_until = next_rotation_ms(now);
             }
@@ -548,6 +555,7 @@ impl Opened {
                 BleStatus::Running {
                     adapter: name.clone(),
                     privacy: privacy.clone(),
+                    advertising: advertising.clone(),
                     links: engine.link_status(),
                 },
             );

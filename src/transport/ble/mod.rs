@@ -139,7 +139,7 @@ pub struct BleLinkStatus {
 
 /// The `ble` field of `meshrelay status --json`:
 /// `{"state":"off"}`, `{"state":"unavailable","reason":…}` or
-/// `{"state":"running","adapter":…,"privacy":…,"links":[…]}`.
+/// `{"state":"running","adapter":…,"privacy":…,"advertising":…,"links":[…]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum BleStatus {
@@ -157,6 +157,9 @@ pub enum BleStatus {
         /// `"rpa"` when the controller advertises from a resolvable
         /// private address, otherwise why not.
         privacy: String,
+        /// `"on"`, or why advertising failed (then only this device's
+        /// central role finds peers).
+        advertising: String,
         /// Links admitted.
         links: Vec<BleLinkStatus>,
     },
@@ -176,9 +179,10 @@ impl BleStatus {
             BleStatus::Running {
                 adapter,
                 privacy,
+                advertising,
                 links,
             } => format!(
-                "running on {adapter} ({} link{}, address privacy: {privacy})",
+                "running on {adapter} ({} link{}, address privacy: {privacy}, advertising: {advertising})",
                 links.len(),
                 if links.len() == 1 { "" } else { "s" }
             ),
@@ -318,6 +322,7 @@ mod tests {
         let running = BleStatus::Running {
             adapter: "hci0".into(),
             privacy: "rpa".into(),
+            advertising: "on".into(),
             links: vec![BleLinkStatus {
                 link: BLE_LINK_ID_BASE,
                 role: "central".into(),
@@ -328,12 +333,12 @@ mod tests {
         assert_eq!(
             running.to_json(),
             serde_json::json!({"state": "running", "adapter": "hci0", "privacy": "rpa",
-                "links": [{"link": BLE_LINK_ID_BASE, "role": "central", "att_mtu": 185,
+                "advertising": "on", "links": [{"link": BLE_LINK_ID_BASE, "role": "central", "att_mtu": 185,
                            "address": "4A:00:00:00:00:01"}]})
         );
         assert_eq!(
             running.summary(),
-            "running on hci0 (1 link, address privacy: rpa)"
+            "running on hci0 (1 link, address privacy: rpa, advertising: on)"
         );
         assert_ne!(ble_source("hci0"), ble_source("hci1"));
         assert!(is_ble_link(LinkId(BLE_LINK_ID_BASE)));
