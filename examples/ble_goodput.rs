@@ -54,8 +54,9 @@ fn main() {
             ids.push(ev.id());
         }
         let params = AirParams::mtu(mtu);
-        let t0 = pair.now_ms;
         assert!(pair.discover_and_connect(params, 1));
+        // From the connection attempt (after any CONNECT_DEFER_MS deferral).
+        let t0 = pair.now_ms;
         let steps = pair.run_until(2_000_000, |p| {
             ids.iter().all(|id| p.central.stored.contains_key(id))
         });
