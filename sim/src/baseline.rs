@@ -213,6 +213,9 @@ impl Engine<'_> {
             return;
         };
         l.busy[dir] = true;
+        // A lossy link repeats lost transmissions: the expected airtime.
+        let keep = (1.0 - l.params.loss).max(1.0 / crate::net::MAX_ATTEMPTS as f64);
+        let size = (size as f64 / keep).round() as u64;
         let dur = size * 1_000_000 / l.params.bytes_per_s.max(1) + l.params.latency_ms * 1000;
         let generation = l.generation;
         self.out.bytes_on_air += size;

@@ -64,12 +64,27 @@ impl Comparison {
 
 /// Runs all protocols. `progress` gets meshrelay's fraction done.
 pub fn compare(w: &Workload, s: &Settings, progress: &mut dyn FnMut(f64)) -> Comparison {
+    compare_only(w, s, &PROTOCOLS, progress)
+}
+
+/// Runs the protocols named in `only` (names from [`PROTOCOLS`]; others
+/// are ignored). `progress` gets meshrelay's fraction done.
+pub fn compare_only(
+    w: &Workload,
+    s: &Settings,
+    only: &[&str],
+    progress: &mut dyn FnMut(f64),
+) -> Comparison {
     let mut outcomes = BTreeMap::new();
     let mut wall_s = BTreeMap::new();
-    let t = Instant::now();
-    let (mesh, invariants) = run_meshrelay(w, s.model, s.node.clone(), s.store, s.seed, progress);
-    wall_s.insert("meshrelay", t.elapsed().as_secs_f64());
-    outcomes.insert("meshrelay", mesh);
+    let mut invariants = Invariants::default();
+    if only.contains(&"meshrelay") {
+        let t = Instant::now();
+        let (mesh, inv) = run_meshrelay(w, s.model, s.node.clone(), s.store, s.seed, progress);
+        wall_s.insert("meshrelay", t.elapsed().as_secs_f64());
+        outcomes.insert("meshrelay", mesh);
+        invariants = inv;
+    }
     for (name, policy) in [
         ("epidemic", Policy::Epidemic),
         (
@@ -80,13 +95,18 @@ pub fn compare(w: &Workload, s: &Settings, progress: &mut dyn FnMut(f64)) -> Com
         ),
         ("direct", Policy::Direct),
     ] {
+        if !only.contains(&name) {
+            continue;
+        }
         let t = Instant::now();
         outcomes.insert(name, run_baseline(w, policy, s.model));
         wall_s.insert(name, t.elapsed().as_secs_f64());
     }
-    let t = Instant::now();
-    outcomes.insert("oracle", run_oracle(w));
-    wall_s.insert("oracle", t.elapsed().as_secs_f64());
+    if only.contains(&"oracle") {
+        let t = Instant::now();
+        outcomes.insert("oracle", run_oracle(w));
+        wall_s.insert("oracle", t.elapsed().as_secs_f64());
+    }
     Comparison {
         outcomes,
         invariants,

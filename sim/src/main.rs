@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use meshrelay_sim::baseline::LinkModel;
-use meshrelay_sim::compare::{Comparison, Settings, compare};
+use meshrelay_sim::compare::{Comparison, PROTOCOLS, Settings, compare, compare_only};
 use meshrelay_sim::net::LinkParams;
 use meshrelay_sim::report;
 use meshrelay_sim::scenario::Scenario;
@@ -82,6 +82,10 @@ struct RunArgs {
     /// Override the scenario's meshrelay stranger (relay) pool, bytes.
     #[arg(long)]
     stranger_pool_bytes: Option<u64>,
+    /// Run only these protocols (comma-separated names from the JSON keys,
+    /// e.g. `meshrelay` to time the Node alone). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -160,6 +164,15 @@ fn print_result(c: &Comparison, json: bool, started: Instant) {
     } else {
         println!("{}", report::table(&c.metrics()));
     }
+    if let Some(o) = c.outcomes.get("meshrelay") {
+        let total = o.bytes_on_air.max(1) as f64;
+        let parts: Vec<String> = o
+            .airtime_by_frame
+            .iter()
+            .map(|(k, b)| format!("{k} {:.1}%", *b as f64 * 100.0 / total))
+            .collect();
+        eprintln!("meshrelay airtime by frame: {}", parts.join(", "));
+    }
     for (name, s) in &c.wall_s {
         eprintln!("wall time {name}: {s:.2} s");
     }
@@ -175,6 +188,12 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     if let Some(p) = a.stranger_pool_bytes {
         sc.protocols.stranger_pool_bytes = Some(p);
     }
+    if let Some(bad) = a.only.iter().find(|p| !PROTOCOLS.contains(&p.as_str())) {
+        anyhow::bail!(
+            "--only: unknown protocol {bad:?} (known: {})",
+            PROTOCOLS.join(", ")
+        );
+    }
     let seeds = if a.seeds.is_empty() {
         vec![a.seed.unwrap_or(sc.seed)]
     } else {
@@ -189,11 +208,16 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(",")
     );
+    let only: Vec<&str> = if a.only.is_empty() {
+        PROTOCOLS.to_vec()
+    } else {
+        a.only.iter().map(String::as_str).collect()
+    };
     let results: Vec<(u64, Comparison)> = std::thread::scope(|scope| {
         let handles: Vec<_> = seeds
             .iter()
             .map(|&seed| {
-                let sc = &sc;
+                let (sc, only) = (&sc, &only);
                 scope.spawn(move || {
                     let w = sc.workload(seed);
                     eprintln!(
@@ -205,7 +229,8 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
                         w.end_ms as f64 / 1000.0
                     );
                     let label = format!("{} seed {seed}", sc.name);
-                    (seed, compare(&w, &sc.settings(seed), &mut progress(&label)))
+                    let settings = sc.settings(seed);
+                    (seed, compare_only(&w, &settings, only, &mut progress(&label)))
                 })
             })
             .collect();

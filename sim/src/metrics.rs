@@ -31,6 +31,9 @@ pub struct Outcome {
     pub broadcast_copies: Option<(u64, u64)>,
     /// Most bytes one node held at a sample.
     pub peak_buffer_bytes: u64,
+    /// meshrelay only: bytes on air per frame type (stderr and reports,
+    /// not the JSON).
+    pub airtime_by_frame: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// The summary printed per protocol. Field names are a contract.

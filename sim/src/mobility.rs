@@ -11,6 +11,11 @@
 //!   within `group_radius_m` (a team moving together);
 //! * a region a population is confined to until `merge_at_s` (then the
 //!   whole area): partitions that merge.
+//!
+//! Gateways (`backhaul`) reach the homeserver; the simulator stands in for
+//! it by linking every two gateways whose uplinks are up (a LAN-class
+//! link). An uplink is up always, or only while the gateway is inside its
+//! `uplink_region` and/or within one of its `uplink_windows_s`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -73,12 +78,40 @@ pub struct Population {
     /// Carries a LAN radio (LAN range to other LAN nodes).
     #[serde(default)]
     pub lan: bool,
-    /// Reaches a homeserver: linked to every other backhaul node always.
+    /// Reaches a homeserver: linked to every other backhaul node whose
+    /// uplink is up (always, unless `uplink_region` or `uplink_windows_s`
+    /// say otherwise).
     #[serde(default)]
     pub backhaul: bool,
+    /// `[x0, y0, x1, y1]`: a backhaul node's uplink works only in here
+    /// (satellite dish deployed at a site, cell coverage).
+    #[serde(default)]
+    pub uplink_region: Option<[f64; 4]>,
+    /// `[[start_s, end_s], ...]`: a backhaul node's uplink works only in
+    /// these time windows (a truck that parks and connects on schedule).
+    #[serde(default)]
+    pub uplink_windows_s: Vec<[f64; 2]>,
     /// Hostile: sends at the workload's hostile rate; not scored.
     #[serde(default)]
     pub hostile: bool,
+}
+
+impl Population {
+    /// Whether this is a backhaul population whose uplink comes and goes.
+    pub fn intermittent_uplink(&self) -> bool {
+        self.backhaul && (self.uplink_region.is_some() || !self.uplink_windows_s.is_empty())
+    }
+
+    /// Whether a backhaul node of this population at `pos` has its uplink
+    /// up at time `t` (s).
+    fn uplink_up(&self, pos: (f64, f64), t: f64) -> bool {
+        let in_region = self
+            .uplink_region
+            .is_none_or(|r| pos.0 >= r[0] && pos.0 <= r[2] && pos.1 >= r[1] && pos.1 <= r[3]);
+        let in_window = self.uplink_windows_s.is_empty()
+            || self.uplink_windows_s.iter().any(|w| t >= w[0] && t < w[1]);
+        self.backhaul && in_region && in_window
+    }
 }
 
 fn d_speed_min() -> f64 {
@@ -270,6 +303,15 @@ pub fn contacts(
                         }
                     }
                 }
+            }
+        }
+        // Gateways with their uplinks up are linked through the homeserver.
+        let up: Vec<usize> = (0..nodes.len())
+            .filter(|&i| pops[nodes[i].pop].uplink_up(nodes[i].walker.pos, t))
+            .collect();
+        for (k, &i) in up.iter().enumerate() {
+            for &j in &up[k + 1..] {
+                now.insert((i, j), true);
             }
         }
         let t_ms = (t * 1000.0).round() as u64;

@@ -32,7 +32,16 @@ pub struct LinkParams {
     pub latency_ms: u64,
     /// Largest datagram.
     pub mtu: usize,
+    /// Probability that one transmission of a datagram is lost. Links are
+    /// reliable, as BLE's link layer and TCP/QUIC are: a lost datagram is
+    /// sent again, so loss costs airtime and delay, not data (attempts
+    /// per datagram are capped at [`MAX_ATTEMPTS`]).
+    pub loss: f64,
 }
+
+/// Most transmissions of one datagram on a lossy link (the link layer's
+/// retry limit; the last attempt always gets through).
+pub const MAX_ATTEMPTS: u64 = 16;
 
 impl LinkParams {
     /// A BLE link: ~100 kB/s of ATT payload at MTU 185, 15 ms latency.
@@ -42,6 +51,7 @@ impl LinkParams {
             bytes_per_s: 100_000,
             latency_ms: 15,
             mtu: 185,
+            loss: 0.0,
         }
     }
 
@@ -52,6 +62,7 @@ impl LinkParams {
             bytes_per_s: 10_000_000,
             latency_ms: 1,
             mtu: meshrelay::wire::MAX_MTU,
+            loss: 0.0,
         }
     }
 }
@@ -126,6 +137,42 @@ pub struct SimNet {
     pub rng: ChaCha8Rng,
     /// Bytes transmitted by all nodes.
     pub bytes_on_air: u64,
+    /// Bytes transmitted per frame type (name from [`frame_name`]).
+    pub airtime_by_frame: BTreeMap<&'static str, u64>,
+    /// Per link: the type of the frame whose fragments are being sent.
+    sending: BTreeMap<LinkId, &'static str>,
+}
+
+/// The frame type a packet starts (`protocol-spec/wire.md`: a whole packet
+/// or the first fragment of a frame), if it starts one.
+pub fn frame_name(packet: &[u8]) -> Option<&'static str> {
+    let frame = match packet.first()? {
+        0 => packet.get(1..)?,
+        1 if packet.get(3..5)? == [0, 0] => packet.get(7..)?,
+        _ => return None,
+    };
+    // [array head, version, type tag (one byte below 24, else 0x18 tag)]
+    let tag = match *frame.get(2)? {
+        0x18 => *frame.get(3)?,
+        t => t,
+    };
+    Some(match tag {
+        0 => "hello",
+        1 => "close",
+        16 => "reconcile_init",
+        17 => "reconcile_sketch",
+        18 => "reconcile_symbols",
+        19 => "reconcile_more",
+        20 => "reconcile_equal",
+        21 => "reconcile_decoded",
+        22 => "reconcile_failed",
+        32 => "events",
+        33 => "ihave",
+        34 => "want",
+        35 => "prune",
+        36 => "graft",
+        _ => "other",
+    })
 }
 
 impl SimNet {
@@ -164,6 +211,8 @@ impl SimNet {
             next_link: 1,
             rng,
             bytes_on_air: 0,
+            airtime_by_frame: BTreeMap::new(),
+            sending: BTreeMap::new(),
         }
     }
 
@@ -247,6 +296,7 @@ impl SimNet {
                 .collect();
             for l in links {
                 self.nodes[x].link_to.remove(&l);
+                self.sending.remove(&l);
                 self.input(x, Input::LinkDown(l));
             }
         }
@@ -380,13 +430,29 @@ impl SimNet {
         let (to, peer_link) = *self.nodes[from].link_to.get(&link)?;
         let key = (from.min(to), from.max(to));
         let dir = usize::from(from > to);
+        let loss = self.wires.get(&key)?.params.loss;
+        // Lost transmissions are repeated: draw the attempts (only on lossy
+        // links, so loss-free runs use the RNG exactly as before).
+        let mut attempts = 1;
+        while loss > 0.0 && attempts < MAX_ATTEMPTS && self.rng.random::<f64>() < loss {
+            attempts += 1;
+        }
         let wire = self.wires.get_mut(&key)?;
         let start = wire.free_at_us[dir].max(self.now_us);
-        let dur = (bytes.len() as u64).saturating_mul(1_000_000) / wire.params.bytes_per_s.max(1);
+        let dur = (bytes.len() as u64 * attempts).saturating_mul(1_000_000)
+            / wire.params.bytes_per_s.max(1);
         wire.free_at_us[dir] = start + dur.max(1);
         let arrive = start + dur + wire.params.latency_ms * 1000;
         let free = wire.free_at_us[dir];
-        self.bytes_on_air += bytes.len() as u64;
+        self.bytes_on_air += bytes.len() as u64 * attempts;
+        let kind = match frame_name(&bytes) {
+            Some(k) => {
+                self.sending.insert(link, k);
+                k
+            }
+            None => self.sending.get(&link).copied().unwrap_or("other"),
+        };
+        *self.airtime_by_frame.entry(kind).or_default() += bytes.len() as u64 * attempts;
         self.push(
             arrive,
             Ev::Deliver {

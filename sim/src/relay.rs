@@ -133,6 +133,7 @@ pub fn run_meshrelay(
     progress(1.0);
 
     out.bytes_on_air = net.bytes_on_air;
+    out.airtime_by_frame = net.airtime_by_frame.clone();
     let mut broadcast = false;
     for (i, m) in w.messages.iter().enumerate() {
         if m.hostile {

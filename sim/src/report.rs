@@ -281,6 +281,19 @@ pub fn write(
             "Wall time (seeds ran in parallel threads on a shared 2-core machine): {}.\n",
             walls.join(", ")
         );
+        if let Some(o) = c.outcomes.get("meshrelay") {
+            let total = o.bytes_on_air.max(1) as f64;
+            let parts: Vec<String> = o
+                .airtime_by_frame
+                .iter()
+                .map(|(k, b)| format!("{k} {:.1}%", *b as f64 * 100.0 / total))
+                .collect();
+            let _ = writeln!(
+                md,
+                "meshrelay airtime by frame type: {}.\n",
+                parts.join(", ")
+            );
+        }
         let _ = writeln!(
             md,
             "Invariants: {:?} (ok: {}).\n",

@@ -67,6 +67,10 @@ pub struct LinkSpec {
     pub latency_ms: u64,
     /// Largest datagram.
     pub mtu: usize,
+    /// Probability that one transmission of a datagram is lost (repeated
+    /// by the link layer: costs airtime, not data). Default 0.
+    #[serde(default)]
+    pub loss: f64,
 }
 
 /// Both link kinds.
@@ -89,12 +93,14 @@ impl Default for Links {
                 bytes_per_s: b.bytes_per_s,
                 latency_ms: b.latency_ms,
                 mtu: b.mtu,
+                loss: 0.0,
             },
             lan: LinkSpec {
                 range_m: 100.0,
                 bytes_per_s: l.bytes_per_s,
                 latency_ms: l.latency_ms,
                 mtu: l.mtu,
+                loss: 0.0,
             },
         }
     }
@@ -209,6 +215,21 @@ impl Scenario {
         if s.population.iter().map(|p| p.count).sum::<usize>() < 2 {
             return Err(ScenarioError::Invalid("need at least 2 nodes"));
         }
+        for l in [s.links.ble, s.links.lan] {
+            if !(0.0..1.0).contains(&l.loss) {
+                return Err(ScenarioError::Invalid("link loss must be in [0, 1)"));
+            }
+        }
+        for p in &s.population {
+            if p.uplink_windows_s
+                .iter()
+                .any(|w| w[0].is_nan() || w[1].is_nan() || w[0] >= w[1])
+            {
+                return Err(ScenarioError::Invalid(
+                    "uplink windows must be [start, end] with start < end",
+                ));
+            }
+        }
         if s.workload.rooms > 0 && s.workload.room_members < 2 {
             return Err(ScenarioError::Invalid("rooms need at least 2 members"));
         }
@@ -222,6 +243,7 @@ impl Scenario {
             bytes_per_s: l.bytes_per_s,
             latency_ms: l.latency_ms,
             mtu: l.mtu,
+            loss: l.loss,
         };
         LinkModel {
             ble: p(self.links.ble, LinkKind::Ble),
@@ -277,7 +299,9 @@ impl Scenario {
         let mut i = 0;
         for p in &self.population {
             for _ in 0..p.count {
-                if p.backhaul {
+                // Gateways with an uplink region or time windows come and
+                // go with the contacts; the others are always linked.
+                if p.backhaul && !p.intermittent_uplink() {
                     backhaul.push(i);
                 }
                 if p.hostile {

@@ -342,3 +342,42 @@ fn anti_entropy_rotates_through_more_rooms_than_one_round_holds() {
     net.run_until(30_000);
     assert_converged(&net, &[1], &all);
 }
+
+/// Regression (disaster-area report at ~20% of the oracle): once a link
+/// had more rooms than one reconciliation round holds, every round started
+/// the next at once, forever, so the link carried nothing but
+/// reconciliation and events starved. A period now covers every room once
+/// and a quiet link backs off; live push still delivers at once.
+#[test]
+fn reconciliation_of_many_rooms_leaves_a_quiet_link_quiet() {
+    let s = seed(29);
+    let mut net = SimNet::new(2, s, NodeConfig::default(), store_config());
+    let mut all = BTreeSet::new();
+    for r in 0..300u16 {
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&r.to_be_bytes());
+        id[15] = 0x55;
+        all.insert(net.publish(0, RoomId(id), 100));
+    }
+    net.connect(0, 1, LinkParams::ble());
+    // The relay takes a stranger's burst of 200 events, then 5 per second
+    // (`key_event_burst`): the rest come with the next period.
+    net.run_until(150_000);
+    assert_converged(&net, &[1], &all);
+    // An hour of a quiet link: at most one full sweep (300 rooms x ~70
+    // bytes both ways) per minute, and far less once it backs off.
+    let before = net.bytes_on_air;
+    net.run_until(150_000 + 3_600_000);
+    let quiet = net.bytes_on_air - before;
+    eprintln!("bytes on air over a quiet hour: {quiet}");
+    assert!(quiet < 300 * 70 * 60 / 4, "{quiet} bytes on a quiet link");
+    // Live push is not slowed by the backoff.
+    let room = RoomId([0x55; 16]);
+    net.join(0, room);
+    net.join(1, room);
+    let t0 = net.now_ms();
+    let id = net.publish(0, room, 100);
+    net.run_until(t0 + 5_000);
+    let at = net.nodes[1].delivered.get(&id).copied();
+    assert!(at.is_some_and(|t| t - t0 < 1_000), "live push took {at:?}");
+}

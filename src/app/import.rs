@@ -51,9 +51,53 @@ impl<S: Store> Device<S> {
             .enumerate()
             .filter_map(|(i, b)| Event::decode_unverified(b).ok().map(|e| (e.id(), i)))
             .collect();
+        self.receive_grouped(&by_room, Source::Import, now_ms, &index_of, &mut sum)?;
+        Ok(sum)
+    }
+
+    /// Stores verified events that arrived from `source` (the homeserver's
+    /// downlink, a bundle file) and passes them through their rooms'
+    /// sessions, exactly like [`Device::import`] does for a bundle's events:
+    /// key shares, decryption, retries, re-classing on join. Events must
+    /// already be verified ([`Event::decode`]). One commit at the end; the
+    /// summary is returned only after it. `index` in a rejection is the
+    /// event's position in `events`.
+    pub fn receive_events(
+        &mut self,
+        events: &[Event],
+        source: Source,
+        now_ms: u64,
+    ) -> Result<ImportSummary, AppError> {
+        let mut by_room: BTreeMap<RoomId, Vec<&Event>> = BTreeMap::new();
+        let mut index_of: BTreeMap<EventId, usize> = BTreeMap::new();
+        for (i, ev) in events.iter().enumerate() {
+            if index_of.contains_key(&ev.id()) {
+                continue;
+            }
+            index_of.insert(ev.id(), i);
+            by_room.entry(ev.room()).or_default().push(ev);
+        }
+        let mut sum = ImportSummary {
+            duplicates: events.len() - index_of.len(),
+            ..ImportSummary::default()
+        };
+        self.receive_grouped(&by_room, source, now_ms, &index_of, &mut sum)?;
+        Ok(sum)
+    }
+
+    /// Runs grouped events through their rooms and commits (rolls back on
+    /// failure).
+    fn receive_grouped(
+        &mut self,
+        by_room: &BTreeMap<RoomId, Vec<&Event>>,
+        source: Source,
+        now_ms: u64,
+        index_of: &BTreeMap<EventId, usize>,
+        sum: &mut ImportSummary,
+    ) -> Result<(), AppError> {
         let result = (|| {
-            for (room, evs) in &by_room {
-                self.import_room(room, evs, now_ms, &index_of, &BTreeSet::new(), &mut sum)?;
+            for (room, evs) in by_room {
+                self.import_room(room, evs, now_ms, index_of, &BTreeSet::new(), source, sum)?;
             }
             self.store.commit().map_err(AppError::from)
         })();
@@ -62,7 +106,7 @@ impl<S: Store> Device<S> {
             return Err(e);
         }
         sum.rejected = sum.rejections.len();
-        Ok(sum)
+        Ok(())
     }
 
     /// Passes events that the node has just stored (staged, not yet
@@ -89,17 +133,28 @@ impl<S: Store> Device<S> {
             if self.stored_keys(room)?.is_none()
                 && evs.iter().all(|e| e.kind() == EventKind::Message)
             {
+                self.forget_session(room);
                 continue;
             }
             let refs: Vec<&Event> = evs.iter().collect();
-            self.import_room(room, &refs, now_ms, &BTreeMap::new(), &set, &mut sum)?;
+            self.import_room(
+                room,
+                &refs,
+                now_ms,
+                &BTreeMap::new(),
+                &set,
+                Source::Import,
+                &mut sum,
+            )?;
         }
         sum.rejected = sum.rejections.len();
         Ok(sum)
     }
 
     /// `staged`: events already inserted by the node (left out of the
-    /// restored session and not inserted again).
+    /// restored session and not inserted again). `source` is recorded with
+    /// newly inserted events (the homeserver's are not queued for upload).
+    #[allow(clippy::too_many_arguments)]
     fn import_room(
         &mut self,
         room: &RoomId,
@@ -107,11 +162,24 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         index_of: &BTreeMap<EventId, usize>,
         staged: &BTreeSet<EventId>,
+        source: Source,
         sum: &mut ImportSummary,
     ) -> Result<(), AppError> {
         let me = self.device_id();
         let had_keys = self.stored_keys(room)?.is_some();
-        let (mut s, _) = self.session_excluding(room, staged)?;
+        // Absorbing (events staged by the node): a cached session already
+        // holds everything stored before them. Anything else makes the
+        // cached session stale.
+        let cached = if staged.is_empty() {
+            self.forget_session(room);
+            None
+        } else {
+            self.cache.as_mut().and_then(|c| c.take(room))
+        };
+        let mut s = match cached {
+            Some(s) => s,
+            None => self.session_excluding(room, staged)?.0,
+        };
         let before = s.members();
         let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
         let mut rekey = false;
@@ -134,7 +202,7 @@ impl<S: Store> Device<S> {
                 } else {
                     Priority::Stranger
                 },
-                source: Source::Import,
+                source,
                 received_ms: now_ms,
             };
             let reject = |reason: String| RejectedInfo {
@@ -237,14 +305,25 @@ impl<S: Store> Device<S> {
                 }
             }
         }
+        let keep = |dev: &mut Self, s| {
+            if !staged.is_empty()
+                && let Some(c) = dev.cache.as_mut()
+            {
+                c.put(*room, s);
+            }
+        };
         if !(had_keys || after.is_member(&me)) {
             // A courier: it stores and forwards, and holds no keys.
+            keep(self, s);
             return Ok(());
         }
         let mut keys = RoomKeys::from_bytes(&s.keys_bytes()).map_err(SessionError::from)?;
         if (changed || rekey) && after.is_member(&me) {
             // A restored session would not know that a new chain is due.
+            // (The session itself is not kept: its keys now differ.)
             keys.outbound = None;
+        } else {
+            keep(self, s);
         }
         self.store
             .put_secret(&room_keys_key(room), &keys.to_bytes())?;

@@ -170,6 +170,48 @@ pub struct Device<S: Store = RedbStore> {
     /// Deferred mode (the daemon): new events are collected here for the
     /// node to insert and relay, and nothing is committed.
     deferred: Option<Vec<Event>>,
+    /// Sessions kept between [`Device::absorb`] calls (the daemon).
+    cache: Option<SessionCache>,
+}
+
+/// Most room sessions a [`SessionCache`] keeps.
+pub const MAX_CACHED_SESSIONS: usize = 16;
+
+/// Room sessions kept in memory between batches, so a daemon receiving a
+/// stream of events does not replay each room's whole history per batch.
+///
+/// Only [`Device::absorb`] reads it; every other operation on a room drops
+/// that room's entry (and a driver that runs other operations on a device
+/// without the cache must [`SessionCache::clear`] it).
+pub struct SessionCache(lru::LruCache<RoomId, RoomSession>);
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        SessionCache(lru::LruCache::new(
+            std::num::NonZeroUsize::new(MAX_CACHED_SESSIONS).unwrap_or(std::num::NonZeroUsize::MIN),
+        ))
+    }
+}
+
+impl SessionCache {
+    /// Forgets every session.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn take(&mut self, room: &RoomId) -> Option<RoomSession> {
+        self.0.pop(room)
+    }
+
+    fn put(&mut self, room: RoomId, s: RoomSession) {
+        self.0.put(room, s);
+    }
+}
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionCache({} rooms)", self.0.len())
+    }
 }
 
 impl Device {
@@ -214,7 +256,25 @@ impl<S: Store> Device<S> {
             prekeys,
             store,
             deferred: None,
+            cache: None,
         })
+    }
+
+    /// Lends a session cache to this device (see [`SessionCache`]).
+    pub fn set_session_cache(&mut self, cache: SessionCache) {
+        self.cache = Some(cache);
+    }
+
+    /// Takes the session cache back.
+    pub fn take_session_cache(&mut self) -> SessionCache {
+        self.cache.take().unwrap_or_default()
+    }
+
+    /// Drops `room`'s cached session (its stored state changed).
+    fn forget_session(&mut self, room: &RoomId) {
+        if let Some(c) = self.cache.as_mut() {
+            c.take(room);
+        }
     }
 
     /// Deferred mode, for a driver that owns the node: operations stage
@@ -252,6 +312,12 @@ impl<S: Store> Device<S> {
     /// The underlying store (read access, for reports).
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The underlying store, for the homeserver sync's bookkeeping (queue
+    /// state, cursor, bundle compositions). Callers commit what they stage.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     // ---- contacts --------------------------------------------------------
@@ -412,6 +478,7 @@ impl<S: Store> Device<S> {
         plaintexts: &[(EventId, Vec<u8>)],
         now_ms: u64,
     ) -> Result<(), AppError> {
+        self.forget_session(room);
         self.store.put_secret(&room_keys_key(room), keys)?;
         for (id, pt) in plaintexts {
             self.store.put_secret(&pt_key(id), pt)?;

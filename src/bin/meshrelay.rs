@@ -87,6 +87,9 @@ enum Command {
     // Rooms (issue 4): room, rooms, send, messages, export, import.
     #[command(flatten)]
     Rooms(meshrelay::cli::rooms::RoomsCommand),
+    // Homeserver (issue 7): homeserver login|set-token|transport|status, sync --once.
+    #[command(flatten)]
+    Homeserver(meshrelay::cli::homeserver::HomeserverCommand),
     /// Run the node daemon: LAN links (libp2p, mDNS), store-and-forward,
     /// and the control socket the other commands use while it runs.
     Run(RunArgs),
@@ -121,6 +124,10 @@ struct RunArgs {
     /// and small boards; a wired LAN relay may raise it).
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     link_budget_kib: Option<u64>,
+    /// Sync the store with the configured Matrix homeserver continuously
+    /// (see `meshrelay homeserver login` and `homeserver transport`).
+    #[arg(long)]
+    homeserver_sync: bool,
 }
 
 #[derive(Subcommand)]
@@ -212,6 +219,20 @@ fn run(cli: Cli) -> Result<()> {
             meshrelay::cli::rooms::run(cmd, dir.root(), &mut out.lock()).map_err(|e| Failure {
                 code: e.code,
                 err: e.err.into(),
+            })
+        }
+        Command::Homeserver(cmd) => {
+            init_tracing_quiet();
+            let dir = data_dir()?;
+            meshrelay::cli::homeserver::run(
+                cmd,
+                dir.root(),
+                &mut io::stdout().lock(),
+                &mut io::stderr().lock(),
+            )
+            .map_err(|e| Failure {
+                code: e.code,
+                err: e.into(),
             })
         }
         Command::Run(args) => run_daemon(&data_dir()?, args),
@@ -331,7 +352,7 @@ fn status(dir: &DataDir, json: bool) -> Result<()> {
         "queues": queues,
         "peers": 0,
         "ble": "off",
-        "homeserver": "off",
+        "homeserver": report::homeserver_state(dir.root(), "off"),
         "daemon": { "running": false },
     });
     io::stdout()
@@ -368,6 +389,7 @@ fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
         dir: dir.root().to_owned(),
         lan,
         node,
+        homeserver_sync: args.homeserver_sync,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -392,7 +414,8 @@ fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
         meshrelay::daemon::run(opts, shutdown).await
     })
     .map_err(|e| match e {
-        meshrelay::daemon::DaemonError::AlreadyRunning(_) => bad_input(e),
+        meshrelay::daemon::DaemonError::AlreadyRunning(_)
+        | meshrelay::daemon::DaemonError::Homeserver(_) => bad_input(e),
         e => e.into(),
     })
 }
@@ -401,6 +424,17 @@ fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Warnings only (skipped envelopes, retries) on stderr; `RUST_LOG`
+/// overrides.
+fn init_tracing_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

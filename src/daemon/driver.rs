@@ -98,6 +98,11 @@ pub(super) struct Driver {
     /// commit (never before: the new prekey must be durable first).
     card_check: bool,
     next_maintenance: tokio::time::Instant,
+    /// The homeserver sync's state for `status`.
+    homeserver: String,
+    /// Room sessions kept between batches (cleared by every other kind of
+    /// room operation).
+    sessions: crate::app::SessionCache,
     /// Rooms with new events since the followers were last refreshed.
     follow_dirty: BTreeSet<RoomId>,
     next_follow_refresh: tokio::time::Instant,
@@ -133,6 +138,31 @@ pub async fn run(
         drop(dev);
         node.store_mut().commit()?;
     }
+    // Homeserver sync: the engine runs in its own task; its store steps
+    // come to this loop as requests (`sync::channel`).
+    let (hs_stop_tx, hs_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (mut host_rx, mut sync_task) = if opts.homeserver_sync {
+        let (client, sync_opts) = crate::cli::homeserver::daemon_sync_setup(&dir)
+            .map_err(|e| DaemonError::Homeserver(e.to_string()))?;
+        let (mut host, rx) = crate::sync::channel::channel_host();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = hs_stop_rx.await;
+            };
+            crate::sync::run_continuous(
+                &mut host,
+                &client,
+                &sync_opts,
+                &mut crate::sync::LogProgress,
+                stop,
+            )
+            .await
+        });
+        tracing::info!("homeserver sync running");
+        (Some(rx), Some(task))
+    } else {
+        (None, None)
+    };
     let (lan, mut lan_rx, peer_id) = lan::spawn(opts.lan.clone())?;
     tracing::info!(%peer_id, "LAN adapter started (ephemeral peer key)");
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(super::control::MAX_CONTROL_CONNECTIONS);
@@ -153,6 +183,12 @@ pub async fn run(
         follow_dirty: BTreeSet::new(),
         next_follow_refresh: tokio::time::Instant::now(),
         shutting_down: false,
+        sessions: crate::app::SessionCache::default(),
+        homeserver: if opts.homeserver_sync {
+            "running".to_owned()
+        } else {
+            "off".to_owned()
+        },
     };
     d.join_own_rooms()?;
     tracing::info!(device = %d.node_device(), dir = %d.dir.display(), "daemon running");
@@ -178,6 +214,21 @@ pub async fn run(
             Some(msg) = ctl_rx.recv() => {
                 if let Err(e) = d.on_control(msg) { break Err(e); }
             },
+            Some(req) = async { match host_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                if let Err(e) = d.on_host(req) { break Err(e); }
+            },
+            r = async { match sync_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+                sync_task = None;
+                host_rx = None;
+                d.homeserver = match r {
+                    Ok(Ok(())) => "stopped".to_owned(),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "homeserver sync stopped; the mesh keeps running");
+                        format!("stopped: {e}")
+                    }
+                    Err(e) => format!("stopped: {e}"),
+                };
+            },
             _ = tokio::time::sleep_until(deadline) => {
                 if let Err(e) = d.node.handle(now_ms(), Input::Timeout) { break Err(e.into()); }
                 if tokio::time::Instant::now() >= d.next_maintenance
@@ -197,6 +248,11 @@ pub async fn run(
     };
     // Graceful shutdown: stop accepting, flush what is staged, close links.
     server_task.abort();
+    let _ = hs_stop_tx.send(());
+    drop(host_rx);
+    if let Some(t) = sync_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let _ = std::fs::remove_file(super::control::socket_path(&d.dir));
     let flushed = d.cycle();
     for link in d.addresses.keys().copied().collect::<Vec<_>>() {
@@ -294,6 +350,26 @@ impl Driver {
         Ok(())
     }
 
+    /// Passes events the node staged through the rooms layer, with the
+    /// session cache (dropped on any error: it may be ahead of the store).
+    fn absorb(
+        &mut self,
+        staged: &[EventId],
+        now: u64,
+    ) -> Result<crate::app::ImportSummary, crate::app::AppError> {
+        let dir = self.dir.clone();
+        let cache = std::mem::take(&mut self.sessions);
+        let mut dev = Device::open_with(&dir, self.node.store_mut(), now)?;
+        dev.set_session_cache(cache);
+        let r = dev.absorb(staged, now);
+        let mut cache = dev.take_session_cache();
+        if r.is_err() {
+            cache.clear();
+        }
+        self.sessions = cache;
+        r
+    }
+
     /// One commit cycle (see the module docs).
     pub(super) fn cycle(&mut self) -> Result<(), DaemonError> {
         let now = now_ms();
@@ -311,10 +387,7 @@ impl Driver {
                 }
             }
             if !staged.is_empty() {
-                let dir = self.dir.clone();
-                let r = Device::open_with(&dir, self.node.store_mut(), now)
-                    .and_then(|mut dev| dev.absorb(&staged, now));
-                match r {
+                match self.absorb(&staged, now) {
                     Ok(sum) => {
                         for u in &sum.unauthorized {
                             tracing::warn!(event = %u.event_id, reason = %u.reason, "refused by the room's rules");
@@ -354,12 +427,66 @@ impl Driver {
         Ok(())
     }
 
+    /// Serves one store step of the homeserver sync engine. Downloaded
+    /// events enter through the node (verified, stored, relayed to the
+    /// mesh) and the rooms layer, committed together with the cursor.
+    fn on_host(&mut self, req: crate::sync::channel::HostRequest) -> Result<(), DaemonError> {
+        // Nothing of the node may be staged: the steps commit themselves.
+        self.cycle()?;
+        let now = now_ms();
+        let Some(mut dl) = req.serve_store(self.node.store_mut(), now) else {
+            return Ok(());
+        };
+        let total = dl.events.len() as u64;
+        let new = match dl.known(self.node.store_mut()) {
+            Ok(n) => n,
+            Err(e) => {
+                self.node.store_mut().rollback()?;
+                dl.fail(e);
+                return Ok(());
+            }
+        };
+        let offered = new.len() as u64;
+        let refused_before = self.node.stats().invalid_events + self.node.stats().refused_events;
+        for ev in new {
+            self.node.handle(
+                now,
+                Input::Command(Command::Deliver {
+                    event: Box::new(ev),
+                    source: Source::Homeserver,
+                }),
+            )?;
+        }
+        let staged = self.node.uncommitted_events();
+        let unauthorized = match self.absorb(&staged, now) {
+            Ok(sum) => sum.unauthorized.len() as u64,
+            Err(e) => {
+                tracing::error!(error = %e, "could not process downloaded events");
+                0
+            }
+        };
+        self.published.extend(staged.iter().copied());
+        let refused =
+            self.node.stats().invalid_events + self.node.stats().refused_events - refused_before;
+        let outcome = crate::sync::DownlinkOutcome {
+            stored: staged.len() as u64,
+            present: total - offered + offered.saturating_sub(staged.len() as u64 + refused),
+            rejected: refused,
+            unauthorized,
+        };
+        // Stages the cursor and commits the node's writes with it.
+        dl.finish(self.node.store_mut(), outcome);
+        // Release what the node held for that commit (relay to the mesh).
+        self.cycle()
+    }
+
     /// Hourly upkeep: drop expired events (and their plaintexts), rotate
     /// the prekey when due (publishing the update through the node), and
     /// delete prekeys past their grace period.
     fn maintenance(&mut self) -> Result<(), DaemonError> {
         self.next_maintenance = tokio::time::Instant::now() + MAINTENANCE_INTERVAL;
         let now = now_ms();
+        self.sessions.clear();
         let expired = self.node.store_mut().expire(now)?;
         if expired > 0 {
             tracing::info!(expired, "expired events dropped");
@@ -425,6 +552,7 @@ impl Driver {
                     &self.dir,
                     &self.listening,
                     self.started_ms,
+                    &self.homeserver,
                     json,
                 ) {
                     Ok(text) => with_ok(Reply::out(text.as_bytes())),
@@ -562,6 +690,8 @@ impl Driver {
             }
         };
         self.card_check = true;
+        // The command changed rooms without the cache: drop it.
+        self.sessions.clear();
         let events = match result {
             Ok(evs) => evs,
             Err(e) => {
@@ -624,10 +754,7 @@ impl Driver {
             .into_iter()
             .filter(|id| !before.contains(id))
             .collect();
-        let dir = self.dir.clone();
-        let absorbed = Device::open_with(&dir, self.node.store_mut(), now)
-            .and_then(|mut dev| dev.absorb(&staged, now));
-        match absorbed {
+        match self.absorb(&staged, now) {
             Ok(a) => {
                 sum.imported = staged.len();
                 sum.unauthorized = a.unauthorized;

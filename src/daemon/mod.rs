@@ -35,6 +35,9 @@ pub struct DaemonOptions {
     pub lan: LanConfig,
     /// Protocol tunables.
     pub node: NodeConfig,
+    /// Sync with the configured homeserver continuously
+    /// (`protocol-spec/homeserver.md`).
+    pub homeserver_sync: bool,
 }
 
 /// Why the daemon stopped with an error.
@@ -52,6 +55,9 @@ pub enum DaemonError {
     /// The LAN adapter could not start.
     #[error(transparent)]
     Lan(#[from] LanError),
+    /// `--homeserver-sync` without a usable homeserver configuration.
+    #[error("homeserver sync: {0}")]
+    Homeserver(String),
     /// A file failed.
     #[error("{path}: {source}")]
     Io {

@@ -93,6 +93,7 @@ pub(super) fn status(
     dir: &Path,
     listening: &[String],
     started_ms: u64,
+    homeserver_sync: &str,
     json: bool,
 ) -> Result<String, String> {
     let (identity, _) = crate::app::load_identity(dir).map_err(|e| e.to_string())?;
@@ -105,7 +106,7 @@ pub(super) fn status(
         "queues": queues,
         "peers": node.links().len(),
         "ble": "off",
-        "homeserver": "off",
+        "homeserver": homeserver_state(dir, homeserver_sync),
         "daemon": {
             "running": true,
             "pid": std::process::id(),
@@ -119,6 +120,16 @@ pub(super) fn status(
         },
     });
     Ok(render_status(&v, json))
+}
+
+/// The `homeserver` field: `"off"` without a configuration, else the
+/// configuration and the sync's state (`off` unless `--homeserver-sync`).
+pub fn homeserver_state(dir: &Path, sync: &str) -> Value {
+    let configured = crate::cli::homeserver::status_summary(dir);
+    if configured == "off" {
+        return json!("off");
+    }
+    json!({ "config": configured, "sync": sync })
 }
 
 /// `status` as printed: JSON, or a few human lines.
@@ -147,7 +158,15 @@ pub fn render_status(v: &Value, json: bool) -> String {
     );
     let _ = writeln!(s, "peers:      {}", v["peers"]);
     let _ = writeln!(s, "ble:        {}", v["ble"].as_str().unwrap_or("?"));
-    let _ = writeln!(s, "homeserver: {}", v["homeserver"].as_str().unwrap_or("?"));
+    let hs = match &v["homeserver"] {
+        Value::String(t) => t.clone(),
+        other => format!(
+            "{} (sync {})",
+            other["config"].as_str().unwrap_or("?"),
+            other["sync"].as_str().unwrap_or("?")
+        ),
+    };
+    let _ = writeln!(s, "homeserver: {hs}");
     s
 }
 

@@ -21,8 +21,13 @@
 //!   both lists (so a relay also learns rooms it does not carry yet).
 //! * **Anti-entropy.** One [`crate::reconcile::Session`] per room finds
 //!   what each side lacks (`protocol-spec/reconcile.md`); each side then
-//!   sends the events the other lacks. Sessions rerun every
-//!   `anti_entropy_interval_ms`, started by the lower-nonce side.
+//!   sends the events the other lacks. The lower-nonce side runs periods:
+//!   own rooms first, then every other room once, at most
+//!   `MAX_SESSIONS_PER_LINK` sessions per round; the next period starts
+//!   `anti_entropy_interval_ms` later, doubled per period that found
+//!   nothing (up to `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times). The room
+//!   list and per-room items come from a cache (`src/proto/view.rs`) kept in
+//!   step with the store (`protocol-spec/wire.md`, "Node limits").
 //! * **Live push (Plumtree).** A newly *committed* event goes in full to at
 //!   most `eager_fanout` eager links and as an `IHave` to the others. A
 //!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
@@ -46,7 +51,8 @@ use crate::crypto::keys::DeviceId;
 use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
 use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
-use crate::reconcile::{Item, Message, Session};
+use crate::proto::view::StoreView;
+use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, SourceKey, Store, StoreError};
 use crate::wire::{
     CloseReason, Fragmenter, Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS,
@@ -123,8 +129,16 @@ const PER_EVENT_OVERHEAD: usize = 8;
 /// Most reconciliation sessions open on one link.
 pub const MAX_SESSIONS_PER_LINK: usize = 64;
 
-/// How many items a reconciliation reads from the store per page.
-const ITEM_PAGE: usize = 16_384;
+/// Most reconciliation slices queued per link after sessions failed with
+/// too many differences (`protocol-spec/reconcile.md`, "Partitioned
+/// sessions").
+pub const MAX_QUEUED_PARTS: usize = 1024;
+
+/// A link whose anti-entropy periods keep finding nothing (live push keeps
+/// both sides in step) backs off: each quiet period doubles the wait, up to
+/// `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times `anti_entropy_interval_ms`. Any
+/// difference found resets it.
+pub const MAX_ANTI_ENTROPY_BACKOFF_SHIFT: u32 = 4;
 
 struct Link {
     kind: LinkKind,
@@ -144,8 +158,10 @@ struct Link {
     /// Rooms the peer pruned (lazy push only), bounded by `MAX_HELLO_ROOMS`.
     pruned: BTreeSet<RoomId>,
     known: LruCache<EventId, ()>,
-    /// Events to send, own events first ((priority, order) -> (room, id)).
-    outbox: BTreeMap<(Priority, u64), (RoomId, EventId)>,
+    /// Ordered by (class, origin time, queue order): a catch-up goes out
+    /// oldest first, so creates and invites precede the messages that
+    /// need them, whatever order reconciliation found them in.
+    outbox: BTreeMap<(Priority, u64, u64), (RoomId, EventId)>,
     queued: BTreeSet<EventId>,
     outbox_seq: u64,
     in_flight: usize,
@@ -165,6 +181,19 @@ struct Link {
     /// Whether the last round left rooms out (the next round starts as soon
     /// as this one finishes).
     more_rooms: bool,
+    /// Slices still to reconcile after a session found more differences
+    /// than one session can decode (initiator only), at most
+    /// `MAX_QUEUED_PARTS`.
+    parts: VecDeque<(RoomId, Part)>,
+    /// Rooms of the rotation not yet reconciled in this anti-entropy
+    /// period: a period covers every room once, then waits for the next.
+    rotation_left: usize,
+    /// Whether a session of this period found a difference (or failed).
+    period_found: bool,
+    /// Periods in a row that found nothing: the next period waits
+    /// `anti_entropy_interval_ms << min(quiet_periods,
+    /// MAX_ANTI_ENTROPY_BACKOFF_SHIFT)`.
+    quiet_periods: u32,
     next_anti_entropy_ms: u64,
 }
 
@@ -229,6 +258,8 @@ pub struct Node<S: Store, R: Rng> {
     key_buckets: LruCache<DeviceId, TokenBucket>,
     pending_ihave: BTreeMap<EventId, (LinkId, RoomId, u64)>,
     stats: NodeStats,
+    /// Cached room list and per-room items (see [`StoreView`]).
+    view: StoreView,
 }
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -254,6 +285,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
             pending_ihave: BTreeMap::new(),
             stats: NodeStats::default(),
+            view: StoreView::new(),
         }
     }
 
@@ -428,6 +460,10 @@ impl<S: Store, R: Rng> Node<S, R> {
                 peer_rooms: BTreeSet::new(),
                 recon_cursor: None,
                 more_rooms: false,
+                parts: VecDeque::new(),
+                rotation_left: 0,
+                period_found: false,
+                quiet_periods: 0,
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
         );
@@ -444,12 +480,13 @@ impl<S: Store, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    fn room_list(&self) -> Result<Vec<RoomId>, StoreError> {
-        let mut rooms: BTreeSet<RoomId> = self.own_rooms.clone();
-        for r in self.store.rooms()? {
-            rooms.insert(r.room);
-        }
-        Ok(rooms.into_iter().take(MAX_HELLO_ROOMS).collect())
+    /// The Hello room list: own rooms and rooms held, ascending, at most
+    /// `MAX_HELLO_ROOMS`.
+    fn room_list(&mut self) -> Result<Vec<RoomId>, StoreError> {
+        let held = self.view.rooms(&self.store)?;
+        Ok(merge_sorted(held, &self.own_rooms)
+            .take(MAX_HELLO_ROOMS)
+            .collect())
     }
 
     fn on_datagram(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -574,16 +611,24 @@ impl<S: Store, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    /// The next rooms to reconcile on `link`: this device's own rooms first,
-    /// then the others (held here or listed by the peer) in rotation from
-    /// the link's cursor, at most `MAX_SESSIONS_PER_LINK` in all.
+    /// The next rooms to reconcile on `link`. An anti-entropy period
+    /// starts with this device's own rooms (at most
+    /// `MAX_SESSIONS_PER_LINK`), then covers every other room (held here or
+    /// listed by the peer) once, in rotation from the link's cursor, in
+    /// rounds of at most `MAX_SESSIONS_PER_LINK` sessions. When every room
+    /// was covered the period ends: the next starts after
+    /// `anti_entropy_interval_ms`, not at once (that kept the link busy
+    /// with reconciliation and starved event transfer).
     fn next_rooms(&mut self, link: LinkId) -> Result<Vec<RoomId>, StoreError> {
-        let mut all: BTreeSet<RoomId> = self.room_list()?.into_iter().collect();
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(Vec::new());
         };
+        // Every room held or joined here (not only the first
+        // `MAX_HELLO_ROOMS` the Hello could list), and the peer's.
+        let held = self.view.rooms(&self.store)?;
+        let mut all: BTreeSet<RoomId> = merge_sorted(held, &self.own_rooms).collect();
         all.extend(l.peer_rooms.iter().copied());
-        let mut batch: Vec<RoomId> = self
+        let first: Vec<RoomId> = self
             .own_rooms
             .iter()
             .filter(|r| all.contains(r))
@@ -592,45 +637,38 @@ impl<S: Store, R: Rng> Node<S, R> {
             .collect();
         let others: Vec<RoomId> = all
             .iter()
-            .filter(|r| !self.own_rooms.contains(r))
+            .filter(|r| first.binary_search(r).is_err())
             .copied()
             .collect();
         let start = l
             .recon_cursor
             .map_or(0, |c| others.partition_point(|r| *r <= c));
+        // A new period (not the continuation of one that left rooms out)
+        // starts with the own rooms and then covers every other room once.
+        let continuing = l.more_rooms;
+        if !continuing {
+            l.rotation_left = others.len();
+        }
+        if others.is_empty() {
+            l.rotation_left = 0;
+        }
+        let mut batch = if continuing { Vec::new() } else { first };
         let room_left = MAX_SESSIONS_PER_LINK.saturating_sub(batch.len());
-        let take = room_left.min(others.len());
+        let take = room_left.min(others.len()).min(l.rotation_left);
         for i in 0..take {
             batch.push(others[(start + i) % others.len()]);
         }
         if take > 0 {
             l.recon_cursor = Some(others[(start + take - 1) % others.len()]);
         }
-        l.more_rooms = take < others.len();
+        l.rotation_left -= take;
+        l.more_rooms = l.rotation_left > 0;
         Ok(batch)
     }
 
-    /// Every item of a room, ascending, read from the store in pages.
-    fn room_items(&self, room: &RoomId) -> Result<Vec<Item>, StoreError> {
-        use std::ops::Bound;
-        let mut out = Vec::new();
-        let mut from = Bound::Unbounded;
-        loop {
-            let page = self
-                .store
-                .room_items(room, (from, Bound::Unbounded), ITEM_PAGE)?;
-            let full = page.len() == ITEM_PAGE;
-            if let Some(last) = page.last() {
-                from = Bound::Excluded(*last);
-            }
-            out.extend(page.into_iter().map(|k| Item {
-                ts_ms: k.origin_ts_ms,
-                id: k.id,
-            }));
-            if !full {
-                return Ok(out);
-            }
-        }
+    /// Every item of a room, ascending (from the cached view).
+    fn room_items(&mut self, room: &RoomId) -> Result<Vec<Item>, StoreError> {
+        self.view.items(&self.store, room)
     }
 
     fn start_sessions(&mut self, link: LinkId, rooms: Vec<RoomId>) -> Result<(), StoreError> {
@@ -643,22 +681,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 break;
             }
             let items = self.room_items(&room)?;
-            let mut salt = [0u8; 8];
-            self.rng.fill_bytes(&mut salt);
-            let (session, init) = Session::initiate(room, items, salt);
-            let Some(l) = self.links.get_mut(&link) else {
-                return Ok(());
-            };
-            let number = l.next_session;
-            l.next_session += 1;
-            l.sessions.insert(number, session);
-            self.send(
-                link,
-                &Frame::Reconcile {
-                    session: number,
-                    msg: init,
-                },
-            );
+            self.open_session(link, room, Part::WHOLE, items);
         }
         Ok(())
     }
@@ -678,7 +701,12 @@ impl<S: Store, R: Rng> Node<S, R> {
                 );
                 return Ok(());
             }
-            let items = self.room_items(room)?;
+            let part = match &msg {
+                Message::Init { part, .. } => *part,
+                _ => Part::WHOLE,
+            };
+            let mut items = self.room_items(room)?;
+            items.retain(|i| part.contains(i));
             match Session::respond(items, &msg) {
                 Some((session, replies)) => {
                     if let Some(l) = self.links.get_mut(&link) {
@@ -726,23 +754,77 @@ impl<S: Store, R: Rng> Node<S, R> {
             .links
             .get(&link)
             .and_then(|l| l.sessions.get(&number))
-            .and_then(|s| s.outcome().map(|o| o.peer_lacks.clone()));
-        if let Some(peer_lacks) = done {
+            .and_then(|s| {
+                s.outcome().map(|o| {
+                    let found =
+                        !o.peer_lacks.is_empty() || !o.i_lack.is_empty() || o.failed.is_some();
+                    (o.peer_lacks.clone(), found, o.failed, s.room(), s.part())
+                })
+            });
+        if let Some((peer_lacks, found, failed, room, part)) = done {
             let now = self.now_ms;
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
+                l.period_found |= found;
+                // Too many differences for one session: reconcile the two
+                // halves of the slice separately (initiator side).
+                if l.initiator
+                    && failed == Some(FAIL_TOO_MANY_DIFFERENCES)
+                    && let Some(halves) = part.split()
+                    && l.parts.len() + 2 <= MAX_QUEUED_PARTS
+                {
+                    l.parts.extend(halves.map(|h| (room, h)));
+                }
                 // A round that left rooms out continues at once.
                 if l.sessions.is_empty() && l.initiator && l.more_rooms {
-                    l.more_rooms = false;
                     l.next_anti_entropy_ms = now;
                 }
             }
+            self.start_parts(link)?;
             for item in peer_lacks {
                 self.queue_send(link, item.id, Priority::OwnRoom)?;
             }
             self.pump(link)?;
         }
         Ok(())
+    }
+
+    /// Starts queued slices while the link has free session slots.
+    fn start_parts(&mut self, link: LinkId) -> Result<(), StoreError> {
+        loop {
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(());
+            };
+            if l.sessions.len() >= MAX_SESSIONS_PER_LINK {
+                return Ok(());
+            }
+            let Some((room, part)) = l.parts.pop_front() else {
+                return Ok(());
+            };
+            let mut items = self.room_items(&room)?;
+            items.retain(|i| part.contains(i));
+            self.open_session(link, room, part, items);
+        }
+    }
+
+    /// Opens one session as initiator and sends its `Init`.
+    fn open_session(&mut self, link: LinkId, room: RoomId, part: Part, items: Vec<Item>) {
+        let mut salt = [0u8; 8];
+        self.rng.fill_bytes(&mut salt);
+        let (session, init) = Session::initiate_part(room, part, items, salt);
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let number = l.next_session;
+        l.next_session += 1;
+        l.sessions.insert(number, session);
+        self.send(
+            link,
+            &Frame::Reconcile {
+                session: number,
+                msg: init,
+            },
+        );
     }
 
     fn on_event_bytes(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -824,8 +906,15 @@ impl<S: Store, R: Rng> Node<S, R> {
         meta: InsertMeta,
         from: Option<LinkId>,
     ) -> Result<(), StoreError> {
+        let before = self.store.event_set_version();
         match self.store.insert_event(event, &meta)? {
             InsertOutcome::Inserted => {
+                let item = Item {
+                    ts_ms: event.origin_ts_ms(),
+                    id: event.id(),
+                };
+                let after = self.store.event_set_version();
+                self.view.inserted(before, after, event.room(), item);
                 if let Some(gap) = self.new_gap(event)? {
                     self.after_commit_outputs.push(Output::App(gap));
                 }
@@ -914,6 +1003,9 @@ impl<S: Store, R: Rng> Node<S, R> {
         let done = std::mem::take(&mut self.after_commit);
         self.outputs.extend(self.after_commit_outputs.drain(..));
         let mut touched = BTreeSet::new();
+        // Lazy-push announcements, batched per (link, room): one `IHave`
+        // frame per batch of a commit, not one per event.
+        let mut announce: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
         for c in done {
             self.stats.events_stored += 1;
             self.outputs.push_back(Output::App(AppEvent::EventStored {
@@ -944,14 +1036,19 @@ impl<S: Store, R: Rng> Node<S, R> {
                     .get(&link)
                     .is_some_and(|l| l.known.contains(&c.id));
                 if !known {
-                    self.send(
-                        link,
-                        &Frame::IHave {
-                            room: c.room,
-                            ids: vec![c.id],
-                        },
-                    );
+                    announce.entry((link, c.room)).or_default().push(c.id);
                 }
+            }
+        }
+        for ((link, room), ids) in announce {
+            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                self.send(
+                    link,
+                    &Frame::IHave {
+                        room,
+                        ids: chunk.to_vec(),
+                    },
+                );
             }
         }
         for link in touched {
@@ -1014,8 +1111,22 @@ impl<S: Store, R: Rng> Node<S, R> {
             .collect();
         for link in due {
             if let Some(l) = self.links.get_mut(&link) {
-                l.next_anti_entropy_ms = now.saturating_add(self.config.anti_entropy_interval_ms);
-                if !l.sessions.is_empty() || !l.hello_seen || !l.initiator {
+                if !l.more_rooms {
+                    // A new period: back off if the last one found nothing.
+                    if l.period_found {
+                        l.quiet_periods = 0;
+                    } else {
+                        l.quiet_periods = l.quiet_periods.saturating_add(1);
+                    }
+                    l.period_found = false;
+                }
+                let shift = l.quiet_periods.min(MAX_ANTI_ENTROPY_BACKOFF_SHIFT);
+                let wait = self
+                    .config
+                    .anti_entropy_interval_ms
+                    .saturating_mul(1 << shift);
+                l.next_anti_entropy_ms = now.saturating_add(wait);
+                if !l.sessions.is_empty() || !l.parts.is_empty() || !l.hello_seen || !l.initiator {
                     continue;
                 }
             }
@@ -1047,7 +1158,8 @@ impl<S: Store, R: Rng> Node<S, R> {
         if let Some(l) = self.links.get_mut(&link) {
             l.queued.insert(id);
             l.outbox_seq += 1;
-            l.outbox.insert((priority, l.outbox_seq), (info.room, id));
+            l.outbox
+                .insert((priority, info.origin_ts_ms, l.outbox_seq), (info.room, id));
         }
         Ok(())
     }
@@ -1074,7 +1186,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             let Some(batch_room) = l.outbox.values().next().map(|(r, _)| *r) else {
                 return Ok(());
             };
-            let same_room: Vec<((Priority, u64), EventId)> = l
+            let same_room: Vec<((Priority, u64, u64), EventId)> = l
                 .outbox
                 .iter()
                 .filter(|(_, (r, _))| *r == batch_room)
@@ -1189,4 +1301,23 @@ impl<S: Store, R: Rng> Node<S, R> {
             reason: reason.to_owned(),
         });
     }
+}
+
+/// The union of the ascending `held` rooms and `own`, ascending.
+fn merge_sorted<'a>(
+    held: &'a [RoomId],
+    own: &'a BTreeSet<RoomId>,
+) -> impl Iterator<Item = RoomId> + 'a {
+    let mut a = held.iter().copied().peekable();
+    let mut b = own.iter().copied().peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x == y => {
+            b.next();
+            a.next()
+        }
+        (Some(x), Some(y)) if x < y => a.next(),
+        (Some(_), Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
 }

@@ -81,6 +81,69 @@ pub const FAIL_TOO_MANY_DIFFERENCES: u64 = 1;
 /// [`Message::Failed`] reason: the peer's messages were inconsistent.
 pub const FAIL_INCONSISTENT: u64 = 2;
 
+/// Most bits a partition prefix has: a session over a set with more than
+/// [`MAX_DIFFERENCES`] differences splits into halves, quarters... down to
+/// 1/2^`MAX_PART_BITS` of the set (`protocol-spec/reconcile.md`,
+/// "Partitioned sessions"), so up to `MAX_DIFFERENCES << MAX_PART_BITS`
+/// differences reconcile.
+pub const MAX_PART_BITS: u8 = 8;
+
+/// Which slice of a room's set a session reconciles: the items whose event
+/// ID begins with the `bits`-bit prefix `prefix` (IDs are SHA-256 outputs,
+/// so slices are even). `bits == 0` is the whole set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Part {
+    /// Prefix length in bits, `0..=MAX_PART_BITS`.
+    pub bits: u8,
+    /// The prefix, `< 2^bits`.
+    pub prefix: u32,
+}
+
+impl Part {
+    /// The whole set.
+    pub const WHOLE: Part = Part { bits: 0, prefix: 0 };
+
+    /// Whether `item` is in this slice.
+    pub fn contains(&self, item: &Item) -> bool {
+        if self.bits == 0 {
+            return true;
+        }
+        let b = item.id.as_bytes();
+        let top = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        top >> (32 - u32::from(self.bits)) == self.prefix
+    }
+
+    /// The two halves of this slice, if it may be split further.
+    pub fn split(&self) -> Option<[Part; 2]> {
+        (self.bits < MAX_PART_BITS).then(|| {
+            let bits = self.bits + 1;
+            [
+                Part {
+                    bits,
+                    prefix: self.prefix << 1,
+                },
+                Part {
+                    bits,
+                    prefix: (self.prefix << 1) | 1,
+                },
+            ]
+        })
+    }
+
+    /// Wire form: `bits << 32 | prefix`.
+    pub fn to_u64(self) -> u64 {
+        (u64::from(self.bits) << 32) | u64::from(self.prefix)
+    }
+
+    /// Parses the wire form of a proper slice (`1..=MAX_PART_BITS` bits).
+    pub fn from_u64(v: u64) -> Option<Part> {
+        let bits = u8::try_from(v >> 32).ok()?;
+        let prefix = (v & 0xffff_ffff) as u32;
+        ((1..=MAX_PART_BITS).contains(&bits) && u64::from(prefix) < (1u64 << bits))
+            .then_some(Part { bits, prefix })
+    }
+}
+
 /// One reconciliation message; carried in `wire::Frame::Reconcile`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -88,6 +151,8 @@ pub enum Message {
     Init {
         /// The room whose set is reconciled.
         room: RoomId,
+        /// The slice of the room's set ([`Part::WHOLE`] normally).
+        part: Part,
         /// Random salt for short IDs and sketch hashes.
         salt: [u8; 8],
         /// The initiator's item count.

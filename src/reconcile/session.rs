@@ -6,7 +6,7 @@ use super::estimate;
 use super::riblt::{Decoder, Encoder, PeelError};
 use super::{
     DOUBLING_BELOW, FAIL_INCONSISTENT, FAIL_TOO_MANY_DIFFERENCES, Item, ItemHash, MAX_DIFFERENCES,
-    MAX_SESSION_SYMBOLS, MAX_SYMBOLS_PER_MESSAGE, MIN_MORE_SYMBOLS, Message, ReconcileError,
+    MAX_SESSION_SYMBOLS, MAX_SYMBOLS_PER_MESSAGE, MIN_MORE_SYMBOLS, Message, Part, ReconcileError,
     SKETCH_COUNTERS, SYMBOL_SLACK, SYMBOLS_PER_DIFFERENCE, ShortId, item_hash, set_fingerprint,
 };
 use crate::event::RoomId;
@@ -52,6 +52,7 @@ enum State {
 pub struct Session {
     role: Role,
     room: RoomId,
+    part: Part,
     salt: [u8; 8],
     items: Vec<Item>,
     hashes: Vec<ItemHash>,
@@ -70,11 +71,23 @@ impl Session {
     /// Starts a session as initiator over `items` (any order; duplicates
     /// removed) with a fresh random `salt` drawn by the caller. Returns the
     /// session and the `Init` message to send.
-    pub fn initiate(room: RoomId, mut items: Vec<Item>, salt: [u8; 8]) -> (Session, Message) {
+    pub fn initiate(room: RoomId, items: Vec<Item>, salt: [u8; 8]) -> (Session, Message) {
+        Session::initiate_part(room, Part::WHOLE, items, salt)
+    }
+
+    /// [`Session::initiate`] over one slice of the room's set: the caller
+    /// passes only the items `part` contains.
+    pub fn initiate_part(
+        room: RoomId,
+        part: Part,
+        mut items: Vec<Item>,
+        salt: [u8; 8],
+    ) -> (Session, Message) {
         items.sort_unstable();
         items.dedup();
         let msg = Message::Init {
             room,
+            part,
             salt,
             count: items.len() as u64,
             fingerprint: set_fingerprint(&items),
@@ -82,6 +95,7 @@ impl Session {
         let s = Session {
             role: Role::Initiator,
             room,
+            part,
             salt,
             items,
             hashes: Vec::new(),
@@ -95,6 +109,7 @@ impl Session {
     pub fn respond(mut items: Vec<Item>, init: &Message) -> Option<(Session, Vec<Message>)> {
         let Message::Init {
             room,
+            part,
             salt,
             count,
             fingerprint,
@@ -107,6 +122,7 @@ impl Session {
         let mut s = Session {
             role: Role::Responder,
             room: *room,
+            part: *part,
             salt: *salt,
             items,
             hashes: Vec::new(),
@@ -145,6 +161,11 @@ impl Session {
     /// The room being reconciled.
     pub fn room(&self) -> RoomId {
         self.room
+    }
+
+    /// The slice of the room's set being reconciled.
+    pub fn part(&self) -> Part {
+        self.part
     }
 
     /// The result, once the session is over.
@@ -486,6 +507,7 @@ mod tests {
         let mine: Vec<Item> = (0..500).map(item).collect();
         let init = Message::Init {
             room: RoomId([0; 16]),
+            part: Part::WHOLE,
             salt: [0; 8],
             count: 10,
             fingerprint: [0; 16],

@@ -64,6 +64,10 @@ impl<S: Store + ?Sized> Store for &mut S {
         (**self).room_items(room, range, limit)
     }
 
+    fn event_set_version(&self) -> Option<u64> {
+        (**self).event_set_version()
+    }
+
     fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
         (**self).rooms()
     }

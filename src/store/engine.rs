@@ -180,6 +180,9 @@ pub struct Engine<K> {
     kv: K,
     config: StoreConfig,
     path: Option<PathBuf>,
+    /// [`Store::event_set_version`]: bumped by every change to the set of
+    /// held events (in memory only).
+    version: u64,
 }
 
 impl<K: Kv> Engine<K> {
@@ -199,6 +202,7 @@ impl<K: Kv> Engine<K> {
             kv,
             config,
             path: path.map(Path::to_path_buf),
+            version: 0,
         };
         match s.schema_version()? {
             None => {
@@ -226,6 +230,7 @@ impl<K: Kv> Engine<K> {
             kv,
             config,
             path: None,
+            version: 0,
         }
     }
 
@@ -255,6 +260,9 @@ impl<K: Kv> Engine<K> {
     }
 
     pub(crate) fn kv_mut(&mut self) -> &mut K {
+        // The caller may change anything: views derived from the event set
+        // are stale.
+        self.version = self.version.wrapping_add(1);
         &mut self.kv
     }
 
@@ -443,6 +451,7 @@ impl<K: Kv> Engine<K> {
         let Some(row) = self.meta_row(id)? else {
             return Ok(false);
         };
+        self.version = self.version.wrapping_add(1);
         let bytes = self.kv.get(Table::Events, &be(row.serial))?;
         let idb = id.as_bytes();
         let room = row.room.as_bytes();
@@ -722,6 +731,7 @@ impl<K: Kv> Store for Engine<K> {
     }
 
     fn rollback(&mut self) -> Result<(), StoreError> {
+        self.version = self.version.wrapping_add(1);
         self.kv.rollback()
     }
 
@@ -794,6 +804,7 @@ impl<K: Kv> Store for Engine<K> {
             return self.reject(RejectReason::Full);
         }
         let serial = self.add(C_SERIAL, 1)?;
+        self.version = self.version.wrapping_add(1);
         let row = MetaRow {
             priority: meta.priority,
             source: meta.source,
@@ -994,6 +1005,10 @@ impl<K: Kv> Store for Engine<K> {
                 }
             })
             .collect()
+    }
+
+    fn event_set_version(&self) -> Option<u64> {
+        Some(self.version)
     }
 
     fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {

@@ -174,6 +174,16 @@ pub trait Store {
     /// Every room with at least one held event (own and carried), ascending.
     fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
 
+    /// A counter that moves whenever the set of held events may have
+    /// changed (an insert, an eviction, an expiry, a rollback or a crash),
+    /// so a caller can keep views derived from [`Store::rooms`] and
+    /// [`Store::room_items`] and drop them when it moves. It is not
+    /// persisted and only compares within one open store. `None` (the
+    /// default) means the store does not track changes: do not cache.
+    fn event_set_version(&self) -> Option<u64> {
+        None
+    }
+
     /// The room's DAG heads among held events: events no held event cites.
     fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError>;
 

@@ -51,8 +51,11 @@ pub const MAX_DATAGRAM_BYTES: usize = crate::wire::MAX_MTU;
 /// MTU reported to the core for LAN links.
 pub const LAN_MTU: usize = MAX_DATAGRAM_BYTES;
 
-/// Datagrams queued for one link's writer before `send` waits.
-pub const LINK_QUEUE: usize = 256;
+/// Datagrams queued for one link's writer; a link whose queue overflows
+/// is closed (its peer stopped reading). The core keeps one window of event
+/// bytes in flight per link, and control frames are small and batched, so
+/// an honest peer never comes near this.
+pub const LINK_QUEUE: usize = 4096;
 
 /// Events queued from all links to the driver before readers wait.
 pub const EVENT_QUEUE: usize = 1024;

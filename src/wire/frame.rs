@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::cbor::{self, CborError, Reader, Writer};
 use crate::event::{EventId, RoomId};
-use crate::reconcile::{MAX_SYMBOLS_PER_MESSAGE, Message, SYMBOL_BYTES, ShortId, Symbol};
+use crate::reconcile::{MAX_SYMBOLS_PER_MESSAGE, Message, Part, SYMBOL_BYTES, ShortId, Symbol};
 
 /// Frame format version this implementation speaks.
 pub const WIRE_VERSION: u64 = 1;
@@ -190,6 +190,8 @@ const T_R_MORE: u64 = 19;
 const T_R_EQUAL: u64 = 20;
 const T_R_DECODED: u64 = 21;
 const T_R_FAILED: u64 = 22;
+/// `Init` over a slice of the room's set (`reconcile::Part`).
+const T_R_INIT_PART: u64 = 23;
 const T_EVENTS: u64 = 32;
 const T_IHAVE: u64 = 33;
 const T_WANT: u64 = 34;
@@ -249,6 +251,7 @@ impl Frame {
             Frame::Hello { .. } => T_HELLO,
             Frame::Close { .. } => T_CLOSE,
             Frame::Reconcile { msg, .. } => match msg {
+                Message::Init { part, .. } if *part != Part::WHOLE => T_R_INIT_PART,
                 Message::Init { .. } => T_R_INIT,
                 Message::Sketch { .. } => T_R_SKETCH,
                 Message::Symbols { .. } => T_R_SYMBOLS,
@@ -294,16 +297,19 @@ impl Frame {
             Frame::Reconcile { session, msg } => match msg {
                 Message::Init {
                     room,
+                    part,
                     salt,
                     count,
                     fingerprint,
                 } => {
-                    head(&mut w, 5, t);
-                    w.u64(*session)
-                        .bytes(&room.0)
-                        .bytes(salt)
-                        .u64(*count)
-                        .bytes(fingerprint);
+                    if *part == Part::WHOLE {
+                        head(&mut w, 5, t);
+                        w.u64(*session).bytes(&room.0);
+                    } else {
+                        head(&mut w, 6, t);
+                        w.u64(*session).bytes(&room.0).u64(part.to_u64());
+                    }
+                    w.bytes(salt).u64(*count).bytes(fingerprint);
                 }
                 Message::Sketch { count, counters } => {
                     head(&mut w, 3, t);
@@ -376,6 +382,7 @@ impl Frame {
             T_HELLO => 4,
             T_CLOSE => 2,
             T_R_INIT => 5,
+            T_R_INIT_PART => 6,
             T_R_SKETCH | T_R_SYMBOLS | T_R_DECODED => 3,
             T_R_MORE | T_R_FAILED => 2,
             T_R_EQUAL => 1,
@@ -414,11 +421,17 @@ impl Frame {
                     detail: detail.to_owned(),
                 }
             }
-            T_R_INIT..=T_R_FAILED => {
+            T_R_INIT..=T_R_INIT_PART => {
                 let session = r.u64()?;
                 let msg = match t {
-                    T_R_INIT => Message::Init {
+                    T_R_INIT | T_R_INIT_PART => Message::Init {
                         room: room(&mut r)?,
+                        part: if t == T_R_INIT {
+                            Part::WHOLE
+                        } else {
+                            Part::from_u64(r.u64()?)
+                                .ok_or(FrameError::Malformed("reconciliation part out of range"))?
+                        },
                         salt: r.byte_array::<8>("8-byte salt")?,
                         count: r.u64()?,
                         fingerprint: r.byte_array::<16>("16-byte fingerprint")?,
@@ -505,6 +518,9 @@ mod tests {
             (room(), any::<[u8; 8]>(), any::<u64>(), any::<[u8; 16]>()).prop_map(
                 |(room, salt, count, fingerprint)| Message::Init {
                     room,
+                    // Any slice, or the whole set, derived from `count`.
+                    part: Part::from_u64(((count % 9) << 32) | ((count >> 8) % (1 << (count % 9))))
+                        .unwrap_or(Part::WHOLE),
                     salt,
                     count,
                     fingerprint
@@ -643,6 +659,7 @@ mod tests {
             session: 1,
             msg: Message::Init {
                 room: RoomId([9; 16]),
+                part: Part::WHOLE,
                 salt: [1; 8],
                 count: 100_000,
                 fingerprint: [2; 16],

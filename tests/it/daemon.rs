@@ -95,6 +95,17 @@ impl Daemon {
 
     /// [`Daemon::start`] on a fixed TCP port (0: random).
     pub fn start_on(dir: &Path, name: &str, port: u16, peers: &[String]) -> Daemon {
+        Daemon::start_with(dir, name, port, peers, &[])
+    }
+
+    /// [`Daemon::start_on`] with extra `run` flags (e.g. `--homeserver-sync`).
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        peers: &[String],
+        extra: &[&str],
+    ) -> Daemon {
         if !dir.exists() {
             ok(dir, &["init", "--name", name]);
         }
@@ -106,6 +117,7 @@ impl Daemon {
         for p in peers {
             args.extend(["--peer".to_owned(), p.clone()]);
         }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
         Daemon::spawn(dir, args)
     }
 

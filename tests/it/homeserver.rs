@@ -22,16 +22,16 @@ use serde_json::{Value, json};
 /// Long-poll timeout used by the tests' `/sync` calls.
 const POLL: Duration = Duration::from_secs(5);
 
-struct Synapse {
-    url: String,
-    dir: PathBuf,
+pub(crate) struct Synapse {
+    pub(crate) url: String,
+    pub(crate) dir: PathBuf,
 }
 
-fn script() -> PathBuf {
+pub(crate) fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/synapse.sh")
 }
 
-fn synapse() -> &'static Synapse {
+pub(crate) fn synapse() -> &'static Synapse {
     static S: OnceLock<Synapse> = OnceLock::new();
     S.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -57,12 +57,12 @@ fn synapse() -> &'static Synapse {
     })
 }
 
-struct User {
-    user_id: String,
-    token: String,
+pub(crate) struct User {
+    pub(crate) user_id: String,
+    pub(crate) token: String,
 }
 
-fn register(prefix: &str, admin: bool) -> User {
+pub(crate) fn register(prefix: &str, admin: bool) -> User {
     static N: AtomicU32 = AtomicU32::new(0);
     let s = synapse();
     let name = format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed));
@@ -464,7 +464,7 @@ async fn bad_token_too_large_and_unreachable_have_distinct_errors() {
 }
 
 /// Runs `synapse.sh CMD` against a private instance in `dir`.
-fn private_synapse(dir: &std::path::Path, args: &[&str]) -> String {
+pub(crate) fn private_synapse(dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new("bash")
         .arg(script())
         .args(args)

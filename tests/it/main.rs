@@ -10,6 +10,7 @@ mod daemon_hostile;
 mod daemon_mdns;
 mod fuzz_corpus;
 mod homeserver;
+mod homeserver_sync;
 mod lan;
 mod reconcile;
 mod rooms;
