@@ -28,7 +28,7 @@
 //! | [`cli`] | clap definitions and runners of CLI areas (rooms), for the thin binary |
 //! | [`store`] | durable store-and-forward queue: `Store` trait, memory and redb backends |
 //! | [`datadir`], [`contacts`], [`inspect`] | data directory (0700/0600, atomic writes), contact book, `meshrelay decode` logic |
-//! | [`transport`] | adapters: the Matrix homeserver transport room |
+//! | [`transport`] | adapters: LAN (libp2p), Bluetooth LE (`transport::ble`), the Matrix homeserver transport room |
 //! | [`wire`] | frames (canonical CBOR), fragmentation and bounded reassembly (issue 5 layer) |
 //! | [`reconcile`] | per-room set reconciliation: sketch + rateless IBLT session |
 //!

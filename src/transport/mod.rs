@@ -1,5 +1,6 @@
 //! Adapters that carry the core's datagrams and events beyond it: LAN links
-//! (libp2p) and the Matrix homeserver.
+//! (libp2p), Bluetooth LE links, and the Matrix homeserver.
 
+pub mod ble;
 pub mod homeserver;
 pub mod lan;

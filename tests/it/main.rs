@@ -1,6 +1,8 @@
 //! All integration tests, in one binary (ruma style): one module per area.
 
 mod app;
+mod ble;
+mod ble_vectors;
 mod cli;
 mod cli_rooms;
 mod daemon;

@@ -1,0 +1,361 @@
+//! The Bluetooth LE adapter (`protocol-spec/ble.md`).
+//!
+//! Every device is both a central (scan, connect, write) and a peripheral
+//! (advertise, serve one GATT characteristic, notify). Each GATT connection
+//! is one core link ([`crate::proto::LinkId`], [`crate::proto::LinkKind::Ble`]),
+//! shaped like the LAN adapter's: [`spawn`] returns a [`BleHandle`] for
+//! sending and closing, and a stream of [`BleEvent`]s.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`adv`] | rotating advertisement tokens (HKDF of a secret and the epoch) |
+//! | [`session`] | one link, sans-IO: Noise NN handshake, sealed records, ATT fragmentation, reorder window |
+//! | [`policy`] | scan duty cycle, connection budget, RSSI threshold, connect timeout, backoff, tie-break |
+//! | [`engine`] | all links of one adapter and their mapping to core links, sans-IO |
+//! | [`sim`] | a simulated GATT link (MTU, loss, reordering, disconnects) driving two engines |
+//! | [`harness`] | real core nodes over the simulated link (tests, benchmark) |
+//! | `hw` | the radio: btleplug central and BlueZ peripheral over D-Bus (feature `ble`, Linux) |
+//!
+//! Without an adapter or a system bus the adapter reports
+//! [`BleStatus::Unavailable`] and sends no events; that is not an error.
+
+pub mod adv;
+pub mod engine;
+pub mod harness;
+pub mod policy;
+pub mod session;
+pub mod sim;
+
+#[cfg(all(feature = "ble", target_os = "linux"))]
+mod hw;
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+pub use adv::{AdvSecret, AdvToken};
+pub use policy::PolicyConfig;
+pub use session::{BLE_CORE_MTU, Role};
+
+use crate::proto::LinkId;
+use crate::proto::io::SourceKey;
+
+/// The meshrelay GATT service.
+pub const SERVICE_UUID: u128 = 0xe6eb0279_b943_402f_867e_df6b83672942;
+/// Its one characteristic: write without response (central → peripheral),
+/// notify (peripheral → central), read (presence only: an empty value).
+pub const CHARACTERISTIC_UUID: u128 = 0x6e0d75c7_3296_4cf2_a83b_6f5295219362;
+/// Manufacturer-data company ID carrying the advertisement token
+/// (0xFFFF: "for testing", no company is identified).
+pub const MANUFACTURER_ID: u16 = 0xFFFF;
+
+/// BLE link numbers start here, far from the LAN adapter's, so both can
+/// feed one core.
+pub const BLE_LINK_ID_BASE: u64 = 1 << 62;
+/// Events queued from the adapter to the daemon before the adapter waits.
+pub const EVENT_QUEUE: usize = 1024;
+/// Value of the characteristic served to reads: presence only.
+pub const READ_VALUE: &[u8] = b"";
+
+/// Configuration of the BLE adapter.
+#[derive(Debug, Clone)]
+pub struct BleConfig {
+    /// `false` for `--no-ble`.
+    pub enabled: bool,
+    /// `--ble-adapter hciN`; `None` picks the first controller.
+    pub adapter: Option<String>,
+    /// The secret advertisement tokens derive from.
+    pub secret: AdvSecret,
+    /// Scheduling tunables.
+    pub policy: PolicyConfig,
+    /// The first link number this adapter hands out.
+    pub first_link_id: u64,
+}
+
+impl Default for BleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            adapter: None,
+            secret: AdvSecret::random(),
+            policy: PolicyConfig::default(),
+            first_link_id: BLE_LINK_ID_BASE,
+        }
+    }
+}
+
+/// Why the adapter could not start. Missing hardware is not one of these
+/// (it is [`BleStatus::Unavailable`]).
+#[derive(Debug, Error)]
+pub enum BleError {
+    /// `spawn` was called outside a tokio runtime.
+    #[error("the BLE adapter needs a tokio runtime")]
+    NoRuntime,
+}
+
+/// What the adapter reports to the daemon (mirrors `LanEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BleEvent {
+    /// A link finished its handshake: give it to the core as
+    /// `Input::LinkUp { kind: LinkKind::Ble, mtu, source, .. }`.
+    Up {
+        /// The link.
+        link: LinkId,
+        /// The datagram size to give the core ([`BLE_CORE_MTU`]).
+        mtu: usize,
+        /// The penalty key ([`ble_source`]).
+        source: SourceKey,
+        /// The peer's Bluetooth address, for status output.
+        address: String,
+    },
+    /// A link went down.
+    Down(LinkId),
+    /// A datagram arrived.
+    Received {
+        /// The link.
+        link: LinkId,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// Everything queued on the link was written to the radio.
+    Drained(LinkId),
+}
+
+/// One link in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BleLinkStatus {
+    /// The core link number.
+    pub link: u64,
+    /// `central` or `peripheral`.
+    pub role: String,
+    /// The negotiated ATT MTU.
+    pub att_mtu: usize,
+    /// The peer's (resolvable private) address.
+    pub address: String,
+}
+
+/// The `ble` field of `meshrelay status --json`:
+/// `{"state":"off"}`, `{"state":"unavailable","reason":…}` or
+/// `{"state":"running","adapter":…,"privacy":…,"advertising":…,"links":[…]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum BleStatus {
+    /// Disabled (`--no-ble`).
+    Off,
+    /// No adapter, no system bus, or built without the `ble` feature.
+    Unavailable {
+        /// Why, for people.
+        reason: String,
+    },
+    /// Advertising and scanning.
+    Running {
+        /// The controller (`hci0`).
+        adapter: String,
+        /// `"rpa"` when the controller advertises from a resolvable
+        /// private address, otherwise why not.
+        privacy: String,
+        /// `"on"`, or why advertising failed (then only this device's
+        /// central role finds peers).
+        advertising: String,
+        /// Links admitted.
+        links: Vec<BleLinkStatus>,
+    },
+}
+
+impl BleStatus {
+    /// The JSON value of the `ble` field.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// One line for the human `status` output.
+    pub fn summary(&self) -> String {
+        match self {
+            BleStatus::Off => "off".into(),
+            BleStatus::Unavailable { reason } => format!("unavailable: {reason}"),
+            BleStatus::Running {
+                adapter,
+                privacy,
+                advertising,
+                links,
+            } => format!(
+                "running on {adapter} ({} link{}, address privacy: {privacy}, advertising: {advertising})",
+                links.len(),
+                if links.len() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// Whether a core link number belongs to the BLE adapter (numbers from
+/// [`BLE_LINK_ID_BASE`] on), so a driver can route `Output::Transmit`.
+pub fn is_ble_link(link: LinkId) -> bool {
+    link.0 >= BLE_LINK_ID_BASE
+}
+
+/// The penalty key of BLE links on one controller: an attacker can rotate
+/// every radio identity, so one radio neighbourhood is one source.
+pub fn ble_source(adapter: &str) -> SourceKey {
+    let h = Sha256::new()
+        .chain_update(b"meshrelay/v1/ble-source\0")
+        .chain_update(adapter.as_bytes())
+        .finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h[..16]);
+    SourceKey(k)
+}
+
+// Without the radio nothing reads the commands (the handle still takes them).
+#[cfg_attr(not(all(feature = "ble", target_os = "linux")), allow(dead_code))]
+pub(crate) enum Command {
+    Send(LinkId, Vec<u8>),
+    Close(LinkId),
+}
+
+/// A handle for sending on BLE links and reading the adapter's state.
+/// Cheap to clone. Sends never wait (the core bounds what is in flight per
+/// link until it sees `Drained`).
+#[derive(Clone)]
+pub struct BleHandle {
+    cmd: mpsc::UnboundedSender<Command>,
+    status: Arc<Mutex<BleStatus>>,
+    /// Keeps the event channel open while the adapter is off or
+    /// unavailable, so the daemon's receiver simply stays quiet.
+    _events: mpsc::Sender<BleEvent>,
+}
+
+impl BleHandle {
+    /// Queues a datagram on a link.
+    pub fn send(&self, link: LinkId, bytes: Vec<u8>) {
+        let _ = self.cmd.send(Command::Send(link, bytes));
+    }
+
+    /// Closes a link.
+    pub fn close(&self, link: LinkId) {
+        let _ = self.cmd.send(Command::Close(link));
+    }
+
+    /// The adapter's state for `status`.
+    pub fn status(&self) -> BleStatus {
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+}
+
+pub(crate) fn set_status(status: &Mutex<BleStatus>, s: BleStatus) {
+    match status.lock() {
+        Ok(mut g) => *g = s,
+        Err(e) => *e.into_inner() = s,
+    }
+}
+
+/// Starts the adapter (inside a tokio runtime). With `enabled == false` the
+/// status is `off`; without hardware support it becomes `unavailable` with
+/// the reason (also logged), and the event stream stays quiet.
+pub fn spawn(config: BleConfig) -> Result<(BleHandle, mpsc::Receiver<BleEvent>), BleError> {
+    let rt = tokio::runtime::Handle::try_current().map_err(|_| BleError::NoRuntime)?;
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let initial = if config.enabled {
+        BleStatus::Unavailable {
+            reason: "starting".into(),
+        }
+    } else {
+        BleStatus::Off
+    };
+    let status = Arc::new(Mutex::new(initial));
+    let handle = BleHandle {
+        cmd: cmd_tx,
+        status: status.clone(),
+        _events: ev_tx.clone(),
+    };
+    if config.enabled {
+        start(rt, config, cmd_rx, ev_tx, status);
+    }
+    Ok((handle, ev_rx))
+}
+
+#[cfg(all(feature = "ble", target_os = "linux"))]
+fn start(
+    rt: tokio::runtime::Handle,
+    config: BleConfig,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    ev_tx: mpsc::Sender<BleEvent>,
+    status: Arc<Mutex<BleStatus>>,
+) {
+    rt.spawn(hw::run(config, cmd_rx, ev_tx, status));
+}
+
+#[cfg(not(all(feature = "ble", target_os = "linux")))]
+fn start(
+    _rt: tokio::runtime::Handle,
+    _config: BleConfig,
+    _cmd_rx: mpsc::UnboundedReceiver<Command>,
+    _ev_tx: mpsc::Sender<BleEvent>,
+    status: Arc<Mutex<BleStatus>>,
+) {
+    let reason = "built without the `ble` feature (or not on Linux)".to_string();
+    tracing::info!("BLE unavailable: {reason}");
+    set_status(&status, BleStatus::Unavailable { reason });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_shapes() {
+        assert_eq!(
+            BleStatus::Off.to_json(),
+            serde_json::json!({"state": "off"})
+        );
+        assert_eq!(
+            BleStatus::Unavailable {
+                reason: "no system bus".into()
+            }
+            .to_json(),
+            serde_json::json!({"state": "unavailable", "reason": "no system bus"})
+        );
+        let running = BleStatus::Running {
+            adapter: "hci0".into(),
+            privacy: "rpa".into(),
+            advertising: "on".into(),
+            links: vec![BleLinkStatus {
+                link: BLE_LINK_ID_BASE,
+                role: "central".into(),
+                att_mtu: 185,
+                address: "4A:00:00:00:00:01".into(),
+            }],
+        };
+        assert_eq!(
+            running.to_json(),
+            serde_json::json!({"state": "running", "adapter": "hci0", "privacy": "rpa",
+                "advertising": "on", "links": [{"link": BLE_LINK_ID_BASE, "role": "central", "att_mtu": 185,
+                           "address": "4A:00:00:00:00:01"}]})
+        );
+        assert_eq!(
+            running.summary(),
+            "running on hci0 (1 link, address privacy: rpa, advertising: on)"
+        );
+        assert_ne!(ble_source("hci0"), ble_source("hci1"));
+        assert!(is_ble_link(LinkId(BLE_LINK_ID_BASE)));
+        assert!(!is_ble_link(LinkId(1)));
+    }
+
+    #[tokio::test]
+    async fn off_stays_off_and_quiet() {
+        let (h, mut rx) = spawn(BleConfig {
+            enabled: false,
+            ..BleConfig::default()
+        })
+        .unwrap();
+        assert_eq!(h.status(), BleStatus::Off);
+        h.send(LinkId(1), vec![1]);
+        assert!(rx.try_recv().is_err());
+    }
+}
