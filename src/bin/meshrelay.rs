@@ -124,6 +124,12 @@ struct RunArgs {
     /// and small boards; a wired LAN relay may raise it).
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     link_budget_kib: Option<u64>,
+    /// Do not use Bluetooth LE.
+    #[arg(long)]
+    no_ble: bool,
+    /// The Bluetooth controller to use (default: the first one).
+    #[arg(long, value_name = "hciN")]
+    ble_adapter: Option<String>,
     /// Sync the store with the configured Matrix homeserver continuously
     /// (see `meshrelay homeserver login` and `homeserver transport`).
     #[arg(long)]
@@ -390,6 +396,11 @@ fn run_daemon(dir: &DataDir, args: &RunArgs) -> Result<()> {
         lan,
         node,
         homeserver_sync: args.homeserver_sync,
+        ble: meshrelay::transport::ble::BleConfig {
+            enabled: !args.no_ble,
+            adapter: args.ble_adapter.clone(),
+            ..Default::default()
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -46,7 +46,13 @@ impl DemoNode {
         let mut cmd = Command::new(exe);
         cmd.arg("--data-dir")
             .arg(&self.dir)
-            .args(["run", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args([
+                "run",
+                "--no-mdns",
+                "--no-ble",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -34,6 +34,7 @@ use crate::cli::rooms::{self as rooms_cli, CliError, EXIT_BAD_INPUT, EXIT_RUNTIM
 use crate::event::{EventId, RoomId};
 use crate::proto::{Command, Input, LinkKind, Node, Output};
 use crate::store::{RedbStore, Source, Store, StoreConfig, StoreError};
+use crate::transport::ble::{self, BleEvent, BleHandle};
 use crate::transport::lan::{self, LAN_MTU, LanEvent, LanHandle};
 
 /// Most LAN events fed before one commit cycle.
@@ -84,6 +85,9 @@ pub(super) struct Driver {
     dir: PathBuf,
     node: Node<RedbStore, StdRng>,
     lan: LanHandle,
+    /// The BLE adapter, if it could start (it may still report
+    /// "unavailable" in its status).
+    ble: Option<BleHandle>,
     /// Remote address of each LAN link, for `peers`.
     addresses: BTreeMap<crate::proto::LinkId, String>,
     listening: Vec<String>,
@@ -164,6 +168,17 @@ pub async fn run(
         (None, None)
     };
     let (lan, mut lan_rx, peer_id) = lan::spawn(opts.lan.clone())?;
+    // BLE: reports "unavailable" (not an error) without an adapter or bus.
+    let (ble, mut ble_rx) = match ble::spawn(opts.ble.clone()) {
+        Ok((h, rx)) => (Some(h), Some(rx)),
+        Err(e) => {
+            tracing::warn!(error = %e, "BLE unavailable");
+            (None, None)
+        }
+    };
+    if let Some(h) = &ble {
+        tracing::info!(ble = %h.status().summary(), "BLE");
+    }
     tracing::info!(%peer_id, "LAN adapter started (ephemeral peer key)");
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(super::control::MAX_CONTROL_CONNECTIONS);
     let listener = server::bind(&dir)?;
@@ -172,6 +187,7 @@ pub async fn run(
         dir,
         node,
         lan,
+        ble,
         addresses: BTreeMap::new(),
         listening: Vec::new(),
         started_ms: now,
@@ -210,6 +226,9 @@ pub async fn run(
                     }
                 }
                 None => break Err(DaemonError::Lan(lan::LanError::Build("the LAN adapter stopped".into()))),
+            },
+            Some(ev) = async { match ble_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                if let Err(e) = d.on_ble(ev) { break Err(e); }
             },
             Some(msg) = ctl_rx.recv() => {
                 if let Err(e) = d.on_control(msg) { break Err(e); }
@@ -256,7 +275,7 @@ pub async fn run(
     let _ = std::fs::remove_file(super::control::socket_path(&d.dir));
     let flushed = d.cycle();
     for link in d.addresses.keys().copied().collect::<Vec<_>>() {
-        d.lan.close(link);
+        d.close_link(link);
     }
     for f in d.followers.drain(..) {
         let _ = f.reply.try_send(Reply::ok());
@@ -308,6 +327,61 @@ impl Driver {
                 self.node
                     .handle(now, Input::Command(Command::JoinRoom(room)))?;
             }
+        }
+        Ok(())
+    }
+
+    fn ble_status(&self) -> serde_json::Value {
+        match &self.ble {
+            Some(b) => match b.status() {
+                ble::BleStatus::Off => serde_json::json!("off"),
+                other => other.to_json(),
+            },
+            None => {
+                serde_json::json!({"state": "unavailable", "reason": "the adapter did not start"})
+            }
+        }
+    }
+
+    fn close_link(&self, link: crate::proto::LinkId) {
+        match &self.ble {
+            Some(b) if ble::is_ble_link(link) => b.close(link),
+            _ => self.lan.close(link),
+        }
+    }
+
+    /// BLE links enter the node exactly like LAN links (`LinkKind::Ble`).
+    fn on_ble(&mut self, ev: BleEvent) -> Result<(), DaemonError> {
+        let now = now_ms();
+        match ev {
+            BleEvent::Up {
+                link,
+                mtu,
+                source,
+                address,
+            } => {
+                tracing::info!(link = link.0, %address, mtu, "BLE link up");
+                self.addresses.insert(link, address);
+                self.node.handle(
+                    now,
+                    Input::LinkUp {
+                        link,
+                        kind: LinkKind::Ble,
+                        mtu,
+                        source,
+                    },
+                )?;
+            }
+            BleEvent::Down(link) => {
+                if self.addresses.remove(&link).is_some() {
+                    tracing::info!(link = link.0, "BLE link down");
+                }
+                self.node.handle(now, Input::LinkDown(link))?;
+            }
+            BleEvent::Received { link, bytes } => {
+                self.node.handle(now, Input::Received { link, bytes })?;
+            }
+            BleEvent::Drained(link) => self.node.handle(now, Input::Drained(link))?,
         }
         Ok(())
     }
@@ -523,10 +597,13 @@ impl Driver {
     fn flush_outputs(&mut self) {
         while let Some(out) = self.node.poll_output() {
             match out {
-                Output::Transmit { link, bytes } => self.lan.send(link, bytes),
+                Output::Transmit { link, bytes } => match &self.ble {
+                    Some(b) if ble::is_ble_link(link) => b.send(link, bytes),
+                    _ => self.lan.send(link, bytes),
+                },
                 Output::Close { link, reason } => {
                     tracing::info!(link = link.0, %reason, "closing link");
-                    self.lan.close(link);
+                    self.close_link(link);
                 }
                 Output::App(ev) => report::log_app_event(&ev),
             }
@@ -553,6 +630,7 @@ impl Driver {
                     &self.listening,
                     self.started_ms,
                     &self.homeserver,
+                    &self.ble_status(),
                     json,
                 ) {
                     Ok(text) => with_ok(Reply::out(text.as_bytes())),

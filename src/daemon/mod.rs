@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     pub lan: LanConfig,
     /// Protocol tunables.
     pub node: NodeConfig,
+    /// The BLE adapter (`enabled: false` for `--no-ble`).
+    pub ble: crate::transport::ble::BleConfig,
     /// Sync with the configured homeserver continuously
     /// (`protocol-spec/homeserver.md`).
     pub homeserver_sync: bool,

@@ -94,6 +94,7 @@ pub(super) fn status(
     listening: &[String],
     started_ms: u64,
     homeserver_sync: &str,
+    ble: &Value,
     json: bool,
 ) -> Result<String, String> {
     let (identity, _) = crate::app::load_identity(dir).map_err(|e| e.to_string())?;
@@ -105,7 +106,7 @@ pub(super) fn status(
         "store": store,
         "queues": queues,
         "peers": node.links().len(),
-        "ble": "off",
+        "ble": ble,
         "homeserver": homeserver_state(dir, homeserver_sync),
         "daemon": {
             "running": true,
@@ -157,7 +158,21 @@ pub fn render_status(v: &Value, json: bool) -> String {
         v["queues"]["homeserver"], v["queues"]["mesh"]
     );
     let _ = writeln!(s, "peers:      {}", v["peers"]);
-    let _ = writeln!(s, "ble:        {}", v["ble"].as_str().unwrap_or("?"));
+    let ble = match &v["ble"] {
+        Value::String(t) => t.clone(),
+        other => match other["state"].as_str() {
+            Some("unavailable") => {
+                format!("unavailable: {}", other["reason"].as_str().unwrap_or("?"))
+            }
+            Some(state) => format!(
+                "{state} on {} ({} links)",
+                other["adapter"].as_str().unwrap_or("?"),
+                other["links"].as_array().map_or(0, Vec::len)
+            ),
+            None => "?".to_owned(),
+        },
+    };
+    let _ = writeln!(s, "ble:        {ble}");
     let hs = match &v["homeserver"] {
         Value::String(t) => t.clone(),
         other => format!(
