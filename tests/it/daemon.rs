@@ -12,7 +12,7 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshrelay");
 
 /// How long a test waits for the mesh to converge.
-pub const CONVERGE: Duration = Duration::from_secs(60);
+pub const CONVERGE: Duration = Duration::from_secs(150);
 
 /// Runs the CLI on `dir`.
 pub fn mr(dir: &Path, args: &[&str]) -> Output {
