@@ -27,19 +27,7 @@ impl<S: Store> Device<S> {
         if let Some(e) = have_err {
             return Err(e.into());
         }
-        let mut sum = ImportSummary {
-            duplicates: report.duplicates,
-            rejections: report
-                .rejected
-                .iter()
-                .map(|r| RejectedInfo {
-                    index: r.index,
-                    event_id: r.event_id.map(|i| i.to_string()),
-                    reason: r.reason.clone(),
-                })
-                .collect(),
-            ..ImportSummary::default()
-        };
+        let mut sum = ImportSummary::from_report(&report);
         // Group by room, keeping bundle order; remember bundle positions.
         let mut by_room: BTreeMap<RoomId, Vec<&Event>> = BTreeMap::new();
         for ev in &report.imported {

@@ -108,3 +108,23 @@ pub struct ImportSummary {
     /// keeps them because others may cite them; they change nothing).
     pub unauthorized: Vec<UnauthorizedInfo>,
 }
+
+impl ImportSummary {
+    /// The summary of a verified bundle before anything is stored: its
+    /// duplicates and the envelopes it rejected, with reasons.
+    pub fn from_report(report: &crate::bundle::ImportReport) -> Self {
+        ImportSummary {
+            duplicates: report.duplicates,
+            rejections: report
+                .rejected
+                .iter()
+                .map(|r| RejectedInfo {
+                    index: r.index,
+                    event_id: r.event_id.map(|i| i.to_string()),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            ..ImportSummary::default()
+        }
+    }
+}

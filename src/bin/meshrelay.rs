@@ -327,7 +327,7 @@ fn rooms_via_daemon(
                 err: anyhow!(error.unwrap_or_default()),
             });
         }
-        return r::write_export(file, &bytes, &mut io::stdout().lock()).map_err(fail);
+        return r::write_output(file, &bytes, &mut io::stdout().lock()).map_err(fail);
     }
     forward(dir, stream, &req)
 }

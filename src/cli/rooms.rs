@@ -281,7 +281,8 @@ fn read_input(file: &str) -> Result<Vec<u8>, CliError> {
     Ok(buf)
 }
 
-fn write_output(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(), CliError> {
+/// Writes what `export` produced to its file (atomically) or standard output.
+pub fn write_output(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(), CliError> {
     if file == "-" {
         return out.write_all(bytes).map_err(|e| io_err("-", e));
     }
@@ -466,11 +467,6 @@ pub fn read_import_input(cmd: &RoomsCommand) -> Result<Option<Vec<u8>>, CliError
         RoomsCommand::Import { file } => read_input(file).map(Some),
         _ => Ok(None),
     }
-}
-
-/// Writes what `export` produced to its file (or standard output).
-pub fn write_export(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(), CliError> {
-    write_output(file, bytes, out)
 }
 
 /// Whether an error means the store is in use by another process.

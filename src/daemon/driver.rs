@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use super::control::{Reply, Request};
 use super::report;
 use super::{DaemonError, DaemonOptions, server};
-use crate::app::{Device, ImportSummary, MessageLine, ROOM_KEYS_PREFIX, RejectedInfo};
+use crate::app::{Device, ImportSummary, MessageLine, ROOM_KEYS_PREFIX};
 use crate::cli::rooms::{self as rooms_cli, CliError, EXIT_BAD_INPUT, EXIT_RUNTIME, RoomsCommand};
 use crate::event::{EventId, RoomId};
 use crate::proto::{Command, Input, LinkKind, Node, Output};
@@ -135,6 +135,7 @@ pub async fn run(
         opts.node.clone(),
         now,
     );
+    let device = identity.device_id();
     drop(identity);
     // The prekey ring is created on first open; do it before serving.
     {
@@ -207,7 +208,7 @@ pub async fn run(
         },
     };
     d.join_own_rooms()?;
-    tracing::info!(device = %d.node_device(), dir = %d.dir.display(), "daemon running");
+    tracing::info!(%device, dir = %d.dir.display(), "daemon running");
     tokio::pin!(shutdown);
     let result = loop {
         let deadline = d.timer_deadline();
@@ -286,12 +287,6 @@ pub async fn run(
 }
 
 impl Driver {
-    fn node_device(&self) -> String {
-        crate::app::load_identity(&self.dir)
-            .map(|(i, _)| i.device_id().to_string())
-            .unwrap_or_default()
-    }
-
     /// The next wake-up: the node's timer or the followers' refresh.
     fn timer_deadline(&self) -> tokio::time::Instant {
         let now_wall = now_ms();
@@ -803,19 +798,7 @@ impl Driver {
             Ok(r) => r,
             Err(e) => return Ok(vec![Reply::fail(EXIT_BAD_INPUT, format!("bundle: {e}"))]),
         };
-        let mut sum = ImportSummary {
-            duplicates: report.duplicates,
-            rejections: report
-                .rejected
-                .iter()
-                .map(|r| RejectedInfo {
-                    index: r.index,
-                    event_id: r.event_id.map(|i| i.to_string()),
-                    reason: r.reason.clone(),
-                })
-                .collect(),
-            ..ImportSummary::default()
-        };
+        let mut sum = ImportSummary::from_report(&report);
         let before: BTreeSet<EventId> = self.node.uncommitted_events().into_iter().collect();
         for ev in report.imported {
             self.node.handle(
