@@ -82,6 +82,10 @@ struct RunArgs {
     /// Override the scenario's meshrelay stranger (relay) pool, bytes.
     #[arg(long)]
     stranger_pool_bytes: Option<u64>,
+    /// Override meshrelay's copy budget for carried events (binary spray;
+    /// 0 = none, epidemic carrying; at most 128).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=128))]
+    copy_budget: Option<u8>,
     /// Run only these protocols (comma-separated names from the JSON keys,
     /// e.g. `meshrelay` to time the Node alone). Default: all.
     #[arg(long, value_delimiter = ',')]
@@ -187,6 +191,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     let mut sc = Scenario::load(&a.scenario)?;
     if let Some(p) = a.stranger_pool_bytes {
         sc.protocols.stranger_pool_bytes = Some(p);
+    }
+    if let Some(c) = a.copy_budget {
+        sc.protocols.copy_budget = Some(c);
     }
     if let Some(bad) = a.only.iter().find(|p| !PROTOCOLS.contains(&p.as_str())) {
         anyhow::bail!(

@@ -159,6 +159,7 @@ pub fn frame_name(packet: &[u8]) -> Option<&'static str> {
     Some(match tag {
         0 => "hello",
         1 => "close",
+        2 => "members",
         16 => "reconcile_init",
         17 => "reconcile_sketch",
         18 => "reconcile_symbols",
@@ -171,6 +172,7 @@ pub fn frame_name(packet: &[u8]) -> Option<&'static str> {
         34 => "want",
         35 => "prune",
         36 => "graft",
+        37 => "spray",
         _ => "other",
     })
 }

@@ -164,6 +164,11 @@ pub struct Protocols {
     /// frontier.
     #[serde(default)]
     pub stranger_pool_bytes: Option<u64>,
+    /// meshrelay: copy budget for carried events (`NodeConfig::copy_budget`,
+    /// binary spray; 0 = none, epidemic carrying). Moves meshrelay along
+    /// the copies/latency frontier.
+    #[serde(default)]
+    pub copy_budget: Option<u8>,
 }
 
 fn d_copies() -> u32 {
@@ -178,6 +183,7 @@ impl Default for Protocols {
             anti_entropy_interval_ms: None,
             store_budget_bytes: None,
             stranger_pool_bytes: None,
+            copy_budget: None,
         }
     }
 }
@@ -230,6 +236,12 @@ impl Scenario {
                 ));
             }
         }
+        if s.protocols
+            .copy_budget
+            .is_some_and(|c| c > meshrelay::wire::MAX_COPY_BUDGET)
+        {
+            return Err(ScenarioError::Invalid("copy_budget must be at most 128"));
+        }
         if s.workload.rooms > 0 && s.workload.room_members < 2 {
             return Err(ScenarioError::Invalid("rooms need at least 2 members"));
         }
@@ -259,6 +271,9 @@ impl Scenario {
         }
         if let Some(i) = self.protocols.anti_entropy_interval_ms {
             node.anti_entropy_interval_ms = i;
+        }
+        if let Some(c) = self.protocols.copy_budget {
+            node.copy_budget = c;
         }
         let mut store = self
             .protocols

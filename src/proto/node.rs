@@ -55,8 +55,8 @@ use crate::proto::view::StoreView;
 use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, SourceKey, Store, StoreError};
 use crate::wire::{
-    CloseReason, Fragmenter, Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS,
-    MAX_IDS_PER_FRAME, Reassembler,
+    CloseReason, Fragmenter, Frame, MAX_COPY_BUDGET, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES,
+    MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME, Reassembler,
 };
 
 /// Tunables of the node. Defaults suit a phone or a small board.
@@ -87,6 +87,14 @@ pub struct NodeConfig {
     /// Bytes of event data in flight per link before waiting for the driver
     /// to report the link drained.
     pub link_window_bytes: usize,
+    /// Copy budget for carried events (binary spray, `protocol-spec/wire.md`,
+    /// "Copy budget"): how many carriers (peers that are not members of the
+    /// event's room) each event this node publishes may reach. A holder of
+    /// `n >= 2` copies hands `n / 2` to a carrier that lacks the event; a
+    /// holder of one copy only delivers to members. Members always get their
+    /// rooms' events. `0` = no budget: every node hands every event to every
+    /// peer (epidemic carrying). At most [`MAX_COPY_BUDGET`].
+    pub copy_budget: u8,
 }
 
 impl Default for NodeConfig {
@@ -104,9 +112,24 @@ impl Default for NodeConfig {
             key_event_burst: 200,
             key_events_per_s: 5,
             link_window_bytes: 256 * 1024,
+            copy_budget: DEFAULT_COPY_BUDGET,
         }
     }
 }
+
+/// Default [`NodeConfig::copy_budget`]: copies of each published event
+/// handed to carriers (`protocol-spec/wire.md`, "Copy budget").
+pub const DEFAULT_COPY_BUDGET: u8 = 16;
+
+/// Most events whose copy counts (above one) a node remembers; a forgotten
+/// count falls back to one copy (deliver to members only).
+pub const MAX_COPY_RECORDS: usize = 65_536;
+
+/// Bytes a `Spray` frame adds over an `Events` frame of the same events
+/// (copy-count list head; one byte per event is in `PER_EVENT_OVERHEAD`'s
+/// slack), counted when batching so a spray batch stays within
+/// `MAX_FRAME_BYTES`.
+const SPRAY_FRAME_OVERHEAD: usize = 8;
 
 /// Most sources remembered as penalised.
 pub const MAX_PENALISED_SOURCES: usize = 4096;
@@ -175,6 +198,8 @@ struct Link {
     next_session: u64,
     /// Rooms the peer listed in its hello.
     peer_rooms: BTreeSet<RoomId>,
+    /// Rooms the peer is a member of (its latest `Members` frame).
+    peer_members: BTreeSet<RoomId>,
     /// Rotation: the last non-own room reconciled, so successive rounds
     /// cover every room, not only the first `MAX_SESSIONS_PER_LINK`.
     recon_cursor: Option<RoomId>,
@@ -260,6 +285,10 @@ pub struct Node<S: Store, R: Rng> {
     stats: NodeStats,
     /// Cached room list and per-room items (see [`StoreView`]).
     view: StoreView,
+    /// Copies held per carried event, only counts of two or more (one is
+    /// the default), at most `MAX_COPY_RECORDS` (least recently used
+    /// forgotten).
+    copies: LruCache<EventId, u8>,
 }
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -286,6 +315,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             pending_ihave: BTreeMap::new(),
             stats: NodeStats::default(),
             view: StoreView::new(),
+            copies: LruCache::new(nz(MAX_COPY_RECORDS)),
         }
     }
 
@@ -458,6 +488,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 sessions: BTreeMap::new(),
                 next_session: 0,
                 peer_rooms: BTreeSet::new(),
+                peer_members: BTreeSet::new(),
                 recon_cursor: None,
                 more_rooms: false,
                 parts: VecDeque::new(),
@@ -477,7 +508,34 @@ impl<S: Store, R: Rng> Node<S, R> {
                 rooms,
             },
         );
+        if !self.own_rooms.is_empty() {
+            let rooms = self.member_list();
+            self.send(link, &Frame::Members { rooms });
+        }
         Ok(())
+    }
+
+    /// The `Members` list: own rooms, ascending, at most `MAX_HELLO_ROOMS`.
+    fn member_list(&self) -> Vec<RoomId> {
+        self.own_rooms
+            .iter()
+            .take(MAX_HELLO_ROOMS)
+            .copied()
+            .collect()
+    }
+
+    /// Tells every link the new own-room set.
+    fn announce_members(&mut self) {
+        let rooms = self.member_list();
+        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        for link in links {
+            self.send(
+                link,
+                &Frame::Members {
+                    rooms: rooms.clone(),
+                },
+            );
+        }
     }
 
     /// The Hello room list: own rooms and rooms held, ascending, at most
@@ -533,7 +591,22 @@ impl<S: Store, R: Rng> Node<S, R> {
                     if !self.links.contains_key(&link) {
                         break;
                     }
-                    self.on_event_bytes(link, &bytes)?;
+                    self.on_event_bytes(link, &bytes, 1)?;
+                }
+                Ok(())
+            }
+            Frame::Spray { copies, events, .. } => {
+                for (bytes, copies) in events.iter().zip(copies) {
+                    if !self.links.contains_key(&link) {
+                        break;
+                    }
+                    self.on_event_bytes(link, bytes, copies)?;
+                }
+                Ok(())
+            }
+            Frame::Members { rooms } => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.peer_members = rooms.into_iter().take(MAX_HELLO_ROOMS).collect();
                 }
                 Ok(())
             }
@@ -756,13 +829,27 @@ impl<S: Store, R: Rng> Node<S, R> {
             .and_then(|l| l.sessions.get(&number))
             .and_then(|s| {
                 s.outcome().map(|o| {
-                    let found =
-                        !o.peer_lacks.is_empty() || !o.i_lack.is_empty() || o.failed.is_some();
-                    (o.peer_lacks.clone(), found, o.failed, s.room(), s.part())
+                    let i_lack = !o.i_lack.is_empty();
+                    (o.peer_lacks.clone(), i_lack, o.failed, s.room(), s.part())
                 })
             });
-        if let Some((peer_lacks, found, failed, room, part)) = done {
+        if let Some((peer_lacks, i_lack, failed, room, part)) = done {
             let now = self.now_ms;
+            // Events this side may not hand over (no copies left for a
+            // carrier) are not a difference worth another period.
+            let budget = self.config.copy_budget;
+            let peer_lacks: Vec<Item> = match self.links.get(&link) {
+                Some(l) => peer_lacks
+                    .into_iter()
+                    .filter(|i| offerable(budget, &self.copies, l, &i.id, &room))
+                    .collect(),
+                None => Vec::new(),
+            };
+            // Likewise what this side lacks counts only where the peer
+            // surely sends it: to a member, or without a budget.
+            let found = !peer_lacks.is_empty()
+                || failed.is_some()
+                || (i_lack && (budget == 0 || self.own_rooms.contains(&room)));
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
                 l.period_found |= found;
@@ -827,7 +914,9 @@ impl<S: Store, R: Rng> Node<S, R> {
         );
     }
 
-    fn on_event_bytes(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
+    /// One received event; `copies` is how many copies the sender handed
+    /// over with it (1 from an `Events` frame).
+    fn on_event_bytes(&mut self, link: LinkId, bytes: &[u8], copies: u8) -> Result<(), StoreError> {
         let event = match Event::decode(bytes) {
             Ok(e) => e,
             Err(e) => {
@@ -849,8 +938,16 @@ impl<S: Store, R: Rng> Node<S, R> {
             }
             None => return Ok(()),
         };
+        let spray = self.config.copy_budget != 0 && copies >= 2;
         if self.store.has_event(&id)? {
             self.stats.duplicates += 1;
+            // Copies handed over with a duplicate are kept, not lost:
+            // together they are what the sender gave up.
+            if spray {
+                let held = self.copies.peek(&id).copied().unwrap_or(1);
+                let total = held.saturating_add(copies).min(MAX_COPY_BUDGET);
+                self.copies.put(id, total);
+            }
             // Plumtree: a duplicate pushed eagerly means a redundant path.
             let prune = self.links.get(&link).is_some_and(|l| l.eager);
             if prune {
@@ -876,6 +973,9 @@ impl<S: Store, R: Rng> Node<S, R> {
                 self.stats.refused_events += 1;
                 return Ok(());
             }
+        }
+        if spray {
+            self.copies.put(id, copies.min(MAX_COPY_BUDGET));
         }
         self.ingest(
             &event,
@@ -970,6 +1070,10 @@ impl<S: Store, R: Rng> Node<S, R> {
                     source: Source::Local,
                     received_ms: self.now_ms,
                 };
+                let budget = self.config.copy_budget.min(MAX_COPY_BUDGET);
+                if budget >= 2 && !self.store.has_event(&event.id())? {
+                    self.copies.put(event.id(), budget);
+                }
                 self.ingest(&event, meta, None)
             }
             Command::Deliver { event, source } => {
@@ -989,11 +1093,15 @@ impl<S: Store, R: Rng> Node<S, R> {
                 self.ingest(&event, meta, None)
             }
             Command::JoinRoom(room) => {
-                self.own_rooms.insert(room);
+                if self.own_rooms.insert(room) {
+                    self.announce_members();
+                }
                 Ok(())
             }
             Command::LeaveRoom(room) => {
-                self.own_rooms.remove(&room);
+                if self.own_rooms.remove(&room) {
+                    self.announce_members();
+                }
                 Ok(())
             }
         }
@@ -1012,10 +1120,16 @@ impl<S: Store, R: Rng> Node<S, R> {
                 id: c.id,
                 room: c.room,
             }));
+            // Only peers this node may hand the event to (members, or
+            // carriers while copies are left) get it or hear of it.
+            let budget = self.config.copy_budget;
+            let copies = &self.copies;
             let links: Vec<(LinkId, bool)> = self
                 .links
                 .iter_mut()
-                .filter(|(id, _)| Some(**id) != c.from)
+                .filter(|(id, l)| {
+                    Some(**id) != c.from && offerable(budget, copies, l, &c.id, &c.room)
+                })
                 .map(|(id, l)| {
                     let eager = l.eager && !l.pruned.contains(&c.room);
                     (*id, eager && !l.known.contains(&c.id))
@@ -1179,9 +1293,11 @@ impl<S: Store, R: Rng> Node<S, R> {
             // events, so a relayed flood never delays them.
             let reserve = self.config.link_burst_bytes / PACING_DIVISOR / 4;
             let mut avail = l.pacing.available(now);
+            let budget = self.config.copy_budget;
             let mut batch = Vec::new();
+            let mut handed = Vec::new();
             let mut waiting = false;
-            let mut size = FRAME_OVERHEAD;
+            let mut size = FRAME_OVERHEAD + if budget == 0 { 0 } else { SPRAY_FRAME_OVERHEAD };
             // One frame carries events of one room: the head's.
             let Some(batch_room) = l.outbox.values().next().map(|(r, _)| *r) else {
                 return Ok(());
@@ -1196,6 +1312,12 @@ impl<S: Store, R: Rng> Node<S, R> {
             for (key, id) in same_room {
                 if batch.len() >= MAX_EVENTS_PER_FRAME {
                     break;
+                }
+                // Copies may have run out since the event was queued.
+                if !offerable(budget, &self.copies, l, &id, &batch_room) {
+                    l.outbox.remove(&key);
+                    l.queued.remove(&id);
+                    continue;
                 }
                 let Some(bytes) = self.store.get_event(&id)? else {
                     l.outbox.remove(&key);
@@ -1225,6 +1347,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 l.outbox.remove(&key);
                 l.queued.remove(&id);
                 l.known.put(id, ());
+                handed.push(take_copies(budget, &mut self.copies, l, &id, &batch_room));
                 batch.push(bytes);
             }
             if batch.is_empty() {
@@ -1235,13 +1358,19 @@ impl<S: Store, R: Rng> Node<S, R> {
                 continue;
             }
             self.stats.events_sent += batch.len() as u64;
-            let n = self.send(
-                link,
-                &Frame::Events {
+            let frame = if handed.iter().any(|c| *c >= 2) {
+                Frame::Spray {
+                    room: batch_room,
+                    copies: handed,
+                    events: batch,
+                }
+            } else {
+                Frame::Events {
                     room: batch_room,
                     events: batch,
-                },
-            );
+                }
+            };
+            let n = self.send(link, &frame);
             if let Some(l) = self.links.get_mut(&link) {
                 l.in_flight += n;
                 l.pacing.try_take(n as u64, now);
@@ -1301,6 +1430,44 @@ impl<S: Store, R: Rng> Node<S, R> {
             reason: reason.to_owned(),
         });
     }
+}
+
+/// Whether event `id` of `room` may go to `l`'s peer (`protocol-spec/wire.md`,
+/// "Copy budget"): always without a budget or to a member of the room,
+/// otherwise only while this node holds two copies or more.
+fn offerable(
+    budget: u8,
+    copies: &LruCache<EventId, u8>,
+    l: &Link,
+    id: &EventId,
+    room: &RoomId,
+) -> bool {
+    budget == 0 || l.peer_members.contains(room) || copies.peek(id).is_some_and(|c| *c >= 2)
+}
+
+/// Hands copies of an offerable event to `l`'s peer: a carrier gets half of
+/// the `n >= 2` copies held (this node keeps the rest), a member or any peer
+/// without a budget one (nothing changes here). Returns the copies handed.
+fn take_copies(
+    budget: u8,
+    copies: &mut LruCache<EventId, u8>,
+    l: &Link,
+    id: &EventId,
+    room: &RoomId,
+) -> u8 {
+    if budget == 0 || l.peer_members.contains(room) {
+        return 1;
+    }
+    let held = copies.pop(id).unwrap_or(1);
+    if held < 2 {
+        return 1;
+    }
+    let given = held / 2;
+    let kept = held - given;
+    if kept >= 2 {
+        copies.put(*id, kept);
+    }
+    given
 }
 
 /// The union of the ascending `held` rooms and `own`, ascending.

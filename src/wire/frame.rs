@@ -29,6 +29,11 @@ pub const MAX_IDS_PER_FRAME: usize = 1024;
 /// Most events in one event batch frame.
 pub const MAX_EVENTS_PER_FRAME: usize = 64;
 
+/// Largest copy count a `Spray` frame may hand over with one event, and so
+/// the largest per-event copy budget (`protocol-spec/wire.md`, "Copy
+/// budget").
+pub const MAX_COPY_BUDGET: u8 = 128;
+
 /// Longest free-text detail in a close frame, in UTF-8 bytes.
 pub const MAX_CLOSE_DETAIL_BYTES: usize = 128;
 
@@ -132,6 +137,14 @@ pub enum Frame {
         /// [`MAX_HELLO_ROOMS`]), so a relay learns rooms it does not carry yet.
         rooms: Vec<RoomId>,
     },
+    /// Rooms the sender is a *member* of (tag 2), at most
+    /// [`MAX_HELLO_ROOMS`], ascending: a carrier hands carried events to a
+    /// member whatever its copy budget. Sent after `Hello`, and again when
+    /// the set changes; each one replaces the previous.
+    Members {
+        /// Own rooms.
+        rooms: Vec<RoomId>,
+    },
     /// Last frame on a link (tag 1).
     Close {
         /// Machine-readable reason.
@@ -150,6 +163,17 @@ pub enum Frame {
     Events {
         /// The room.
         room: RoomId,
+        /// Each element is `Event::bytes()`, checked by the event decoder.
+        events: Vec<Vec<u8>>,
+    },
+    /// A batch of events of one room that hands over copies (tag 37): the
+    /// receiver may pass event `i` on to `copies[i] - 1` further carriers
+    /// (binary spray, `protocol-spec/wire.md`, "Copy budget").
+    Spray {
+        /// The room.
+        room: RoomId,
+        /// Copies handed over, one per event, each `1..=MAX_COPY_BUDGET`.
+        copies: Vec<u8>,
         /// Each element is `Event::bytes()`, checked by the event decoder.
         events: Vec<Vec<u8>>,
     },
@@ -183,6 +207,7 @@ pub enum Frame {
 
 const T_HELLO: u64 = 0;
 const T_CLOSE: u64 = 1;
+const T_MEMBERS: u64 = 2;
 const T_R_INIT: u64 = 16;
 const T_R_SKETCH: u64 = 17;
 const T_R_SYMBOLS: u64 = 18;
@@ -197,6 +222,7 @@ const T_IHAVE: u64 = 33;
 const T_WANT: u64 = 34;
 const T_PRUNE: u64 = 35;
 const T_GRAFT: u64 = 36;
+const T_SPRAY: u64 = 37;
 
 fn packed<const N: usize, T>(items: &[T], f: impl Fn(&T) -> [u8; N]) -> Vec<u8> {
     let mut out = Vec::with_capacity(items.len() * N);
@@ -228,6 +254,23 @@ fn unpack<const N: usize, T>(
         .collect())
 }
 
+/// An event list (`[bstr, …]`, at most [`MAX_EVENTS_PER_FRAME`]).
+fn event_list(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, FrameError> {
+    let k = r.array()?;
+    if k > MAX_EVENTS_PER_FRAME {
+        return Err(FrameError::TooMany {
+            what: "events",
+            got: k,
+            max: MAX_EVENTS_PER_FRAME,
+        });
+    }
+    let mut events = Vec::with_capacity(k);
+    for _ in 0..k {
+        events.push(r.bytes()?.to_vec());
+    }
+    Ok(events)
+}
+
 fn pack_ids(ids: &[EventId]) -> Vec<u8> {
     packed(ids, |i| i.0)
 }
@@ -250,6 +293,7 @@ impl Frame {
         match self {
             Frame::Hello { .. } => T_HELLO,
             Frame::Close { .. } => T_CLOSE,
+            Frame::Members { .. } => T_MEMBERS,
             Frame::Reconcile { msg, .. } => match msg {
                 Message::Init { part, .. } if *part != Part::WHOLE => T_R_INIT_PART,
                 Message::Init { .. } => T_R_INIT,
@@ -261,6 +305,7 @@ impl Frame {
                 Message::Failed { .. } => T_R_FAILED,
             },
             Frame::Events { .. } => T_EVENTS,
+            Frame::Spray { .. } => T_SPRAY,
             Frame::IHave { .. } => T_IHAVE,
             Frame::Want { .. } => T_WANT,
             Frame::Prune { .. } => T_PRUNE,
@@ -289,6 +334,10 @@ impl Frame {
                     .u64(*features)
                     .u64(*nonce)
                     .bytes(&packed(rooms, |r| r.0));
+            }
+            Frame::Members { rooms } => {
+                head(&mut w, 1, t);
+                w.bytes(&packed(rooms, |r| r.0));
             }
             Frame::Close { reason, detail } => {
                 head(&mut w, 2, t);
@@ -349,6 +398,17 @@ impl Frame {
                     w.bytes(e);
                 }
             }
+            Frame::Spray {
+                room,
+                copies,
+                events,
+            } => {
+                head(&mut w, 3, t);
+                w.bytes(&room.0).bytes(copies).array(events.len());
+                for e in events {
+                    w.bytes(e);
+                }
+            }
             Frame::IHave { room, ids } | Frame::Want { room, ids } | Frame::Graft { room, ids } => {
                 head(&mut w, 2, t);
                 w.bytes(&room.0).bytes(&pack_ids(ids));
@@ -381,6 +441,7 @@ impl Frame {
         let fields = match t {
             T_HELLO => 4,
             T_CLOSE => 2,
+            T_MEMBERS => 1,
             T_R_INIT => 5,
             T_R_INIT_PART => 6,
             T_R_SKETCH | T_R_SYMBOLS | T_R_DECODED => 3,
@@ -388,6 +449,7 @@ impl Frame {
             T_R_EQUAL => 1,
             T_EVENTS | T_IHAVE | T_WANT | T_GRAFT => 2,
             T_PRUNE => 1,
+            T_SPRAY => 3,
             other => return Err(FrameError::UnknownType(other)),
         };
         if n != fields + 2 {
@@ -405,6 +467,9 @@ impl Frame {
                 features: r.u64()?,
                 nonce: r.u64()?,
                 rooms: unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, "hello rooms", RoomId)?,
+            },
+            T_MEMBERS => Frame::Members {
+                rooms: unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, "member rooms", RoomId)?,
             },
             T_CLOSE => {
                 let reason = CloseReason::from_code(r.u64()?);
@@ -466,19 +531,32 @@ impl Frame {
             }
             T_EVENTS => {
                 let room = room(&mut r)?;
-                let k = r.array()?;
-                if k > MAX_EVENTS_PER_FRAME {
+                let events = event_list(&mut r)?;
+                Frame::Events { room, events }
+            }
+            T_SPRAY => {
+                let room = room(&mut r)?;
+                let copies = r.bytes()?;
+                if copies.len() > MAX_EVENTS_PER_FRAME {
                     return Err(FrameError::TooMany {
-                        what: "events",
-                        got: k,
+                        what: "copy counts",
+                        got: copies.len(),
                         max: MAX_EVENTS_PER_FRAME,
                     });
                 }
-                let mut events = Vec::with_capacity(k);
-                for _ in 0..k {
-                    events.push(r.bytes()?.to_vec());
+                if copies.iter().any(|c| *c == 0 || *c > MAX_COPY_BUDGET) {
+                    return Err(FrameError::Malformed("copy count out of range"));
                 }
-                Frame::Events { room, events }
+                let copies = copies.to_vec();
+                let events = event_list(&mut r)?;
+                if events.len() != copies.len() {
+                    return Err(FrameError::Malformed("one copy count per event"));
+                }
+                Frame::Spray {
+                    room,
+                    copies,
+                    events,
+                }
             }
             T_IHAVE | T_WANT | T_GRAFT => {
                 let room = room(&mut r)?;
@@ -554,6 +632,19 @@ mod tests {
                     rooms
                 }
             ),
+            vec(room(), 0..5).prop_map(|rooms| Frame::Members { rooms }),
+            (
+                room(),
+                vec((1..=MAX_COPY_BUDGET, vec(any::<u8>(), 0..300)), 0..8)
+            )
+                .prop_map(|(room, v)| {
+                    let (copies, events) = v.into_iter().unzip();
+                    Frame::Spray {
+                        room,
+                        copies,
+                        events,
+                    }
+                }),
             (any::<u64>(), "[a-z ]{0,40}").prop_map(|(c, detail)| Frame::Close {
                 reason: CloseReason::from_code(c),
                 detail
@@ -651,6 +742,53 @@ mod tests {
                 .array(0);
         });
         assert!(matches!(Frame::decode(&deep), Err(FrameError::Cbor(_))));
+    }
+
+    #[test]
+    fn spray_copy_counts_are_strict() {
+        let spray = |copies: &[u8], events: usize| {
+            raw(|w| {
+                w.array(5)
+                    .u64(1)
+                    .u64(T_SPRAY)
+                    .bytes(&[0; 16])
+                    .bytes(copies)
+                    .array(events);
+                for _ in 0..events {
+                    w.bytes(b"e");
+                }
+            })
+        };
+        assert!(Frame::decode(&spray(&[1, MAX_COPY_BUDGET], 2)).is_ok());
+        for (copies, events) in [
+            (&[0u8][..], 1),
+            (&[MAX_COPY_BUDGET + 1][..], 1),
+            (&[2, 2][..], 1),
+            (&[2][..], 2),
+        ] {
+            assert!(
+                matches!(
+                    Frame::decode(&spray(copies, events)),
+                    Err(FrameError::Malformed(_))
+                ),
+                "{copies:?} with {events} events"
+            );
+        }
+        let many = vec![2u8; MAX_EVENTS_PER_FRAME + 1];
+        assert!(matches!(
+            Frame::decode(&spray(&many, 0)),
+            Err(FrameError::TooMany { .. })
+        ));
+        let members = raw(|w| {
+            w.array(3)
+                .u64(1)
+                .u64(T_MEMBERS)
+                .bytes(&vec![0; 16 * (MAX_HELLO_ROOMS + 1)]);
+        });
+        assert!(matches!(
+            Frame::decode(&members),
+            Err(FrameError::TooMany { .. })
+        ));
     }
 
     #[test]

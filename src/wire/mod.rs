@@ -27,8 +27,8 @@ pub use fragment::{
     Reassembler,
 };
 pub use frame::{
-    CloseReason, FRAME_MAX_DEPTH, Frame, FrameError, MAX_CLOSE_DETAIL_BYTES, MAX_EVENTS_PER_FRAME,
-    MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME, WIRE_VERSION,
+    CloseReason, FRAME_MAX_DEPTH, Frame, FrameError, MAX_CLOSE_DETAIL_BYTES, MAX_COPY_BUDGET,
+    MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME, WIRE_VERSION,
 };
 
 /// Fuzz entry point for the frame decoder (`fuzz/fuzz_targets/frame_decode.rs`).
