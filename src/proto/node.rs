@@ -288,7 +288,7 @@ pub struct Node<S: Store, R: Rng> {
     /// Copies held per carried event, only counts of two or more (one is
     /// the default), at most `MAX_COPY_RECORDS` (least recently used
     /// forgotten).
-    copies: LruCache<EventId, u8>,
+    copies: LruCache<EventId, (RoomId, u8)>,
 }
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -539,12 +539,32 @@ impl<S: Store, R: Rng> Node<S, R> {
     }
 
     /// The Hello room list: own rooms and rooms held, ascending, at most
-    /// `MAX_HELLO_ROOMS`.
+    /// `MAX_HELLO_ROOMS`. Under a copy budget "held" means rooms with an
+    /// event this node may still hand to a carrier ([`Self::held_rooms`]).
     fn room_list(&mut self) -> Result<Vec<RoomId>, StoreError> {
-        let held = self.view.rooms(&self.store)?;
-        Ok(merge_sorted(held, &self.own_rooms)
+        let held = self.held_rooms()?;
+        Ok(merge_sorted(&held, &self.own_rooms)
             .take(MAX_HELLO_ROOMS)
             .collect())
+    }
+
+    /// The rooms other than own ones worth reconciling with any peer,
+    /// ascending: every room held, or under a copy budget
+    /// (`protocol-spec/wire.md`, "Copy budget") only rooms with an event
+    /// held with two copies or more. A carried event with one copy goes to
+    /// members only, and a member lists its rooms in its own Hello, so a
+    /// room is still reconciled whenever one side can hand something over.
+    fn held_rooms(&mut self) -> Result<Vec<RoomId>, StoreError> {
+        if self.config.copy_budget == 0 {
+            return Ok(self.view.rooms(&self.store)?.to_vec());
+        }
+        let spraying: BTreeSet<RoomId> = self
+            .copies
+            .iter()
+            .filter(|(_, (_, n))| *n >= 2)
+            .map(|(_, (room, _))| *room)
+            .collect();
+        Ok(spraying.into_iter().collect())
     }
 
     fn on_datagram(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -693,13 +713,13 @@ impl<S: Store, R: Rng> Node<S, R> {
     /// `anti_entropy_interval_ms`, not at once (that kept the link busy
     /// with reconciliation and starved event transfer).
     fn next_rooms(&mut self, link: LinkId) -> Result<Vec<RoomId>, StoreError> {
+        // Every room held or joined here (not only the first
+        // `MAX_HELLO_ROOMS` the Hello could list), and the peer's.
+        let held = self.held_rooms()?;
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(Vec::new());
         };
-        // Every room held or joined here (not only the first
-        // `MAX_HELLO_ROOMS` the Hello could list), and the peer's.
-        let held = self.view.rooms(&self.store)?;
-        let mut all: BTreeSet<RoomId> = merge_sorted(held, &self.own_rooms).collect();
+        let mut all: BTreeSet<RoomId> = merge_sorted(&held, &self.own_rooms).collect();
         all.extend(l.peer_rooms.iter().copied());
         let first: Vec<RoomId> = self
             .own_rooms
@@ -944,9 +964,9 @@ impl<S: Store, R: Rng> Node<S, R> {
             // Copies handed over with a duplicate are kept, not lost:
             // together they are what the sender gave up.
             if spray {
-                let held = self.copies.peek(&id).copied().unwrap_or(1);
+                let held = self.copies.peek(&id).map_or(1, |c| c.1);
                 let total = held.saturating_add(copies).min(MAX_COPY_BUDGET);
-                self.copies.put(id, total);
+                self.copies.put(id, (event.room(), total));
             }
             // Plumtree: a duplicate pushed eagerly means a redundant path.
             let prune = self.links.get(&link).is_some_and(|l| l.eager);
@@ -975,7 +995,8 @@ impl<S: Store, R: Rng> Node<S, R> {
             }
         }
         if spray {
-            self.copies.put(id, copies.min(MAX_COPY_BUDGET));
+            self.copies
+                .put(id, (event.room(), copies.min(MAX_COPY_BUDGET)));
         }
         self.ingest(
             &event,
@@ -1072,7 +1093,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 };
                 let budget = self.config.copy_budget.min(MAX_COPY_BUDGET);
                 if budget >= 2 && !self.store.has_event(&event.id())? {
-                    self.copies.put(event.id(), budget);
+                    self.copies.put(event.id(), (event.room(), budget));
                 }
                 self.ingest(&event, meta, None)
             }
@@ -1437,12 +1458,12 @@ impl<S: Store, R: Rng> Node<S, R> {
 /// otherwise only while this node holds two copies or more.
 fn offerable(
     budget: u8,
-    copies: &LruCache<EventId, u8>,
+    copies: &LruCache<EventId, (RoomId, u8)>,
     l: &Link,
     id: &EventId,
     room: &RoomId,
 ) -> bool {
-    budget == 0 || l.peer_members.contains(room) || copies.peek(id).is_some_and(|c| *c >= 2)
+    budget == 0 || l.peer_members.contains(room) || copies.peek(id).is_some_and(|c| c.1 >= 2)
 }
 
 /// Hands copies of an offerable event to `l`'s peer: a carrier gets half of
@@ -1450,7 +1471,7 @@ fn offerable(
 /// without a budget one (nothing changes here). Returns the copies handed.
 fn take_copies(
     budget: u8,
-    copies: &mut LruCache<EventId, u8>,
+    copies: &mut LruCache<EventId, (RoomId, u8)>,
     l: &Link,
     id: &EventId,
     room: &RoomId,
@@ -1458,14 +1479,14 @@ fn take_copies(
     if budget == 0 || l.peer_members.contains(room) {
         return 1;
     }
-    let held = copies.pop(id).unwrap_or(1);
+    let held = copies.pop(id).map_or(1, |c| c.1);
     if held < 2 {
         return 1;
     }
     let given = held / 2;
     let kept = held - given;
     if kept >= 2 {
-        copies.put(*id, kept);
+        copies.put(*id, (*room, kept));
     }
     given
 }
