@@ -15,9 +15,11 @@
 //! | [`metrics`] | ONE-style metrics |
 //! | [`compare`] | runs every protocol on one workload |
 //! | [`report`] | markdown and SVG plots |
+//! | [`frontier`] | copy-budget sweeps: delivery and latency against overhead |
 
 pub mod baseline;
 pub mod compare;
+pub mod frontier;
 pub mod metrics;
 pub mod mobility;
 pub mod net;

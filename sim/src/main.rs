@@ -15,9 +15,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use meshrelay_sim::baseline::LinkModel;
 use meshrelay_sim::compare::{Comparison, PROTOCOLS, Settings, compare, compare_only};
 use meshrelay_sim::net::LinkParams;
-use meshrelay_sim::report;
 use meshrelay_sim::scenario::Scenario;
 use meshrelay_sim::trace::Workload;
+use meshrelay_sim::{frontier, report};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,28 @@ enum Cmd {
     Trace(TraceArgs),
     /// Reconcile two sets over an in-memory link and count the bytes.
     Reconcile(ReconcileArgs),
+    /// Sweep meshrelay's copy budget on a scenario (baselines once per
+    /// seed) and plot delivery and latency against overhead.
+    Frontier(FrontierArgs),
+}
+
+#[derive(clap::Args)]
+struct FrontierArgs {
+    /// Scenario TOML.
+    scenario: PathBuf,
+    /// Seeds, run in parallel threads (default: the scenario's).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Copy budgets to run meshrelay with (0 = none, epidemic carrying).
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,32,0",
+          value_parser = clap::value_parser!(u8).range(0..=128))]
+    copy_budgets: Vec<u8>,
+    /// Write FRONTIER.md and frontier.svg into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print one JSON line per seed and budget on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -125,6 +147,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Trace(a) => cmd_trace(a),
         Cmd::Reconcile(a) => cmd_reconcile(a),
+        Cmd::Frontier(a) => cmd_frontier(a),
     }
 }
 
@@ -262,6 +285,71 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         results.iter().all(|(_, c)| c.invariants.ok()),
+        "invariants violated"
+    );
+    Ok(())
+}
+
+fn cmd_frontier(a: FrontierArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let sc = Scenario::load(&a.scenario)?;
+    let seeds = if a.seeds.is_empty() {
+        vec![sc.seed]
+    } else {
+        a.seeds.clone()
+    };
+    eprintln!(
+        "seeds = {}",
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let runs: Vec<frontier::SeedSweep> = std::thread::scope(|scope| {
+        let handles: Vec<_> = seeds
+            .iter()
+            .map(|&seed| {
+                let (sc, budgets) = (&sc, &a.copy_budgets);
+                scope.spawn(move || {
+                    let mut last = (u8::MAX, -1i64);
+                    frontier::sweep(sc, seed, budgets, &mut |b, f| {
+                        let pct = (f * 100.0).floor() as i64;
+                        if (b, pct) != last && pct % 10 == 0 {
+                            last = (b, pct);
+                            eprintln!("{} seed {seed}: copy budget {b}: {pct}%", sc.name);
+                        }
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    anyhow::ensure!(runs.len() == seeds.len(), "a run panicked");
+    if a.json {
+        for r in &runs {
+            for (b, (m, _, ok)) in &r.meshrelay {
+                println!(
+                    "{}",
+                    serde_json::json!({"seed": r.seed, "copy_budget": b, "invariants_ok": ok, "meshrelay": m})
+                );
+            }
+            println!(
+                "{}",
+                serde_json::json!({"seed": r.seed, "baselines": r.baselines})
+            );
+        }
+    }
+    eprintln!("{}", frontier::table(&runs));
+    if let Some(dir) = &a.report {
+        frontier::write(dir, &sc, &runs, started.elapsed().as_secs_f64())
+            .with_context(|| format!("writing frontier to {}", dir.display()))?;
+        eprintln!("frontier written to {}", dir.display());
+    }
+    eprintln!("wall time total: {:.2} s", started.elapsed().as_secs_f64());
+    anyhow::ensure!(
+        runs.iter()
+            .all(|r| r.meshrelay.values().all(|(_, _, ok)| *ok)),
         "invariants violated"
     );
     Ok(())

@@ -1,0 +1,359 @@
+//! The copies/latency frontier: meshrelay at several copy budgets
+//! (`NodeConfig::copy_budget`, `protocol-spec/wire.md`, "Copy budget") on
+//! the same workloads as the baselines, as a table and a plot of delivery
+//! and median latency (relative to the oracle) against the overhead ratio.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::compare::{Comparison, compare_only};
+use crate::metrics::Metrics;
+use crate::scenario::Scenario;
+
+/// The baselines run once per seed next to the sweep.
+pub const BASELINES: [&str; 4] = ["epidemic", "spray_and_wait", "direct", "oracle"];
+
+/// One seed of a sweep: the baselines, and meshrelay per copy budget.
+#[derive(Debug, Clone)]
+pub struct SeedSweep {
+    /// The seed.
+    pub seed: u64,
+    /// Baselines' metrics by name.
+    pub baselines: BTreeMap<&'static str, Metrics>,
+    /// meshrelay's metrics and wall time (s) per copy budget, and whether
+    /// its invariants held.
+    pub meshrelay: BTreeMap<u8, (Metrics, f64, bool)>,
+}
+
+/// Runs the sweep for one seed. `progress` gets (budget, fraction done).
+pub fn sweep(
+    sc: &Scenario,
+    seed: u64,
+    budgets: &[u8],
+    progress: &mut dyn FnMut(u8, f64),
+) -> SeedSweep {
+    let w = sc.workload(seed);
+    let settings = sc.settings(seed);
+    let base = compare_only(&w, &settings, &BASELINES, &mut |_| {});
+    let mut meshrelay = BTreeMap::new();
+    for &b in budgets {
+        let mut s = settings.clone();
+        s.node.copy_budget = b;
+        let c: Comparison = compare_only(&w, &s, &["meshrelay"], &mut |f| progress(b, f));
+        if let Some(o) = c.outcomes.get("meshrelay") {
+            let wall = c.wall_s.get("meshrelay").copied().unwrap_or(0.0);
+            meshrelay.insert(b, (o.metrics(), wall, c.invariants.ok()));
+        }
+    }
+    SeedSweep {
+        seed,
+        baselines: base.metrics(),
+        meshrelay,
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+fn budget_name(b: u8) -> String {
+    if b == 0 { "none".into() } else { b.to_string() }
+}
+
+/// Mean over seeds of `f` on meshrelay at budget `b`.
+fn mean_mesh(runs: &[SeedSweep], b: u8, f: impl Fn(&SeedSweep, &Metrics) -> f64) -> f64 {
+    let v: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.meshrelay.get(&b).map(|m| f(r, &m.0)))
+        .collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Mean over seeds of `f` on baseline `name`.
+fn mean_base(runs: &[SeedSweep], name: &str, f: impl Fn(&SeedSweep, &Metrics) -> f64) -> f64 {
+    let v: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.baselines.get(name).map(|m| f(r, m)))
+        .collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn oracle(r: &SeedSweep) -> Option<&Metrics> {
+    r.baselines.get("oracle")
+}
+
+fn epidemic(r: &SeedSweep) -> Option<&Metrics> {
+    r.baselines.get("epidemic")
+}
+
+/// The markdown table: one row per budget (means over seeds), then the
+/// baselines.
+pub fn table(runs: &[SeedSweep]) -> String {
+    let mut s = String::from(
+        "| copy budget | delivery | of oracle | median s | x oracle | overhead | x epidemic | bytes/delivered | peak buffer B | wall s | invariants |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    );
+    let budgets: Vec<u8> = runs
+        .first()
+        .map(|r| r.meshrelay.keys().copied().collect())
+        .unwrap_or_default();
+    for b in budgets {
+        let d = mean_mesh(runs, b, |_, m| m.delivery_ratio);
+        let dr = mean_mesh(runs, b, |r, m| {
+            ratio(
+                m.delivery_ratio,
+                oracle(r).map_or(0.0, |o| o.delivery_ratio),
+            )
+        });
+        let l = mean_mesh(runs, b, |_, m| m.latency_median_s);
+        let lr = mean_mesh(runs, b, |r, m| {
+            ratio(
+                m.latency_median_s,
+                oracle(r).map_or(0.0, |o| o.latency_median_s),
+            )
+        });
+        let o = mean_mesh(runs, b, |_, m| m.overhead_ratio);
+        let or = mean_mesh(runs, b, |r, m| {
+            ratio(
+                m.overhead_ratio,
+                epidemic(r).map_or(0.0, |e| e.overhead_ratio),
+            )
+        });
+        let bpd = mean_mesh(runs, b, |_, m| m.bytes_per_delivered);
+        let peak = mean_mesh(runs, b, |_, m| m.peak_buffer_bytes as f64);
+        let wall: f64 = runs
+            .iter()
+            .filter_map(|r| r.meshrelay.get(&b).map(|m| m.1))
+            .sum::<f64>()
+            / runs.len().max(1) as f64;
+        let ok = runs.iter().all(|r| r.meshrelay.get(&b).is_none_or(|m| m.2));
+        let _ = writeln!(
+            s,
+            "| {} | {d:.4} | {:.1}% | {l:.1} | {lr:.3} | {o:.2} | {or:.3} | {bpd:.0} | {peak:.0} | {wall:.1} | {} |",
+            budget_name(b),
+            dr * 100.0,
+            if ok { "ok" } else { "**violated**" }
+        );
+    }
+    for name in BASELINES {
+        let d = mean_base(runs, name, |_, m| m.delivery_ratio);
+        let dr = mean_base(runs, name, |r, m| {
+            ratio(
+                m.delivery_ratio,
+                oracle(r).map_or(0.0, |o| o.delivery_ratio),
+            )
+        });
+        let l = mean_base(runs, name, |_, m| m.latency_median_s);
+        let lr = mean_base(runs, name, |r, m| {
+            ratio(
+                m.latency_median_s,
+                oracle(r).map_or(0.0, |o| o.latency_median_s),
+            )
+        });
+        let o = mean_base(runs, name, |_, m| m.overhead_ratio);
+        let or = mean_base(runs, name, |r, m| {
+            ratio(
+                m.overhead_ratio,
+                epidemic(r).map_or(0.0, |e| e.overhead_ratio),
+            )
+        });
+        let bpd = mean_base(runs, name, |_, m| m.bytes_per_delivered);
+        let peak = mean_base(runs, name, |_, m| m.peak_buffer_bytes as f64);
+        let _ = writeln!(
+            s,
+            "| {name} | {d:.4} | {:.1}% | {l:.1} | {lr:.3} | {o:.2} | {or:.3} | {bpd:.0} | {peak:.0} | - | - |",
+            dr * 100.0
+        );
+    }
+    s
+}
+
+type PlotResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Two panels over the overhead ratio: delivery (fraction of the oracle's)
+/// and median latency (multiple of the oracle's), one point per budget and
+/// seed mean, the baselines as single points, the goals as dashed lines.
+pub fn plot(path: &Path, runs: &[SeedSweep]) -> PlotResult {
+    let budgets: Vec<u8> = runs
+        .first()
+        .map(|r| r.meshrelay.keys().copied().collect())
+        .unwrap_or_default();
+    let point = |b: u8| {
+        (
+            mean_mesh(runs, b, |_, m| m.overhead_ratio),
+            mean_mesh(runs, b, |r, m| {
+                ratio(
+                    m.delivery_ratio,
+                    oracle(r).map_or(0.0, |o| o.delivery_ratio),
+                )
+            }),
+            mean_mesh(runs, b, |r, m| {
+                ratio(
+                    m.latency_median_s,
+                    oracle(r).map_or(0.0, |o| o.latency_median_s),
+                )
+            }),
+        )
+    };
+    let base = |n: &str| {
+        (
+            mean_base(runs, n, |_, m| m.overhead_ratio),
+            mean_base(runs, n, |r, m| {
+                ratio(
+                    m.delivery_ratio,
+                    oracle(r).map_or(0.0, |o| o.delivery_ratio),
+                )
+            }),
+            mean_base(runs, n, |r, m| {
+                ratio(
+                    m.latency_median_s,
+                    oracle(r).map_or(0.0, |o| o.latency_median_s),
+                )
+            }),
+        )
+    };
+    // Curve in budget order, "none" (0) last: it is the most copies.
+    let mut order: Vec<u8> = budgets.iter().copied().filter(|b| *b != 0).collect();
+    if budgets.contains(&0) {
+        order.push(0);
+    }
+    let pts: Vec<(u8, (f64, f64, f64))> = order.iter().map(|&b| (b, point(b))).collect();
+    let others: Vec<(&str, (f64, f64, f64))> = ["epidemic", "spray_and_wait", "direct"]
+        .iter()
+        .map(|n| (*n, base(n)))
+        .collect();
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let xmax = pts
+        .iter()
+        .map(|p| p.1.0)
+        .chain(others.iter().map(|p| p.1.0))
+        .map(finite)
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let lmax = pts
+        .iter()
+        .map(|p| p.1.2)
+        .chain(others.iter().map(|p| p.1.2))
+        .map(finite)
+        .fold(1.5f64, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, (760, 760)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(380);
+    let ep_overhead = base("epidemic").0;
+    for (panel, area) in [(0, top), (1, bottom)] {
+        let (caption, ymin, ymax, ydesc, goal) = if panel == 0 {
+            (
+                "Delivery vs overhead (copy budget sweep)",
+                0.0,
+                1.05,
+                "delivered / oracle's",
+                0.98,
+            )
+        } else {
+            (
+                "Median latency vs overhead",
+                0.0,
+                lmax,
+                "median latency / oracle's",
+                1.3,
+            )
+        };
+        let mut chart = ChartBuilder::on(&area)
+            .caption(caption, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..xmax, ymin..ymax)?;
+        chart
+            .configure_mesh()
+            .x_desc("overhead ratio (relayed - delivered) / delivered")
+            .y_desc(ydesc)
+            .draw()?;
+        let y = |p: &(f64, f64, f64)| if panel == 0 { p.1 } else { p.2 };
+        let grey = RGBColor(0x88, 0x88, 0x88);
+        chart.draw_series(DashedLineSeries::new(
+            vec![(0.0, goal), (xmax, goal)],
+            6,
+            4,
+            grey.stroke_width(1),
+        ))?;
+        if ep_overhead.is_finite() && ep_overhead > 0.0 {
+            chart.draw_series(DashedLineSeries::new(
+                vec![(ep_overhead / 10.0, ymin), (ep_overhead / 10.0, ymax)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))?;
+        }
+        let red = RGBColor(0xd6, 0x27, 0x28);
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().map(|(_, p)| (p.0, y(p))),
+                red.stroke_width(2),
+            ))?
+            .label("meshrelay (label: copy budget)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2)));
+        for (b, p) in &pts {
+            let label = budget_name(*b);
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((p.0, y(p)))
+                    + Circle::new((0, 0), 4, red.filled())
+                    + Text::new(label, (6, -14), ("sans-serif", 13)),
+            ))?;
+        }
+        for (name, p) in &others {
+            let col = match *name {
+                "epidemic" => RGBColor(0x1f, 0x77, 0xb4),
+                "spray_and_wait" => RGBColor(0x2c, 0xa0, 0x2c),
+                _ => RGBColor(0x94, 0x67, 0xbd),
+            };
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at((p.0, y(p)))
+                        + TriangleMarker::new((0, 0), 6, col.filled())
+                        + Text::new(name.to_string(), (6, 4), ("sans-serif", 12)),
+                ))?
+                .label(*name)
+                .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 5, col.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Writes `FRONTIER.md` and `frontier.svg` into `dir`.
+pub fn write(dir: &Path, sc: &Scenario, runs: &[SeedSweep], wall_s: f64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    plot(&dir.join("frontier.svg"), runs).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let seeds: Vec<String> = runs.iter().map(|r| r.seed.to_string()).collect();
+    let budgets: Vec<String> = runs
+        .first()
+        .map(|r| r.meshrelay.keys().map(|b| b.to_string()).collect())
+        .unwrap_or_default();
+    let mut md = format!(
+        "# {}: copy budget frontier\n\n{}\n\nSeeds {}; means over seeds. Rerun: \
+         `cargo run --release -p meshrelay-sim -- frontier sim/scenarios/{}.toml --seeds {} --copy-budgets {} --report DIR`.\n\n\
+         Copy budget `none` (0) is epidemic carrying; the goals are delivery >= 98% of the oracle, \
+         overhead <= 1/10 of epidemic's, median latency <= 1.3x the oracle's (dashed lines in the plot).\n\n",
+        sc.name,
+        sc.description,
+        seeds.join(", "),
+        sc.name,
+        seeds.join(","),
+        budgets.join(","),
+    );
+    md.push_str(&table(runs));
+    let _ = writeln!(md, "\n![frontier](frontier.svg)\n");
+    let _ = writeln!(md, "Total wall time of the sweep: {wall_s:.1} s.");
+    std::fs::write(dir.join("FRONTIER.md"), md)
+}
