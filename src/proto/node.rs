@@ -33,6 +33,13 @@
 //!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
 //!   unknown event not filled by an eager push within `ihave_timeout_ms`
 //!   grafts the announcing link.
+//! * **Copy budget.** Each side also sends `Members` (its own rooms). An
+//!   event of a room the peer is not a member of goes to it only while this
+//!   node holds two or more copies of it, half of which travel along in a
+//!   `Spray` frame (binary spray; `NodeConfig::copy_budget`,
+//!   `protocol-spec/wire.md`, "Copy budget"). Members always get their
+//!   rooms' events. Under a budget, Hello and anti-entropy cover own rooms
+//!   and rooms with copies to hand over, not every carried room.
 //! * **Validate before relaying.** An event is relayed only after its
 //!   structure and signature verified and it was committed.
 //! * **Budgets.** Each link has a byte budget for intake; new links share a
