@@ -205,8 +205,11 @@ struct Link {
     next_session: u64,
     /// Rooms the peer listed in its hello.
     peer_rooms: BTreeSet<RoomId>,
-    /// Rooms the peer is a member of (its latest `Members` frame).
+    /// Rooms the peer is a member of (its Hello, then its latest
+    /// `Members` frame).
     peer_members: BTreeSet<RoomId>,
+    /// Rooms in which the peer would hand events to a carrier (its Hello).
+    peer_spraying: BTreeSet<RoomId>,
     /// Rotation: the last non-own room reconciled, so successive rounds
     /// cover every room, not only the first `MAX_SESSIONS_PER_LINK`.
     recon_cursor: Option<RoomId>,
@@ -496,6 +499,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 next_session: 0,
                 peer_rooms: BTreeSet::new(),
                 peer_members: BTreeSet::new(),
+                peer_spraying: BTreeSet::new(),
                 recon_cursor: None,
                 more_rooms: false,
                 parts: VecDeque::new(),
@@ -506,6 +510,8 @@ impl<S: Store, R: Rng> Node<S, R> {
             },
         );
         let rooms = self.room_list()?;
+        let members = self.member_list();
+        let spraying = self.spraying_rooms()?;
         self.send(
             link,
             &Frame::Hello {
@@ -513,12 +519,10 @@ impl<S: Store, R: Rng> Node<S, R> {
                 features: 0,
                 nonce,
                 rooms,
+                members,
+                spraying,
             },
         );
-        if !self.own_rooms.is_empty() {
-            let rooms = self.member_list();
-            self.send(link, &Frame::Members { rooms });
-        }
         Ok(())
     }
 
@@ -546,24 +550,22 @@ impl<S: Store, R: Rng> Node<S, R> {
     }
 
     /// The Hello room list: own rooms and rooms held, ascending, at most
-    /// `MAX_HELLO_ROOMS`. Under a copy budget "held" means rooms with an
-    /// event this node may still hand to a carrier ([`Self::held_rooms`]).
+    /// `MAX_HELLO_ROOMS`.
     fn room_list(&mut self) -> Result<Vec<RoomId>, StoreError> {
-        let held = self.held_rooms()?;
-        Ok(merge_sorted(&held, &self.own_rooms)
+        let held = self.view.rooms(&self.store)?;
+        Ok(merge_sorted(held, &self.own_rooms)
             .take(MAX_HELLO_ROOMS)
             .collect())
     }
 
-    /// The rooms other than own ones worth reconciling with any peer,
-    /// ascending: every room held, or under a copy budget
-    /// (`protocol-spec/wire.md`, "Copy budget") only rooms with an event
-    /// held with two copies or more. A carried event with one copy goes to
-    /// members only, and a member lists its rooms in its own Hello, so a
-    /// room is still reconciled whenever one side can hand something over.
-    fn held_rooms(&mut self) -> Result<Vec<RoomId>, StoreError> {
+    /// The Hello spraying list (`protocol-spec/wire.md`, "Copy budget"):
+    /// rooms in which this node would hand an event to a carrier, ascending,
+    /// at most `MAX_HELLO_ROOMS`: every room held without a budget, else the
+    /// rooms of events held with two copies or more.
+    fn spraying_rooms(&mut self) -> Result<Vec<RoomId>, StoreError> {
         if self.config.copy_budget == 0 {
-            return Ok(self.view.rooms(&self.store)?.to_vec());
+            let held = self.view.rooms(&self.store)?;
+            return Ok(held.iter().take(MAX_HELLO_ROOMS).copied().collect());
         }
         let spraying: BTreeSet<RoomId> = self
             .copies
@@ -571,7 +573,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             .filter(|(_, (_, n))| *n >= 2)
             .map(|(_, (room, _))| *room)
             .collect();
-        Ok(spraying.into_iter().collect())
+        Ok(spraying.into_iter().take(MAX_HELLO_ROOMS).collect())
     }
 
     fn on_datagram(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -611,7 +613,13 @@ impl<S: Store, R: Rng> Node<S, R> {
 
     fn on_frame(&mut self, link: LinkId, frame: Frame) -> Result<(), StoreError> {
         match frame {
-            Frame::Hello { nonce, rooms, .. } => self.on_hello(link, nonce, rooms),
+            Frame::Hello {
+                nonce,
+                rooms,
+                members,
+                spraying,
+                ..
+            } => self.on_hello(link, nonce, [rooms, members, spraying]),
             Frame::Reconcile { session, msg } => self.on_reconcile(link, session, msg),
             Frame::Events { events, .. } => {
                 for bytes in events {
@@ -688,7 +696,14 @@ impl<S: Store, R: Rng> Node<S, R> {
         }
     }
 
-    fn on_hello(&mut self, link: LinkId, nonce: u64, rooms: Vec<RoomId>) -> Result<(), StoreError> {
+    /// `lists`: the peer's held, member and spraying rooms.
+    fn on_hello(
+        &mut self,
+        link: LinkId,
+        nonce: u64,
+        lists: [Vec<RoomId>; 3],
+    ) -> Result<(), StoreError> {
+        let [rooms, members, spraying] = lists;
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(());
         };
@@ -704,6 +719,8 @@ impl<S: Store, R: Rng> Node<S, R> {
         }
         l.initiator = l.nonce < nonce;
         l.peer_rooms = rooms.into_iter().take(MAX_HELLO_ROOMS).collect();
+        l.peer_members = members.into_iter().take(MAX_HELLO_ROOMS).collect();
+        l.peer_spraying = spraying.into_iter().take(MAX_HELLO_ROOMS).collect();
         if l.initiator {
             let batch = self.next_rooms(link)?;
             self.start_sessions(link, batch)?;
@@ -722,12 +739,30 @@ impl<S: Store, R: Rng> Node<S, R> {
     fn next_rooms(&mut self, link: LinkId) -> Result<Vec<RoomId>, StoreError> {
         // Every room held or joined here (not only the first
         // `MAX_HELLO_ROOMS` the Hello could list), and the peer's.
-        let held = self.held_rooms()?;
+        let spraying: BTreeSet<RoomId> = if self.config.copy_budget == 0 {
+            BTreeSet::new()
+        } else {
+            self.spraying_rooms()?.into_iter().collect()
+        };
+        let held = self.view.rooms(&self.store)?;
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(Vec::new());
         };
-        let mut all: BTreeSet<RoomId> = merge_sorted(&held, &self.own_rooms).collect();
+        let mut all: BTreeSet<RoomId> = merge_sorted(held, &self.own_rooms).collect();
         all.extend(l.peer_rooms.iter().copied());
+        if self.config.copy_budget != 0 {
+            // Only rooms where one side may hand the other something
+            // (`protocol-spec/wire.md`, "Copy budget"): what a side holds
+            // goes to a member, or to anyone while it has copies to give.
+            let own = &self.own_rooms;
+            all.retain(|r| {
+                let me_holds = own.contains(r) || held.binary_search(r).is_ok();
+                let i_give = me_holds && (l.peer_members.contains(r) || spraying.contains(r));
+                let peer_gives =
+                    l.peer_rooms.contains(r) && (own.contains(r) || l.peer_spraying.contains(r));
+                i_give || peer_gives
+            });
+        }
         let first: Vec<RoomId> = self
             .own_rooms
             .iter()

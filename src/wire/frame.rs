@@ -136,11 +136,19 @@ pub enum Frame {
         /// Rooms the sender holds events of, ascending (at most
         /// [`MAX_HELLO_ROOMS`]), so a relay learns rooms it does not carry yet.
         rooms: Vec<RoomId>,
+        /// Rooms the sender is a member of, ascending (at most
+        /// [`MAX_HELLO_ROOMS`]; `protocol-spec/wire.md`, "Copy budget").
+        /// With `spraying` empty too the frame has tag 0, else tag 3.
+        members: Vec<RoomId>,
+        /// Rooms in which the sender would hand an event to a carrier (it
+        /// holds two copies or more, or has no copy budget), ascending, at
+        /// most [`MAX_HELLO_ROOMS`].
+        spraying: Vec<RoomId>,
     },
     /// Rooms the sender is a *member* of (tag 2), at most
     /// [`MAX_HELLO_ROOMS`], ascending: a carrier hands carried events to a
-    /// member whatever its copy budget. Sent after `Hello`, and again when
-    /// the set changes; each one replaces the previous.
+    /// member whatever its copy budget. Sent when the set changes after
+    /// `Hello` (which lists it first); each one replaces the previous.
     Members {
         /// Own rooms.
         rooms: Vec<RoomId>,
@@ -208,6 +216,8 @@ pub enum Frame {
 const T_HELLO: u64 = 0;
 const T_CLOSE: u64 = 1;
 const T_MEMBERS: u64 = 2;
+/// `Hello` with non-empty member or spraying lists.
+const T_HELLO_ROLES: u64 = 3;
 const T_R_INIT: u64 = 16;
 const T_R_SKETCH: u64 = 17;
 const T_R_SYMBOLS: u64 = 18;
@@ -291,7 +301,15 @@ impl Frame {
     /// The type tag this frame is encoded with.
     pub fn type_tag(&self) -> u64 {
         match self {
-            Frame::Hello { .. } => T_HELLO,
+            Frame::Hello {
+                members, spraying, ..
+            } => {
+                if members.is_empty() && spraying.is_empty() {
+                    T_HELLO
+                } else {
+                    T_HELLO_ROLES
+                }
+            }
             Frame::Close { .. } => T_CLOSE,
             Frame::Members { .. } => T_MEMBERS,
             Frame::Reconcile { msg, .. } => match msg {
@@ -328,12 +346,18 @@ impl Frame {
                 features,
                 nonce,
                 rooms,
+                members,
+                spraying,
             } => {
-                head(&mut w, 4, t);
+                head(&mut w, if t == T_HELLO { 4 } else { 6 }, t);
                 w.u64(*max_frame_bytes)
                     .u64(*features)
                     .u64(*nonce)
                     .bytes(&packed(rooms, |r| r.0));
+                if t == T_HELLO_ROLES {
+                    w.bytes(&packed(members, |r| r.0))
+                        .bytes(&packed(spraying, |r| r.0));
+                }
             }
             Frame::Members { rooms } => {
                 head(&mut w, 1, t);
@@ -440,6 +464,7 @@ impl Frame {
         let t = r.u64()?;
         let fields = match t {
             T_HELLO => 4,
+            T_HELLO_ROLES => 6,
             T_CLOSE => 2,
             T_MEMBERS => 1,
             T_R_INIT => 5,
@@ -462,12 +487,34 @@ impl Frame {
             Ok(RoomId(r.byte_array::<16>("16-byte room ID")?))
         };
         let frame = match t {
-            T_HELLO => Frame::Hello {
-                max_frame_bytes: r.u64()?,
-                features: r.u64()?,
-                nonce: r.u64()?,
-                rooms: unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, "hello rooms", RoomId)?,
-            },
+            T_HELLO | T_HELLO_ROLES => {
+                let max_frame_bytes = r.u64()?;
+                let features = r.u64()?;
+                let nonce = r.u64()?;
+                let list = |r: &mut Reader<'_>, what| {
+                    unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, what, RoomId)
+                };
+                let rooms = list(&mut r, "hello rooms")?;
+                let (members, spraying) = if t == T_HELLO_ROLES {
+                    let m = list(&mut r, "hello member rooms")?;
+                    let s = list(&mut r, "hello spraying rooms")?;
+                    if m.is_empty() && s.is_empty() {
+                        // That Hello has one encoding: tag 0.
+                        return Err(FrameError::Malformed("empty hello role lists"));
+                    }
+                    (m, s)
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                Frame::Hello {
+                    max_frame_bytes,
+                    features,
+                    nonce,
+                    rooms,
+                    members,
+                    spraying,
+                }
+            }
             T_MEMBERS => Frame::Members {
                 rooms: unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, "member rooms", RoomId)?,
             },
@@ -624,14 +671,24 @@ mod tests {
 
     fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
-            (any::<u64>(), any::<u64>(), any::<u64>(), vec(room(), 0..5)).prop_map(
-                |(max_frame_bytes, features, nonce, rooms)| Frame::Hello {
-                    max_frame_bytes,
-                    features,
-                    nonce,
-                    rooms
-                }
-            ),
+            (
+                (any::<u64>(), any::<u64>(), any::<u64>()),
+                vec(room(), 0..5),
+                vec(room(), 0..3),
+                vec(room(), 0..3)
+            )
+                .prop_map(
+                    |((max_frame_bytes, features, nonce), rooms, members, spraying)| {
+                        Frame::Hello {
+                            max_frame_bytes,
+                            features,
+                            nonce,
+                            rooms,
+                            members,
+                            spraying,
+                        }
+                    }
+                ),
             vec(room(), 0..5).prop_map(|rooms| Frame::Members { rooms }),
             (
                 room(),
@@ -778,6 +835,21 @@ mod tests {
         assert!(matches!(
             Frame::decode(&spray(&many, 0)),
             Err(FrameError::TooMany { .. })
+        ));
+        let empty_roles = raw(|w| {
+            w.array(8)
+                .u64(1)
+                .u64(T_HELLO_ROLES)
+                .u64(1)
+                .u64(0)
+                .u64(7)
+                .bytes(&[])
+                .bytes(&[])
+                .bytes(&[]);
+        });
+        assert!(matches!(
+            Frame::decode(&empty_roles),
+            Err(FrameError::Malformed(_))
         ));
         let members = raw(|w| {
             w.array(3)
