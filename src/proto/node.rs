@@ -550,12 +550,52 @@ impl<S: Store, R: Rng> Node<S, R> {
     }
 
     /// The Hello room list: own rooms and rooms held, ascending, at most
-    /// `MAX_HELLO_ROOMS`.
+    /// `MAX_HELLO_ROOMS`. Under a copy budget only own and spraying rooms:
+    /// a carried room this node holds one copy of goes to members only, and
+    /// it offers those when it meets one (`offer_to_member`).
     fn room_list(&mut self) -> Result<Vec<RoomId>, StoreError> {
+        if self.config.copy_budget != 0 {
+            let spraying = self.spraying_rooms()?;
+            return Ok(merge_sorted(&spraying, &self.own_rooms)
+                .take(MAX_HELLO_ROOMS)
+                .collect());
+        }
         let held = self.view.rooms(&self.store)?;
         Ok(merge_sorted(held, &self.own_rooms)
             .take(MAX_HELLO_ROOMS)
             .collect())
+    }
+
+    /// Under a copy budget the responder announces (`IHave`) what it
+    /// carries of the rooms the peer is a member of: the initiator cannot
+    /// know of those rooms (the Hello lists only own and spraying rooms)
+    /// and grafts what it lacks (`protocol-spec/wire.md`, "Copy budget").
+    fn offer_to_member(&mut self, link: LinkId) -> Result<(), StoreError> {
+        let Some(l) = self.links.get(&link) else {
+            return Ok(());
+        };
+        if self.config.copy_budget == 0 || l.initiator {
+            return Ok(());
+        }
+        let held = self.view.rooms(&self.store)?;
+        let rooms: Vec<RoomId> = held
+            .iter()
+            .filter(|r| l.peer_members.contains(r) && !self.own_rooms.contains(r))
+            .copied()
+            .collect();
+        for room in rooms {
+            let ids: Vec<EventId> = self.room_items(&room)?.iter().map(|i| i.id).collect();
+            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                self.send(
+                    link,
+                    &Frame::IHave {
+                        room,
+                        ids: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The Hello spraying list (`protocol-spec/wire.md`, "Copy budget"):
@@ -725,7 +765,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             let batch = self.next_rooms(link)?;
             self.start_sessions(link, batch)?;
         }
-        Ok(())
+        self.offer_to_member(link)
     }
 
     /// The next rooms to reconcile on `link`. An anti-entropy period
