@@ -14,13 +14,16 @@
 #   4. `status --json` of both (the `ble` field: privacy as read from the
 #      controller, links with the peer's address type), `meshrelay stop`,
 #      and no panic in either log.
+#   5. LE privacy switched on in controller A (btmgmt), daemon A started
+#      again: its `status` must say what the controller says ("rpa" once the
+#      setting is on) and whether advertising then works.
 #
 # Environment: BIN (the meshrelay binary), ADAPTER_A, ADAPTER_B (hciN),
-# STEP_TIMEOUT (seconds per wait, default 120). Prints BLE_VM_RESULT=PASS or
+# STEP_TIMEOUT (seconds per wait, default 240). Prints BLE_VM_RESULT=PASS or
 # BLE_VM_RESULT=FAIL:<step>; exit code 0 on PASS.
 set -u
 : "${BIN:?}" "${ADAPTER_A:?}" "${ADAPTER_B:?}"
-STEP_TIMEOUT=${STEP_TIMEOUT:-120}
+STEP_TIMEOUT=${STEP_TIMEOUT:-240}
 W=/tmp/meshrelay-ble-vm # a tmpfs in the guest (the host root is read-only)
 rm -rf "$W" && mkdir -p "$W"
 A="$W/a"
@@ -33,7 +36,7 @@ fail() {
   echo "BLE_VM_RESULT=FAIL:$1"
   for n in a b; do
     echo "--- daemon $n log (tail) ---"
-    tail -40 "$W/$n.log" 2>/dev/null
+    grep -a -v "LAN\|libp2p" "$W/$n.log" 2>/dev/null | tail -80
   done
   exit 1
 }
@@ -72,6 +75,19 @@ T_START=$(now)
 PID_A=$!
 "$BIN" --data-dir "$B" run --no-mdns --ble-adapter "$ADAPTER_B" >"$W/b.log" 2>&1 &
 PID_B=$!
+# Poll only once both daemons hold their stores and answer on their control
+# sockets (a CLI command without a daemon opens the store itself, and a
+# daemon starting at that moment would find the store in use).
+wait_daemon() {
+  end=$(($(date +%s) + STEP_TIMEOUT))
+  while [ "$(date +%s)" -le "$end" ]; do
+    [ -S "$1/control.sock" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+wait_daemon "$A" || fail daemon-a-start
+wait_daemon "$B" || fail daemon-b-start
 wait_text "$B" "$ROOM" "$FIRST" || fail first-message
 T_FIRST=$(now)
 T_DISC=$( (log_time "$W/a.log" "BLE connecting"; log_time "$W/b.log" "BLE connecting") | sort -n | head -1)
@@ -121,6 +137,29 @@ wait "$PID_B" || fail "daemon B exit $?"
 if grep -a -n "panicked" "$W/a.log" "$W/b.log"; then fail panic; fi
 for n in a b; do
   echo "--- daemon $n log (BLE lines) ---"
-  grep -a -E "BLE|ble" "$W/$n.log" | sed 's/\x1b\[[0-9;]*m//g' | head -40
+  grep -a -E "BLE|ble" "$W/$n.log" | sed 's/\x1b\[[0-9;]*m//g' | head -80
 done
+echo "=== 5. LE privacy on in $ADAPTER_A, read back by the node ==="
+btmgmt --index "$ADAPTER_A" power off >/dev/null
+btmgmt --index "$ADAPTER_A" privacy on
+btmgmt --index "$ADAPTER_A" power on >/dev/null
+btmgmt --index "$ADAPTER_A" info | grep -E 'addr|settings'
+"$BIN" --data-dir "$A" run --no-mdns --ble-adapter "$ADAPTER_A" >"$W/a2.log" 2>&1 &
+PID_A=$!
+wait_daemon "$A" || fail daemon-a2-start
+end=$(($(date +%s) + STEP_TIMEOUT))
+while [ "$(date +%s)" -le "$end" ]; do
+  mr "$A" status --json 2>/dev/null | jq -e '.ble.state == "running"' >/dev/null && break
+  sleep 1
+done
+sleep 5
+echo "--- A (privacy on): status --json | .ble ---"
+BLE=$(mr "$A" status --json | jq -c .ble)
+echo "$BLE"
+mr "$A" stop || fail stop-a2
+wait "$PID_A" || fail "daemon A (privacy) exit $?"
+grep -a -E "BLE|advertis" "$W/a2.log" | sed 's/\x1b\[[0-9;]*m//g' | head -10
+if grep -a -n "panicked" "$W/a2.log"; then fail panic; fi
+# The node must report the controller's setting, not guess.
+echo "$BLE" | jq -e '.privacy == "rpa"' >/dev/null || fail "privacy not read back as rpa"
 echo "BLE_VM_RESULT=PASS"

@@ -76,7 +76,11 @@ enum Radio {
 struct LinkIo {
     tx: mpsc::Sender<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
+    /// The central role's handle on the peer (`None` for peripheral links).
     peripheral: Option<BtPeripheral>,
+    /// The peer's address: two controllers share one LE connection, which
+    /// carries the links of both roles between them.
+    address: String,
 }
 
 /// Runs the adapter until the daemon drops its handle (`Ok`) or the radio
@@ -459,15 +463,20 @@ impl Opened {
                     Radio::Opened { token, peripheral, characteristic, att_mtu, address, random } => {
                         let kind = address_kind(&address, random);
                         tracing::debug!(%address, kind, att_mtu, "BLE central link open");
+                        let address_copy = address.clone();
                         match engine.link_opened(now, Role::Central, att_mtu, address, Some(token)) {
                             Some(link) => {
                                 kinds.insert(link, kind);
                                 let (tx, rx) = mpsc::channel(WRITER_QUEUE);
                                 let task = tokio::spawn(central_io(
                                     link, peripheral.clone(), characteristic, rx, radio_tx.clone()));
-                                links.insert(link, LinkIo { tx, task, peripheral: Some(peripheral) });
+                                links.insert(link, LinkIo { tx, task, peripheral: Some(peripheral), address: address_copy });
                             }
-                            None => { let _ = peripheral.disconnect().await; }
+                            None => {
+                                if !links.values().any(|o| o.address == address_copy) {
+                                    let _ = peripheral.disconnect().await;
+                                }
+                            }
                         }
                     }
                     Radio::Failed(token) => engine.connect_failed(now, token),
@@ -515,7 +524,7 @@ impl Opened {
                             kinds.insert(link, peer_kind(&adapter, &addr).await);
                             let (tx, rx) = mpsc::channel(WRITER_QUEUE);
                             let task = tokio::spawn(peripheral_io(link, r, w, rx, radio_tx.clone()));
-                            links.insert(link, LinkIo { tx, task, peripheral: None });
+                            links.insert(link, LinkIo { tx, task, peripheral: None, address: addr.clone() });
                         }
                     }
                     while pending.readers.len() > MAX_PENDING {
@@ -552,14 +561,35 @@ impl Opened {
                     }
                 }
             }
+            // A closed link ends the LE connection to that peer, unless
+            // another link (the tie-break's winner, in the other role) still
+            // rides on it: disconnecting would kill that one too.
             while let Some(link) = engine.poll_close() {
                 kinds.remove(&link);
                 if let Some(io) = links.remove(&link) {
                     io.task.abort();
-                    if let Some(p) = io.peripheral {
-                        tokio::spawn(async move {
-                            let _ = p.disconnect().await;
-                        });
+                    if links.values().any(|o| o.address == io.address) {
+                        tracing::debug!(link = link.0, address = %io.address, "BLE link closed; connection kept for the other link");
+                        continue;
+                    }
+                    match io.peripheral {
+                        Some(p) => {
+                            tokio::spawn(async move {
+                                let _ = p.disconnect().await;
+                            });
+                        }
+                        None => {
+                            if let Some(device) = io
+                                .address
+                                .parse::<bluer::Address>()
+                                .ok()
+                                .and_then(|a| adapter.device(a).ok())
+                            {
+                                tokio::spawn(async move {
+                                    let _ = device.disconnect().await;
+                                });
+                            }
+                        }
                     }
                 }
             }

@@ -98,9 +98,11 @@ pub fn read_privacy(adapter: &str) -> Privacy {
     {
         return Privacy::Unknown(format!("{adapter:?} is not an hciN controller name"));
     }
+    // btmgmt's shell quits at end of input, possibly before the reply: its
+    // stdin is a pipe kept open until it exits.
     let mut child = match Command::new(PRIVACY_PROBE_COMMAND)
         .args(["--index", adapter, "info"])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -108,6 +110,7 @@ pub fn read_privacy(adapter: &str) -> Privacy {
         Ok(c) => c,
         Err(e) => return Privacy::Unknown(format!("{PRIVACY_PROBE_COMMAND}: {e}")),
     };
+    let stdin = child.stdin.take();
     let deadline = Instant::now() + Duration::from_millis(PRIVACY_PROBE_TIMEOUT_MS);
     loop {
         match child.try_wait() {
@@ -120,6 +123,7 @@ pub fn read_privacy(adapter: &str) -> Privacy {
             }
         }
     }
+    drop(stdin);
     let mut out = String::new();
     if let Some(stdout) = child.stdout.take() {
         let _ = stdout
