@@ -86,6 +86,7 @@ BIN=$BIN
 BTVIRT_ARGS="${BTVIRT_ARGS:--L -l3}"
 PRIVACY=${BLE_VM_PRIVACY:-off}
 GUEST_PART=$ROOT/scripts/ble-vm-guest.sh
+export RUST_LOG="${RUST_LOG:-meshrelay::transport::ble=debug,meshrelay=info}"
 EOF
 cat >>"$GUEST" <<'EOF'
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin

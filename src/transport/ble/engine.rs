@@ -451,7 +451,11 @@ mod tests {
         assert_eq!(e.advert_due(b - 10_001), None);
         assert_eq!(e.advert_due(b), Some(secret.token(epoch_of(b))));
         e.advert_registered(b + 1, false);
-        assert_eq!(e.advert_due(b + ADV_RETRY_MS), Some(secret.token(epoch_of(b))));
+        assert_eq!(e.advert_due(b + ADV_RETRY_MS), None);
+        assert_eq!(
+            e.advert_due(b + 1 + ADV_RETRY_MS),
+            Some(secret.token(epoch_of(b)))
+        );
         e.advert_registered(b - 1, true); // due just before the boundary, done after it
         assert_eq!(e.advert_due(b + 5), Some(secret.token(epoch_of(b))));
     }

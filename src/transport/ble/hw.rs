@@ -40,6 +40,10 @@ use super::{
 };
 use crate::proto::LinkId;
 
+/// Bytes a central leaves unused below the ATT MTU in its writes: BlueZ
+/// silently lost write-without-response values that filled the MTU (the
+/// same margin bluer leaves for notifications).
+pub const BLUEZ_WRITE_MARGIN: usize = 5;
 /// ATT values queued for one link's writer.
 pub const WRITER_QUEUE: usize = 64;
 /// Messages queued from link tasks to the engine task.
@@ -238,7 +242,10 @@ async fn connect(
     };
     let msg = match r {
         Ok(characteristic) => Radio::Opened {
-            att_mtu: usize::from(peripheral.mtu()),
+            // BlueZ loses write commands that fill the whole ATT MTU
+            // (seen: every 512-byte write at ATT MTU 517 vanished, shorter
+            // ones and 512-byte notifications arrived): leave a margin.
+            att_mtu: usize::from(peripheral.mtu()).saturating_sub(BLUEZ_WRITE_MARGIN),
             address: peripheral.address().to_string(),
             random: match peripheral.properties().await {
                 Ok(Some(p)) => p
@@ -288,6 +295,7 @@ async fn central_io(
                 tracing::debug!(link = link.0, "BLE write failed: {e}");
                 return;
             }
+            tracing::trace!(link = link.0, len = v.len(), "BLE value written");
             if rx.is_empty() {
                 let _ = write_tx.send(Radio::Flushed(link)).await;
             }
@@ -331,6 +339,7 @@ async fn peripheral_io(
                 tracing::debug!(link = link.0, "BLE notify failed: {e}");
                 return;
             }
+            tracing::trace!(link = link.0, len = v.len(), "BLE value notified");
             if rx.is_empty() {
                 let _ = write_tx.send(Radio::Flushed(link)).await;
             }
@@ -516,8 +525,9 @@ impl Opened {
                     if pending.readers.contains_key(&addr) && pending.writers.contains_key(&addr)
                         && let (Some(r), Some(w)) = (pending.readers.remove(&addr), pending.writers.remove(&addr))
                     {
-                        // bluer reports the ATT payload size; the engine wants the ATT MTU.
-                        let att_mtu = mtu + super::session::ATT_HEADER_BYTES;
+                        // The notify half's size is what this side sends (bluer
+                        // already leaves BlueZ's margin); the engine wants the ATT MTU.
+                        let att_mtu = w.mtu() + super::session::ATT_HEADER_BYTES;
                         let opened = engine.link_opened(now, Role::Peripheral, att_mtu, addr.clone(), None);
                         tracing::debug!(%addr, att_mtu, ?opened, "BLE peripheral link open");
                         if let Some(link) = opened {
