@@ -70,8 +70,10 @@ enum Radio {
         /// Whether the peer's address is random (`None`: not reported).
         random: Option<bool>,
     },
-    /// A central connection attempt failed.
-    Failed(AdvToken),
+    /// A central connection attempt failed (the engine task decides whether
+    /// to disconnect: the peer may be linked to us in the other role over
+    /// the same LE connection).
+    Failed(AdvToken, BtPeripheral),
     Value(LinkId, Vec<u8>),
     Flushed(LinkId),
     Closed(LinkId),
@@ -259,8 +261,7 @@ async fn connect(
         },
         Err(e) => {
             tracing::debug!(address = %peripheral.address(), "BLE connect failed: {e}");
-            let _ = peripheral.disconnect().await;
-            Radio::Failed(token)
+            Radio::Failed(token, peripheral)
         }
     };
     let _ = radio_tx.send(msg).await;
@@ -488,7 +489,15 @@ impl Opened {
                             }
                         }
                     }
-                    Radio::Failed(token) => engine.connect_failed(now, token),
+                    Radio::Failed(token, peripheral) => {
+                        engine.connect_failed(now, token);
+                        let address = peripheral.address().to_string();
+                        if !links.values().any(|o| o.address == address) {
+                            tokio::spawn(async move {
+                                let _ = peripheral.disconnect().await;
+                            });
+                        }
+                    }
                     Radio::Value(link, v) => {
                         tracing::trace!(link = link.0, len = v.len(), "BLE value in");
                         engine.radio_received(now, link, &v);
@@ -545,6 +554,27 @@ impl Opened {
                     }
                 }
                 Some(ev) = central_events.next() => {
+                    // The LE connection to a peer is gone: every link to it
+                    // (either role) is dead, even if its I/O task has not
+                    // noticed yet (notification streams do not end).
+                    if let CentralEvent::DeviceDisconnected(id) = &ev
+                        && let Ok(p) = central.peripheral(id).await
+                    {
+                        let address = p.address().to_string();
+                        let dead: Vec<LinkId> = links
+                            .iter()
+                            .filter(|(_, o)| o.address == address)
+                            .map(|(l, _)| *l)
+                            .collect();
+                        for link in dead {
+                            tracing::debug!(link = link.0, %address, "BLE peer disconnected");
+                            if let Some(io) = links.remove(&link) {
+                                io.task.abort();
+                            }
+                            kinds.remove(&link);
+                            engine.radio_closed(link);
+                        }
+                    }
                     if let CentralEvent::DeviceDiscovered(id) | CentralEvent::DeviceUpdated(id)
                         | CentralEvent::ManufacturerDataAdvertisement { id, .. } = ev
                         && let Ok(p) = central.peripheral(&id).await
