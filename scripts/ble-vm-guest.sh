@@ -118,8 +118,8 @@ echo "=== 4. status, peers, stop ==="
 for n in A B; do
   d=$A
   [ "$n" = B ] && d=$B
-  echo "--- $n: status --json | .ble ---"
-  mr "$d" status --json | jq -c .ble
+  echo "--- $n: status --json ---"
+  mr "$d" status --json
   echo "--- $n: status ---"
   mr "$d" status | grep -E '^(ble|peers)'
   echo "--- $n: peers --json ---"
@@ -135,6 +135,7 @@ mr "$B" stop || fail stop-b
 wait "$PID_A" || fail "daemon A exit $?"
 wait "$PID_B" || fail "daemon B exit $?"
 if grep -a -n "panicked" "$W/a.log" "$W/b.log"; then fail panic; fi
+grep -a -h "signal-stream cleanup" "$W/a.log" "$W/b.log" | sed 's/\x1b\[[0-9;]*m//g'
 for n in a b; do
   echo "--- daemon $n log (BLE lines) ---"
   grep -a -E "BLE|ble" "$W/$n.log" | sed 's/\x1b\[[0-9;]*m//g' | head -80
@@ -153,9 +154,10 @@ while [ "$(date +%s)" -le "$end" ]; do
   sleep 1
 done
 sleep 5
-echo "--- A (privacy on): status --json | .ble ---"
-BLE=$(mr "$A" status --json | jq -c .ble)
-echo "$BLE"
+echo "--- A (privacy on): status --json ---"
+STATUS=$(mr "$A" status --json)
+echo "$STATUS"
+BLE=$(echo "$STATUS" | jq -c .ble)
 mr "$A" stop || fail stop-a2
 wait "$PID_A" || fail "daemon A (privacy) exit $?"
 grep -a -E "BLE|advertis" "$W/a2.log" | sed 's/\x1b\[[0-9;]*m//g' | head -10

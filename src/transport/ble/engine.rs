@@ -441,12 +441,21 @@ mod tests {
             assert_eq!(*token, e.token(*t));
         }
         let tokens: std::collections::BTreeSet<_> = registered.iter().map(|(_, k)| *k).collect();
-        assert_eq!(tokens.len(), registered.len(), "every epoch has a new token");
+        assert_eq!(
+            tokens.len(),
+            registered.len(),
+            "every epoch has a new token"
+        );
 
         // A failed registration is retried after ADV_RETRY_MS, and a
         // registration that completed after the boundary is redone at once.
         let b = 2_000 * ADV_ROTATION_MS;
-        let mut e = Engine::new(secret.clone(), PolicyConfig::default(), 1, SourceKey([0; 16]));
+        let mut e = Engine::new(
+            secret.clone(),
+            PolicyConfig::default(),
+            1,
+            SourceKey([0; 16]),
+        );
         e.advert_registered(b - 10_000, false);
         assert_eq!(e.advert_due(b - 10_001), None);
         assert_eq!(e.advert_due(b), Some(secret.token(epoch_of(b))));
