@@ -758,22 +758,31 @@ impl<S: Store, R: Rng> Node<S, R> {
                 s.outcome().map(|o| {
                     let found =
                         !o.peer_lacks.is_empty() || !o.i_lack.is_empty() || o.failed.is_some();
-                    (o.peer_lacks.clone(), found, o.failed, s.room(), s.part())
+                    let est = o.estimate.unwrap_or(0);
+                    (
+                        o.peer_lacks.clone(),
+                        found,
+                        o.failed,
+                        est,
+                        s.room(),
+                        s.part(),
+                    )
                 })
             });
-        if let Some((peer_lacks, found, failed, room, part)) = done {
+        if let Some((peer_lacks, found, failed, estimate, room, part)) = done {
             let now = self.now_ms;
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
                 l.period_found |= found;
-                // Too many differences for one session: reconcile the two
-                // halves of the slice separately (initiator side).
+                // Too many differences for one session: reconcile slices
+                // of the slice separately (initiator side), as many as the
+                // estimate asks for, or the two halves without one.
                 if l.initiator
                     && failed == Some(FAIL_TOO_MANY_DIFFERENCES)
-                    && let Some(halves) = part.split()
-                    && l.parts.len() + 2 <= MAX_QUEUED_PARTS
+                    && let Some(parts) = part.split_for(estimate)
+                    && l.parts.len() + parts.len() <= MAX_QUEUED_PARTS
                 {
-                    l.parts.extend(halves.map(|h| (room, h)));
+                    l.parts.extend(parts.into_iter().map(|p| (room, p)));
                 }
                 // A round that left rooms out continues at once.
                 if l.sessions.is_empty() && l.initiator && l.more_rooms {
