@@ -437,3 +437,30 @@ fn a_relay_whose_links_churn_mid_stream_leaves_no_gap() {
         assert_converged(&net, &[0, 1, 2], &all);
     }
 }
+
+/// A new member's first sync of a long history: until its invite is
+/// processed the room is a stranger's, so a signing key's stranger budget
+/// refuses most of it. When the room becomes its own, the refused events
+/// are asked for again at once (`Want`), not at the next anti-entropy
+/// period a minute later.
+#[test]
+fn a_new_member_gets_the_refused_history_as_soon_as_it_joins() {
+    let s = seed(5);
+    let mut net = SimNet::new(2, s, NodeConfig::default(), store_config());
+    let room = RoomId([9; 16]);
+    net.join(0, room);
+    let all: BTreeSet<EventId> = (0..600).map(|_| net.publish(0, room, 100)).collect();
+    net.connect(0, 1, LinkParams::ble());
+    net.run_until(5_000);
+    let early = net.nodes[1].delivered.len();
+    assert!(
+        early < all.len(),
+        "the stranger budget should have refused part of the history ({early} stored)"
+    );
+    assert!(net.nodes[1].node.stats().refused_events > 0);
+    // The invite is processed: the room is now the node's own.
+    net.join(1, room);
+    let t = net.now_ms();
+    net.run_until(t + 8_000);
+    assert_converged(&net, &[1], &all);
+}
