@@ -562,14 +562,16 @@ impl Driver {
         }
         let dir = self.dir.clone();
         // Decrypted contents of events no longer held (expired, evicted)
-        // go with them; committed by the next cycle.
+        // go with them, committed with the expiry (the node has nothing
+        // staged here: every loop turn ends with a commit cycle).
         match Device::open_with(&dir, self.node.store_mut(), now)
             .and_then(|mut dev| dev.prune_orphaned_plaintexts())
         {
-            Ok(0) => {}
             Ok(n) => {
                 self.node.store_mut().commit()?;
-                tracing::info!(plaintexts = n, "plaintexts of dropped events deleted");
+                if n > 0 {
+                    tracing::info!(plaintexts = n, "plaintexts of dropped events deleted");
+                }
             }
             Err(e) => {
                 self.node.store_mut().rollback()?;
