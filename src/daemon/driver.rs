@@ -561,6 +561,23 @@ impl Driver {
             tracing::info!(expired, "expired events dropped");
         }
         let dir = self.dir.clone();
+        // Decrypted contents of events no longer held (expired, evicted)
+        // go with them, committed with the expiry (the node has nothing
+        // staged here: every loop turn ends with a commit cycle).
+        match Device::open_with(&dir, self.node.store_mut(), now)
+            .and_then(|mut dev| dev.prune_orphaned_plaintexts())
+        {
+            Ok(n) => {
+                self.node.store_mut().commit()?;
+                if n > 0 {
+                    tracing::info!(plaintexts = n, "plaintexts of dropped events deleted");
+                }
+            }
+            Err(e) => {
+                self.node.store_mut().rollback()?;
+                tracing::error!(error = %e, "pruning plaintexts failed; retrying in an hour");
+            }
+        }
         let rotated = Device::open_with(&dir, self.node.store_mut(), now).and_then(|mut dev| {
             if !dev.prekey_due(now) {
                 return Ok(None);
