@@ -3,19 +3,22 @@
 # under QEMU/TCG (no network card), shares the host root read-only over
 # virtio-9p, and inside the guest loads hci_vhci, starts a private system
 # bus, `btvirt -L -l3` and `bluetoothd -n -E`, then runs
-# `examples/ble_hw_pair.rs` on the first two controllers BlueZ manages: two
-# core nodes, one per controller, must find each other over BLE (unpaired
-# GATT, Noise link) and sync a room. (btvirt's first controller, hci0, stays
-# unconfigured here, hence three.) A run takes 2–4 minutes under TCG on a
-# loaded 2-core machine; the log of a passing run is reports/ble-vm.log.
+# scripts/ble-vm-guest.sh on the first two controllers BlueZ manages: two
+# real `meshrelay run` daemons (the host-built binary), one per controller,
+# no mDNS and no LAN peers, must find each other over BLE (unpaired GATT,
+# Noise link) and sync a room through their control sockets and the normal
+# CLI. (btvirt's first controller, hci0, stays unconfigured here, hence
+# three.) A run takes 2–4 minutes under TCG on a loaded 2-core machine; the
+# log of a passing run is reports/ble-vm.log.
 #
-#   bash scripts/ble-vm.sh                      # builds the example, runs the VM, prints the guest log
-#   BLE_VM_PRIVACY=off bash scripts/ble-vm.sh   # BlueZ Privacy setting (default: device)
+#   bash scripts/ble-vm.sh                      # builds meshrelay, runs the VM, prints the guest log
+#   BLE_VM_PRIVACY=device bash scripts/ble-vm.sh  # BlueZ Privacy setting (default: off)
 #
 # Needs (Debian): qemu-system-x86 bluez bluez-test-tools dbus busybox-static,
 # plus linux-image-amd64, which the script downloads and unpacks into
-# $BLE_VM_DIR (default target/ble-vm) without installing it. Exit code: the
-# example's (0 pass, 1 timeout, 2 BLE unavailable), 3 on setup failure.
+# $BLE_VM_DIR (default target/ble-vm) without installing it. Exit code: 0
+# when the guest printed BLE_VM_RESULT=PASS, 1 when it printed a failure, 3
+# on setup failure (no result).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -44,8 +47,8 @@ MODS="$WORK/kernel/lib/modules/$KVER"
 [ -f "$MODS/modules.dep" ] || depmod -b "$WORK/kernel" "$KVER"
 
 # 2. The program under test, built on the host (the guest sees the host root).
-cargo build --example ble_hw_pair
-BIN="$ROOT/target/debug/examples/ble_hw_pair"
+cargo build --bin meshrelay
+BIN=${BLE_VM_BIN:-$ROOT/target/debug/meshrelay}
 
 # 3. A tiny initramfs: busybox, the 9p modules, and /init.
 INITRD="$WORK/initrd"
@@ -81,8 +84,9 @@ set -x
 MODS=$MODS
 BIN=$BIN
 BTVIRT_ARGS="${BTVIRT_ARGS:--L -l3}"
-PRIVACY=${BLE_VM_PRIVACY:-device}
-RUST_LOG=${RUST_LOG:-meshrelay=debug}
+PRIVACY=${BLE_VM_PRIVACY:-off}
+GUEST_PART=$ROOT/scripts/ble-vm-guest.sh
+export RUST_LOG="${RUST_LOG:-meshrelay::transport::ble=debug,meshrelay=info}"
 EOF
 cat >>"$GUEST" <<'EOF'
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -119,10 +123,10 @@ bluetoothctl list
 btmgmt info
 for h in /sys/class/bluetooth/hci*; do echo "$h: $(cat $h/address 2>/dev/null)"; done
 set -x
-echo "=== ble_hw_pair ==="
-ADAPTERS=$(btmgmt info | awk -F: '/^hci[0-9]+:/{print $1}' | head -2)
-RUST_LOG=${RUST_LOG:-meshrelay=debug} "$BIN" $ADAPTERS
-echo "BLE_HW_PAIR_EXIT=$?"
+echo "=== two meshrelay daemons ==="
+set -- $(btmgmt info | awk -F: '/^hci[0-9]+:/{print $1}' | sort | head -2)
+set +x
+BIN=$BIN ADAPTER_A=$1 ADAPTER_B=$2 sh "$GUEST_PART"
 poweroff -f
 EOF
 chmod +x "$GUEST"
@@ -137,6 +141,6 @@ timeout "$TIMEOUT" qemu-system-x86_64 -M q35 -accel tcg -m 1536 -smp 2 \
   -append "console=ttyS0 panic=-1 quiet loglevel=3" \
   -fsdev local,id=hostroot,path=/,security_model=none,readonly=on \
   -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot | tee "$LOG"
-code=$(grep -a -o 'BLE_HW_PAIR_EXIT=[0-9]*' "$LOG" | tail -1 | cut -d= -f2)
-echo "guest log: $LOG; ble_hw_pair exit: ${code:-none}"
-exit "${code:-3}"
+result=$(grep -a -o 'BLE_VM_RESULT=[A-Z]*' "$LOG" | tail -1 | cut -d= -f2)
+echo "guest log: $LOG; result: ${result:-none}"
+case "$result" in PASS) exit 0 ;; FAIL) exit 1 ;; *) exit 3 ;; esac

@@ -381,3 +381,86 @@ fn reconciliation_of_many_rooms_leaves_a_quiet_link_quiet() {
     let at = net.nodes[1].delivered.get(&id).copied();
     assert!(at.is_some_and(|t| t - t0 < 1_000), "live push took {at:?}");
 }
+
+/// A relay whose links drop and come back while the sender keeps sending
+/// (the daemon's "relay killed mid-stream" test, deterministic): every
+/// reconnection reconciles at once, so the far end holds every event a few
+/// seconds after the last link came back, far sooner than the next
+/// anti-entropy period (60 s) could have repaired a missed catch-up.
+#[test]
+fn a_relay_whose_links_churn_mid_stream_leaves_no_gap() {
+    let base = seed(11);
+    for s in base..base + 8 {
+        eprintln!("round seed = {s}");
+        let mut net = SimNet::new(3, s, NodeConfig::default(), store_config());
+        let mut rng = <rand::rngs::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(s);
+        let room = RoomId([3; 16]);
+        for i in 0..3 {
+            net.join(i, room);
+        }
+        net.connect(0, 1, LinkParams::lan());
+        net.connect(1, 2, LinkParams::lan());
+        let mut all = BTreeSet::new();
+        let mut down_until: Option<u64> = None;
+        let mut both = true;
+        for step in 0..400u64 {
+            let t = step * 50;
+            net.run_until(t);
+            all.insert(net.publish(0, room, 120));
+            match down_until {
+                Some(until) if t >= until => {
+                    if both {
+                        net.connect(0, 1, LinkParams::lan());
+                    }
+                    net.connect(1, 2, LinkParams::lan());
+                    down_until = None;
+                }
+                None if rng.random_range(0..40) == 0 => {
+                    both = rng.random_bool(0.5);
+                    if both {
+                        net.disconnect(0, 1);
+                    }
+                    net.disconnect(1, 2);
+                    down_until = Some(t + rng.random_range(200..3_000));
+                }
+                _ => {}
+            }
+        }
+        if down_until.is_some() {
+            if both {
+                net.connect(0, 1, LinkParams::lan());
+            }
+            net.connect(1, 2, LinkParams::lan());
+        }
+        let end = net.now_ms() + 5_000;
+        net.run_until(end);
+        assert_converged(&net, &[0, 1, 2], &all);
+    }
+}
+
+/// A new member's first sync of a long history: until its invite is
+/// processed the room is a stranger's, so a signing key's stranger budget
+/// refuses most of it. When the room becomes its own, the refused events
+/// are asked for again at once (`Want`), not at the next anti-entropy
+/// period a minute later.
+#[test]
+fn a_new_member_gets_the_refused_history_as_soon_as_it_joins() {
+    let s = seed(5);
+    let mut net = SimNet::new(2, s, NodeConfig::default(), store_config());
+    let room = RoomId([9; 16]);
+    net.join(0, room);
+    let all: BTreeSet<EventId> = (0..600).map(|_| net.publish(0, room, 100)).collect();
+    net.connect(0, 1, LinkParams::ble());
+    net.run_until(5_000);
+    let early = net.nodes[1].delivered.len();
+    assert!(
+        early < all.len(),
+        "the stranger budget should have refused part of the history ({early} stored)"
+    );
+    assert!(net.nodes[1].node.stats().refused_events > 0);
+    // The invite is processed: the room is now the node's own.
+    net.join(1, room);
+    let t = net.now_ms();
+    net.run_until(t + 8_000);
+    assert_converged(&net, &[1], &all);
+}

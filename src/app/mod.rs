@@ -33,6 +33,7 @@
 mod follow;
 mod import;
 mod prekeys;
+mod retention;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};

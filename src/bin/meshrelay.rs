@@ -222,10 +222,27 @@ fn run(cli: Cli) -> Result<()> {
                 return rooms_via_daemon(dir.root(), stream, cmd);
             }
             let out = io::stdout();
-            meshrelay::cli::rooms::run(cmd, dir.root(), &mut out.lock()).map_err(|e| Failure {
-                code: e.code,
-                err: e.err.into(),
-            })
+            match meshrelay::cli::rooms::run(cmd, dir.root(), &mut out.lock()) {
+                // The store is locked but no daemon answered: one may be
+                // starting (it opens the store before its socket). Wait for
+                // it, unless the command already consumed standard input.
+                Err(e)
+                    if meshrelay::cli::rooms::is_locked(&e)
+                        && !matches!(cmd, RoomsCommand::Import { file } if file == "-") =>
+                {
+                    match control::wait_for(dir.root(), control::STARTUP_WAIT) {
+                        Some(stream) => rooms_via_daemon(dir.root(), stream, cmd),
+                        None => Err(Failure {
+                            code: e.code,
+                            err: e.err.into(),
+                        }),
+                    }
+                }
+                r => r.map_err(|e| Failure {
+                    code: e.code,
+                    err: e.err.into(),
+                }),
+            }
         }
         Command::Homeserver(cmd) => {
             init_tracing_quiet();

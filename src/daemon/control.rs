@@ -16,6 +16,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use data_encoding::BASE64;
 use serde::{Deserialize, Serialize};
@@ -151,6 +152,29 @@ pub fn socket_path(dir: &Path) -> PathBuf {
 /// or a stale socket that refuses connections).
 pub fn connect(dir: &Path) -> Option<UnixStream> {
     UnixStream::connect(socket_path(dir)).ok()
+}
+
+/// How long a command that found the store locked but no control socket
+/// waits for a starting daemon's socket (the daemon opens the store first).
+pub const STARTUP_WAIT: Duration = Duration::from_secs(10);
+/// How long a starting daemon waits for a command that holds the store
+/// (with no daemon's socket up) to finish before giving up.
+pub const STORE_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Polling interval of both waits.
+pub const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// Waits up to `timeout` for a daemon's control socket to accept.
+pub fn wait_for(dir: &Path, timeout: Duration) -> Option<UnixStream> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(s) = connect(dir) {
+            return Some(s);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(LOCK_POLL);
+    }
 }
 
 /// Sends `req` on `stream` and passes each output chunk to `out` until the

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use data_encoding::BASE64;
@@ -113,6 +113,26 @@ pub(super) struct Driver {
     shutting_down: bool,
 }
 
+/// Opens the store. A command run without a daemon holds it for a moment:
+/// unless a daemon's control socket answers (then one really runs), wait up
+/// to `STORE_LOCK_WAIT` for it to be released.
+async fn open_store(dir: &Path, path: &Path) -> Result<RedbStore, DaemonError> {
+    let deadline = tokio::time::Instant::now() + super::control::STORE_LOCK_WAIT;
+    loop {
+        match RedbStore::open(path, StoreConfig::default()) {
+            Ok(s) => return Ok(s),
+            Err(StoreError::Locked { .. })
+                if super::control::connect(dir).is_none()
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(super::control::LOCK_POLL).await;
+            }
+            Err(StoreError::Locked { .. }) => return Err(DaemonError::AlreadyRunning(dir.into())),
+            Err(e) => return Err(DaemonError::Store(e)),
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` completes or a fatal error.
 pub async fn run(
     opts: DaemonOptions,
@@ -121,10 +141,7 @@ pub async fn run(
     let dir = opts.dir.clone();
     let (identity, _) = crate::app::load_identity(&dir)?;
     let store_path = dir.join(crate::store::redb_backend::STORE_FILE_NAME);
-    let store = RedbStore::open(&store_path, StoreConfig::default()).map_err(|e| match e {
-        StoreError::Locked { .. } => DaemonError::AlreadyRunning(dir.clone()),
-        e => DaemonError::Store(e),
-    })?;
+    let store = open_store(&dir, &store_path).await?;
     let mut seed = [0u8; 32];
     rand_core::UnwrapErr(rand::rngs::SysRng).fill_bytes(&mut seed);
     let now = now_ms();
@@ -561,6 +578,23 @@ impl Driver {
             tracing::info!(expired, "expired events dropped");
         }
         let dir = self.dir.clone();
+        // Decrypted contents of events no longer held (expired, evicted)
+        // go with them, committed with the expiry (the node has nothing
+        // staged here: every loop turn ends with a commit cycle).
+        match Device::open_with(&dir, self.node.store_mut(), now)
+            .and_then(|mut dev| dev.prune_orphaned_plaintexts())
+        {
+            Ok(n) => {
+                self.node.store_mut().commit()?;
+                if n > 0 {
+                    tracing::info!(plaintexts = n, "plaintexts of dropped events deleted");
+                }
+            }
+            Err(e) => {
+                self.node.store_mut().rollback()?;
+                tracing::error!(error = %e, "pruning plaintexts failed; retrying in an hour");
+            }
+        }
         let rotated = Device::open_with(&dir, self.node.store_mut(), now).and_then(|mut dev| {
             if !dev.prekey_due(now) {
                 return Ok(None);

@@ -165,9 +165,11 @@ pub fn render_status(v: &Value, json: bool) -> String {
                 format!("unavailable: {}", other["reason"].as_str().unwrap_or("?"))
             }
             Some(state) => format!(
-                "{state} on {} ({} links)",
+                "{state} on {} ({} links, privacy: {}, advertising: {})",
                 other["adapter"].as_str().unwrap_or("?"),
-                other["links"].as_array().map_or(0, Vec::len)
+                other["links"].as_array().map_or(0, Vec::len),
+                other["privacy"].as_str().unwrap_or("?"),
+                other["advertising"].as_str().unwrap_or("?")
             ),
             None => "?".to_owned(),
         },

@@ -144,6 +144,9 @@ pub const MAX_PENALISED_SOURCES: usize = 4096;
 pub const MAX_KEY_BUCKETS: usize = 4096;
 /// Most outstanding `IHave` announcements tracked for grafting.
 pub const MAX_PENDING_IHAVE: usize = 8192;
+/// Most events remembered as refused by a key's stranger budget (asked for
+/// again when their room becomes an own room).
+pub const MAX_REFUSED_STRANGERS: usize = 8192;
 /// Most event IDs remembered per link as known to the peer.
 pub const MAX_KNOWN_PER_LINK: usize = 8192;
 /// Most event IDs queued for sending on one link.
@@ -292,6 +295,10 @@ pub struct Node<S: Store, R: Rng> {
     penalised: LruCache<SourceKey, u64>,
     key_buckets: LruCache<DeviceId, TokenBucket>,
     pending_ihave: BTreeMap<EventId, (LinkId, RoomId, u64)>,
+    /// Events refused by a signing key's stranger budget, with the link
+    /// that offered them: if their room becomes one of this device's own
+    /// (its invite was just processed), they are asked for again at once.
+    refused_strangers: LruCache<EventId, (LinkId, RoomId)>,
     stats: NodeStats,
     /// Cached room list and per-room items (see [`StoreView`]).
     view: StoreView,
@@ -323,6 +330,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             penalised: LruCache::new(nz(MAX_PENALISED_SOURCES)),
             key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
             pending_ihave: BTreeMap::new(),
+            refused_strangers: LruCache::new(nz(MAX_REFUSED_STRANGERS)),
             stats: NodeStats::default(),
             view: StoreView::new(),
             copies: LruCache::new(nz(MAX_COPY_RECORDS)),
@@ -932,10 +940,18 @@ impl<S: Store, R: Rng> Node<S, R> {
             .and_then(|s| {
                 s.outcome().map(|o| {
                     let i_lack = !o.i_lack.is_empty();
-                    (o.peer_lacks.clone(), i_lack, o.failed, s.room(), s.part())
+                    let est = o.estimate.unwrap_or(0);
+                    (
+                        o.peer_lacks.clone(),
+                        i_lack,
+                        o.failed,
+                        est,
+                        s.room(),
+                        s.part(),
+                    )
                 })
             });
-        if let Some((peer_lacks, i_lack, failed, room, part)) = done {
+        if let Some((peer_lacks, i_lack, failed, estimate, room, part)) = done {
             let now = self.now_ms;
             // Events this side may not hand over (no copies left for a
             // carrier) are not a difference worth another period.
@@ -955,14 +971,15 @@ impl<S: Store, R: Rng> Node<S, R> {
             if let Some(l) = self.links.get_mut(&link) {
                 l.sessions.remove(&number);
                 l.period_found |= found;
-                // Too many differences for one session: reconcile the two
-                // halves of the slice separately (initiator side).
+                // Too many differences for one session: reconcile slices
+                // of the slice separately (initiator side), as many as the
+                // estimate asks for, or the two halves without one.
                 if l.initiator
                     && failed == Some(FAIL_TOO_MANY_DIFFERENCES)
-                    && let Some(halves) = part.split()
-                    && l.parts.len() + 2 <= MAX_QUEUED_PARTS
+                    && let Some(parts) = part.split_for(estimate)
+                    && l.parts.len() + parts.len() <= MAX_QUEUED_PARTS
                 {
-                    l.parts.extend(halves.map(|h| (room, h)));
+                    l.parts.extend(parts.into_iter().map(|p| (room, p)));
                 }
                 // A round that left rooms out continues at once.
                 if l.sessions.is_empty() && l.initiator && l.more_rooms {
@@ -1073,6 +1090,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 .get_or_insert_mut(event.sender(), || TokenBucket::new(burst, rate, now));
             if !bucket.try_take(1, now) {
                 self.stats.refused_events += 1;
+                self.refused_strangers.put(id, (link, event.room()));
                 return Ok(());
             }
         }
@@ -1198,6 +1216,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             Command::JoinRoom(room) => {
                 if self.own_rooms.insert(room) {
                     self.announce_members();
+                    self.want_refused(room)?;
                 }
                 Ok(())
             }
@@ -1208,6 +1227,39 @@ impl<S: Store, R: Rng> Node<S, R> {
                 Ok(())
             }
         }
+    }
+
+    /// A room just became an own room (a new member's invite was
+    /// processed): ask the links that offered its events again for those
+    /// the stranger budget refused, instead of leaving them to the next
+    /// anti-entropy period. The peer answers `Want` like a graft.
+    fn want_refused(&mut self, room: RoomId) -> Result<(), StoreError> {
+        let ids: Vec<(EventId, LinkId)> = self
+            .refused_strangers
+            .iter()
+            .filter(|(_, (_, r))| *r == room)
+            .map(|(id, (link, _))| (*id, *link))
+            .collect();
+        let mut by_link: BTreeMap<LinkId, Vec<EventId>> = BTreeMap::new();
+        for (id, link) in ids {
+            self.refused_strangers.pop(&id);
+            if self.links.contains_key(&link) && !self.store.has_event(&id)? {
+                by_link.entry(link).or_default().push(id);
+            }
+        }
+        for (link, mut ids) in by_link {
+            ids.sort_unstable();
+            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                self.send(
+                    link,
+                    &Frame::Want {
+                        room,
+                        ids: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+        Ok(())
     }
 
     fn on_commit_done(&mut self) -> Result<(), StoreError> {

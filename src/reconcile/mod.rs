@@ -76,6 +76,14 @@ pub const DOUBLING_BELOW: usize = 128;
 /// Smallest follow-up batch a responder asks for.
 pub const MIN_MORE_SYMBOLS: usize = 16;
 
+/// An initiator whose difference estimate exceeds this fails the session
+/// at once, before sending symbols (the estimate is within about ±20 %, so
+/// this leaves room below [`MAX_DIFFERENCES`]); the Node then splits the
+/// slice into parts of about [`PART_TARGET_DIFFERENCES`] each.
+pub const SPLIT_ESTIMATE_ABOVE: u64 = 3072;
+/// Differences aimed for per part when a slice is split by its estimate.
+pub const PART_TARGET_DIFFERENCES: u64 = 2048;
+
 /// [`Message::Failed`] reason: the difference exceeds the session bounds.
 pub const FAIL_TOO_MANY_DIFFERENCES: u64 = 1;
 /// [`Message::Failed`] reason: the peer's messages were inconsistent.
@@ -113,21 +121,24 @@ impl Part {
         top >> (32 - u32::from(self.bits)) == self.prefix
     }
 
-    /// The two halves of this slice, if it may be split further.
-    pub fn split(&self) -> Option<[Part; 2]> {
-        (self.bits < MAX_PART_BITS).then(|| {
-            let bits = self.bits + 1;
-            [
-                Part {
+    /// The sub-slices that split this one into about `estimate /
+    /// PART_TARGET_DIFFERENCES` parts (a power of two, at least 2), as deep
+    /// as `MAX_PART_BITS` allows; `None` at the deepest level. Without an
+    /// estimate (`0`), the two halves.
+    pub fn split_for(&self, estimate: u64) -> Option<Vec<Part>> {
+        let room = MAX_PART_BITS.checked_sub(self.bits).filter(|r| *r > 0)?;
+        let parts = estimate.div_ceil(PART_TARGET_DIFFERENCES).max(2);
+        let levels = (parts.next_power_of_two().trailing_zeros() as u8).clamp(1, room);
+        let bits = self.bits + levels;
+        let base = self.prefix << levels;
+        Some(
+            (0..1u32 << levels)
+                .map(|i| Part {
                     bits,
-                    prefix: self.prefix << 1,
-                },
-                Part {
-                    bits,
-                    prefix: (self.prefix << 1) | 1,
-                },
-            ]
-        })
+                    prefix: base | i,
+                })
+                .collect(),
+        )
     }
 
     /// Wire form: `bits << 32 | prefix`.
@@ -274,5 +285,46 @@ pub fn item_hash(salt: &[u8; 8], item: &Item) -> ItemHash {
     ItemHash {
         short,
         signs: word(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_for_sizes_parts_from_the_estimate() {
+        let halves = Part::WHOLE.split_for(0).unwrap();
+        assert_eq!(halves.len(), 2);
+        assert_eq!(halves[1], Part { bits: 1, prefix: 1 });
+        // 10 000 differences: 5 parts of 2 048 -> 8 parts of 3 bits.
+        let parts = Part::WHOLE.split_for(10_000).unwrap();
+        assert_eq!(parts.len(), 8);
+        assert!(parts.iter().all(|p| p.bits == 3));
+        // Sub-slices of a slice keep its prefix and cover it exactly.
+        let p = Part { bits: 2, prefix: 3 };
+        let subs = p.split_for(5_000).unwrap();
+        assert_eq!(subs.len(), 4);
+        for s in &subs {
+            assert_eq!(s.prefix >> 2, 3);
+            assert_eq!(s.bits, 4);
+        }
+        // Never deeper than MAX_PART_BITS, and not at all at the bottom.
+        let deep = Part {
+            bits: MAX_PART_BITS - 1,
+            prefix: 0,
+        };
+        assert_eq!(deep.split_for(1 << 40).unwrap().len(), 2);
+        assert!(
+            Part {
+                bits: MAX_PART_BITS,
+                prefix: 0
+            }
+            .split_for(0)
+            .is_none()
+        );
+        for s in Part::WHOLE.split_for(u64::MAX).unwrap() {
+            assert!(Part::from_u64(s.to_u64()).is_some());
+        }
     }
 }

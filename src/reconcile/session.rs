@@ -7,7 +7,8 @@ use super::riblt::{Decoder, Encoder, PeelError};
 use super::{
     DOUBLING_BELOW, FAIL_INCONSISTENT, FAIL_TOO_MANY_DIFFERENCES, Item, ItemHash, MAX_DIFFERENCES,
     MAX_SESSION_SYMBOLS, MAX_SYMBOLS_PER_MESSAGE, MIN_MORE_SYMBOLS, Message, Part, ReconcileError,
-    SKETCH_COUNTERS, SYMBOL_SLACK, SYMBOLS_PER_DIFFERENCE, ShortId, item_hash, set_fingerprint,
+    SKETCH_COUNTERS, SPLIT_ESTIMATE_ABOVE, SYMBOL_SLACK, SYMBOLS_PER_DIFFERENCE, ShortId,
+    item_hash, set_fingerprint,
 };
 use crate::event::RoomId;
 
@@ -30,6 +31,10 @@ pub struct Outcome {
     pub i_lack: Vec<ShortId>,
     /// Whether the session failed (then both lists are empty): a `FAIL_*` code.
     pub failed: Option<u64>,
+    /// The initiator's estimate of the difference size, when the session
+    /// failed early because the estimate was above [`SPLIT_ESTIMATE_ABOVE`]
+    /// (the Node splits the slice that many ways at once).
+    pub estimate: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -236,6 +241,15 @@ impl Session {
                 self.hash_items();
                 let mine = estimate::sketch(&self.hashes);
                 let d = estimate::estimate(&mine, self.items.len() as u64, &counters, count);
+                if d > SPLIT_ESTIMATE_ABOVE {
+                    // Too many for one session: say so before any symbol
+                    // is spent, so the slices can be sized from `d`.
+                    let reply = self.fail(FAIL_TOO_MANY_DIFFERENCES);
+                    if let State::Done(o) = &mut self.state {
+                        o.estimate = Some(d);
+                    }
+                    return Ok(reply);
+                }
                 let want = (d as f64 * SYMBOLS_PER_DIFFERENCE).ceil() as usize + SYMBOL_SLACK;
                 let first = want.min(MAX_SYMBOLS_PER_MESSAGE).min(MAX_SESSION_SYMBOLS);
                 let mut encoder = Encoder::new(self.hashes.iter().map(|h| h.short));
@@ -291,6 +305,7 @@ impl Session {
                     peer_lacks,
                     i_lack: i_lack_sorted,
                     failed: None,
+                    estimate: None,
                 });
                 Ok(Vec::new())
             }
@@ -342,6 +357,7 @@ impl Session {
                         peer_lacks,
                         i_lack: i_lack.clone(),
                         failed: None,
+                        estimate: None,
                     });
                     return Ok(vec![Message::Decoded { you_lack, i_lack }]);
                 }
@@ -497,9 +513,13 @@ mod tests {
     #[test]
     fn beyond_the_bound_fails_cleanly() {
         let a: Vec<Item> = (0..6000).map(item).collect();
-        let (oa, ob, _) = run(&a, &[], 3);
+        let (oa, ob, flights) = run(&a, &[], 3);
         assert_eq!(oa.failed, Some(FAIL_TOO_MANY_DIFFERENCES));
         assert_eq!(ob.failed, Some(FAIL_TOO_MANY_DIFFERENCES));
+        // The estimate said so: Init, Sketch, Failed, and no symbol spent.
+        assert_eq!(flights, 3);
+        let est = oa.estimate.expect("an early failure carries the estimate");
+        assert!((4000..9000).contains(&est), "estimate {est} for 6000");
     }
 
     #[test]

@@ -267,13 +267,13 @@ impl State {
             self.drop_link(old).await;
         }
         let link = LinkId(self.next_link.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE);
-        let ev_tx = self.ev_tx.clone();
-        let task = tokio::spawn(link_io(link, stream, rx, ev_tx, self.closed_tx.clone()));
-        self.links.insert(link, LinkIo { peer, tx, task });
-        self.by_peer.insert(peer, link);
         let addr = self.remote_addr.get(&peer).cloned();
         let source = addr.as_ref().map_or(SourceKey([0; 16]), source_of);
+        // `Up` is queued before the reader starts: the peer's first
+        // datagram (its Hello) must never reach the core ahead of the
+        // link it arrived on, or the core drops it as stray and the link
+        // never reconciles (seen under load, when the event queue is full
+        // and the reader's send wins the race for a free slot).
         let _ = self
             .ev_tx
             .send(LanEvent::Up {
@@ -282,6 +282,11 @@ impl State {
                 source,
             })
             .await;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE);
+        let ev_tx = self.ev_tx.clone();
+        let task = tokio::spawn(link_io(link, stream, rx, ev_tx, self.closed_tx.clone()));
+        self.links.insert(link, LinkIo { peer, tx, task });
+        self.by_peer.insert(peer, link);
     }
 
     async fn drop_link(&mut self, link: LinkId) {

@@ -1134,3 +1134,30 @@ fn rotated_prekey_is_published_used_by_senders_and_the_old_one_deleted() {
         b.undecryptable(&room)
     );
 }
+
+/// An expired message does not outlive its expiry in readable form: after
+/// the store drops the expired events, pruning deletes their decrypted
+/// contents from the secret table, as a forensic read of the store shows.
+#[test]
+fn expired_messages_leave_no_plaintext_behind() {
+    let (mut a, mut b, _) = abc();
+    let room = room_with_b(&mut a, &mut b);
+    let sent = a.send(&room, "burn after reading");
+    assert_eq!(a.texts(&room), vec!["burn after reading".to_string()]);
+    let pt_key = |id: &EventId| [app::PLAINTEXT_PREFIX, id.as_bytes()].concat();
+    assert!(a.raw_store().get_secret(&pt_key(&sent)).unwrap().is_some());
+    // Long past every event's lifetime and grace.
+    let later = a.clock
+        + meshrelay::limits::DEFAULT_EVENT_LIFETIME_MS
+        + meshrelay::limits::EXPIRY_GRACE_MS
+        + 60_000;
+    let mut dev = Device::open(&a.dir, later).unwrap();
+    assert!(dev.store_mut().expire(later).unwrap() > 0);
+    let pruned = dev.prune_orphaned_plaintexts().unwrap();
+    assert!(pruned >= 1, "pruned {pruned}");
+    dev.store_mut().commit().unwrap();
+    // Nothing left to prune, and the plaintext is gone from the store.
+    assert_eq!(dev.prune_orphaned_plaintexts().unwrap(), 0);
+    drop(dev);
+    assert!(a.raw_store().get_secret(&pt_key(&sent)).unwrap().is_none());
+}

@@ -525,3 +525,54 @@ fn no_ble_turns_the_ble_adapter_off_and_status_says_so() {
     let human = ok(&d.dir, &["status"]);
     assert!(human.contains("ble:        off"), "{human}");
 }
+
+/// A command run without a daemon holds the store for a moment. A daemon
+/// starting meanwhile waits for it instead of refusing to start, and a
+/// command that finds the store locked but no control socket yet waits for
+/// the starting daemon and runs through it.
+#[test]
+fn a_daemon_and_a_command_starting_together_both_succeed() {
+    use meshrelay::store::{RedbStore, StoreConfig, redb_backend::STORE_FILE_NAME};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    ok(&dir, &["init", "--name", "Ana"]);
+    let room = ok(&dir, &["room", "create", "ops"]).trim().to_owned();
+    // Something else (here: this test) holds the store.
+    let held = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default()).unwrap();
+    let cli = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["rooms", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(held);
+    });
+    // Returns once the daemon's socket is up, i.e. after it got the store.
+    let mut d = Daemon::spawn(
+        &dir,
+        vec!["run".into(), "--no-mdns".into(), "--no-ble".into()],
+    );
+    release.join().unwrap();
+    assert!(d.alive(), "the daemon gave up while the store was held");
+    let out = cli.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the waiting command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rooms: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rooms[0]["room_id"], room.as_str());
+    // A second daemon is still refused at once: the first one answers.
+    let second = mr(&dir, &["run", "--no-mdns", "--no-ble"]);
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(d.terminate().code(), Some(0));
+}

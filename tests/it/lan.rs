@@ -72,3 +72,56 @@ async fn two_adapters_link_over_tcp_and_exchange_datagrams() {
     .await;
     assert!(extra.is_err(), "a second link came up");
 }
+
+/// The core must see a link's `Up` before any datagram that arrived on it:
+/// a peer's first datagram (its Hello) delivered ahead of the link would be
+/// dropped as stray and the link would never reconcile. Peers here write
+/// the moment their own side is up, while the listener's event queue is
+/// not being drained, over several fresh links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_is_up_before_its_first_datagram() {
+    let (_ha, mut ea, _) = lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![])).expect("spawn a");
+    let LanEvent::Listening(addr) =
+        next_matching(&mut ea, |e| matches!(e, LanEvent::Listening(_))).await
+    else {
+        unreachable!()
+    };
+    const PEERS: usize = 6;
+    let mut peers = Vec::new();
+    for _ in 0..PEERS {
+        let (hb, mut eb, _) =
+            lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![addr.to_string()])).expect("spawn b");
+        let LanEvent::Up { link, .. } =
+            next_matching(&mut eb, |e| matches!(e, LanEvent::Up { .. })).await
+        else {
+            unreachable!()
+        };
+        for i in 0..50u8 {
+            hb.send(link, vec![i; 64]);
+        }
+        peers.push((hb, eb));
+    }
+    // Now read the listener's events in order.
+    let mut up = std::collections::BTreeSet::new();
+    let mut received = 0usize;
+    timeout(Duration::from_secs(60), async {
+        while received < PEERS * 50 {
+            match ea.recv().await.expect("adapter alive") {
+                LanEvent::Up { link, .. } => {
+                    up.insert(link);
+                }
+                LanEvent::Received { link, .. } => {
+                    assert!(
+                        up.contains(&link),
+                        "a datagram on link {link:?} came before its Up"
+                    );
+                    received += 1;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("every datagram arrives");
+    assert_eq!(up.len(), PEERS);
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use meshrelay::event::{EventId, RoomId};
 use meshrelay::reconcile::riblt::{Encoder, IndexGen};
-use meshrelay::reconcile::{Item, Session, estimate, item_hash, set_fingerprint};
+use meshrelay::reconcile::{Item, Message, Part, Session, estimate, item_hash, set_fingerprint};
 use meshrelay::wire::Frame;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -66,6 +66,50 @@ fn compute() -> Value {
     }
     let oa = ini.outcome().unwrap();
     let ob = resp.outcome().unwrap();
+
+    // A session over a slice (`Reconcile/InitPart`, tag 23): the items of
+    // set A whose event ID starts with the 3 bits 0b101.
+    let part = Part { bits: 3, prefix: 5 };
+    let in_part: Vec<Item> = a.iter().copied().filter(|i| part.contains(i)).collect();
+    let (_, init_part) = Session::initiate_part(room, part, in_part.clone(), salt);
+    let init_part_frame = Frame::Reconcile {
+        session: 2,
+        msg: init_part.clone(),
+    }
+    .encode();
+    assert_eq!(
+        Frame::decode(&init_part_frame).unwrap(),
+        Frame::Reconcile {
+            session: 2,
+            msg: init_part
+        }
+    );
+    // Slices out of range are malformed frames: 9 bits, and a prefix of
+    // 2^bits.
+    let bad = |part: Part| {
+        let Message::Init {
+            salt,
+            count,
+            fingerprint,
+            ..
+        } = Session::initiate_part(room, Part::WHOLE, in_part.clone(), *b"vectors!").1
+        else {
+            unreachable!()
+        };
+        let msg = Message::Init {
+            room,
+            part,
+            salt,
+            count,
+            fingerprint,
+        };
+        hex::encode(Frame::Reconcile { session: 2, msg }.encode())
+    };
+    let invalid_parts = vec![
+        bad(Part { bits: 9, prefix: 0 }),
+        bad(Part { bits: 2, prefix: 4 }),
+    ];
+
     json!({
         "description": "Reconciliation of two small sets (protocol-spec/reconcile.md). All byte strings are lowercase hex; frames are complete wire frames (protocol-spec/wire.md) without the packet header.",
         "salt": hex::encode(salt),
@@ -86,6 +130,16 @@ fn compute() -> Value {
         "responder_peer_lacks": items_json(&ob.peer_lacks),
         "initiator_i_lack": oa.i_lack.iter().map(|s| format!("{s:016x}")).collect::<Vec<_>>(),
         "responder_i_lack": ob.i_lack.iter().map(|s| format!("{s:016x}")).collect::<Vec<_>>(),
+        "init_part": {
+            "description": "Init over the slice bits=3, prefix=0b101 of set_a (Reconcile/InitPart, tag 23, session 2); part on the wire = bits << 32 | prefix; count and fingerprint cover only the items in the slice",
+            "bits": part.bits,
+            "prefix": part.prefix,
+            "wire_part": part.to_u64(),
+            "items_in_part": items_json(&in_part),
+            "fingerprint": hex::encode(set_fingerprint(&in_part)),
+            "frame": hex::encode(&init_part_frame),
+        },
+        "init_part_invalid_frames": invalid_parts,
     })
 }
 
@@ -104,4 +158,26 @@ fn reconcile_vector() {
     // The vector's sets differ in 3 + 2 items and each side learns its part.
     assert_eq!(want["initiator_peer_lacks"].as_array().unwrap().len(), 3);
     assert_eq!(want["responder_peer_lacks"].as_array().unwrap().len(), 2);
+    // The slice vector decodes to an InitPart over the items of its slice,
+    // and the out-of-range slices are rejected as malformed.
+    let frame = hex::decode(want["init_part"]["frame"].as_str().unwrap()).unwrap();
+    let Frame::Reconcile {
+        msg: Message::Init { part, count, .. },
+        ..
+    } = Frame::decode(&frame).unwrap()
+    else {
+        panic!("the InitPart vector is not an Init");
+    };
+    assert_eq!(
+        part.to_u64(),
+        want["init_part"]["wire_part"].as_u64().unwrap()
+    );
+    assert_eq!(
+        count as usize,
+        want["init_part"]["items_in_part"].as_array().unwrap().len()
+    );
+    for bad in want["init_part_invalid_frames"].as_array().unwrap() {
+        let bytes = hex::decode(bad.as_str().unwrap()).unwrap();
+        assert!(Frame::decode(&bytes).is_err(), "accepted {bad}");
+    }
 }

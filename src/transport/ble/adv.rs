@@ -24,6 +24,10 @@ pub const ADV_SECRET_BYTES: usize = 32;
 /// the issue allows.
 pub const ADV_ROTATION_MS: u64 = 15 * 60 * 1000;
 
+/// After a failed advertisement registration, how long until the next
+/// attempt (an epoch boundary that comes sooner still wins).
+pub const ADV_RETRY_MS: u64 = 30_000;
+
 /// HKDF salt of the token derivation.
 pub const ADV_TOKEN_SALT: &[u8] = b"meshrelay/v1/ble-adv-token\0";
 
@@ -104,6 +108,33 @@ pub fn epoch_of(unix_ms: u64) -> u64 {
 /// When the token in force at `unix_ms` is replaced.
 pub fn next_rotation_ms(unix_ms: u64) -> u64 {
     (epoch_of(unix_ms) + 1).saturating_mul(ADV_ROTATION_MS)
+}
+
+/// When the running adapter (re-)registers its advertisement: at start, at
+/// every epoch boundary (never on a free-running timer that could straddle
+/// one), and [`ADV_RETRY_MS`] after a failed registration.
+#[derive(Debug, Clone, Default)]
+pub struct AdvSchedule {
+    next_ms: u64,
+}
+
+impl AdvSchedule {
+    /// The token to register at `unix_ms`, if a registration is due.
+    pub fn due(&self, secret: &AdvSecret, unix_ms: u64) -> Option<AdvToken> {
+        (unix_ms >= self.next_ms).then(|| secret.token_at(unix_ms))
+    }
+
+    /// The registration of the token due at `due_ms` succeeded (`ok`) or
+    /// failed. The next one is due at the end of `due_ms`'s epoch (so a
+    /// registration that completes after the boundary is redone at once).
+    pub fn registered(&mut self, due_ms: u64, ok: bool) {
+        let boundary = next_rotation_ms(due_ms);
+        self.next_ms = if ok {
+            boundary
+        } else {
+            due_ms.saturating_add(ADV_RETRY_MS).min(boundary)
+        };
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::adv::{AdvSecret, AdvToken};
+use super::adv::{AdvSchedule, AdvSecret, AdvToken};
 use super::policy::{Admit, PolicyConfig, Scheduler, Skip};
 use super::session::{BLE_CORE_MTU, Role, Session, SessionError, SessionEvent};
 use super::{BleEvent, BleLinkStatus};
@@ -30,6 +30,7 @@ struct LinkState {
 /// See the module docs.
 pub struct Engine {
     secret: AdvSecret,
+    adv: AdvSchedule,
     sched: Scheduler,
     links: BTreeMap<LinkId, LinkState>,
     next_link: u64,
@@ -57,6 +58,7 @@ impl Engine {
     ) -> Self {
         Self {
             secret,
+            adv: AdvSchedule::default(),
             sched: Scheduler::new(policy),
             links: BTreeMap::new(),
             next_link: first_link_id,
@@ -69,6 +71,20 @@ impl Engine {
     /// The token to advertise at `now_ms` (wall clock).
     pub fn token(&self, now_ms: u64) -> AdvToken {
         self.secret.token_at(now_ms)
+    }
+
+    /// The token to (re-)register now, if the advertisement is due: at
+    /// start, at every rotation epoch boundary, and
+    /// [`super::adv::ADV_RETRY_MS`] after a failed registration
+    /// ([`AdvSchedule`]). The radio calls this on every wake-up.
+    pub fn advert_due(&self, now_ms: u64) -> Option<AdvToken> {
+        self.adv.due(&self.secret, now_ms)
+    }
+
+    /// The radio registered (`ok`) or failed to register the advertisement
+    /// [`Engine::advert_due`] returned at `due_ms`.
+    pub fn advert_registered(&mut self, due_ms: u64, ok: bool) {
+        self.adv.registered(due_ms, ok);
     }
 
     /// The scheduling policy.
@@ -287,6 +303,7 @@ impl Engine {
                 role: l.role.name().to_string(),
                 att_mtu: l.session.att_mtu(),
                 address: l.address.clone(),
+                address_type: None,
             })
             .collect()
     }
@@ -378,5 +395,77 @@ impl Engine {
             self.sched.connect_done(t);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::ble::adv::{ADV_RETRY_MS, ADV_ROTATION_MS, epoch_of};
+
+    /// The radio's loop in miniature: ask `advert_due` every tick, register
+    /// what it returns (the hardware path does exactly this).
+    #[test]
+    fn advertisement_is_reregistered_at_each_epoch_boundary_with_the_epochs_token() {
+        let secret = AdvSecret::from_bytes([9; 32]);
+        let mut e = Engine::new(
+            secret.clone(),
+            PolicyConfig::default(),
+            1,
+            SourceKey([0; 16]),
+        );
+        // Start in the middle of an epoch, tick every 250 ms for 3 epochs.
+        let start = 1_000 * ADV_ROTATION_MS + ADV_ROTATION_MS / 3;
+        let mut registered = Vec::new();
+        let mut t = start;
+        while t < start + 3 * ADV_ROTATION_MS {
+            if let Some(token) = e.advert_due(t) {
+                registered.push((t, token));
+                e.advert_registered(t, true);
+            }
+            t += 250;
+        }
+        // Once at start, then exactly at each of the three boundaries.
+        let times: Vec<u64> = registered.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            times,
+            vec![
+                start,
+                1_001 * ADV_ROTATION_MS,
+                1_002 * ADV_ROTATION_MS,
+                1_003 * ADV_ROTATION_MS
+            ]
+        );
+        for (t, token) in &registered {
+            assert_eq!(*token, secret.token(epoch_of(*t)));
+            assert_eq!(*token, e.token(*t));
+        }
+        let tokens: std::collections::BTreeSet<_> = registered.iter().map(|(_, k)| *k).collect();
+        assert_eq!(
+            tokens.len(),
+            registered.len(),
+            "every epoch has a new token"
+        );
+
+        // A failed registration is retried after ADV_RETRY_MS, and a
+        // registration that completed after the boundary is redone at once.
+        let b = 2_000 * ADV_ROTATION_MS;
+        let mut e = Engine::new(
+            secret.clone(),
+            PolicyConfig::default(),
+            1,
+            SourceKey([0; 16]),
+        );
+        e.advert_registered(b - 10_000, false);
+        assert_eq!(e.advert_due(b - 10_001), None);
+        assert_eq!(e.advert_due(b), Some(secret.token(epoch_of(b))));
+        e.advert_registered(b + 1, false);
+        assert_eq!(e.advert_due(b + ADV_RETRY_MS), None);
+        assert_eq!(
+            e.advert_due(b + 1 + ADV_RETRY_MS),
+            Some(secret.token(epoch_of(b)))
+        );
+        e.advert_registered(b - 1, true); // due just before the boundary, done after it
+        assert_eq!(e.advert_due(b + 5), Some(secret.token(epoch_of(b))));
     }
 }

@@ -11,7 +11,7 @@
 //! before the handshake completes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bluer::Uuid;
@@ -30,8 +30,9 @@ use btleplug::platform::{Adapter as BtAdapter, Manager as BtManager, Peripheral 
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::adv::{AdvToken, next_rotation_ms};
+use super::adv::AdvToken;
 use super::engine::Engine;
+use super::privacy::{Privacy, address_kind, read_privacy};
 use super::session::Role;
 use super::{
     BleConfig, BleEvent, BleStatus, CHARACTERISTIC_UUID, Command, MANUFACTURER_ID, READ_VALUE,
@@ -39,12 +40,18 @@ use super::{
 };
 use crate::proto::LinkId;
 
+/// Bytes a central leaves unused below the ATT MTU in its writes: BlueZ
+/// silently lost write-without-response values that filled the MTU (the
+/// same margin bluer leaves for notifications).
+pub const BLUEZ_WRITE_MARGIN: usize = 5;
 /// ATT values queued for one link's writer.
 pub const WRITER_QUEUE: usize = 64;
 /// Messages queued from link tasks to the engine task.
 pub const RADIO_QUEUE: usize = 1024;
 /// How often the engine task wakes without other work.
 const TICK: Duration = Duration::from_millis(250);
+/// How long a peer's address type lookup (status only) may take.
+const PEER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -60,9 +67,13 @@ enum Radio {
         characteristic: btleplug::api::Characteristic,
         att_mtu: usize,
         address: String,
+        /// Whether the peer's address is random (`None`: not reported).
+        random: Option<bool>,
     },
-    /// A central connection attempt failed.
-    Failed(AdvToken),
+    /// A central connection attempt failed (the engine task decides whether
+    /// to disconnect: the peer may be linked to us in the other role over
+    /// the same LE connection).
+    Failed(AdvToken, BtPeripheral),
     Value(LinkId, Vec<u8>),
     Flushed(LinkId),
     Closed(LinkId),
@@ -71,33 +82,37 @@ enum Radio {
 struct LinkIo {
     tx: mpsc::Sender<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
+    /// The central role's handle on the peer (`None` for peripheral links).
     peripheral: Option<BtPeripheral>,
+    /// The peer's address: two controllers share one LE connection, which
+    /// carries the links of both roles between them.
+    address: String,
 }
 
-/// Runs the adapter until the daemon drops its handle.
+/// Runs the adapter until the daemon drops its handle (`Ok`) or the radio
+/// fails (`Err(reason)`: the caller reports it and starts again later).
 pub(super) async fn run(
-    config: BleConfig,
-    mut cmd_rx: mpsc::UnboundedReceiver<Command>,
-    ev_tx: mpsc::Sender<BleEvent>,
-    status: Arc<Mutex<BleStatus>>,
-) {
-    let radio = match open(&config).await {
-        Ok(r) => r,
-        Err(reason) => {
-            tracing::info!("BLE unavailable: {reason}");
-            set_status(&status, BleStatus::Unavailable { reason });
-            // Stay quiet until the daemon stops.
-            while cmd_rx.recv().await.is_some() {}
-            return;
-        }
-    };
-    tracing::info!(adapter = %radio.name, privacy = %radio.privacy, "BLE running");
-    radio.drive(config, cmd_rx, ev_tx, status).await;
+    config: &BleConfig,
+    cmd_rx: &mut mpsc::UnboundedReceiver<Command>,
+    ev_tx: &mpsc::Sender<BleEvent>,
+    status: &Mutex<BleStatus>,
+) -> Result<(), String> {
+    let radio = open(config).await?;
+    tracing::info!(adapter = %radio.name, privacy = %radio.privacy.status(), "BLE running");
+    radio.drive(config, cmd_rx, ev_tx, status).await
+}
+
+/// Reads the controller's privacy state (a blocking probe, off the runtime).
+async fn privacy_of(adapter: &str) -> Privacy {
+    let name = adapter.to_string();
+    tokio::task::spawn_blocking(move || read_privacy(&name))
+        .await
+        .unwrap_or_else(|e| Privacy::Unknown(format!("probe task failed: {e}")))
 }
 
 struct Opened {
     name: String,
-    privacy: String,
+    privacy: Privacy,
     adapter: bluer::Adapter,
     central: BtAdapter,
     _app: ApplicationHandle,
@@ -170,34 +185,13 @@ async fn open(config: &BleConfig) -> Result<Opened, String> {
         .await
         .map_err(|e| format!("cannot register the GATT service: {e}"))?;
     Ok(Opened {
-        privacy: privacy_setting(),
+        privacy: privacy_of(&name).await,
         name,
         adapter,
         central,
         _app: app,
         control,
     })
-}
-
-/// What `status` says about LE privacy. BlueZ does not expose it over
-/// D-Bus; its configuration file says whether it is asked for.
-fn privacy_setting() -> String {
-    let conf = std::fs::read_to_string("/etc/bluetooth/main.conf").unwrap_or_default();
-    let value = conf
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == "Privacy")
-        .map(|(_, v)| v.trim().to_string());
-    match value.as_deref() {
-        Some(v @ ("device" | "network" | "on" | "limited-device" | "limited-network")) => {
-            format!("rpa (Privacy={v})")
-        }
-        _ => "not enabled: set Privacy=device in /etc/bluetooth/main.conf; \
-              the controller may advertise its public address"
-            .into(),
-    }
 }
 
 fn advertisement(token: AdvToken) -> Advertisement {
@@ -250,16 +244,24 @@ async fn connect(
     };
     let msg = match r {
         Ok(characteristic) => Radio::Opened {
-            att_mtu: usize::from(peripheral.mtu()),
+            // BlueZ loses write commands that fill the whole ATT MTU
+            // (seen: every 512-byte write at ATT MTU 517 vanished, shorter
+            // ones and 512-byte notifications arrived): leave a margin.
+            att_mtu: usize::from(peripheral.mtu()).saturating_sub(BLUEZ_WRITE_MARGIN),
             address: peripheral.address().to_string(),
+            random: match peripheral.properties().await {
+                Ok(Some(p)) => p
+                    .address_type
+                    .map(|t| t == btleplug::api::AddressType::Random),
+                _ => None,
+            },
             token,
             peripheral,
             characteristic,
         },
         Err(e) => {
             tracing::debug!(address = %peripheral.address(), "BLE connect failed: {e}");
-            let _ = peripheral.disconnect().await;
-            Radio::Failed(token)
+            Radio::Failed(token, peripheral)
         }
     };
     let _ = radio_tx.send(msg).await;
@@ -294,6 +296,7 @@ async fn central_io(
                 tracing::debug!(link = link.0, "BLE write failed: {e}");
                 return;
             }
+            tracing::trace!(link = link.0, len = v.len(), "BLE value written");
             if rx.is_empty() {
                 let _ = write_tx.send(Radio::Flushed(link)).await;
             }
@@ -337,6 +340,7 @@ async fn peripheral_io(
                 tracing::debug!(link = link.0, "BLE notify failed: {e}");
                 return;
             }
+            tracing::trace!(link = link.0, len = v.len(), "BLE value notified");
             if rx.is_empty() {
                 let _ = write_tx.send(Radio::Flushed(link)).await;
             }
@@ -347,6 +351,22 @@ async fn peripheral_io(
         _ = write => {}
     }
     let _ = radio_tx.send(Radio::Closed(link)).await;
+}
+
+/// The kind of address a central connected from (BlueZ's device record).
+async fn peer_kind(adapter: &bluer::Adapter, addr: &str) -> &'static str {
+    let Ok(address) = addr.parse::<bluer::Address>() else {
+        return "unknown";
+    };
+    let lookup = async {
+        let device = adapter.device(address).ok()?;
+        device.address_type().await.ok()
+    };
+    match tokio::time::timeout(PEER_LOOKUP_TIMEOUT, lookup).await {
+        Ok(Some(bluer::AddressType::LeRandom)) => address_kind(addr, Some(true)),
+        Ok(Some(_)) => address_kind(addr, Some(false)),
+        _ => "unknown",
+    }
 }
 
 /// Half-open peripheral connections: BlueZ reports the central's
@@ -363,14 +383,14 @@ const MAX_PENDING: usize = 8;
 impl Opened {
     async fn drive(
         self,
-        config: BleConfig,
-        mut cmd_rx: mpsc::UnboundedReceiver<Command>,
-        ev_tx: mpsc::Sender<BleEvent>,
-        status: Arc<Mutex<BleStatus>>,
-    ) {
+        config: &BleConfig,
+        cmd_rx: &mut mpsc::UnboundedReceiver<Command>,
+        ev_tx: &mpsc::Sender<BleEvent>,
+        status: &Mutex<BleStatus>,
+    ) -> Result<(), String> {
         let Opened {
             name,
-            privacy,
+            mut privacy,
             adapter,
             central,
             _app,
@@ -385,38 +405,45 @@ impl Opened {
         let connect_timeout = Duration::from_millis(engine.scheduler().config().connect_timeout_ms);
         let (radio_tx, mut radio_rx) = mpsc::channel::<Radio>(RADIO_QUEUE);
         let mut links: BTreeMap<LinkId, LinkIo> = BTreeMap::new();
+        // Peers' address kinds (status only).
+        let mut kinds: BTreeMap<LinkId, &'static str> = BTreeMap::new();
         let mut pending = Pending::default();
-        let mut central_events = match central.events().await {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = format!("cannot watch scan results: {e}");
-                tracing::info!("BLE unavailable: {reason}");
-                set_status(&status, BleStatus::Unavailable { reason });
-                while cmd_rx.recv().await.is_some() {}
-                return;
-            }
-        };
+        let mut central_events = central
+            .events()
+            .await
+            .map_err(|e| format!("cannot watch scan results: {e}"))?;
         let mut adv: Option<AdvertisementHandle> = None;
         let mut advertising = String::from("starting");
-        let mut adv_until = 0u64;
         let mut scanning = false;
         let mut tick = tokio::time::interval(TICK);
-        loop {
+        let result = loop {
             let now = now_ms();
-            // Rotate the advertisement (token and, with privacy, address).
-            if now >= adv_until {
+            // Re-register the advertisement at each epoch boundary (the
+            // engine's schedule: at start, at every boundary, and soon
+            // after a failure) with that epoch's token. The kernel rotates
+            // the resolvable private address on its own timer (see the
+            // spec's known limit). The privacy state is read again each time.
+            if let Some(token) = engine.advert_due(now) {
                 drop(adv.take());
-                match adapter.advertise(advertisement(engine.token(now))).await {
+                let ok = match adapter.advertise(advertisement(token)).await {
                     Ok(h) => {
                         adv = Some(h);
                         advertising = "on".into();
+                        true
                     }
                     Err(e) => {
                         tracing::warn!("cannot advertise: {e}");
                         advertising = format!("failed: {e}");
+                        false
                     }
+                };
+                engine.advert_registered(now, ok);
+                let p = privacy_of(&name).await;
+                if p != privacy {
+                    tracing::info!(adapter = %name, privacy = %p.status(), "BLE privacy changed");
+                    privacy = p;
                 }
-                adv_until = next_rotation_ms(now);
+                tracing::debug!(?token, ok, privacy = %privacy.status(), "BLE advertisement registered");
             }
             // Duty-cycled scanning.
             let want_scan = engine.scanning(now);
@@ -438,24 +465,39 @@ impl Opened {
             tokio::select! {
                 biased;
                 cmd = cmd_rx.recv() => match cmd {
-                    None => break,
+                    None => break Ok(()),
                     Some(Command::Send(link, bytes)) => engine.core_send(now, link, &bytes),
                     Some(Command::Close(link)) => engine.core_close(link),
                 },
                 Some(msg) = radio_rx.recv() => match msg {
-                    Radio::Opened { token, peripheral, characteristic, att_mtu, address } => {
-                        tracing::debug!(%address, att_mtu, "BLE central link open");
+                    Radio::Opened { token, peripheral, characteristic, att_mtu, address, random } => {
+                        let kind = address_kind(&address, random);
+                        tracing::debug!(%address, kind, att_mtu, "BLE central link open");
+                        let address_copy = address.clone();
                         match engine.link_opened(now, Role::Central, att_mtu, address, Some(token)) {
                             Some(link) => {
+                                kinds.insert(link, kind);
                                 let (tx, rx) = mpsc::channel(WRITER_QUEUE);
                                 let task = tokio::spawn(central_io(
                                     link, peripheral.clone(), characteristic, rx, radio_tx.clone()));
-                                links.insert(link, LinkIo { tx, task, peripheral: Some(peripheral) });
+                                links.insert(link, LinkIo { tx, task, peripheral: Some(peripheral), address: address_copy });
                             }
-                            None => { let _ = peripheral.disconnect().await; }
+                            None => {
+                                if !links.values().any(|o| o.address == address_copy) {
+                                    let _ = peripheral.disconnect().await;
+                                }
+                            }
                         }
                     }
-                    Radio::Failed(token) => engine.connect_failed(now, token),
+                    Radio::Failed(token, peripheral) => {
+                        engine.connect_failed(now, token);
+                        let address = peripheral.address().to_string();
+                        if !links.values().any(|o| o.address == address) {
+                            tokio::spawn(async move {
+                                let _ = peripheral.disconnect().await;
+                            });
+                        }
+                    }
                     Radio::Value(link, v) => {
                         tracing::trace!(link = link.0, len = v.len(), "BLE value in");
                         engine.radio_received(now, link, &v);
@@ -466,6 +508,7 @@ impl Opened {
                         if let Some(io) = links.remove(&link) {
                             io.task.abort();
                         }
+                        kinds.remove(&link);
                         engine.radio_closed(link);
                     }
                 },
@@ -491,14 +534,16 @@ impl Opened {
                     if pending.readers.contains_key(&addr) && pending.writers.contains_key(&addr)
                         && let (Some(r), Some(w)) = (pending.readers.remove(&addr), pending.writers.remove(&addr))
                     {
-                        // bluer reports the ATT payload size; the engine wants the ATT MTU.
-                        let att_mtu = mtu + super::session::ATT_HEADER_BYTES;
+                        // The notify half's size is what this side sends (bluer
+                        // already leaves BlueZ's margin); the engine wants the ATT MTU.
+                        let att_mtu = w.mtu() + super::session::ATT_HEADER_BYTES;
                         let opened = engine.link_opened(now, Role::Peripheral, att_mtu, addr.clone(), None);
                         tracing::debug!(%addr, att_mtu, ?opened, "BLE peripheral link open");
                         if let Some(link) = opened {
+                            kinds.insert(link, peer_kind(&adapter, &addr).await);
                             let (tx, rx) = mpsc::channel(WRITER_QUEUE);
                             let task = tokio::spawn(peripheral_io(link, r, w, rx, radio_tx.clone()));
-                            links.insert(link, LinkIo { tx, task, peripheral: None });
+                            links.insert(link, LinkIo { tx, task, peripheral: None, address: addr.clone() });
                         }
                     }
                     while pending.readers.len() > MAX_PENDING {
@@ -509,6 +554,27 @@ impl Opened {
                     }
                 }
                 Some(ev) = central_events.next() => {
+                    // The LE connection to a peer is gone: every link to it
+                    // (either role) is dead, even if its I/O task has not
+                    // noticed yet (notification streams do not end).
+                    if let CentralEvent::DeviceDisconnected(id) = &ev
+                        && let Ok(p) = central.peripheral(id).await
+                    {
+                        let address = p.address().to_string();
+                        let dead: Vec<LinkId> = links
+                            .iter()
+                            .filter(|(_, o)| o.address == address)
+                            .map(|(l, _)| *l)
+                            .collect();
+                        for link in dead {
+                            tracing::debug!(link = link.0, %address, "BLE peer disconnected");
+                            if let Some(io) = links.remove(&link) {
+                                io.task.abort();
+                            }
+                            kinds.remove(&link);
+                            engine.radio_closed(link);
+                        }
+                    }
                     if let CentralEvent::DeviceDiscovered(id) | CentralEvent::DeviceUpdated(id)
                         | CentralEvent::ManufacturerDataAdvertisement { id, .. } = ev
                         && let Ok(p) = central.peripheral(&id).await
@@ -535,33 +601,63 @@ impl Opened {
                     }
                 }
             }
+            // A closed link ends the LE connection to that peer, unless
+            // another link (the tie-break's winner, in the other role) still
+            // rides on it: disconnecting would kill that one too.
             while let Some(link) = engine.poll_close() {
+                kinds.remove(&link);
                 if let Some(io) = links.remove(&link) {
                     io.task.abort();
-                    if let Some(p) = io.peripheral {
-                        tokio::spawn(async move {
-                            let _ = p.disconnect().await;
-                        });
+                    if links.values().any(|o| o.address == io.address) {
+                        tracing::debug!(link = link.0, address = %io.address, "BLE link closed; connection kept for the other link");
+                        continue;
+                    }
+                    match io.peripheral {
+                        Some(p) => {
+                            tokio::spawn(async move {
+                                let _ = p.disconnect().await;
+                            });
+                        }
+                        None => {
+                            if let Some(device) = io
+                                .address
+                                .parse::<bluer::Address>()
+                                .ok()
+                                .and_then(|a| adapter.device(a).ok())
+                            {
+                                tokio::spawn(async move {
+                                    let _ = device.disconnect().await;
+                                });
+                            }
+                        }
                     }
                 }
             }
             while let Some(ev) = engine.poll_event() {
                 if ev_tx.send(ev).await.is_err() {
-                    return;
+                    break;
                 }
             }
+            if ev_tx.is_closed() {
+                break Ok(());
+            }
+            let mut link_status = engine.link_status();
+            for l in &mut link_status {
+                l.address_type = kinds.get(&LinkId(l.link)).map(|k| (*k).to_string());
+            }
             set_status(
-                &status,
+                status,
                 BleStatus::Running {
                     adapter: name.clone(),
-                    privacy: privacy.clone(),
+                    privacy: privacy.status(),
                     advertising: advertising.clone(),
-                    links: engine.link_status(),
+                    links: link_status,
                 },
             );
-        }
+        };
         for (_, io) in links {
             io.task.abort();
         }
+        result
     }
 }
