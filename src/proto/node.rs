@@ -33,7 +33,8 @@
 //!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
 //!   unknown event not filled by an eager push within `ihave_timeout_ms`
 //!   grafts the announcing link.
-//! * **Copy budget.** Each side also sends `Members` (its own rooms). An
+//! * **Copy budget** (off by default). The Hello also lists the sender's
+//!   member and spraying rooms (`Members` updates the former). An
 //!   event of a room the peer is not a member of goes to it only while this
 //!   node holds two or more copies of it, half of which travel along in a
 //!   `Spray` frame (binary spray; `NodeConfig::copy_budget`,
