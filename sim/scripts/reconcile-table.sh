@@ -56,7 +56,7 @@ lines = [
     "**bytes** counts every datagram byte of the reconciliation frames in both",
     "directions: frame CBOR, session numbers, fragment headers and the results",
     "(short-ID lists). Event bodies are excluded (they are the payload), and so is",
-    "the link's `Hello` exchange (72 B in all, once per link whatever the rooms hold;",
+    "the link's `Hello` exchange (108 B in all for one room, once per link whatever the rooms hold;",
     "the JSON reports it as `hello_bytes`). **round trips** count from the first",
     "reconciliation flight to the last (`Init` then `Equal` is one).",
     "",

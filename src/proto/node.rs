@@ -526,9 +526,16 @@ impl<S: Store, R: Rng> Node<S, R> {
                 next_anti_entropy_ms: now.saturating_add(self.config.anti_entropy_interval_ms),
             },
         );
-        let rooms = self.room_list()?;
         let members = self.member_list();
         let spraying = self.spraying_rooms()?;
+        // Rooms in a role list are not repeated in `rooms` (the peer takes
+        // the union), which keeps the Hello, the largest control frame, small.
+        let rooms = self
+            .room_list()?
+            .into_iter()
+            .filter(|r| members.binary_search(r).is_err() && spraying.binary_search(r).is_err())
+            .take(MAX_HELLO_ROOMS)
+            .collect();
         self.send(
             link,
             &Frame::Hello {
@@ -775,9 +782,12 @@ impl<S: Store, R: Rng> Node<S, R> {
             return Ok(());
         }
         l.initiator = l.nonce < nonce;
-        l.peer_rooms = rooms.into_iter().take(MAX_HELLO_ROOMS).collect();
         l.peer_members = members.into_iter().take(MAX_HELLO_ROOMS).collect();
         l.peer_spraying = spraying.into_iter().take(MAX_HELLO_ROOMS).collect();
+        // Every room the peer listed, whichever list names it.
+        l.peer_rooms = rooms.into_iter().take(MAX_HELLO_ROOMS).collect();
+        l.peer_rooms
+            .extend(l.peer_members.iter().chain(&l.peer_spraying).copied());
         if l.initiator {
             let batch = self.next_rooms(link)?;
             self.start_sessions(link, batch)?;

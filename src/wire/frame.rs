@@ -502,6 +502,12 @@ impl Frame {
                         // That Hello has one encoding: tag 0.
                         return Err(FrameError::Malformed("empty hello role lists"));
                     }
+                    // A room in a role list is not repeated in `rooms`
+                    // (the receiver takes the union): one encoding.
+                    let roles: std::collections::BTreeSet<&RoomId> = m.iter().chain(&s).collect();
+                    if rooms.iter().any(|r| roles.contains(r)) {
+                        return Err(FrameError::Malformed("hello room listed twice"));
+                    }
                     (m, s)
                 } else {
                     (Vec::new(), Vec::new())
@@ -678,7 +684,8 @@ mod tests {
                 vec(room(), 0..3)
             )
                 .prop_map(
-                    |((max_frame_bytes, features, nonce), rooms, members, spraying)| {
+                    |((max_frame_bytes, features, nonce), mut rooms, members, spraying)| {
+                        rooms.retain(|r| !members.contains(r) && !spraying.contains(r));
                         Frame::Hello {
                             max_frame_bytes,
                             features,
@@ -799,6 +806,33 @@ mod tests {
                 .array(0);
         });
         assert!(matches!(Frame::decode(&deep), Err(FrameError::Cbor(_))));
+    }
+
+    #[test]
+    fn a_hello_room_is_listed_once() {
+        let r = |b: u8| RoomId([b; 16]);
+        let hello = |rooms: Vec<RoomId>, members: Vec<RoomId>, spraying: Vec<RoomId>| {
+            Frame::Hello {
+                max_frame_bytes: 1,
+                features: 0,
+                nonce: 7,
+                rooms,
+                members,
+                spraying,
+            }
+            .encode()
+        };
+        let ok = hello(vec![r(1)], vec![r(2)], vec![r(3)]);
+        assert!(Frame::decode(&ok).is_ok());
+        for bad in [
+            hello(vec![r(1), r(2)], vec![r(2)], vec![]),
+            hello(vec![r(3)], vec![r(2)], vec![r(3)]),
+        ] {
+            assert!(matches!(
+                Frame::decode(&bad),
+                Err(FrameError::Malformed("hello room listed twice"))
+            ));
+        }
     }
 
     #[test]
