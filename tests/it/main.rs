@@ -8,6 +8,7 @@ mod cli_rooms;
 mod daemon;
 mod daemon_hostile;
 mod daemon_mdns;
+mod frame_vectors;
 mod fuzz_corpus;
 mod homeserver;
 mod homeserver_sync;
