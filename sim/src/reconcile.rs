@@ -74,8 +74,11 @@ const PAYLOAD_BYTES: usize = 16;
 const START_MS: u64 = 1_780_000_000_000;
 /// One virtual step: a one-way BLE latency.
 const STEP_MS: u64 = 15;
-/// Steps after which the run is declared stuck.
+/// Steps (or idle timer wake-ups) after which the run is declared stuck.
 const MAX_STEPS: usize = 100_000;
+/// With nothing on the wire, timers further away than this (the next
+/// anti-entropy period) mean both nodes are quiet.
+const QUIET_HORIZON_MS: u64 = 10_000;
 
 /// The two stores' events: (initiator-side, responder-side). Both nodes'
 /// identities are separate from the signers'.
@@ -244,7 +247,7 @@ pub fn run(
     settle(&mut b, now, &mut b_to_a)?;
     // Steps that delivered reconciliation datagrams.
     let (mut first_recon, mut last_recon) = (None, 0usize);
-    let mut step = 0usize;
+    let (mut step, mut idle) = (0usize, 0usize);
     loop {
         let flights = [
             std::mem::take(&mut a_to_b.in_flight),
@@ -257,20 +260,20 @@ pub fn run(
                 .into_iter()
                 .flatten()
                 .min();
-            match next {
-                Some(t) if t <= now + 10_000 => {
-                    now = now.max(t);
-                    for (node, pipe) in [(&mut a, &mut a_to_b), (&mut b, &mut b_to_a)] {
-                        if node.poll_timeout().is_some_and(|t| t <= now) {
-                            node.handle(now, Input::Timeout)?;
-                            settle(node, now, pipe)?;
-                        }
-                    }
-                    if a_to_b.in_flight.is_empty() && b_to_a.in_flight.is_empty() {
-                        continue;
-                    }
+            let Some(t) = next.filter(|t| *t <= now + QUIET_HORIZON_MS) else {
+                break;
+            };
+            idle += 1;
+            ensure!(
+                idle < MAX_STEPS,
+                "a node's timer keeps firing with nothing to send"
+            );
+            now = now.max(t);
+            for (node, pipe) in [(&mut a, &mut a_to_b), (&mut b, &mut b_to_a)] {
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle(now, Input::Timeout)?;
+                    settle(node, now, pipe)?;
                 }
-                _ => break,
             }
             continue;
         }
