@@ -263,6 +263,21 @@ fn demo_runs_and_shows_rejections() {
     assert!(out.contains("Demo complete"));
 }
 
+/// The README's first command: three real daemons on 127.0.0.1, A to C
+/// through B, C offline and catching up exactly once.
+#[test]
+fn mesh_demo_runs_three_daemons_to_completion() {
+    let o = bin().arg("demo").output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("relayed by B"), "{out}");
+    assert!(
+        out.contains("C caught up: 4 messages, each exactly once"),
+        "{out}"
+    );
+    assert!(out.contains("Demo complete"), "{out}");
+}
+
 #[test]
 fn runtime_failures_exit_1() {
     let tmp = tempfile::tempdir().unwrap();
