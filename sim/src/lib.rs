@@ -27,3 +27,14 @@ pub mod relay;
 pub mod report;
 pub mod scenario;
 pub mod trace;
+
+/// The seed a test runs with: `MESHRELAY_SEED` if set, else `default`.
+/// Printed, so that a failing test names the seed that reproduces it.
+pub fn test_seed(default: u64) -> u64 {
+    let s = std::env::var("MESHRELAY_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    eprintln!("seed = {s} (rerun with MESHRELAY_SEED={s})");
+    s
+}

@@ -10,14 +10,7 @@ use meshrelay_sim::net::{LinkParams, SimNet};
 use rand::RngExt;
 use std::collections::BTreeSet;
 
-fn seed(default: u64) -> u64 {
-    let s = std::env::var("MESHRELAY_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    eprintln!("seed = {s} (rerun with MESHRELAY_SEED={s})");
-    s
-}
+use meshrelay_sim::test_seed as seed;
 
 fn config(copy_budget: u8) -> NodeConfig {
     NodeConfig {

@@ -609,15 +609,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             .collect();
         for room in rooms {
             let ids: Vec<EventId> = self.room_items(&room)?.iter().map(|i| i.id).collect();
-            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
-                self.send(
-                    link,
-                    &Frame::IHave {
-                        room,
-                        ids: chunk.to_vec(),
-                    },
-                );
-            }
+            self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
         }
         Ok(())
     }
@@ -1268,15 +1260,7 @@ impl<S: Store, R: Rng> Node<S, R> {
         }
         for (link, mut ids) in by_link {
             ids.sort_unstable();
-            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
-                self.send(
-                    link,
-                    &Frame::Want {
-                        room,
-                        ids: chunk.to_vec(),
-                    },
-                );
-            }
+            self.send_ids(link, &ids, |ids| Frame::Want { room, ids });
         }
         Ok(())
     }
@@ -1329,15 +1313,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             }
         }
         for ((link, room), ids) in announce {
-            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
-                self.send(
-                    link,
-                    &Frame::IHave {
-                        room,
-                        ids: chunk.to_vec(),
-                    },
-                );
-            }
+            self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
         }
         for link in touched {
             self.pump(link)?;
@@ -1367,15 +1343,7 @@ impl<S: Store, R: Rng> Node<S, R> {
                 l.eager = true;
                 l.pruned.remove(&room);
             }
-            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
-                self.send(
-                    link,
-                    &Frame::Graft {
-                        room,
-                        ids: chunk.to_vec(),
-                    },
-                );
-            }
+            self.send_ids(link, &ids, |ids| Frame::Graft { room, ids });
         }
         // Links whose pacing now allows the next batch.
         let resume: Vec<LinkId> = self
@@ -1553,6 +1521,13 @@ impl<S: Store, R: Rng> Node<S, R> {
     }
 
     /// Encodes, fragments and queues a frame; returns the bytes queued.
+    /// Sends `ids` in frames of at most `MAX_IDS_PER_FRAME` IDs each.
+    fn send_ids(&mut self, link: LinkId, ids: &[EventId], frame: impl Fn(Vec<EventId>) -> Frame) {
+        for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+            self.send(link, &frame(chunk.to_vec()));
+        }
+    }
+
     fn send(&mut self, link: LinkId, frame: &Frame) -> usize {
         let Some(l) = self.links.get_mut(&link) else {
             return 0;
