@@ -63,22 +63,80 @@ fn budget_name(b: u8) -> String {
     if b == 0 { "none".into() } else { b.to_string() }
 }
 
-/// Mean over seeds of `f` on meshrelay at budget `b`.
-fn mean_mesh(runs: &[SeedSweep], b: u8, f: impl Fn(&SeedSweep, &Metrics) -> f64) -> f64 {
-    let v: Vec<f64> = runs
-        .iter()
-        .filter_map(|r| r.meshrelay.get(&b).map(|m| f(r, &m.0)))
-        .collect();
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+/// Seed means of one protocol's metrics, with the ratios the goals use.
+struct Summary {
+    delivery: f64,
+    of_oracle: f64,
+    latency_median_s: f64,
+    x_oracle: f64,
+    overhead: f64,
+    x_epidemic: f64,
+    bytes_per_delivered: f64,
+    peak_buffer_bytes: f64,
 }
 
-/// Mean over seeds of `f` on baseline `name`.
-fn mean_base(runs: &[SeedSweep], name: &str, f: impl Fn(&SeedSweep, &Metrics) -> f64) -> f64 {
-    let v: Vec<f64> = runs
-        .iter()
-        .filter_map(|r| r.baselines.get(name).map(|m| f(r, m)))
-        .collect();
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+/// Means over the seeds where `pick` finds the protocol's metrics.
+fn summarise<'a>(
+    runs: &'a [SeedSweep],
+    pick: impl Fn(&'a SeedSweep) -> Option<&'a Metrics>,
+) -> Summary {
+    let mean = |f: &dyn Fn(&SeedSweep, &Metrics) -> f64| {
+        let v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| pick(r).map(|m| f(r, m)))
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    Summary {
+        delivery: mean(&|_, m| m.delivery_ratio),
+        of_oracle: mean(&|r, m| {
+            ratio(
+                m.delivery_ratio,
+                oracle(r).map_or(0.0, |o| o.delivery_ratio),
+            )
+        }),
+        latency_median_s: mean(&|_, m| m.latency_median_s),
+        x_oracle: mean(&|r, m| {
+            ratio(
+                m.latency_median_s,
+                oracle(r).map_or(0.0, |o| o.latency_median_s),
+            )
+        }),
+        overhead: mean(&|_, m| m.overhead_ratio),
+        x_epidemic: mean(&|r, m| {
+            ratio(
+                m.overhead_ratio,
+                epidemic(r).map_or(0.0, |e| e.overhead_ratio),
+            )
+        }),
+        bytes_per_delivered: mean(&|_, m| m.bytes_per_delivered),
+        peak_buffer_bytes: mean(&|_, m| m.peak_buffer_bytes as f64),
+    }
+}
+
+/// meshrelay's metrics at budget `b` in one seed's sweep.
+fn mesh(b: u8) -> impl Fn(&SeedSweep) -> Option<&Metrics> {
+    move |r| r.meshrelay.get(&b).map(|m| &m.0)
+}
+
+/// Baseline `name`'s metrics in one seed's sweep.
+fn base(name: &str) -> impl Fn(&SeedSweep) -> Option<&Metrics> + '_ {
+    move |r| r.baselines.get(name)
+}
+
+/// The table columns from delivery to peak buffer.
+fn cells(x: &Summary) -> String {
+    format!(
+        "{:.4} | {:.1}% | {:.1} | {:.3} | {:.2} | {:.3} | {:.0} | {:.0}",
+        x.delivery,
+        x.of_oracle * 100.0,
+        x.latency_median_s,
+        x.x_oracle,
+        x.overhead,
+        x.x_epidemic,
+        x.bytes_per_delivered,
+        x.peak_buffer_bytes
+    )
 }
 
 fn oracle(r: &SeedSweep) -> Option<&Metrics> {
@@ -101,29 +159,6 @@ pub fn table(runs: &[SeedSweep]) -> String {
         .map(|r| r.meshrelay.keys().copied().collect())
         .unwrap_or_default();
     for b in budgets {
-        let d = mean_mesh(runs, b, |_, m| m.delivery_ratio);
-        let dr = mean_mesh(runs, b, |r, m| {
-            ratio(
-                m.delivery_ratio,
-                oracle(r).map_or(0.0, |o| o.delivery_ratio),
-            )
-        });
-        let l = mean_mesh(runs, b, |_, m| m.latency_median_s);
-        let lr = mean_mesh(runs, b, |r, m| {
-            ratio(
-                m.latency_median_s,
-                oracle(r).map_or(0.0, |o| o.latency_median_s),
-            )
-        });
-        let o = mean_mesh(runs, b, |_, m| m.overhead_ratio);
-        let or = mean_mesh(runs, b, |r, m| {
-            ratio(
-                m.overhead_ratio,
-                epidemic(r).map_or(0.0, |e| e.overhead_ratio),
-            )
-        });
-        let bpd = mean_mesh(runs, b, |_, m| m.bytes_per_delivered);
-        let peak = mean_mesh(runs, b, |_, m| m.peak_buffer_bytes as f64);
         let wall: f64 = runs
             .iter()
             .filter_map(|r| r.meshrelay.get(&b).map(|m| m.1))
@@ -132,40 +167,17 @@ pub fn table(runs: &[SeedSweep]) -> String {
         let ok = runs.iter().all(|r| r.meshrelay.get(&b).is_none_or(|m| m.2));
         let _ = writeln!(
             s,
-            "| {} | {d:.4} | {:.1}% | {l:.1} | {lr:.3} | {o:.2} | {or:.3} | {bpd:.0} | {peak:.0} | {wall:.1} | {} |",
+            "| {} | {} | {wall:.1} | {} |",
             budget_name(b),
-            dr * 100.0,
+            cells(&summarise(runs, mesh(b))),
             if ok { "ok" } else { "**violated**" }
         );
     }
     for name in BASELINES {
-        let d = mean_base(runs, name, |_, m| m.delivery_ratio);
-        let dr = mean_base(runs, name, |r, m| {
-            ratio(
-                m.delivery_ratio,
-                oracle(r).map_or(0.0, |o| o.delivery_ratio),
-            )
-        });
-        let l = mean_base(runs, name, |_, m| m.latency_median_s);
-        let lr = mean_base(runs, name, |r, m| {
-            ratio(
-                m.latency_median_s,
-                oracle(r).map_or(0.0, |o| o.latency_median_s),
-            )
-        });
-        let o = mean_base(runs, name, |_, m| m.overhead_ratio);
-        let or = mean_base(runs, name, |r, m| {
-            ratio(
-                m.overhead_ratio,
-                epidemic(r).map_or(0.0, |e| e.overhead_ratio),
-            )
-        });
-        let bpd = mean_base(runs, name, |_, m| m.bytes_per_delivered);
-        let peak = mean_base(runs, name, |_, m| m.peak_buffer_bytes as f64);
         let _ = writeln!(
             s,
-            "| {name} | {d:.4} | {:.1}% | {l:.1} | {lr:.3} | {o:.2} | {or:.3} | {bpd:.0} | {peak:.0} | - | - |",
-            dr * 100.0
+            "| {name} | {} | - | - |",
+            cells(&summarise(runs, base(name)))
         );
     }
     s
@@ -181,40 +193,9 @@ pub fn plot(path: &Path, runs: &[SeedSweep]) -> PlotResult {
         .first()
         .map(|r| r.meshrelay.keys().copied().collect())
         .unwrap_or_default();
-    let point = |b: u8| {
-        (
-            mean_mesh(runs, b, |_, m| m.overhead_ratio),
-            mean_mesh(runs, b, |r, m| {
-                ratio(
-                    m.delivery_ratio,
-                    oracle(r).map_or(0.0, |o| o.delivery_ratio),
-                )
-            }),
-            mean_mesh(runs, b, |r, m| {
-                ratio(
-                    m.latency_median_s,
-                    oracle(r).map_or(0.0, |o| o.latency_median_s),
-                )
-            }),
-        )
-    };
-    let base = |n: &str| {
-        (
-            mean_base(runs, n, |_, m| m.overhead_ratio),
-            mean_base(runs, n, |r, m| {
-                ratio(
-                    m.delivery_ratio,
-                    oracle(r).map_or(0.0, |o| o.delivery_ratio),
-                )
-            }),
-            mean_base(runs, n, |r, m| {
-                ratio(
-                    m.latency_median_s,
-                    oracle(r).map_or(0.0, |o| o.latency_median_s),
-                )
-            }),
-        )
-    };
+    let xy = |x: Summary| (x.overhead, x.of_oracle, x.x_oracle);
+    let point = |b: u8| xy(summarise(runs, mesh(b)));
+    let baseline_point = |n: &str| xy(summarise(runs, base(n)));
     // Curve in budget order, "none" (0) last: it is the most copies.
     let mut order: Vec<u8> = budgets.iter().copied().filter(|b| *b != 0).collect();
     if budgets.contains(&0) {
@@ -223,7 +204,7 @@ pub fn plot(path: &Path, runs: &[SeedSweep]) -> PlotResult {
     let pts: Vec<(u8, (f64, f64, f64))> = order.iter().map(|&b| (b, point(b))).collect();
     let others: Vec<(&str, (f64, f64, f64))> = ["epidemic", "spray_and_wait", "direct"]
         .iter()
-        .map(|n| (*n, base(n)))
+        .map(|n| (*n, baseline_point(n)))
         .collect();
     let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
     let xmax = pts
@@ -243,7 +224,7 @@ pub fn plot(path: &Path, runs: &[SeedSweep]) -> PlotResult {
     let root = SVGBackend::new(path, (760, 760)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(380);
-    let ep_overhead = base("epidemic").0;
+    let ep_overhead = baseline_point("epidemic").0;
     for (panel, area) in [(0, top), (1, bottom)] {
         let (caption, ymin, ymax, ydesc, goal) = if panel == 0 {
             (
@@ -356,4 +337,52 @@ pub fn write(dir: &Path, sc: &Scenario, runs: &[SeedSweep], wall_s: f64) -> std:
     let _ = writeln!(md, "\n![frontier](frontier.svg)\n");
     let _ = writeln!(md, "Total wall time of the sweep: {wall_s:.1} s.");
     std::fs::write(dir.join("FRONTIER.md"), md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(delivery: f64, latency: f64, overhead: f64) -> Metrics {
+        Metrics {
+            delivery_ratio: delivery,
+            created: 100,
+            delivered: (delivery * 100.0) as u64,
+            latency_mean_s: latency,
+            latency_median_s: latency,
+            latency_p95_s: latency,
+            overhead_ratio: overhead,
+            relayed: 0,
+            bytes_on_air: 0,
+            bytes_per_delivered: 10.0,
+            relative_message_redundancy: None,
+            peak_buffer_bytes: 1000,
+            undelivered_at_end: 0,
+        }
+    }
+
+    #[test]
+    fn table_rows_are_seed_means_with_ratios_to_the_oracle_and_epidemic() {
+        let run = |delivery: f64| SeedSweep {
+            seed: 1,
+            baselines: BASELINES
+                .iter()
+                .map(|n| (*n, metrics(1.0, 100.0, 200.0)))
+                .collect(),
+            meshrelay: [(16u8, (metrics(delivery, 250.0, 20.0), 2.0, true))].into(),
+        };
+        let t = table(&[run(0.9), run(0.8)]);
+        assert!(
+            t.contains(
+                "| 16 | 0.8500 | 85.0% | 250.0 | 2.500 | 20.00 | 0.100 | 10 | 1000 | 2.0 | ok |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "| oracle | 1.0000 | 100.0% | 100.0 | 1.000 | 200.00 | 1.000 | 10 | 1000 | - | - |"
+            ),
+            "{t}"
+        );
+    }
 }

@@ -192,13 +192,7 @@ fn print_result(c: &Comparison, json: bool, started: Instant) {
         println!("{}", report::table(&c.metrics()));
     }
     if let Some(o) = c.outcomes.get("meshrelay") {
-        let total = o.bytes_on_air.max(1) as f64;
-        let parts: Vec<String> = o
-            .airtime_by_frame
-            .iter()
-            .map(|(k, b)| format!("{k} {:.1}%", *b as f64 * 100.0 / total))
-            .collect();
-        eprintln!("meshrelay airtime by frame: {}", parts.join(", "));
+        eprintln!("meshrelay airtime by frame: {}", report::airtime_shares(o));
     }
     for (name, s) in &c.wall_s {
         eprintln!("wall time {name}: {s:.2} s");

@@ -11,7 +11,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::compare::{Comparison, PROTOCOLS};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 use crate::scenario::Scenario;
 
 fn colour(name: &str) -> RGBColor {
@@ -282,16 +282,10 @@ pub fn write(
             walls.join(", ")
         );
         if let Some(o) = c.outcomes.get("meshrelay") {
-            let total = o.bytes_on_air.max(1) as f64;
-            let parts: Vec<String> = o
-                .airtime_by_frame
-                .iter()
-                .map(|(k, b)| format!("{k} {:.1}%", *b as f64 * 100.0 / total))
-                .collect();
             let _ = writeln!(
                 md,
                 "meshrelay airtime by frame type: {}.\n",
-                parts.join(", ")
+                airtime_shares(o)
             );
         }
         let _ = writeln!(
@@ -308,4 +302,14 @@ pub fn write(
     );
     let _ = writeln!(md, "Total wall time: {wall_s:.1} s.");
     std::fs::write(dir.join("REPORT.md"), md)
+}
+
+/// Each frame type's share of a run's bytes on air, e.g. `hello 42.5%, …`.
+pub fn airtime_shares(o: &Outcome) -> String {
+    let total = o.bytes_on_air.max(1) as f64;
+    o.airtime_by_frame
+        .iter()
+        .map(|(k, b)| format!("{k} {:.1}%", *b as f64 * 100.0 / total))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
