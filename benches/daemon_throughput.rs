@@ -21,8 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshrelay::app::{self, Device};
+use meshrelay::control::{self, OkData, Op, Request};
 use meshrelay::crypto::Identity;
-use meshrelay::daemon::control::{self, Request};
 use meshrelay::event::{Event, EventKind, RoomId, UnsignedEvent};
 use serde_json::Value;
 
@@ -95,26 +95,21 @@ impl Node {
         n
     }
 
-    fn call(&self, req: &Request) -> String {
+    fn call(&self, op: Op) -> OkData {
         let s = control::connect(&self.dir).expect("daemon up");
-        let mut out = Vec::new();
-        let (code, err) = control::call(&self.dir, s, req, |b| {
-            out.extend_from_slice(b);
-            Ok(())
-        })
-        .expect("control call");
-        assert_eq!(code, 0, "{err:?}");
-        String::from_utf8(out).expect("utf-8")
+        control::call(&self.dir, s, &Request::new(op), |_| Ok(())).expect("control call")
     }
 
     fn events(&self) -> u64 {
-        let v: Value =
-            serde_json::from_str(&self.call(&Request::Status { json: true })).expect("status json");
+        let OkData::Status { status } = self.call(Op::Status) else {
+            panic!("not a status reply");
+        };
+        let v: Value = status;
         v["store"]["events"].as_u64().expect("events")
     }
 
     fn stop(mut self) {
-        let _ = self.call(&Request::Shutdown);
+        let _ = self.call(Op::Shutdown);
         let _ = self.child.wait();
     }
 }
@@ -177,7 +172,7 @@ fn setup(base: &Path, n: usize) -> (PathBuf, PathBuf, Vec<Vec<u8>>) {
         let evs: Vec<Event> = ids
             .iter()
             .map(|id| {
-                let b = meshrelay::store::Store::get_event(w.store(), id)
+                let b = meshrelay::store::EventStore::get_event(w.store(), id)
                     .expect("get")
                     .expect("held");
                 Event::decode_unverified(&b).expect("stored event")
@@ -233,9 +228,8 @@ fn run(n: usize, budget: Option<u64>) -> (f64, f64) {
     let before = b.events();
     let t = Instant::now();
     for bundle in &bundles {
-        a.call(&Request::Cli {
-            argv: vec!["import".into(), "-".into()],
-            input: Some(data_encoding::BASE64.encode(bundle)),
+        a.call(Op::Import {
+            bundle: data_encoding::BASE64.encode(bundle),
         });
     }
     wait(Duration::from_secs(900), || b.events() >= before + n as u64);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use meshrelay::app::Device;
 use meshrelay::crypto::Identity;
 use meshrelay::event::{Event, EventKind, RoomId, UnsignedEvent};
-use meshrelay::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
+use meshrelay::store::{EventStore, InsertMeta, InsertOutcome, Priority, Source};
 use meshrelay::sync::{DirectHost, NoProgress, SyncOptions};
 use meshrelay::transport::homeserver::{
     AccessToken, BUNDLE_EVENT_TYPE, Bundle, Client, RetryPolicy, decode_content,

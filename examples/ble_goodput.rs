@@ -22,7 +22,7 @@ fn main() {
     // Size the payload so the encoded event is EVENT_BYTES.
     // (The second event of a chain: one predecessor, like all but the first.)
     let mut probe_pair = Pair::new(1_000_000);
-    probe_pair.peripheral.join(1_000_000, RoomId([3; 16]));
+    probe_pair.join_both(RoomId([3; 16]));
     probe_pair
         .peripheral
         .publish(1_000_000, RoomId([3; 16]), 10);
@@ -40,8 +40,7 @@ fn main() {
     for mtu in [23usize, 185, 512] {
         let mut pair = Pair::new(1_000_000);
         let room = RoomId([3; 16]);
-        pair.central.join(pair.now_ms, room);
-        pair.peripheral.join(pair.now_ms, room);
+        pair.join_both(room);
         let mut event_bytes = 0usize;
         let mut ids = Vec::new();
         for _ in 0..EVENTS {

@@ -21,7 +21,9 @@ use std::time::Instant;
 
 use meshrelay::crypto::identity::Identity;
 use meshrelay::event::{Event, EventKind, RoomId, UnsignedEvent};
-use meshrelay::store::{InsertMeta, Priority, RedbStore, Source, Store, StoreConfig};
+use meshrelay::store::{
+    EventStore, InsertMeta, MetaStore, Priority, RedbStore, Source, StoreConfig,
+};
 
 const T0: u64 = 1_800_000_000_000;
 const PAYLOAD: usize = 1024;

@@ -434,7 +434,9 @@ impl<'a> Reader<'a> {
                     self.skip(depth_left - 1, max_depth)?;
                 }
             }
-            _ => unreachable!("head() only returns supported major types"),
+            // head() only returns the supported major types; refuse anything
+            // else as unsupported rather than trusting that here.
+            major => return Err(CborError::Unsupported { major, info: 0 }),
         }
         Ok(())
     }

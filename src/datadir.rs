@@ -10,11 +10,18 @@
 //! mode 0600 *at open time* (never widened and narrowed later), and replaced
 //! atomically: written to a temporary file in the same directory, synced,
 //! renamed over the old one, and the directory synced.
+//!
+//! **Secrets at rest** (`protocol-spec/identity.md`, "Storage"): every open
+//! ([`DataDir::secure`], called by the CLI before any command and by
+//! [`DataDir::load`]) checks the directory and each file that holds
+//! secrets or private data ([`CHECKED_FILES`]). One owned by another user
+//! is refused; group or world permission bits are narrowed back to 0700 /
+//! 0600 with a warning, or refused when that fails.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -35,6 +42,18 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 /// Largest file this module reads back (identity, card, contact book).
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// File name of the homeserver configuration (it holds the access token).
+pub const HOMESERVER_CONFIG_FILE: &str = "homeserver.toml";
+/// Files whose owner and mode [`DataDir::secure`] checks: the identity,
+/// the homeserver configuration (access token), the store (room keys and
+/// plaintexts), the own card and the contact book.
+pub const CHECKED_FILES: &[&str] = &[
+    IDENTITY_FILE,
+    HOMESERVER_CONFIG_FILE,
+    crate::store::redb_backend::STORE_FILE_NAME,
+    CARD_FILE,
+    crate::contacts::CONTACTS_FILE,
+];
 
 /// Why the data directory could not be used.
 #[derive(Debug, Error)]
@@ -66,6 +85,34 @@ pub enum DataDirError {
     /// A file is larger than [`MAX_FILE_BYTES`].
     #[error("{0} is larger than {MAX_FILE_BYTES} bytes")]
     TooLarge(PathBuf),
+    /// The directory or a secret file belongs to another user.
+    #[error(
+        "{path} is owned by user {owner}, not by this user ({me}); refusing to use it (fix the owner or pick another --data-dir)"
+    )]
+    ForeignOwner {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective user.
+        me: u32,
+    },
+    /// Group or world permission bits could not be removed.
+    #[error("{path} is readable by other users (mode {mode:o}) and cannot be narrowed: {source}")]
+    Exposed {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// Why `chmod` failed.
+        source: io::Error,
+    },
+}
+
+/// The effective user ID of this process: the owner of `/proc/self`
+/// (Linux; `None` without procfs, and then ownership is not checked).
+fn effective_uid() -> Option<u32> {
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
@@ -128,6 +175,47 @@ impl DataDir {
         Ok(())
     }
 
+    /// Checks the directory and [`CHECKED_FILES`] (see the module docs):
+    /// refuses any owned by another user; narrows group/world bits to
+    /// [`DIR_MODE`] / [`FILE_MODE`] and returns one warning per narrowed
+    /// path (the caller shows them). A missing directory or file is fine.
+    pub fn secure(&self) -> Result<Vec<String>, DataDirError> {
+        let mut warnings = Vec::new();
+        let me = effective_uid();
+        let mut check = |path: PathBuf, want: u32| -> Result<(), DataDirError> {
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            if let Some(me) = me
+                && meta.uid() != me
+            {
+                return Err(DataDirError::ForeignOwner {
+                    owner: meta.uid(),
+                    path,
+                    me,
+                });
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                if let Err(source) = fs::set_permissions(&path, fs::Permissions::from_mode(want)) {
+                    return Err(DataDirError::Exposed { path, mode, source });
+                }
+                warnings.push(format!(
+                    "{} had mode {mode:o} (readable by other users); narrowed to {want:o}",
+                    path.display()
+                ));
+            }
+            Ok(())
+        };
+        check(self.root.clone(), DIR_MODE)?;
+        for name in CHECKED_FILES {
+            check(self.path(name), FILE_MODE)?;
+        }
+        Ok(warnings)
+    }
+
     /// Whether an identity exists.
     pub fn has_identity(&self) -> bool {
         self.path(IDENTITY_FILE).exists()
@@ -171,6 +259,9 @@ impl DataDir {
         let id_path = self.path(IDENTITY_FILE);
         if !id_path.exists() {
             return Err(DataDirError::NotInitialized(self.root.clone()));
+        }
+        for w in self.secure()? {
+            tracing::warn!("{w}");
         }
         let secret = zeroize::Zeroizing::new(self.read(IDENTITY_FILE)?);
         let identity = Identity::from_secret_bytes(&secret)

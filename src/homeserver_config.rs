@@ -22,8 +22,7 @@ use zeroize::Zeroizing;
 use crate::datadir::{DataDir, DataDirError};
 use crate::transport::homeserver::AccessToken;
 
-/// Name of the configuration file in the data directory.
-pub const HOMESERVER_CONFIG_FILE: &str = "homeserver.toml";
+pub use crate::datadir::HOMESERVER_CONFIG_FILE;
 
 /// Largest configuration file read back, in bytes.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
@@ -149,6 +148,24 @@ impl HomeserverConfig {
         self.transport_room
             .as_deref()
             .ok_or(ConfigError::NoTransportRoom)
+    }
+}
+
+/// One line on the homeserver state, for `meshrelay status`: `off` without
+/// a configuration, else the account, server and transport room.
+pub fn status_summary(dir: &std::path::Path) -> String {
+    match HomeserverConfig::load(&DataDir::new(dir)) {
+        Ok(None) => "off".into(),
+        Ok(Some(cfg)) => match (
+            &cfg.user_id,
+            &cfg.transport_room,
+            cfg.access_token.is_some(),
+        ) {
+            (Some(u), Some(r), true) => format!("{u} on {} (transport room {r})", cfg.url),
+            (Some(u), None, true) => format!("{u} on {} (no transport room)", cfg.url),
+            _ => format!("{} (not logged in)", cfg.url),
+        },
+        Err(e) => format!("configuration error: {e}"),
     }
 }
 

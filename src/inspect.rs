@@ -101,14 +101,6 @@ pub fn inspect(input: &[u8]) -> Result<Inspected, InspectError> {
     Ok(Inspected::Event(Box::new(Event::decode(input)?)))
 }
 
-/// Replaces control characters (terminal escapes) in untrusted text, such
-/// as a display name, before it is printed.
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
-}
-
 /// The fields of a card as JSON.
 pub fn card_json(card: &ContactCard) -> Value {
     json!({
@@ -178,10 +170,5 @@ mod tests {
             inspect(&vec![0u8; MAX_INSPECT_INPUT + 1]),
             Err(InspectError::TooLarge)
         ));
-    }
-
-    #[test]
-    fn sanitize_strips_escapes() {
-        assert_eq!(sanitize("a\u{1b}[2Jb"), "a\u{fffd}[2Jb");
     }
 }

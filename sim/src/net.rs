@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use meshrelay::crypto::Identity;
 use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::proto::{AppEvent, Command, Input, LinkId, LinkKind, Node, NodeConfig, Output};
-use meshrelay::store::{MemoryStore, SourceKey, Store, StoreConfig};
+use meshrelay::store::{EventStore, MemoryStore, SourceKey, StoreConfig};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
@@ -135,6 +135,8 @@ pub struct SimNet {
     next_link: u64,
     /// The run's RNG (topology, workloads).
     pub rng: ChaCha8Rng,
+    /// Per room: the nodes that joined it and their device IDs.
+    room_members: BTreeMap<RoomId, (BTreeSet<usize>, BTreeSet<meshrelay::crypto::DeviceId>)>,
     /// Bytes transmitted by all nodes.
     pub bytes_on_air: u64,
     /// Bytes transmitted per frame type (name from [`frame_name`]).
@@ -213,6 +215,7 @@ impl SimNet {
             wires: BTreeMap::new(),
             next_link: 1,
             rng,
+            room_members: BTreeMap::new(),
             bytes_on_air: 0,
             airtime_by_frame: BTreeMap::new(),
             sending: BTreeMap::new(),
@@ -310,9 +313,33 @@ impl SimNet {
         self.wires.contains_key(&(a.min(b), a.max(b)))
     }
 
-    /// Node `i` joins `room` (treats it as its own).
+    /// Node `i` joins `room` (treats it as its own). Every node that
+    /// joined the room learns the new member set: the events of members get
+    /// the own-room class, anyone else's stay stranger traffic.
     pub fn join(&mut self, i: usize, room: RoomId) {
-        self.input(i, Input::Command(Command::JoinRoom(room)));
+        let Some(me) = self.nodes.get(i).map(|n| n.identity.device_id()) else {
+            return;
+        };
+        let entry = self.room_members.entry(room).or_default();
+        if !entry.0.insert(i) {
+            return;
+        }
+        entry.1.insert(me);
+        let (nodes, members) = (entry.0.clone(), entry.1.clone());
+        for n in nodes {
+            let cmd = if n == i {
+                Command::JoinRoom {
+                    room,
+                    members: members.clone(),
+                }
+            } else {
+                Command::RoomMembers {
+                    room,
+                    members: members.clone(),
+                }
+            };
+            self.input(n, Input::Command(cmd));
+        }
     }
 
     /// Node `i` publishes a signed event of `payload_len` bytes in `room`.

@@ -26,7 +26,7 @@ use anyhow::ensure;
 use meshrelay::crypto::Identity;
 use meshrelay::event::{Event, EventKind, RoomId, UnsignedEvent};
 use meshrelay::proto::{Command, Input, LinkId, LinkKind, Node, NodeConfig, Output};
-use meshrelay::store::{InsertMeta, MemoryStore, Priority, Source, SourceKey, Store};
+use meshrelay::store::{EventStore, InsertMeta, MemoryStore, Priority, Source, SourceKey};
 use meshrelay_sim::net::frame_name;
 use rand::rngs::{ChaCha8Rng, StdRng};
 use rand::{Rng, SeedableRng};
@@ -161,7 +161,13 @@ fn make_node(events: &[Event], rng: &mut StdRng) -> anyhow::Result<Node<MemorySt
         START_MS,
     );
     if let Some(room) = events.first().map(Event::room) {
-        node.handle(START_MS, Input::Command(Command::JoinRoom(room)))?;
+        // The events' signers are the room's members (their events are
+        // the own-room class).
+        let members = events.iter().map(Event::sender).collect();
+        node.handle(
+            START_MS,
+            Input::Command(Command::JoinRoom { room, members }),
+        )?;
     }
     Ok(node)
 }

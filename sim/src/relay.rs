@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meshrelay::event::{Event, EventId, RoomId};
 use meshrelay::proto::NodeConfig;
-use meshrelay::store::{Store, StoreConfig};
+use meshrelay::store::{EventStore, MetaStore, StoreConfig};
 
 use crate::baseline::LinkModel;
 use crate::metrics::Outcome;

@@ -3,7 +3,7 @@
 
 use meshrelay::event::{EventId, RoomId};
 use meshrelay::proto::NodeConfig;
-use meshrelay::store::{Store, StoreConfig};
+use meshrelay::store::{MetaStore, StoreConfig};
 use meshrelay_sim::net::{LinkParams, SimNet};
 use rand::RngExt;
 use std::collections::BTreeSet;

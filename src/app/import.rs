@@ -3,15 +3,91 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    AppError, Device, ImportSummary, RejectedInfo, UnauthorizedInfo, pt_key, room_keys_key, ud_key,
+    AppError, Device, FailedRoom, ImportSummary, RejectedInfo, UnauthorizedInfo, pt_key,
+    room_keys_key, ud_key,
 };
 use crate::bundle;
 use crate::crypto::DeviceId;
 use crate::event::{Event, EventId, EventKind, RoomId};
-use crate::room::{Received, RoomKeys, SessionError};
+use crate::room::{DagError, Received, RoomKeys, RoomSession, SessionError};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
 
+/// The batch in causal order: an event after the batch's events it cites,
+/// otherwise in the given order (Kahn's algorithm over the batch). Time
+/// order is not causal when clocks disagree, and the room's pending quotas
+/// are small for senders without standing yet (`rooms.md`, "Admission").
+fn causal_order<'a>(evs: &[&'a Event]) -> Vec<&'a Event> {
+    let pos: BTreeMap<EventId, usize> = evs.iter().enumerate().map(|(i, e)| (e.id(), i)).collect();
+    let mut waiting = vec![0usize; evs.len()];
+    let mut children: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, e) in evs.iter().enumerate() {
+        for p in e.prev() {
+            if let Some(&j) = pos.get(p)
+                && j != i
+            {
+                waiting[i] += 1;
+                children.entry(j).or_default().push(i);
+            }
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..evs.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut out = Vec::with_capacity(evs.len());
+    while let Some(i) = ready.pop_first() {
+        out.push(evs[i]);
+        for &c in children.get(&i).into_iter().flatten() {
+            waiting[c] -= 1;
+            if waiting[c] == 0 {
+                ready.insert(c);
+            }
+        }
+    }
+    // A cycle cannot be signed, but never lose an event: append the rest.
+    if out.len() < evs.len() {
+        let done: BTreeSet<EventId> = out.iter().map(|e| e.id()).collect();
+        out.extend(evs.iter().filter(|e| !done.contains(&e.id())));
+    }
+    out
+}
+
+/// Whether a session error is the room's admission refusing an event (as
+/// opposed to a malformed or forged one).
+fn admission_refusal(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::Dag(
+            DagError::NotAuthorized(_) | DagError::StrangerPendingFull | DagError::PendingFull
+        )
+    )
+}
+
+/// Whether the room's history holds `ev`, or it waits for predecessors
+/// from a sender with standing: such events are the room's own class
+/// (`protocol-spec/store.md`, "Priority classes").
+fn holds_with_standing(s: &mut RoomSession, ev: &Event, me: &DeviceId) -> bool {
+    let id = ev.id();
+    let dag = s.dag();
+    dag.node(&id).is_some()
+        || (dag.is_pending(&id) && (ev.sender() == *me || dag.standing().contains(&ev.sender())))
+}
+
 impl<S: Store> Device<S> {
+    /// Raises a stored stranger-class event to the own-room class.
+    fn promote(&mut self, id: &EventId) -> Result<(), AppError> {
+        if self.store.event_info(id)?.map(|i| i.priority) == Some(Priority::Stranger) {
+            self.store.set_priority(id, Priority::OwnRoom)?;
+        }
+        Ok(())
+    }
+
+    /// Lowers a stored own-room-class event to the stranger class (the
+    /// room's admission refused it). Own events are never lowered.
+    fn demote(&mut self, id: &EventId) -> Result<(), AppError> {
+        if self.store.event_info(id)?.map(|i| i.priority) == Some(Priority::OwnRoom) {
+            self.store.set_priority(id, Priority::Stranger)?;
+        }
+        Ok(())
+    }
+
     /// Verifies a bundle and stores its new events, passing them through
     /// the rooms' sessions (key shares, decryption, retries). One commit at
     /// the end: the summary is returned only after it.
@@ -73,8 +149,11 @@ impl<S: Store> Device<S> {
         Ok(sum)
     }
 
-    /// Runs grouped events through their rooms and commits (rolls back on
-    /// failure).
+    /// Runs grouped events through their rooms, one commit per room
+    /// (`protocol-spec/app.md` §3): a room that fails is rolled back and
+    /// listed in `sum.failed_rooms` with its reason, and the other rooms
+    /// are still stored. Only when every room failed is the (first) error
+    /// returned, as before.
     fn receive_grouped(
         &mut self,
         by_room: &BTreeMap<RoomId, Vec<&Event>>,
@@ -83,14 +162,40 @@ impl<S: Store> Device<S> {
         index_of: &BTreeMap<EventId, usize>,
         sum: &mut ImportSummary,
     ) -> Result<(), AppError> {
-        let result = (|| {
-            for (room, evs) in by_room {
-                self.import_room(room, evs, now_ms, index_of, &BTreeSet::new(), source, sum)?;
+        let mut first_err = None;
+        let mut stored_rooms = 0usize;
+        for (room, evs) in by_room {
+            // What this room adds to the summary is dropped if it fails.
+            let mark = (
+                sum.imported,
+                sum.duplicates,
+                sum.rejections.len(),
+                sum.unauthorized.len(),
+            );
+            let result = self
+                .import_room(room, evs, now_ms, index_of, &BTreeSet::new(), source, sum)
+                .and_then(|()| self.store.commit().map_err(AppError::from));
+            match result {
+                Ok(()) => stored_rooms += 1,
+                Err(e) => {
+                    let _ = self.store.rollback();
+                    // The cached session may hold what was rolled back.
+                    self.forget_session(room);
+                    sum.imported = mark.0;
+                    sum.duplicates = mark.1;
+                    sum.rejections.truncate(mark.2);
+                    sum.unauthorized.truncate(mark.3);
+                    sum.failed_rooms.push(FailedRoom {
+                        room_id: room.to_string(),
+                        reason: e.to_string(),
+                    });
+                    first_err.get_or_insert(e);
+                }
             }
-            self.store.commit().map_err(AppError::from)
-        })();
-        if let Err(e) = result {
-            let _ = self.store.rollback();
+        }
+        if stored_rooms == 0
+            && let Some(e) = first_err
+        {
             return Err(e);
         }
         sum.rejected = sum.rejections.len();
@@ -171,21 +276,49 @@ impl<S: Store> Device<S> {
         let before = s.members();
         let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
         let mut rekey = false;
-        for ev in evs {
+        for ev in causal_order(evs) {
+            let member = s.members().is_member(&me) || before.is_member(&me);
             let received = match s.receive(&self.prekeys, ev) {
                 Ok(r) => r,
                 Err(e) => {
-                    sum.rejections.push(RejectedInfo {
-                        index: index_of.get(&ev.id()).copied().unwrap_or(0),
-                        event_id: Some(ev.id().to_string()),
-                        reason: e.to_string(),
-                    });
+                    // A courier (no keys, not a member) carries what the
+                    // room's admission does not let into its own view, as
+                    // stranger traffic; a member refuses it
+                    // (`protocol-spec/rooms.md`, "Admission").
+                    let carry = !(had_keys || member) && admission_refusal(&e);
+                    let id = ev.id();
+                    if carry && !staged.contains(&id) {
+                        let meta = InsertMeta {
+                            priority: Priority::Stranger,
+                            source,
+                            received_ms: now_ms,
+                        };
+                        if self.store.insert_event(ev, &meta)? == InsertOutcome::Inserted {
+                            sum.imported += 1;
+                            continue;
+                        }
+                    } else if staged.contains(&id) {
+                        // Stored by the node already: out of the room's
+                        // class, first to go.
+                        self.demote(&id)?;
+                    }
+                    if !carry {
+                        sum.rejections.push(RejectedInfo {
+                            index: index_of.get(&id).copied().unwrap_or(0),
+                            event_id: Some(id.to_string()),
+                            reason: e.to_string(),
+                        });
+                    }
                     continue;
                 }
             };
-            let member = s.members().is_member(&me) || before.is_member(&me);
+            let member = member || s.members().is_member(&me);
+            // Priority from the sender's standing, never from the room ID
+            // alone: in the room's history, or waiting from a sender with
+            // standing.
+            let own_class = member && holds_with_standing(&mut s, ev, &me);
             let meta = InsertMeta {
-                priority: if member {
+                priority: if own_class {
                     Priority::OwnRoom
                 } else {
                     Priority::Stranger
@@ -199,11 +332,10 @@ impl<S: Store> Device<S> {
                 reason,
             };
             let outcome = if staged.contains(&ev.id()) {
-                if member
-                    && self.store.event_info(&ev.id())?.map(|i| i.priority)
-                        == Some(Priority::Stranger)
-                {
-                    self.store.set_priority(&ev.id(), Priority::OwnRoom)?;
+                if own_class {
+                    self.promote(&ev.id())?;
+                } else {
+                    self.demote(&ev.id())?;
                 }
                 InsertOutcome::Inserted
             } else {
@@ -260,6 +392,11 @@ impl<S: Store> Device<S> {
                             reason,
                         });
                     }
+                    Received::Released { event_id } => {
+                        if member {
+                            self.promote(&event_id)?;
+                        }
+                    }
                     Received::Membership { rejected: None, .. } | Received::Pending { .. } => {}
                 }
             }
@@ -283,14 +420,22 @@ impl<S: Store> Device<S> {
         }
         let after = s.members();
         let changed = before.members.keys().ne(after.members.keys());
+        if after.is_member(&me) && (changed || !before.is_member(&me)) {
+            sum.members
+                .insert(*room, after.members.keys().copied().collect());
+        }
         if after.is_member(&me) && !before.is_member(&me) {
-            // Joined: what this device carried as a courier is now its own
-            // room's history (a higher retention class).
-            for ev in self.room_events(room)? {
-                if self.store.event_info(&ev.id())?.map(|i| i.priority) == Some(Priority::Stranger)
-                {
-                    self.store.set_priority(&ev.id(), Priority::OwnRoom)?;
+            // Joined: what this device carried as a courier and the room's
+            // admission lets in is now its own room's history (a higher
+            // retention class); an outsider's events stay strangers'.
+            let mut ids = Vec::new();
+            self.for_each_room_event(room, |ev| {
+                if holds_with_standing(&mut s, &ev, &me) {
+                    ids.push(ev.id());
                 }
+            })?;
+            for id in ids {
+                self.promote(&id)?;
             }
         }
         let keep = |dev: &mut Self, s| {

@@ -47,7 +47,8 @@ use thiserror::Error;
 pub use follow::follow_messages;
 pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
 pub use types::{
-    GapInfo, ImportSummary, MemberInfo, MessageLine, RejectedInfo, RoomInfo, UnauthorizedInfo,
+    FailedRoom, GapInfo, ImportSummary, MemberInfo, MessageLine, RejectedInfo, RoomInfo,
+    UnauthorizedInfo,
 };
 
 use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
@@ -59,8 +60,7 @@ use crate::event::{Event, EventId, EventKind, RoomId};
 use crate::room::{Content, Membership, MembershipState, RoomKeys, RoomSession, SessionError};
 use crate::store::redb_backend::STORE_FILE_NAME;
 use crate::store::{
-    InsertMeta, InsertOutcome, MAX_LIST_LIMIT, Priority, RedbStore, Source, Store, StoreConfig,
-    StoreError,
+    InsertMeta, InsertOutcome, Priority, RedbStore, Source, Store, StoreConfig, StoreError,
 };
 
 /// Secret-table key of the prekey ring.
@@ -71,6 +71,10 @@ pub const ROOM_KEYS_PREFIX: &[u8] = b"room-keys/";
 pub const PLAINTEXT_PREFIX: &[u8] = b"pt/";
 /// Secret-table key prefix of undecryptable-message reasons.
 pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
+/// Events read from the store per page when a room is rebuilt or exported:
+/// small enough that a room flooded with stored strangers' events costs a
+/// command bounded memory (`protocol-spec/rooms.md` §3.1).
+pub const ROOM_READ_PAGE: usize = 1024;
 /// Most gap ranges shown per sender and room.
 pub const MAX_GAP_LINES: usize = 256;
 /// Longest message text accepted by [`Device::send`], in UTF-8 bytes: the
@@ -382,11 +386,18 @@ impl<S: Store> Device<S> {
     /// Every stored event of `room`, in (origin time, ID) order.
     fn room_events(&self, room: &RoomId) -> Result<Vec<Event>, AppError> {
         let mut out = Vec::new();
+        self.for_each_room_event(room, |ev| out.push(ev))?;
+        Ok(out)
+    }
+
+    /// Passes every stored event of `room` to `f`, in (origin time, ID)
+    /// order, one page at a time (memory stays bounded by what `f` keeps).
+    fn for_each_room_event(&self, room: &RoomId, mut f: impl FnMut(Event)) -> Result<(), AppError> {
         let mut from = Bound::Unbounded;
         loop {
             let items = self
                 .store
-                .room_items(room, (from, Bound::Unbounded), MAX_LIST_LIMIT)?;
+                .room_items(room, (from, Bound::Unbounded), ROOM_READ_PAGE)?;
             let Some(last) = items.last().copied() else {
                 break;
             };
@@ -394,15 +405,15 @@ impl<S: Store> Device<S> {
                 if let Some(b) = self.store.get_event(&it.id)? {
                     let ev = Event::decode_unverified(&b)
                         .map_err(|e| AppError::Corrupt(format!("stored event {}: {e}", it.id)))?;
-                    out.push(ev);
+                    f(ev);
                 }
             }
-            if items.len() < MAX_LIST_LIMIT {
+            if items.len() < ROOM_READ_PAGE {
                 break;
             }
             from = Bound::Excluded(last);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn stored_keys(&self, room: &RoomId) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, AppError> {
@@ -416,20 +427,48 @@ impl<S: Store> Device<S> {
 
     /// Restores the session of `room` from stored events and keys, leaving
     /// out `skip` (events staged by the node, still to be received).
+    /// Returns the session and the events its DAG holds (admitted or
+    /// waiting for predecessors): events admission refused (an outsider's
+    /// flood) are read one page at a time and never kept
+    /// (`protocol-spec/rooms.md`, "Admission").
     fn session_excluding(
         &self,
         room: &RoomId,
         skip: &BTreeSet<EventId>,
     ) -> Result<(RoomSession, Vec<Event>), AppError> {
-        let mut events = self.room_events(room)?;
-        if !skip.is_empty() {
-            events.retain(|e| !skip.contains(&e.id()));
-        }
         let keys = match self.stored_keys(room)? {
             Some(k) => k,
             None => RoomKeys::new(*room).to_bytes(),
         };
-        let s = RoomSession::restore(*room, self.device_id(), &keys, &events)?;
+        let mut rebuild = RoomSession::rebuild(*room, self.device_id(), &keys)?;
+        let mut events = Vec::new();
+        self.for_each_room_event(room, |ev| {
+            if !skip.contains(&ev.id()) && rebuild.add(&ev) {
+                events.push(ev);
+            }
+        })?;
+        // Events a pending quota refused (stored order is not causal) are
+        // offered again, in stored order, a bounded number of times.
+        for _ in 1..crate::room::MAX_REBUILD_PASSES {
+            let retry = rebuild.take_retry();
+            if retry.is_empty() {
+                break;
+            }
+            for id in retry {
+                let Some(b) = self.store.get_event(&id)? else {
+                    continue;
+                };
+                let ev = Event::decode_unverified(&b)
+                    .map_err(|e| AppError::Corrupt(format!("stored event {id}: {e}")))?;
+                if rebuild.add(&ev) {
+                    events.push(ev);
+                }
+            }
+        }
+        let s = rebuild.finish();
+        if s.dropped() > 0 {
+            tracing::debug!(%room, dropped = s.dropped(), "rebuild left out refused events");
+        }
         Ok((s, events))
     }
 
@@ -696,6 +735,13 @@ impl<S: Store> Device<S> {
 
     // ---- reading ------------------------------------------------------------
 
+    /// The current members of a room this device holds events of (the
+    /// node's standing for it).
+    pub fn room_members(&self, room: &RoomId) -> Result<BTreeSet<DeviceId>, AppError> {
+        let mut s = self.known_session(room)?;
+        Ok(s.members().members.keys().copied().collect())
+    }
+
     /// Rooms this device is or was a member of, ascending by room ID.
     pub fn rooms(&self) -> Result<Vec<RoomInfo>, AppError> {
         let mut out = Vec::new();
@@ -777,11 +823,12 @@ impl<S: Store> Device<S> {
             .copied()
             .collect();
         // Events waiting for predecessors (withheld or not yet received)
-        // are shown after the ordered history, by (time, ID).
+        // are shown after the ordered history, by (time, ID): only those of
+        // senders with standing (an outsider's are not the room's).
         let in_dag: BTreeSet<EventId> = order.iter().copied().collect();
         let mut waiting: Vec<&Event> = events
             .iter()
-            .filter(|e| !in_dag.contains(&e.id()))
+            .filter(|e| !in_dag.contains(&e.id()) && s.dag().standing().contains(&e.sender()))
             .collect();
         waiting.sort_by_key(|e| (e.origin_ts_ms(), e.id()));
         let full_order = order.iter().copied().chain(waiting.iter().map(|e| e.id()));
@@ -796,6 +843,18 @@ impl<S: Store> Device<S> {
             }
             let (event_id, sender, ts) =
                 (id.to_string(), ev.sender().to_string(), ev.origin_ts_ms());
+            if in_dag.contains(&id) && !s.dag().sender_authorized_at(&id, &ev.sender()) {
+                // A removed member's message (concurrent with or after its
+                // removal): flagged, its text never shown (`rooms.md` §5).
+                out.push(MessageLine::Unauthorized {
+                    event_id,
+                    sender,
+                    ts,
+                    unauthorized: true,
+                    reason: crate::room::UNAUTHORIZED_REASON.to_owned(),
+                });
+                continue;
+            }
             match self.store.get_secret(&pt_key(&id))? {
                 Some(pt) => match Content::from_bytes(&pt) {
                     Ok(Content::Text(text)) => out.push(MessageLine::Text {
@@ -851,7 +910,17 @@ impl<S: Store> Device<S> {
         };
         let mut events = Vec::new();
         for r in &rooms {
-            let evs = self.room_events(r)?;
+            // A room of this device exports its history as the room's
+            // admission sees it (`rooms.md` §3.1): an outsider's events
+            // stored as strangers' traffic do not travel on in this
+            // device's bundles. A carried room exports what is stored.
+            let evs = if self.stored_keys(r)?.is_some() {
+                let (_, mut evs) = self.session(r)?;
+                evs.sort_by_key(|e| (e.origin_ts_ms(), e.id()));
+                evs
+            } else {
+                self.room_events(r)?
+            };
             if room.is_some() && evs.is_empty() {
                 return Err(AppError::UnknownRoom(*r));
             }

@@ -15,7 +15,7 @@
 //! repairs it on the next start.
 
 use rand_core::CryptoRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AppError, Device, PREKEY_RING_KEY, ROOM_KEYS_PREFIX};
 use crate::crypto::ContactCard;
@@ -25,7 +25,7 @@ use crate::event::RoomId;
 use crate::store::Store;
 
 /// What a rotation did (`meshrelay prekey rotate --json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrekeyRotation {
     /// The new current prekey's ID.
     pub prekey_id: u32,

@@ -1,10 +1,10 @@
 //! What the application layer reports, with the JSON shapes of the CLI
 //! contract (`protocol-spec/app.md`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One member as `rooms` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// Device ID (`mr1…`).
     pub device_id: String,
@@ -15,7 +15,7 @@ pub struct MemberInfo {
 }
 
 /// One room as `rooms` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
     /// Room ID (hex).
     pub room_id: String,
@@ -26,7 +26,7 @@ pub struct RoomInfo {
 }
 
 /// A detected per-sender sequence gap.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GapInfo {
     /// Sender device ID.
     pub sender: String,
@@ -37,7 +37,7 @@ pub struct GapInfo {
 }
 
 /// One line of `messages` output (serialises to the CLI's JSON shapes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MessageLine {
     /// A readable message: `{"event_id","sender","ts","text"}`.
@@ -65,6 +65,22 @@ pub enum MessageLine {
         /// Why.
         reason: String,
     },
+    /// A message whose sender was not a member at its causal position (a
+    /// removed member's message, concurrent with or after the removal):
+    /// `{"event_id","sender","ts","unauthorized":true,"reason"}`, never its
+    /// text (`protocol-spec/rooms.md` §5).
+    Unauthorized {
+        /// Event ID.
+        event_id: String,
+        /// Sender device ID.
+        sender: String,
+        /// Origin timestamp (ms).
+        ts: u64,
+        /// Always true.
+        unauthorized: bool,
+        /// Why.
+        reason: String,
+    },
     /// A detected gap: `{"gap":{"sender","from_seq","to_seq"}}`.
     Gap {
         /// The gap.
@@ -73,7 +89,7 @@ pub enum MessageLine {
 }
 
 /// One event an import rejected (never stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedInfo {
     /// Position in the bundle.
     pub index: usize,
@@ -85,7 +101,7 @@ pub struct RejectedInfo {
 
 /// A stored event that changes nothing: a membership change no valid admin
 /// signed, or a key share or prekey update from a non-member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnauthorizedInfo {
     /// Event ID.
     pub event_id: String,
@@ -94,7 +110,7 @@ pub struct UnauthorizedInfo {
 }
 
 /// What an import did: `{"imported","duplicates","rejected"}` plus details.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportSummary {
     /// New events stored.
     pub imported: usize,
@@ -107,6 +123,28 @@ pub struct ImportSummary {
     /// Stored events that were refused by room authorization (a courier
     /// keeps them because others may cite them; they change nothing).
     pub unauthorized: Vec<UnauthorizedInfo>,
+    /// Rooms of this device whose members changed (or that it joined), with
+    /// their members now: the node's standing for them (not printed).
+    #[serde(skip)]
+    pub members: std::collections::BTreeMap<
+        crate::event::RoomId,
+        std::collections::BTreeSet<crate::crypto::DeviceId>,
+    >,
+    /// Rooms whose events could not be processed and were not stored (the
+    /// other rooms of the bundle were). Left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_rooms: Vec<FailedRoom>,
+}
+
+/// A room of an import that failed as a whole (`protocol-spec/app.md` §3):
+/// nothing of it was stored; its events count neither as imported nor as
+/// rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedRoom {
+    /// Room ID.
+    pub room_id: String,
+    /// Why.
+    pub reason: String,
 }
 
 impl ImportSummary {

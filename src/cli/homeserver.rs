@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! meshrelay homeserver login URL USER --password-stdin
-//! meshrelay homeserver set-token URL TOKEN
+//! meshrelay homeserver set-token URL [--token-stdin]   (token on stdin, or $MESHRELAY_HOMESERVER_TOKEN)
+//! meshrelay homeserver set-token URL TOKEN             (still accepted, with a warning: argv is visible)
 //! meshrelay homeserver transport (MATRIX_ROOM_ID | --create) [--invite USER_ID]... [--json]
 //! meshrelay homeserver status [--json]
 //! meshrelay sync --once [--json]   → {"uploaded","downloaded","bundles",...}
@@ -20,8 +21,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use rand_core::Rng;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -29,8 +28,9 @@ use zeroize::Zeroizing;
 use crate::app::{AppError, Device};
 use crate::datadir::DataDir;
 use crate::homeserver_config::{ConfigError, HomeserverConfig, Secret};
+use crate::safe_text::for_terminal;
 use crate::store::redb_backend::STORE_FILE_NAME;
-use crate::store::{RedbStore, Store, StoreConfig, StoreError};
+use crate::store::{RedbStore, StoreConfig, StoreError, SyncStore};
 use crate::sync::{self, DirectHost, Progress, SyncError, SyncOptions, SyncReport, uplink};
 use crate::transport::homeserver::{Client, HomeserverError, RetryPolicy};
 
@@ -82,11 +82,18 @@ pub enum HomeserverAction {
         password_stdin: bool,
     },
     /// Store an existing access token (its user and device are looked up).
+    /// The token is read from standard input, or from
+    /// $MESHRELAY_HOMESERVER_TOKEN when set and --token-stdin is not given.
     SetToken {
         /// Homeserver base URL.
         url: String,
-        /// Access token.
-        token: String,
+        /// Access token (discouraged: other users can see command lines;
+        /// prints a warning).
+        token: Option<String>,
+        /// Read the token from standard input (the default without TOKEN
+        /// and without $MESHRELAY_HOMESERVER_TOKEN).
+        #[arg(long, conflicts_with = "token")]
+        token_stdin: bool,
     },
     /// Set the transport room: join an existing one, or create it.
     Transport {
@@ -159,7 +166,7 @@ impl From<ConfigError> for CliError {
 impl From<HomeserverError> for CliError {
     fn from(e: HomeserverError) -> Self {
         match e {
-            HomeserverError::InvalidUrl(_) => bad(e.to_string()),
+            HomeserverError::InvalidUrl(_) | HomeserverError::InsecureUrl(_) => bad(e.to_string()),
             e => runtime(e),
         }
     }
@@ -184,9 +191,7 @@ fn daemon_running(dir: &Path) -> CliError {
 }
 
 fn rng() -> Box<dyn Rng + Send> {
-    let mut seed = [0u8; 32];
-    rand_core::UnwrapErr(rand::rngs::SysRng).fill_bytes(&mut seed);
-    Box::new(StdRng::from_seed(seed))
+    sync::client_rng()
 }
 
 fn client(
@@ -250,20 +255,40 @@ pub fn run(
                     session.device_id,
                     session.access_token.expose(),
                 )?;
-                writeln!(out, "logged in as {}", session.user_id).map_err(runtime)
+                writeln!(out, "logged in as {}", for_terminal(&session.user_id)).map_err(runtime)
             }
-            HomeserverAction::SetToken { url, token } => {
+            HomeserverAction::SetToken {
+                url,
+                token,
+                token_stdin,
+            } => {
+                let token = match token {
+                    Some(t) => {
+                        let _ = writeln!(
+                            err,
+                            "warning: a token on the command line is visible to other users \
+                             (process list, shell history); pipe it to --token-stdin or set \
+                             {TOKEN_ENV} instead"
+                        );
+                        Zeroizing::new(t.clone())
+                    }
+                    None => match std::env::var(TOKEN_ENV) {
+                        Ok(t) if !*token_stdin && !t.is_empty() => Zeroizing::new(t),
+                        _ => read_stdin_secret("token")?,
+                    },
+                };
+                let token = &*token;
                 let c = client(
                     url,
                     Some(crate::transport::homeserver::AccessToken::new(
-                        token.clone(),
+                        token.to_owned(),
                     )),
                 )?;
                 let rt = runtime_for_cli()?;
                 let (user_id, device_id) = rt.block_on(c.whoami())?;
                 let device_id = device_id.unwrap_or_default();
                 save_login(&data, url, user_id.clone(), device_id, token)?;
-                writeln!(out, "token stored for {user_id}").map_err(runtime)
+                writeln!(out, "token stored for {}", for_terminal(&user_id)).map_err(runtime)
             }
             HomeserverAction::Transport {
                 room_id,
@@ -318,17 +343,28 @@ pub fn run(
     }
 }
 
+/// Environment variable `homeserver set-token` reads the token from.
+pub const TOKEN_ENV: &str = "MESHRELAY_HOMESERVER_TOKEN";
+
 fn read_password() -> Result<Zeroizing<String>, CliError> {
+    read_stdin_secret("password")
+}
+
+/// One line of standard input (a password or token), without its newline.
+fn read_stdin_secret(what: &str) -> Result<Zeroizing<String>, CliError> {
     let mut line = Zeroizing::new(String::new());
     let stdin = io::stdin();
     let mut lock = stdin.lock();
-    let n = lock.read_line(&mut line).map_err(runtime)?;
+    // Bounded: a hostile or mistaken stdin cannot make this allocate more.
+    let n = io::Read::take(&mut lock, MAX_PASSWORD_BYTES as u64 + 2)
+        .read_line(&mut line)
+        .map_err(runtime)?;
     if n > MAX_PASSWORD_BYTES {
-        return Err(bad("password too long"));
+        return Err(bad(format!("{what} too long")));
     }
     let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
     if trimmed.is_empty() {
-        return Err(bad("empty password on standard input"));
+        return Err(bad(format!("empty {what} on standard input")));
     }
     Ok(trimmed)
 }
@@ -352,35 +388,6 @@ fn save_login(
     };
     cfg.save(data)?;
     Ok(())
-}
-
-/// The client and sync options of a configured, logged-in gateway, for
-/// `meshrelay run --homeserver-sync` (the daemon retries for as long as
-/// it runs, so the client's own retry policy is the default one).
-pub fn daemon_sync_setup(dir: &Path) -> Result<(Client, SyncOptions), CliError> {
-    let cfg = HomeserverConfig::require(&DataDir::new(dir))?;
-    let room = cfg.room()?.to_owned();
-    let token = cfg.token().ok_or(ConfigError::NotConfigured)?;
-    let user = cfg.user_id.clone().ok_or(ConfigError::NotConfigured)?;
-    let c = Client::new(&cfg.url, RetryPolicy::default(), rng())?.with_token(token);
-    Ok((c, SyncOptions::new(&room, &user)))
-}
-
-/// One line on the homeserver state, for `meshrelay status`.
-pub fn status_summary(dir: &Path) -> String {
-    match HomeserverConfig::load(&DataDir::new(dir)) {
-        Ok(None) => "off".into(),
-        Ok(Some(cfg)) => match (
-            &cfg.user_id,
-            &cfg.transport_room,
-            cfg.access_token.is_some(),
-        ) {
-            (Some(u), Some(r), true) => format!("{u} on {} (transport room {r})", cfg.url),
-            (Some(u), None, true) => format!("{u} on {} (no transport room)", cfg.url),
-            _ => format!("{} (not logged in)", cfg.url),
-        },
-        Err(e) => format!("configuration error: {e}"),
-    }
 }
 
 fn status(data: &DataDir, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
@@ -415,7 +422,7 @@ fn status(data: &DataDir, json: bool, out: &mut dyn Write) -> Result<(), CliErro
     } else {
         let show = |x: &serde_json::Value| match x {
             serde_json::Value::Null => "-".to_owned(),
-            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::String(s) => for_terminal(s).into_owned(),
             other => other.to_string(),
         };
         writeln!(
@@ -439,7 +446,7 @@ fn status(data: &DataDir, json: bool, out: &mut dyn Write) -> Result<(), CliErro
 
 /// `meshrelay sync --once` without a daemon.
 fn sync_once_cli(data: &DataDir, err: &mut dyn Write) -> Result<SyncReport, CliError> {
-    if crate::daemon::control::connect(data.root()).is_some() {
+    if crate::control::connect(data.root()).is_some() {
         return Err(daemon_running(data.root()));
     }
     let cfg = HomeserverConfig::require(data)?;
@@ -517,7 +524,11 @@ impl Progress for CliProgress<'_> {
     }
 
     fn retrying(&mut self, error: &HomeserverError, wait_ms: u64) {
-        let _ = writeln!(self.err, "sync: {error}; retrying in {wait_ms} ms");
+        let _ = writeln!(
+            self.err,
+            "sync: {}; retrying in {wait_ms} ms",
+            for_terminal(&error.to_string())
+        );
     }
 
     fn finished(&mut self) {

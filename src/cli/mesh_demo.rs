@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::daemon::control::{self, Request};
+use crate::app::MessageLine;
+use crate::control::{self, OkData, Op, Request};
 
 /// How long the demo waits for any one step.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,51 +70,69 @@ impl DemoNode {
         })
     }
 
-    /// One CLI request through the node's control socket; its stdout.
-    fn call(&self, req: &Request) -> Result<String, DemoError> {
+    /// One typed request through the node's control socket: its streamed
+    /// lines and its final data.
+    fn call(&self, op: Op) -> Result<(Vec<MessageLine>, OkData), DemoError> {
         let stream = control::connect(&self.dir)
             .ok_or_else(|| DemoError::Node(format!("{} is not running", self.name)))?;
-        let mut out = Vec::new();
-        let (code, err) = control::call(&self.dir, stream, req, |b| {
-            out.extend_from_slice(b);
+        let mut lines = Vec::new();
+        let ok = control::call(&self.dir, stream, &Request::new(op), |l| {
+            lines.push(l);
             Ok(())
         })
-        .map_err(|e| DemoError::Node(e.to_string()))?;
-        if code != 0 {
-            return Err(DemoError::Node(format!(
-                "{}: {}",
-                self.name,
-                err.unwrap_or_default()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        .map_err(|e| DemoError::Node(format!("{}: {e}", self.name)))?;
+        Ok((lines, ok))
     }
 
-    fn cli(&self, argv: &[&str]) -> Result<String, DemoError> {
-        self.call(&Request::Cli {
-            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
-            input: None,
+    fn unexpected(&self, ok: &OkData) -> DemoError {
+        DemoError::Node(format!("{}: unexpected reply {ok:?}", self.name))
+    }
+
+    fn room_create(&self, name: &str) -> Result<String, DemoError> {
+        match self.call(Op::RoomCreate { name: name.into() })? {
+            (_, OkData::Room { room_id }) => Ok(room_id),
+            (_, ok) => Err(self.unexpected(&ok)),
+        }
+    }
+
+    fn invite(&self, room: &str, contact: &str) -> Result<(), DemoError> {
+        self.call(Op::RoomInvite {
+            room: room.into(),
+            contact: contact.into(),
         })
+        .map(drop)
+    }
+
+    fn send(&self, room: &str, text: &str) -> Result<(), DemoError> {
+        self.call(Op::Send {
+            room: room.into(),
+            text: text.into(),
+        })
+        .map(drop)
     }
 
     fn status(&self) -> Result<Value, DemoError> {
-        serde_json::from_str(&self.call(&Request::Status { json: true })?)
-            .map_err(|e| DemoError::Node(format!("status: {e}")))
+        match self.call(Op::Status)? {
+            (_, OkData::Status { status }) => Ok(status),
+            (_, ok) => Err(self.unexpected(&ok)),
+        }
     }
 
     /// The texts of the room's readable messages.
     fn texts(&self, room: &str) -> Result<Vec<String>, DemoError> {
-        let out = self.cli(&["messages", "--json", "--", room])?;
-        Ok(out
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        let (lines, _) = self.call(Op::Messages { room: room.into() })?;
+        Ok(lines
+            .into_iter()
+            .filter_map(|l| match l {
+                MessageLine::Text { text, .. } => Some(text),
+                _ => None,
+            })
             .collect())
     }
 
     fn stop(&mut self) -> Result<(), DemoError> {
         if control::connect(&self.dir).is_some() {
-            let _ = self.call(&Request::Shutdown);
+            let _ = self.call(Op::Shutdown);
         }
         if let Some(mut c) = self.child.take() {
             let deadline = Instant::now() + STEP_TIMEOUT;
@@ -229,16 +248,13 @@ fn run_in(exe: &Path, base: &Path, out: &mut dyn Write) -> Result<(), DemoError>
     })?;
     say(out, "links up: A–B, B–C")?;
 
-    let room = nodes[0]
-        .cli(&["room", "create", "--", "north camp"])?
-        .trim()
-        .to_owned();
+    let room = nodes[0].room_create("north camp")?;
     say(out, &format!("A creates room {room} (\"north camp\")"))?;
-    nodes[0].cli(&["room", "invite", "--", &room, &b_card])?;
-    nodes[0].cli(&["room", "invite", "--", &room, &c_card])?;
+    nodes[0].invite(&room, &b_card)?;
+    nodes[0].invite(&room, &c_card)?;
     say(out, "A invites B and C with their contact cards")?;
     let first = "Water point at the north gate";
-    nodes[0].cli(&["send", "--", &room, first])?;
+    nodes[0].send(&room, first)?;
     say(out, &format!("A sends: {first:?}"))?;
     wait_for("C to read A's message", || {
         Ok(nodes[2]
@@ -260,7 +276,7 @@ fn run_in(exe: &Path, base: &Path, out: &mut dyn Write) -> Result<(), DemoError>
         "Road closed at the bridge",
     ];
     for text in later {
-        nodes[0].cli(&["send", "--", &room, text])?;
+        nodes[0].send(&room, text)?;
         say(out, &format!("A sends: {text:?}"))?;
     }
     wait_for("B to hold A's messages", || {

@@ -17,6 +17,13 @@
 //! With `--json`, `rooms` prints one JSON array; `messages` prints one JSON
 //! object per line. Everything is printed only after the store committed.
 //! Exit codes follow the binary's: 0 ok, 1 runtime failure, 2 bad input.
+//!
+//! Each command becomes one typed control operation ([`to_op`],
+//! `protocol-spec/daemon.md`, "Control API"). A running daemon executes it
+//! ([`run_via_daemon`]); without one, the CLI executes the same operation
+//! on the store itself ([`run`], [`crate::control::exec`]). Either way the
+//! typed answer is printed by one formatting function per command
+//! ([`print_answer`]), so both paths print the same bytes.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -25,13 +32,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::app::{self, AppError, Device, MessageLine};
+use data_encoding::BASE64;
+
+use crate::app::{self, AppError, Device, MessageLine, PrekeyRotation, RoomInfo};
 use crate::bundle::MAX_BUNDLE_BYTES;
-use crate::contacts::ContactError;
-use crate::crypto::DeviceId;
-use crate::datadir::DataDirError;
-use crate::event::{EventId, RoomId};
-use crate::store::{Store, StoreError};
+use crate::control::exec::{self, Answer, parse_room};
+use crate::control::{self, ControlError, ErrorCode, OkData, Op, Request};
+use crate::safe_text::for_terminal;
+use crate::store::StoreError;
 
 /// Interval between polls of `messages --follow`.
 pub const FOLLOW_POLL_MS: u64 = 1000;
@@ -173,24 +181,52 @@ pub struct CliError {
     /// Exit code ([`EXIT_RUNTIME`] or [`EXIT_BAD_INPUT`]).
     pub code: u8,
     /// What went wrong.
-    pub err: AppError,
+    pub err: CommandError,
+}
+
+/// What failed: the command itself, or the daemon that ran it.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The application layer failed (no daemon, or before the request).
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The daemon refused or failed the request, or could not be reached.
+    #[error(transparent)]
+    Daemon(#[from] ControlError),
+    /// The daemon's reply does not answer the command.
+    #[error("unexpected reply from the daemon: {0}")]
+    Unexpected(String),
+}
+
+/// The exit code of a control API error code: 2 when the request was at
+/// fault, else 1.
+pub fn exit_code(code: ErrorCode) -> u8 {
+    if code.is_client_error() {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_RUNTIME
+    }
 }
 
 impl From<AppError> for CliError {
     fn from(err: AppError) -> Self {
+        CliError {
+            code: exit_code(control::error_code(&err)),
+            err: CommandError::App(err),
+        }
+    }
+}
+
+impl From<ControlError> for CliError {
+    fn from(err: ControlError) -> Self {
         let code = match &err {
-            AppError::DataDir(
-                DataDirError::NotInitialized(_) | DataDirError::AlreadyInitialized(_),
-            )
-            | AppError::Contacts(ContactError::BadCard(_))
-            | AppError::Session(_)
-            | AppError::Bundle(_)
-            | AppError::UnknownRoom(_)
-            | AppError::BadContact(_)
-            | AppError::BadInput(_) => EXIT_BAD_INPUT,
+            ControlError::Api(e) => exit_code(e.code),
             _ => EXIT_RUNTIME,
         };
-        CliError { code, err }
+        CliError {
+            code,
+            err: CommandError::Daemon(err),
+        }
     }
 }
 
@@ -214,25 +250,58 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn room_arg(s: &str) -> Result<RoomId, CliError> {
-    s.trim()
-        .parse()
-        .map_err(|e| bad(format!("ROOM_ID {s:.40}: {e}")))
-}
-
-fn device_arg(s: &str) -> Result<DeviceId, CliError> {
-    s.trim()
-        .parse()
-        .map_err(|e| bad(format!("DEVICE_ID {s:.60}: {e}")))
-}
-
-fn print_event(out: &mut dyn Write, id: EventId, json: bool) -> Result<(), CliError> {
+/// Prints an event ID: `ID` or `{"event_id"}` (`room invite|remove|leave|
+/// promote|demote`, `send`).
+pub fn format_event(out: &mut dyn Write, event_id: &str, json: bool) -> Result<(), CliError> {
     let r = if json {
-        writeln!(out, "{}", json!({ "event_id": id.to_string() }))
+        writeln!(out, "{}", json!({ "event_id": event_id }))
     } else {
-        writeln!(out, "{id}")
+        writeln!(out, "{event_id}")
     };
     r.map_err(|e| io_err("-", e))
+}
+
+/// Prints a created room: `ID` or `{"room_id"}` (`room create`).
+pub fn format_room_created(out: &mut dyn Write, room_id: &str, json: bool) -> Result<(), CliError> {
+    let r = if json {
+        writeln!(out, "{}", json!({ "room_id": room_id }))
+    } else {
+        writeln!(out, "{room_id}")
+    };
+    r.map_err(|e| io_err("-", e))
+}
+
+/// Prints the room list (`rooms`): one JSON array, or a line per room and
+/// an indented line per member.
+pub fn format_rooms(out: &mut dyn Write, rooms: &[RoomInfo], json: bool) -> Result<(), CliError> {
+    let r = if json {
+        serde_json::to_string(rooms)
+            .map_err(io::Error::other)
+            .and_then(|s| writeln!(out, "{s}"))
+    } else {
+        rooms.iter().try_for_each(|r| {
+            writeln!(out, "{} {}", r.room_id, for_terminal(&r.name))?;
+            r.members.iter().try_for_each(|m| {
+                let admin = if m.admin { " (admin)" } else { "" };
+                writeln!(out, "  {} {}{admin}", m.device_id, for_terminal(&m.name))
+            })
+        })
+    };
+    r.map_err(|e| io_err("-", e))
+}
+
+/// Prints a rotation (`prekey rotate`).
+pub fn format_prekey(out: &mut dyn Write, r: &PrekeyRotation, json: bool) -> Result<(), CliError> {
+    if json {
+        print_json(out, r)
+    } else {
+        writeln!(
+            out,
+            "prekey {} is current; told {} rooms; {} old prekeys deleted",
+            r.prekey_id, r.rooms, r.pruned
+        )
+        .map_err(|e| io_err("-", e))
+    }
 }
 
 /// Human form of one message line.
@@ -240,14 +309,24 @@ pub fn human_line(line: &MessageLine) -> String {
     match line {
         MessageLine::Text {
             sender, ts, text, ..
-        } => format!("[{ts}] {sender}: {text}"),
+        } => format!("[{ts}] {sender}: {}", for_terminal(text)),
         MessageLine::Undecryptable {
             event_id,
             sender,
             ts,
             reason,
             ..
-        } => format!("[{ts}] {sender}: <unreadable message {event_id}: {reason}>"),
+        } => format!(
+            "[{ts}] {sender}: <unreadable message {event_id}: {}>",
+            for_terminal(reason)
+        ),
+        MessageLine::Unauthorized {
+            event_id,
+            sender,
+            ts,
+            reason,
+            ..
+        } => format!("[{ts}] {sender}: <not shown: unauthorised message {event_id}: {reason}>"),
         MessageLine::Gap { gap } => format!(
             "<{} withheld or missing: sequence {}..={}>",
             gap.sender, gap.from_seq, gap.to_seq
@@ -255,7 +334,8 @@ pub fn human_line(line: &MessageLine) -> String {
     }
 }
 
-fn write_line(out: &mut dyn Write, line: &MessageLine, json: bool) -> io::Result<()> {
+/// Prints one `messages` line (also each line of `messages --follow`).
+pub fn write_line(out: &mut dyn Write, line: &MessageLine, json: bool) -> io::Result<()> {
     if json {
         let s = serde_json::to_string(line).map_err(io::Error::other)?;
         writeln!(out, "{s}")
@@ -264,19 +344,40 @@ fn write_line(out: &mut dyn Write, line: &MessageLine, json: bool) -> io::Result
     }
 }
 
+/// Reads a bundle from `file` (or standard input for `-`). The size is
+/// checked before anything is read: a regular file (also one redirected to
+/// standard input) larger than [`MAX_BUNDLE_BYTES`] is refused from its
+/// metadata, so an oversize input costs no memory; a pipe is read through
+/// a bound of `MAX_BUNDLE_BYTES + 1` bytes.
 fn read_input(file: &str) -> Result<Vec<u8>, CliError> {
+    let too_large = || {
+        bad(format!(
+            "{file} is larger than the {MAX_BUNDLE_BYTES}-byte bundle limit"
+        ))
+    };
+    let oversize = |m: &std::fs::Metadata| m.is_file() && m.len() > MAX_BUNDLE_BYTES as u64;
     let mut buf = Vec::new();
     let limit = MAX_BUNDLE_BYTES as u64 + 1;
     let r = if file == "-" {
-        io::stdin().lock().take(limit).read_to_end(&mut buf)
+        let stdin = io::stdin();
+        let meta = std::os::fd::AsFd::as_fd(&stdin)
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(|f| f.metadata());
+        if meta.as_ref().is_ok_and(oversize) {
+            return Err(too_large());
+        }
+        stdin.lock().take(limit).read_to_end(&mut buf)
     } else {
-        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut buf))
+        let f = std::fs::File::open(file).map_err(|e| io_err(file, e))?;
+        if f.metadata().as_ref().is_ok_and(oversize) {
+            return Err(too_large());
+        }
+        f.take(limit).read_to_end(&mut buf)
     };
     r.map_err(|e| io_err(file, e))?;
     if buf.len() > MAX_BUNDLE_BYTES {
-        return Err(bad(format!(
-            "{file} is larger than the {MAX_BUNDLE_BYTES}-byte bundle limit"
-        )));
+        return Err(too_large());
     }
     Ok(buf)
 }
@@ -301,7 +402,8 @@ pub fn write_output(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(),
     })
 }
 
-/// Runs one rooms command on the data directory `dir`, printing to `out`.
+/// Runs one rooms command on the data directory `dir` without a daemon
+/// (the CLI opens the store itself), printing to `out`.
 pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), CliError> {
     if let RoomsCommand::Messages {
         room_id,
@@ -309,7 +411,7 @@ pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), Cl
         follow: true,
     } = cmd
     {
-        let room = room_arg(room_id)?;
+        let room = parse_room(room_id)?;
         let r = app::follow_messages(
             dir,
             &room,
@@ -327,128 +429,150 @@ pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), Cl
         };
     }
     let input = read_import_input(cmd)?;
+    let op = to_op(cmd, input.as_deref());
     let now = now_ms();
     let mut dev = Device::open(dir, now)?;
-    run_with(cmd, &mut dev, input.as_deref(), now, out)
+    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+    let answer = exec::execute(&op, &mut dev, now, &mut rng)?;
+    drop(dev);
+    print_answer(cmd, &answer, out)
 }
 
-/// Runs one rooms command (other than `messages --follow`) on an open
-/// device: the CLI's own, or the daemon's over its node's store (then in
-/// deferred mode). `input` is the bundle `import` reads (already read by
-/// the caller, which may be another process).
-pub fn run_with<S: Store>(
+/// Runs one rooms command through the running daemon on `stream` (it holds
+/// the store), printing to `out` what [`run`] would print.
+pub fn run_via_daemon(
     cmd: &RoomsCommand,
-    dev: &mut Device<S>,
-    input: Option<&[u8]>,
-    now: u64,
+    dir: &Path,
+    stream: std::os::unix::net::UnixStream,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+    if let RoomsCommand::Messages {
+        room_id,
+        json,
+        follow: true,
+    } = cmd
+    {
+        let req = Request::new(Op::Follow {
+            room: room_id.clone(),
+        });
+        let r = control::call(dir, stream, &req, |l| {
+            write_line(out, &l, *json).and_then(|()| out.flush())
+        });
+        return match r {
+            Ok(_) => Ok(()),
+            // The reader went away (`| head`): a normal end.
+            Err(ControlError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(ControlError::Output(e)) => Err(io_err("-", e)),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let input = read_import_input(cmd)?;
+    let req = Request::new(to_op(cmd, input.as_deref()));
+    drop(input);
+    let mut lines = Vec::new();
+    let ok = control::call(dir, stream, &req, |l| {
+        lines.push(l);
+        Ok(())
+    })?;
+    print_answer(cmd, &Answer { lines, ok }, out)
+}
+
+/// The control operation of a rooms command; `input` is the bundle an
+/// `import` read. `messages --follow` maps to `messages` (the follow loop
+/// is the caller's).
+pub fn to_op(cmd: &RoomsCommand, input: Option<&[u8]>) -> Op {
     match cmd {
         RoomsCommand::Room { action } => match action {
-            RoomAction::Create { name, json } => {
-                let room = dev.room_create(name, now, &mut rng)?;
-                let r = if *json {
-                    writeln!(out, "{}", json!({ "room_id": room.to_string() }))
-                } else {
-                    writeln!(out, "{room}")
-                };
-                r.map_err(|e| io_err("-", e))
-            }
-            RoomAction::Invite(a) => {
-                let id = dev.room_invite(&room_arg(&a.room_id)?, &a.contact, now, &mut rng)?;
-                print_event(out, id, a.json)
-            }
-            RoomAction::Remove(a) => {
-                let id = dev.room_remove(
-                    &room_arg(&a.room_id)?,
-                    &device_arg(&a.device_id)?,
-                    now,
-                    &mut rng,
-                )?;
-                print_event(out, id, a.json)
-            }
-            RoomAction::Leave { room_id, json } => {
-                let id = dev.room_leave(&room_arg(room_id)?, now, &mut rng)?;
-                print_event(out, id, *json)
-            }
-            RoomAction::Promote(a) => {
-                let id = dev.room_promote(
-                    &room_arg(&a.room_id)?,
-                    &device_arg(&a.device_id)?,
-                    now,
-                    &mut rng,
-                )?;
-                print_event(out, id, a.json)
-            }
-            RoomAction::Demote(a) => {
-                let id = dev.room_demote(
-                    &room_arg(&a.room_id)?,
-                    &device_arg(&a.device_id)?,
-                    now,
-                    &mut rng,
-                )?;
-                print_event(out, id, a.json)
-            }
+            RoomAction::Create { name, .. } => Op::RoomCreate { name: name.clone() },
+            RoomAction::Invite(a) => Op::RoomInvite {
+                room: a.room_id.clone(),
+                contact: a.contact.clone(),
+            },
+            RoomAction::Remove(a) => Op::RoomRemove {
+                room: a.room_id.clone(),
+                device: a.device_id.clone(),
+            },
+            RoomAction::Promote(a) => Op::RoomPromote {
+                room: a.room_id.clone(),
+                device: a.device_id.clone(),
+            },
+            RoomAction::Demote(a) => Op::RoomDemote {
+                room: a.room_id.clone(),
+                device: a.device_id.clone(),
+            },
+            RoomAction::Leave { room_id, .. } => Op::RoomLeave {
+                room: room_id.clone(),
+            },
         },
-        RoomsCommand::Rooms { json } => {
-            let rooms = dev.rooms()?;
-            let r = if *json {
-                serde_json::to_string(&rooms)
-                    .map_err(io::Error::other)
-                    .and_then(|s| writeln!(out, "{s}"))
-            } else {
-                rooms.iter().try_for_each(|r| {
-                    writeln!(out, "{} {}", r.room_id, r.name)?;
-                    r.members.iter().try_for_each(|m| {
-                        let admin = if m.admin { " (admin)" } else { "" };
-                        writeln!(out, "  {} {}{admin}", m.device_id, m.name)
-                    })
-                })
-            };
-            r.map_err(|e| io_err("-", e))
-        }
-        RoomsCommand::Send {
-            room_id,
-            text,
-            json,
-        } => {
-            let room = room_arg(room_id)?;
-            let id = dev.send(&room, text, now, &mut rng)?;
-            print_event(out, id, *json)
-        }
-        RoomsCommand::Messages { room_id, json, .. } => {
-            let room = room_arg(room_id)?;
-            dev.messages(&room)?
-                .iter()
-                .try_for_each(|l| write_line(out, l, *json))
-                .map_err(|e| io_err("-", e))
-        }
-        RoomsCommand::Export { room, file } => {
-            let room = room.as_deref().map(room_arg).transpose()?;
-            let bytes = dev.export(room.as_ref(), now)?;
+        RoomsCommand::Rooms { .. } => Op::Rooms,
+        RoomsCommand::Send { room_id, text, .. } => Op::Send {
+            room: room_id.clone(),
+            text: text.clone(),
+        },
+        RoomsCommand::Messages { room_id, .. } => Op::Messages {
+            room: room_id.clone(),
+        },
+        RoomsCommand::Export { room, .. } => Op::Export { room: room.clone() },
+        RoomsCommand::Import { .. } => Op::Import {
+            bundle: BASE64.encode(input.unwrap_or_default()),
+        },
+        RoomsCommand::Prekey {
+            action: PrekeyAction::Rotate { .. },
+        } => Op::PrekeyRotate,
+    }
+}
+
+/// Prints the answer to `cmd`, as the command's contract says (human or
+/// `--json`): the one formatting path of both [`run`] and
+/// [`run_via_daemon`].
+pub fn print_answer(
+    cmd: &RoomsCommand,
+    answer: &Answer,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match (cmd, &answer.ok) {
+        (
+            RoomsCommand::Room {
+                action: RoomAction::Create { json, .. },
+            },
+            OkData::Room { room_id },
+        ) => format_room_created(out, room_id, *json),
+        (
+            RoomsCommand::Room {
+                action:
+                    RoomAction::Invite(InviteArgs { json, .. })
+                    | RoomAction::Remove(TargetArgs { json, .. })
+                    | RoomAction::Promote(TargetArgs { json, .. })
+                    | RoomAction::Demote(TargetArgs { json, .. })
+                    | RoomAction::Leave { json, .. },
+            }
+            | RoomsCommand::Send { json, .. },
+            OkData::Event { event_id },
+        ) => format_event(out, event_id, *json),
+        (RoomsCommand::Rooms { json }, OkData::Rooms { rooms }) => format_rooms(out, rooms, *json),
+        (RoomsCommand::Messages { json, .. }, OkData::Lines { .. }) => answer
+            .lines
+            .iter()
+            .try_for_each(|l| write_line(out, l, *json))
+            .map_err(|e| io_err("-", e)),
+        (RoomsCommand::Export { file, .. }, OkData::Bundle { bundle }) => {
+            let bytes = BASE64.decode(bundle.as_bytes()).map_err(|e| CliError {
+                code: EXIT_RUNTIME,
+                err: CommandError::Unexpected(format!("bundle: {e}")),
+            })?;
             write_output(file, &bytes, out)
         }
-        RoomsCommand::Import { .. } => {
-            let bytes = input.ok_or_else(|| bad("import: no bundle given".into()))?;
-            let sum = dev.import(bytes, now)?;
-            print_json(out, &sum)
-        }
-        RoomsCommand::Prekey {
-            action: PrekeyAction::Rotate { json },
-        } => {
-            let r = dev.rotate_prekey(now, &mut rng)?;
-            if *json {
-                print_json(out, &r)
-            } else {
-                writeln!(
-                    out,
-                    "prekey {} is current; told {} rooms; {} old prekeys deleted",
-                    r.prekey_id, r.rooms, r.pruned
-                )
-                .map_err(|e| io_err("-", e))
-            }
-        }
+        (RoomsCommand::Import { .. }, OkData::Import { import }) => print_json(out, import),
+        (
+            RoomsCommand::Prekey {
+                action: PrekeyAction::Rotate { json },
+            },
+            OkData::Prekey { prekey },
+        ) => format_prekey(out, prekey, *json),
+        (_, other) => Err(CliError {
+            code: EXIT_RUNTIME,
+            err: CommandError::Unexpected(format!("{other:?}").chars().take(200).collect()),
+        }),
     }
 }
 
@@ -471,7 +595,10 @@ pub fn read_import_input(cmd: &RoomsCommand) -> Result<Option<Vec<u8>>, CliError
 
 /// Whether an error means the store is in use by another process.
 pub fn is_locked(e: &CliError) -> bool {
-    matches!(e.err, AppError::Store(StoreError::Locked { .. }))
+    matches!(
+        e.err,
+        CommandError::App(AppError::Store(StoreError::Locked { .. }))
+    )
 }
 
 /// What `meshrelay decode` prints for a bundle: its framing and, per event,
@@ -620,87 +747,4 @@ fn demo_in(base: &Path, out: &mut dyn Write) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-/// The arguments that re-create `cmd` (for forwarding it to the daemon).
-/// `export` writes to standard output there; the caller writes the file.
-pub fn to_argv(cmd: &RoomsCommand) -> Vec<String> {
-    let s = |x: &str| x.to_owned();
-    let flag = |v: &mut Vec<String>, on: bool, f: &str| {
-        if on {
-            v.push(f.to_owned());
-        }
-    };
-    let mut v = Vec::new();
-    match cmd {
-        RoomsCommand::Room { action } => {
-            v.push(s("room"));
-            match action {
-                RoomAction::Create { name, json } => {
-                    v.extend([s("create"), s("--"), name.clone()]);
-                    // `--json` must come before `--`.
-                    if *json {
-                        v.insert(2, s("--json"));
-                    }
-                }
-                RoomAction::Invite(a) => {
-                    v.push(s("invite"));
-                    flag(&mut v, a.json, "--json");
-                    v.extend([s("--"), a.room_id.clone(), a.contact.clone()]);
-                }
-                RoomAction::Leave { room_id, json } => {
-                    v.push(s("leave"));
-                    flag(&mut v, *json, "--json");
-                    v.extend([s("--"), room_id.clone()]);
-                }
-                RoomAction::Remove(a) | RoomAction::Promote(a) | RoomAction::Demote(a) => {
-                    v.push(s(match action {
-                        RoomAction::Remove(_) => "remove",
-                        RoomAction::Promote(_) => "promote",
-                        _ => "demote",
-                    }));
-                    flag(&mut v, a.json, "--json");
-                    v.extend([s("--"), a.room_id.clone(), a.device_id.clone()]);
-                }
-            }
-        }
-        RoomsCommand::Rooms { json } => {
-            v.push(s("rooms"));
-            flag(&mut v, *json, "--json");
-        }
-        RoomsCommand::Send {
-            room_id,
-            text,
-            json,
-        } => {
-            v.push(s("send"));
-            flag(&mut v, *json, "--json");
-            v.extend([s("--"), room_id.clone(), text.clone()]);
-        }
-        RoomsCommand::Messages {
-            room_id,
-            json,
-            follow,
-        } => {
-            v.push(s("messages"));
-            flag(&mut v, *json, "--json");
-            flag(&mut v, *follow, "--follow");
-            v.extend([s("--"), room_id.clone()]);
-        }
-        RoomsCommand::Export { room, .. } => {
-            v.push(s("export"));
-            if let Some(r) = room {
-                v.extend([s("--room"), r.clone()]);
-            }
-            v.extend([s("--"), s("-")]);
-        }
-        RoomsCommand::Import { .. } => v.extend([s("import"), s("--"), s("-")]),
-        RoomsCommand::Prekey {
-            action: PrekeyAction::Rotate { json },
-        } => {
-            v.extend([s("prekey"), s("rotate")]);
-            flag(&mut v, *json, "--json");
-        }
-    }
-    v
 }

@@ -51,6 +51,7 @@ impl Prekey {
     }
 
     /// The public half.
+    #[allow(clippy::expect_used)] // invariant: x25519 public keys of clamped secrets have large order
     pub fn public(&self) -> AgreementKey {
         AgreementKey::from_bytes(x25519_dalek::PublicKey::from(&self.secret).as_bytes())
             .expect("x25519 public keys of clamped secrets have large order")
@@ -101,6 +102,7 @@ impl Identity {
     /// Derives an identity deterministically from a 32-byte seed, for test
     /// vectors and the simulator (`protocol-spec/identity.md`, "Seeded
     /// identities"). Never use this for real devices.
+    #[allow(clippy::expect_used)] // invariant: 32 bytes is a valid HKDF-SHA256 output length
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         let derive = |label: &[u8]| -> Zeroizing<[u8; 32]> {
             let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"meshrelay/v1/seeded-identity"), seed);
@@ -118,6 +120,7 @@ impl Identity {
         Self::from_parts(signing, kx, prekey)
     }
 
+    #[allow(clippy::expect_used)] // invariant: a public key derived from a secret scalar is canonical and of large order
     fn from_parts(signing: SigningKey, kx: StaticSecret, prekey: Prekey) -> Self {
         let device_id = DeviceId::from_bytes(signing.verifying_key().as_bytes())
             .expect("public keys derived from secret scalars are canonical and of large order");
@@ -135,6 +138,7 @@ impl Identity {
     }
 
     /// The long-term key-agreement public key.
+    #[allow(clippy::expect_used)] // invariant: x25519 public keys of clamped secrets have large order
     pub fn agreement_key(&self) -> AgreementKey {
         AgreementKey::from_bytes(x25519_dalek::PublicKey::from(&self.kx).as_bytes())
             .expect("x25519 public keys of clamped secrets have large order")

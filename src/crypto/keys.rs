@@ -42,6 +42,7 @@ pub const DEVICE_ID_PREFIX: &str = "mr1";
 
 /// Text alphabet: RFC 4648 base32, lowercase, no padding, with the trailing
 /// bits checked (so each key has exactly one text form).
+#[allow(clippy::expect_used)] // invariant: a fixed 32-symbol alphabet is a valid specification
 fn base32_lower() -> data_encoding::Encoding {
     let mut spec = data_encoding::Specification::new();
     spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
@@ -94,6 +95,7 @@ impl DeviceId {
     }
 
     /// The ed25519 verifying key.
+    #[allow(clippy::expect_used)] // invariant: a DeviceId is validated to decompress at construction
     pub fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey::from_bytes(&self.0)
             .expect("DeviceId is validated to decompress at construction")

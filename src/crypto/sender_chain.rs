@@ -496,6 +496,17 @@ impl InboundChain {
         self.skipped.len()
     }
 
+    /// Erases the `n` cached skipped keys of the lowest indices (the oldest
+    /// messages of this chain become undecryptable). Used by the per-room
+    /// cap (`crate::room::keys::MAX_ROOM_SKIPPED_KEYS`).
+    pub fn drop_oldest_skipped(&mut self, n: usize) {
+        for _ in 0..n {
+            if self.skipped.pop_first().is_none() {
+                break;
+            }
+        }
+    }
+
     /// Decrypts a message of this chain and returns the unpadded plaintext.
     /// On success the used key is erased and the chain advanced; on any
     /// failure the state is unchanged.

@@ -20,20 +20,19 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use data_encoding::BASE64;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_core::Rng;
 use tokio::sync::mpsc;
 
-use super::control::{Reply, Request};
 use super::report;
 use super::{DaemonError, DaemonOptions, server};
-use crate::app::{Device, ImportSummary, MessageLine, ROOM_KEYS_PREFIX};
-use crate::cli::rooms::{self as rooms_cli, CliError, EXIT_BAD_INPUT, EXIT_RUNTIME, RoomsCommand};
+use crate::app::{AppError, Device, ImportSummary, ROOM_KEYS_PREFIX};
+use crate::control::exec;
+use crate::control::{ApiError, ErrorCode, OkData, Op, Reply, Request};
 use crate::event::{EventId, RoomId};
 use crate::proto::{Command, Input, LinkKind, Node, Output};
-use crate::store::{RedbStore, Source, Store, StoreConfig, StoreError};
+use crate::store::{EventStore, RedbStore, SecretStore, Source, StoreConfig, StoreError};
 use crate::transport::ble::{self, BleEvent, BleHandle};
 use crate::transport::lan::{self, LAN_MTU, LanEvent, LanHandle};
 
@@ -60,7 +59,6 @@ pub(super) struct ControlMsg {
 
 struct Follower {
     room: RoomId,
-    json: bool,
     reply: mpsc::Sender<Reply>,
     shown: BTreeSet<String>,
 }
@@ -71,14 +69,6 @@ pub(super) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// The clap parser the daemon uses for forwarded rooms commands.
-#[derive(clap::Parser, Debug)]
-#[command(name = "meshrelay", no_binary_name = true)]
-struct Forwarded {
-    #[command(subcommand)]
-    cmd: RoomsCommand,
 }
 
 pub(super) struct Driver {
@@ -117,15 +107,15 @@ pub(super) struct Driver {
 /// unless a daemon's control socket answers (then one really runs), wait up
 /// to `STORE_LOCK_WAIT` for it to be released.
 async fn open_store(dir: &Path, path: &Path) -> Result<RedbStore, DaemonError> {
-    let deadline = tokio::time::Instant::now() + super::control::STORE_LOCK_WAIT;
+    let deadline = tokio::time::Instant::now() + crate::control::STORE_LOCK_WAIT;
     loop {
         match RedbStore::open(path, StoreConfig::default()) {
             Ok(s) => return Ok(s),
             Err(StoreError::Locked { .. })
-                if super::control::connect(dir).is_none()
+                if crate::control::connect(dir).is_none()
                     && tokio::time::Instant::now() < deadline =>
             {
-                tokio::time::sleep(super::control::LOCK_POLL).await;
+                tokio::time::sleep(crate::control::LOCK_POLL).await;
             }
             Err(StoreError::Locked { .. }) => return Err(DaemonError::AlreadyRunning(dir.into())),
             Err(e) => return Err(DaemonError::Store(e)),
@@ -164,8 +154,8 @@ pub async fn run(
     // come to this loop as requests (`sync::channel`).
     let (hs_stop_tx, hs_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (mut host_rx, mut sync_task) = if opts.homeserver_sync {
-        let (client, sync_opts) = crate::cli::homeserver::daemon_sync_setup(&dir)
-            .map_err(|e| DaemonError::Homeserver(e.to_string()))?;
+        let (client, sync_opts) =
+            crate::sync::daemon_setup(&dir).map_err(|e| DaemonError::Homeserver(e.to_string()))?;
         let (mut host, rx) = crate::sync::channel::channel_host();
         let task = tokio::spawn(async move {
             let stop = async {
@@ -198,9 +188,20 @@ pub async fn run(
         tracing::info!(ble = %h.status().summary(), "BLE");
     }
     tracing::info!(%peer_id, "LAN adapter started (ephemeral peer key)");
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(super::control::MAX_CONTROL_CONNECTIONS);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(crate::control::MAX_CONTROL_CONNECTIONS);
     let listener = server::bind(&dir)?;
     let server_task = tokio::spawn(server::serve(listener, ctl_tx));
+    let (metrics_task, mut metrics_rx) = match opts.metrics {
+        Some(addr) => {
+            let (task, rx, local) = super::metrics::spawn(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?;
+            tracing::info!(%local, "metrics on http://{local}/metrics");
+            (Some(task), Some(rx))
+        }
+        None => (None, None),
+    };
+    let mut watchdog = super::notify::watchdog_interval().map(tokio::time::interval);
     let mut d = Driver {
         dir,
         node,
@@ -226,6 +227,7 @@ pub async fn run(
     };
     d.join_own_rooms()?;
     tracing::info!(%device, dir = %d.dir.display(), "daemon running");
+    super::notify::notify("READY=1");
     tokio::pin!(shutdown);
     let result = loop {
         let deadline = d.timer_deadline();
@@ -266,6 +268,13 @@ pub async fn run(
                     Err(e) => format!("stopped: {e}"),
                 };
             },
+            Some(scrape) = async { match metrics_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                let facts = super::metrics::DaemonFacts { dir: &d.dir, started_ms: d.started_ms, homeserver: &d.homeserver };
+                let _ = scrape.send(super::metrics::render(&d.node, &facts, now_ms()));
+            },
+            _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                super::notify::notify("WATCHDOG=1");
+            },
             _ = tokio::time::sleep_until(deadline) => {
                 if let Err(e) = d.node.handle(now_ms(), Input::Timeout) { break Err(e.into()); }
                 if tokio::time::Instant::now() >= d.next_maintenance
@@ -285,18 +294,22 @@ pub async fn run(
     };
     // Graceful shutdown: stop accepting, flush what is staged, close links.
     server_task.abort();
+    super::notify::notify("STOPPING=1");
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let _ = hs_stop_tx.send(());
     drop(host_rx);
     if let Some(t) = sync_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    let _ = std::fs::remove_file(super::control::socket_path(&d.dir));
+    let _ = std::fs::remove_file(crate::control::socket_path(&d.dir));
     let flushed = d.cycle();
     for link in d.addresses.keys().copied().collect::<Vec<_>>() {
         d.close_link(link);
     }
     for f in d.followers.drain(..) {
-        let _ = f.reply.try_send(Reply::ok());
+        let _ = f.reply.try_send(Reply::ok(OkData::Done {}));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     tracing::info!("daemon stopped");
@@ -322,6 +335,19 @@ impl Driver {
         }
     }
 
+    /// Tells the node the new members of rooms whose membership changed.
+    fn update_standing(
+        &mut self,
+        members: BTreeMap<RoomId, BTreeSet<crate::crypto::DeviceId>>,
+        now: u64,
+    ) -> Result<(), DaemonError> {
+        for (room, members) in members {
+            self.node
+                .handle(now, Input::Command(Command::RoomMembers { room, members }))?;
+        }
+        Ok(())
+    }
+
     /// Starts carrying every room this device holds keys for.
     fn join_own_rooms(&mut self) -> Result<(), DaemonError> {
         let keys = self.node.store().secret_keys(ROOM_KEYS_PREFIX)?;
@@ -336,8 +362,18 @@ impl Driver {
             let room = RoomId(arr);
             if !self.node.own_rooms().contains(&room) {
                 tracing::debug!(%room, "carrying own room");
+                let dir = self.dir.clone();
+                let members = match Device::open_with(&dir, self.node.store_mut(), now)
+                    .and_then(|dev| dev.room_members(&room))
+                {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(%room, error = %e, "room members unknown");
+                        Default::default()
+                    }
+                };
                 self.node
-                    .handle(now, Input::Command(Command::JoinRoom(room)))?;
+                    .handle(now, Input::Command(Command::JoinRoom { room, members }))?;
             }
         }
         Ok(())
@@ -478,6 +514,7 @@ impl Driver {
                         for u in &sum.unauthorized {
                             tracing::warn!(event = %u.event_id, reason = %u.reason, "refused by the room's rules");
                         }
+                        self.update_standing(sum.members, now)?;
                     }
                     // The node's events are stored regardless (a relay
                     // carries what it cannot read); the application state
@@ -545,7 +582,11 @@ impl Driver {
         }
         let staged = self.node.uncommitted_events();
         let unauthorized = match self.absorb(&staged, now) {
-            Ok(sum) => sum.unauthorized.len() as u64,
+            Ok(sum) => {
+                let n = sum.unauthorized.len() as u64;
+                self.update_standing(sum.members, now)?;
+                n
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not process downloaded events");
                 0
@@ -639,20 +680,21 @@ impl Driver {
         }
     }
 
+    /// Serves one typed control request (`protocol-spec/daemon.md`,
+    /// "Control API"). Replies are held until the cycle's commit.
     fn on_control(&mut self, msg: ControlMsg) -> Result<(), DaemonError> {
         let ControlMsg { req, reply } = msg;
         let now = now_ms();
-        let replies = match req {
-            Request::Shutdown => {
+        let replies = match req.op {
+            Op::Shutdown => {
                 tracing::info!("shutdown requested over the control socket");
                 self.shutting_down = true;
-                vec![Reply::ok()]
+                vec![Reply::ok(OkData::Done {})]
             }
-            Request::Peers { json } => {
-                let text = report::peers(&self.node, &self.addresses, json);
-                with_ok(Reply::out(text.as_bytes()))
-            }
-            Request::Status { json } => {
+            Op::Peers => vec![Reply::ok(OkData::Peers {
+                peers: report::peers(&self.node, &self.addresses),
+            })],
+            Op::Status => {
                 match report::status(
                     &self.node,
                     &self.dir,
@@ -660,45 +702,45 @@ impl Driver {
                     self.started_ms,
                     &self.homeserver,
                     &self.ble_status(),
-                    json,
                 ) {
-                    Ok(text) => with_ok(Reply::out(text.as_bytes())),
-                    Err(e) => vec![Reply::fail(EXIT_RUNTIME, e)],
+                    Ok(status) => vec![Reply::ok(OkData::Status { status })],
+                    Err(e) => vec![Reply::error(ErrorCode::Runtime, e)],
                 }
             }
-            Request::Follow { room_id, json } => {
-                return self.add_follower(&room_id, json, reply);
+            Op::Follow { room } => {
+                return self.add_follower(&room, reply);
             }
-            Request::Cli { argv, input } => self.run_cli(&argv, input.as_deref(), now)?,
+            Op::Import { bundle } => match exec::decode_bundle(&bundle) {
+                Ok(bytes) => {
+                    drop(bundle);
+                    self.import(&bytes, now)?
+                }
+                Err(e) => vec![Reply::from(ApiError::from(&e))],
+            },
+            op => self.run_op(&op, now)?,
         };
         self.held_replies.push((reply, replies));
         Ok(())
     }
 
-    fn add_follower(
-        &mut self,
-        room_id: &str,
-        json: bool,
-        reply: mpsc::Sender<Reply>,
-    ) -> Result<(), DaemonError> {
-        let room: RoomId = match room_id.trim().parse() {
+    fn add_follower(&mut self, room: &str, reply: mpsc::Sender<Reply>) -> Result<(), DaemonError> {
+        let room = match exec::parse_room(room) {
             Ok(r) => r,
             Err(e) => {
-                let _ = reply.try_send(Reply::fail(EXIT_BAD_INPUT, format!("ROOM_ID: {e}")));
+                let _ = reply.try_send(Reply::from(ApiError::from(&e)));
                 return Ok(());
             }
         };
         self.followers.retain(|f| !f.reply.is_closed());
         if self.followers.len() >= MAX_FOLLOWERS {
-            let _ = reply.try_send(Reply::fail(
-                EXIT_RUNTIME,
+            let _ = reply.try_send(Reply::error(
+                ErrorCode::Busy,
                 format!("more than {MAX_FOLLOWERS} followers"),
             ));
             return Ok(());
         }
         let mut f = Follower {
             room,
-            json,
             reply,
             shown: BTreeSet::new(),
         };
@@ -740,70 +782,40 @@ impl Driver {
         let dir = self.dir.clone();
         let lines = Device::open_with(&dir, self.node.store_mut(), now_ms())
             .and_then(|dev| dev.messages(&f.room))
-            .map_err(|e| {
-                let e = CliError::from(e);
-                Reply::fail(e.code, e.err)
-            })?;
+            .map_err(|e| Reply::from(ApiError::from(&e)))?;
         for line in lines {
             let key = serde_json::to_string(&line).unwrap_or_default();
             if !f.shown.insert(key) {
                 continue;
             }
-            let text = follow_line(&line, f.json);
-            if f.reply
-                .try_send(Reply::Out {
-                    data: BASE64.encode(text.as_bytes()),
-                })
-                .is_err()
-            {
-                return Err(Reply::fail(EXIT_RUNTIME, "follower too slow"));
+            if f.reply.try_send(Reply::line(line)).is_err() {
+                return Err(Reply::error(ErrorCode::Busy, "follower too slow"));
             }
         }
         Ok(())
     }
 
-    /// Runs a forwarded rooms command on the node's store: in deferred
-    /// mode, so the node stores and relays the new events, and the reply
-    /// waits for the cycle's commit.
-    fn run_cli(
-        &mut self,
-        argv: &[String],
-        input: Option<&str>,
-        now: u64,
-    ) -> Result<Vec<Reply>, DaemonError> {
-        use clap::Parser;
-        let cmd = match Forwarded::try_parse_from(argv) {
-            Ok(f) => f.cmd,
-            Err(e) => return Ok(vec![Reply::fail(EXIT_BAD_INPUT, e)]),
-        };
-        let input = match input.map(|s| BASE64.decode(s.as_bytes())).transpose() {
-            Ok(i) => i,
-            Err(e) => return Ok(vec![Reply::fail(EXIT_BAD_INPUT, format!("input: {e}"))]),
-        };
-        if let RoomsCommand::Import { .. } = cmd {
-            return self.import(input.as_deref().unwrap_or_default(), now);
-        }
+    /// Runs one typed operation on the node's store ([`exec::execute`]):
+    /// in deferred mode, so the node stores and relays the new events, and
+    /// the reply waits for the cycle's commit.
+    fn run_op(&mut self, op: &Op, now: u64) -> Result<Vec<Reply>, DaemonError> {
         let dir = self.dir.clone();
-        let mut out = Vec::new();
-        let result = {
-            let dev = Device::open_with(&dir, self.node.store_mut(), now);
-            match dev {
-                Ok(mut dev) => {
-                    dev.defer();
-                    let r = rooms_cli::run_with(&cmd, &mut dev, input.as_deref(), now, &mut out);
-                    r.map(|()| dev.take_deferred())
-                }
-                Err(e) => Err(CliError::from(e)),
+        let result = match Device::open_with(&dir, self.node.store_mut(), now) {
+            Ok(mut dev) => {
+                dev.defer();
+                let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+                exec::execute(op, &mut dev, now, &mut rng).map(|a| (a, dev.take_deferred()))
             }
+            Err(e) => Err(e),
         };
         self.card_check = true;
-        // The command changed rooms without the cache: drop it.
+        // The operation changed rooms without the cache: drop it.
         self.sessions.clear();
-        let events = match result {
-            Ok(evs) => evs,
+        let (answer, events) = match result {
+            Ok(r) => r,
             Err(e) => {
                 self.node.store_mut().rollback()?;
-                return Ok(vec![Reply::fail(e.code, e.err)]);
+                return Ok(vec![Reply::from(ApiError::from(&e))]);
             }
         };
         for ev in events {
@@ -812,14 +824,14 @@ impl Driver {
                 .handle(now, Input::Command(Command::Publish(Box::new(ev))))?;
             if !self.node.store().has_event(&id)? {
                 self.node.store_mut().rollback()?;
-                return Ok(vec![Reply::fail(
-                    EXIT_RUNTIME,
+                return Ok(vec![Reply::error(
+                    ErrorCode::Runtime,
                     format!("the store refused this device's own event {id}"),
                 )]);
             }
             self.published.insert(id);
         }
-        Ok(with_ok(Reply::out(&out)))
+        Ok(answer.into_replies())
     }
 
     /// `import` through the daemon: every event goes through the node (so
@@ -830,7 +842,7 @@ impl Driver {
             store.has_event(id).unwrap_or(false)
         }) {
             Ok(r) => r,
-            Err(e) => return Ok(vec![Reply::fail(EXIT_BAD_INPUT, format!("bundle: {e}"))]),
+            Err(e) => return Ok(vec![Reply::from(ApiError::from(&AppError::from(e)))]),
         };
         let mut sum = ImportSummary::from_report(&report);
         let before: BTreeSet<EventId> = self.node.uncommitted_events().into_iter().collect();
@@ -854,33 +866,18 @@ impl Driver {
                 sum.imported = staged.len();
                 sum.unauthorized = a.unauthorized;
                 sum.rejections.extend(a.rejections);
+                self.update_standing(a.members, now)?;
             }
             Err(e) => {
                 self.node.store_mut().rollback()?;
-                let e = CliError::from(e);
-                return Ok(vec![Reply::fail(e.code, e.err)]);
+                return Ok(vec![Reply::from(ApiError::from(&e))]);
             }
         }
         // Absorbed here: the cycle must not pass them through again.
         self.published.extend(staged);
         sum.rejected = sum.rejections.len();
-        let mut out = Vec::new();
-        if let Err(e) = rooms_cli::print_json(&mut out, &sum) {
-            return Ok(vec![Reply::fail(e.code, e.err)]);
-        }
-        Ok(with_ok(Reply::out(&out)))
-    }
-}
-
-fn with_ok(mut v: Vec<Reply>) -> Vec<Reply> {
-    v.push(Reply::ok());
-    v
-}
-
-fn follow_line(line: &MessageLine, json: bool) -> String {
-    if json {
-        format!("{}\n", serde_json::to_string(line).unwrap_or_default())
-    } else {
-        format!("{}\n", rooms_cli::human_line(line))
+        Ok(vec![Reply::ok(OkData::Import {
+            import: Box::new(sum),
+        })])
     }
 }

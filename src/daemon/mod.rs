@@ -6,12 +6,15 @@
 //! CLI work through the daemon while it holds the store.
 //!
 //! - [`driver`]: the run loop (group commit, acknowledge after commit).
-//! - [`control`]: the control socket protocol and its client.
-//! - `server`: the control socket's server side.
+//! - `server`: the control socket's server side (the protocol itself is
+//!   [`crate::control`]).
 //! - [`report`]: `peers` and `status`.
+//! - `metrics`: the Prometheus endpoint (`--metrics`).
+//! - [`notify`]: readiness and watchdog for systemd (`Type=notify`).
 
-pub mod control;
 pub mod driver;
+mod metrics;
+pub mod notify;
 pub mod report;
 mod server;
 
@@ -40,6 +43,8 @@ pub struct DaemonOptions {
     /// Sync with the configured homeserver continuously
     /// (`protocol-spec/homeserver.md`).
     pub homeserver_sync: bool,
+    /// Serve Prometheus metrics on this address (`--metrics`; `None`: off).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon stopped with an error.
@@ -60,6 +65,14 @@ pub enum DaemonError {
     /// `--homeserver-sync` without a usable homeserver configuration.
     #[error("homeserver sync: {0}")]
     Homeserver(String),
+    /// The metrics endpoint could not listen (`--metrics`).
+    #[error("--metrics {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// A file failed.
     #[error("{path}: {source}")]
     Io {

@@ -1,66 +1,35 @@
-//! What `meshrelay peers` and `meshrelay status` print, and the daemon's
-//! log lines for the core's application events (`protocol-spec/daemon.md`,
-//! "Status").
+//! The data of the `peers` and `status` operations of the control API, and
+//! the daemon's log lines for the core's application events
+//! (`protocol-spec/daemon.md`, "Status"). How they are printed is the
+//! client's business (`crate::cli::status`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
 use crate::app::ROOM_KEYS_PREFIX;
+use crate::control::PeerInfo;
 use crate::proto::{AppEvent, LinkId, Node};
 use crate::store::{Destination, MAX_LIST_LIMIT, RedbStore, Store, StoreError};
 
-/// `peers`: one entry per connected link,
-/// `{"link","kind","address","since","bytes_in","bytes_out"}` (`since` in
-/// Unix milliseconds).
-pub fn peers_json(node: &Node<RedbStore, StdRng>, addresses: &BTreeMap<LinkId, String>) -> Value {
-    Value::Array(
-        node.links()
-            .iter()
-            .map(|l| {
-                json!({
-                    "link": l.link.0,
-                    "kind": l.kind.name(),
-                    "address": addresses.get(&l.link).cloned().unwrap_or_default(),
-                    "since": l.since_ms,
-                    "bytes_in": l.bytes_in,
-                    "bytes_out": l.bytes_out,
-                })
-            })
-            .collect(),
-    )
-}
-
-/// `peers` as printed: JSON, or one human line per link.
-pub(super) fn peers(
+/// `peers`: one entry per connected link (`since` in Unix milliseconds).
+pub fn peers(
     node: &Node<RedbStore, StdRng>,
     addresses: &BTreeMap<LinkId, String>,
-    json: bool,
-) -> String {
-    let v = peers_json(node, addresses);
-    if json {
-        return format!("{v}\n");
-    }
-    let mut s = String::new();
-    if node.links().is_empty() {
-        s.push_str("no peers connected\n");
-    }
-    for l in node.links() {
-        let _ = writeln!(
-            s,
-            "link {} {} {} since {} in {} B out {} B",
-            l.link.0,
-            l.kind.name(),
-            addresses.get(&l.link).map_or("-", String::as_str),
-            l.since_ms,
-            l.bytes_in,
-            l.bytes_out
-        );
-    }
-    s
+) -> Vec<PeerInfo> {
+    node.links()
+        .iter()
+        .map(|l| PeerInfo {
+            link: l.link.0,
+            kind: l.kind.name().to_owned(),
+            address: addresses.get(&l.link).cloned().unwrap_or_default(),
+            since: l.since_ms,
+            bytes_in: l.bytes_in,
+            bytes_out: l.bytes_out,
+        })
+        .collect()
 }
 
 /// The store and queue part of `status`, shared with the no-daemon path.
@@ -95,8 +64,7 @@ pub(super) fn status(
     started_ms: u64,
     homeserver_sync: &str,
     ble: &Value,
-    json: bool,
-) -> Result<String, String> {
+) -> Result<Value, String> {
     let (identity, _) = crate::app::load_identity(dir).map_err(|e| e.to_string())?;
     let (store, queues, rooms) = store_status(node.store()).map_err(|e| e.to_string())?;
     let stats = node.stats();
@@ -120,71 +88,17 @@ pub(super) fn status(
             "links_refused": stats.links_refused,
         },
     });
-    Ok(render_status(&v, json))
+    Ok(v)
 }
 
 /// The `homeserver` field: `"off"` without a configuration, else the
 /// configuration and the sync's state (`off` unless `--homeserver-sync`).
 pub fn homeserver_state(dir: &Path, sync: &str) -> Value {
-    let configured = crate::cli::homeserver::status_summary(dir);
+    let configured = crate::homeserver_config::status_summary(dir);
     if configured == "off" {
         return json!("off");
     }
     json!({ "config": configured, "sync": sync })
-}
-
-/// `status` as printed: JSON, or a few human lines.
-pub fn render_status(v: &Value, json: bool) -> String {
-    if json {
-        return format!("{v}\n");
-    }
-    let mut s = String::new();
-    let _ = writeln!(s, "device:     {}", v["device_id"].as_str().unwrap_or("?"));
-    let daemon = if v["daemon"]["running"].as_bool() == Some(true) {
-        format!("running (pid {})", v["daemon"]["pid"])
-    } else {
-        "not running".to_owned()
-    };
-    let _ = writeln!(s, "daemon:     {daemon}");
-    let _ = writeln!(s, "rooms:      {}", v["rooms"]);
-    let _ = writeln!(
-        s,
-        "store:      {} events, {} bytes, {} forks",
-        v["store"]["events"], v["store"]["bytes"], v["store"]["forks"]
-    );
-    let _ = writeln!(
-        s,
-        "queues:     {} for the homeserver, {} for the mesh",
-        v["queues"]["homeserver"], v["queues"]["mesh"]
-    );
-    let _ = writeln!(s, "peers:      {}", v["peers"]);
-    let ble = match &v["ble"] {
-        Value::String(t) => t.clone(),
-        other => match other["state"].as_str() {
-            Some("unavailable") => {
-                format!("unavailable: {}", other["reason"].as_str().unwrap_or("?"))
-            }
-            Some(state) => format!(
-                "{state} on {} ({} links, privacy: {}, advertising: {})",
-                other["adapter"].as_str().unwrap_or("?"),
-                other["links"].as_array().map_or(0, Vec::len),
-                other["privacy"].as_str().unwrap_or("?"),
-                other["advertising"].as_str().unwrap_or("?")
-            ),
-            None => "?".to_owned(),
-        },
-    };
-    let _ = writeln!(s, "ble:        {ble}");
-    let hs = match &v["homeserver"] {
-        Value::String(t) => t.clone(),
-        other => format!(
-            "{} (sync {})",
-            other["config"].as_str().unwrap_or("?"),
-            other["sync"].as_str().unwrap_or("?")
-        ),
-    };
-    let _ = writeln!(s, "homeserver: {hs}");
-    s
 }
 
 /// Logs what the core noticed.

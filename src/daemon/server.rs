@@ -1,6 +1,8 @@
 //! The control socket's server side (`protocol-spec/daemon.md`, "Control
-//! socket"): accepts connections, reads one request line each, hands it to
-//! the run loop and writes the replies back.
+//! API"): accepts connections, reads one request line each, checks it
+//! ([`decode_request`]: a bad line gets a typed error reply, never a
+//! failure), hands it to the run loop and writes the replies back, each
+//! bounded by [`MAX_REPLY_BYTES`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -11,8 +13,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::DaemonError;
-use super::control::{MAX_CONTROL_CONNECTIONS, MAX_REQUEST_BYTES, Reply, Request, socket_path};
 use super::driver::{ControlMsg, REPLY_QUEUE};
+use crate::control::{
+    ErrorCode, MAX_CONTROL_CONNECTIONS, MAX_REPLY_BYTES, MAX_REQUEST_BYTES, Reply, decode_request,
+    socket_path,
+};
 
 /// Binds the control socket, replacing a stale one (the store lock, taken
 /// before this, proves no other daemon serves this directory), mode 0600.
@@ -64,11 +69,11 @@ async fn connection(
     let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line).await?;
-    let req = if line.len() > MAX_REQUEST_BYTES {
-        Err("request too long".to_owned())
-    } else {
-        serde_json::from_slice::<Request>(&line).map_err(|e| e.to_string())
-    };
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    let req = decode_request(&line);
+    drop(line);
     let (tx, mut rx) = mpsc::channel::<Reply>(REPLY_QUEUE);
     match req {
         Ok(req) => {
@@ -77,19 +82,29 @@ async fn connection(
             }
         }
         Err(e) => {
-            let _ = tx.try_send(Reply::fail(2, format!("bad request: {e}")));
+            tracing::debug!(code = ?e.code, error = %e, "control request refused");
+            let _ = tx.try_send(Reply::from(e));
             drop(tx);
         }
     }
-    // Replies until `done`; a follower's stream ends when either side goes.
+    // Replies until the final one; a follower's stream ends when either
+    // side goes.
     let mut sink = [0u8; 64];
     let mut reader = reader.into_inner();
     loop {
         tokio::select! {
             r = rx.recv() => {
                 let Some(reply) = r else { return Ok(()) };
-                let done = matches!(reply, Reply::Done { .. });
+                let mut done = reply.is_final();
                 let mut bytes = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
+                if bytes.len() >= MAX_REPLY_BYTES {
+                    done = true;
+                    let e = Reply::error(
+                        ErrorCode::TooLarge,
+                        format!("the reply is longer than {MAX_REPLY_BYTES} bytes"),
+                    );
+                    bytes = serde_json::to_vec(&e).map_err(std::io::Error::other)?;
+                }
                 bytes.push(b'\n');
                 write.write_all(&bytes).await?;
                 if done {

@@ -52,8 +52,24 @@ pub enum Command {
         /// it off the homeserver uplink queue).
         source: crate::store::Source,
     },
-    /// Start carrying a room as one of this device's own rooms.
-    JoinRoom(RoomId),
+    /// Start carrying a room as one of this device's own rooms. `members`
+    /// are the devices with standing in it (its current members, from the
+    /// rooms layer): their events get the own-room class; anyone else's
+    /// events of the room stay stranger traffic (`protocol-spec/store.md`,
+    /// "Priority classes"). At most `ROOM_CAP` are kept.
+    JoinRoom {
+        /// The room.
+        room: RoomId,
+        /// Its members.
+        members: std::collections::BTreeSet<DeviceId>,
+    },
+    /// The members of an own room changed (see [`Command::JoinRoom`]).
+    RoomMembers {
+        /// The room.
+        room: RoomId,
+        /// Its members now.
+        members: std::collections::BTreeSet<DeviceId>,
+    },
     /// Stop treating a room as one of this device's own rooms.
     LeaveRoom(RoomId),
 }

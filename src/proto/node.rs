@@ -61,7 +61,10 @@ use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
 use crate::proto::view::StoreView;
 use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
-use crate::store::{InsertMeta, InsertOutcome, Priority, Source, SourceKey, Store, StoreError};
+use crate::room::ROOM_CAP;
+use crate::store::{
+    EventStore, InsertMeta, InsertOutcome, Priority, Source, SourceKey, StoreError,
+};
 use crate::wire::{
     CloseReason, Fragmenter, Frame, MAX_COPY_BUDGET, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES,
     MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME, Reassembler,
@@ -289,10 +292,13 @@ struct Committed {
 
 /// The protocol core. `S` is the store, `R` the RNG (seeded in tests and
 /// the simulator, the OS RNG in the daemon).
-pub struct Node<S: Store, R: Rng> {
+pub struct Node<S: EventStore, R: Rng> {
     config: NodeConfig,
     own: DeviceId,
     own_rooms: BTreeSet<RoomId>,
+    /// Members of each own room (the rooms layer's word): the senders whose
+    /// events get the own-room class. Bounded by `ROOM_CAP` per room.
+    standing: BTreeMap<RoomId, BTreeSet<DeviceId>>,
     store: S,
     rng: R,
     now_ms: u64,
@@ -321,7 +327,7 @@ fn nz(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN)
 }
 
-impl<S: Store, R: Rng> Node<S, R> {
+impl<S: EventStore, R: Rng> Node<S, R> {
     /// A node for device `own`, over `store`, at time `now_ms`.
     pub fn new(own: DeviceId, store: S, rng: R, config: NodeConfig, now_ms: u64) -> Self {
         Self {
@@ -329,6 +335,7 @@ impl<S: Store, R: Rng> Node<S, R> {
             config,
             own,
             own_rooms: BTreeSet::new(),
+            standing: BTreeMap::new(),
             store,
             rng,
             now_ms,
@@ -1120,10 +1127,19 @@ impl<S: Store, R: Rng> Node<S, R> {
         )
     }
 
+    /// The class an event is stored in: from its sender's standing in the
+    /// room, never from the room ID alone (`protocol-spec/store.md`,
+    /// "Priority classes"). An outsider's events of an own room are
+    /// stranger traffic: rate-limited per key, within the stranger pool,
+    /// evicted first.
     fn classify(&self, event: &Event) -> Priority {
         if event.sender() == self.own {
             Priority::OwnUndelivered
-        } else if self.own_rooms.contains(&event.room()) {
+        } else if self
+            .standing
+            .get(&event.room())
+            .is_some_and(|m| m.contains(&event.sender()))
+        {
             Priority::OwnRoom
         } else {
             Priority::Stranger
@@ -1224,20 +1240,33 @@ impl<S: Store, R: Rng> Node<S, R> {
                 };
                 self.ingest(&event, meta, None)
             }
-            Command::JoinRoom(room) => {
+            Command::JoinRoom { room, members } => {
+                self.set_standing(room, members);
                 if self.own_rooms.insert(room) {
                     self.announce_members();
                     self.want_refused(room)?;
                 }
                 Ok(())
             }
+            Command::RoomMembers { room, members } => {
+                if self.own_rooms.contains(&room) {
+                    self.set_standing(room, members);
+                }
+                Ok(())
+            }
             Command::LeaveRoom(room) => {
+                self.standing.remove(&room);
                 if self.own_rooms.remove(&room) {
                     self.announce_members();
                 }
                 Ok(())
             }
         }
+    }
+
+    fn set_standing(&mut self, room: RoomId, members: BTreeSet<DeviceId>) {
+        let members = members.into_iter().take(ROOM_CAP).collect();
+        self.standing.insert(room, members);
     }
 
     /// A room just became an own room (a new member's invite was

@@ -7,7 +7,7 @@
 //! carrying many small rooms (one per direct-message pair) paid a full
 //! store walk per contact and per round.
 //!
-//! The views are valid for one [`Store::event_set_version`]: when it moves
+//! The views are valid for one [`EventStore::event_set_version`]: when it moves
 //! for any reason other than an insert the node made itself (an eviction,
 //! an expiry, a rollback, the application writing through `store_mut`),
 //! they are dropped and rebuilt lazily from the store. The node's own
@@ -22,7 +22,7 @@ use std::ops::Bound;
 
 use crate::event::RoomId;
 use crate::reconcile::Item;
-use crate::store::{Store, StoreError};
+use crate::store::{EventStore, StoreError};
 
 /// Most rooms whose item lists are cached.
 pub const MAX_VIEW_ROOMS: usize = 4096;
@@ -64,7 +64,7 @@ impl StoreView {
     }
 
     /// Drops the views unless they reflect the store's current version.
-    fn sync<S: Store>(&mut self, store: &S) {
+    fn sync<S: EventStore>(&mut self, store: &S) {
         let now = store.event_set_version();
         if now.is_none() || now != self.version {
             self.rooms = None;
@@ -74,8 +74,8 @@ impl StoreView {
         }
     }
 
-    /// Rooms with at least one held event, ascending (as [`Store::rooms`]).
-    pub(crate) fn rooms<S: Store>(&mut self, store: &S) -> Result<&[RoomId], StoreError> {
+    /// Rooms with at least one held event, ascending (as [`EventStore::rooms`]).
+    pub(crate) fn rooms<S: EventStore>(&mut self, store: &S) -> Result<&[RoomId], StoreError> {
         self.sync(store);
         let rooms = match self.rooms.take() {
             Some(r) => r,
@@ -85,7 +85,7 @@ impl StoreView {
     }
 
     /// Every held item of `room`, ascending.
-    pub(crate) fn items<S: Store>(
+    pub(crate) fn items<S: EventStore>(
         &mut self,
         store: &S,
         room: &RoomId,
@@ -139,7 +139,7 @@ impl StoreView {
 }
 
 /// Every item of a room, ascending, read from the store in pages.
-fn read_items<S: Store>(store: &S, room: &RoomId) -> Result<Vec<Item>, StoreError> {
+fn read_items<S: EventStore>(store: &S, room: &RoomId) -> Result<Vec<Item>, StoreError> {
     let mut out = Vec::new();
     let mut from = Bound::Unbounded;
     loop {

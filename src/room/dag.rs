@@ -29,11 +29,19 @@ use thiserror::Error;
 use crate::crypto::keys::DeviceId;
 use crate::event::{Event, EventError, EventId, EventKind, RoomId};
 use crate::limits::MAX_PREV_EVENTS;
-use crate::room::membership::{Membership, MembershipError};
+use crate::room::membership::{Membership, MembershipError, derive_room_id};
 use crate::room::resolve::{self, MEvent, MembershipState, Resolution};
 
 /// Most events waiting for missing predecessors, per room.
 pub const MAX_PENDING_EVENTS: usize = 4096;
+/// Most events waiting for predecessors from one sender without standing
+/// in the room (never validly invited as far as this DAG knows): an
+/// outsider's events cannot crowd out the members' (`rooms.md`,
+/// "Admission").
+pub const MAX_PENDING_PER_STRANGER: usize = 16;
+/// Most events waiting for predecessors from all senders without standing
+/// together.
+pub const MAX_PENDING_FROM_STRANGERS: usize = 256;
 /// Most membership events one room may accumulate.
 pub const MAX_MEMBERSHIP_EVENTS: usize = 2048;
 /// Most events one in-memory room index holds.
@@ -60,6 +68,16 @@ pub enum DagError {
     /// The room index has `MAX_ROOM_EVENTS` events.
     #[error("room index holds {MAX_ROOM_EVENTS} events")]
     RoomIndexFull,
+    /// Admission: the sender is not a member at the event's causal
+    /// position (nor is the event the room's well-formed create). Final:
+    /// an event's causal past never changes.
+    #[error("sender {0} is not a member at this event's place in the room history")]
+    NotAuthorized(DeviceId),
+    /// Too many events from senders without standing wait for
+    /// predecessors (`MAX_PENDING_PER_STRANGER`,
+    /// `MAX_PENDING_FROM_STRANGERS`).
+    #[error("too many events from non-members wait for missing predecessors")]
+    StrangerPendingFull,
 }
 
 /// A small growable bitset over membership indices.
@@ -164,6 +182,19 @@ pub struct RoomDag {
     waiters: BTreeMap<EventId, BTreeSet<EventId>>,
     seqs: BTreeMap<DeviceId, BTreeMap<u64, BTreeSet<EventId>>>,
     resolution: Option<Resolution>,
+    /// Causally valid membership indices (admission; each judged once, by
+    /// its own causal past).
+    cvalid: Bits,
+    /// Devices a causally valid create or invite names: senders with
+    /// standing, whose early events may wait in the members' pending pool.
+    standing: BTreeSet<DeviceId>,
+    /// Pending events of senders without standing, by event.
+    stranger_pending: BTreeMap<EventId, DeviceId>,
+    /// The same, counted per sender.
+    stranger_pending_by: BTreeMap<DeviceId, usize>,
+    /// The last admission state computed: a membership-ancestor set and the
+    /// members it defines (consecutive messages share their ancestor set).
+    causal_cache: Option<(Arc<Bits>, BTreeSet<DeviceId>)>,
 }
 
 impl RoomDag {
@@ -178,6 +209,11 @@ impl RoomDag {
             waiters: BTreeMap::new(),
             seqs: BTreeMap::new(),
             resolution: None,
+            cvalid: Bits::default(),
+            standing: BTreeSet::new(),
+            stranger_pending: BTreeMap::new(),
+            stranger_pending_by: BTreeMap::new(),
+            causal_cache: None,
         }
     }
 
@@ -253,6 +289,17 @@ impl RoomDag {
             if self.pending.len() >= MAX_PENDING_EVENTS {
                 return Err(DagError::PendingFull);
             }
+            let sender = event.sender();
+            if !self.standing.contains(&sender) {
+                let by = self.stranger_pending_by.get(&sender).copied().unwrap_or(0);
+                if by >= MAX_PENDING_PER_STRANGER
+                    || self.stranger_pending.len() >= MAX_PENDING_FROM_STRANGERS
+                {
+                    return Err(DagError::StrangerPendingFull);
+                }
+                self.stranger_pending_by.insert(sender, by + 1);
+                self.stranger_pending.insert(event.id(), sender);
+            }
             for m in &missing {
                 self.waiters.entry(*m).or_default().insert(event.id());
             }
@@ -289,7 +336,20 @@ impl RoomDag {
                 .get(&w)
                 .is_some_and(|p| p.prev().iter().all(|x| self.nodes.contains_key(x)));
             if ready && let Some(p) = self.pending.remove(&w) {
+                self.unpend_stranger(&w);
                 queue.push(p);
+            }
+        }
+    }
+
+    /// Forgets a released pending event's stranger quota.
+    fn unpend_stranger(&mut self, id: &EventId) {
+        if let Some(sender) = self.stranger_pending.remove(id)
+            && let Some(n) = self.stranger_pending_by.get_mut(&sender)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.stranger_pending_by.remove(&sender);
             }
         }
     }
@@ -299,9 +359,6 @@ impl RoomDag {
             return Err(DagError::RoomIndexFull);
         }
         let membership = if ev.kind() == EventKind::Membership {
-            if self.mlist.len() >= MAX_MEMBERSHIP_EVENTS {
-                return Err(DagError::MembershipHistoryFull);
-            }
             Some(Membership::from_bytes(ev.payload())?)
         } else {
             None
@@ -342,6 +399,14 @@ impl RoomDag {
                 }
             });
         }
+        let anc = anc.unwrap_or_default();
+        // Admission before anything of the event counts against the
+        // room's caps: only members (at the event's causal position) fill
+        // them.
+        self.admit(ev, membership.as_ref(), &anc)?;
+        if membership.is_some() && self.mlist.len() >= MAX_MEMBERSHIP_EVENTS {
+            return Err(DagError::MembershipHistoryFull);
+        }
         let midx = membership.as_ref().map(|_| self.mlist.len());
         if midx.is_some() {
             self.mlist.push(ev.id());
@@ -367,11 +432,102 @@ impl RoomDag {
                 kind: ev.kind(),
                 membership,
                 midx,
-                anc: anc.unwrap_or_default(),
+                anc,
                 depth,
             },
         );
+        if let Some(m) = midx {
+            self.judge_membership(m);
+        }
         Ok(())
+    }
+
+    /// Admission (`protocol-spec/rooms.md`, "Admission"): the event enters
+    /// the room's history only if it is the room's well-formed create, or
+    /// its sender is a member in the state that the causally valid
+    /// membership events among its ancestors define.
+    fn admit(
+        &mut self,
+        ev: &Event,
+        membership: Option<&Membership>,
+        anc: &Arc<Bits>,
+    ) -> Result<(), DagError> {
+        let sender = ev.sender();
+        let ok = match membership {
+            Some(Membership::Create { card, nonce }) => {
+                ev.prev().is_empty()
+                    && card.device_id == sender
+                    && derive_room_id(&sender, nonce) == self.room
+            }
+            _ => self.is_causal_member(anc, &sender),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(DagError::NotAuthorized(sender))
+        }
+    }
+
+    /// Whether `sender` is a member in the state that the causally valid
+    /// membership events of `anc` define.
+    fn is_causal_member(&mut self, anc: &Arc<Bits>, sender: &DeviceId) -> bool {
+        if let Some((bits, members)) = &self.causal_cache
+            && (Arc::ptr_eq(bits, anc) || **bits == **anc)
+        {
+            return members.contains(sender);
+        }
+        let past = self.causal_past(anc);
+        let members = resolve::causal_members(&self.mevents(), &past);
+        let ok = members.contains(sender);
+        self.causal_cache = Some((anc.clone(), members));
+        ok
+    }
+
+    /// The causally valid membership indices of `anc`, in a topological
+    /// order that depends on them alone: (depth, time, ID).
+    fn causal_past(&self, anc: &Bits) -> Vec<usize> {
+        let mut past: Vec<(u64, u64, EventId, usize)> = self
+            .mlist
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| anc.contains(*i) && self.cvalid.contains(*i))
+            .filter_map(|(i, id)| self.nodes.get(id).map(|n| (n.depth, n.ts, n.id, i)))
+            .collect();
+        past.sort_unstable();
+        past.into_iter().map(|p| p.3).collect()
+    }
+
+    /// Judges a newly added membership event once, by its own past: if
+    /// causally valid it counts for the admission of its descendants, and
+    /// the device it creates or invites gains standing.
+    fn judge_membership(&mut self, m: usize) {
+        let Some(node) = self.mlist.get(m).and_then(|id| self.nodes.get(id)) else {
+            return;
+        };
+        let past = self.causal_past(&node.anc);
+        if !resolve::causally_valid(&self.room, &self.mevents(), &past, m) {
+            return;
+        }
+        let named = match &node.membership {
+            Some(Membership::Create { card, .. } | Membership::Invite { card }) => {
+                Some(card.device_id)
+            }
+            _ => None,
+        };
+        self.cvalid.insert(m);
+        if let Some(d) = named {
+            self.standing.insert(d);
+        }
+    }
+
+    /// Whether the event waits for predecessors.
+    pub fn is_pending(&self, id: &EventId) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    /// Devices with standing: named by a causally valid create or invite.
+    pub fn standing(&self) -> &BTreeSet<DeviceId> {
+        &self.standing
     }
 
     /// Predecessors that pending events wait for and nobody holds.

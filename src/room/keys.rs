@@ -26,7 +26,7 @@ use crate::crypto::key_share::{
 };
 use crate::crypto::keys::DeviceId;
 use crate::crypto::sender_chain::{
-    ChainError, ChainId, InboundChain, MessagePayload, OutboundChain,
+    ChainError, ChainId, InboundChain, MAX_SKIPPED_KEYS, MessagePayload, OutboundChain,
 };
 use crate::event::{Event, EventKind, RoomId};
 use crate::room::dag::RoomDag;
@@ -35,6 +35,60 @@ use crate::room::resolve::MembershipState;
 /// Most inbound chains one room keeps (four epochs per member at the room
 /// cap); the least recently installed is dropped first.
 pub const MAX_INBOUND_CHAINS: usize = 1024;
+/// Most inbound chains one room keeps per sender; beyond this the sender's
+/// least recently installed chain is dropped first, so one member opening
+/// chain after chain only evicts its own chains.
+pub const MAX_INBOUND_CHAINS_PER_SENDER: usize = 16;
+/// Most skipped message keys one room keeps over all its inbound chains.
+/// Beyond this, keys are erased from the chain holding the most, lowest
+/// index (oldest) first: a member who skips far ahead on many chains loses
+/// its own old messages, never the room.
+pub const MAX_ROOM_SKIPPED_KEYS: usize = 8192;
+
+/// Length of a CBOR head (major type plus argument) for argument `v`.
+const fn cbor_head_len(v: u64) -> usize {
+    if v < 24 {
+        1
+    } else if v <= 0xff {
+        2
+    } else if v <= 0xffff {
+        3
+    } else if v <= 0xffff_ffff {
+        5
+    } else {
+        9
+    }
+}
+
+/// Largest [`OutboundChain::to_bytes`]: head, version, room, chain ID,
+/// index (< 2^32), chain key, creation time (any u64).
+const MAX_OUTBOUND_BYTES: usize = 1 + 1 + 17 + 17 + 5 + 34 + 9;
+/// Largest [`InboundChain::to_bytes`] without its skipped keys: head,
+/// version, room, sender, chain ID, next index, chain key, and the head of
+/// a skipped-key array of up to [`MAX_SKIPPED_KEYS`].
+const MAX_INBOUND_BASE_BYTES: usize =
+    1 + 1 + 17 + 34 + 17 + 5 + 34 + cbor_head_len(MAX_SKIPPED_KEYS as u64);
+/// One skipped key in an inbound chain: `[index (< 2^32), bstr(32)]`.
+const SKIPPED_KEY_BYTES: usize = 1 + 5 + 34;
+/// One entry of the room's inbound list without the skipped keys: head,
+/// install counter (any u64), the byte-string head of the chain encoding
+/// (under 2^32 bytes) and the chain.
+const MAX_INBOUND_ENTRY_BYTES: usize = 1 + 9 + 5 + MAX_INBOUND_BASE_BYTES;
+
+/// Upper bound of [`RoomKeys::to_bytes`], computed from the caps: every
+/// inbound chain slot used, every skipped-key slot of the room used, every
+/// integer at its widest. It is below the store's largest secret value
+/// (`crate::store::MAX_BLOB_VALUE_BYTES`, tested), so the room's key state
+/// can always be persisted.
+pub const MAX_ROOM_KEYS_BYTES: usize = 1
+    + 1
+    + 17
+    + cbor_head_len(MAX_OUTBOUND_BYTES as u64)
+    + MAX_OUTBOUND_BYTES
+    + 9
+    + cbor_head_len(MAX_INBOUND_CHAINS as u64)
+    + MAX_INBOUND_CHAINS * MAX_INBOUND_ENTRY_BYTES
+    + MAX_ROOM_SKIPPED_KEYS * SKIPPED_KEY_BYTES;
 /// Version of the persisted room-keys format.
 const KEYS_VERSION: u64 = 1;
 
@@ -163,7 +217,9 @@ pub fn decrypt_message(keys: &mut RoomKeys, event: &Event) -> Result<Zeroizing<V
             sender: event.sender(),
             chain: payload.chain_id,
         })?;
-    Ok(chain.decrypt(&payload)?)
+    let pt = chain.decrypt(&payload)?;
+    keys.enforce_skipped_cap();
+    Ok(pt)
 }
 
 /// A device's key state for one room. Secret.
@@ -201,17 +257,65 @@ impl RoomKeys {
         {
             return;
         }
+        let sender = key.0;
         self.counter += 1;
         self.inbound.insert(key, (self.counter, chain));
+        // Per sender first (one member cannot evict the others' chains),
+        // then per room; the least recently installed goes first.
+        while self.inbound.keys().filter(|(s, _)| *s == sender).count()
+            > MAX_INBOUND_CHAINS_PER_SENDER
+        {
+            self.drop_oldest_chain(|k| k.0 == sender);
+        }
         while self.inbound.len() > MAX_INBOUND_CHAINS {
-            let oldest = self
-                .inbound
-                .iter()
-                .min_by_key(|(_, (c, _))| *c)
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                self.inbound.remove(&k);
+            self.drop_oldest_chain(|_| true);
+        }
+    }
+
+    /// Drops the least recently installed chain among those `pick` selects.
+    fn drop_oldest_chain(&mut self, pick: impl Fn(&(DeviceId, ChainId)) -> bool) {
+        let oldest = self
+            .inbound
+            .iter()
+            .filter(|(k, _)| pick(k))
+            .min_by_key(|(_, (c, _))| *c)
+            .map(|(k, _)| *k);
+        if let Some(k) = oldest {
+            self.inbound.remove(&k);
+        }
+    }
+
+    /// Total skipped message keys cached over all inbound chains.
+    pub fn skipped_len(&self) -> usize {
+        self.inbound.values().map(|(_, c)| c.skipped_len()).sum()
+    }
+
+    /// Enforces [`MAX_ROOM_SKIPPED_KEYS`]: while over it, erases the oldest
+    /// skipped keys of the chain holding the most (ties: the first in key
+    /// order), down to the next-largest chain's count or the excess.
+    fn enforce_skipped_cap(&mut self) {
+        let mut total = self.skipped_len();
+        while total > MAX_ROOM_SKIPPED_KEYS {
+            let mut largest: Option<&mut InboundChain> = None;
+            let mut second = 0usize;
+            for (_, c) in self.inbound.values_mut() {
+                match &largest {
+                    Some(l) if l.skipped_len() >= c.skipped_len() => {
+                        second = second.max(c.skipped_len());
+                    }
+                    _ => {
+                        if let Some(l) = &largest {
+                            second = second.max(l.skipped_len());
+                        }
+                        largest = Some(c);
+                    }
+                }
             }
+            let Some(chain) = largest else { break };
+            let excess = total - MAX_ROOM_SKIPPED_KEYS;
+            let n = excess.min(chain.skipped_len() - second).max(1);
+            chain.drop_oldest_skipped(n);
+            total = total.saturating_sub(n);
         }
     }
 
@@ -283,12 +387,15 @@ impl RoomKeys {
             inbound.insert(key, (c, chain));
         }
         r.finish()?;
-        Ok(Self {
+        let mut keys = Self {
             room,
             outbound,
             inbound,
             counter,
-        })
+        };
+        // A state written before the room cap existed is trimmed, not refused.
+        keys.enforce_skipped_cap();
+        Ok(keys)
     }
 }
 
@@ -299,6 +406,175 @@ mod tests {
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    // The bound is computed from the caps alone and checked at compile time.
+    const _: () = assert!(MAX_ROOM_KEYS_BYTES < crate::store::MAX_BLOB_VALUE_BYTES);
+
+    #[test]
+    fn worst_case_encoding_fits_one_secret_value() {
+        // limits.md quotes the value; the limit it must stay under is 1 MiB.
+        assert_eq!(MAX_ROOM_KEYS_BYTES, 457_845);
+        assert_eq!(crate::store::MAX_BLOB_VALUE_BYTES, 1_048_576);
+    }
+
+    /// Encodes an inbound chain with every integer at its widest.
+    fn wide_chain(room: RoomId, sender: &DeviceId, chain: u16, skipped: usize) -> Vec<u8> {
+        let next = u32::MAX;
+        let mut w = Writer::new();
+        let mut id = [0xffu8; 16];
+        id[..2].copy_from_slice(&chain.to_be_bytes());
+        w.array(7)
+            .u64(1)
+            .bytes(room.as_bytes())
+            .bytes(sender.as_bytes())
+            .bytes(&id)
+            .u64(next as u64)
+            .bytes(&[7; 32])
+            .array(skipped);
+        for i in 0..skipped {
+            w.array(2)
+                .u64((next - 1 - (skipped - i) as u32) as u64)
+                .bytes(&[9; 32]);
+        }
+        w.into_bytes()
+    }
+
+    #[test]
+    fn every_cap_filled_encodes_within_the_bound() {
+        // Fill every cap through the public API: 64 senders x 16 chains
+        // (1,024), then each sender jumps far ahead on every chain.
+        let mut rng = StdRng::seed_from_u64(1);
+        let room = RoomId([2; 16]);
+        let mut keys = RoomKeys::new(room);
+        keys.outbound = Some(OutboundChain::new(room, u64::MAX, &mut rng));
+        let mut msgs = Vec::new();
+        for s in 0..(MAX_INBOUND_CHAINS / MAX_INBOUND_CHAINS_PER_SENDER + 1) {
+            let id = Identity::from_seed(&[s as u8 + 1; 32]);
+            // One chain more than the per-sender cap: the first is dropped.
+            for _ in 0..=MAX_INBOUND_CHAINS_PER_SENDER {
+                let out = OutboundChain::new(room, 0, &mut rng);
+                keys.install(InboundChain::from_share(room, id.device_id(), &out.share()));
+                msgs.push((s as u8 + 1, out));
+            }
+        }
+        assert_eq!(keys.inbound_len(), MAX_INBOUND_CHAINS);
+        // The room cap evicted the first sender's chains; the last sender
+        // keeps its newest MAX_INBOUND_CHAINS_PER_SENDER.
+        let last = msgs.last().map(|(s, _)| *s).unwrap();
+        let last = Identity::from_seed(&[last; 32]).device_id();
+        let held = keys.inbound.keys().filter(|(s, _)| *s == last).count();
+        assert_eq!(held, MAX_INBOUND_CHAINS_PER_SENDER);
+        assert!(
+            keys.inbound(&last, &msgs.last().unwrap().1.chain_id())
+                .is_some()
+        );
+        let n = msgs.len();
+        assert!(
+            keys.inbound(
+                &last,
+                &msgs[n - MAX_INBOUND_CHAINS_PER_SENDER - 1].1.chain_id()
+            )
+            .is_none()
+        );
+        // Jump ahead by MAX_SKIP on the first 8 held chains: 16,000 skipped keys
+        // offered, MAX_ROOM_SKIPPED_KEYS kept.
+        let mut jumped = 0;
+        for (seed, out) in &msgs {
+            let id = &Identity::from_seed(&[*seed; 32]);
+            if keys.inbound(&id.device_id(), &out.chain_id()).is_none() {
+                continue;
+            }
+            let mut ck = out.share().chain_key;
+            for _ in 0..crate::crypto::sender_chain::MAX_SKIP {
+                ck = crate::crypto::sender_chain::ratchet_step(&ck).1;
+            }
+            let mut w = Writer::new();
+            w.array(6)
+                .u64(1)
+                .bytes(room.as_bytes())
+                .bytes(&out.chain_id().0)
+                .u64(crate::crypto::sender_chain::MAX_SKIP as u64)
+                .bytes(ck.as_ref())
+                .u64(0);
+            let far = OutboundChain::from_bytes(&w.into_bytes()).unwrap();
+            let (_, payload) = far
+                .encrypt(&id.device_id(), b"x", &mut rng)
+                .unwrap()
+                .release();
+            let ev = crate::event::UnsignedEvent {
+                room,
+                sender: id.device_id(),
+                seq: 1,
+                prev: vec![],
+                origin_ts_ms: 1,
+                expires_ms: 2,
+                kind: EventKind::Message,
+                payload: payload.to_bytes(),
+            }
+            .sign(id)
+            .unwrap();
+            assert_eq!(&*decrypt_message(&mut keys, &ev).unwrap(), b"x");
+            assert!(keys.skipped_len() <= MAX_ROOM_SKIPPED_KEYS);
+            jumped += 1;
+            if jumped == 8 {
+                break;
+            }
+        }
+        assert_eq!(keys.skipped_len(), MAX_ROOM_SKIPPED_KEYS);
+        let bytes = keys.to_bytes();
+        assert!(bytes.len() <= MAX_ROOM_KEYS_BYTES, "{}", bytes.len());
+        assert_eq!(RoomKeys::from_bytes(&bytes).unwrap(), keys);
+
+        // The same caps with every integer at its widest, built directly.
+        let mut w = Writer::new();
+        let out = OutboundChain::new(room, u64::MAX, &mut rng);
+        w.array(5)
+            .u64(1)
+            .bytes(room.as_bytes())
+            .bytes(&out.to_bytes())
+            .u64(u64::MAX);
+        w.array(MAX_INBOUND_CHAINS);
+        let mut left = MAX_ROOM_SKIPPED_KEYS;
+        for c in 0..MAX_INBOUND_CHAINS {
+            let sender = Identity::from_seed(&[(c / MAX_INBOUND_CHAINS_PER_SENDER) as u8; 32]);
+            let n = left.min(MAX_SKIPPED_KEYS);
+            left -= n;
+            w.array(2).u64(u64::MAX - c as u64).bytes(&wide_chain(
+                room,
+                &sender.device_id(),
+                c as u16,
+                n,
+            ));
+        }
+        let wide = w.into_bytes();
+        assert!(
+            wide.len() <= MAX_ROOM_KEYS_BYTES,
+            "{} > {MAX_ROOM_KEYS_BYTES}",
+            wide.len()
+        );
+        let keys = RoomKeys::from_bytes(&wide).unwrap();
+        assert_eq!(keys.to_bytes().len(), wide.len());
+    }
+
+    #[test]
+    fn oversized_old_state_is_trimmed_on_load() {
+        let room = RoomId([2; 16]);
+        let mut w = Writer::new();
+        w.array(5).u64(1).bytes(room.as_bytes()).null().u64(13);
+        w.array(13);
+        for c in 0..13u16 {
+            let sender = Identity::from_seed(&[1; 32]);
+            w.array(2).u64(c as u64).bytes(&wide_chain(
+                room,
+                &sender.device_id(),
+                c,
+                MAX_SKIPPED_KEYS,
+            ));
+        }
+        let keys = RoomKeys::from_bytes(&w.into_bytes()).unwrap();
+        assert_eq!(keys.skipped_len(), MAX_ROOM_SKIPPED_KEYS);
+        assert_eq!(keys.inbound_len(), 13);
+    }
 
     proptest! {
         #[test]

@@ -15,8 +15,14 @@ pub mod resolve;
 pub mod session;
 
 pub use content::{Content, ContentError};
-pub use dag::{DagError, Gap, Inserted, RoomDag};
+pub use dag::{
+    DagError, Gap, Inserted, MAX_PENDING_EVENTS, MAX_PENDING_FROM_STRANGERS,
+    MAX_PENDING_PER_STRANGER, RoomDag,
+};
 pub use keys::{KeyError, RoomKeys, accept_key_share, decrypt_message};
 pub use membership::{Membership, MembershipError, derive_room_id};
 pub use resolve::{AuthError, Member, MembershipState, ROOM_CAP, Resolution};
-pub use session::{Outgoing, Received, RoomSession, SessionError};
+pub use session::{
+    MAX_REBUILD_PASSES, MAX_REBUILD_RETRIES, Outgoing, Rebuild, Received, RoomSession,
+    SessionError, UNAUTHORIZED_REASON,
+};

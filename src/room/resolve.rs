@@ -202,7 +202,23 @@ struct Ctx<'a, 'b> {
     removals: BTreeMap<DeviceId, Vec<usize>>,
 }
 
-impl Ctx<'_, '_> {
+impl<'a, 'b> Ctx<'a, 'b> {
+    /// Indexes the revocations and removals of `ev` by target.
+    fn new(ev: &'b [MEvent<'a>]) -> Self {
+        let mut revs: BTreeMap<DeviceId, Vec<usize>> = BTreeMap::new();
+        let mut removals: BTreeMap<DeviceId, Vec<usize>> = BTreeMap::new();
+        for (i, e) in ev.iter().enumerate() {
+            if e.op.is_revocation() {
+                let target = e.op.target(&e.sender);
+                revs.entry(target).or_default().push(i);
+                if !matches!(e.op, Membership::Demote { .. }) {
+                    removals.entry(target).or_default().push(i);
+                }
+            }
+        }
+        Ctx { ev, revs, removals }
+    }
+
     fn concurrent(&self, a: usize, b: usize) -> bool {
         a != b && !self.ev[a].anc.contains(b) && !self.ev[b].anc.contains(a)
     }
@@ -379,18 +395,7 @@ fn order_t(ev: &[MEvent<'_>]) -> Vec<usize> {
 /// `room`.
 pub(crate) fn resolve(room: &RoomId, ev: &[MEvent<'_>]) -> Resolution {
     let n = ev.len();
-    let mut revs: BTreeMap<DeviceId, Vec<usize>> = BTreeMap::new();
-    let mut removals: BTreeMap<DeviceId, Vec<usize>> = BTreeMap::new();
-    for (i, e) in ev.iter().enumerate() {
-        if e.op.is_revocation() {
-            let target = e.op.target(&e.sender);
-            revs.entry(target).or_default().push(i);
-            if !matches!(e.op, Membership::Demote { .. }) {
-                removals.entry(target).or_default().push(i);
-            }
-        }
-    }
-    let ctx = Ctx { ev, revs, removals };
+    let ctx = Ctx::new(ev);
     let t = order_t(ev);
     let mut pos = vec![0usize; n];
     for (p, &i) in t.iter().enumerate() {
@@ -478,17 +483,32 @@ pub(crate) fn resolve(room: &RoomId, ev: &[MEvent<'_>]) -> Resolution {
 
 /// The state at a position whose membership ancestors are `anc`.
 pub(crate) fn state_at(ev: &[MEvent<'_>], res: &Resolution, anc: &Bits) -> MembershipState {
-    let mut revs: BTreeMap<DeviceId, Vec<usize>> = BTreeMap::new();
-    let mut removals: BTreeMap<DeviceId, Vec<usize>> = BTreeMap::new();
-    for (i, e) in ev.iter().enumerate() {
-        if e.op.is_revocation() {
-            let target = e.op.target(&e.sender);
-            revs.entry(target).or_default().push(i);
-            if !matches!(e.op, Membership::Demote { .. }) {
-                removals.entry(target).or_default().push(i);
-            }
-        }
-    }
-    let ctx = Ctx { ev, revs, removals };
+    let ctx = Ctx::new(ev);
     ctx.materialize(&ctx.apply(&res.t_order, |j| anc.contains(j) && res.valid.contains(j)))
+}
+
+/// Admission (`protocol-spec/rooms.md`, "Admission"): membership as an
+/// event's own causal past defines it, independent of anything concurrent
+/// or later. `past` lists the membership indices among the event's strict
+/// ancestors that are *causally valid* (each authorized by the same rule
+/// over its own past), in a topological order fixed by the past alone.
+/// Returns the members of that state.
+pub(crate) fn causal_members(ev: &[MEvent<'_>], past: &[usize]) -> BTreeSet<DeviceId> {
+    let ctx = Ctx::new(ev);
+    let in_past: BTreeSet<usize> = past.iter().copied().collect();
+    ctx.apply(past, |j| in_past.contains(&j))
+        .0
+        .into_keys()
+        .collect()
+}
+
+/// Whether membership event `i` is causally valid: authorized in the state
+/// its causally valid past defines (see [`causal_members`]); a create is
+/// valid when it is well formed (it is the root of its own past).
+pub(crate) fn causally_valid(room: &RoomId, ev: &[MEvent<'_>], past: &[usize], i: usize) -> bool {
+    let ctx = Ctx::new(ev);
+    let in_past: BTreeSet<usize> = past.iter().copied().collect();
+    let st = ctx.apply(past, |j| in_past.contains(&j));
+    let genesis = matches!(ev.get(i).map(|e| e.op), Some(Membership::Create { .. })).then_some(i);
+    i < ev.len() && ctx.authorize(i, &st, room, genesis).is_ok()
 }

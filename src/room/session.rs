@@ -35,6 +35,18 @@ use crate::room::keys::{
 use crate::room::membership::{Membership, derive_room_id};
 use crate::room::resolve::{AuthError, MembershipState};
 
+/// Most passes of a rebuild over stored events (the first, then offers
+/// again of what a pending quota refused).
+pub const MAX_REBUILD_PASSES: usize = 4;
+/// Most events remembered for another pass (IDs only): beyond it, an event
+/// refused by a quota is dropped from the rebuilt view (still stored).
+pub const MAX_REBUILD_RETRIES: usize = 65_536;
+
+/// The reason recorded for a message whose sender was not authorised at
+/// its causal position (`protocol-spec/rooms.md` §5).
+pub const UNAUTHORIZED_REASON: &str =
+    "sender was not a member of the room at this point of its history";
+
 /// Why a local room operation failed.
 #[derive(Debug, Error)]
 pub enum SessionError {
@@ -125,6 +137,12 @@ pub enum Received {
         /// Whose chain.
         sender: DeviceId,
     },
+    /// An event that waited for predecessors entered the room's history
+    /// (it was stored while waiting; its class may now change).
+    Released {
+        /// Event.
+        event_id: EventId,
+    },
     /// A key share or prekey update was refused.
     KeyRejected {
         /// Event.
@@ -134,10 +152,85 @@ pub enum Received {
     },
 }
 
+/// A session being rebuilt from stored events ([`RoomSession::rebuild`]).
+#[derive(Debug)]
+pub struct Rebuild {
+    session: RoomSession,
+    /// Members' prekey updates, applied at the end (they need the
+    /// membership of the whole history).
+    updates: Vec<Event>,
+    /// Events a pending quota refused in this pass, to offer again.
+    retry: Vec<(EventId, DeviceId)>,
+}
+
+impl Rebuild {
+    /// Adds one stored event (verified when it was stored; not re-verified
+    /// here). Returns whether the DAG holds it (admitted, or waiting for
+    /// predecessors); refused events are counted in
+    /// [`RoomSession::dropped`].
+    pub fn add(&mut self, e: &Event) -> bool {
+        let s = &mut self.session;
+        match s.dag.insert_from_store(e) {
+            Ok(_) => {
+                if e.kind() == EventKind::PrekeyUpdate && e.sender() != s.me {
+                    self.updates.push(e.clone());
+                }
+                true
+            }
+            Err(DagError::StrangerPendingFull | DagError::PendingFull)
+                if self.retry.len() < MAX_REBUILD_RETRIES =>
+            {
+                // Stored order is (time, ID), not causal: a sender whose
+                // clock runs behind can come before the event that gives it
+                // standing. Offered again after this pass.
+                self.retry.push((e.id(), e.sender()));
+                false
+            }
+            Err(_) => {
+                s.dropped += 1;
+                false
+            }
+        }
+    }
+
+    /// Events a pending quota refused since the last call: the caller
+    /// offers them again (in stored order) after the pass, at most
+    /// [`MAX_REBUILD_PASSES`] passes in all.
+    /// Only events whose sender has standing now are worth another pass
+    /// (an outsider's never gain it: its flood costs one pass).
+    pub fn take_retry(&mut self) -> Vec<EventId> {
+        let standing = self.session.dag.standing();
+        let (again, never): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
+            .into_iter()
+            .partition(|(_, sender)| standing.contains(sender));
+        self.session.dropped += never.len();
+        again.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// The rebuilt session. Events still waiting for a retry count as
+    /// dropped.
+    pub fn finish(self) -> RoomSession {
+        let mut s = self.session;
+        s.dropped += self.retry.len();
+        // Members' rotated prekeys: senders must seal to the newest.
+        for e in &self.updates {
+            if let Ok(u) = accept_prekey_update(&mut s.dag, e) {
+                s.note_prekey_update(e.sender(), u);
+            }
+        }
+        s.members_seen = s.dag.members();
+        s.next_seq = s.dag.max_seq(&s.me) + 1;
+        s
+    }
+}
+
 /// One room from one device's point of view. See the module docs.
 #[derive(Debug)]
 pub struct RoomSession {
     me: DeviceId,
+    /// Stored events the rebuild left out (refused by admission or over a
+    /// limit): someone else's events never abort a rebuild.
+    dropped: usize,
     dag: RoomDag,
     keys: RoomKeys,
     prekey_updates: BTreeMap<DeviceId, PrekeyUpdate>,
@@ -154,6 +247,7 @@ impl RoomSession {
     pub fn new(room: RoomId, me: DeviceId) -> Self {
         Self {
             me,
+            dropped: 0,
             dag: RoomDag::new(room),
             keys: RoomKeys::new(room),
             prekey_updates: BTreeMap::new(),
@@ -165,31 +259,44 @@ impl RoomSession {
     }
 
     /// Rebuilds a session from persisted keys and the events in this node's
-    /// store (verified when they were stored; not re-verified here).
+    /// store (verified when they were stored; not re-verified here). Events
+    /// the DAG refuses (admission, limits) are left out and counted
+    /// ([`RoomSession::dropped`]): the offending sender's events are
+    /// dropped, never the room (`protocol-spec/rooms.md`, "Admission").
     pub fn restore<'a>(
         room: RoomId,
         me: DeviceId,
         keys: &[u8],
         events: impl IntoIterator<Item = &'a Event>,
     ) -> Result<Self, SessionError> {
-        let mut s = Self::new(room, me);
-        s.keys = RoomKeys::from_bytes(keys)?;
-        let mut updates = Vec::new();
-        for e in events {
-            s.dag.insert_from_store(e)?;
-            if e.kind() == EventKind::PrekeyUpdate && e.sender() != me {
-                updates.push(e);
+        let mut r = Self::rebuild(room, me, keys)?;
+        let events: Vec<&Event> = events.into_iter().collect();
+        for e in &events {
+            r.add(e);
+        }
+        for _ in 1..MAX_REBUILD_PASSES {
+            let retry: std::collections::BTreeSet<EventId> = r.take_retry().into_iter().collect();
+            if retry.is_empty() {
+                break;
+            }
+            for e in events.iter().filter(|e| retry.contains(&e.id())) {
+                r.add(e);
             }
         }
-        // Members' rotated prekeys: senders must seal to the newest.
-        for e in updates {
-            if let Ok(u) = accept_prekey_update(&mut s.dag, e) {
-                s.note_prekey_update(e.sender(), u);
-            }
-        }
-        s.members_seen = s.dag.members();
-        s.next_seq = s.dag.max_seq(&me) + 1;
-        Ok(s)
+        Ok(r.finish())
+    }
+
+    /// Starts a streaming rebuild (see [`RoomSession::restore`]): feed
+    /// stored events with [`Rebuild::add`], in any order, then
+    /// [`Rebuild::finish`]. Only what the DAG admits is kept in memory.
+    pub fn rebuild(room: RoomId, me: DeviceId, keys: &[u8]) -> Result<Rebuild, SessionError> {
+        let mut session = Self::new(room, me);
+        session.keys = RoomKeys::from_bytes(keys)?;
+        Ok(Rebuild {
+            session,
+            updates: Vec::new(),
+            retry: Vec::new(),
+        })
     }
 
     /// Creates a room. `nonce` MUST be random; the room ID commits to it.
@@ -214,6 +321,11 @@ impl RoomSession {
         s.members_seen = s.dag.members();
         let out = s.outgoing(vec![ev]);
         Ok((s, out))
+    }
+
+    /// Stored events the last rebuild left out.
+    pub fn dropped(&self) -> usize {
+        self.dropped
     }
 
     /// The room.
@@ -409,7 +521,13 @@ impl RoomSession {
 
     /// Decrypts one message event again (for example after
     /// [`Received::KeysInstalled`]).
+    /// The sender's authorisation at the event's causal position is
+    /// checked first (`rooms.md` §5): a removed member's later message is
+    /// never decrypted, whatever keys this device holds.
     pub fn decrypt(&mut self, event: &Event) -> Result<Content, String> {
+        if !self.dag.sender_authorized_at(&event.id(), &event.sender()) {
+            return Err(UNAUTHORIZED_REASON.to_owned());
+        }
         let pt = decrypt_message(&mut self.keys, event).map_err(|e| e.to_string())?;
         Content::from_bytes(&pt).map_err(|e| e.to_string())
     }
@@ -445,6 +563,9 @@ impl RoomSession {
         let mut membership_changed = false;
         for ev in accepted {
             let id = ev.id();
+            if id != event.id() {
+                out.push(Received::Released { event_id: id });
+            }
             if ev.sender() == self.me {
                 continue;
             }
@@ -511,6 +632,13 @@ impl RoomSession {
             let now = res.state;
             if needs_new_epoch(&self.members_seen, &now) {
                 self.needs_epoch = true;
+            }
+            // A removed (or departed) member's chains are forgotten: its
+            // messages at later positions can no longer be decrypted here.
+            for d in self.members_seen.members.keys() {
+                if !now.is_member(d) {
+                    self.keys.forget_sender(d);
+                }
             }
             for d in now.members.keys() {
                 if *d != self.me && !self.members_seen.is_member(d) {

@@ -179,7 +179,7 @@ impl Engine<MemKv> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::{EventStore, MetaStore, SecretStore};
 
     #[test]
     fn debug_does_not_print_key_material() {

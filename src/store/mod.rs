@@ -16,7 +16,7 @@
 //! The sans-IO core calls the synchronous mutating methods; they accumulate in
 //! one pending write set (for redb, an open write transaction) and every read
 //! sees them. **The driver owns commits**: it feeds the core a batch of
-//! inputs, calls [`Store::commit`] once (group commit), and only then releases
+//! inputs, calls [`EventStore::commit`] once (group commit), and only then releases
 //! the outputs that acknowledge or relay those events: CLI output, replies to
 //! peers, uplink acknowledgements. A crash before `commit` loses the whole
 //! batch and nothing was acknowledged; a crash after it loses nothing.
@@ -24,7 +24,7 @@
 //! # Retention
 //!
 //! Events carry a [`Priority`] class. Expired events (by their signed expiry,
-//! see [`crate::event::clock::timeliness`]) are dropped by [`Store::expire`].
+//! see [`crate::event::clock::timeliness`]) are dropped by [`EventStore::expire`].
 //! The total size ([`StoreConfig::budget_bytes`], default 256 MiB) is kept by
 //! evicting the lowest class first, oldest first. Strangers' events share one
 //! pool ([`StoreConfig::stranger_pool_bytes`]) with occupancy budgets per
@@ -88,7 +88,7 @@ pub const PER_EVENT_OVERHEAD_BYTES: u64 = 256;
 /// Most fork evidence records kept; later forks are only counted.
 pub const MAX_FORK_EVIDENCE: u64 = 4096;
 
-/// Most events [`Store::expire`] drops per call (bounds one transaction).
+/// Most events [`EventStore::expire`] drops per call (bounds one transaction).
 pub const MAX_EXPIRE_BATCH: usize = 4096;
 
 /// Largest key for opaque blobs (uplink bundles, key material, metadata).
@@ -105,17 +105,42 @@ pub const MAX_SINCE_TOKEN_BYTES: usize = 1024;
 /// caller passes (callers page with the last key they saw).
 pub const MAX_LIST_LIMIT: usize = 65_536;
 
-/// The storage interface of the protocol core. Object-safe, synchronous.
+/// The storage interface of the protocol core: the union of the role
+/// traits below, implemented for every type that implements all of them.
+/// Synchronous; every role trait is object-safe.
 ///
 /// Mutating methods take `&mut self` and only stage writes; reads see staged
-/// writes. Nothing is durable until [`Store::commit`] returns `Ok`. Every
-/// method takes its time as a parameter (`now_ms`) when it needs one.
+/// writes. Nothing is durable until [`EventStore::commit`] returns `Ok`.
+/// Every method takes its time as a parameter (`now_ms`) when it needs one.
 ///
-/// Events passed to [`Store::insert_event`] must already be verified
-/// ([`Event::decode`] / [`Event::verify`]): the store trusts signatures.
-pub trait Store {
-    // ---- transactions -------------------------------------------------
+/// Code that needs one role only bounds by it: the sans-IO
+/// [`crate::proto::Node`] needs [`EventStore`] alone. A caller holding a
+/// concrete store imports the role traits whose methods it calls (or
+/// `use crate::store::roles::*`).
+pub trait Store:
+    EventStore + DeliveryStore + SyncStore + ContactStore + SecretStore + MetaStore
+{
+}
 
+impl<S> Store for S where
+    S: EventStore + DeliveryStore + SyncStore + ContactStore + SecretStore + MetaStore + ?Sized
+{
+}
+
+/// The role traits, to import all at once (`use crate::store::roles::*`).
+pub mod roles {
+    pub use super::{
+        ContactStore, DeliveryStore, EventStore, MetaStore, SecretStore, Store, SyncStore,
+    };
+}
+
+/// Events and the commit bookkeeping: what the sans-IO
+/// [`crate::proto::Node`] needs (`protocol-spec/store.md`, §1 "The commit
+/// contract" and §3 "Deduplication, replays and forks").
+///
+/// Events passed to [`EventStore::insert_event`] must already be verified
+/// ([`Event::decode`] / [`Event::verify`]): the store trusts signatures.
+pub trait EventStore {
     /// Makes every staged write durable (one group commit). Only after this
     /// returns `Ok` may the driver acknowledge or relay the batch's events.
     fn commit(&mut self) -> Result<(), StoreError>;
@@ -125,8 +150,6 @@ pub trait Store {
 
     /// Whether writes are staged and not yet committed.
     fn has_pending(&self) -> bool;
-
-    // ---- events -------------------------------------------------------
 
     /// Stores a verified event. Deduplicates by ID and by
     /// `(room, sender, seq)` (also against evicted events); records a
@@ -176,8 +199,8 @@ pub trait Store {
 
     /// A counter that moves whenever the set of held events may have
     /// changed (an insert, an eviction, an expiry, a rollback or a crash),
-    /// so a caller can keep views derived from [`Store::rooms`] and
-    /// [`Store::room_items`] and drop them when it moves. It is not
+    /// so a caller can keep views derived from [`EventStore::rooms`] and
+    /// [`EventStore::room_items`] and drop them when it moves. It is not
     /// persisted and only compares within one open store. `None` (the
     /// default) means the store does not track changes: do not cache.
     fn event_set_version(&self) -> Option<u64> {
@@ -213,9 +236,11 @@ pub trait Store {
     /// Drops every event whose signed expiry (plus grace) is before `now_ms`,
     /// at most [`MAX_EXPIRE_BATCH`] per call. Returns how many were dropped.
     fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError>;
+}
 
-    // ---- delivery queues ---------------------------------------------
-
+/// Delivery queues per destination: queued, offered, acknowledged
+/// (`protocol-spec/store.md`, §2 "Tables").
+pub trait DeliveryStore {
     /// Queues a held event for `dest`. Inserting already queues every event
     /// for [`Destination::Homeserver`] (unless it came from there) and own
     /// undelivered events for [`Destination::Mesh`].
@@ -248,9 +273,11 @@ pub trait Store {
         after: Option<&EventId>,
         limit: usize,
     ) -> Result<Vec<EventId>, StoreError>;
+}
 
-    // ---- homeserver sync ------------------------------------------------
-
+/// Homeserver sync state: the `/sync` token and uplink bundle compositions
+/// (`protocol-spec/store.md`, §2 "Tables").
+pub trait SyncStore {
     /// The homeserver `/sync` `since` token.
     fn since_token(&self) -> Result<Option<String>, StoreError>;
 
@@ -268,9 +295,10 @@ pub trait Store {
 
     /// Uplink keys, ascending, at most `limit`.
     fn uplink_keys(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+}
 
-    // ---- contacts -------------------------------------------------------
-
+/// The contact book (`protocol-spec/store.md`, §2 "Tables").
+pub trait ContactStore {
     /// Stores a contact card (encoded bytes) for `device`.
     fn put_contact(&mut self, device: &DeviceId, card: &[u8]) -> Result<(), StoreError>;
 
@@ -282,9 +310,11 @@ pub trait Store {
 
     /// All contacts, ascending by device ID.
     fn contacts(&self) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError>;
+}
 
-    // ---- key material (own table) ------------------------------------
-
+/// Secret key material in its own table (`protocol-spec/store.md`, §2
+/// "Tables").
+pub trait SecretStore {
     /// Stores secret key material (ratchet states, prekeys) under `key`.
     fn put_secret(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
 
@@ -296,17 +326,17 @@ pub trait Store {
 
     /// Secret keys (names, not values) starting with `prefix`, ascending.
     fn secret_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>;
+}
 
-    // ---- metadata -------------------------------------------------------
-
+/// Application metadata and reporting: usage counters and the retention
+/// configuration (`protocol-spec/store.md`, §4 "Retention").
+pub trait MetaStore {
     /// Stores an application metadata value (the store's own schema version
     /// lives elsewhere and cannot be overwritten here).
     fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 
     /// Reads an application metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-
-    // ---- reporting ------------------------------------------------------
 
     /// Usage counters: events, bytes per class, evictions by reason, forks.
     fn stats(&self) -> Result<StoreStats, StoreError>;

@@ -389,7 +389,7 @@ pub fn check_file(path: &Path, config: StoreConfig) -> Result<CheckReport, Store
 mod tests {
     use super::*;
     use crate::store::conformance::{T0, ev, ident, meta, room};
-    use crate::store::{Priority, SCHEMA_VERSION, Source, Store};
+    use crate::store::{EventStore, Priority, SCHEMA_VERSION, Source};
 
     fn fresh() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

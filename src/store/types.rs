@@ -207,7 +207,7 @@ pub struct ForkEvidence {
     pub conflicting_bytes: Vec<u8>,
 }
 
-/// Result of [`Store::insert_event`](super::Store::insert_event).
+/// Result of [`EventStore::insert_event`](super::EventStore::insert_event).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {
     /// Stored (staged until commit).

@@ -225,7 +225,10 @@ mod tests {
     use super::*;
     use crate::crypto::Identity;
     use crate::event::{EventKind, RoomId, UnsignedEvent};
-    use crate::store::{Destination, InsertMeta, InsertOutcome, MemoryStore, Priority, Source};
+    use crate::store::{
+        DeliveryStore, Destination, EventStore, InsertMeta, InsertOutcome, MemoryStore, Priority,
+        Source,
+    };
     use crate::transport::homeserver::MAX_BUNDLE_BYTES;
 
     const NOW: u64 = 1_700_000_000_000;

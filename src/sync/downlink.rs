@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventId};
-use crate::store::{DeliveryState, Destination, Store};
+use crate::store::{DeliveryState, Destination, EventStore, Store};
 use crate::transport::homeserver::{BUNDLE_EVENT_TYPE, Gap, RoomEvent, decode_content};
 
 use super::SyncError;

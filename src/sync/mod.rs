@@ -65,6 +65,32 @@ pub enum SyncError {
     Host(String),
 }
 
+/// A fresh RNG for a homeserver client (transaction IDs, backoff jitter),
+/// seeded from the OS.
+pub fn client_rng() -> Box<dyn rand_core::Rng + Send> {
+    use rand::SeedableRng;
+    use rand_core::Rng as _;
+    let mut seed = [0u8; 32];
+    rand_core::UnwrapErr(rand::rngs::SysRng).fill_bytes(&mut seed);
+    Box::new(rand::rngs::StdRng::from_seed(seed))
+}
+
+/// The client and options of the daemon's continuous sync
+/// (`meshrelay run --homeserver-sync`) from the data directory's
+/// configuration: logged in, with a transport room.
+pub fn daemon_setup(
+    dir: &std::path::Path,
+) -> Result<(crate::transport::homeserver::Client, SyncOptions), SyncError> {
+    use crate::homeserver_config::HomeserverConfig;
+    use crate::transport::homeserver::{Client, RetryPolicy};
+    let cfg = HomeserverConfig::require(&crate::datadir::DataDir::new(dir))?;
+    let room = cfg.room()?.to_owned();
+    let token = cfg.token().ok_or(ConfigError::NotConfigured)?;
+    let user = cfg.user_id.clone().ok_or(ConfigError::NotConfigured)?;
+    let c = Client::new(&cfg.url, RetryPolicy::default(), client_rng())?.with_token(token);
+    Ok((c, SyncOptions::new(&room, &user)))
+}
+
 impl SyncError {
     /// Whether trying again later may succeed without the user doing
     /// anything.

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 
 use crate::event::{Event, EventId};
-use crate::store::{Destination, MAX_LIST_LIMIT, Store};
+use crate::store::{DeliveryStore, Destination, EventStore, MAX_LIST_LIMIT, Store};
 use crate::transport::homeserver::bundle::MAX_BUNDLE_EVENTS;
 use crate::transport::homeserver::{Bundle, MAX_BUNDLE_BYTES, pack};
 

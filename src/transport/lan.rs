@@ -99,6 +99,7 @@ pub struct LanConfig {
 }
 
 impl Default for LanConfig {
+    #[allow(clippy::expect_used)] // invariant: the listen addresses are valid multiaddr literals
     fn default() -> Self {
         Self {
             listen: vec![

@@ -3,4 +3,5 @@
 
 pub mod ble;
 pub mod homeserver;
+#[cfg(feature = "runtime")]
 pub mod lan;

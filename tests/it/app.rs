@@ -20,7 +20,7 @@ use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::room::keys::decrypt_message;
 use meshrelay::room::{Membership, RoomKeys};
 use meshrelay::store::redb_backend::STORE_FILE_NAME;
-use meshrelay::store::{Priority, RedbStore, Store, StoreConfig};
+use meshrelay::store::{EventStore, MetaStore, Priority, RedbStore, SecretStore, StoreConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -320,12 +320,15 @@ fn forged_invite_by_non_admin_is_refused() {
     }
     .sign(&c_identity)
     .unwrap();
-    let sum = a.import(&bundle::export([&forged], now));
-    assert_eq!(sum.unauthorized.len(), 1, "{sum:?}");
-    assert_eq!(sum.unauthorized[0].event_id, forged.id().to_string());
-    assert!(!sum.unauthorized[0].reason.is_empty());
-    let sum = b.import(&bundle::export([&forged], now));
-    assert_eq!(sum.unauthorized.len(), 1, "{sum:?}");
+    // Admission refuses it before anything is stored: C is not a member
+    // where its invite stands (`rooms.md`, "Admission").
+    for d in [&mut a, &mut b] {
+        let sum = d.import(&bundle::export([&forged], now));
+        assert_eq!((sum.imported, sum.rejected), (0, 1), "{sum:?}");
+        assert_eq!(sum.rejections[0].event_id, Some(forged.id().to_string()));
+        assert!(sum.rejections[0].reason.contains("not a member"), "{sum:?}");
+        assert!(!d.raw_store().has_event(&forged.id()).unwrap());
+    }
     for d in [&mut a, &mut b] {
         let members = d.members(&room);
         assert!(members.iter().all(|(m, _)| *m != c.id.to_string()));
@@ -479,7 +482,8 @@ fn concurrent_invite_and_remove_converge_on_all_three() {
             .into_iter()
             .map(|l| match l {
                 MessageLine::Text { event_id, .. } => event_id,
-                MessageLine::Undecryptable { event_id, .. } => event_id,
+                MessageLine::Undecryptable { event_id, .. }
+                | MessageLine::Unauthorized { event_id, .. } => event_id,
                 MessageLine::Gap { gap } => format!("gap {gap:?}"),
             })
             .collect()
@@ -1160,4 +1164,161 @@ fn expired_messages_leave_no_plaintext_behind() {
     assert_eq!(dev.prune_orphaned_plaintexts().unwrap(), 0);
     drop(dev);
     assert!(a.raw_store().get_secret(&pt_key(&sent)).unwrap().is_none());
+}
+
+/// Issue 15, bounded key state: a member opens 13 chains and jumps each
+/// `MAX_SKIP` ahead (26,000 skipped keys offered, over 1 MiB of key state
+/// before the per-room cap). The victim keeps sending, keeps processing
+/// membership changes and key shares, and keeps reading later messages.
+#[test]
+fn member_skipping_far_ahead_on_many_chains_cannot_jam_the_room() {
+    use meshrelay::crypto::key_share::seal_shares;
+    use meshrelay::crypto::sender_chain::{MAX_SKIP, OutboundChain, ratchet_step};
+    use meshrelay::room::RoomDag;
+    use meshrelay::room::keys::{MAX_ROOM_KEYS_BYTES, MAX_ROOM_SKIPPED_KEYS, recipients};
+    use std::collections::BTreeMap;
+
+    let (mut a, mut m, mut b) = abc();
+    let room = room_with_b(&mut a, &mut m);
+    let b_card = b.card();
+    a.open().add_contact(&b_card).unwrap();
+    a.invite(&room, &b.id.to_string());
+    let history = a.export(&room);
+    assert_eq!(b.import(&history).rejected, 0);
+    assert_eq!(m.import(&history).rejected, 0);
+
+    // The attacker's own implementation: its identity, a DAG of the room,
+    // and hand-made chains.
+    let (ident, _) = app::load_identity(&m.dir).unwrap();
+    let me = ident.device_id();
+    let mut dag = RoomDag::new(room);
+    for ev in events_of(&history) {
+        dag.insert(&ev).unwrap();
+    }
+    let mut forged: Vec<Vec<u8>> = Vec::new();
+    let mut emit = |dag: &mut RoomDag, kind: EventKind, payload: Vec<u8>, now: u64| {
+        let ev = UnsignedEvent {
+            room,
+            sender: me,
+            seq: dag.max_seq(&me) + 1,
+            prev: dag.heads(),
+            origin_ts_ms: now,
+            expires_ms: now + 86_400_000,
+            kind,
+            payload,
+        }
+        .sign(&ident)
+        .unwrap();
+        dag.insert(&ev).unwrap();
+        forged.push(ev.bytes().to_vec());
+    };
+    for _ in 0..13 {
+        let now = m.now();
+        let out = OutboundChain::new(room, now, &mut m.rng);
+        let to = recipients(&dag.members(), &me, &BTreeMap::new());
+        for p in seal_shares(&room, &me, &out.share(), &to, &mut m.rng).unwrap() {
+            emit(&mut dag, EventKind::KeyShare, p.to_bytes(), now);
+        }
+        // The chain state at index MAX_SKIP, in the persisted format.
+        let mut ck = out.share().chain_key;
+        for _ in 0..MAX_SKIP {
+            ck = ratchet_step(&ck).1;
+        }
+        let mut w = Writer::new();
+        w.array(6)
+            .u64(1)
+            .bytes(room.as_bytes())
+            .bytes(&out.chain_id().0)
+            .u64(MAX_SKIP as u64)
+            .bytes(ck.as_ref())
+            .u64(now);
+        let far = OutboundChain::from_bytes(&w.into_bytes()).unwrap();
+        let (_, payload) = far
+            .encrypt(
+                &me,
+                &meshrelay::room::Content::Text("far ahead".into()).to_bytes(),
+                &mut m.rng,
+            )
+            .unwrap()
+            .release();
+        emit(&mut dag, EventKind::Message, payload.to_bytes(), now);
+    }
+    let sum = a.import(&raw_bundle(&forged));
+    assert_eq!(sum.rejected, 0, "{sum:?}");
+    assert_eq!(
+        a.texts(&room).iter().filter(|t| *t == "far ahead").count(),
+        13
+    );
+
+    // The victim's key state is within the caps and the storage limit.
+    let keys_bytes = {
+        let store = a.raw_store();
+        let k = store.secret_keys(b"room-keys/").unwrap();
+        store.get_secret(&k[0]).unwrap().unwrap()
+    };
+    assert!(keys_bytes.len() <= MAX_ROOM_KEYS_BYTES);
+    let keys = RoomKeys::from_bytes(&keys_bytes).unwrap();
+    assert!(keys.skipped_len() <= MAX_ROOM_SKIPPED_KEYS);
+
+    // The victim keeps sending ...
+    a.send(&room, "still here");
+    assert_eq!(b.import(&a.export(&room)).rejected, 0);
+    assert_eq!(b.texts(&room).last().unwrap(), "still here");
+    // ... processes a new member's key share and reads its messages ...
+    b.send(&room, "B after the attack");
+    assert_eq!(a.import(&b.export(&room)).rejected, 0);
+    assert_eq!(a.texts(&room).last().unwrap(), "B after the attack");
+    // ... and a membership change with its new epoch.
+    a.remove(&room, &m.id);
+    a.send(&room, "without M");
+    assert_eq!(b.import(&a.export(&room)).rejected, 0);
+    assert_eq!(b.texts(&room).last().unwrap(), "without M");
+    assert!(!a.members(&room).iter().any(|(d, _)| *d == m.id.to_string()));
+}
+
+fn export_all(d: &mut Dev) -> Vec<u8> {
+    let now = d.now();
+    d.open().export(None, now).unwrap()
+}
+
+/// Issue 15: a bundle's rooms are imported independently. One room that
+/// cannot be processed (here: its stored key state is corrupt) is rolled
+/// back and listed in `failed_rooms`; the other room's events are stored
+/// and read. A normal import's JSON has no `failed_rooms`.
+#[test]
+fn one_failing_room_does_not_reject_the_other_rooms_of_a_bundle() {
+    let (mut a, mut b, _) = abc();
+    let good = room_with_b(&mut a, &mut b);
+    let bad = a.create("second");
+    a.invite(&bad, &b.id.to_string());
+    let sum = b.import(&export_all(&mut a));
+    assert!(sum.failed_rooms.is_empty(), "{sum:?}");
+    let json = serde_json::to_string(&sum).unwrap();
+    assert!(!json.contains("failed_rooms"), "{json}");
+
+    // Corrupt B's key state of one room.
+    {
+        let mut store = b.raw_store();
+        let mut key = b"room-keys/".to_vec();
+        key.extend_from_slice(bad.as_bytes());
+        assert!(store.get_secret(&key).unwrap().is_some());
+        store.put_secret(&key, b"\xff not room keys").unwrap();
+        store.commit().unwrap();
+    }
+    a.send(&good, "good room still works");
+    a.send(&bad, "into the broken room");
+    let sum = b.import(&export_all(&mut a));
+    assert_eq!(sum.failed_rooms.len(), 1, "{sum:?}");
+    assert_eq!(sum.failed_rooms[0].room_id, bad.to_string());
+    assert!(sum.failed_rooms[0].reason.contains("room keys"), "{sum:?}");
+    assert_eq!((sum.imported, sum.rejected), (1, 0), "{sum:?}");
+    let json = serde_json::to_string(&sum).unwrap();
+    assert!(json.contains(r#""failed_rooms":[{"room_id":""#), "{json}");
+    assert_eq!(b.texts(&good).last().unwrap(), "good room still works");
+    // Nothing of the failed room was stored: importing again retries it,
+    // and when every room of an import fails, the import fails as before.
+    let bundle_bytes = export_all(&mut a);
+    let now = b.now();
+    let err = b.open().import(&bundle_bytes, now).unwrap_err();
+    assert!(err.to_string().contains("room keys"), "{err}");
 }

@@ -251,8 +251,7 @@ fn nodes_sync_a_room_over_ble_at_every_mtu() {
     for mtu in [23, 185, 512] {
         let mut pair = Pair::new(1_000_000);
         let room = RoomId([9; 16]);
-        pair.central.join(pair.now_ms, room);
-        pair.peripheral.join(pair.now_ms, room);
+        pair.join_both(room);
         let mut ids = Vec::new();
         for _ in 0..5 {
             let now = pair.now_ms;
@@ -277,8 +276,7 @@ fn nodes_sync_a_room_over_ble_at_every_mtu() {
 fn nodes_resync_after_a_disconnect_mid_transfer() {
     let mut pair = Pair::new(1_000_000);
     let room = RoomId([8; 16]);
-    pair.central.join(pair.now_ms, room);
-    pair.peripheral.join(pair.now_ms, room);
+    pair.join_both(room);
     let mut ids = Vec::new();
     for _ in 0..40 {
         let now = pair.now_ms;

@@ -296,3 +296,59 @@ fn decode_refuses_oversize_input() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("[oversize]"), "{}", stderr(&o));
 }
+
+/// Issue 15, secrets at rest: loosened modes on the data directory and the
+/// identity are narrowed back on the next command, with a warning.
+#[test]
+fn loosened_modes_are_narrowed_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    assert!(run(&dir, &["init", "--name", "Ana"]).status.success());
+    let id = dir.join("identity.cbor");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let o = run(&dir, &["id"]);
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("755") && err.contains("narrowed to 700"),
+        "{err}"
+    );
+    assert!(err.contains("identity.cbor had mode 644"), "{err}");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&id), 0o600);
+
+    // Nothing to narrow: no warning.
+    let o = run(&dir, &["id"]);
+    assert!(o.status.success());
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("warning"),
+        "{o:?}"
+    );
+}
+
+/// Issue 15: a secret file owned by another user is refused (checked when
+/// the test runs as root, the only user that can hand a file to another).
+#[test]
+fn secret_file_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("not root: cannot chown, ownership refusal not exercised");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    assert!(run(&dir, &["init", "--name", "Ana"]).status.success());
+    let id = dir.join("identity.cbor");
+    std::os::unix::fs::chown(&id, Some(65534), None).unwrap();
+    let o = run(&dir, &["id"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("identity.cbor is owned by user 65534"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+}

@@ -1,13 +1,16 @@
 //! All integration tests, in one binary (ruma style): one module per area.
 
+mod admission;
 mod app;
 mod ble;
 mod ble_vectors;
 mod cli;
 mod cli_rooms;
+mod control_api;
 mod daemon;
 mod daemon_hostile;
 mod daemon_mdns;
+mod field;
 mod frame_vectors;
 mod fuzz_corpus;
 mod homeserver;

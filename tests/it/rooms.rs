@@ -3,7 +3,7 @@
 //! prekeys and room keys (`protocol-spec/rooms.md`,
 //! `protocol-spec/encryption.md`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshrelay::bundle;
 use meshrelay::crypto::key_share::{PrekeyRing, seal_shares};
@@ -13,7 +13,9 @@ use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::room::keys::{
     KeyError, accept_key_share, decrypt_message, needs_new_epoch, recipients,
 };
-use meshrelay::room::{AuthError, Inserted, Membership, RoomDag, RoomKeys, derive_room_id};
+use meshrelay::room::{
+    AuthError, DagError, Inserted, Membership, RoomDag, RoomKeys, derive_room_id,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -74,11 +76,27 @@ impl Dev {
     /// Signs and stores an event of the room with the given payload,
     /// citing the current heads.
     fn emit(&mut self, kind: EventKind, payload: Vec<u8>) -> Event {
+        let ev = self.sign_next(kind, payload);
+        let dag = self.dag.as_mut().unwrap();
+        assert!(matches!(dag.insert(&ev).unwrap(), Inserted::Accepted(_)));
+        self.events.insert(ev.id(), ev.clone());
+        ev
+    }
+
+    /// Signs a membership event citing the current heads *without*
+    /// admitting it locally (what a non-member forging one does).
+    fn forge_membership(&mut self, m: Membership) -> Event {
+        let ev = self.sign_next(EventKind::Membership, m.to_bytes());
+        self.events.insert(ev.id(), ev.clone());
+        ev
+    }
+
+    fn sign_next(&mut self, kind: EventKind, payload: Vec<u8>) -> Event {
         let room = self.room.unwrap();
         let now = self.tick();
         let me = self.me();
         let dag = self.dag.as_mut().unwrap();
-        let ev = UnsignedEvent {
+        UnsignedEvent {
             room,
             sender: me,
             seq: dag.max_seq(&me) + 1,
@@ -89,10 +107,7 @@ impl Dev {
             payload,
         }
         .sign(&self.id)
-        .unwrap();
-        assert!(matches!(dag.insert(&ev).unwrap(), Inserted::Accepted(_)));
-        self.events.insert(ev.id(), ev.clone());
-        ev
+        .unwrap()
     }
 
     fn create_room(&mut self) -> RoomId {
@@ -167,14 +182,21 @@ impl Dev {
         let rep =
             bundle::import(bytes, self.clock + DAY, None, |id| events.contains_key(id)).unwrap();
         let mut new: BTreeMap<EventId, ()> = BTreeMap::new();
+        let mut refused = 0;
         for ev in &rep.imported {
             if self.dag.is_none() {
                 self.room = Some(ev.room());
                 self.dag = Some(RoomDag::new(ev.room()));
                 self.keys = Some(RoomKeys::new(ev.room()));
             }
-            if let Inserted::Accepted(ids) = self.dag().insert(ev).unwrap() {
-                new.extend(ids.into_iter().map(|i| (i, ())));
+            match self.dag().insert(ev) {
+                Ok(Inserted::Accepted(ids)) => new.extend(ids.into_iter().map(|i| (i, ()))),
+                Ok(_) => {}
+                // Refused by admission: not the room's, not kept.
+                Err(_) => {
+                    refused += 1;
+                    continue;
+                }
             }
             self.events.insert(ev.id(), ev.clone());
         }
@@ -201,7 +223,11 @@ impl Dev {
                 _ => {}
             }
         }
-        (rep.imported.len(), rep.duplicates, rep.rejected.len())
+        (
+            rep.imported.len() - refused,
+            rep.duplicates,
+            rep.rejected.len() + refused,
+        )
     }
 
     fn texts(&self) -> Vec<&str> {
@@ -347,18 +373,17 @@ fn forged_invites_are_rejected() {
 
     // Non-admin member B, and non-member C, each try to invite C.
     let forged_b = b.membership(Membership::Invite { card: card_of(&c) });
-    let forged_c = c.membership(Membership::Invite { card: card_of(&c) });
+    let forged_c = c.forge_membership(Membership::Invite { card: card_of(&c) });
     a.import(&b.export());
-    a.import(&c.export());
+    let (_, _, rejected) = a.import(&c.export());
+    assert_eq!(rejected, 1, "admission refuses the non-member's invite");
     let res = a.dag().resolve().clone();
     assert_eq!(
         res.verdicts[&forged_b.id()],
         Err(AuthError::SignerNotAdmin(b.me()))
     );
-    assert_eq!(
-        res.verdicts[&forged_c.id()],
-        Err(AuthError::SignerNotAdmin(c.me()))
-    );
+    assert!(!res.verdicts.contains_key(&forged_c.id()));
+    assert!(!a.dag().contains(&forged_c.id()));
     assert!(!a.dag().members().is_member(&c.me()));
 }
 
@@ -572,14 +597,13 @@ fn homeserver_cannot_add_a_member() {
     altered[at] ^= 1;
     assert!(Event::decode(&altered).is_err());
 
-    b.dag().insert(&inject).unwrap();
-    b.dag().insert(&fake_create).unwrap();
-    let res = b.dag().resolve().clone();
-    assert_eq!(
-        res.verdicts[&inject.id()],
-        Err(AuthError::SignerNotAdmin(server.device_id()))
-    );
-    assert_eq!(res.verdicts[&fake_create.id()], Err(AuthError::BadCreate));
+    // Admission refuses both: the server is not a member where its invite
+    // stands, and its create is not this room's (the room ID does not
+    // commit to its key).
+    let refused = DagError::NotAuthorized(server.device_id());
+    assert_eq!(b.dag().insert(&inject), Err(refused.clone()));
+    assert_eq!(b.dag().insert(&fake_create), Err(refused.clone()));
+    assert!(!b.dag().contains(&inject.id()));
     assert!(!b.dag().members().is_member(&server.device_id()));
     assert_eq!(b.dag().members().len(), 2);
 
@@ -590,10 +614,10 @@ fn homeserver_cannot_add_a_member() {
     let to = recipients(&b.dag().members(), &server.device_id(), &BTreeMap::new());
     let p = seal_shares(&room, &server.device_id(), &chain.share(), &to, &mut rng).unwrap();
     let ks = sign(EventKind::KeyShare, p[0].to_bytes(), 3);
-    b.dag().insert(&ks).unwrap();
+    assert_eq!(b.dag().insert(&ks), Err(refused));
     let me = b.me();
     let err = accept_key_share(b.dag.as_mut().unwrap(), &ks, &me, &b.prekeys).unwrap_err();
-    assert_eq!(err, KeyError::NotMember(server.device_id()));
+    assert_eq!(err, KeyError::UnknownEvent);
 }
 
 #[test]
@@ -762,25 +786,135 @@ mod convergence {
         (room, events)
     }
 
+    /// Events of devices nobody ever invites: membership changes of every
+    /// kind (self-invites, removals of members, promotions, leaves) and
+    /// messages, citing honest events and each other.
+    fn outsiders(room: RoomId, honest: &[Event], ops: &[(u8, u8, u16, u16)]) -> Vec<Event> {
+        let ids: Vec<Identity> = (0xF0..0xF3u8)
+            .map(|i| Identity::from_seed(&[i; 32]))
+            .collect();
+        let victims: Vec<DeviceId> = (1..=4u8)
+            .map(|i| Identity::from_seed(&[i; 32]).device_id())
+            .collect();
+        let mut out: Vec<Event> = Vec::new();
+        let mut seqs = [0u64; 3];
+        for (k, &(who, op, p1, p2)) in ops.iter().enumerate() {
+            let who = who as usize % 3;
+            let pool: Vec<EventId> = honest.iter().chain(&out).map(Event::id).collect();
+            let mut prev = vec![pool[p1 as usize % pool.len()]];
+            let second = pool[p2 as usize % pool.len()];
+            if !prev.contains(&second) {
+                prev.push(second);
+            }
+            let (kind, payload) = match op % 6 {
+                0 => (
+                    EventKind::Membership,
+                    Membership::Invite {
+                        card: ContactCard::create(&ids[who], "x", T0).unwrap(),
+                    }
+                    .to_bytes(),
+                ),
+                1 => (
+                    EventKind::Membership,
+                    Membership::Remove {
+                        target: victims[k % 4],
+                    }
+                    .to_bytes(),
+                ),
+                2 => (EventKind::Membership, Membership::Leave.to_bytes()),
+                3 => (
+                    EventKind::Membership,
+                    Membership::Promote {
+                        target: ids[who].device_id(),
+                    }
+                    .to_bytes(),
+                ),
+                4 => (
+                    EventKind::Membership,
+                    Membership::Create {
+                        card: ContactCard::create(&ids[who], "x", T0).unwrap(),
+                        nonce: [9; 16],
+                    }
+                    .to_bytes(),
+                ),
+                _ => (EventKind::Message, vec![op; 16]),
+            };
+            seqs[who] += 1;
+            out.push(
+                UnsignedEvent {
+                    room,
+                    sender: ids[who].device_id(),
+                    seq: seqs[who],
+                    prev: if op % 6 == 4 { vec![] } else { prev },
+                    origin_ts_ms: T0 + (k as u64 % 3) * 1000,
+                    expires_ms: T0 + DAY,
+                    kind,
+                    payload,
+                }
+                .sign(&ids[who])
+                .unwrap(),
+            );
+        }
+        out
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// For any interleaving of honest and outsiders' events, the
+        /// room's state (verdicts, members, display order) equals the
+        /// state from the honest events alone (`rooms.md` §3.1).
+        #[test]
+        fn outsiders_never_change_the_room(
+            ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<u16>(), any::<u16>()), 1..16),
+            hostile in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u16>(), any::<u16>()), 1..24),
+            shuffle in any::<u64>(),
+        ) {
+            let (room, honest) = build(&ops);
+            let mut alone = RoomDag::new(room);
+            for e in &honest {
+                let _ = alone.insert(e);
+            }
+            let mut mixed_events: Vec<Event> = honest.clone();
+            mixed_events.extend(outsiders(room, &honest, &hostile));
+            mixed_events.shuffle(&mut StdRng::seed_from_u64(shuffle));
+            let mut mixed = RoomDag::new(room);
+            for e in &mixed_events {
+                let _ = mixed.insert(e);
+            }
+            // Honest events refused for a pending quota in this order are
+            // offered again, as a peer's next anti-entropy round would.
+            for e in &honest {
+                let _ = mixed.insert(e);
+            }
+            prop_assert_eq!(alone.resolve().clone(), mixed.resolve().clone());
+            prop_assert_eq!(alone.display_order(), mixed.display_order());
+            prop_assert_eq!(alone.members(), mixed.members());
+        }
+
         #[test]
         fn every_arrival_order_converges(
             ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<u16>(), any::<u16>()), 1..24),
             shuffle in any::<u64>(),
         ) {
             let (room, events) = build(&ops);
+            // Admission refuses non-members' events whatever the order (an
+            // event's causal past is fixed), so both DAGs admit the same
+            // events and wait for the same ones.
             let mut d1 = RoomDag::new(room);
+            let mut refused1 = BTreeSet::new();
             for e in &events {
-                d1.insert(e).unwrap();
+                if d1.insert(e).is_err() {
+                    refused1.insert(e.id());
+                }
             }
             let mut shuffled = events.clone();
             shuffled.shuffle(&mut StdRng::seed_from_u64(shuffle));
             let mut d2 = RoomDag::new(room);
             for e in &shuffled {
-                d2.insert(e).unwrap();
+                let _ = d2.insert(e);
             }
-            prop_assert_eq!(d2.pending_len(), 0);
+            prop_assert_eq!(d1.pending_len(), d2.pending_len());
+            prop_assert_eq!(d1.len() + refused1.len() + d1.pending_len(), events.len());
             let r1 = d1.resolve().clone();
             let r2 = d2.resolve().clone();
             prop_assert_eq!(&r1, &r2);
@@ -789,7 +923,7 @@ mod convergence {
             // Every member got in through a valid create or invite.
             for d in r1.state.members.keys() {
                 let entered = events.iter().any(|e| {
-                    r1.verdicts[&e.id()].is_ok()
+                    r1.verdicts.get(&e.id()).is_some_and(|v| v.is_ok())
                         && matches!(Membership::from_bytes(e.payload()), Ok(Membership::Invite { card }) if card.device_id == *d)
                 }) || events[0].sender() == *d;
                 prop_assert!(entered);
@@ -923,7 +1057,12 @@ fn room_cap_holds_when_partitions_merge() {
     for e in &evs {
         d1.insert(e).unwrap();
     }
+    // Newest first: events over the pending quotas of senders without
+    // standing yet are refused for now and accepted when offered again.
     for e in evs.iter().rev() {
+        let _ = d2.insert(e);
+    }
+    for e in &evs {
         d2.insert(e).unwrap();
     }
     let m1 = d1.members();

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use meshrelay::crypto::identity::Identity;
 use meshrelay::event::{EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::store::{
-    InsertMeta, InsertOutcome, Priority, RedbStore, Source, Store, StoreConfig,
+    EventStore, InsertMeta, InsertOutcome, MetaStore, Priority, RedbStore, Source, StoreConfig,
 };
 
 const CHILD_ENV: &str = "MESHRELAY_STORE_CRASH_CHILD";

@@ -5,8 +5,8 @@
 use meshrelay::crypto::identity::Identity;
 use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::store::{
-    InsertMeta, InsertOutcome, PER_EVENT_OVERHEAD_BYTES, Priority, RedbStore, Source, SourceKey,
-    Store, StoreConfig,
+    EventStore, InsertMeta, InsertOutcome, MetaStore, PER_EVENT_OVERHEAD_BYTES, Priority,
+    RedbStore, Source, SourceKey, StoreConfig,
 };
 
 const T0: u64 = 1_800_000_000_000;

@@ -17,7 +17,7 @@ use super::{BLE_LINK_ID_BASE, BleEvent, ble_source};
 use crate::crypto::Identity;
 use crate::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use crate::proto::{AppEvent, Command, Input, LinkKind, Node, NodeConfig, Output};
-use crate::store::{MemoryStore, Store};
+use crate::store::{EventStore, MemoryStore};
 
 /// One device: a core node with a memory store, and its BLE engine.
 pub struct Device {
@@ -101,9 +101,11 @@ impl Device {
         settle(self, now_ms);
     }
 
-    /// Joins a room.
-    pub fn join(&mut self, now_ms: u64, room: RoomId) {
-        self.input(now_ms, Input::Command(Command::JoinRoom(room)));
+    /// Joins a room whose members are `members` (their events get the
+    /// own-room class).
+    pub fn join(&mut self, now_ms: u64, room: RoomId, members: &[crate::crypto::DeviceId]) {
+        let members = members.iter().copied().collect();
+        self.input(now_ms, Input::Command(Command::JoinRoom { room, members }));
     }
 
     /// Signs and publishes an event with `payload_len` bytes of payload.
@@ -184,6 +186,16 @@ impl Pair {
             air: None,
             now_ms,
         }
+    }
+
+    /// Both devices join `room`, as its two members.
+    pub fn join_both(&mut self, room: RoomId) {
+        let members = [
+            self.central.identity.device_id(),
+            self.peripheral.identity.device_id(),
+        ];
+        self.central.join(self.now_ms, room, &members);
+        self.peripheral.join(self.now_ms, room, &members);
     }
 
     /// The central sees the peripheral's advertisement and connects with

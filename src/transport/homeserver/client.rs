@@ -158,6 +158,9 @@ impl Client {
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(HomeserverError::InvalidUrl(base_url.into()));
         }
+        if base.scheme() == "http" && !is_loopback_host(base.host_str().unwrap_or_default()) {
+            return Err(HomeserverError::InsecureUrl(base_url.into()));
+        }
         let http = reqwest::Client::builder()
             .user_agent(concat!("meshrelay/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -600,6 +603,15 @@ fn parse_events(v: Option<&Value>) -> Vec<RoomEvent> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether `host` (as [`Url::host_str`] gives it) is a loopback host:
+/// `localhost`, an address in 127.0.0.0/8, or `::1`. Only these may be
+/// reached over plain `http://` (`protocol-spec/homeserver.md`).
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 #[cfg(test)]

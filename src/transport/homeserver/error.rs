@@ -11,6 +11,13 @@ pub enum HomeserverError {
     /// The base URL is not an absolute `http`/`https` URL.
     #[error("invalid homeserver URL {0:?}")]
     InvalidUrl(String),
+    /// A plain `http://` URL to a host that is not loopback: the access
+    /// token and all metadata would cross the network unencrypted.
+    #[error(
+        "refusing plain-http homeserver URL {0:?}: the access token would travel unencrypted; \
+         use https:// (http:// is allowed only for loopback hosts: 127.0.0.0/8, ::1, localhost)"
+    )]
+    InsecureUrl(String),
     /// The homeserver could not be reached (connection refused, DNS,
     /// timeout, reset) on every attempt.
     #[error("homeserver unreachable after {attempts} attempts: {message}")]

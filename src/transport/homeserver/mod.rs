@@ -12,6 +12,7 @@
 //! - [`Client`]: the typed Client-Server API client with retries.
 
 pub mod bundle;
+#[cfg(feature = "runtime")]
 mod client;
 mod error;
 mod retry;
@@ -20,6 +21,7 @@ pub use bundle::{
     BUNDLE_EVENT_TYPE, Bundle, BundleError, DecodedBundle, MAX_BUNDLE_BYTES, RejectedEnvelope,
     decode_content, pack,
 };
+#[cfg(feature = "runtime")]
 pub use client::{
     AccessToken, BackfillPage, Client, Gap, MESSAGES_PAGE_LIMIT, REQUEST_TIMEOUT, RoomEvent,
     SYNC_TIMELINE_LIMIT, Session, SyncBatch, TRANSPORT_ROOM_VERSION,
