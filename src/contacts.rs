@@ -34,12 +34,28 @@ pub enum ContactError {
     /// The contact book file is not valid.
     #[error("contact book {CONTACTS_FILE} is corrupt: {0}")]
     Corrupt(String),
+    /// The file was written by a newer meshrelay (a downgrade).
+    #[error(
+        "contact book {CONTACTS_FILE} was written by a newer meshrelay (format version {0}; this build reads up to {BOOK_FILE_VERSION}); upgrade meshrelay again (downgrades are refused)"
+    )]
+    TooNew(u32),
     /// The book already holds [`MAX_CONTACTS`] devices.
     #[error("contact book is full ({MAX_CONTACTS} contacts)")]
     Full,
     /// The card is this device's own.
     #[error("that is this device's own card")]
     OwnCard,
+}
+
+impl ContactError {
+    /// Whether a file was written by a newer meshrelay (a downgrade).
+    pub fn is_too_new(&self) -> bool {
+        match self {
+            ContactError::TooNew(_) => true,
+            ContactError::DataDir(d) => d.is_too_new(),
+            _ => false,
+        }
+    }
 }
 
 /// What [`ContactBook::add`] did.
@@ -59,7 +75,15 @@ struct BookFile {
     cards: Vec<String>,
 }
 
-const BOOK_FILE_VERSION: u32 = 1;
+/// Only the version of a book file (read before the rest).
+#[derive(Deserialize)]
+struct BookVersion {
+    version: u32,
+}
+
+/// Version of the contact book file format this build writes and reads
+/// (`protocol-spec/store.md`, "Upgrades").
+pub const BOOK_FILE_VERSION: u32 = 1;
 
 /// Verified contact cards, keyed and listed by device ID.
 #[derive(Debug, Default, Clone)]
@@ -74,6 +98,12 @@ impl ContactBook {
         let Some(raw) = dir.read_optional(CONTACTS_FILE)? else {
             return Ok(Self::default());
         };
+        // The version first: a newer layout may not parse as this one.
+        let head: BookVersion =
+            serde_json::from_slice(&raw).map_err(|e| ContactError::Corrupt(e.to_string()))?;
+        if head.version > BOOK_FILE_VERSION {
+            return Err(ContactError::TooNew(head.version));
+        }
         let file: BookFile =
             serde_json::from_slice(&raw).map_err(|e| ContactError::Corrupt(e.to_string()))?;
         if file.version != BOOK_FILE_VERSION {

@@ -77,7 +77,7 @@ pub enum DataDirError {
         source: io::Error,
     },
     /// The identity file is corrupt.
-    #[error("identity file {0} is corrupt: {1}")]
+    #[error("cannot read identity file {0}: {1}")]
     BadIdentity(PathBuf, IdentityError),
     /// The stored card is corrupt or does not belong to the identity.
     #[error("own contact card {0} is invalid: {1}")]
@@ -107,6 +107,13 @@ pub enum DataDirError {
         /// Why `chmod` failed.
         source: io::Error,
     },
+}
+
+impl DataDirError {
+    /// Whether a file was written by a newer meshrelay (a downgrade).
+    pub fn is_too_new(&self) -> bool {
+        matches!(self, DataDirError::BadIdentity(_, e) if e.is_too_new())
+    }
 }
 
 /// The effective user ID of this process: the owner of `/proc/self`

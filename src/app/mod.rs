@@ -121,6 +121,19 @@ pub enum AppError {
     Corrupt(String),
 }
 
+impl AppError {
+    /// Whether a file of the data directory was written by a newer
+    /// meshrelay (a downgrade, refused without touching it).
+    pub fn is_too_new(&self) -> bool {
+        match self {
+            AppError::DataDir(d) => d.is_too_new(),
+            AppError::Contacts(c) => c.is_too_new(),
+            AppError::Store(s) => s.is_too_new(),
+            _ => false,
+        }
+    }
+}
+
 fn key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + id.len());
     k.extend_from_slice(prefix);
@@ -229,6 +242,9 @@ impl Device {
         if !DataDir::new(dir).has_identity() {
             return Err(DataDirError::NotInitialized(dir.to_owned()).into());
         }
+        // The identity before the store: an identity file this build
+        // cannot read (a downgrade) is refused before the store is touched.
+        drop(load_identity(dir)?);
         let store = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default())?;
         Device::open_with(dir, store, now_ms)
     }

@@ -91,7 +91,7 @@ pub fn contact_add(dir: &DataDir, text: &str, out: &mut dyn Write) -> Result<(),
     if card.device_id == identity.device_id() {
         return Err(CmdError::bad(chain(&ContactError::OwnCard)));
     }
-    let mut book = ContactBook::load(dir)?;
+    let mut book = ContactBook::load(dir).map_err(book_failure)?;
     let outcome = book.add(card.clone()).map_err(|e| match e {
         ContactError::Full => CmdError::bad(chain(&e)),
         other => other.into(),
@@ -120,7 +120,7 @@ pub fn contact_add(dir: &DataDir, text: &str, out: &mut dyn Write) -> Result<(),
 
 /// `meshrelay contacts [--json]`.
 pub fn contacts(dir: &DataDir, json: bool, out: &mut dyn Write) -> Result<(), CmdError> {
-    let book = ContactBook::load(dir)?;
+    let book = ContactBook::load(dir).map_err(book_failure)?;
     if json {
         let list: Vec<_> = book
             .iter()
@@ -152,4 +152,14 @@ pub fn contacts(dir: &DataDir, json: bool, out: &mut dyn Write) -> Result<(), Cm
         }
     }
     Ok(())
+}
+
+/// A contact book that cannot be loaded; one written by a newer meshrelay
+/// is a refused downgrade (exit 2).
+fn book_failure(e: ContactError) -> CmdError {
+    if e.is_too_new() {
+        CmdError::bad(chain(&e))
+    } else {
+        CmdError::from(e)
+    }
 }

@@ -89,6 +89,7 @@ pub fn dd_failure(e: DataDirError) -> CmdError {
         DataDirError::AlreadyInitialized(_) | DataDirError::NotInitialized(_) => {
             CmdError::bad(chain(&e))
         }
+        e if e.is_too_new() => CmdError::bad(chain(&e)),
         other => CmdError::from(other),
     }
 }

@@ -27,8 +27,13 @@ pub fn store_check(dir: &DataDir, json: bool, out: &mut dyn Write) -> Result<(),
             path.display()
         )));
     }
-    let report = check_file(&path, StoreConfig::default())
-        .map_err(|e| CmdError::context(format!("cannot check {}", path.display()), &e))?;
+    let report = check_file(&path, StoreConfig::default()).map_err(|e| {
+        let mut c = CmdError::context(format!("cannot check {}", path.display()), &e);
+        if e.is_too_new() {
+            c.code = super::EXIT_BAD_INPUT;
+        }
+        c
+    })?;
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {

@@ -18,7 +18,7 @@ use crate::crypto::domain;
 use crate::crypto::keys::{AgreementKey, DeviceId};
 
 /// Version of the on-disk secret-key file format.
-const SECRET_FILE_VERSION: u64 = 1;
+pub const SECRET_FILE_VERSION: u64 = 1;
 
 /// Why a stored identity could not be loaded.
 #[derive(Debug, Error)]
@@ -26,12 +26,24 @@ pub enum IdentityError {
     /// The file is not valid canonical CBOR.
     #[error("identity file is malformed: {0}")]
     Cbor(#[from] CborError),
-    /// The file was written by an unknown format version.
+    /// The file was written by an unknown (older, unreleased) format version.
     #[error("identity file has unknown format version {0}")]
     UnknownVersion(u64),
+    /// The file was written by a newer meshrelay (a downgrade).
+    #[error(
+        "identity file was written by a newer meshrelay (format version {0}; this build reads up to {SECRET_FILE_VERSION}); upgrade meshrelay again (downgrades are refused)"
+    )]
+    TooNew(u64),
     /// A key inside the file is invalid.
     #[error("identity file holds an invalid key")]
     BadKey,
+}
+
+impl IdentityError {
+    /// Whether the file was written by a newer meshrelay (a downgrade).
+    pub fn is_too_new(&self) -> bool {
+        matches!(self, IdentityError::TooNew(_))
+    }
 }
 
 /// A prekey: a rotating x25519 key pair that key shares are sealed to.
@@ -192,10 +204,20 @@ impl Identity {
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
         cbor::validate(bytes, 2)?;
         let mut r = Reader::new(bytes);
-        r.array_of(5, "identity array of 5")?;
+        // The version first: a newer format may have another shape.
+        let len = r.array()?;
         let version = r.u64()?;
+        if version > SECRET_FILE_VERSION {
+            return Err(IdentityError::TooNew(version));
+        }
         if version != SECRET_FILE_VERSION {
             return Err(IdentityError::UnknownVersion(version));
+        }
+        if len != 5 {
+            return Err(CborError::WrongType {
+                expected: "identity array of 5",
+            }
+            .into());
         }
         let mut sk: [u8; 32] = r.byte_array("32-byte signing key")?;
         let mut kx: [u8; 32] = r.byte_array("32-byte x25519 key")?;

@@ -27,7 +27,8 @@ use crate::cbor::{CborError, Reader, Writer};
 use crate::event::{EventId, RoomId};
 use rows::MetaRow;
 
-const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Key of the schema version in the `system` table.
+pub(crate) const SCHEMA_KEY: &[u8] = b"schema_version";
 const SINCE_KEY: &[u8] = b"sync/since";
 /// Application metadata keys live under this prefix in `AppMeta`, apart from
 /// the store's own entries.
