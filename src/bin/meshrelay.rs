@@ -358,7 +358,17 @@ fn status(dir: &DataDir, json: bool) -> Result<()> {
         .root()
         .join(meshrelay::store::redb_backend::STORE_FILE_NAME);
     let store = meshrelay::store::RedbStore::open(&path, meshrelay::store::StoreConfig::default())
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .map_err(|e| {
+            let code = if e.is_too_new() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_RUNTIME
+            };
+            Failure {
+                code,
+                err: anyhow::Error::from(e).context(format!("cannot open {}", path.display())),
+            }
+        })?;
     let (st, queues, rooms) = report::store_status(&store)?;
     let v = json!({
         "device_id": identity.device_id().to_string(),
@@ -369,6 +379,7 @@ fn status(dir: &DataDir, json: bool) -> Result<()> {
         "ble": "off",
         "homeserver": report::homeserver_state(dir.root(), "off"),
         "daemon": { "running": false },
+        "disk": meshrelay::daemon::disk::status_of(dir.root()),
     });
     print(&meshrelay::cli::status::render_status(&v, json))
 }
@@ -406,6 +417,7 @@ fn run_daemon(dir: &DataDir, args: &meshrelay::config::RunFlags) -> Result<()> {
     .map_err(|e| match e {
         meshrelay::daemon::DaemonError::AlreadyRunning(_)
         | meshrelay::daemon::DaemonError::Homeserver(_) => bad_input(e),
+        e if e.is_too_new() => bad_input(e),
         e => e.into(),
     })
 }

@@ -34,6 +34,18 @@ pub fn render_status(v: &Value, json: bool) -> String {
         v["queues"]["homeserver"], v["queues"]["mesh"]
     );
     let _ = writeln!(s, "peers:      {}", v["peers"]);
+    if let Some(level) = v["disk"]["level"].as_str() {
+        let note = match level {
+            "full" => ": storing nothing new, `send` is refused; free space",
+            "low" => ": stranger traffic is shed",
+            _ => "",
+        };
+        let _ = writeln!(
+            s,
+            "disk:       {level}, {} MiB free{note}",
+            v["disk"]["free_bytes"].as_u64().unwrap_or(0) / (1024 * 1024)
+        );
+    }
     let ble = match &v["ble"] {
         Value::String(t) => t.clone(),
         other => match other["state"].as_str() {

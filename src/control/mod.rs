@@ -394,11 +394,14 @@ pub enum ErrorCode {
     Busy,
     /// The daemon failed (storage, files).
     Runtime,
+    /// The daemon's disk is full: nothing new is stored (own messages
+    /// included); what is held stays readable. Free space and retry.
+    DiskFull,
 }
 
 impl ErrorCode {
     /// Every code, as `code` spells it.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownOp,
@@ -408,11 +411,15 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::Busy,
         ErrorCode::Runtime,
+        ErrorCode::DiskFull,
     ];
 
     /// Whether the client's request (rather than the daemon) is at fault.
     pub fn is_client_error(self) -> bool {
-        !matches!(self, ErrorCode::Busy | ErrorCode::Runtime)
+        !matches!(
+            self,
+            ErrorCode::Busy | ErrorCode::Runtime | ErrorCode::DiskFull
+        )
     }
 }
 
@@ -420,6 +427,8 @@ impl ErrorCode {
 pub fn error_code(e: &AppError) -> ErrorCode {
     match e {
         AppError::UnknownRoom(_) => ErrorCode::NotFound,
+        // A downgrade: the files are fine, this build is too old (exit 2).
+        e if e.is_too_new() => ErrorCode::BadInput,
         AppError::DataDir(
             DataDirError::NotInitialized(_) | DataDirError::AlreadyInitialized(_),
         )

@@ -25,6 +25,7 @@ use rand::rngs::StdRng;
 use rand_core::Rng;
 use tokio::sync::mpsc;
 
+use super::disk::{DiskLevel, DiskWatch, disk_full_reply, writes};
 use super::report;
 use super::{DaemonError, DaemonOptions, server};
 use crate::app::{AppError, Device, ImportSummary, ROOM_KEYS_PREFIX};
@@ -101,6 +102,8 @@ pub(super) struct Driver {
     follow_dirty: BTreeSet<RoomId>,
     next_follow_refresh: tokio::time::Instant,
     shutting_down: bool,
+    /// Free space of the data directory, and the admission it allows.
+    disk: DiskWatch,
 }
 
 /// Opens the store. A command run without a daemon holds it for a moment:
@@ -202,6 +205,7 @@ pub async fn run(
         None => (None, None),
     };
     let mut watchdog = super::notify::watchdog_interval().map(tokio::time::interval);
+    let dir_for_disk = dir.clone();
     let mut d = Driver {
         dir,
         node,
@@ -219,6 +223,7 @@ pub async fn run(
         next_follow_refresh: tokio::time::Instant::now(),
         shutting_down: false,
         sessions: crate::app::SessionCache::default(),
+        disk: DiskWatch::new(&dir_for_disk),
         homeserver: if opts.homeserver_sync {
             "running".to_owned()
         } else {
@@ -226,6 +231,7 @@ pub async fn run(
         },
     };
     d.join_own_rooms()?;
+    d.update_disk(true);
     tracing::info!(%device, dir = %d.dir.display(), "daemon running");
     super::notify::notify("READY=1");
     tokio::pin!(shutdown);
@@ -253,7 +259,9 @@ pub async fn run(
             Some(msg) = ctl_rx.recv() => {
                 if let Err(e) = d.on_control(msg) { break Err(e); }
             },
-            Some(req) = async { match host_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+            // While the disk is full the sync engine waits (its cursor must
+            // not pass events that could not be stored).
+            Some(req) = async { match host_rx.as_mut() { Some(rx) => rx.recv().await, None => None } }, if d.disk.level() != DiskLevel::Full => {
                 if let Err(e) = d.on_host(req) { break Err(e); }
             },
             r = async { match sync_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
@@ -269,7 +277,7 @@ pub async fn run(
                 };
             },
             Some(scrape) = async { match metrics_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
-                let facts = super::metrics::DaemonFacts { dir: &d.dir, started_ms: d.started_ms, homeserver: &d.homeserver };
+                let facts = super::metrics::DaemonFacts { dir: &d.dir, started_ms: d.started_ms, homeserver: &d.homeserver, disk: &d.disk };
                 let _ = scrape.send(super::metrics::render(&d.node, &facts, now_ms()));
             },
             _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
@@ -285,6 +293,7 @@ pub async fn run(
                 d.refresh_followers();
             }
         }
+        d.update_disk(false);
         if let Err(e) = d.cycle() {
             break Err(e);
         }
@@ -327,7 +336,11 @@ impl Driver {
             .map_or(now + Duration::from_secs(3600), |t| {
                 now + Duration::from_millis(t.saturating_sub(now_wall))
             });
-        let node = node.min(self.next_maintenance);
+        let mut node = node.min(self.next_maintenance);
+        if self.disk.level() != DiskLevel::Ok {
+            // Notice freed space without waiting for traffic.
+            node = node.min(now + super::disk::DISK_CHECK_INTERVAL);
+        }
         if self.follow_dirty.is_empty() {
             node
         } else {
@@ -522,11 +535,12 @@ impl Driver {
                     Err(e) => tracing::error!(error = %e, "could not process received events"),
                 }
             }
-            self.node.store_mut().commit()?;
-            self.node.handle(now, Input::CommitDone)?;
             self.published.clear();
-            self.follow_dirty.extend(rooms);
-            self.join_own_rooms()?;
+            if self.commit()? {
+                self.node.handle(now, Input::CommitDone)?;
+                self.follow_dirty.extend(rooms);
+                self.join_own_rooms()?;
+            }
         }
         if std::mem::take(&mut self.card_check) {
             let dir = self.dir.clone();
@@ -548,6 +562,37 @@ impl Driver {
             self.refresh_followers();
         }
         Ok(())
+    }
+
+    /// Reads the free space (forced, or when due) and tells the node what
+    /// it may store.
+    fn update_disk(&mut self, force: bool) {
+        let level = self.disk.check(force);
+        self.node.set_admission(level.admission());
+    }
+
+    /// Commits the staged writes. A commit that fails for lack of space is
+    /// not fatal (`protocol-spec/daemon.md`, "Disk full"): the writes are
+    /// dropped (the node forgets what they would have released, so nothing
+    /// is acknowledged and peers offer it again), the store is reopened at
+    /// its last commit, the disk counts as full, and the replies held for
+    /// this cycle become `disk_full` errors. Returns whether it committed.
+    fn commit(&mut self) -> Result<bool, DaemonError> {
+        let err = match self.node.store_mut().commit() {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_storage_full() => e,
+            Err(e) => return Err(e.into()),
+        };
+        tracing::error!(error = %err, "commit failed for lack of space; nothing of it was acknowledged");
+        self.node.store_mut().reopen()?;
+        self.node.handle(now_ms(), Input::CommitFailed)?;
+        self.sessions.clear();
+        self.disk.commit_failed();
+        self.node.set_admission(self.disk.level().admission());
+        for (_, replies) in &mut self.held_replies {
+            *replies = vec![disk_full_reply()];
+        }
+        Ok(false)
     }
 
     /// Serves one store step of the homeserver sync engine. Downloaded
@@ -626,7 +671,7 @@ impl Driver {
             .and_then(|mut dev| dev.prune_orphaned_plaintexts())
         {
             Ok(n) => {
-                self.node.store_mut().commit()?;
+                self.commit()?;
                 if n > 0 {
                     tracing::info!(plaintexts = n, "plaintexts of dropped events deleted");
                 }
@@ -636,8 +681,10 @@ impl Driver {
                 tracing::error!(error = %e, "pruning plaintexts failed; retrying in an hour");
             }
         }
+        let full = self.disk.level() == DiskLevel::Full;
         let rotated = Device::open_with(&dir, self.node.store_mut(), now).and_then(|mut dev| {
-            if !dev.prekey_due(now) {
+            // A rotation publishes an event: not while the disk is full.
+            if full || !dev.prekey_due(now) {
                 return Ok(None);
             }
             dev.defer();
@@ -703,12 +750,19 @@ impl Driver {
                     &self.homeserver,
                     &self.ble_status(),
                 ) {
-                    Ok(status) => vec![Reply::ok(OkData::Status { status })],
+                    Ok(mut status) => {
+                        self.update_disk(true);
+                        status["disk"] = self.disk.status();
+                        vec![Reply::ok(OkData::Status { status })]
+                    }
                     Err(e) => vec![Reply::error(ErrorCode::Runtime, e)],
                 }
             }
             Op::Follow { room } => {
                 return self.add_follower(&room, reply);
+            }
+            Op::Import { .. } if self.disk.check(true) == DiskLevel::Full => {
+                vec![disk_full_reply()]
             }
             Op::Import { bundle } => match exec::decode_bundle(&bundle) {
                 Ok(bytes) => {
@@ -799,6 +853,10 @@ impl Driver {
     /// in deferred mode, so the node stores and relays the new events, and
     /// the reply waits for the cycle's commit.
     fn run_op(&mut self, op: &Op, now: u64) -> Result<Vec<Reply>, DaemonError> {
+        if self.disk.check(true) == DiskLevel::Full && writes(op) {
+            self.node.set_admission(self.disk.level().admission());
+            return Ok(vec![disk_full_reply()]);
+        }
         let dir = self.dir.clone();
         let result = match Device::open_with(&dir, self.node.store_mut(), now) {
             Ok(mut dev) => {

@@ -81,6 +81,8 @@ pub(super) struct DaemonFacts<'a> {
     pub started_ms: u64,
     /// The homeserver sync's state (`off`, `running`, `stopped: ...`).
     pub homeserver: &'a str,
+    /// Free space and the disk level.
+    pub disk: &'a super::disk::DiskWatch,
 }
 
 /// One metric family: its help and type lines, then samples.
@@ -195,6 +197,42 @@ pub(super) fn render(
         "counter",
         "Links refused at link-up (busy, penalised, over the new-link budget).",
         s.links_refused,
+    );
+    one(
+        &mut out,
+        "meshrelay_events_shed_total",
+        "counter",
+        "Events not stored because the disk is low (strangers) or full (all).",
+        s.shed_events,
+    );
+    let disk = facts.disk;
+    one(
+        &mut out,
+        "meshrelay_disk_free_bytes",
+        "gauge",
+        "Free bytes on the data directory's file system at the last check.",
+        disk.free(),
+    );
+    one(
+        &mut out,
+        "meshrelay_disk_full",
+        "gauge",
+        "1 while the disk is full: nothing new is stored, own messages are refused.",
+        u64::from(disk.level() == super::disk::DiskLevel::Full),
+    );
+    one(
+        &mut out,
+        "meshrelay_disk_low",
+        "gauge",
+        "1 while the disk is low or full: stranger traffic is shed.",
+        u64::from(disk.level() >= super::disk::DiskLevel::Low),
+    );
+    one(
+        &mut out,
+        "meshrelay_commits_failed_no_space_total",
+        "counter",
+        "Commits that failed for lack of space (rolled back, nothing acknowledged).",
+        disk.failed_commits,
     );
     let store = node.store();
     match store.stats() {

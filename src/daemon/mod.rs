@@ -10,8 +10,10 @@
 //!   [`crate::control`]).
 //! - [`report`]: `peers` and `status`.
 //! - `metrics`: the Prometheus endpoint (`--metrics`).
+//! - [`disk`]: free space, and what the daemon stores when it runs low.
 //! - [`notify`]: readiness and watchdog for systemd (`Type=notify`).
 
+pub mod disk;
 pub mod driver;
 mod metrics;
 pub mod notify;
@@ -81,4 +83,16 @@ pub enum DaemonError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl DaemonError {
+    /// Whether a file of the data directory was written by a newer
+    /// meshrelay (a downgrade: `run` exits 2 without touching it).
+    pub fn is_too_new(&self) -> bool {
+        match self {
+            DaemonError::App(a) => a.is_too_new(),
+            DaemonError::Store(s) => s.is_too_new(),
+            _ => false,
+        }
+    }
 }

@@ -107,6 +107,10 @@ pub enum Input {
     /// The driver committed the store: outputs that acknowledge or relay
     /// what was written may now be released.
     CommitDone,
+    /// The driver's commit failed (for example the disk is full) and the
+    /// staged writes were rolled back: what they would have released is
+    /// dropped.
+    CommitFailed,
 }
 
 /// Something the core noticed that the application may want to show.

@@ -264,6 +264,37 @@ pub struct NodeStats {
     pub links_refused: u64,
     /// Full events sent.
     pub events_sent: u64,
+    /// Events not stored because the driver restricted admission (the
+    /// disk is low or full, [`Admission`]); also counted in
+    /// `refused_events`. Peers keep them queued and offer them again.
+    pub shed_events: u64,
+}
+
+/// Which new events the node stores, set by the driver from the state of
+/// its disk (`protocol-spec/daemon.md`, "Disk full"). Restricting never
+/// touches what is held: reads, relaying and acknowledgements of stored
+/// events go on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Admission {
+    /// Everything (the default).
+    #[default]
+    All,
+    /// Everything but stranger traffic (events carried for others): shed
+    /// first when space runs low.
+    NoStrangers,
+    /// Nothing new, not even this device's own events: the disk is full.
+    Nothing,
+}
+
+impl Admission {
+    /// Whether an event of this class is admitted.
+    pub fn admits(self, priority: Priority) -> bool {
+        match self {
+            Admission::All => true,
+            Admission::NoStrangers => priority != Priority::Stranger,
+            Admission::Nothing => false,
+        }
+    }
 }
 
 /// Per-link facts for `meshrelay peers`.
@@ -321,6 +352,8 @@ pub struct Node<S: EventStore, R: Rng> {
     /// the default), at most `MAX_COPY_RECORDS` (least recently used
     /// forgotten).
     copies: LruCache<EventId, (RoomId, u8)>,
+    /// What new events are stored ([`Node::set_admission`]).
+    admission: Admission,
 }
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -350,10 +383,22 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             stats: NodeStats::default(),
             view: StoreView::new(),
             copies: LruCache::new(nz(MAX_COPY_RECORDS)),
+            admission: Admission::All,
         }
     }
 
     // ---- getters ---------------------------------------------------------
+
+    /// What new events are stored.
+    pub fn admission(&self) -> Admission {
+        self.admission
+    }
+
+    /// Sets what new events are stored (the driver's disk check,
+    /// `protocol-spec/daemon.md`, "Disk full").
+    pub fn set_admission(&mut self, admission: Admission) {
+        self.admission = admission;
+    }
 
     /// The store (read access).
     pub fn store(&self) -> &S {
@@ -429,6 +474,13 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             Input::Timeout => self.on_timeout(),
             Input::Command(c) => self.on_command(c),
             Input::CommitDone => self.on_commit_done(),
+            Input::CommitFailed => {
+                // Nothing staged became durable: nothing may be announced,
+                // acknowledged or relayed; peers offer it again.
+                self.after_commit.clear();
+                self.after_commit_outputs.clear();
+                Ok(())
+            }
         }
     }
 
@@ -1154,6 +1206,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         meta: InsertMeta,
         from: Option<LinkId>,
     ) -> Result<(), StoreError> {
+        if !self.admission.admits(meta.priority) {
+            self.stats.refused_events += 1;
+            self.stats.shed_events += 1;
+            return Ok(());
+        }
         let before = self.store.event_set_version();
         match self.store.insert_event(event, &meta)? {
             InsertOutcome::Inserted => {

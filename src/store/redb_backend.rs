@@ -25,7 +25,7 @@ use redb::{
 
 use super::kv::{Kv, Pair, Table};
 use super::memory::bounds_empty;
-use super::{CheckReport, Engine, StoreConfig, StoreError};
+use super::{CheckReport, Engine, SCHEMA_VERSION, StoreConfig, StoreError};
 
 /// Page cache size for the redb file: 4 MiB. Small boards have 64–512 MiB
 /// of RAM; redb's 1 GiB default would let the cache grow with the file.
@@ -43,7 +43,9 @@ fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
 
 /// redb as an ordered, transactional key-value backend.
 pub struct RedbKv {
-    db: Database,
+    /// `None` only while [`RedbKv::reopen`] swaps it.
+    db: Option<Database>,
+    cache_bytes: usize,
     txn: Option<WriteTransaction>,
     dirty: bool,
     path: PathBuf,
@@ -77,22 +79,54 @@ impl RedbKv {
             }
         };
         let kv = RedbKv {
-            db,
+            db: Some(db),
+            cache_bytes,
             txn: None,
             dirty: false,
             path: path.to_path_buf(),
         };
-        let txn = kv.db.begin_write().map_err(|e| kv.err(e))?;
-        for t in Table::ALL {
-            txn.open_table(def(t)).map_err(|e| kv.err(e))?;
+        // Create missing tables; a store that has them all is opened
+        // without a write (it may sit on a full disk).
+        let missing = {
+            let r = kv.db()?.begin_read().map_err(|e| kv.err(e))?;
+            Table::ALL.iter().any(|t| r.open_table(def(*t)).is_err())
+        };
+        if missing {
+            let txn = kv.db()?.begin_write().map_err(|e| kv.err(e))?;
+            for t in Table::ALL {
+                txn.open_table(def(t)).map_err(|e| kv.err(e))?;
+            }
+            txn.commit().map_err(|e| kv.err(e))?;
         }
-        txn.commit().map_err(|e| kv.err(e))?;
         Ok(kv)
     }
 
     /// The store file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend(format!("{}: not open", self.path.display())))
+    }
+
+    /// Closes and opens the file again, discarding staged writes. After a
+    /// failed write (a full disk) redb refuses every further operation
+    /// until it is reopened; reopening recovers the last committed state
+    /// (`protocol-spec/daemon.md`, "Disk full").
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        if let Some(t) = self.txn.take() {
+            // The transaction may be unusable after the failure: dropping
+            // it is the abort.
+            let _ = t.abort();
+        }
+        self.dirty = false;
+        drop(self.db.take());
+        let fresh = RedbKv::open(&self.path, self.cache_bytes)?;
+        *self = fresh;
+        Ok(())
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
@@ -102,7 +136,7 @@ impl RedbKv {
     fn write_txn(&mut self) -> Result<&WriteTransaction, StoreError> {
         if self.txn.is_none() {
             let t = self
-                .db
+                .db()?
                 .begin_write()
                 .map_err(|e| map_err(&self.path, e.into()))?;
             self.txn = Some(t);
@@ -120,6 +154,8 @@ impl RedbKv {
             self.dirty = false;
         }
         self.db
+            .as_mut()
+            .ok_or_else(|| StoreError::Backend(format!("{}: not open", self.path.display())))?
             .compact()
             .map_err(|e| StoreError::Backend(format!("{}: compaction: {e}", self.path.display())))
     }
@@ -132,6 +168,8 @@ impl RedbKv {
             self.dirty = false;
         }
         self.db
+            .as_mut()
+            .ok_or_else(|| StoreError::Backend(format!("{}: not open", self.path.display())))?
             .check_integrity()
             .map_err(|e| open_error(&self.path, e))
     }
@@ -252,7 +290,7 @@ impl Kv for RedbKv {
             let v = table.get(key).map_err(|e| self.err(e))?;
             Ok(v.map(|g| g.value().to_vec()))
         } else {
-            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
             let table = txn.open_table(def(t)).map_err(|e| self.err(e))?;
             let v = table.get(key).map_err(|e| self.err(e))?;
             Ok(v.map(|g| g.value().to_vec()))
@@ -303,7 +341,7 @@ impl Kv for RedbKv {
             let table = txn.open_table(def(t)).map_err(|e| self.err(e))?;
             read_range(&table, lo, hi, limit, rev, &self.path)
         } else {
-            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
             let table = txn.open_table(def(t)).map_err(|e| self.err(e))?;
             read_range(&table, lo, hi, limit, rev, &self.path)
         }
@@ -351,8 +389,25 @@ impl Engine<RedbKv> {
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
         config.validate()?;
+        // A downgrade must not touch the file: the version is read without
+        // a write transaction first (`protocol-spec/store.md`, "Upgrades").
+        if let Some(found) = probe_schema(path, cache_bytes)
+            && found > SCHEMA_VERSION
+        {
+            return Err(StoreError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
         let kv = RedbKv::open(path, cache_bytes)?;
         Engine::open_kv_at(kv, config, Some(path))
+    }
+
+    /// Closes and reopens the store file after a failed write (see
+    /// [`RedbKv::reopen`]); staged writes are discarded.
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        self.kv_mut().reopen()
     }
 
     /// Compacts the store file (call on an idle store; staged writes are
@@ -377,6 +432,28 @@ impl Engine<RedbKv> {
     }
 }
 
+/// The schema version recorded in an existing store file, read through
+/// redb's read-only mode, which never modifies the file. `None` when the
+/// file is missing or empty, or cannot be opened read-only (for example it
+/// needs recovery after a crash, or a daemon holds it): then the normal
+/// open decides, and still refuses a newer version before any migration.
+pub fn probe_schema(path: &Path, cache_bytes: usize) -> Option<u64> {
+    if std::fs::metadata(path).ok()?.len() == 0 {
+        return None;
+    }
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        Database::builder()
+            .set_cache_size(cache_bytes)
+            .open_read_only(path)
+    }));
+    let db = opened.ok()?.ok()?;
+    let txn = db.begin_read().ok()?;
+    let table = txn.open_table(def(Table::System)).ok()?;
+    let v = table.get(super::engine::SCHEMA_KEY).ok()??;
+    let b: [u8; 8] = v.value().get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
 /// Opens the store file at `path`, checks it, and returns the report
 /// (`meshrelay store check [--json]`; serialise it with `serde_json`).
 pub fn check_file(path: &Path, config: StoreConfig) -> Result<CheckReport, StoreError> {
@@ -389,7 +466,7 @@ pub fn check_file(path: &Path, config: StoreConfig) -> Result<CheckReport, Store
 mod tests {
     use super::*;
     use crate::store::conformance::{T0, ev, ident, meta, room};
-    use crate::store::{EventStore, Priority, SCHEMA_VERSION, Source};
+    use crate::store::{EventStore, Priority, Source};
 
     fn fresh() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -432,9 +509,14 @@ mod tests {
                 .unwrap();
             s.commit().unwrap();
         }
+        let before = std::fs::read(&path).unwrap();
         let err = RedbStore::open(&path, StoreConfig::default()).unwrap_err();
         assert!(
             matches!(err, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1)
+        );
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "a refused open must not write to the file"
         );
         let msg = err.to_string();
         assert!(

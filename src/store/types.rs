@@ -36,7 +36,7 @@ pub enum StoreError {
     },
     /// The store file was written by a newer meshrelay.
     #[error(
-        "store file {path} has schema version {found}, newer than the {supported} this build understands; upgrade meshrelay"
+        "store file {path} was written by a newer meshrelay (schema version {found}; this build reads up to {supported}); it was left untouched: upgrade meshrelay again (downgrades are refused)"
     )]
     SchemaTooNew {
         /// The store file.
@@ -76,6 +76,28 @@ pub enum StoreError {
     /// Any other backend failure.
     #[error("store backend: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// Whether the file was written by a newer meshrelay (a downgrade,
+    /// refused without touching the file; exit code 2 in the CLI).
+    pub fn is_too_new(&self) -> bool {
+        matches!(self, StoreError::SchemaTooNew { .. })
+    }
+
+    /// Whether a write failed for lack of space (`ENOSPC`, `EDQUOT`), or
+    /// the backend refuses to go on after such a failure until reopened.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.kind() == std::io::ErrorKind::QuotaExceeded
+                    || matches!(source.raw_os_error(), Some(28 | 122))
+            }
+            StoreError::Backend(detail) => detail.contains("Previous I/O error"),
+            _ => false,
+        }
+    }
 }
 
 /// Priority class of a stored event; eviction empties a lower class before
