@@ -12,7 +12,8 @@
 #
 # The store is filled by `examples/store_rss.rs --fill` (1 KiB events in
 # 100 rooms, as in reports/store.md), built in the dev profile unless
-# FILL=PATH names a built store_rss binary. Each peer is a daemon of the
+# FILL=PATH names a built store_rss binary, or STORE=PATH names a store
+# file filled before (copied, so it is reused unchanged). Each peer is a daemon of the
 # same binary linked to the relay by `--peer`; it creates a room, invites
 # the relay, and sends messages as fast as its CLI allows, so every link
 # carries traffic the relay stores, decrypts and acknowledges, while the
@@ -72,7 +73,9 @@ wait "$idle" 2>/dev/null || true
 # 2. The relay holding N events.
 mr hub init --name hub >/dev/null
 t0=$(date +%s)
-if [[ -n ${FILL:-} ]]; then
+if [[ -n ${STORE:-} ]]; then
+    cp "$STORE" "$work/hub/store.redb"
+elif [[ -n ${FILL:-} ]]; then
     "$FILL" --fill "$work/hub/store.redb" "$N"
 else
     cargo run -q --example store_rss -- --fill "$work/hub/store.redb" "$N"
