@@ -356,7 +356,7 @@ fn app_errors_map_to_codes() {
 #[test]
 fn only_writing_operations_wait_for_the_commit() {
     let writing: Vec<bool> = every_op().iter().map(Op::writes).collect();
-    assert_eq!(writing.iter().filter(|w| **w).count(), 9);
+    assert_eq!(writing.iter().filter(|w| **w).count(), 10);
     assert!(
         Op::Send {
             room: "ab".into(),
