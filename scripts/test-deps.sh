@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests need when they are missing (Debian):
 # systemd-analyze (the service unit tests), dpkg-deb (the package test),
-# adduser. Runs `apt-get update` once, and only when something is missing.
+# adduser, faketime (libfaketime: the clock-jump test). Runs `apt-get update` once, and only when something is missing.
 # Called by .ci/run before the tests.
 set -euo pipefail
 
@@ -9,6 +9,7 @@ declare -A want=(
     [systemd-analyze]=systemd
     [dpkg-deb]=dpkg
     [adduser]=adduser
+    [faketime]=faketime
 )
 missing=()
 for tool in "${!want[@]}"; do

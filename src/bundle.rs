@@ -14,9 +14,13 @@
 //! time (deduplication by event ID through the caller's `have` predicate and
 //! within the bundle). Nothing in a bundle is ever decompressed.
 
+mod stream;
+
 use std::collections::BTreeSet;
 
 use thiserror::Error;
+
+pub use stream::{BundleStream, RawEvent};
 
 use crate::cbor::{self, CborError, Reader, Writer};
 use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
@@ -48,6 +52,9 @@ pub enum BundleError {
     /// More than [`MAX_BUNDLE_EVENTS`] events.
     #[error("bundle holds more than {MAX_BUNDLE_EVENTS} events")]
     TooManyEvents,
+    /// Reading a streamed bundle failed ([`BundleStream`]).
+    #[error("reading the bundle: {0}")]
+    Read(String),
 }
 
 /// One event a bundle import rejected.
@@ -116,6 +123,36 @@ pub fn parse(bytes: &[u8]) -> Result<(u64, Vec<&[u8]>), BundleError> {
     Ok((created_ms, out))
 }
 
+/// Whether one decoded event of a bundle may be stored at `now_ms`: its
+/// signature verifies, it belongs to `room` (when given) and it is current.
+/// The one check of [`import`] and of the streamed import
+/// (`crate::app::Device::import_from`); the error is the reason, one line.
+pub fn admit(ev: &Event, now_ms: u64, room: Option<RoomId>) -> Result<(), String> {
+    ev.verify().map_err(|e| e.to_string())?;
+    if let Some(r) = room
+        && ev.room() != r
+    {
+        return Err(format!("event of another room {}", ev.room()));
+    }
+    match timeliness(ev, now_ms) {
+        Timeliness::Current => Ok(()),
+        Timeliness::Expired => Err("event has expired".into()),
+        Timeliness::FromFuture => Err("event timestamp is too far in the future".into()),
+    }
+}
+
+/// Reads a whole streamed bundle and checks its framing only (events are
+/// not decoded): what a caller does before [`BundleStream`]-importing a
+/// file, so a bundle whose framing is broken stores nothing.
+pub fn check_framing<R: std::io::Read>(r: R) -> Result<usize, BundleError> {
+    let mut s = BundleStream::new(r)?;
+    let mut n = 0;
+    while s.next_event()?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Verifies a bundle's events at time `now_ms`. `have` says whether the
 /// caller already stores an event; `room` optionally restricts the import
 /// to one room (events of other rooms are rejected).
@@ -144,35 +181,13 @@ pub fn import(
             report.duplicates += 1;
             continue;
         }
-        let reject = |reason: String| Rejected {
-            index,
-            event_id: Some(ev.id()),
-            reason,
-        };
-        if let Err(e) = ev.verify() {
-            report.rejected.push(reject(e.to_string()));
+        if let Err(reason) = admit(&ev, now_ms, room) {
+            report.rejected.push(Rejected {
+                index,
+                event_id: Some(ev.id()),
+                reason,
+            });
             continue;
-        }
-        if let Some(r) = room
-            && ev.room() != r
-        {
-            report
-                .rejected
-                .push(reject(format!("event of another room {}", ev.room())));
-            continue;
-        }
-        match timeliness(&ev, now_ms) {
-            Timeliness::Current => {}
-            Timeliness::Expired => {
-                report.rejected.push(reject("event has expired".into()));
-                continue;
-            }
-            Timeliness::FromFuture => {
-                report
-                    .rejected
-                    .push(reject("event timestamp is too far in the future".into()));
-                continue;
-            }
         }
         seen.insert(ev.id());
         report.imported.push(ev);

@@ -38,6 +38,12 @@ pub const MAX_CARD_BYTES: usize = 512;
 /// timestamp may lie before the event is held back as "from the future".
 pub const MAX_FUTURE_SKEW_MS: u64 = 15 * 60 * 1000;
 
+/// Largest backward jump of the wall clock a daemon absorbs: within it the
+/// daemon's time keeps running on the monotonic clock from the last time
+/// used ([`crate::event::ClockFloor::tick`]); a larger one is taken as the
+/// correction of a wrong clock and followed.
+pub const MAX_CLOCK_ROLLBACK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Grace added to a signed expiry before a receiver treats the event as
 /// expired, to absorb clock skew between sender and receiver.
 pub const EXPIRY_GRACE_MS: u64 = 15 * 60 * 1000;

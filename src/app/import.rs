@@ -6,11 +6,28 @@ use super::{
     AppError, Device, FailedRoom, ImportSummary, RejectedInfo, UnauthorizedInfo, pt_key,
     room_keys_key, ud_key,
 };
-use crate::bundle;
+use std::io::Read;
+
+use crate::bundle::{self, BundleStream, RawEvent};
 use crate::crypto::DeviceId;
 use crate::event::{Event, EventId, EventKind, RoomId};
+use crate::limits::MAX_EVENT_BYTES;
 use crate::room::{DagError, Received, RoomKeys, RoomSession, SessionError};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
+
+/// Most event bytes a streamed import verifies and stores per batch
+/// (`protocol-spec/app.md` §3): with one event being decoded and the
+/// store's write buffer, what bounds an import's memory.
+pub const IMPORT_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// What the batches of a streamed import did so far.
+#[derive(Debug, Default)]
+struct BatchOutcome {
+    /// Some room of some batch was stored.
+    stored: bool,
+    /// The first error of a batch whose rooms all failed.
+    first_err: Option<AppError>,
+}
 
 /// The batch in causal order: an event after the batch's events it cites,
 /// otherwise in the given order (Kahn's algorithm over the batch). Time
@@ -89,34 +106,108 @@ impl<S: Store> Device<S> {
     }
 
     /// Verifies a bundle and stores its new events, passing them through
-    /// the rooms' sessions (key shares, decryption, retries). One commit at
-    /// the end: the summary is returned only after it.
+    /// the rooms' sessions (key shares, decryption, retries). The framing
+    /// is checked first, so a malformed bundle stores nothing; then the
+    /// bundle is imported as [`Device::import_from`] does.
     pub fn import(&mut self, bytes: &[u8], now_ms: u64) -> Result<ImportSummary, AppError> {
-        let store = &self.store;
-        let mut have_err = None;
-        let report = bundle::import(bytes, now_ms, None, |id| {
-            store.has_event(id).unwrap_or_else(|e| {
-                have_err = Some(e);
-                true
-            })
-        })?;
-        if let Some(e) = have_err {
-            return Err(e.into());
+        bundle::check_framing(bytes)?;
+        self.import_from(bytes, now_ms)
+    }
+
+    /// Imports a bundle read from `r`, streaming (`protocol-spec/app.md`
+    /// §3): events are decoded and verified one at a time and stored in
+    /// batches of at most [`IMPORT_BATCH_BYTES`] of event bytes, one commit
+    /// per room per batch, so memory stays bounded whatever the bundle's
+    /// size. The summary is returned only after the last commit. A framing
+    /// error found after a batch was committed still fails the import
+    /// (those events stay stored: they were verified); callers that can
+    /// read the input twice check the framing first
+    /// ([`bundle::check_framing`]).
+    pub fn import_from(&mut self, r: impl Read, now_ms: u64) -> Result<ImportSummary, AppError> {
+        let mut stream = BundleStream::new(r)?;
+        let mut sum = ImportSummary::default();
+        let mut seen: BTreeSet<EventId> = BTreeSet::new();
+        let mut batch: Vec<(usize, Event)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut outcome = BatchOutcome::default();
+        let mut index = 0usize;
+        while let Some(raw) = stream.next_event()? {
+            let i = index;
+            index += 1;
+            let reject = |sum: &mut ImportSummary, id: Option<EventId>, reason: String| {
+                sum.rejections.push(RejectedInfo {
+                    index: i,
+                    event_id: id.map(|id| id.to_string()),
+                    reason,
+                });
+            };
+            let ev = match raw {
+                RawEvent::Oversize(n) => {
+                    reject(
+                        &mut sum,
+                        None,
+                        format!("event is {n} bytes, over the {MAX_EVENT_BYTES}-byte limit"),
+                    );
+                    continue;
+                }
+                RawEvent::Bytes(b) => match Event::decode_unverified(&b) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        reject(&mut sum, None, e.to_string());
+                        continue;
+                    }
+                },
+            };
+            if seen.contains(&ev.id()) || self.store.has_event(&ev.id())? {
+                sum.duplicates += 1;
+                continue;
+            }
+            if let Err(reason) = bundle::admit(&ev, now_ms, None) {
+                reject(&mut sum, Some(ev.id()), reason);
+                continue;
+            }
+            seen.insert(ev.id());
+            batch_bytes += ev.bytes().len();
+            batch.push((i, ev));
+            if batch_bytes >= IMPORT_BATCH_BYTES {
+                self.import_batch(std::mem::take(&mut batch), now_ms, &mut sum, &mut outcome);
+                batch_bytes = 0;
+            }
         }
-        let mut sum = ImportSummary::from_report(&report);
-        // Group by room, keeping bundle order; remember bundle positions.
+        self.import_batch(batch, now_ms, &mut sum, &mut outcome);
+        if !outcome.stored
+            && let Some(e) = outcome.first_err
+        {
+            return Err(e);
+        }
+        sum.rejected = sum.rejections.len();
+        Ok(sum)
+    }
+
+    /// Stores one batch of a streamed import (verified, new events with
+    /// their bundle positions), one commit per room.
+    fn import_batch(
+        &mut self,
+        batch: Vec<(usize, Event)>,
+        now_ms: u64,
+        sum: &mut ImportSummary,
+        outcome: &mut BatchOutcome,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
         let mut by_room: BTreeMap<RoomId, Vec<&Event>> = BTreeMap::new();
-        for ev in &report.imported {
+        let mut index_of: BTreeMap<EventId, usize> = BTreeMap::new();
+        for (i, ev) in &batch {
+            index_of.insert(ev.id(), *i);
             by_room.entry(ev.room()).or_default().push(ev);
         }
-        let index_of: BTreeMap<EventId, usize> = bundle::parse(bytes)?
-            .1
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| Event::decode_unverified(b).ok().map(|e| (e.id(), i)))
-            .collect();
-        self.receive_grouped(&by_room, Source::Import, now_ms, &index_of, &mut sum)?;
-        Ok(sum)
+        match self.receive_grouped(&by_room, Source::Import, now_ms, &index_of, sum) {
+            Ok(()) => outcome.stored = true,
+            Err(e) => {
+                outcome.first_err.get_or_insert(e);
+            }
+        }
     }
 
     /// Stores verified events that arrived from `source` (the homeserver's
@@ -146,6 +237,7 @@ impl<S: Store> Device<S> {
             ..ImportSummary::default()
         };
         self.receive_grouped(&by_room, source, now_ms, &index_of, &mut sum)?;
+        sum.rejected = sum.rejections.len();
         Ok(sum)
     }
 
@@ -198,7 +290,6 @@ impl<S: Store> Device<S> {
         {
             return Err(e);
         }
-        sum.rejected = sum.rejections.len();
         Ok(())
     }
 
@@ -271,7 +362,7 @@ impl<S: Store> Device<S> {
         };
         let mut s = match cached {
             Some(s) => s,
-            None => self.session_excluding(room, staged)?.0,
+            None => self.session_only(room, staged)?,
         };
         let before = s.members();
         let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
@@ -401,20 +492,28 @@ impl<S: Store> Device<S> {
                 }
             }
         }
-        // Messages that arrived before their sender's keys.
+        // Messages that arrived before their sender's keys (read one at a
+        // time: a room's history is never held in memory).
         if !retry.is_empty() {
-            for ev in self.room_events(room)? {
-                if ev.kind() != EventKind::Message
-                    || !retry.contains(&ev.sender())
-                    || ev.sender() == me
-                    || self.store.get_secret(&pt_key(&ev.id()))?.is_some()
+            let mut ids = Vec::new();
+            self.for_each_room_event(room, |ev| {
+                if ev.kind() == EventKind::Message
+                    && retry.contains(&ev.sender())
+                    && ev.sender() != me
                 {
+                    ids.push(ev.id());
+                }
+            })?;
+            for id in ids {
+                if self.store.get_secret(&pt_key(&id))?.is_some() {
                     continue;
                 }
+                let Some(ev) = self.stored_event(&id)? else {
+                    continue;
+                };
                 if let Ok(content) = s.decrypt(&ev) {
-                    self.store
-                        .put_secret(&pt_key(&ev.id()), &content.to_bytes())?;
-                    self.store.remove_secret(&ud_key(&ev.id()))?;
+                    self.store.put_secret(&pt_key(&id), &content.to_bytes())?;
+                    self.store.remove_secret(&ud_key(&id))?;
                 }
             }
         }

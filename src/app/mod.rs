@@ -33,6 +33,7 @@
 mod follow;
 mod import;
 mod prekeys;
+mod repair;
 mod retention;
 mod types;
 
@@ -47,8 +48,8 @@ use thiserror::Error;
 pub use follow::follow_messages;
 pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
 pub use types::{
-    FailedRoom, GapInfo, ImportSummary, MemberInfo, MessageLine, RejectedInfo, RoomInfo,
-    UnauthorizedInfo,
+    DroppedInfo, FailedRoom, ForkInfo, GapInfo, ImportSummary, KeyStateInfo, MemberInfo,
+    MessageLine, RejectedInfo, RepairReport, RoomInfo, UnauthorizedInfo,
 };
 
 use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
@@ -77,6 +78,9 @@ pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
 pub const ROOM_READ_PAGE: usize = 1024;
 /// Most gap ranges shown per sender and room.
 pub const MAX_GAP_LINES: usize = 256;
+/// Most fork records read per room for `messages` (`protocol-spec/app.md`
+/// §4); the store keeps at most `MAX_FORK_EVIDENCE` in all.
+pub const MAX_FORK_LINES: usize = 256;
 /// Longest message text accepted by [`Device::send`], in UTF-8 bytes: the
 /// padding limit minus headroom for the content encoding (at most 6 bytes).
 pub const MAX_TEXT_BYTES: usize = crate::crypto::padding::MAX_PLAINTEXT_BYTES - 16;
@@ -432,6 +436,16 @@ impl<S: Store> Device<S> {
         Ok(())
     }
 
+    /// One stored event (decoded, not re-verified).
+    fn stored_event(&self, id: &EventId) -> Result<Option<Event>, AppError> {
+        let Some(b) = self.store.get_event(id)? else {
+            return Ok(None);
+        };
+        Event::decode_unverified(&b)
+            .map(Some)
+            .map_err(|e| AppError::Corrupt(format!("stored event {id}: {e}")))
+    }
+
     fn stored_keys(&self, room: &RoomId) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, AppError> {
         Ok(self.store.get_secret(&room_keys_key(room))?)
     }
@@ -452,40 +466,45 @@ impl<S: Store> Device<S> {
         room: &RoomId,
         skip: &BTreeSet<EventId>,
     ) -> Result<(RoomSession, Vec<Event>), AppError> {
+        self.restore_session(room, skip, true)
+    }
+
+    fn restore_session(
+        &self,
+        room: &RoomId,
+        skip: &BTreeSet<EventId>,
+        keep: bool,
+    ) -> Result<(RoomSession, Vec<Event>), AppError> {
         let keys = match self.stored_keys(room)? {
             Some(k) => k,
             None => RoomKeys::new(*room).to_bytes(),
         };
-        let mut rebuild = RoomSession::rebuild(*room, self.device_id(), &keys)?;
-        let mut events = Vec::new();
-        self.for_each_room_event(room, |ev| {
-            if !skip.contains(&ev.id()) && rebuild.add(&ev) {
-                events.push(ev);
-            }
-        })?;
-        // Events a pending quota refused (stored order is not causal) are
-        // offered again, in stored order, a bounded number of times.
-        for _ in 1..crate::room::MAX_REBUILD_PASSES {
-            let retry = rebuild.take_retry();
-            if retry.is_empty() {
-                break;
-            }
-            for id in retry {
-                let Some(b) = self.store.get_event(&id)? else {
-                    continue;
-                };
-                let ev = Event::decode_unverified(&b)
-                    .map_err(|e| AppError::Corrupt(format!("stored event {id}: {e}")))?;
-                if rebuild.add(&ev) {
-                    events.push(ev);
-                }
-            }
-        }
-        let s = rebuild.finish();
+        let rebuild = RoomSession::rebuild(*room, self.device_id(), &keys)?;
+        let (s, events) = rebuild.replay(
+            |add| {
+                self.for_each_room_event(room, |ev| {
+                    if !skip.contains(&ev.id()) {
+                        add(ev);
+                    }
+                })
+            },
+            |id| self.stored_event(id),
+            keep,
+        )?;
         if s.dropped() > 0 {
             tracing::debug!(%room, dropped = s.dropped(), "rebuild left out refused events");
         }
         Ok((s, events))
+    }
+
+    /// Restores the session of `room` like [`Device::session_excluding`]
+    /// but keeps no events: memory is the DAG's, whatever the room's size.
+    fn session_only(
+        &self,
+        room: &RoomId,
+        skip: &BTreeSet<EventId>,
+    ) -> Result<RoomSession, AppError> {
+        self.restore_session(room, skip, false).map(|(s, _)| s)
     }
 
     fn session_with_events(&self, room: &RoomId) -> Result<(RoomSession, Vec<Event>), AppError> {
@@ -823,6 +842,7 @@ impl<S: Store> Device<S> {
                     to_seq,
                 });
         }
+        let mut forks = self.fork_lines(room)?;
         // Where this device joined: its create or its invites.
         let me = self.device_id();
         let order = s.dag().display_order();
@@ -853,6 +873,9 @@ impl<S: Store> Device<S> {
             let Some(ev) = by_id.get(&id) else { continue };
             if let Some(gap) = gaps.remove(&(ev.sender(), ev.seq())) {
                 out.push(MessageLine::Gap { gap });
+            }
+            if let Some(fork) = forks.remove(&(ev.sender(), ev.seq())) {
+                out.push(MessageLine::Fork { fork });
             }
             if ev.kind() != EventKind::Message {
                 continue;
@@ -912,7 +935,31 @@ impl<S: Store> Device<S> {
         }
         // Gaps before events not yet in the DAG (pending) still show.
         out.extend(gaps.into_values().map(|gap| MessageLine::Gap { gap }));
+        out.extend(forks.into_values().map(|fork| MessageLine::Fork { fork }));
         Ok(out)
+    }
+
+    /// The room's recorded forks, keyed by (sender, seq): every copy's ID,
+    /// ascending (the held copy, which counts, is the lowest unless it was
+    /// held before a lower one could displace it).
+    fn fork_lines(&self, room: &RoomId) -> Result<BTreeMap<(DeviceId, u64), ForkInfo>, AppError> {
+        let mut ids: BTreeMap<(DeviceId, u64), BTreeSet<EventId>> = BTreeMap::new();
+        for f in self.store.room_forks(room, MAX_FORK_LINES)? {
+            let set = ids.entry((f.sender, f.seq)).or_default();
+            set.insert(f.existing);
+            set.insert(f.conflicting);
+        }
+        Ok(ids
+            .into_iter()
+            .map(|((sender, seq), set)| {
+                let fork = ForkInfo {
+                    sender: sender.to_string(),
+                    seq,
+                    event_ids: set.iter().map(EventId::to_string).collect(),
+                };
+                ((sender, seq), fork)
+            })
+            .collect())
     }
 
     // ---- bundles --------------------------------------------------------------

@@ -86,6 +86,25 @@ pub enum MessageLine {
         /// The gap.
         gap: GapInfo,
     },
+    /// A sender signed more than one event at one sequence number:
+    /// `{"fork":{"sender","seq","event_ids":[…]}}`, printed before the
+    /// copy that counts (the lowest event ID, `protocol-spec/rooms.md`
+    /// §7.1).
+    Fork {
+        /// The fork.
+        fork: ForkInfo,
+    },
+}
+
+/// A fork shown to people (`protocol-spec/app.md` §4).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ForkInfo {
+    /// Sender device ID.
+    pub sender: String,
+    /// The sequence number signed more than once.
+    pub seq: u64,
+    /// The copies' event IDs, ascending: the first is the one that counts.
+    pub event_ids: Vec<String>,
 }
 
 /// One event an import rejected (never stored).
@@ -165,4 +184,43 @@ impl ImportSummary {
             ..ImportSummary::default()
         }
     }
+}
+
+/// What `room repair` did (`protocol-spec/app.md` §7, the JSON contract of
+/// `meshrelay room repair --json` and of the control API's `room_repair`):
+/// `{"room_id","events","kept","dropped_count","dropped":[{"event_id","reason"}],
+/// "key_state":{"before_bytes","after_bytes"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// Room ID (hex).
+    pub room_id: String,
+    /// Stored events of the room.
+    pub events: usize,
+    /// Events the rebuilt history holds (admitted, or waiting for
+    /// predecessors from a sender with standing).
+    pub kept: usize,
+    /// Stored events the rebuild left out (they stay stored).
+    pub dropped_count: usize,
+    /// The first `MAX_REBUILD_DROPPED_LISTED` of them, with reasons.
+    pub dropped: Vec<DroppedInfo>,
+    /// The room-key state before and after.
+    pub key_state: KeyStateInfo,
+}
+
+/// One event `room repair` left out of the rebuilt history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedInfo {
+    /// Event ID (hex).
+    pub event_id: String,
+    /// Why (one line).
+    pub reason: String,
+}
+
+/// The size of the stored room-key state before and after a repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStateInfo {
+    /// Bytes before (0 when none was stored).
+    pub before_bytes: usize,
+    /// Bytes after.
+    pub after_bytes: usize,
 }

@@ -3,7 +3,7 @@
 //! [`std::io::Write`]. The binary flattens them into its command enum and
 //! keeps only dispatch and exit codes.
 //!
-//! - [`rooms`]: the rooms commands, a client of the control API
+//! - [`rooms`] (with [`repair`]'s report format): the rooms commands, a client of the control API
 //!   (`protocol-spec/daemon.md`, "Control API") or the store directly;
 //! - [`status`]: how `status` and `peers` print;
 //! - [`identity`]: `init`, `id`, `contact add`, `contacts`;
@@ -12,9 +12,12 @@
 
 pub mod decode;
 pub mod demo;
+pub mod fork_line;
 pub mod homeserver;
 pub mod identity;
+pub mod import;
 pub mod mesh_demo;
+pub mod repair;
 pub mod rooms;
 pub mod status;
 pub mod store;

@@ -7,6 +7,7 @@
 //! meshrelay room leave ROOM_ID                 → {"event_id"}
 //! meshrelay room promote ROOM_ID DEVICE_ID     → {"event_id"}
 //! meshrelay room demote ROOM_ID DEVICE_ID      → {"event_id"}
+//! meshrelay room repair ROOM_ID [--json]       → {"room_id","events","kept","dropped_count","dropped":[…],"key_state":{…}}
 //! meshrelay rooms [--json]                     → [{"room_id","name","members":[{"device_id","name","admin"}]}]
 //! meshrelay send ROOM_ID TEXT [--json]         → {"event_id"} (after the commit)
 //! meshrelay messages ROOM_ID [--json] [--follow]  → JSON lines
@@ -148,6 +149,15 @@ pub enum RoomAction {
     Promote(TargetArgs),
     /// Take admin rights away.
     Demote(TargetArgs),
+    /// Rebuild the room's state (its keys) from the stored events and
+    /// report what the rebuild left out.
+    Repair {
+        /// Room ID (hex).
+        room_id: String,
+        /// Print JSON: {"room_id","events","kept","dropped_count","dropped":[{"event_id","reason"}],"key_state":{"before_bytes","after_bytes"}}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `room invite`.
@@ -331,6 +341,7 @@ pub fn human_line(line: &MessageLine) -> String {
             "<{} withheld or missing: sequence {}..={}>",
             gap.sender, gap.from_seq, gap.to_seq
         ),
+        MessageLine::Fork { fork } => super::fork_line::human_fork(fork),
     }
 }
 
@@ -428,9 +439,16 @@ pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), Cl
             other => other.map_err(CliError::from),
         };
     }
+    let now = now_ms();
+    if let RoomsCommand::Import { file } = cmd {
+        // Streamed into the store: never read whole (`super::import`).
+        let mut dev = Device::open(dir, now)?;
+        let import = Box::new(super::import::import_streaming(&mut dev, file, now)?);
+        drop(dev);
+        return print_answer(cmd, &Answer::data(OkData::Import { import }), out);
+    }
     let input = read_import_input(cmd)?;
     let op = to_op(cmd, input.as_deref());
-    let now = now_ms();
     let mut dev = Device::open(dir, now)?;
     let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
     let answer = exec::execute(&op, &mut dev, now, &mut rng)?;
@@ -503,6 +521,9 @@ pub fn to_op(cmd: &RoomsCommand, input: Option<&[u8]>) -> Op {
             RoomAction::Leave { room_id, .. } => Op::RoomLeave {
                 room: room_id.clone(),
             },
+            RoomAction::Repair { room_id, .. } => Op::RoomRepair {
+                room: room_id.clone(),
+            },
         },
         RoomsCommand::Rooms { .. } => Op::Rooms,
         RoomsCommand::Send { room_id, text, .. } => Op::Send {
@@ -550,6 +571,12 @@ pub fn print_answer(
             OkData::Event { event_id },
         ) => format_event(out, event_id, *json),
         (RoomsCommand::Rooms { json }, OkData::Rooms { rooms }) => format_rooms(out, rooms, *json),
+        (
+            RoomsCommand::Room {
+                action: RoomAction::Repair { json, .. },
+            },
+            OkData::Repair { repair },
+        ) => super::repair::format_repair(out, repair, *json),
         (RoomsCommand::Messages { json, .. }, OkData::Lines { .. }) => answer
             .lines
             .iter()

@@ -94,6 +94,9 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
             event(dev.room_demote(&parse_room(room)?, &parse_device(device)?, now, rng)?)
         }
         Op::RoomLeave { room } => event(dev.room_leave(&parse_room(room)?, now, rng)?),
+        Op::RoomRepair { room } => Answer::data(OkData::Repair {
+            repair: dev.room_repair(&parse_room(room)?)?,
+        }),
         Op::Rooms => Answer::data(OkData::Rooms {
             rooms: dev.rooms()?,
         }),

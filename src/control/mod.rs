@@ -21,7 +21,7 @@
 //!   [`ApiError`] rather than a failure;
 //! - [`Reply`] / [`ReplyBody`] / [`OkData`]: typed replies whose data are
 //!   the application's serde types ([`RoomInfo`], [`MessageLine`],
-//!   [`ImportSummary`], [`PrekeyRotation`]);
+//!   [`ImportSummary`], [`PrekeyRotation`], [`RepairReport`]);
 //! - [`exec`]: runs an operation on an open [`crate::app::Device`], shared
 //!   by the daemon and by the CLI when no daemon runs;
 //! - [`client`]: connecting and calling, for clients.
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::{AppError, ImportSummary, MessageLine, PrekeyRotation, RoomInfo};
+use crate::app::{AppError, ImportSummary, MessageLine, PrekeyRotation, RepairReport, RoomInfo};
 use crate::contacts::ContactError;
 use crate::datadir::DataDirError;
 
@@ -128,6 +128,12 @@ pub enum Op {
         /// Room ID.
         room: String,
     },
+    /// Rebuild a room's state from its stored events and report what the
+    /// rebuild left out → [`OkData::Repair`] (`protocol-spec/app.md` §7).
+    RoomRepair {
+        /// Room ID.
+        room: String,
+    },
     /// The rooms this device is or was in → [`OkData::Rooms`].
     Rooms,
     /// Encrypt, sign and store a message → [`OkData::Event`].
@@ -172,13 +178,14 @@ pub enum Op {
 
 impl Op {
     /// Every operation name, as `op` spells it.
-    pub const NAMES: [&str; 16] = [
+    pub const NAMES: [&str; 17] = [
         "room_create",
         "room_invite",
         "room_remove",
         "room_promote",
         "room_demote",
         "room_leave",
+        "room_repair",
         "rooms",
         "send",
         "messages",
@@ -202,6 +209,7 @@ impl Op {
                 | Op::RoomPromote { .. }
                 | Op::RoomDemote { .. }
                 | Op::RoomLeave { .. }
+                | Op::RoomRepair { .. }
                 | Op::Send { .. }
                 | Op::Import { .. }
                 | Op::PrekeyRotate
@@ -305,6 +313,11 @@ pub enum OkData {
     Import {
         /// What the import did (boxed: the largest reply data).
         import: Box<ImportSummary>,
+    },
+    /// `{"repair":RepairReport}`.
+    Repair {
+        /// What the repair did.
+        repair: RepairReport,
     },
     /// `{"prekey":PrekeyRotation}`.
     Prekey {

@@ -29,6 +29,7 @@ fn every_op() -> Vec<Op> {
             device: device(),
         },
         Op::RoomLeave { room: room() },
+        Op::RoomRepair { room: room() },
         Op::Rooms,
         Op::Send {
             room: room(),
@@ -133,6 +134,29 @@ fn every_reply() -> Vec<Reply> {
                 sender: "mr1b".into(),
                 from_seq: 2,
                 to_seq: 4,
+            },
+        }),
+        Reply::line(MessageLine::Fork {
+            fork: crate::app::ForkInfo {
+                sender: "mr1b".into(),
+                seq: 3,
+                event_ids: vec!["e4".into(), "e5".into()],
+            },
+        }),
+        Reply::ok(OkData::Repair {
+            repair: crate::app::RepairReport {
+                room_id: ROOM.into(),
+                events: 9,
+                kept: 8,
+                dropped_count: 1,
+                dropped: vec![crate::app::DroppedInfo {
+                    event_id: "e6".into(),
+                    reason: "its sender has no standing in the room".into(),
+                }],
+                key_state: crate::app::KeyStateInfo {
+                    before_bytes: 900,
+                    after_bytes: 300,
+                },
             },
         }),
     ]
@@ -332,7 +356,7 @@ fn app_errors_map_to_codes() {
 #[test]
 fn only_writing_operations_wait_for_the_commit() {
     let writing: Vec<bool> = every_op().iter().map(Op::writes).collect();
-    assert_eq!(writing.iter().filter(|w| **w).count(), 9);
+    assert_eq!(writing.iter().filter(|w| **w).count(), 10);
     assert!(
         Op::Send {
             room: "ab".into(),

@@ -18,13 +18,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_core::Rng;
 use tokio::sync::mpsc;
 
+use super::clock::{CLOCK_FLOOR_META_KEY, DaemonClock};
 use super::disk::{DiskLevel, DiskWatch, disk_full_reply, writes};
 use super::report;
 use super::{DaemonError, DaemonOptions, server};
@@ -33,7 +34,9 @@ use crate::control::exec;
 use crate::control::{ApiError, ErrorCode, OkData, Op, Reply, Request};
 use crate::event::{EventId, RoomId};
 use crate::proto::{Command, Input, LinkKind, Node, Output};
-use crate::store::{EventStore, RedbStore, SecretStore, Source, StoreConfig, StoreError};
+use crate::store::{
+    EventStore, MetaStore, RedbStore, SecretStore, Source, StoreConfig, StoreError,
+};
 use crate::transport::ble::{self, BleEvent, BleHandle};
 use crate::transport::lan::{self, LAN_MTU, LanEvent, LanHandle};
 
@@ -62,14 +65,6 @@ struct Follower {
     room: RoomId,
     reply: mpsc::Sender<Reply>,
     shown: BTreeSet<String>,
-}
-
-/// Wall-clock milliseconds (event timestamps are wall-clock).
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 pub(super) struct Driver {
@@ -104,6 +99,9 @@ pub(super) struct Driver {
     shutting_down: bool,
     /// Free space of the data directory, and the admission it allows.
     disk: DiskWatch,
+    /// The daemon's time: wall clock, never turned back by a backward jump
+    /// (`super::clock`).
+    clock: DaemonClock,
 }
 
 /// Opens the store. A command run without a daemon holds it for a moment:
@@ -135,9 +133,10 @@ pub async fn run(
     let (identity, _) = crate::app::load_identity(&dir)?;
     let store_path = dir.join(crate::store::redb_backend::STORE_FILE_NAME);
     let store = open_store(&dir, &store_path).await?;
+    let clock = DaemonClock::new(store.get_meta(CLOCK_FLOOR_META_KEY)?.as_deref());
     let mut seed = [0u8; 32];
     rand_core::UnwrapErr(rand::rngs::SysRng).fill_bytes(&mut seed);
-    let now = now_ms();
+    let now = clock.now();
     let mut node = Node::new(
         identity.device_id(),
         store,
@@ -224,6 +223,7 @@ pub async fn run(
         shutting_down: false,
         sessions: crate::app::SessionCache::default(),
         disk: DiskWatch::new(&dir_for_disk),
+        clock,
         homeserver: if opts.homeserver_sync {
             "running".to_owned()
         } else {
@@ -278,13 +278,13 @@ pub async fn run(
             },
             Some(scrape) = async { match metrics_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
                 let facts = super::metrics::DaemonFacts { dir: &d.dir, started_ms: d.started_ms, homeserver: &d.homeserver, disk: &d.disk };
-                let _ = scrape.send(super::metrics::render(&d.node, &facts, now_ms()));
+                let _ = scrape.send(super::metrics::render(&d.node, &facts, d.clock.now()));
             },
             _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                 super::notify::notify("WATCHDOG=1");
             },
             _ = tokio::time::sleep_until(deadline) => {
-                if let Err(e) = d.node.handle(now_ms(), Input::Timeout) { break Err(e.into()); }
+                if let Err(e) = d.node.handle(d.clock.now(), Input::Timeout) { break Err(e.into()); }
                 if tokio::time::Instant::now() >= d.next_maintenance
                     && let Err(e) = d.maintenance()
                 {
@@ -328,7 +328,7 @@ pub async fn run(
 impl Driver {
     /// The next wake-up: the node's timer or the followers' refresh.
     fn timer_deadline(&self) -> tokio::time::Instant {
-        let now_wall = now_ms();
+        let now_wall = self.clock.now();
         let now = tokio::time::Instant::now();
         let node = self
             .node
@@ -364,7 +364,7 @@ impl Driver {
     /// Starts carrying every room this device holds keys for.
     fn join_own_rooms(&mut self) -> Result<(), DaemonError> {
         let keys = self.node.store().secret_keys(ROOM_KEYS_PREFIX)?;
-        let now = now_ms();
+        let now = self.clock.now();
         for k in keys {
             let Some(b) = k.get(ROOM_KEYS_PREFIX.len()..) else {
                 continue;
@@ -413,7 +413,7 @@ impl Driver {
 
     /// BLE links enter the node exactly like LAN links (`LinkKind::Ble`).
     fn on_ble(&mut self, ev: BleEvent) -> Result<(), DaemonError> {
-        let now = now_ms();
+        let now = self.clock.now();
         match ev {
             BleEvent::Up {
                 link,
@@ -448,7 +448,7 @@ impl Driver {
     }
 
     fn on_lan(&mut self, ev: LanEvent) -> Result<(), DaemonError> {
-        let now = now_ms();
+        let now = self.clock.now();
         match ev {
             LanEvent::Listening(addr) => {
                 tracing::info!(%addr, "listening");
@@ -507,7 +507,7 @@ impl Driver {
 
     /// One commit cycle (see the module docs).
     pub(super) fn cycle(&mut self) -> Result<(), DaemonError> {
-        let now = now_ms();
+        let now = self.clock.now();
         if self.node.needs_commit() {
             let staged: Vec<EventId> = self
                 .node
@@ -536,6 +536,9 @@ impl Driver {
                 }
             }
             self.published.clear();
+            self.node
+                .store_mut()
+                .put_meta(CLOCK_FLOOR_META_KEY, &self.clock.persisted())?;
             if self.commit()? {
                 self.node.handle(now, Input::CommitDone)?;
                 self.follow_dirty.extend(rooms);
@@ -585,7 +588,7 @@ impl Driver {
         };
         tracing::error!(error = %err, "commit failed for lack of space; nothing of it was acknowledged");
         self.node.store_mut().reopen()?;
-        self.node.handle(now_ms(), Input::CommitFailed)?;
+        self.node.handle(self.clock.now(), Input::CommitFailed)?;
         self.sessions.clear();
         self.disk.commit_failed();
         self.node.set_admission(self.disk.level().admission());
@@ -601,7 +604,7 @@ impl Driver {
     fn on_host(&mut self, req: crate::sync::channel::HostRequest) -> Result<(), DaemonError> {
         // Nothing of the node may be staged: the steps commit themselves.
         self.cycle()?;
-        let now = now_ms();
+        let now = self.clock.now();
         let Some(mut dl) = req.serve_store(self.node.store_mut(), now) else {
             return Ok(());
         };
@@ -657,7 +660,7 @@ impl Driver {
     /// delete prekeys past their grace period.
     fn maintenance(&mut self) -> Result<(), DaemonError> {
         self.next_maintenance = tokio::time::Instant::now() + MAINTENANCE_INTERVAL;
-        let now = now_ms();
+        let now = self.clock.now();
         self.sessions.clear();
         let expired = self.node.store_mut().expire(now)?;
         if expired > 0 {
@@ -731,7 +734,7 @@ impl Driver {
     /// "Control API"). Replies are held until the cycle's commit.
     fn on_control(&mut self, msg: ControlMsg) -> Result<(), DaemonError> {
         let ControlMsg { req, reply } = msg;
-        let now = now_ms();
+        let now = self.clock.now();
         let replies = match req.op {
             Op::Shutdown => {
                 tracing::info!("shutdown requested over the control socket");
@@ -834,7 +837,7 @@ impl Driver {
 
     fn refresh_follower(&mut self, f: &mut Follower) -> Result<(), Reply> {
         let dir = self.dir.clone();
-        let lines = Device::open_with(&dir, self.node.store_mut(), now_ms())
+        let lines = Device::open_with(&dir, self.node.store_mut(), self.clock.now())
             .and_then(|dev| dev.messages(&f.room))
             .map_err(|e| Reply::from(ApiError::from(&e)))?;
         for line in lines {

@@ -6,6 +6,8 @@
 //! CLI work through the daemon while it holds the store.
 //!
 //! - [`driver`]: the run loop (group commit, acknowledge after commit).
+//! - [`clock`]: the daemon's time, which a backward jump of the wall clock
+//!   does not turn back.
 //! - `server`: the control socket's server side (the protocol itself is
 //!   [`crate::control`]).
 //! - [`report`]: `peers` and `status`.
@@ -13,6 +15,7 @@
 //! - [`disk`]: free space, and what the daemon stores when it runs low.
 //! - [`notify`]: readiness and watchdog for systemd (`Type=notify`).
 
+pub mod clock;
 pub mod disk;
 pub mod driver;
 mod metrics;

@@ -329,6 +329,13 @@ impl RoomKeys {
         self.inbound.len()
     }
 
+    /// The senders whose chains are held, ascending.
+    pub fn senders(&self) -> Vec<DeviceId> {
+        let mut v: Vec<DeviceId> = self.inbound.keys().map(|(s, _)| *s).collect();
+        v.dedup();
+        v
+    }
+
     /// Drops every inbound chain of `sender` (for example after it left).
     pub fn forget_sender(&mut self, sender: &DeviceId) {
         self.inbound.retain(|(s, _), _| s != sender);

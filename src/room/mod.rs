@@ -23,6 +23,6 @@ pub use keys::{KeyError, RoomKeys, accept_key_share, decrypt_message};
 pub use membership::{Membership, MembershipError, derive_room_id};
 pub use resolve::{AuthError, Member, MembershipState, ROOM_CAP, Resolution};
 pub use session::{
-    MAX_REBUILD_PASSES, MAX_REBUILD_RETRIES, Outgoing, Rebuild, Received, RoomSession,
-    SessionError, UNAUTHORIZED_REASON,
+    Dropped, MAX_REBUILD_DROPPED_LISTED, MAX_REBUILD_PASSES, MAX_REBUILD_RETRIES, Outgoing,
+    Rebuild, Received, Rederived, RoomSession, SessionError, UNAUTHORIZED_REASON,
 };

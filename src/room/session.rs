@@ -41,6 +41,16 @@ pub const MAX_REBUILD_PASSES: usize = 4;
 /// Most events remembered for another pass (IDs only): beyond it, an event
 /// refused by a quota is dropped from the rebuilt view (still stored).
 pub const MAX_REBUILD_RETRIES: usize = 65_536;
+/// Most dropped events a rebuild lists with their reasons (the rest are
+/// only counted): what `room repair` reports (`protocol-spec/daemon.md`,
+/// "Control API").
+pub const MAX_REBUILD_DROPPED_LISTED: usize = 256;
+
+/// Why a rebuild leaves out an event a pending quota refused on every
+/// pass.
+pub const NO_STANDING_REASON: &str = "its sender has no standing in the room";
+/// Why a rebuild leaves out an event still refused after the last pass.
+pub const STILL_WAITING_REASON: &str = "still refused by a pending quota after the last pass";
 
 /// The reason recorded for a message whose sender was not authorised at
 /// its causal position (`protocol-spec/rooms.md` §5).
@@ -152,6 +162,17 @@ pub enum Received {
     },
 }
 
+/// What [`RoomSession::rederive_keys`] found.
+#[derive(Debug, Default)]
+pub struct Rederived {
+    /// Messages of other members decrypted, in display order.
+    pub readable: Vec<(EventId, Content)>,
+    /// Messages of other members that could not be, with why.
+    pub unreadable: Vec<(EventId, String)>,
+    /// Key shares for this device that were refused.
+    pub shares_refused: usize,
+}
+
 /// A session being rebuilt from stored events ([`RoomSession::rebuild`]).
 #[derive(Debug)]
 pub struct Rebuild {
@@ -161,6 +182,15 @@ pub struct Rebuild {
     updates: Vec<Event>,
     /// Events a pending quota refused in this pass, to offer again.
     retry: Vec<(EventId, DeviceId)>,
+}
+
+/// An event a rebuild left out, with why ([`RoomSession::dropped_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The event.
+    pub event_id: EventId,
+    /// Why (one line).
+    pub reason: String,
 }
 
 impl Rebuild {
@@ -186,8 +216,8 @@ impl Rebuild {
                 self.retry.push((e.id(), e.sender()));
                 false
             }
-            Err(_) => {
-                s.dropped += 1;
+            Err(err) => {
+                s.note_dropped(e.id(), err.to_string());
                 false
             }
         }
@@ -203,15 +233,56 @@ impl Rebuild {
         let (again, never): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
             .into_iter()
             .partition(|(_, sender)| standing.contains(sender));
-        self.session.dropped += never.len();
+        for (id, _) in never {
+            self.session.note_dropped(id, NO_STANDING_REASON.to_owned());
+        }
         again.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Runs the whole rebuild: `scan` passes every stored event (in stored
+    /// order) to the function it is given; events a pending quota refused
+    /// are then read again with `fetch` and offered again, in stored
+    /// order, at most [`MAX_REBUILD_PASSES`] passes in all. Returns the
+    /// session and the events its DAG holds (admitted or waiting for
+    /// predecessors) when `keep`, in the order they were admitted (refused
+    /// events are never kept). The one rebuild loop of [`RoomSession::restore`], the
+    /// application's room loading and `room repair`.
+    pub fn replay<E>(
+        mut self,
+        scan: impl FnOnce(&mut dyn FnMut(Event)) -> Result<(), E>,
+        mut fetch: impl FnMut(&EventId) -> Result<Option<Event>, E>,
+        keep: bool,
+    ) -> Result<(RoomSession, Vec<Event>), E> {
+        let mut kept = Vec::new();
+        scan(&mut |ev: Event| {
+            if self.add(&ev) && keep {
+                kept.push(ev);
+            }
+        })?;
+        for _ in 1..MAX_REBUILD_PASSES {
+            let retry = self.take_retry();
+            if retry.is_empty() {
+                break;
+            }
+            for id in retry {
+                if let Some(ev) = fetch(&id)?
+                    && self.add(&ev)
+                    && keep
+                {
+                    kept.push(ev);
+                }
+            }
+        }
+        Ok((self.finish(), kept))
     }
 
     /// The rebuilt session. Events still waiting for a retry count as
     /// dropped.
     pub fn finish(self) -> RoomSession {
         let mut s = self.session;
-        s.dropped += self.retry.len();
+        for (id, _) in self.retry {
+            s.note_dropped(id, STILL_WAITING_REASON.to_owned());
+        }
         // Members' rotated prekeys: senders must seal to the newest.
         for e in &self.updates {
             if let Ok(u) = accept_prekey_update(&mut s.dag, e) {
@@ -231,6 +302,8 @@ pub struct RoomSession {
     /// Stored events the rebuild left out (refused by admission or over a
     /// limit): someone else's events never abort a rebuild.
     dropped: usize,
+    /// The first [`MAX_REBUILD_DROPPED_LISTED`] of them, with reasons.
+    dropped_listed: Vec<Dropped>,
     dag: RoomDag,
     keys: RoomKeys,
     prekey_updates: BTreeMap<DeviceId, PrekeyUpdate>,
@@ -248,6 +321,7 @@ impl RoomSession {
         Self {
             me,
             dropped: 0,
+            dropped_listed: Vec::new(),
             dag: RoomDag::new(room),
             keys: RoomKeys::new(room),
             prekey_updates: BTreeMap::new(),
@@ -269,21 +343,17 @@ impl RoomSession {
         keys: &[u8],
         events: impl IntoIterator<Item = &'a Event>,
     ) -> Result<Self, SessionError> {
-        let mut r = Self::rebuild(room, me, keys)?;
-        let events: Vec<&Event> = events.into_iter().collect();
-        for e in &events {
-            r.add(e);
-        }
-        for _ in 1..MAX_REBUILD_PASSES {
-            let retry: std::collections::BTreeSet<EventId> = r.take_retry().into_iter().collect();
-            if retry.is_empty() {
-                break;
-            }
-            for e in events.iter().filter(|e| retry.contains(&e.id())) {
-                r.add(e);
-            }
-        }
-        Ok(r.finish())
+        let order: Vec<&Event> = events.into_iter().collect();
+        let events: BTreeMap<EventId, &Event> = order.iter().map(|e| (e.id(), *e)).collect();
+        let (s, _) = Self::rebuild(room, me, keys)?.replay(
+            |add| {
+                order.iter().for_each(|e| add((*e).clone()));
+                Ok::<(), SessionError>(())
+            },
+            |id| Ok(events.get(id).map(|e| (*e).clone())),
+            false,
+        )?;
+        Ok(s)
     }
 
     /// Starts a streaming rebuild (see [`RoomSession::restore`]): feed
@@ -326,6 +396,19 @@ impl RoomSession {
     /// Stored events the last rebuild left out.
     pub fn dropped(&self) -> usize {
         self.dropped
+    }
+
+    /// The first [`MAX_REBUILD_DROPPED_LISTED`] events the rebuild left
+    /// out, with reasons.
+    pub fn dropped_events(&self) -> &[Dropped] {
+        &self.dropped_listed
+    }
+
+    fn note_dropped(&mut self, event_id: EventId, reason: String) {
+        self.dropped += 1;
+        if self.dropped_listed.len() < MAX_REBUILD_DROPPED_LISTED {
+            self.dropped_listed.push(Dropped { event_id, reason });
+        }
     }
 
     /// The room.
@@ -530,6 +613,53 @@ impl RoomSession {
         }
         let pt = decrypt_message(&mut self.keys, event).map_err(|e| e.to_string())?;
         Content::from_bytes(&pt).map_err(|e| e.to_string())
+    }
+
+    /// Derives the room-key state again from the events the DAG holds
+    /// (`room repair`, `protocol-spec/app.md` §7): starts from empty keys,
+    /// accepts the key shares sealed to this device (in display order, so
+    /// a chain is installed before the messages that use it), decrypts
+    /// every message of another member, and forgets the chains of senders
+    /// who are no longer members. This device's own sending chain cannot be
+    /// derived from events: the next send starts a new one. `events` are
+    /// the events the DAG holds ([`Rebuild::replay`]).
+    pub fn rederive_keys(&mut self, prekeys: &PrekeyRing, events: &[Event]) -> Rederived {
+        self.keys = RoomKeys::new(self.room());
+        self.needs_epoch = true;
+        self.share_pending.clear();
+        let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
+        let mut out = Rederived::default();
+        for id in self.dag.display_order() {
+            let Some(ev) = by_id.get(&id) else { continue };
+            if ev.sender() == self.me {
+                continue;
+            }
+            match ev.kind() {
+                EventKind::KeyShare => match accept_key_share(&mut self.dag, ev, &self.me, prekeys)
+                {
+                    Ok(chain) => self.keys.install(chain),
+                    Err(KeyError::Share(KeyShareError::NotForMe)) => {}
+                    Err(_) => out.shares_refused += 1,
+                },
+                EventKind::Message => match self.decrypt(ev) {
+                    Ok(content) => out.readable.push((id, content)),
+                    Err(reason) => out.unreadable.push((id, reason)),
+                },
+                _ => {}
+            }
+        }
+        let now = self.dag.members();
+        let gone: Vec<DeviceId> = self
+            .keys
+            .senders()
+            .into_iter()
+            .filter(|d| !now.is_member(d))
+            .collect();
+        for d in &gone {
+            self.keys.forget_sender(d);
+        }
+        self.members_seen = now;
+        out
     }
 
     /// Handles one verified-or-not incoming event of this room. The caller

@@ -55,6 +55,7 @@ forward! {
         fn gaps(&self, room: &RoomId, sender: &DeviceId, limit: usize) -> Result<Vec<SeqGap>, StoreError>;
         fn event_at_seq(&self, room: &RoomId, sender: &DeviceId, seq: u64) -> Result<Option<EventId>, StoreError>;
         fn forks(&self, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;
+        fn room_forks(&self, room: &RoomId, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;
         fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError>;
     }
 }

@@ -152,28 +152,56 @@ pub(crate) fn insert_dedup_get<H: Harness>() {
 pub(crate) fn fork_is_evidence<H: Harness>() {
     let mut h = H::new(big());
     let a = ident(1);
-    let e1 = ev(&a, room(1), 1, vec![], T0, b"one");
-    let e2 = ev(&a, room(1), 1, vec![], T0, b"two");
-    h.s().insert_event(&e1, &own()).unwrap();
-    let out = h.s().insert_event(&e2, &own()).unwrap();
+    let x = ev(&a, room(1), 1, vec![], T0, b"one");
+    let y = ev(&a, room(1), 1, vec![], T0, b"two");
+    // The lowest event ID counts (`rooms.md` §7.1).
+    let (lo, hi) = if x.id() < y.id() { (x, y) } else { (y, x) };
+    h.s().insert_event(&lo, &own()).unwrap();
+    let out = h.s().insert_event(&hi, &own()).unwrap();
     let InsertOutcome::Fork(f) = out else {
         panic!("expected fork, got {out:?}")
     };
-    assert_eq!((f.existing, f.conflicting, f.seq), (e1.id(), e2.id(), 1));
+    assert_eq!((f.existing, f.conflicting, f.seq), (lo.id(), hi.id(), 1));
     h.s().commit().unwrap();
-    // Never replaced.
+    // A higher copy never replaces the held one.
     assert_eq!(
         h.s().event_at_seq(&room(1), &a.device_id(), 1).unwrap(),
-        Some(e1.id())
+        Some(lo.id())
     );
-    assert!(!h.s().has_event(&e2.id()).unwrap());
+    assert!(!h.s().has_event(&hi.id()).unwrap());
     let forks = h.s().forks(10).unwrap();
     assert_eq!(forks.len(), 1);
-    assert_eq!(forks[0].conflicting_bytes, e2.bytes());
-    assert_eq!(forks[0].existing, e1.id());
+    assert_eq!(forks[0].conflicting_bytes, hi.bytes());
+    assert_eq!(forks[0].existing, lo.id());
+    assert_eq!(h.s().room_forks(&room(1), 10).unwrap(), forks);
+    assert!(h.s().room_forks(&room(2), 10).unwrap().is_empty());
     // Reporting the same fork again does not double-count.
-    h.s().insert_event(&e2, &own()).unwrap();
+    h.s().insert_event(&hi, &own()).unwrap();
     assert_eq!(h.s().stats().unwrap().forks, 1);
+
+    // The other arrival order ends the same: the lower copy displaces the
+    // held one, which becomes the evidence.
+    let mut h = H::new(big());
+    h.s().insert_event(&hi, &own()).unwrap();
+    assert_eq!(
+        h.s().insert_event(&lo, &own()).unwrap(),
+        InsertOutcome::Inserted
+    );
+    h.s().commit().unwrap();
+    assert_eq!(
+        h.s().event_at_seq(&room(1), &a.device_id(), 1).unwrap(),
+        Some(lo.id())
+    );
+    assert!(!h.s().has_event(&hi.id()).unwrap());
+    let forks = h.s().forks(10).unwrap();
+    assert_eq!(forks.len(), 1);
+    assert_eq!(
+        (forks[0].existing, forks[0].conflicting),
+        (lo.id(), hi.id())
+    );
+    assert_eq!(forks[0].conflicting_bytes, hi.bytes());
+    assert_eq!(h.s().stats().unwrap().forks, 1);
+    assert_eq!(h.s().stats().unwrap().events, 1);
 }
 
 pub(crate) fn crash_semantics<H: Harness>() {
@@ -738,6 +766,12 @@ pub(crate) fn model_check<H: Harness>(ops: Vec<Op>) {
                         "inserted"
                     }
                     Some(x) if x.id() == e.id() => "duplicate",
+                    // The lowest event ID counts (`rooms.md` §7.1): a
+                    // lower copy displaces the held one.
+                    Some(x) if e.id() < x.id() => {
+                        m.live.insert(key, e.clone());
+                        "inserted"
+                    }
                     Some(_) => "fork",
                 };
                 let got = match got {

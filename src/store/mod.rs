@@ -233,6 +233,10 @@ pub trait EventStore {
     /// Recorded fork evidence, oldest key first, at most `limit`.
     fn forks(&self, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;
 
+    /// Recorded fork evidence of one room, by (sender, seq, conflicting
+    /// ID), at most `limit`.
+    fn room_forks(&self, room: &RoomId, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;
+
     /// Drops every event whose signed expiry (plus grace) is before `now_ms`,
     /// at most [`MAX_EXPIRE_BATCH`] per call. Returns how many were dropped.
     fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError>;

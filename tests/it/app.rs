@@ -485,6 +485,7 @@ fn concurrent_invite_and_remove_converge_on_all_three() {
                 MessageLine::Undecryptable { event_id, .. }
                 | MessageLine::Unauthorized { event_id, .. } => event_id,
                 MessageLine::Gap { gap } => format!("gap {gap:?}"),
+                MessageLine::Fork { fork } => format!("fork {fork:?}"),
             })
             .collect()
     };

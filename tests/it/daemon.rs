@@ -94,6 +94,8 @@ pub struct Daemon {
     program: String,
     /// Its arguments (kept for restarts).
     args: Vec<String>,
+    /// Extra environment variables (kept for restarts).
+    envs: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -140,11 +142,23 @@ impl Daemon {
 
     /// Starts `PROGRAM ARGS`, a daemon serving `dir` (e.g. under `ip netns exec`).
     pub fn spawn_with(program: &str, dir: &Path, args: Vec<String>) -> Daemon {
+        Daemon::spawn_env(program, dir, args, Vec::new())
+    }
+
+    /// [`Daemon::spawn_with`] with extra environment variables (e.g. a
+    /// libfaketime preload).
+    pub fn spawn_env(
+        program: &str,
+        dir: &Path,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+    ) -> Daemon {
         let mut d = Daemon {
             dir: dir.to_owned(),
             child: None,
             program: program.to_owned(),
             args,
+            envs,
         };
         d.restart();
         d
@@ -161,6 +175,7 @@ impl Daemon {
         let child = Command::new(&self.program)
             .args(&self.args)
             .env("RUST_LOG", "info,libp2p=warn")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

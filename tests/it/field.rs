@@ -26,7 +26,7 @@ fn stderr(o: &std::process::Output) -> String {
 /// `scripts/test-deps.sh` installs it (once per test run), so `cargo test
 /// --workspace` alone works on a fresh machine, as the homeserver tests do
 /// with Synapse.
-fn need(tool: &str) -> PathBuf {
+pub fn need(tool: &str) -> PathBuf {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     let find = || {
         std::env::var_os("PATH")

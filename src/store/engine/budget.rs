@@ -99,6 +99,7 @@ impl<K: Kv> Engine<K> {
                 EvictReason::Expired => C_EVICT_EXPIRED,
                 EvictReason::StrangerPool => C_EVICT_POOL,
                 EvictReason::Budget => C_EVICT_BUDGET,
+                EvictReason::Fork => C_FORKS_DISPLACED,
             },
             1,
         )?;

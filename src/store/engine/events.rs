@@ -38,30 +38,33 @@ impl<K: Kv> EventStore for Engine<K> {
         let room = event.room();
         let sender = event.sender();
         let seq_key = cat(&[room.as_bytes(), sender.as_bytes(), &be(event.seq())]);
-        if let Some(existing) = self.kv.get(Table::Seqs, &seq_key)? {
-            let existing = id_from(&existing).ok_or_else(|| bad("sequence index"))?;
+        if let Some(row) = self.kv.get(Table::Seqs, &seq_key)? {
+            let existing = id_from(&row).ok_or_else(|| bad("sequence index"))?;
             if existing == id {
                 return Ok(InsertOutcome::Duplicate);
             }
-            let evidence = ForkEvidence {
-                room,
-                sender,
-                seq: event.seq(),
-                existing,
-                conflicting: id,
-                conflicting_bytes: event.bytes().to_vec(),
-            };
-            let fk = cat(&[&seq_key, idb]);
-            if self.kv.get(Table::Forks, &fk)?.is_none() {
-                self.add(C_FORKS, 1)?;
-                if self.counter(C_FORKS_RECORDED)? < MAX_FORK_EVIDENCE {
-                    self.add(C_FORKS_RECORDED, 1)?;
-                    self.kv.put(Table::Forks, &fk, event.bytes())?;
-                } else {
-                    self.add(C_FORKS_UNRECORDED, 1)?;
-                }
+            let held = row.get(32) == Some(&1);
+            let current = timeliness(event, meta.received_ms) == Timeliness::Current;
+            if !(held && current && id < existing) {
+                self.record_fork(&seq_key, &id, event.bytes())?;
+                return Ok(InsertOutcome::Fork(Box::new(ForkEvidence {
+                    room,
+                    sender,
+                    seq: event.seq(),
+                    existing,
+                    conflicting: id,
+                    conflicting_bytes: event.bytes().to_vec(),
+                })));
             }
-            return Ok(InsertOutcome::Fork(Box::new(evidence)));
+            // The copy with the lowest event ID counts, whatever the arrival
+            // order (`protocol-spec/rooms.md` §7.1): the held copy becomes
+            // the evidence and this one takes its place.
+            let old = self
+                .get_event(&existing)?
+                .ok_or_else(|| bad("sequence index"))?;
+            self.record_fork(&seq_key, &existing, &old)?;
+            self.evict(&existing, EvictReason::Fork)?;
+            self.kv.remove(Table::Seqs, &seq_key)?;
         }
         match timeliness(event, meta.received_ms) {
             Timeliness::Current => {}
@@ -381,33 +384,12 @@ impl<K: Kv> EventStore for Engine<K> {
             limit.min(MAX_LIST_LIMIT),
             false,
         )?;
-        rows.into_iter()
-            .map(|(k, v)| {
-                let room = RoomId(
-                    k.get(..16)
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(|| bad("fork"))?,
-                );
-                let sender: [u8; 32] = k
-                    .get(16..48)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| bad("fork"))?;
-                let sender = DeviceId::from_bytes(&sender).map_err(|_| bad("fork"))?;
-                let seq = k.get(48..56).and_then(read_be).ok_or_else(|| bad("fork"))?;
-                let conflicting = k.get(56..).and_then(id_from).ok_or_else(|| bad("fork"))?;
-                let existing = self
-                    .event_at_seq(&room, &sender, seq)?
-                    .ok_or_else(|| bad("fork"))?;
-                Ok(ForkEvidence {
-                    room,
-                    sender,
-                    seq,
-                    existing,
-                    conflicting,
-                    conflicting_bytes: v,
-                })
-            })
-            .collect()
+        self.fork_rows(rows)
+    }
+
+    fn room_forks(&self, room: &RoomId, limit: usize) -> Result<Vec<ForkEvidence>, StoreError> {
+        let rows = self.scan_prefix(Table::Forks, room.as_bytes(), None, limit, false)?;
+        self.fork_rows(rows)
     }
 
     fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError> {
@@ -436,5 +418,60 @@ impl<K: Kv> EventStore for Engine<K> {
             self.kv.remove(Table::ByExpiry, &k)?;
         }
         Ok(n)
+    }
+}
+
+impl<K: Kv> Engine<K> {
+    /// Records `id`'s bytes as fork evidence at `seq_key` (room ‖ sender ‖
+    /// seq) once, counted; at most [`MAX_FORK_EVIDENCE`] records are kept,
+    /// later forks are only counted (`protocol-spec/store.md` §3).
+    fn record_fork(
+        &mut self,
+        seq_key: &[u8],
+        id: &EventId,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let fk = cat(&[seq_key, id.as_bytes()]);
+        if self.kv.get(Table::Forks, &fk)?.is_none() {
+            self.add(C_FORKS, 1)?;
+            if self.counter(C_FORKS_RECORDED)? < MAX_FORK_EVIDENCE {
+                self.add(C_FORKS_RECORDED, 1)?;
+                self.kv.put(Table::Forks, &fk, bytes)?;
+            } else {
+                self.add(C_FORKS_UNRECORDED, 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes fork-evidence rows (key room ‖ sender ‖ seq ‖ conflicting ID).
+    fn fork_rows(&self, rows: Vec<Pair>) -> Result<Vec<ForkEvidence>, StoreError> {
+        rows.into_iter()
+            .map(|(k, v)| {
+                let room = RoomId(
+                    k.get(..16)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| bad("fork"))?,
+                );
+                let sender: [u8; 32] = k
+                    .get(16..48)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| bad("fork"))?;
+                let sender = DeviceId::from_bytes(&sender).map_err(|_| bad("fork"))?;
+                let seq = k.get(48..56).and_then(read_be).ok_or_else(|| bad("fork"))?;
+                let conflicting = k.get(56..).and_then(id_from).ok_or_else(|| bad("fork"))?;
+                let existing = self
+                    .event_at_seq(&room, &sender, seq)?
+                    .ok_or_else(|| bad("fork"))?;
+                Ok(ForkEvidence {
+                    room,
+                    sender,
+                    seq,
+                    existing,
+                    conflicting,
+                    conflicting_bytes: v,
+                })
+            })
+            .collect()
     }
 }

@@ -46,6 +46,7 @@ const C_REJ_FULL: &[u8] = b"rejected/full";
 const C_FORKS: &[u8] = b"forks";
 const C_FORKS_RECORDED: &[u8] = b"forks/recorded";
 const C_FORKS_UNRECORDED: &[u8] = b"forks/unrecorded";
+const C_FORKS_DISPLACED: &[u8] = b"forks/displaced";
 
 fn c_events(p: Priority) -> &'static [u8] {
     match p {
@@ -69,6 +70,9 @@ enum EvictReason {
     Expired,
     StrangerPool,
     Budget,
+    /// A copy with a lower event ID at the same (room, sender, seq)
+    /// displaced it (`protocol-spec/rooms.md` §7.1).
+    Fork,
 }
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
