@@ -647,7 +647,12 @@ mod cli {
 
         let file = a._tmp.path().join("ops.bundle");
         let file = file.to_str().unwrap();
-        assert_eq!(cli(&ad, &["export", "--room", &room, file]).unwrap(), "");
+        let said = cli(&ad, &["export", "--room", &room, file]).unwrap();
+        assert!(
+            said.starts_with("Exported ")
+                && said.ends_with(" of ops to {file}.\n".replace("{file}", file).as_str()),
+            "{said}"
+        );
         let imported: Value =
             serde_json::from_str(&cli(&bd, &["import", file, "--json"]).unwrap()).unwrap();
         for k in ["imported", "duplicates", "rejected"] {
