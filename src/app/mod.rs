@@ -76,6 +76,12 @@ pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
 /// small enough that a room flooded with stored strangers' events costs a
 /// command bounded memory (`protocol-spec/rooms.md` §3.1).
 pub const ROOM_READ_PAGE: usize = 1024;
+/// The `reason` of an undecryptable message sent before this device
+/// joined the room (`protocol-spec/app.md` §4).
+pub const BEFORE_JOIN_REASON: &str = "sent before this device joined the room";
+/// The `reason` of an undecryptable message of a room this device is not in
+/// (it carries the room's events for others).
+pub const NOT_IN_ROOM_REASON: &str = "this device is not in the room";
 /// Most gap ranges shown per sender and room.
 pub const MAX_GAP_LINES: usize = 256;
 /// Most fork records read per room for `messages` (`protocol-spec/app.md`
@@ -918,8 +924,8 @@ impl<S: Store> Device<S> {
                             "waiting for earlier events it cites (withheld or not yet received)"
                                 .to_owned()
                         }
-                        _ if joins.is_empty() => "this device is not in the room".to_owned(),
-                        _ if before_join => "sent before this device joined the room".to_owned(),
+                        _ if joins.is_empty() => NOT_IN_ROOM_REASON.to_owned(),
+                        _ if before_join => BEFORE_JOIN_REASON.to_owned(),
                         Some(r) => String::from_utf8_lossy(&r).into_owned(),
                         None => "no key for this message".to_owned(),
                     };

@@ -4,15 +4,21 @@
 //! (`meshrelay::control`, `protocol-spec/daemon.md`).
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage.
+//!
+//! `meshrelay` without arguments is a request for help, not a usage error:
+//! on a machine without an identity it explains the first three steps, with
+//! one it prints the usage and who this device is; both exit 0
+//! (`meshrelay::cli::human::welcome`).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::json;
 
+use meshrelay::cli::human::{Style, welcome};
 use meshrelay::cli::identity;
 use meshrelay::cli::rooms::RoomsCommand;
 use meshrelay::control::{self, ControlError, OkData, Op, Request};
@@ -29,7 +35,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -191,7 +197,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Ok(dir)
     };
-    match &cli.command {
+    let Some(command) = &cli.command else {
+        return no_arguments(cli.data_dir.as_deref());
+    };
+    match command {
         Command::Init { name } => cmd(identity::init(&data_dir()?, name, &mut io::stdout().lock())),
         Command::Id { json, qr } => cmd(identity::id(
             &data_dir()?,
@@ -233,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rooms(cmd) => {
             let dir = data_dir()?;
             let out = io::stdout();
+            let style = Style::detect(&out);
             let fail = |e: meshrelay::cli::rooms::CliError| Failure {
                 code: e.code,
                 err: e.err.into(),
@@ -242,23 +252,25 @@ fn run(cli: Cli) -> Result<()> {
                     cmd,
                     dir.root(),
                     stream,
+                    style,
                     &mut out.lock(),
                 )
                 .map_err(fail);
             }
-            match meshrelay::cli::rooms::run(cmd, dir.root(), &mut out.lock()) {
+            match meshrelay::cli::rooms::run(cmd, dir.root(), style, &mut out.lock()) {
                 // The store is locked but no daemon answered: one may be
                 // starting (it opens the store before its socket). Wait for
                 // it, unless the command already consumed standard input.
                 Err(e)
                     if meshrelay::cli::rooms::is_locked(&e)
-                        && !matches!(cmd, RoomsCommand::Import { file } if file == "-") =>
+                        && !matches!(cmd, RoomsCommand::Import { file, .. } if file == "-") =>
                 {
                     match control::wait_for(dir.root(), control::STARTUP_WAIT) {
                         Some(stream) => meshrelay::cli::rooms::run_via_daemon(
                             cmd,
                             dir.root(),
                             stream,
+                            style,
                             &mut out.lock(),
                         )
                         .map_err(fail),
@@ -315,6 +327,27 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// `meshrelay` alone: the first steps on a machine without an identity,
+/// else the usage and who this device is. Exit 0 either way.
+fn no_arguments(flag: Option<&Path>) -> Result<()> {
+    let root = datadir::resolve(flag, std::env::var_os(DATA_DIR_ENV)).ok();
+    let identity = root.as_ref().map(DataDir::new).and_then(|d| d.load().ok());
+    let text = match (&root, identity) {
+        (Some(root), None) if !DataDir::new(root).has_identity() => {
+            welcome::first_steps(&root.display().to_string())
+        }
+        (_, identity) => {
+            let mut s = Cli::command().render_help().to_string();
+            if let Some((id, card)) = identity {
+                s.push('\n');
+                s.push_str(&welcome::status_hint(&card.name, &id.device_id()));
+            }
+            s
+        }
+    };
+    print(&text)
 }
 
 /// Sends one typed request to the daemon; its final data. A refusal keeps

@@ -5,6 +5,8 @@
 //!
 //! - [`rooms`] (with [`repair`]'s report format): the rooms commands, a client of the control API
 //!   (`protocol-spec/daemon.md`, "Control API") or the store directly;
+//! - [`human`]: the output for people of the rooms commands and of
+//!   `meshrelay` alone (names, local times, one sentence per change);
 //! - [`status`]: how `status` and `peers` print;
 //! - [`identity`]: `init`, `id`, `contact add`, `contacts`;
 //! - [`decode`], [`demo`] (`demo --basics`), [`mesh_demo`] (`demo`),
@@ -12,8 +14,8 @@
 
 pub mod decode;
 pub mod demo;
-pub mod fork_line;
 pub mod homeserver;
+pub mod human;
 pub mod identity;
 pub mod import;
 pub mod mesh_demo;
@@ -97,8 +99,25 @@ pub fn dd_failure(e: DataDirError) -> CmdError {
     }
 }
 
-/// Wall-clock milliseconds, or an error when the clock is before 1970.
+/// Test hook: when this variable holds a decimal number, the CLI commands
+/// that run without a daemon read it as the current time (ms since 1970)
+/// instead of the system clock, so golden tests of their output over a
+/// fixed data directory are deterministic (`tests/it/human.rs`). It changes
+/// only what this process believes the time is, as a wrong system clock
+/// would; a running daemon never reads it.
+pub const TEST_NOW_ENV: &str = "MESHRELAY_TEST_NOW_MS";
+
+/// The time [`TEST_NOW_ENV`] sets, if it is set to a number.
+pub fn test_now_ms() -> Option<u64> {
+    std::env::var(TEST_NOW_ENV).ok()?.trim().parse().ok()
+}
+
+/// Wall-clock milliseconds (or [`TEST_NOW_ENV`]'s), or an error when the
+/// clock is before 1970.
 pub fn now_ms() -> Result<u64, CmdError> {
+    if let Some(t) = test_now_ms() {
+        return Ok(t);
+    }
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| CmdError::context("system clock is before 1970".into(), &e))?;

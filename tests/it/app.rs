@@ -611,7 +611,13 @@ mod cli {
         let parsed = Cli::try_parse_from(std::iter::once("meshrelay").chain(args.iter().copied()))
             .map_err(|_| EXIT_BAD_INPUT)?;
         let mut out = Vec::new();
-        run(&parsed.cmd, dir, &mut out).map_err(|e| e.code)?;
+        run(
+            &parsed.cmd,
+            dir,
+            meshrelay::cli::human::Style::PLAIN,
+            &mut out,
+        )
+        .map_err(|e| e.code)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -642,14 +648,21 @@ mod cli {
 
         let file = a._tmp.path().join("ops.bundle");
         let file = file.to_str().unwrap();
-        assert_eq!(cli(&ad, &["export", "--room", &room, file]).unwrap(), "");
-        let imported: Value = serde_json::from_str(&cli(&bd, &["import", file]).unwrap()).unwrap();
+        let said = cli(&ad, &["export", "--room", &room, file]).unwrap();
+        assert!(
+            said.starts_with("Exported ")
+                && said.ends_with(" of ops to {file}.\n".replace("{file}", file).as_str()),
+            "{said}"
+        );
+        let imported: Value =
+            serde_json::from_str(&cli(&bd, &["import", file, "--json"]).unwrap()).unwrap();
         for k in ["imported", "duplicates", "rejected"] {
             assert!(imported.get(k).is_some(), "{imported}");
         }
         assert!(imported["imported"].as_u64().unwrap() > 0);
         assert_eq!(imported["rejected"], 0);
-        let again: Value = serde_json::from_str(&cli(&bd, &["import", file]).unwrap()).unwrap();
+        let again: Value =
+            serde_json::from_str(&cli(&bd, &["import", file, "--json"]).unwrap()).unwrap();
         assert_eq!(again["imported"], 0);
 
         let lines = cli(&bd, &["messages", &room, "--json"]).unwrap();

@@ -58,10 +58,10 @@ fn room_shared_through_a_bundle_file() {
     let file = tmp.path().join("stick.bundle");
     let file = file.to_str().unwrap();
     ok(&a, &["export", "--room", room, file]);
-    let sum: Value = serde_json::from_str(&ok(&b, &["import", file])).unwrap();
+    let sum: Value = serde_json::from_str(&ok(&b, &["import", file, "--json"])).unwrap();
     assert!(sum["imported"].as_u64().unwrap() > 0, "{sum}");
     assert_eq!(sum["rejected"], 0);
-    let again: Value = serde_json::from_str(&ok(&b, &["import", file])).unwrap();
+    let again: Value = serde_json::from_str(&ok(&b, &["import", file, "--json"])).unwrap();
     assert_eq!(again["imported"], 0);
 
     let lines = ok(&b, &["messages", room, "--json"]);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::daemon::{Daemon, mr, ok, wait_until};
+use crate::daemon::{Daemon, create_room, mr, ok, wait_until};
 
 /// Writes `line` (a newline is added) and reads reply lines up to and
 /// including the final one.
@@ -224,7 +224,7 @@ fn cli_output_is_identical_with_and_without_a_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let da = tmp.path().join("a");
     let mut a = Some(Daemon::start(&da, "Ana", &[]));
-    let room = ok(&da, &["room", "create", "ops"]).trim().to_owned();
+    let room = create_room(&da, "ops");
     ok(&da, &["send", &room, "one"]);
     ok(&da, &["send", &room, "two", "--json"]);
     let bundle = tmp.path().join("x.bundle");

@@ -35,6 +35,12 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// `room create NAME --json` on `dir`: the new room's ID.
+pub fn create_room(dir: &Path, name: &str) -> String {
+    let v: Value = serde_json::from_str(&ok(dir, &["room", "create", name, "--json"])).unwrap();
+    v["room_id"].as_str().unwrap().to_owned()
+}
+
 /// Polls `f` every 100 ms until it is true or `CONVERGE` passes.
 pub fn wait_until(what: &str, f: impl FnMut() -> bool) {
     wait_logged(None, what, f)
@@ -285,7 +291,7 @@ pub fn chain(base: &Path) -> ([Daemon; 3], String) {
     let a = Daemon::start(&da, "Ana", std::slice::from_ref(&b_addr));
     let c = Daemon::start(&dc, "Cy", std::slice::from_ref(&b_addr));
     wait_logged(Some(base), "links A–B and B–C", || b.peers() == 2);
-    let room = ok(&da, &["room", "create", "camp"]).trim().to_owned();
+    let room = create_room(&da, "camp");
     ok(&da, &["room", "invite", &room, &card(&db)]);
     ok(&da, &["room", "invite", &room, &card(&dc)]);
     ([a, b, c], room)
@@ -398,7 +404,7 @@ fn control_socket_serves_cli_peers_and_status() {
     assert!(p["address"].as_str().unwrap().contains("127.0.0.1"));
 
     // Rooms commands work through the daemon (it holds the store lock).
-    let room = ok(&da, &["room", "create", "ops"]).trim().to_owned();
+    let room = create_room(&da, "ops");
     ok(&da, &["room", "invite", &room, &card(&db)]);
     ok(&da, &["send", &room, "through the socket"]);
     let rooms: Value = serde_json::from_str(&ok(&da, &["rooms", "--json"])).unwrap();
@@ -406,7 +412,8 @@ fn control_socket_serves_cli_peers_and_status() {
     let bundle = tmp.path().join("a.bundle");
     ok(&da, &["export", "--room", &room, bundle.to_str().unwrap()]);
     assert!(std::fs::metadata(&bundle).unwrap().len() > 0);
-    let sum: Value = serde_json::from_str(&ok(&da, &["import", bundle.to_str().unwrap()])).unwrap();
+    let sum: Value =
+        serde_json::from_str(&ok(&da, &["import", bundle.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(sum["imported"], 0);
     assert!(sum["duplicates"].as_u64().unwrap() > 0);
 
@@ -460,7 +467,7 @@ fn messages_follow_streams_new_messages_live() {
     let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
     let b = Daemon::start(&db, "Bo", &[]);
     let a = Daemon::start(&da, "Ana", &[b.tcp_addr()]);
-    let room = ok(&da, &["room", "create", "ops"]).trim().to_owned();
+    let room = create_room(&da, "ops");
     ok(&da, &["room", "invite", &room, &card(&db)]);
     wait_until("B joins", || mr(&db, &["messages", &room]).status.success());
     let mut follow = Command::new(BIN)
@@ -551,7 +558,7 @@ fn a_daemon_and_a_command_starting_together_both_succeed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("a");
     ok(&dir, &["init", "--name", "Ana"]);
-    let room = ok(&dir, &["room", "create", "ops"]).trim().to_owned();
+    let room = create_room(&dir, "ops");
     // Something else (here: this test) holds the store.
     let held = RedbStore::open(&dir.join(STORE_FILE_NAME), StoreConfig::default()).unwrap();
     let cli = Command::new(BIN)

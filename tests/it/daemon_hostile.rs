@@ -11,7 +11,7 @@ use meshrelay::wire::{Fragmenter, Frame, MAX_MTU};
 use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
 
-use super::daemon::{Daemon, card, ok, texts, wait_until};
+use super::daemon::{Daemon, card, create_room, ok, texts, wait_until};
 
 fn attacker(peer: &str) -> (LanHandle, Receiver<LanEvent>) {
     let (h, rx, _) = lan::spawn(LanConfig {
@@ -113,7 +113,7 @@ fn victim_survives(kind: Attack) -> serde_json::Value {
     let addr = victim.tcp_addr();
     let honest = Daemon::start(&dh, "Hon", std::slice::from_ref(&addr));
     wait_until("the honest link", || victim.peers() == 1);
-    let room = ok(&dh, &["room", "create", "ops"]).trim().to_owned();
+    let room = create_room(&dh, "ops");
     ok(&dh, &["room", "invite", &room, &card(&dv)]);
     ok(&dh, &["send", &room, "before the attack"]);
     wait_until("the victim reads the honest peer", || {

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use super::daemon::{Daemon, card, ok, texts, wait_until};
+use super::daemon::{Daemon, card, create_room, ok, texts, wait_until};
 
 /// Two namespaces joined by a veth pair; removed on drop.
 struct Netns {
@@ -76,7 +76,7 @@ fn daemons_in_separate_namespaces_find_each_other_by_mdns() {
         peers[0]["address"].as_str().unwrap().contains("10.213.7.2"),
         "{peers}"
     );
-    let room = ok(&da, &["room", "create", "ops"]).trim().to_owned();
+    let room = create_room(&da, "ops");
     ok(&da, &["room", "invite", &room, &card(&db)]);
     ok(&da, &["send", &room, "found you by mDNS"]);
     wait_until("B reads A's message", || {

@@ -255,7 +255,7 @@ fn a_fork_is_shown_the_same_whatever_the_arrival_order() {
         let human = ok(b, &["messages", &room]);
         let line = human
             .lines()
-            .find(|l| l.starts_with("<fork: "))
+            .find(|l| l.trim_start().starts_with("fork: "))
             .unwrap_or_else(|| panic!("{human}"))
             .to_owned();
         assert!(line.contains(&format!("shown: {}", ids[0])), "{line}");

@@ -385,7 +385,7 @@ fn scenario5_relay_in_no_room_carries_events() {
     let (mroom, _) = compose(&a, &card(&b.dir), 5);
     let file = tmp.path().join("a.bundle");
     ok(&a, &["export", file.to_str().unwrap()]);
-    let imported = js(&r.dir, &["import", file.to_str().unwrap()]);
+    let imported = js(&r.dir, &["import", file.to_str().unwrap(), "--json"]);
     let n = imported["imported"].as_u64().unwrap();
     assert!(n >= 5, "{imported}");
     assert_eq!(
@@ -629,7 +629,7 @@ fn sync_once_refuses_clearly_while_a_daemon_runs() {
 /// reply reaches A.
 #[test]
 fn scenario4_two_meshes_joined_only_through_the_homeserver() {
-    use super::daemon::{Daemon, card, free_port, texts, wait_logged};
+    use super::daemon::{Daemon, card, create_room, free_port, texts, wait_logged};
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let url = synapse().url.clone();
@@ -652,7 +652,7 @@ fn scenario4_two_meshes_joined_only_through_the_homeserver() {
     .to_owned();
     ok(&c.dir, &["homeserver", "transport", &room_t]);
     // A's room, with everyone in it (no daemon yet: the CLI opens the store).
-    let room = ok(&da, &["room", "create", "towns"]).trim().to_owned();
+    let room = create_room(&da, "towns");
     for d in [&b.dir, &c.dir, &dd] {
         ok(&da, &["room", "invite", &room, &card(d)]);
     }
@@ -780,7 +780,9 @@ fn sync_once_honours_rate_limits() {
 /// reply reaches A, each exactly once.
 #[test]
 fn scenario4_continuous_gateways_join_two_meshes() {
-    use super::daemon::{Daemon, card, free_port, texts, wait_logged, wait_logged_for};
+    use super::daemon::{
+        Daemon, card, create_room, free_port, texts, wait_logged, wait_logged_for,
+    };
     // Room history reaches B by reconciliation; on a loaded machine a
     // missed first round is repaired by the next anti-entropy period
     // (60 s), so allow two periods.
@@ -806,7 +808,7 @@ fn scenario4_continuous_gateways_join_two_meshes() {
     .trim()
     .to_owned();
     ok(&c.dir, &["homeserver", "transport", &room_t]);
-    let room = ok(&da, &["room", "create", "towns"]).trim().to_owned();
+    let room = create_room(&da, "towns");
     for d in [&b.dir, &c.dir, &dd] {
         ok(&da, &["room", "invite", &room, &card(d)]);
     }

@@ -10,13 +10,16 @@
 //! meshrelay room repair ROOM_ID [--json]       → {"room_id","events","kept","dropped_count","dropped":[…],"key_state":{…}}
 //! meshrelay rooms [--json]                     → [{"room_id","name","members":[{"device_id","name","admin"}]}]
 //! meshrelay send ROOM_ID TEXT [--json]         → {"event_id"} (after the commit)
-//! meshrelay messages ROOM_ID [--json] [--follow]  → JSON lines
+//! meshrelay messages ROOM_ID [--json] [--follow] [--utc]  → JSON lines
 //! meshrelay export [--room ROOM_ID] FILE|-
-//! meshrelay import FILE|-                      → {"imported","duplicates","rejected",...}
+//! meshrelay import FILE|- [--json]             → {"imported","duplicates","rejected",...}
 //! ```
 //!
 //! With `--json`, `rooms` prints one JSON array; `messages` prints one JSON
-//! object per line. Everything is printed only after the store committed.
+//! object per line; the others print the object shown. Without it, output
+//! is for people ([`crate::cli::human`], gathered by [`human`]): one
+//! sentence per change, messages with names and local times. Everything is
+//! printed only after the store committed.
 //! Exit codes follow the binary's: 0 ok, 1 runtime failure, 2 bad input.
 //!
 //! Each command becomes one typed control operation ([`to_op`],
@@ -26,6 +29,12 @@
 //! typed answer is printed by one formatting function per command
 //! ([`print_answer`]), so both paths print the same bytes.
 
+mod demo;
+pub mod human;
+
+pub use demo::demo;
+
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,6 +46,7 @@ use data_encoding::BASE64;
 
 use crate::app::{self, AppError, Device, MessageLine, PrekeyRotation, RoomInfo};
 use crate::bundle::MAX_BUNDLE_BYTES;
+use crate::cli::human::Style;
 use crate::control::exec::{self, Answer, parse_room};
 use crate::control::{self, ControlError, ErrorCode, OkData, Op, Request};
 use crate::safe_text::for_terminal;
@@ -86,6 +96,9 @@ pub enum RoomsCommand {
         /// Keep polling for new messages (does not hold the store between polls).
         #[arg(long)]
         follow: bool,
+        /// Show times in UTC instead of the local time zone (`TZ`).
+        #[arg(long)]
+        utc: bool,
     },
     /// Write a bundle of signed events for sneakernet transport.
     Export {
@@ -101,6 +114,9 @@ pub enum RoomsCommand {
         /// Input file, or "-" for standard input.
         #[arg(value_name = "FILE|-")]
         file: String,
+        /// Print JSON: {"imported","duplicates","rejected","rejections","unauthorized"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage this device's prekey (key shares are sealed to it).
     Prekey {
@@ -252,8 +268,12 @@ fn io_err(what: &str, source: io::Error) -> CliError {
     .into()
 }
 
-/// Wall-clock milliseconds.
+/// Wall-clock milliseconds (or those of the test hook
+/// [`super::TEST_NOW_ENV`]).
 pub fn now_ms() -> u64 {
+    if let Some(t) = super::test_now_ms() {
+        return t;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -314,45 +334,11 @@ pub fn format_prekey(out: &mut dyn Write, r: &PrekeyRotation, json: bool) -> Res
     }
 }
 
-/// Human form of one message line.
-pub fn human_line(line: &MessageLine) -> String {
-    match line {
-        MessageLine::Text {
-            sender, ts, text, ..
-        } => format!("[{ts}] {sender}: {}", for_terminal(text)),
-        MessageLine::Undecryptable {
-            event_id,
-            sender,
-            ts,
-            reason,
-            ..
-        } => format!(
-            "[{ts}] {sender}: <unreadable message {event_id}: {}>",
-            for_terminal(reason)
-        ),
-        MessageLine::Unauthorized {
-            event_id,
-            sender,
-            ts,
-            reason,
-            ..
-        } => format!("[{ts}] {sender}: <not shown: unauthorised message {event_id}: {reason}>"),
-        MessageLine::Gap { gap } => format!(
-            "<{} withheld or missing: sequence {}..={}>",
-            gap.sender, gap.from_seq, gap.to_seq
-        ),
-        MessageLine::Fork { fork } => super::fork_line::human_fork(fork),
-    }
-}
-
-/// Prints one `messages` line (also each line of `messages --follow`).
-pub fn write_line(out: &mut dyn Write, line: &MessageLine, json: bool) -> io::Result<()> {
-    if json {
-        let s = serde_json::to_string(line).map_err(io::Error::other)?;
-        writeln!(out, "{s}")
-    } else {
-        writeln!(out, "{}", human_line(line))
-    }
+/// Prints one `messages --json` line (also each line of `messages
+/// --follow --json`).
+pub fn write_json_line(out: &mut dyn Write, line: &MessageLine) -> io::Result<()> {
+    let s = serde_json::to_string(line).map_err(io::Error::other)?;
+    writeln!(out, "{s}")
 }
 
 /// Reads a bundle from `file` (or standard input for `-`). The size is
@@ -414,23 +400,61 @@ pub fn write_output(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(),
 }
 
 /// Runs one rooms command on the data directory `dir` without a daemon
-/// (the CLI opens the store itself), printing to `out`.
-pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+/// (the CLI opens the store itself), printing to `out` in `style`.
+pub fn run(
+    cmd: &RoomsCommand,
+    dir: &Path,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let facts = human::Facts { dir, daemon: false };
     if let RoomsCommand::Messages {
         room_id,
         json,
         follow: true,
+        utc,
     } = cmd
     {
         let room = parse_room(room_id)?;
+        // JSON lines go out as they come; for people, each poll's lines
+        // are one batch (`keep_going` runs once per poll, after them).
+        let batch = RefCell::new(Vec::new());
+        let out = RefCell::new(out);
+        let failed = RefCell::new(None);
+        let mut view = (!*json).then(|| human::Follow::new(facts, room_id, *utc, style));
         let r = app::follow_messages(
             dir,
             &room,
             Duration::from_millis(FOLLOW_POLL_MS),
             now_ms,
-            |l| write_line(out, l, *json).and_then(|()| out.flush()),
-            || true,
+            |l| {
+                if *json {
+                    let mut o = out.borrow_mut();
+                    write_json_line(&mut **o, l).and_then(|()| o.flush())
+                } else {
+                    batch.borrow_mut().push(l.clone());
+                    Ok(())
+                }
+            },
+            || {
+                let Some(v) = view.as_mut() else { return true };
+                let lines = std::mem::take(&mut *batch.borrow_mut());
+                match v.batch(&lines, &mut **out.borrow_mut()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        *failed.borrow_mut() = Some(e);
+                        false
+                    }
+                }
+            },
         );
+        let r = match failed.into_inner() {
+            Some(source) => Err(AppError::Io {
+                path: "-".into(),
+                source,
+            }),
+            None => r,
+        };
         return match r {
             // The reader went away (`| head`): a normal end.
             Err(AppError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
@@ -440,20 +464,35 @@ pub fn run(cmd: &RoomsCommand, dir: &Path, out: &mut dyn Write) -> Result<(), Cl
         };
     }
     let now = now_ms();
-    if let RoomsCommand::Import { file } = cmd {
+    if let RoomsCommand::Import { file, .. } = cmd {
         // Streamed into the store: never read whole (`super::import`).
         let mut dev = Device::open(dir, now)?;
         let import = Box::new(super::import::import_streaming(&mut dev, file, now)?);
         drop(dev);
-        return print_answer(cmd, &Answer::data(OkData::Import { import }), out);
+        return print_answer(
+            cmd,
+            &Answer::data(OkData::Import { import }),
+            facts,
+            None,
+            style,
+            out,
+        );
     }
     let input = read_import_input(cmd)?;
     let op = to_op(cmd, input.as_deref());
     let mut dev = Device::open(dir, now)?;
+    // The rosters for people, read on this open device: before a change
+    // that may remove the member it names, else after.
+    let want_rooms = !json_flag(cmd) && human::needs_rooms(cmd);
+    let before = want_rooms && human::roster_before(cmd);
+    let mut rooms = before.then(|| dev.rooms().ok()).flatten();
     let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
     let answer = exec::execute(&op, &mut dev, now, &mut rng)?;
+    if want_rooms && !before {
+        rooms = dev.rooms().ok();
+    }
     drop(dev);
-    print_answer(cmd, &answer, out)
+    print_answer(cmd, &answer, facts, rooms, style, out)
 }
 
 /// Runs one rooms command through the running daemon on `stream` (it holds
@@ -462,22 +501,30 @@ pub fn run_via_daemon(
     cmd: &RoomsCommand,
     dir: &Path,
     stream: std::os::unix::net::UnixStream,
+    style: Style,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let facts = human::Facts { dir, daemon: true };
     if let RoomsCommand::Messages {
         room_id,
         json,
         follow: true,
+        utc,
     } = cmd
     {
-        let req = Request::new(Op::Follow {
-            room: room_id.clone(),
-        });
-        let r = control::call(dir, stream, &req, |l| {
-            write_line(out, &l, *json).and_then(|()| out.flush())
-        });
+        let r = if *json {
+            let req = Request::new(Op::Follow {
+                room: room_id.clone(),
+            });
+            control::call(dir, stream, &req, |l| {
+                write_json_line(out, &l).and_then(|()| out.flush())
+            })
+            .map(drop)
+        } else {
+            follow_via_daemon(facts, stream, room_id, *utc, style, out)
+        };
         return match r {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             // The reader went away (`| head`): a normal end.
             Err(ControlError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             Err(ControlError::Output(e)) => Err(io_err("-", e)),
@@ -487,12 +534,80 @@ pub fn run_via_daemon(
     let input = read_import_input(cmd)?;
     let req = Request::new(to_op(cmd, input.as_deref()));
     drop(input);
+    // A roster read before the change (on a connection of its own).
+    let before = (!json_flag(cmd) && human::roster_before(cmd))
+        .then(|| facts.rooms())
+        .flatten();
     let mut lines = Vec::new();
     let ok = control::call(dir, stream, &req, |l| {
         lines.push(l);
         Ok(())
     })?;
-    print_answer(cmd, &Answer { lines, ok }, out)
+    print_answer(cmd, &Answer { lines, ok }, facts, before, style, out)
+}
+
+/// `messages --follow` for people through the daemon: the history first,
+/// as one batch (so earlier messages are summarised), then the daemon's
+/// stream, skipping the lines already shown.
+fn follow_via_daemon(
+    facts: human::Facts<'_>,
+    stream: std::os::unix::net::UnixStream,
+    room_id: &str,
+    utc: bool,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<(), ControlError> {
+    let mut history = Vec::new();
+    let req = Request::new(Op::Messages {
+        room: room_id.to_owned(),
+    });
+    control::call(facts.dir, stream, &req, |l| {
+        history.push(l);
+        Ok(())
+    })?;
+    let mut view = human::Follow::new(facts, room_id, utc, style);
+    view.batch(&history, out).map_err(ControlError::Output)?;
+    let mut shown: std::collections::BTreeSet<String> = history
+        .iter()
+        .filter_map(|l| serde_json::to_string(l).ok())
+        .collect();
+    drop(history);
+    let Some(stream) = control::connect(facts.dir) else {
+        return Err(ControlError::Closed);
+    };
+    let req = Request::new(Op::Follow {
+        room: room_id.to_owned(),
+    });
+    control::call(facts.dir, stream, &req, |l| {
+        let key = serde_json::to_string(&l).map_err(io::Error::other)?;
+        if shown.insert(key) {
+            view.batch(std::slice::from_ref(&l), out)?;
+        }
+        Ok(())
+    })
+    .map(drop)
+}
+
+/// Whether `cmd` asked for JSON (`export` has no JSON form: its output is
+/// the bundle or a sentence).
+pub fn json_flag(cmd: &RoomsCommand) -> bool {
+    match cmd {
+        RoomsCommand::Room { action } => match action {
+            RoomAction::Create { json, .. }
+            | RoomAction::Leave { json, .. }
+            | RoomAction::Repair { json, .. } => *json,
+            RoomAction::Invite(a) => a.json,
+            RoomAction::Remove(a) | RoomAction::Promote(a) | RoomAction::Demote(a) => a.json,
+        },
+        RoomsCommand::Rooms { json }
+        | RoomsCommand::Send { json, .. }
+        | RoomsCommand::Messages { json, .. }
+        | RoomsCommand::Import { json, .. }
+        | RoomsCommand::Prekey {
+            action: PrekeyAction::Rotate { json },
+        } => *json,
+        RoomsCommand::Export { .. } => false,
+    }
 }
 
 /// The control operation of a rooms command; `input` is the bundle an
@@ -543,63 +658,65 @@ pub fn to_op(cmd: &RoomsCommand, input: Option<&[u8]>) -> Op {
     }
 }
 
-/// Prints the answer to `cmd`, as the command's contract says (human or
-/// `--json`): the one formatting path of both [`run`] and
-/// [`run_via_daemon`].
+/// Prints the answer to `cmd`, as the command's contract says: `--json`
+/// here, for people through [`human::print`] (with the facts it gathers).
+/// The one
+/// formatting path of both [`run`] and [`run_via_daemon`].
+///
+/// `rooms` is the rooms list when the caller already read it (else it is
+/// asked for when needed).
 pub fn print_answer(
     cmd: &RoomsCommand,
     answer: &Answer,
+    facts: human::Facts<'_>,
+    rooms: Option<Vec<RoomInfo>>,
+    style: Style,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    if !json_flag(cmd) {
+        return human::print(cmd, answer, facts, rooms, style, out);
+    }
     match (cmd, &answer.ok) {
         (
             RoomsCommand::Room {
-                action: RoomAction::Create { json, .. },
-            },
-            OkData::Room { room_id },
-        ) => format_room_created(out, room_id, *json),
-        (
-            RoomsCommand::Room {
-                action:
-                    RoomAction::Invite(InviteArgs { json, .. })
-                    | RoomAction::Remove(TargetArgs { json, .. })
-                    | RoomAction::Promote(TargetArgs { json, .. })
-                    | RoomAction::Demote(TargetArgs { json, .. })
-                    | RoomAction::Leave { json, .. },
-            }
-            | RoomsCommand::Send { json, .. },
-            OkData::Event { event_id },
-        ) => format_event(out, event_id, *json),
-        (RoomsCommand::Rooms { json }, OkData::Rooms { rooms }) => format_rooms(out, rooms, *json),
-        (
-            RoomsCommand::Room {
-                action: RoomAction::Repair { json, .. },
+                action: RoomAction::Repair { .. },
             },
             OkData::Repair { repair },
-        ) => super::repair::format_repair(out, repair, *json),
-        (RoomsCommand::Messages { json, .. }, OkData::Lines { .. }) => answer
+        ) => super::repair::format_repair(out, repair, true),
+        (RoomsCommand::Room { .. }, OkData::Room { room_id }) => {
+            format_room_created(out, room_id, true)
+        }
+        (RoomsCommand::Room { .. } | RoomsCommand::Send { .. }, OkData::Event { event_id }) => {
+            format_event(out, event_id, true)
+        }
+        (RoomsCommand::Rooms { .. }, OkData::Rooms { rooms }) => format_rooms(out, rooms, true),
+        (RoomsCommand::Messages { .. }, OkData::Lines { .. }) => answer
             .lines
             .iter()
-            .try_for_each(|l| write_line(out, l, *json))
+            .try_for_each(|l| write_json_line(out, l))
             .map_err(|e| io_err("-", e)),
-        (RoomsCommand::Export { file, .. }, OkData::Bundle { bundle }) => {
-            let bytes = BASE64.decode(bundle.as_bytes()).map_err(|e| CliError {
-                code: EXIT_RUNTIME,
-                err: CommandError::Unexpected(format!("bundle: {e}")),
-            })?;
-            write_output(file, &bytes, out)
-        }
         (RoomsCommand::Import { .. }, OkData::Import { import }) => print_json(out, import),
-        (
-            RoomsCommand::Prekey {
-                action: PrekeyAction::Rotate { json },
-            },
-            OkData::Prekey { prekey },
-        ) => format_prekey(out, prekey, *json),
+        (RoomsCommand::Prekey { .. }, OkData::Prekey { prekey }) => {
+            format_prekey(out, prekey, true)
+        }
         (_, other) => Err(CliError {
             code: EXIT_RUNTIME,
             err: CommandError::Unexpected(format!("{other:?}").chars().take(200).collect()),
         }),
+    }
+}
+
+/// The bundle bytes of an `export` answer.
+pub fn bundle_bytes(ok: &OkData) -> Result<Vec<u8>, CliError> {
+    let unexpected = |what: String| CliError {
+        code: EXIT_RUNTIME,
+        err: CommandError::Unexpected(what),
+    };
+    match ok {
+        OkData::Bundle { bundle } => BASE64
+            .decode(bundle.as_bytes())
+            .map_err(|e| unexpected(format!("bundle: {e}"))),
+        other => Err(unexpected(format!("{other:?}").chars().take(200).collect())),
     }
 }
 
@@ -615,7 +732,7 @@ pub fn print_json(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<(), 
 /// at most the bundle size limit.
 pub fn read_import_input(cmd: &RoomsCommand) -> Result<Option<Vec<u8>>, CliError> {
     match cmd {
-        RoomsCommand::Import { file } => read_input(file).map(Some),
+        RoomsCommand::Import { file, .. } => read_input(file).map(Some),
         _ => Ok(None),
     }
 }
@@ -668,110 +785,4 @@ pub fn bundle_json(bytes: &[u8], now_ms: u64) -> Result<serde_json::Value, CliEr
 /// Whether `bytes` look like a bundle (for `decode` to pick a decoder).
 pub fn is_bundle(bytes: &[u8]) -> bool {
     crate::bundle::parse(bytes).is_ok()
-}
-
-/// The rooms part of `meshrelay demo`: three devices in a temporary
-/// directory share a room through a bundle, narrated on `out`. The
-/// temporary directory is removed afterwards.
-pub fn demo(out: &mut dyn Write) -> Result<(), CliError> {
-    let base = std::env::temp_dir().join(format!(
-        "meshrelay-demo-{}-{}",
-        std::process::id(),
-        now_ms()
-    ));
-    let r = demo_in(&base, out);
-    let _ = std::fs::remove_dir_all(&base);
-    r
-}
-
-fn demo_in(base: &Path, out: &mut dyn Write) -> Result<(), CliError> {
-    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
-    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| io_err("-", e));
-    let dirs = [base.join("ana"), base.join("bo"), base.join("cy")];
-    let [da, db, dc] = &dirs;
-    let mut now = now_ms();
-    for (d, name) in dirs.iter().zip(["Ana", "Bo", "Cy"]) {
-        let id = app::init(d, name, now, &mut rng)?;
-        w(out, format!("{name}: new device {id} in {}", d.display()))?;
-    }
-    let open = |d: &Path, now: u64| Device::open(d, now).map_err(CliError::from);
-    let bo_card = open(db, now)?.card().to_text();
-    let room = open(da, now)?.room_create("north camp", now, &mut rng)?;
-    w(
-        out,
-        format!("Ana creates room {room} (\"north camp\", the name is encrypted) and is its admin"),
-    )?;
-    now += 1;
-    open(da, now)?.room_invite(&room, &bo_card, now, &mut rng)?;
-    w(
-        out,
-        "Ana invites Bo with Bo's contact card; the invite carries the card to every member".into(),
-    )?;
-    now += 1;
-    let sent = open(da, now)?.send(&room, "Water point at the north gate", now, &mut rng)?;
-    w(
-        out,
-        format!("Ana sends a message; stored durably as event {sent} before anything leaves"),
-    )?;
-    let stick = open(da, now)?.export(Some(&room), now)?;
-    w(
-        out,
-        format!(
-            "Ana exports a {}-byte signed bundle to a USB stick",
-            stick.len()
-        ),
-    )?;
-    now += 1;
-    let sum = open(db, now)?.import(&stick, now)?;
-    w(
-        out,
-        format!(
-            "Bo imports it: {} new, {} duplicates, {} rejected",
-            sum.imported, sum.duplicates, sum.rejected
-        ),
-    )?;
-    for l in open(db, now)?.messages(&room)? {
-        if let MessageLine::Text { .. } = l {
-            w(out, format!("  Bo reads {}", human_line(&l)))?;
-        }
-    }
-    let again = open(db, now)?.import(&stick, now)?;
-    w(
-        out,
-        format!(
-            "Bo imports the same stick again: {} new, {} duplicates",
-            again.imported, again.duplicates
-        ),
-    )?;
-    let sum = open(dc, now)?.import(&stick, now)?;
-    let readable = open(dc, now)?
-        .messages(&room)?
-        .iter()
-        .filter(|l| matches!(l, MessageLine::Text { .. }))
-        .count();
-    w(
-        out,
-        format!(
-            "Cy, not a member, carries {} events and can read {readable} of them",
-            sum.imported
-        ),
-    )?;
-    now += 1;
-    let bo = open(db, now)?.device_id();
-    open(da, now)?.room_remove(&room, &bo, now, &mut rng)?;
-    now += 1;
-    open(da, now)?.send(&room, "Moving to the south camp", now, &mut rng)?;
-    w(
-        out,
-        "Ana removes Bo and sends again, on a new chain shared only with the remaining members"
-            .into(),
-    )?;
-    let stick = open(da, now)?.export(Some(&room), now)?;
-    open(db, now)?.import(&stick, now)?;
-    for l in open(db, now)?.messages(&room)? {
-        if let MessageLine::Undecryptable { .. } = l {
-            w(out, format!("  Bo sees {}", human_line(&l)))?;
-        }
-    }
-    Ok(())
 }
