@@ -56,9 +56,25 @@ impl Comparison {
             .collect()
     }
 
-    /// The JSON object printed by `run` and `trace`: one entry per protocol.
+    /// The JSON object printed by `run`: one entry per protocol. It is
+    /// byte-identical for a seed (no wall times).
     pub fn json(&self) -> String {
         serde_json::to_string_pretty(&self.metrics()).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// The JSON object printed by `trace`: [`Comparison::json`] with each
+    /// protocol's wall time in seconds added to its entry (`"wall_s"`).
+    pub fn json_with_wall_s(&self) -> String {
+        let mut v = serde_json::to_value(self.metrics()).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            for (name, entry) in map.iter_mut() {
+                if let (Some(e), Some(s)) = (entry.as_object_mut(), self.wall_s.get(name.as_str()))
+                {
+                    e.insert("wall_s".into(), serde_json::json!(s));
+                }
+            }
+        }
+        serde_json::to_string_pretty(&v).unwrap_or_else(|_| "{}".into())
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use meshrelay::proto::NodeConfig;
 use meshrelay_sim::baseline::LinkModel;
-use meshrelay_sim::compare::{Comparison, PROTOCOLS, Settings, compare, compare_only};
+use meshrelay_sim::compare::{Comparison, PROTOCOLS, Settings, compare_only};
 use meshrelay_sim::net::LinkParams;
 use meshrelay_sim::scenario::Scenario;
 use meshrelay_sim::trace::Workload;
@@ -140,6 +141,14 @@ struct TraceArgs {
     /// Spray-and-wait copies (L).
     #[arg(long, default_value_t = 8)]
     spray_copies: u32,
+    /// meshrelay's copy budget for carried events (binary spray; 0 = none,
+    /// epidemic carrying; at most 128). Default: the node's default.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=128))]
+    copy_budget: Option<u8>,
+    /// Run only these protocols (comma-separated names from the JSON keys).
+    /// Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -185,12 +194,10 @@ fn progress(label: &str) -> impl FnMut(f64) + '_ {
     }
 }
 
-fn print_result(c: &Comparison, json: bool, started: Instant) {
-    if json {
-        println!("{}", c.json());
-    } else {
-        println!("{}", report::table(&c.metrics()));
-    }
+/// Prints `stdout` (the JSON or the table), then the airtime shares, wall
+/// times and any invariant violation on stderr.
+fn print_result(c: &Comparison, stdout: &str, started: Instant) {
+    println!("{stdout}");
     if let Some(o) = c.outcomes.get("meshrelay") {
         eprintln!("meshrelay airtime by frame: {}", report::airtime_shares(o));
     }
@@ -212,12 +219,6 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     if let Some(c) = a.copy_budget {
         sc.protocols.copy_budget = Some(c);
     }
-    if let Some(bad) = a.only.iter().find(|p| !PROTOCOLS.contains(&p.as_str())) {
-        anyhow::bail!(
-            "--only: unknown protocol {bad:?} (known: {})",
-            PROTOCOLS.join(", ")
-        );
-    }
     let seeds = if a.seeds.is_empty() {
         vec![a.seed.unwrap_or(sc.seed)]
     } else {
@@ -232,11 +233,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let only: Vec<&str> = if a.only.is_empty() {
-        PROTOCOLS.to_vec()
-    } else {
-        a.only.iter().map(String::as_str).collect()
-    };
+    let only = only_protocols(&a.only)?;
     let results: Vec<(u64, Comparison)> = std::thread::scope(|scope| {
         let handles: Vec<_> = seeds
             .iter()
@@ -268,7 +265,12 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         if a.json && results.len() > 1 {
             println!("{}", serde_json::to_string(&c.metrics())?);
         } else {
-            print_result(c, a.json, started);
+            let out = if a.json {
+                c.json()
+            } else {
+                report::table(&c.metrics())
+            };
+            print_result(c, &out, started);
         }
     }
     if let Some(dir) = a.report {
@@ -349,6 +351,28 @@ fn cmd_frontier(a: FrontierArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The protocols `--only` names (all when empty); an unknown name is an
+/// error listing the known ones.
+fn only_protocols(only: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    if only.is_empty() {
+        return Ok(PROTOCOLS.to_vec());
+    }
+    only.iter()
+        .map(|p| {
+            PROTOCOLS
+                .iter()
+                .find(|k| **k == p.as_str())
+                .copied()
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--only: unknown protocol {p:?} (known: {})",
+                        PROTOCOLS.join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
 fn cmd_trace(a: TraceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     eprintln!("seed = {}", a.seed);
@@ -364,15 +388,26 @@ fn cmd_trace(a: TraceArgs) -> anyhow::Result<()> {
     if lan {
         model.ble = model.lan;
     }
+    let mut node = NodeConfig::default();
+    if let Some(c) = a.copy_budget {
+        node.copy_budget = c;
+    }
     let settings = Settings {
         model,
-        node: Default::default(),
+        node,
         store: Default::default(),
         spray_copies: a.spray_copies,
         seed: a.seed,
     };
-    let c = compare(&w, &settings, &mut progress("trace"));
-    print_result(&c, a.json, started);
+    let only = only_protocols(&a.only)?;
+    let c = compare_only(&w, &settings, &only, &mut progress("trace"));
+    // `trace` also gives each protocol's wall time (`"wall_s"`).
+    let out = if a.json {
+        c.json_with_wall_s()
+    } else {
+        report::table(&c.metrics())
+    };
+    print_result(&c, &out, started);
     anyhow::ensure!(c.invariants.ok(), "invariants violated");
     Ok(())
 }

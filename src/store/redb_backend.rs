@@ -64,6 +64,9 @@ impl RedbKv {
     /// Opens (or creates) the store file at `path` with a page cache of
     /// `cache_bytes`, and creates missing tables.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        if !path.exists() {
+            create_atomically(path)?;
+        }
         secure_file(path)?;
         let opened = catch_unwind(AssertUnwindSafe(|| {
             Database::builder().set_cache_size(cache_bytes).create(path)
@@ -173,6 +176,59 @@ impl RedbKv {
             .check_integrity()
             .map_err(|e| open_error(&self.path, e))
     }
+}
+
+/// Creates a new, empty store file at `path` so that a crash at any point
+/// leaves either no file or a complete one (`protocol-spec/store.md`,
+/// §5 "File"): the database is created under a temporary name beside it,
+/// its tables made and synced, then linked into place, which fails rather
+/// than replaces if another process created the store meanwhile. Without
+/// this, a kill while redb writes the first header leaves a file that every
+/// later open refuses as corrupt.
+fn create_atomically(path: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".new-{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    secure_file(&tmp)?;
+    {
+        let db = Database::builder()
+            .create(&tmp)
+            .map_err(|e| open_error(&tmp, e))?;
+        let txn = db.begin_write().map_err(|e| map_err(&tmp, e.into()))?;
+        for t in Table::ALL {
+            txn.open_table(def(t))
+                .map_err(|e| map_err(&tmp, e.into()))?;
+        }
+        txn.commit().map_err(|e| map_err(&tmp, e.into()))?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        // Another process created the store first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
 }
 
 fn secure_file(path: &Path) -> Result<(), StoreError> {
