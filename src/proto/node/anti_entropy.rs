@@ -1,0 +1,329 @@
+//! Anti-entropy: which rooms each period reconciles on a link, the
+//! reconciliation sessions and their slices, and the backoff of quiet
+//! periods (`protocol-spec/wire.md`, "Anti-entropy";
+//! `protocol-spec/reconcile.md`, "Partitioned sessions").
+
+use std::collections::BTreeSet;
+
+use rand_core::Rng;
+
+use crate::event::RoomId;
+use crate::proto::io::LinkId;
+use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
+use crate::store::{EventStore, Priority, StoreError};
+use crate::wire::{CloseReason, Frame};
+
+use super::announce::merge_sorted;
+use super::spray::offerable;
+use super::{MAX_ANTI_ENTROPY_BACKOFF_SHIFT, MAX_QUEUED_PARTS, MAX_SESSIONS_PER_LINK, Node};
+
+impl<S: EventStore, R: Rng> Node<S, R> {
+    /// The next rooms to reconcile on `link`. An anti-entropy period
+    /// starts with this device's own rooms (at most
+    /// `MAX_SESSIONS_PER_LINK`), then covers every other room (held here or
+    /// listed by the peer) once, in rotation from the link's cursor, in
+    /// rounds of at most `MAX_SESSIONS_PER_LINK` sessions. When every room
+    /// was covered the period ends: the next starts after
+    /// `anti_entropy_interval_ms`, not at once (that kept the link busy
+    /// with reconciliation and starved event transfer).
+    pub(super) fn next_rooms(&mut self, link: LinkId) -> Result<Vec<RoomId>, StoreError> {
+        // Every room held or joined here (not only the first
+        // `MAX_HELLO_ROOMS` the Hello could list), and the peer's.
+        let spraying: BTreeSet<RoomId> = if self.config.copy_budget == 0 {
+            BTreeSet::new()
+        } else {
+            self.spraying_rooms()?.into_iter().collect()
+        };
+        let held = self.view.rooms(&self.store)?;
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(Vec::new());
+        };
+        let mut all: BTreeSet<RoomId> = merge_sorted(held, &self.own_rooms).collect();
+        all.extend(l.peer_rooms.iter().copied());
+        if self.config.copy_budget != 0 {
+            // Only rooms where one side may hand the other something
+            // (`protocol-spec/wire.md`, "Copy budget"): what a side holds
+            // goes to a member, or to anyone while it has copies to give.
+            let own = &self.own_rooms;
+            all.retain(|r| {
+                let me_holds = own.contains(r) || held.binary_search(r).is_ok();
+                let i_give = me_holds && (l.peer_members.contains(r) || spraying.contains(r));
+                let peer_gives =
+                    l.peer_rooms.contains(r) && (own.contains(r) || l.peer_spraying.contains(r));
+                i_give || peer_gives
+            });
+        }
+        let first: Vec<RoomId> = self
+            .own_rooms
+            .iter()
+            .filter(|r| all.contains(r))
+            .take(MAX_SESSIONS_PER_LINK)
+            .copied()
+            .collect();
+        let others: Vec<RoomId> = all
+            .iter()
+            .filter(|r| first.binary_search(r).is_err())
+            .copied()
+            .collect();
+        let start = l
+            .recon_cursor
+            .map_or(0, |c| others.partition_point(|r| *r <= c));
+        // A new period (not the continuation of one that left rooms out)
+        // starts with the own rooms and then covers every other room once.
+        let continuing = l.more_rooms;
+        if !continuing {
+            l.rotation_left = others.len();
+        }
+        if others.is_empty() {
+            l.rotation_left = 0;
+        }
+        let mut batch = if continuing { Vec::new() } else { first };
+        let room_left = MAX_SESSIONS_PER_LINK.saturating_sub(batch.len());
+        let take = room_left.min(others.len()).min(l.rotation_left);
+        for i in 0..take {
+            batch.push(others[(start + i) % others.len()]);
+        }
+        if take > 0 {
+            l.recon_cursor = Some(others[(start + take - 1) % others.len()]);
+        }
+        l.rotation_left -= take;
+        l.more_rooms = l.rotation_left > 0;
+        Ok(batch)
+    }
+
+    /// Every item of a room, ascending (from the cached view).
+    pub(super) fn room_items(&mut self, room: &RoomId) -> Result<Vec<Item>, StoreError> {
+        self.view.items(&self.store, room)
+    }
+
+    pub(super) fn start_sessions(
+        &mut self,
+        link: LinkId,
+        rooms: Vec<RoomId>,
+    ) -> Result<(), StoreError> {
+        for room in rooms {
+            let open = self
+                .links
+                .get(&link)
+                .map_or(usize::MAX, |l| l.sessions.len());
+            if open >= MAX_SESSIONS_PER_LINK {
+                break;
+            }
+            let items = self.room_items(&room)?;
+            self.open_session(link, room, Part::WHOLE, items);
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_reconcile(
+        &mut self,
+        link: LinkId,
+        number: u64,
+        msg: Message,
+    ) -> Result<(), StoreError> {
+        let Some(l) = self.links.get(&link) else {
+            return Ok(());
+        };
+        let existing = l.sessions.contains_key(&number);
+        let replies = if let Message::Init { room, .. } = &msg {
+            // Only the lower-nonce side initiates; a fresh number only.
+            if l.initiator || existing || l.sessions.len() >= MAX_SESSIONS_PER_LINK {
+                self.penalise(
+                    link,
+                    "unexpected reconciliation session",
+                    CloseReason::ProtocolViolation,
+                );
+                return Ok(());
+            }
+            let part = match &msg {
+                Message::Init { part, .. } => *part,
+                _ => Part::WHOLE,
+            };
+            let mut items = self.room_items(room)?;
+            items.retain(|i| part.contains(i));
+            match Session::respond(items, &msg) {
+                Some((session, replies)) => {
+                    if let Some(l) = self.links.get_mut(&link) {
+                        l.sessions.insert(number, session);
+                    }
+                    replies
+                }
+                None => Vec::new(),
+            }
+        } else {
+            let Some(session) = self
+                .links
+                .get_mut(&link)
+                .and_then(|l| l.sessions.get_mut(&number))
+            else {
+                self.penalise(
+                    link,
+                    "message for an unknown reconciliation session",
+                    CloseReason::ProtocolViolation,
+                );
+                return Ok(());
+            };
+            match session.handle(msg) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.penalise(
+                        link,
+                        &format!("bad reconciliation message: {e}"),
+                        CloseReason::ProtocolViolation,
+                    );
+                    return Ok(());
+                }
+            }
+        };
+        for reply in replies {
+            self.send(
+                link,
+                &Frame::Reconcile {
+                    session: number,
+                    msg: reply,
+                },
+            );
+        }
+        let done = self
+            .links
+            .get(&link)
+            .and_then(|l| l.sessions.get(&number))
+            .and_then(|s| {
+                s.outcome().map(|o| {
+                    let i_lack = !o.i_lack.is_empty();
+                    let est = o.estimate.unwrap_or(0);
+                    (
+                        o.peer_lacks.clone(),
+                        i_lack,
+                        o.failed,
+                        est,
+                        s.room(),
+                        s.part(),
+                    )
+                })
+            });
+        if let Some((peer_lacks, i_lack, failed, estimate, room, part)) = done {
+            let now = self.now_ms;
+            // Events this side may not hand over (no copies left for a
+            // carrier) are not a difference worth another period.
+            let budget = self.config.copy_budget;
+            let peer_lacks: Vec<Item> = match self.links.get(&link) {
+                Some(l) => peer_lacks
+                    .into_iter()
+                    .filter(|i| offerable(budget, &self.copies, l, &i.id, &room))
+                    .collect(),
+                None => Vec::new(),
+            };
+            // Likewise what this side lacks counts only where the peer
+            // surely sends it: to a member, or without a budget.
+            let found = !peer_lacks.is_empty()
+                || failed.is_some()
+                || (i_lack && (budget == 0 || self.own_rooms.contains(&room)));
+            if let Some(l) = self.links.get_mut(&link) {
+                l.sessions.remove(&number);
+                l.period_found |= found;
+                // Too many differences for one session: reconcile slices
+                // of the slice separately (initiator side), as many as the
+                // estimate asks for, or the two halves without one.
+                if l.initiator
+                    && failed == Some(FAIL_TOO_MANY_DIFFERENCES)
+                    && let Some(parts) = part.split_for(estimate)
+                    && l.parts.len() + parts.len() <= MAX_QUEUED_PARTS
+                {
+                    l.parts.extend(parts.into_iter().map(|p| (room, p)));
+                }
+                // A round that left rooms out continues at once.
+                if l.sessions.is_empty() && l.initiator && l.more_rooms {
+                    l.next_anti_entropy_ms = now;
+                }
+            }
+            self.start_parts(link)?;
+            for item in peer_lacks {
+                self.queue_send(link, item.id, Priority::OwnRoom)?;
+            }
+            self.pump(link)?;
+        }
+        Ok(())
+    }
+
+    /// Starts queued slices while the link has free session slots.
+    pub(super) fn start_parts(&mut self, link: LinkId) -> Result<(), StoreError> {
+        loop {
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(());
+            };
+            if l.sessions.len() >= MAX_SESSIONS_PER_LINK {
+                return Ok(());
+            }
+            let Some((room, part)) = l.parts.pop_front() else {
+                return Ok(());
+            };
+            let mut items = self.room_items(&room)?;
+            items.retain(|i| part.contains(i));
+            self.open_session(link, room, part, items);
+        }
+    }
+
+    /// Opens one session as initiator and sends its `Init`.
+    pub(super) fn open_session(
+        &mut self,
+        link: LinkId,
+        room: RoomId,
+        part: Part,
+        items: Vec<Item>,
+    ) {
+        let mut salt = [0u8; 8];
+        self.rng.fill_bytes(&mut salt);
+        let (session, init) = Session::initiate_part(room, part, items, salt);
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let number = l.next_session;
+        l.next_session += 1;
+        l.sessions.insert(number, session);
+        self.send(
+            link,
+            &Frame::Reconcile {
+                session: number,
+                msg: init,
+            },
+        );
+    }
+
+    /// Starts the anti-entropy rounds that are due (the lower-nonce side
+    /// initiates), backing off after quiet periods.
+    pub(super) fn anti_entropy_due(&mut self) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let due: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.next_anti_entropy_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for link in due {
+            if let Some(l) = self.links.get_mut(&link) {
+                if !l.more_rooms {
+                    // A new period: back off if the last one found nothing.
+                    if l.period_found {
+                        l.quiet_periods = 0;
+                    } else {
+                        l.quiet_periods = l.quiet_periods.saturating_add(1);
+                    }
+                    l.period_found = false;
+                }
+                let shift = l.quiet_periods.min(MAX_ANTI_ENTROPY_BACKOFF_SHIFT);
+                let wait = self
+                    .config
+                    .anti_entropy_interval_ms
+                    .saturating_mul(1 << shift);
+                l.next_anti_entropy_ms = now.saturating_add(wait);
+                if !l.sessions.is_empty() || !l.parts.is_empty() || !l.hello_seen || !l.initiator {
+                    continue;
+                }
+            }
+            let rooms = self.next_rooms(link)?;
+            self.start_sessions(link, rooms)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! Intake: a received event is decoded and verified, checked for
+//! timeliness, classed by its sender's standing in the room, held to the
+//! stranger budget per signing key, then staged in the store; commands from
+//! the application (publish, deliver, room standing) enter here too
+//! (`protocol-spec/store.md`, "Priority classes").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand_core::Rng;
+
+use crate::crypto::keys::DeviceId;
+use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
+use crate::proto::budget::TokenBucket;
+use crate::proto::io::{AppEvent, Command, LinkId, Output};
+use crate::reconcile::Item;
+use crate::room::ROOM_CAP;
+use crate::store::{EventStore, InsertMeta, InsertOutcome, Priority, Source, StoreError};
+use crate::wire::{CloseReason, Frame, MAX_COPY_BUDGET};
+
+use super::{Committed, Node};
+
+impl<S: EventStore, R: Rng> Node<S, R> {
+    /// One received event; `copies` is how many copies the sender handed
+    /// over with it (1 from an `Events` frame).
+    pub(super) fn on_event_bytes(
+        &mut self,
+        link: LinkId,
+        bytes: &[u8],
+        copies: u8,
+    ) -> Result<(), StoreError> {
+        let event = match Event::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                self.stats.invalid_events += 1;
+                self.penalise(
+                    link,
+                    &format!("invalid event: {e}"),
+                    CloseReason::ProtocolViolation,
+                );
+                return Ok(());
+            }
+        };
+        let id = event.id();
+        self.pending_ihave.remove(&id);
+        let source = match self.links.get_mut(&link) {
+            Some(l) => {
+                l.known.put(id, ());
+                l.source
+            }
+            None => return Ok(()),
+        };
+        let spray = self.config.copy_budget != 0 && copies >= 2;
+        if self.store.has_event(&id)? {
+            self.stats.duplicates += 1;
+            // Copies handed over with a duplicate are kept, not lost:
+            // together they are what the sender gave up.
+            if spray {
+                let held = self.copies.peek(&id).map_or(1, |c| c.1);
+                let total = held.saturating_add(copies).min(MAX_COPY_BUDGET);
+                self.copies.put(id, (event.room(), total));
+            }
+            // Plumtree: a duplicate pushed eagerly means a redundant path.
+            let prune = self.links.get(&link).is_some_and(|l| l.eager);
+            if prune {
+                self.send(link, &Frame::Prune { room: event.room() });
+            }
+            return Ok(());
+        }
+        match timeliness(&event, self.now_ms) {
+            Timeliness::Current => {}
+            Timeliness::Expired | Timeliness::FromFuture => {
+                self.stats.refused_events += 1;
+                return Ok(());
+            }
+        }
+        let priority = self.classify(&event);
+        if priority == Priority::Stranger {
+            let now = self.now_ms;
+            let (burst, rate) = (self.config.key_event_burst, self.config.key_events_per_s);
+            let bucket = self
+                .key_buckets
+                .get_or_insert_mut(event.sender(), || TokenBucket::new(burst, rate, now));
+            if !bucket.try_take(1, now) {
+                self.stats.refused_events += 1;
+                self.refused_strangers.put(id, (link, event.room()));
+                return Ok(());
+            }
+        }
+        if spray {
+            self.copies
+                .put(id, (event.room(), copies.min(MAX_COPY_BUDGET)));
+        }
+        self.ingest(
+            &event,
+            InsertMeta {
+                priority,
+                source: Source::Link(source),
+                received_ms: self.now_ms,
+            },
+            Some(link),
+        )
+    }
+
+    /// The class an event is stored in: from its sender's standing in the
+    /// room, never from the room ID alone (`protocol-spec/store.md`,
+    /// "Priority classes"). An outsider's events of an own room are
+    /// stranger traffic: rate-limited per key, within the stranger pool,
+    /// evicted first.
+    pub(super) fn classify(&self, event: &Event) -> Priority {
+        if event.sender() == self.own {
+            Priority::OwnUndelivered
+        } else if self
+            .standing
+            .get(&event.room())
+            .is_some_and(|m| m.contains(&event.sender()))
+        {
+            Priority::OwnRoom
+        } else {
+            Priority::Stranger
+        }
+    }
+
+    /// Stores a verified event (staged) and schedules its acknowledgement and
+    /// relay for after the commit.
+    pub(super) fn ingest(
+        &mut self,
+        event: &Event,
+        meta: InsertMeta,
+        from: Option<LinkId>,
+    ) -> Result<(), StoreError> {
+        if !self.admission.admits(meta.priority) {
+            self.stats.refused_events += 1;
+            self.stats.shed_events += 1;
+            return Ok(());
+        }
+        let before = self.store.event_set_version();
+        match self.store.insert_event(event, &meta)? {
+            InsertOutcome::Inserted => {
+                let item = Item {
+                    ts_ms: event.origin_ts_ms(),
+                    id: event.id(),
+                };
+                let after = self.store.event_set_version();
+                self.view.inserted(before, after, event.room(), item);
+                if let Some(gap) = self.new_gap(event)? {
+                    self.after_commit_outputs.push(Output::App(gap));
+                }
+                self.after_commit.push(Committed {
+                    id: event.id(),
+                    room: event.room(),
+                    from,
+                    priority: meta.priority,
+                });
+            }
+            InsertOutcome::Duplicate => self.stats.duplicates += 1,
+            InsertOutcome::Fork(ev) => {
+                self.after_commit_outputs
+                    .push(Output::App(AppEvent::ForkDetected {
+                        room: ev.room,
+                        sender: ev.sender,
+                        seq: ev.seq,
+                    }));
+            }
+            InsertOutcome::Rejected(_) => self.stats.refused_events += 1,
+        }
+        Ok(())
+    }
+
+    /// A gap newly opened below this event's sequence number, if any.
+    pub(super) fn new_gap(&self, event: &Event) -> Result<Option<AppEvent>, StoreError> {
+        let seq = event.seq();
+        if seq <= 1 {
+            return Ok(None);
+        }
+        let gaps = self.store.gaps(&event.room(), &event.sender(), 64)?;
+        Ok(gaps
+            .iter()
+            .find(|g| g.to_seq + 1 == seq)
+            .map(|g| AppEvent::GapDetected {
+                room: event.room(),
+                sender: event.sender(),
+                from_seq: g.from_seq,
+                to_seq: g.to_seq,
+            }))
+    }
+
+    pub(super) fn on_command(&mut self, cmd: Command) -> Result<(), StoreError> {
+        match cmd {
+            Command::Publish(event) => {
+                // Own events are verified like any other: a bug that signs
+                // garbage must not reach the mesh.
+                if event.verify().is_err() {
+                    return Ok(());
+                }
+                let meta = InsertMeta {
+                    priority: Priority::OwnUndelivered,
+                    source: Source::Local,
+                    received_ms: self.now_ms,
+                };
+                let budget = self.config.copy_budget.min(MAX_COPY_BUDGET);
+                if budget >= 2 && !self.store.has_event(&event.id())? {
+                    self.copies.put(event.id(), (event.room(), budget));
+                }
+                self.ingest(&event, meta, None)
+            }
+            Command::Deliver { event, source } => {
+                if event.verify().is_err() {
+                    self.stats.invalid_events += 1;
+                    return Ok(());
+                }
+                if timeliness(&event, self.now_ms) != Timeliness::Current {
+                    self.stats.refused_events += 1;
+                    return Ok(());
+                }
+                let meta = InsertMeta {
+                    priority: self.classify(&event),
+                    source,
+                    received_ms: self.now_ms,
+                };
+                self.ingest(&event, meta, None)
+            }
+            Command::JoinRoom { room, members } => {
+                self.set_standing(room, members);
+                if self.own_rooms.insert(room) {
+                    self.announce_members();
+                    self.want_refused(room)?;
+                }
+                Ok(())
+            }
+            Command::RoomMembers { room, members } => {
+                if self.own_rooms.contains(&room) {
+                    self.set_standing(room, members);
+                }
+                Ok(())
+            }
+            Command::LeaveRoom(room) => {
+                self.standing.remove(&room);
+                if self.own_rooms.remove(&room) {
+                    self.announce_members();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn set_standing(&mut self, room: RoomId, members: BTreeSet<DeviceId>) {
+        let members = members.into_iter().take(ROOM_CAP).collect();
+        self.standing.insert(room, members);
+    }
+
+    /// A room just became an own room (a new member's invite was
+    /// processed): ask the links that offered its events again for those
+    /// the stranger budget refused, instead of leaving them to the next
+    /// anti-entropy period. The peer answers `Want` like a graft.
+    pub(super) fn want_refused(&mut self, room: RoomId) -> Result<(), StoreError> {
+        let ids: Vec<(EventId, LinkId)> = self
+            .refused_strangers
+            .iter()
+            .filter(|(_, (_, r))| *r == room)
+            .map(|(id, (link, _))| (*id, *link))
+            .collect();
+        let mut by_link: BTreeMap<LinkId, Vec<EventId>> = BTreeMap::new();
+        for (id, link) in ids {
+            self.refused_strangers.pop(&id);
+            if self.links.contains_key(&link) && !self.store.has_event(&id)? {
+                by_link.entry(link).or_default().push(id);
+            }
+        }
+        for (link, mut ids) in by_link {
+            ids.sort_unstable();
+            self.send_ids(link, &ids, |ids| Frame::Want { room, ids });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,578 @@
+//! The sans-IO [`Node`]: the whole relay protocol as a deterministic state
+//! machine (`protocol-spec/wire.md`, "The node state machine").
+//!
+//! # Run loop
+//!
+//! The driver (the tokio daemon or the simulator) owns the clock, the links,
+//! the RNG seed and the store's commits. It repeats:
+//!
+//! 1. feed a batch of inputs with [`Node::handle`] (`now_ms` is a parameter);
+//! 2. if [`Node::needs_commit`], call `node.store_mut().commit()`, then feed
+//!    [`Input::CommitDone`]: outputs that acknowledge or relay stored events
+//!    are held back until then (acknowledge only after commit);
+//! 3. drain [`Node::poll_output`] until it returns `None`;
+//! 4. sleep until [`Node::poll_timeout`] or the next input, then feed
+//!    [`Input::Timeout`].
+//!
+//! # Protocol sketch
+//!
+//! * **Hello.** Each side sends `Hello{nonce, rooms}` first. The side with the
+//!   lower nonce initiates one reconciliation session per room in the union of
+//!   both lists (so a relay also learns rooms it does not carry yet).
+//! * **Anti-entropy.** One [`crate::reconcile::Session`] per room finds
+//!   what each side lacks (`protocol-spec/reconcile.md`); each side then
+//!   sends the events the other lacks. The lower-nonce side runs periods:
+//!   own rooms first, then every other room once, at most
+//!   `MAX_SESSIONS_PER_LINK` sessions per round; the next period starts
+//!   `anti_entropy_interval_ms` later, doubled per period that found
+//!   nothing (up to `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times). The room
+//!   list and per-room items come from a cache (`src/proto/view.rs`) kept in
+//!   step with the store (`protocol-spec/wire.md`, "Node limits").
+//! * **Live push (Plumtree).** A newly *committed* event goes in full to at
+//!   most `eager_fanout` eager links and as an `IHave` to the others. A
+//!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
+//!   unknown event not filled by an eager push within `ihave_timeout_ms`
+//!   grafts the announcing link.
+//! * **Copy budget** (off by default). The Hello also lists the sender's
+//!   member and spraying rooms (`Members` updates the former). An
+//!   event of a room the peer is not a member of goes to it only while this
+//!   node holds two or more copies of it, half of which travel along in a
+//!   `Spray` frame (binary spray; `NodeConfig::copy_budget`,
+//!   `protocol-spec/wire.md`, "Copy budget"). Members always get their
+//!   rooms' events. Under a budget, Hello and anti-entropy cover own rooms
+//!   and rooms with copies to hand over, not every carried room.
+//! * **Validate before relaying.** An event is relayed only after its
+//!   structure and signature verified and it was committed.
+//! * **Budgets.** Each link has a byte budget for intake; new links share a
+//!   global budget; a misbehaving source address is refused for
+//!   `penalty_ms`; a signing key has an event-rate budget for strangers'
+//!   events. A link that sends a malformed frame or an invalid event is
+//!   closed and its source penalised. All per-peer state is capped.
+//!
+//! # Modules
+//!
+//! `link` (a link's state, link-up, framing, penalties), `announce` (Hello
+//! and `Members`), `anti_entropy` (reconciliation periods and sessions),
+//! `intake` (received events and application commands into the store),
+//! `push` (Plumtree push, grafts, each link's outbox and pacing), `spray`
+//! (the copy budget).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroUsize;
+
+mod announce;
+mod anti_entropy;
+mod intake;
+mod link;
+mod push;
+mod spray;
+
+use link::Link;
+
+use lru::LruCache;
+use rand_core::Rng;
+
+use crate::crypto::keys::DeviceId;
+use crate::event::{EventId, RoomId};
+use crate::proto::budget::TokenBucket;
+use crate::proto::io::{Input, LinkId, LinkKind, Output};
+use crate::proto::view::StoreView;
+use crate::store::{EventStore, Priority, SourceKey, StoreError};
+use crate::wire::{CloseReason, Frame, MAX_HELLO_ROOMS};
+
+/// Tunables of the node. Defaults suit a phone or a small board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Most links at once; further `LinkUp`s are closed.
+    pub max_links: usize,
+    /// Most eager (full-push) links per node.
+    pub eager_fanout: usize,
+    /// How long an `IHave` may go unfilled before grafting.
+    pub ihave_timeout_ms: u64,
+    /// Anti-entropy rerun interval per link.
+    pub anti_entropy_interval_ms: u64,
+    /// Intake budget per link: burst bytes.
+    pub link_burst_bytes: u64,
+    /// Intake budget per link: sustained bytes per second.
+    pub link_bytes_per_s: u64,
+    /// New links accepted in a burst (all sources together).
+    pub new_link_burst: u64,
+    /// New links accepted per second, sustained.
+    pub new_links_per_s: u64,
+    /// How long a penalised source is refused.
+    pub penalty_ms: u64,
+    /// Strangers' events accepted per signing key: burst.
+    pub key_event_burst: u64,
+    /// Strangers' events accepted per signing key per second.
+    pub key_events_per_s: u64,
+    /// Bytes of event data in flight per link before waiting for the driver
+    /// to report the link drained.
+    pub link_window_bytes: usize,
+    /// Copy budget for carried events (binary spray, `protocol-spec/wire.md`,
+    /// "Copy budget"): how many carriers (peers that are not members of the
+    /// event's room) each event this node publishes may reach. A holder of
+    /// `n >= 2` copies hands `n / 2` to a carrier that lacks the event; a
+    /// holder of one copy only delivers to members. Members always get their
+    /// rooms' events. `0` = no budget: every node hands every event to every
+    /// peer (epidemic carrying). At most [`MAX_COPY_BUDGET`].
+    pub copy_budget: u8,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            max_links: 64,
+            eager_fanout: 4,
+            ihave_timeout_ms: 1_500,
+            anti_entropy_interval_ms: 60_000,
+            link_burst_bytes: 4 * 1024 * 1024,
+            link_bytes_per_s: 512 * 1024,
+            new_link_burst: 16,
+            new_links_per_s: 2,
+            penalty_ms: 10 * 60 * 1000,
+            key_event_burst: 200,
+            key_events_per_s: 5,
+            link_window_bytes: 256 * 1024,
+            copy_budget: DEFAULT_COPY_BUDGET,
+        }
+    }
+}
+
+/// Default [`NodeConfig::copy_budget`]: `0`, no budget
+/// (`protocol-spec/wire.md`, "Copy budget"). A budget stops a member from
+/// handing its room's events to a device that is not a member *yet*: an
+/// invitee reached only through a member relay never receives its invite.
+/// Until invitees are announced, the budget is for carrier networks (the
+/// simulator's scenarios use [`SIM_COPY_BUDGET`]).
+pub const DEFAULT_COPY_BUDGET: u8 = 0;
+
+/// The copy budget the simulator's scenarios run with (16: the disaster
+/// area's overhead goal is met with it, `sim/reports/disaster-area/`).
+pub const SIM_COPY_BUDGET: u8 = 16;
+
+/// Most events whose copy counts (above one) a node remembers; a forgotten
+/// count falls back to one copy (deliver to members only).
+pub const MAX_COPY_RECORDS: usize = 65_536;
+
+/// Bytes a `Spray` frame adds over an `Events` frame of the same events
+/// (copy-count list head; one byte per event is in `PER_EVENT_OVERHEAD`'s
+/// slack), counted when batching so a spray batch stays within
+/// `MAX_FRAME_BYTES`.
+const SPRAY_FRAME_OVERHEAD: usize = 8;
+
+/// Most sources remembered as penalised.
+pub const MAX_PENALISED_SOURCES: usize = 4096;
+/// Most signing keys with a live event-rate bucket.
+pub const MAX_KEY_BUCKETS: usize = 4096;
+/// Most outstanding `IHave` announcements tracked for grafting.
+pub const MAX_PENDING_IHAVE: usize = 8192;
+/// Most events remembered as refused by a key's stranger budget (asked for
+/// again when their room becomes an own room).
+pub const MAX_REFUSED_STRANGERS: usize = 8192;
+/// Most event IDs remembered per link as known to the peer.
+pub const MAX_KNOWN_PER_LINK: usize = 8192;
+/// Most event IDs queued for sending on one link.
+pub const MAX_OUTBOX_PER_LINK: usize = 65_536;
+/// A sender paces each link at `(1 - 1/PACING_DIVISOR)` of the intake rate
+/// and `1/PACING_DIVISOR` of the intake burst, leaving headroom for control
+/// frames, so an honest relay is never penalised for forwarding a flood.
+pub const PACING_DIVISOR: u64 = 4;
+/// Bytes a batch frame adds around its events (head, version, type, array).
+const FRAME_OVERHEAD: usize = 16;
+/// Bytes a batch frame adds per event (byte-string head, fragment share).
+const PER_EVENT_OVERHEAD: usize = 8;
+/// Most reconciliation sessions open on one link.
+pub const MAX_SESSIONS_PER_LINK: usize = 64;
+
+/// Most reconciliation slices queued per link after sessions failed with
+/// too many differences (`protocol-spec/reconcile.md`, "Partitioned
+/// sessions").
+pub const MAX_QUEUED_PARTS: usize = 1024;
+
+/// A link whose anti-entropy periods keep finding nothing (live push keeps
+/// both sides in step) backs off: each quiet period doubles the wait, up to
+/// `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times `anti_entropy_interval_ms`. Any
+/// difference found resets it.
+pub const MAX_ANTI_ENTROPY_BACKOFF_SHIFT: u32 = 4;
+
+/// Counters the status command and the simulator read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Events newly stored.
+    pub events_stored: u64,
+    /// Events received that were already held.
+    pub duplicates: u64,
+    /// Events rejected as invalid.
+    pub invalid_events: u64,
+    /// Events the store refused (budget, expiry).
+    pub refused_events: u64,
+    /// Links closed for misbehaviour.
+    pub links_penalised: u64,
+    /// Links refused at link-up (busy, penalised or over the new-link budget).
+    pub links_refused: u64,
+    /// Full events sent.
+    pub events_sent: u64,
+    /// Events not stored because the driver restricted admission (the
+    /// disk is low or full, [`Admission`]); also counted in
+    /// `refused_events`. Peers keep them queued and offer them again.
+    pub shed_events: u64,
+}
+
+/// Which new events the node stores, set by the driver from the state of
+/// its disk (`protocol-spec/daemon.md`, "Disk full"). Restricting never
+/// touches what is held: reads, relaying and acknowledgements of stored
+/// events go on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Admission {
+    /// Everything (the default).
+    #[default]
+    All,
+    /// Everything but stranger traffic (events carried for others): shed
+    /// first when space runs low.
+    NoStrangers,
+    /// Nothing new, not even this device's own events: the disk is full.
+    Nothing,
+}
+
+impl Admission {
+    /// Whether an event of this class is admitted.
+    pub fn admits(self, priority: Priority) -> bool {
+        match self {
+            Admission::All => true,
+            Admission::NoStrangers => priority != Priority::Stranger,
+            Admission::Nothing => false,
+        }
+    }
+}
+
+/// Per-link facts for `meshrelay peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The link.
+    pub link: LinkId,
+    /// What carries it.
+    pub kind: LinkKind,
+    /// When it came up.
+    pub since_ms: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+}
+
+/// Something held until the store commits.
+#[derive(Debug, Clone)]
+struct Committed {
+    id: EventId,
+    room: RoomId,
+    from: Option<LinkId>,
+    priority: Priority,
+}
+
+/// The protocol core. `S` is the store, `R` the RNG (seeded in tests and
+/// the simulator, the OS RNG in the daemon).
+pub struct Node<S: EventStore, R: Rng> {
+    config: NodeConfig,
+    own: DeviceId,
+    own_rooms: BTreeSet<RoomId>,
+    /// Members of each own room (the rooms layer's word): the senders whose
+    /// events get the own-room class. Bounded by `ROOM_CAP` per room.
+    standing: BTreeMap<RoomId, BTreeSet<DeviceId>>,
+    store: S,
+    rng: R,
+    now_ms: u64,
+    links: BTreeMap<LinkId, Link>,
+    outputs: VecDeque<Output>,
+    after_commit: Vec<Committed>,
+    after_commit_outputs: Vec<Output>,
+    new_links: TokenBucket,
+    penalised: LruCache<SourceKey, u64>,
+    key_buckets: LruCache<DeviceId, TokenBucket>,
+    pending_ihave: BTreeMap<EventId, (LinkId, RoomId, u64)>,
+    /// Events refused by a signing key's stranger budget, with the link
+    /// that offered them: if their room becomes one of this device's own
+    /// (its invite was just processed), they are asked for again at once.
+    refused_strangers: LruCache<EventId, (LinkId, RoomId)>,
+    stats: NodeStats,
+    /// Cached room list and per-room items (see [`StoreView`]).
+    view: StoreView,
+    /// Copies held per carried event, only counts of two or more (one is
+    /// the default), at most `MAX_COPY_RECORDS` (least recently used
+    /// forgotten).
+    copies: LruCache<EventId, (RoomId, u8)>,
+    /// What new events are stored ([`Node::set_admission`]).
+    admission: Admission,
+}
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl<S: EventStore, R: Rng> Node<S, R> {
+    /// A node for device `own`, over `store`, at time `now_ms`.
+    pub fn new(own: DeviceId, store: S, rng: R, config: NodeConfig, now_ms: u64) -> Self {
+        Self {
+            new_links: TokenBucket::new(config.new_link_burst, config.new_links_per_s, now_ms),
+            config,
+            own,
+            own_rooms: BTreeSet::new(),
+            standing: BTreeMap::new(),
+            store,
+            rng,
+            now_ms,
+            links: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            after_commit: Vec::new(),
+            after_commit_outputs: Vec::new(),
+            penalised: LruCache::new(nz(MAX_PENALISED_SOURCES)),
+            key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
+            pending_ihave: BTreeMap::new(),
+            refused_strangers: LruCache::new(nz(MAX_REFUSED_STRANGERS)),
+            stats: NodeStats::default(),
+            view: StoreView::new(),
+            copies: LruCache::new(nz(MAX_COPY_RECORDS)),
+            admission: Admission::All,
+        }
+    }
+
+    /// What new events are stored.
+    pub fn admission(&self) -> Admission {
+        self.admission
+    }
+
+    /// Sets what new events are stored (the driver's disk check,
+    /// `protocol-spec/daemon.md`, "Disk full").
+    pub fn set_admission(&mut self, admission: Admission) {
+        self.admission = admission;
+    }
+
+    /// The store (read access).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, for the driver's commit.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Whether staged writes wait for a commit.
+    pub fn needs_commit(&self) -> bool {
+        self.store.has_pending() || !self.after_commit.is_empty()
+    }
+
+    /// Events stored since the last commit (staged, not yet durable), in
+    /// the order they were stored: the driver passes them to the
+    /// application before committing, so both commit together.
+    pub fn uncommitted_events(&self) -> Vec<EventId> {
+        self.after_commit.iter().map(|c| c.id).collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Connected links.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.links
+            .iter()
+            .map(|(id, l)| LinkInfo {
+                link: *id,
+                kind: l.kind,
+                since_ms: l.since_ms,
+                bytes_in: l.bytes_in,
+                bytes_out: l.bytes_out,
+            })
+            .collect()
+    }
+
+    /// Rooms this device is a member of.
+    pub fn own_rooms(&self) -> &BTreeSet<RoomId> {
+        &self.own_rooms
+    }
+
+    /// Feeds one input at time `now_ms`. Store errors are fatal to the
+    /// driver (the disk failed); everything a peer sends is handled inside.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), StoreError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        match input {
+            Input::LinkUp {
+                link,
+                kind,
+                mtu,
+                source,
+            } => self.on_link_up(link, kind, mtu, source),
+            Input::LinkDown(link) => {
+                self.links.remove(&link);
+                self.pending_ihave.retain(|_, (l, _, _)| *l != link);
+                Ok(())
+            }
+            Input::Received { link, bytes } => self.on_datagram(link, &bytes),
+            Input::Drained(link) => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.in_flight = 0;
+                }
+                self.pump(link)
+            }
+            Input::Timeout => self.on_timeout(),
+            Input::Command(c) => self.on_command(c),
+            Input::CommitDone => self.on_commit_done(),
+            Input::CommitFailed => {
+                // Nothing staged became durable: nothing may be announced,
+                // acknowledged or relayed; peers offer it again.
+                self.after_commit.clear();
+                self.after_commit_outputs.clear();
+                Ok(())
+            }
+        }
+    }
+
+    /// The next output, if any. Drain until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest time at which [`Input::Timeout`] must be fed.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let ae = self
+            .links
+            .values()
+            .flat_map(|l| [Some(l.next_anti_entropy_ms), l.resume_at_ms])
+            .flatten()
+            .min();
+        let ih = self.pending_ihave.values().map(|(_, _, t)| *t).min();
+        match (ae, ih) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_datagram(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(());
+        };
+        l.bytes_in += bytes.len() as u64;
+        if !l.intake.try_take(bytes.len() as u64, now) {
+            self.penalise(link, "intake budget exceeded", CloseReason::OverBudget);
+            return Ok(());
+        }
+        let frame = match l.reassembler.receive(now, bytes) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.penalise(
+                    link,
+                    &format!("bad fragment: {e}"),
+                    CloseReason::ProtocolViolation,
+                );
+                return Ok(());
+            }
+        };
+        match Frame::decode(&frame) {
+            Ok(f) => self.on_frame(link, f),
+            Err(e) => {
+                self.penalise(
+                    link,
+                    &format!("bad frame: {e}"),
+                    CloseReason::ProtocolViolation,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn on_frame(&mut self, link: LinkId, frame: Frame) -> Result<(), StoreError> {
+        match frame {
+            Frame::Hello {
+                nonce,
+                rooms,
+                members,
+                spraying,
+                ..
+            } => self.on_hello(link, nonce, [rooms, members, spraying]),
+            Frame::Reconcile { session, msg } => self.on_reconcile(link, session, msg),
+            Frame::Events { events, .. } => {
+                for bytes in events {
+                    if !self.links.contains_key(&link) {
+                        break;
+                    }
+                    self.on_event_bytes(link, &bytes, 1)?;
+                }
+                Ok(())
+            }
+            Frame::Spray { copies, events, .. } => {
+                for (bytes, copies) in events.iter().zip(copies) {
+                    if !self.links.contains_key(&link) {
+                        break;
+                    }
+                    self.on_event_bytes(link, bytes, copies)?;
+                }
+                Ok(())
+            }
+            Frame::Members { rooms } => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.peer_members = rooms.into_iter().take(MAX_HELLO_ROOMS).collect();
+                }
+                Ok(())
+            }
+            Frame::IHave { room, ids } => {
+                let deadline = self.now_ms.saturating_add(self.config.ihave_timeout_ms);
+                for id in ids {
+                    if let Some(l) = self.links.get_mut(&link) {
+                        l.known.put(id, ());
+                    }
+                    if self.store.has_event(&id)? || self.pending_ihave.contains_key(&id) {
+                        continue;
+                    }
+                    if self.pending_ihave.len() < MAX_PENDING_IHAVE {
+                        self.pending_ihave.insert(id, (link, room, deadline));
+                    }
+                }
+                Ok(())
+            }
+            Frame::Want { ids, .. } => {
+                for id in ids {
+                    self.queue_send(link, id, Priority::OwnRoom)?;
+                }
+                self.pump(link)
+            }
+            Frame::Prune { room } => {
+                if let Some(l) = self.links.get_mut(&link)
+                    && l.pruned.len() < MAX_HELLO_ROOMS
+                {
+                    l.pruned.insert(room);
+                }
+                Ok(())
+            }
+            Frame::Graft { room, ids } => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.eager = true;
+                    l.pruned.remove(&room);
+                }
+                for id in ids {
+                    self.queue_send(link, id, Priority::OwnRoom)?;
+                }
+                self.pump(link)
+            }
+            Frame::Close { .. } => {
+                self.links.remove(&link);
+                self.pending_ihave.retain(|_, (l, _, _)| *l != link);
+                self.outputs.push_back(Output::Close {
+                    link,
+                    reason: "peer closed".into(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Timers: grafts for unfilled announcements, paced links that may
+    /// send again, anti-entropy periods that are due.
+    fn on_timeout(&mut self) -> Result<(), StoreError> {
+        self.graft_expired()?;
+        self.resume_paced()?;
+        self.anti_entropy_due()
+    }
+}

@@ -1,0 +1,249 @@
+//! Live push (Plumtree): committed events go in full to eager links and as
+//! `IHave` to the others, unfilled announcements graft, and each link's
+//! outbox is sent oldest first within its window and pacing
+//! (`protocol-spec/wire.md`, "Live push").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand_core::Rng;
+
+use crate::event::{EventId, RoomId};
+use crate::proto::io::{AppEvent, LinkId, Output};
+use crate::store::{EventStore, Priority, StoreError};
+use crate::wire::{Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES};
+
+use super::spray::offerable;
+use super::spray::take_copies;
+use super::{
+    FRAME_OVERHEAD, MAX_OUTBOX_PER_LINK, Node, PACING_DIVISOR, PER_EVENT_OVERHEAD,
+    SPRAY_FRAME_OVERHEAD,
+};
+
+impl<S: EventStore, R: Rng> Node<S, R> {
+    pub(super) fn on_commit_done(&mut self) -> Result<(), StoreError> {
+        let done = std::mem::take(&mut self.after_commit);
+        self.outputs.extend(self.after_commit_outputs.drain(..));
+        let mut touched = BTreeSet::new();
+        // Lazy-push announcements, batched per (link, room): one `IHave`
+        // frame per batch of a commit, not one per event.
+        let mut announce: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
+        for c in done {
+            self.stats.events_stored += 1;
+            self.outputs.push_back(Output::App(AppEvent::EventStored {
+                id: c.id,
+                room: c.room,
+            }));
+            // Only peers this node may hand the event to (members, or
+            // carriers while copies are left) get it or hear of it.
+            let budget = self.config.copy_budget;
+            let copies = &self.copies;
+            let links: Vec<(LinkId, bool)> = self
+                .links
+                .iter_mut()
+                .filter(|(id, l)| {
+                    Some(**id) != c.from && offerable(budget, copies, l, &c.id, &c.room)
+                })
+                .map(|(id, l)| {
+                    let eager = l.eager && !l.pruned.contains(&c.room);
+                    (*id, eager && !l.known.contains(&c.id))
+                })
+                .collect();
+            let mut lazy = Vec::new();
+            for (link, eager) in links {
+                if eager {
+                    self.queue_send(link, c.id, c.priority)?;
+                    touched.insert(link);
+                } else {
+                    lazy.push(link);
+                }
+            }
+            for link in lazy {
+                let known = self
+                    .links
+                    .get(&link)
+                    .is_some_and(|l| l.known.contains(&c.id));
+                if !known {
+                    announce.entry((link, c.room)).or_default().push(c.id);
+                }
+            }
+        }
+        for ((link, room), ids) in announce {
+            self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
+        }
+        for link in touched {
+            self.pump(link)?;
+        }
+        Ok(())
+    }
+
+    /// Grafts the links whose `IHave` announcements were not filled in time.
+    pub(super) fn graft_expired(&mut self) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let expired: Vec<EventId> = self
+            .pending_ihave
+            .iter()
+            .filter(|(_, (_, _, t))| *t <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut grafts: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
+        for id in expired {
+            if let Some((link, room, _)) = self.pending_ihave.remove(&id)
+                && !self.store.has_event(&id)?
+            {
+                grafts.entry((link, room)).or_default().push(id);
+            }
+        }
+        for ((link, room), ids) in grafts {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.eager = true;
+                l.pruned.remove(&room);
+            }
+            self.send_ids(link, &ids, |ids| Frame::Graft { room, ids });
+        }
+        Ok(())
+    }
+
+    /// Pumps the links whose pacing now allows the next batch.
+    pub(super) fn resume_paced(&mut self) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let resume: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.resume_at_ms.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for link in resume {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.resume_at_ms = None;
+            }
+            self.pump(link)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a held event for `link` (ignored if not held, already queued
+    /// or the outbox is full; anti-entropy catches up later).
+    pub(super) fn queue_send(
+        &mut self,
+        link: LinkId,
+        id: EventId,
+        priority: Priority,
+    ) -> Result<(), StoreError> {
+        let Some(l) = self.links.get(&link) else {
+            return Ok(());
+        };
+        if l.outbox.len() >= MAX_OUTBOX_PER_LINK || l.queued.contains(&id) {
+            return Ok(());
+        }
+        let Some(info) = self.store.event_info(&id)? else {
+            return Ok(());
+        };
+        if let Some(l) = self.links.get_mut(&link) {
+            l.queued.insert(id);
+            l.outbox_seq += 1;
+            l.outbox
+                .insert((priority, info.origin_ts_ms, l.outbox_seq), (info.room, id));
+        }
+        Ok(())
+    }
+
+    /// Sends queued events on `link` while its window allows.
+    pub(super) fn pump(&mut self, link: LinkId) -> Result<(), StoreError> {
+        loop {
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(());
+            };
+            if l.in_flight >= self.config.link_window_bytes || l.outbox.is_empty() {
+                return Ok(());
+            }
+            let now = self.now_ms;
+            // Strangers' events may not spend the last quarter of the pacing
+            // burst: it stays in reserve for the node's own and its rooms'
+            // events, so a relayed flood never delays them.
+            let reserve = self.config.link_burst_bytes / PACING_DIVISOR / 4;
+            let mut avail = l.pacing.available(now);
+            let budget = self.config.copy_budget;
+            let mut batch = Vec::new();
+            let mut handed = Vec::new();
+            let mut waiting = false;
+            let mut size = FRAME_OVERHEAD + if budget == 0 { 0 } else { SPRAY_FRAME_OVERHEAD };
+            // One frame carries events of one room: the head's.
+            let Some(batch_room) = l.outbox.values().next().map(|(r, _)| *r) else {
+                return Ok(());
+            };
+            let same_room: Vec<((Priority, u64, u64), EventId)> = l
+                .outbox
+                .iter()
+                .filter(|(_, (r, _))| *r == batch_room)
+                .take(MAX_EVENTS_PER_FRAME)
+                .map(|(k, (_, id))| (*k, *id))
+                .collect();
+            for (key, id) in same_room {
+                if batch.len() >= MAX_EVENTS_PER_FRAME {
+                    break;
+                }
+                // Copies may have run out since the event was queued.
+                if !offerable(budget, &self.copies, l, &id, &batch_room) {
+                    l.outbox.remove(&key);
+                    l.queued.remove(&id);
+                    continue;
+                }
+                let Some(bytes) = self.store.get_event(&id)? else {
+                    l.outbox.remove(&key);
+                    l.queued.remove(&id);
+                    continue;
+                };
+                let cost = bytes.len() + PER_EVENT_OVERHEAD;
+                if !batch.is_empty() && size + cost > MAX_FRAME_BYTES {
+                    break;
+                }
+                let floor = if key.0 == Priority::Stranger {
+                    reserve
+                } else {
+                    0
+                };
+                let need = (size + cost) as u64 + floor;
+                if avail < need {
+                    if batch.is_empty() {
+                        let wait = l.pacing.wait_ms(need, now).clamp(1, 60_000);
+                        l.resume_at_ms = Some(now.saturating_add(wait));
+                        waiting = true;
+                    }
+                    break;
+                }
+                avail -= cost as u64;
+                size += cost;
+                l.outbox.remove(&key);
+                l.queued.remove(&id);
+                l.known.put(id, ());
+                handed.push(take_copies(budget, &mut self.copies, l, &id, &batch_room));
+                batch.push(bytes);
+            }
+            if batch.is_empty() {
+                if waiting {
+                    return Ok(());
+                }
+                // Every head event had been evicted: the outbox shrank.
+                continue;
+            }
+            self.stats.events_sent += batch.len() as u64;
+            let frame = if handed.iter().any(|c| *c >= 2) {
+                Frame::Spray {
+                    room: batch_room,
+                    copies: handed,
+                    events: batch,
+                }
+            } else {
+                Frame::Events {
+                    room: batch_room,
+                    events: batch,
+                }
+            };
+            let n = self.send(link, &frame);
+            if let Some(l) = self.links.get_mut(&link) {
+                l.in_flight += n;
+                l.pacing.try_take(n as u64, now);
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The copy budget (binary spray): whether an event may go to a peer and
+//! how many copies travel with it (`protocol-spec/wire.md`, "Copy budget").
+
+use lru::LruCache;
+
+use crate::event::{EventId, RoomId};
+
+use super::link::Link;
+
+/// Whether event `id` of `room` may go to `l`'s peer (`protocol-spec/wire.md`,
+/// "Copy budget"): always without a budget or to a member of the room,
+/// otherwise only while this node holds two copies or more.
+pub(super) fn offerable(
+    budget: u8,
+    copies: &LruCache<EventId, (RoomId, u8)>,
+    l: &Link,
+    id: &EventId,
+    room: &RoomId,
+) -> bool {
+    budget == 0 || l.peer_members.contains(room) || copies.peek(id).is_some_and(|c| c.1 >= 2)
+}
+
+/// Hands copies of an offerable event to `l`'s peer: a carrier gets half of
+/// the `n >= 2` copies held (this node keeps the rest), a member or any peer
+/// without a budget one (nothing changes here). Returns the copies handed.
+pub(super) fn take_copies(
+    budget: u8,
+    copies: &mut LruCache<EventId, (RoomId, u8)>,
+    l: &Link,
+    id: &EventId,
+    room: &RoomId,
+) -> u8 {
+    if budget == 0 || l.peer_members.contains(room) {
+        return 1;
+    }
+    let held = copies.pop(id).map_or(1, |c| c.1);
+    if held < 2 {
+        return 1;
+    }
+    let given = held / 2;
+    let kept = held - given;
+    if kept >= 2 {
+        copies.put(*id, (*room, kept));
+    }
+    given
+}
