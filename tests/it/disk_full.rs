@@ -317,7 +317,7 @@ fn a_full_disk_refuses_sends_clearly_keeps_serving_and_loses_nothing() {
     let port = crate::daemon::free_port();
     let metrics = format!("127.0.0.1:{port}");
     ns.start(&metrics);
-    let room = ns.ok(&["room", "create", "camp"]).trim().to_owned();
+    let room = room_id_of(&ns.ok(&["room", "create", "camp", "--json"]));
     let mut acked = Vec::new();
     for i in 0..5 {
         let text = format!("before {i}");
@@ -376,4 +376,10 @@ fn a_full_disk_refuses_sends_clearly_keeps_serving_and_loses_nothing() {
     assert_eq!(check["ok"], true, "{check}");
     ns.start(&metrics);
     assert_eq!(texts(&ns, &room), acked);
+}
+
+/// The room ID in `room create --json` output.
+fn room_id_of(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    v["room_id"].as_str().unwrap().to_owned()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::daemon::{BIN, Daemon, card, mr, ok, texts, wait_until};
+use crate::daemon::{BIN, Daemon, card, create_room, mr, ok, texts, wait_until};
 
 fn json_lines(s: &str) -> Vec<Value> {
     s.lines()
@@ -26,7 +26,7 @@ fn room_with(base: &Path, ana: &Path, members: &[&Path]) -> String {
     for (i, m) in members.iter().enumerate() {
         ok(m, &["init", "--name", &format!("Member{i}")]);
     }
-    let room = ok(ana, &["room", "create", "ops"]).trim().to_owned();
+    let room = create_room(ana, "ops");
     for m in members {
         ok(ana, &["room", "invite", &room, &card(m)]);
     }
@@ -324,7 +324,7 @@ fn a_backward_clock_jump_of_a_day_loses_and_refuses_nothing() {
     ];
     let b = Daemon::spawn_env(BIN, &db, args, envs);
     wait_until("A and B linked", || a.peers() == 1 && b.peers() == 1);
-    let room = ok(&da, &["room", "create", "camp"]).trim().to_owned();
+    let room = create_room(&da, "camp");
     ok(&da, &["room", "invite", &room, &card(&db)]);
     let all_seen = |dir: &Path, want: &[&str]| {
         let t = texts(dir, &room);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::daemon::{card, ok};
+use crate::daemon::{card, create_room, ok};
 
 /// The memory bound of the issue (met for junk).
 const MAX_IMPORT_RSS_KIB: u64 = 32 * 1024;
@@ -129,7 +129,7 @@ fn a_64_mib_bundle_imports_in_bounded_memory() {
     for (d, n) in [(&a, "Ana"), (&b, "Bo"), (&c, "Cy")] {
         ok(d, &["init", "--name", n]);
     }
-    let room_s = ok(&a, &["room", "create", "big"]).trim().to_owned();
+    let room_s = create_room(&a, "big");
     ok(&a, &["room", "invite", &room_s, &card(&b)]);
     ok(&a, &["room", "invite", &room_s, &card(&c)]);
     let room: meshrelay::event::RoomId = room_s.parse().unwrap();
@@ -171,7 +171,7 @@ fn a_64_mib_bundle_imports_in_bounded_memory() {
     let file_s = file.to_str().unwrap().to_owned();
 
     let started = std::time::Instant::now();
-    let (code, kib, out, err) = peak_rss_fed(&b, &["import", &file_s], |_| {});
+    let (code, kib, out, err) = peak_rss_fed(&b, &["import", &file_s, "--json"], |_| {});
     assert_eq!(code, Some(0), "{err}");
     let sum: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(sum["imported"], events, "{sum}");
@@ -183,7 +183,7 @@ fn a_64_mib_bundle_imports_in_bounded_memory() {
     assert!(kib <= MAX_VALID_IMPORT_RSS_KIB, "peak RSS {kib} KiB");
 
     let started = std::time::Instant::now();
-    let (code, kib, out, err) = peak_rss_fed(&c, &["import", "-"], move |w| {
+    let (code, kib, out, err) = peak_rss_fed(&c, &["import", "-", "--json"], move |w| {
         let _ = w.write_all(&bundle);
     });
     assert_eq!(code, Some(0), "{err}");
