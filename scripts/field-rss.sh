@@ -99,7 +99,7 @@ for _ in $(seq 600); do
 done
 echo "links up: $(field "$(mr hub status --json)" peers)"
 for i in $(seq "$LINKS"); do
-    room=$(mr "p$i" room create "room$i")
+    room=$(mr "p$i" room create --json "room$i" | sed -n 's/.*"room_id":"\([0-9a-f]*\)".*/\1/p')
     mr "p$i" room invite "$room" "$hub_card" >/dev/null
     echo "$room" >"$work/p$i.room"
 done

@@ -50,7 +50,7 @@ mr di init --name Di >/dev/null
 for who in bo cy di; do mr ana contact add "$(card "$who")" >/dev/null; done
 mr bo contact add "$(card ana)" >/dev/null
 
-room=$(mr ana room create camp)
+room=$(mr ana room create --json camp | sed -n 's/.*"room_id":"\([0-9a-f]*\)".*/\1/p')
 mr ana room invite "$room" "$(devid bo)" >/dev/null
 mr ana room invite "$room" "$(devid cy)" >/dev/null
 sync ana bo cy
