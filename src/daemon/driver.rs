@@ -509,15 +509,15 @@ impl Driver {
     pub(super) fn cycle(&mut self) -> Result<(), DaemonError> {
         let now = self.clock.now();
         if self.node.needs_commit() {
-            let staged: Vec<EventId> = self
-                .node
-                .uncommitted_events()
-                .into_iter()
+            let pending = self.node.uncommitted_events();
+            let staged: Vec<EventId> = pending
+                .iter()
+                .copied()
                 .filter(|id| !self.published.contains(id))
                 .collect();
             let mut rooms = BTreeSet::new();
-            for id in self.node.uncommitted_events() {
-                if let Some(info) = self.node.store().event_info(&id)? {
+            for id in &pending {
+                if let Some(info) = self.node.store().event_info(id)? {
                     rooms.insert(info.room);
                 }
             }

@@ -15,24 +15,8 @@ use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::room::Membership;
 use serde_json::Value;
 
-fn mr(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshrelay"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = mr(dir, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+use crate::daemon::ok;
+use crate::peak_rss::PeakRss;
 
 fn json(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok(dir, args)).unwrap()
@@ -499,32 +483,10 @@ fn measure(dir: &Path, args: &[&str]) -> (Output, u64, std::time::Duration) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = format!("/proc/{}/status", child.id());
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (p, done) = (
-        peak.clone(),
-        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    );
-    let d = done.clone();
-    let poller = std::thread::spawn(move || {
-        while !d.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok(s) = std::fs::read_to_string(&status)
-                && let Some(kib) = s
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-            {
-                p.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-    });
+    let rss = PeakRss::watch(child.id());
     let out = child.wait_with_output().unwrap();
     let took = started.elapsed();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    poller.join().unwrap();
-    (out, peak.load(std::sync::atomic::Ordering::Relaxed), took)
+    (out, rss.finish(), took)
 }
 
 /// What a stored flood costs the members: 65,536 signed events of an own

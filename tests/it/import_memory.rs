@@ -7,11 +7,11 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::daemon::{card, create_room, ok};
+use crate::peak_rss::PeakRss;
 
 /// The memory bound of the issue (met for junk).
 const MAX_IMPORT_RSS_KIB: u64 = 32 * 1024;
@@ -44,31 +44,13 @@ fn peak_rss_fed(
         feed(&mut stdin);
         drop(stdin);
     });
-    let status = format!("/proc/{}/status", child.id());
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (p, d) = (peak.clone(), done.clone());
-    let poller = std::thread::spawn(move || {
-        while !d.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok(s) = std::fs::read_to_string(&status)
-                && let Some(kib) = s
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-            {
-                p.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
+    let rss = PeakRss::watch(child.id());
     let out = child.wait_with_output().unwrap();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    poller.join().unwrap();
+    let peak = rss.finish();
     writer.join().unwrap();
     (
         out.status.code(),
-        peak.load(std::sync::atomic::Ordering::Relaxed),
+        peak,
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )

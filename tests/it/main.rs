@@ -22,6 +22,7 @@ mod human_fixture;
 mod human_json;
 mod import_memory;
 mod lan;
+mod peak_rss;
 mod reconcile;
 mod rooms;
 mod rooms_vectors;
