@@ -369,7 +369,7 @@ impl<S: Store> Device<S> {
         let mut rekey = false;
         for ev in causal_order(evs) {
             let member = s.members().is_member(&me) || before.is_member(&me);
-            let received = match s.receive(&self.prekeys, ev) {
+            let received = match s.receive(&self.keys.prekeys, ev) {
                 Ok(r) => r,
                 Err(e) => {
                     // A courier (no keys, not a member) carries what the

@@ -183,22 +183,82 @@ pub fn load_identity(dir: &Path) -> Result<(Identity, ContactCard), AppError> {
     Ok(DataDir::new(dir).load()?)
 }
 
-/// One device: its identity and its open store. See the module docs.
-///
-/// `S` is the store: the device's own [`RedbStore`] ([`Device::open`]), or
-/// a store lent by the daemon's node ([`Device::open_with`] over
-/// `&mut RedbStore`).
-#[derive(Debug)]
-pub struct Device<S: Store = RedbStore> {
-    dir: PathBuf,
+/// A device's secrets and public card, loaded once: the identity, the own
+/// contact card and the prekey ring. The daemon's device core keeps one in
+/// memory; a command without a daemon loads it with [`Device::open`].
+pub struct DeviceKeys {
     identity: Identity,
     card: ContactCard,
     prekeys: PrekeyRing,
+}
+
+impl std::fmt::Debug for DeviceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceKeys")
+            .field("device", &self.identity.device_id())
+            .field("prekey_id", &self.card.prekey_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceKeys {
+    /// The keys of `identity` with its own `card`, and the prekey ring from
+    /// `store` (created from the identity's published prekey and staged,
+    /// not committed, the first time). Reads no file.
+    pub fn load<S: Store>(
+        identity: Identity,
+        card: ContactCard,
+        store: &mut S,
+        now_ms: u64,
+    ) -> Result<Self, AppError> {
+        let prekeys = match store.get_secret(PREKEY_RING_KEY)? {
+            Some(b) => PrekeyRing::from_bytes(&b)
+                .map_err(|e| AppError::Corrupt(format!("prekey ring: {e}")))?,
+            None => {
+                let ring = PrekeyRing::from_identity(&identity, now_ms);
+                store.put_secret(PREKEY_RING_KEY, &ring.to_bytes())?;
+                ring
+            }
+        };
+        if prekeys.public(card.prekey_id) != Some(card.prekey) {
+            return Err(AppError::Corrupt(
+                "the prekey published in card.txt is not in the stored prekey ring".into(),
+            ));
+        }
+        Ok(Self {
+            identity,
+            card,
+            prekeys,
+        })
+    }
+
+    /// This device's ID.
+    pub fn device_id(&self) -> DeviceId {
+        self.identity.device_id()
+    }
+
+    /// This device's current contact card.
+    pub fn card(&self) -> &ContactCard {
+        &self.card
+    }
+}
+
+/// One device: its keys and its open store. See the module docs.
+///
+/// `S` is the store: the device's own [`RedbStore`] ([`Device::open`]), or
+/// a store lent by the device core ([`Device::with_keys`] over
+/// `&mut S`).
+#[derive(Debug)]
+pub struct Device<S: Store = RedbStore> {
+    /// The data directory, for the contact book and the card file; `None`
+    /// inside the device core, which reads and writes no file.
+    dir: Option<PathBuf>,
+    keys: DeviceKeys,
     store: S,
-    /// Deferred mode (the daemon): new events are collected here for the
-    /// node to insert and relay, and nothing is committed.
+    /// Deferred mode (the device core): new events are collected here for
+    /// the node to insert and relay, and nothing is committed.
     deferred: Option<Vec<Event>>,
-    /// Sessions kept between [`Device::absorb`] calls (the daemon).
+    /// Sessions kept between [`Device::absorb`] calls (the device core).
     cache: Option<SessionCache>,
 }
 
@@ -265,30 +325,32 @@ impl<S: Store> Device<S> {
     /// `store` (which must be that directory's store).
     pub fn open_with(dir: &Path, mut store: S, now_ms: u64) -> Result<Self, AppError> {
         let (identity, card) = load_identity(dir)?;
-        let prekeys = match store.get_secret(PREKEY_RING_KEY)? {
-            Some(b) => PrekeyRing::from_bytes(&b)
-                .map_err(|e| AppError::Corrupt(format!("prekey ring: {e}")))?,
-            None => {
-                let ring = PrekeyRing::from_identity(&identity, now_ms);
-                store.put_secret(PREKEY_RING_KEY, &ring.to_bytes())?;
-                store.commit()?;
-                ring
-            }
-        };
-        if prekeys.public(card.prekey_id) != Some(card.prekey) {
-            return Err(AppError::Corrupt(
-                "the prekey published in card.txt is not in the stored prekey ring".into(),
-            ));
+        let fresh = store.get_secret(PREKEY_RING_KEY)?.is_none();
+        let keys = DeviceKeys::load(identity, card, &mut store, now_ms)?;
+        if fresh {
+            store.commit()?;
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-            identity,
-            card,
-            prekeys,
+        let mut dev = Device::with_keys(keys, store);
+        dev.dir = Some(dir.to_owned());
+        Ok(dev)
+    }
+
+    /// A device over `store` with keys already loaded, reading and writing
+    /// no file: contacts come from the store only, and a re-issued card is
+    /// left to the caller ([`Device::card`]).
+    pub fn with_keys(keys: DeviceKeys, store: S) -> Self {
+        Self {
+            dir: None,
+            keys,
             store,
             deferred: None,
             cache: None,
-        })
+        }
+    }
+
+    /// Gives the keys back (see [`Device::with_keys`]).
+    pub fn into_keys(self) -> DeviceKeys {
+        self.keys
     }
 
     /// Lends a session cache to this device (see [`SessionCache`]).
@@ -327,17 +389,17 @@ impl<S: Store> Device<S> {
 
     /// This device's ID.
     pub fn device_id(&self) -> DeviceId {
-        self.identity.device_id()
+        self.keys.identity.device_id()
     }
 
     /// This device's own contact card.
     pub fn card(&self) -> &ContactCard {
-        &self.card
+        &self.keys.card
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The data directory, if this device reads files.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// The underlying store (read access, for reports).
@@ -403,7 +465,10 @@ impl<S: Store> Device<S> {
     }
 
     fn book_contact(&self, device: &DeviceId) -> Result<Option<ContactCard>, AppError> {
-        let book = ContactBook::load(&DataDir::new(&self.dir))?;
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let book = ContactBook::load(&DataDir::new(dir))?;
         Ok(book.get(device).cloned())
     }
 
@@ -608,11 +673,12 @@ impl<S: Store> Device<S> {
         }
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
-        let (mut s, created) = RoomSession::create(&self.identity, &self.card, nonce, now_ms)?;
+        let (mut s, created) =
+            RoomSession::create(&self.keys.identity, &self.keys.card, nonce, now_ms)?;
         let room = s.room();
         let mut events = created.release();
         let content = Content::RoomName(name.to_owned());
-        let named = s.send(&self.identity, &content, now_ms, rng)?;
+        let named = s.send(&self.keys.identity, &content, now_ms, rng)?;
         let keys = zeroize::Zeroizing::new(named.keys().to_vec());
         events.extend(named.release());
         let pts = last_message_plaintext(&events, &content);
@@ -628,7 +694,7 @@ impl<S: Store> Device<S> {
         rng: &mut R,
     ) -> Result<EventId, AppError> {
         let mut s = self.known_session(room)?;
-        let out = s.change(&self.identity, change, now_ms, rng)?;
+        let out = s.change(&self.keys.identity, change, now_ms, rng)?;
         let keys = zeroize::Zeroizing::new(out.keys().to_vec());
         let events = out.release();
         let id = events
@@ -651,7 +717,12 @@ impl<S: Store> Device<S> {
         let card = self.resolve_contact(contact)?;
         let (mut s, events) = self.session_with_events(room)?;
         let name = self.room_name(&mut s, &events)?;
-        let out = s.change(&self.identity, Membership::Invite { card }, now_ms, rng)?;
+        let out = s.change(
+            &self.keys.identity,
+            Membership::Invite { card },
+            now_ms,
+            rng,
+        )?;
         let mut keys = zeroize::Zeroizing::new(out.keys().to_vec());
         let mut events = out.release();
         let id = events
@@ -663,7 +734,7 @@ impl<S: Store> Device<S> {
             // The invitee receives this device's chain from its current
             // position, so it cannot read the earlier name event: repeat it.
             let content = Content::RoomName(name);
-            let named = s.send(&self.identity, &content, now_ms, rng)?;
+            let named = s.send(&self.keys.identity, &content, now_ms, rng)?;
             keys = zeroize::Zeroizing::new(named.keys().to_vec());
             events.extend(named.release());
             pts = last_message_plaintext(&events, &content);
@@ -755,7 +826,7 @@ impl<S: Store> Device<S> {
         let mut ids = Vec::with_capacity(texts.len());
         for text in texts {
             let content = Content::Text((*text).to_owned());
-            let out = s.send(&self.identity, &content, now_ms, rng)?;
+            let out = s.send(&self.keys.identity, &content, now_ms, rng)?;
             keys = zeroize::Zeroizing::new(out.keys().to_vec());
             let evs = out.release();
             let pt = last_message_plaintext(&evs, &content);
