@@ -1,12 +1,15 @@
 //! meshrelay-sim: a discrete-event mesh simulator that drives the real
-//! `meshrelay` [`Node`](meshrelay::proto::Node) core, and the DTN baselines
-//! it is measured against, over the same contacts.
+//! `meshrelay` device core ([`DeviceCore`](meshrelay::device::DeviceCore):
+//! the relay node and the rooms layer, what the daemon drives), and the DTN
+//! baselines it is measured against, over the same contacts.
 //!
 //! Every run is reproducible from its seed, which every command prints.
 //!
 //! | module | holds |
 //! | --- | --- |
-//! | [`net`] | the discrete-event network of real nodes (virtual time, links, CPU) |
+//! | [`net`] | the discrete-event network of real device cores (virtual time, links, CPU) |
+//! | [`rooms`] | real rooms: create, invite, send and read through typed operations |
+//! | [`sybil`] | real rooms under a Sybil flood, with and without the flood |
 //! | [`trace`] | contact schedules, workloads, ONE trace import |
 //! | [`mobility`] | random waypoint, static placements, groups; contacts from range |
 //! | [`scenario`] | TOML scenarios: population, links, workload |
@@ -25,7 +28,9 @@ pub mod mobility;
 pub mod net;
 pub mod relay;
 pub mod report;
+pub mod rooms;
 pub mod scenario;
+pub mod sybil;
 pub mod trace;
 
 /// The seed a test runs with: `MESHRELAY_SEED` if set, else `default`.

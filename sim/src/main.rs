@@ -17,6 +17,7 @@ use meshrelay_sim::baseline::LinkModel;
 use meshrelay_sim::compare::{Comparison, PROTOCOLS, Settings, compare_only};
 use meshrelay_sim::net::LinkParams;
 use meshrelay_sim::scenario::Scenario;
+use meshrelay_sim::sybil::{self, SybilSpec};
 use meshrelay_sim::trace::Workload;
 use meshrelay_sim::{frontier, report};
 
@@ -224,6 +225,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     } else {
         a.seeds.clone()
     };
+    if let Some(spec) = sc.sybil.clone() {
+        return cmd_sybil(&a, &sc, &spec, &seeds, started);
+    }
     eprintln!(
         "seed{} = {}",
         if seeds.len() > 1 { "s" } else { "" },
@@ -282,6 +286,65 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         results.iter().all(|(_, c)| c.invariants.ok()),
         "invariants violated"
+    );
+    Ok(())
+}
+
+/// A scenario with a `[sybil]` table: its real rooms with and without the
+/// hostile nodes' flood, same seed, one after the other.
+fn cmd_sybil(
+    a: &RunArgs,
+    sc: &Scenario,
+    spec: &SybilSpec,
+    seeds: &[u64],
+    started: Instant,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.report.is_none() && a.only.is_empty() && a.stranger_pool_bytes.is_none(),
+        "--report, --only and --stranger-pool-bytes do not apply to a [sybil] scenario"
+    );
+    let mut sc = sc.clone();
+    if let Some(c) = a.copy_budget {
+        sc.protocols.copy_budget = Some(c);
+    }
+    let mut ok = true;
+    for &seed in seeds {
+        eprintln!("seed = {seed}");
+        let w = sc.workload(seed);
+        eprintln!(
+            "{} seed {seed}: {} nodes ({} hostile), {} rooms, {} contact changes, {:.0} s simulated",
+            sc.name,
+            w.nodes,
+            sc.hostile_nodes().len(),
+            w.rooms.len(),
+            w.contacts.len(),
+            w.end_ms as f64 / 1000.0
+        );
+        let mut last = (String::new(), -1i64);
+        let c = sybil::compare(&sc, spec, seed, &mut |label, f| {
+            let pct = (f * 100.0).floor() as i64;
+            if (label, pct) != (last.0.as_str(), last.1) && pct % 10 == 0 {
+                last = (label.to_owned(), pct);
+                eprintln!("{} seed {seed} {label}: {pct}%", sc.name);
+            }
+        });
+        if a.json {
+            println!("{}", serde_json::to_string(&c)?);
+        } else {
+            println!("{} seed {seed}\n\n{}", sc.name, c.table());
+            println!(
+                "median latency with attack / without: {:.3}",
+                c.median_ratio()
+            );
+        }
+        for o in [&c.with_attack, &c.without_attack] {
+            ok &= o.honest_evicted == 0 && o.foreign_lines == 0;
+        }
+    }
+    eprintln!("wall time total: {:.2} s", started.elapsed().as_secs_f64());
+    anyhow::ensure!(
+        ok,
+        "invariants violated (honest events evicted or foreign lines shown)"
     );
     Ok(())
 }

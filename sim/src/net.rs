@@ -1,4 +1,7 @@
-//! A deterministic discrete-event network of real [`Node`]s.
+//! A deterministic discrete-event network of real device cores
+//! ([`DeviceCore`]: the relay node and the rooms layer as one sans-IO state
+//! machine, `protocol-spec/daemon.md`, "Device core"), exactly what the
+//! daemon drives.
 //!
 //! Virtual time in milliseconds, a binary-heap event queue with a sequence
 //! number for ties, and one seeded RNG: the same seed gives the same run.
@@ -8,15 +11,32 @@
 //! a per-byte cost standing in for signature verification), so a flood costs
 //! what it would cost on a real device.
 //!
-//! The driver rule is the daemon's: feed an input, commit the store if the
-//! node asks, feed `CommitDone`, drain the outputs.
+//! The driver rule is the daemon's cycle: feed an input; if the core
+//! staged writes, `prepare_commit` (the rooms layer's admission, keys and
+//! decryption join the transaction), commit the store, feed `CommitDone`;
+//! then drain the outputs.
+//!
+//! Two ways to use a room:
+//!
+//! * **raw rooms** ([`SimNet::join`], [`SimNet::publish`]): the network
+//!   stands in for the rooms layer, publishes signed opaque events and tells
+//!   the nodes who the members are (`JoinRoom`/`RoomMembers`). No node holds
+//!   room keys, so the rooms layer treats every such event as a courier's and
+//!   skips it: this is the node alone, as the mesh scenarios measure it.
+//! * **real rooms** (`crate::rooms`): rooms created, joined and written to
+//!   through the typed control operations (`Op::RoomCreate`, `RoomInvite`,
+//!   `Send`), with real membership, key shares and encryption; a member
+//!   learns it is one when its invite reaches it through the mesh.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
-use meshrelay::crypto::Identity;
+use meshrelay::app::DeviceKeys;
+use meshrelay::control::Reply;
+use meshrelay::crypto::{ContactCard, Identity};
+use meshrelay::device::{CoreOutput, DeviceCore, OpId};
 use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
-use meshrelay::proto::{AppEvent, Command, Input, LinkId, LinkKind, Node, NodeConfig, Output};
+use meshrelay::proto::{AppEvent, Command, Input, LinkId, LinkKind, NodeConfig, Output};
 use meshrelay::store::{EventStore, MemoryStore, SourceKey, StoreConfig};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -73,12 +93,31 @@ pub const CPU_US_PER_DATAGRAM: u64 = 5;
 /// event: one ed25519 verification plus hashing on a small board).
 pub const CPU_NS_PER_BYTE: u64 = 50;
 
+/// Most processing failures kept per node (diagnostics).
+const MAX_FAILURES_KEPT: usize = 16;
+
 /// A node in the network.
 pub struct SimNode {
-    /// The protocol core under test.
-    pub node: Node<MemoryStore, ChaCha8Rng>,
-    /// The device identity.
+    /// The device core under test: the relay node and the rooms layer.
+    pub core: DeviceCore<MemoryStore, ChaCha8Rng>,
+    /// The device identity (a copy of the core's, for raw events).
     pub identity: Identity,
+    /// The device's current contact card (what an inviter needs).
+    pub card: ContactCard,
+    /// Rooms of every event this node stored: what a carrier learns of
+    /// the rooms around it.
+    pub seen_rooms: BTreeSet<RoomId>,
+    /// Rooms whose committed events changed since the owner last read
+    /// them (`CoreOutput::RoomsChanged`).
+    pub changed_rooms: BTreeSet<RoomId>,
+    /// Replies of operations, by operation number, until taken.
+    pub replies: BTreeMap<OpId, Vec<Reply>>,
+    /// Events this node's operations published (real rooms), in order.
+    pub published: Vec<EventId>,
+    /// Received events the rooms layer refused (`CoreOutput::Refused`).
+    pub refused: u64,
+    /// The first few batches the rooms layer could not process.
+    pub processing_failures: Vec<String>,
     /// Next sequence number per room.
     pub next_seq: BTreeMap<RoomId, u64>,
     /// Events reported stored, with the time; a second report is a bug.
@@ -96,6 +135,26 @@ pub struct SimNode {
     cpu_wake: bool,
     timer_at: Option<u64>,
     link_to: BTreeMap<LinkId, (usize, LinkId)>,
+}
+
+impl SimNode {
+    /// Records a core output that is not the node's.
+    fn core_output(&mut self, out: CoreOutput) {
+        match out {
+            CoreOutput::Node(_) => {}
+            CoreOutput::Replies { op, replies } => {
+                self.replies.entry(op).or_default().extend(replies);
+            }
+            CoreOutput::RoomsChanged(rooms) => self.changed_rooms.extend(rooms),
+            CoreOutput::CardIssued(card) => self.card = *card,
+            CoreOutput::Refused { .. } => self.refused += 1,
+            CoreOutput::ProcessingFailed(e) => {
+                if self.processing_failures.len() < MAX_FAILURES_KEPT {
+                    self.processing_failures.push(e);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -139,6 +198,8 @@ pub struct SimNet {
     room_members: BTreeMap<RoomId, (BTreeSet<usize>, BTreeSet<meshrelay::crypto::DeviceId>)>,
     /// Bytes transmitted by all nodes.
     pub bytes_on_air: u64,
+    /// The last operation number handed out.
+    pub(crate) next_op: OpId,
     /// Bytes transmitted per frame type (name from [`frame_name`]).
     pub airtime_by_frame: BTreeMap<&'static str, u64>,
     /// Per link: the type of the frame whose fragments are being sent.
@@ -185,15 +246,31 @@ impl SimNet {
     pub fn new(n: usize, seed: u64, config: NodeConfig, store: StoreConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let nodes = (0..n)
-            .map(|_| {
+            .map(|i| {
                 let mut s = [0u8; 32];
                 rng.fill(&mut s);
                 let identity = Identity::from_seed(&s);
                 let node_rng = ChaCha8Rng::seed_from_u64(rng.random());
-                let store = MemoryStore::new_memory_with(store).expect("valid store config");
+                let mut store = MemoryStore::new_memory_with(store).expect("valid store config");
+                let card = ContactCard::create(&identity, &format!("node{i}"), 0)
+                    .expect("a short name makes a valid card");
+                // The daemon's start: keys loaded once (the prekey ring
+                // staged and committed), then the core opened over the store.
+                let keys = DeviceKeys::load(Identity::from_seed(&s), card.clone(), &mut store, 0)
+                    .expect("a fresh memory store holds no keys to conflict");
+                store.commit().expect("memory commit");
+                let core = DeviceCore::new(keys, store, node_rng, config.clone(), 0)
+                    .expect("the memory store does not fail");
                 SimNode {
-                    node: Node::new(identity.device_id(), store, node_rng, config.clone(), 0),
+                    core,
                     identity,
+                    card,
+                    seen_rooms: BTreeSet::new(),
+                    changed_rooms: BTreeSet::new(),
+                    replies: BTreeMap::new(),
+                    published: Vec::new(),
+                    refused: 0,
+                    processing_failures: Vec::new(),
                     next_seq: BTreeMap::new(),
                     delivered: BTreeMap::new(),
                     double_deliveries: Vec::new(),
@@ -217,6 +294,7 @@ impl SimNet {
             rng,
             room_members: BTreeMap::new(),
             bytes_on_air: 0,
+            next_op: 0,
             airtime_by_frame: BTreeMap::new(),
             sending: BTreeMap::new(),
         }
@@ -361,7 +439,7 @@ impl SimNet {
         let n = &mut self.nodes[i];
         let seq = n.next_seq.entry(room).or_insert(0);
         *seq += 1;
-        let heads = n.node.store().heads(&room).unwrap_or_default();
+        let heads = n.core.store().heads(&room).unwrap_or_default();
         let ev = UnsignedEvent {
             room,
             sender: n.identity.device_id(),
@@ -391,25 +469,35 @@ impl SimNet {
     pub fn input(&mut self, i: usize, input: Input) {
         let now_ms = self.now_ms();
         let n = &mut self.nodes[i];
-        n.node
+        n.core
             .handle(now_ms, input)
             .expect("the memory store does not fail");
         self.settle(i);
     }
 
-    fn settle(&mut self, i: usize) {
+    /// One daemon cycle of node `i`: commit what is staged (after the rooms
+    /// layer's `prepare_commit`), then drain the outputs.
+    pub(crate) fn settle(&mut self, i: usize) {
         let now_ms = self.now_ms();
         {
-            let n = &mut self.nodes[i];
-            if n.node.needs_commit() {
-                n.node.store_mut().commit().expect("memory commit");
-                n.node
-                    .handle(now_ms, Input::CommitDone)
+            let core = &mut self.nodes[i].core;
+            if core.needs_commit() {
+                core.prepare_commit(now_ms)
+                    .expect("the memory store does not fail");
+                core.store_mut().commit().expect("memory commit");
+                core.handle(now_ms, Input::CommitDone)
                     .expect("the memory store does not fail");
             }
         }
         let mut drained_links = BTreeSet::new();
-        while let Some(out) = self.nodes[i].node.poll_output() {
+        while let Some(out) = self.nodes[i].core.poll_output() {
+            let out = match out {
+                CoreOutput::Node(o) => o,
+                other => {
+                    self.nodes[i].core_output(other);
+                    continue;
+                }
+            };
             match out {
                 Output::Transmit { link, bytes } => {
                     if let Some(at) = self.transmit(i, link, bytes) {
@@ -421,9 +509,10 @@ impl SimNet {
                         self.disconnect(i, peer);
                     }
                 }
-                Output::App(AppEvent::EventStored { id, .. }) => {
+                Output::App(AppEvent::EventStored { id, room }) => {
                     let t = self.now_ms();
                     let n = &mut self.nodes[i];
+                    n.seen_rooms.insert(room);
                     if n.delivered.insert(id, t).is_some() {
                         n.double_deliveries.push(id);
                     }
@@ -446,7 +535,7 @@ impl SimNet {
         for (link, at) in last {
             self.push(at, Ev::Drained { node: i, link });
         }
-        if let Some(t) = self.nodes[i].node.poll_timeout() {
+        if let Some(t) = self.nodes[i].core.poll_timeout() {
             let t_us = t.saturating_mul(1000).max(self.now_us);
             if self.nodes[i].timer_at.is_none_or(|cur| t_us < cur) {
                 self.nodes[i].timer_at = Some(t_us);
@@ -507,6 +596,17 @@ impl SimNet {
             Some(link) => self.transmit(from, link, bytes).is_some(),
             None => false,
         }
+    }
+
+    /// The nodes `i` is linked to, ascending.
+    pub fn peers(&self, i: usize) -> Vec<usize> {
+        let peers: BTreeSet<usize> = self.nodes[i].link_to.values().map(|(p, _)| *p).collect();
+        peers.into_iter().collect()
+    }
+
+    /// The MTU of the link between `a` and `b`, if they are linked.
+    pub fn link_mtu(&self, a: usize, b: usize) -> Option<usize> {
+        self.wires.get(&(a.min(b), a.max(b))).map(|w| w.params.mtu)
     }
 
     /// Charges the receiver's CPU for one datagram and feeds it.

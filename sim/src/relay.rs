@@ -1,5 +1,7 @@
-//! meshrelay itself over a workload: the real [`Node`](meshrelay::proto::Node)
-//! core in [`SimNet`], links brought up and down by the contact schedule.
+//! meshrelay itself over a workload: the real device core
+//! ([`DeviceCore`](meshrelay::device::DeviceCore)) in [`SimNet`], in raw-room
+//! mode (opaque signed events; see [`crate::net`]), links brought up and
+//! down by the contact schedule.
 //!
 //! A direct message is an event in a 2-member room that its sender and
 //! recipient joined; every other node carries it as a stranger's event
@@ -152,7 +154,7 @@ pub fn run_meshrelay(
                 .filter(|&t| m.expires_ms().is_none_or(|e| t < e));
             if at.is_some() {
                 let ok = net.nodes[d]
-                    .node
+                    .core
                     .store()
                     .get_event(&id)
                     .ok()
@@ -176,8 +178,8 @@ pub fn run_meshrelay(
                 }
             }
         }
-        stored += sn.node.stats().events_stored;
-        dups += sn.node.stats().duplicates;
+        stored += sn.core.node().stats().events_stored;
+        dups += sn.core.node().stats().duplicates;
     }
     if broadcast {
         // Network-wide: full copies received per node that stored one.
@@ -188,7 +190,7 @@ pub fn run_meshrelay(
 
 fn sample(net: &SimNet, out: &mut Outcome, inv: &mut Invariants) {
     for n in &net.nodes {
-        let store = n.node.store();
+        let store = n.core.store();
         let Ok(stats) = store.stats() else {
             inv.store_bound_violations += 1;
             continue;

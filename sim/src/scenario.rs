@@ -46,6 +46,12 @@ pub struct Scenario {
     /// Protocol settings.
     #[serde(default)]
     pub protocols: Protocols,
+    /// Real rooms under a Sybil flood (`crate::sybil`): when present, `run`
+    /// runs the scenario's rooms through the device core's operations,
+    /// with and without the hostile nodes' flood, instead of the protocol
+    /// comparison.
+    #[serde(default)]
+    pub sybil: Option<crate::sybil::SybilSpec>,
 }
 
 fn d_seed() -> u64 {
@@ -292,6 +298,22 @@ impl Scenario {
             spray_copies: self.protocols.spray_copies,
             seed,
         }
+    }
+
+    /// The hostile nodes' indices (population order, as in
+    /// [`Scenario::workload`]).
+    pub fn hostile_nodes(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        for p in &self.population {
+            for _ in 0..p.count {
+                if p.hostile {
+                    out.push(i);
+                }
+                i += 1;
+            }
+        }
+        out
     }
 
     /// Moves the populations and draws the messages.

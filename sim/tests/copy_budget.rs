@@ -23,7 +23,7 @@ fn config(copy_budget: u8) -> NodeConfig {
 fn carriers(net: &SimNet, id: &EventId, members: &[usize]) -> usize {
     (0..net.nodes.len())
         .filter(|i| !members.contains(i))
-        .filter(|&i| net.nodes[i].node.store().has_event(id).unwrap_or(false))
+        .filter(|&i| net.nodes[i].core.store().has_event(id).unwrap_or(false))
         .count()
 }
 

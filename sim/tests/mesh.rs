@@ -248,10 +248,10 @@ fn a_flooding_peer_slows_honest_delivery_at_most_2x() {
     for i in 0..4 {
         eprintln!(
             "node {i}: {:?} delivered={} penalties={:?} links={}",
-            attacked.nodes[i].node.stats(),
+            attacked.nodes[i].core.node().stats(),
             attacked.nodes[i].delivered.len(),
             attacked.nodes[i].penalty_reasons,
-            attacked.nodes[i].node.links().len()
+            attacked.nodes[i].core.node().links().len()
         );
     }
     assert!(
@@ -260,12 +260,12 @@ fn a_flooding_peer_slows_honest_delivery_at_most_2x() {
         under_flood / baseline
     );
     // Memory stays bounded: the stranger pool and the link table hold.
-    let stats = attacked.nodes[1].node.store().stats().expect("stats");
-    let cfg = *attacked.nodes[1].node.store().config();
+    let stats = attacked.nodes[1].core.store().stats().expect("stats");
+    let cfg = *attacked.nodes[1].core.store().config();
     assert!(stats.bytes <= cfg.budget_bytes);
     assert!(stats.stranger.bytes <= cfg.stranger_pool_bytes);
-    assert!(attacked.nodes[1].node.links().len() <= config.max_links);
-    assert!(attacked.nodes[1].penalties + attacked.nodes[1].node.stats().refused_events > 0);
+    assert!(attacked.nodes[1].core.node().links().len() <= config.max_links);
+    assert!(attacked.nodes[1].penalties + attacked.nodes[1].core.node().stats().refused_events > 0);
 }
 
 #[test]
@@ -294,7 +294,11 @@ fn live_push_redundancy_stays_below_0_2_once_the_tree_settles() {
         let t = net.now_ms();
         net.run_until(t + 200);
     }
-    let dup_before: u64 = net.nodes.iter().map(|x| x.node.stats().duplicates).sum();
+    let dup_before: u64 = net
+        .nodes
+        .iter()
+        .map(|x| x.core.node().stats().duplicates)
+        .sum();
     let mut ids = BTreeSet::new();
     for k in 0..20 {
         ids.insert(net.publish((7 * k) % n, room, 200));
@@ -310,7 +314,7 @@ fn live_push_redundancy_stays_below_0_2_once_the_tree_settles() {
     let dups: u64 = net
         .nodes
         .iter()
-        .map(|x| x.node.stats().duplicates)
+        .map(|x| x.core.node().stats().duplicates)
         .sum::<u64>()
         - dup_before;
     let first_copies = (ids.len() * (n - 1)) as f64;
@@ -450,7 +454,7 @@ fn a_new_member_gets_the_refused_history_as_soon_as_it_joins() {
         early < all.len(),
         "the stranger budget should have refused part of the history ({early} stored)"
     );
-    assert!(net.nodes[1].node.stats().refused_events > 0);
+    assert!(net.nodes[1].core.node().stats().refused_events > 0);
     // The invite is processed: the room is now the node's own.
     net.join(1, room);
     let t = net.now_ms();

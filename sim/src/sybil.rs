@@ -1,0 +1,688 @@
+//! Real rooms under a Sybil flood (issue 14; `protocol-spec/rooms.md`,
+//! "Admission"; `protocol-spec/store.md`, "Priority classes").
+//!
+//! What is modelled: the scenario's honest nodes hold real rooms. At the
+//! start each room's first member creates it (`Op::RoomCreate`) and invites
+//! the others by their contact cards (`Op::RoomInvite`); the invites travel
+//! through the mesh like any event, and an invitee becomes a member when
+//! its invite reaches it. After `warmup_s` the workload's room messages
+//! are sent as real encrypted text (`Op::Send`). The hostile nodes are
+//! ordinary couriers, and in the attacked run each of them, every
+//! `tick_ms`, publishes `events_per_s` validly signed events per second,
+//! **each from a fresh key**, into every room whose events it has stored
+//! (carried events reveal the room ID), citing the room's heads as it
+//! sees them: junk messages, `leave`s and self-invites in turn (the shapes
+//! of `tests/it/admission.rs`), and pushes them in `Events` frames straight
+//! to every peer it is linked to, as a modified client would (its own core
+//! neither stores nor checks them; receivers pay for each datagram in the
+//! simulated CPU like any other).
+//!
+//! What is measured: delivery is what members **show** — a message line
+//! with the text, decrypted at the member (`DeviceCore::messages`) — not
+//! what their stores hold. Members' shown lines are read every
+//! `read_interval_ms` (only rooms that changed); a line first seen at a
+//! read counts from the moment its event was stored if that was after the
+//! previous read (the commit that stored it also decrypted it), else from
+//! the read. Both runs share the seed, the contacts and the workload; the
+//! attacked one differs only by the flood.
+//!
+//! Invariants checked per run: no honest event a member stored was later
+//! evicted, no line from a non-member key is ever shown, and (reported)
+//! how many honest messages could not be sent because their sender had not
+//! received its invite yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshrelay::app::MessageLine;
+use meshrelay::crypto::{ContactCard, DeviceId, Identity};
+use meshrelay::event::{EventId, EventKind, RoomId, UnsignedEvent};
+use meshrelay::room::Membership;
+use meshrelay::store::EventStore;
+use meshrelay::wire::{FRAGMENT_HEADER_BYTES, Frame};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::quantile;
+use crate::net::SimNet;
+use crate::scenario::Scenario;
+use crate::trace::Workload;
+
+/// Lifetime of an attacker's event (an hour: current, never refused as
+/// expired during a run).
+pub const ATTACK_EVENT_LIFETIME_MS: u64 = 3_600_000;
+
+/// The `[sybil]` table of a scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SybilSpec {
+    /// No room message is sent before this: the invites spread first.
+    #[serde(default = "d_warmup")]
+    pub warmup_s: f64,
+    /// Events each hostile node publishes per second into the rooms it
+    /// has seen (each from a fresh key).
+    pub events_per_s: f64,
+    /// How often the hostile nodes act, ms.
+    #[serde(default = "d_tick")]
+    pub tick_ms: u64,
+    /// Payload bytes of a junk message.
+    #[serde(default = "d_junk")]
+    pub junk_bytes: usize,
+    /// How often members' shown lines are read, ms.
+    #[serde(default = "d_read")]
+    pub read_interval_ms: u64,
+}
+
+fn d_warmup() -> f64 {
+    300.0
+}
+fn d_tick() -> u64 {
+    1_000
+}
+fn d_junk() -> usize {
+    200
+}
+fn d_read() -> u64 {
+    1_000
+}
+
+/// What one run showed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SybilOutcome {
+    /// Honest messages sent.
+    pub messages_sent: u64,
+    /// Honest messages not sent: the sender's invite had not reached it.
+    pub messages_unsent: u64,
+    /// (message, other member) pairs owed.
+    pub pairs_owed: u64,
+    /// Pairs whose member shows the message's text by the end.
+    pub pairs_shown: u64,
+    /// `pairs_shown / pairs_owed`.
+    pub delivery_ratio: f64,
+    /// Median of send-to-shown latency, s.
+    pub latency_median_s: f64,
+    /// 90th percentile of send-to-shown latency, s.
+    pub latency_p90_s: f64,
+    /// Invitees whose invite reached them by the end, of all invitees.
+    pub members_joined: u64,
+    /// All invitees.
+    pub members_invited: u64,
+    /// Events the hostile nodes published.
+    pub attack_events: u64,
+    /// Attackers' events stored at honest room members (as strangers'
+    /// traffic, outside the rooms' histories).
+    pub attack_events_at_members: u64,
+    /// Received events the honest members' rooms layers refused.
+    pub refused_at_members: u64,
+    /// Honest events a member stored and later lost (must be 0).
+    pub honest_evicted: u64,
+    /// Lines shown at honest members from keys of no honest node (must
+    /// be 0).
+    pub foreign_lines: u64,
+    /// Bytes transmitted by all nodes.
+    pub bytes_on_air: u64,
+}
+
+/// Both runs of a scenario, same seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SybilComparison {
+    /// The seed.
+    pub seed: u64,
+    /// The hostile nodes flood.
+    pub with_attack: SybilOutcome,
+    /// The hostile nodes only carry.
+    pub without_attack: SybilOutcome,
+}
+
+impl SybilComparison {
+    /// Median latency with the flood over without it.
+    pub fn median_ratio(&self) -> f64 {
+        let base = self.without_attack.latency_median_s;
+        if base > 0.0 {
+            self.with_attack.latency_median_s / base
+        } else {
+            1.0
+        }
+    }
+
+    /// A markdown table of both runs.
+    pub fn table(&self) -> String {
+        let (a, b) = (&self.without_attack, &self.with_attack);
+        let mut s = String::from("| | without attack | with attack |\n| --- | ---: | ---: |\n");
+        let mut row = |name: &str, x: String, y: String| {
+            s.push_str(&format!("| {name} | {x} | {y} |\n"));
+        };
+        row(
+            "honest messages sent (unsent)",
+            format!("{} ({})", a.messages_sent, a.messages_unsent),
+            format!("{} ({})", b.messages_sent, b.messages_unsent),
+        );
+        row(
+            "delivery (pairs shown / owed)",
+            format!(
+                "{:.4} ({}/{})",
+                a.delivery_ratio, a.pairs_shown, a.pairs_owed
+            ),
+            format!(
+                "{:.4} ({}/{})",
+                b.delivery_ratio, b.pairs_shown, b.pairs_owed
+            ),
+        );
+        row(
+            "latency median / p90, s",
+            format!("{:.1} / {:.1}", a.latency_median_s, a.latency_p90_s),
+            format!("{:.1} / {:.1}", b.latency_median_s, b.latency_p90_s),
+        );
+        row(
+            "invitees joined",
+            format!("{}/{}", a.members_joined, a.members_invited),
+            format!("{}/{}", b.members_joined, b.members_invited),
+        );
+        row(
+            "attack events published",
+            a.attack_events.to_string(),
+            b.attack_events.to_string(),
+        );
+        row(
+            "attack events stored at members (strangers' pool)",
+            a.attack_events_at_members.to_string(),
+            b.attack_events_at_members.to_string(),
+        );
+        row(
+            "events refused by members' rooms",
+            a.refused_at_members.to_string(),
+            b.refused_at_members.to_string(),
+        );
+        row(
+            "honest events evicted",
+            a.honest_evicted.to_string(),
+            b.honest_evicted.to_string(),
+        );
+        row(
+            "lines from non-member keys",
+            a.foreign_lines.to_string(),
+            b.foreign_lines.to_string(),
+        );
+        row(
+            "bytes on air",
+            a.bytes_on_air.to_string(),
+            b.bytes_on_air.to_string(),
+        );
+        s
+    }
+}
+
+/// Runs the scenario twice with `seed` (without, then with the flood).
+/// `progress` gets the run's label and the fraction of virtual time done.
+pub fn compare(
+    sc: &Scenario,
+    spec: &SybilSpec,
+    seed: u64,
+    progress: &mut dyn FnMut(&str, f64),
+) -> SybilComparison {
+    let w = sc.workload(seed);
+    let hostile = sc.hostile_nodes();
+    let without_attack = run(sc, spec, &w, &hostile, seed, false, &mut |f| {
+        progress("without attack", f)
+    });
+    let with_attack = run(sc, spec, &w, &hostile, seed, true, &mut |f| {
+        progress("with attack", f)
+    });
+    SybilComparison {
+        seed,
+        with_attack,
+        without_attack,
+    }
+}
+
+/// One honest message.
+struct Sent {
+    room: usize,
+    at_ms: u64,
+    text: String,
+    /// Members owed it (the room's other members).
+    to: Vec<usize>,
+}
+
+/// One run state: the network and what is known of the honest traffic.
+struct Run<'a> {
+    net: SimNet,
+    w: &'a Workload,
+    rooms: Vec<RoomId>,
+    /// Real room ID -> workload room index.
+    room_index: BTreeMap<RoomId, usize>,
+    honest_devices: BTreeSet<DeviceId>,
+    sent: BTreeMap<EventId, Sent>,
+    /// (member, event) -> when it was first shown.
+    shown: BTreeMap<(usize, EventId), u64>,
+    last_read_ms: u64,
+    foreign_lines: u64,
+}
+
+/// Runs the scenario once: the hostile nodes flood if `attack`.
+pub fn run(
+    sc: &Scenario,
+    spec: &SybilSpec,
+    w: &Workload,
+    hostile: &[usize],
+    seed: u64,
+    attack: bool,
+    progress: &mut dyn FnMut(f64),
+) -> SybilOutcome {
+    let settings = sc.settings(seed);
+    let model = settings.model;
+    let mut net = SimNet::new(w.nodes, seed, settings.node, settings.store);
+    for (k, &a) in w.backhaul.iter().enumerate() {
+        for &b in &w.backhaul[k + 1..] {
+            net.connect(a, b, model.lan);
+        }
+    }
+    let hostile_set: BTreeSet<usize> = hostile.iter().copied().collect();
+    let honest_devices = (0..w.nodes)
+        .filter(|i| !hostile_set.contains(i))
+        .map(|i| net.nodes[i].identity.device_id())
+        .collect();
+    let mut out = SybilOutcome::default();
+    // Every room is created by its first member, who invites the others.
+    let mut rooms = Vec::new();
+    for (r, members) in w.rooms.iter().enumerate() {
+        let Some(&admin) = members.first() else {
+            continue;
+        };
+        let room = net
+            .room_create(admin, &format!("room {r}"))
+            .expect("a fresh device creates a room");
+        for &m in &members[1..] {
+            net.room_invite(admin, room, m)
+                .expect("the creator invites a valid card");
+            out.members_invited += 1;
+        }
+        rooms.push(room);
+    }
+    let room_index = rooms.iter().enumerate().map(|(k, r)| (*r, k)).collect();
+    let mut st = Run {
+        net,
+        w,
+        rooms,
+        room_index,
+        honest_devices,
+        sent: BTreeMap::new(),
+        shown: BTreeMap::new(),
+        last_read_ms: 0,
+        foreign_lines: 0,
+    };
+    let backhaul: BTreeSet<usize> = w.backhaul.iter().copied().collect();
+    let warmup_ms = (spec.warmup_s * 1000.0) as u64;
+    let messages: Vec<usize> = (0..w.messages.len())
+        .filter(|&m| w.messages[m].room.is_some() && w.messages[m].t_ms >= warmup_ms)
+        .collect();
+    let mut attack_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5359_4249_4c00);
+    let mut flooders: Vec<Flooder> = hostile.iter().map(|_| Flooder::default()).collect();
+    let mut attack_count = 0u64;
+    let mut owed_events = 0.0f64;
+    let tick = spec.tick_ms.max(1);
+    let read_every = spec.read_interval_ms.max(1);
+    let (mut ci, mut mi) = (0, 0);
+    let (mut next_read, mut next_tick) = (read_every, tick);
+    let end = w.end_ms;
+    loop {
+        let tc = w.contacts.get(ci).map_or(u64::MAX, |c| c.t_ms);
+        let tm = messages.get(mi).map_or(u64::MAX, |&m| w.messages[m].t_ms);
+        let ta = if attack { next_tick } else { u64::MAX };
+        let t = tc.min(tm).min(next_read).min(ta);
+        if t > end {
+            break;
+        }
+        st.net.run_until(t);
+        if t == tc {
+            let c = w.contacts[ci];
+            ci += 1;
+            if !(backhaul.contains(&c.a) && backhaul.contains(&c.b)) {
+                if c.up {
+                    st.net.connect(c.a, c.b, model.params(c.lan));
+                } else {
+                    st.net.disconnect(c.a, c.b);
+                }
+            }
+        } else if t == tm {
+            st.send(messages[mi], &mut out);
+            mi += 1;
+        } else if t == next_read {
+            st.read(false);
+            next_read += read_every;
+            progress(t as f64 / end.max(1) as f64);
+        } else {
+            owed_events += spec.events_per_s * tick as f64 / 1000.0;
+            let n = owed_events.floor();
+            owed_events -= n;
+            for (&h, f) in hostile.iter().zip(flooders.iter_mut()) {
+                attack_count += flood(&mut st.net, h, n as u64, spec, &mut attack_rng, f);
+            }
+            next_tick += tick;
+        }
+    }
+    st.net.run_until(end);
+    st.read(true);
+    progress(1.0);
+    out.attack_events = attack_count;
+    st.finish(&mut out);
+    out
+}
+
+impl Run<'_> {
+    /// Sends workload message `m` as real text, if its sender is a member.
+    fn send(&mut self, m: usize, out: &mut SybilOutcome) {
+        let msg = &self.w.messages[m];
+        let Some(r) = msg.room else {
+            return;
+        };
+        let room = self.rooms[r];
+        let text = format!("{} from node {} in room {r}", msg.name, msg.from);
+        if !self.net.is_member(msg.from, &room) {
+            out.messages_unsent += 1;
+            return;
+        }
+        match self.net.send_text(msg.from, room, &text) {
+            Ok(id) => {
+                out.messages_sent += 1;
+                let to = self.w.rooms[r]
+                    .iter()
+                    .copied()
+                    .filter(|&x| x != msg.from)
+                    .collect();
+                self.sent.insert(
+                    id,
+                    Sent {
+                        room: r,
+                        at_ms: self.net.now_ms(),
+                        text,
+                        to,
+                    },
+                );
+            }
+            Err(_) => out.messages_unsent += 1,
+        }
+    }
+
+    /// Reads the shown lines of every member that stored an honest
+    /// message of the room it does not show yet (every member's rooms if
+    /// `all`), and records lines seen for the first time. Reading only
+    /// then keeps the rebuilds of `messages` off the flood's pace.
+    fn read(&mut self, all: bool) {
+        let now = self.net.now_ms();
+        let mut due: BTreeSet<(usize, usize)> = BTreeSet::new();
+        for (id, s) in &self.sent {
+            for &m in &s.to {
+                if all
+                    || (!self.shown.contains_key(&(m, *id))
+                        && self.net.nodes[m].delivered.contains_key(id))
+                {
+                    due.insert((m, s.room));
+                }
+            }
+        }
+        for (i, r) in due {
+            let room = self.rooms[r];
+            if !self.net.is_member(i, &room) {
+                continue;
+            }
+            let Ok(lines) = self.net.shown(i, &room) else {
+                continue;
+            };
+            for line in lines {
+                self.record(i, &line, now);
+            }
+        }
+        self.last_read_ms = now;
+    }
+
+    fn record(&mut self, i: usize, line: &MessageLine, now: u64) {
+        let (event_id, sender, text) = match line {
+            MessageLine::Text {
+                event_id,
+                sender,
+                text,
+                ..
+            } => (event_id, sender, Some(text)),
+            MessageLine::Undecryptable {
+                event_id, sender, ..
+            }
+            | MessageLine::Unauthorized {
+                event_id, sender, ..
+            } => (event_id, sender, None),
+            MessageLine::Gap { .. } | MessageLine::Fork { .. } => return,
+        };
+        let honest = sender
+            .parse::<DeviceId>()
+            .is_ok_and(|d| self.honest_devices.contains(&d));
+        if !honest {
+            self.foreign_lines += 1;
+            return;
+        }
+        let (Some(text), Ok(id)) = (text, event_id.parse::<EventId>()) else {
+            return;
+        };
+        if self.sent.get(&id).is_none_or(|s| &s.text != text) || self.shown.contains_key(&(i, id)) {
+            return;
+        }
+        let stored = self.net.nodes[i].delivered.get(&id).copied();
+        let at = match stored {
+            Some(t) if t > self.last_read_ms => t,
+            _ => now,
+        };
+        self.shown.insert((i, id), at);
+    }
+
+    /// Delivery, latency and the invariants.
+    fn finish(&self, out: &mut SybilOutcome) {
+        let mut lat = Vec::new();
+        for (id, s) in &self.sent {
+            for &m in &s.to {
+                out.pairs_owed += 1;
+                if let Some(&at) = self.shown.get(&(m, *id)) {
+                    out.pairs_shown += 1;
+                    lat.push(at.saturating_sub(s.at_ms) as f64 / 1000.0);
+                }
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        out.delivery_ratio = if out.pairs_owed > 0 {
+            out.pairs_shown as f64 / out.pairs_owed as f64
+        } else {
+            1.0
+        };
+        out.latency_median_s = quantile(&lat, 0.5);
+        out.latency_p90_s = quantile(&lat, 0.9);
+        out.foreign_lines = self.foreign_lines;
+        out.bytes_on_air = self.net.bytes_on_air;
+        // Honest events (every event an honest operation published) a
+        // member of their room stored, and no longer holds.
+        let mut members: BTreeSet<usize> = BTreeSet::new();
+        for (r, ms) in self.w.rooms.iter().enumerate() {
+            let room = self.rooms[r];
+            for &m in ms {
+                if m != ms[0] && self.net.is_member(m, &room) {
+                    out.members_joined += 1;
+                }
+                members.insert(m);
+            }
+        }
+        for &m in &members {
+            let n = &self.net.nodes[m];
+            out.refused_at_members += n.refused;
+            for id in n.delivered.keys() {
+                let Ok(Some(info)) = n.core.store().event_info(id) else {
+                    continue;
+                };
+                if self.room_index.contains_key(&info.room)
+                    && !self.honest_devices.contains(&info.sender)
+                {
+                    out.attack_events_at_members += 1;
+                }
+            }
+        }
+        // Honest events of a room at its members, once they hold the room
+        // (before that a member carries them as anyone's traffic).
+        for p in 0..self.net.nodes.len() {
+            for id in &self.net.nodes[p].published {
+                let Some(room) = self.published_room(p, id) else {
+                    continue;
+                };
+                let Some(&r) = self.room_index.get(&room) else {
+                    continue;
+                };
+                for &m in &self.w.rooms[r] {
+                    let n = &self.net.nodes[m];
+                    if self.net.is_member(m, &room)
+                        && n.delivered.contains_key(id)
+                        && !n.core.store().has_event(id).unwrap_or(false)
+                    {
+                        out.honest_evicted += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The room of an event node `p` published (from its own store, or
+    /// from any store that still holds it).
+    fn published_room(&self, p: usize, id: &EventId) -> Option<RoomId> {
+        std::iter::once(p)
+            .chain(0..self.net.nodes.len())
+            .find_map(|i| self.net.nodes[i].core.store().event_info(id).ok().flatten())
+            .map(|info| info.room)
+    }
+}
+
+/// Most events in one flood frame.
+pub const FLOOD_EVENTS_PER_FRAME: usize = 16;
+
+/// Fragment IDs a flooder uses, counting down from the top of the range
+/// (a node's own fragmenter counts up from 0, so the two streams of one
+/// link never share an ID within a contact).
+const FLOOD_FRAGMENT_ID_TOP: u16 = u16::MAX;
+
+/// One hostile node's flood state.
+#[derive(Debug, Default)]
+struct Flooder {
+    /// Events made so far (numbers the keys and picks the shapes).
+    made: u64,
+    /// Fragments sent so far (their IDs count down).
+    fragments: u16,
+}
+
+/// Hostile node `h` makes `n` events for the rooms it has seen, each from
+/// a fresh key, and pushes them in `Events` frames straight to every peer
+/// it is linked to (a modified client: its own core neither stores nor
+/// checks them). Returns how many it made.
+fn flood(
+    net: &mut SimNet,
+    h: usize,
+    n: u64,
+    spec: &SybilSpec,
+    rng: &mut ChaCha8Rng,
+    f: &mut Flooder,
+) -> u64 {
+    let rooms: Vec<RoomId> = net.nodes[h].seen_rooms.iter().copied().collect();
+    let peers = net.peers(h);
+    if rooms.is_empty() || peers.is_empty() {
+        return 0;
+    }
+    let now = net.now_ms();
+    let mut by_room: BTreeMap<RoomId, Vec<Vec<u8>>> = BTreeMap::new();
+    for _ in 0..n {
+        let c = f.made;
+        f.made += 1;
+        let room = rooms[(c as usize) % rooms.len()];
+        let mut seed = [0u8; 32];
+        rng.fill(&mut seed);
+        let key = Identity::from_seed(&seed);
+        let (kind, payload) = match c % 3 {
+            0 => {
+                let mut junk = vec![0u8; spec.junk_bytes];
+                rng.fill(&mut junk[..]);
+                (EventKind::Message, junk)
+            }
+            1 => (EventKind::Membership, Membership::Leave.to_bytes()),
+            _ => match ContactCard::create(&key, "x", now) {
+                Ok(card) => (
+                    EventKind::Membership,
+                    Membership::Invite { card }.to_bytes(),
+                ),
+                Err(_) => continue,
+            },
+        };
+        let prev = net.nodes[h]
+            .core
+            .store()
+            .heads(&room)
+            .unwrap_or_default()
+            .into_iter()
+            .take(meshrelay::limits::MAX_PREV_EVENTS)
+            .collect();
+        let ev = UnsignedEvent {
+            room,
+            sender: key.device_id(),
+            seq: 1,
+            prev,
+            origin_ts_ms: now,
+            expires_ms: now + ATTACK_EVENT_LIFETIME_MS,
+            kind,
+            payload,
+        }
+        .sign(&key);
+        if let Ok(ev) = ev {
+            by_room.entry(room).or_default().push(ev.bytes().to_vec());
+        }
+    }
+    let mut made = 0;
+    for (room, evs) in by_room {
+        made += evs.len() as u64;
+        for chunk in evs.chunks(FLOOD_EVENTS_PER_FRAME) {
+            let frame = Frame::Events {
+                room,
+                events: chunk.to_vec(),
+            }
+            .encode();
+            for &p in &peers {
+                let Some(mtu) = net.link_mtu(h, p) else {
+                    continue;
+                };
+                for d in packets(&frame, mtu, f) {
+                    net.send_raw(h, p, d);
+                }
+            }
+        }
+    }
+    made
+}
+
+/// The packets of `frame` on a link of `mtu` (`protocol-spec/wire.md`,
+/// "Fragmentation"), with the flooder's fragment IDs.
+fn packets(frame: &[u8], mtu: usize, f: &mut Flooder) -> Vec<Vec<u8>> {
+    // A whole packet is one kind byte and the frame.
+    if frame.len() < mtu {
+        let mut p = vec![0u8];
+        p.extend_from_slice(frame);
+        return vec![p];
+    }
+    let chunk = mtu.saturating_sub(FRAGMENT_HEADER_BYTES).max(1);
+    let count = frame.len().div_ceil(chunk);
+    let Ok(count) = u16::try_from(count) else {
+        return Vec::new();
+    };
+    let id = FLOOD_FRAGMENT_ID_TOP.wrapping_sub(f.fragments);
+    f.fragments = f.fragments.wrapping_add(1);
+    frame
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut p = vec![1u8];
+            p.extend_from_slice(&id.to_be_bytes());
+            p.extend_from_slice(&(i as u16).to_be_bytes());
+            p.extend_from_slice(&count.to_be_bytes());
+            p.extend_from_slice(c);
+            p
+        })
+        .collect()
+}
