@@ -819,7 +819,13 @@ impl<S: Store> Device<S> {
                 t.len()
             )));
         }
-        let mut s = self.known_session(room)?;
+        // The device core's cached session (it holds everything committed)
+        // saves a rebuild per message, whatever the room's stored size.
+        let cached = self.cache.as_mut().and_then(|c| c.take(room));
+        let mut s = match cached {
+            Some(s) => s,
+            None => self.known_session(room)?,
+        };
         let mut events = Vec::new();
         let mut pts = Vec::new();
         let mut keys = zeroize::Zeroizing::new(Vec::new());
@@ -842,6 +848,11 @@ impl<S: Store> Device<S> {
             return Ok(ids);
         }
         self.persist(room, &keys, &events, &pts, now_ms)?;
+        // The session now holds the new events and chain state exactly as
+        // staged; a failed commit clears the whole cache.
+        if let Some(c) = self.cache.as_mut() {
+            c.put(*room, s);
+        }
         Ok(ids)
     }
 
