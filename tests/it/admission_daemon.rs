@@ -89,9 +89,11 @@ async fn carry(peer: &str, events: Vec<Event>, limit: Duration, mut done: impl F
     let started = Instant::now();
     let mut next_check = Instant::now();
     while started.elapsed() < limit {
-        let wake = node.poll_timeout().map_or(Duration::from_millis(200), |t| {
-            Duration::from_millis(t.saturating_sub(now_ms()).min(200))
-        });
+        let wake = node
+            .poll_timeout()
+            .map_or(Duration::from_millis(200), |t| {
+                Duration::from_millis(t.saturating_sub(now_ms()).min(200))
+            });
         let input = match tokio::time::timeout(wake, rx.recv()).await {
             Ok(Some(LanEvent::Up { link, source, .. })) => Some(Input::LinkUp {
                 link,
@@ -166,8 +168,7 @@ fn a_daemon_under_an_outsider_flood_keeps_its_room_and_its_pace() {
     let tmp = tempfile::tempdir().unwrap();
     let (dv, dh) = (tmp.path().join("victim"), tmp.path().join("honest"));
     // A wired-LAN intake budget, so the flood arrives in seconds.
-    ok(&dv, &["init", "--name", "Vic"]);
-    let victim = Daemon::spawn_with("heaptrack", &dv, vec!["-o".into(), "/tmp/ht65".into(), env!("CARGO_BIN_EXE_meshrelay").into(), "--data-dir".into(), dv.to_str().unwrap().into(), "run".into(), "--no-mdns".into(), "--listen".into(), "/ip4/127.0.0.1/tcp/0".into(), "--link-budget-kib".into(), "65536".into()]);
+    let victim = Daemon::start_with(&dv, "Vic", 0, &[], &["--link-budget-kib", "65536"]);
     let addr = victim.tcp_addr();
     let _honest = Daemon::start(&dh, "Hon", std::slice::from_ref(&addr));
     wait_until("the honest link", || victim.peers() == 1);
@@ -175,13 +176,13 @@ fn a_daemon_under_an_outsider_flood_keeps_its_room_and_its_pace() {
     ok(&dh, &["room", "invite", &room, &card(&dv)]);
     let before = latency(&dh, &dv, &room, "before the flood");
     let before2 = latency(&dh, &dv, &room, "before the flood, again");
-    let idle_kib = 0;
+    let idle_kib = rss_kib(victim.pid());
     let stored_before = victim.status()["store"]["events"].as_u64().unwrap();
 
     let room_id: RoomId = room.parse().unwrap();
     let n = flood_size();
     let events = flood(room_id, now_ms(), n);
-    let peak = PeakRss::watch(std::process::id());
+    let peak = PeakRss::watch(victim.pid());
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
