@@ -116,7 +116,8 @@ fn prepare() -> Input0 {
         },
     );
     let start = events(&a, &room);
-    b.deliver(NOW, start.clone(), Source::Import).expect("deliver");
+    b.deliver(NOW, start.clone(), Source::Import)
+        .expect("deliver");
     cycle(&mut b);
     for i in 0..HONEST {
         op(

@@ -89,11 +89,9 @@ async fn carry(peer: &str, events: Vec<Event>, limit: Duration, mut done: impl F
     let started = Instant::now();
     let mut next_check = Instant::now();
     while started.elapsed() < limit {
-        let wake = node
-            .poll_timeout()
-            .map_or(Duration::from_millis(200), |t| {
-                Duration::from_millis(t.saturating_sub(now_ms()).min(200))
-            });
+        let wake = node.poll_timeout().map_or(Duration::from_millis(200), |t| {
+            Duration::from_millis(t.saturating_sub(now_ms()).min(200))
+        });
         let input = match tokio::time::timeout(wake, rx.recv()).await {
             Ok(Some(LanEvent::Up { link, source, .. })) => Some(Input::LinkUp {
                 link,
