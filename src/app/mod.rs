@@ -32,9 +32,11 @@
 
 mod follow;
 mod import;
+mod keys;
 mod prekeys;
 mod repair;
 mod retention;
+mod sessions;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,7 +48,9 @@ use rand_core::CryptoRng;
 use thiserror::Error;
 
 pub use follow::follow_messages;
+pub use keys::DeviceKeys;
 pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
+pub use sessions::{MAX_CACHED_SESSIONS, SessionCache};
 pub use types::{
     DroppedInfo, FailedRoom, ForkInfo, GapInfo, ImportSummary, KeyStateInfo, MemberInfo,
     MessageLine, RejectedInfo, RepairReport, RoomInfo, UnauthorizedInfo,
@@ -54,7 +58,6 @@ pub use types::{
 
 use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
 use crate::contacts::{ContactBook, ContactError};
-use crate::crypto::key_share::PrekeyRing;
 use crate::crypto::{ContactCard, DeviceId, Identity};
 use crate::datadir::{DataDir, DataDirError};
 use crate::event::{Event, EventId, EventKind, RoomId};
@@ -183,66 +186,6 @@ pub fn load_identity(dir: &Path) -> Result<(Identity, ContactCard), AppError> {
     Ok(DataDir::new(dir).load()?)
 }
 
-/// A device's secrets and public card, loaded once: the identity, the own
-/// contact card and the prekey ring. The daemon's device core keeps one in
-/// memory; a command without a daemon loads it with [`Device::open`].
-pub struct DeviceKeys {
-    identity: Identity,
-    card: ContactCard,
-    prekeys: PrekeyRing,
-}
-
-impl std::fmt::Debug for DeviceKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceKeys")
-            .field("device", &self.identity.device_id())
-            .field("prekey_id", &self.card.prekey_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DeviceKeys {
-    /// The keys of `identity` with its own `card`, and the prekey ring from
-    /// `store` (created from the identity's published prekey and staged,
-    /// not committed, the first time). Reads no file.
-    pub fn load<S: Store>(
-        identity: Identity,
-        card: ContactCard,
-        store: &mut S,
-        now_ms: u64,
-    ) -> Result<Self, AppError> {
-        let prekeys = match store.get_secret(PREKEY_RING_KEY)? {
-            Some(b) => PrekeyRing::from_bytes(&b)
-                .map_err(|e| AppError::Corrupt(format!("prekey ring: {e}")))?,
-            None => {
-                let ring = PrekeyRing::from_identity(&identity, now_ms);
-                store.put_secret(PREKEY_RING_KEY, &ring.to_bytes())?;
-                ring
-            }
-        };
-        if prekeys.public(card.prekey_id) != Some(card.prekey) {
-            return Err(AppError::Corrupt(
-                "the prekey published in card.txt is not in the stored prekey ring".into(),
-            ));
-        }
-        Ok(Self {
-            identity,
-            card,
-            prekeys,
-        })
-    }
-
-    /// This device's ID.
-    pub fn device_id(&self) -> DeviceId {
-        self.identity.device_id()
-    }
-
-    /// This device's current contact card.
-    pub fn card(&self) -> &ContactCard {
-        &self.card
-    }
-}
-
 /// One device: its keys and its open store. See the module docs.
 ///
 /// `S` is the store: the device's own [`RedbStore`] ([`Device::open`]), or
@@ -260,46 +203,6 @@ pub struct Device<S: Store = RedbStore> {
     deferred: Option<Vec<Event>>,
     /// Sessions kept between [`Device::absorb`] calls (the device core).
     cache: Option<SessionCache>,
-}
-
-/// Most room sessions a [`SessionCache`] keeps.
-pub const MAX_CACHED_SESSIONS: usize = 16;
-
-/// Room sessions kept in memory between batches, so a daemon receiving a
-/// stream of events does not replay each room's whole history per batch.
-///
-/// Only [`Device::absorb`] reads it; every other operation on a room drops
-/// that room's entry (and a driver that runs other operations on a device
-/// without the cache must [`SessionCache::clear`] it).
-pub struct SessionCache(lru::LruCache<RoomId, RoomSession>);
-
-impl Default for SessionCache {
-    fn default() -> Self {
-        SessionCache(lru::LruCache::new(
-            std::num::NonZeroUsize::new(MAX_CACHED_SESSIONS).unwrap_or(std::num::NonZeroUsize::MIN),
-        ))
-    }
-}
-
-impl SessionCache {
-    /// Forgets every session.
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    fn take(&mut self, room: &RoomId) -> Option<RoomSession> {
-        self.0.pop(room)
-    }
-
-    fn put(&mut self, room: RoomId, s: RoomSession) {
-        self.0.put(room, s);
-    }
-}
-
-impl std::fmt::Debug for SessionCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SessionCache({} rooms)", self.0.len())
-    }
 }
 
 impl Device {
@@ -819,7 +722,13 @@ impl<S: Store> Device<S> {
                 t.len()
             )));
         }
-        let mut s = self.known_session(room)?;
+        // The device core's cached session (it holds everything committed)
+        // saves a rebuild per message, whatever the room's stored size.
+        let cached = self.cache.as_mut().and_then(|c| c.take(room));
+        let mut s = match cached {
+            Some(s) => s,
+            None => self.known_session(room)?,
+        };
         let mut events = Vec::new();
         let mut pts = Vec::new();
         let mut keys = zeroize::Zeroizing::new(Vec::new());
@@ -842,6 +751,11 @@ impl<S: Store> Device<S> {
             return Ok(ids);
         }
         self.persist(room, &keys, &events, &pts, now_ms)?;
+        // The session now holds the new events and chain state exactly as
+        // staged; a failed commit clears the whole cache.
+        if let Some(c) = self.cache.as_mut() {
+            c.put(*room, s);
+        }
         Ok(ids)
     }
 

@@ -10,7 +10,7 @@
 use rand_core::{CryptoRng, Rng};
 
 use super::{CoreError, CoreOutput, DeviceCore};
-use crate::app::{AppError, ImportSummary, PrekeyRotation};
+use crate::app::{AppError, ImportSummary, PrekeyRotation, SessionCache};
 use crate::control::exec::{self, Answer};
 use crate::control::{ApiError, ErrorCode, OkData, Op, Reply};
 use crate::event::Event;
@@ -82,23 +82,34 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
 
     /// A room operation on a lent [`crate::app::Device`] in deferred mode.
     fn run(&mut self, now_ms: u64, request: &Op) -> Result<Vec<Reply>, CoreError> {
+        // The operation works with the session cache: a room it changes
+        // is dropped from it (`send` puts back its advanced session), and
+        // reads leave it, so a member acting in a flooded room does not
+        // pay a full rebuild per operation or per received batch.
+        let cache = std::mem::take(&mut self.sessions);
+        let mut back = SessionCache::default();
         let result = self.with_device(|dev, rng| {
             dev.defer();
-            let answer = exec::execute(request, dev, now_ms, rng)?;
-            Ok((answer, dev.take_deferred()))
+            dev.set_session_cache(cache);
+            let r = exec::execute(request, dev, now_ms, rng);
+            back = dev.take_session_cache();
+            Ok((r?, dev.take_deferred()))
         });
-        // The operation changed rooms without the cache.
-        self.sessions.clear();
-        self.card_check = true;
+        self.sessions = back;
+        if !matches!(request, Op::Rooms | Op::Messages { .. } | Op::Export { .. }) {
+            self.card_check = true;
+        }
         let (answer, events): (Answer, Vec<Event>) = match result {
             Ok(r) => r,
             Err(e) => {
+                self.sessions.clear();
                 self.node.store_mut().rollback()?;
                 return Ok(vec![Reply::from(ApiError::from(&e))]);
             }
         };
         self.dirty = true;
         if let Some(id) = self.publish(now_ms, events)? {
+            self.sessions.clear();
             self.node.store_mut().rollback()?;
             self.node
                 .handle(now_ms, crate::proto::Input::CommitFailed)?;

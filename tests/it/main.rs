@@ -1,12 +1,14 @@
 //! All integration tests, in one binary (ruma style): one module per area.
 
 mod admission;
+mod admission_daemon;
 mod app;
 mod ble;
 mod ble_vectors;
 mod cli;
 mod cli_rooms;
 mod control_api;
+mod core_admission;
 mod daemon;
 mod daemon_hostile;
 mod daemon_mdns;
