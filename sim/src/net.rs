@@ -479,16 +479,11 @@ impl SimNet {
     /// layer's `prepare_commit`), then drain the outputs.
     pub(crate) fn settle(&mut self, i: usize) {
         let now_ms = self.now_ms();
-        {
-            let core = &mut self.nodes[i].core;
-            if core.needs_commit() {
-                core.prepare_commit(now_ms)
-                    .expect("the memory store does not fail");
-                core.store_mut().commit().expect("memory commit");
-                core.handle(now_ms, Input::CommitDone)
-                    .expect("the memory store does not fail");
-            }
-        }
+        // `prepare_commit`, commit, `CommitDone` (the daemon's cycle).
+        self.nodes[i]
+            .core
+            .settle(now_ms)
+            .expect("the memory store does not fail");
         let mut drained_links = BTreeSet::new();
         while let Some(out) = self.nodes[i].core.poll_output() {
             let out = match out {
