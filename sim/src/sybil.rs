@@ -114,8 +114,13 @@ pub struct SybilOutcome {
     pub attack_events_at_members: u64,
     /// Received events the honest members' rooms layers refused.
     pub refused_at_members: u64,
-    /// Honest events a member stored and later lost (must be 0).
+    /// Honest events of a room a member stored after it joined the room
+    /// and later lost (must be 0).
     pub honest_evicted: u64,
+    /// Honest events of a room a member stored before its invite reached
+    /// it (as anyone's traffic) and no longer holds: the strangers' pool
+    /// may evict those.
+    pub honest_lost_before_join: u64,
     /// Lines shown at honest members from keys of no honest node (must
     /// be 0).
     pub foreign_lines: u64,
@@ -194,9 +199,14 @@ impl SybilComparison {
             b.refused_at_members.to_string(),
         );
         row(
-            "honest events evicted",
+            "honest events evicted after the member joined",
             a.honest_evicted.to_string(),
             b.honest_evicted.to_string(),
+        );
+        row(
+            "honest events stored before the join, then lost",
+            a.honest_lost_before_join.to_string(),
+            b.honest_lost_before_join.to_string(),
         );
         row(
             "lines from non-member keys",
@@ -256,6 +266,8 @@ struct Run<'a> {
     /// (member, event) -> when it was first shown.
     shown: BTreeMap<(usize, EventId), u64>,
     last_read_ms: u64,
+    /// (member, room index) -> the first read at which it held the room.
+    joined_at: BTreeMap<(usize, usize), u64>,
     foreign_lines: u64,
 }
 
@@ -309,6 +321,7 @@ pub fn run(
         sent: BTreeMap::new(),
         shown: BTreeMap::new(),
         last_read_ms: 0,
+        joined_at: BTreeMap::new(),
         foreign_lines: 0,
     };
     let backhaul: BTreeSet<usize> = w.backhaul.iter().copied().collect();
@@ -433,6 +446,13 @@ impl Run<'_> {
                 self.record(i, &line, now);
             }
         }
+        for (r, members) in self.w.rooms.iter().enumerate() {
+            for &m in members {
+                if !self.joined_at.contains_key(&(m, r)) && self.net.is_member(m, &self.rooms[r]) {
+                    self.joined_at.insert((m, r), now);
+                }
+            }
+        }
         self.last_read_ms = now;
     }
 
@@ -521,8 +541,9 @@ impl Run<'_> {
                 }
             }
         }
-        // Honest events of a room at its members, once they hold the room
-        // (before that a member carries them as anyone's traffic).
+        // Honest events of a room at its members: once they hold the room
+        // every one must stay; before that a member carries them as
+        // anyone's traffic.
         for p in 0..self.net.nodes.len() {
             for id in &self.net.nodes[p].published {
                 let Some(room) = self.published_room(p, id) else {
@@ -533,11 +554,17 @@ impl Run<'_> {
                 };
                 for &m in &self.w.rooms[r] {
                     let n = &self.net.nodes[m];
-                    if self.net.is_member(m, &room)
-                        && n.delivered.contains_key(id)
-                        && !n.core.store().has_event(id).unwrap_or(false)
-                    {
-                        out.honest_evicted += 1;
+                    let Some(&stored) = n.delivered.get(id) else {
+                        continue;
+                    };
+                    if n.core.store().has_event(id).unwrap_or(false) {
+                        continue;
+                    }
+                    // Joined (first seen holding the room) at a read; a
+                    // member never seen holding it counts as not joined.
+                    match self.joined_at.get(&(m, r)) {
+                        Some(&j) if stored >= j => out.honest_evicted += 1,
+                        _ => out.honest_lost_before_join += 1,
                     }
                 }
             }
