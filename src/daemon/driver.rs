@@ -587,6 +587,14 @@ impl Driver {
             Err(e) => return Err(e.into()),
         };
         tracing::error!(error = %err, "commit failed for lack of space; nothing of it was acknowledged");
+        self.space_ran_out()?;
+        Ok(false)
+    }
+
+    /// A write failed for lack of space, at commit or while staging (redb
+    /// writes pages of a large transaction before its commit): the staged
+    /// writes are dropped as for a failed commit (see [`Self::commit`]).
+    fn space_ran_out(&mut self) -> Result<(), DaemonError> {
         self.node.store_mut().reopen()?;
         self.node.handle(self.clock.now(), Input::CommitFailed)?;
         self.sessions.clear();
@@ -595,7 +603,7 @@ impl Driver {
         for (_, replies) in &mut self.held_replies {
             *replies = vec![disk_full_reply()];
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Serves one store step of the homeserver sync engine. Downloaded
@@ -908,13 +916,23 @@ impl Driver {
         let mut sum = ImportSummary::from_report(&report);
         let before: BTreeSet<EventId> = self.node.uncommitted_events().into_iter().collect();
         for ev in report.imported {
-            self.node.handle(
+            let staged = self.node.handle(
                 now,
                 Input::Command(Command::Deliver {
                     event: Box::new(ev),
                     source: Source::Import,
                 }),
-            )?;
+            );
+            match staged {
+                Ok(()) => {}
+                // A large import fills the disk before its commit.
+                Err(e) if e.is_storage_full() => {
+                    tracing::error!(error = %e, "import failed for lack of space; nothing of it was stored");
+                    self.space_ran_out()?;
+                    return Ok(vec![disk_full_reply()]);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let staged: Vec<EventId> = self
             .node
