@@ -67,12 +67,12 @@ pub mod cli;
 #[cfg(feature = "runtime")]
 pub mod config;
 pub mod contacts;
-#[cfg(feature = "runtime")]
 pub mod control;
 pub mod crypto;
 #[cfg(feature = "runtime")]
 pub mod daemon;
 pub mod datadir;
+pub mod device;
 pub mod event;
 pub mod fuzz;
 #[cfg(feature = "runtime")]

@@ -20,6 +20,9 @@ use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
 /// store's write buffer, what bounds an import's memory.
 pub const IMPORT_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
+/// Most staged events [`Device::absorb`] reads and processes at once.
+pub const ABSORB_CHUNK_EVENTS: usize = 1024;
+
 /// What the batches of a streamed import did so far.
 #[derive(Debug, Default)]
 struct BatchOutcome {
@@ -298,8 +301,33 @@ impl<S: Store> Device<S> {
     /// retries, re-classing on join. Stages the results and does not
     /// commit: the driver commits them together with the node's writes, so
     /// a crash loses both or neither. Returns what the sessions refused.
+    ///
+    /// The events are read and processed [`ABSORB_CHUNK_EVENTS`] at a time
+    /// (a group commit may stage tens of thousands), so memory stays
+    /// bounded whatever a batch holds.
     pub fn absorb(&mut self, staged: &[EventId], now_ms: u64) -> Result<ImportSummary, AppError> {
-        let set: BTreeSet<EventId> = staged.iter().copied().collect();
+        let mut sum = ImportSummary::default();
+        // A session restored from the store during a chunk leaves out that
+        // chunk's events and the later ones (they are received next), and
+        // holds the earlier ones.
+        let mut rest: BTreeSet<EventId> = staged.iter().copied().collect();
+        for chunk in staged.chunks(ABSORB_CHUNK_EVENTS) {
+            self.absorb_chunk(chunk, &rest, now_ms, &mut sum)?;
+            for id in chunk {
+                rest.remove(id);
+            }
+        }
+        sum.rejected = sum.rejections.len();
+        Ok(sum)
+    }
+
+    fn absorb_chunk(
+        &mut self,
+        staged: &[EventId],
+        set: &BTreeSet<EventId>,
+        now_ms: u64,
+        sum: &mut ImportSummary,
+    ) -> Result<(), AppError> {
         let mut by_room: BTreeMap<RoomId, Vec<Event>> = BTreeMap::new();
         for id in staged {
             let Some(b) = self.store.get_event(id)? else {
@@ -309,7 +337,6 @@ impl<S: Store> Device<S> {
                 .map_err(|e| AppError::Corrupt(format!("stored event {id}: {e}")))?;
             by_room.entry(ev.room()).or_default().push(ev);
         }
-        let mut sum = ImportSummary::default();
         for (room, evs) in &by_room {
             // A courier's messages: nothing to decrypt, nothing to learn
             // (a later invite retries earlier messages anyway). Skipping
@@ -326,13 +353,12 @@ impl<S: Store> Device<S> {
                 &refs,
                 now_ms,
                 &BTreeMap::new(),
-                &set,
+                set,
                 Source::Import,
-                &mut sum,
+                sum,
             )?;
         }
-        sum.rejected = sum.rejections.len();
-        Ok(sum)
+        Ok(())
     }
 
     /// `staged`: events already inserted by the node (left out of the
@@ -369,7 +395,7 @@ impl<S: Store> Device<S> {
         let mut rekey = false;
         for ev in causal_order(evs) {
             let member = s.members().is_member(&me) || before.is_member(&me);
-            let received = match s.receive(&self.prekeys, ev) {
+            let received = match s.receive(&self.keys.prekeys, ev) {
                 Ok(r) => r,
                 Err(e) => {
                     // A courier (no keys, not a member) carries what the

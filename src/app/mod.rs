@@ -32,9 +32,11 @@
 
 mod follow;
 mod import;
+mod keys;
 mod prekeys;
 mod repair;
 mod retention;
+mod sessions;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,7 +48,9 @@ use rand_core::CryptoRng;
 use thiserror::Error;
 
 pub use follow::follow_messages;
+pub use keys::DeviceKeys;
 pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
+pub use sessions::{MAX_CACHED_SESSIONS, SessionCache};
 pub use types::{
     DroppedInfo, FailedRoom, ForkInfo, GapInfo, ImportSummary, KeyStateInfo, MemberInfo,
     MessageLine, RejectedInfo, RepairReport, RoomInfo, UnauthorizedInfo,
@@ -54,7 +58,6 @@ pub use types::{
 
 use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
 use crate::contacts::{ContactBook, ContactError};
-use crate::crypto::key_share::PrekeyRing;
 use crate::crypto::{ContactCard, DeviceId, Identity};
 use crate::datadir::{DataDir, DataDirError};
 use crate::event::{Event, EventId, EventKind, RoomId};
@@ -183,63 +186,23 @@ pub fn load_identity(dir: &Path) -> Result<(Identity, ContactCard), AppError> {
     Ok(DataDir::new(dir).load()?)
 }
 
-/// One device: its identity and its open store. See the module docs.
+/// One device: its keys and its open store. See the module docs.
 ///
 /// `S` is the store: the device's own [`RedbStore`] ([`Device::open`]), or
-/// a store lent by the daemon's node ([`Device::open_with`] over
-/// `&mut RedbStore`).
+/// a store lent by the device core ([`Device::with_keys`] over
+/// `&mut S`).
 #[derive(Debug)]
 pub struct Device<S: Store = RedbStore> {
-    dir: PathBuf,
-    identity: Identity,
-    card: ContactCard,
-    prekeys: PrekeyRing,
+    /// The data directory, for the contact book and the card file; `None`
+    /// inside the device core, which reads and writes no file.
+    dir: Option<PathBuf>,
+    keys: DeviceKeys,
     store: S,
-    /// Deferred mode (the daemon): new events are collected here for the
-    /// node to insert and relay, and nothing is committed.
+    /// Deferred mode (the device core): new events are collected here for
+    /// the node to insert and relay, and nothing is committed.
     deferred: Option<Vec<Event>>,
-    /// Sessions kept between [`Device::absorb`] calls (the daemon).
+    /// Sessions kept between [`Device::absorb`] calls (the device core).
     cache: Option<SessionCache>,
-}
-
-/// Most room sessions a [`SessionCache`] keeps.
-pub const MAX_CACHED_SESSIONS: usize = 16;
-
-/// Room sessions kept in memory between batches, so a daemon receiving a
-/// stream of events does not replay each room's whole history per batch.
-///
-/// Only [`Device::absorb`] reads it; every other operation on a room drops
-/// that room's entry (and a driver that runs other operations on a device
-/// without the cache must [`SessionCache::clear`] it).
-pub struct SessionCache(lru::LruCache<RoomId, RoomSession>);
-
-impl Default for SessionCache {
-    fn default() -> Self {
-        SessionCache(lru::LruCache::new(
-            std::num::NonZeroUsize::new(MAX_CACHED_SESSIONS).unwrap_or(std::num::NonZeroUsize::MIN),
-        ))
-    }
-}
-
-impl SessionCache {
-    /// Forgets every session.
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    fn take(&mut self, room: &RoomId) -> Option<RoomSession> {
-        self.0.pop(room)
-    }
-
-    fn put(&mut self, room: RoomId, s: RoomSession) {
-        self.0.put(room, s);
-    }
-}
-
-impl std::fmt::Debug for SessionCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SessionCache({} rooms)", self.0.len())
-    }
 }
 
 impl Device {
@@ -265,30 +228,32 @@ impl<S: Store> Device<S> {
     /// `store` (which must be that directory's store).
     pub fn open_with(dir: &Path, mut store: S, now_ms: u64) -> Result<Self, AppError> {
         let (identity, card) = load_identity(dir)?;
-        let prekeys = match store.get_secret(PREKEY_RING_KEY)? {
-            Some(b) => PrekeyRing::from_bytes(&b)
-                .map_err(|e| AppError::Corrupt(format!("prekey ring: {e}")))?,
-            None => {
-                let ring = PrekeyRing::from_identity(&identity, now_ms);
-                store.put_secret(PREKEY_RING_KEY, &ring.to_bytes())?;
-                store.commit()?;
-                ring
-            }
-        };
-        if prekeys.public(card.prekey_id) != Some(card.prekey) {
-            return Err(AppError::Corrupt(
-                "the prekey published in card.txt is not in the stored prekey ring".into(),
-            ));
+        let fresh = store.get_secret(PREKEY_RING_KEY)?.is_none();
+        let keys = DeviceKeys::load(identity, card, &mut store, now_ms)?;
+        if fresh {
+            store.commit()?;
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-            identity,
-            card,
-            prekeys,
+        let mut dev = Device::with_keys(keys, store);
+        dev.dir = Some(dir.to_owned());
+        Ok(dev)
+    }
+
+    /// A device over `store` with keys already loaded, reading and writing
+    /// no file: contacts come from the store only, and a re-issued card is
+    /// left to the caller ([`Device::card`]).
+    pub fn with_keys(keys: DeviceKeys, store: S) -> Self {
+        Self {
+            dir: None,
+            keys,
             store,
             deferred: None,
             cache: None,
-        })
+        }
+    }
+
+    /// Gives the keys back (see [`Device::with_keys`]).
+    pub fn into_keys(self) -> DeviceKeys {
+        self.keys
     }
 
     /// Lends a session cache to this device (see [`SessionCache`]).
@@ -327,17 +292,17 @@ impl<S: Store> Device<S> {
 
     /// This device's ID.
     pub fn device_id(&self) -> DeviceId {
-        self.identity.device_id()
+        self.keys.identity.device_id()
     }
 
     /// This device's own contact card.
     pub fn card(&self) -> &ContactCard {
-        &self.card
+        &self.keys.card
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The data directory, if this device reads files.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// The underlying store (read access, for reports).
@@ -403,7 +368,10 @@ impl<S: Store> Device<S> {
     }
 
     fn book_contact(&self, device: &DeviceId) -> Result<Option<ContactCard>, AppError> {
-        let book = ContactBook::load(&DataDir::new(&self.dir))?;
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let book = ContactBook::load(&DataDir::new(dir))?;
         Ok(book.get(device).cloned())
     }
 
@@ -608,11 +576,12 @@ impl<S: Store> Device<S> {
         }
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
-        let (mut s, created) = RoomSession::create(&self.identity, &self.card, nonce, now_ms)?;
+        let (mut s, created) =
+            RoomSession::create(&self.keys.identity, &self.keys.card, nonce, now_ms)?;
         let room = s.room();
         let mut events = created.release();
         let content = Content::RoomName(name.to_owned());
-        let named = s.send(&self.identity, &content, now_ms, rng)?;
+        let named = s.send(&self.keys.identity, &content, now_ms, rng)?;
         let keys = zeroize::Zeroizing::new(named.keys().to_vec());
         events.extend(named.release());
         let pts = last_message_plaintext(&events, &content);
@@ -628,7 +597,7 @@ impl<S: Store> Device<S> {
         rng: &mut R,
     ) -> Result<EventId, AppError> {
         let mut s = self.known_session(room)?;
-        let out = s.change(&self.identity, change, now_ms, rng)?;
+        let out = s.change(&self.keys.identity, change, now_ms, rng)?;
         let keys = zeroize::Zeroizing::new(out.keys().to_vec());
         let events = out.release();
         let id = events
@@ -651,7 +620,12 @@ impl<S: Store> Device<S> {
         let card = self.resolve_contact(contact)?;
         let (mut s, events) = self.session_with_events(room)?;
         let name = self.room_name(&mut s, &events)?;
-        let out = s.change(&self.identity, Membership::Invite { card }, now_ms, rng)?;
+        let out = s.change(
+            &self.keys.identity,
+            Membership::Invite { card },
+            now_ms,
+            rng,
+        )?;
         let mut keys = zeroize::Zeroizing::new(out.keys().to_vec());
         let mut events = out.release();
         let id = events
@@ -663,7 +637,7 @@ impl<S: Store> Device<S> {
             // The invitee receives this device's chain from its current
             // position, so it cannot read the earlier name event: repeat it.
             let content = Content::RoomName(name);
-            let named = s.send(&self.identity, &content, now_ms, rng)?;
+            let named = s.send(&self.keys.identity, &content, now_ms, rng)?;
             keys = zeroize::Zeroizing::new(named.keys().to_vec());
             events.extend(named.release());
             pts = last_message_plaintext(&events, &content);
@@ -748,14 +722,20 @@ impl<S: Store> Device<S> {
                 t.len()
             )));
         }
-        let mut s = self.known_session(room)?;
+        // The device core's cached session (it holds everything committed)
+        // saves a rebuild per message, whatever the room's stored size.
+        let cached = self.cache.as_mut().and_then(|c| c.take(room));
+        let mut s = match cached {
+            Some(s) => s,
+            None => self.known_session(room)?,
+        };
         let mut events = Vec::new();
         let mut pts = Vec::new();
         let mut keys = zeroize::Zeroizing::new(Vec::new());
         let mut ids = Vec::with_capacity(texts.len());
         for text in texts {
             let content = Content::Text((*text).to_owned());
-            let out = s.send(&self.identity, &content, now_ms, rng)?;
+            let out = s.send(&self.keys.identity, &content, now_ms, rng)?;
             keys = zeroize::Zeroizing::new(out.keys().to_vec());
             let evs = out.release();
             let pt = last_message_plaintext(&evs, &content);
@@ -771,6 +751,11 @@ impl<S: Store> Device<S> {
             return Ok(ids);
         }
         self.persist(room, &keys, &events, &pts, now_ms)?;
+        // The session now holds the new events and chain state exactly as
+        // staged; a failed commit clears the whole cache.
+        if let Some(c) = self.cache.as_mut() {
+            c.put(*room, s);
+        }
         Ok(ids)
     }
 

@@ -38,7 +38,7 @@ pub struct PrekeyRotation {
 impl<S: Store> Device<S> {
     /// Whether the current prekey is older than [`PREKEY_ROTATE_MS`].
     pub fn prekey_due(&self, now_ms: u64) -> bool {
-        self.prekeys.should_rotate(now_ms)
+        self.keys.prekeys.should_rotate(now_ms)
     }
 
     /// Rotates the prekey and tells every room this device is a member
@@ -50,7 +50,7 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<PrekeyRotation, AppError> {
-        let mut ring = self.prekeys.clone();
+        let mut ring = self.keys.prekeys.clone();
         let update = ring.rotate(now_ms, rng);
         let pruned = ring.prune(now_ms);
         let me = self.device_id();
@@ -67,14 +67,14 @@ impl<S: Store> Device<S> {
             if events.is_empty() || !s.members().is_member(&me) {
                 continue;
             }
-            let out = s.publish_prekey(&self.identity, &update, now_ms)?;
+            let out = s.publish_prekey(&self.keys.identity, &update, now_ms)?;
             let keys = zeroize::Zeroizing::new(out.keys().to_vec());
             let events = out.release();
             self.stage(&room, &keys, &events, &[], now_ms)?;
             rooms += 1;
         }
         self.store.put_secret(PREKEY_RING_KEY, &ring.to_bytes())?;
-        self.prekeys = ring;
+        self.keys.prekeys = ring;
         if self.deferred.is_none() {
             if let Err(e) = self.store.commit() {
                 let _ = self.store.rollback();
@@ -94,26 +94,28 @@ impl<S: Store> Device<S> {
     /// write). Call only when the prekey ring is committed. Returns whether
     /// the card changed.
     pub fn reissue_card(&mut self, now_ms: u64) -> Result<bool, AppError> {
-        let current = self.prekeys.current_id();
-        if self.card.prekey_id == current {
+        let current = self.keys.prekeys.current_id();
+        if self.keys.card.prekey_id == current {
             return Ok(false);
         }
-        let Some(prekey) = self.prekeys.public(current) else {
+        let Some(prekey) = self.keys.prekeys.public(current) else {
             return Err(AppError::Corrupt(
                 "the prekey ring has no current prekey".into(),
             ));
         };
-        let created = now_ms.max(self.card.created_ms.saturating_add(1));
+        let created = now_ms.max(self.keys.card.created_ms.saturating_add(1));
         let card = ContactCard::create_with_prekey(
-            &self.identity,
-            &self.card.name,
+            &self.keys.identity,
+            &self.keys.card.name,
             created,
             current,
             prekey,
         )
         .map_err(|e| AppError::Corrupt(format!("re-issuing the card: {e}")))?;
-        DataDir::new(&self.dir).write_atomic(CARD_FILE, card.to_text().as_bytes())?;
-        self.card = card;
+        if let Some(dir) = &self.dir {
+            DataDir::new(dir).write_atomic(CARD_FILE, card.to_text().as_bytes())?;
+        }
+        self.keys.card = card;
         Ok(true)
     }
 }

@@ -41,7 +41,7 @@ impl<S: Store> Device<S> {
         if stored == 0 {
             return Err(AppError::UnknownRoom(*room));
         }
-        let derived = s.rederive_keys(&self.prekeys, &events);
+        let derived = s.rederive_keys(&self.keys.prekeys, &events);
         let me = self.device_id();
         let member = s.members().is_member(&me);
         self.forget_session(room);

@@ -29,6 +29,7 @@
 //! A socket file whose daemon died (SIGKILL) refuses connections: the CLI
 //! then opens the store directly, and the next daemon replaces the file.
 
+#[cfg(feature = "runtime")]
 pub mod client;
 pub mod exec;
 
@@ -40,6 +41,7 @@ use crate::app::{AppError, ImportSummary, MessageLine, PrekeyRotation, RepairRep
 use crate::contacts::ContactError;
 use crate::datadir::DataDirError;
 
+#[cfg(feature = "runtime")]
 pub use client::{ControlError, call, connect, socket_path, wait_for};
 
 /// The control API version this build speaks (the `v` of every line).

@@ -1,16 +1,16 @@
-//! The daemon's run loop: the tokio driver of the sans-IO [`Node`]
+//! The daemon's run loop: the tokio driver of the sans-IO [`DeviceCore`]
 //! (`protocol-spec/daemon.md`, "Run loop").
 //!
-//! One task owns the node, and with it the store. It waits for the next
-//! input (a LAN event, a control request, the node's timer, a signal),
-//! feeds it, then runs one *cycle*:
+//! One task owns the core, and with it the store. It only pumps: it waits
+//! for the next input (a LAN or BLE event, a control request, a homeserver
+//! step, the core's timer, a signal), feeds it, then runs one *cycle*:
 //!
-//! 1. if the node staged writes, the events it stored are passed through
-//!    the application layer ([`Device::absorb`]: key shares, decryption)
-//!    and everything is committed in **one** transaction;
+//! 1. if the core staged writes, [`DeviceCore::prepare_commit`] lets the
+//!    rooms layer judge and process what the node stored, and everything is
+//!    committed in **one** transaction;
 //! 2. [`Input::CommitDone`] releases what acknowledges or relays them;
-//! 3. the node's outputs go to the LAN adapter; replies to control
-//!    requests are sent only now, after the commit.
+//! 3. the core's outputs go to the adapters; replies to control requests
+//!    come out only now, after the commit.
 //!
 //! LAN events that queue up meanwhile are fed as one batch before the
 //! cycle, so a burst of received events costs one commit (group commit).
@@ -29,14 +29,14 @@ use super::clock::{CLOCK_FLOOR_META_KEY, DaemonClock};
 use super::disk::{DiskLevel, DiskWatch, disk_full_reply, writes};
 use super::report;
 use super::{DaemonError, DaemonOptions, server};
-use crate::app::{AppError, Device, ImportSummary, ROOM_KEYS_PREFIX};
+use crate::app::DeviceKeys;
 use crate::control::exec;
 use crate::control::{ApiError, ErrorCode, OkData, Op, Reply, Request};
-use crate::event::{EventId, RoomId};
-use crate::proto::{Command, Input, LinkKind, Node, Output};
-use crate::store::{
-    EventStore, MetaStore, RedbStore, SecretStore, Source, StoreConfig, StoreError,
-};
+use crate::datadir::{CARD_FILE, DataDir};
+use crate::device::{CoreError, CoreOutput, DeviceCore, OpId};
+use crate::event::RoomId;
+use crate::proto::{Input, LinkKind, Output};
+use crate::store::{EventStore, MetaStore, RedbStore, Source, StoreConfig, StoreError};
 use crate::transport::ble::{self, BleEvent, BleHandle};
 use crate::transport::lan::{self, LAN_MTU, LanEvent, LanHandle};
 
@@ -69,7 +69,7 @@ struct Follower {
 
 pub(super) struct Driver {
     dir: PathBuf,
-    node: Node<RedbStore, StdRng>,
+    core: DeviceCore<RedbStore, StdRng>,
     lan: LanHandle,
     /// The BLE adapter, if it could start (it may still report
     /// "unavailable" in its status).
@@ -78,21 +78,13 @@ pub(super) struct Driver {
     addresses: BTreeMap<crate::proto::LinkId, String>,
     listening: Vec<String>,
     started_ms: u64,
-    /// Own events published in the current cycle (not passed to absorb:
-    /// the application staged their keys and plaintexts already).
-    published: BTreeSet<EventId>,
-    /// Replies held until the cycle's commit.
-    held_replies: Vec<(mpsc::Sender<Reply>, Vec<Reply>)>,
+    /// Where the replies of each operation in the core go.
+    waiting: BTreeMap<OpId, mpsc::Sender<Reply>>,
+    next_op: OpId,
     followers: Vec<Follower>,
-    /// A command may have rotated the prekey: re-issue the card after the
-    /// commit (never before: the new prekey must be durable first).
-    card_check: bool,
     next_maintenance: tokio::time::Instant,
     /// The homeserver sync's state for `status`.
     homeserver: String,
-    /// Room sessions kept between batches (cleared by every other kind of
-    /// room operation).
-    sessions: crate::app::SessionCache,
     /// Rooms with new events since the followers were last refreshed.
     follow_dirty: BTreeSet<RoomId>,
     next_follow_refresh: tokio::time::Instant,
@@ -130,28 +122,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let dir = opts.dir.clone();
-    let (identity, _) = crate::app::load_identity(&dir)?;
+    let (identity, card) = crate::app::load_identity(&dir)?;
     let store_path = dir.join(crate::store::redb_backend::STORE_FILE_NAME);
-    let store = open_store(&dir, &store_path).await?;
+    let mut store = open_store(&dir, &store_path).await?;
     let clock = DaemonClock::new(store.get_meta(CLOCK_FLOOR_META_KEY)?.as_deref());
     let mut seed = [0u8; 32];
     rand_core::UnwrapErr(rand::rngs::SysRng).fill_bytes(&mut seed);
     let now = clock.now();
-    let mut node = Node::new(
-        identity.device_id(),
-        store,
-        StdRng::from_seed(seed),
-        opts.node.clone(),
-        now,
-    );
-    let device = identity.device_id();
-    drop(identity);
-    // The prekey ring is created on first open; do it before serving.
-    {
-        let dev = Device::open_with(&dir, node.store_mut(), now)?;
-        drop(dev);
-        node.store_mut().commit()?;
-    }
+    // The keys are read once; the prekey ring is created on first open,
+    // committed before serving.
+    let keys = DeviceKeys::load(identity, card, &mut store, now)?;
+    store.commit()?;
+    let device = keys.device_id();
+    let core = DeviceCore::new(keys, store, StdRng::from_seed(seed), opts.node.clone(), now)?;
     // Homeserver sync: the engine runs in its own task; its store steps
     // come to this loop as requests (`sync::channel`).
     let (hs_stop_tx, hs_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -207,21 +190,19 @@ pub async fn run(
     let dir_for_disk = dir.clone();
     let mut d = Driver {
         dir,
-        node,
+        core,
         lan,
         ble,
         addresses: BTreeMap::new(),
         listening: Vec::new(),
         started_ms: now,
-        published: BTreeSet::new(),
-        held_replies: Vec::new(),
+        waiting: BTreeMap::new(),
+        next_op: 0,
         followers: Vec::new(),
-        card_check: true,
         next_maintenance: tokio::time::Instant::now(),
         follow_dirty: BTreeSet::new(),
         next_follow_refresh: tokio::time::Instant::now(),
         shutting_down: false,
-        sessions: crate::app::SessionCache::default(),
         disk: DiskWatch::new(&dir_for_disk),
         clock,
         homeserver: if opts.homeserver_sync {
@@ -230,7 +211,6 @@ pub async fn run(
             "off".to_owned()
         },
     };
-    d.join_own_rooms()?;
     d.update_disk(true);
     tracing::info!(%device, dir = %d.dir.display(), "daemon running");
     super::notify::notify("READY=1");
@@ -278,13 +258,13 @@ pub async fn run(
             },
             Some(scrape) = async { match metrics_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
                 let facts = super::metrics::DaemonFacts { dir: &d.dir, started_ms: d.started_ms, homeserver: &d.homeserver, disk: &d.disk };
-                let _ = scrape.send(super::metrics::render(&d.node, &facts, d.clock.now()));
+                let _ = scrape.send(super::metrics::render(d.core.node(), &facts, d.clock.now()));
             },
             _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                 super::notify::notify("WATCHDOG=1");
             },
             _ = tokio::time::sleep_until(deadline) => {
-                if let Err(e) = d.node.handle(d.clock.now(), Input::Timeout) { break Err(e.into()); }
+                if let Err(e) = d.core.handle(d.clock.now(), Input::Timeout) { break Err(e.into()); }
                 if tokio::time::Instant::now() >= d.next_maintenance
                     && let Err(e) = d.maintenance()
                 {
@@ -331,7 +311,7 @@ impl Driver {
         let now_wall = self.clock.now();
         let now = tokio::time::Instant::now();
         let node = self
-            .node
+            .core
             .poll_timeout()
             .map_or(now + Duration::from_secs(3600), |t| {
                 now + Duration::from_millis(t.saturating_sub(now_wall))
@@ -346,50 +326,6 @@ impl Driver {
         } else {
             node.min(self.next_follow_refresh.max(now))
         }
-    }
-
-    /// Tells the node the new members of rooms whose membership changed.
-    fn update_standing(
-        &mut self,
-        members: BTreeMap<RoomId, BTreeSet<crate::crypto::DeviceId>>,
-        now: u64,
-    ) -> Result<(), DaemonError> {
-        for (room, members) in members {
-            self.node
-                .handle(now, Input::Command(Command::RoomMembers { room, members }))?;
-        }
-        Ok(())
-    }
-
-    /// Starts carrying every room this device holds keys for.
-    fn join_own_rooms(&mut self) -> Result<(), DaemonError> {
-        let keys = self.node.store().secret_keys(ROOM_KEYS_PREFIX)?;
-        let now = self.clock.now();
-        for k in keys {
-            let Some(b) = k.get(ROOM_KEYS_PREFIX.len()..) else {
-                continue;
-            };
-            let Ok(arr) = <[u8; 16]>::try_from(b) else {
-                continue;
-            };
-            let room = RoomId(arr);
-            if !self.node.own_rooms().contains(&room) {
-                tracing::debug!(%room, "carrying own room");
-                let dir = self.dir.clone();
-                let members = match Device::open_with(&dir, self.node.store_mut(), now)
-                    .and_then(|dev| dev.room_members(&room))
-                {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(%room, error = %e, "room members unknown");
-                        Default::default()
-                    }
-                };
-                self.node
-                    .handle(now, Input::Command(Command::JoinRoom { room, members }))?;
-            }
-        }
-        Ok(())
     }
 
     fn ble_status(&self) -> serde_json::Value {
@@ -423,7 +359,7 @@ impl Driver {
             } => {
                 tracing::info!(link = link.0, %address, mtu, "BLE link up");
                 self.addresses.insert(link, address);
-                self.node.handle(
+                self.core.handle(
                     now,
                     Input::LinkUp {
                         link,
@@ -437,12 +373,12 @@ impl Driver {
                 if self.addresses.remove(&link).is_some() {
                     tracing::info!(link = link.0, "BLE link down");
                 }
-                self.node.handle(now, Input::LinkDown(link))?;
+                self.core.handle(now, Input::LinkDown(link))?;
             }
             BleEvent::Received { link, bytes } => {
-                self.node.handle(now, Input::Received { link, bytes })?;
+                self.core.handle(now, Input::Received { link, bytes })?;
             }
-            BleEvent::Drained(link) => self.node.handle(now, Input::Drained(link))?,
+            BleEvent::Drained(link) => self.core.handle(now, Input::Drained(link))?,
         }
         Ok(())
     }
@@ -461,7 +397,7 @@ impl Driver {
             } => {
                 tracing::info!(link = link.0, %address, "LAN link up");
                 self.addresses.insert(link, address);
-                self.node.handle(
+                self.core.handle(
                     now,
                     Input::LinkUp {
                         link,
@@ -475,89 +411,26 @@ impl Driver {
                 if self.addresses.remove(&link).is_some() {
                     tracing::info!(link = link.0, "LAN link down");
                 }
-                self.node.handle(now, Input::LinkDown(link))?;
+                self.core.handle(now, Input::LinkDown(link))?;
             }
             LanEvent::Received { link, bytes } => {
-                self.node.handle(now, Input::Received { link, bytes })?;
+                self.core.handle(now, Input::Received { link, bytes })?;
             }
-            LanEvent::Drained(link) => self.node.handle(now, Input::Drained(link))?,
+            LanEvent::Drained(link) => self.core.handle(now, Input::Drained(link))?,
         }
         Ok(())
-    }
-
-    /// Passes events the node staged through the rooms layer, with the
-    /// session cache (dropped on any error: it may be ahead of the store).
-    fn absorb(
-        &mut self,
-        staged: &[EventId],
-        now: u64,
-    ) -> Result<crate::app::ImportSummary, crate::app::AppError> {
-        let dir = self.dir.clone();
-        let cache = std::mem::take(&mut self.sessions);
-        let mut dev = Device::open_with(&dir, self.node.store_mut(), now)?;
-        dev.set_session_cache(cache);
-        let r = dev.absorb(staged, now);
-        let mut cache = dev.take_session_cache();
-        if r.is_err() {
-            cache.clear();
-        }
-        self.sessions = cache;
-        r
     }
 
     /// One commit cycle (see the module docs).
     pub(super) fn cycle(&mut self) -> Result<(), DaemonError> {
         let now = self.clock.now();
-        if self.node.needs_commit() {
-            let pending = self.node.uncommitted_events();
-            let staged: Vec<EventId> = pending
-                .iter()
-                .copied()
-                .filter(|id| !self.published.contains(id))
-                .collect();
-            let mut rooms = BTreeSet::new();
-            for id in &pending {
-                if let Some(info) = self.node.store().event_info(id)? {
-                    rooms.insert(info.room);
-                }
-            }
-            if !staged.is_empty() {
-                match self.absorb(&staged, now) {
-                    Ok(sum) => {
-                        for u in &sum.unauthorized {
-                            tracing::warn!(event = %u.event_id, reason = %u.reason, "refused by the room's rules");
-                        }
-                        self.update_standing(sum.members, now)?;
-                    }
-                    // The node's events are stored regardless (a relay
-                    // carries what it cannot read); the application state
-                    // of this batch is retried by nobody, so say so.
-                    Err(e) => tracing::error!(error = %e, "could not process received events"),
-                }
-            }
-            self.published.clear();
-            self.node
+        if self.core.needs_commit() {
+            self.core.prepare_commit(now)?;
+            self.core
                 .store_mut()
                 .put_meta(CLOCK_FLOOR_META_KEY, &self.clock.persisted())?;
             if self.commit()? {
-                self.node.handle(now, Input::CommitDone)?;
-                self.follow_dirty.extend(rooms);
-                self.join_own_rooms()?;
-            }
-        }
-        if std::mem::take(&mut self.card_check) {
-            let dir = self.dir.clone();
-            match Device::open_with(&dir, self.node.store_mut(), now)
-                .and_then(|mut dev| dev.reissue_card(now))
-            {
-                Ok(true) => tracing::info!("contact card re-issued with the new prekey"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "could not re-issue the contact card"),
-            }
-        }
-        for (tx, replies) in self.held_replies.drain(..) {
-            for r in replies {
-                let _ = tx.try_send(r);
+                self.core.handle(now, Input::CommitDone)?;
             }
         }
         self.flush_outputs();
@@ -571,7 +444,7 @@ impl Driver {
     /// it may store.
     fn update_disk(&mut self, force: bool) {
         let level = self.disk.check(force);
-        self.node.set_admission(level.admission());
+        self.core.node_mut().set_admission(level.admission());
     }
 
     /// Commits the staged writes. A commit that fails for lack of space is
@@ -581,7 +454,7 @@ impl Driver {
     /// its last commit, the disk counts as full, and the replies held for
     /// this cycle become `disk_full` errors. Returns whether it committed.
     fn commit(&mut self) -> Result<bool, DaemonError> {
-        let err = match self.node.store_mut().commit() {
+        let err = match self.core.store_mut().commit() {
             Ok(()) => return Ok(true),
             Err(e) if e.is_storage_full() => e,
             Err(e) => return Err(e.into()),
@@ -595,14 +468,13 @@ impl Driver {
     /// writes pages of a large transaction before its commit): the staged
     /// writes are dropped as for a failed commit (see [`Self::commit`]).
     fn space_ran_out(&mut self) -> Result<(), DaemonError> {
-        self.node.store_mut().reopen()?;
-        self.node.handle(self.clock.now(), Input::CommitFailed)?;
-        self.sessions.clear();
+        self.core.store_mut().reopen()?;
+        self.core
+            .commit_failed(self.clock.now(), disk_full_reply())?;
         self.disk.commit_failed();
-        self.node.set_admission(self.disk.level().admission());
-        for (_, replies) in &mut self.held_replies {
-            *replies = vec![disk_full_reply()];
-        }
+        self.core
+            .node_mut()
+            .set_admission(self.disk.level().admission());
         Ok(())
     }
 
@@ -613,53 +485,29 @@ impl Driver {
         // Nothing of the node may be staged: the steps commit themselves.
         self.cycle()?;
         let now = self.clock.now();
-        let Some(mut dl) = req.serve_store(self.node.store_mut(), now) else {
+        let Some(mut dl) = req.serve_store(self.core.store_mut(), now) else {
             return Ok(());
         };
         let total = dl.events.len() as u64;
-        let new = match dl.known(self.node.store_mut()) {
+        let new = match dl.known(self.core.store_mut()) {
             Ok(n) => n,
             Err(e) => {
-                self.node.store_mut().rollback()?;
+                self.core.store_mut().rollback()?;
                 dl.fail(e);
                 return Ok(());
             }
         };
         let offered = new.len() as u64;
-        let refused_before = self.node.stats().invalid_events + self.node.stats().refused_events;
-        for ev in new {
-            self.node.handle(
-                now,
-                Input::Command(Command::Deliver {
-                    event: Box::new(ev),
-                    source: Source::Homeserver,
-                }),
-            )?;
-        }
-        let staged = self.node.uncommitted_events();
-        let unauthorized = match self.absorb(&staged, now) {
-            Ok(sum) => {
-                let n = sum.unauthorized.len() as u64;
-                self.update_standing(sum.members, now)?;
-                n
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not process downloaded events");
-                0
-            }
-        };
-        self.published.extend(staged.iter().copied());
-        let refused =
-            self.node.stats().invalid_events + self.node.stats().refused_events - refused_before;
+        let o = self.core.deliver(now, new, Source::Homeserver)?;
         let outcome = crate::sync::DownlinkOutcome {
-            stored: staged.len() as u64,
-            present: total - offered + offered.saturating_sub(staged.len() as u64 + refused),
-            rejected: refused,
-            unauthorized,
+            stored: o.stored,
+            present: total - offered + offered.saturating_sub(o.stored + o.refused),
+            rejected: o.refused,
+            unauthorized: o.unauthorized,
         };
-        // Stages the cursor and commits the node's writes with it.
-        dl.finish(self.node.store_mut(), outcome);
-        // Release what the node held for that commit (relay to the mesh).
+        // Stages the cursor and commits the core's writes with it.
+        dl.finish(self.core.store_mut(), outcome);
+        // Release what the core held for that commit (relay to the mesh).
         self.cycle()
     }
 
@@ -669,77 +517,70 @@ impl Driver {
     fn maintenance(&mut self) -> Result<(), DaemonError> {
         self.next_maintenance = tokio::time::Instant::now() + MAINTENANCE_INTERVAL;
         let now = self.clock.now();
-        self.sessions.clear();
-        let expired = self.node.store_mut().expire(now)?;
-        if expired > 0 {
-            tracing::info!(expired, "expired events dropped");
+        // A rotation publishes an event: not while the disk is full.
+        let may_publish = self.disk.level() != DiskLevel::Full;
+        let up = self.core.maintain(now, may_publish)?;
+        if up.expired > 0 {
+            tracing::info!(expired = up.expired, "expired events dropped");
         }
-        let dir = self.dir.clone();
-        // Decrypted contents of events no longer held (expired, evicted)
-        // go with them, committed with the expiry (the node has nothing
-        // staged here: every loop turn ends with a commit cycle).
-        match Device::open_with(&dir, self.node.store_mut(), now)
-            .and_then(|mut dev| dev.prune_orphaned_plaintexts())
-        {
-            Ok(n) => {
-                self.commit()?;
-                if n > 0 {
-                    tracing::info!(plaintexts = n, "plaintexts of dropped events deleted");
-                }
-            }
-            Err(e) => {
-                self.node.store_mut().rollback()?;
-                tracing::error!(error = %e, "pruning plaintexts failed; retrying in an hour");
-            }
+        if up.plaintexts > 0 {
+            tracing::info!(
+                plaintexts = up.plaintexts,
+                "plaintexts of dropped events deleted"
+            );
         }
-        let full = self.disk.level() == DiskLevel::Full;
-        let rotated = Device::open_with(&dir, self.node.store_mut(), now).and_then(|mut dev| {
-            // A rotation publishes an event: not while the disk is full.
-            if full || !dev.prekey_due(now) {
-                return Ok(None);
-            }
-            dev.defer();
-            let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
-            let r = dev.rotate_prekey(now, &mut rng)?;
-            Ok(Some((r, dev.take_deferred())))
-        });
-        match rotated {
-            Ok(Some((r, events))) => {
-                tracing::info!(prekey_id = r.prekey_id, rooms = r.rooms, "prekey rotated");
-                for ev in events {
-                    self.published.insert(ev.id());
-                    self.node
-                        .handle(now, Input::Command(Command::Publish(Box::new(ev))))?;
-                }
-                self.card_check = true;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                self.node.store_mut().rollback()?;
-                tracing::error!(error = %e, "prekey rotation failed; retrying in an hour");
-            }
+        if let Some(r) = &up.rotated {
+            tracing::info!(prekey_id = r.prekey_id, rooms = r.rooms, "prekey rotated");
+        }
+        for e in &up.errors {
+            tracing::error!(error = %e, "upkeep failed; retrying in an hour");
         }
         Ok(())
     }
 
     fn flush_outputs(&mut self) {
-        while let Some(out) = self.node.poll_output() {
+        while let Some(out) = self.core.poll_output() {
             match out {
-                Output::Transmit { link, bytes } => match &self.ble {
+                CoreOutput::Node(Output::Transmit { link, bytes }) => match &self.ble {
                     Some(b) if ble::is_ble_link(link) => b.send(link, bytes),
                     _ => self.lan.send(link, bytes),
                 },
-                Output::Close { link, reason } => {
+                CoreOutput::Node(Output::Close { link, reason }) => {
                     tracing::info!(link = link.0, %reason, "closing link");
                     self.close_link(link);
                 }
-                Output::App(ev) => report::log_app_event(&ev),
+                CoreOutput::Node(Output::App(ev)) => report::log_app_event(&ev),
+                CoreOutput::Replies { op, replies } => {
+                    if let Some(tx) = self.waiting.remove(&op) {
+                        for r in replies {
+                            let _ = tx.try_send(r);
+                        }
+                    }
+                }
+                CoreOutput::RoomsChanged(rooms) => self.follow_dirty.extend(rooms),
+                CoreOutput::CardIssued(card) => {
+                    match DataDir::new(&self.dir).write_atomic(CARD_FILE, card.to_text().as_bytes())
+                    {
+                        Ok(()) => tracing::info!("contact card re-issued with the new prekey"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not write the re-issued contact card")
+                        }
+                    }
+                }
+                CoreOutput::Refused { event_id, reason } => {
+                    tracing::warn!(event = %event_id, reason = %reason, "refused by the room's rules");
+                }
+                CoreOutput::ProcessingFailed(e) => {
+                    tracing::error!(error = %e, "could not process received events");
+                }
             }
         }
     }
 
     /// Serves one typed control request (`protocol-spec/daemon.md`,
-    /// "Control API"). Replies are held until the cycle's commit.
+    /// "Control API"). Room operations and imports run in the core, whose
+    /// replies come out after the cycle's commit; the rest concern the
+    /// daemon and are answered at once.
     fn on_control(&mut self, msg: ControlMsg) -> Result<(), DaemonError> {
         let ControlMsg { req, reply } = msg;
         let now = self.clock.now();
@@ -750,11 +591,11 @@ impl Driver {
                 vec![Reply::ok(OkData::Done {})]
             }
             Op::Peers => vec![Reply::ok(OkData::Peers {
-                peers: report::peers(&self.node, &self.addresses),
+                peers: report::peers(self.core.node(), &self.addresses),
             })],
             Op::Status => {
                 match report::status(
-                    &self.node,
+                    self.core.node(),
                     &self.dir,
                     &self.listening,
                     self.started_ms,
@@ -772,19 +613,11 @@ impl Driver {
             Op::Follow { room } => {
                 return self.add_follower(&room, reply);
             }
-            Op::Import { .. } if self.disk.check(true) == DiskLevel::Full => {
-                vec![disk_full_reply()]
-            }
-            Op::Import { bundle } => match exec::decode_bundle(&bundle) {
-                Ok(bytes) => {
-                    drop(bundle);
-                    self.import(&bytes, now)?
-                }
-                Err(e) => vec![Reply::from(ApiError::from(&e))],
-            },
-            op => self.run_op(&op, now)?,
+            op => return self.run_op(&op, now, reply),
         };
-        self.held_replies.push((reply, replies));
+        for r in replies {
+            let _ = reply.try_send(r);
+        }
         Ok(())
     }
 
@@ -844,9 +677,9 @@ impl Driver {
     }
 
     fn refresh_follower(&mut self, f: &mut Follower) -> Result<(), Reply> {
-        let dir = self.dir.clone();
-        let lines = Device::open_with(&dir, self.node.store_mut(), self.clock.now())
-            .and_then(|dev| dev.messages(&f.room))
+        let lines = self
+            .core
+            .messages(&f.room)
             .map_err(|e| Reply::from(ApiError::from(&e)))?;
         for line in lines {
             let key = serde_json::to_string(&line).unwrap_or_default();
@@ -860,103 +693,36 @@ impl Driver {
         Ok(())
     }
 
-    /// Runs one typed operation on the node's store ([`exec::execute`]):
-    /// in deferred mode, so the node stores and relays the new events, and
-    /// the reply waits for the cycle's commit.
-    fn run_op(&mut self, op: &Op, now: u64) -> Result<Vec<Reply>, DaemonError> {
-        if self.disk.check(true) == DiskLevel::Full && writes(op) {
-            self.node.set_admission(self.disk.level().admission());
-            return Ok(vec![disk_full_reply()]);
+    /// Runs one typed operation in the core; its replies go to `reply`
+    /// after the cycle's commit. While the disk is full, writing operations
+    /// are refused here.
+    fn run_op(&mut self, op: &Op, now: u64, reply: mpsc::Sender<Reply>) -> Result<(), DaemonError> {
+        if writes(op) && self.disk.check(true) == DiskLevel::Full {
+            self.core
+                .node_mut()
+                .set_admission(self.disk.level().admission());
+            let _ = reply.try_send(disk_full_reply());
+            return Ok(());
         }
-        let dir = self.dir.clone();
-        let result = match Device::open_with(&dir, self.node.store_mut(), now) {
-            Ok(mut dev) => {
-                dev.defer();
-                let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
-                exec::execute(op, &mut dev, now, &mut rng).map(|a| (a, dev.take_deferred()))
-            }
-            Err(e) => Err(e),
-        };
-        self.card_check = true;
-        // The operation changed rooms without the cache: drop it.
-        self.sessions.clear();
-        let (answer, events) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.node.store_mut().rollback()?;
-                return Ok(vec![Reply::from(ApiError::from(&e))]);
-            }
-        };
-        for ev in events {
-            let id = ev.id();
-            self.node
-                .handle(now, Input::Command(Command::Publish(Box::new(ev))))?;
-            if !self.node.store().has_event(&id)? {
-                self.node.store_mut().rollback()?;
-                return Ok(vec![Reply::error(
-                    ErrorCode::Runtime,
-                    format!("the store refused this device's own event {id}"),
-                )]);
-            }
-            self.published.insert(id);
-        }
-        Ok(answer.into_replies())
-    }
-
-    /// `import` through the daemon: every event goes through the node (so
-    /// it is relayed), then through the rooms' sessions, in one commit.
-    fn import(&mut self, bytes: &[u8], now: u64) -> Result<Vec<Reply>, DaemonError> {
-        let store = self.node.store();
-        let report = match crate::bundle::import(bytes, now, None, |id| {
-            store.has_event(id).unwrap_or(false)
-        }) {
-            Ok(r) => r,
-            Err(e) => return Ok(vec![Reply::from(ApiError::from(&AppError::from(e)))]),
-        };
-        let mut sum = ImportSummary::from_report(&report);
-        let before: BTreeSet<EventId> = self.node.uncommitted_events().into_iter().collect();
-        for ev in report.imported {
-            let staged = self.node.handle(
-                now,
-                Input::Command(Command::Deliver {
-                    event: Box::new(ev),
-                    source: Source::Import,
-                }),
-            );
-            match staged {
-                Ok(()) => {}
-                // A large import fills the disk before its commit.
-                Err(e) if e.is_storage_full() => {
-                    tracing::error!(error = %e, "import failed for lack of space; nothing of it was stored");
-                    self.space_ran_out()?;
-                    return Ok(vec![disk_full_reply()]);
+        let id = self.next_op;
+        self.next_op = self.next_op.wrapping_add(1);
+        self.waiting.insert(id, reply);
+        match self.core.handle_op(now, id, op) {
+            Ok(()) => Ok(()),
+            // A large import fills the disk before its commit (redb writes
+            // the pages of a large transaction early): not fatal, handled
+            // as a failed commit, and this operation is refused.
+            Err(CoreError::Store(e) | CoreError::App(crate::app::AppError::Store(e)))
+                if e.is_storage_full() =>
+            {
+                tracing::error!(error = %e, "an operation failed for lack of space; nothing of it was stored");
+                self.space_ran_out()?;
+                if let Some(tx) = self.waiting.remove(&id) {
+                    let _ = tx.try_send(disk_full_reply());
                 }
-                Err(e) => return Err(e.into()),
+                Ok(())
             }
+            Err(e) => Err(e.into()),
         }
-        let staged: Vec<EventId> = self
-            .node
-            .uncommitted_events()
-            .into_iter()
-            .filter(|id| !before.contains(id))
-            .collect();
-        match self.absorb(&staged, now) {
-            Ok(a) => {
-                sum.imported = staged.len();
-                sum.unauthorized = a.unauthorized;
-                sum.rejections.extend(a.rejections);
-                self.update_standing(a.members, now)?;
-            }
-            Err(e) => {
-                self.node.store_mut().rollback()?;
-                return Ok(vec![Reply::from(ApiError::from(&e))]);
-            }
-        }
-        // Absorbed here: the cycle must not pass them through again.
-        self.published.extend(staged);
-        sum.rejected = sum.rejections.len();
-        Ok(vec![Reply::ok(OkData::Import {
-            import: Box::new(sum),
-        })])
     }
 }

@@ -64,6 +64,9 @@ pub enum DaemonError {
     /// The store failed (a disk error: fatal).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The device core failed on its own state.
+    #[error(transparent)]
+    Core(#[from] crate::device::CoreError),
     /// The LAN adapter could not start.
     #[error(transparent)]
     Lan(#[from] LanError),
@@ -95,6 +98,8 @@ impl DaemonError {
         match self {
             DaemonError::App(a) => a.is_too_new(),
             DaemonError::Store(s) => s.is_too_new(),
+            DaemonError::Core(crate::device::CoreError::App(a)) => a.is_too_new(),
+            DaemonError::Core(crate::device::CoreError::Store(s)) => s.is_too_new(),
             _ => false,
         }
     }

@@ -170,6 +170,11 @@ impl Daemon {
         d
     }
 
+    /// The running process's ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
     /// (Re)starts the process with the same arguments.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");

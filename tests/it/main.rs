@@ -1,6 +1,7 @@
 //! All integration tests, in one binary (ruma style): one module per area.
 
 mod admission;
+mod admission_daemon;
 mod app;
 mod ble;
 mod ble_vectors;

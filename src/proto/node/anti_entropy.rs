@@ -144,6 +144,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             };
             let mut items = self.room_items(room)?;
             items.retain(|i| part.contains(i));
+            // As in `start_parts`: a slice's session holds only its slice.
+            items.shrink_to_fit();
             match Session::respond(items, &msg) {
                 Some((session, replies)) => {
                     if let Some(l) = self.links.get_mut(&link) {
@@ -264,6 +266,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             };
             let mut items = self.room_items(&room)?;
             items.retain(|i| part.contains(i));
+            // The slice's session keeps its items: not the whole room's
+            // capacity (up to `MAX_SESSIONS_PER_LINK` slices are open at
+            // once, each of a room that may hold tens of thousands).
+            items.shrink_to_fit();
             self.open_session(link, room, part, items);
         }
     }

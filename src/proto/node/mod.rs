@@ -383,6 +383,12 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         &mut self.store
     }
 
+    /// The store and the RNG at once, for the device core's rooms layer
+    /// (which signs and encrypts with this node's randomness).
+    pub fn store_and_rng(&mut self) -> (&mut S, &mut R) {
+        (&mut self.store, &mut self.rng)
+    }
+
     /// Whether staged writes wait for a commit.
     pub fn needs_commit(&self) -> bool {
         self.store.has_pending() || !self.after_commit.is_empty()
