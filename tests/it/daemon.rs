@@ -199,11 +199,6 @@ impl Daemon {
         });
     }
 
-    /// The process ID of the running daemon.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// `status --json` through the control socket.
     pub fn status(&self) -> Value {
         serde_json::from_str(&ok(&self.dir, &["status", "--json"])).unwrap()
