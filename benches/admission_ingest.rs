@@ -57,11 +57,7 @@ fn core(seed: u8, name: &str) -> (Core, ContactCard) {
 
 /// Commits what `c` staged and returns the replies it released.
 fn cycle(c: &mut Core) -> Vec<Reply> {
-    if c.needs_commit() {
-        c.prepare_commit(NOW).expect("prepare");
-        c.store_mut().commit().expect("commit");
-        c.handle(NOW, Input::CommitDone).expect("done");
-    }
+    c.settle(NOW).expect("commit");
     let mut replies = Vec::new();
     while let Some(o) = c.poll_output() {
         if let CoreOutput::Replies { replies: r, .. } = o {

@@ -252,6 +252,26 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         Ok(())
     }
 
+    /// One whole commit cycle for a driver without its own commit policy
+    /// (the simulator, tests, benches): [`DeviceCore::prepare_commit`],
+    /// commit, [`Input::CommitDone`]; a failed commit rolls back and feeds
+    /// [`DeviceCore::commit_failed`]. Drain [`DeviceCore::poll_output`]
+    /// afterwards.
+    pub fn settle(&mut self, now_ms: u64) -> Result<(), CoreError> {
+        if !self.needs_commit() {
+            return Ok(());
+        }
+        self.prepare_commit(now_ms)?;
+        match self.node.store_mut().commit() {
+            Ok(()) => self.handle(now_ms, Input::CommitDone),
+            Err(e) => {
+                self.node.store_mut().rollback()?;
+                let reply = Reply::error(crate::control::ErrorCode::Runtime, e.to_string());
+                self.commit_failed(now_ms, reply)
+            }
+        }
+    }
+
     /// The driver committed: release what waited for it.
     fn commit_done(&mut self, now_ms: u64) -> Result<(), CoreError> {
         self.dirty = false;

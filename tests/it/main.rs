@@ -8,6 +8,7 @@ mod ble_vectors;
 mod cli;
 mod cli_rooms;
 mod control_api;
+mod core_admission;
 mod daemon;
 mod daemon_hostile;
 mod daemon_mdns;
