@@ -697,12 +697,15 @@ impl Driver {
     /// after the cycle's commit. While the disk is full, writing operations
     /// are refused here.
     fn run_op(&mut self, op: &Op, now: u64, reply: mpsc::Sender<Reply>) -> Result<(), DaemonError> {
-        if writes(op) && self.disk.check(true) == DiskLevel::Full {
-            self.core
-                .node_mut()
-                .set_admission(self.disk.level().admission());
-            let _ = reply.try_send(disk_full_reply());
-            return Ok(());
+        if writes(op) {
+            // The level just read decides what the node stores, also when
+            // space came back since a failed write left it at `full`.
+            let level = self.disk.check(true);
+            self.core.node_mut().set_admission(level.admission());
+            if level == DiskLevel::Full {
+                let _ = reply.try_send(disk_full_reply());
+                return Ok(());
+            }
         }
         let id = self.next_op;
         self.next_op = self.next_op.wrapping_add(1);

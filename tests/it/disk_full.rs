@@ -492,12 +492,21 @@ fn an_import_that_fills_the_disk_is_rolled_back_and_survived() {
     assert!(events < 100, "the failed import left {events} events");
 
     // The pages the failed transaction wrote stay allocated in the file:
-    // the disk is full, and an own message is refused, never lost.
+    // the disk is full. An own message is refused with `disk_full`, never
+    // lost; if the store file already gave space back (redb may, after
+    // the reopen), it is stored and acknowledged, never a runtime error.
     assert_eq!(st["disk"]["full"], true, "{st}");
-    let o = ns.mr(&["send", &room, "refused"]);
+    let o = ns.mr(&["send", &room, "while full"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("disk full"), "{err}");
+    if o.status.success() {
+        acked.push("while full".to_owned());
+    } else {
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("disk full") && err.contains("NOT stored"),
+            "{err}"
+        );
+    }
     let o = ns.cmd("rm").arg(ns.mnt.join("ballast")).output().unwrap();
     assert!(o.status.success());
     let st = ns.status();
