@@ -10,6 +10,8 @@
 #                  target/release/meshrelay without --target)
 # --out DIR        where the .deb goes (default: target/debian)
 # --fast           gzip -1 instead of xz (for tests of large debug binaries)
+# --strip          install the binary stripped of symbols and debug info
+#                  (with the target's binutils, e.g. aarch64-linux-gnu-strip)
 #
 # The package installs /usr/bin/meshrelay, the systemd unit in
 # /lib/systemd/system (not enabled), /etc/meshrelay/meshrelay.toml (a
@@ -21,13 +23,15 @@ target=""
 binary=""
 out="target/debian"
 compress=(-Zxz)
+strip=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --target) target="$2"; shift 2 ;;
         --binary) binary="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --fast) compress=(-Zgzip -z1); shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --strip) strip=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "package.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -60,6 +64,14 @@ root="$stage/meshrelay_${version}_${arch}"
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
     "$root/etc/meshrelay" "$root/usr/share/doc/meshrelay"
 install -m 0755 "$binary" "$root/usr/bin/meshrelay"
+if [ "$strip" -eq 1 ]; then
+    case "$target" in
+        aarch64-*linux-gnu) strip_tool=aarch64-linux-gnu-strip ;;
+        armv7-*linux-gnueabihf|arm-*linux-gnueabihf) strip_tool=arm-linux-gnueabihf-strip ;;
+        *) strip_tool=strip ;;
+    esac
+    "$strip_tool" "$root/usr/bin/meshrelay"
+fi
 install -m 0644 packaging/meshrelay.service "$root/lib/systemd/system/meshrelay.service"
 install -m 0644 packaging/meshrelay.toml "$root/etc/meshrelay/meshrelay.toml"
 install -m 0644 README.md "$root/usr/share/doc/meshrelay/README.md"

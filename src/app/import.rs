@@ -341,7 +341,12 @@ impl<S: Store> Device<S> {
             // A courier's messages: nothing to decrypt, nothing to learn
             // (a later invite retries earlier messages anyway). Skipping
             // them keeps a relay from replaying a room per batch.
-            if self.stored_keys(room)?.is_none()
+            // A cached session may hold events waiting for these (a new
+            // member's invite waiting for the messages it cites): those
+            // must be received.
+            let in_flight = self.cache.as_ref().is_some_and(|c| c.contains(room));
+            if !in_flight
+                && self.stored_keys(room)?.is_none()
                 && evs.iter().all(|e| e.kind() == EventKind::Message)
             {
                 self.forget_session(room);

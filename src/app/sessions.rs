@@ -30,6 +30,11 @@ impl SessionCache {
         self.0.clear();
     }
 
+    /// Whether a session of `room` is cached.
+    pub(super) fn contains(&self, room: &RoomId) -> bool {
+        self.0.contains(room)
+    }
+
     pub(super) fn take(&mut self, room: &RoomId) -> Option<RoomSession> {
         self.0.pop(room)
     }

@@ -191,6 +191,7 @@ impl DiskWatch {
             "low": self.level >= DiskLevel::Low,
             "free_bytes": self.free,
             "level": self.level.name(),
+            "commits_failed_no_space": self.failed_commits,
         })
     }
 }

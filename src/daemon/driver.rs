@@ -33,7 +33,7 @@ use crate::app::DeviceKeys;
 use crate::control::exec;
 use crate::control::{ApiError, ErrorCode, OkData, Op, Reply, Request};
 use crate::datadir::{CARD_FILE, DataDir};
-use crate::device::{CoreOutput, DeviceCore, OpId};
+use crate::device::{CoreError, CoreOutput, DeviceCore, OpId};
 use crate::event::RoomId;
 use crate::proto::{Input, LinkKind, Output};
 use crate::store::{EventStore, MetaStore, RedbStore, Source, StoreConfig, StoreError};
@@ -460,6 +460,14 @@ impl Driver {
             Err(e) => return Err(e.into()),
         };
         tracing::error!(error = %err, "commit failed for lack of space; nothing of it was acknowledged");
+        self.space_ran_out()?;
+        Ok(false)
+    }
+
+    /// A write failed for lack of space, at commit or while staging (redb
+    /// writes pages of a large transaction before its commit): the staged
+    /// writes are dropped as for a failed commit (see [`Self::commit`]).
+    fn space_ran_out(&mut self) -> Result<(), DaemonError> {
         self.core.store_mut().reopen()?;
         self.core
             .commit_failed(self.clock.now(), disk_full_reply())?;
@@ -467,7 +475,7 @@ impl Driver {
         self.core
             .node_mut()
             .set_admission(self.disk.level().admission());
-        Ok(false)
+        Ok(())
     }
 
     /// Serves one store step of the homeserver sync engine. Downloaded
@@ -689,17 +697,35 @@ impl Driver {
     /// after the cycle's commit. While the disk is full, writing operations
     /// are refused here.
     fn run_op(&mut self, op: &Op, now: u64, reply: mpsc::Sender<Reply>) -> Result<(), DaemonError> {
-        if writes(op) && self.disk.check(true) == DiskLevel::Full {
-            self.core
-                .node_mut()
-                .set_admission(self.disk.level().admission());
-            let _ = reply.try_send(disk_full_reply());
-            return Ok(());
+        if writes(op) {
+            // The level just read decides what the node stores, also when
+            // space came back since a failed write left it at `full`.
+            let level = self.disk.check(true);
+            self.core.node_mut().set_admission(level.admission());
+            if level == DiskLevel::Full {
+                let _ = reply.try_send(disk_full_reply());
+                return Ok(());
+            }
         }
         let id = self.next_op;
         self.next_op = self.next_op.wrapping_add(1);
         self.waiting.insert(id, reply);
-        self.core.handle_op(now, id, op)?;
-        Ok(())
+        match self.core.handle_op(now, id, op) {
+            Ok(()) => Ok(()),
+            // A large import fills the disk before its commit (redb writes
+            // the pages of a large transaction early): not fatal, handled
+            // as a failed commit, and this operation is refused.
+            Err(CoreError::Store(e) | CoreError::App(crate::app::AppError::Store(e)))
+                if e.is_storage_full() =>
+            {
+                tracing::error!(error = %e, "an operation failed for lack of space; nothing of it was stored");
+                self.space_ran_out()?;
+                if let Some(tx) = self.waiting.remove(&id) {
+                    let _ = tx.try_send(disk_full_reply());
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

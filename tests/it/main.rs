@@ -26,6 +26,7 @@ mod import_memory;
 mod lan;
 mod peak_rss;
 mod reconcile;
+mod relay_memory;
 mod rooms;
 mod rooms_vectors;
 mod roundtrip;

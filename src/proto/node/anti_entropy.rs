@@ -10,19 +10,22 @@ use rand_core::Rng;
 use crate::event::RoomId;
 use crate::proto::io::LinkId;
 use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
-use crate::store::{EventStore, Priority, StoreError};
+use crate::store::{EventStore, StoreError};
 use crate::wire::{CloseReason, Frame};
 
 use super::announce::merge_sorted;
 use super::spray::offerable;
-use super::{MAX_ANTI_ENTROPY_BACKOFF_SHIFT, MAX_QUEUED_PARTS, MAX_SESSIONS_PER_LINK, Node};
+use super::{
+    CATCH_UP_LOW_WATER, MAX_ANTI_ENTROPY_BACKOFF_SHIFT, MAX_QUEUED_PARTS, MAX_SESSIONS_PER_LINK,
+    Node, ROUND_SESSIONS,
+};
 
 impl<S: EventStore, R: Rng> Node<S, R> {
     /// The next rooms to reconcile on `link`. An anti-entropy period
-    /// starts with this device's own rooms (at most
-    /// `MAX_SESSIONS_PER_LINK`), then covers every other room (held here or
+    /// starts with this device's own rooms (at most `ROUND_SESSIONS`; the
+    /// rest join the rotation), then covers every other room (held here or
     /// listed by the peer) once, in rotation from the link's cursor, in
-    /// rounds of at most `MAX_SESSIONS_PER_LINK` sessions. When every room
+    /// rounds of at most `ROUND_SESSIONS` sessions. When every room
     /// was covered the period ends: the next starts after
     /// `anti_entropy_interval_ms`, not at once (that kept the link busy
     /// with reconciliation and starved event transfer).
@@ -57,7 +60,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .own_rooms
             .iter()
             .filter(|r| all.contains(r))
-            .take(MAX_SESSIONS_PER_LINK)
+            .take(ROUND_SESSIONS)
             .copied()
             .collect();
         let others: Vec<RoomId> = all
@@ -78,7 +81,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             l.rotation_left = 0;
         }
         let mut batch = if continuing { Vec::new() } else { first };
-        let room_left = MAX_SESSIONS_PER_LINK.saturating_sub(batch.len());
+        let room_left = ROUND_SESSIONS.saturating_sub(batch.len());
         let take = room_left.min(others.len()).min(l.rotation_left);
         for i in 0..take {
             batch.push(others[(start + i) % others.len()]);
@@ -106,7 +109,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 .links
                 .get(&link)
                 .map_or(usize::MAX, |l| l.sessions.len());
-            if open >= MAX_SESSIONS_PER_LINK {
+            if open >= ROUND_SESSIONS {
                 break;
             }
             let items = self.room_items(&room)?;
@@ -234,27 +237,28 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 {
                     l.parts.extend(parts.into_iter().map(|p| (room, p)));
                 }
-                // A round that left rooms out continues at once.
-                if l.sessions.is_empty() && l.initiator && l.more_rooms {
+                // A round that left rooms out, or slices still to
+                // reconcile, continue at once (once the link's catch-up
+                // drained, `anti_entropy_due`).
+                if l.sessions.is_empty() && l.initiator && (l.more_rooms || !l.parts.is_empty()) {
                     l.next_anti_entropy_ms = now;
                 }
             }
+            self.queue_catch_up(link, peer_lacks);
             self.start_parts(link)?;
-            for item in peer_lacks {
-                self.queue_send(link, item.id, Priority::OwnRoom)?;
-            }
             self.pump(link)?;
         }
         Ok(())
     }
 
-    /// Starts queued slices while the link has free session slots.
+    /// Starts queued slices while the link has free session slots and its
+    /// catch-up is drained (`CATCH_UP_LOW_WATER`).
     pub(super) fn start_parts(&mut self, link: LinkId) -> Result<(), StoreError> {
         loop {
             let Some(l) = self.links.get_mut(&link) else {
                 return Ok(());
             };
-            if l.sessions.len() >= MAX_SESSIONS_PER_LINK {
+            if l.sessions.len() >= ROUND_SESSIONS || l.catch_up_len() > CATCH_UP_LOW_WATER {
                 return Ok(());
             }
             let Some((room, part)) = l.parts.pop_front() else {
@@ -306,8 +310,24 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .filter(|(_, l)| l.next_anti_entropy_ms <= now)
             .map(|(id, _)| *id)
             .collect();
+        let interval = self.config.anti_entropy_interval_ms;
         for link in due {
             if let Some(l) = self.links.get_mut(&link) {
+                // Backpressure: what earlier rounds found is still being
+                // sent; the next round waits until the link drained it
+                // (`pump` brings the time forward), at the latest one
+                // interval.
+                if l.initiator && l.hello_seen && l.catch_up_len() > CATCH_UP_LOW_WATER {
+                    l.drain_wait = true;
+                    l.next_anti_entropy_ms = now.saturating_add(interval);
+                    continue;
+                }
+                // Slices left by a failed session continue the round.
+                if l.initiator && l.hello_seen && l.sessions.is_empty() && !l.parts.is_empty() {
+                    l.next_anti_entropy_ms = now.saturating_add(interval);
+                    self.start_parts(link)?;
+                    continue;
+                }
                 if !l.more_rooms {
                     // A new period: back off if the last one found nothing.
                     if l.period_found {
@@ -318,10 +338,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     l.period_found = false;
                 }
                 let shift = l.quiet_periods.min(MAX_ANTI_ENTROPY_BACKOFF_SHIFT);
-                let wait = self
-                    .config
-                    .anti_entropy_interval_ms
-                    .saturating_mul(1 << shift);
+                let wait = interval.saturating_mul(1 << shift);
                 l.next_anti_entropy_ms = now.saturating_add(wait);
                 if !l.sessions.is_empty() || !l.parts.is_empty() || !l.hello_seen || !l.initiator {
                     continue;

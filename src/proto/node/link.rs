@@ -11,7 +11,7 @@ use rand_core::Rng;
 use crate::event::{EventId, RoomId};
 use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, LinkId, LinkKind, Output};
-use crate::reconcile::{Part, Session};
+use crate::reconcile::{Item, Part, Session};
 use crate::store::{EventStore, Priority, SourceKey, StoreError};
 use crate::wire::{
     CloseReason, Fragmenter, Frame, MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME,
@@ -42,10 +42,21 @@ pub(super) struct Link {
     pub(super) known: LruCache<EventId, ()>,
     /// Ordered by (class, origin time, queue order): a catch-up goes out
     /// oldest first, so creates and invites precede the messages that
-    /// need them, whatever order reconciliation found them in.
+    /// need them, whatever order reconciliation found them in. At most
+    /// `MAX_OUTBOX_PER_LINK`.
     pub(super) outbox: BTreeMap<(Priority, u64, u64), (RoomId, EventId)>,
+    /// The event IDs in `outbox`.
     pub(super) queued: BTreeSet<EventId>,
     pub(super) outbox_seq: u64,
+    /// The rest of a catch-up: items reconciliation found the peer lacks
+    /// that do not fit the outbox yet, ascending (oldest first), at most
+    /// `MAX_BACKLOG_PER_LINK`. Only the item is kept (40 bytes); the outbox
+    /// is refilled from the front as it drains, and the event's bytes are
+    /// read from the store only when the window has room for them.
+    pub(super) backlog: VecDeque<Item>,
+    /// Whether an anti-entropy round waits for the catch-up to drain to
+    /// `CATCH_UP_LOW_WATER` (initiator only).
+    pub(super) drain_wait: bool,
     pub(super) in_flight: usize,
     /// Pacing: this node never sends faster than the peer's intake budget.
     pub(super) pacing: TokenBucket,
@@ -85,6 +96,11 @@ pub(super) struct Link {
 }
 
 impl Link {
+    /// Events queued on this link, in the outbox and the backlog.
+    pub(super) fn catch_up_len(&self) -> usize {
+        self.outbox.len() + self.backlog.len()
+    }
+
     /// A link that just came up, before its Hello; `eager` if the node has
     /// fewer than `eager_fanout` eager links.
     pub(super) fn new(
@@ -115,6 +131,8 @@ impl Link {
             outbox: BTreeMap::new(),
             queued: BTreeSet::new(),
             outbox_seq: 0,
+            backlog: VecDeque::new(),
+            drain_wait: false,
             in_flight: 0,
             pacing: TokenBucket::new(
                 config.link_burst_bytes / PACING_DIVISOR,

@@ -23,7 +23,8 @@
 //!   what each side lacks (`protocol-spec/reconcile.md`); each side then
 //!   sends the events the other lacks. The lower-nonce side runs periods:
 //!   own rooms first, then every other room once, at most
-//!   `MAX_SESSIONS_PER_LINK` sessions per round; the next period starts
+//!   `ROUND_SESSIONS` sessions per round, each round only once the link
+//!   sent what earlier rounds found (`CATCH_UP_LOW_WATER`); the next period starts
 //!   `anti_entropy_interval_ms` later, doubled per period that found
 //!   nothing (up to `2^MAX_ANTI_ENTROPY_BACKOFF_SHIFT` times). The room
 //!   list and per-room items come from a cache (`src/proto/view.rs`) kept in
@@ -169,10 +170,36 @@ pub const MAX_PENDING_IHAVE: usize = 8192;
 /// Most events remembered as refused by a key's stranger budget (asked for
 /// again when their room becomes an own room).
 pub const MAX_REFUSED_STRANGERS: usize = 8192;
-/// Most event IDs remembered per link as known to the peer.
-pub const MAX_KNOWN_PER_LINK: usize = 8192;
-/// Most event IDs queued for sending on one link.
-pub const MAX_OUTBOX_PER_LINK: usize = 65_536;
+/// Most event IDs remembered per link as known to the peer (sent to it,
+/// announced by it): enough to keep live push from repeating the events
+/// of the last few windows; about 80 bytes each.
+pub const MAX_KNOWN_PER_LINK: usize = 2048;
+/// Most events in one link's outbox, the ordered queue the link's window
+/// is filled from (live push, `Want` and `Graft` answers, and the head of
+/// a catch-up). A window (`link_window_bytes`, 256 KiB by default) holds a
+/// few hundred events, so the outbox only needs a few windows' worth; more
+/// found by reconciliation waits in the link's backlog as bare items
+/// (`protocol-spec/wire.md`, "Node limits").
+pub const MAX_OUTBOX_PER_LINK: usize = 1024;
+/// Most of a link's outbox that events found by reconciliation (a
+/// catch-up) may fill from the backlog: the rest stays free for live push
+/// and answers to `Want` and `Graft`, so a catch-up never crowds them out.
+pub const MAX_CATCH_UP_IN_OUTBOX: usize = MAX_OUTBOX_PER_LINK * 3 / 4;
+/// Most items (40 bytes each: origin time and event ID) a link's backlog
+/// holds: the events reconciliation found the peer lacks that do not fit
+/// the outbox yet, sent oldest first as the outbox drains. 16 384 items of
+/// 1 KiB are about 40 s of a default link's pacing. Items beyond it (the
+/// newest) are dropped and found again by a later anti-entropy period.
+pub const MAX_BACKLOG_PER_LINK: usize = 16_384;
+/// The initiator opens reconciliation sessions on a link (a round, or the
+/// slices of a failed session) only while the link's outbox and backlog
+/// hold at most this many events together: a catch-up is reconciled about
+/// as fast as the link sends it, not all at once into memory.
+pub const CATCH_UP_LOW_WATER: usize = 512;
+/// Most reconciliation sessions the initiator opens at once on one link
+/// (one round). A responder still accepts up to `MAX_SESSIONS_PER_LINK`
+/// (older peers open that many); each open session holds its room's items.
+pub const ROUND_SESSIONS: usize = 8;
 /// A sender paces each link at `(1 - 1/PACING_DIVISOR)` of the intake rate
 /// and `1/PACING_DIVISOR` of the intake burst, leaving headroom for control
 /// frames, so an honest relay is never penalised for forwarding a flood.

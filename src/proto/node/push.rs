@@ -2,6 +2,13 @@
 //! `IHave` to the others, unfilled announcements graft, and each link's
 //! outbox is sent oldest first within its window and pacing
 //! (`protocol-spec/wire.md`, "Live push").
+//!
+//! What a link has to send is paged: the outbox holds at most
+//! `MAX_OUTBOX_PER_LINK` event IDs in sending order, a catch-up found by
+//! reconciliation waits in the link's backlog as bare items (origin time and
+//! ID) and moves into the outbox as it drains, and an event's bytes are read
+//! from the store only when the window has room for them
+//! (`protocol-spec/wire.md`, "Node limits").
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,14 +16,15 @@ use rand_core::Rng;
 
 use crate::event::{EventId, RoomId};
 use crate::proto::io::{AppEvent, LinkId, Output};
+use crate::reconcile::Item;
 use crate::store::{EventStore, Priority, StoreError};
 use crate::wire::{Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES};
 
 use super::spray::offerable;
 use super::spray::take_copies;
 use super::{
-    FRAME_OVERHEAD, MAX_OUTBOX_PER_LINK, Node, PACING_DIVISOR, PER_EVENT_OVERHEAD,
-    SPRAY_FRAME_OVERHEAD,
+    CATCH_UP_LOW_WATER, FRAME_OVERHEAD, MAX_BACKLOG_PER_LINK, MAX_CATCH_UP_IN_OUTBOX,
+    MAX_OUTBOX_PER_LINK, Node, PACING_DIVISOR, PER_EVENT_OVERHEAD, SPRAY_FRAME_OVERHEAD,
 };
 
 impl<S: EventStore, R: Rng> Node<S, R> {
@@ -147,8 +155,62 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    /// Sends queued events on `link` while its window allows.
+    /// Adds what reconciliation found the peer lacks to `link`'s backlog
+    /// (merged oldest first; beyond `MAX_BACKLOG_PER_LINK` the newest are
+    /// dropped: a later anti-entropy period finds them again).
+    pub(super) fn queue_catch_up(&mut self, link: LinkId, items: Vec<Item>) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if items.is_empty() {
+            return;
+        }
+        let mut all: Vec<Item> = l.backlog.drain(..).chain(items).collect();
+        all.sort_unstable();
+        all.dedup();
+        all.retain(|i| !l.queued.contains(&i.id));
+        all.truncate(MAX_BACKLOG_PER_LINK);
+        all.shrink_to_fit();
+        l.backlog = all.into();
+    }
+
+    /// Moves backlog items into `link`'s outbox up to
+    /// `MAX_CATCH_UP_IN_OUTBOX`.
+    fn refill(&mut self, link: LinkId) -> Result<(), StoreError> {
+        loop {
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(());
+            };
+            if l.outbox.len() >= MAX_CATCH_UP_IN_OUTBOX {
+                return Ok(());
+            }
+            let Some(item) = l.backlog.pop_front() else {
+                return Ok(());
+            };
+            self.queue_send(link, item.id, Priority::OwnRoom)?;
+        }
+    }
+
+    /// Sends queued events on `link` while its window allows, refilling
+    /// the outbox from the backlog; an anti-entropy round waiting for the
+    /// catch-up to drain is brought forward once it has.
     pub(super) fn pump(&mut self, link: LinkId) -> Result<(), StoreError> {
+        self.refill(link)?;
+        self.pump_window(link)?;
+        self.refill(link)?;
+        let now = self.now_ms;
+        if let Some(l) = self.links.get_mut(&link)
+            && l.drain_wait
+            && l.catch_up_len() <= CATCH_UP_LOW_WATER
+        {
+            l.drain_wait = false;
+            l.next_anti_entropy_ms = l.next_anti_entropy_ms.min(now);
+        }
+        Ok(())
+    }
+
+    /// Sends outbox events on `link` while its window and pacing allow.
+    fn pump_window(&mut self, link: LinkId) -> Result<(), StoreError> {
         loop {
             let Some(l) = self.links.get_mut(&link) else {
                 return Ok(());
