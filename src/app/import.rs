@@ -18,7 +18,7 @@ use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
 /// Most event bytes a streamed import verifies and stores per batch
 /// (`protocol-spec/app.md` §3): with one event being decoded and the
 /// store's write buffer, what bounds an import's memory.
-pub const IMPORT_BATCH_BYTES: usize = 2 * 1024 * 1024;
+pub const IMPORT_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Most staged events [`Device::absorb`] reads and processes at once.
 pub const ABSORB_CHUNK_EVENTS: usize = 1024;

@@ -289,8 +289,8 @@ pub(super) fn render(
     }
     let queue = |d: &Destination| {
         store
-            .undelivered(d, None, MAX_LIST_LIMIT)
-            .map(|v| u64::try_from(v.len()).unwrap_or(u64::MAX))
+            .queue_len(d, MAX_LIST_LIMIT)
+            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
     };
     if let (Ok(hs), Ok(mesh)) = (queue(&Destination::Homeserver), queue(&Destination::Mesh)) {
         family(

@@ -35,12 +35,8 @@ pub fn peers(
 /// The store and queue part of `status`, shared with the no-daemon path.
 pub fn store_status<S: Store>(store: &S) -> Result<(Value, Value, usize), StoreError> {
     let st = store.stats()?;
-    let homeserver = store
-        .undelivered(&Destination::Homeserver, None, MAX_LIST_LIMIT)?
-        .len();
-    let mesh = store
-        .undelivered(&Destination::Mesh, None, MAX_LIST_LIMIT)?
-        .len();
+    let homeserver = store.queue_len(&Destination::Homeserver, MAX_LIST_LIMIT)?;
+    let mesh = store.queue_len(&Destination::Mesh, MAX_LIST_LIMIT)?;
     let rooms = store.secret_keys(ROOM_KEYS_PREFIX)?.len();
     Ok((
         json!({

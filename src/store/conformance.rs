@@ -412,6 +412,31 @@ pub(crate) fn delivery_queues<H: Harness>() {
     // Re-queueing an acknowledged event is a no-op.
     h.s().enqueue(&hs, &mine.id()).unwrap();
     assert!(h.s().undelivered(&hs, None, 10).unwrap().is_empty());
+    assert_eq!(h.s().queue_len(&hs, usize::MAX).unwrap(), 0);
+}
+
+/// `queue_len` counts across pages and stops at its cap.
+pub(crate) fn queue_len_pages<H: Harness>() {
+    let mut h = H::new(big());
+    let a = ident(1);
+    let n = QUEUE_COUNT_PAGE * 2 + 3;
+    for i in 0..n {
+        let e = ev(&a, room(1), i as u64 + 1, vec![], T0, b"queued");
+        h.s()
+            .insert_event(&e, &meta(Priority::OwnUndelivered, Source::Local))
+            .unwrap();
+    }
+    let peer = Destination::Homeserver;
+    h.s().commit().unwrap();
+    assert_eq!(h.s().queue_len(&peer, usize::MAX).unwrap(), n);
+    assert_eq!(h.s().queue_len(&peer, n).unwrap(), n);
+    assert_eq!(
+        h.s().queue_len(&peer, QUEUE_COUNT_PAGE + 1).unwrap(),
+        QUEUE_COUNT_PAGE + 1
+    );
+    assert_eq!(h.s().queue_len(&peer, 0).unwrap(), 0);
+    let other = Destination::Peer([9; 32]);
+    assert_eq!(h.s().queue_len(&other, usize::MAX).unwrap(), 0);
 }
 
 pub(crate) fn expiry<H: Harness>() {
@@ -877,6 +902,10 @@ macro_rules! conformance {
             #[test]
             fn delivery_queues() {
                 super::delivery_queues::<$h>();
+            }
+            #[test]
+            fn queue_len_pages() {
+                super::queue_len_pages::<$h>();
             }
             #[test]
             fn expiry() {

@@ -277,7 +277,28 @@ pub trait DeliveryStore {
         after: Option<&EventId>,
         limit: usize,
     ) -> Result<Vec<EventId>, StoreError>;
+
+    /// How many events are queued for `dest`, counting at most `cap`: read
+    /// [`QUEUE_COUNT_PAGE`] IDs at a time, so a count costs no memory
+    /// whatever the queue's length (`status` and metrics ask often).
+    fn queue_len(&self, dest: &Destination, cap: usize) -> Result<usize, StoreError> {
+        let mut n = 0usize;
+        let mut after = None;
+        while n < cap {
+            let want = QUEUE_COUNT_PAGE.min(cap - n);
+            let page = self.undelivered(dest, after.as_ref(), want)?;
+            n += page.len();
+            if page.len() < want {
+                break;
+            }
+            after = page.last().copied();
+        }
+        Ok(n)
+    }
 }
+
+/// IDs [`DeliveryStore::queue_len`] reads per page.
+pub const QUEUE_COUNT_PAGE: usize = 1024;
 
 /// Homeserver sync state: the `/sync` token and uplink bundle compositions
 /// (`protocol-spec/store.md`, §2 "Tables").

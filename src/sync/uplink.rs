@@ -30,9 +30,7 @@ pub const MAX_UPLINK_SCAN: usize = MAX_PENDING_BUNDLES * MAX_BUNDLE_EVENTS;
 /// Events queued for the homeserver and not yet present there (capped at
 /// [`MAX_LIST_LIMIT`]).
 pub fn queued<S: Store>(store: &S) -> Result<u64, SyncError> {
-    Ok(store
-        .undelivered(&Destination::Homeserver, None, MAX_LIST_LIMIT)?
-        .len() as u64)
+    Ok(store.queue_len(&Destination::Homeserver, MAX_LIST_LIMIT)? as u64)
 }
 
 fn encode_ids(ids: &[EventId]) -> Vec<u8> {

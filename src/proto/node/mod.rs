@@ -338,6 +338,13 @@ fn nz(n: usize) -> NonZeroUsize {
 impl<S: EventStore, R: Rng> Node<S, R> {
     /// A node for device `own`, over `store`, at time `now_ms`.
     pub fn new(own: DeviceId, store: S, rng: R, config: NodeConfig, now_ms: u64) -> Self {
+        // Copy counts are only recorded under a budget; without one the
+        // table would be 2 MiB of preallocated, unused memory.
+        let copy_records = if config.copy_budget == 0 {
+            1
+        } else {
+            MAX_COPY_RECORDS
+        };
         Self {
             new_links: TokenBucket::new(config.new_link_burst, config.new_links_per_s, now_ms),
             config,
@@ -357,7 +364,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             refused_strangers: LruCache::new(nz(MAX_REFUSED_STRANGERS)),
             stats: NodeStats::default(),
             view: StoreView::new(),
-            copies: LruCache::new(nz(MAX_COPY_RECORDS)),
+            copies: LruCache::new(nz(copy_records)),
             admission: Admission::All,
         }
     }
