@@ -55,3 +55,23 @@ fn the_same_seed_gives_the_same_runs() {
     };
     assert_eq!(json(&sc), json(&sc));
 }
+
+/// A courier's cached room session must rest only on stored events: when
+/// the flood evicts what it held, a later invite may make the device a
+/// member only as far as its store shows, and no honest event of a room
+/// its member holds is ever evicted afterwards.
+#[test]
+fn evicted_events_never_make_a_member_that_its_store_denies() {
+    let sc = Scenario::parse(include_str!("data/sybil-tiny-store.toml"))
+        .expect("the test scenario parses");
+    let spec = sc.sybil.clone().expect("the scenario has a [sybil] table");
+    let s = seed(sc.seed);
+    let w = sc.workload(s);
+    let o = sybil::run(&sc, &spec, &w, &sc.hostile_nodes(), s, true, &mut |_| {});
+    eprintln!("{o:?}");
+    assert!(o.attack_events > 10_000, "{o:?}");
+    // The flood evicted what couriers carried for their future rooms.
+    assert!(o.honest_lost_before_join > 0, "{o:?}");
+    assert_eq!(o.honest_evicted, 0, "{o:?}");
+    assert_eq!(o.foreign_lines, 0, "{o:?}");
+}

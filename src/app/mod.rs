@@ -813,11 +813,20 @@ impl<S: Store> Device<S> {
         let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
         // Gaps keyed by (sender, first seq after the gap): the DAG's and
         // the store's (which also counts events waiting for predecessors).
+        // Only senders with standing (named by a valid create or invite):
+        // an outsider's events waiting in quarantine are no one's missing
+        // messages (`protocol-spec/rooms.md`, "Admission").
         let mut gaps: BTreeMap<(DeviceId, u64), GapInfo> = BTreeMap::new();
-        let senders: BTreeSet<DeviceId> = events.iter().map(Event::sender).collect();
+        let standing = s.dag().standing().clone();
+        let senders: BTreeSet<DeviceId> = events
+            .iter()
+            .map(Event::sender)
+            .filter(|d| standing.contains(d))
+            .collect();
         let mut all_gaps: Vec<(DeviceId, u64, u64)> = s
             .gaps()
             .into_iter()
+            .filter(|g| standing.contains(&g.sender))
             .map(|g| (g.sender, g.from_seq, g.to_seq))
             .collect();
         for sender in &senders {

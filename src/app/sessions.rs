@@ -2,7 +2,7 @@
 //! does not rebuild a room from the store per batch or per operation
 //! (`protocol-spec/daemon.md`, "Device core").
 
-use crate::event::RoomId;
+use crate::event::{EventId, RoomId};
 use crate::room::RoomSession;
 
 /// Most room sessions a [`SessionCache`] keeps.
@@ -28,6 +28,32 @@ impl SessionCache {
     /// Forgets every session.
     pub fn clear(&mut self) {
         self.0.clear();
+    }
+
+    /// Forgets every session whose room's DAG holds (admitted or waiting)
+    /// one of `evicted`, the store's evictions since the last call; every
+    /// session if they are unknown (`None`). A session must rest only on
+    /// stored events: one that kept an evicted event in memory would admit
+    /// later events (a member's own invite) that a rebuild from the store
+    /// cannot, and the device would hold keys for a room whose history
+    /// says it is no member.
+    pub fn forget_holding(&mut self, evicted: Option<&[(RoomId, EventId)]>) {
+        let Some(evicted) = evicted else {
+            self.clear();
+            return;
+        };
+        let mut stale = Vec::new();
+        for (room, id) in evicted {
+            if let Some(s) = self.0.peek_mut(room) {
+                let dag = s.dag();
+                if dag.node(id).is_some() || dag.is_pending(id) {
+                    stale.push(*room);
+                }
+            }
+        }
+        for room in stale {
+            self.0.pop(&room);
+        }
     }
 
     /// Whether a session of `room` is cached.

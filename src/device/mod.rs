@@ -329,6 +329,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
     /// Passes staged events through their rooms' sessions, with the
     /// session cache (dropped on any error: it may be ahead of the store).
     fn absorb(&mut self, staged: &[EventId], now_ms: u64) -> Result<ImportSummary, AppError> {
+        self.forget_evicted_sessions();
         let cache = std::mem::take(&mut self.sessions);
         let mut back = SessionCache::default();
         let r = self.with_device(|dev, _| {
@@ -341,8 +342,16 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             back.clear();
         }
         self.sessions = back;
+        self.forget_evicted_sessions();
         self.dirty = true;
         r
+    }
+
+    /// Drops cached room sessions that rest on an event the store evicted
+    /// since the last look ([`SessionCache::forget_holding`]).
+    fn forget_evicted_sessions(&mut self) {
+        let evicted = self.node.store_mut().take_evicted();
+        self.sessions.forget_holding(evicted.as_deref());
     }
 
     /// Reports the rooms layer's refusals and tells the node the new

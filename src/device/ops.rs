@@ -86,6 +86,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         // is dropped from it (`send` puts back its advanced session), and
         // reads leave it, so a member acting in a flooded room does not
         // pay a full rebuild per operation or per received batch.
+        self.forget_evicted_sessions();
         let cache = std::mem::take(&mut self.sessions);
         let mut back = SessionCache::default();
         let result = self.with_device(|dev, rng| {
@@ -96,6 +97,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             Ok((r?, dev.take_deferred()))
         });
         self.sessions = back;
+        self.forget_evicted_sessions();
         if !matches!(request, Op::Rooms | Op::Messages { .. } | Op::Export { .. }) {
             self.card_check = true;
         }

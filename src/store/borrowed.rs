@@ -50,6 +50,7 @@ forward! {
         fn room_items(&self, room: &RoomId, range: (Bound<ItemKey>, Bound<ItemKey>), limit: usize) -> Result<Vec<ItemKey>, StoreError>;
         fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
         fn event_set_version(&self) -> Option<u64>;
+        fn take_evicted(&mut self) -> Option<Vec<(RoomId, EventId)>>;
         fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError>;
         fn high_water(&self, room: &RoomId, sender: &DeviceId) -> Result<u64, StoreError>;
         fn gaps(&self, room: &RoomId, sender: &DeviceId, limit: usize) -> Result<Vec<SeqGap>, StoreError>;

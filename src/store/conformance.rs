@@ -568,6 +568,15 @@ pub(crate) fn priority_eviction<H: Harness>() {
         assert!(h.s().has_event(id).unwrap());
     }
     assert!(!h.s().has_event(&room_ids[0]).unwrap());
+    // The evictions are reported once, with their rooms, exactly the events
+    // no longer held.
+    let evicted = h.s().take_evicted().expect("within MAX_EVICTED_RECORDS");
+    assert_eq!(evicted.len() as u64, st.evictions.budget);
+    assert!(evicted.contains(&(room(2), room_ids[0])));
+    for (_, id) in &evicted {
+        assert!(!h.s().has_event(id).unwrap());
+    }
+    assert_eq!(h.s().take_evicted(), Some(Vec::new()));
     // An evicted event is remembered: receiving it again stores nothing.
     assert_eq!(
         h.s().insert_event(&first_room_event, &own()).unwrap(),

@@ -207,6 +207,16 @@ pub trait EventStore {
         None
     }
 
+    /// The events evicted since the last call, with their rooms, at most
+    /// [`MAX_EVICTED_RECORDS`] (`None`: more were evicted than recorded, or
+    /// the store does not record them: treat every room as changed). Kept
+    /// in memory only; an eviction rolled back is still reported. Callers
+    /// holding state derived from stored events (the rooms layer's cached
+    /// sessions) drop what rested on an evicted event.
+    fn take_evicted(&mut self) -> Option<Vec<(RoomId, EventId)>> {
+        None
+    }
+
     /// The room's DAG heads among held events: events no held event cites.
     fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError>;
 
@@ -296,6 +306,9 @@ pub trait DeliveryStore {
         Ok(n)
     }
 }
+
+/// Most evictions [`EventStore::take_evicted`] records between two calls.
+pub const MAX_EVICTED_RECORDS: usize = 4096;
 
 /// IDs [`DeliveryStore::queue_len`] reads per page.
 pub const QUEUE_COUNT_PAGE: usize = 1024;

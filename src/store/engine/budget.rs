@@ -51,6 +51,13 @@ impl<K: Kv> Engine<K> {
             return Ok(false);
         };
         self.version = self.version.wrapping_add(1);
+        if let Some(list) = &mut self.evicted {
+            if list.len() < crate::store::MAX_EVICTED_RECORDS {
+                list.push((row.room, *id));
+            } else {
+                self.evicted = None;
+            }
+        }
         let bytes = self.kv.get(Table::Events, &be(row.serial))?;
         let idb = id.as_bytes();
         let room = row.room.as_bytes();

@@ -300,6 +300,10 @@ impl<K: Kv> EventStore for Engine<K> {
         Some(self.version)
     }
 
+    fn take_evicted(&mut self) -> Option<Vec<(RoomId, EventId)>> {
+        std::mem::replace(&mut self.evicted, Some(Vec::new()))
+    }
+
     fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
         let mut out = Vec::new();
         self.for_each_page(Table::Rooms, 1024, |page| {

@@ -115,6 +115,9 @@ pub struct Engine<K> {
     /// [`EventStore::event_set_version`]: bumped by every change to the set of
     /// held events (in memory only).
     version: u64,
+    /// [`EventStore::take_evicted`]: evictions since the last call (`None`
+    /// once more than [`super::MAX_EVICTED_RECORDS`]).
+    evicted: Option<Vec<(RoomId, EventId)>>,
 }
 
 impl<K: Kv> Engine<K> {
@@ -135,6 +138,7 @@ impl<K: Kv> Engine<K> {
             config,
             path: path.map(Path::to_path_buf),
             version: 0,
+            evicted: Some(Vec::new()),
         };
         match s.schema_version()? {
             None => {
@@ -163,6 +167,7 @@ impl<K: Kv> Engine<K> {
             config,
             path: None,
             version: 0,
+            evicted: Some(Vec::new()),
         }
     }
 
