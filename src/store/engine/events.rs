@@ -301,7 +301,7 @@ impl<K: Kv> EventStore for Engine<K> {
     }
 
     fn take_evicted(&mut self) -> Option<Vec<(RoomId, EventId)>> {
-        std::mem::replace(&mut self.evicted, Some(Vec::new()))
+        self.evicted.replace(Vec::new())
     }
 
     fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
