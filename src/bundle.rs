@@ -81,8 +81,15 @@ pub struct ImportReport {
 
 /// Encodes `events` as a bundle.
 pub fn export<'a>(events: impl IntoIterator<Item = &'a Event>, created_ms: u64) -> Vec<u8> {
-    let events: Vec<&Event> = events.into_iter().collect();
-    let size: usize = events.iter().map(|e| e.bytes().len() + 3).sum();
+    let events: Vec<&[u8]> = events.into_iter().map(Event::bytes).collect();
+    frame(&events, created_ms)
+}
+
+/// Frames raw event byte strings as a bundle (what [`export`] does for
+/// events; a streamed import through the daemon re-frames what it read in
+/// slices, `protocol-spec/daemon.md`, "The CLI as a client").
+pub fn frame(events: &[&[u8]], created_ms: u64) -> Vec<u8> {
+    let size: usize = events.iter().map(|e| e.len() + 3).sum();
     let mut w = Writer::with_capacity(size + 32);
     w.array(4)
         .text(BUNDLE_MAGIC)
@@ -90,7 +97,7 @@ pub fn export<'a>(events: impl IntoIterator<Item = &'a Event>, created_ms: u64) 
         .u64(created_ms)
         .array(events.len());
     for e in events {
-        w.bytes(e.bytes());
+        w.bytes(e);
     }
     w.into_bytes()
 }

@@ -23,6 +23,11 @@ pub const IMPORT_BATCH_BYTES: usize = 1024 * 1024;
 /// Most staged events [`Device::absorb`] reads and processes at once.
 pub const ABSORB_CHUNK_EVENTS: usize = 1024;
 
+/// Why a bundle's event of `n` bytes is rejected unread.
+pub fn oversize_reason(n: u64) -> String {
+    format!("event is {n} bytes, over the {MAX_EVENT_BYTES}-byte limit")
+}
+
 /// What the batches of a streamed import did so far.
 #[derive(Debug, Default)]
 struct BatchOutcome {
@@ -146,11 +151,7 @@ impl<S: Store> Device<S> {
             };
             let ev = match raw {
                 RawEvent::Oversize(n) => {
-                    reject(
-                        &mut sum,
-                        None,
-                        format!("event is {n} bytes, over the {MAX_EVENT_BYTES}-byte limit"),
-                    );
+                    reject(&mut sum, None, oversize_reason(n));
                     continue;
                 }
                 RawEvent::Bytes(b) => match Event::decode_unverified(&b) {

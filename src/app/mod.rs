@@ -48,6 +48,7 @@ use rand_core::CryptoRng;
 use thiserror::Error;
 
 pub use follow::follow_messages;
+pub use import::{IMPORT_BATCH_BYTES, oversize_reason};
 pub use keys::DeviceKeys;
 pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
 pub use sessions::{MAX_CACHED_SESSIONS, SessionCache};

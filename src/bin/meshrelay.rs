@@ -20,7 +20,6 @@ use serde_json::json;
 
 use meshrelay::cli::human::{Style, welcome};
 use meshrelay::cli::identity;
-use meshrelay::cli::rooms::RoomsCommand;
 use meshrelay::control::{self, ControlError, OkData, Op, Request};
 use meshrelay::daemon::report;
 use meshrelay::datadir::{self, DATA_DIR_ENV, DataDir};
@@ -260,11 +259,8 @@ fn run(cli: Cli) -> Result<()> {
             match meshrelay::cli::rooms::run(cmd, dir.root(), style, &mut out.lock()) {
                 // The store is locked but no daemon answered: one may be
                 // starting (it opens the store before its socket). Wait for
-                // it, unless the command already consumed standard input.
-                Err(e)
-                    if meshrelay::cli::rooms::is_locked(&e)
-                        && !matches!(cmd, RoomsCommand::Import { file, .. } if file == "-") =>
-                {
+                // it (an `import` opens the store before it reads its input).
+                Err(e) if meshrelay::cli::rooms::is_locked(&e) => {
                     match control::wait_for(dir.root(), control::STARTUP_WAIT) {
                         Some(stream) => meshrelay::cli::rooms::run_via_daemon(
                             cmd,

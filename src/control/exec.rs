@@ -11,9 +11,10 @@ use data_encoding::BASE64;
 use rand_core::CryptoRng;
 
 use super::{OkData, Op, Reply};
-use crate::app::{AppError, Device, MessageLine};
+use crate::app::{AppError, Device, MessageLine, RoomInfo};
 use crate::crypto::DeviceId;
 use crate::event::RoomId;
+use crate::safe_text;
 use crate::store::Store;
 
 /// What an operation produced: streamed lines (`messages`) and the final
@@ -40,6 +41,65 @@ impl Answer {
         let mut v: Vec<Reply> = self.lines.into_iter().map(Reply::line).collect();
         v.push(Reply::ok(self.ok));
         v
+    }
+}
+
+/// Shortest ID prefix a room argument matches by (`protocol-spec/daemon.md`,
+/// "Room arguments"): fewer hex digits match too many rooms to be useful.
+pub const MIN_ROOM_PREFIX: usize = 4;
+
+/// Most candidates an ambiguous room argument's error lists.
+pub const MAX_ROOM_CANDIDATES: usize = 10;
+
+/// The room a room argument names among `rooms` (`protocol-spec/daemon.md`,
+/// "Room arguments"): a full room ID; else the rooms named exactly `arg`
+/// together with those whose ID starts with `arg` (at least
+/// [`MIN_ROOM_PREFIX`] hex digits, any case). One room: that room; none or
+/// several: a `bad_input` error (several are listed, escaped).
+pub fn resolve_among(arg: &str, rooms: &[RoomInfo]) -> Result<RoomId, AppError> {
+    if let Ok(id) = parse_room(arg) {
+        return Ok(id);
+    }
+    let prefix = arg.trim().to_ascii_lowercase();
+    let by_prefix =
+        prefix.len() >= MIN_ROOM_PREFIX && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+    let found: Vec<&RoomInfo> = rooms
+        .iter()
+        .filter(|r| r.name == arg || (by_prefix && r.room_id.starts_with(&prefix)))
+        .collect();
+    let shown = safe_text::for_terminal(arg);
+    match found.as_slice() {
+        [one] => parse_room(&one.room_id),
+        [] => Err(AppError::BadInput(format!(
+            "no room of this device is named {shown:.80} or has an ID starting with it"
+        ))),
+        many => {
+            let list: Vec<String> = many
+                .iter()
+                .take(MAX_ROOM_CANDIDATES)
+                .map(|r| format!("{} ({})", r.room_id, safe_text::for_terminal(&r.name)))
+                .collect();
+            let more = many.len().saturating_sub(MAX_ROOM_CANDIDATES);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            Err(AppError::BadInput(format!(
+                "{shown:.80} names {} rooms; give one of their IDs: {}{more}",
+                many.len(),
+                list.join(", ")
+            )))
+        }
+    }
+}
+
+/// The room a room argument names among `dev`'s rooms ([`resolve_among`]);
+/// the rooms are read only when `arg` is not a full room ID.
+pub fn resolve_room<S: Store>(dev: &Device<S>, arg: &str) -> Result<RoomId, AppError> {
+    match parse_room(arg) {
+        Ok(id) => Ok(id),
+        Err(_) => resolve_among(arg, &dev.rooms()?),
     }
 }
 
@@ -82,34 +142,34 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
             room_id: dev.room_create(name, now, rng)?.to_string(),
         }),
         Op::RoomInvite { room, contact } => {
-            event(dev.room_invite(&parse_room(room)?, contact, now, rng)?)
+            event(dev.room_invite(&resolve_room(dev, room)?, contact, now, rng)?)
         }
         Op::RoomRemove { room, device } => {
-            event(dev.room_remove(&parse_room(room)?, &parse_device(device)?, now, rng)?)
+            event(dev.room_remove(&resolve_room(dev, room)?, &parse_device(device)?, now, rng)?)
         }
         Op::RoomPromote { room, device } => {
-            event(dev.room_promote(&parse_room(room)?, &parse_device(device)?, now, rng)?)
+            event(dev.room_promote(&resolve_room(dev, room)?, &parse_device(device)?, now, rng)?)
         }
         Op::RoomDemote { room, device } => {
-            event(dev.room_demote(&parse_room(room)?, &parse_device(device)?, now, rng)?)
+            event(dev.room_demote(&resolve_room(dev, room)?, &parse_device(device)?, now, rng)?)
         }
-        Op::RoomLeave { room } => event(dev.room_leave(&parse_room(room)?, now, rng)?),
+        Op::RoomLeave { room } => event(dev.room_leave(&resolve_room(dev, room)?, now, rng)?),
         Op::RoomRepair { room } => Answer::data(OkData::Repair {
-            repair: dev.room_repair(&parse_room(room)?)?,
+            repair: dev.room_repair(&resolve_room(dev, room)?)?,
         }),
         Op::Rooms => Answer::data(OkData::Rooms {
             rooms: dev.rooms()?,
         }),
-        Op::Send { room, text } => event(dev.send(&parse_room(room)?, text, now, rng)?),
+        Op::Send { room, text } => event(dev.send(&resolve_room(dev, room)?, text, now, rng)?),
         Op::Messages { room } => {
-            let lines = dev.messages(&parse_room(room)?)?;
+            let lines = dev.messages(&resolve_room(dev, room)?)?;
             Answer {
                 ok: OkData::Lines { lines: lines.len() },
                 lines,
             }
         }
         Op::Export { room } => {
-            let room = room.as_deref().map(parse_room).transpose()?;
+            let room = room.as_deref().map(|r| resolve_room(dev, r)).transpose()?;
             Answer::data(OkData::Bundle {
                 bundle: BASE64.encode(&dev.export(room.as_ref(), now)?),
             })

@@ -30,7 +30,6 @@ use super::disk::{DiskLevel, DiskWatch, disk_full_reply, writes};
 use super::report;
 use super::{DaemonError, DaemonOptions, server};
 use crate::app::DeviceKeys;
-use crate::control::exec;
 use crate::control::{ApiError, ErrorCode, OkData, Op, Reply, Request};
 use crate::datadir::{CARD_FILE, DataDir};
 use crate::device::{CoreError, CoreOutput, DeviceCore, OpId};
@@ -552,9 +551,7 @@ impl Driver {
                 CoreOutput::Node(Output::App(ev)) => report::log_app_event(&ev),
                 CoreOutput::Replies { op, replies } => {
                     if let Some(tx) = self.waiting.remove(&op) {
-                        for r in replies {
-                            let _ = tx.try_send(r);
-                        }
+                        send_replies(tx, replies);
                     }
                 }
                 CoreOutput::RoomsChanged(rooms) => self.follow_dirty.extend(rooms),
@@ -615,14 +612,12 @@ impl Driver {
             }
             op => return self.run_op(&op, now, reply),
         };
-        for r in replies {
-            let _ = reply.try_send(r);
-        }
+        send_replies(reply, replies);
         Ok(())
     }
 
     fn add_follower(&mut self, room: &str, reply: mpsc::Sender<Reply>) -> Result<(), DaemonError> {
-        let room = match exec::parse_room(room) {
+        let room = match self.core.resolve_room(room) {
             Ok(r) => r,
             Err(e) => {
                 let _ = reply.try_send(Reply::from(ApiError::from(&e)));
@@ -728,4 +723,25 @@ impl Driver {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Hands an operation's replies to its connection. What fits the
+/// connection's queue goes at once; a longer answer (`messages` of a room
+/// with more than [`REPLY_QUEUE`] lines) is fed by a task at the client's
+/// pace, so no line and never the final reply is dropped, and the driver
+/// never waits for a client.
+fn send_replies(tx: mpsc::Sender<Reply>, replies: Vec<Reply>) {
+    if replies.len() <= tx.capacity() {
+        for r in replies {
+            let _ = tx.try_send(r);
+        }
+        return;
+    }
+    tokio::spawn(async move {
+        for r in replies {
+            if tx.send(r).await.is_err() {
+                return;
+            }
+        }
+    });
 }

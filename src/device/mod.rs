@@ -417,6 +417,12 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         self.with_device(|dev, _| dev.messages(room))
     }
 
+    /// The room a room argument names (a full ID, a name or an ID prefix:
+    /// [`crate::control::exec::resolve_room`]).
+    pub fn resolve_room(&mut self, arg: &str) -> Result<RoomId, AppError> {
+        self.with_device(|dev, _| crate::control::exec::resolve_room(dev, arg))
+    }
+
     /// Publishes events this device made (their keys and plaintexts are
     /// staged already). Fails if the store refuses one (the caller rolls
     /// back).

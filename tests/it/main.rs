@@ -27,6 +27,7 @@ mod lan;
 mod peak_rss;
 mod reconcile;
 mod relay_memory;
+mod room_names;
 mod rooms;
 mod rooms_vectors;
 mod roundtrip;

@@ -16,21 +16,12 @@ pub struct PeakRss {
 impl PeakRss {
     /// Starts polling process `pid` every millisecond.
     pub fn watch(pid: u32) -> Self {
-        let status = format!("/proc/{pid}/status");
         let peak = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let (p, d) = (peak.clone(), done.clone());
         let poller = std::thread::spawn(move || {
             while !d.load(Ordering::Relaxed) {
-                if let Ok(s) = std::fs::read_to_string(&status)
-                    && let Some(kib) = s
-                        .lines()
-                        .find(|l| l.starts_with("VmHWM:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse::<u64>().ok())
-                {
-                    p.fetch_max(kib, Ordering::Relaxed);
-                }
+                p.fetch_max(vm_hwm_kib(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
@@ -44,4 +35,17 @@ impl PeakRss {
         self.poller.join().unwrap();
         self.peak.load(Ordering::Relaxed)
     }
+}
+
+/// The peak resident memory (`VmHWM`, KiB) of a running process so far.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

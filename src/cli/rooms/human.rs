@@ -21,7 +21,7 @@ use super::{
 use crate::app::{self, Device, MessageLine, RoomInfo};
 use crate::cli::human::{MessageView, Names, Style, room_label, sentences};
 use crate::contacts::ContactBook;
-use crate::control::exec::{Answer, parse_device, parse_room};
+use crate::control::exec::{Answer, parse_device, parse_room, resolve_among};
 use crate::control::{self, OkData, Op, Request};
 use crate::crypto::{ContactCard, DeviceId};
 use crate::datadir::DataDir;
@@ -110,9 +110,12 @@ pub fn time_zone(utc: bool) -> TimeZone {
     }
 }
 
-/// The canonical form of a room argument (as `rooms` spells it).
-fn room_key(arg: &str) -> String {
-    parse_room(arg).map_or_else(|_| arg.to_owned(), |r| r.to_string())
+/// The canonical form of a room argument (as `rooms` spells it): a room
+/// ID, or the room a name or ID prefix names among `rooms`.
+fn room_key(arg: &str, rooms: Option<&[RoomInfo]>) -> String {
+    parse_room(arg)
+        .or_else(|e| rooms.map_or(Err(e), |rs| resolve_among(arg, rs)))
+        .map_or_else(|_| arg.to_owned(), |r| r.to_string())
 }
 
 fn label_of(rooms: Option<&[RoomInfo]>, room: &str) -> String {
@@ -154,8 +157,9 @@ pub fn print(
             OkData::Room { room_id },
         ) => line(out, &sentences::created(name, room_id)),
         (RoomsCommand::Send { room_id, .. }, OkData::Event { .. }) => {
-            let room = room_key(room_id);
-            line(out, &sentences::sent(&label_of(rooms().as_deref(), &room)))
+            let rs = rooms();
+            let room = room_key(room_id, rs.as_deref());
+            line(out, &sentences::sent(&label_of(rs.as_deref(), &room)))
         }
         (
             RoomsCommand::Room {
@@ -166,8 +170,8 @@ pub fn print(
             },
             OkData::Event { .. },
         ) => {
-            let room = room_key(room_id);
             let rs = rooms();
+            let room = room_key(room_id, rs.as_deref());
             let who = match ContactCard::from_text(contact.trim()) {
                 Ok(card) => sentences::person(Some(&card.name), &card.device_id),
                 Err(_) => match parse_device(contact) {
@@ -193,8 +197,8 @@ pub fn print(
             },
             OkData::Event { .. },
         ) => {
-            let room = room_key(room_id);
             let rs = rooms();
+            let room = room_key(room_id, rs.as_deref());
             let who = match parse_device(device_id) {
                 Ok(d) => person(rs.as_deref(), &room, &d),
                 Err(_) => "the member".to_owned(),
@@ -213,8 +217,9 @@ pub fn print(
             },
             OkData::Event { .. },
         ) => {
-            let room = room_key(room_id);
-            line(out, &sentences::left(&label_of(rooms().as_deref(), &room)))
+            let rs = rooms();
+            let room = room_key(room_id, rs.as_deref());
+            line(out, &sentences::left(&label_of(rs.as_deref(), &room)))
         }
         (RoomsCommand::Rooms { .. }, OkData::Rooms { rooms }) => format_rooms(out, rooms, false),
         (
@@ -224,8 +229,9 @@ pub fn print(
             OkData::Repair { repair },
         ) => crate::cli::repair::format_repair(out, repair, false),
         (RoomsCommand::Messages { room_id, utc, .. }, OkData::Lines { .. }) => {
-            let room = room_key(room_id);
-            let mut names = facts.names(rooms().as_deref(), &room);
+            let rs = rooms();
+            let room = room_key(room_id, rs.as_deref());
+            let mut names = facts.names(rs.as_deref(), &room);
             let mut view = MessageView::new(time_zone(*utc), *utc, now_ms(), style);
             let text = if answer.lines.is_empty() {
                 view.empty()
@@ -242,8 +248,9 @@ pub fn print(
             }
             let events = crate::bundle::parse(&bytes).map_or(0, |(_, evs)| evs.len());
             let label = room.as_deref().map(|r| {
-                let r = room_key(r);
-                label_of(rooms().as_deref(), &r)
+                let rs = rooms();
+                let r = room_key(r, rs.as_deref());
+                label_of(rs.as_deref(), &r)
             });
             line(out, &sentences::exported(events, label.as_deref(), file))
         }
@@ -274,9 +281,10 @@ pub struct Follow<'a> {
 impl<'a> Follow<'a> {
     /// A follower of `room_id`.
     pub fn new(facts: Facts<'a>, room_id: &str, utc: bool, style: Style) -> Self {
-        let room = room_key(room_id);
+        let rs = facts.rooms();
+        let room = room_key(room_id, rs.as_deref());
         Follow {
-            names: facts.names(facts.rooms().as_deref(), &room),
+            names: facts.names(rs.as_deref(), &room),
             view: MessageView::new(time_zone(utc), utc, now_ms(), style),
             facts,
             room,

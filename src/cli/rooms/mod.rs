@@ -35,7 +35,7 @@ pub mod human;
 pub use demo::demo;
 
 use std::cell::RefCell;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,7 +45,6 @@ use serde_json::json;
 use data_encoding::BASE64;
 
 use crate::app::{self, AppError, Device, MessageLine, PrekeyRotation, RoomInfo};
-use crate::bundle::MAX_BUNDLE_BYTES;
 use crate::cli::human::Style;
 use crate::control::exec::{self, Answer, parse_room};
 use crate::control::{self, ControlError, ErrorCode, OkData, Op, Request};
@@ -341,44 +340,6 @@ pub fn write_json_line(out: &mut dyn Write, line: &MessageLine) -> io::Result<()
     writeln!(out, "{s}")
 }
 
-/// Reads a bundle from `file` (or standard input for `-`). The size is
-/// checked before anything is read: a regular file (also one redirected to
-/// standard input) larger than [`MAX_BUNDLE_BYTES`] is refused from its
-/// metadata, so an oversize input costs no memory; a pipe is read through
-/// a bound of `MAX_BUNDLE_BYTES + 1` bytes.
-fn read_input(file: &str) -> Result<Vec<u8>, CliError> {
-    let too_large = || {
-        bad(format!(
-            "{file} is larger than the {MAX_BUNDLE_BYTES}-byte bundle limit"
-        ))
-    };
-    let oversize = |m: &std::fs::Metadata| m.is_file() && m.len() > MAX_BUNDLE_BYTES as u64;
-    let mut buf = Vec::new();
-    let limit = MAX_BUNDLE_BYTES as u64 + 1;
-    let r = if file == "-" {
-        let stdin = io::stdin();
-        let meta = std::os::fd::AsFd::as_fd(&stdin)
-            .try_clone_to_owned()
-            .map(std::fs::File::from)
-            .and_then(|f| f.metadata());
-        if meta.as_ref().is_ok_and(oversize) {
-            return Err(too_large());
-        }
-        stdin.lock().take(limit).read_to_end(&mut buf)
-    } else {
-        let f = std::fs::File::open(file).map_err(|e| io_err(file, e))?;
-        if f.metadata().as_ref().is_ok_and(oversize) {
-            return Err(too_large());
-        }
-        f.take(limit).read_to_end(&mut buf)
-    };
-    r.map_err(|e| io_err(file, e))?;
-    if buf.len() > MAX_BUNDLE_BYTES {
-        return Err(too_large());
-    }
-    Ok(buf)
-}
-
 /// Writes what `export` produced to its file (atomically) or standard output.
 pub fn write_output(file: &str, bytes: &[u8], out: &mut dyn Write) -> Result<(), CliError> {
     if file == "-" {
@@ -415,7 +376,10 @@ pub fn run(
         utc,
     } = cmd
     {
-        let room = parse_room(room_id)?;
+        let room = match parse_room(room_id) {
+            Ok(r) => r,
+            Err(_) => exec::resolve_room(&Device::open(dir, now_ms())?, room_id)?,
+        };
         // JSON lines go out as they come; for people, each poll's lines
         // are one batch (`keep_going` runs once per poll, after them).
         let batch = RefCell::new(Vec::new());
@@ -478,8 +442,7 @@ pub fn run(
             out,
         );
     }
-    let input = read_import_input(cmd)?;
-    let op = to_op(cmd, input.as_deref());
+    let op = to_op(cmd).ok_or_else(|| bad("import is streamed".into()))?;
     let mut dev = Device::open(dir, now)?;
     // The rosters for people, read on this open device: before a change
     // that may remove the member it names, else after.
@@ -531,9 +494,14 @@ pub fn run_via_daemon(
             Err(e) => Err(e.into()),
         };
     }
-    let input = read_import_input(cmd)?;
-    let req = Request::new(with_book_card(dir, to_op(cmd, input.as_deref())));
-    drop(input);
+    if let RoomsCommand::Import { file, .. } = cmd {
+        // Streamed in slices: never read whole (`super::import`).
+        let import = Box::new(super::import::import_via_daemon(dir, stream, file)?);
+        let answer = Answer::data(OkData::Import { import });
+        return print_answer(cmd, &answer, facts, None, style, out);
+    }
+    let op = to_op(cmd).ok_or_else(|| bad("import is streamed".into()))?;
+    let req = Request::new(with_book_card(dir, op));
     // A roster read before the change (on a connection of its own).
     let before = (!json_flag(cmd) && human::roster_before(cmd))
         .then(|| facts.rooms())
@@ -632,11 +600,11 @@ pub fn json_flag(cmd: &RoomsCommand) -> bool {
     }
 }
 
-/// The control operation of a rooms command; `input` is the bundle an
-/// `import` read. `messages --follow` maps to `messages` (the follow loop
-/// is the caller's).
-pub fn to_op(cmd: &RoomsCommand, input: Option<&[u8]>) -> Op {
-    match cmd {
+/// The control operation of a rooms command (`None` for `import`: it is
+/// streamed in slices, `super::import`). `messages --follow` maps to
+/// `messages` (the follow loop is the caller's).
+pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
+    Some(match cmd {
         RoomsCommand::Room { action } => match action {
             RoomAction::Create { name, .. } => Op::RoomCreate { name: name.clone() },
             RoomAction::Invite(a) => Op::RoomInvite {
@@ -671,13 +639,11 @@ pub fn to_op(cmd: &RoomsCommand, input: Option<&[u8]>) -> Op {
             room: room_id.clone(),
         },
         RoomsCommand::Export { room, .. } => Op::Export { room: room.clone() },
-        RoomsCommand::Import { .. } => Op::Import {
-            bundle: BASE64.encode(input.unwrap_or_default()),
-        },
+        RoomsCommand::Import { .. } => return None,
         RoomsCommand::Prekey {
             action: PrekeyAction::Rotate { .. },
         } => Op::PrekeyRotate,
-    }
+    })
 }
 
 /// Prints the answer to `cmd`, as the command's contract says: `--json`
@@ -748,15 +714,6 @@ pub fn print_json(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<(), 
         .map_err(io::Error::other)
         .and_then(|s| writeln!(out, "{s}"))
         .map_err(|e| io_err("-", e))
-}
-
-/// Reads the bundle an `import` command names (a file or standard input),
-/// at most the bundle size limit.
-pub fn read_import_input(cmd: &RoomsCommand) -> Result<Option<Vec<u8>>, CliError> {
-    match cmd {
-        RoomsCommand::Import { file, .. } => read_input(file).map(Some),
-        _ => Ok(None),
-    }
 }
 
 /// Whether an error means the store is in use by another process.
