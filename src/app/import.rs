@@ -12,7 +12,7 @@ use crate::bundle::{self, BundleStream, RawEvent};
 use crate::crypto::DeviceId;
 use crate::event::{Event, EventId, EventKind, RoomId};
 use crate::limits::MAX_EVENT_BYTES;
-use crate::room::{DagError, Received, RoomKeys, RoomSession, SessionError};
+use crate::room::{DagError, Membership, Received, RoomKeys, RoomSession, SessionError};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
 
 /// Most event bytes a streamed import verifies and stores per batch
@@ -93,6 +93,12 @@ fn holds_with_standing(s: &mut RoomSession, ev: &Event, me: &DeviceId) -> bool {
     let dag = s.dag();
     dag.node(&id).is_some()
         || (dag.is_pending(&id) && (ev.sender() == *me || dag.standing().contains(&ev.sender())))
+}
+
+/// Whether `ev` is a membership event inviting `me`.
+fn invites(ev: &Event, me: &DeviceId) -> bool {
+    ev.kind() == EventKind::Membership
+        && matches!(Membership::from_bytes(ev.payload()), Ok(Membership::Invite { card }) if card.device_id == *me)
 }
 
 impl<S: Store> Device<S> {
@@ -345,7 +351,15 @@ impl<S: Store> Device<S> {
             // A cached session may hold events waiting for these (a new
             // member's invite waiting for the messages it cites): those
             // must be received.
-            let in_flight = self.cache.as_ref().is_some_and(|c| c.contains(room));
+            // So may a room whose invite of this device waits for them:
+            // its session is rebuilt from the store for every chunk until
+            // the invite is processed, so it holds every event stored so
+            // far, also those a courier's session skipped earlier.
+            let expected = self.cache.as_ref().is_some_and(|c| c.expects(room));
+            if expected {
+                self.forget_session(room);
+            }
+            let in_flight = expected || self.cache.as_ref().is_some_and(|c| c.contains(room));
             if !in_flight
                 && self.stored_keys(room)?.is_none()
                 && evs.iter().all(|e| e.kind() == EventKind::Message)
@@ -520,7 +534,15 @@ impl<S: Store> Device<S> {
                             self.promote(&event_id)?;
                         }
                     }
-                    Received::Membership { rejected: None, .. } | Received::Pending { .. } => {}
+                    Received::Pending { event_id, .. } => {
+                        if !member && event_id == ev.id() && invites(ev, &me) {
+                            sum.expecting.insert(*room);
+                            if let Some(c) = self.cache.as_mut() {
+                                c.expect(*room);
+                            }
+                        }
+                    }
+                    Received::Membership { rejected: None, .. } => {}
                 }
             }
         }
@@ -554,6 +576,11 @@ impl<S: Store> Device<S> {
         if after.is_member(&me) && (changed || !before.is_member(&me)) {
             sum.members
                 .insert(*room, after.members.keys().copied().collect());
+        }
+        if after.is_member(&me)
+            && let Some(c) = self.cache.as_mut()
+        {
+            c.joined(room);
         }
         if after.is_member(&me) && !before.is_member(&me) {
             // Joined: what this device carried as a courier and the room's

@@ -149,6 +149,11 @@ pub struct ImportSummary {
         crate::event::RoomId,
         std::collections::BTreeSet<crate::crypto::DeviceId>,
     >,
+    /// Rooms (not this device's yet) where an invite of this device waits
+    /// for the events it cites (not printed): the node lets their history
+    /// in past the stranger budgets (`Command::ExpectRoom`).
+    #[serde(skip)]
+    pub expecting: std::collections::BTreeSet<crate::event::RoomId>,
     /// Rooms whose events could not be processed and were not stored (the
     /// other rooms of the bundle were). Left out of the JSON when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

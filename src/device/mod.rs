@@ -369,6 +369,10 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
                 Input::Command(Command::RoomMembers { room, members }),
             )?;
         }
+        for room in sum.expecting {
+            self.node
+                .handle(now_ms, Input::Command(Command::ExpectRoom(room)))?;
+        }
         Ok(())
     }
 

@@ -72,6 +72,12 @@ pub enum Command {
     },
     /// Stop treating a room as one of this device's own rooms.
     LeaveRoom(RoomId),
+    /// The rooms layer holds an invite of this device to `room` that
+    /// waits for the events it cites: strangers' events of the room skip
+    /// the per-key stranger budget (they stay strangers' class) for at most
+    /// `EXPECTED_ROOM_EVENTS`, and what that budget refused is asked for
+    /// again (`protocol-spec/wire.md`, "A room that becomes an own room").
+    ExpectRoom(RoomId),
 }
 
 /// An input to [`crate::proto::Node::handle`].

@@ -51,6 +51,7 @@ forward! {
         fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
         fn event_set_version(&self) -> Option<u64>;
         fn take_evicted(&mut self) -> Option<Vec<(RoomId, EventId)>>;
+        fn set_share_exempt(&mut self, room: RoomId, exempt: bool) -> ();
         fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError>;
         fn high_water(&self, room: &RoomId, sender: &DeviceId) -> Result<u64, StoreError>;
         fn gaps(&self, room: &RoomId, sender: &DeviceId, limit: usize) -> Result<Vec<SeqGap>, StoreError>;

@@ -217,6 +217,16 @@ pub trait EventStore {
         None
     }
 
+    /// Holds strangers' events of `room` to the stranger pool only, not to
+    /// the per-source and per-key shares (`exempt`), or again to both: a
+    /// room whose invite of this device waits for the history it cites
+    /// (`protocol-spec/store.md`, "The stranger pool and intake budgets").
+    /// In memory only; at most [`MAX_SHARE_EXEMPT_ROOMS`] rooms (more are
+    /// ignored).
+    fn set_share_exempt(&mut self, room: RoomId, exempt: bool) {
+        let _ = (room, exempt);
+    }
+
     /// The room's DAG heads among held events: events no held event cites.
     fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError>;
 
@@ -309,6 +319,10 @@ pub trait DeliveryStore {
 
 /// Most evictions [`EventStore::take_evicted`] records between two calls.
 pub const MAX_EVICTED_RECORDS: usize = 4096;
+
+/// Rooms at most whose strangers' events skip the per-source and per-key
+/// shares ([`EventStore::set_share_exempt`]).
+pub const MAX_SHARE_EXEMPT_ROOMS: usize = 16;
 
 /// IDs [`DeliveryStore::queue_len`] reads per page.
 pub const QUEUE_COUNT_PAGE: usize = 1024;

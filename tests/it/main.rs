@@ -14,6 +14,7 @@ mod daemon_hostile;
 mod daemon_mdns;
 mod disk_full;
 mod field;
+mod first_sync;
 mod frame_vectors;
 mod fuzz_corpus;
 mod harden;

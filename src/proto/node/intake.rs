@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand_core::Rng;
 
 use crate::crypto::keys::DeviceId;
-use crate::event::{Event, EventId, RoomId, Timeliness, timeliness};
+use crate::event::{Event, EventId, EventKind, RoomId, Timeliness, timeliness};
 use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, LinkId, Output};
 use crate::reconcile::Item;
@@ -17,7 +17,7 @@ use crate::room::ROOM_CAP;
 use crate::store::{EventStore, InsertMeta, InsertOutcome, Priority, Source, StoreError};
 use crate::wire::{CloseReason, Frame, MAX_COPY_BUDGET};
 
-use super::{Committed, Node};
+use super::{Committed, EXPECTED_ROOM_EVENTS, Node};
 
 impl<S: EventStore, R: Rng> Node<S, R> {
     /// One received event; `copies` is how many copies the sender handed
@@ -74,12 +74,16 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             }
         }
         let priority = self.classify(&event);
-        if priority == Priority::Stranger {
+        let expected = priority == Priority::Stranger && self.take_expected(event.room());
+        if priority == Priority::Stranger && !expected {
             let now = self.now_ms;
             let (burst, rate) = (self.config.key_event_burst, self.config.key_events_per_s);
+            let control = event.kind() != EventKind::Message;
             let bucket = self
                 .key_buckets
-                .get_or_insert_mut(event.sender(), || TokenBucket::new(burst, rate, now));
+                .get_or_insert_mut((event.sender(), control), || {
+                    TokenBucket::new(burst, rate, now)
+                });
             if !bucket.try_take(1, now) {
                 self.stats.refused_events += 1;
                 self.refused_strangers.put(id, (link, event.room()));
@@ -161,7 +165,16 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                         seq: ev.seq,
                     }));
             }
-            InsertOutcome::Rejected(_) => self.stats.refused_events += 1,
+            InsertOutcome::Rejected(_) => {
+                self.stats.refused_events += 1;
+                // Over a stranger share: asked for again if the room
+                // becomes expected or own ([`Node::want_refused`]).
+                if meta.priority == Priority::Stranger
+                    && let Some(link) = from
+                {
+                    self.refused_strangers.put(event.id(), (link, event.room()));
+                }
+            }
         }
         Ok(())
     }
@@ -220,6 +233,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 self.ingest(&event, meta, None)
             }
             Command::JoinRoom { room, members } => {
+                if self.expected.pop(&room).is_some() {
+                    self.store.set_share_exempt(room, false);
+                }
                 self.set_standing(room, members);
                 if self.own_rooms.insert(room) {
                     self.announce_members();
@@ -233,6 +249,16 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 }
                 Ok(())
             }
+            Command::ExpectRoom(room) => {
+                if !self.own_rooms.contains(&room) && !self.expected.contains(&room) {
+                    if let Some((old, _)) = self.expected.push(room, EXPECTED_ROOM_EVENTS) {
+                        self.store.set_share_exempt(old, false);
+                    }
+                    self.store.set_share_exempt(room, true);
+                    self.want_refused(room)?;
+                }
+                Ok(())
+            }
             Command::LeaveRoom(room) => {
                 self.standing.remove(&room);
                 if self.own_rooms.remove(&room) {
@@ -241,6 +267,21 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 Ok(())
             }
         }
+    }
+
+    /// Takes one event of an expected room's allowance (`Command::ExpectRoom`):
+    /// whether the event skips the key's stranger budget. An allowance
+    /// used up ends the room's exemption from the store's shares too.
+    fn take_expected(&mut self, room: RoomId) -> bool {
+        let Some(left) = self.expected.get_mut(&room) else {
+            return false;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.expected.pop(&room);
+            self.store.set_share_exempt(room, false);
+        }
+        true
     }
 
     pub(super) fn set_standing(&mut self, room: RoomId, members: BTreeSet<DeviceId>) {

@@ -170,6 +170,15 @@ pub const MAX_PENDING_IHAVE: usize = 8192;
 /// Most events remembered as refused by a key's stranger budget (asked for
 /// again when their room becomes an own room).
 pub const MAX_REFUSED_STRANGERS: usize = 8192;
+
+/// Rooms at most whose invite of this device waits for the events it cites
+/// (`Command::ExpectRoom`, least recently expected forgotten).
+pub const MAX_EXPECTED_ROOMS: usize = 16;
+
+/// Strangers' events of an expected room that skip the per-key stranger
+/// budget, per room (the history an invite cites; an invite forged by an
+/// outsider buys it no more than this, in the stranger class).
+pub const EXPECTED_ROOM_EVENTS: u64 = 65_536;
 /// Most event IDs remembered per link as known to the peer (sent to it,
 /// announced by it): enough to keep live push from repeating the events
 /// of the last few windows; about 80 bytes each.
@@ -314,7 +323,13 @@ pub struct Node<S: EventStore, R: Rng> {
     after_commit_outputs: Vec<Output>,
     new_links: TokenBucket,
     penalised: LruCache<SourceKey, u64>,
-    key_buckets: LruCache<DeviceId, TokenBucket>,
+    /// Stranger budgets per signing key, one for its messages and one
+    /// for its control events (membership, key shares, prekey updates), so
+    /// a long history never starves the invite it leads to.
+    key_buckets: LruCache<(DeviceId, bool), TokenBucket>,
+    /// Rooms whose invite of this device waits for what it cites, with
+    /// the strangers' events they may still take past the key budgets.
+    expected: LruCache<RoomId, u64>,
     pending_ihave: BTreeMap<EventId, (LinkId, RoomId, u64)>,
     /// Events refused by a signing key's stranger budget, with the link
     /// that offered them: if their room becomes one of this device's own
@@ -360,6 +375,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             after_commit_outputs: Vec::new(),
             penalised: LruCache::new(nz(MAX_PENALISED_SOURCES)),
             key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
+            expected: LruCache::new(nz(MAX_EXPECTED_ROOMS)),
             pending_ihave: BTreeMap::new(),
             refused_strangers: LruCache::new(nz(MAX_REFUSED_STRANGERS)),
             stats: NodeStats::default(),
@@ -573,9 +589,21 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 Ok(())
             }
             Frame::Want { ids, .. } => {
+                // Wanted events join the link's backlog, which sends oldest
+                // first: a new member asking for thousands of events (those
+                // its stranger budget refused) gets them in causal order and
+                // none is dropped for a full outbox. A few wanted events
+                // (a graft) go out at once: `pump` refills from the backlog.
+                let mut items = Vec::with_capacity(ids.len());
                 for id in ids {
-                    self.queue_send(link, id, Priority::OwnRoom)?;
+                    if let Some(info) = self.store.event_info(&id)? {
+                        items.push(crate::reconcile::Item {
+                            ts_ms: info.origin_ts_ms,
+                            id,
+                        });
+                    }
                 }
+                self.queue_catch_up(link, items);
                 self.pump(link)
             }
             Frame::Prune { room } => {

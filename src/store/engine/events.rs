@@ -16,6 +16,14 @@ impl<K: Kv> EventStore for Engine<K> {
         self.kv.commit()
     }
 
+    fn set_share_exempt(&mut self, room: RoomId, exempt: bool) {
+        if !exempt {
+            self.share_exempt.remove(&room);
+        } else if self.share_exempt.len() < super::super::MAX_SHARE_EXEMPT_ROOMS {
+            self.share_exempt.insert(room);
+        }
+    }
+
     fn rollback(&mut self) -> Result<(), StoreError> {
         self.version = self.version.wrapping_add(1);
         self.kv.rollback()
@@ -72,7 +80,7 @@ impl<K: Kv> EventStore for Engine<K> {
             Timeliness::FromFuture => return self.reject(RejectReason::FromFuture),
         }
         let size = (event.bytes().len() as u64).saturating_add(PER_EVENT_OVERHEAD_BYTES);
-        if meta.priority == Priority::Stranger {
+        if meta.priority == Priority::Stranger && !self.share_exempt.contains(&room) {
             if let Source::Link(k) = meta.source
                 && self
                     .usage(Table::IntakeLink, &k.key())?

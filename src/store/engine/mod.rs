@@ -118,6 +118,9 @@ pub struct Engine<K> {
     /// [`EventStore::take_evicted`]: evictions since the last call (`None`
     /// once more than [`super::MAX_EVICTED_RECORDS`]).
     evicted: Option<Vec<(RoomId, EventId)>>,
+    /// [`EventStore::set_share_exempt`]: rooms whose strangers' events are
+    /// held to the pool only.
+    share_exempt: std::collections::BTreeSet<RoomId>,
 }
 
 impl<K: Kv> Engine<K> {
@@ -139,6 +142,7 @@ impl<K: Kv> Engine<K> {
             path: path.map(Path::to_path_buf),
             version: 0,
             evicted: Some(Vec::new()),
+            share_exempt: std::collections::BTreeSet::new(),
         };
         match s.schema_version()? {
             None => {
@@ -168,6 +172,7 @@ impl<K: Kv> Engine<K> {
             path: None,
             version: 0,
             evicted: Some(Vec::new()),
+            share_exempt: std::collections::BTreeSet::new(),
         }
     }
 
