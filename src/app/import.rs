@@ -547,7 +547,11 @@ impl<S: Store> Device<S> {
             }
         }
         // Messages that arrived before their sender's keys (read one at a
-        // time: a room's history is never held in memory).
+        // time: a room's history is never held in memory), in each
+        // sender's sequence order: the store holds them in event-ID order,
+        // and a chain decrypted out of order keeps at most
+        // `MAX_SKIPPED_KEYS` skipped keys, so a long history read in ID
+        // order would lose its oldest messages.
         if !retry.is_empty() {
             let mut ids = Vec::new();
             self.for_each_room_event(room, |ev| {
@@ -555,10 +559,11 @@ impl<S: Store> Device<S> {
                     && retry.contains(&ev.sender())
                     && ev.sender() != me
                 {
-                    ids.push(ev.id());
+                    ids.push((ev.sender(), ev.seq(), ev.id()));
                 }
             })?;
-            for id in ids {
+            ids.sort_unstable();
+            for (_, _, id) in ids {
                 if self.store.get_secret(&pt_key(&id))?.is_some() {
                     continue;
                 }

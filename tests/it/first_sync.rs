@@ -132,16 +132,13 @@ fn first_sync(invite_last: bool) {
     );
     if !invite_last {
         // (Messages sent before B's invite were never shared with it.)
-        // Slices of a reconciliation by event-ID prefix still deliver the
-        // history partly out of order, and a sender chain keeps at most
-        // `MAX_SKIPPED_KEYS` skipped keys: messages further behind than that
-        // stay undecryptable (`reports/first-sync.md`, still open).
+        // Slices of a reconciliation by event-ID prefix deliver the history
+        // out of order, and a sender chain keeps at most `MAX_SKIPPED_KEYS`
+        // skipped keys; messages waiting for their keys are therefore
+        // decrypted in each sender's sequence order (3,599 of 4,000 were
+        // readable when they were read in event-ID order).
         let texts = crate::daemon::texts(&b, &room.to_string());
         eprintln!("B reads {} of {n} messages", texts.len());
-        assert!(
-            texts.len() >= n.saturating_sub(meshrelay::crypto::sender_chain::MAX_SKIPPED_KEYS),
-            "B reads {} of {n} messages",
-            texts.len()
-        );
+        assert!(texts.len() == n, "B reads {} of {n} messages", texts.len());
     }
 }
