@@ -409,6 +409,8 @@ fn status(dir: &DataDir, json: bool) -> Result<()> {
         "homeserver": report::homeserver_state(dir.root(), "off"),
         "daemon": { "running": false },
         "disk": meshrelay::daemon::disk::status_of(dir.root()),
+        // Without a daemon there are no links, so nothing syncs.
+        "syncing": [],
     });
     print(&meshrelay::cli::status::render_status(&v, json))
 }

@@ -72,7 +72,60 @@ pub fn render_status(v: &Value, json: bool) -> String {
         ),
     };
     let _ = writeln!(s, "homeserver: {hs}");
+    for p in v["syncing"].as_array().into_iter().flatten() {
+        let (have, estimate) = (
+            p["have"].as_u64().unwrap_or(0),
+            p["estimate"].as_u64().unwrap_or(0),
+        );
+        let _ = writeln!(
+            s,
+            "syncing:    room {} {}",
+            crate::safe_text::for_terminal(p["room_id"].as_str().unwrap_or("?")),
+            progress_text(have, estimate)
+        );
+    }
     s
+}
+
+/// Width in cells of [`progress_bar`]'s bar.
+const BAR_CELLS: u64 = 20;
+
+/// `1,234 of 4,005 events (30%)`.
+pub fn progress_text(have: u64, estimate: u64) -> String {
+    let pct = (have.min(estimate) * 100)
+        .checked_div(estimate)
+        .unwrap_or(100);
+    format!(
+        "{} of {} events ({pct}%)",
+        thousands(have),
+        thousands(estimate)
+    )
+}
+
+/// A one-line progress bar: `[######--------------] 1,234 of 4,005 events (30%)`.
+pub fn progress_bar(have: u64, estimate: u64) -> String {
+    let filled = (have.min(estimate) * BAR_CELLS)
+        .checked_div(estimate)
+        .unwrap_or(BAR_CELLS);
+    format!(
+        "[{}{}] {}",
+        "#".repeat(filled as usize),
+        "-".repeat((BAR_CELLS - filled) as usize),
+        progress_text(have, estimate)
+    )
+}
+
+/// `4005` as `4,005`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `peers` as printed: one JSON array, or one human line per link.
@@ -124,5 +177,19 @@ mod tests {
             "link 3 lan /ip4/127.0.0.1/tcp/1 since 5 in 6 B out 7 B\n"
         );
         assert_eq!(render_peers(&[], false), "no peers connected\n");
+    }
+
+    #[test]
+    fn progress_reads_as_people_count() {
+        assert_eq!(
+            progress_bar(1234, 4005),
+            "[######--------------] 1,234 of 4,005 events (30%)"
+        );
+        assert_eq!(
+            progress_bar(0, 0),
+            "[####################] 0 of 0 events (100%)"
+        );
+        assert_eq!(progress_text(9, 4), "9 of 4 events (100%)");
+        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 }

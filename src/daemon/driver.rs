@@ -602,6 +602,10 @@ impl Driver {
                     Ok(mut status) => {
                         self.update_disk(true);
                         status["disk"] = self.disk.status();
+                        status["syncing"] = match self.core.node_mut().syncing() {
+                            Ok(s) => report::syncing_json(&s),
+                            Err(e) => return Err(e.into()),
+                        };
                         vec![Reply::ok(OkData::Status { status })]
                     }
                     Err(e) => vec![Reply::error(ErrorCode::Runtime, e)],

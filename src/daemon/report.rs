@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::app::ROOM_KEYS_PREFIX;
 use crate::control::PeerInfo;
-use crate::proto::{AppEvent, LinkId, Node};
+use crate::proto::{AppEvent, LinkId, Node, SyncProgress};
 use crate::store::{Destination, MAX_LIST_LIMIT, RedbStore, Store, StoreError};
 
 /// `peers`: one entry per connected link (`since` in Unix milliseconds).
@@ -52,7 +52,8 @@ pub fn store_status<S: Store>(store: &S) -> Result<(Value, Value, usize), StoreE
 
 /// `status` of a running daemon:
 /// `{"device_id","rooms","store":{"events","bytes","evicted":{...},"forks"},
-/// "queues":{...},"peers","ble","homeserver"}` plus `daemon` details.
+/// "queues":{...},"peers","ble","homeserver"}` plus `daemon` details (the
+/// driver adds `disk` and `syncing`).
 pub(super) fn status(
     node: &Node<RedbStore, StdRng>,
     dir: &Path,
@@ -85,6 +86,17 @@ pub(super) fn status(
         },
     });
     Ok(v)
+}
+
+/// The `syncing` field: `[{"room_id","have","estimate"}]`, one entry per
+/// own or expected room holding fewer events than a peer reported.
+pub fn syncing_json(rooms: &[SyncProgress]) -> Value {
+    Value::Array(
+        rooms
+            .iter()
+            .map(|p| json!({ "room_id": p.room_id.to_string(), "have": p.have, "estimate": p.estimate }))
+            .collect(),
+    )
 }
 
 /// The `homeserver` field: `"off"` without a configuration, else the

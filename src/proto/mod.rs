@@ -12,4 +12,4 @@ pub mod node;
 mod view;
 
 pub use io::{AppEvent, Command, Input, LinkId, LinkKind, Output};
-pub use node::{Admission, Node, NodeConfig, NodeStats};
+pub use node::{Admission, Node, NodeConfig, NodeStats, SyncProgress};

@@ -26,6 +26,16 @@ fn status(dir: &std::path::Path) -> Value {
     serde_json::from_str(&ok(dir, &["status", "--json"])).unwrap()
 }
 
+/// `status` of the daemon on `dir`, over its control socket.
+fn control_status(dir: &std::path::Path) -> Value {
+    use meshrelay::control::{self, OkData, Op, Request};
+    let stream = control::connect(dir).expect("daemon socket");
+    match control::call(dir, stream, &Request::new(Op::Status), |_| Ok(())) {
+        Ok(OkData::Status { status }) => status,
+        other => panic!("status: {other:?}"),
+    }
+}
+
 #[test]
 fn a_new_member_invited_before_the_history_syncs_at_link_speed() {
     first_sync(false);
@@ -36,6 +46,41 @@ fn a_new_member_invited_after_the_history_syncs_at_link_speed() {
     first_sync(true);
 }
 
+/// Initialises A and B; A creates a room of `n` messages of about 700
+/// characters and invites B before or after them.
+fn room_with_history(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    n: usize,
+    invite_last: bool,
+) -> meshrelay::event::RoomId {
+    ok(a, &["init", "--name", "Ana"]);
+    ok(b, &["init", "--name", "Bo"]);
+    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+    let t0 = now_ms() - 3_600_000;
+    let mut dev = Device::open(a, t0).unwrap();
+    let room = dev.room_create("ops", t0, &mut rng).unwrap();
+    if !invite_last {
+        dev.room_invite(&room, &card(b), t0 + 1, &mut rng).unwrap();
+    }
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(200);
+        let texts: Vec<String> = (i..i + k)
+            .map(|j| format!("{j:05} {}", "y".repeat(694)))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        dev.send_many(&room, &refs, t0 + 10 + i as u64, &mut rng)
+            .unwrap();
+        i += k;
+    }
+    if invite_last {
+        dev.room_invite(&room, &card(b), t0 + 20 + n as u64, &mut rng)
+            .unwrap();
+    }
+    room
+}
+
 fn first_sync(invite_last: bool) {
     let n: usize = std::env::var("FIRST_SYNC_EVENTS")
         .ok()
@@ -43,33 +88,7 @@ fn first_sync(invite_last: bool) {
         .unwrap_or(4000);
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&a, &["init", "--name", "Ana"]);
-    ok(&b, &["init", "--name", "Bo"]);
-    let room = {
-        let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
-        let t0 = now_ms() - 3_600_000;
-        let mut dev = Device::open(&a, t0).unwrap();
-        let room = dev.room_create("ops", t0, &mut rng).unwrap();
-        if !invite_last {
-            dev.room_invite(&room, &card(&b), t0 + 1, &mut rng).unwrap();
-        }
-        let mut i = 0;
-        while i < n {
-            let k = (n - i).min(200);
-            let texts: Vec<String> = (i..i + k)
-                .map(|j| format!("{j:05} {}", "y".repeat(694)))
-                .collect();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            dev.send_many(&room, &refs, t0 + 10 + i as u64, &mut rng)
-                .unwrap();
-            i += k;
-        }
-        if invite_last {
-            dev.room_invite(&room, &card(&b), t0 + 20 + n as u64, &mut rng)
-                .unwrap();
-        }
-        room
-    };
+    let room = room_with_history(&a, &b, n, invite_last);
     let held = status(&a)["store"]["events"].as_u64().unwrap();
     let budget = ["--link-budget-kib", "65536"];
     let da = Daemon::start_with(&a, "Ana", 0, &[], &budget);
@@ -80,8 +99,11 @@ fn first_sync(invite_last: bool) {
     let mut all_at = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = Value::Null;
+    let room_hex = room.to_string();
     while Instant::now() < deadline {
-        let st = db.status();
+        // Straight over the control socket: polled often enough to time a
+        // release build's two-second sync.
+        let st = control_status(&b);
         if member_at.is_none() && st["rooms"].as_u64().unwrap_or(0) >= 1 {
             member_at = Some(start.elapsed());
         }
@@ -96,8 +118,16 @@ fn first_sync(invite_last: bool) {
             eprintln!("{:?}: B holds {}", start.elapsed(), st["store"]["events"]);
         }
         last = st;
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    // Progress (see the test below) ends once B holds it all.
+    let done = db.status();
+    assert!(
+        done["syncing"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|p| p["room_id"] != room_hex.as_str())),
+        "still syncing after B holds every event: {done}"
+    );
     let peers: Value = serde_json::from_str(&ok(&b, &["peers", "--json"])).unwrap();
     let bytes_in: u64 = peers
         .as_array()
@@ -141,4 +171,103 @@ fn first_sync(invite_last: bool) {
         eprintln!("B reads {} of {n} messages", texts.len());
         assert!(texts.len() == n, "B reads {} of {n} messages", texts.len());
     }
+}
+
+/// `syncing` progress: 1,000 messages (1.5 MB) over a 256 KiB/s link
+/// budget take several seconds, during which `status --json` reports the
+/// room with `have` rising towards A's count and `status` prints it; a
+/// `messages --follow` on a terminal (a pseudo-terminal from `script`)
+/// draws the progress bar on standard error.
+#[test]
+fn a_first_sync_shows_its_progress_in_status_and_on_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let room = room_with_history(&a, &b, 1000, false);
+    let held = status(&a)["store"]["events"].as_u64().unwrap();
+    let room_hex = room.to_string();
+    let budget = ["--link-budget-kib", "256"];
+    let da = Daemon::start_with(&a, "Ana", 0, &[], &budget);
+    let addr = da.tcp_addr();
+    let db = Daemon::start_with(&b, "Bo", 0, &[addr], &budget);
+    // B's invite comes first (control events have their own budget).
+    crate::daemon::wait_until("B a member", || status(&b)["rooms"] == 1);
+    let follow_cmd = format!(
+        "{} --data-dir {} messages {room_hex} --follow",
+        crate::daemon::BIN,
+        b.display()
+    );
+    let mut follower = std::process::Command::new("script")
+        .args(["-qfec", &follow_cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script (bsdutils) runs");
+    // What the terminal shows, read as it comes.
+    let term = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let term = term.clone();
+        let mut stdout = follower.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+                term.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    let mut human = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let st = control_status(&b);
+        let entry = st["syncing"].as_array().and_then(|a| {
+            a.iter()
+                .find(|p| p["room_id"] == room_hex.as_str())
+                .cloned()
+        });
+        match entry {
+            Some(p) => {
+                seen.push((p["have"].as_u64().unwrap(), p["estimate"].as_u64().unwrap()));
+                if human.is_empty() {
+                    human = ok(&b, &["status"]);
+                }
+            }
+            None if st["store"]["events"].as_u64().unwrap_or(0) >= held => break,
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    crate::daemon::wait_until("the follower shows the last message", || {
+        String::from_utf8_lossy(&term.lock().unwrap()).contains("00999 yyy")
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let _ = reader.join();
+    let term = String::from_utf8_lossy(&term.lock().unwrap()).into_owned();
+    drop((da, db));
+    let count = format!("of {},{:03} events", held / 1000, held % 1000);
+    eprintln!(
+        "{} syncing entries, first {:?}, last {:?}",
+        seen.len(),
+        seen.first(),
+        seen.last()
+    );
+    assert!(seen.len() >= 3, "progress seen {} times", seen.len());
+    assert!(
+        seen.iter().all(|(have, est)| have < est && *est == held),
+        "entries below A's count of {held}: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0) && seen.first() < seen.last(),
+        "have rises: {seen:?}"
+    );
+    assert!(
+        human.contains(&format!("syncing:    room {room_hex} ")) && human.contains(&count),
+        "status for people: {human}"
+    );
+    assert!(
+        term.contains("syncing [") && term.contains(&count),
+        "no progress bar on the terminal: {:?}",
+        &term[..term.len().min(2000)]
+    );
 }

@@ -31,11 +31,12 @@
 
 mod demo;
 pub mod human;
+mod progress;
 
 pub use demo::demo;
 
 use std::cell::RefCell;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -555,8 +556,16 @@ fn follow_via_daemon(
         history.push(l);
         Ok(())
     })?;
+    // On a terminal, a room still syncing shows a progress bar on
+    // standard error, hidden while message lines are printed.
+    let bar = io::stderr()
+        .is_terminal()
+        .then(|| progress::SyncBar::start(facts, room_id));
     let mut view = human::Follow::new(facts, room_id, utc, style);
-    view.batch(&history, out).map_err(ControlError::Output)?;
+    {
+        let _hidden = bar.as_ref().map(progress::SyncBar::hide);
+        view.batch(&history, out).map_err(ControlError::Output)?;
+    }
     let mut shown: std::collections::BTreeSet<String> = history
         .iter()
         .filter_map(|l| serde_json::to_string(l).ok())
@@ -571,6 +580,7 @@ fn follow_via_daemon(
     control::call(facts.dir, stream, &req, |l| {
         let key = serde_json::to_string(&l).map_err(io::Error::other)?;
         if shown.insert(key) {
+            let _hidden = bar.as_ref().map(progress::SyncBar::hide);
             view.batch(std::slice::from_ref(&l), out)?;
         }
         Ok(())

@@ -128,6 +128,27 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             return Ok(());
         };
         let existing = l.sessions.contains_key(&number);
+        // A peer's count of a whole room: sync progress (`progress`).
+        match &msg {
+            Message::Init {
+                room,
+                part: Part::WHOLE,
+                count,
+                ..
+            } => self.note_peer_count(*room, *count),
+            Message::Sketch { count, .. } => {
+                if let Some(s) = l.sessions.get(&number)
+                    && s.part() == Part::WHOLE
+                {
+                    let room = s.room();
+                    self.note_peer_count(room, *count);
+                }
+            }
+            _ => {}
+        }
+        let Some(l) = self.links.get(&link) else {
+            return Ok(());
+        };
         let replies = if let Message::Init { room, .. } = &msg {
             // Only the lower-nonce side initiates; a fresh number only.
             if l.initiator || existing || l.sessions.len() >= MAX_SESSIONS_PER_LINK {

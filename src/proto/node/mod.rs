@@ -65,10 +65,12 @@ mod announce;
 mod anti_entropy;
 mod intake;
 mod link;
+mod progress;
 mod push;
 mod spray;
 
 use link::Link;
+pub use progress::{MAX_SYNCING_ROOMS, SyncProgress};
 
 use lru::LruCache;
 use rand_core::Rng;
@@ -330,6 +332,9 @@ pub struct Node<S: EventStore, R: Rng> {
     /// Rooms whose invite of this device waits for what it cites, with
     /// the strangers' events they may still take past the key budgets.
     expected: LruCache<RoomId, u64>,
+    /// The largest event count a peer reported per own or expected room
+    /// (`progress`, sync progress for `status`).
+    peer_counts: LruCache<RoomId, u64>,
     pending_ihave: BTreeMap<EventId, (LinkId, RoomId, u64)>,
     /// Events refused by a signing key's stranger budget, with the link
     /// that offered them: if their room becomes one of this device's own
@@ -376,6 +381,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             penalised: LruCache::new(nz(MAX_PENALISED_SOURCES)),
             key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
             expected: LruCache::new(nz(MAX_EXPECTED_ROOMS)),
+            peer_counts: LruCache::new(nz(MAX_SYNCING_ROOMS)),
             pending_ihave: BTreeMap::new(),
             refused_strangers: LruCache::new(nz(MAX_REFUSED_STRANGERS)),
             stats: NodeStats::default(),
