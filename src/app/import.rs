@@ -12,7 +12,8 @@ use crate::bundle::{self, BundleStream, RawEvent};
 use crate::crypto::DeviceId;
 use crate::event::{Event, EventId, EventKind, RoomId};
 use crate::limits::MAX_EVENT_BYTES;
-use crate::room::{DagError, Membership, Received, RoomKeys, RoomSession, SessionError};
+use crate::room::membership::invites_device;
+use crate::room::{DagError, Received, RoomKeys, RoomSession, SessionError};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
 
 /// Most event bytes a streamed import verifies and stores per batch
@@ -93,12 +94,6 @@ fn holds_with_standing(s: &mut RoomSession, ev: &Event, me: &DeviceId) -> bool {
     let dag = s.dag();
     dag.node(&id).is_some()
         || (dag.is_pending(&id) && (ev.sender() == *me || dag.standing().contains(&ev.sender())))
-}
-
-/// Whether `ev` is a membership event inviting `me`.
-fn invites(ev: &Event, me: &DeviceId) -> bool {
-    ev.kind() == EventKind::Membership
-        && matches!(Membership::from_bytes(ev.payload()), Ok(Membership::Invite { card }) if card.device_id == *me)
 }
 
 impl<S: Store> Device<S> {
@@ -535,7 +530,7 @@ impl<S: Store> Device<S> {
                         }
                     }
                     Received::Pending { event_id, .. } => {
-                        if !member && event_id == ev.id() && invites(ev, &me) {
+                        if !member && event_id == ev.id() && invites_device(ev, &me) {
                             sum.expecting.insert(*room);
                             if let Some(c) = self.cache.as_mut() {
                                 c.expect(*room);
@@ -570,6 +565,24 @@ impl<S: Store> Device<S> {
                 let Some(ev) = self.stored_event(&id)? else {
                     continue;
                 };
+                let dag = s.dag();
+                if !dag.contains(&id) && !dag.is_pending(&id) {
+                    // Carried as a courier's and left out of the session
+                    // when it was restored (a non-member's session keeps
+                    // few strangers' events waiting): received now that
+                    // the room's admission may let it in.
+                    for r in s.receive(&self.keys.prekeys, &ev).unwrap_or_default() {
+                        if let Received::Message {
+                            event_id, content, ..
+                        } = r
+                        {
+                            self.store
+                                .put_secret(&pt_key(&event_id), &content.to_bytes())?;
+                            self.store.remove_secret(&ud_key(&event_id))?;
+                        }
+                    }
+                    continue;
+                }
                 if let Ok(content) = s.decrypt(&ev) {
                     self.store.put_secret(&pt_key(&id), &content.to_bytes())?;
                     self.store.remove_secret(&ud_key(&id))?;

@@ -81,6 +81,7 @@ pub(super) fn status(
             "events_stored": stats.events_stored,
             "duplicates": stats.duplicates,
             "invalid_events": stats.invalid_events,
+            "refused_events": stats.refused_events,
             "links_penalised": stats.links_penalised,
             "links_refused": stats.links_refused,
         },

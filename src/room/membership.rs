@@ -227,6 +227,15 @@ impl Membership {
     }
 }
 
+/// Whether `ev` is a membership event inviting `device` (the invite's
+/// card names it). Says nothing of the invite's authority: the node uses
+/// it to expect the room's history (`protocol-spec/wire.md`, "A room that
+/// becomes an own room"), the rooms layer judges it.
+pub fn invites_device(ev: &crate::event::Event, device: &DeviceId) -> bool {
+    ev.kind() == crate::event::EventKind::Membership
+        && matches!(Membership::from_bytes(ev.payload()), Ok(Membership::Invite { card }) if card.device_id == *device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,7 @@ fn first_sync(invite_last: bool) {
         bytes_in as f64 / stored.max(1) as f64,
         last["store"]["events"]
     );
+    eprintln!("B's daemon counters: {}", last["daemon"]);
     drop((da, db));
     if std::env::var_os("FIRST_SYNC_KEEP").is_some() {
         eprintln!("kept {}", tmp.keep().display());

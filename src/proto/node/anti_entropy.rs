@@ -16,8 +16,8 @@ use crate::wire::{CloseReason, Frame};
 use super::announce::merge_sorted;
 use super::spray::offerable;
 use super::{
-    CATCH_UP_LOW_WATER, MAX_ANTI_ENTROPY_BACKOFF_SHIFT, MAX_QUEUED_PARTS, MAX_SESSIONS_PER_LINK,
-    Node, ROUND_SESSIONS,
+    CATCH_UP_LOW_WATER, MAX_ANTI_ENTROPY_BACKOFF_SHIFT, MAX_BACKLOG_PER_LINK, MAX_QUEUED_PARTS,
+    MAX_SESSIONS_PER_LINK, Node, ROUND_SESSIONS, SLICE_BACKLOG_SHARE,
 };
 
 impl<S: EventStore, R: Rng> Node<S, R> {
@@ -273,13 +273,19 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     }
 
     /// Starts queued slices while the link has free session slots and its
-    /// catch-up is drained (`CATCH_UP_LOW_WATER`).
+    /// catch-up has room for what they may find (`SLICE_BACKLOG_SHARE`
+    /// each, within `MAX_BACKLOG_PER_LINK`): the slices of a room are
+    /// reconciled ahead of the transfer, so its whole catch-up is sent in
+    /// one order (control events first, oldest first), not slice by slice
+    /// in the random order of event-ID prefixes.
     pub(super) fn start_parts(&mut self, link: LinkId) -> Result<(), StoreError> {
         loop {
             let Some(l) = self.links.get_mut(&link) else {
                 return Ok(());
             };
-            if l.sessions.len() >= ROUND_SESSIONS || l.catch_up_len() > CATCH_UP_LOW_WATER {
+            let ahead = (l.sessions.len() + 1) * SLICE_BACKLOG_SHARE;
+            if l.sessions.len() >= ROUND_SESSIONS || l.catch_up_len() + ahead > MAX_BACKLOG_PER_LINK
+            {
                 return Ok(());
             }
             let Some((room, part)) = l.parts.pop_front() else {

@@ -14,6 +14,7 @@ use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, LinkId, Output};
 use crate::reconcile::Item;
 use crate::room::ROOM_CAP;
+use crate::room::membership::invites_device;
 use crate::store::{EventStore, InsertMeta, InsertOutcome, Priority, Source, StoreError};
 use crate::wire::{CloseReason, Frame, MAX_COPY_BUDGET};
 
@@ -90,6 +91,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 return Ok(());
             }
         }
+        // An invite of this device: the room is expected at once, so the
+        // history that follows it on the link (in the same batch, before
+        // the rooms layer sees the invite) is not refused for the key
+        // budget and sent again (`protocol-spec/wire.md`, "A room that
+        // becomes an own room", rule 2).
+        if priority == Priority::Stranger && invites_device(&event, &self.own) {
+            self.expect_room(event.room())?;
+        }
         if spray {
             self.copies
                 .put(id, (event.room(), copies.min(MAX_COPY_BUDGET)));
@@ -154,6 +163,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     room: event.room(),
                     from,
                     priority: meta.priority,
+                    class: super::link::SendClass::of(event.kind()),
                 });
             }
             InsertOutcome::Duplicate => self.stats.duplicates += 1,
@@ -249,16 +259,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 }
                 Ok(())
             }
-            Command::ExpectRoom(room) => {
-                if !self.own_rooms.contains(&room) && !self.expected.contains(&room) {
-                    if let Some((old, _)) = self.expected.push(room, EXPECTED_ROOM_EVENTS) {
-                        self.store.set_share_exempt(old, false);
-                    }
-                    self.store.set_share_exempt(room, true);
-                    self.want_refused(room)?;
-                }
-                Ok(())
-            }
+            Command::ExpectRoom(room) => self.expect_room(room),
             Command::LeaveRoom(room) => {
                 self.standing.remove(&room);
                 if self.own_rooms.remove(&room) {
@@ -267,6 +268,21 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 Ok(())
             }
         }
+    }
+
+    /// Expects `room` (`Command::ExpectRoom`, or an invite of this device
+    /// just received): its strangers' events skip the key budgets and
+    /// store shares for `EXPECTED_ROOM_EVENTS`, and what was refused is
+    /// wanted again.
+    fn expect_room(&mut self, room: RoomId) -> Result<(), StoreError> {
+        if !self.own_rooms.contains(&room) && !self.expected.contains(&room) {
+            if let Some((old, _)) = self.expected.push(room, EXPECTED_ROOM_EVENTS) {
+                self.store.set_share_exempt(old, false);
+            }
+            self.store.set_share_exempt(room, true);
+            self.want_refused(room)?;
+        }
+        Ok(())
     }
 
     /// Takes one event of an expected room's allowance (`Command::ExpectRoom`):

@@ -40,20 +40,22 @@ pub(super) struct Link {
     /// Rooms the peer pruned (lazy push only), bounded by `MAX_HELLO_ROOMS`.
     pub(super) pruned: BTreeSet<RoomId>,
     pub(super) known: LruCache<EventId, ()>,
-    /// Ordered by (class, origin time, queue order): a catch-up goes out
-    /// oldest first, so creates and invites precede the messages that
-    /// need them, whatever order reconciliation found them in. At most
+    /// Ordered by (priority, send class, origin time, queue order): a
+    /// catch-up goes out control events first, each class oldest first,
+    /// so creates, invites and key shares precede the messages that need
+    /// them, whatever order reconciliation found them in. At most
     /// `MAX_OUTBOX_PER_LINK`.
-    pub(super) outbox: BTreeMap<(Priority, u64, u64), (RoomId, EventId)>,
+    pub(super) outbox: BTreeMap<OutboxKey, (RoomId, EventId)>,
     /// The event IDs in `outbox`.
     pub(super) queued: BTreeSet<EventId>,
     pub(super) outbox_seq: u64,
     /// The rest of a catch-up: items reconciliation found the peer lacks
-    /// that do not fit the outbox yet, ascending (oldest first), at most
-    /// `MAX_BACKLOG_PER_LINK`. Only the item is kept (40 bytes); the outbox
-    /// is refilled from the front as it drains, and the event's bytes are
-    /// read from the store only when the window has room for them.
-    pub(super) backlog: VecDeque<Item>,
+    /// that do not fit the outbox yet, control events first, each class
+    /// oldest first, at most `MAX_BACKLOG_PER_LINK`. Only the class and
+    /// the item are kept (41 bytes); the outbox is refilled from the front
+    /// as it drains, and the event's bytes are read from the store only
+    /// when the window has room for them.
+    pub(super) backlog: VecDeque<(SendClass, Item)>,
     /// Whether an anti-entropy round waits for the catch-up to drain to
     /// `CATCH_UP_LOW_WATER` (initiator only).
     pub(super) drain_wait: bool,
@@ -94,6 +96,31 @@ pub(super) struct Link {
     pub(super) quiet_periods: u32,
     pub(super) next_anti_entropy_ms: u64,
 }
+
+/// An event's sending class: within a priority, control events (what
+/// makes a peer a member and gives it keys) go before messages
+/// (`protocol-spec/wire.md`, "Catch-up order").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum SendClass {
+    /// Membership, key shares, prekey updates (any kind but a message).
+    Control,
+    /// Messages.
+    Message,
+}
+
+impl SendClass {
+    /// The class of an event of `kind`.
+    pub(super) fn of(kind: crate::event::EventKind) -> SendClass {
+        if kind == crate::event::EventKind::Message {
+            SendClass::Message
+        } else {
+            SendClass::Control
+        }
+    }
+}
+
+/// An outbox entry's place: priority, send class, origin time, queue order.
+pub(super) type OutboxKey = (Priority, SendClass, u64, u64);
 
 impl Link {
     /// Events queued on this link, in the outbox and the backlog.

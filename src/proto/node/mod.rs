@@ -196,6 +196,12 @@ pub const MAX_OUTBOX_PER_LINK: usize = 1024;
 /// catch-up) may fill from the backlog: the rest stays free for live push
 /// and answers to `Want` and `Graft`, so a catch-up never crowds them out.
 pub const MAX_CATCH_UP_IN_OUTBOX: usize = MAX_OUTBOX_PER_LINK * 3 / 4;
+/// Most of a link's outbox a catch-up may fill when the next event to
+/// move in is a control event (membership, key share, prekey update): a
+/// control event found after the outbox filled with messages (another
+/// slice of the room) still goes out next, since the outbox sends control
+/// events first (`protocol-spec/wire.md`, "Catch-up order").
+pub const MAX_CONTROL_IN_OUTBOX: usize = MAX_CATCH_UP_IN_OUTBOX + MAX_OUTBOX_PER_LINK / 8;
 /// Most items (40 bytes each: origin time and event ID) a link's backlog
 /// holds: the events reconciliation found the peer lacks that do not fit
 /// the outbox yet, sent oldest first as the outbox drains. 16 384 items of
@@ -207,6 +213,12 @@ pub const MAX_BACKLOG_PER_LINK: usize = 16_384;
 /// hold at most this many events together: a catch-up is reconciled about
 /// as fast as the link sends it, not all at once into memory.
 pub const CATCH_UP_LOW_WATER: usize = 512;
+/// Backlog room each open slice session of a partitioned reconciliation
+/// reserves (twice `PART_TARGET_DIFFERENCES`: estimates are within about
+/// ±20 % and slices are uneven): slices start while the link's catch-up
+/// plus this much per open slice fits `MAX_BACKLOG_PER_LINK`, so up to
+/// four slices are reconciled ahead of the transfer.
+pub const SLICE_BACKLOG_SHARE: usize = 2 * crate::reconcile::PART_TARGET_DIFFERENCES as usize;
 /// Most reconciliation sessions the initiator opens at once on one link
 /// (one round). A responder still accepts up to `MAX_SESSIONS_PER_LINK`
 /// (older peers open that many); each open session holds its room's items.
@@ -305,6 +317,7 @@ struct Committed {
     room: RoomId,
     from: Option<LinkId>,
     priority: Priority,
+    class: link::SendClass,
 }
 
 /// The protocol core. `S` is the store, `R` the RNG (seeded in tests and
@@ -626,7 +639,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     l.pruned.remove(&room);
                 }
                 for id in ids {
-                    self.queue_send(link, id, Priority::OwnRoom)?;
+                    let class = self.catch_up_class(&id);
+                    self.queue_send(link, id, Priority::OwnRoom, class)?;
                 }
                 self.pump(link)
             }

@@ -20,11 +20,13 @@ use crate::reconcile::Item;
 use crate::store::{EventStore, Priority, StoreError};
 use crate::wire::{Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES};
 
+use super::link::{OutboxKey, SendClass};
 use super::spray::offerable;
 use super::spray::take_copies;
 use super::{
     CATCH_UP_LOW_WATER, FRAME_OVERHEAD, MAX_BACKLOG_PER_LINK, MAX_CATCH_UP_IN_OUTBOX,
-    MAX_OUTBOX_PER_LINK, Node, PACING_DIVISOR, PER_EVENT_OVERHEAD, SPRAY_FRAME_OVERHEAD,
+    MAX_CONTROL_IN_OUTBOX, MAX_OUTBOX_PER_LINK, Node, PACING_DIVISOR, PER_EVENT_OVERHEAD,
+    SPRAY_FRAME_OVERHEAD,
 };
 
 impl<S: EventStore, R: Rng> Node<S, R> {
@@ -59,7 +61,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let mut lazy = Vec::new();
             for (link, eager) in links {
                 if eager {
-                    self.queue_send(link, c.id, c.priority)?;
+                    self.queue_send(link, c.id, c.priority, c.class)?;
                     touched.insert(link);
                 } else {
                     lazy.push(link);
@@ -136,6 +138,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         link: LinkId,
         id: EventId,
         priority: Priority,
+        class: SendClass,
     ) -> Result<(), StoreError> {
         let Some(l) = self.links.get(&link) else {
             return Ok(());
@@ -149,29 +152,49 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         if let Some(l) = self.links.get_mut(&link) {
             l.queued.insert(id);
             l.outbox_seq += 1;
-            l.outbox
-                .insert((priority, info.origin_ts_ms, l.outbox_seq), (info.room, id));
+            l.outbox.insert(
+                (priority, class, info.origin_ts_ms, l.outbox_seq),
+                (info.room, id),
+            );
         }
         Ok(())
     }
 
-    /// Adds what reconciliation found the peer lacks to `link`'s backlog
-    /// (merged oldest first; beyond `MAX_BACKLOG_PER_LINK` the newest are
-    /// dropped: a later anti-entropy period finds them again).
+    /// Adds what reconciliation found the peer lacks to `link`'s backlog:
+    /// control events (membership, key shares, prekey updates: what makes
+    /// a peer a member and lets it read) before messages, each oldest
+    /// first; beyond `MAX_BACKLOG_PER_LINK` the last are dropped (a later
+    /// anti-entropy period finds them again). The class is read from the
+    /// stored event once, here (`protocol-spec/wire.md`, "Catch-up order").
     pub(super) fn queue_catch_up(&mut self, link: LinkId, items: Vec<Item>) {
+        if items.is_empty() || !self.links.contains_key(&link) {
+            return;
+        }
+        let classed: Vec<(SendClass, Item)> = items
+            .into_iter()
+            .map(|i| (self.catch_up_class(&i.id), i))
+            .collect();
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
-        if items.is_empty() {
-            return;
-        }
-        let mut all: Vec<Item> = l.backlog.drain(..).chain(items).collect();
+        let mut all: Vec<(SendClass, Item)> = l.backlog.drain(..).chain(classed).collect();
         all.sort_unstable();
         all.dedup();
-        all.retain(|i| !l.queued.contains(&i.id));
+        all.retain(|(_, i)| !l.queued.contains(&i.id));
         all.truncate(MAX_BACKLOG_PER_LINK);
         all.shrink_to_fit();
         l.backlog = all.into();
+    }
+
+    /// Whether a stored event is a control event or a message (a message
+    /// if it cannot be read).
+    pub(super) fn catch_up_class(&self, id: &EventId) -> SendClass {
+        self.store
+            .get_event(id)
+            .ok()
+            .flatten()
+            .and_then(|b| crate::event::Event::decode_unverified(&b).ok())
+            .map_or(SendClass::Message, |e| SendClass::of(e.kind()))
     }
 
     /// Moves backlog items into `link`'s outbox up to
@@ -181,13 +204,21 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let Some(l) = self.links.get_mut(&link) else {
                 return Ok(());
             };
-            if l.outbox.len() >= MAX_CATCH_UP_IN_OUTBOX {
+            // Control events found later (another slice of the room) may
+            // pass the messages already in the outbox: they go into it past
+            // the catch-up's share, up to `MAX_CONTROL_IN_OUTBOX`.
+            let cap = match l.backlog.front() {
+                Some((SendClass::Control, _)) => MAX_CONTROL_IN_OUTBOX,
+                Some(_) => MAX_CATCH_UP_IN_OUTBOX,
+                None => return Ok(()),
+            };
+            if l.outbox.len() >= cap {
                 return Ok(());
             }
-            let Some(item) = l.backlog.pop_front() else {
+            let Some((class, item)) = l.backlog.pop_front() else {
                 return Ok(());
             };
-            self.queue_send(link, item.id, Priority::OwnRoom)?;
+            self.queue_send(link, item.id, Priority::OwnRoom, class)?;
         }
     }
 
@@ -233,7 +264,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let Some(batch_room) = l.outbox.values().next().map(|(r, _)| *r) else {
                 return Ok(());
             };
-            let same_room: Vec<((Priority, u64, u64), EventId)> = l
+            let same_room: Vec<(OutboxKey, EventId)> = l
                 .outbox
                 .iter()
                 .filter(|(_, (r, _))| *r == batch_room)
