@@ -157,8 +157,10 @@ fn first_sync(invite_last: bool) {
     let all_at = all_at.expect("B holds every event");
     assert!(member_at <= MAX_FIRST_SYNC, "member after {member_at:?}");
     assert!(all_at <= MAX_FIRST_SYNC, "every event after {all_at:?}");
+    // The goal: at most 1.2x the stored bytes on the link, frames
+    // and reconciliation included (1.6x and 13x before).
     assert!(
-        bytes_in <= 3 * stored,
+        bytes_in * 5 <= stored * 6,
         "{bytes_in} bytes on the link for {stored} stored"
     );
     if !invite_last {

@@ -256,7 +256,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     && let Some(parts) = part.split_for(estimate)
                     && l.parts.len() + parts.len() <= MAX_QUEUED_PARTS
                 {
-                    l.parts.extend(parts.into_iter().map(|p| (room, p)));
+                    // Each slice's expected differences (the estimate is
+                    // within about ±20 %): its share of the backlog.
+                    let share = slice_share(estimate, parts.len());
+                    l.parts.extend(parts.into_iter().map(|p| (room, p, share)));
                 }
                 // A round that left rooms out, or slices still to
                 // reconcile, continue at once (once the link's catch-up
@@ -273,8 +276,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     }
 
     /// Starts queued slices while the link has free session slots and its
-    /// catch-up has room for what they may find (`SLICE_BACKLOG_SHARE`
-    /// each, within `MAX_BACKLOG_PER_LINK`): the slices of a room are
+    /// catch-up has room for what they may find (each slice's share of the
+    /// estimate plus a quarter, at least `SLICE_BACKLOG_SHARE`, within
+    /// `MAX_BACKLOG_PER_LINK`): the slices of a room are
     /// reconciled ahead of the transfer, so its whole catch-up is sent in
     /// one order (control events first, oldest first), not slice by slice
     /// in the random order of event-ID prefixes.
@@ -283,12 +287,17 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let Some(l) = self.links.get_mut(&link) else {
                 return Ok(());
             };
-            let ahead = (l.sessions.len() + 1) * SLICE_BACKLOG_SHARE;
+            let Some(&(_, _, share)) = l.parts.front() else {
+                return Ok(());
+            };
+            // The slices of one split are alike: each open session may
+            // find about as much as the next.
+            let ahead = (l.sessions.len() + 1) * share;
             if l.sessions.len() >= ROUND_SESSIONS || l.catch_up_len() + ahead > MAX_BACKLOG_PER_LINK
             {
                 return Ok(());
             }
-            let Some((room, part)) = l.parts.pop_front() else {
+            let Some((room, part, _)) = l.parts.pop_front() else {
                 return Ok(());
             };
             let mut items = self.room_items(&room)?;
@@ -376,4 +385,15 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         }
         Ok(())
     }
+}
+
+/// The backlog room one of `parts` slices of a split reserves: its share of
+/// the split's `estimate` plus a quarter (estimates are within about
+/// ±20 %), at least `SLICE_BACKLOG_SHARE` (without an estimate, or for a
+/// small one).
+fn slice_share(estimate: u64, parts: usize) -> usize {
+    let each = estimate.div_ceil(parts.max(1) as u64);
+    usize::try_from(each + each / 4)
+        .unwrap_or(usize::MAX)
+        .max(SLICE_BACKLOG_SHARE)
 }

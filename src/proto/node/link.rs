@@ -83,8 +83,8 @@ pub(super) struct Link {
     pub(super) more_rooms: bool,
     /// Slices still to reconcile after a session found more differences
     /// than one session can decode (initiator only), at most
-    /// `MAX_QUEUED_PARTS`.
-    pub(super) parts: VecDeque<(RoomId, Part)>,
+    /// `MAX_QUEUED_PARTS`, each with the backlog room it reserves.
+    pub(super) parts: VecDeque<(RoomId, Part, usize)>,
     /// Rooms of the rotation not yet reconciled in this anti-entropy
     /// period: a period covers every room once, then waits for the next.
     pub(super) rotation_left: usize,

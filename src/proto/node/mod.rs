@@ -213,12 +213,13 @@ pub const MAX_BACKLOG_PER_LINK: usize = 16_384;
 /// hold at most this many events together: a catch-up is reconciled about
 /// as fast as the link sends it, not all at once into memory.
 pub const CATCH_UP_LOW_WATER: usize = 512;
-/// Backlog room each open slice session of a partitioned reconciliation
-/// reserves (twice `PART_TARGET_DIFFERENCES`: estimates are within about
-/// ±20 % and slices are uneven): slices start while the link's catch-up
-/// plus this much per open slice fits `MAX_BACKLOG_PER_LINK`, so up to
-/// four slices are reconciled ahead of the transfer.
-pub const SLICE_BACKLOG_SHARE: usize = 2 * crate::reconcile::PART_TARGET_DIFFERENCES as usize;
+/// Least backlog room each open slice session of a partitioned
+/// reconciliation reserves (otherwise its share of the split's estimate
+/// plus a quarter): slices start while the link's catch-up plus this much
+/// per open slice fits `MAX_BACKLOG_PER_LINK`, so a room's slices are
+/// reconciled ahead of the transfer, all of them for up to about 13,000
+/// differences.
+pub const SLICE_BACKLOG_SHARE: usize = crate::reconcile::PART_TARGET_DIFFERENCES as usize / 2;
 /// Most reconciliation sessions the initiator opens at once on one link
 /// (one round). A responder still accepts up to `MAX_SESSIONS_PER_LINK`
 /// (older peers open that many); each open session holds its room's items.
