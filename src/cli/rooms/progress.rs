@@ -7,7 +7,7 @@
 //! the bar.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -86,18 +86,23 @@ enum RoomMatch {
 }
 
 impl RoomMatch {
+    /// The room among this device's rooms (the shared resolver), else,
+    /// for a room that is not this device's yet (its first sync), an ID
+    /// prefix of at least `MIN_ROOM_PREFIX` hex digits as given.
     fn new(facts: Facts<'_>, arg: &str) -> RoomMatch {
-        let arg = arg.trim().to_ascii_lowercase();
-        if arg.len() >= control::exec::MIN_ROOM_PREFIX && arg.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return RoomMatch::Prefix(arg);
-        }
-        match facts
+        if let Some(id) = facts
             .rooms()
-            .and_then(|rooms| control::exec::resolve_among(&arg, &rooms).ok())
+            .and_then(|rooms| control::exec::resolve_among(arg, &rooms).ok())
         {
-            Some(id) => RoomMatch::Prefix(id.to_string()),
-            None => RoomMatch::Nothing,
+            return RoomMatch::Prefix(id.to_string());
+        }
+        let prefix = arg.trim().to_ascii_lowercase();
+        if prefix.len() >= control::exec::MIN_ROOM_PREFIX
+            && prefix.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            RoomMatch::Prefix(prefix)
+        } else {
+            RoomMatch::Nothing
         }
     }
 
@@ -110,9 +115,8 @@ impl RoomMatch {
 }
 
 fn run(dir: &Path, matcher: &RoomMatch, shown: &Mutex<bool>, stop: &AtomicBool) {
-    let dir: PathBuf = dir.to_path_buf();
     while !stop.load(Ordering::Relaxed) {
-        let progress = room_progress(&dir, matcher);
+        let progress = room_progress(dir, matcher);
         let mut g = shown.lock().unwrap_or_else(|p| p.into_inner());
         let mut e = io::stderr().lock();
         let _ = match progress {

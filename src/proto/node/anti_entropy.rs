@@ -278,7 +278,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// Starts queued slices while the link has free session slots and its
     /// catch-up has room for what they may find (each slice's share of the
     /// estimate plus a quarter, at least `SLICE_BACKLOG_SHARE`, within
-    /// `MAX_BACKLOG_PER_LINK`): the slices of a room are
+    /// `MAX_BACKLOG_PER_LINK`; one at a time once the catch-up drained to
+    /// `CATCH_UP_LOW_WATER` whatever the share): the slices of a room are
     /// reconciled ahead of the transfer, so its whole catch-up is sent in
     /// one order (control events first, oldest first), not slice by slice
     /// in the random order of event-ID prefixes.
@@ -291,10 +292,13 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 return Ok(());
             };
             // The slices of one split are alike: each open session may
-            // find about as much as the next.
-            let ahead = (l.sessions.len() + 1) * share;
-            if l.sessions.len() >= ROUND_SESSIONS || l.catch_up_len() + ahead > MAX_BACKLOG_PER_LINK
-            {
+            // find about as much as the next. A drained link always starts
+            // one (a share larger than the backlog, from an inflated
+            // estimate, must not stall the link's anti-entropy).
+            let ahead = (l.sessions.len() + 1).saturating_mul(share);
+            let fits = l.catch_up_len().saturating_add(ahead) <= MAX_BACKLOG_PER_LINK;
+            let drained = l.sessions.is_empty() && l.catch_up_len() <= CATCH_UP_LOW_WATER;
+            if l.sessions.len() >= ROUND_SESSIONS || !(fits || drained) {
                 return Ok(());
             }
             let Some((room, part, _)) = l.parts.pop_front() else {

@@ -50,7 +50,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// The rooms still syncing: held events below a peer's reported count,
     /// ascending by room. Rooms that caught up are forgotten.
     pub fn syncing(&mut self) -> Result<Vec<SyncProgress>, StoreError> {
-        if self.peer_counts.is_empty() {
+        // Only own and expected rooms are reported; the store's room list
+        // is read only when one of them has a count.
+        let tracked = |r: &RoomId| self.own_rooms.contains(r) || self.expected.contains(r);
+        if !self.peer_counts.iter().any(|(r, _)| tracked(r)) {
             return Ok(Vec::new());
         }
         let held: std::collections::BTreeMap<RoomId, u64> = self
@@ -62,7 +65,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let mut out = Vec::new();
         let mut done = Vec::new();
         for (room, estimate) in self.peer_counts.iter() {
-            if !self.own_rooms.contains(room) && !self.expected.contains(room) {
+            if !tracked(room) {
                 continue;
             }
             let have = held.get(room).copied().unwrap_or(0);
