@@ -425,23 +425,14 @@ impl<S: Store> Device<S> {
         Ok(self.store.get_secret(&room_keys_key(room))?)
     }
 
-    /// Restores the session of `room` from stored events and keys.
-    fn session(&self, room: &RoomId) -> Result<(RoomSession, Vec<Event>), AppError> {
-        self.session_excluding(room, &BTreeSet::new())
-    }
-
-    /// Restores the session of `room` from stored events and keys, leaving
-    /// out `skip` (events staged by the node, still to be received).
-    /// Returns the session and the events its DAG holds (admitted or
-    /// waiting for predecessors): events admission refused (an outsider's
-    /// flood) are read one page at a time and never kept
+    /// Restores the session of `room` from stored events and keys. It
+    /// keeps no event bodies: a view reads what it shows from the store one
+    /// event at a time ([`RoomDag::held`]), so its memory is the DAG's
+    /// whatever the room's stored size. Events admission refused (an
+    /// outsider's flood) are read one page at a time and never kept
     /// (`protocol-spec/rooms.md`, "Admission").
-    fn session_excluding(
-        &self,
-        room: &RoomId,
-        skip: &BTreeSet<EventId>,
-    ) -> Result<(RoomSession, Vec<Event>), AppError> {
-        self.restore_session(room, skip, true)
+    fn session(&self, room: &RoomId) -> Result<RoomSession, AppError> {
+        self.session_only(room, &BTreeSet::new())
     }
 
     fn restore_session(
@@ -472,8 +463,9 @@ impl<S: Store> Device<S> {
         Ok((s, events))
     }
 
-    /// Restores the session of `room` like [`Device::session_excluding`]
-    /// but keeps no events: memory is the DAG's, whatever the room's size.
+    /// Restores the session of `room`, leaving out `skip` (events staged by
+    /// the node, still to be received), and keeps no events: memory is the
+    /// DAG's, whatever the room's size.
     fn session_only(
         &self,
         room: &RoomId,
@@ -482,16 +474,12 @@ impl<S: Store> Device<S> {
         self.restore_session(room, skip, false).map(|(s, _)| s)
     }
 
-    fn session_with_events(&self, room: &RoomId) -> Result<(RoomSession, Vec<Event>), AppError> {
-        let (s, events) = self.session(room)?;
-        if events.is_empty() {
+    fn known_session(&self, room: &RoomId) -> Result<RoomSession, AppError> {
+        let mut s = self.session(room)?;
+        if s.dag().holds_nothing() {
             return Err(AppError::UnknownRoom(*room));
         }
-        Ok((s, events))
-    }
-
-    fn known_session(&self, room: &RoomId) -> Result<RoomSession, AppError> {
-        self.session_with_events(room).map(|(s, _)| s)
+        Ok(s)
     }
 
     // ---- local operations --------------------------------------------------
@@ -619,8 +607,8 @@ impl<S: Store> Device<S> {
         rng: &mut R,
     ) -> Result<EventId, AppError> {
         let card = self.resolve_contact(contact)?;
-        let (mut s, events) = self.session_with_events(room)?;
-        let name = self.room_name(&mut s, &events)?;
+        let mut s = self.known_session(room)?;
+        let name = self.room_name(&mut s)?;
         let out = s.change(
             &self.keys.identity,
             Membership::Invite { card },
@@ -776,8 +764,8 @@ impl<S: Store> Device<S> {
             if self.stored_keys(&r.room)?.is_none() {
                 continue;
             }
-            let (mut s, events) = self.session(&r.room)?;
-            let name = self.room_name(&mut s, &events)?;
+            let mut s = self.session(&r.room)?;
+            let name = self.room_name(&mut s)?;
             out.push(RoomInfo {
                 room_id: r.room.to_string(),
                 name,
@@ -787,12 +775,11 @@ impl<S: Store> Device<S> {
         Ok(out)
     }
 
-    fn room_name(&self, s: &mut RoomSession, events: &[Event]) -> Result<String, AppError> {
-        let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
+    fn room_name(&self, s: &mut RoomSession) -> Result<String, AppError> {
         let mut name = String::new();
-        for id in s.dag().display_order() {
-            let Some(ev) = by_id.get(&id) else { continue };
-            if ev.kind() != EventKind::Message {
+        let dag = s.dag();
+        for id in dag.display_order() {
+            if dag.node(&id).is_none_or(|n| n.kind != EventKind::Message) {
                 continue;
             }
             if let Some(pt) = self.store.get_secret(&pt_key(&id))?
@@ -807,11 +794,7 @@ impl<S: Store> Device<S> {
     /// The room's messages in display order (the DAG's deterministic
     /// topological order), with undecryptable messages and sequence gaps.
     pub fn messages(&self, room: &RoomId) -> Result<Vec<MessageLine>, AppError> {
-        let (mut s, events) = self.session(room)?;
-        if events.is_empty() {
-            return Err(AppError::UnknownRoom(*room));
-        }
-        let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
+        let mut s = self.known_session(room)?;
         // Gaps keyed by (sender, first seq after the gap): the DAG's and
         // the store's (which also counts events waiting for predecessors).
         // Only senders with standing (named by a valid create or invite):
@@ -819,9 +802,10 @@ impl<S: Store> Device<S> {
         // messages (`protocol-spec/rooms.md`, "Admission").
         let mut gaps: BTreeMap<(DeviceId, u64), GapInfo> = BTreeMap::new();
         let standing = s.dag().standing().clone();
-        let senders: BTreeSet<DeviceId> = events
-            .iter()
-            .map(Event::sender)
+        let senders: BTreeSet<DeviceId> = s
+            .dag()
+            .held_senders()
+            .into_iter()
             .filter(|d| standing.contains(d))
             .collect();
         let mut all_gaps: Vec<(DeviceId, u64, u64)> = s
@@ -850,12 +834,13 @@ impl<S: Store> Device<S> {
         let joins: Vec<EventId> = order
             .iter()
             .filter(|id| {
-                s.dag().node(id).is_some_and(|n| match &n.membership {
-                    Some(Membership::Create { card, .. }) | Some(Membership::Invite { card }) => {
-                        card.device_id == me
-                    }
-                    _ => false,
-                })
+                s.dag()
+                    .node(id)
+                    .is_some_and(|n| match n.membership.as_deref() {
+                        Some(Membership::Create { card, .. })
+                        | Some(Membership::Invite { card }) => card.device_id == me,
+                        _ => false,
+                    })
             })
             .copied()
             .collect();
@@ -863,27 +848,34 @@ impl<S: Store> Device<S> {
         // are shown after the ordered history, by (time, ID): only those of
         // senders with standing (an outsider's are not the room's).
         let in_dag: BTreeSet<EventId> = order.iter().copied().collect();
-        let mut waiting: Vec<&Event> = events
-            .iter()
-            .filter(|e| !in_dag.contains(&e.id()) && s.dag().standing().contains(&e.sender()))
+        let dag = s.dag();
+        let mut waiting: Vec<(u64, EventId)> = dag
+            .pending_ids()
+            .filter_map(|id| dag.held(id).map(|h| (h, *id)))
+            .filter(|(h, _)| standing.contains(&h.sender))
+            .map(|(h, id)| (h.ts, id))
             .collect();
-        waiting.sort_by_key(|e| (e.origin_ts_ms(), e.id()));
-        let full_order = order.iter().copied().chain(waiting.iter().map(|e| e.id()));
+        waiting.sort();
+        let full_order = order
+            .iter()
+            .copied()
+            .chain(waiting.into_iter().map(|(_, id)| id));
         let mut out = Vec::new();
         for id in full_order {
-            let Some(ev) = by_id.get(&id) else { continue };
-            if let Some(gap) = gaps.remove(&(ev.sender(), ev.seq())) {
+            let Some(ev) = s.dag().held(&id) else {
+                continue;
+            };
+            if let Some(gap) = gaps.remove(&(ev.sender, ev.seq)) {
                 out.push(MessageLine::Gap { gap });
             }
-            if let Some(fork) = forks.remove(&(ev.sender(), ev.seq())) {
+            if let Some(fork) = forks.remove(&(ev.sender, ev.seq)) {
                 out.push(MessageLine::Fork { fork });
             }
-            if ev.kind() != EventKind::Message {
+            if ev.kind != EventKind::Message {
                 continue;
             }
-            let (event_id, sender, ts) =
-                (id.to_string(), ev.sender().to_string(), ev.origin_ts_ms());
-            if in_dag.contains(&id) && !s.dag().sender_authorized_at(&id, &ev.sender()) {
+            let (event_id, sender, ts) = (id.to_string(), ev.sender.to_string(), ev.ts);
+            if in_dag.contains(&id) && !s.dag().sender_authorized_at(&id, &ev.sender) {
                 // A removed member's message (concurrent with or after its
                 // removal): flagged, its text never shown (`rooms.md` §5).
                 out.push(MessageLine::Unauthorized {
@@ -979,7 +971,7 @@ impl<S: Store> Device<S> {
             // stored as strangers' traffic do not travel on in this
             // device's bundles. A carried room exports what is stored.
             let evs = if self.stored_keys(r)?.is_some() {
-                let (_, mut evs) = self.session(r)?;
+                let (_, mut evs) = self.restore_session(r, &BTreeSet::new(), true)?;
                 evs.sort_by_key(|e| (e.origin_ts_ms(), e.id()));
                 evs
             } else {

@@ -63,8 +63,8 @@ impl<S: Store> Device<S> {
             else {
                 continue;
             };
-            let (mut s, events) = self.session(&room)?;
-            if events.is_empty() || !s.members().is_member(&me) {
+            let mut s = self.session(&room)?;
+            if s.dag().holds_nothing() || !s.members().is_member(&me) {
                 continue;
             }
             let out = s.publish_prekey(&self.keys.identity, &update, now_ms)?;

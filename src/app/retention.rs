@@ -10,7 +10,7 @@
 
 use super::{AppError, Device, PLAINTEXT_PREFIX, UNDECRYPTABLE_PREFIX};
 use crate::event::EventId;
-use crate::store::Store;
+use crate::store::{SECRET_KEYS_PAGE, Store};
 
 impl<S: Store> Device<S> {
     /// Deletes stored plaintexts and undecryptable-message reasons whose
@@ -19,16 +19,28 @@ impl<S: Store> Device<S> {
     pub fn prune_orphaned_plaintexts(&mut self) -> Result<usize, AppError> {
         let mut removed = 0;
         for prefix in [PLAINTEXT_PREFIX, UNDECRYPTABLE_PREFIX] {
-            for key in self.store.secret_keys(prefix)? {
-                let id = key
-                    .get(prefix.len()..)
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .map(EventId);
-                // A malformed name is not ours to judge: leave it.
-                let Some(id) = id else { continue };
-                if !self.store.has_event(&id)? && self.store.remove_secret(&key)? {
-                    removed += 1;
+            // A page at a time, whatever the number held: a page's values
+            // (plaintexts) are read and dropped together.
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page =
+                    self.store
+                        .secret_keys_page(prefix, after.as_deref(), SECRET_KEYS_PAGE)?;
+                for key in &page {
+                    let id = key
+                        .get(prefix.len()..)
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .map(EventId);
+                    // A malformed name is not ours to judge: leave it.
+                    let Some(id) = id else { continue };
+                    if !self.store.has_event(&id)? && self.store.remove_secret(key)? {
+                        removed += 1;
+                    }
                 }
+                if page.len() < SECRET_KEYS_PAGE {
+                    break;
+                }
+                after = page.into_iter().last();
             }
         }
         Ok(removed)

@@ -26,10 +26,10 @@ use crate::store::{EventStore, StoreError};
 
 /// Most rooms whose item lists are cached.
 pub const MAX_VIEW_ROOMS: usize = 4096;
-/// Most items cached over all rooms (40 bytes each: about 2.5 MiB, a
+/// Most items cached over all rooms (40 bytes each: about 640 KiB, a
 /// field relay's budget; rooms beyond it are read from the store per
-/// session).
-pub const MAX_VIEW_ITEMS: usize = 65_536;
+/// session, one range read of the room's items).
+pub const MAX_VIEW_ITEMS: usize = 16_384;
 /// How many items a view reads from the store per page.
 const ITEM_PAGE: usize = 16_384;
 

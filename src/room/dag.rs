@@ -136,14 +136,28 @@ pub struct Node {
     pub ts: u64,
     /// Kind.
     pub kind: EventKind,
-    /// Parsed membership change, for membership events.
-    pub membership: Option<Membership>,
+    /// Parsed membership change, for membership events (boxed: a card is
+    /// large, and most nodes are messages).
+    pub membership: Option<Box<Membership>>,
     /// Index among membership events, for membership events.
     midx: Option<usize>,
     /// Membership events among the strict ancestors.
     anc: Arc<Bits>,
     /// 1 + the greatest depth of a predecessor (0 for roots).
     depth: u64,
+}
+
+/// An event the DAG holds, without its body ([`RoomDag::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Sender.
+    pub sender: DeviceId,
+    /// Sequence number.
+    pub seq: u64,
+    /// Kind.
+    pub kind: EventKind,
+    /// Origin timestamp.
+    pub ts: u64,
 }
 
 /// The outcome of [`RoomDag::insert`].
@@ -180,7 +194,9 @@ pub struct RoomDag {
     mlist: Vec<EventId>,
     pending: BTreeMap<EventId, Event>,
     waiters: BTreeMap<EventId, BTreeSet<EventId>>,
-    seqs: BTreeMap<DeviceId, BTreeMap<u64, BTreeSet<EventId>>>,
+    /// Events by (sender, seq): one ID each, more only for a fork (a
+    /// sorted `Vec`: a set's node would cost ten times the ID).
+    seqs: BTreeMap<DeviceId, BTreeMap<u64, Vec<EventId>>>,
     resolution: Option<Resolution>,
     /// Causally valid membership indices (admission; each judged once, by
     /// its own causal past).
@@ -415,12 +431,15 @@ impl RoomDag {
         for p in ev.prev() {
             self.children.entry(*p).or_default().push(ev.id());
         }
-        self.seqs
+        let ids = self
+            .seqs
             .entry(ev.sender())
             .or_default()
             .entry(ev.seq())
-            .or_default()
-            .insert(ev.id());
+            .or_default();
+        if let Err(at) = ids.binary_search(&ev.id()) {
+            ids.insert(at, ev.id());
+        }
         self.nodes.insert(
             ev.id(),
             Node {
@@ -430,7 +449,7 @@ impl RoomDag {
                 prev: ev.prev().to_vec(),
                 ts: ev.origin_ts_ms(),
                 kind: ev.kind(),
-                membership,
+                membership: membership.map(Box::new),
                 midx,
                 anc,
                 depth,
@@ -508,7 +527,7 @@ impl RoomDag {
         if !resolve::causally_valid(&self.room, &self.mevents(), &past, m) {
             return;
         }
-        let named = match &node.membership {
+        let named = match node.membership.as_deref() {
             Some(Membership::Create { card, .. } | Membership::Invite { card }) => {
                 Some(card.device_id)
             }
@@ -544,12 +563,52 @@ impl RoomDag {
         self.pending.len()
     }
 
+    /// Whether the DAG holds no event, admitted or pending.
+    pub fn holds_nothing(&self) -> bool {
+        self.nodes.is_empty() && self.pending.is_empty()
+    }
+
+    /// What the room's views need of an event the DAG holds (admitted or
+    /// pending), without its body: views read bodies and plaintexts from
+    /// the store one event at a time, so their memory is the DAG's
+    /// whatever the room's stored size.
+    pub fn held(&self, id: &EventId) -> Option<Held> {
+        if let Some(n) = self.nodes.get(id) {
+            return Some(Held {
+                sender: n.sender,
+                seq: n.seq,
+                kind: n.kind,
+                ts: n.ts,
+            });
+        }
+        self.pending.get(id).map(|e| Held {
+            sender: e.sender(),
+            seq: e.seq(),
+            kind: e.kind(),
+            ts: e.origin_ts_ms(),
+        })
+    }
+
+    /// Pending events' IDs, ascending.
+    pub fn pending_ids(&self) -> impl Iterator<Item = &EventId> {
+        self.pending.keys()
+    }
+
+    /// Every sender of a held event (admitted or pending), ascending.
+    pub fn held_senders(&self) -> BTreeSet<DeviceId> {
+        self.nodes
+            .values()
+            .map(|n| n.sender)
+            .chain(self.pending.values().map(Event::sender))
+            .collect()
+    }
+
     fn mevents(&self) -> Vec<MEvent<'_>> {
         self.mlist
             .iter()
             .filter_map(|id| self.nodes.get(id))
             .filter_map(|n| {
-                n.membership.as_ref().map(|op| MEvent {
+                n.membership.as_deref().map(|op| MEvent {
                     id: n.id,
                     sender: n.sender,
                     ts: n.ts,
@@ -637,7 +696,7 @@ impl RoomDag {
             let Some(node) = self.nodes.get(&mid) else {
                 continue;
             };
-            let Some(op) = &node.membership else {
+            let Some(op) = node.membership.as_deref() else {
                 continue;
             };
             let removes = matches!(op, Membership::Remove { .. } | Membership::Leave)

@@ -97,6 +97,7 @@ forward! {
         fn put_secret(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
         fn get_secret(&self, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
         fn remove_secret(&mut self, key: &[u8]) -> Result<bool, StoreError>;
+        fn secret_keys_page(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
         fn secret_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>;
     }
 }

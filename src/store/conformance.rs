@@ -704,6 +704,21 @@ pub(crate) fn blobs<H: Harness>() {
         h.s().get_secret(b"prekey/2").unwrap().unwrap().as_slice(),
         b"s2"
     );
+    // Listing pages through more names than a page holds, in order, and
+    // a page starts after its cursor.
+    let n = SECRET_KEYS_PAGE * 2 + 3;
+    let names: Vec<Vec<u8>> = (0..n).map(|i| format!("pt/{i:05}").into_bytes()).collect();
+    for k in &names {
+        h.s().put_secret(k, b"plaintext").unwrap();
+    }
+    assert_eq!(h.s().secret_keys(b"pt/").unwrap(), names);
+    let page = h.s().secret_keys_page(b"pt/", Some(&names[4]), 3).unwrap();
+    assert_eq!(page, names[5..8].to_vec());
+    let page = h.s().secret_keys_page(b"pt/", None, n).unwrap();
+    assert_eq!(page.len(), SECRET_KEYS_PAGE, "a page is capped");
+    for k in &names {
+        assert!(h.s().remove_secret(k).unwrap());
+    }
     assert_eq!(h.s().get_meta("device_name").unwrap().unwrap(), b"hilltop");
     assert_eq!(h.s().since_token().unwrap().unwrap(), "s72594_4483_1934");
     assert_eq!(h.s().uplink_keys(10).unwrap(), vec![b"batch/1".to_vec()]);

@@ -105,6 +105,11 @@ pub const MAX_SINCE_TOKEN_BYTES: usize = 1024;
 /// caller passes (callers page with the last key they saw).
 pub const MAX_LIST_LIMIT: usize = 65_536;
 
+/// Secret entries read per page when listing their names
+/// ([`SecretStore::secret_keys_page`]): the values of a page (a decrypted
+/// message each, at most) are read and dropped together.
+pub const SECRET_KEYS_PAGE: usize = 64;
+
 /// The storage interface of the protocol core: the union of the role
 /// traits below, implemented for every type that implements all of them.
 /// Synchronous; every role trait is object-safe.
@@ -376,8 +381,34 @@ pub trait SecretStore {
     /// Removes secret key material. Returns whether it existed.
     fn remove_secret(&mut self, key: &[u8]) -> Result<bool, StoreError>;
 
-    /// Secret keys (names, not values) starting with `prefix`, ascending.
-    fn secret_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// A page of secret keys (names, not values) starting with `prefix`,
+    /// ascending, after `after` if given: at most `limit` (capped at
+    /// [`SECRET_KEYS_PAGE`]), so a page reads at most that many values
+    /// whatever the table holds.
+    fn secret_keys_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Secret keys (names, not values) starting with `prefix`, ascending,
+    /// at most [`MAX_LIST_LIMIT`]: read a page at a time, so the memory is
+    /// the names' (plaintexts of a whole room's history are never read at
+    /// once).
+    fn secret_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let page =
+                self.secret_keys_page(prefix, out.last().map(Vec::as_slice), SECRET_KEYS_PAGE)?;
+            let last = page.len() < SECRET_KEYS_PAGE;
+            out.extend(page);
+            if last || out.len() >= MAX_LIST_LIMIT {
+                out.truncate(MAX_LIST_LIMIT);
+                return Ok(out);
+            }
+        }
+    }
 }
 
 /// Application metadata and reporting: usage counters and the retention

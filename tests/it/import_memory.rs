@@ -215,6 +215,16 @@ fn a_64_mib_bundle_imports_in_bounded_memory() {
         daemon_kib.saturating_sub(idle_kib) <= MAX_DAEMON_IMPORT_GROWTH_KIB,
         "daemon peak RSS {daemon_kib} KiB (idle {idle_kib} KiB)"
     );
+    // Listing rooms rebuilds the big room's session: the DAG only, never
+    // the history's bodies (it once held the whole room, 180 MB here).
+    let rooms: Value = serde_json::from_str(&ok(&d, &["rooms", "--json"])).unwrap();
+    assert_eq!(rooms[0]["name"], "big", "{rooms}");
+    let rooms_kib = crate::peak_rss::vm_hwm_kib(daemon.pid());
+    eprintln!("rooms through the daemon: daemon peak RSS {rooms_kib} KiB");
+    assert!(
+        rooms_kib.saturating_sub(idle_kib) <= MAX_DAEMON_IMPORT_GROWTH_KIB,
+        "daemon peak RSS {rooms_kib} KiB after rooms (idle {idle_kib} KiB)"
+    );
     let lines = ok(&d, &["messages", &room_s, "--json"]);
     let readable = lines.lines().filter(|l| l.contains("\"text\":\"")).count();
     assert_eq!(

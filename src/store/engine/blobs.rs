@@ -131,9 +131,20 @@ impl<K: Kv> SecretStore for Engine<K> {
         self.kv.remove(Table::Secrets, key)
     }
 
-    fn secret_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    fn secret_keys_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(self
-            .scan_prefix(Table::Secrets, prefix, None, MAX_LIST_LIMIT, false)?
+            .scan_prefix(
+                Table::Secrets,
+                prefix,
+                after,
+                limit.min(SECRET_KEYS_PAGE),
+                false,
+            )?
             .into_iter()
             .map(|(k, v)| {
                 drop(Zeroizing::new(v));
