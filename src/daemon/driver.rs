@@ -42,6 +42,13 @@ use crate::transport::lan::{self, LAN_MTU, LanEvent, LanHandle};
 /// Most LAN events fed before one commit cycle.
 pub const MAX_BATCH_INPUTS: usize = 512;
 
+/// Events stored after which a cycle's batch ends early: a long catch-up
+/// is committed, acknowledged and read by the rooms layer in steps of
+/// this size, not in one cycle (a new member's invite, the first event a
+/// holder sends, makes it a member after the first step; the write
+/// transaction's pages stay small).
+pub const MAX_EVENTS_PER_CYCLE: usize = 256;
+
 /// Most `messages --follow` clients at once.
 pub const MAX_FOLLOWERS: usize = 32;
 
@@ -221,12 +228,21 @@ pub async fn run(
             ev = lan_rx.recv() => match ev {
                 Some(ev) => {
                     // Group commit: feed what else is queued, up to a batch.
-                    let mut batch = vec![ev];
-                    while batch.len() < MAX_BATCH_INPUTS {
-                        let Ok(ev) = lan_rx.try_recv() else { break };
-                        batch.push(ev);
+                    let mut fed = Ok(());
+                    let mut next = Some(ev);
+                    let mut n = 0;
+                    while let Some(ev) = next.take() {
+                        fed = d.on_lan(ev);
+                        n += 1;
+                        if fed.is_err()
+                            || n >= MAX_BATCH_INPUTS
+                            || d.core.uncommitted_len() >= MAX_EVENTS_PER_CYCLE
+                        {
+                            break;
+                        }
+                        next = lan_rx.try_recv().ok();
                     }
-                    if let Err(e) = batch.into_iter().try_for_each(|ev| d.on_lan(ev)) {
+                    if let Err(e) = fed {
                         break Err(e);
                     }
                 }

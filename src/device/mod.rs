@@ -192,6 +192,13 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         self.dirty || self.node.needs_commit()
     }
 
+    /// How many events the node stored since the last commit: the driver
+    /// ends a cycle's batch of received datagrams at
+    /// [`crate::daemon::driver::MAX_EVENTS_PER_CYCLE`].
+    pub fn uncommitted_len(&self) -> usize {
+        self.node.uncommitted_len()
+    }
+
     /// The earliest time at which [`Input::Timeout`] must be fed.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.node.poll_timeout()

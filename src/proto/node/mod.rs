@@ -437,6 +437,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         self.store.has_pending() || !self.after_commit.is_empty()
     }
 
+    /// How many events were stored since the last commit.
+    pub fn uncommitted_len(&self) -> usize {
+        self.after_commit.len()
+    }
+
     /// Events stored since the last commit (staged, not yet durable), in
     /// the order they were stored: the driver passes them to the
     /// application before committing, so both commit together.
