@@ -789,7 +789,7 @@ impl RoomDag {
         for (sender, seqs) in &self.seqs {
             for (seq, ids) in seqs {
                 if ids.len() > 1 {
-                    out.push((*sender, *seq, ids.iter().copied().collect()));
+                    out.push((*sender, *seq, ids.to_vec()));
                 }
             }
         }
