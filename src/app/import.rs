@@ -114,6 +114,36 @@ impl<S: Store> Device<S> {
         Ok(())
     }
 
+    /// One stored event offered again to the room's session: received if
+    /// the session left it out (carried as a courier's, or refused while
+    /// its sender had no standing), decrypted if it is a message still
+    /// unread.
+    fn retry_event(&mut self, s: &mut RoomSession, ev: &Event) -> Result<(), AppError> {
+        let id = ev.id();
+        let dag = s.dag();
+        if !dag.contains(&id) && !dag.is_pending(&id) {
+            for r in s.receive(&self.keys.prekeys, ev).unwrap_or_default() {
+                if let Received::Message {
+                    event_id, content, ..
+                } = r
+                {
+                    self.store
+                        .put_secret(&pt_key(&event_id), &content.to_bytes())?;
+                    self.store.remove_secret(&ud_key(&event_id))?;
+                }
+            }
+            return Ok(());
+        }
+        if ev.kind() == EventKind::Message
+            && self.store.get_secret(&pt_key(&id))?.is_none()
+            && let Ok(content) = s.decrypt(ev)
+        {
+            self.store.put_secret(&pt_key(&id), &content.to_bytes())?;
+            self.store.remove_secret(&ud_key(&id))?;
+        }
+        Ok(())
+    }
+
     /// Verifies a bundle and stores its new events, passing them through
     /// the rooms' sessions (key shares, decryption, retries). The framing
     /// is checked first, so a malformed bundle stores nothing; then the
@@ -406,6 +436,7 @@ impl<S: Store> Device<S> {
             None => self.session_only(room, staged)?,
         };
         let before = s.members();
+        let standing_before = s.dag().standing().clone();
         let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
         let mut rekey = false;
         for ev in causal_order(evs) {
@@ -541,51 +572,43 @@ impl<S: Store> Device<S> {
                 }
             }
         }
-        // Messages that arrived before their sender's keys (read one at a
-        // time: a room's history is never held in memory), in each
+        // Senders who gained standing in this batch (their invite was
+        // admitted): what they sent before it was stored as strangers'
+        // traffic, and a flood could evict it from the strangers' pool
+        // (`protocol-spec/store.md`, "Priority classes").
+        let member_now = s.members().is_member(&me);
+        if member_now {
+            retry.extend(
+                s.dag()
+                    .standing()
+                    .difference(&standing_before)
+                    .filter(|d| **d != me)
+                    .copied(),
+            );
+        }
+        // Events of those senders and of senders whose keys arrived (read
+        // one at a time: a room's history is never held in memory), in each
         // sender's sequence order: the store holds them in event-ID order,
         // and a chain decrypted out of order keeps at most
         // `MAX_SKIPPED_KEYS` skipped keys, so a long history read in ID
-        // order would lose its oldest messages.
+        // order would lose its oldest messages. Each is received if the
+        // session left it out, decrypted if it is a message, and raised to
+        // the room's class once the room holds it.
         if !retry.is_empty() {
             let mut ids = Vec::new();
             self.for_each_room_event(room, |ev| {
-                if ev.kind() == EventKind::Message
-                    && retry.contains(&ev.sender())
-                    && ev.sender() != me
-                {
+                if retry.contains(&ev.sender()) && ev.sender() != me {
                     ids.push((ev.sender(), ev.seq(), ev.id()));
                 }
             })?;
             ids.sort_unstable();
             for (_, _, id) in ids {
-                if self.store.get_secret(&pt_key(&id))?.is_some() {
-                    continue;
-                }
                 let Some(ev) = self.stored_event(&id)? else {
                     continue;
                 };
-                let dag = s.dag();
-                if !dag.contains(&id) && !dag.is_pending(&id) {
-                    // Carried as a courier's and left out of the session
-                    // when it was restored (a non-member's session keeps
-                    // few strangers' events waiting): received now that
-                    // the room's admission may let it in.
-                    for r in s.receive(&self.keys.prekeys, &ev).unwrap_or_default() {
-                        if let Received::Message {
-                            event_id, content, ..
-                        } = r
-                        {
-                            self.store
-                                .put_secret(&pt_key(&event_id), &content.to_bytes())?;
-                            self.store.remove_secret(&ud_key(&event_id))?;
-                        }
-                    }
-                    continue;
-                }
-                if let Ok(content) = s.decrypt(&ev) {
-                    self.store.put_secret(&pt_key(&id), &content.to_bytes())?;
-                    self.store.remove_secret(&ud_key(&id))?;
+                self.retry_event(&mut s, &ev)?;
+                if member_now && holds_with_standing(&mut s, &ev, &me) {
+                    self.promote(&id)?;
                 }
             }
         }

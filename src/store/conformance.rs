@@ -597,6 +597,63 @@ pub(crate) fn priority_eviction<H: Harness>() {
     assert!(h.s().check_report_dyn().unwrap().ok);
 }
 
+/// An event the strangers' pool evicted is remembered: it comes back only
+/// in a higher class (its sender gained standing in an own room), once; a
+/// flood cannot recycle itself (`store.md` §3).
+pub(crate) fn stranger_tombstone_readmits<H: Harness>() {
+    let cfg = StoreConfig {
+        budget_bytes: 1024 * 1024,
+        stranger_pool_bytes: 8 * 1024,
+        link_share_bytes: 8 * 1024,
+        key_share_bytes: 8 * 1024,
+    };
+    let mut h = H::new(cfg);
+    let payload = vec![0u8; 1024];
+    let stranger = |p| meta(p, Source::Link(SourceKey([200; 16])));
+    let member = ident(21);
+    let honest = ev(&member, room(5), 1, vec![], T0, &payload);
+    assert_eq!(
+        h.s()
+            .insert_event(&honest, &stranger(Priority::Stranger))
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    // A flood from fresh keys pushes it out of the pool.
+    for k in 0..16u32 {
+        let e = ev(&ident(100 + k), room(5), 1, vec![], T0 + 1, &payload);
+        let from = meta(Priority::Stranger, Source::Link(SourceKey([k as u8; 16])));
+        h.s().insert_event(&e, &from).unwrap();
+    }
+    h.s().commit().unwrap();
+    assert!(!h.s().has_event(&honest.id()).unwrap());
+    // Offered again as strangers' traffic: still out.
+    assert_eq!(
+        h.s()
+            .insert_event(&honest, &stranger(Priority::Stranger))
+            .unwrap(),
+        InsertOutcome::Duplicate
+    );
+    // Its sender has standing now: stored again, in the room's class.
+    assert_eq!(
+        h.s()
+            .insert_event(&honest, &stranger(Priority::OwnRoom))
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(
+        h.s().event_info(&honest.id()).unwrap().unwrap().priority,
+        Priority::OwnRoom
+    );
+    assert_eq!(
+        h.s()
+            .insert_event(&honest, &stranger(Priority::OwnRoom))
+            .unwrap(),
+        InsertOutcome::Duplicate
+    );
+    h.s().commit().unwrap();
+    assert!(h.s().check_report_dyn().unwrap().ok);
+}
+
 pub(crate) fn stranger_budgets<H: Harness>() {
     let cfg = StoreConfig {
         budget_bytes: 256 * 1024,
@@ -902,6 +959,10 @@ macro_rules! conformance {
             #[test]
             fn fork_is_evidence() {
                 super::fork_is_evidence::<$h>();
+            }
+            #[test]
+            fn stranger_tombstone_readmits() {
+                super::stranger_tombstone_readmits::<$h>();
             }
             #[test]
             fn crash_semantics() {

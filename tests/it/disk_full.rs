@@ -255,9 +255,21 @@ impl Ns {
             .spawn()
             .unwrap();
         self.daemon = Some(child);
+        // The socket first: a `status` without a daemon opens the store
+        // itself and would race the daemon's own open.
+        let sock = format!(
+            "/proc/{}/root{}",
+            self.holder.id(),
+            self.data().join("control.sock").display()
+        );
+        self.wait("the control socket", |_| {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
         self.wait("the daemon", |ns| {
-            ns.mr(&["status", "--json"]).status.success()
-                && ns.status()["daemon"]["running"] == true
+            let o = ns.mr(&["status", "--json"]);
+            o.status.success()
+                && serde_json::from_slice::<Value>(&o.stdout)
+                    .is_ok_and(|v| v["daemon"]["running"] == true)
         });
     }
 

@@ -70,8 +70,16 @@ impl<K: Kv> Engine<K> {
             &cat(&[&[row.priority.tag()], &be(row.serial)]),
         )?;
         // The ByExpiry row stays: `expire` prunes the tombstone with it.
+        // A tombstone records whether the event was evicted from the
+        // strangers' class (`store.md` §3): only such an event may be
+        // stored again, and only in a higher class.
         let seq_key = cat(&[room, &row.sender, &be(row.seq)]);
-        self.kv.put(Table::Seqs, &seq_key, &cat(&[idb, &[0]]))?;
+        let flag = if row.priority == Priority::Stranger {
+            SEQ_STRANGER_TOMBSTONE
+        } else {
+            SEQ_TOMBSTONE
+        };
+        self.kv.put(Table::Seqs, &seq_key, &cat(&[idb, &[flag]]))?;
         // DAG: drop the head row and the citations it made; a cited event
         // nobody else cites becomes a head again if still held.
         self.kv.remove(Table::Heads, &cat(&[room, idb]))?;

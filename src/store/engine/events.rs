@@ -46,12 +46,14 @@ impl<K: Kv> EventStore for Engine<K> {
         let room = event.room();
         let sender = event.sender();
         let seq_key = cat(&[room.as_bytes(), sender.as_bytes(), &be(event.seq())]);
-        if let Some(row) = self.kv.get(Table::Seqs, &seq_key)? {
+        if let Some(row) = self.kv.get(Table::Seqs, &seq_key)?
+            && !readmits(&row, &id, meta.priority)
+        {
             let existing = id_from(&row).ok_or_else(|| bad("sequence index"))?;
             if existing == id {
                 return Ok(InsertOutcome::Duplicate);
             }
-            let held = row.get(32) == Some(&1);
+            let held = row.get(32) == Some(&SEQ_HELD);
             let current = timeliness(event, meta.received_ms) == Timeliness::Current;
             if !(held && current && id < existing) {
                 self.record_fork(&seq_key, &id, event.bytes())?;
@@ -124,7 +126,8 @@ impl<K: Kv> EventStore for Engine<K> {
             &cat(&[rb, &be(row.origin_ts_ms), idb]),
             &[],
         )?;
-        self.kv.put(Table::Seqs, &seq_key, &cat(&[idb, &[1]]))?;
+        self.kv
+            .put(Table::Seqs, &seq_key, &cat(&[idb, &[SEQ_HELD]]))?;
         self.kv.put(
             Table::ByClass,
             &cat(&[&[row.priority.tag()], &be(serial)]),

@@ -91,6 +91,27 @@ fn read_be(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
 }
 
+/// `seqs` row flag: the event is held.
+const SEQ_HELD: u8 = 1;
+/// `seqs` row flag: a tombstone (the event was evicted, expired or
+/// displaced by a fork's lower copy).
+const SEQ_TOMBSTONE: u8 = 0;
+/// `seqs` row flag: the tombstone of an event evicted from the strangers'
+/// class (`protocol-spec/store.md` §3).
+const SEQ_STRANGER_TOMBSTONE: u8 = 2;
+
+/// Whether the `seqs` row `row` lets `id` be stored again in `class`: the
+/// tombstone of this very event, evicted from the strangers' class, while
+/// it now comes in a higher class (its sender gained standing in an own
+/// room after a flood had pushed it out of the strangers' pool). A flood
+/// cannot recycle itself (its events stay strangers'), and an event
+/// evicted from a higher class stays out.
+fn readmits(row: &[u8], id: &EventId, class: Priority) -> bool {
+    class != Priority::Stranger
+        && row.get(32) == Some(&SEQ_STRANGER_TOMBSTONE)
+        && id_from(row) == Some(*id)
+}
+
 fn id_from(b: &[u8]) -> Option<EventId> {
     Some(EventId(b.get(..32)?.try_into().ok()?))
 }
