@@ -1,0 +1,266 @@
+//! What a device shows of its rooms, and what it exports
+//! (`protocol-spec/app.md` §4 "Messages", §3 bundles): `rooms`, a room's
+//! members and name, `messages` with its gap and fork lines, and `export`.
+//! Views rebuild the room's session and keep the DAG only (never the
+//! events' bodies); what a line shows is read from the store one event at
+//! a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+
+impl<S: Store> Device<S> {
+    // ---- reading ------------------------------------------------------------
+
+    /// The current members of a room this device holds events of (the
+    /// node's standing for it).
+    pub fn room_members(&self, room: &RoomId) -> Result<BTreeSet<DeviceId>, AppError> {
+        let mut s = self.known_session(room)?;
+        Ok(s.members().members.keys().copied().collect())
+    }
+
+    /// Rooms this device is or was a member of, ascending by room ID.
+    pub fn rooms(&self) -> Result<Vec<RoomInfo>, AppError> {
+        let mut out = Vec::new();
+        for r in self.store.rooms()? {
+            if self.stored_keys(&r.room)?.is_none() {
+                continue;
+            }
+            let mut s = self.session(&r.room)?;
+            let name = self.room_name(&mut s)?;
+            out.push(RoomInfo {
+                room_id: r.room.to_string(),
+                name,
+                members: member_infos(&s.members()),
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn room_name(&self, s: &mut RoomSession) -> Result<String, AppError> {
+        let mut name = String::new();
+        let dag = s.dag();
+        for id in dag.display_order() {
+            if dag.node(&id).is_none_or(|n| n.kind != EventKind::Message) {
+                continue;
+            }
+            if let Some(pt) = self.store.get_secret(&pt_key(&id))?
+                && let Ok(Content::RoomName(n)) = Content::from_bytes(&pt)
+            {
+                name = n;
+            }
+        }
+        Ok(name)
+    }
+
+    /// The room's messages in display order (the DAG's deterministic
+    /// topological order), with undecryptable messages and sequence gaps.
+    pub fn messages(&self, room: &RoomId) -> Result<Vec<MessageLine>, AppError> {
+        let mut s = self.known_session(room)?;
+        // Gaps keyed by (sender, first seq after the gap): the DAG's and
+        // the store's (which also counts events waiting for predecessors).
+        // Only senders with standing (named by a valid create or invite):
+        // an outsider's events waiting in quarantine are no one's missing
+        // messages (`protocol-spec/rooms.md`, "Admission").
+        let mut gaps: BTreeMap<(DeviceId, u64), GapInfo> = BTreeMap::new();
+        let standing = s.dag().standing().clone();
+        let senders: BTreeSet<DeviceId> = s
+            .dag()
+            .held_senders()
+            .into_iter()
+            .filter(|d| standing.contains(d))
+            .collect();
+        let mut all_gaps: Vec<(DeviceId, u64, u64)> = s
+            .gaps()
+            .into_iter()
+            .filter(|g| standing.contains(&g.sender))
+            .map(|g| (g.sender, g.from_seq, g.to_seq))
+            .collect();
+        for sender in &senders {
+            for g in self.store.gaps(room, sender, MAX_GAP_LINES)? {
+                all_gaps.push((*sender, g.from_seq, g.to_seq));
+            }
+        }
+        for (sender, from_seq, to_seq) in all_gaps {
+            gaps.entry((sender, to_seq.saturating_add(1)))
+                .or_insert_with(|| GapInfo {
+                    sender: sender.to_string(),
+                    from_seq,
+                    to_seq,
+                });
+        }
+        let mut forks = self.fork_lines(room)?;
+        // Where this device joined: its create or its invites.
+        let me = self.device_id();
+        let order = s.dag().display_order();
+        let joins: Vec<EventId> = order
+            .iter()
+            .filter(|id| {
+                s.dag()
+                    .node(id)
+                    .is_some_and(|n| match n.membership.as_deref() {
+                        Some(Membership::Create { card, .. })
+                        | Some(Membership::Invite { card }) => card.device_id == me,
+                        _ => false,
+                    })
+            })
+            .copied()
+            .collect();
+        // Events waiting for predecessors (withheld or not yet received)
+        // are shown after the ordered history, by (time, ID): only those of
+        // senders with standing (an outsider's are not the room's).
+        let in_dag: BTreeSet<EventId> = order.iter().copied().collect();
+        let dag = s.dag();
+        let mut waiting: Vec<(u64, EventId)> = dag
+            .pending_ids()
+            .filter_map(|id| dag.held(id).map(|h| (h, *id)))
+            .filter(|(h, _)| standing.contains(&h.sender))
+            .map(|(h, id)| (h.ts, id))
+            .collect();
+        waiting.sort();
+        let full_order = order
+            .iter()
+            .copied()
+            .chain(waiting.into_iter().map(|(_, id)| id));
+        let mut out = Vec::new();
+        for id in full_order {
+            let Some(ev) = s.dag().held(&id) else {
+                continue;
+            };
+            if let Some(gap) = gaps.remove(&(ev.sender, ev.seq)) {
+                out.push(MessageLine::Gap { gap });
+            }
+            if let Some(fork) = forks.remove(&(ev.sender, ev.seq)) {
+                out.push(MessageLine::Fork { fork });
+            }
+            if ev.kind != EventKind::Message {
+                continue;
+            }
+            let (event_id, sender, ts) = (id.to_string(), ev.sender.to_string(), ev.ts);
+            if in_dag.contains(&id) && !s.dag().sender_authorized_at(&id, &ev.sender) {
+                // A removed member's message (concurrent with or after its
+                // removal): flagged, its text never shown (`rooms.md` §5).
+                out.push(MessageLine::Unauthorized {
+                    event_id,
+                    sender,
+                    ts,
+                    unauthorized: true,
+                    reason: crate::room::UNAUTHORIZED_REASON.to_owned(),
+                });
+                continue;
+            }
+            match self.store.get_secret(&pt_key(&id))? {
+                Some(pt) => match Content::from_bytes(&pt) {
+                    Ok(Content::Text(text)) => out.push(MessageLine::Text {
+                        event_id,
+                        sender,
+                        ts,
+                        text,
+                    }),
+                    Ok(Content::RoomName(_)) => {}
+                    Err(e) => out.push(MessageLine::Undecryptable {
+                        event_id,
+                        sender,
+                        ts,
+                        undecryptable: true,
+                        reason: format!("unsupported content: {e}"),
+                    }),
+                },
+                None => {
+                    let before_join = !joins.iter().any(|j| s.dag().is_ancestor(j, &id));
+                    let reason = match self.store.get_secret(&ud_key(&id))? {
+                        _ if !in_dag.contains(&id) => {
+                            "waiting for earlier events it cites (withheld or not yet received)"
+                                .to_owned()
+                        }
+                        _ if joins.is_empty() => NOT_IN_ROOM_REASON.to_owned(),
+                        _ if before_join => BEFORE_JOIN_REASON.to_owned(),
+                        Some(r) => String::from_utf8_lossy(&r).into_owned(),
+                        None => "no key for this message".to_owned(),
+                    };
+                    out.push(MessageLine::Undecryptable {
+                        event_id,
+                        sender,
+                        ts,
+                        undecryptable: true,
+                        reason,
+                    });
+                }
+            }
+        }
+        // Gaps before events not yet in the DAG (pending) still show.
+        out.extend(gaps.into_values().map(|gap| MessageLine::Gap { gap }));
+        out.extend(forks.into_values().map(|fork| MessageLine::Fork { fork }));
+        Ok(out)
+    }
+
+    /// The room's recorded forks, keyed by (sender, seq): every copy's ID,
+    /// ascending (the held copy, which counts, is the lowest unless it was
+    /// held before a lower one could displace it).
+    fn fork_lines(&self, room: &RoomId) -> Result<BTreeMap<(DeviceId, u64), ForkInfo>, AppError> {
+        let mut ids: BTreeMap<(DeviceId, u64), BTreeSet<EventId>> = BTreeMap::new();
+        for f in self.store.room_forks(room, MAX_FORK_LINES)? {
+            let set = ids.entry((f.sender, f.seq)).or_default();
+            set.insert(f.existing);
+            set.insert(f.conflicting);
+        }
+        Ok(ids
+            .into_iter()
+            .map(|((sender, seq), set)| {
+                let fork = ForkInfo {
+                    sender: sender.to_string(),
+                    seq,
+                    event_ids: set.iter().map(EventId::to_string).collect(),
+                };
+                ((sender, seq), fork)
+            })
+            .collect())
+    }
+
+    // ---- bundles --------------------------------------------------------------
+
+    /// A bundle of every stored event of `room` (or of every room), in
+    /// (origin time, ID) order per room.
+    pub fn export(&self, room: Option<&RoomId>, now_ms: u64) -> Result<Vec<u8>, AppError> {
+        let rooms: Vec<RoomId> = match room {
+            Some(r) => vec![*r],
+            None => self.store.rooms()?.into_iter().map(|r| r.room).collect(),
+        };
+        let mut events = Vec::new();
+        for r in &rooms {
+            // A room of this device exports its history as the room's
+            // admission sees it (`rooms.md` §3.1): an outsider's events
+            // stored as strangers' traffic do not travel on in this
+            // device's bundles. A carried room exports what is stored.
+            let evs = if self.stored_keys(r)?.is_some() {
+                let (_, mut evs) = self.restore_session(r, &BTreeSet::new(), true)?;
+                evs.sort_by_key(|e| (e.origin_ts_ms(), e.id()));
+                evs
+            } else {
+                self.room_events(r)?
+            };
+            if room.is_some() && evs.is_empty() {
+                return Err(AppError::UnknownRoom(*r));
+            }
+            events.extend(evs);
+            if events.len() > MAX_BUNDLE_EVENTS {
+                return Err(AppError::BadInput(format!(
+                    "more than {MAX_BUNDLE_EVENTS} events; export one room at a time"
+                )));
+            }
+        }
+        Ok(bundle::export(&events, now_ms))
+    }
+}
+
+fn member_infos(state: &MembershipState) -> Vec<MemberInfo> {
+    state
+        .members
+        .values()
+        .map(|m| MemberInfo {
+            device_id: m.device.to_string(),
+            name: m.card.name.clone(),
+            admin: m.admin,
+        })
+        .collect()
+}
