@@ -112,6 +112,16 @@ impl Harness for RedbH {
     }
 }
 
+/// A store's budget, strangers' pool and per-link and per-key shares.
+fn limits(budget: u64, pool: u64, link: u64, key: u64) -> StoreConfig {
+    StoreConfig {
+        budget_bytes: budget,
+        stranger_pool_bytes: pool,
+        link_share_bytes: link,
+        key_share_bytes: key,
+    }
+}
+
 fn big() -> StoreConfig {
     StoreConfig::with_budget(64 * 1024 * 1024)
 }
@@ -529,12 +539,7 @@ pub(crate) fn expiry<H: Harness>() {
 
 pub(crate) fn priority_eviction<H: Harness>() {
     // A tiny budget: ~30 events of ~1.4 KiB.
-    let cfg = StoreConfig {
-        budget_bytes: 64 * 1024,
-        stranger_pool_bytes: 16 * 1024,
-        link_share_bytes: 16 * 1024,
-        key_share_bytes: 16 * 1024,
-    };
+    let cfg = limits(64 * 1024, 16 * 1024, 16 * 1024, 16 * 1024);
     let mut h = H::new(cfg);
     let me = ident(1);
     let payload = vec![0u8; 1024];
@@ -601,12 +606,7 @@ pub(crate) fn priority_eviction<H: Harness>() {
 /// in a higher class (its sender gained standing in an own room), once; a
 /// flood cannot recycle itself (`store.md` §3).
 pub(crate) fn stranger_tombstone_readmits<H: Harness>() {
-    let cfg = StoreConfig {
-        budget_bytes: 1024 * 1024,
-        stranger_pool_bytes: 8 * 1024,
-        link_share_bytes: 8 * 1024,
-        key_share_bytes: 8 * 1024,
-    };
+    let cfg = limits(1024 * 1024, 8 * 1024, 8 * 1024, 8 * 1024);
     let mut h = H::new(cfg);
     let payload = vec![0u8; 1024];
     let stranger = |p| meta(p, Source::Link(SourceKey([200; 16])));
@@ -655,12 +655,7 @@ pub(crate) fn stranger_tombstone_readmits<H: Harness>() {
 }
 
 pub(crate) fn stranger_budgets<H: Harness>() {
-    let cfg = StoreConfig {
-        budget_bytes: 256 * 1024,
-        stranger_pool_bytes: 32 * 1024,
-        link_share_bytes: 8 * 1024,
-        key_share_bytes: 4 * 1024,
-    };
+    let cfg = limits(256 * 1024, 32 * 1024, 8 * 1024, 4 * 1024);
     let mut h = H::new(cfg);
     let payload = vec![1u8; 700];
     let link = |n: u8| Source::Link(SourceKey([n; 16]));
