@@ -116,9 +116,14 @@ impl<S: Store> Device<S> {
 
     /// One stored event offered again to the room's session: received if
     /// the session left it out (carried as a courier's, or refused while
-    /// its sender had no standing), decrypted if it is a message still
-    /// unread.
-    fn retry_event(&mut self, s: &mut RoomSession, ev: &Event) -> Result<(), AppError> {
+    /// its sender had no standing), else decrypted (with `decrypt`, a
+    /// member's) if it is a message still unread.
+    fn retry_event(
+        &mut self,
+        s: &mut RoomSession,
+        ev: &Event,
+        decrypt: bool,
+    ) -> Result<(), AppError> {
         let id = ev.id();
         let dag = s.dag();
         if !dag.contains(&id) && !dag.is_pending(&id) {
@@ -134,7 +139,8 @@ impl<S: Store> Device<S> {
             }
             return Ok(());
         }
-        if ev.kind() == EventKind::Message
+        if decrypt
+            && ev.kind() == EventKind::Message
             && self.store.get_secret(&pt_key(&id))?.is_none()
             && let Ok(content) = s.decrypt(ev)
         {
@@ -576,16 +582,19 @@ impl<S: Store> Device<S> {
         // admitted): what they sent before it was stored as strangers'
         // traffic, and a flood could evict it from the strangers' pool
         // (`protocol-spec/store.md`, "Priority classes").
+        // A courier re-offers them too: a sender's events that came before
+        // the event giving it standing (the room's create, arriving late)
+        // were refused by the session's strangers' pending pool, and the
+        // room's later events (this device's own invite among them) would
+        // wait for them for ever.
         let member_now = s.members().is_member(&me);
-        if member_now {
-            retry.extend(
-                s.dag()
-                    .standing()
-                    .difference(&standing_before)
-                    .filter(|d| **d != me)
-                    .copied(),
-            );
-        }
+        retry.extend(
+            s.dag()
+                .standing()
+                .difference(&standing_before)
+                .filter(|d| **d != me)
+                .copied(),
+        );
         // Events of those senders and of senders whose keys arrived (read
         // one at a time: a room's history is never held in memory), in each
         // sender's sequence order: the store holds them in event-ID order,
@@ -606,7 +615,7 @@ impl<S: Store> Device<S> {
                 let Some(ev) = self.stored_event(&id)? else {
                     continue;
                 };
-                self.retry_event(&mut s, &ev)?;
+                self.retry_event(&mut s, &ev, member_now)?;
                 if member_now && holds_with_standing(&mut s, &ev, &me) {
                     self.promote(&id)?;
                 }

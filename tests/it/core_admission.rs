@@ -253,3 +253,62 @@ proptest! {
         prop_assert_eq!(&members, &alone_members);
     }
 }
+
+/// A courier's cached session never sees an event again once the node
+/// stored it: a sender's events that reach it before the event giving the
+/// sender standing (the room's create, late) are refused by the session's
+/// strangers' pending pool (`MAX_PENDING_PER_STRANGER`), and must be
+/// offered again from the store when the sender gains standing, or the
+/// invitee's own invite (citing them) waits for ever.
+#[test]
+fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
+    let (mut a, _) = core(11, "Ana");
+    let (mut c, c_card) = core(13, "Cy");
+    let OkData::Room { room_id } = op(
+        &mut a,
+        Op::RoomCreate {
+            name: "late".into(),
+        },
+    ) else {
+        panic!("no room");
+    };
+    let room: RoomId = room_id.parse().unwrap();
+    let n = meshrelay::room::MAX_PENDING_PER_STRANGER * 3;
+    for i in 0..n {
+        op(
+            &mut a,
+            Op::Send {
+                room: room_id.clone(),
+                text: format!("before Cy {i}"),
+            },
+        );
+    }
+    op(
+        &mut a,
+        Op::RoomInvite {
+            room: room_id.clone(),
+            contact: c_card.to_text(),
+        },
+    );
+    let (messages, control): (Vec<Event>, Vec<Event>) = held(&a, &room)
+        .into_iter()
+        .partition(|e| e.kind() == EventKind::Message);
+    assert!(messages.len() >= n);
+    // The history first, then the create, the invite and the key shares;
+    // nothing is delivered twice.
+    for batch in [messages, control] {
+        c.deliver(NOW, batch, Source::Import).unwrap();
+        c.settle(NOW).unwrap();
+        while let Some(o) = c.poll_output() {
+            if let CoreOutput::ProcessingFailed(e) = o {
+                panic!("the rooms layer failed: {e}");
+            }
+        }
+    }
+    let OkData::Rooms { rooms } = op(&mut c, Op::Rooms) else {
+        panic!("no rooms");
+    };
+    assert_eq!(rooms.len(), 1, "Cy is a member: {rooms:?}");
+    let lines = c.messages(&room).unwrap();
+    assert!(lines.len() >= n, "{} lines", lines.len());
+}
