@@ -10,8 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 
 impl<S: Store> Device<S> {
-    // ---- reading ------------------------------------------------------------
-
     /// The current members of a room this device holds events of (the
     /// node's standing for it).
     pub fn room_members(&self, room: &RoomId) -> Result<BTreeSet<DeviceId>, AppError> {
@@ -109,13 +107,14 @@ impl<S: Store> Device<S> {
         // Events waiting for predecessors (withheld or not yet received)
         // are shown after the ordered history, by (time, ID): only those of
         // senders with standing (an outsider's are not the room's).
-        let in_dag: BTreeSet<EventId> = order.iter().copied().collect();
         let dag = s.dag();
         let mut waiting: Vec<(u64, EventId)> = dag
             .pending_ids()
-            .filter_map(|id| dag.held(id).map(|h| (h, *id)))
-            .filter(|(h, _)| standing.contains(&h.sender))
-            .map(|(h, id)| (h.ts, id))
+            .filter_map(|id| {
+                dag.held(id)
+                    .filter(|h| standing.contains(&h.sender))
+                    .map(|h| (h.ts, *id))
+            })
             .collect();
         waiting.sort();
         let full_order = order
@@ -137,7 +136,9 @@ impl<S: Store> Device<S> {
                 continue;
             }
             let (event_id, sender, ts) = (id.to_string(), ev.sender.to_string(), ev.ts);
-            if in_dag.contains(&id) && !s.dag().sender_authorized_at(&id, &ev.sender) {
+            // Admitted (in the DAG's order), not waiting for predecessors.
+            let in_dag = s.dag().node(&id).is_some();
+            if in_dag && !s.dag().sender_authorized_at(&id, &ev.sender) {
                 // A removed member's message (concurrent with or after its
                 // removal): flagged, its text never shown (`rooms.md` §5).
                 out.push(MessageLine::Unauthorized {
@@ -169,7 +170,7 @@ impl<S: Store> Device<S> {
                 None => {
                     let before_join = !joins.iter().any(|j| s.dag().is_ancestor(j, &id));
                     let reason = match self.store.get_secret(&ud_key(&id))? {
-                        _ if !in_dag.contains(&id) => {
+                        _ if !in_dag => {
                             "waiting for earlier events it cites (withheld or not yet received)"
                                 .to_owned()
                         }
