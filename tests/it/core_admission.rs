@@ -62,6 +62,18 @@ fn op(c: &mut Core, request: Op) -> OkData {
     data.expect("a final reply")
 }
 
+/// Delivers one batch as an import and runs the cycle; the rooms layer
+/// must not fail.
+fn deliver(c: &mut Core, batch: Vec<Event>) {
+    c.deliver(NOW, batch, Source::Import).unwrap();
+    c.settle(NOW).unwrap();
+    while let Some(o) = c.poll_output() {
+        if let CoreOutput::ProcessingFailed(e) = o {
+            panic!("the rooms layer failed: {e}");
+        }
+    }
+}
+
 /// Every event `c` holds of `room`.
 fn held(c: &Core, room: &RoomId) -> Vec<Event> {
     let items = c
@@ -140,14 +152,7 @@ fn cy_view(events: &[Event], cuts: &[usize]) -> (Vec<String>, Vec<String>) {
     bounds.sort_unstable();
     for end in bounds {
         if end > start {
-            c.deliver(NOW, events[start..end].to_vec(), Source::Import)
-                .unwrap();
-            c.settle(NOW).unwrap();
-            while let Some(o) = c.poll_output() {
-                if let CoreOutput::ProcessingFailed(e) = o {
-                    panic!("the rooms layer failed: {e}");
-                }
-            }
+            deliver(&mut c, events[start..end].to_vec());
             start = end;
         }
     }
@@ -297,13 +302,7 @@ fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
     // The history first, then the create, the invite and the key shares;
     // nothing is delivered twice.
     for batch in [messages, control] {
-        c.deliver(NOW, batch, Source::Import).unwrap();
-        c.settle(NOW).unwrap();
-        while let Some(o) = c.poll_output() {
-            if let CoreOutput::ProcessingFailed(e) = o {
-                panic!("the rooms layer failed: {e}");
-            }
-        }
+        deliver(&mut c, batch);
     }
     let OkData::Rooms { rooms } = op(&mut c, Op::Rooms) else {
         panic!("no rooms");
