@@ -8,11 +8,13 @@
 # what is missing: the rustup targets, Debian's cross compilers and C
 # libraries, and qemu-user.
 #
-#   scripts/cross.sh [--debug] [--package] [TRIPLE]...
+#   scripts/cross.sh [--debug | --release] [--package] [TRIPLE]...
 #
 # TRIPLE     aarch64-unknown-linux-gnu and/or armv7-unknown-linux-gnueabihf
 #            (default: both)
 # --debug    a debug build (faster to build, slow to run under qemu)
+# --release  the `release` profile instead of `field` (the default: what
+#            packages ship, with whole-program LTO; slower to build)
 # --package  also build the .deb of each (scripts/package.sh --strip)
 #
 # A release build of the whole dependency tree takes long on a small
@@ -20,14 +22,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-profile=release
+profile=field
 package=0
 targets=()
 for a in "$@"; do
     case "$a" in
         --debug) profile=debug ;;
+        --release) profile=release ;;
         --package) package=1 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         -*) echo "cross.sh: unknown option $a" >&2; exit 2 ;;
         *) targets+=("$a") ;;
     esac
@@ -156,7 +159,10 @@ for t in "${targets[@]}"; do
     export "CARGO_TARGET_${env_triple}_LINKER=$gcc"
     export "CC_${t//-/_}=$gcc"
     flags=(--target "$t" --bin meshrelay)
-    [ "$profile" = release ] && flags+=(--release)
+    case "$profile" in
+        debug) ;;
+        *) flags+=(--profile "$profile") ;;
+    esac
     echo "cross.sh: building $t ($profile)" >&2
     cargo build "${flags[@]}"
     bin="target/$t/$profile/meshrelay"

@@ -21,12 +21,31 @@
 # sampled every second; VmHWM is the peak over the whole run (the open of
 # the filled store included). Everything runs on 127.0.0.1 without mDNS
 # and BLE; nothing is left behind.
+#
+# Under emulation: QEMU="qemu-aarch64 -L /usr/aarch64-linux-gnu" runs the
+# relay (BIN, a binary for that target) under qemu-user, and PEER_BIN=PATH
+# names a native binary for the peers and every CLI call. The relay's
+# address space is then reserved at a fixed host address (`-B`, `-R`), and
+# its resident set is the resident pages of that range only (the guest's
+# binary, libraries, heap and stacks), not qemu's own translation cache,
+# heap and libraries, which are reported beside it. There is no VmHWM for
+# the guest: the peak is the largest sample.
 set -euo pipefail
 
 BIN=$(realpath "${1:-target/release/meshrelay}")
 N=${2:-100000}
 LINKS=${3:-6}
 SECS=${4:-60}
+CLI=$(realpath "${PEER_BIN:-$BIN}")
+GUEST_BASE=$((0x100000000000))
+GUEST_SIZE=$((0x400000000))
+relay_cmd=("$BIN")
+if [[ -n ${QEMU:-} ]]; then
+    read -ra q <<<"$QEMU"
+    # A 32-bit guest's space is at most 4 GiB.
+    case "${q[0]}" in *aarch64*|*x86_64*|*riscv64*) ;; *) GUEST_SIZE=$((0xfffff000)) ;; esac
+    relay_cmd=("${q[@]}" -B "$(printf 0x%x "$GUEST_BASE")" -R "$(printf 0x%x "$GUEST_SIZE")" "$BIN")
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -39,13 +58,33 @@ trap cleanup EXIT
 mr() {
     local d=$1
     shift
-    "$BIN" --data-dir "$work/$d" "$@"
+    "$CLI" --data-dir "$work/$d" "$@"
 }
-kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+# Resident KiB of the mappings of process $1 in [$2, $3) (addresses below
+# 2^53, exact in awk's doubles; mawk has no strtonum).
+range_kib() {
+    awk -v lo="$2" -v hi="$3" '
+        function hex(h,   i, v) { v = 0; for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1; return v }
+        /^[0-9a-f]+-[0-9a-f]+ / { split($1, r, "-"); s = hex(r[1]); inr = (s >= lo && s < hi) }
+        /^Rss:/ { if (inr) sum += $2 }
+        END { print sum + 0 }' "/proc/$1/smaps"
+}
+# The relay's resident KiB: VmRSS natively, the guest's range under qemu.
+kib() {
+    if [[ -n ${QEMU:-} && $2 == VmRSS ]]; then
+        range_kib "$1" "$GUEST_BASE" $((GUEST_BASE + GUEST_SIZE))
+    elif [[ -n ${QEMU:-} && $2 == VmHWM ]]; then
+        echo "n/a (qemu VmRSS $(status_kib "$1" VmRSS), VmHWM $(status_kib "$1" VmHWM))"
+    else
+        status_kib "$1" "$2"
+    fi
+}
 start() {
-    local d=$1
+    local d=$1 cmd=("$CLI")
     shift
-    "$BIN" --data-dir "$work/$d" run --no-mdns --no-ble --listen /ip4/127.0.0.1/tcp/0 "$@" \
+    if [[ $d == idle || $d == hub ]]; then cmd=("${relay_cmd[@]}"); fi
+    "${cmd[@]}" --data-dir "$work/$d" run --no-mdns --no-ble --listen /ip4/127.0.0.1/tcp/0 "$@" \
         2>"$work/$d.log" &
     pids+=($!)
     last=$!
@@ -59,7 +98,7 @@ start() {
 }
 field() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" <<<"$1"; }
 
-echo "binary: $BIN ($(stat -c %s "$BIN") bytes)"
+echo "binary: $BIN ($(stat -c %s "$BIN") bytes)${QEMU:+, under $QEMU; peers and CLI: $CLI}"
 
 # 1. Idle: a fresh data directory, no links.
 mr idle init --name idle >/dev/null
@@ -131,6 +170,8 @@ sent=0
 for i in $(seq "$LINKS"); do sent=$((sent + $(cat "$work/p$i.sent" 2>/dev/null || echo 0))); done
 st=$(mr hub status --json)
 echo "traffic: $sent messages sent by $LINKS peers in $SECS s; relay stored $(field "$st" events_stored) new events, holds $(field "$st" events) events"
-echo "loaded, $LINKS active links: VmRSS max $max KiB, last $(kib "$hub" VmRSS) KiB, VmHWM $(kib "$hub" VmHWM) KiB"
+last=$(kib "$hub" VmRSS)
+((last > max)) && max=$last
+echo "loaded, $LINKS active links: VmRSS max $max KiB, last $last KiB, VmHWM $(kib "$hub" VmHWM) KiB"
 echo "samples (KiB): ${samples[*]}"
 mr hub peers --json | tr '}' '\n' | sed -n 's/.*"bytes_in":\([0-9]*\),"bytes_out":\([0-9]*\).*/link bytes in \1, out \2/p'

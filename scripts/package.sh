@@ -6,8 +6,8 @@
 #
 # --target TRIPLE  the Rust target the binary was built for (sets the Debian
 #                  architecture; default: this machine's)
-# --binary PATH    the binary (default: target/TRIPLE/release/meshrelay, or
-#                  target/release/meshrelay without --target)
+# --binary PATH    the binary (default: target/[TRIPLE/]field/meshrelay, the
+#                  `field` profile's, else target/[TRIPLE/]release/meshrelay)
 # --out DIR        where the .deb goes (default: target/debian)
 # --fast           gzip -1 instead of xz (for tests of large debug binaries)
 # --strip          install the binary stripped of symbols and debug info
@@ -37,10 +37,13 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -z "$binary" ]; then
-    if [ -n "$target" ]; then binary="target/$target/release/meshrelay"; else binary="target/release/meshrelay"; fi
+    # The `field` profile's build (what packages ship), else `release`'s.
+    dir="target${target:+/$target}"
+    binary="$dir/field/meshrelay"
+    [ -x "$binary" ] || binary="$dir/release/meshrelay"
 fi
 if [ ! -x "$binary" ]; then
-    echo "package.sh: $binary is not an executable: build it first (cargo build --release${target:+ --target $target})" >&2
+    echo "package.sh: $binary is not an executable: build it first (cargo build --profile field${target:+ --target $target})" >&2
     exit 2
 fi
 
