@@ -428,8 +428,14 @@ impl Driver {
                 }
                 self.core.handle(now, Input::LinkDown(link))?;
             }
-            LanEvent::Received { link, bytes } => {
+            // The credit returns to the readers once the core has the bytes.
+            LanEvent::Received {
+                link,
+                bytes,
+                credit,
+            } => {
                 self.core.handle(now, Input::Received { link, bytes })?;
+                drop(credit);
             }
             LanEvent::Drained(link) => self.core.handle(now, Input::Drained(link))?,
         }

@@ -36,7 +36,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, mdns, noise, tcp, yamux};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::proto::LinkId;
 use crate::proto::io::SourceKey;
@@ -59,6 +59,14 @@ pub const LINK_QUEUE: usize = 4096;
 
 /// Events queued from all links to the driver before readers wait.
 pub const EVENT_QUEUE: usize = 1024;
+
+/// Bytes of received datagrams queued from all links to the driver before
+/// readers wait (and stop reading, so the peers' streams apply
+/// backpressure). Without it the count bound alone would let 1,024
+/// datagrams of up to 64 KiB (64 MiB) wait whenever the driver is slower
+/// than the links, as on a slow board; honest traffic needs far less.
+pub const RECEIVE_QUEUE_BYTES: usize = 1024 * 1024;
+const _: () = assert!(MAX_DATAGRAM_BYTES < RECEIVE_QUEUE_BYTES);
 
 /// Most static peers.
 pub const MAX_STATIC_PEERS: usize = 64;
@@ -138,9 +146,22 @@ pub enum LanEvent {
         link: LinkId,
         /// The datagram.
         bytes: Vec<u8>,
+        /// Its share of `RECEIVE_QUEUE_BYTES`, returned when the event is
+        /// dropped (after the driver handed the bytes to the core).
+        credit: ReceiveCredit,
     },
     /// All datagrams queued on the link were written.
     Drained(LinkId),
+}
+
+/// A received datagram's share of [`RECEIVE_QUEUE_BYTES`]: the bytes it
+/// holds return to the readers when this is dropped.
+pub struct ReceiveCredit(OwnedSemaphorePermit);
+
+impl std::fmt::Debug for ReceiveCredit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiveCredit({})", self.0.num_permits())
+    }
 }
 
 enum Command {
@@ -259,6 +280,8 @@ struct State {
     next_link: Arc<AtomicU64>,
     ev_tx: mpsc::Sender<LanEvent>,
     closed_tx: mpsc::Sender<LinkId>,
+    /// `RECEIVE_QUEUE_BYTES`, shared by every link's reader.
+    receive_credit: Arc<Semaphore>,
 }
 
 impl State {
@@ -285,7 +308,14 @@ impl State {
             .await;
         let (tx, rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE);
         let ev_tx = self.ev_tx.clone();
-        let task = tokio::spawn(link_io(link, stream, rx, ev_tx, self.closed_tx.clone()));
+        let task = tokio::spawn(link_io(
+            link,
+            stream,
+            rx,
+            ev_tx,
+            self.closed_tx.clone(),
+            Arc::clone(&self.receive_credit),
+        ));
         self.links.insert(link, LinkIo { peer, tx, task });
         self.by_peer.insert(peer, link);
     }
@@ -333,6 +363,7 @@ async fn run(
         next_link: Arc::new(AtomicU64::new(1)),
         ev_tx: ev_tx.clone(),
         closed_tx,
+        receive_credit: Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES)),
     };
     // Streams we open arrive here from their opening tasks.
     let (opened_tx, mut opened_rx) = mpsc::channel::<(PeerId, Option<libp2p::Stream>)>(64);
@@ -460,6 +491,7 @@ async fn link_io(
     mut rx: mpsc::Receiver<Vec<u8>>,
     ev_tx: mpsc::Sender<LanEvent>,
     closed_tx: mpsc::Sender<LinkId>,
+    receive_credit: Arc<Semaphore>,
 ) {
     let (mut reader, mut writer) = stream.split();
     let ev_read = ev_tx.clone();
@@ -474,12 +506,25 @@ async fn link_io(
                 tracing::debug!(link = link.0, n, "oversize datagram: closing the link");
                 return;
             }
+            // Credit for the bytes before they are allocated: a driver
+            // that falls behind stops every reader at
+            // `RECEIVE_QUEUE_BYTES` (n <= MAX_DATAGRAM_BYTES < it).
+            let Ok(permit) = Arc::clone(&receive_credit)
+                .acquire_many_owned(n.max(1) as u32)
+                .await
+            else {
+                return;
+            };
             let mut buf = vec![0u8; n];
             if reader.read_exact(&mut buf).await.is_err() {
                 return;
             }
             if ev_read
-                .send(LanEvent::Received { link, bytes: buf })
+                .send(LanEvent::Received {
+                    link,
+                    bytes: buf,
+                    credit: ReceiveCredit(permit),
+                })
                 .await
                 .is_err()
             {

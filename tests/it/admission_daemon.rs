@@ -100,7 +100,9 @@ async fn carry(peer: &str, events: Vec<Event>, limit: Duration, mut done: impl F
                 source,
             }),
             Ok(Some(LanEvent::Down(link))) => Some(Input::LinkDown(link)),
-            Ok(Some(LanEvent::Received { link, bytes })) => Some(Input::Received { link, bytes }),
+            Ok(Some(LanEvent::Received { link, bytes, .. })) => {
+                Some(Input::Received { link, bytes })
+            }
             Ok(Some(LanEvent::Drained(link))) => Some(Input::Drained(link)),
             Ok(Some(LanEvent::Listening(_))) => None,
             Ok(None) => break,

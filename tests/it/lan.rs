@@ -54,7 +54,7 @@ async fn two_adapters_link_over_tcp_and_exchange_datagrams() {
     };
     assert!(address.contains("127.0.0.1"), "address {address}");
     hb.send(lb, b"hello over libp2p".to_vec());
-    let LanEvent::Received { link, bytes } =
+    let LanEvent::Received { link, bytes, .. } =
         next_matching(&mut ea, |e| matches!(e, LanEvent::Received { .. })).await
     else {
         unreachable!()
@@ -124,4 +124,62 @@ async fn a_link_is_up_before_its_first_datagram() {
     .await
     .expect("every datagram arrives");
     assert_eq!(up.len(), PEERS);
+}
+
+/// A driver that falls behind (here: one that does not read its events)
+/// holds at most `RECEIVE_QUEUE_BYTES` of received datagrams, whatever a
+/// peer writes: large datagrams stop the readers, not the node's memory.
+/// Once the driver takes them, everything written arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_datagrams_wait_within_the_byte_bound() {
+    let (_ha, mut ea, _) = lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![])).expect("spawn a");
+    let LanEvent::Listening(addr) =
+        next_matching(&mut ea, |e| matches!(e, LanEvent::Listening(_))).await
+    else {
+        unreachable!()
+    };
+    let (hb, mut eb, _) =
+        lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![addr.to_string()])).expect("spawn b");
+    next_matching(&mut ea, |e| matches!(e, LanEvent::Up { .. })).await;
+    let LanEvent::Up { link: lb, .. } =
+        next_matching(&mut eb, |e| matches!(e, LanEvent::Up { .. })).await
+    else {
+        unreachable!()
+    };
+    const N: usize = 64;
+    let size = lan::MAX_DATAGRAM_BYTES;
+    for i in 0..N {
+        hb.send(lb, vec![i as u8; size]);
+    }
+    // Let the reader take what the bound allows, without draining.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut held = Vec::new();
+    while let Ok(ev) = ea.try_recv() {
+        if let LanEvent::Received { bytes, .. } = &ev {
+            assert_eq!(bytes.len(), size);
+            held.push(ev);
+        }
+    }
+    let waiting = held.len() * size;
+    assert!(
+        !held.is_empty() && waiting <= lan::RECEIVE_QUEUE_BYTES,
+        "{} datagrams ({waiting} bytes) waited for the driver",
+        held.len()
+    );
+    // While they are held, no more arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !matches!(ea.try_recv(), Ok(LanEvent::Received { .. })),
+        "a datagram arrived past the byte bound"
+    );
+    let mut received = held.len();
+    drop(held);
+    while received < N {
+        if let LanEvent::Received { bytes, .. } =
+            next_matching(&mut ea, |e| matches!(e, LanEvent::Received { .. })).await
+        {
+            assert_eq!(bytes[0], received as u8, "datagrams in order");
+            received += 1;
+        }
+    }
 }
