@@ -70,7 +70,19 @@ pub(super) struct ControlMsg {
 struct Follower {
     room: RoomId,
     reply: mpsc::Sender<Reply>,
-    shown: BTreeSet<String>,
+    /// The lines sent, by digest of their JSON (16 bytes a line, not the
+    /// line: a follower of a large room holds no copy of its texts).
+    shown: BTreeSet<[u8; 16]>,
+}
+
+/// A line's identity for a follower: the first 16 bytes of the SHA-256 of
+/// its JSON.
+fn line_digest(json: &[u8]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(json);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
 }
 
 pub(super) struct Driver {
@@ -703,7 +715,7 @@ impl Driver {
             .messages(&f.room)
             .map_err(|e| Reply::from(ApiError::from(&e)))?;
         for line in lines {
-            let key = serde_json::to_string(&line).unwrap_or_default();
+            let key = line_digest(&serde_json::to_vec(&line).unwrap_or_default());
             if !f.shown.insert(key) {
                 continue;
             }
