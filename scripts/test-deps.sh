@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests need when they are missing (Debian):
 # systemd-analyze (the service unit tests), dpkg-deb (the package test),
-# adduser, faketime (libfaketime: the clock-jump test). Runs `apt-get update` once, and only when something is missing.
+# adduser, faketime (libfaketime: the clock-jump test), chromium (the web app
+# test drives it headless). Runs `apt-get update` once, and only when something is missing.
 # Called by .ci/run before the tests.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ declare -A want=(
     [dpkg-deb]=dpkg
     [adduser]=adduser
     [faketime]=faketime
+    [chromium]=chromium
 )
 missing=()
 for tool in "${!want[@]}"; do

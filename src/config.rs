@@ -51,7 +51,7 @@ pub const BATTERY_SCAN_INTERVAL_MS: u64 = 30_000;
 pub const BATTERY_MAX_BLE_LINKS: usize = 3;
 
 /// Every key the file accepts, in the order the example documents them.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "listen",
     "peer",
     "no-mdns",
@@ -62,6 +62,7 @@ pub const KEYS: [&str; 10] = [
     "profile",
     "log-format",
     "metrics",
+    "web",
 ];
 
 /// How the daemon writes its log to standard error.
@@ -151,6 +152,10 @@ pub struct RunFlags {
     /// Serve Prometheus metrics on http://ADDR/metrics (default: off).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the web app on http://ADDR/ (default: off; a loopback address
+    /// such as 127.0.0.1:8642)
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<SocketAddr>,
 }
 
 /// `meshrelay config`.
@@ -186,6 +191,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// `metrics`.
     pub metrics: Option<SocketAddr>,
+    /// `web`.
+    pub web: Option<SocketAddr>,
 }
 
 /// What `meshrelay run` runs with, flags and file merged.
@@ -197,6 +204,9 @@ pub struct RunPlan {
     pub log_format: LogFormat,
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
+    /// Where the web app is served (`--web`; a client of the daemon, not
+    /// one of its options).
+    pub web: Option<SocketAddr>,
 }
 
 /// Why a configuration could not be used (exit code 2).
@@ -339,6 +349,14 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                     ))
                 })?);
             }
+            "web" => {
+                let s = string(value).map_err(bad)?;
+                cfg.web = Some(s.parse().map_err(|e| {
+                    bad(format!(
+                        "{s:?} is not an address such as \"127.0.0.1:8642\": {e}"
+                    ))
+                })?);
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     path: path.to_owned(),
@@ -438,10 +456,12 @@ pub fn resolve(dir: &Path, flags: &RunFlags) -> Result<RunPlan, ConfigError> {
         Some(p) => load(p)?,
         None => FileConfig::default(),
     };
+    let web = flags.web.or(file.web);
     merge(dir, &file, flags).map(|(options, log_format)| RunPlan {
         options,
         log_format,
         file: path,
+        web,
     })
 }
 
@@ -505,6 +525,7 @@ pub fn check(file: &Path) -> Result<String, ConfigError> {
         cfg.profile.is_some(),
         cfg.log_format.is_some(),
         cfg.metrics.is_some(),
+        cfg.web.is_some(),
     ]
     .iter()
     .filter(|&&b| b)

@@ -89,4 +89,6 @@ pub mod store;
 #[cfg(feature = "runtime")]
 pub mod sync;
 pub mod transport;
+#[cfg(feature = "runtime")]
+pub mod web;
 pub mod wire;

@@ -423,6 +423,7 @@ fn run_daemon(dir: &DataDir, args: &meshrelay::config::RunFlags) -> Result<()> {
         tracing::info!(file = %file.display(), "configuration file");
     }
     let opts = plan.options;
+    let web = plan.web;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -443,14 +444,34 @@ fn run_daemon(dir: &DataDir, args: &meshrelay::config::RunFlags) -> Result<()> {
                 _ => std::future::pending::<()>().await,
             }
         };
-        meshrelay::daemon::run(opts, shutdown).await
+        // The web app is a client of the daemon's control socket; it
+        // answers "the daemon is not answering" until the socket is up.
+        let web_task = match web {
+            Some(addr) => {
+                let (task, local) = meshrelay::web::spawn(addr, opts.dir.clone())
+                    .await
+                    .map_err(bad_input)?;
+                tracing::info!(%local, "web app on http://{local}/");
+                Some(task)
+            }
+            None => None,
+        };
+        let r = meshrelay::daemon::run(opts, shutdown).await;
+        if let Some(t) = web_task {
+            t.abort();
+        }
+        r.map_err(daemon_failure)
     })
-    .map_err(|e| match e {
+}
+
+/// How a daemon failure exits: refused input (exit 2) or a failure (1).
+fn daemon_failure(e: meshrelay::daemon::DaemonError) -> Failure {
+    match e {
         meshrelay::daemon::DaemonError::AlreadyRunning(_)
         | meshrelay::daemon::DaemonError::Homeserver(_) => bad_input(e),
         e if e.is_too_new() => bad_input(e),
         e => e.into(),
-    })
+    }
 }
 
 /// Warnings only (skipped envelopes, retries) on stderr; `RUST_LOG`

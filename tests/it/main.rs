@@ -36,4 +36,5 @@ mod store_crash;
 mod store_flood;
 mod upgrade;
 mod vectors;
+mod web;
 mod wire;

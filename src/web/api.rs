@@ -1,0 +1,310 @@
+//! The web app's routes (`protocol-spec/web.md`, "API"): the page and its
+//! files, and a JSON API under `/api/v1/` whose every request is one
+//! control operation of the daemon (`protocol-spec/daemon.md`, "Control
+//! API"); its answers are the control API's data, as JSON.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use super::{assets, guard};
+use crate::app::MessageLine;
+use crate::control::{
+    ControlError, ErrorCode, MAX_REPLY_BYTES, OkData, Op, Reply, ReplyBody, Request, client,
+};
+
+/// What every handler shares: the data directory of the daemon it is a
+/// client of, and the hosts it answers to.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    dir: Arc<PathBuf>,
+    pub(super) hosts: Arc<[String]>,
+}
+
+impl Ctx {
+    /// The context of an app bound to `local` for the daemon of `dir`.
+    pub fn new(dir: PathBuf, local: std::net::SocketAddr) -> Self {
+        Ctx {
+            dir: Arc::new(dir),
+            hosts: guard::allowed_hosts(local).into(),
+        }
+    }
+}
+
+/// The routes, behind [`guard::check`].
+pub fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::script))
+        .route("/app.css", get(assets::style))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/me/qr.svg", get(me_qr))
+        .route("/api/v1/rooms", get(rooms).post(room_create))
+        .route("/api/v1/rooms/{room}/messages", get(messages).post(send))
+        .route("/api/v1/rooms/{room}/invite", post(invite))
+        .route("/api/v1/rooms/{room}/events", get(events))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/peers", get(peers))
+        .fallback(|| async { Failure::new(StatusCode::NOT_FOUND, "not_found", "no such page") })
+        .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(ctx.clone(), guard::check))
+        .with_state(ctx)
+}
+
+/// `{"error":{"code","message"}}`, as the control API spells errors.
+pub fn error_body(code: &str, message: &str) -> Json<Value> {
+    Json(json!({"error": {"code": code, "message": message}}))
+}
+
+/// A refused or failed API request.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn no_daemon() -> Self {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_daemon",
+            "the daemon is not answering (it may be stopping)",
+        )
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.status, error_body(&self.code, &self.message)).into_response()
+    }
+}
+
+impl From<ControlError> for Failure {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Api(e) => {
+                let status = match e.code {
+                    ErrorCode::NotFound => StatusCode::NOT_FOUND,
+                    ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+                    ErrorCode::Runtime => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let code = serde_json::to_value(e.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "runtime".to_owned());
+                Failure {
+                    status,
+                    code,
+                    message: e.message,
+                }
+            }
+            ControlError::Closed | ControlError::Io { .. } => Failure::no_daemon(),
+            e => Failure::new(StatusCode::BAD_GATEWAY, "runtime", e.to_string()),
+        }
+    }
+}
+
+/// Runs one control operation; its streamed lines and final data.
+async fn control(ctx: &Ctx, op: Op) -> Result<(Vec<MessageLine>, OkData), Failure> {
+    let dir = Arc::clone(&ctx.dir);
+    tokio::task::spawn_blocking(move || {
+        let stream = client::connect(&dir).ok_or_else(Failure::no_daemon)?;
+        let mut lines = Vec::new();
+        let ok = client::call(&dir, stream, &Request::new(op), |l| {
+            lines.push(l);
+            Ok(())
+        })?;
+        Ok((lines, ok))
+    })
+    .await
+    .unwrap_or_else(|_| Err(Failure::no_daemon()))
+}
+
+/// The final data of an operation as the response.
+async fn answer(ctx: &Ctx, op: Op) -> Result<Json<OkData>, Failure> {
+    Ok(Json(control(ctx, op).await?.1))
+}
+
+async fn me(State(ctx): State<Ctx>) -> Result<Json<Value>, Failure> {
+    let (identity, card) = crate::datadir::DataDir::new(ctx.dir.as_ref())
+        .load()
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string()))?;
+    let device_id = identity.device_id();
+    Ok(Json(json!({
+        "device_id": device_id.to_string(),
+        "name": card.name,
+        "fingerprint": crate::crypto::fingerprint(&device_id),
+        "card": card.to_text(),
+    })))
+}
+
+/// The contact card as a QR code (SVG).
+async fn me_qr(State(ctx): State<Ctx>) -> Result<Response, Failure> {
+    let (_, card) = crate::datadir::DataDir::new(ctx.dir.as_ref())
+        .load()
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string()))?;
+    let code = qrcode::QrCode::with_error_correction_level(card.to_text(), qrcode::EcLevel::M)
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string()))?;
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(240, 240)
+        .build();
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+async fn rooms(State(ctx): State<Ctx>) -> Result<Json<OkData>, Failure> {
+    answer(&ctx, Op::Rooms).await
+}
+
+async fn status(State(ctx): State<Ctx>) -> Result<Json<OkData>, Failure> {
+    answer(&ctx, Op::Status).await
+}
+
+async fn peers(State(ctx): State<Ctx>) -> Result<Json<OkData>, Failure> {
+    answer(&ctx, Op::Peers).await
+}
+
+#[derive(Debug, Deserialize)]
+struct NameBody {
+    name: String,
+}
+
+async fn room_create(
+    State(ctx): State<Ctx>,
+    Json(b): Json<NameBody>,
+) -> Result<Json<OkData>, Failure> {
+    answer(&ctx, Op::RoomCreate { name: b.name }).await
+}
+
+async fn messages(
+    State(ctx): State<Ctx>,
+    Path(room): Path<String>,
+) -> Result<Json<Value>, Failure> {
+    let (lines, _) = control(&ctx, Op::Messages { room }).await?;
+    Ok(Json(json!({ "lines": lines })))
+}
+
+#[derive(Debug, Deserialize)]
+struct TextBody {
+    text: String,
+}
+
+async fn send(
+    State(ctx): State<Ctx>,
+    Path(room): Path<String>,
+    Json(b): Json<TextBody>,
+) -> Result<Json<OkData>, Failure> {
+    answer(&ctx, Op::Send { room, text: b.text }).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ContactBody {
+    contact: String,
+}
+
+async fn invite(
+    State(ctx): State<Ctx>,
+    Path(room): Path<String>,
+    Json(b): Json<ContactBody>,
+) -> Result<Json<OkData>, Failure> {
+    answer(
+        &ctx,
+        Op::RoomInvite {
+            room,
+            contact: b.contact.trim().to_owned(),
+        },
+    )
+    .await
+}
+
+/// A room's lines as server-sent events (`event: line`), then each new one
+/// as it arrives: the control API's `follow` over an asynchronous
+/// connection, so a browser that goes away closes it at once (and frees
+/// the daemon's follower slot).
+async fn events(State(ctx): State<Ctx>, Path(room): Path<String>) -> Result<Response, Failure> {
+    let mut stream = tokio::net::UnixStream::connect(client::socket_path(&ctx.dir))
+        .await
+        .map_err(|_| Failure::no_daemon())?;
+    let mut req =
+        serde_json::to_vec(&Request::new(Op::Follow { room })).map_err(|_| Failure::no_daemon())?;
+    req.push(b'\n');
+    stream
+        .write_all(&req)
+        .await
+        .map_err(|_| Failure::no_daemon())?;
+    let mut reader = BufReader::new(stream);
+    // The first reply decides: an error (unknown room, too many
+    // followers) is the response; a line starts the stream.
+    let first = read_reply(&mut reader)
+        .await
+        .ok_or_else(Failure::no_daemon)?;
+    let first = match first.body {
+        ReplyBody::Error(e) => return Err(ControlError::Api(e).into()),
+        ReplyBody::Ok(_) => None,
+        ReplyBody::Line(l) => Some(l),
+    };
+    let stream = line_events(first, reader);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// One reply line from the daemon, `None` at the end or on bad input.
+async fn read_reply(reader: &mut BufReader<tokio::net::UnixStream>) -> Option<Reply> {
+    let mut buf = Vec::new();
+    let n = reader
+        .take(MAX_REPLY_BYTES as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await
+        .ok()?;
+    if n == 0 || buf.len() > MAX_REPLY_BYTES {
+        return None;
+    }
+    serde_json::from_slice(&buf).ok()
+}
+
+fn line_events(
+    first: Option<MessageLine>,
+    reader: BufReader<tokio::net::UnixStream>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold((first, Some(reader)), |(first, reader)| async move {
+        let mut reader = reader?;
+        let line = match first {
+            Some(l) => l,
+            None => match read_reply(&mut reader).await?.body {
+                ReplyBody::Line(l) => l,
+                // The daemon stopped or gave up on this follower.
+                _ => return None,
+            },
+        };
+        let event = Event::default()
+            .event("line")
+            .json_data(&line)
+            .unwrap_or_else(|_| Event::default().comment("unencodable line"));
+        Some((Ok(event), (None, Some(reader))))
+    })
+}

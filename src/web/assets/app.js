@@ -1,0 +1,230 @@
+// meshrelay web app: a client of the node's /api/v1 (protocol-spec/web.md).
+// Text from the network is only ever set with textContent, never as markup.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { rooms: [], room: null, names: new Map(), source: null, seen: new Set() };
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function banner(text) {
+  const b = $("banner");
+  b.textContent = text || "";
+  b.hidden = !text;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {} };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.headers["X-Meshrelay"] = "1";
+    opts.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch("/api/v1" + path, opts);
+  } catch (e) {
+    banner("Connection to the node lost. Retrying…");
+    throw new Error("the node is not reachable");
+  }
+  banner("");
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) {
+    const msg = (data.error && data.error.message) || ("HTTP " + resp.status);
+    if (resp.status === 503) banner("The node is not answering: " + msg);
+    throw new Error(msg);
+  }
+  return data;
+}
+
+function showError(form, err) {
+  let p = form.querySelector(".error");
+  if (!p) { p = el("p", "error"); form.after(p); }
+  p.textContent = err ? String(err.message || err) : "";
+  if (!err) p.remove();
+}
+
+function shortId(id) { return id.length > 12 ? id.slice(0, 10) + "…" : id; }
+function who(id) { return state.names.get(id) || shortId(id); }
+function time(ts) {
+  const d = new Date(ts);
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleString();
+}
+
+function show(view) {
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + view;
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === view || (view === "room" && a.dataset.nav === "rooms"));
+}
+
+async function loadRooms() {
+  const data = await api("GET", "/rooms");
+  state.rooms = data.rooms || [];
+  const list = $("room-list");
+  list.replaceChildren();
+  for (const r of state.rooms) {
+    const li = el("li");
+    const a = el("a");
+    a.href = "#/room/" + encodeURIComponent(r.room_id);
+    a.append(el("div", "name", r.name || "(unnamed room)"));
+    a.append(el("div", "muted small", r.members.length + (r.members.length === 1 ? " member" : " members")));
+    li.append(a);
+    list.append(li);
+  }
+  $("rooms-empty").hidden = state.rooms.length > 0;
+}
+
+function lineItem(line) {
+  const li = el("li");
+  if (line.gap) {
+    const g = line.gap;
+    li.append(el("span", "note warn", `Missing: messages ${g.from_seq}–${g.to_seq} from ${who(g.sender)} have not arrived yet.`));
+    return li;
+  }
+  if (line.fork) {
+    li.append(el("span", "note warn", `${who(line.fork.sender)} sent ${line.fork.event_ids.length} different messages as number ${line.fork.seq}.`));
+    return li;
+  }
+  const meta = el("div", "meta");
+  meta.append(el("span", "who", who(line.sender)));
+  meta.append(el("time", "", time(line.ts)));
+  li.append(meta);
+  if (line.text !== undefined) li.append(el("div", "text", line.text));
+  else if (line.unauthorized) li.append(el("div", "note warn", "From a removed member: not shown."));
+  else li.append(el("div", "note", "Cannot be read: " + (line.reason || "unknown reason")));
+  li.dataset.id = line.event_id || "";
+  return li;
+}
+
+function follow(roomId) {
+  if (state.source) state.source.close();
+  state.seen = new Set();
+  $("lines").replaceChildren();
+  const src = new EventSource("/api/v1/rooms/" + encodeURIComponent(roomId) + "/events");
+  state.source = src;
+  src.addEventListener("line", (ev) => {
+    if (state.seen.has(ev.data)) return;
+    state.seen.add(ev.data);
+    let line;
+    try { line = JSON.parse(ev.data); } catch (e) { return; }
+    const list = $("lines");
+    const atEnd = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
+    list.append(lineItem(line));
+    if (atEnd) window.scrollTo(0, document.body.scrollHeight);
+  });
+  src.onerror = () => banner("Connection to the node lost. Reconnecting…");
+  src.onopen = () => banner("");
+}
+
+async function openRoom(roomId) {
+  show("room");
+  if (!state.rooms.some((r) => r.room_id === roomId)) await loadRooms().catch(() => {});
+  const room = state.rooms.find((r) => r.room_id === roomId);
+  state.room = roomId;
+  state.names = new Map((room ? room.members : []).map((m) => [m.device_id, m.name || shortId(m.device_id)]));
+  $("room-title").textContent = room ? (room.name || "(unnamed room)") : shortId(roomId);
+  $("room-members").textContent = room ? room.members.map((m) => (m.name || shortId(m.device_id)) + (m.admin ? " (admin)" : "")).join(", ") : "";
+  follow(roomId);
+}
+
+async function loadMe() {
+  const me = await api("GET", "/me");
+  $("me-name").textContent = me.name;
+  $("me-device").textContent = me.device_id;
+  $("me-fingerprint").textContent = me.fingerprint;
+  $("me-card").value = me.card;
+  $("me-qr").src = "/api/v1/me/qr.svg";
+}
+
+function fact(dl, k, v) { dl.append(el("dt", "", k)); dl.append(el("dd", "", String(v))); }
+
+async function loadNode() {
+  const [st, pe] = await Promise.all([api("GET", "/status"), api("GET", "/peers")]);
+  const s = st.status || {};
+  const dl = $("status");
+  dl.replaceChildren();
+  if (s.store) fact(dl, "Events held", s.store.events !== undefined ? s.store.events : JSON.stringify(s.store));
+  if (s.disk && s.disk.level) fact(dl, "Disk", s.disk.level);
+  fact(dl, "Links", s.peers !== undefined ? s.peers : (pe.peers || []).length);
+  if (s.ble !== undefined) fact(dl, "Bluetooth", typeof s.ble === "string" ? s.ble : (s.ble.state || JSON.stringify(s.ble)));
+  if (s.homeserver !== undefined) fact(dl, "Homeserver", typeof s.homeserver === "string" ? s.homeserver : (s.homeserver.state || JSON.stringify(s.homeserver)));
+  const rows = $("peer-rows");
+  rows.replaceChildren();
+  for (const p of pe.peers || []) {
+    const tr = el("tr");
+    for (const v of [p.kind, p.address || "—", p.since ? time(p.since) : "—", bytes(p.bytes_in), bytes(p.bytes_out)]) tr.append(el("td", "", v));
+    rows.append(tr);
+  }
+  $("peers-empty").hidden = (pe.peers || []).length > 0;
+}
+
+function bytes(n) {
+  if (n === undefined) return "—";
+  if (n < 1024) return n + " B";
+  if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
+  return (n / 1048576).toFixed(1) + " MiB";
+}
+
+async function route() {
+  const h = location.hash || "#/rooms";
+  if (!h.startsWith("#/room/") && state.source) { state.source.close(); state.source = null; }
+  try {
+    if (h.startsWith("#/room/")) await openRoom(decodeURIComponent(h.slice(7)));
+    else if (h === "#/me") { show("me"); await loadMe(); }
+    else if (h === "#/peers") { show("peers"); await loadNode(); }
+    else { show("rooms"); await loadRooms(); }
+  } catch (e) {
+    banner(String(e.message || e));
+  }
+}
+
+function wire() {
+  $("room-create").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    try {
+      const r = await api("POST", "/rooms", { name: $("room-name").value });
+      showError(f, null);
+      $("room-name").value = "";
+      await loadRooms();
+      location.hash = "#/room/" + encodeURIComponent(r.room_id);
+    } catch (e) { showError(f, e); }
+  });
+  $("composer").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    const text = $("text").value;
+    if (!text.trim() || !state.room) return;
+    const b = f.querySelector("button");
+    b.disabled = true;
+    try {
+      await api("POST", "/rooms/" + encodeURIComponent(state.room) + "/messages", { text });
+      $("text").value = "";
+      showError(f, null);
+    } catch (e) { showError(f, e); }
+    b.disabled = false;
+  });
+  $("text").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("composer").requestSubmit(); }
+  });
+  $("invite").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    try {
+      await api("POST", "/rooms/" + encodeURIComponent(state.room) + "/invite", { contact: $("card").value });
+      $("card").value = "";
+      showError(f, null);
+      await loadRooms();
+      await openRoom(state.room);
+    } catch (e) { showError(f, e); }
+  });
+  window.addEventListener("hashchange", route);
+}
+
+wire();
+route();

@@ -1,0 +1,271 @@
+//! The web app (`meshrelay run --web`, `protocol-spec/web.md`) served by real
+//! daemons: its API over the control socket, the access rules against
+//! foreign requests, and two people using it in a real headless Chromium
+//! (`tests/web/browser_flow.py`, the DevTools protocol on a pipe).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::daemon::{BIN, Daemon, free_port, ok};
+use crate::field::need;
+
+/// One HTTP/1.1 request; the status, the response head and its body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req += &format!("Host: {addr}\r\n");
+    }
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+const WRITE: [(&str, &str); 2] = [("Content-Type", "application/json"), ("X-Meshrelay", "1")];
+
+fn post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (status, _, b) = http(addr, "POST", path, &WRITE, &body.to_string());
+    (status, serde_json::from_str(&b).unwrap_or(Value::Null))
+}
+
+fn get(addr: &str, path: &str) -> (u16, Value) {
+    let (status, _, b) = http(addr, "GET", path, &[], "");
+    (status, serde_json::from_str(&b).unwrap_or(Value::Null))
+}
+
+/// A daemon with the web app on a free loopback port; its address.
+fn start(dir: &std::path::Path, name: &str, port: u16, peers: &[String]) -> (Daemon, String) {
+    let web = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(dir, name, port, peers, &["--web", &web]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&web).is_err() {
+        assert!(Instant::now() < deadline, "the web app did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (d, web)
+}
+
+#[test]
+fn the_api_drives_the_daemon_and_refuses_foreign_requests() {
+    let t = tempfile::tempdir().unwrap();
+    let (_d, web) = start(&t.path().join("ana"), "Ana", 0, &[]);
+
+    let (status, head, page) = http(&web, "GET", "/", &[], "");
+    assert_eq!(status, 200, "{head}");
+    assert!(page.contains("<script src=\"/app.js\""), "{page}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-security-policy: default-src 'none'; script-src 'self'"));
+    assert!(head.contains("x-content-type-options: nosniff"));
+    assert!(head.contains("x-frame-options: deny"));
+
+    let (status, me) = get(&web, "/api/v1/me");
+    assert_eq!(status, 200);
+    assert_eq!(me["name"], "Ana");
+    assert!(me["card"].as_str().unwrap().starts_with("MRC1:"));
+    let (status, head, svg) = http(&web, "GET", "/api/v1/me/qr.svg", &[], "");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("image/svg+xml") && svg.contains("<svg"));
+
+    // A room and a message through the API, read back through the CLI
+    // and the API: both are clients of the same daemon.
+    let (status, r) = post(
+        &web,
+        "/api/v1/rooms",
+        &serde_json::json!({"name": "north camp"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let room = r["room_id"].as_str().unwrap().to_owned();
+    let text = "Water at the north gate <b>now</b>";
+    let (status, e) = post(
+        &web,
+        &format!("/api/v1/rooms/{room}/messages"),
+        &serde_json::json!({ "text": text }),
+    );
+    assert_eq!(status, 200, "{e}");
+    let event_id = e["event_id"].as_str().unwrap().to_owned();
+    assert!(ok(&t.path().join("ana"), &["messages", &room]).contains(text));
+    let (status, m) = get(&web, "/api/v1/rooms/north%20camp/messages");
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(m["lines"][0]["text"], text);
+    assert_eq!(m["lines"][0]["event_id"], event_id.as_str());
+    let (_, rooms) = get(&web, "/api/v1/rooms");
+    assert_eq!(rooms["rooms"][0]["name"], "north camp");
+    let (status, st) = get(&web, "/api/v1/status");
+    assert_eq!(status, 200);
+    assert!(st["status"].is_object(), "{st}");
+
+    // The live stream starts with the room's lines.
+    let mut s = TcpStream::connect(&web).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /api/v1/rooms/{room}/events HTTP/1.1\r\nHost: {web}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(&event_id) {
+        let n = s.read(&mut buf).expect("the event stream's first line");
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.contains("text/event-stream") && got.contains("event: line"),
+        "{got}"
+    );
+    drop(s);
+
+    // The daemon's refusals come back with their codes.
+    let (status, e) = get(&web, "/api/v1/rooms/nosuchroom/messages");
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_input"))
+    );
+    let unknown = "00".repeat(16);
+    let (status, e) = get(&web, &format!("/api/v1/rooms/{unknown}/messages"));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
+    let long = "x".repeat(20_000);
+    let (status, e) = post(
+        &web,
+        &format!("/api/v1/rooms/{room}/messages"),
+        &serde_json::json!({ "text": long }),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("limit"),
+        "{e}"
+    );
+
+    // Foreign requests: another host name (DNS rebinding), a write
+    // without the app's header or from another origin, a form post.
+    let body = r#"{"name":"x"}"#;
+    let refused: [(&str, Vec<(&str, &str)>); 5] = [
+        ("GET", vec![("Host", "evil.example")]),
+        ("POST", vec![("Content-Type", "application/json")]),
+        (
+            "POST",
+            vec![WRITE[0], WRITE[1], ("Origin", "http://evil.example")],
+        ),
+        (
+            "POST",
+            vec![WRITE[0], WRITE[1], ("Sec-Fetch-Site", "cross-site")],
+        ),
+        (
+            "POST",
+            vec![
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                WRITE[1],
+            ],
+        ),
+    ];
+    for (method, headers) in refused {
+        let (status, _, b) = http(&web, method, "/api/v1/rooms", &headers, body);
+        assert_eq!(status, 403, "{method} {headers:?}: {b}");
+    }
+    let (_, rooms) = get(&web, "/api/v1/rooms");
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 1, "{rooms}");
+    // Bodies are bounded.
+    let big = format!(r#"{{"text":"{}"}}"#, "y".repeat(100_000));
+    let (status, _, _) = http(
+        &web,
+        "POST",
+        &format!("/api/v1/rooms/{room}/messages"),
+        &WRITE,
+        &big,
+    );
+    assert_eq!(status, 413);
+}
+
+#[test]
+fn a_non_loopback_address_is_refused_until_pairing_exists() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ana");
+    ok(&dir, &["init", "--name", "Ana"]);
+    let o = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["run", "--no-mdns", "--no-ble", "--web", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("loopback") && err.contains("pairing"), "{err}");
+}
+
+/// Two people, each with a daemon and its web app, in a real browser: A
+/// creates a room (with a name made of markup), invites B by the card B's
+/// page shows, and sends; B's page shows the room, the message, and then a
+/// new message live. Screenshots at phone and desktop width go to a
+/// temporary directory (`WEB_SHOTS=DIR` keeps them, as in `reports/web/`).
+#[test]
+fn two_people_use_the_web_app_in_a_real_browser() {
+    let chromium = need("chromium");
+    let t = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_a, web_a) = start(&t.path().join("ana"), "Ana", port, &[]);
+    let (_b, web_b) = start(
+        &t.path().join("ben"),
+        "Ben",
+        0,
+        &[format!("/ip4/127.0.0.1/tcp/{port}")],
+    );
+    let shots = std::env::var_os("WEB_SHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| t.path().join("shots"));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web/browser_flow.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(&chromium)
+        .arg(format!("http://{web_a}"))
+        .arg(format!("http://{web_b}"))
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let result: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+    assert!(
+        o.status.success() && result["ok"] == true,
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(result["checks"].as_array().unwrap().len(), 3, "{result}");
+    for shot in [
+        "me-phone",
+        "room-phone",
+        "room-desktop",
+        "room-b-phone",
+        "node-phone",
+    ] {
+        let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "{shot}");
+    }
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Drives two meshrelay web apps in a real headless Chromium, as two people
+would (tests/it/web.rs runs it; protocol-spec/web.md).
+
+A's person creates a room with a hostile name, invites B by B's contact card
+and sends a message; B's page shows the room and the message live. Each
+screen is captured at phone (360 px) and desktop (1280 px) width.
+
+The browser is driven over the DevTools protocol on a pipe
+(--remote-debugging-pipe: NUL-separated JSON on file descriptors 3 and 4), so
+only the Python standard library is needed.
+
+Usage: browser_flow.py CHROMIUM URL_A URL_B SHOT_DIR
+Prints one JSON object; exit 0 when every check passed.
+"""
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> camp"
+TEXT = "Water at the north gate <b>now</b>. Bring 20 L."
+
+
+class Browser:
+    def __init__(self, chromium):
+        to_chrome_r, self.to_chrome = os.pipe()
+        self.from_chrome, from_chrome_w = os.pipe()
+
+        def fds():
+            # Out of the way first: the pipes may sit on 3 or 4 already.
+            r, w = os.dup(to_chrome_r), os.dup(from_chrome_w)
+            os.dup2(r, 3)
+            os.dup2(w, 4)
+
+        self.proc = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-dev-shm-usage", "--remote-debugging-pipe", "about:blank"],
+            preexec_fn=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, close_fds=False)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self.buf = b""
+        self.next_id = 0
+
+    def call(self, method, params=None, session=None, timeout=30):
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.to_chrome, json.dumps(msg).encode() + b"\0")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            while b"\0" in self.buf:
+                raw, self.buf = self.buf.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self.next_id:
+                    if "error" in reply:
+                        raise RuntimeError(f"{method}: {reply['error']}")
+                    return reply.get("result", {})
+            chunk = os.read(self.from_chrome, 1 << 20)
+            if not chunk:
+                raise RuntimeError("the browser exited")
+            self.buf += chunk
+        raise RuntimeError(f"{method}: no answer in {timeout} s")
+
+    def page(self, url, width):
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        p = Page(self, session)
+        p.size(width)
+        self.call("Page.enable", session=session)
+        self.call("Page.navigate", {"url": url}, session=session)
+        return p
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Page:
+    def __init__(self, browser, session):
+        self.b = browser
+        self.s = session
+
+    def size(self, width):
+        mobile = width < 600
+        self.b.call("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": 780 if mobile else 820, "deviceScaleFactor": 1, "mobile": mobile,
+        }, session=self.s)
+
+    def js(self, expr):
+        r = self.b.call("Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True}, session=self.s)
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"script failed: {expr}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def wait(self, expr, what, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.js(expr):
+                    return
+            except RuntimeError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    def go(self, hash_):
+        self.js(f"location.hash = {json.dumps(hash_)}")
+
+    def shot(self, path):
+        time.sleep(0.3)
+        data = self.b.call("Page.captureScreenshot", {"format": "png"}, session=self.s)["data"]
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+
+
+def main():
+    chromium, url_a, url_b, shots = sys.argv[1:5]
+    os.makedirs(shots, exist_ok=True)
+    result = {"checks": []}
+    b = Browser(chromium)
+    try:
+        a = b.page(url_a + "/#/rooms", 360)
+        a.wait("document.getElementById('view-rooms') && !document.getElementById('view-rooms').hidden", "A's rooms screen")
+        a.shot(f"{shots}/rooms-empty-phone.png")
+        # B's person shows their card (the Me screen); A's pastes it.
+        bp = b.page(url_b + "/#/me", 360)
+        bp.wait("document.getElementById('me-card').value.startsWith('MRC1:')", "B's card")
+        bp.wait("document.getElementById('me-qr').complete && document.getElementById('me-qr').naturalWidth > 0", "B's QR code")
+        bp.shot(f"{shots}/me-phone.png")
+        card = bp.js("document.getElementById('me-card').value")
+        # A creates the room by its form.
+        a.js(f"document.getElementById('room-name').value = {json.dumps(HOSTILE)};"
+             "document.getElementById('room-create').requestSubmit()")
+        a.wait("location.hash.startsWith('#/room/')", "the new room to open")
+        room = a.js("decodeURIComponent(location.hash.slice(7))")
+        title = a.js("document.getElementById('room-title').textContent")
+        assert title == HOSTILE, f"title shown as {title!r}"
+        assert a.js("document.querySelectorAll('main img:not(#me-qr), main script').length") == 0, "markup from a room name ran"
+        result["checks"].append("hostile room name shown as text")
+        a.js(f"document.getElementById('card').value = {json.dumps(card)};"
+             "document.getElementById('invite').requestSubmit()")
+        a.wait("document.getElementById('room-members').textContent.includes(',')", "B among the members")
+        a.js(f"document.getElementById('text').value = {json.dumps(TEXT)};"
+             "document.getElementById('composer').requestSubmit()")
+        a.wait(f"document.getElementById('lines').textContent.includes({json.dumps(TEXT)})", "A's own message shown")
+        assert a.js("document.querySelectorAll('#lines b').length") == 0, "message markup was rendered"
+        result["checks"].append("A sent by the composer and sees its message")
+        a.shot(f"{shots}/room-phone.png")
+        a.size(1280)
+        a.shot(f"{shots}/room-desktop.png")
+        # B's page: the room arrives over the mesh, then the message, live.
+        bp.go("#/rooms")
+        bp.wait(f"document.getElementById('room-list').textContent.includes('</script><img src=x onerror=alert(2)> camp')", "the room on B", timeout=90)
+        bp.shot(f"{shots}/rooms-phone.png")
+        bp.go("#/room/" + room)
+        bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(TEXT)})", "the message on B", timeout=90)
+        t0 = time.time()
+        live = "Second message, sent while B watches"
+        a.js(f"document.getElementById('text').value = {json.dumps(live)};"
+             "document.getElementById('composer').requestSubmit()")
+        bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(live)})", "the live message on B", timeout=60)
+        result["live_seconds"] = round(time.time() - t0, 2)
+        result["checks"].append("B's open room showed A's new message without a reload")
+        bp.shot(f"{shots}/room-b-phone.png")
+        bp.go("#/peers")
+        bp.wait("document.getElementById('peer-rows').children.length > 0", "B's links")
+        bp.shot(f"{shots}/node-phone.png")
+        bp.size(1280)
+        bp.shot(f"{shots}/node-desktop.png")
+        result["ok"] = True
+    except (AssertionError, RuntimeError) as e:
+        result["ok"] = False
+        result["error"] = str(e)
+    finally:
+        b.close()
+    print(json.dumps(result))
+    sys.exit(0 if result["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
