@@ -96,6 +96,12 @@ enum Command {
     /// Run the node daemon: LAN links (libp2p, mDNS), store-and-forward,
     /// and the control socket the other commands use while it runs.
     Run(meshrelay::config::RunFlags),
+    /// The web app's pairing links and paired browsers (`run --web` on a
+    /// non-loopback address).
+    Web {
+        #[command(subcommand)]
+        action: meshrelay::cli::web::WebCommand,
+    },
     /// Work with `run`'s configuration file.
     Config {
         #[command(subcommand)]
@@ -214,6 +220,12 @@ fn run(cli: Cli) -> Result<()> {
             &data_dir()?,
             card,
             &mut io::stdout().lock(),
+        )),
+        Command::Web { action } => cmd(meshrelay::cli::web::run(
+            &data_dir()?,
+            action,
+            &mut io::stdout().lock(),
+            &mut io::stderr().lock(),
         )),
         Command::Contacts { json } => cmd(identity::contacts(
             &data_dir()?,
@@ -424,6 +436,7 @@ fn run_daemon(dir: &DataDir, args: &meshrelay::config::RunFlags) -> Result<()> {
     }
     let opts = plan.options;
     let web = plan.web;
+    let dir_root = dir.root().to_owned();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -448,11 +461,24 @@ fn run_daemon(dir: &DataDir, args: &meshrelay::config::RunFlags) -> Result<()> {
         // answers "the daemon is not answering" until the socket is up.
         let web_task = match web {
             Some(addr) => {
-                let (task, local) = meshrelay::web::spawn(addr, opts.dir.clone())
+                let served = meshrelay::web::spawn(addr, opts.dir.clone())
                     .await
                     .map_err(bad_input)?;
-                tracing::info!(%local, "web app on http://{local}/");
-                Some(task)
+                let local = served.local;
+                match &served.pairing_base {
+                    // The pairing link holds a secret: it is not logged.
+                    Some(base) => {
+                        tracing::info!(
+                            %local,
+                            "web app on {base}/ for paired browsers: run `meshrelay web pair` for a pairing link and its QR code"
+                        );
+                        // A person at the terminal gets the first link at
+                        // once; a log (journal, file) never holds it.
+                        show_pairing_link(&dir_root);
+                    }
+                    None => tracing::info!(%local, "web app on http://{local}/"),
+                }
+                Some(served.task)
             }
             None => None,
         };
@@ -462,6 +488,20 @@ fn run_daemon(dir: &DataDir, args: &meshrelay::config::RunFlags) -> Result<()> {
         }
         r.map_err(daemon_failure)
     })
+}
+
+/// Prints the current pairing link and its QR code on standard error when
+/// it is a terminal.
+fn show_pairing_link(dir: &Path) {
+    use std::io::IsTerminal;
+    if !io::stderr().is_terminal() {
+        return;
+    }
+    let now = meshrelay::web::api::now_ms();
+    if let Ok(Some(url)) = meshrelay::web::access::current_pairing(&DataDir::new(dir), now) {
+        let qr = meshrelay::cli::web::qr_for_terminal(&url).unwrap_or_default();
+        eprintln!("{qr}\nPair a browser (one, within ten minutes): {url}");
+    }
 }
 
 /// How a daemon failure exits: refused input (exit 2) or a failure (1).

@@ -67,14 +67,7 @@ pub fn id(
     }
     if qr {
         // Uppercase base32 and ':' are QR alphanumeric: a compact code.
-        let code = qrcode::QrCode::with_error_correction_level(&text, qrcode::EcLevel::M)
-            .map_err(|e| CmdError::context("contact card does not fit a QR code".into(), &e))?;
-        let image = code
-            .render::<qrcode::render::unicode::Dense1x2>()
-            .dark_color(qrcode::render::unicode::Dense1x2::Light)
-            .light_color(qrcode::render::unicode::Dense1x2::Dark)
-            .quiet_zone(true)
-            .build();
+        let image = super::web::qr_for_terminal(&text)?;
         if json {
             writeln!(err, "{image}")?;
         } else {

@@ -23,6 +23,7 @@ pub mod repair;
 pub mod rooms;
 pub mod status;
 pub mod store;
+pub mod web;
 
 use std::fmt;
 

@@ -5,12 +5,12 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,28 +20,49 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::{assets, guard};
+use super::{access, assets, guard};
 use crate::app::MessageLine;
 use crate::control::{
     ControlError, ErrorCode, MAX_REPLY_BYTES, OkData, Op, Reply, ReplyBody, Request, client,
 };
+use crate::datadir::DataDir;
+
+/// Pairing attempts served per minute (all browsers together); more get
+/// `429`. A token has 128 bits: this only keeps guessing from costing the
+/// node work.
+pub const PAIR_ATTEMPTS_PER_MINUTE: u32 = 10;
 
 /// What every handler shares: the data directory of the daemon it is a
-/// client of, and the hosts it answers to.
+/// client of, the port it answers on, whether browsers must pair, and the
+/// pairing attempts of the current minute.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     dir: Arc<PathBuf>,
-    pub(super) hosts: Arc<[String]>,
+    pub(super) data: DataDir,
+    pub(super) port: u16,
+    pub(super) pairing: bool,
+    attempts: Arc<Mutex<(u64, u32)>>,
 }
 
 impl Ctx {
-    /// The context of an app bound to `local` for the daemon of `dir`.
+    /// The context of an app bound to `local` for the daemon of `dir`:
+    /// pairing is required unless `local` is a loopback address.
     pub fn new(dir: PathBuf, local: std::net::SocketAddr) -> Self {
         Ctx {
+            data: DataDir::new(dir.clone()),
             dir: Arc::new(dir),
-            hosts: guard::allowed_hosts(local).into(),
+            port: local.port(),
+            pairing: !local.ip().is_loopback(),
+            attempts: Arc::new(Mutex::new((0, 0))),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The routes, behind [`guard::check`].
@@ -50,6 +71,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
         .route("/app.css", get(assets::style))
+        .route("/pair", get(pair))
         .route("/api/v1/me", get(me))
         .route("/api/v1/me/qr.svg", get(me_qr))
         .route("/api/v1/rooms", get(rooms).post(room_create))
@@ -147,6 +169,76 @@ async fn control(ctx: &Ctx, op: Op) -> Result<(Vec<MessageLine>, OkData), Failur
 /// The final data of an operation as the response.
 async fn answer(ctx: &Ctx, op: Op) -> Result<Json<OkData>, Failure> {
     Ok(Json(control(ctx, op).await?.1))
+}
+
+/// `GET /pair?t=TOKEN`: a valid, unused pairing token makes a session: its
+/// cookie is set and the browser goes to the app.
+async fn pair(State(ctx): State<Ctx>, uri: Uri, headers: HeaderMap) -> Response {
+    let now = now_ms();
+    {
+        let Ok(mut a) = ctx.attempts.lock() else {
+            return Failure::no_daemon().into_response();
+        };
+        if now.saturating_sub(a.0) >= 60_000 {
+            *a = (now, 0);
+        }
+        a.1 += 1;
+        if a.1 > PAIR_ATTEMPTS_PER_MINUTE {
+            return Failure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "too many pairing attempts: wait a minute",
+            )
+            .into_response();
+        }
+    }
+    let token = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("t="))
+        .unwrap_or("")
+        .to_owned();
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let data = ctx.data.clone();
+    let redeemed = tokio::task::spawn_blocking(move || {
+        let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+        access::redeem(&data, &token, &agent, now, &mut rng)
+    })
+    .await;
+    match redeemed {
+        Ok(Ok(Some(cookie))) => {
+            tracing::info!("a browser paired with the web app");
+            (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, "/".to_owned()),
+                    (
+                        header::SET_COOKIE,
+                        format!(
+                            "{}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age=31536000",
+                            access::COOKIE
+                        ),
+                    ),
+                ],
+            )
+                .into_response()
+        }
+        Ok(Ok(None)) => Failure::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this pairing link is not valid (used, expired or mistyped): \
+             run `meshrelay web pair` on the node for a new one",
+        )
+        .into_response(),
+        Ok(Err(e)) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string())
+            .into_response(),
+        Err(_) => Failure::no_daemon().into_response(),
+    }
 }
 
 async fn me(State(ctx): State<Ctx>) -> Result<Json<Value>, Failure> {

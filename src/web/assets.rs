@@ -11,6 +11,16 @@ pub const INDEX_HTML: &str = include_str!("assets/index.html");
 pub const APP_JS: &str = include_str!("assets/app.js");
 /// Its style.
 pub const APP_CSS: &str = include_str!("assets/app.css");
+/// The page a browser that is not paired gets (no script).
+pub const LOGIN_HTML: &str = include_str!("assets/login.html");
+
+/// The login page as a response body.
+pub(super) fn login_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        LOGIN_HTML,
+    )
+}
 
 pub(super) async fn index() -> impl IntoResponse {
     (

@@ -1,10 +1,14 @@
 //! What every web request must pass, and the headers of every response
 //! (`protocol-spec/web.md`, "Access").
 //!
-//! - **Host.** A request must name the app by the address it was opened
-//!   with (`127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`): a page of
-//!   another site whose name an attacker re-points at 127.0.0.1 (DNS
-//!   rebinding) sends its own name, and is refused.
+//! - **Host.** A request must name the app by an IP address or
+//!   `localhost`, with the app's port: a page of another site whose name an
+//!   attacker re-points at the node (DNS rebinding) sends its own name, and
+//!   is refused.
+//! - **Pairing.** On a non-loopback address every request but the pairing
+//!   link (`/pair`) and the style sheet needs a paired session's cookie
+//!   ([`super::access`]); without one, API requests get `401` and pages the
+//!   login page.
 //! - **Writes.** Every request but `GET` and `HEAD` must carry the app's
 //!   header [`WRITE_HEADER`] and a JSON body, and, when the browser says
 //!   where it comes from (`Origin`, `Sec-Fetch-Site`), come from the app
@@ -22,7 +26,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::access;
 use super::api::{Ctx, error_body};
+use super::assets;
 
 /// The header a write must carry (with any value).
 pub const WRITE_HEADER: &str = "x-meshrelay";
@@ -36,24 +42,30 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
-/// The hosts the app answers to, for the bound address.
-pub fn allowed_hosts(local: std::net::SocketAddr) -> Vec<String> {
-    let port = local.port();
-    let mut hosts = vec![format!("localhost:{port}")];
-    match local.ip() {
-        std::net::IpAddr::V4(ip) => hosts.push(format!("{ip}:{port}")),
-        std::net::IpAddr::V6(ip) => hosts.push(format!("[{ip}]:{port}")),
+/// Whether a `Host` header names the app: an IP address (IPv6 in
+/// brackets) or `localhost`, with the app's `port`. Names are refused: only
+/// DNS rebinding would send the app someone else's name.
+pub fn host_ok(host: &str, port: u16) -> bool {
+    let Some((name, p)) = host.rsplit_once(':') else {
+        return false;
+    };
+    if p.parse::<u16>().ok() != Some(port) {
+        return false;
     }
-    hosts
+    let name = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Why a request is refused, if it is.
-pub fn refusal(hosts: &[String], method: &Method, headers: &HeaderMap) -> Option<&'static str> {
+pub fn refusal(port: u16, method: &Method, headers: &HeaderMap) -> Option<&'static str> {
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(host) = header(header::HOST) else {
         return Some("the request names no host");
     };
-    if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+    if !host_ok(host, port) {
         return Some("the request names another host");
     }
     if *method == Method::GET || *method == Method::HEAD {
@@ -84,14 +96,37 @@ pub fn refusal(hosts: &[String], method: &Method, headers: &HeaderMap) -> Option
     None
 }
 
+/// Paths served without a session on a paired address.
+const OPEN_PATHS: [&str; 2] = ["/pair", "/app.css"];
+
+/// Whether the request carries a paired session's cookie.
+fn has_session(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(access::cookie_value)
+        .any(|c| access::admits(&ctx.data, c))
+}
+
 /// The middleware: refuses what [`refusal`] refuses (403), and sets the
 /// security headers on every response.
 pub async fn check(State(ctx): State<Ctx>, req: Request<Body>, next: Next) -> Response {
-    let api = req.uri().path().starts_with("/api/");
-    let mut resp = match refusal(&ctx.hosts, req.method(), req.headers()) {
+    let path = req.uri().path();
+    let api = path.starts_with("/api/");
+    let mut resp = match refusal(ctx.port, req.method(), req.headers()) {
         Some(why) => {
-            tracing::info!(why, path = %req.uri().path(), "web request refused");
+            tracing::debug!(why, path, "web request refused");
             (StatusCode::FORBIDDEN, error_body("forbidden", why)).into_response()
+        }
+        None if ctx.pairing && !OPEN_PATHS.contains(&path) && !has_session(&ctx, req.headers()) => {
+            if api {
+                let why = "this browser is not paired with the node: open a pairing link \
+                    (`meshrelay web pair` on the node)";
+                (StatusCode::UNAUTHORIZED, error_body("not_paired", why)).into_response()
+            } else {
+                (StatusCode::UNAUTHORIZED, assets::login_page()).into_response()
+            }
         }
         None => next.run(req).await,
     };
@@ -132,20 +167,29 @@ mod tests {
 
     #[test]
     fn hosts_and_writes_are_checked() {
-        let hosts = allowed_hosts("127.0.0.1:8642".parse().unwrap());
+        let port = 8642;
         let get = Method::GET;
         let post = Method::POST;
-        assert_eq!(
-            refusal(&hosts, &get, &headers(&[("host", "127.0.0.1:8642")])),
-            None
-        );
-        assert_eq!(
-            refusal(&hosts, &get, &headers(&[("host", "LOCALHOST:8642")])),
-            None
-        );
-        assert!(refusal(&hosts, &get, &headers(&[("host", "evil.example:8642")])).is_some());
-        assert!(refusal(&hosts, &get, &headers(&[("host", "127.0.0.1:9999")])).is_some());
-        assert!(refusal(&hosts, &get, &headers(&[])).is_some());
+        for ok in [
+            "127.0.0.1:8642",
+            "LOCALHOST:8642",
+            "[::1]:8642",
+            "10.0.0.5:8642",
+        ] {
+            assert_eq!(refusal(port, &get, &headers(&[("host", ok)])), None, "{ok}");
+        }
+        for bad in [
+            "evil.example:8642",
+            "127.0.0.1:9999",
+            "127.0.0.1",
+            "relay.local:8642",
+        ] {
+            assert!(
+                refusal(port, &get, &headers(&[("host", bad)])).is_some(),
+                "{bad}"
+            );
+        }
+        assert!(refusal(port, &get, &headers(&[])).is_some());
         let ok = [
             ("host", "127.0.0.1:8642"),
             ("x-meshrelay", "1"),
@@ -153,22 +197,22 @@ mod tests {
             ("origin", "http://127.0.0.1:8642"),
             ("sec-fetch-site", "same-origin"),
         ];
-        assert_eq!(refusal(&hosts, &post, &headers(&ok)), None);
+        assert_eq!(refusal(port, &post, &headers(&ok)), None);
         for drop in ["x-meshrelay", "content-type"] {
             let h: Vec<_> = ok.iter().copied().filter(|(k, _)| *k != drop).collect();
             assert!(
-                refusal(&hosts, &post, &headers(&h)).is_some(),
+                refusal(port, &post, &headers(&h)).is_some(),
                 "without {drop}"
             );
         }
         let mut h = ok;
         h[3] = ("origin", "http://evil.example");
-        assert!(refusal(&hosts, &post, &headers(&h)).is_some());
+        assert!(refusal(port, &post, &headers(&h)).is_some());
         let mut h = ok;
         h[4] = ("sec-fetch-site", "cross-site");
-        assert!(refusal(&hosts, &post, &headers(&h)).is_some());
+        assert!(refusal(port, &post, &headers(&h)).is_some());
         let mut h = ok;
         h[2] = ("content-type", "text/plain");
-        assert!(refusal(&hosts, &post, &headers(&h)).is_some());
+        assert!(refusal(port, &post, &headers(&h)).is_some());
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::daemon::{BIN, Daemon, free_port, ok};
+use crate::daemon::{Daemon, free_port, ok};
 use crate::field::need;
 
 /// One HTTP/1.1 request; the status, the response head and its body.
@@ -205,20 +205,119 @@ fn the_api_drives_the_daemon_and_refuses_foreign_requests() {
     assert_eq!(status, 413);
 }
 
+/// On any address but loopback, nothing but the login page and the
+/// pairing link is served until a browser paired; a pairing link works
+/// once; `web sessions` lists the paired browser and `web revoke` unpairs
+/// it; guessing is rate-limited. The secret never reaches the log.
 #[test]
-fn a_non_loopback_address_is_refused_until_pairing_exists() {
+fn a_non_loopback_address_serves_only_paired_browsers() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("ana");
-    ok(&dir, &["init", "--name", "Ana"]);
-    let o = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["run", "--no-mdns", "--no-ble", "--web", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("loopback") && err.contains("pairing"), "{err}");
+    let port = free_port();
+    let _d = Daemon::start_with(&dir, "Ana", 0, &[], &["--web", &format!("0.0.0.0:{port}")]);
+    let web = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&web).is_err() {
+        assert!(Instant::now() < deadline, "the web app did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Unpaired: every API call is refused, pages are the login page.
+    for (method, path) in [
+        ("GET", "/api/v1/rooms"),
+        ("GET", "/api/v1/me"),
+        ("GET", "/api/v1/me/qr.svg"),
+        ("POST", "/api/v1/rooms"),
+    ] {
+        let (status, _, b) = http(&web, method, path, &WRITE, r#"{"name":"x"}"#);
+        assert_eq!(status, 401, "{method} {path}: {b}");
+        assert!(b.contains("not_paired") && !b.contains("MRC1:"), "{b}");
+    }
+    let (status, _, page) = http(&web, "GET", "/", &[], "");
+    assert_eq!(status, 401);
+    assert!(
+        page.contains("Pair this browser") && !page.contains("app.js"),
+        "{page}"
+    );
+    let (status, _, _) = http(&web, "GET", "/app.js", &[], "");
+    assert_eq!(status, 401);
+    let out = ok(&dir, &["web", "pair", "--json"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let url = v["url"].as_str().unwrap();
+    let token = url.split_once("/pair?t=").unwrap().1;
+    assert_eq!(v["expires_in_s"], 600);
+    // A wrong token, then the right one (once).
+    let (status, _, _) = http(&web, "GET", "/pair?t=AAAAAAAAAAAAAAAAAAAAAAAAAA", &[], "");
+    assert_eq!(status, 403);
+    let (status, head, _) = http(
+        &web,
+        "GET",
+        &format!("/pair?t={token}"),
+        &[("User-Agent", "FieldPhone/1.0")],
+        "",
+    );
+    assert_eq!(status, 303, "{head}");
+    let set = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a session cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set
+        .split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = http(&web, "GET", &format!("/pair?t={token}"), &[], "");
+    assert_eq!(status, 403, "a pairing link works once");
+    // Paired: the app and its API.
+    let (status, _, page) = http(&web, "GET", "/", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200);
+    assert!(page.contains("app.js"));
+    let mut with = WRITE.to_vec();
+    with.push(("Cookie", &cookie));
+    let (status, _, b) = http(&web, "POST", "/api/v1/rooms", &with, r#"{"name":"camp"}"#);
+    assert_eq!(status, 200, "{b}");
+    // The write rules still hold for a paired browser.
+    let (status, _, _) = http(
+        &web,
+        "POST",
+        "/api/v1/rooms",
+        &[("Cookie", &cookie), WRITE[0]],
+        r#"{"name":"x"}"#,
+    );
+    assert_eq!(status, 403);
+    let sessions: Value =
+        serde_json::from_str(ok(&dir, &["web", "sessions", "--json"]).trim()).unwrap();
+    assert_eq!(sessions[0]["agent"], "FieldPhone/1.0");
+    let id = sessions[0]["id"].as_str().unwrap().to_owned();
+    ok(&dir, &["web", "revoke", &id]);
+    let (status, _, _) = http(&web, "GET", "/api/v1/rooms", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 401, "a revoked session");
+    // Guessing is rate-limited: 10 attempts a minute (3 used above).
+    let codes: Vec<u16> = (0..10)
+        .map(|i| http(&web, "GET", &format!("/pair?t=GUESS{i}"), &[], "").0)
+        .collect();
+    assert_eq!(codes.iter().filter(|c| **c == 403).count(), 7, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 3, "{codes:?}");
+    // Neither the token nor the session secret is in the log.
+    let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
+    assert!(log.contains("for paired browsers"), "{log}");
+    let secret = cookie.split_once('.').unwrap().1;
+    assert!(!log.contains(token) && !log.contains(secret), "{log}");
+    let mode = |f: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(
+        (mode("web-pairing.json"), mode("web-sessions.json")),
+        (0o600, 0o600)
+    );
 }
 
 /// Two people, each with a daemon and its web app, in a real browser: A
