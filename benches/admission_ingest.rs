@@ -218,7 +218,7 @@ fn device_core(inp: &Input0) -> f64 {
         cycle(&mut a);
     }
     let rate = inp.stream.len() as f64 / t.elapsed().as_secs_f64();
-    let lines = a.messages(&inp.room).expect("messages");
+    let lines = a.messages(&inp.room, None).expect("messages");
     let shown: Vec<String> = lines
         .iter()
         .map(|l| serde_json::to_string(l).expect("json"))

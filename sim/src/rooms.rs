@@ -120,7 +120,7 @@ impl SimNet {
     pub fn shown(&mut self, i: usize, room: &RoomId) -> Result<Vec<MessageLine>, RoomOpError> {
         self.nodes[i]
             .core
-            .messages(room)
+            .messages(room, None)
             .map_err(|e| RoomOpError::App(e.to_string()))
     }
 }

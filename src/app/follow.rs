@@ -12,11 +12,13 @@ use crate::store::StoreError;
 /// `messages --follow` without a daemon: every `interval`, opens the data
 /// directory, reads the room's messages, closes the store again (so other
 /// commands can use it between polls), and passes each line not shown
-/// before to `emit`. A poll that finds the store in use is skipped. Stops
+/// before to `emit` (with `last`, of the last `last` messages only). A
+/// poll that finds the store in use is skipped. Stops
 /// when `emit` fails or `keep_going` returns false (checked once per poll).
 pub fn follow_messages(
     dir: &Path,
     room: &RoomId,
+    last: Option<usize>,
     interval: Duration,
     mut now_ms: impl FnMut() -> u64,
     mut emit: impl FnMut(&MessageLine) -> io::Result<()>,
@@ -26,7 +28,7 @@ pub fn follow_messages(
     loop {
         match Device::open(dir, now_ms()) {
             Ok(dev) => {
-                let lines = dev.messages(room);
+                let lines = dev.messages_last(room, last);
                 drop(dev);
                 for line in lines? {
                     let k = serde_json::to_string(&line)

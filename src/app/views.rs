@@ -54,6 +54,19 @@ impl<S: Store> Device<S> {
     /// The room's messages in display order (the DAG's deterministic
     /// topological order), with undecryptable messages and sequence gaps.
     pub fn messages(&self, room: &RoomId) -> Result<Vec<MessageLine>, AppError> {
+        self.messages_last(room, None)
+    }
+
+    /// [`Device::messages`], or with `last` only the lines of the room's
+    /// last `last` messages (with the gap and fork lines among them, and
+    /// those after every message): only their texts are read, so the
+    /// memory of a view of the end of a large room is bounded by `last`
+    /// (`protocol-spec/app.md` §4).
+    pub fn messages_last(
+        &self,
+        room: &RoomId,
+        last: Option<usize>,
+    ) -> Result<Vec<MessageLine>, AppError> {
         let mut s = self.known_session(room)?;
         // Gaps keyed by (sender, first seq after the gap): the DAG's and
         // the store's (which also counts events waiting for predecessors).
@@ -117,12 +130,41 @@ impl<S: Store> Device<S> {
             })
             .collect();
         waiting.sort();
-        let full_order = order
+        let full_order: Vec<EventId> = order
             .iter()
             .copied()
-            .chain(waiting.into_iter().map(|(_, id)| id));
+            .chain(waiting.into_iter().map(|(_, id)| id))
+            .collect();
+        // With `last`: start at the last `last` messages; the gap and fork
+        // lines of what comes before are not shown (nor read).
+        let start = match last {
+            None => 0,
+            Some(n) => {
+                let mut seen = 0;
+                let mut start = full_order.len();
+                for (i, id) in full_order.iter().enumerate().rev() {
+                    if seen == n {
+                        break;
+                    }
+                    if s.dag()
+                        .held(id)
+                        .is_some_and(|h| h.kind == EventKind::Message)
+                    {
+                        seen += 1;
+                        start = i;
+                    }
+                }
+                if seen < n { 0 } else { start }
+            }
+        };
+        for id in &full_order[..start] {
+            if let Some(ev) = s.dag().held(id) {
+                gaps.remove(&(ev.sender, ev.seq));
+                forks.remove(&(ev.sender, ev.seq));
+            }
+        }
         let mut out = Vec::new();
-        for id in full_order {
+        for &id in &full_order[start..] {
             let Some(ev) = s.dag().held(&id) else {
                 continue;
             };

@@ -120,7 +120,10 @@ impl DemoNode {
 
     /// The texts of the room's readable messages.
     fn texts(&self, room: &str) -> Result<Vec<String>, DemoError> {
-        let (lines, _) = self.call(Op::Messages { room: room.into() })?;
+        let (lines, _) = self.call(Op::Messages {
+            room: room.into(),
+            last: None,
+        })?;
         Ok(lines
             .into_iter()
             .filter_map(|l| match l {

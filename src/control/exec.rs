@@ -161,8 +161,8 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
             rooms: dev.rooms()?,
         }),
         Op::Send { room, text } => event(dev.send(&resolve_room(dev, room)?, text, now, rng)?),
-        Op::Messages { room } => {
-            let lines = dev.messages(&resolve_room(dev, room)?)?;
+        Op::Messages { room, last } => {
+            let lines = dev.messages_last(&resolve_room(dev, room)?, *last)?;
             Answer {
                 ok: OkData::Lines { lines: lines.len() },
                 lines,

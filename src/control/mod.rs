@@ -150,12 +150,19 @@ pub enum Op {
     Messages {
         /// Room ID.
         room: String,
+        /// Only the lines of the last this many messages (absent: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<usize>,
     },
     /// Stream the room's lines, then new ones as they arrive, until either
     /// side hangs up (or the daemon stops: then [`OkData::Done`]).
     Follow {
         /// Room ID.
         room: String,
+        /// Start with the lines of the last this many messages (absent:
+        /// all), then every new line.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<usize>,
     },
     /// A bundle of signed events → [`OkData::Bundle`].
     Export {

@@ -35,8 +35,18 @@ fn every_op() -> Vec<Op> {
             room: room(),
             text: "hi".into(),
         },
-        Op::Messages { room: room() },
-        Op::Follow { room: room() },
+        Op::Messages {
+            room: room(),
+            last: None,
+        },
+        Op::Messages {
+            room: room(),
+            last: Some(50),
+        },
+        Op::Follow {
+            room: room(),
+            last: None,
+        },
         Op::Export { room: None },
         Op::Export { room: Some(room()) },
         Op::Import {
@@ -365,5 +375,11 @@ fn only_writing_operations_wait_for_the_commit() {
         .writes()
     );
     assert!(!Op::Rooms.writes());
-    assert!(!Op::Follow { room: "ab".into() }.writes());
+    assert!(
+        !Op::Follow {
+            room: "ab".into(),
+            last: None,
+        }
+        .writes()
+    );
 }

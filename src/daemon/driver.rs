@@ -69,6 +69,8 @@ pub(super) struct ControlMsg {
 
 struct Follower {
     room: RoomId,
+    /// Lines of the last this many messages only (the follow's `last`).
+    last: Option<usize>,
     reply: mpsc::Sender<Reply>,
     /// The lines sent, by digest of their JSON (16 bytes a line, not the
     /// line: a follower of a large room holds no copy of its texts).
@@ -645,8 +647,8 @@ impl Driver {
                     Err(e) => vec![Reply::error(ErrorCode::Runtime, e)],
                 }
             }
-            Op::Follow { room } => {
-                return self.add_follower(&room, reply);
+            Op::Follow { room, last } => {
+                return self.add_follower(&room, last, reply);
             }
             op => return self.run_op(&op, now, reply),
         };
@@ -654,7 +656,12 @@ impl Driver {
         Ok(())
     }
 
-    fn add_follower(&mut self, room: &str, reply: mpsc::Sender<Reply>) -> Result<(), DaemonError> {
+    fn add_follower(
+        &mut self,
+        room: &str,
+        last: Option<usize>,
+        reply: mpsc::Sender<Reply>,
+    ) -> Result<(), DaemonError> {
         let room = match self.core.resolve_room(room) {
             Ok(r) => r,
             Err(e) => {
@@ -672,6 +679,7 @@ impl Driver {
         }
         let mut f = Follower {
             room,
+            last,
             reply,
             shown: BTreeSet::new(),
         };
@@ -712,7 +720,7 @@ impl Driver {
     fn refresh_follower(&mut self, f: &mut Follower) -> Result<(), Reply> {
         let lines = self
             .core
-            .messages(&f.room)
+            .messages(&f.room, f.last)
             .map_err(|e| Reply::from(ApiError::from(&e)))?;
         for line in lines {
             let key = line_digest(&serde_json::to_vec(&line).unwrap_or_default());

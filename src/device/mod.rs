@@ -423,9 +423,14 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         }
     }
 
-    /// A room's lines in display order (followers, the web app).
-    pub fn messages(&mut self, room: &RoomId) -> Result<Vec<MessageLine>, AppError> {
-        self.with_device(|dev, _| dev.messages(room))
+    /// A room's lines in display order (followers), or only those of its
+    /// last `last` messages.
+    pub fn messages(
+        &mut self,
+        room: &RoomId,
+        last: Option<usize>,
+    ) -> Result<Vec<MessageLine>, AppError> {
+        self.with_device(|dev, _| dev.messages_last(room, last))
     }
 
     /// The room a room argument names (a full ID, a name or an ID prefix:

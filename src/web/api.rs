@@ -292,11 +292,31 @@ async fn room_create(
     answer(&ctx, Op::RoomCreate { name: b.name }).await
 }
 
+/// Most message lines one API request asks the daemon for (`?last=N`,
+/// default [`DEFAULT_WEB_LINES`]): a phone opening a room of thousands of
+/// messages costs the daemon the end of it only.
+pub const MAX_WEB_LINES: usize = 1000;
+/// Message lines of a room the app shows when it opens it.
+pub const DEFAULT_WEB_LINES: usize = 200;
+
+/// `?last=N` of a request, within [`MAX_WEB_LINES`].
+fn last_param(uri: &Uri) -> usize {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("last="))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_WEB_LINES)
+        .min(MAX_WEB_LINES)
+}
+
 async fn messages(
     State(ctx): State<Ctx>,
     Path(room): Path<String>,
+    uri: Uri,
 ) -> Result<Json<Value>, Failure> {
-    let (lines, _) = control(&ctx, Op::Messages { room }).await?;
+    let last = Some(last_param(&uri));
+    let (lines, _) = control(&ctx, Op::Messages { room, last }).await?;
     Ok(Json(json!({ "lines": lines })))
 }
 
@@ -337,12 +357,17 @@ async fn invite(
 /// as it arrives: the control API's `follow` over an asynchronous
 /// connection, so a browser that goes away closes it at once (and frees
 /// the daemon's follower slot).
-async fn events(State(ctx): State<Ctx>, Path(room): Path<String>) -> Result<Response, Failure> {
+async fn events(
+    State(ctx): State<Ctx>,
+    Path(room): Path<String>,
+    uri: Uri,
+) -> Result<Response, Failure> {
+    let last = Some(last_param(&uri));
     let mut stream = tokio::net::UnixStream::connect(client::socket_path(&ctx.dir))
         .await
         .map_err(|_| Failure::no_daemon())?;
-    let mut req =
-        serde_json::to_vec(&Request::new(Op::Follow { room })).map_err(|_| Failure::no_daemon())?;
+    let mut req = serde_json::to_vec(&Request::new(Op::Follow { room, last }))
+        .map_err(|_| Failure::no_daemon())?;
     req.push(b'\n');
     stream
         .write_all(&req)

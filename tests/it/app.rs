@@ -187,6 +187,33 @@ fn room_with_b(a: &mut Dev, b: &mut Dev) -> RoomId {
     room
 }
 
+/// `messages` with `last`: the lines of the room's last N messages, in
+/// the same order as the whole view's end; the gap lines of what is left
+/// out are not shown.
+#[test]
+fn the_last_messages_are_the_end_of_the_whole_view() {
+    let (mut a, _b, _c) = abc();
+    let room = a.create("north camp");
+    for i in 0..12 {
+        a.send(&room, &format!("message {i}"));
+    }
+    let all = a.messages(&room);
+    let d = a.open();
+    for n in [0, 1, 5, 12, 13, 100] {
+        let tail = d.messages_last(&room, Some(n)).unwrap();
+        let texts = tail
+            .iter()
+            .filter(|l| matches!(l, MessageLine::Text { .. }))
+            .count();
+        // 12 sent, after the room's name event (a message event that
+        // shows no line of its own).
+        assert_eq!(texts, n.min(12), "last {n}");
+        assert_eq!(tail.len(), n.min(12), "last {n}: {tail:?}");
+        assert_eq!(tail[..], all[all.len() - tail.len()..], "last {n}");
+    }
+    assert_eq!(d.messages_last(&room, None).unwrap(), all);
+}
+
 #[test]
 fn invitee_reads_and_outsider_cannot() {
     let (mut a, mut b, mut c) = abc();
@@ -536,6 +563,7 @@ fn state_survives_reopen_and_follow_polls_without_holding_the_lock() {
     app::follow_messages(
         dir,
         &room,
+        None,
         Duration::from_millis(1),
         || T0 + 100_000,
         |line| {

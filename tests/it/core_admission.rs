@@ -162,7 +162,7 @@ fn cy_view(events: &[Event], cuts: &[usize]) -> (Vec<String>, Vec<String>) {
     c.deliver(NOW, honest, Source::Import).unwrap();
     c.settle(NOW).unwrap();
     let lines = c
-        .messages(&room)
+        .messages(&room, None)
         .unwrap()
         .iter()
         .map(|l| serde_json::to_string(l).unwrap())
@@ -308,6 +308,6 @@ fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
         panic!("no rooms");
     };
     assert_eq!(rooms.len(), 1, "Cy is a member: {rooms:?}");
-    let lines = c.messages(&room).unwrap();
+    let lines = c.messages(&room, None).unwrap();
     assert!(lines.len() >= n, "{} lines", lines.len());
 }

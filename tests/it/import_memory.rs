@@ -225,8 +225,27 @@ fn a_64_mib_bundle_imports_in_bounded_memory() {
         rooms_kib.saturating_sub(idle_kib) <= MAX_DAEMON_IMPORT_GROWTH_KIB,
         "daemon peak RSS {rooms_kib} KiB after rooms (idle {idle_kib} KiB)"
     );
+    // The end of the room (what the web app opens with): only those texts
+    // are read, so the daemon's peak stays within the same bound (the
+    // whole room's lines are 115 MB of daemon memory here).
+    let tail = ok(&d, &["messages", &room_s, "--json", "--last", "100"]);
+    let tail_texts = tail.lines().filter(|l| l.contains("\"text\":\"")).count();
+    assert_eq!(tail_texts, 100, "the last 100 messages");
+    let tail_kib = crate::peak_rss::vm_hwm_kib(daemon.pid());
+    eprintln!("messages --last 100 through the daemon: daemon peak RSS {tail_kib} KiB");
+    assert!(
+        tail_kib.saturating_sub(idle_kib) <= MAX_DAEMON_IMPORT_GROWTH_KIB,
+        "daemon peak RSS {tail_kib} KiB after messages --last 100 (idle {idle_kib} KiB)"
+    );
     let lines = ok(&d, &["messages", &room_s, "--json"]);
     let readable = lines.lines().filter(|l| l.contains("\"text\":\"")).count();
+    // The last 100 are the whole room's last 100.
+    let all_texts: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.contains("\"text\":\""))
+        .collect();
+    let tail_lines: Vec<&str> = tail.lines().filter(|l| l.contains("\"text\":\"")).collect();
+    assert_eq!(tail_lines, all_texts[all_texts.len() - 100..]);
     assert_eq!(
         readable, sent,
         "every message is readable through the daemon"

@@ -99,6 +99,10 @@ pub enum RoomsCommand {
         /// Show times in UTC instead of the local time zone (`TZ`).
         #[arg(long)]
         utc: bool,
+        /// Only the last N messages (with `--follow`: then every new one).
+        /// Only their texts are read, however large the room.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
     },
     /// Write a bundle of signed events for sneakernet transport.
     Export {
@@ -375,6 +379,7 @@ pub fn run(
         json,
         follow: true,
         utc,
+        last,
     } = cmd
     {
         let room = match parse_room(room_id) {
@@ -390,6 +395,7 @@ pub fn run(
         let r = app::follow_messages(
             dir,
             &room,
+            *last,
             Duration::from_millis(FOLLOW_POLL_MS),
             now_ms,
             |l| {
@@ -474,18 +480,20 @@ pub fn run_via_daemon(
         json,
         follow: true,
         utc,
+        last,
     } = cmd
     {
         let r = if *json {
             let req = Request::new(Op::Follow {
                 room: room_id.clone(),
+                last: *last,
             });
             control::call(dir, stream, &req, |l| {
                 write_json_line(out, &l).and_then(|()| out.flush())
             })
             .map(drop)
         } else {
-            follow_via_daemon(facts, stream, room_id, *utc, style, out)
+            follow_via_daemon(facts, stream, room_id, *last, *utc, style, out)
         };
         return match r {
             Ok(()) => Ok(()),
@@ -544,6 +552,7 @@ fn follow_via_daemon(
     facts: human::Facts<'_>,
     stream: std::os::unix::net::UnixStream,
     room_id: &str,
+    last: Option<usize>,
     utc: bool,
     style: Style,
     out: &mut dyn Write,
@@ -551,6 +560,7 @@ fn follow_via_daemon(
     let mut history = Vec::new();
     let req = Request::new(Op::Messages {
         room: room_id.to_owned(),
+        last,
     });
     control::call(facts.dir, stream, &req, |l| {
         history.push(l);
@@ -576,6 +586,7 @@ fn follow_via_daemon(
     };
     let req = Request::new(Op::Follow {
         room: room_id.to_owned(),
+        last,
     });
     control::call(facts.dir, stream, &req, |l| {
         let key = serde_json::to_string(&l).map_err(io::Error::other)?;
@@ -645,8 +656,9 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
             room: room_id.clone(),
             text: text.clone(),
         },
-        RoomsCommand::Messages { room_id, .. } => Op::Messages {
+        RoomsCommand::Messages { room_id, last, .. } => Op::Messages {
             room: room_id.clone(),
+            last: *last,
         },
         RoomsCommand::Export { room, .. } => Op::Export { room: room.clone() },
         RoomsCommand::Import { .. } => return None,
