@@ -74,6 +74,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/pair", get(pair))
         .route("/api/v1/me", get(me))
         .route("/api/v1/me/qr.svg", get(me_qr))
+        .route("/api/v1/cards/check", post(card_check))
         .route("/api/v1/rooms", get(rooms).post(room_create))
         .route("/api/v1/rooms/{room}/messages", get(messages).post(send))
         .route("/api/v1/rooms/{room}/invite", post(invite))
@@ -266,6 +267,29 @@ async fn me_qr(State(ctx): State<Ctx>) -> Result<Response, Failure> {
         .min_dimensions(240, 240)
         .build();
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CardBody {
+    card: String,
+}
+
+/// `POST /api/v1/cards/check {"card"}`: who a pasted contact card names,
+/// with the fingerprint to compare in person before inviting (the card is
+/// verified, not stored).
+async fn card_check(Json(b): Json<CardBody>) -> Result<Json<Value>, Failure> {
+    let card = crate::crypto::ContactCard::from_text(&b.card).map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+            format!("not a valid contact card: {e}"),
+        )
+    })?;
+    Ok(Json(json!({
+        "device_id": card.device_id.to_string(),
+        "name": card.name,
+        "fingerprint": crate::crypto::fingerprint(&card.device_id),
+    })))
 }
 
 async fn rooms(State(ctx): State<Ctx>) -> Result<Json<OkData>, Failure> {

@@ -114,6 +114,27 @@ fn the_api_drives_the_daemon_and_refuses_foreign_requests() {
     assert_eq!(m["lines"][0]["event_id"], event_id.as_str());
     let (_, rooms) = get(&web, "/api/v1/rooms");
     assert_eq!(rooms["rooms"][0]["name"], "north camp");
+    // A pasted card is checked (and its fingerprint shown) before inviting.
+    let (status, who) = post(
+        &web,
+        "/api/v1/cards/check",
+        &serde_json::json!({"card": me["card"]}),
+    );
+    assert_eq!(status, 200, "{who}");
+    assert_eq!(
+        (&who["name"], &who["fingerprint"]),
+        (&me["name"], &me["fingerprint"])
+    );
+    let (status, bad) = post(
+        &web,
+        "/api/v1/cards/check",
+        &serde_json::json!({"card": "MRC1:AAAA"}),
+    );
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("bad_input")),
+        "{bad}"
+    );
     let (status, st) = get(&web, "/api/v1/status");
     assert_eq!(status, 200);
     assert!(st["status"].is_object(), "{st}");
@@ -356,7 +377,7 @@ fn two_people_use_the_web_app_in_a_real_browser() {
         "{out}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(result["checks"].as_array().unwrap().len(), 3, "{result}");
+    assert_eq!(result["checks"].as_array().unwrap().len(), 4, "{result}");
     for shot in [
         "me-phone",
         "room-phone",

@@ -112,6 +112,8 @@ class Page:
         self.js(f"location.hash = {json.dumps(hash_)}")
 
     def shot(self, path):
+        # A background tab may render no frame to capture.
+        self.b.call("Page.bringToFront", session=self.s)
         time.sleep(0.3)
         data = self.b.call("Page.captureScreenshot", {"format": "png"}, session=self.s)["data"]
         with open(path, "wb") as f:
@@ -142,8 +144,14 @@ def main():
         assert title == HOSTILE, f"title shown as {title!r}"
         assert a.js("document.querySelectorAll('main img:not(#me-qr), main script').length") == 0, "markup from a room name ran"
         result["checks"].append("hostile room name shown as text")
-        a.js(f"document.getElementById('card').value = {json.dumps(card)};"
-             "document.getElementById('invite').requestSubmit()")
+        fp = bp.js("document.getElementById('me-fingerprint').textContent")
+        a.js("document.querySelector('details.invite').open = true;"
+             f"const c = document.getElementById('card'); c.value = {json.dumps(card)};"
+             "c.dispatchEvent(new Event('input'))")
+        a.wait(f"document.getElementById('card-who').textContent.includes({json.dumps(fp)})", "the card's fingerprint before inviting")
+        result["checks"].append("the pasted card's fingerprint is shown before inviting")
+        a.shot(f"{shots}/invite-phone.png")
+        a.js("document.getElementById('invite').requestSubmit()")
         a.wait("document.getElementById('room-members').textContent.includes(',')", "B among the members")
         a.js(f"document.getElementById('text').value = {json.dumps(TEXT)};"
              "document.getElementById('composer').requestSubmit()")

@@ -218,10 +218,26 @@ function wire() {
     try {
       await api("POST", "/rooms/" + encodeURIComponent(state.room) + "/invite", { contact: $("card").value });
       $("card").value = "";
+      $("card-who").hidden = true;
       showError(f, null);
       await loadRooms();
       await openRoom(state.room);
     } catch (e) { showError(f, e); }
+  });
+  // Who a pasted card names, and the fingerprint to compare in person.
+  $("card").addEventListener("input", async () => {
+    const who = $("card-who");
+    const card = $("card").value.trim();
+    if (!card) { who.hidden = true; return; }
+    try {
+      const c = await api("POST", "/cards/check", { card });
+      who.className = "small";
+      who.textContent = `${c.name || "(no name)"}, fingerprint ${c.fingerprint}. Compare it with theirs in person before inviting.`;
+    } catch (e) {
+      who.className = "small error";
+      who.textContent = String(e.message || e);
+    }
+    who.hidden = false;
   });
   window.addEventListener("hashchange", route);
 }
