@@ -341,22 +341,8 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             }
             "profile" => cfg.profile = Some(choice::<Profile>(value).map_err(bad)?),
             "log-format" => cfg.log_format = Some(choice::<LogFormat>(value).map_err(bad)?),
-            "metrics" => {
-                let s = string(value).map_err(bad)?;
-                cfg.metrics = Some(s.parse().map_err(|e| {
-                    bad(format!(
-                        "{s:?} is not an address such as \"127.0.0.1:9464\": {e}"
-                    ))
-                })?);
-            }
-            "web" => {
-                let s = string(value).map_err(bad)?;
-                cfg.web = Some(s.parse().map_err(|e| {
-                    bad(format!(
-                        "{s:?} is not an address such as \"127.0.0.1:8642\": {e}"
-                    ))
-                })?);
-            }
+            "metrics" => cfg.metrics = Some(address(value, "127.0.0.1:9464").map_err(bad)?),
+            "web" => cfg.web = Some(address(value, "127.0.0.1:8642").map_err(bad)?),
             _ => {
                 return Err(ConfigError::UnknownKey {
                     path: path.to_owned(),
@@ -373,6 +359,13 @@ fn string<'a>(v: &'a Spanned<DeValue<'_>>) -> Result<&'a str, String> {
     v.get_ref()
         .as_str()
         .ok_or_else(|| format!("expected a string, found {}", v.get_ref().type_str()))
+}
+
+/// An `"IP:PORT"` string (`example` names one in the error).
+fn address(v: &Spanned<DeValue<'_>>, example: &str) -> Result<SocketAddr, String> {
+    let s = string(v)?;
+    s.parse()
+        .map_err(|e| format!("{s:?} is not an address such as \"{example}\": {e}"))
 }
 
 fn boolean(v: &Spanned<DeValue<'_>>) -> Result<bool, String> {

@@ -30,28 +30,30 @@ async fn next_matching<F: Fn(&LanEvent) -> bool>(rx: &mut Receiver<LanEvent>, f:
     .expect("event within 30 s")
 }
 
+/// The adapter's first listening address.
+async fn listening(rx: &mut Receiver<LanEvent>) -> String {
+    match next_matching(rx, |e| matches!(e, LanEvent::Listening(_))).await {
+        LanEvent::Listening(addr) => addr.to_string(),
+        _ => unreachable!(),
+    }
+}
+
+/// The next link that comes up: its number and remote address.
+async fn link_up(rx: &mut Receiver<LanEvent>) -> (meshrelay::proto::LinkId, String) {
+    match next_matching(rx, |e| matches!(e, LanEvent::Up { .. })).await {
+        LanEvent::Up { link, address, .. } => (link, address),
+        _ => unreachable!(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_adapters_link_over_tcp_and_exchange_datagrams() {
     let (_ha, mut ea, _) = lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![])).expect("spawn a");
-    let LanEvent::Listening(addr) =
-        next_matching(&mut ea, |e| matches!(e, LanEvent::Listening(_))).await
-    else {
-        unreachable!()
-    };
+    let addr = listening(&mut ea).await;
     // A plain address, without /p2p/<id>: peer keys are ephemeral.
-    let (hb, mut eb, _) =
-        lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![addr.to_string()])).expect("spawn b");
-    let LanEvent::Up { link: la, .. } =
-        next_matching(&mut ea, |e| matches!(e, LanEvent::Up { .. })).await
-    else {
-        unreachable!()
-    };
-    let LanEvent::Up {
-        link: lb, address, ..
-    } = next_matching(&mut eb, |e| matches!(e, LanEvent::Up { .. })).await
-    else {
-        unreachable!()
-    };
+    let (hb, mut eb, _) = lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![addr])).expect("spawn b");
+    let (la, _) = link_up(&mut ea).await;
+    let (lb, address) = link_up(&mut eb).await;
     assert!(address.contains("127.0.0.1"), "address {address}");
     hb.send(lb, b"hello over libp2p".to_vec());
     let LanEvent::Received { link, bytes, .. } =
@@ -133,19 +135,10 @@ async fn a_link_is_up_before_its_first_datagram() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn received_datagrams_wait_within_the_byte_bound() {
     let (_ha, mut ea, _) = lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![])).expect("spawn a");
-    let LanEvent::Listening(addr) =
-        next_matching(&mut ea, |e| matches!(e, LanEvent::Listening(_))).await
-    else {
-        unreachable!()
-    };
-    let (hb, mut eb, _) =
-        lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![addr.to_string()])).expect("spawn b");
-    next_matching(&mut ea, |e| matches!(e, LanEvent::Up { .. })).await;
-    let LanEvent::Up { link: lb, .. } =
-        next_matching(&mut eb, |e| matches!(e, LanEvent::Up { .. })).await
-    else {
-        unreachable!()
-    };
+    let addr = listening(&mut ea).await;
+    let (hb, mut eb, _) = lan::spawn(config("/ip4/127.0.0.1/tcp/0", vec![addr])).expect("spawn b");
+    link_up(&mut ea).await;
+    let (lb, _) = link_up(&mut eb).await;
     const N: usize = 64;
     let size = lan::MAX_DATAGRAM_BYTES;
     for i in 0..N {
