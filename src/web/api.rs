@@ -78,6 +78,11 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/v1/rooms", get(rooms).post(room_create))
         .route("/api/v1/rooms/{room}/messages", get(messages).post(send))
         .route("/api/v1/rooms/{room}/invite", post(invite))
+        .route(
+            "/api/v1/rooms/{room}/members/{device}/{action}",
+            post(member),
+        )
+        .route("/api/v1/rooms/{room}/leave", post(leave))
         .route("/api/v1/rooms/{room}/events", get(events))
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
@@ -375,6 +380,37 @@ async fn invite(
         },
     )
     .await
+}
+
+/// `POST /api/v1/rooms/ROOM/members/DEVICE/{remove|promote|demote}`
+/// (body `{}`): an admin's change; the daemon checks the room's rules.
+async fn member(
+    State(ctx): State<Ctx>,
+    Path((room, device, action)): Path<(String, String, String)>,
+    Json(_): Json<Value>,
+) -> Result<Json<OkData>, Failure> {
+    let op = match action.as_str() {
+        "remove" => Op::RoomRemove { room, device },
+        "promote" => Op::RoomPromote { room, device },
+        "demote" => Op::RoomDemote { room, device },
+        _ => {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such member action (remove, promote, demote)",
+            ));
+        }
+    };
+    answer(&ctx, op).await
+}
+
+/// `POST /api/v1/rooms/ROOM/leave` (body `{}`).
+async fn leave(
+    State(ctx): State<Ctx>,
+    Path(room): Path<String>,
+    Json(_): Json<Value>,
+) -> Result<Json<OkData>, Failure> {
+    answer(&ctx, Op::RoomLeave { room }).await
 }
 
 /// A room's lines as server-sent events (`event: line`), then each new one

@@ -114,6 +114,39 @@ fn the_api_drives_the_daemon_and_refuses_foreign_requests() {
     assert_eq!(m["lines"][0]["event_id"], event_id.as_str());
     let (_, rooms) = get(&web, "/api/v1/rooms");
     assert_eq!(rooms["rooms"][0]["name"], "north camp");
+    // Admin actions and leaving go through the daemon's room rules.
+    let (status, e) = post(
+        &web,
+        &format!("/api/v1/rooms/{room}/members/{}/remove", "mr1nobody"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_input")),
+        "{e}"
+    );
+    let (status, e) = post(
+        &web,
+        &format!(
+            "/api/v1/rooms/{room}/members/{}/frobnicate",
+            me["device_id"].as_str().unwrap()
+        ),
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 404, "{e}");
+    let (_, other) = post(
+        &web,
+        "/api/v1/rooms",
+        &serde_json::json!({"name": "to leave"}),
+    );
+    let other = other["room_id"].as_str().unwrap().to_owned();
+    let (status, e) = post(
+        &web,
+        &format!("/api/v1/rooms/{other}/leave"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 200, "{e}");
+    assert!(e["event_id"].is_string(), "{e}");
     // A pasted card is checked (and its fingerprint shown) before inviting.
     let (status, who) = post(
         &web,
@@ -213,7 +246,13 @@ fn the_api_drives_the_daemon_and_refuses_foreign_requests() {
         assert_eq!(status, 403, "{method} {headers:?}: {b}");
     }
     let (_, rooms) = get(&web, "/api/v1/rooms");
-    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 1, "{rooms}");
+    let refused_made = rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "x")
+        .count();
+    assert_eq!(refused_made, 0, "a refused request made a room: {rooms}");
     // Bodies are bounded.
     let big = format!(r#"{{"text":"{}"}}"#, "y".repeat(100_000));
     let (status, _, _) = http(
@@ -377,7 +416,7 @@ fn two_people_use_the_web_app_in_a_real_browser() {
         "{out}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(result["checks"].as_array().unwrap().len(), 4, "{result}");
+    assert_eq!(result["checks"].as_array().unwrap().len(), 5, "{result}");
     for shot in [
         "me-phone",
         "room-phone",

@@ -175,6 +175,14 @@ def main():
         result["live_seconds"] = round(time.time() - t0, 2)
         result["checks"].append("B's open room showed A's new message without a reload")
         bp.shot(f"{shots}/room-b-phone.png")
+        # A (an admin) makes B an admin from the members list.
+        a.size(360)
+        a.js("document.querySelector('details.members').open = true;"
+             "[...document.querySelectorAll('#member-list button')].find(b => b.textContent === 'Make admin').click()")
+        a.wait("document.getElementById('room-members').textContent.includes('Ben (admin)')", "B shown as an admin")
+        a.js("document.querySelector('details.members').open = true")
+        result["checks"].append("an admin promoted a member from the app")
+        a.shot(f"{shots}/members-phone.png")
         bp.go("#/peers")
         bp.wait("document.getElementById('peer-rows').children.length > 0", "B's links")
         bp.shot(f"{shots}/node-phone.png")

@@ -129,7 +129,41 @@ async function openRoom(roomId) {
   state.names = new Map((room ? room.members : []).map((m) => [m.device_id, m.name || shortId(m.device_id)]));
   $("room-title").textContent = room ? (room.name || "(unnamed room)") : shortId(roomId);
   $("room-members").textContent = room ? room.members.map((m) => (m.name || shortId(m.device_id)) + (m.admin ? " (admin)" : "")).join(", ") : "";
+  await showMembers(room);
   follow(roomId);
+}
+
+// The members, with an admin's actions on each (the daemon checks the
+// room's rules; a refused action shows its reason).
+async function showMembers(room) {
+  const list = $("member-list");
+  list.replaceChildren();
+  if (!room) return;
+  if (!state.me) state.me = await api("GET", "/me").catch(() => null);
+  const myId = state.me && state.me.device_id;
+  const iAmAdmin = room.members.some((m) => m.device_id === myId && m.admin);
+  for (const m of room.members) {
+    const li = el("li");
+    li.append(el("span", "name", (m.name || shortId(m.device_id)) + (m.device_id === myId ? " (you)" : "") + (m.admin ? " · admin" : "")));
+    if (iAmAdmin && m.device_id !== myId) {
+      const act = (label, action, cls, confirmText) => {
+        const b = el("button", "small " + cls, label);
+        b.type = "button";
+        b.addEventListener("click", async () => {
+          if (confirmText && !window.confirm(confirmText)) return;
+          try {
+            await api("POST", `/rooms/${encodeURIComponent(room.room_id)}/members/${encodeURIComponent(m.device_id)}/${action}`, {});
+            await loadRooms();
+            await openRoom(room.room_id);
+          } catch (e) { banner(String(e.message || e)); }
+        });
+        li.append(b);
+      };
+      act(m.admin ? "Demote" : "Make admin", m.admin ? "demote" : "promote", "secondary", null);
+      act("Remove", "remove", "danger", `Remove ${m.name || shortId(m.device_id)} from the room? Their later messages will not be shown.`);
+    }
+    list.append(li);
+  }
 }
 
 async function loadMe() {
@@ -238,6 +272,13 @@ function wire() {
       who.textContent = String(e.message || e);
     }
     who.hidden = false;
+  });
+  $("leave").addEventListener("click", async () => {
+    if (!state.room || !window.confirm("Leave this room? You will no longer receive its messages.")) return;
+    try {
+      await api("POST", "/rooms/" + encodeURIComponent(state.room) + "/leave", {});
+      location.hash = "#/rooms";
+    } catch (e) { banner(String(e.message || e)); }
   });
   window.addEventListener("hashchange", route);
 }
