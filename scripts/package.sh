@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --fast) compress=(-Zgzip -z1); shift ;;
         --strip) strip=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "package.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done

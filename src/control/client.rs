@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    API_VERSION, ApiError, LOCK_POLL, MAX_REPLY_BYTES, OkData, Reply, ReplyBody, Request,
+    API_VERSION, ApiError, LOCK_POLL, MAX_REPLY_BYTES, OkData, Op, Reply, ReplyBody, Request,
     SOCKET_NAME,
 };
 use crate::app::MessageLine;
@@ -110,5 +110,27 @@ pub fn call(
             ReplyBody::Ok(data) => return Ok(data),
             ReplyBody::Error(e) => return Err(ControlError::Api(e)),
         }
+    }
+}
+
+/// An invite naming a contact of the data directory's contact book by
+/// device ID carries the card itself: the daemon's device core reads no
+/// file, so the client resolves what only the file knows.
+pub fn with_book_card(dir: &Path, op: Op) -> Op {
+    let Op::RoomInvite { room, contact } = op else {
+        return op;
+    };
+    let card = contact
+        .trim()
+        .parse::<crate::crypto::DeviceId>()
+        .ok()
+        .and_then(|d| {
+            let book =
+                crate::contacts::ContactBook::load(&crate::datadir::DataDir::new(dir)).ok()?;
+            book.get(&d).map(|c| c.to_text())
+        });
+    Op::RoomInvite {
+        room,
+        contact: card.unwrap_or(contact),
     }
 }

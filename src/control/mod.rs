@@ -42,7 +42,7 @@ use crate::contacts::ContactError;
 use crate::datadir::DataDirError;
 
 #[cfg(feature = "runtime")]
-pub use client::{ControlError, call, connect, socket_path, wait_for};
+pub use client::{ControlError, call, connect, socket_path, wait_for, with_book_card};
 
 /// The control API version this build speaks (the `v` of every line).
 pub const API_VERSION: u32 = 1;

@@ -75,6 +75,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/me/qr.svg", get(me_qr))
         .route("/api/v1/cards/check", post(card_check))
+        .route("/api/v1/contacts", get(contacts).post(contact_add))
         .route("/api/v1/rooms", get(rooms).post(room_create))
         .route("/api/v1/rooms/{room}/messages", get(messages).post(send))
         .route("/api/v1/rooms/{room}/invite", post(invite))
@@ -297,6 +298,66 @@ async fn card_check(Json(b): Json<CardBody>) -> Result<Json<Value>, Failure> {
     })))
 }
 
+fn bad_input(e: impl std::fmt::Display) -> Failure {
+    Failure::new(StatusCode::BAD_REQUEST, "bad_input", e.to_string())
+}
+
+fn runtime(e: impl std::fmt::Display) -> Failure {
+    Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string())
+}
+
+/// `GET /api/v1/contacts`: the contact book (the data directory's, as
+/// `meshrelay contacts` reads it), by name.
+async fn contacts(State(ctx): State<Ctx>) -> Result<Json<Value>, Failure> {
+    let book = crate::contacts::ContactBook::load(&ctx.data).map_err(runtime)?;
+    let mut list: Vec<Value> = book
+        .iter()
+        .map(|c| {
+            json!({
+                "device_id": c.device_id.to_string(),
+                "name": c.name,
+                "fingerprint": crate::crypto::fingerprint(&c.device_id),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(Json(json!({ "contacts": list })))
+}
+
+/// `POST /api/v1/contacts {"card"}`: verifies a card and stores it, as
+/// `meshrelay contact add` does.
+async fn contact_add(
+    State(ctx): State<Ctx>,
+    Json(b): Json<CardBody>,
+) -> Result<Json<Value>, Failure> {
+    use crate::contacts::{AddOutcome, ContactBook, ContactError};
+    let card = crate::crypto::ContactCard::from_text(&b.card)
+        .map_err(|e| bad_input(format!("not a valid contact card: {e}")))?;
+    let (identity, _) = ctx.data.load().map_err(runtime)?;
+    if card.device_id == identity.device_id() {
+        return Err(bad_input(ContactError::OwnCard));
+    }
+    let mut book = ContactBook::load(&ctx.data).map_err(runtime)?;
+    let outcome = book.add(card.clone()).map_err(|e| match e {
+        ContactError::Full => bad_input(e),
+        e => runtime(e),
+    })?;
+    if outcome != AddOutcome::Unchanged {
+        book.save(&ctx.data).map_err(runtime)?;
+    }
+    let outcome = match outcome {
+        AddOutcome::Added => "added",
+        AddOutcome::Updated => "updated",
+        AddOutcome::Unchanged => "unchanged",
+    };
+    Ok(Json(json!({
+        "device_id": card.device_id.to_string(),
+        "name": card.name,
+        "fingerprint": crate::crypto::fingerprint(&card.device_id),
+        "outcome": outcome,
+    })))
+}
+
 async fn rooms(State(ctx): State<Ctx>) -> Result<Json<OkData>, Failure> {
     answer(&ctx, Op::Rooms).await
 }
@@ -372,14 +433,16 @@ async fn invite(
     Path(room): Path<String>,
     Json(b): Json<ContactBody>,
 ) -> Result<Json<OkData>, Failure> {
-    answer(
-        &ctx,
+    // A stored contact named by device ID goes as its card (the daemon
+    // reads no contact book).
+    let op = client::with_book_card(
+        &ctx.dir,
         Op::RoomInvite {
             room,
             contact: b.contact.trim().to_owned(),
         },
-    )
-    .await
+    );
+    answer(&ctx, op).await
 }
 
 /// `POST /api/v1/rooms/ROOM/members/DEVICE/{remove|promote|demote}`

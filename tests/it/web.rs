@@ -114,6 +114,42 @@ fn the_api_drives_the_daemon_and_refuses_foreign_requests() {
     assert_eq!(m["lines"][0]["event_id"], event_id.as_str());
     let (_, rooms) = get(&web, "/api/v1/rooms");
     assert_eq!(rooms["rooms"][0]["name"], "north camp");
+    // Contacts: a card is verified and stored (one's own refused), then
+    // listed with its fingerprint.
+    let ben = tempfile::tempdir().unwrap();
+    let ben_dir = ben.path().join("ben");
+    ok(&ben_dir, &["init", "--name", "Ben"]);
+    let ben_card: Value = serde_json::from_str(&ok(&ben_dir, &["id", "--json"])).unwrap();
+    let (status, added) = post(
+        &web,
+        "/api/v1/contacts",
+        &serde_json::json!({"card": ben_card["card"]}),
+    );
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(
+        (added["outcome"].as_str(), &added["fingerprint"]),
+        (Some("added"), &ben_card["fingerprint"])
+    );
+    let (status, own) = post(
+        &web,
+        "/api/v1/contacts",
+        &serde_json::json!({"card": me["card"]}),
+    );
+    assert_eq!(
+        (status, own["error"]["code"].as_str()),
+        (400, Some("bad_input")),
+        "{own}"
+    );
+    let (_, list) = get(&web, "/api/v1/contacts");
+    assert_eq!(list["contacts"][0]["name"], "Ben", "{list}");
+    assert!(ok(&t.path().join("ana"), &["contacts"]).contains("Ben"));
+    // A stored contact is invited by device ID.
+    let (status, inv) = post(
+        &web,
+        &format!("/api/v1/rooms/{room}/invite"),
+        &serde_json::json!({"contact": ben_card["device_id"]}),
+    );
+    assert_eq!(status, 200, "{inv}");
     // Admin actions and leaving go through the daemon's room rules.
     let (status, e) = post(
         &web,

@@ -510,7 +510,7 @@ pub fn run_via_daemon(
         return print_answer(cmd, &answer, facts, None, style, out);
     }
     let op = to_op(cmd).ok_or_else(|| bad("import is streamed".into()))?;
-    let req = Request::new(with_book_card(dir, op));
+    let req = Request::new(control::with_book_card(dir, op));
     // A roster read before the change (on a connection of its own).
     let before = (!json_flag(cmd) && human::roster_before(cmd))
         .then(|| facts.rooms())
@@ -521,28 +521,6 @@ pub fn run_via_daemon(
         Ok(())
     })?;
     print_answer(cmd, &Answer { lines, ok }, facts, before, style, out)
-}
-
-/// An invite naming a contact of the data directory's contact book by
-/// device ID carries the card itself: the daemon's device core reads no
-/// file, so the client resolves what only the file knows.
-fn with_book_card(dir: &Path, op: Op) -> Op {
-    let Op::RoomInvite { room, contact } = op else {
-        return op;
-    };
-    let card = contact
-        .trim()
-        .parse::<crate::crypto::DeviceId>()
-        .ok()
-        .and_then(|d| {
-            let book =
-                crate::contacts::ContactBook::load(&crate::datadir::DataDir::new(dir)).ok()?;
-            book.get(&d).map(|c| c.to_text())
-        });
-    Op::RoomInvite {
-        room,
-        contact: card.unwrap_or(contact),
-    }
 }
 
 /// `messages --follow` for people through the daemon: the history first,

@@ -130,6 +130,7 @@ async function openRoom(roomId) {
   $("room-title").textContent = room ? (room.name || "(unnamed room)") : shortId(roomId);
   $("room-members").textContent = room ? room.members.map((m) => (m.name || shortId(m.device_id)) + (m.admin ? " (admin)" : "")).join(", ") : "";
   await showMembers(room);
+  showInviteContacts(room);
   follow(roomId);
 }
 
@@ -166,7 +167,48 @@ async function showMembers(room) {
   }
 }
 
+async function loadContacts() {
+  const data = await api("GET", "/contacts");
+  state.contacts = data.contacts || [];
+  return state.contacts;
+}
+
+async function showContacts() {
+  const list = $("contact-list");
+  list.replaceChildren();
+  for (const c of await loadContacts()) {
+    const li = el("li", "contact");
+    li.append(el("div", "name", c.name || "(no name)"));
+    li.append(el("div", "fp", c.fingerprint));
+    list.append(li);
+  }
+  $("contacts-empty").hidden = state.contacts.length > 0;
+}
+
+// One-tap invites of stored contacts who are not members yet.
+async function showInviteContacts(room) {
+  const box = $("invite-contacts");
+  box.replaceChildren();
+  if (!room) return;
+  const members = new Set(room.members.map((m) => m.device_id));
+  for (const c of await loadContacts().catch(() => [])) {
+    if (members.has(c.device_id)) continue;
+    const b = el("button", "small secondary", "Invite " + (c.name || shortId(c.device_id)));
+    b.type = "button";
+    b.title = "Fingerprint " + c.fingerprint;
+    b.addEventListener("click", async () => {
+      try {
+        await api("POST", "/rooms/" + encodeURIComponent(room.room_id) + "/invite", { contact: c.device_id });
+        await loadRooms();
+        await openRoom(room.room_id);
+      } catch (e) { banner(String(e.message || e)); }
+    });
+    box.append(b);
+  }
+}
+
 async function loadMe() {
+  showContacts().catch((e) => banner(String(e.message || e)));
   const me = await api("GET", "/me");
   $("me-name").textContent = me.name;
   $("me-device").textContent = me.device_id;
@@ -272,6 +314,19 @@ function wire() {
       who.textContent = String(e.message || e);
     }
     who.hidden = false;
+  });
+  $("contact-add").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    try {
+      const c = await api("POST", "/contacts", { card: $("contact-card").value });
+      $("contact-card").value = "";
+      showError(f, null);
+      const p = el("p", "small", `${c.name || "(no name)"} ${c.outcome}: fingerprint ${c.fingerprint}.`);
+      f.after(p);
+      setTimeout(() => p.remove(), 8000);
+      await showContacts();
+    } catch (e) { showError(f, e); }
   });
   $("leave").addEventListener("click", async () => {
     if (!state.room || !window.confirm("Leave this room? You will no longer receive its messages.")) return;
