@@ -452,7 +452,7 @@ fn two_people_use_the_web_app_in_a_real_browser() {
         "{out}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(result["checks"].as_array().unwrap().len(), 5, "{result}");
+    assert_eq!(result["checks"].as_array().unwrap().len(), 6, "{result}");
     for shot in [
         "me-phone",
         "room-phone",

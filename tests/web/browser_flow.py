@@ -164,6 +164,8 @@ def main():
         # B's page: the room arrives over the mesh, then the message, live.
         bp.go("#/rooms")
         bp.wait(f"document.getElementById('room-list').textContent.includes('</script><img src=x onerror=alert(2)> camp')", "the room on B", timeout=90)
+        bp.wait("document.getElementById('room-list').textContent.includes('1 new')", "the unread count on B")
+        result["checks"].append("B's rooms list counts the unread message")
         bp.shot(f"{shots}/rooms-phone.png")
         bp.go("#/room/" + room)
         bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(TEXT)})", "the message on B", timeout=90)
@@ -173,6 +175,12 @@ def main():
              "document.getElementById('composer').requestSubmit()")
         bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(live)})", "the live message on B", timeout=60)
         result["live_seconds"] = round(time.time() - t0, 2)
+        bp.go("#/rooms")
+        bp.wait("document.getElementById('room-list').textContent.includes('member')", "B's rooms again")
+        time.sleep(1)
+        assert " new" not in bp.js("document.getElementById('room-list').textContent"), "read messages still counted as new"
+        bp.go("#/room/" + room)
+        bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(live)})", "the room again on B")
         result["checks"].append("B's open room showed A's new message without a reload")
         bp.shot(f"{shots}/room-b-phone.png")
         # A (an admin) makes B an admin from the members list.

@@ -72,11 +72,32 @@ async function loadRooms() {
     const a = el("a");
     a.href = "#/room/" + encodeURIComponent(r.room_id);
     a.append(el("div", "name", r.name || "(unnamed room)"));
-    a.append(el("div", "muted small", r.members.length + (r.members.length === 1 ? " member" : " members")));
+    const meta = el("div", "muted small", r.members.length + (r.members.length === 1 ? " member" : " members"));
+    const badge = el("span", "badge");
+    badge.hidden = true;
+    meta.append(badge);
+    a.append(meta);
     li.append(a);
     list.append(li);
+    unread(r.room_id).then((n) => {
+      if (n > 0) { badge.textContent = (n > UNREAD_WINDOW ? UNREAD_WINDOW + "+" : n) + " new"; badge.hidden = false; }
+    }).catch(() => {});
   }
   $("rooms-empty").hidden = state.rooms.length > 0;
+}
+
+// Unread: readable messages after the last one this browser showed in the
+// room (remembered in localStorage), counted over the room's last
+// UNREAD_WINDOW messages.
+const UNREAD_WINDOW = 50;
+const seenKey = (roomId) => "meshrelay.seen." + roomId;
+async function unread(roomId) {
+  const data = await api("GET", "/rooms/" + encodeURIComponent(roomId) + "/messages?last=" + UNREAD_WINDOW);
+  const texts = (data.lines || []).filter((l) => l.text !== undefined);
+  const seen = localStorage.getItem(seenKey(roomId));
+  const at = seen ? texts.findIndex((l) => l.event_id === seen) : -1;
+  if (at >= 0) return texts.length - at - 1;
+  return seen && texts.length >= UNREAD_WINDOW ? UNREAD_WINDOW + 1 : texts.length;
 }
 
 function lineItem(line) {
@@ -115,6 +136,7 @@ function follow(roomId) {
     const list = $("lines");
     const atEnd = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
     list.append(lineItem(line));
+    if (line.text !== undefined && line.event_id) localStorage.setItem(seenKey(roomId), line.event_id);
     if (atEnd) window.scrollTo(0, document.body.scrollHeight);
   });
   src.onerror = () => banner("Connection to the node lost. Reconnecting…");
