@@ -152,6 +152,25 @@ impl ContactBook {
         }
     }
 
+    /// Stores `card` in `dir`'s book (`meshrelay contact add`, the web
+    /// app's contacts): refused when it is `own` device's card or the book
+    /// is full; the file is rewritten only when something changed.
+    pub fn store_card(
+        dir: &DataDir,
+        own: &DeviceId,
+        card: ContactCard,
+    ) -> Result<AddOutcome, ContactError> {
+        if card.device_id == *own {
+            return Err(ContactError::OwnCard);
+        }
+        let mut book = ContactBook::load(dir)?;
+        let outcome = book.add(card)?;
+        if outcome != AddOutcome::Unchanged {
+            book.save(dir)?;
+        }
+        Ok(outcome)
+    }
+
     /// Parses, verifies and adds a card in text form.
     pub fn add_text(&mut self, text: &str) -> Result<(ContactCard, AddOutcome), ContactError> {
         let card = ContactCard::from_text(text)?;

@@ -81,17 +81,11 @@ pub fn id(
 pub fn contact_add(dir: &DataDir, text: &str, out: &mut dyn Write) -> Result<(), CmdError> {
     let card = ContactCard::from_text(text).map_err(|e| CmdError::bad(chain(&e)))?;
     let (identity, _) = dir.load().map_err(dd_failure)?;
-    if card.device_id == identity.device_id() {
-        return Err(CmdError::bad(chain(&ContactError::OwnCard)));
-    }
-    let mut book = ContactBook::load(dir).map_err(book_failure)?;
-    let outcome = book.add(card.clone()).map_err(|e| match e {
-        ContactError::Full => CmdError::bad(chain(&e)),
-        other => other.into(),
-    })?;
-    if outcome != AddOutcome::Unchanged {
-        book.save(dir)?;
-    }
+    let outcome =
+        ContactBook::store_card(dir, &identity.device_id(), card.clone()).map_err(|e| match e {
+            ContactError::Full | ContactError::OwnCard => CmdError::bad(chain(&e)),
+            other => book_failure(other),
+        })?;
     let verb = match outcome {
         AddOutcome::Added => "Added",
         AddOutcome::Updated => "Updated",

@@ -37,7 +37,6 @@ pub const PAIR_ATTEMPTS_PER_MINUTE: u32 = 10;
 /// pairing attempts of the current minute.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    dir: Arc<PathBuf>,
     pub(super) data: DataDir,
     pub(super) port: u16,
     pub(super) pairing: bool,
@@ -49,8 +48,7 @@ impl Ctx {
     /// pairing is required unless `local` is a loopback address.
     pub fn new(dir: PathBuf, local: std::net::SocketAddr) -> Self {
         Ctx {
-            data: DataDir::new(dir.clone()),
-            dir: Arc::new(dir),
+            data: DataDir::new(dir),
             port: local.port(),
             pairing: !local.ip().is_loopback(),
             attempts: Arc::new(Mutex::new((0, 0))),
@@ -159,11 +157,12 @@ impl From<ControlError> for Failure {
 
 /// Runs one control operation; its streamed lines and final data.
 async fn control(ctx: &Ctx, op: Op) -> Result<(Vec<MessageLine>, OkData), Failure> {
-    let dir = Arc::clone(&ctx.dir);
+    let data = ctx.data.clone();
     tokio::task::spawn_blocking(move || {
-        let stream = client::connect(&dir).ok_or_else(Failure::no_daemon)?;
+        let dir = data.root();
+        let stream = client::connect(dir).ok_or_else(Failure::no_daemon)?;
         let mut lines = Vec::new();
-        let ok = client::call(&dir, stream, &Request::new(op), |l| {
+        let ok = client::call(dir, stream, &Request::new(op), |l| {
             lines.push(l);
             Ok(())
         })?;
@@ -242,16 +241,13 @@ async fn pair(State(ctx): State<Ctx>, uri: Uri, headers: HeaderMap) -> Response 
              run `meshrelay web pair` on the node for a new one",
         )
         .into_response(),
-        Ok(Err(e)) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string())
-            .into_response(),
+        Ok(Err(e)) => runtime(e).into_response(),
         Err(_) => Failure::no_daemon().into_response(),
     }
 }
 
 async fn me(State(ctx): State<Ctx>) -> Result<Json<Value>, Failure> {
-    let (identity, card) = crate::datadir::DataDir::new(ctx.dir.as_ref())
-        .load()
-        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string()))?;
+    let (identity, card) = ctx.data.load().map_err(runtime)?;
     let device_id = identity.device_id();
     Ok(Json(json!({
         "device_id": device_id.to_string(),
@@ -263,11 +259,9 @@ async fn me(State(ctx): State<Ctx>) -> Result<Json<Value>, Failure> {
 
 /// The contact card as a QR code (SVG).
 async fn me_qr(State(ctx): State<Ctx>) -> Result<Response, Failure> {
-    let (_, card) = crate::datadir::DataDir::new(ctx.dir.as_ref())
-        .load()
-        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string()))?;
+    let (_, card) = ctx.data.load().map_err(runtime)?;
     let code = qrcode::QrCode::with_error_correction_level(card.to_text(), qrcode::EcLevel::M)
-        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "runtime", e.to_string()))?;
+        .map_err(runtime)?;
     let svg = code
         .render::<qrcode::render::svg::Color>()
         .min_dimensions(240, 240)
@@ -334,17 +328,12 @@ async fn contact_add(
     let card = crate::crypto::ContactCard::from_text(&b.card)
         .map_err(|e| bad_input(format!("not a valid contact card: {e}")))?;
     let (identity, _) = ctx.data.load().map_err(runtime)?;
-    if card.device_id == identity.device_id() {
-        return Err(bad_input(ContactError::OwnCard));
-    }
-    let mut book = ContactBook::load(&ctx.data).map_err(runtime)?;
-    let outcome = book.add(card.clone()).map_err(|e| match e {
-        ContactError::Full => bad_input(e),
-        e => runtime(e),
-    })?;
-    if outcome != AddOutcome::Unchanged {
-        book.save(&ctx.data).map_err(runtime)?;
-    }
+    let outcome = ContactBook::store_card(&ctx.data, &identity.device_id(), card.clone()).map_err(
+        |e| match e {
+            ContactError::Full | ContactError::OwnCard => bad_input(e),
+            e => runtime(e),
+        },
+    )?;
     let outcome = match outcome {
         AddOutcome::Added => "added",
         AddOutcome::Updated => "updated",
@@ -436,7 +425,7 @@ async fn invite(
     // A stored contact named by device ID goes as its card (the daemon
     // reads no contact book).
     let op = client::with_book_card(
-        &ctx.dir,
+        ctx.data.root(),
         Op::RoomInvite {
             room,
             contact: b.contact.trim().to_owned(),
@@ -486,7 +475,7 @@ async fn events(
     uri: Uri,
 ) -> Result<Response, Failure> {
     let last = Some(last_param(&uri));
-    let mut stream = tokio::net::UnixStream::connect(client::socket_path(&ctx.dir))
+    let mut stream = tokio::net::UnixStream::connect(client::socket_path(ctx.data.root()))
         .await
         .map_err(|_| Failure::no_daemon())?;
     let mut req = serde_json::to_vec(&Request::new(Op::Follow { room, last }))
