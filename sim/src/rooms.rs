@@ -21,7 +21,11 @@
 
 use meshrelay::app::MessageLine;
 use meshrelay::control::{ApiError, OkData, Op, ReplyBody};
-use meshrelay::event::{EventId, RoomId};
+use std::ops::Bound;
+
+use meshrelay::crypto::DeviceId;
+use meshrelay::event::{Event, EventId, EventKind, RoomId};
+use meshrelay::store::{EventStore, MAX_LIST_LIMIT};
 use thiserror::Error;
 
 use crate::net::SimNet;
@@ -114,6 +118,34 @@ impl SimNet {
     /// room's keys: its invite reached it, or it created the room).
     pub fn is_member(&self, i: usize, room: &RoomId) -> bool {
         self.nodes[i].core.node().own_rooms().contains(room)
+    }
+
+    /// A person on node `i` reads `room` (`messages`, which makes a read
+    /// receipt due); returns the lines shown.
+    pub fn read(&mut self, i: usize, room: &RoomId) -> Result<Vec<MessageLine>, RoomOpError> {
+        self.settle(i);
+        let now_ms = self.now_ms();
+        self.nodes[i]
+            .core
+            .show_messages(room, None, now_ms)
+            .map_err(|e| RoomOpError::App(e.to_string()))
+    }
+
+    /// The senders of the `kind` events node `i` holds of `room`, one per
+    /// event, in (origin time, ID) order.
+    pub fn senders_of(&self, i: usize, room: &RoomId, kind: EventKind) -> Vec<DeviceId> {
+        let store = self.nodes[i].core.node().store();
+        let all = (Bound::Unbounded, Bound::Unbounded);
+        let items = store
+            .room_items(room, all, MAX_LIST_LIMIT)
+            .unwrap_or_default();
+        items
+            .iter()
+            .filter_map(|k| store.get_event(&k.id).ok().flatten())
+            .filter_map(|b| Event::decode_unverified(b.as_slice()).ok())
+            .filter(|e| e.kind() == kind)
+            .map(|e| e.sender())
+            .collect()
     }
 
     /// What node `i` shows for `room`, in display order.

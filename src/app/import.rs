@@ -13,7 +13,7 @@ use crate::crypto::DeviceId;
 use crate::event::{Event, EventId, EventKind, RoomId};
 use crate::limits::MAX_EVENT_BYTES;
 use crate::room::membership::invites_device;
-use crate::room::{DagError, Received, RoomKeys, RoomSession, SessionError};
+use crate::room::{Content, DagError, Received, RoomKeys, RoomSession, SessionError};
 use crate::store::{InsertMeta, InsertOutcome, Priority, Source, Store};
 
 /// Most event bytes a streamed import verifies and stores per batch
@@ -140,7 +140,7 @@ impl<S: Store> Device<S> {
             return Ok(());
         }
         if decrypt
-            && ev.kind() == EventKind::Message
+            && matches!(ev.kind(), EventKind::Message | EventKind::Receipt)
             && self.store.get_secret(&pt_key(&id))?.is_none()
             && let Ok(content) = s.decrypt(ev)
         {
@@ -393,7 +393,9 @@ impl<S: Store> Device<S> {
             let in_flight = expected || self.cache.as_ref().is_some_and(|c| c.contains(room));
             if !in_flight
                 && self.stored_keys(room)?.is_none()
-                && evs.iter().all(|e| e.kind() == EventKind::Message)
+                && evs
+                    .iter()
+                    .all(|e| matches!(e.kind(), EventKind::Message | EventKind::Receipt))
             {
                 self.forget_session(room);
                 continue;
@@ -538,6 +540,9 @@ impl<S: Store> Device<S> {
                     Received::Message {
                         event_id, content, ..
                     } => {
+                        if !matches!(content, Content::Receipt(_)) {
+                            sum.readable.insert(*room);
+                        }
                         self.store
                             .put_secret(&pt_key(&event_id), &content.to_bytes())?;
                         self.store.remove_secret(&ud_key(&event_id))?;
@@ -604,6 +609,10 @@ impl<S: Store> Device<S> {
         // session left it out, decrypted if it is a message, and raised to
         // the room's class once the room holds it.
         if !retry.is_empty() {
+            // Messages may become readable: a delivered receipt is due.
+            if member_now {
+                sum.readable.insert(*room);
+            }
             let mut ids = Vec::new();
             self.for_each_room_event(room, |ev| {
                 if retry.contains(&ev.sender()) && ev.sender() != me {

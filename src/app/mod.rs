@@ -34,6 +34,7 @@ mod follow;
 mod import;
 mod keys;
 mod prekeys;
+mod receipts;
 mod repair;
 mod retention;
 mod sessions;
@@ -52,6 +53,7 @@ pub use follow::follow_messages;
 pub use import::{IMPORT_BATCH_BYTES, oversize_reason};
 pub use keys::DeviceKeys;
 pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
+pub use receipts::ReadMarks;
 pub use sessions::{MAX_CACHED_SESSIONS, SessionCache};
 pub use types::{
     DroppedInfo, FailedRoom, ForkInfo, GapInfo, ImportSummary, KeyStateInfo, MemberInfo,
@@ -754,7 +756,7 @@ fn last_message_plaintext(events: &[Event], content: &Content) -> Vec<(EventId, 
     events
         .iter()
         .rev()
-        .find(|e| e.kind() == EventKind::Message)
+        .find(|e| matches!(e.kind(), EventKind::Message | EventKind::Receipt))
         .map(|e| vec![(e.id(), content.to_bytes())])
         .unwrap_or_default()
 }

@@ -40,7 +40,8 @@ pub struct GapInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MessageLine {
-    /// A readable message: `{"event_id","sender","ts","text"}`.
+    /// A readable message:
+    /// `{"event_id","sender","ts","text","delivered_to","read_by"}`.
     Text {
         /// Event ID.
         event_id: String,
@@ -50,6 +51,14 @@ pub enum MessageLine {
         ts: u64,
         /// The text.
         text: String,
+        /// Devices whose delivered receipts cover it (never the sender),
+        /// ascending.
+        #[serde(default)]
+        delivered_to: Vec<String>,
+        /// Devices whose read receipts cover it (never the sender),
+        /// ascending.
+        #[serde(default)]
+        read_by: Vec<String>,
     },
     /// A message this device cannot read:
     /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.
@@ -154,6 +163,10 @@ pub struct ImportSummary {
     /// in past the stranger budgets (`Command::ExpectRoom`).
     #[serde(skip)]
     pub expecting: std::collections::BTreeSet<crate::event::RoomId>,
+    /// Rooms of this device where another member's message became readable
+    /// (not printed): a delivered receipt is due (`rooms.md` §8).
+    #[serde(skip)]
+    pub readable: std::collections::BTreeSet<crate::event::RoomId>,
     /// Rooms whose events could not be processed and were not stored (the
     /// other rooms of the bundle were). Left out of the JSON when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

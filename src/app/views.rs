@@ -67,7 +67,20 @@ impl<S: Store> Device<S> {
         room: &RoomId,
         last: Option<usize>,
     ) -> Result<Vec<MessageLine>, AppError> {
+        Ok(self.messages_view(room, last)?.0)
+    }
+
+    /// [`Device::messages_last`] with the read marks of what it shows: per
+    /// other sender, the highest sequence number of a message line shown
+    /// (what a read receipt says, `protocol-spec/rooms.md` §8).
+    pub fn messages_view(
+        &self,
+        room: &RoomId,
+        last: Option<usize>,
+    ) -> Result<(Vec<MessageLine>, ReadMarks), AppError> {
         let mut s = self.known_session(room)?;
+        let book = self.receipt_book(&mut s, None)?;
+        let mut marks = ReadMarks::new();
         // Gaps keyed by (sender, first seq after the gap): the DAG's and
         // the store's (which also counts events waiting for predecessors).
         // Only senders with standing (named by a valid create or invite):
@@ -180,6 +193,10 @@ impl<S: Store> Device<S> {
             let (event_id, sender, ts) = (id.to_string(), ev.sender.to_string(), ev.ts);
             // Admitted (in the DAG's order), not waiting for predecessors.
             let in_dag = s.dag().node(&id).is_some();
+            if in_dag && ev.sender != me {
+                let m = marks.entry(ev.sender).or_default();
+                *m = (*m).max(ev.seq);
+            }
             if in_dag && !s.dag().sender_authorized_at(&id, &ev.sender) {
                 // A removed member's message (concurrent with or after its
                 // removal): flagged, its text never shown (`rooms.md` §5).
@@ -199,8 +216,10 @@ impl<S: Store> Device<S> {
                         sender,
                         ts,
                         text,
+                        delivered_to: ids(book.delivered_to(&ev.sender, ev.seq)),
+                        read_by: ids(book.read_by(&ev.sender, ev.seq)),
                     }),
-                    Ok(Content::RoomName(_)) => {}
+                    Ok(Content::RoomName(_) | Content::Receipt(_)) => {}
                     Err(e) => out.push(MessageLine::Undecryptable {
                         event_id,
                         sender,
@@ -234,7 +253,7 @@ impl<S: Store> Device<S> {
         // Gaps before events not yet in the DAG (pending) still show.
         out.extend(gaps.into_values().map(|gap| MessageLine::Gap { gap }));
         out.extend(forks.into_values().map(|fork| MessageLine::Fork { fork }));
-        Ok(out)
+        Ok((out, marks))
     }
 
     /// The room's recorded forks, keyed by (sender, seq): every copy's ID,
@@ -294,6 +313,10 @@ impl<S: Store> Device<S> {
         }
         Ok(bundle::export(&events, now_ms))
     }
+}
+
+fn ids(set: BTreeSet<DeviceId>) -> Vec<String> {
+    set.iter().map(DeviceId::to_string).collect()
 }
 
 fn member_infos(state: &MembershipState) -> Vec<MemberInfo> {

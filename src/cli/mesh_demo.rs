@@ -123,6 +123,7 @@ impl DemoNode {
         let (lines, _) = self.call(Op::Messages {
             room: room.into(),
             last: None,
+            mark_read: true,
         })?;
         Ok(lines
             .into_iter()

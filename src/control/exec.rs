@@ -11,7 +11,7 @@ use data_encoding::BASE64;
 use rand_core::CryptoRng;
 
 use super::{OkData, Op, Reply};
-use crate::app::{AppError, Device, MessageLine, RoomInfo};
+use crate::app::{AppError, Device, MessageLine, ReadMarks, RoomInfo};
 use crate::crypto::DeviceId;
 use crate::event::RoomId;
 use crate::safe_text;
@@ -25,6 +25,9 @@ pub struct Answer {
     pub lines: Vec<MessageLine>,
     /// The final reply's data.
     pub ok: OkData,
+    /// What a person was shown of a room (`messages`): the read marks a
+    /// read receipt carries (`protocol-spec/rooms.md` §8).
+    pub read: Option<(RoomId, ReadMarks)>,
 }
 
 impl Answer {
@@ -33,6 +36,7 @@ impl Answer {
         Answer {
             lines: Vec::new(),
             ok,
+            read: None,
         }
     }
 
@@ -161,11 +165,17 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
             rooms: dev.rooms()?,
         }),
         Op::Send { room, text } => event(dev.send(&resolve_room(dev, room)?, text, now, rng)?),
-        Op::Messages { room, last } => {
-            let lines = dev.messages_last(&resolve_room(dev, room)?, *last)?;
+        Op::Messages {
+            room,
+            last,
+            mark_read,
+        } => {
+            let room = resolve_room(dev, room)?;
+            let (lines, marks) = dev.messages_view(&room, *last)?;
             Answer {
                 ok: OkData::Lines { lines: lines.len() },
                 lines,
+                read: mark_read.then_some((room, marks)),
             }
         }
         Op::Export { room } => {

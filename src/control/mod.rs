@@ -153,6 +153,10 @@ pub enum Op {
         /// Only the lines of the last this many messages (absent: all).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last: Option<usize>,
+        /// Whether a person sees these lines, so a read receipt is due
+        /// (default true; `false` for counting unread messages).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        mark_read: bool,
     },
     /// Stream the room's lines, then new ones as they arrive, until either
     /// side hangs up (or the daemon stops: then [`OkData::Done`]).
@@ -534,3 +538,11 @@ fn excerpt(v: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod tests;
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}

@@ -38,10 +38,12 @@ fn every_op() -> Vec<Op> {
         Op::Messages {
             room: room(),
             last: None,
+            mark_read: true,
         },
         Op::Messages {
             room: room(),
             last: Some(50),
+            mark_read: false,
         },
         Op::Follow {
             room: room(),
@@ -65,6 +67,8 @@ fn text_line() -> MessageLine {
         sender: "mr1a".into(),
         ts: 7,
         text: "hi".into(),
+        delivered_to: vec![],
+        read_by: vec![],
     }
 }
 

@@ -720,7 +720,7 @@ impl Driver {
     fn refresh_follower(&mut self, f: &mut Follower) -> Result<(), Reply> {
         let lines = self
             .core
-            .messages(&f.room, f.last)
+            .show_messages(&f.room, f.last, self.clock.now())
             .map_err(|e| Reply::from(ApiError::from(&e)))?;
         for line in lines {
             let key = line_digest(&serde_json::to_vec(&line).unwrap_or_default());

@@ -37,6 +37,7 @@
 //! demoted out of the room's class, in the same transaction.
 
 mod ops;
+mod receipts;
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -118,6 +119,10 @@ pub struct DeviceCore<S: Store, R: Rng + CryptoRng> {
     /// An operation may have rotated the prekey: check the card after the
     /// commit (never before: the new prekey must be durable first).
     card_check: bool,
+    /// Rooms owed a receipt, and when.
+    receipts: receipts::DueReceipts,
+    /// Whether receipts are sent.
+    receipts_on: bool,
     out: VecDeque<CoreOutput>,
 }
 
@@ -153,6 +158,8 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             touched: BTreeSet::new(),
             dirty: false,
             card_check: false,
+            receipts: Default::default(),
+            receipts_on: true,
             out: VecDeque::new(),
         };
         core.join_own_rooms(now_ms)?;
@@ -201,7 +208,10 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
 
     /// The earliest time at which [`Input::Timeout`] must be fed.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.node.poll_timeout()
+        match (self.node.poll_timeout(), self.receipts_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next output, if any. Drain until `None` after every cycle.
@@ -225,6 +235,10 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
                     "the store could not commit; nothing of this was stored",
                 );
                 self.commit_failed(now_ms, reply)
+            }
+            Input::Timeout => {
+                self.node.handle(now_ms, Input::Timeout)?;
+                self.send_due_receipts(now_ms)
             }
             other => Ok(self.node.handle(now_ms, other)?),
         }
@@ -333,6 +347,42 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         r
     }
 
+    /// Runs `f` on a lent [`Device`] in deferred mode with the session
+    /// cache (a room it changes is dropped from the cache, `send` puts back
+    /// its advanced session): what it returned, and the events it made.
+    pub(crate) fn on_device<T>(
+        &mut self,
+        f: impl FnOnce(&mut Device<&mut S>, &mut R) -> Result<T, AppError>,
+    ) -> Result<(T, Vec<Event>), AppError> {
+        self.forget_evicted_sessions();
+        let cache = std::mem::take(&mut self.sessions);
+        let mut back = SessionCache::default();
+        let result = self.with_device(|dev, rng| {
+            dev.defer();
+            dev.set_session_cache(cache);
+            let r = f(dev, rng);
+            back = dev.take_session_cache();
+            Ok((r?, dev.take_deferred()))
+        });
+        self.sessions = back;
+        self.forget_evicted_sessions();
+        if result.is_err() {
+            self.sessions.clear();
+        }
+        result
+    }
+
+    /// Drops everything staged since the last commit (an operation failed
+    /// half-way): the store rolls back, the node forgets what it staged.
+    pub(crate) fn abandon(&mut self, now_ms: u64) -> Result<(), CoreError> {
+        self.sessions.clear();
+        self.node.store_mut().rollback()?;
+        self.node.handle(now_ms, Input::CommitFailed)?;
+        self.dirty = false;
+        self.absorbed.clear();
+        Ok(())
+    }
+
     /// Passes staged events through their rooms' sessions, with the
     /// session cache (dropped on any error: it may be ahead of the store).
     fn absorb(&mut self, staged: &[EventId], now_ms: u64) -> Result<ImportSummary, AppError> {
@@ -380,6 +430,9 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             self.node
                 .handle(now_ms, Input::Command(Command::ExpectRoom(room)))?;
         }
+        for room in sum.readable {
+            self.receipt_due(room, None, now_ms);
+        }
         Ok(())
     }
 
@@ -423,14 +476,27 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         }
     }
 
-    /// A room's lines in display order (followers), or only those of its
-    /// last `last` messages.
+    /// A room's lines in display order, or only those of its last `last`
+    /// messages (a check: nobody is shown them).
     pub fn messages(
         &mut self,
         room: &RoomId,
         last: Option<usize>,
     ) -> Result<Vec<MessageLine>, AppError> {
         self.with_device(|dev, _| dev.messages_last(room, last))
+    }
+
+    /// [`DeviceCore::messages`] as a person following the room is shown
+    /// them at `now_ms`: a read receipt becomes due.
+    pub fn show_messages(
+        &mut self,
+        room: &RoomId,
+        last: Option<usize>,
+        now_ms: u64,
+    ) -> Result<Vec<MessageLine>, AppError> {
+        let (lines, marks) = self.with_device(|dev, _| dev.messages_view(room, last))?;
+        self.receipt_due(*room, Some(marks), now_ms);
+        Ok(lines)
     }
 
     /// The room a room argument names (a full ID, a name or an ID prefix:

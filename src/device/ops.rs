@@ -10,7 +10,7 @@
 use rand_core::{CryptoRng, Rng};
 
 use super::{CoreError, CoreOutput, DeviceCore};
-use crate::app::{AppError, ImportSummary, PrekeyRotation, SessionCache};
+use crate::app::{AppError, ImportSummary, PrekeyRotation};
 use crate::control::exec::{self, Answer};
 use crate::control::{ApiError, ErrorCode, OkData, Op, Reply};
 use crate::event::Event;
@@ -82,41 +82,26 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
 
     /// A room operation on a lent [`crate::app::Device`] in deferred mode.
     fn run(&mut self, now_ms: u64, request: &Op) -> Result<Vec<Reply>, CoreError> {
-        // The operation works with the session cache: a room it changes
-        // is dropped from it (`send` puts back its advanced session), and
-        // reads leave it, so a member acting in a flooded room does not
-        // pay a full rebuild per operation or per received batch.
-        self.forget_evicted_sessions();
-        let cache = std::mem::take(&mut self.sessions);
-        let mut back = SessionCache::default();
-        let result = self.with_device(|dev, rng| {
-            dev.defer();
-            dev.set_session_cache(cache);
-            let r = exec::execute(request, dev, now_ms, rng);
-            back = dev.take_session_cache();
-            Ok((r?, dev.take_deferred()))
-        });
-        self.sessions = back;
-        self.forget_evicted_sessions();
+        // The operation works with the session cache, so a member acting
+        // in a flooded room does not pay a full rebuild per operation or
+        // per received batch.
+        let result = self.on_device(|dev, rng| exec::execute(request, dev, now_ms, rng));
         if !matches!(request, Op::Rooms | Op::Messages { .. } | Op::Export { .. }) {
             self.card_check = true;
         }
-        let (answer, events): (Answer, Vec<Event>) = match result {
+        let (mut answer, events): (Answer, Vec<Event>) = match result {
             Ok(r) => r,
             Err(e) => {
-                self.sessions.clear();
                 self.node.store_mut().rollback()?;
                 return Ok(vec![Reply::from(ApiError::from(&e))]);
             }
         };
+        if let Some((room, marks)) = answer.read.take() {
+            self.receipt_due(room, Some(marks), now_ms);
+        }
         self.dirty = true;
         if let Some(id) = self.publish(now_ms, events)? {
-            self.sessions.clear();
-            self.node.store_mut().rollback()?;
-            self.node
-                .handle(now_ms, crate::proto::Input::CommitFailed)?;
-            self.dirty = false;
-            self.absorbed.clear();
+            self.abandon(now_ms)?;
             return Ok(vec![Reply::error(
                 ErrorCode::Runtime,
                 format!("the store refused this device's own event {id}"),
@@ -145,11 +130,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
                 self.after_absorb(a, now_ms)?;
             }
             Err(e) => {
-                self.node.store_mut().rollback()?;
-                self.node
-                    .handle(now_ms, crate::proto::Input::CommitFailed)?;
-                self.dirty = false;
-                self.absorbed.clear();
+                self.abandon(now_ms)?;
                 return Ok(vec![Reply::from(ApiError::from(&e))]);
             }
         }

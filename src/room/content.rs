@@ -5,13 +5,17 @@
 //! ```text
 //! content = [1, 0, text: tstr]        ; chat text
 //!         / [1, 1, room_name: tstr]   ; sets the room's display name
+//!         / [1, 2, receipt]           ; only in `Receipt` events
 //! ```
+//!
+//! `receipt` is [`crate::room::receipt`]'s body.
 //!
 //! The room name lives here, encrypted, so relays never see it.
 
 use thiserror::Error;
 
 use crate::cbor::{self, CborError, Reader, Writer};
+use crate::room::receipt::{ReceiptBody, ReceiptError};
 
 /// Version of the content format.
 pub const CONTENT_VERSION: u64 = 1;
@@ -33,7 +37,13 @@ pub enum ContentError {
     /// Room name longer than [`MAX_ROOM_NAME_BYTES`].
     #[error("room name longer than {MAX_ROOM_NAME_BYTES} bytes")]
     NameTooLong,
+    /// A malformed receipt.
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
 }
+
+/// Deepest nesting of content (a receipt's exception list).
+const MAX_CONTENT_DEPTH: usize = 5;
 
 /// Decrypted message content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +52,8 @@ pub enum Content {
     Text(String),
     /// Sets the room name.
     RoomName(String),
+    /// Delivery and read figures (the content of a `Receipt` event).
+    Receipt(ReceiptBody),
 }
 
 impl Content {
@@ -51,13 +63,18 @@ impl Content {
         match self {
             Content::Text(t) => w.array(3).u64(CONTENT_VERSION).u64(0).text(t),
             Content::RoomName(n) => w.array(3).u64(CONTENT_VERSION).u64(1).text(n),
+            Content::Receipt(b) => {
+                w.array(3).u64(CONTENT_VERSION).u64(2);
+                b.write(&mut w);
+                &mut w
+            }
         };
         w.into_bytes()
     }
 
     /// Strict decoding.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ContentError> {
-        cbor::validate(bytes, 1)?;
+        cbor::validate(bytes, MAX_CONTENT_DEPTH)?;
         let mut r = Reader::new(bytes);
         r.array_of(3, "content array of 3")?;
         let v = r.u64()?;
@@ -65,6 +82,11 @@ impl Content {
             return Err(ContentError::UnknownVersion(v));
         }
         let ty = r.u64()?;
+        if ty == 2 {
+            let body = ReceiptBody::read(&mut r)?;
+            r.finish()?;
+            return Ok(Content::Receipt(body));
+        }
         let s = r.text()?;
         r.finish()?;
         match ty {

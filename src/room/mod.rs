@@ -11,6 +11,7 @@ pub mod content;
 pub mod dag;
 pub mod keys;
 pub mod membership;
+pub mod receipt;
 pub mod resolve;
 pub mod session;
 
@@ -21,6 +22,7 @@ pub use dag::{
 };
 pub use keys::{KeyError, RoomKeys, accept_key_share, decrypt_message};
 pub use membership::{Membership, MembershipError, derive_room_id};
+pub use receipt::{ReceiptBody, ReceiptBook};
 pub use resolve::{AuthError, Member, MembershipState, ROOM_CAP, Resolution};
 pub use session::{
     Dropped, MAX_REBUILD_DROPPED_LISTED, MAX_REBUILD_PASSES, MAX_REBUILD_RETRIES, Outgoing,

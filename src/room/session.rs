@@ -572,7 +572,11 @@ impl RoomSession {
         let pending = chain.encrypt(&self.me, &content.to_bytes(), rng)?;
         let (next, payload) = pending.release();
         self.keys.outbound = Some(next);
-        events.push(self.emit(identity, EventKind::Message, payload.to_bytes(), now_ms)?);
+        let kind = match content {
+            Content::Receipt(_) => EventKind::Receipt,
+            _ => EventKind::Message,
+        };
+        events.push(self.emit(identity, kind, payload.to_bytes(), now_ms)?);
         Ok(self.outgoing(events))
     }
 
@@ -612,7 +616,12 @@ impl RoomSession {
             return Err(UNAUTHORIZED_REASON.to_owned());
         }
         let pt = decrypt_message(&mut self.keys, event).map_err(|e| e.to_string())?;
-        Content::from_bytes(&pt).map_err(|e| e.to_string())
+        let content = Content::from_bytes(&pt).map_err(|e| e.to_string())?;
+        // A receipt's content only in a `Receipt` event, and only there.
+        if matches!(content, Content::Receipt(_)) != (event.kind() == EventKind::Receipt) {
+            return Err("the content does not match the event's kind".to_owned());
+        }
+        Ok(content)
     }
 
     /// Derives the room-key state again from the events the DAG holds
@@ -641,7 +650,7 @@ impl RoomSession {
                     Err(KeyError::Share(KeyShareError::NotForMe)) => {}
                     Err(_) => out.shares_refused += 1,
                 },
-                EventKind::Message => match self.decrypt(ev) {
+                EventKind::Message | EventKind::Receipt => match self.decrypt(ev) {
                     Ok(content) => out.readable.push((id, content)),
                     Err(reason) => out.unreadable.push((id, reason)),
                 },
@@ -721,7 +730,7 @@ impl RoomSession {
                         reason: e.to_string(),
                     }),
                 },
-                EventKind::Message => {
+                EventKind::Message | EventKind::Receipt => {
                     let (sender, ts) = (ev.sender(), ev.origin_ts_ms());
                     out.push(match self.decrypt(&ev) {
                         Ok(content) => Received::Message {

@@ -395,7 +395,21 @@ async fn messages(
     uri: Uri,
 ) -> Result<Json<Value>, Failure> {
     let last = Some(last_param(&uri));
-    let (lines, _) = control(&ctx, Op::Messages { room, last }).await?;
+    // `?read=0`: counting unread messages, nobody is shown them.
+    let mark_read = !uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv == "read=0");
+    let (lines, _) = control(
+        &ctx,
+        Op::Messages {
+            room,
+            last,
+            mark_read,
+        },
+    )
+    .await?;
     Ok(Json(json!({ "lines": lines })))
 }
 

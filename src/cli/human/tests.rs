@@ -36,6 +36,8 @@ fn text(sender: &DeviceId, ts: u64, text: &str) -> MessageLine {
         sender: sender.to_string(),
         ts,
         text: text.into(),
+        delivered_to: vec![],
+        read_by: vec![],
     }
 }
 
@@ -175,6 +177,8 @@ fn times_out_of_range_and_malformed_senders_do_not_panic() {
             sender: "not-a-device\u{1b}[2J".into(),
             ts: u64::MAX,
             text: "x".into(),
+            delivered_to: vec![],
+            read_by: vec![],
         },
         MessageLine::Gap {
             gap: GapInfo {

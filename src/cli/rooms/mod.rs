@@ -458,6 +458,13 @@ pub fn run(
     let mut rooms = before.then(|| dev.rooms().ok()).flatten();
     let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
     let answer = exec::execute(&op, &mut dev, now, &mut rng)?;
+    if let Some((room, marks)) = &answer.read {
+        // What this person was shown: the read receipt (with what this
+        // device holds) goes out now; a failure to send it is only said.
+        if let Err(e) = dev.send_receipt(room, marks, now, &mut rng) {
+            tracing::warn!("could not send the read receipt: {e}");
+        }
+    }
     if want_rooms && !before {
         rooms = dev.rooms().ok();
     }
@@ -520,7 +527,18 @@ pub fn run_via_daemon(
         lines.push(l);
         Ok(())
     })?;
-    print_answer(cmd, &Answer { lines, ok }, facts, before, style, out)
+    print_answer(
+        cmd,
+        &Answer {
+            lines,
+            ok,
+            read: None,
+        },
+        facts,
+        before,
+        style,
+        out,
+    )
 }
 
 /// `messages --follow` for people through the daemon: the history first,
@@ -539,6 +557,7 @@ fn follow_via_daemon(
     let req = Request::new(Op::Messages {
         room: room_id.to_owned(),
         last,
+        mark_read: true,
     });
     control::call(facts.dir, stream, &req, |l| {
         history.push(l);
@@ -637,6 +656,7 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
         RoomsCommand::Messages { room_id, last, .. } => Op::Messages {
             room: room_id.clone(),
             last: *last,
+            mark_read: true,
         },
         RoomsCommand::Export { room, .. } => Op::Export { room: room.clone() },
         RoomsCommand::Import { .. } => return None,

@@ -92,7 +92,7 @@ async function loadRooms() {
 const UNREAD_WINDOW = 50;
 const seenKey = (roomId) => "meshrelay.seen." + roomId;
 async function unread(roomId) {
-  const data = await api("GET", "/rooms/" + encodeURIComponent(roomId) + "/messages?last=" + UNREAD_WINDOW);
+  const data = await api("GET", "/rooms/" + encodeURIComponent(roomId) + "/messages?read=0&last=" + UNREAD_WINDOW);
   const texts = (data.lines || []).filter((l) => l.text !== undefined);
   const seen = localStorage.getItem(seenKey(roomId));
   const at = seen ? texts.findIndex((l) => l.event_id === seen) : -1;

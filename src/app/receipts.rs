@@ -1,0 +1,149 @@
+//! This device's delivery and read receipts (`protocol-spec/rooms.md` §8):
+//! what a room's receipts say ([`Device::receipt_book`]), and the receipt
+//! this device owes a room now ([`Device::send_receipt`]): only the
+//! senders whose figures moved since its own previous receipts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::room::ReceiptBook;
+use crate::room::receipt::{Delivered, MAX_RECEIPT_ENTRIES, MAX_RECEIPT_EXCEPTIONS, ReceiptBody};
+
+/// Per other sender, the highest sequence number of a message a person
+/// was shown (what a read receipt says).
+pub type ReadMarks = BTreeMap<DeviceId, u64>;
+
+impl<S: Store> Device<S> {
+    /// What the receipts the room's history holds say (of `only` the one
+    /// device, when given): each admitted receipt of a sender authorised at
+    /// its position, its plaintext read from the store.
+    pub(super) fn receipt_book(
+        &self,
+        s: &mut RoomSession,
+        only: Option<&DeviceId>,
+    ) -> Result<ReceiptBook, AppError> {
+        let mut book = ReceiptBook::default();
+        let ids: Vec<(EventId, DeviceId, u64)> = {
+            let dag = s.dag();
+            dag.display_order()
+                .into_iter()
+                .filter_map(|id| {
+                    let h = dag.held(&id)?;
+                    (h.kind == EventKind::Receipt && only.is_none_or(|d| *d == h.sender))
+                        .then_some((id, h.sender, h.seq))
+                })
+                .collect()
+        };
+        for (id, reader, seq) in ids {
+            if !s.dag().sender_authorized_at(&id, &reader) {
+                continue;
+            }
+            if let Some(pt) = self.store.get_secret(&pt_key(&id))?
+                && let Ok(Content::Receipt(body)) = Content::from_bytes(&pt)
+            {
+                book.add(reader, seq, &body);
+            }
+        }
+        Ok(book)
+    }
+
+    /// Sends the receipt this device owes `room` now, if any: delivered
+    /// entries for every other sender whose messages this device holds
+    /// further than its previous receipts said, and read entries for the
+    /// `read` marks beyond them. Staged and committed like a message
+    /// ([`Device::send`]); `None` when there is nothing new to say or this
+    /// device is no longer a member.
+    pub fn send_receipt<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        read: &ReadMarks,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Option<EventId>, AppError> {
+        let cached = self.cache.as_mut().and_then(|c| c.take(room));
+        let mut s = match cached {
+            Some(s) => s,
+            None => self.known_session(room)?,
+        };
+        let me = self.device_id();
+        let body = if s.members().is_member(&me) {
+            self.owed_receipt(&mut s, read)?
+        } else {
+            ReceiptBody::default()
+        };
+        if body.is_empty() {
+            if let Some(c) = self.cache.as_mut() {
+                c.put(*room, s);
+            }
+            return Ok(None);
+        }
+        let content = Content::Receipt(body);
+        let out = s.send(&self.keys.identity, &content, now_ms, rng)?;
+        let keys = zeroize::Zeroizing::new(out.keys().to_vec());
+        let events = out.release();
+        let pts = last_message_plaintext(&events, &content);
+        let id = pts.first().map(|(id, _)| *id);
+        self.persist(room, &keys, &events, &pts, now_ms)?;
+        if let Some(c) = self.cache.as_mut() {
+            c.put(*room, s);
+        }
+        Ok(id)
+    }
+
+    /// The entries of a receipt owed now (empty when nothing moved).
+    fn owed_receipt(&self, s: &mut RoomSession, read: &ReadMarks) -> Result<ReceiptBody, AppError> {
+        let me = self.device_id();
+        let mine = self.receipt_book(s, Some(&me))?;
+        // Per other sender with standing: its highest admitted message.
+        let standing = s.dag().standing().clone();
+        let mut upto: BTreeMap<DeviceId, u64> = BTreeMap::new();
+        {
+            let dag = s.dag();
+            for id in dag.display_order() {
+                if let Some(h) = dag.held(&id)
+                    && h.kind == EventKind::Message
+                    && h.sender != me
+                    && standing.contains(&h.sender)
+                {
+                    let u = upto.entry(h.sender).or_default();
+                    *u = (*u).max(h.seq);
+                }
+            }
+        }
+        // What is missing below it (the DAG's gaps), at most one more than
+        // an entry may list.
+        let mut missing: BTreeMap<DeviceId, Vec<u64>> = BTreeMap::new();
+        for g in s.gaps() {
+            let m = missing.entry(g.sender).or_default();
+            let mut seq = g.from_seq;
+            while seq <= g.to_seq && m.len() <= MAX_RECEIPT_EXCEPTIONS {
+                m.push(seq);
+                seq += 1;
+            }
+        }
+        let mut body = ReceiptBody::default();
+        for (sender, top) in upto {
+            let mut gaps = missing.remove(&sender).unwrap_or_default();
+            gaps.sort_unstable();
+            let Some(entry) = Delivered::new(sender, top, &gaps) else {
+                continue;
+            };
+            if mine.delivered_entry(&me, &sender) != Some(&entry)
+                && body.delivered.len() < MAX_RECEIPT_ENTRIES
+            {
+                body.delivered.push(entry);
+            }
+        }
+        let senders: BTreeSet<DeviceId> = standing;
+        for (sender, seq) in read {
+            if *sender != me
+                && senders.contains(sender)
+                && *seq > mine.read_upto(&me, sender)
+                && body.read.len() < MAX_RECEIPT_ENTRIES
+            {
+                body.read.push((*sender, *seq));
+            }
+        }
+        Ok(body)
+    }
+}
