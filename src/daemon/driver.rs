@@ -684,7 +684,7 @@ impl Driver {
             shown: BTreeSet::new(),
         };
         if let Err(e) = self.refresh_follower(&mut f) {
-            let _ = f.reply.try_send(e);
+            let _ = f.reply.try_send(*e);
             return Ok(());
         }
         self.followers.push(f);
@@ -709,7 +709,7 @@ impl Driver {
             match self.refresh_follower(f) {
                 Ok(()) => true,
                 Err(e) => {
-                    let _ = f.reply.try_send(e);
+                    let _ = f.reply.try_send(*e);
                     false
                 }
             }
@@ -717,18 +717,20 @@ impl Driver {
         self.followers = followers;
     }
 
-    fn refresh_follower(&mut self, f: &mut Follower) -> Result<(), Reply> {
+    /// Sends a follower the lines it was not sent yet, and again those
+    /// whose receipts changed (same `event_id`: an update).
+    fn refresh_follower(&mut self, f: &mut Follower) -> Result<(), Box<Reply>> {
         let lines = self
             .core
             .show_messages(&f.room, f.last, self.clock.now())
-            .map_err(|e| Reply::from(ApiError::from(&e)))?;
+            .map_err(|e| Box::new(Reply::from(ApiError::from(&e))))?;
         for line in lines {
             let key = line_digest(&serde_json::to_vec(&line).unwrap_or_default());
             if !f.shown.insert(key) {
                 continue;
             }
             if f.reply.try_send(Reply::line(line)).is_err() {
-                return Err(Reply::error(ErrorCode::Busy, "follower too slow"));
+                return Err(Box::new(Reply::error(ErrorCode::Busy, "follower too slow")));
             }
         }
         Ok(())

@@ -137,11 +137,23 @@ impl MessageView {
     fn row(&self, names: &mut Names, line: &MessageLine) -> Row {
         match line {
             MessageLine::Text {
-                sender, ts, text, ..
-            } => Row::Timed(
-                *ts,
-                format!("{}: {}", self.who(names, sender), for_terminal(text)),
-            ),
+                sender,
+                ts,
+                text,
+                delivered_to,
+                read_by,
+                ..
+            } => {
+                let mut line = format!("{}: {}", self.who(names, sender), for_terminal(text));
+                if names.is_own(sender) {
+                    let t = ticks(names.others(), delivered_to.len(), read_by.len());
+                    if !t.is_empty() {
+                        line.push_str("  ");
+                        line.push_str(&self.style.dim(&t));
+                    }
+                }
+                Row::Timed(*ts, line)
+            }
             MessageLine::Undecryptable { reason, .. } if reason == BEFORE_JOIN_REASON => {
                 Row::Counted(Summary::BeforeJoin)
             }
@@ -196,6 +208,30 @@ impl MessageView {
         }
         format!("-- {s} --")
     }
+}
+
+/// The receipt marks of an own message in a room with `others` other
+/// members, `delivered` of whom hold it and `read` of whom read it: `✓`
+/// (another member holds it), `✓✓` (every member does), then `read by N`
+/// or `read by all` (`protocol-spec/app.md` §4).
+pub fn ticks(others: usize, delivered: usize, read: usize) -> String {
+    let mut t = String::new();
+    if others > 0 && delivered >= others {
+        t.push_str("✓✓");
+    } else if delivered > 0 {
+        t.push('✓');
+    }
+    if read > 0 {
+        if !t.is_empty() {
+            t.push(' ');
+        }
+        if others > 0 && read >= others {
+            t.push_str("read by all");
+        } else {
+            t.push_str(&format!("read by {read}"));
+        }
+    }
+    t
 }
 
 /// `3 messages from Ben have not arrived`.

@@ -28,6 +28,10 @@ pub struct Names {
     carriers: BTreeMap<String, usize>,
     /// Labels already made (a fingerprint costs thousands of hashes).
     labels: BTreeMap<String, String>,
+    /// This device's ID.
+    own: Option<String>,
+    /// Members of the room other than this device.
+    others: usize,
 }
 
 fn fold(name: &str) -> String {
@@ -61,11 +65,28 @@ impl Names {
         for name in names.values() {
             *carriers.entry(fold(name)).or_insert(0) += 1;
         }
+        let own_id = own.map(|(d, _)| d.to_owned());
+        let others = roster
+            .iter()
+            .filter(|m| Some(&m.device_id) != own_id.as_ref())
+            .count();
         Names {
             names,
             carriers,
             labels: BTreeMap::new(),
+            own: own_id,
+            others,
         }
+    }
+
+    /// Whether `device` is this device.
+    pub fn is_own(&self, device: &str) -> bool {
+        self.own.as_deref() == Some(device)
+    }
+
+    /// How many members the room has besides this device.
+    pub fn others(&self) -> usize {
+        self.others
     }
 
     /// Whether `device` has a known name.

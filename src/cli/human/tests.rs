@@ -333,3 +333,14 @@ fn first_steps_explain_init_card_and_room() {
         short_fingerprint(&d)
     )));
 }
+
+#[test]
+fn own_messages_show_receipt_ticks_and_read_counts() {
+    use crate::cli::human::messages::ticks;
+    assert_eq!(ticks(2, 0, 0), "");
+    assert_eq!(ticks(2, 1, 0), "✓");
+    assert_eq!(ticks(2, 2, 1), "✓✓ read by 1");
+    assert_eq!(ticks(2, 2, 2), "✓✓ read by all");
+    // A room of one: nothing to say.
+    assert_eq!(ticks(0, 0, 0), "");
+}

@@ -276,6 +276,9 @@ pub struct Follow<'a> {
     names: Names,
     view: MessageView,
     started: bool,
+    /// Messages printed: a line again with new receipts is not printed
+    /// twice.
+    printed: BTreeSet<String>,
 }
 
 impl<'a> Follow<'a> {
@@ -289,12 +292,24 @@ impl<'a> Follow<'a> {
             facts,
             room,
             started: false,
+            printed: BTreeSet::new(),
         }
     }
 
     /// Prints one batch (the first may be empty: "No messages yet.").
     pub fn batch(&mut self, lines: &[MessageLine], out: &mut dyn Write) -> io::Result<()> {
         let first = !std::mem::replace(&mut self.started, true);
+        let lines: Vec<MessageLine> = lines
+            .iter()
+            .filter(|l| match l {
+                MessageLine::Text { event_id, .. } => self.printed.insert(event_id.clone()),
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        if lines.is_empty() && !first {
+            return Ok(());
+        }
         if lines.is_empty() {
             if first {
                 out.write_all(self.view.empty().as_bytes())?;
@@ -306,7 +321,7 @@ impl<'a> Follow<'a> {
         if senders.iter().any(|s| !self.names.knows(s)) {
             self.names = self.facts.names(self.facts.rooms().as_deref(), &self.room);
         }
-        out.write_all(self.view.render(&mut self.names, lines).as_bytes())?;
+        out.write_all(self.view.render(&mut self.names, &lines).as_bytes())?;
         out.flush()
     }
 }
