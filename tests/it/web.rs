@@ -452,12 +452,17 @@ fn two_people_use_the_web_app_in_a_real_browser() {
         "{out}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(result["checks"].as_array().unwrap().len(), 6, "{result}");
+    assert_eq!(result["checks"].as_array().unwrap().len(), 7, "{result}");
+    eprintln!(
+        "live message in {} s, read receipt back in {} s",
+        result["live_seconds"], result["receipt_seconds"]
+    );
     for shot in [
         "me-phone",
         "room-phone",
         "room-desktop",
         "room-b-phone",
+        "receipt-desktop",
         "node-phone",
     ] {
         let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();

@@ -175,6 +175,14 @@ def main():
              "document.getElementById('composer').requestSubmit()")
         bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(live)})", "the live message on B", timeout=60)
         result["live_seconds"] = round(time.time() - t0, 2)
+        # B's person saw it: A's page marks it read (B's read receipt,
+        # coalesced for a few seconds, over the mesh).
+        a.wait("[...document.querySelectorAll('#lines li')].some(li => li.textContent.includes("
+               f"{json.dumps(live)}) && li.querySelector('.ticks') && li.querySelector('.ticks').textContent.includes('read by'))",
+               "B's read receipt on A's page", timeout=60)
+        result["receipt_seconds"] = round(time.time() - t0, 2)
+        result["checks"].append("A's page shows that B read the message")
+        a.shot(f"{shots}/receipt-desktop.png")
         bp.go("#/rooms")
         bp.wait("document.getElementById('room-list').textContent.includes('member')", "B's rooms again")
         time.sleep(1)

@@ -114,12 +114,30 @@ function lineItem(line) {
   const meta = el("div", "meta");
   meta.append(el("span", "who", who(line.sender)));
   meta.append(el("time", "", time(line.ts)));
+  const t = ticks(line);
+  if (t) meta.append(el("span", "ticks", t));
   li.append(meta);
   if (line.text !== undefined) li.append(el("div", "text", line.text));
   else if (line.unauthorized) li.append(el("div", "note warn", "From a removed member: not shown."));
   else li.append(el("div", "note", "Cannot be read: " + (line.reason || "unknown reason")));
   li.dataset.id = line.event_id || "";
   return li;
+}
+
+// Receipt marks of an own message (as the CLI shows them): ✓ another
+// member holds it, ✓✓ every member does, then who read it.
+function ticks(line) {
+  const myId = state.me && state.me.device_id;
+  if (line.text === undefined || !myId || line.sender !== myId) return "";
+  const others = [...state.names.keys()].filter((d) => d !== myId).length;
+  const got = (line.delivered_to || []).length;
+  const read = line.read_by || [];
+  let t = others > 0 && got >= others ? "✓✓" : got > 0 ? "✓" : "";
+  if (read.length > 0) {
+    const names = read.map((d) => who(d)).join(", ");
+    t += (t ? " " : "") + (others > 0 && read.length >= others ? "read by all" : "read by " + names);
+  }
+  return t;
 }
 
 function follow(roomId) {
@@ -135,6 +153,10 @@ function follow(roomId) {
     try { line = JSON.parse(ev.data); } catch (e) { return; }
     const list = $("lines");
     const atEnd = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
+    // A line again with new receipts replaces the one shown.
+    const shown = line.event_id && line.text !== undefined
+      ? [...list.children].find((li) => li.dataset.id === line.event_id) : null;
+    if (shown) { shown.replaceWith(lineItem(line)); return; }
     list.append(lineItem(line));
     if (line.text !== undefined && line.event_id) localStorage.setItem(seenKey(roomId), line.event_id);
     if (atEnd) window.scrollTo(0, document.body.scrollHeight);
@@ -151,6 +173,7 @@ async function openRoom(roomId) {
   state.names = new Map((room ? room.members : []).map((m) => [m.device_id, m.name || shortId(m.device_id)]));
   $("room-title").textContent = room ? (room.name || "(unnamed room)") : shortId(roomId);
   $("room-members").textContent = room ? room.members.map((m) => (m.name || shortId(m.device_id)) + (m.admin ? " (admin)" : "")).join(", ") : "";
+  if (!state.me) state.me = await api("GET", "/me").catch(() => null);
   await showMembers(room);
   showInviteContacts(room);
   follow(roomId);
