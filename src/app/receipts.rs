@@ -1,4 +1,4 @@
-//! This device's delivery and read receipts (`protocol-spec/rooms.md` §8):
+//! This device's delivery and read receipts (`protocol-spec/rooms.md` §9):
 //! what a room's receipts say ([`Device::receipt_book`]), and the receipt
 //! this device owes a room now ([`Device::send_receipt`]): only the
 //! senders whose figures moved since its own previous receipts.

@@ -164,7 +164,7 @@ pub struct ImportSummary {
     #[serde(skip)]
     pub expecting: std::collections::BTreeSet<crate::event::RoomId>,
     /// Rooms of this device where another member's message became readable
-    /// (not printed): a delivered receipt is due (`rooms.md` §8).
+    /// (not printed): a delivered receipt is due (`rooms.md` §9).
     #[serde(skip)]
     pub readable: std::collections::BTreeSet<crate::event::RoomId>,
     /// Rooms whose events could not be processed and were not stored (the

@@ -72,7 +72,7 @@ impl<S: Store> Device<S> {
 
     /// [`Device::messages_last`] with the read marks of what it shows: per
     /// other sender, the highest sequence number of a message line shown
-    /// (what a read receipt says, `protocol-spec/rooms.md` §8).
+    /// (what a read receipt says, `protocol-spec/rooms.md` §9).
     pub fn messages_view(
         &self,
         room: &RoomId,

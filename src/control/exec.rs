@@ -26,7 +26,7 @@ pub struct Answer {
     /// The final reply's data.
     pub ok: OkData,
     /// What a person was shown of a room (`messages`): the read marks a
-    /// read receipt carries (`protocol-spec/rooms.md` §8).
+    /// read receipt carries (`protocol-spec/rooms.md` §9).
     pub read: Option<(RoomId, ReadMarks)>,
 }
 

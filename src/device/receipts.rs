@@ -1,4 +1,4 @@
-//! When the device core sends receipts (`protocol-spec/rooms.md` §8):
+//! When the device core sends receipts (`protocol-spec/rooms.md` §9):
 //! a room's receipt is due [`RECEIPT_DELAY_MS`] after the first message
 //! that became readable or the first view a person was shown since its
 //! last receipt, so one receipt covers everything of that delay. Receiving

@@ -1,4 +1,4 @@
-//! Delivery and read receipts (`protocol-spec/rooms.md` §8 "Receipts").
+//! Delivery and read receipts (`protocol-spec/rooms.md` §9 "Receipts").
 //!
 //! A receipt is a `Receipt` event, encrypted with the sender's chain like
 //! a message, whose content ([`crate::room::Content::Receipt`]) says, per

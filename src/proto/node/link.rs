@@ -102,19 +102,20 @@ pub(super) struct Link {
 /// (`protocol-spec/wire.md`, "Catch-up order").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum SendClass {
-    /// Membership, key shares, prekey updates (any kind but a message).
+    /// Membership, key shares, prekey updates.
     Control,
-    /// Messages.
+    /// Messages and receipts (both encrypted with sender chains: sent in
+    /// origin-time order, so chains are read in order).
     Message,
 }
 
 impl SendClass {
     /// The class of an event of `kind`.
     pub(super) fn of(kind: crate::event::EventKind) -> SendClass {
-        if kind == crate::event::EventKind::Message {
-            SendClass::Message
-        } else {
-            SendClass::Control
+        use crate::event::EventKind;
+        match kind {
+            EventKind::Message | EventKind::Receipt => SendClass::Message,
+            _ => SendClass::Control,
         }
     }
 }
