@@ -26,6 +26,7 @@ mod human_json;
 mod import_memory;
 mod lan;
 mod peak_rss;
+mod receipts;
 mod reconcile;
 mod relay_memory;
 mod room_names;
