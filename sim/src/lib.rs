@@ -10,6 +10,7 @@
 //! | [`net`] | the discrete-event network of real device cores (virtual time, links, CPU) |
 //! | [`rooms`] | real rooms: create, invite, send and read through typed operations |
 //! | [`sybil`] | real rooms under a Sybil flood, with and without the flood |
+//! | [`receipts`] | real rooms with and without receipts: bytes on air, droppable carried copies |
 //! | [`trace`] | contact schedules, workloads, ONE trace import |
 //! | [`mobility`] | random waypoint, static placements, groups; contacts from range |
 //! | [`scenario`] | TOML scenarios: population, links, workload |
@@ -26,6 +27,7 @@ pub mod frontier;
 pub mod metrics;
 pub mod mobility;
 pub mod net;
+pub mod receipts;
 pub mod relay;
 pub mod report;
 pub mod rooms;

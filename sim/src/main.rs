@@ -16,6 +16,7 @@ use meshrelay::proto::NodeConfig;
 use meshrelay_sim::baseline::LinkModel;
 use meshrelay_sim::compare::{Comparison, PROTOCOLS, Settings, compare_only};
 use meshrelay_sim::net::LinkParams;
+use meshrelay_sim::receipts::{self, ReceiptsSpec};
 use meshrelay_sim::scenario::Scenario;
 use meshrelay_sim::sybil::{self, SybilSpec};
 use meshrelay_sim::trace::Workload;
@@ -228,6 +229,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     if let Some(spec) = sc.sybil.clone() {
         return cmd_sybil(&a, &sc, &spec, &seeds, started);
     }
+    if let Some(spec) = sc.receipts.clone() {
+        return cmd_receipts(&a, &sc, &spec, &seeds, started);
+    }
     eprintln!(
         "seed{} = {}",
         if seeds.len() > 1 { "s" } else { "" },
@@ -338,6 +342,65 @@ fn cmd_sybil(
             );
         }
         for o in [&c.with_attack, &c.without_attack] {
+            ok &= o.honest_evicted == 0 && o.foreign_lines == 0;
+        }
+    }
+    eprintln!("wall time total: {:.2} s", started.elapsed().as_secs_f64());
+    anyhow::ensure!(
+        ok,
+        "invariants violated (honest events evicted or foreign lines shown)"
+    );
+    Ok(())
+}
+
+/// A scenario with a `[receipts]` table: its real rooms without and with
+/// receipts, same seed.
+fn cmd_receipts(
+    a: &RunArgs,
+    sc: &Scenario,
+    spec: &ReceiptsSpec,
+    seeds: &[u64],
+    started: Instant,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.report.is_none() && a.only.is_empty() && a.stranger_pool_bytes.is_none(),
+        "--report, --only and --stranger-pool-bytes do not apply to a [receipts] scenario"
+    );
+    let mut sc = sc.clone();
+    if let Some(c) = a.copy_budget {
+        sc.protocols.copy_budget = Some(c);
+    }
+    let mut ok = true;
+    for &seed in seeds {
+        eprintln!("seed = {seed}");
+        let w = sc.workload(seed);
+        eprintln!(
+            "{} seed {seed}: {} nodes, {} rooms, {} messages, {} contact changes, {:.0} s simulated",
+            sc.name,
+            w.nodes,
+            w.rooms.len(),
+            w.messages.len(),
+            w.contacts.len(),
+            w.end_ms as f64 / 1000.0
+        );
+        let mut last = (String::new(), -1i64);
+        let c = receipts::compare(&sc, spec, seed, &mut |label, f| {
+            let pct = (f * 100.0).floor() as i64;
+            if (label, pct) != (last.0.as_str(), last.1) && pct % 10 == 0 {
+                last = (label.to_owned(), pct);
+                eprintln!("{} seed {seed} {label}: {pct}%", sc.name);
+            }
+        });
+        if a.json {
+            println!("{}", serde_json::to_string(&c)?);
+        } else {
+            println!("{} seed {seed}\n\n{}", sc.name, c.table());
+            println!(
+                "bytes on air added by receipts: {:+.2}%",
+                c.overhead() * 100.0
+            );
+        }
+        for o in [&c.with_receipts, &c.without_receipts] {
             ok &= o.honest_evicted == 0 && o.foreign_lines == 0;
         }
     }

@@ -134,6 +134,16 @@ impl SimNet {
     /// The senders of the `kind` events node `i` holds of `room`, one per
     /// event, in (origin time, ID) order.
     pub fn senders_of(&self, i: usize, room: &RoomId, kind: EventKind) -> Vec<DeviceId> {
+        self.events_of(i, room)
+            .into_iter()
+            .filter(|(e, _)| e.kind() == kind)
+            .map(|(e, _)| e.sender())
+            .collect()
+    }
+
+    /// The events node `i` holds of `room` with their encoded sizes, in
+    /// (origin time, ID) order.
+    pub fn events_of(&self, i: usize, room: &RoomId) -> Vec<(Event, usize)> {
         let store = self.nodes[i].core.node().store();
         let all = (Bound::Unbounded, Bound::Unbounded);
         let items = store
@@ -142,9 +152,7 @@ impl SimNet {
         items
             .iter()
             .filter_map(|k| store.get_event(&k.id).ok().flatten())
-            .filter_map(|b| Event::decode_unverified(b.as_slice()).ok())
-            .filter(|e| e.kind() == kind)
-            .map(|e| e.sender())
+            .filter_map(|b| Some((Event::decode_unverified(b.as_slice()).ok()?, b.len())))
             .collect()
     }
 

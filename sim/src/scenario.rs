@@ -52,6 +52,10 @@ pub struct Scenario {
     /// comparison.
     #[serde(default)]
     pub sybil: Option<crate::sybil::SybilSpec>,
+    /// Real rooms with and without receipts (`crate::receipts`): when
+    /// present, `run` compares the two instead of the protocols.
+    #[serde(default)]
+    pub receipts: Option<crate::receipts::ReceiptsSpec>,
 }
 
 fn d_seed() -> u64 {

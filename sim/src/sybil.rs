@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meshrelay::app::MessageLine;
 use meshrelay::crypto::{ContactCard, DeviceId, Identity};
-use meshrelay::event::{EventId, EventKind, RoomId, UnsignedEvent};
+use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::room::Membership;
 use meshrelay::store::EventStore;
 use meshrelay::wire::{FRAGMENT_HEADER_BYTES, Frame};
@@ -126,6 +126,36 @@ pub struct SybilOutcome {
     pub foreign_lines: u64,
     /// Bytes transmitted by all nodes.
     pub bytes_on_air: u64,
+    /// Receipt events the members sent (`rooms.md` §9).
+    pub receipt_events: u64,
+    /// Copies of rooms' events held at the end by nodes that are not the
+    /// room's members (carriers).
+    pub carried_copies: u64,
+    /// Of those, the copies a carrier may drop by `rooms.md` §9 "Carried
+    /// copies": every member signed an event it holds that cites it.
+    pub carried_droppable: u64,
+    /// Bytes of those droppable copies.
+    pub carried_droppable_bytes: u64,
+    /// Bytes on air per frame type.
+    pub airtime_by_frame: BTreeMap<String, u64>,
+    /// Encoded bytes of the rooms' message events, and how many (at
+    /// their senders).
+    pub message_event_bytes: (u64, u64),
+    /// Encoded bytes of the rooms' receipt events, and how many.
+    pub receipt_event_bytes: (u64, u64),
+}
+
+/// How one run goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOpts {
+    /// The hostile nodes flood.
+    pub attack: bool,
+    /// Devices send receipts, and a member's read of its rooms is a person
+    /// reading them (read receipts).
+    pub receipts: bool,
+    /// How long receipts gather before they are sent (None: the core's
+    /// default).
+    pub receipt_delay_ms: Option<u64>,
 }
 
 /// Both runs of a scenario, same seed.
@@ -232,10 +262,19 @@ pub fn compare(
 ) -> SybilComparison {
     let w = sc.workload(seed);
     let hostile = sc.hostile_nodes();
-    let without_attack = run(sc, spec, &w, &hostile, seed, false, &mut |f| {
+    let quiet = RunOpts {
+        attack: false,
+        receipts: true,
+        receipt_delay_ms: None,
+    };
+    let loud = RunOpts {
+        attack: true,
+        ..quiet
+    };
+    let without_attack = run(sc, spec, &w, &hostile, seed, quiet, &mut |f| {
         progress("without attack", f)
     });
-    let with_attack = run(sc, spec, &w, &hostile, seed, true, &mut |f| {
+    let with_attack = run(sc, spec, &w, &hostile, seed, loud, &mut |f| {
         progress("with attack", f)
     });
     SybilComparison {
@@ -269,6 +308,8 @@ struct Run<'a> {
     /// (member, room index) -> the first read at which it held the room.
     joined_at: BTreeMap<(usize, usize), u64>,
     foreign_lines: u64,
+    /// Reads are people reading (read receipts).
+    receipts: bool,
 }
 
 /// Runs the scenario once: the hostile nodes flood if `attack`.
@@ -278,12 +319,19 @@ pub fn run(
     w: &Workload,
     hostile: &[usize],
     seed: u64,
-    attack: bool,
+    opts: RunOpts,
     progress: &mut dyn FnMut(f64),
 ) -> SybilOutcome {
+    let attack = opts.attack;
     let settings = sc.settings(seed);
     let model = settings.model;
     let mut net = SimNet::new(w.nodes, seed, settings.node, settings.store);
+    for n in &mut net.nodes {
+        n.core.set_receipts(opts.receipts);
+        if let Some(ms) = opts.receipt_delay_ms {
+            n.core.set_receipt_delay(ms);
+        }
+    }
     for (k, &a) in w.backhaul.iter().enumerate() {
         for &b in &w.backhaul[k + 1..] {
             net.connect(a, b, model.lan);
@@ -323,6 +371,7 @@ pub fn run(
         last_read_ms: 0,
         joined_at: BTreeMap::new(),
         foreign_lines: 0,
+        receipts: opts.receipts,
     };
     let backhaul: BTreeSet<usize> = w.backhaul.iter().copied().collect();
     let warmup_ms = (spec.warmup_s * 1000.0) as u64;
@@ -439,7 +488,12 @@ impl Run<'_> {
             if !self.net.is_member(i, &room) {
                 continue;
             }
-            let Ok(lines) = self.net.shown(i, &room) else {
+            let lines = if self.receipts {
+                self.net.read(i, &room)
+            } else {
+                self.net.shown(i, &room)
+            };
+            let Ok(lines) = lines else {
                 continue;
             };
             for line in lines {
@@ -515,6 +569,13 @@ impl Run<'_> {
         out.latency_p90_s = quantile(&lat, 0.9);
         out.foreign_lines = self.foreign_lines;
         out.bytes_on_air = self.net.bytes_on_air;
+        out.airtime_by_frame = self
+            .net
+            .airtime_by_frame
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect();
+        self.carried(out);
         // Honest events (every event an honest operation published) a
         // member of their room stored, and no longer holds.
         let mut members: BTreeSet<usize> = BTreeSet::new();
@@ -571,6 +632,44 @@ impl Run<'_> {
         }
     }
 
+    /// Receipts sent, and the carried copies a carrier may drop because
+    /// every member signed an event that cites them (`rooms.md` §9).
+    fn carried(&self, out: &mut SybilOutcome) {
+        for (r, ms) in self.w.rooms.iter().enumerate() {
+            let room = self.rooms[r];
+            let members: Vec<DeviceId> = ms
+                .iter()
+                .map(|&m| self.net.nodes[m].identity.device_id())
+                .collect();
+            for &m in ms {
+                let me = self.net.nodes[m].identity.device_id();
+                for (e, len) in self.net.events_of(m, &room) {
+                    if e.sender() != me {
+                        continue;
+                    }
+                    let slot = match e.kind() {
+                        EventKind::Receipt => &mut out.receipt_event_bytes,
+                        EventKind::Message => &mut out.message_event_bytes,
+                        _ => continue,
+                    };
+                    slot.0 += len as u64;
+                    slot.1 += 1;
+                }
+            }
+            out.receipt_events = out.receipt_event_bytes.1;
+            for c in 0..self.net.nodes.len() {
+                if ms.contains(&c) {
+                    continue;
+                }
+                let events = self.net.events_of(c, &room);
+                let (held, droppable, bytes) = droppable_copies(&events, &members);
+                out.carried_copies += held;
+                out.carried_droppable += droppable;
+                out.carried_droppable_bytes += bytes;
+            }
+        }
+    }
+
     /// The room of an event node `p` published (from its own store, or
     /// from any store that still holds it).
     fn published_room(&self, p: usize, id: &EventId) -> Option<RoomId> {
@@ -579,6 +678,63 @@ impl Run<'_> {
             .find_map(|i| self.net.nodes[i].core.store().event_info(id).ok().flatten())
             .map(|info| info.room)
     }
+}
+
+/// Of a carrier's `events` of one room: how many it holds, how many every
+/// one of `members` signed an event citing (directly or through events it
+/// holds; its own event counts), and their bytes.
+pub fn droppable_copies(events: &[(Event, usize)], members: &[DeviceId]) -> (u64, u64, u64) {
+    let index: BTreeMap<EventId, usize> = events
+        .iter()
+        .enumerate()
+        .map(|(k, (e, _))| (e.id(), k))
+        .collect();
+    let bit = |d: &DeviceId| {
+        members
+            .iter()
+            .position(|m| m == d)
+            .map(|p| 1u64 << (p % 64))
+    };
+    let full: u64 = (0..members.len().min(64)).fold(0, |a, p| a | (1 << p));
+    // Signers among each event's descendants (itself included): a child
+    // passes its set to its parents once all of its own children have
+    // passed theirs (Kahn's order, from the heads down).
+    let parents = |k: usize| -> Vec<usize> {
+        events[k]
+            .0
+            .prev()
+            .iter()
+            .filter_map(|p| index.get(p).copied())
+            .collect()
+    };
+    let mut children = vec![0usize; events.len()];
+    for k in 0..events.len() {
+        for p in parents(k) {
+            children[p] += 1;
+        }
+    }
+    let mut ready: Vec<usize> = (0..events.len()).filter(|&k| children[k] == 0).collect();
+    let mut seen = vec![0u64; events.len()];
+    while let Some(k) = ready.pop() {
+        seen[k] |= bit(&events[k].0.sender()).unwrap_or(0);
+        let mine = seen[k];
+        for p in parents(k) {
+            seen[p] |= mine;
+            children[p] -= 1;
+            if children[p] == 0 {
+                ready.push(p);
+            }
+        }
+    }
+    let mut droppable = 0;
+    let mut bytes = 0;
+    for (k, (_, len)) in events.iter().enumerate() {
+        if full != 0 && seen[k] & full == full {
+            droppable += 1;
+            bytes += *len as u64;
+        }
+    }
+    (events.len() as u64, droppable, bytes)
 }
 
 /// Most events in one flood frame.

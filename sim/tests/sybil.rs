@@ -67,7 +67,12 @@ fn evicted_events_never_make_a_member_that_its_store_denies() {
     let spec = sc.sybil.clone().expect("the scenario has a [sybil] table");
     let s = seed(sc.seed);
     let w = sc.workload(s);
-    let o = sybil::run(&sc, &spec, &w, &sc.hostile_nodes(), s, true, &mut |_| {});
+    let opts = sybil::RunOpts {
+        attack: true,
+        receipts: true,
+        receipt_delay_ms: None,
+    };
+    let o = sybil::run(&sc, &spec, &w, &sc.hostile_nodes(), s, opts, &mut |_| {});
     eprintln!("{o:?}");
     assert!(o.attack_events > 10_000, "{o:?}");
     // The flood evicted what couriers carried for their future rooms.

@@ -123,6 +123,8 @@ pub struct DeviceCore<S: Store, R: Rng + CryptoRng> {
     receipts: receipts::DueReceipts,
     /// Whether receipts are sent.
     receipts_on: bool,
+    /// How long a room's receipt gathers.
+    receipt_delay_ms: u64,
     out: VecDeque<CoreOutput>,
 }
 
@@ -160,6 +162,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             card_check: false,
             receipts: Default::default(),
             receipts_on: true,
+            receipt_delay_ms: crate::room::receipt::RECEIPT_DELAY_MS,
             out: VecDeque::new(),
         };
         core.join_own_rooms(now_ms)?;

@@ -27,6 +27,12 @@ pub(super) struct Due {
 pub(super) type DueReceipts = BTreeMap<RoomId, Due>;
 
 impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
+    /// How long a room's receipt gathers before it is sent
+    /// ([`RECEIPT_DELAY_MS`] by default; the simulator sweeps it).
+    pub fn set_receipt_delay(&mut self, ms: u64) {
+        self.receipt_delay_ms = ms;
+    }
+
     /// Whether this core sends receipts (on by default; the simulator
     /// measures the network without them).
     pub fn set_receipts(&mut self, on: bool) {
@@ -44,7 +50,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             return;
         }
         let due = self.receipts.entry(room).or_insert_with(|| Due {
-            at_ms: now_ms.saturating_add(RECEIPT_DELAY_MS),
+            at_ms: now_ms.saturating_add(self.receipt_delay_ms),
             read: ReadMarks::new(),
         });
         for (sender, seq) in read.into_iter().flatten() {

@@ -35,7 +35,7 @@ pub const MAX_RECEIPT_ENTRIES: usize = 128;
 pub const MAX_RECEIPT_EXCEPTIONS: usize = 16;
 /// How long a device gathers what it received or showed before sending
 /// one receipt for all of it (coalescing).
-pub const RECEIPT_DELAY_MS: u64 = 5_000;
+pub const RECEIPT_DELAY_MS: u64 = 15_000;
 
 /// "Every event of `sender` up to `upto`, except `except`."
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use crate::room::membership::invites_device;
 use crate::store::{EventStore, InsertMeta, InsertOutcome, Priority, Source, StoreError};
 use crate::wire::{CloseReason, Frame, MAX_COPY_BUDGET};
 
-use super::{Committed, EXPECTED_ROOM_EVENTS, Node};
+use super::{Committed, EXPECTED_ROOM_EVENTS, Node, RECEIPT_COPY_BUDGET};
 
 impl<S: EventStore, R: Rng> Node<S, R> {
     /// One received event; `copies` is how many copies the sender handed
@@ -220,7 +220,12 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     source: Source::Local,
                     received_ms: self.now_ms,
                 };
-                let budget = self.config.copy_budget.min(MAX_COPY_BUDGET);
+                let mut budget = self.config.copy_budget.min(MAX_COPY_BUDGET);
+                if event.kind() == EventKind::Receipt {
+                    // Receipts matter to members only: one copy for a
+                    // carrier, the rest member to member (`rooms.md` §9).
+                    budget = budget.min(RECEIPT_COPY_BUDGET);
+                }
                 if budget >= 2 && !self.store.has_event(&event.id())? {
                     self.copies.put(event.id(), (event.room(), budget));
                 }

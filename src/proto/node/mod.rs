@@ -149,6 +149,10 @@ impl Default for NodeConfig {
 /// simulator's scenarios use [`SIM_COPY_BUDGET`]).
 pub const DEFAULT_COPY_BUDGET: u8 = 0;
 
+/// Copies of an own receipt under a copy budget: one for a carrier, the
+/// rest go member to member (`protocol-spec/rooms.md` §9).
+pub const RECEIPT_COPY_BUDGET: u8 = 2;
+
 /// The copy budget the simulator's scenarios run with (16: the disaster
 /// area's overhead goal is met with it, `sim/reports/disaster-area/`).
 pub const SIM_COPY_BUDGET: u8 = 16;

@@ -1,0 +1,172 @@
+//! What receipts cost on air and what they let carriers drop
+//! (`protocol-spec/rooms.md` §9; issue 18).
+//!
+//! A scenario with a `[receipts]` table runs its real rooms (created,
+//! invited by card and written to through the device core's typed
+//! operations, as [`crate::sybil`] does, with no flood) twice with the
+//! same seed, contacts and workload: devices without receipts, then with
+//! them, where each member's periodic read of its changed rooms is a
+//! person reading them (read receipts). Reported: bytes on air in both
+//! runs (the receipts' cost is their ratio), receipt events sent, delivery
+//! and latency, and the carried copies (events of a room held by nodes not
+//! in it) a carrier may drop at the end because every member signed an
+//! event citing them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::Scenario;
+use crate::sybil::{self, RunOpts, SybilOutcome, SybilSpec};
+
+/// The `[receipts]` table of a scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsSpec {
+    /// No room message is sent before this: the invites spread first.
+    pub warmup_s: f64,
+    /// How often members read their changed rooms, ms.
+    pub read_interval_ms: u64,
+}
+
+impl ReceiptsSpec {
+    fn rooms(&self) -> SybilSpec {
+        SybilSpec {
+            warmup_s: self.warmup_s,
+            events_per_s: 0.0,
+            tick_ms: 1_000,
+            junk_bytes: 0,
+            read_interval_ms: self.read_interval_ms,
+        }
+    }
+}
+
+/// Both runs, same seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiptsComparison {
+    /// The seed.
+    pub seed: u64,
+    /// Devices send no receipts.
+    pub without_receipts: SybilOutcome,
+    /// Devices send delivered and read receipts.
+    pub with_receipts: SybilOutcome,
+}
+
+impl ReceiptsComparison {
+    /// Bytes on air with receipts over bytes without, minus one: what
+    /// receipts add (goal ≤ 0.10).
+    pub fn overhead(&self) -> f64 {
+        let base = self.without_receipts.bytes_on_air.max(1) as f64;
+        self.with_receipts.bytes_on_air as f64 / base - 1.0
+    }
+
+    /// A markdown table of both runs.
+    pub fn table(&self) -> String {
+        let (a, b) = (&self.without_receipts, &self.with_receipts);
+        let mut s = String::from("| | without receipts | with receipts |\n| --- | ---: | ---: |\n");
+        let mut row = |name: &str, x: String, y: String| {
+            s.push_str(&format!("| {name} | {x} | {y} |\n"));
+        };
+        row(
+            "messages sent",
+            a.messages_sent.to_string(),
+            b.messages_sent.to_string(),
+        );
+        row(
+            "delivery (pairs shown / owed)",
+            format!(
+                "{:.4} ({}/{})",
+                a.delivery_ratio, a.pairs_shown, a.pairs_owed
+            ),
+            format!(
+                "{:.4} ({}/{})",
+                b.delivery_ratio, b.pairs_shown, b.pairs_owed
+            ),
+        );
+        row(
+            "latency median / p90, s",
+            format!("{:.1} / {:.1}", a.latency_median_s, a.latency_p90_s),
+            format!("{:.1} / {:.1}", b.latency_median_s, b.latency_p90_s),
+        );
+        row(
+            "receipt events sent",
+            a.receipt_events.to_string(),
+            b.receipt_events.to_string(),
+        );
+        row(
+            "bytes on air",
+            a.bytes_on_air.to_string(),
+            format!("{} ({:+.1}%)", b.bytes_on_air, self.overhead() * 100.0),
+        );
+        let avg = |(b, n): (u64, u64)| b.checked_div(n).unwrap_or(0);
+        row(
+            "bytes per message / receipt event",
+            format!(
+                "{} / {}",
+                avg(a.message_event_bytes),
+                avg(a.receipt_event_bytes)
+            ),
+            format!(
+                "{} / {}",
+                avg(b.message_event_bytes),
+                avg(b.receipt_event_bytes)
+            ),
+        );
+        let frames: std::collections::BTreeSet<&String> = a
+            .airtime_by_frame
+            .keys()
+            .chain(b.airtime_by_frame.keys())
+            .collect();
+        for f in frames {
+            let get = |o: &SybilOutcome| o.airtime_by_frame.get(f).copied().unwrap_or(0);
+            row(
+                &format!("bytes on air: {f}"),
+                get(a).to_string(),
+                get(b).to_string(),
+            );
+        }
+        row(
+            "carried copies at the end",
+            a.carried_copies.to_string(),
+            b.carried_copies.to_string(),
+        );
+        row(
+            "of which droppable (every member cites them)",
+            format!(
+                "{} ({} bytes)",
+                a.carried_droppable, a.carried_droppable_bytes
+            ),
+            format!(
+                "{} ({} bytes)",
+                b.carried_droppable, b.carried_droppable_bytes
+            ),
+        );
+        s
+    }
+}
+
+/// Runs the scenario without and with receipts.
+pub fn compare(
+    sc: &Scenario,
+    spec: &ReceiptsSpec,
+    seed: u64,
+    progress: &mut dyn FnMut(&str, f64),
+) -> ReceiptsComparison {
+    let w = sc.workload(seed);
+    let rooms = spec.rooms();
+    let run = |receipts: bool, progress: &mut dyn FnMut(f64)| {
+        let opts = RunOpts {
+            attack: false,
+            receipts,
+            receipt_delay_ms: std::env::var("RECEIPT_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        };
+        sybil::run(sc, &rooms, &w, &[], seed, opts, progress)
+    };
+    let without_receipts = run(false, &mut |f| progress("without receipts", f));
+    let with_receipts = run(true, &mut |f| progress("with receipts", f));
+    ReceiptsComparison {
+        seed,
+        without_receipts,
+        with_receipts,
+    }
+}
