@@ -1,5 +1,5 @@
 //! When the device core sends receipts (`protocol-spec/rooms.md` §9):
-//! a room's receipt is due [`RECEIPT_DELAY_MS`] after the first message
+//! a room's receipt is due [`RECEIPT_DELAY_MS`](crate::room::receipt::RECEIPT_DELAY_MS) after the first message
 //! that became readable or the first view a person was shown since its
 //! last receipt, so one receipt covers everything of that delay. Receiving
 //! a receipt never makes one due.
@@ -11,7 +11,6 @@ use rand_core::{CryptoRng, Rng};
 use super::{CoreError, CoreOutput, DeviceCore};
 use crate::app::ReadMarks;
 use crate::event::RoomId;
-use crate::room::receipt::RECEIPT_DELAY_MS;
 use crate::store::Store;
 
 /// A receipt a room is owed.
@@ -28,7 +27,7 @@ pub(super) type DueReceipts = BTreeMap<RoomId, Due>;
 
 impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
     /// How long a room's receipt gathers before it is sent
-    /// ([`RECEIPT_DELAY_MS`] by default; the simulator sweeps it).
+    /// ([`RECEIPT_DELAY_MS`](crate::room::receipt::RECEIPT_DELAY_MS) by default; the simulator sweeps it).
     pub fn set_receipt_delay(&mut self, ms: u64) {
         self.receipt_delay_ms = ms;
     }
