@@ -100,3 +100,35 @@ fn receipts_show_delivery_and_reading_after_store_and_forward() {
     let later = net.senders_of(0, &room, EventKind::Receipt);
     assert_eq!(later.len(), receipts.len(), "quiet stays quiet");
 }
+
+#[test]
+fn a_carrier_that_holds_an_own_message_marks_it_stored_on_the_next_hop() {
+    // Node 1 carries (it is in no room); node 2 is invited but far away.
+    let mut net = SimNet::new(3, seed(19), NodeConfig::default(), StoreConfig::default());
+    let room = net.room_create(0, "ops").expect("room");
+    net.room_invite(0, room, 2).expect("invite");
+    let id = net.send_text(0, room, "water at the gate").expect("send");
+    let line = |net: &mut SimNet| {
+        net.shown(0, &room)
+            .expect("node 0 reads")
+            .into_iter()
+            .find_map(|l| match l {
+                MessageLine::Text {
+                    event_id,
+                    next_hop,
+                    delivered_to,
+                    ..
+                } if event_id == id.to_string() => Some((next_hop, delivered_to)),
+                _ => None,
+            })
+            .expect("the message is shown")
+    };
+    run_for(&mut net, 30_000);
+    assert_eq!(line(&mut net), (false, vec![]), "nobody holds it yet");
+    net.connect(0, 1, LinkParams::ble());
+    // Acknowledged with a later commit: keep the node busy with a message.
+    run_for(&mut net, 90_000);
+    net.send_text(0, room, "still here").expect("send");
+    run_for(&mut net, 5_000);
+    assert_eq!(line(&mut net), (true, vec![]), "the carrier holds it");
+}

@@ -41,7 +41,8 @@ pub struct GapInfo {
 #[serde(untagged)]
 pub enum MessageLine {
     /// A readable message:
-    /// `{"event_id","sender","ts","text","delivered_to","read_by"}`.
+    /// `{"event_id","sender","ts","text","delivered_to","read_by"}`, and
+    /// `"next_hop":true` on an own message a peer or the homeserver holds.
     Text {
         /// Event ID.
         event_id: String,
@@ -59,6 +60,10 @@ pub enum MessageLine {
         /// ascending.
         #[serde(default)]
         read_by: Vec<String>,
+        /// An own message that a peer showed it holds (delivered to the
+        /// mesh) or that the homeserver accepted: stored on the next hop.
+        #[serde(default, skip_serializing_if = "is_false")]
+        next_hop: bool,
     },
     /// A message this device cannot read:
     /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.
@@ -241,4 +246,8 @@ pub struct KeyStateInfo {
     pub before_bytes: usize,
     /// Bytes after.
     pub after_bytes: usize,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::store::{DeliveryState, Destination};
 
 impl<S: Store> Device<S> {
     /// The current members of a room this device holds events of (the
@@ -218,6 +219,7 @@ impl<S: Store> Device<S> {
                         text,
                         delivered_to: ids(book.delivered_to(&ev.sender, ev.seq)),
                         read_by: ids(book.read_by(&ev.sender, ev.seq)),
+                        next_hop: ev.sender == me && self.on_next_hop(&id)?,
                     }),
                     Ok(Content::RoomName(_) | Content::Receipt(_)) => {}
                     Err(e) => out.push(MessageLine::Undecryptable {
@@ -312,6 +314,19 @@ impl<S: Store> Device<S> {
             }
         }
         Ok(bundle::export(&events, now_ms))
+    }
+}
+
+impl<S: Store> Device<S> {
+    /// Whether an own event reached the next hop: a peer showed it holds
+    /// it, or the homeserver accepted it.
+    fn on_next_hop(&self, id: &EventId) -> Result<bool, AppError> {
+        for dest in [Destination::Mesh, Destination::Homeserver] {
+            if self.store.delivery_state(&dest, id)? == Some(DeliveryState::Acked) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

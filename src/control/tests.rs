@@ -69,6 +69,7 @@ fn text_line() -> MessageLine {
         text: "hi".into(),
         delivered_to: vec![],
         read_by: vec![],
+        next_hop: false,
     }
 }
 
@@ -289,7 +290,7 @@ fn replies_have_the_documented_json() {
         (Reply::ok(OkData::Done {}), r#"{"v":1,"ok":{}}"#),
         (
             Reply::line(text_line()),
-            r#"{"v":1,"line":{"event_id":"e1","sender":"mr1a","ts":7,"text":"hi"}}"#,
+            r#"{"v":1,"line":{"event_id":"e1","sender":"mr1a","ts":7,"text":"hi","delivered_to":[],"read_by":[]}}"#,
         ),
         (
             Reply::error(ErrorCode::UnknownOp, "unknown operation \"x\""),

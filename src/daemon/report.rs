@@ -126,5 +126,7 @@ pub(super) fn log_app_event(ev: &AppEvent) {
         AppEvent::PeerPenalised { link, reason } => {
             tracing::warn!(link = link.0, %reason, "peer penalised")
         }
+        // Taken by the device core before the driver sees outputs.
+        AppEvent::PeerHolds { room, .. } => tracing::debug!(%room, "peer holds"),
     }
 }

@@ -36,6 +36,7 @@
 //! "Admission"): what it refuses never enters a room's history and is
 //! demoted out of the room's class, in the same transaction.
 
+mod delivery;
 mod ops;
 mod receipts;
 
@@ -50,7 +51,7 @@ use crate::app::{
 use crate::control::Reply;
 use crate::crypto::{ContactCard, DeviceId};
 use crate::event::{Event, EventId, RoomId};
-use crate::proto::{Command, Input, Node, NodeConfig, Output};
+use crate::proto::{AppEvent, Command, Input, Node, NodeConfig, Output};
 use crate::store::{Source, Store, StoreError};
 
 pub use ops::{DeliverOutcome, OpId};
@@ -121,6 +122,9 @@ pub struct DeviceCore<S: Store, R: Rng + CryptoRng> {
     card_check: bool,
     /// Rooms owed a receipt, and when.
     receipts: receipts::DueReceipts,
+    /// Own events a peer showed it holds, acknowledged to the mesh with
+    /// the next commit (at most `MAX_MESH_ACKS`).
+    mesh_acks: BTreeSet<(RoomId, EventId)>,
     /// Whether receipts are sent.
     receipts_on: bool,
     /// How long a room's receipt gathers.
@@ -161,6 +165,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             dirty: false,
             card_check: false,
             receipts: Default::default(),
+            mesh_acks: BTreeSet::new(),
             receipts_on: true,
             receipt_delay_ms: crate::room::receipt::RECEIPT_DELAY_MS,
             out: VecDeque::new(),
@@ -222,7 +227,14 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         if let Some(o) = self.out.pop_front() {
             return Some(o);
         }
-        self.node.poll_output().map(CoreOutput::Node)
+        loop {
+            match self.node.poll_output()? {
+                Output::App(AppEvent::PeerHolds { room, items, lacks }) => {
+                    self.peer_holds(room, &items, &lacks);
+                }
+                other => return Some(CoreOutput::Node(other)),
+            }
+        }
     }
 
     /// Feeds one node input at `now_ms`. [`Input::CommitDone`] also
@@ -251,6 +263,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
     /// decryption, admission at causal position), so its verdicts commit
     /// together with the node's writes. Call right before committing.
     pub fn prepare_commit(&mut self, now_ms: u64) -> Result<(), CoreError> {
+        self.apply_mesh_acks()?;
         let pending = self.node.uncommitted_events();
         let staged: Vec<EventId> = pending
             .iter()

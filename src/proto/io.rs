@@ -149,6 +149,18 @@ pub enum AppEvent {
         /// The contested sequence number.
         seq: u64,
     },
+    /// A reconciliation of one of this device's rooms ended: the peer holds
+    /// every item of `items` (this side's set, sorted) but `lacks` (sorted).
+    /// The device core acknowledges its own events among them as delivered
+    /// to the mesh (`protocol-spec/store.md`, "Delivery to the mesh").
+    PeerHolds {
+        /// The room.
+        room: RoomId,
+        /// This side's set in the session.
+        items: Vec<crate::reconcile::Item>,
+        /// What the peer lacks of it.
+        lacks: Vec<crate::reconcile::Item>,
+    },
     /// A peer was penalised.
     PeerPenalised {
         /// The link.

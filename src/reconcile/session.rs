@@ -173,6 +173,11 @@ impl Session {
         self.part
     }
 
+    /// This side's set (sorted), taken out of a finished session.
+    pub fn take_items(&mut self) -> Vec<Item> {
+        std::mem::take(&mut self.items)
+    }
+
     /// The result, once the session is over.
     pub fn outcome(&self) -> Option<&Outcome> {
         match &self.state {

@@ -65,11 +65,17 @@ fn receipts_show_delivery_and_reading_after_a_store_and_forward_catch_up() {
     let lines = text_lines(&da, &room);
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| ids(&l["delivered_to"]).is_empty()));
+    assert!(
+        lines.iter().all(|l| l.get("next_hop").is_none()),
+        "no peer yet"
+    );
+    assert!(!ok(&da, &["messages", &room]).contains('✓'));
 
     // B comes online and catches up; its delivered receipt comes back.
     let b_id = device_id(&db);
     let b = Daemon::start(&db, "Ben", &[a.tcp_addr()]);
-    let delivered = |l: &Value| ids(&l["delivered_to"]) == vec![b_id.clone()];
+    let delivered =
+        |l: &Value| ids(&l["delivered_to"]) == vec![b_id.clone()] && l["next_hop"] == true;
     wait_logged(Some(tmp.path()), "B's delivered receipt on A", || {
         let lines = text_lines(&da, &room);
         lines.len() == 3 && lines.iter().all(delivered)

@@ -142,11 +142,12 @@ impl MessageView {
                 text,
                 delivered_to,
                 read_by,
+                next_hop,
                 ..
             } => {
                 let mut line = format!("{}: {}", self.who(names, sender), for_terminal(text));
                 if names.is_own(sender) {
-                    let t = ticks(names.others(), delivered_to.len(), read_by.len());
+                    let t = ticks(names.others(), *next_hop, delivered_to.len(), read_by.len());
                     if !t.is_empty() {
                         line.push_str("  ");
                         line.push_str(&self.style.dim(&t));
@@ -211,14 +212,15 @@ impl MessageView {
 }
 
 /// The receipt marks of an own message in a room with `others` other
-/// members, `delivered` of whom hold it and `read` of whom read it: `✓`
-/// (another member holds it), `✓✓` (every member does), then `read by N`
-/// or `read by all` (`protocol-spec/app.md` §4).
-pub fn ticks(others: usize, delivered: usize, read: usize) -> String {
+/// members, stored on the next hop (`next_hop`: a peer or the homeserver
+/// holds it), `delivered` members of whom hold it and `read` of whom read
+/// it: `✓` (the next hop or another member holds it), `✓✓` (every member
+/// does), then `read by N` or `read by all` (`protocol-spec/app.md` §4).
+pub fn ticks(others: usize, next_hop: bool, delivered: usize, read: usize) -> String {
     let mut t = String::new();
     if others > 0 && delivered >= others {
         t.push_str("✓✓");
-    } else if delivered > 0 {
+    } else if delivered > 0 || next_hop {
         t.push('✓');
     }
     if read > 0 {

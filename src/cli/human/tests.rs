@@ -38,6 +38,7 @@ fn text(sender: &DeviceId, ts: u64, text: &str) -> MessageLine {
         text: text.into(),
         delivered_to: vec![],
         read_by: vec![],
+        next_hop: false,
     }
 }
 
@@ -179,6 +180,7 @@ fn times_out_of_range_and_malformed_senders_do_not_panic() {
             text: "x".into(),
             delivered_to: vec![],
             read_by: vec![],
+            next_hop: false,
         },
         MessageLine::Gap {
             gap: GapInfo {
@@ -337,10 +339,12 @@ fn first_steps_explain_init_card_and_room() {
 #[test]
 fn own_messages_show_receipt_ticks_and_read_counts() {
     use crate::cli::human::messages::ticks;
-    assert_eq!(ticks(2, 0, 0), "");
-    assert_eq!(ticks(2, 1, 0), "✓");
-    assert_eq!(ticks(2, 2, 1), "✓✓ read by 1");
-    assert_eq!(ticks(2, 2, 2), "✓✓ read by all");
-    // A room of one: nothing to say.
-    assert_eq!(ticks(0, 0, 0), "");
+    assert_eq!(ticks(2, false, 0, 0), "");
+    assert_eq!(ticks(2, true, 0, 0), "✓", "stored on the next hop");
+    assert_eq!(ticks(2, false, 1, 0), "✓");
+    assert_eq!(ticks(2, true, 2, 1), "✓✓ read by 1");
+    assert_eq!(ticks(2, true, 2, 2), "✓✓ read by all");
+    // A room of one: only the next hop.
+    assert_eq!(ticks(0, false, 0, 0), "");
+    assert_eq!(ticks(0, true, 0, 0), "✓");
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use rand_core::Rng;
 
 use crate::event::RoomId;
-use crate::proto::io::LinkId;
+use crate::proto::io::{AppEvent, LinkId, Output};
 use crate::reconcile::{FAIL_TOO_MANY_DIFFERENCES, Item, Message, Part, Session};
 use crate::store::{EventStore, StoreError};
 use crate::wire::{CloseReason, Frame};
@@ -230,6 +230,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             });
         if let Some((peer_lacks, i_lack, failed, estimate, room, part)) = done {
             let now = self.now_ms;
+            // In an own room, what the peer showed it holds acknowledges
+            // this device's own events to the mesh (the device core keeps
+            // the delivery queue).
+            let raw_lacks =
+                (failed.is_none() && self.own_rooms.contains(&room)).then(|| peer_lacks.clone());
             // Events this side may not hand over (no copies left for a
             // carrier) are not a difference worth another period.
             let budget = self.config.copy_budget;
@@ -246,7 +251,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 || failed.is_some()
                 || (i_lack && (budget == 0 || self.own_rooms.contains(&room)));
             if let Some(l) = self.links.get_mut(&link) {
-                l.sessions.remove(&number);
+                let finished = l.sessions.remove(&number);
+                if let (Some(mut s), Some(lacks)) = (finished, raw_lacks) {
+                    self.outputs.push_back(Output::App(AppEvent::PeerHolds {
+                        room,
+                        items: s.take_items(),
+                        lacks,
+                    }));
+                }
                 l.period_found |= found;
                 // Too many differences for one session: reconcile slices
                 // of the slice separately (initiator side), as many as the

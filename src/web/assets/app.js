@@ -124,15 +124,16 @@ function lineItem(line) {
   return li;
 }
 
-// Receipt marks of an own message (as the CLI shows them): ✓ another
-// member holds it, ✓✓ every member does, then who read it.
+// Receipt marks of an own message (as the CLI shows them): ✓ the next hop
+// (a peer or the homeserver) or another member holds it, ✓✓ every member
+// does, then who read it.
 function ticks(line) {
   const myId = state.me && state.me.device_id;
   if (line.text === undefined || !myId || line.sender !== myId) return "";
   const others = [...state.names.keys()].filter((d) => d !== myId).length;
   const got = (line.delivered_to || []).length;
   const read = line.read_by || [];
-  let t = others > 0 && got >= others ? "✓✓" : got > 0 ? "✓" : "";
+  let t = others > 0 && got >= others ? "✓✓" : got > 0 || line.next_hop ? "✓" : "";
   if (read.length > 0) {
     const names = read.map((d) => who(d)).join(", ");
     t += (t ? " " : "") + (others > 0 && read.length >= others ? "read by all" : "read by " + names);
