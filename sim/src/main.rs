@@ -303,35 +303,8 @@ fn cmd_sybil(
     seeds: &[u64],
     started: Instant,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        a.report.is_none() && a.only.is_empty() && a.stranger_pool_bytes.is_none(),
-        "--report, --only and --stranger-pool-bytes do not apply to a [sybil] scenario"
-    );
-    let mut sc = sc.clone();
-    if let Some(c) = a.copy_budget {
-        sc.protocols.copy_budget = Some(c);
-    }
-    let mut ok = true;
-    for &seed in seeds {
-        eprintln!("seed = {seed}");
-        let w = sc.workload(seed);
-        eprintln!(
-            "{} seed {seed}: {} nodes ({} hostile), {} rooms, {} contact changes, {:.0} s simulated",
-            sc.name,
-            w.nodes,
-            sc.hostile_nodes().len(),
-            w.rooms.len(),
-            w.contacts.len(),
-            w.end_ms as f64 / 1000.0
-        );
-        let mut last = (String::new(), -1i64);
-        let c = sybil::compare(&sc, spec, seed, &mut |label, f| {
-            let pct = (f * 100.0).floor() as i64;
-            if (label, pct) != (last.0.as_str(), last.1) && pct % 10 == 0 {
-                last = (label.to_owned(), pct);
-                eprintln!("{} seed {seed} {label}: {pct}%", sc.name);
-            }
-        });
+    for_each_rooms_seed(a, sc, "sybil", seeds, started, |seed, progress| {
+        let c = sybil::compare(sc, spec, seed, progress);
         if a.json {
             println!("{}", serde_json::to_string(&c)?);
         } else {
@@ -341,16 +314,10 @@ fn cmd_sybil(
                 c.median_ratio()
             );
         }
-        for o in [&c.with_attack, &c.without_attack] {
-            ok &= o.honest_evicted == 0 && o.foreign_lines == 0;
-        }
-    }
-    eprintln!("wall time total: {:.2} s", started.elapsed().as_secs_f64());
-    anyhow::ensure!(
-        ok,
-        "invariants violated (honest events evicted or foreign lines shown)"
-    );
-    Ok(())
+        Ok([&c.with_attack, &c.without_attack]
+            .iter()
+            .all(|o| o.honest_evicted == 0 && o.foreign_lines == 0))
+    })
 }
 
 /// A scenario with a `[receipts]` table: its real rooms without and with
@@ -362,35 +329,8 @@ fn cmd_receipts(
     seeds: &[u64],
     started: Instant,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        a.report.is_none() && a.only.is_empty() && a.stranger_pool_bytes.is_none(),
-        "--report, --only and --stranger-pool-bytes do not apply to a [receipts] scenario"
-    );
-    let mut sc = sc.clone();
-    if let Some(c) = a.copy_budget {
-        sc.protocols.copy_budget = Some(c);
-    }
-    let mut ok = true;
-    for &seed in seeds {
-        eprintln!("seed = {seed}");
-        let w = sc.workload(seed);
-        eprintln!(
-            "{} seed {seed}: {} nodes, {} rooms, {} messages, {} contact changes, {:.0} s simulated",
-            sc.name,
-            w.nodes,
-            w.rooms.len(),
-            w.messages.len(),
-            w.contacts.len(),
-            w.end_ms as f64 / 1000.0
-        );
-        let mut last = (String::new(), -1i64);
-        let c = receipts::compare(&sc, spec, seed, &mut |label, f| {
-            let pct = (f * 100.0).floor() as i64;
-            if (label, pct) != (last.0.as_str(), last.1) && pct % 10 == 0 {
-                last = (label.to_owned(), pct);
-                eprintln!("{} seed {seed} {label}: {pct}%", sc.name);
-            }
-        });
+    for_each_rooms_seed(a, sc, "receipts", seeds, started, |seed, progress| {
+        let c = receipts::compare(sc, spec, seed, progress);
         if a.json {
             println!("{}", serde_json::to_string(&c)?);
         } else {
@@ -400,9 +340,51 @@ fn cmd_receipts(
                 c.overhead() * 100.0
             );
         }
-        for o in [&c.with_receipts, &c.without_receipts] {
-            ok &= o.honest_evicted == 0 && o.foreign_lines == 0;
-        }
+        Ok([&c.with_receipts, &c.without_receipts]
+            .iter()
+            .all(|o| o.honest_evicted == 0 && o.foreign_lines == 0))
+    })
+}
+
+/// Runs a real-rooms scenario (a `[table]` one) once per seed: refuses the
+/// flags that do not apply, announces each seed's workload, prints each
+/// run's progress every 10%; `one` runs a seed and says whether the
+/// invariants held.
+fn for_each_rooms_seed(
+    a: &RunArgs,
+    sc: &Scenario,
+    table: &str,
+    seeds: &[u64],
+    started: Instant,
+    mut one: impl FnMut(u64, &mut dyn FnMut(&str, f64)) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.report.is_none() && a.only.is_empty() && a.stranger_pool_bytes.is_none(),
+        "--report, --only and --stranger-pool-bytes do not apply to a [{table}] scenario"
+    );
+    let mut ok = true;
+    for &seed in seeds {
+        eprintln!("seed = {seed}");
+        let w = sc.workload(seed);
+        eprintln!(
+            "{} seed {seed}: {} nodes ({} hostile), {} rooms, {} messages, {} contact changes, {:.0} s simulated",
+            sc.name,
+            w.nodes,
+            sc.hostile_nodes().len(),
+            w.rooms.len(),
+            w.messages.len(),
+            w.contacts.len(),
+            w.end_ms as f64 / 1000.0
+        );
+        let mut last = (String::new(), -1i64);
+        let mut progress = |label: &str, f: f64| {
+            let pct = (f * 100.0).floor() as i64;
+            if (label, pct) != (last.0.as_str(), last.1) && pct % 10 == 0 {
+                last = (label.to_owned(), pct);
+                eprintln!("{} seed {seed} {label}: {pct}%", sc.name);
+            }
+        };
+        ok &= one(seed, &mut progress)?;
     }
     eprintln!("wall time total: {:.2} s", started.elapsed().as_secs_f64());
     anyhow::ensure!(

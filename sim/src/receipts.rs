@@ -65,27 +65,7 @@ impl ReceiptsComparison {
         let mut row = |name: &str, x: String, y: String| {
             s.push_str(&format!("| {name} | {x} | {y} |\n"));
         };
-        row(
-            "messages sent",
-            a.messages_sent.to_string(),
-            b.messages_sent.to_string(),
-        );
-        row(
-            "delivery (pairs shown / owed)",
-            format!(
-                "{:.4} ({}/{})",
-                a.delivery_ratio, a.pairs_shown, a.pairs_owed
-            ),
-            format!(
-                "{:.4} ({}/{})",
-                b.delivery_ratio, b.pairs_shown, b.pairs_owed
-            ),
-        );
-        row(
-            "latency median / p90, s",
-            format!("{:.1} / {:.1}", a.latency_median_s, a.latency_p90_s),
-            format!("{:.1} / {:.1}", b.latency_median_s, b.latency_p90_s),
-        );
+        sybil::delivery_rows(a, b, &mut row);
         row(
             "receipt events sent",
             a.receipt_events.to_string(),

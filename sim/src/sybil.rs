@@ -158,6 +158,27 @@ pub struct RunOpts {
     pub receipt_delay_ms: Option<u64>,
 }
 
+/// The rows every real-rooms table starts with: messages sent, delivery
+/// and latency of two runs.
+pub fn delivery_rows(
+    a: &SybilOutcome,
+    b: &SybilOutcome,
+    row: &mut dyn FnMut(&str, String, String),
+) {
+    let each = |f: &dyn Fn(&SybilOutcome) -> String| (f(a), f(b));
+    let (x, y) = each(&|o| format!("{} ({})", o.messages_sent, o.messages_unsent));
+    row("honest messages sent (unsent)", x, y);
+    let (x, y) = each(&|o| {
+        format!(
+            "{:.4} ({}/{})",
+            o.delivery_ratio, o.pairs_shown, o.pairs_owed
+        )
+    });
+    row("delivery (pairs shown / owed)", x, y);
+    let (x, y) = each(&|o| format!("{:.1} / {:.1}", o.latency_median_s, o.latency_p90_s));
+    row("latency median / p90, s", x, y);
+}
+
 /// Both runs of a scenario, same seed.
 #[derive(Debug, Clone, Serialize)]
 pub struct SybilComparison {
@@ -187,27 +208,7 @@ impl SybilComparison {
         let mut row = |name: &str, x: String, y: String| {
             s.push_str(&format!("| {name} | {x} | {y} |\n"));
         };
-        row(
-            "honest messages sent (unsent)",
-            format!("{} ({})", a.messages_sent, a.messages_unsent),
-            format!("{} ({})", b.messages_sent, b.messages_unsent),
-        );
-        row(
-            "delivery (pairs shown / owed)",
-            format!(
-                "{:.4} ({}/{})",
-                a.delivery_ratio, a.pairs_shown, a.pairs_owed
-            ),
-            format!(
-                "{:.4} ({}/{})",
-                b.delivery_ratio, b.pairs_shown, b.pairs_owed
-            ),
-        );
-        row(
-            "latency median / p90, s",
-            format!("{:.1} / {:.1}", a.latency_median_s, a.latency_p90_s),
-            format!("{:.1} / {:.1}", b.latency_median_s, b.latency_p90_s),
-        );
+        delivery_rows(a, b, &mut row);
         row(
             "invitees joined",
             format!("{}/{}", a.members_joined, a.members_invited),

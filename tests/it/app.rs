@@ -699,7 +699,17 @@ mod cli {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let text = lines.iter().find(|l| l.get("text").is_some()).unwrap();
-        assert_eq!(keys(text), ["event_id", "sender", "text", "ts"]);
+        assert_eq!(
+            keys(text),
+            [
+                "delivered_to",
+                "event_id",
+                "read_by",
+                "sender",
+                "text",
+                "ts"
+            ]
+        );
         assert_eq!(text["text"], "hi from A");
         assert_eq!(text["event_id"], sent["event_id"]);
         let unreadable = lines

@@ -208,7 +208,20 @@ fn scenario1_offline_backlog_reaches_another_gateway() {
     assert_eq!(sync_once(&b.dir)["downloaded"], 0);
 
     let (counts, _) = server_view(&synapse().url, &b.user.token, &room);
-    assert_eq!(counts.len() as u64, total);
+    // B read the room: its receipt (and the key share of its first sending
+    // chain) went up with its last sync.
+    let b_id =
+        serde_json::from_str::<serde_json::Value>(&super::daemon::ok(&b.dir, &["id", "--json"]))
+            .unwrap()["device_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let from_b = super::receipts::senders(&b.dir, &mroom.to_string(), None)
+        .iter()
+        .filter(|s| **s == b_id)
+        .count() as u64;
+    assert!(from_b >= 1, "B's read receipt");
+    assert_eq!(counts.len() as u64, total + from_b);
     assert_once_each(&counts);
 }
 

@@ -38,6 +38,12 @@ fn device_id(dir: &Path) -> String {
 
 /// The senders of the room's receipt events `dir` holds, one per event.
 fn receipt_senders(dir: &Path, room: &str) -> Vec<String> {
+    senders(dir, room, Some(EventKind::Receipt))
+}
+
+/// The senders of the room's events (of `kind`, or all) `dir` holds, one
+/// per event.
+pub fn senders(dir: &Path, room: &str, kind: Option<EventKind>) -> Vec<String> {
     let file = dir.with_extension("bundle");
     ok(dir, &["export", "--room", room, file.to_str().unwrap()]);
     let bytes = std::fs::read(&file).unwrap();
@@ -45,7 +51,7 @@ fn receipt_senders(dir: &Path, room: &str) -> Vec<String> {
     events
         .iter()
         .filter_map(|b| Event::decode(b).ok())
-        .filter(|e| e.kind() == EventKind::Receipt)
+        .filter(|e| kind.is_none_or(|k| e.kind() == k))
         .map(|e| e.sender().to_string())
         .collect()
 }
