@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::Scenario;
-use crate::sybil::{self, RunOpts, SybilOutcome, SybilSpec};
+use crate::sybil::{self, RunOpts, RunsTable, SybilOutcome, SybilSpec};
 
 /// The `[receipts]` table of a scenario.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,65 +61,41 @@ impl ReceiptsComparison {
     /// A markdown table of both runs.
     pub fn table(&self) -> String {
         let (a, b) = (&self.without_receipts, &self.with_receipts);
-        let mut s = String::from("| | without receipts | with receipts |\n| --- | ---: | ---: |\n");
-        let mut row = |name: &str, x: String, y: String| {
-            s.push_str(&format!("| {name} | {x} | {y} |\n"));
-        };
-        sybil::delivery_rows(a, b, &mut row);
-        row(
-            "receipt events sent",
-            a.receipt_events.to_string(),
-            b.receipt_events.to_string(),
-        );
-        row(
+        let mut t = RunsTable::new(a, b, "without receipts", "with receipts");
+        t.row("receipt events sent", |o| o.receipt_events.to_string());
+        t.cells(
             "bytes on air",
-            a.bytes_on_air.to_string(),
-            format!("{} ({:+.1}%)", b.bytes_on_air, self.overhead() * 100.0),
+            &a.bytes_on_air.to_string(),
+            &format!("{} ({:+.1}%)", b.bytes_on_air, self.overhead() * 100.0),
         );
         let avg = |(b, n): (u64, u64)| b.checked_div(n).unwrap_or(0);
-        row(
-            "bytes per message / receipt event",
+        t.row("bytes per message / receipt event", |o| {
             format!(
                 "{} / {}",
-                avg(a.message_event_bytes),
-                avg(a.receipt_event_bytes)
-            ),
-            format!(
-                "{} / {}",
-                avg(b.message_event_bytes),
-                avg(b.receipt_event_bytes)
-            ),
-        );
+                avg(o.message_event_bytes),
+                avg(o.receipt_event_bytes)
+            )
+        });
         let frames: std::collections::BTreeSet<&String> = a
             .airtime_by_frame
             .keys()
             .chain(b.airtime_by_frame.keys())
             .collect();
         for f in frames {
-            let get = |o: &SybilOutcome| o.airtime_by_frame.get(f).copied().unwrap_or(0);
-            row(
-                &format!("bytes on air: {f}"),
-                get(a).to_string(),
-                get(b).to_string(),
-            );
+            t.row(&format!("bytes on air: {f}"), |o| {
+                o.airtime_by_frame.get(f).copied().unwrap_or(0).to_string()
+            });
         }
-        row(
-            "carried copies at the end",
-            a.carried_copies.to_string(),
-            b.carried_copies.to_string(),
-        );
-        row(
-            "of which droppable (every member cites them)",
+        t.row("carried copies at the end", |o| {
+            o.carried_copies.to_string()
+        });
+        t.row("of which droppable (every member cites them)", |o| {
             format!(
                 "{} ({} bytes)",
-                a.carried_droppable, a.carried_droppable_bytes
-            ),
-            format!(
-                "{} ({} bytes)",
-                b.carried_droppable, b.carried_droppable_bytes
-            ),
-        );
-        s
+                o.carried_droppable, o.carried_droppable_bytes
+            )
+        });
+        t.finish()
     }
 }
 

@@ -158,25 +158,52 @@ pub struct RunOpts {
     pub receipt_delay_ms: Option<u64>,
 }
 
-/// The rows every real-rooms table starts with: messages sent, delivery
-/// and latency of two runs.
-pub fn delivery_rows(
-    a: &SybilOutcome,
-    b: &SybilOutcome,
-    row: &mut dyn FnMut(&str, String, String),
-) {
-    let each = |f: &dyn Fn(&SybilOutcome) -> String| (f(a), f(b));
-    let (x, y) = each(&|o| format!("{} ({})", o.messages_sent, o.messages_unsent));
-    row("honest messages sent (unsent)", x, y);
-    let (x, y) = each(&|o| {
-        format!(
-            "{:.4} ({}/{})",
-            o.delivery_ratio, o.pairs_shown, o.pairs_owed
-        )
-    });
-    row("delivery (pairs shown / owed)", x, y);
-    let (x, y) = each(&|o| format!("{:.1} / {:.1}", o.latency_median_s, o.latency_p90_s));
-    row("latency median / p90, s", x, y);
+/// A markdown table of two runs of real rooms, one row per figure; it
+/// starts with the messages sent, delivery and latency.
+pub struct RunsTable<'a> {
+    a: &'a SybilOutcome,
+    b: &'a SybilOutcome,
+    text: String,
+}
+
+impl<'a> RunsTable<'a> {
+    /// A table of runs `a` and `b`, headed `left` and `right`.
+    pub fn new(a: &'a SybilOutcome, b: &'a SybilOutcome, left: &str, right: &str) -> Self {
+        let mut t = RunsTable {
+            a,
+            b,
+            text: format!("| | {left} | {right} |\n| --- | ---: | ---: |\n"),
+        };
+        t.row("honest messages sent (unsent)", |o| {
+            format!("{} ({})", o.messages_sent, o.messages_unsent)
+        });
+        t.row("delivery (pairs shown / owed)", |o| {
+            format!(
+                "{:.4} ({}/{})",
+                o.delivery_ratio, o.pairs_shown, o.pairs_owed
+            )
+        });
+        t.row("latency median / p90, s", |o| {
+            format!("{:.1} / {:.1}", o.latency_median_s, o.latency_p90_s)
+        });
+        t
+    }
+
+    /// A row of `figure` for both runs.
+    pub fn row(&mut self, name: &str, figure: impl Fn(&SybilOutcome) -> String) {
+        let (x, y) = (figure(self.a), figure(self.b));
+        self.cells(name, &x, &y);
+    }
+
+    /// A row of given cells.
+    pub fn cells(&mut self, name: &str, x: &str, y: &str) {
+        self.text.push_str(&format!("| {name} | {x} | {y} |\n"));
+    }
+
+    /// The table's text.
+    pub fn finish(self) -> String {
+        self.text
+    }
 }
 
 /// Both runs of a scenario, same seed.
@@ -203,53 +230,33 @@ impl SybilComparison {
 
     /// A markdown table of both runs.
     pub fn table(&self) -> String {
-        let (a, b) = (&self.without_attack, &self.with_attack);
-        let mut s = String::from("| | without attack | with attack |\n| --- | ---: | ---: |\n");
-        let mut row = |name: &str, x: String, y: String| {
-            s.push_str(&format!("| {name} | {x} | {y} |\n"));
-        };
-        delivery_rows(a, b, &mut row);
-        row(
-            "invitees joined",
-            format!("{}/{}", a.members_joined, a.members_invited),
-            format!("{}/{}", b.members_joined, b.members_invited),
+        let mut t = RunsTable::new(
+            &self.without_attack,
+            &self.with_attack,
+            "without attack",
+            "with attack",
         );
-        row(
-            "attack events published",
-            a.attack_events.to_string(),
-            b.attack_events.to_string(),
-        );
-        row(
-            "attack events stored at members (strangers' pool)",
-            a.attack_events_at_members.to_string(),
-            b.attack_events_at_members.to_string(),
-        );
-        row(
-            "events refused by members' rooms",
-            a.refused_at_members.to_string(),
-            b.refused_at_members.to_string(),
-        );
-        row(
-            "honest events evicted after the member joined",
-            a.honest_evicted.to_string(),
-            b.honest_evicted.to_string(),
-        );
-        row(
-            "honest events stored before the join, then lost",
-            a.honest_lost_before_join.to_string(),
-            b.honest_lost_before_join.to_string(),
-        );
-        row(
-            "lines from non-member keys",
-            a.foreign_lines.to_string(),
-            b.foreign_lines.to_string(),
-        );
-        row(
-            "bytes on air",
-            a.bytes_on_air.to_string(),
-            b.bytes_on_air.to_string(),
-        );
-        s
+        t.row("invitees joined", |o| {
+            format!("{}/{}", o.members_joined, o.members_invited)
+        });
+        t.row("attack events published", |o| o.attack_events.to_string());
+        t.row("attack events stored at members (strangers' pool)", |o| {
+            o.attack_events_at_members.to_string()
+        });
+        t.row("events refused by members' rooms", |o| {
+            o.refused_at_members.to_string()
+        });
+        t.row("honest events evicted after the member joined", |o| {
+            o.honest_evicted.to_string()
+        });
+        t.row("honest events stored before the join, then lost", |o| {
+            o.honest_lost_before_join.to_string()
+        });
+        t.row("lines from non-member keys", |o| {
+            o.foreign_lines.to_string()
+        });
+        t.row("bytes on air", |o| o.bytes_on_air.to_string());
+        t.finish()
     }
 }
 
@@ -690,36 +697,34 @@ pub fn droppable_copies(events: &[(Event, usize)], members: &[DeviceId]) -> (u64
         .enumerate()
         .map(|(k, (e, _))| (e.id(), k))
         .collect();
-    let bit = |d: &DeviceId| {
-        members
-            .iter()
-            .position(|m| m == d)
-            .map(|p| 1u64 << (p % 64))
-    };
-    let full: u64 = (0..members.len().min(64)).fold(0, |a, p| a | (1 << p));
+    // Members as bits of one word (the simulator's rooms are far smaller).
+    if members.is_empty() || members.len() > 64 {
+        return (events.len() as u64, 0, 0);
+    }
+    let bit = |d: &DeviceId| members.iter().position(|m| m == d).map(|p| 1u64 << p);
+    let full: u64 = (0..members.len()).fold(0, |a, p| a | (1 << p));
     // Signers among each event's descendants (itself included): a child
     // passes its set to its parents once all of its own children have
     // passed theirs (Kahn's order, from the heads down).
-    let parents = |k: usize| -> Vec<usize> {
-        events[k]
-            .0
-            .prev()
-            .iter()
-            .filter_map(|p| index.get(p).copied())
-            .collect()
-    };
+    let parents: Vec<Vec<usize>> = events
+        .iter()
+        .map(|(e, _)| {
+            e.prev()
+                .iter()
+                .filter_map(|p| index.get(p).copied())
+                .collect()
+        })
+        .collect();
     let mut children = vec![0usize; events.len()];
-    for k in 0..events.len() {
-        for p in parents(k) {
-            children[p] += 1;
-        }
+    for p in parents.iter().flatten() {
+        children[*p] += 1;
     }
     let mut ready: Vec<usize> = (0..events.len()).filter(|&k| children[k] == 0).collect();
     let mut seen = vec![0u64; events.len()];
     while let Some(k) = ready.pop() {
         seen[k] |= bit(&events[k].0.sender()).unwrap_or(0);
         let mine = seen[k];
-        for p in parents(k) {
+        for &p in &parents[k] {
             seen[p] |= mine;
             children[p] -= 1;
             if children[p] == 0 {
@@ -730,7 +735,7 @@ pub fn droppable_copies(events: &[(Event, usize)], members: &[DeviceId]) -> (u64
     let mut droppable = 0;
     let mut bytes = 0;
     for (k, (_, len)) in events.iter().enumerate() {
-        if full != 0 && seen[k] & full == full {
+        if seen[k] & full == full {
             droppable += 1;
             bytes += *len as u64;
         }

@@ -10,7 +10,7 @@ use std::io::Read;
 
 use crate::bundle::{self, BundleStream, RawEvent};
 use crate::crypto::DeviceId;
-use crate::event::{Event, EventId, EventKind, RoomId};
+use crate::event::{Event, EventId, RoomId};
 use crate::limits::MAX_EVENT_BYTES;
 use crate::room::membership::invites_device;
 use crate::room::{Content, DagError, Received, RoomKeys, RoomSession, SessionError};
@@ -140,7 +140,7 @@ impl<S: Store> Device<S> {
             return Ok(());
         }
         if decrypt
-            && matches!(ev.kind(), EventKind::Message | EventKind::Receipt)
+            && ev.kind().in_sender_chain()
             && self.store.get_secret(&pt_key(&id))?.is_none()
             && let Ok(content) = s.decrypt(ev)
         {
@@ -393,9 +393,7 @@ impl<S: Store> Device<S> {
             let in_flight = expected || self.cache.as_ref().is_some_and(|c| c.contains(room));
             if !in_flight
                 && self.stored_keys(room)?.is_none()
-                && evs
-                    .iter()
-                    .all(|e| matches!(e.kind(), EventKind::Message | EventKind::Receipt))
+                && evs.iter().all(|e| e.kind().in_sender_chain())
             {
                 self.forget_session(room);
                 continue;

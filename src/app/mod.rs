@@ -756,7 +756,7 @@ fn last_message_plaintext(events: &[Event], content: &Content) -> Vec<(EventId, 
     events
         .iter()
         .rev()
-        .find(|e| matches!(e.kind(), EventKind::Message | EventKind::Receipt))
+        .find(|e| e.kind().in_sender_chain())
         .map(|e| vec![(e.id(), content.to_bytes())])
         .unwrap_or_default()
 }

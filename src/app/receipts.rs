@@ -3,7 +3,7 @@
 //! this device owes a room now ([`Device::send_receipt`]): only the
 //! senders whose figures moved since its own previous receipts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::*;
 use crate::room::ReceiptBook;
@@ -16,21 +16,23 @@ pub type ReadMarks = BTreeMap<DeviceId, u64>;
 impl<S: Store> Device<S> {
     /// What the receipts the room's history holds say (of `only` the one
     /// device, when given): each admitted receipt of a sender authorised at
-    /// its position, its plaintext read from the store.
+    /// its position, its plaintext read from the store. `order` is the
+    /// DAG's display order (the caller's, computed once).
     pub(super) fn receipt_book(
         &self,
         s: &mut RoomSession,
+        order: &[EventId],
         only: Option<&DeviceId>,
     ) -> Result<ReceiptBook, AppError> {
         let mut book = ReceiptBook::default();
         let ids: Vec<(EventId, DeviceId, u64)> = {
             let dag = s.dag();
-            dag.display_order()
-                .into_iter()
+            order
+                .iter()
                 .filter_map(|id| {
-                    let h = dag.held(&id)?;
+                    let h = dag.held(id)?;
                     (h.kind == EventKind::Receipt && only.is_none_or(|d| *d == h.sender))
-                        .then_some((id, h.sender, h.seq))
+                        .then_some((*id, h.sender, h.seq))
                 })
                 .collect()
         };
@@ -93,14 +95,15 @@ impl<S: Store> Device<S> {
     /// The entries of a receipt owed now (empty when nothing moved).
     fn owed_receipt(&self, s: &mut RoomSession, read: &ReadMarks) -> Result<ReceiptBody, AppError> {
         let me = self.device_id();
-        let mine = self.receipt_book(s, Some(&me))?;
+        let order = s.dag().display_order();
+        let mine = self.receipt_book(s, &order, Some(&me))?;
         // Per other sender with standing: its highest admitted message.
         let standing = s.dag().standing().clone();
         let mut upto: BTreeMap<DeviceId, u64> = BTreeMap::new();
         {
             let dag = s.dag();
-            for id in dag.display_order() {
-                if let Some(h) = dag.held(&id)
+            for id in &order {
+                if let Some(h) = dag.held(id)
                     && h.kind == EventKind::Message
                     && h.sender != me
                     && standing.contains(&h.sender)
@@ -110,8 +113,8 @@ impl<S: Store> Device<S> {
                 }
             }
         }
-        // What is missing below it (the DAG's gaps), at most one more than
-        // an entry may list.
+        // What is missing below it (the DAG's gaps, ascending per sender),
+        // at most one more than an entry may list.
         let mut missing: BTreeMap<DeviceId, Vec<u64>> = BTreeMap::new();
         for g in s.gaps() {
             let m = missing.entry(g.sender).or_default();
@@ -123,8 +126,7 @@ impl<S: Store> Device<S> {
         }
         let mut body = ReceiptBody::default();
         for (sender, top) in upto {
-            let mut gaps = missing.remove(&sender).unwrap_or_default();
-            gaps.sort_unstable();
+            let gaps = missing.remove(&sender).unwrap_or_default();
             let Some(entry) = Delivered::new(sender, top, &gaps) else {
                 continue;
             };
@@ -134,10 +136,9 @@ impl<S: Store> Device<S> {
                 body.delivered.push(entry);
             }
         }
-        let senders: BTreeSet<DeviceId> = standing;
         for (sender, seq) in read {
             if *sender != me
-                && senders.contains(sender)
+                && standing.contains(sender)
                 && *seq > mine.read_upto(&me, sender)
                 && body.read.len() < MAX_RECEIPT_ENTRIES
             {

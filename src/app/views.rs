@@ -80,7 +80,8 @@ impl<S: Store> Device<S> {
         last: Option<usize>,
     ) -> Result<(Vec<MessageLine>, ReadMarks), AppError> {
         let mut s = self.known_session(room)?;
-        let book = self.receipt_book(&mut s, None)?;
+        let order = s.dag().display_order();
+        let book = self.receipt_book(&mut s, &order, None)?;
         let mut marks = ReadMarks::new();
         // Gaps keyed by (sender, first seq after the gap): the DAG's and
         // the store's (which also counts events waiting for predecessors).
@@ -117,7 +118,6 @@ impl<S: Store> Device<S> {
         let mut forks = self.fork_lines(room)?;
         // Where this device joined: its create or its invites.
         let me = self.device_id();
-        let order = s.dag().display_order();
         let joins: Vec<EventId> = order
             .iter()
             .filter(|id| {
@@ -315,9 +315,7 @@ impl<S: Store> Device<S> {
         }
         Ok(bundle::export(&events, now_ms))
     }
-}
 
-impl<S: Store> Device<S> {
     /// Whether an own event reached the next hop: a peer showed it holds
     /// it, or the homeserver accepted it.
     fn on_next_hop(&self, id: &EventId) -> Result<bool, AppError> {

@@ -216,10 +216,10 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
 
     /// The earliest time at which [`Input::Timeout`] must be fed.
     pub fn poll_timeout(&self) -> Option<u64> {
-        match (self.node.poll_timeout(), self.receipts_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.node.poll_timeout(), self.receipts_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next output, if any. Drain until `None` after every cycle.

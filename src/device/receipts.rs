@@ -14,7 +14,7 @@ use crate::event::RoomId;
 use crate::store::Store;
 
 /// A receipt a room is owed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Due {
     /// When it is sent.
     at_ms: u64,
@@ -22,7 +22,7 @@ pub(super) struct Due {
     read: ReadMarks,
 }
 
-/// The rooms owed a receipt (at most the device's own rooms).
+/// The rooms owed a receipt.
 pub(super) type DueReceipts = BTreeMap<RoomId, Due>;
 
 impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
@@ -42,8 +42,9 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
     }
 
     /// A receipt for `room` is due (if it is not already), with `read`
-    /// marks of what a person was shown. Only rooms this device reads
-    /// (holds keys of) become due, so the map stays within its rooms.
+    /// marks of what a person was shown. Only rooms where this device
+    /// decrypted a message or a person read become due, so the map stays
+    /// within the rooms it holds.
     pub(super) fn receipt_due(&mut self, room: RoomId, read: Option<ReadMarks>, now_ms: u64) {
         if !self.receipts_on {
             return;

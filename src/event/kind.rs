@@ -44,6 +44,14 @@ impl EventKind {
         }
     }
 
+    /// Whether the payload is encrypted with the sender's chain (messages
+    /// and receipts, `protocol-spec/encryption.md` §4): such events are
+    /// decrypted in chain order, travel in the message send class and
+    /// budget, and are not control events.
+    pub fn in_sender_chain(self) -> bool {
+        matches!(self, EventKind::Message | EventKind::Receipt)
+    }
+
     /// A short lowercase name for display and JSON.
     pub fn name(self) -> String {
         match self {

@@ -205,7 +205,7 @@ pub fn needs_new_epoch(before: &MembershipState, after: &MembershipState) -> boo
 /// Decrypts a message (or receipt) event with the matching inbound chain, erasing the
 /// used key. The caller persists `keys` afterwards.
 pub fn decrypt_message(keys: &mut RoomKeys, event: &Event) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    if !matches!(event.kind(), EventKind::Message | EventKind::Receipt) {
+    if !event.kind().in_sender_chain() {
         return Err(KeyError::NotMessage);
     }
     let payload = MessagePayload::from_bytes(event.payload())?;

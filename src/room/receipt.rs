@@ -218,16 +218,12 @@ impl ReceiptBook {
             if d.sender == reader {
                 continue;
             }
-            let slot = self.delivered.entry((reader, d.sender));
-            match slot {
-                std::collections::btree_map::Entry::Occupied(mut o) => {
-                    if o.get().0 < seq {
-                        o.insert((seq, d.clone()));
-                    }
-                }
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert((seq, d.clone()));
-                }
+            let e = self
+                .delivered
+                .entry((reader, d.sender))
+                .or_insert_with(|| (seq, d.clone()));
+            if e.0 < seq {
+                *e = (seq, d.clone());
             }
         }
         for (sender, upto) in &body.read {

@@ -198,13 +198,7 @@ async fn pair(State(ctx): State<Ctx>, uri: Uri, headers: HeaderMap) -> Response 
             .into_response();
         }
     }
-    let token = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("t="))
-        .unwrap_or("")
-        .to_owned();
+    let token = query_param(&uri, "t").unwrap_or("").to_owned();
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -378,12 +372,16 @@ pub const MAX_WEB_LINES: usize = 1000;
 /// Message lines of a room the app shows when it opens it.
 pub const DEFAULT_WEB_LINES: usize = 200;
 
+/// The value of `key` in a request's query (`?key=value&…`), if present.
+fn query_param<'a>(uri: &'a Uri, key: &str) -> Option<&'a str> {
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
 /// `?last=N` of a request, within [`MAX_WEB_LINES`].
 fn last_param(uri: &Uri) -> usize {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("last="))
+    query_param(uri, "last")
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(DEFAULT_WEB_LINES)
         .min(MAX_WEB_LINES)
@@ -396,11 +394,7 @@ async fn messages(
 ) -> Result<Json<Value>, Failure> {
     let last = Some(last_param(&uri));
     // `?read=0`: counting unread messages, nobody is shown them.
-    let mark_read = !uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .any(|kv| kv == "read=0");
+    let mark_read = query_param(&uri, "read") != Some("0");
     let (lines, _) = control(
         &ctx,
         Op::Messages {

@@ -79,7 +79,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         if priority == Priority::Stranger && !expected {
             let now = self.now_ms;
             let (burst, rate) = (self.config.key_event_burst, self.config.key_events_per_s);
-            let control = !matches!(event.kind(), EventKind::Message | EventKind::Receipt);
+            let control = !event.kind().in_sender_chain();
             let bucket = self
                 .key_buckets
                 .get_or_insert_mut((event.sender(), control), || {

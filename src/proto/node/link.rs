@@ -112,10 +112,10 @@ pub(super) enum SendClass {
 impl SendClass {
     /// The class of an event of `kind`.
     pub(super) fn of(kind: crate::event::EventKind) -> SendClass {
-        use crate::event::EventKind;
-        match kind {
-            EventKind::Message | EventKind::Receipt => SendClass::Message,
-            _ => SendClass::Control,
+        if kind.in_sender_chain() {
+            SendClass::Message
+        } else {
+            SendClass::Control
         }
     }
 }
