@@ -121,6 +121,7 @@ fn prepare() -> Input0 {
             Op::Send {
                 room: room.to_string(),
                 text: format!("message {i} from the north gate, all quiet"),
+                via: None,
             },
         );
     }

@@ -2,6 +2,8 @@
 # A throwaway Synapse homeserver on 127.0.0.1 for meshrelay's integration
 # tests and benchmarks (protocol-spec/homeserver.md, "Test homeserver").
 #
+#   scripts/synapse.sh init                   install if needed, write the config (no start),
+#                                             print the base URL (its port is fixed from now on)
 #   scripts/synapse.sh start                  install if needed, start, print the base URL
 #   scripts/synapse.sh url                    print the base URL of the running server
 #   scripts/synapse.sh register USER [PASSWORD] [--admin] [--json]
@@ -9,12 +11,19 @@
 #                                             (--json: the whole register response)
 #   scripts/synapse.sh stop                   stop the server (by its PID)
 #   scripts/synapse.sh status                 exit 0 if running
+#   scripts/synapse.sh python                 print the venv's python (it has matrix-nio, for
+#                                             scripts/matrix_client.py); valid after init/start
 #
 # Environment:
 #   SYNAPSE_DIR        state directory (config, keys, SQLite DB, log, pid);
 #                      default target/synapse. Tests use one per test run.
 #   SYNAPSE_VENV       virtualenv; default target/synapse-venv (reused when present)
 #   SYNAPSE_VERSION    matrix-synapse version to install; default 1.163.2
+#                      (matrix-nio, pinned below, goes into the same venv)
+#   SYNAPSE_APPSERVICE at `init`/`start`: an application-service registration YAML;
+#                      homeserver.yaml gets app_service_config_files: [its absolute
+#                      path] (added to an existing config too; a running server whose
+#                      entry changed is restarted, since Synapse reads it at start-up)
 #   SYNAPSE_WATCH_PID  if set at `start`, Synapse is stopped when that process exits
 #                      (tests pass their own PID so nothing outlives the test run)
 #   SYNAPSE_CLEANUP    with SYNAPSE_WATCH_PID: 1 = also delete SYNAPSE_DIR afterwards
@@ -29,6 +38,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${SYNAPSE_DIR:-$ROOT/target/synapse}"
 VENV="${SYNAPSE_VENV:-$ROOT/target/synapse-venv}"
 VERSION="${SYNAPSE_VERSION:-1.163.2}"
+# matrix-nio (without the [e2e] extra: no libolm/vodozemac needed) for the
+# test client scripts/matrix_client.py.
+NIO_VERSION="0.26.0"
 PY="$VENV/bin/python"
 SERVER_NAME="localhost"
 START_TIMEOUT_S=120
@@ -63,14 +75,24 @@ close_lock() {
 }
 
 install_venv() {
-    if [[ -x "$PY" ]] && "$PY" -c 'import synapse, sys; sys.exit(0 if synapse.__version__.split(" ")[0] == sys.argv[1] else 1)' "$VERSION" 2>/dev/null; then
+    if [[ -x "$PY" ]] \
+        && "$PY" -c 'import synapse, sys; sys.exit(0 if synapse.__version__.split(" ")[0] == sys.argv[1] else 1)' "$VERSION" 2>/dev/null \
+        && "$PY" -c 'import nio, sys, importlib.metadata as m; sys.exit(0 if m.version("matrix-nio") == sys.argv[1] else 1)' "$NIO_VERSION" 2>/dev/null; then
         return 0
     fi
-    log "installing matrix-synapse==$VERSION into $VENV (first run only, ~40 s)"
+    # An existing venv is reused: pip only adds what is missing (e.g. nio).
+    log "installing matrix-synapse==$VERSION matrix-nio==$NIO_VERSION into $VENV (first run only, ~60 s)"
     local t0=$SECONDS
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --disable-pip-version-check -q "matrix-synapse==$VERSION" >&2
+    [[ -x "$PY" ]] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --disable-pip-version-check -q \
+        "matrix-synapse==$VERSION" "matrix-nio==$NIO_VERSION" >&2
     log "installed in $((SECONDS - t0)) s"
+}
+
+# install_venv under the lock shared by every state directory.
+ensure_venv() {
+    mkdir -p "$(dirname "$VENV")"
+    with_lock "$(dirname "$VENV")/.synapse-venv.lock" install_venv
 }
 
 free_port() {
@@ -163,6 +185,23 @@ EOF
         || die "key generation failed"
 }
 
+# With SYNAPSE_APPSERVICE set, make homeserver.yaml list that registration
+# (replacing an earlier app_service_config_files line). Returns 0 when the
+# file changed, 1 when it already had the line (or the variable is unset).
+ensure_appservice() {
+    [[ -n "${SYNAPSE_APPSERVICE:-}" ]] || return 1
+    local f="$SYNAPSE_APPSERVICE" line
+    [[ -d "$(dirname "$f")" ]] || die "SYNAPSE_APPSERVICE: no directory $(dirname "$f")"
+    f="$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"
+    # A JSON list of one string is valid YAML and quotes any path safely.
+    line="app_service_config_files: $(python3 -c 'import json, sys; print(json.dumps([sys.argv[1]]))' "$f")"
+    grep -qxF "$line" "$DIR/homeserver.yaml" && return 1
+    sed -i '/^app_service_config_files:/d' "$DIR/homeserver.yaml"
+    echo "$line" >>"$DIR/homeserver.yaml"
+    log "homeserver.yaml: $line"
+    return 0
+}
+
 base_url() {
     local port
     port="$(sed -n 's/^  - port: \([0-9]*\)$/\1/p' "$DIR/homeserver.yaml")"
@@ -187,12 +226,30 @@ except Exception:
 EOF
 }
 
-do_start() {
-    with_lock "$(dirname "$VENV")/.synapse-venv.lock" install_venv
+do_init() {
+    ensure_venv
     write_config
+    ensure_appservice || true
+    base_url
+}
+
+do_start() {
+    ensure_venv
+    write_config
+    if [[ -n "${SYNAPSE_APPSERVICE:-}" && ! -f "$SYNAPSE_APPSERVICE" ]]; then
+        die "SYNAPSE_APPSERVICE: no file $SYNAPSE_APPSERVICE"
+    fi
+    local changed=0
+    ensure_appservice && changed=1
     if running_pid >/dev/null && responds; then
-        base_url
-        return 0
+        if ((changed)); then
+            # Synapse reads registrations only at start-up.
+            log "restarting to load $SYNAPSE_APPSERVICE"
+            do_stop
+        else
+            base_url
+            return 0
+        fi
     fi
     local t0=$SECONDS
     rm -f "$DIR/homeserver.pid"
@@ -297,10 +354,12 @@ EOF
 
 cmd="${1:-}"; shift || true
 case "$cmd" in
+    init) with_lock "$DIR/.lock" do_init ;;
     start) t0=$SECONDS; with_lock "$DIR/.lock" do_start; log "start took $((SECONDS - t0)) s" ;;
     stop) with_lock "$DIR/.lock" do_stop ;;
     url) running_pid >/dev/null || die "Synapse is not running"; base_url ;;
     status) running_pid >/dev/null && responds ;;
     register) do_register "$@" ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    python) echo "$PY" ;;
+    *) sed -n '2,/^#   SYNAPSE_CLEANUP/p' "$0" >&2; exit 2 ;;
 esac

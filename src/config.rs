@@ -51,7 +51,7 @@ pub const BATTERY_SCAN_INTERVAL_MS: u64 = 30_000;
 pub const BATTERY_MAX_BLE_LINKS: usize = 3;
 
 /// Every key the file accepts, in the order the example documents them.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "listen",
     "peer",
     "no-mdns",
@@ -63,6 +63,7 @@ pub const KEYS: [&str; 11] = [
     "log-format",
     "metrics",
     "web",
+    "bridge",
 ];
 
 /// How the daemon writes its log to standard error.
@@ -156,6 +157,10 @@ pub struct RunFlags {
     /// such as 127.0.0.1:8642)
     #[arg(long, value_name = "ADDR")]
     pub web: Option<SocketAddr>,
+    /// Run the Matrix bridge of this data directory (see `meshrelay bridge
+    /// registration`): its application-service API and its loop.
+    #[arg(long)]
+    pub bridge: bool,
 }
 
 /// `meshrelay config`.
@@ -193,6 +198,8 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     /// `web`.
     pub web: Option<SocketAddr>,
+    /// `bridge`.
+    pub bridge: Option<bool>,
 }
 
 /// What `meshrelay run` runs with, flags and file merged.
@@ -207,6 +214,9 @@ pub struct RunPlan {
     /// Where the web app is served (`--web`; a client of the daemon, not
     /// one of its options).
     pub web: Option<SocketAddr>,
+    /// Whether the Matrix bridge runs (`--bridge`; a client of the daemon
+    /// too).
+    pub bridge: bool,
 }
 
 /// Why a configuration could not be used (exit code 2).
@@ -343,6 +353,7 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             "log-format" => cfg.log_format = Some(choice::<LogFormat>(value).map_err(bad)?),
             "metrics" => cfg.metrics = Some(address(value, "127.0.0.1:9464").map_err(bad)?),
             "web" => cfg.web = Some(address(value, "127.0.0.1:8642").map_err(bad)?),
+            "bridge" => cfg.bridge = Some(boolean(value).map_err(bad)?),
             _ => {
                 return Err(ConfigError::UnknownKey {
                     path: path.to_owned(),
@@ -450,11 +461,13 @@ pub fn resolve(dir: &Path, flags: &RunFlags) -> Result<RunPlan, ConfigError> {
         None => FileConfig::default(),
     };
     let web = flags.web.or(file.web);
+    let bridge = flags.bridge || file.bridge.unwrap_or(false);
     merge(dir, &file, flags).map(|(options, log_format)| RunPlan {
         options,
         log_format,
         file: path,
         web,
+        bridge,
     })
 }
 
@@ -519,6 +532,7 @@ pub fn check(file: &Path) -> Result<String, ConfigError> {
         cfg.log_format.is_some(),
         cfg.metrics.is_some(),
         cfg.web.is_some(),
+        cfg.bridge.is_some(),
     ]
     .iter()
     .filter(|&&b| b)

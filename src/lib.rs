@@ -60,6 +60,8 @@
 )]
 
 pub mod app;
+#[cfg(feature = "runtime")]
+pub mod bridge;
 pub mod bundle;
 pub mod cbor;
 #[cfg(feature = "runtime")]

@@ -110,6 +110,7 @@ impl SimNet {
         let op = Op::Send {
             room: room.to_string(),
             text: text.into(),
+            via: None,
         };
         event_id(self.op(i, &op)?)
     }

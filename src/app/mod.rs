@@ -65,6 +65,7 @@ use crate::contacts::{ContactBook, ContactError};
 use crate::crypto::{ContactCard, DeviceId, Identity};
 use crate::datadir::{DataDir, DataDirError};
 use crate::event::{Event, EventId, EventKind, RoomId};
+use crate::room::content::Via;
 use crate::room::{Content, Membership, MembershipState, RoomKeys, RoomSession, SessionError};
 use crate::store::redb_backend::STORE_FILE_NAME;
 use crate::store::{
@@ -94,8 +95,9 @@ pub const MAX_GAP_LINES: usize = 256;
 /// Most fork records read per room for `messages` (`protocol-spec/app.md`
 /// §4); the store keeps at most `MAX_FORK_EVIDENCE` in all.
 pub const MAX_FORK_LINES: usize = 256;
-/// Longest message text accepted by [`Device::send`], in UTF-8 bytes: the
-/// padding limit minus headroom for the content encoding (at most 6 bytes).
+/// Longest message text accepted by [`Device::send`], in UTF-8 bytes (a
+/// bridged message's attribution counts too): the padding limit minus
+/// headroom for the content encoding (at most 13 bytes).
 pub const MAX_TEXT_BYTES: usize = crate::crypto::padding::MAX_PLAINTEXT_BYTES - 16;
 
 /// Why an application operation failed.
@@ -692,7 +694,30 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<EventId, AppError> {
-        let ids = self.send_many(room, &[text], now_ms, rng)?;
+        self.send_via(room, text, None, now_ms, rng)
+    }
+
+    /// [`Self::send`], for text a bridge brought from Matrix when `via` is
+    /// set (`protocol-spec/bridge.md`, "Attribution").
+    pub fn send_via<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        text: &str,
+        via: Option<&Via>,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        let content = match via {
+            Some(via) => {
+                via.check().map_err(|e| AppError::BadInput(e.to_string()))?;
+                Content::Bridged {
+                    text: text.to_owned(),
+                    via: via.clone(),
+                }
+            }
+            None => Content::Text(text.to_owned()),
+        };
+        let ids = self.send_contents(room, &[content], now_ms, rng)?;
         ids.first()
             .copied()
             .ok_or_else(|| AppError::Corrupt("send produced no message".into()))
@@ -708,10 +733,28 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<Vec<EventId>, AppError> {
-        if let Some(t) = texts.iter().find(|t| t.len() > MAX_TEXT_BYTES) {
+        let contents: Vec<Content> = texts
+            .iter()
+            .map(|t| Content::Text((*t).to_owned()))
+            .collect();
+        self.send_contents(room, &contents, now_ms, rng)
+    }
+
+    /// [`Self::send_many`] for chat content of any kind.
+    fn send_contents<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        contents: &[Content],
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Vec<EventId>, AppError> {
+        if let Some(n) = contents
+            .iter()
+            .map(Content::chat_len)
+            .find(|&n| n > MAX_TEXT_BYTES)
+        {
             return Err(AppError::BadInput(format!(
-                "message is {} bytes, over the {MAX_TEXT_BYTES}-byte limit",
-                t.len()
+                "message is {n} bytes, over the {MAX_TEXT_BYTES}-byte limit"
             )));
         }
         // The device core's cached session (it holds everything committed)
@@ -724,13 +767,12 @@ impl<S: Store> Device<S> {
         let mut events = Vec::new();
         let mut pts = Vec::new();
         let mut keys = zeroize::Zeroizing::new(Vec::new());
-        let mut ids = Vec::with_capacity(texts.len());
-        for text in texts {
-            let content = Content::Text((*text).to_owned());
-            let out = s.send(&self.keys.identity, &content, now_ms, rng)?;
+        let mut ids = Vec::with_capacity(contents.len());
+        for content in contents {
+            let out = s.send(&self.keys.identity, content, now_ms, rng)?;
             keys = zeroize::Zeroizing::new(out.keys().to_vec());
             let evs = out.release();
-            let pt = last_message_plaintext(&evs, &content);
+            let pt = last_message_plaintext(&evs, content);
             let id = pt
                 .first()
                 .map(|(id, _)| *id)
@@ -739,7 +781,7 @@ impl<S: Store> Device<S> {
             pts.extend(pt);
             events.extend(evs);
         }
-        if texts.is_empty() {
+        if contents.is_empty() {
             return Ok(ids);
         }
         self.persist(room, &keys, &events, &pts, now_ms)?;

@@ -64,6 +64,10 @@ pub enum MessageLine {
         /// mesh) or that the homeserver accepted: stored on the next hop.
         #[serde(default, skip_serializing_if = "is_false")]
         next_hop: bool,
+        /// Text a bridge brought from Matrix: who wrote it there
+        /// (`"via":{"matrix_user","name"}`, `protocol-spec/bridge.md`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<crate::room::content::Via>,
     },
     /// A message this device cannot read:
     /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.

@@ -212,16 +212,20 @@ impl<S: Store> Device<S> {
             }
             match self.store.get_secret(&pt_key(&id))? {
                 Some(pt) => match Content::from_bytes(&pt) {
-                    Ok(Content::Text(text)) => out.push(MessageLine::Text {
-                        event_id,
-                        sender,
-                        ts,
-                        text,
-                        delivered_to: ids(book.delivered_to(&ev.sender, ev.seq)),
-                        read_by: ids(book.read_by(&ev.sender, ev.seq)),
-                        next_hop: ev.sender == me && self.on_next_hop(&id)?,
-                    }),
-                    Ok(Content::RoomName(_) | Content::Receipt(_)) => {}
+                    Ok(c) if c.is_chat() => {
+                        let (text, via) = c.into_chat();
+                        out.push(MessageLine::Text {
+                            event_id,
+                            sender,
+                            ts,
+                            text,
+                            delivered_to: ids(book.delivered_to(&ev.sender, ev.seq)),
+                            read_by: ids(book.read_by(&ev.sender, ev.seq)),
+                            next_hop: ev.sender == me && self.on_next_hop(&id)?,
+                            via,
+                        })
+                    }
+                    Ok(_) => {}
                     Err(e) => out.push(MessageLine::Undecryptable {
                         event_id,
                         sender,

@@ -102,6 +102,12 @@ enum Command {
         #[command(subcommand)]
         action: meshrelay::cli::web::WebCommand,
     },
+    /// The Matrix bridge: its registration, invites and status
+    /// (`run --bridge` runs it).
+    Bridge {
+        #[command(subcommand)]
+        action: meshrelay::cli::bridge::BridgeCommand,
+    },
     /// Work with `run`'s configuration file.
     Config {
         #[command(subcommand)]
@@ -226,6 +232,11 @@ fn run(cli: Cli) -> Result<()> {
             action,
             &mut io::stdout().lock(),
             &mut io::stderr().lock(),
+        )),
+        Command::Bridge { action } => cmd(meshrelay::cli::bridge::run(
+            &data_dir()?,
+            action,
+            &mut io::stdout().lock(),
         )),
         Command::Contacts { json } => cmd(identity::contacts(
             &data_dir()?,
@@ -436,6 +447,7 @@ fn run_daemon(dir: &DataDir, args: &meshrelay::config::RunFlags) -> Result<()> {
     }
     let opts = plan.options;
     let web = plan.web;
+    let bridge = plan.bridge;
     let dir_root = dir.root().to_owned();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -482,8 +494,25 @@ fn run_daemon(dir: &DataDir, args: &meshrelay::config::RunFlags) -> Result<()> {
             }
             None => None,
         };
+        // The bridge is a client of the control socket too.
+        let bridge_tasks = if bridge {
+            let running = meshrelay::bridge::spawn(opts.dir.clone())
+                .await
+                .map_err(|e| match e {
+                    meshrelay::bridge::BridgeError::Io(_) | meshrelay::bridge::BridgeError::State(_) => {
+                        anyhow!(e).into()
+                    }
+                    e => bad_input(e),
+                })?;
+            running.tasks
+        } else {
+            Vec::new()
+        };
         let r = meshrelay::daemon::run(opts, shutdown).await;
         if let Some(t) = web_task {
+            t.abort();
+        }
+        for t in bridge_tasks {
             t.abort();
         }
         r.map_err(daemon_failure)

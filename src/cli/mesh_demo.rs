@@ -107,6 +107,7 @@ impl DemoNode {
         self.call(Op::Send {
             room: room.into(),
             text: text.into(),
+            via: None,
         })
         .map(drop)
     }

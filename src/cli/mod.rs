@@ -12,6 +12,7 @@
 //! - [`decode`], [`demo`] (`demo --basics`), [`mesh_demo`] (`demo`),
 //!   [`store`] (`store check`), [`homeserver`].
 
+pub mod bridge;
 pub mod decode;
 pub mod demo;
 pub mod homeserver;

@@ -164,7 +164,9 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
         Op::Rooms => Answer::data(OkData::Rooms {
             rooms: dev.rooms()?,
         }),
-        Op::Send { room, text } => event(dev.send(&resolve_room(dev, room)?, text, now, rng)?),
+        Op::Send { room, text, via } => {
+            event(dev.send_via(&resolve_room(dev, room)?, text, via.as_ref(), now, rng)?)
+        }
         Op::Messages {
             room,
             last,

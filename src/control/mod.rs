@@ -144,6 +144,10 @@ pub enum Op {
         room: String,
         /// Message text.
         text: String,
+        /// Text a bridge brought from Matrix: who wrote it there
+        /// (`protocol-spec/bridge.md`, "Attribution").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<crate::room::content::Via>,
     },
     /// A room's messages in display order: one `line` reply each, then
     /// [`OkData::Lines`].

@@ -34,6 +34,7 @@ fn every_op() -> Vec<Op> {
         Op::Send {
             room: room(),
             text: "hi".into(),
+            via: None,
         },
         Op::Messages {
             room: room(),
@@ -70,6 +71,7 @@ fn text_line() -> MessageLine {
         delivered_to: vec![],
         read_by: vec![],
         next_hop: false,
+        via: None,
     }
 }
 
@@ -220,6 +222,7 @@ fn requests_have_the_documented_json() {
             Op::Send {
                 room: "ab".into(),
                 text: "hi".into(),
+                via: None,
             },
             r#"{"v":1,"op":"send","room":"ab","text":"hi"}"#,
         ),
@@ -265,7 +268,8 @@ fn requests_have_the_documented_json() {
         r.op,
         Op::Send {
             room: "ab".into(),
-            text: "hi".into()
+            text: "hi".into(),
+            via: None,
         }
     );
 }
@@ -375,7 +379,8 @@ fn only_writing_operations_wait_for_the_commit() {
     assert!(
         Op::Send {
             room: "ab".into(),
-            text: "x".into()
+            text: "x".into(),
+            via: None,
         }
         .writes()
     );

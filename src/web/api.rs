@@ -417,7 +417,15 @@ async fn send(
     Path(room): Path<String>,
     Json(b): Json<TextBody>,
 ) -> Result<Json<OkData>, Failure> {
-    answer(&ctx, Op::Send { room, text: b.text }).await
+    answer(
+        &ctx,
+        Op::Send {
+            room,
+            text: b.text,
+            via: None,
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

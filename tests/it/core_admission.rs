@@ -122,6 +122,7 @@ fn history() -> &'static History {
                     Op::Send {
                         room: room_id.clone(),
                         text: format!("{who} {i}"),
+                        via: None,
                     },
                 );
             }
@@ -285,6 +286,7 @@ fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
             Op::Send {
                 room: room_id.clone(),
                 text: format!("before Cy {i}"),
+                via: None,
             },
         );
     }

@@ -465,9 +465,20 @@ async fn bad_token_too_large_and_unreachable_have_distinct_errors() {
 
 /// Runs `synapse.sh CMD` against a private instance in `dir`.
 pub(crate) fn private_synapse(dir: &std::path::Path, args: &[&str]) -> String {
+    private_synapse_env(dir, args, &[])
+}
+
+/// [`private_synapse`] with extra environment variables (e.g.
+/// `SYNAPSE_APPSERVICE`).
+pub(crate) fn private_synapse_env(
+    dir: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &std::path::Path)],
+) -> String {
     let out = Command::new("bash")
         .arg(script())
         .args(args)
+        .envs(envs.iter().copied())
         .env("SYNAPSE_DIR", dir)
         .env("SYNAPSE_WATCH_PID", std::process::id().to_string())
         .env("SYNAPSE_CLEANUP", "1")

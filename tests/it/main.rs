@@ -5,6 +5,7 @@ mod admission_daemon;
 mod app;
 mod ble;
 mod ble_vectors;
+mod bridge;
 mod cli;
 mod cli_rooms;
 mod control_api;

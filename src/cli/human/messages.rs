@@ -143,9 +143,25 @@ impl MessageView {
                 delivered_to,
                 read_by,
                 next_hop,
+                via,
                 ..
             } => {
-                let mut line = format!("{}: {}", self.who(names, sender), for_terminal(text));
+                let who = match via {
+                    // Bridged from Matrix: the Matrix user, then the bridge
+                    // device that vouches for it (`bridge.md`, "Attribution").
+                    Some(v) => format!(
+                        "{} ({} via {})",
+                        for_terminal(if v.name.is_empty() {
+                            &v.matrix_user
+                        } else {
+                            &v.name
+                        }),
+                        for_terminal(&v.matrix_user),
+                        self.who(names, sender)
+                    ),
+                    None => self.who(names, sender),
+                };
+                let mut line = format!("{who}: {}", for_terminal(text));
                 if names.is_own(sender) {
                     let t = ticks(names.others(), *next_hop, delivered_to.len(), read_by.len());
                     if !t.is_empty() {

@@ -39,6 +39,7 @@ fn text(sender: &DeviceId, ts: u64, text: &str) -> MessageLine {
         delivered_to: vec![],
         read_by: vec![],
         next_hop: false,
+        via: None,
     }
 }
 
@@ -181,6 +182,7 @@ fn times_out_of_range_and_malformed_senders_do_not_panic() {
             delivered_to: vec![],
             read_by: vec![],
             next_hop: false,
+            via: None,
         },
         MessageLine::Gap {
             gap: GapInfo {

@@ -652,6 +652,7 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
         RoomsCommand::Send { room_id, text, .. } => Op::Send {
             room: room_id.clone(),
             text: text.clone(),
+            via: None,
         },
         RoomsCommand::Messages { room_id, last, .. } => Op::Messages {
             room: room_id.clone(),

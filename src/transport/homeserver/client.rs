@@ -329,7 +329,9 @@ impl Client {
         }
     }
 
-    async fn call(
+    /// One Client-Server API request (`/_matrix/client/v3/SEGMENTS`) with
+    /// the client's token and retries; the JSON body of the success.
+    pub async fn call(
         &self,
         method: Method,
         segments: &[&str],
