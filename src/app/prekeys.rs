@@ -111,7 +111,8 @@ impl<S: Store> Device<S> {
             current,
             prekey,
         )
-        .map_err(|e| AppError::Corrupt(format!("re-issuing the card: {e}")))?;
+        .map_err(|e| AppError::Corrupt(format!("re-issuing the card: {e}")))?
+        .with_bridge_flag(&self.keys.identity, self.keys.card.bridge);
         if let Some(dir) = &self.dir {
             DataDir::new(dir).write_atomic(CARD_FILE, card.to_text().as_bytes())?;
         }

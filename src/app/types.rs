@@ -12,6 +12,11 @@ pub struct MemberInfo {
     pub name: String,
     /// Whether the member is an admin.
     pub admin: bool,
+    /// The member's card says it is a Matrix bridge
+    /// (`protocol-spec/bridge.md`): what it sends came from Matrix, and
+    /// the room is readable on the homeserver.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bridge: bool,
 }
 
 /// One room as `rooms` lists it.

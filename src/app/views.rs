@@ -344,6 +344,7 @@ fn member_infos(state: &MembershipState) -> Vec<MemberInfo> {
             device_id: m.device.to_string(),
             name: m.card.name.clone(),
             admin: m.admin,
+            bridge: m.card.bridge,
         })
         .collect()
 }

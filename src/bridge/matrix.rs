@@ -28,16 +28,45 @@ pub struct Matrix {
     pub bot: String,
 }
 
-/// `text`, cut to `max` bytes with the marker when longer.
+/// Bytes a character takes in a JSON string (control characters, quotes
+/// and backslashes are escaped).
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// `text`, cut so that it takes at most `max` bytes as a JSON string
+/// (escapes counted: a homeserver limits the encoded event), ending with
+/// [`TRUNCATED_MARKER`] when cut.
 pub fn truncate_with_marker(text: &str, max: usize) -> String {
-    if text.len() <= max {
+    if text.chars().map(json_len).sum::<usize>() <= max {
         return text.to_owned();
     }
-    let mut end = max.saturating_sub(TRUNCATED_MARKER.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    let budget = max.saturating_sub(TRUNCATED_MARKER.len());
+    let mut used = 0;
+    let mut out = String::new();
+    for c in text.chars() {
+        used += json_len(c);
+        if used > budget {
+            break;
+        }
+        out.push(c);
     }
-    format!("{}{TRUNCATED_MARKER}", &text[..end])
+    out.push_str(TRUNCATED_MARKER);
+    out
+}
+
+/// Whether the homeserver refused a request for what it holds (too large,
+/// malformed, forbidden), so sending it again cannot succeed.
+pub fn is_permanent(e: &HomeserverError) -> bool {
+    match e {
+        HomeserverError::TooLarge { .. } => true,
+        HomeserverError::Matrix { status, .. } => (400..500).contains(status) && *status != 429,
+        _ => false,
+    }
 }
 
 fn is_errcode(e: &HomeserverError, code: &str) -> bool {
@@ -285,5 +314,13 @@ mod tests {
         let long = "é".repeat(100);
         let cut = truncate_with_marker(&long, 60);
         assert!(cut.len() <= 60 && cut.ends_with(TRUNCATED_MARKER), "{cut}");
+        // Control characters count as their JSON escapes.
+        let ctl = "\u{1}".repeat(1000);
+        let cut = truncate_with_marker(&ctl, 600);
+        assert!(
+            serde_json::to_string(&cut).unwrap().len() <= 602,
+            "{}",
+            cut.len()
+        );
     }
 }

@@ -139,11 +139,18 @@ async fn one_pass(shared: &Arc<Shared>, pass: u64) -> Result<(), BridgeError> {
         .iter()
         .filter(|r| r.members.iter().any(|m| m.device_id == me))
     {
-        let map = ensure_room(shared, room).await?;
-        post_messages(shared, room, &map, pass % FULL_PASS_EVERY == 0).await?;
-        mirror_roster(shared, room, &map).await?;
+        // One room's failure does not hold up the others.
+        if let Err(e) = mirror_room(shared, room, pass).await {
+            tracing::warn!(room = room.room_id, error = %e, "bridge: room not mirrored this pass");
+        }
     }
     send_to_mesh(shared).await
+}
+
+async fn mirror_room(shared: &Arc<Shared>, room: &RoomInfo, pass: u64) -> Result<(), BridgeError> {
+    let map = ensure_room(shared, room).await?;
+    post_messages(shared, room, &map, pass % FULL_PASS_EVERY == 0).await?;
+    mirror_roster(shared, room, &map).await
 }
 
 fn topic(room_hex: &str) -> String {
@@ -314,10 +321,20 @@ async fn post_messages(
         let puppet = ensure_puppet(shared, map, &sender, name).await?;
         let (e, r) = (event_id.clone(), map.matrix_room_id.clone());
         with_state(shared, move |s| s.start_posting(&e, &r)).await?;
-        let m = shared
+        let m = match shared
             .matrix
             .post(&map.matrix_room_id, &puppet, &event_id, ts, &text)
-            .await?;
+            .await
+        {
+            Ok(m) => m,
+            // Refused for what it is: recorded without a Matrix event, so
+            // one message cannot stop the bridge.
+            Err(e) if super::matrix::is_permanent(&e) => {
+                tracing::warn!(event = event_id, error = %e, "bridge: the homeserver refused a message; skipped");
+                String::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
         let e = event_id.clone();
         with_state(shared, move |s| s.set_posted(&e, &m)).await?;
         tracing::debug!(event = event_id, "bridge: posted to Matrix");

@@ -55,6 +55,21 @@ fn failure(e: BridgeError) -> CmdError {
     }
 }
 
+/// Flags this device's contact card as a bridge's (signed), so members
+/// see in the roster that a room with it is bridged. Cards given out
+/// before do not have the flag: give the card out after this.
+fn mark_card(dir: &DataDir) -> Result<(), CmdError> {
+    let (identity, card) = dir
+        .load()
+        .map_err(|e| CmdError::msg(format!("reading the identity: {e}")))?;
+    if card.bridge {
+        return Ok(());
+    }
+    let card = card.with_bridge_flag(&identity, true);
+    dir.write_atomic(crate::datadir::CARD_FILE, card.to_text().as_bytes())
+        .map_err(|e| CmdError::msg(format!("writing the card: {e}")))
+}
+
 /// Runs one `bridge` command.
 pub fn run(dir: &DataDir, cmd: &BridgeCommand, out: &mut dyn Write) -> Result<(), CmdError> {
     let w = |out: &mut dyn Write, s: String| {
@@ -77,6 +92,7 @@ pub fn run(dir: &DataDir, cmd: &BridgeCommand, out: &mut dyn Write) -> Result<()
             let cfg = BridgeConfig::new(homeserver, domain, *listen, prefix, &mut rng)
                 .map_err(failure)?;
             cfg.save(dir).map_err(failure)?;
+            mark_card(dir)?;
             w(out, cfg.registration_yaml())
         }
         BridgeCommand::Invite {

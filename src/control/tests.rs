@@ -91,6 +91,7 @@ fn every_reply() -> Vec<Reply> {
                     device_id: "mr1a".into(),
                     name: "Ana".into(),
                     admin: true,
+                    bridge: false,
                 }],
             }],
         }),

@@ -9,9 +9,13 @@
 //! ```text
 //! card = [ version: 1, device_id: bstr(32), kx_key: bstr(32),
 //!          kx_binding_sig: bstr(64), name: tstr, created_ms: uint,
-//!          prekey_id: uint, prekey: bstr(32), card_sig: bstr(64) ]
-//! card_sig = Ed25519(device, "meshrelay/v1/card\0" || cbor(first 8 fields as an array))
+//!          prekey_id: uint, prekey: bstr(32), ? flags: uint, card_sig: bstr(64) ]
+//! card_sig = Ed25519(device, "meshrelay/v1/card\0" || cbor(every field but card_sig as an array))
 //! ```
+//!
+//! `flags` is present only when not zero (so every card has one encoding);
+//! bit 0 ([`CARD_FLAG_BRIDGE`]) says the device is a Matrix bridge
+//! (`protocol-spec/bridge.md`), and no other bit is defined.
 
 use thiserror::Error;
 
@@ -24,8 +28,10 @@ use crate::limits::{CARD_FORMAT_VERSION, MAX_CARD_BYTES, MAX_NAME_BYTES};
 /// Text prefix of a contact card.
 pub const CARD_TEXT_PREFIX: &str = "MRC1:";
 
-/// Number of fields in an encoded card.
+/// Number of fields in an encoded card without flags.
 const CARD_FIELDS: usize = 9;
+/// The card flag of a Matrix bridge device.
+pub const CARD_FLAG_BRIDGE: u64 = 1;
 
 /// Why a contact card was rejected.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -88,6 +94,8 @@ pub struct ContactCard {
     pub prekey_id: u32,
     /// Current prekey that key shares are sealed to.
     pub prekey: AgreementKey,
+    /// The device is a Matrix bridge (signed: flag [`CARD_FLAG_BRIDGE`]).
+    pub bridge: bool,
     /// Signature over all the fields above.
     pub card_sig: [u8; 64],
 }
@@ -123,10 +131,22 @@ impl ContactCard {
             created_ms,
             prekey_id,
             prekey,
+            bridge: false,
             card_sig: [0; 64],
         };
         card.card_sig = identity.sign(domain::CARD, &card.signed_bytes());
         Ok(card)
+    }
+
+    /// This card, flagged (or not) as a Matrix bridge's and signed again.
+    pub fn with_bridge_flag(mut self, identity: &Identity, bridge: bool) -> Self {
+        self.bridge = bridge;
+        self.card_sig = identity.sign(domain::CARD, &self.signed_bytes());
+        self
+    }
+
+    fn fields(&self) -> usize {
+        CARD_FIELDS + usize::from(self.bridge)
     }
 
     fn write_unsigned(&self, w: &mut Writer) {
@@ -137,12 +157,15 @@ impl ContactCard {
             .u64(self.created_ms)
             .u64(self.prekey_id as u64)
             .bytes(self.prekey.as_bytes());
+        if self.bridge {
+            w.u64(CARD_FLAG_BRIDGE);
+        }
     }
 
     /// The bytes the card signature covers (after the domain prefix).
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(256);
-        w.array(CARD_FIELDS - 1).u64(CARD_FORMAT_VERSION);
+        w.array(self.fields() - 1).u64(CARD_FORMAT_VERSION);
         self.write_unsigned(&mut w);
         w.into_bytes()
     }
@@ -150,7 +173,7 @@ impl ContactCard {
     /// Canonical CBOR encoding.
     pub fn to_cbor(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(320);
-        w.array(CARD_FIELDS).u64(CARD_FORMAT_VERSION);
+        w.array(self.fields()).u64(CARD_FORMAT_VERSION);
         self.write_unsigned(&mut w);
         w.bytes(&self.card_sig);
         w.into_bytes()
@@ -168,9 +191,9 @@ impl ContactCard {
         if version != CARD_FORMAT_VERSION {
             return Err(CardError::UnknownVersion(version));
         }
-        if n != CARD_FIELDS {
+        if n != CARD_FIELDS && n != CARD_FIELDS + 1 {
             return Err(CborError::WrongType {
-                expected: "contact card array of 9",
+                expected: "contact card array of 9 or 10",
             }
             .into());
         }
@@ -186,6 +209,14 @@ impl ContactCard {
             expected: "prekey id below 2^32",
         })?;
         let prekey = AgreementKey::from_bytes(&r.byte_array("32-byte prekey")?)?;
+        // Flags are present only when set, and only known flags are.
+        let bridge = n == CARD_FIELDS + 1;
+        if bridge && r.u64()? != CARD_FLAG_BRIDGE {
+            return Err(CborError::WrongType {
+                expected: "card flags 1 (bridge)",
+            }
+            .into());
+        }
         let card_sig = r.byte_array("64-byte signature")?;
         r.finish()?;
         let card = ContactCard {
@@ -196,6 +227,7 @@ impl ContactCard {
             created_ms,
             prekey_id,
             prekey,
+            bridge,
             card_sig,
         };
         card.device_id
@@ -252,6 +284,28 @@ mod tests {
         let text = card.to_text();
         assert_eq!(ContactCard::from_text(&text).unwrap(), card);
         assert_eq!(ContactCard::from_text(&text.to_lowercase()).unwrap(), card);
+    }
+
+    #[test]
+    fn the_bridge_flag_is_signed_and_canonical() {
+        let id = Identity::from_seed(&[1; 32]);
+        let plain = ContactCard::create(&id, "HQ", 1).unwrap();
+        let bridge = plain.clone().with_bridge_flag(&id, true);
+        let back = ContactCard::from_text(&bridge.to_text()).unwrap();
+        assert!(back.bridge && !ContactCard::from_cbor(&plain.to_cbor()).unwrap().bridge);
+        // Dropping the flag (or setting it) without the key breaks the signature.
+        let mut stripped = bridge.clone();
+        stripped.bridge = false;
+        assert_eq!(
+            ContactCard::from_cbor(&stripped.to_cbor()),
+            Err(CardError::BadSignature)
+        );
+        // Flags 0 or unknown flags are not canonical.
+        let mut w = Writer::new();
+        w.array(CARD_FIELDS + 1).u64(CARD_FORMAT_VERSION);
+        plain.write_unsigned(&mut w);
+        w.u64(0).bytes(&plain.card_sig);
+        assert!(ContactCard::from_cbor(&w.into_bytes()).is_err());
     }
 
     #[test]

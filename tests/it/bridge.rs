@@ -9,15 +9,15 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::daemon::{Daemon, card, chain, mr, ok, wait_until};
+use super::daemon::{Daemon, card, chain, create_room, mr, ok, wait_logged_for, wait_until};
 use super::homeserver::{private_synapse, private_synapse_env, script};
 
 /// A private Synapse with the bridge of `bridge_dir` registered; returns
 /// its URL, its state directory and the bridge's listen port.
-fn synapse_with_bridge(tmp: &Path, bridge_dir: &Path) -> (String, PathBuf, u16) {
+fn synapse_with_bridge(tmp: &Path, bridge_dir: &Path, tag: &str) -> (String, PathBuf, u16) {
     let sdir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target")
-        .join(format!("synapse-it-{}-bridge", std::process::id()));
+        .join(format!("synapse-it-{}-bridge-{tag}", std::process::id()));
     let url = private_synapse(&sdir, &["init"]);
     let port = super::daemon::free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -104,7 +104,7 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
     let tmp = tempfile::tempdir().unwrap();
     let dbr = tmp.path().join("bridge");
     ok(&dbr, &["init", "--name", "HQ bridge"]);
-    let (url, sdir, port) = synapse_with_bridge(tmp.path(), &dbr);
+    let (url, sdir, port) = synapse_with_bridge(tmp.path(), &dbr, "people");
 
     // The mesh: A–B–C, the bridge linked to C only, so A is three hops
     // away. A sends while the bridge is offline.
@@ -130,6 +130,21 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
     let alias = status["rooms"][0]["alias"].as_str().unwrap().to_owned();
     assert_eq!(alias, format!("#meshrelay_{}:localhost", &room[..16]));
     assert_eq!(status["rooms"][0]["room_id"], room.as_str());
+    // Members see that the room is bridged: the bridge's card says so.
+    let rooms: Value = serde_json::from_str(&ok(&a.dir, &["rooms", "--json"])).unwrap();
+    let bridge_member = rooms[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["device_id"] == device_id(&dbr).as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(bridge_member["bridge"], true);
+    let human = ok(&a.dir, &["rooms"]);
+    assert!(
+        human.contains("(Matrix bridge)") && human.contains("[bridged to Matrix"),
+        "{human}"
+    );
     let invited = ok(&dbr, &["bridge", "invite", "@hq:localhost"]);
     assert!(invited.contains("1 bridged room"), "{invited}");
     hq(&url, &sdir, &["join", &alias]);
@@ -229,4 +244,174 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
     );
     assert_eq!(http_status(port, &put("")), 401);
     drop((bridge, a, b, c));
+}
+
+/// One `send` through the daemon's control socket (faster than a process
+/// per message for a backlog).
+fn send_via_socket(dir: &Path, room: &str, text: &str) {
+    use meshrelay::control::{Op, Request, client};
+    let stream = client::wait_for(dir, std::time::Duration::from_secs(30)).expect("daemon");
+    let op = Op::Send {
+        room: room.to_owned(),
+        text: text.to_owned(),
+        via: None,
+    };
+    client::call(dir, stream, &Request::new(op), |_| Ok(())).expect("send");
+}
+
+#[test]
+fn a_bridge_killed_during_a_backlog_both_ways_delivers_every_message_once() {
+    const N: usize = 500;
+    let tmp = tempfile::tempdir().unwrap();
+    let dbr = tmp.path().join("bridge");
+    ok(&dbr, &["init", "--name", "HQ bridge"]);
+    let (url, sdir, _) = synapse_with_bridge(tmp.path(), &dbr, "crash");
+    let hq_user: Value =
+        serde_json::from_str(&private_synapse(&sdir, &["register", "hq2", "--json"])).unwrap();
+    let hq_token = hq_user["access_token"].as_str().unwrap().to_owned();
+
+    let a = Daemon::start_on(
+        &tmp.path().join("a"),
+        "Ana",
+        super::daemon::free_port(),
+        &[],
+    );
+    let room = create_room(&a.dir, "camp");
+    ok(&a.dir, &["room", "invite", &room, &card(&dbr)]);
+    let mut bridge = Daemon::start_with(&dbr, "HQ bridge", 0, &[a.tcp_addr()], &["--bridge"]);
+    wait_until("the bridge mirrors the room", || {
+        bridge_status(&dbr).is_some_and(|s| s["rooms"].as_array().is_some_and(|r| r.len() == 1))
+    });
+    let alias = bridge_status(&dbr).unwrap()["rooms"][0]["alias"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&dbr, &["bridge", "invite", "@hq2:localhost"]);
+    let py = private_synapse(&sdir, &["python"]);
+    let client = script().with_file_name("matrix_client.py");
+    let joined = Command::new(&py)
+        .arg(&client)
+        .args(["--homeserver", &url, "--user", "hq2", "join", &alias])
+        .output()
+        .unwrap();
+    assert!(
+        joined.status.success(),
+        "{}",
+        String::from_utf8_lossy(&joined.stderr)
+    );
+    let matrix_room: Value = serde_json::from_slice(&joined.stdout).unwrap();
+    let matrix_room = matrix_room["room_id"].as_str().unwrap().to_owned();
+
+    let t0 = std::time::Instant::now();
+    // Both backlogs at once: A's messages and HQ's answers.
+    let hq_sender = {
+        let (url, room, token) = (url.clone(), matrix_room.clone(), hq_token.clone());
+        std::thread::spawn(move || {
+            use meshrelay::transport::homeserver::{AccessToken, Client, RetryPolicy};
+            use rand::SeedableRng;
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let c = Client::new(
+                &url,
+                RetryPolicy::default(),
+                Box::new(rand::rngs::StdRng::seed_from_u64(9)),
+            )
+            .unwrap()
+            .with_token(AccessToken::new(token));
+            for i in 0..N {
+                let content = serde_json::json!({"msgtype": "m.text", "body": format!("hq {i}")});
+                rt.block_on(c.send(&room, "m.room.message", &format!("t{i}"), &content))
+                    .unwrap();
+            }
+        })
+    };
+    for i in 0..N {
+        send_via_socket(&a.dir, &room, &format!("mesh {i}"));
+    }
+    hq_sender.join().unwrap();
+
+    // kill -9 while both backlogs are crossing, then again; restart.
+    for round in 0..2 {
+        let target = (round + 1) * N as u64 / 4;
+        wait_logged_for(
+            Some(tmp.path()),
+            std::time::Duration::from_secs(300),
+            "some progress",
+            || {
+                bridge_status(&dbr).is_some_and(|s| {
+                    s["to_matrix"].as_u64().unwrap_or(0) + s["to_mesh"].as_u64().unwrap_or(0)
+                        >= target
+                })
+            },
+        );
+        eprintln!("{:?} kill -9", t0.elapsed());
+        bridge.kill();
+        bridge.restart();
+    }
+    wait_logged_for(
+        Some(tmp.path()),
+        std::time::Duration::from_secs(600),
+        "both backlogs across",
+        || {
+            bridge_status(&dbr).is_some_and(|s| {
+                s["to_matrix"] == N as u64 && s["to_mesh"] == N as u64 && s["pending"] == 0
+            })
+        },
+    );
+
+    eprintln!("{:?} both backlogs across", t0.elapsed());
+    // Matrix: every mesh message exactly once (and HQ's own, once).
+    let out = Command::new(&py)
+        .arg(&client)
+        .args(["--homeserver", &url, "--user", "hq2", "--timeout", "120"])
+        .args([
+            "messages",
+            &alias,
+            "--count",
+            &(2 * N).to_string(),
+            "--exact",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bodies: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["body"].as_str())
+        .collect();
+    for i in 0..N {
+        for want in [format!("mesh {i}"), format!("hq {i}")] {
+            let n = bodies.iter().filter(|b| **b == want).count();
+            assert_eq!(n, 1, "{want:?} on Matrix {n} times");
+        }
+    }
+    eprintln!("{:?} Matrix checked", t0.elapsed());
+    // The mesh: every HQ message exactly once, in HQ's order.
+    let hq_lines = || -> Vec<String> {
+        lines(&a.dir, &room)
+            .iter()
+            .filter(|l| l["via"]["matrix_user"] == "@hq2:localhost")
+            .filter_map(|l| l["text"].as_str().map(str::to_owned))
+            .collect()
+    };
+    wait_logged_for(
+        Some(tmp.path()),
+        std::time::Duration::from_secs(300),
+        "A holds HQ's messages",
+        || {
+            // A full view of 1,000 lines is not free: poll gently.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            hq_lines().len() >= N
+        },
+    );
+    eprintln!("{:?} A holds HQ's messages", t0.elapsed());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let want: Vec<String> = (0..N).map(|i| format!("hq {i}")).collect();
+    assert_eq!(hq_lines(), want);
+    drop((bridge, a));
 }

@@ -313,3 +313,48 @@ fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
     let lines = c.messages(&room, None).unwrap();
     assert!(lines.len() >= n, "{} lines", lines.len());
 }
+
+/// An own invite gives the invitee standing at once: its first messages
+/// are stored in the room's class, not as strangers' traffic rate-limited
+/// per key (found when 500 messages from a freshly invited bridge took
+/// minutes to reach the inviter over a direct link).
+#[test]
+fn an_own_invite_gives_the_invitee_standing_at_once() {
+    let (mut a, _) = core(11, "Ana");
+    let (mut b, b_card) = core(12, "Ben");
+    let OkData::Room { room_id } = op(&mut a, Op::RoomCreate { name: "ops".into() }) else {
+        panic!("no room");
+    };
+    let room: RoomId = room_id.parse().unwrap();
+    op(
+        &mut a,
+        Op::RoomInvite {
+            room: room_id.clone(),
+            contact: b_card.to_text(),
+        },
+    );
+    deliver(&mut b, held(&a, &room));
+    op(
+        &mut b,
+        Op::Send {
+            room: room_id.clone(),
+            text: "first words".into(),
+            via: None,
+        },
+    );
+    let ben = Identity::from_seed(&[12; 32]).device_id();
+    let from_b: Vec<Event> = held(&b, &room)
+        .into_iter()
+        .filter(|e| e.sender() == ben)
+        .collect();
+    assert!(!from_b.is_empty());
+    // Before anything of Ben's arrives: not strangers' traffic on a link.
+    for e in &from_b {
+        assert_eq!(
+            a.node().priority_of(e),
+            meshrelay::store::Priority::OwnRoom,
+            "{:?}",
+            e.kind()
+        );
+    }
+}

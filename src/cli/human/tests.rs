@@ -27,6 +27,7 @@ fn member(d: &DeviceId, name: &str) -> MemberInfo {
         device_id: d.to_string(),
         name: name.into(),
         admin: false,
+        bridge: false,
     }
 }
 

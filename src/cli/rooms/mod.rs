@@ -314,10 +314,21 @@ pub fn format_rooms(out: &mut dyn Write, rooms: &[RoomInfo], json: bool) -> Resu
             .and_then(|s| writeln!(out, "{s}"))
     } else {
         rooms.iter().try_for_each(|r| {
-            writeln!(out, "{} {}", r.room_id, for_terminal(&r.name))?;
+            let bridged = if r.members.iter().any(|m| m.bridge) {
+                "  [bridged to Matrix: readable on the homeserver]"
+            } else {
+                ""
+            };
+            writeln!(out, "{} {}{bridged}", r.room_id, for_terminal(&r.name))?;
             r.members.iter().try_for_each(|m| {
                 let admin = if m.admin { " (admin)" } else { "" };
-                writeln!(out, "  {} {}{admin}", m.device_id, for_terminal(&m.name))
+                let bridge = if m.bridge { " (Matrix bridge)" } else { "" };
+                writeln!(
+                    out,
+                    "  {} {}{admin}{bridge}",
+                    m.device_id,
+                    for_terminal(&m.name)
+                )
             })
         })
     };

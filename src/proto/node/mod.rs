@@ -472,6 +472,12 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .collect()
     }
 
+    /// The class an arriving event would be stored in now (its sender's
+    /// standing in the room: `protocol-spec/store.md`, "Priority classes").
+    pub fn priority_of(&self, event: &crate::event::Event) -> Priority {
+        self.classify(event)
+    }
+
     /// Rooms this device is a member of.
     pub fn own_rooms(&self) -> &BTreeSet<RoomId> {
         &self.own_rooms
