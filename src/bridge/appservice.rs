@@ -55,9 +55,9 @@ fn same_token(given: &str, want: &str) -> bool {
             == 0
 }
 
-/// Checks `hs_token`: `Authorization: Bearer` or the `access_token` query
-/// parameter (older homeservers).
-fn authorise(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
+/// Checks `hs_token` (`Authorization: Bearer` or the `access_token` query
+/// parameter of older homeservers): the refusal to answer, if any.
+fn refusal(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Option<Response> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -69,15 +69,15 @@ fn authorise(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Result<(), Resp
             .map(str::to_owned)
     });
     match bearer.or(query) {
-        None => Err(matrix_error(
+        None => Some(matrix_error(
             StatusCode::UNAUTHORIZED,
             "M_UNAUTHORIZED",
             "no token",
         )),
-        Some(t) if same_token(&t, shared.cfg.hs_token.expose()) => Ok(()),
+        Some(t) if same_token(&t, shared.cfg.hs_token.expose()) => None,
         Some(_) => {
             tracing::warn!(path = %uri.path(), "bridge: request with a wrong hs_token refused");
-            Err(matrix_error(
+            Some(matrix_error(
                 StatusCode::FORBIDDEN,
                 "M_FORBIDDEN",
                 "wrong token",
@@ -87,10 +87,7 @@ fn authorise(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Result<(), Resp
 }
 
 async fn ping(AxState(shared): AxState<Arc<Shared>>, headers: HeaderMap, uri: Uri) -> Response {
-    match authorise(&shared, &headers, &uri) {
-        Ok(()) => axum::Json(json!({})).into_response(),
-        Err(r) => r,
-    }
+    refusal(&shared, &headers, &uri).unwrap_or_else(|| axum::Json(json!({})).into_response())
 }
 
 async fn not_found(
@@ -98,7 +95,7 @@ async fn not_found(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    if let Err(r) = authorise(&shared, &headers, &uri) {
+    if let Some(r) = refusal(&shared, &headers, &uri) {
         return r;
     }
     matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "not here")
@@ -165,7 +162,7 @@ async fn transaction(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorise(&shared, &headers, &uri) {
+    if let Some(r) = refusal(&shared, &headers, &uri) {
         return r;
     }
     let done = match shared.state.txn_done(&txn) {

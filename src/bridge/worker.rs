@@ -149,7 +149,7 @@ async fn one_pass(shared: &Arc<Shared>, pass: u64) -> Result<(), BridgeError> {
 
 async fn mirror_room(shared: &Arc<Shared>, room: &RoomInfo, pass: u64) -> Result<(), BridgeError> {
     let map = ensure_room(shared, room).await?;
-    post_messages(shared, room, &map, pass % FULL_PASS_EVERY == 0).await?;
+    post_messages(shared, room, &map, pass.is_multiple_of(FULL_PASS_EVERY)).await?;
     mirror_roster(shared, room, &map).await
 }
 
