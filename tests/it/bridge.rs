@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::daemon::{Daemon, card, chain, create_room, mr, ok, wait_logged_for, wait_until};
 use super::homeserver::{private_synapse, private_synapse_env, script};
+use super::receipts::{device_id, text_lines as lines};
 
 /// A private Synapse with the bridge of `bridge_dir` registered; returns
 /// its URL, its state directory and the bridge's listen port.
@@ -59,22 +60,8 @@ fn hq(url: &str, sdir: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("client JSON")
 }
 
-fn device_id(dir: &Path) -> String {
-    let v: Value = serde_json::from_str(&ok(dir, &["id", "--json"])).unwrap();
-    v["device_id"].as_str().unwrap().to_owned()
-}
-
 fn puppet(device: &str) -> String {
     format!("@meshrelay_{}:localhost", &device[..19])
-}
-
-fn lines(dir: &Path, room: &str) -> Vec<Value> {
-    let o = mr(dir, &["messages", room, "--json"]);
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["text"].is_string())
-        .collect()
 }
 
 fn bridge_status(dir: &Path) -> Option<Value> {
@@ -413,5 +400,179 @@ fn a_bridge_killed_during_a_backlog_both_ways_delivers_every_message_once() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     let want: Vec<String> = (0..N).map(|i| format!("hq {i}")).collect();
     assert_eq!(hq_lines(), want);
+    drop((bridge, a));
+}
+
+/// `reports/bridge.md`: a backlog of mesh messages reaching Matrix through
+/// the bridge against a naive bot (one ordinary account, one send per
+/// message, under a rate limit like Synapse's defaults), measured in the
+/// same run, and the delay from a mesh send to Matrix while linked. A
+/// measurement, not a check: run it by hand with
+/// `cargo test --release --test it bridge::report -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement for reports/bridge.md"]
+fn report_backlog_and_delay() {
+    use meshrelay::transport::homeserver::{AccessToken, Client, RetryPolicy};
+    use rand::SeedableRng;
+    use std::time::{Duration, Instant};
+    let n: usize = std::env::var("BRIDGE_REPORT_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dbr = tmp.path().join("bridge");
+    ok(&dbr, &["init", "--name", "HQ bridge"]);
+    let (url, sdir, _) = synapse_with_bridge(tmp.path(), &dbr, "report");
+    let reg = |u: &str| -> String {
+        let v: Value =
+            serde_json::from_str(&private_synapse(&sdir, &["register", u, "--json"])).unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let hq_token = reg("hq3");
+    let bot_token = reg("naivebot");
+    let admin: Value = serde_json::from_str(&private_synapse(
+        &sdir,
+        &["register", "admin", "--admin", "--json"],
+    ))
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = |token: &str| {
+        Client::new(
+            &url,
+            RetryPolicy {
+                max_attempts: 100,
+                ..RetryPolicy::default()
+            },
+            Box::new(rand::rngs::StdRng::seed_from_u64(5)),
+        )
+        .unwrap()
+        .with_token(AccessToken::new(token))
+    };
+
+    // The mesh backlog reaches the bridge device while its bridge is off.
+    let a = Daemon::start_on(
+        &tmp.path().join("a"),
+        "Ana",
+        super::daemon::free_port(),
+        &[],
+    );
+    let room = create_room(&a.dir, "camp");
+    ok(&a.dir, &["room", "invite", &room, &card(&dbr)]);
+    let mut plain = Daemon::start_with(&dbr, "HQ bridge", 0, &[a.tcp_addr()], &[]);
+    for i in 0..n {
+        send_via_socket(
+            &a.dir,
+            &room,
+            &format!("backlog message {i} from the north gate"),
+        );
+    }
+    wait_logged_for(
+        Some(tmp.path()),
+        Duration::from_secs(600),
+        "the bridge device holds the backlog",
+        || {
+            std::thread::sleep(Duration::from_secs(1));
+            lines(&dbr, &room).len() >= n
+        },
+    );
+    assert!(plain.terminate().success());
+
+    // Bridge: from start to every message on Matrix.
+    let t0 = Instant::now();
+    let bridge = Daemon::start_with(&dbr, "HQ bridge", 0, &[a.tcp_addr()], &["--bridge"]);
+    wait_logged_for(
+        Some(tmp.path()),
+        Duration::from_secs(1800),
+        "the backlog on Matrix",
+        || {
+            std::thread::sleep(Duration::from_millis(200));
+            bridge_status(&dbr).is_some_and(|s| s["to_matrix"].as_u64() >= Some(n as u64))
+        },
+    );
+    let bridge_s = t0.elapsed().as_secs_f64();
+    let alias = bridge_status(&dbr).unwrap()["rooms"][0]["alias"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let matrix_room = bridge_status(&dbr).unwrap()["rooms"][0]["matrix_room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&dbr, &["bridge", "invite", "@hq3:localhost"]);
+    let hq = client(&hq_token);
+    rt.block_on(hq.join_room(&alias)).unwrap();
+
+    // Naive bot: an ordinary account under a message rate limit (Synapse's
+    // default is 0.2/s with a burst of 10; the admin API takes whole
+    // numbers, so 1/s, five times more lenient), one send per message.
+    let bot = client(&bot_token);
+    let bot_room = rt.block_on(bot.create_room(&[])).unwrap();
+    let limited = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!(
+                "{url}/_synapse/admin/v1/users/@naivebot:localhost/override_ratelimit"
+            ))
+            .bearer_auth(admin["access_token"].as_str().unwrap())
+            .json(&serde_json::json!({"messages_per_second": 1, "burst_count": 10}))
+            .send()
+            .await
+    });
+    assert!(limited.unwrap().status().is_success());
+    let bot_n = 30usize;
+    let t1 = Instant::now();
+    for i in 0..bot_n {
+        let content = serde_json::json!({"msgtype": "m.text", "body": format!("bot {i}")});
+        rt.block_on(bot.send(&bot_room, "m.room.message", &format!("b{i}"), &content))
+            .unwrap();
+    }
+    let bot_s = t1.elapsed().as_secs_f64();
+    let bot_rate = bot_n as f64 / bot_s;
+
+    // Delay from a mesh send to the Matrix room, the link up.
+    let mut delays = Vec::new();
+    for i in 0..10 {
+        let text = format!("live {i}");
+        let t = Instant::now();
+        send_via_socket(&a.dir, &room, &text);
+        loop {
+            let v = rt
+                .block_on(hq.call(
+                    reqwest::Method::GET,
+                    &["rooms", &matrix_room, "messages"],
+                    &[("dir", "b".into()), ("limit", "5".into())],
+                    None,
+                ))
+                .unwrap();
+            let seen = v["chunk"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|e| e["content"]["body"] == text.as_str()));
+            if seen {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "live message never seen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        delays.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    delays.sort_by(f64::total_cmp);
+    let bridge_rate = n as f64 / bridge_s;
+    println!(
+        "{}",
+        serde_json::json!({
+            "messages": n,
+            "bridge_s": bridge_s,
+            "bridge_per_s": bridge_rate,
+            "bot_messages": bot_n,
+            "bot_s": bot_s,
+            "bot_per_s": bot_rate,
+            "bot_s_for_backlog": n as f64 / bot_rate,
+            "ratio": bridge_rate / bot_rate,
+            "delay_ms_median": delays[delays.len() / 2],
+            "delay_ms_max": delays[delays.len() - 1],
+        })
+    );
     drop((bridge, a));
 }

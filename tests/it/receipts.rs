@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::daemon::{Daemon, card, create_room, free_port, mr, ok, wait_logged};
 
 /// The text lines of `messages --json` as JSON values.
-fn text_lines(dir: &Path, room: &str) -> Vec<Value> {
+pub(crate) fn text_lines(dir: &Path, room: &str) -> Vec<Value> {
     let o = mr(dir, &["messages", room, "--json"]);
     String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -31,7 +31,7 @@ fn ids(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn device_id(dir: &Path) -> String {
+pub(crate) fn device_id(dir: &Path) -> String {
     let v: Value = serde_json::from_str(&ok(dir, &["id", "--json"])).unwrap();
     v["device_id"].as_str().unwrap().to_owned()
 }

@@ -112,7 +112,12 @@ function lineItem(line) {
     return li;
   }
   const meta = el("div", "meta");
-  meta.append(el("span", "who", who(line.sender)));
+  // A message a bridge brought from Matrix: its Matrix author, then the
+  // bridge device that vouches for it (protocol-spec/bridge.md §5).
+  const author = line.via
+    ? `${line.via.name || line.via.matrix_user} (${line.via.matrix_user} via ${who(line.sender)})`
+    : who(line.sender);
+  meta.append(el("span", "who", author));
   meta.append(el("time", "", time(line.ts)));
   const t = ticks(line);
   if (t) meta.append(el("span", "ticks", t));
