@@ -640,6 +640,27 @@ impl<S: Store> Device<S> {
         Ok(id)
     }
 
+    /// Renames a room: a name event in this device's chain, read by every
+    /// member (the latest readable one names the room).
+    pub fn room_rename<R: CryptoRng + ?Sized>(
+        &mut self,
+        room: &RoomId,
+        name: &str,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<EventId, AppError> {
+        if name.len() > crate::room::content::MAX_ROOM_NAME_BYTES {
+            return Err(AppError::BadInput(format!(
+                "room name longer than {} bytes",
+                crate::room::content::MAX_ROOM_NAME_BYTES
+            )));
+        }
+        let ids = self.send_contents(room, &[Content::RoomName(name.to_owned())], now_ms, rng)?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| AppError::Corrupt("a rename produced no event".into()))
+    }
+
     /// Removes a member; this device then starts a new chain shared only
     /// with the remaining members.
     pub fn room_remove<R: CryptoRng + ?Sized>(

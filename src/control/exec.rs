@@ -158,6 +158,9 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
             event(dev.room_demote(&resolve_room(dev, room)?, &parse_device(device)?, now, rng)?)
         }
         Op::RoomLeave { room } => event(dev.room_leave(&resolve_room(dev, room)?, now, rng)?),
+        Op::RoomRename { room, name } => {
+            event(dev.room_rename(&resolve_room(dev, room)?, name, now, rng)?)
+        }
         Op::RoomRepair { room } => Answer::data(OkData::Repair {
             repair: dev.room_repair(&resolve_room(dev, room)?)?,
         }),

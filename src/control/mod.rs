@@ -130,6 +130,14 @@ pub enum Op {
         /// Room ID.
         room: String,
     },
+    /// Rename a room (the name is encrypted content; members only) →
+    /// [`OkData::Event`].
+    RoomRename {
+        /// Room ID.
+        room: String,
+        /// The new name.
+        name: String,
+    },
     /// Rebuild a room's state from its stored events and report what the
     /// rebuild left out → [`OkData::Repair`] (`protocol-spec/app.md` §7).
     RoomRepair {
@@ -195,13 +203,14 @@ pub enum Op {
 
 impl Op {
     /// Every operation name, as `op` spells it.
-    pub const NAMES: [&str; 17] = [
+    pub const NAMES: [&str; 18] = [
         "room_create",
         "room_invite",
         "room_remove",
         "room_promote",
         "room_demote",
         "room_leave",
+        "room_rename",
         "room_repair",
         "rooms",
         "send",
@@ -226,6 +235,7 @@ impl Op {
                 | Op::RoomPromote { .. }
                 | Op::RoomDemote { .. }
                 | Op::RoomLeave { .. }
+                | Op::RoomRename { .. }
                 | Op::RoomRepair { .. }
                 | Op::Send { .. }
                 | Op::Import { .. }

@@ -29,6 +29,10 @@ fn every_op() -> Vec<Op> {
             device: device(),
         },
         Op::RoomLeave { room: room() },
+        Op::RoomRename {
+            room: room(),
+            name: "ops 2".into(),
+        },
         Op::RoomRepair { room: room() },
         Op::Rooms,
         Op::Send {
@@ -376,7 +380,7 @@ fn app_errors_map_to_codes() {
 #[test]
 fn only_writing_operations_wait_for_the_commit() {
     let writing: Vec<bool> = every_op().iter().map(Op::writes).collect();
-    assert_eq!(writing.iter().filter(|w| **w).count(), 10);
+    assert_eq!(writing.iter().filter(|w| **w).count(), 11);
     assert!(
         Op::Send {
             room: "ab".into(),

@@ -206,6 +206,30 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
     assert_eq!(s["pending"], 0);
     assert_eq!(s["puppets"], 3);
 
+    // A rename is mirrored.
+    let renamed = ok(&a.dir, &["room", "rename", &room, "camp north"]);
+    assert!(renamed.contains("camp north"), "{renamed}");
+    wait_until("the Matrix room is renamed", || {
+        hq(&url, &sdir, &["state", &alias])["name"] == "camp north"
+    });
+
+    // A new member is mirrored: D's puppet joins.
+    let dd = tmp.path().join("d");
+    ok(&dd, &["init", "--name", "Dee"]);
+    ok(&a.dir, &["room", "invite", &room, &card(&dd)]);
+    let d_puppet = puppet(&device_id(&dd));
+    wait_until("D's puppet joins", || {
+        hq(&url, &sdir, &["members", &alias])["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| {
+                m["user_id"] == d_puppet.as_str()
+                    && m["membership"] == "join"
+                    && m["display_name"] == "Dee (mesh)"
+            })
+    });
+
     // Removal is mirrored: C's puppet leaves the Matrix room.
     let c_puppet = puppet(&device_id(&c.dir));
     ok(&a.dir, &["room", "remove", &room, &device_id(&c.dir)]);
@@ -230,6 +254,26 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
         403
     );
     assert_eq!(http_status(port, &put("")), 401);
+    // With the right token, a malformed transaction is answered (so the
+    // homeserver does not retry it for ever) and skipped; the bridge runs on.
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(dbr.join("bridge.json")).unwrap()).unwrap();
+    let auth = format!(
+        "Authorization: Bearer {}\r\n",
+        cfg["hs_token"].as_str().unwrap()
+    );
+    for body in [
+        "not json",
+        r#"{"events":[{"type":"m.room.message"},7,null]}"#,
+    ] {
+        let req = format!(
+            "PUT /_matrix/app/v1/transactions/bad-{} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len(),
+            body.len()
+        );
+        assert_eq!(http_status(port, &req), 200, "{body}");
+    }
+    assert!(bridge_status(&dbr).is_some(), "the bridge still answers");
     drop((bridge, a, b, c));
 }
 
@@ -507,6 +551,15 @@ fn report_backlog_and_delay() {
     // numbers, so 1/s, five times more lenient), one send per message.
     let bot = client(&bot_token);
     let bot_room = rt.block_on(bot.create_room(&[])).unwrap();
+    // First without a limit: the cost of one send per message alone.
+    let free_n = 300usize;
+    let tf = Instant::now();
+    for i in 0..free_n {
+        let content = serde_json::json!({"msgtype": "m.text", "body": format!("free {i}")});
+        rt.block_on(bot.send(&bot_room, "m.room.message", &format!("f{i}"), &content))
+            .unwrap();
+    }
+    let free_rate = free_n as f64 / tf.elapsed().as_secs_f64();
     let limited = rt.block_on(async {
         reqwest::Client::new()
             .post(format!(
@@ -570,6 +623,8 @@ fn report_backlog_and_delay() {
             "bot_per_s": bot_rate,
             "bot_s_for_backlog": n as f64 / bot_rate,
             "ratio": bridge_rate / bot_rate,
+            "bot_unlimited_per_s": free_rate,
+            "ratio_unlimited": bridge_rate / free_rate,
             "delay_ms_median": delays[delays.len() / 2],
             "delay_ms_max": delays[delays.len() - 1],
         })

@@ -57,6 +57,11 @@ pub fn left(room: &str) -> String {
     format!("Left {room}.")
 }
 
+/// `room rename`.
+pub fn renamed(name: &str) -> String {
+    format!("Renamed the room to “{name}”.")
+}
+
 /// `room promote`.
 pub fn promoted(person: &str, room: &str) -> String {
     format!("Made {person} an admin of {room}.")

@@ -221,6 +221,15 @@ pub fn print(
             let room = room_key(room_id, rs.as_deref());
             line(out, &sentences::left(&label_of(rs.as_deref(), &room)))
         }
+        (
+            RoomsCommand::Room {
+                action: RoomAction::Rename { name, .. },
+            },
+            OkData::Event { .. },
+        ) => line(
+            out,
+            &sentences::renamed(&crate::safe_text::for_terminal(name)),
+        ),
         (RoomsCommand::Rooms { .. }, OkData::Rooms { rooms }) => format_rooms(out, rooms, false),
         (
             RoomsCommand::Room {

@@ -165,6 +165,17 @@ pub enum RoomAction {
         #[arg(long)]
         json: bool,
     },
+    /// Rename the room (members see the new name; a bridged Matrix room
+    /// follows).
+    Rename {
+        /// Room ID (hex).
+        room_id: String,
+        /// The new name.
+        name: String,
+        /// Print JSON: {"event_id"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a member an admin.
     Promote(TargetArgs),
     /// Take admin rights away.
@@ -614,6 +625,7 @@ pub fn json_flag(cmd: &RoomsCommand) -> bool {
         RoomsCommand::Room { action } => match action {
             RoomAction::Create { json, .. }
             | RoomAction::Leave { json, .. }
+            | RoomAction::Rename { json, .. }
             | RoomAction::Repair { json, .. } => *json,
             RoomAction::Invite(a) => a.json,
             RoomAction::Remove(a) | RoomAction::Promote(a) | RoomAction::Demote(a) => a.json,
@@ -654,6 +666,10 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
             },
             RoomAction::Leave { room_id, .. } => Op::RoomLeave {
                 room: room_id.clone(),
+            },
+            RoomAction::Rename { room_id, name, .. } => Op::RoomRename {
+                room: room_id.clone(),
+                name: name.clone(),
             },
             RoomAction::Repair { room_id, .. } => Op::RoomRepair {
                 room: room_id.clone(),
