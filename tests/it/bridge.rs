@@ -35,6 +35,14 @@ fn synapse_with_bridge(tmp: &Path, bridge_dir: &Path, tag: &str) -> (String, Pat
             &listen,
         ],
     );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(bridge_dir.join("bridge.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the tokens are private");
+    }
     let reg = tmp.join("bridge-registration.yaml");
     std::fs::write(&reg, yaml).unwrap();
     private_synapse_env(&sdir, &["start"], &[("SYNAPSE_APPSERVICE", &reg)]);
