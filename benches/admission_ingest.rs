@@ -122,6 +122,7 @@ fn prepare() -> Input0 {
                 room: room.to_string(),
                 text: format!("message {i} from the north gate, all quiet"),
                 via: None,
+                location: None,
             },
         );
     }

@@ -111,6 +111,7 @@ impl SimNet {
             room: room.to_string(),
             text: text.into(),
             via: None,
+            location: None,
         };
         event_id(self.op(i, &op)?)
     }

@@ -65,7 +65,7 @@ use crate::contacts::{ContactBook, ContactError};
 use crate::crypto::{ContactCard, DeviceId, Identity};
 use crate::datadir::{DataDir, DataDirError};
 use crate::event::{Event, EventId, EventKind, RoomId};
-use crate::room::content::Via;
+use crate::room::content::{Location, Via};
 use crate::room::{Content, Membership, MembershipState, RoomKeys, RoomSession, SessionError};
 use crate::store::redb_backend::STORE_FILE_NAME;
 use crate::store::{
@@ -715,28 +715,39 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<EventId, AppError> {
-        self.send_via(room, text, None, now_ms, rng)
+        self.send_via(room, text, None, None, now_ms, rng)
     }
 
     /// [`Self::send`], for text a bridge brought from Matrix when `via` is
-    /// set (`protocol-spec/bridge.md`, "Attribution").
+    /// set (`protocol-spec/bridge.md`, "Attribution"), or a location pin
+    /// with optional text when `location` is.
     pub fn send_via<R: CryptoRng + ?Sized>(
         &mut self,
         room: &RoomId,
         text: &str,
         via: Option<&Via>,
+        location: Option<&Location>,
         now_ms: u64,
         rng: &mut R,
     ) -> Result<EventId, AppError> {
-        let content = match via {
-            Some(via) => {
+        let content = match (via, location) {
+            (Some(_), Some(_)) => {
+                return Err(AppError::BadInput(
+                    "a message cannot be both bridged and a location pin".into(),
+                ));
+            }
+            (Some(via), None) => {
                 via.check().map_err(|e| AppError::BadInput(e.to_string()))?;
                 Content::Bridged {
                     text: text.to_owned(),
                     via: via.clone(),
                 }
             }
-            None => Content::Text(text.to_owned()),
+            (None, Some(at)) => Content::Location {
+                at: *at,
+                text: text.to_owned(),
+            },
+            (None, None) => Content::Text(text.to_owned()),
         };
         let ids = self.send_contents(room, &[content], now_ms, rng)?;
         ids.first()

@@ -73,6 +73,10 @@ pub enum MessageLine {
         /// (`"via":{"matrix_user","name"}`, `protocol-spec/bridge.md`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         via: Option<crate::room::content::Via>,
+        /// A location pin: `"location":{"lat","lon","accuracy_m"}`
+        /// (degrees; `accuracy_m` left out when unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<crate::room::content::Location>,
     },
     /// A message this device cannot read:
     /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.

@@ -213,7 +213,7 @@ impl<S: Store> Device<S> {
             match self.store.get_secret(&pt_key(&id))? {
                 Some(pt) => match Content::from_bytes(&pt) {
                     Ok(c) if c.is_chat() => {
-                        let (text, via) = c.into_chat();
+                        let (text, via, location) = c.into_chat();
                         out.push(MessageLine::Text {
                             event_id,
                             sender,
@@ -223,6 +223,7 @@ impl<S: Store> Device<S> {
                             read_by: ids(book.read_by(&ev.sender, ev.seq)),
                             next_hop: ev.sender == me && self.on_next_hop(&id)?,
                             via,
+                            location,
                         })
                     }
                     Ok(_) => {}

@@ -407,6 +407,7 @@ async fn send_to_mesh(shared: &Arc<Shared>) -> Result<(), BridgeError> {
                 room: m.room.clone(),
                 text,
                 via: Some(via),
+                location: None,
             },
         )
         .await;

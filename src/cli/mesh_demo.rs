@@ -108,6 +108,7 @@ impl DemoNode {
             room: room.into(),
             text: text.into(),
             via: None,
+            location: None,
         })
         .map(drop)
     }

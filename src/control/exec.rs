@@ -167,9 +167,19 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
         Op::Rooms => Answer::data(OkData::Rooms {
             rooms: dev.rooms()?,
         }),
-        Op::Send { room, text, via } => {
-            event(dev.send_via(&resolve_room(dev, room)?, text, via.as_ref(), now, rng)?)
-        }
+        Op::Send {
+            room,
+            text,
+            via,
+            location,
+        } => event(dev.send_via(
+            &resolve_room(dev, room)?,
+            text,
+            via.as_ref(),
+            location.as_ref(),
+            now,
+            rng,
+        )?),
         Op::Messages {
             room,
             last,

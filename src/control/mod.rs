@@ -156,6 +156,10 @@ pub enum Op {
         /// (`protocol-spec/bridge.md`, "Attribution").
         #[serde(default, skip_serializing_if = "Option::is_none")]
         via: Option<crate::room::content::Via>,
+        /// A location pin (`{"lat","lon","accuracy_m"}`, degrees); `text`
+        /// may then be empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<crate::room::content::Location>,
     },
     /// A room's messages in display order: one `line` reply each, then
     /// [`OkData::Lines`].

@@ -39,6 +39,7 @@ fn every_op() -> Vec<Op> {
             room: room(),
             text: "hi".into(),
             via: None,
+            location: None,
         },
         Op::Messages {
             room: room(),
@@ -76,6 +77,7 @@ fn text_line() -> MessageLine {
         read_by: vec![],
         next_hop: false,
         via: None,
+        location: None,
     }
 }
 
@@ -228,6 +230,7 @@ fn requests_have_the_documented_json() {
                 room: "ab".into(),
                 text: "hi".into(),
                 via: None,
+                location: None,
             },
             r#"{"v":1,"op":"send","room":"ab","text":"hi"}"#,
         ),
@@ -275,6 +278,7 @@ fn requests_have_the_documented_json() {
             room: "ab".into(),
             text: "hi".into(),
             via: None,
+            location: None,
         }
     );
 }
@@ -386,6 +390,7 @@ fn only_writing_operations_wait_for_the_commit() {
             room: "ab".into(),
             text: "x".into(),
             via: None,
+            location: None,
         }
         .writes()
     );

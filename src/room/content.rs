@@ -8,7 +8,15 @@
 //!         / [1, 2, receipt]           ; only in `Receipt` events
 //!         / [1, 3, [text: tstr, matrix_user: tstr, name: tstr, matrix_event: tstr]]
 //!                                     ; chat text a bridge brought from Matrix
+//!         / [1, 4, [lat: uint, lon: uint, accuracy_m: uint, text: tstr]]
+//!                                     ; a location pin, with optional text
 //! ```
+//!
+//! Type 4 (`protocol-spec/encryption.md` §7, "Location pins") carries
+//! WGS 84 degrees in units of 10⁻⁷ degree, offset to be unsigned:
+//! `lat = (latitude + 90) × 10⁷` (at most [`MAX_LAT_E7`]) and
+//! `lon = (longitude + 180) × 10⁷` (at most [`MAX_LON_E7`]);
+//! `accuracy_m` 0 means unknown, at most [`MAX_ACCURACY_M`].
 //!
 //! Type 3 is what a bridge device sends for a Matrix user
 //! (`protocol-spec/bridge.md`, "Attribution"): the text, the Matrix user's
@@ -31,6 +39,12 @@ pub const MAX_ROOM_NAME_BYTES: usize = 64;
 /// Longest Matrix user ID or event ID in attribution, in UTF-8 bytes (the
 /// Matrix specification's own limit for user IDs).
 pub const MAX_MATRIX_ID_BYTES: usize = 255;
+/// Largest encoded latitude: 180° in 10⁻⁷ degree.
+pub const MAX_LAT_E7: u64 = 1_800_000_000;
+/// Largest encoded longitude: 360° in 10⁻⁷ degree.
+pub const MAX_LON_E7: u64 = 3_600_000_000;
+/// Largest accuracy radius of a location pin, in metres.
+pub const MAX_ACCURACY_M: u32 = 1_000_000;
 /// Longest Matrix display name in attribution, in UTF-8 bytes.
 pub const MAX_VIA_NAME_BYTES: usize = 256;
 
@@ -55,6 +69,9 @@ pub enum ContentError {
     /// Attribution longer than its limits, or an empty Matrix ID.
     #[error("attribution: {0}")]
     Via(&'static str),
+    /// A location outside the globe, or an accuracy over its limit.
+    #[error("location: {0}")]
+    Location(&'static str),
 }
 
 /// Deepest nesting of content (a receipt's exception list).
@@ -69,6 +86,13 @@ pub enum Content {
     RoomName(String),
     /// Delivery and read figures (the content of a `Receipt` event).
     Receipt(ReceiptBody),
+    /// A location pin, with optional text.
+    Location {
+        /// Where.
+        at: Location,
+        /// What it says (may be empty).
+        text: String,
+    },
     /// Chat text that a bridge device brought from a Matrix user.
     Bridged {
         /// The text.
@@ -76,6 +100,109 @@ pub enum Content {
         /// Who wrote it on Matrix.
         via: Via,
     },
+}
+
+/// A point on the globe (WGS 84), in 10⁻⁷ degree, with an accuracy radius.
+/// JSON: `{"lat":52.52,"lon":13.405,"accuracy_m":10}` (degrees; `accuracy_m`
+/// left out when unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "LocationJson", into = "LocationJson")]
+pub struct Location {
+    /// Latitude in 10⁻⁷ degree, −90° to 90°.
+    pub lat_e7: i64,
+    /// Longitude in 10⁻⁷ degree, −180° to 180°.
+    pub lon_e7: i64,
+    /// Accuracy radius in metres (0: unknown).
+    pub accuracy_m: u32,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LocationJson {
+    lat: f64,
+    lon: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    accuracy_m: Option<u32>,
+}
+
+impl From<Location> for LocationJson {
+    fn from(l: Location) -> Self {
+        LocationJson {
+            lat: l.lat_e7 as f64 / 1e7,
+            lon: l.lon_e7 as f64 / 1e7,
+            accuracy_m: (l.accuracy_m > 0).then_some(l.accuracy_m),
+        }
+    }
+}
+
+impl TryFrom<LocationJson> for Location {
+    type Error = ContentError;
+    fn try_from(j: LocationJson) -> Result<Self, ContentError> {
+        Location::from_degrees(j.lat, j.lon, j.accuracy_m.unwrap_or(0))
+    }
+}
+
+impl Location {
+    /// A location from degrees, rounded to 10⁻⁷ degree (about 1 cm).
+    pub fn from_degrees(lat: f64, lon: f64, accuracy_m: u32) -> Result<Self, ContentError> {
+        if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+            return Err(ContentError::Location(
+                "latitude must be between -90 and 90",
+            ));
+        }
+        if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+            return Err(ContentError::Location(
+                "longitude must be between -180 and 180",
+            ));
+        }
+        if accuracy_m > MAX_ACCURACY_M {
+            return Err(ContentError::Location("accuracy over 1,000 km"));
+        }
+        Ok(Location {
+            lat_e7: (lat * 1e7).round() as i64,
+            lon_e7: (lon * 1e7).round() as i64,
+            accuracy_m,
+        })
+    }
+
+    /// Parses `LAT,LON` in decimal degrees (as `send --location` takes it).
+    pub fn parse(s: &str, accuracy_m: u32) -> Result<Self, ContentError> {
+        let bad =
+            ContentError::Location("expected LAT,LON in decimal degrees, e.g. 52.5200,13.4050");
+        let (lat, lon) = s.split_once(',').ok_or(bad.clone())?;
+        let num = |t: &str| t.trim().parse::<f64>().map_err(|_| bad.clone());
+        Location::from_degrees(num(lat)?, num(lon)?, accuracy_m)
+    }
+
+    /// `52.5200000, 13.4050000` for people.
+    pub fn degrees(&self) -> String {
+        format!(
+            "{:.5}, {:.5}",
+            self.lat_e7 as f64 / 1e7,
+            self.lon_e7 as f64 / 1e7
+        )
+    }
+
+    fn encoded(&self) -> (u64, u64) {
+        (
+            (self.lat_e7 + 900_000_000) as u64,
+            (self.lon_e7 + 1_800_000_000) as u64,
+        )
+    }
+
+    fn decode(lat: u64, lon: u64, accuracy_m: u64) -> Result<Self, ContentError> {
+        if lat > MAX_LAT_E7 || lon > MAX_LON_E7 {
+            return Err(ContentError::Location("outside the globe"));
+        }
+        let accuracy_m = u32::try_from(accuracy_m)
+            .ok()
+            .filter(|a| *a <= MAX_ACCURACY_M)
+            .ok_or(ContentError::Location("accuracy over 1,000 km"))?;
+        Ok(Location {
+            lat_e7: lat as i64 - 900_000_000,
+            lon_e7: lon as i64 - 1_800_000_000,
+            accuracy_m,
+        })
+    }
 }
 
 /// Who wrote a bridged message on Matrix (`protocol-spec/bridge.md`,
@@ -119,15 +246,20 @@ impl Via {
 impl Content {
     /// Whether this is chat text people read (plain or bridged).
     pub fn is_chat(&self) -> bool {
-        matches!(self, Content::Text(_) | Content::Bridged { .. })
+        matches!(
+            self,
+            Content::Text(_) | Content::Bridged { .. } | Content::Location { .. }
+        )
     }
 
-    /// Chat text and its attribution (empty text for other content).
-    pub fn into_chat(self) -> (String, Option<Via>) {
+    /// Chat text, its attribution and its location pin (empty text for
+    /// other content).
+    pub fn into_chat(self) -> (String, Option<Via>, Option<Location>) {
         match self {
-            Content::Text(text) => (text, None),
-            Content::Bridged { text, via } => (text, Some(via)),
-            Content::RoomName(_) | Content::Receipt(_) => (String::new(), None),
+            Content::Text(text) => (text, None, None),
+            Content::Bridged { text, via } => (text, Some(via), None),
+            Content::Location { at, text } => (text, None, Some(at)),
+            Content::RoomName(_) | Content::Receipt(_) => (String::new(), None, None),
         }
     }
 
@@ -139,6 +271,7 @@ impl Content {
             Content::Bridged { text, via } => {
                 text.len() + via.matrix_user.len() + via.name.len() + via.matrix_event.len()
             }
+            Content::Location { text, .. } => text.len(),
             Content::RoomName(n) => n.len(),
             Content::Receipt(_) => 0,
         }
@@ -154,6 +287,17 @@ impl Content {
                 w.array(3).u64(CONTENT_VERSION).u64(2);
                 b.write(&mut w);
                 &mut w
+            }
+            Content::Location { at, text } => {
+                let (lat, lon) = at.encoded();
+                w.array(3)
+                    .u64(CONTENT_VERSION)
+                    .u64(4)
+                    .array(4)
+                    .u64(lat)
+                    .u64(lon)
+                    .u64(u64::from(at.accuracy_m))
+                    .text(text)
             }
             Content::Bridged { text, via } => w
                 .array(3)
@@ -182,6 +326,14 @@ impl Content {
             let body = ReceiptBody::read(&mut r)?;
             r.finish()?;
             return Ok(Content::Receipt(body));
+        }
+        if ty == 4 {
+            r.array_of(4, "location array of 4")?;
+            let (lat, lon, acc) = (r.u64()?, r.u64()?, r.u64()?);
+            let text = r.text()?.to_owned();
+            r.finish()?;
+            let at = Location::decode(lat, lon, acc)?;
+            return Ok(Content::Location { at, text });
         }
         if ty == 3 {
             r.array_of(4, "bridged text array of 4")?;
@@ -225,6 +377,15 @@ mod tests {
         }
 
         #[test]
+        fn locations_round_trip(lat in -90.0f64..=90.0, lon in -180.0f64..=180.0, acc in 0u32..=MAX_ACCURACY_M, t in ".{0,20}") {
+            let at = Location::from_degrees(lat, lon, acc).unwrap();
+            let c = Content::Location { at, text: t };
+            prop_assert_eq!(Content::from_bytes(&c.to_bytes()).unwrap(), c);
+            let json = serde_json::to_string(&at).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Location>(&json).unwrap(), at);
+        }
+
+        #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
             let _ = Content::from_bytes(&bytes);
         }
@@ -251,5 +412,33 @@ mod tests {
                 Err(ContentError::Via(_))
             ));
         }
+    }
+
+    #[test]
+    fn locations_outside_the_globe_are_refused() {
+        for bad in ["91,0", "0,181", "x,1", "1", "NaN,0", "0,inf"] {
+            assert!(Location::parse(bad, 0).is_err(), "{bad}");
+        }
+        assert!(Location::from_degrees(0.0, 0.0, MAX_ACCURACY_M + 1).is_err());
+        let at = Location::parse(" 52.52 , 13.405", 10).unwrap();
+        assert_eq!(
+            (at.lat_e7, at.lon_e7, at.accuracy_m),
+            (525_200_000, 134_050_000, 10)
+        );
+        assert_eq!(at.degrees(), "52.52000, 13.40500");
+        // Encoded values past the globe do not decode.
+        let mut w = Writer::new();
+        w.array(3)
+            .u64(CONTENT_VERSION)
+            .u64(4)
+            .array(4)
+            .u64(MAX_LAT_E7 + 1)
+            .u64(0)
+            .u64(0)
+            .text("");
+        assert!(matches!(
+            Content::from_bytes(&w.into_bytes()),
+            Err(ContentError::Location(_))
+        ));
     }
 }

@@ -423,6 +423,7 @@ async fn send(
             room,
             text: b.text,
             via: None,
+            location: None,
         },
     )
     .await

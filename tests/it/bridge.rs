@@ -294,6 +294,7 @@ fn send_via_socket(dir: &Path, room: &str, text: &str) {
         room: room.to_owned(),
         text: text.to_owned(),
         via: None,
+        location: None,
     };
     client::call(dir, stream, &Request::new(op), |_| Ok(())).expect("send");
 }

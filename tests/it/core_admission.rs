@@ -123,6 +123,7 @@ fn history() -> &'static History {
                         room: room_id.clone(),
                         text: format!("{who} {i}"),
                         via: None,
+                        location: None,
                     },
                 );
             }
@@ -287,6 +288,7 @@ fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
                 room: room_id.clone(),
                 text: format!("before Cy {i}"),
                 via: None,
+                location: None,
             },
         );
     }
@@ -340,6 +342,7 @@ fn an_own_invite_gives_the_invitee_standing_at_once() {
             room: room_id.clone(),
             text: "first words".into(),
             via: None,
+            location: None,
         },
     );
     let ben = Identity::from_seed(&[12; 32]).device_id();

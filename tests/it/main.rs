@@ -26,6 +26,7 @@ mod human_fixture;
 mod human_json;
 mod import_memory;
 mod lan;
+mod location;
 mod peak_rss;
 mod receipts;
 mod reconcile;

@@ -144,6 +144,7 @@ impl MessageView {
                 read_by,
                 next_hop,
                 via,
+                location,
                 ..
             } => {
                 let who = match via {
@@ -161,7 +162,19 @@ impl MessageView {
                     ),
                     None => self.who(names, sender),
                 };
-                let mut line = format!("{who}: {}", for_terminal(text));
+                let mut line = match location {
+                    // A location pin: where, then any text.
+                    Some(at) => {
+                        let acc = if at.accuracy_m > 0 {
+                            format!(" ±{} m", at.accuracy_m)
+                        } else {
+                            String::new()
+                        };
+                        let sep = if text.is_empty() { "" } else { "  " };
+                        format!("{who}: 📍 {}{acc}{sep}{}", at.degrees(), for_terminal(text))
+                    }
+                    None => format!("{who}: {}", for_terminal(text)),
+                };
                 if names.is_own(sender) {
                     let t = ticks(names.others(), *next_hop, delivered_to.len(), read_by.len());
                     if !t.is_empty() {

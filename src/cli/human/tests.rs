@@ -41,6 +41,7 @@ fn text(sender: &DeviceId, ts: u64, text: &str) -> MessageLine {
         read_by: vec![],
         next_hop: false,
         via: None,
+        location: None,
     }
 }
 
@@ -184,6 +185,7 @@ fn times_out_of_range_and_malformed_senders_do_not_panic() {
             read_by: vec![],
             next_hop: false,
             via: None,
+            location: None,
         },
         MessageLine::Gap {
             gap: GapInfo {

@@ -49,6 +49,7 @@ use crate::app::{self, AppError, Device, MessageLine, PrekeyRotation, RoomInfo};
 use crate::cli::human::Style;
 use crate::control::exec::{self, Answer, parse_room};
 use crate::control::{self, ControlError, ErrorCode, OkData, Op, Request};
+use crate::room::content::{Location, MAX_ACCURACY_M};
 use crate::safe_text::for_terminal;
 use crate::store::StoreError;
 
@@ -80,8 +81,17 @@ pub enum RoomsCommand {
     Send {
         /// Room ID (hex).
         room_id: String,
-        /// Message text.
-        text: String,
+        /// Message text (optional with --location).
+        #[arg(required_unless_present = "location")]
+        text: Option<String>,
+        /// Send a location pin: LAT,LON in decimal degrees (WGS 84), e.g.
+        /// 52.5200,13.4050.
+        #[arg(long, value_name = "LAT,LON", value_parser = location_arg, allow_hyphen_values = true)]
+        location: Option<Location>,
+        /// With --location: its accuracy radius in metres.
+        #[arg(long, value_name = "M", requires = "location",
+              value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ACCURACY_M)))]
+        accuracy: Option<u32>,
         /// Print JSON: {"event_id"}.
         #[arg(long)]
         json: bool,
@@ -314,6 +324,11 @@ pub fn format_room_created(out: &mut dyn Write, room_id: &str, json: bool) -> Re
         writeln!(out, "{room_id}")
     };
     r.map_err(|e| io_err("-", e))
+}
+
+/// `--location LAT,LON`: a clear error for people (exit 2) when malformed.
+fn location_arg(s: &str) -> Result<Location, String> {
+    Location::parse(s, 0).map_err(|e| e.to_string())
 }
 
 /// Prints the room list (`rooms`): one JSON array, or a line per room and
@@ -676,9 +691,19 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
             },
         },
         RoomsCommand::Rooms { .. } => Op::Rooms,
-        RoomsCommand::Send { room_id, text, .. } => Op::Send {
+        RoomsCommand::Send {
+            room_id,
+            text,
+            location,
+            accuracy,
+            ..
+        } => Op::Send {
             room: room_id.clone(),
-            text: text.clone(),
+            text: text.clone().unwrap_or_default(),
+            location: location.map(|l| Location {
+                accuracy_m: accuracy.unwrap_or(0),
+                ..l
+            }),
             via: None,
         },
         RoomsCommand::Messages { room_id, last, .. } => Op::Messages {

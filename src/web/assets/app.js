@@ -122,7 +122,19 @@ function lineItem(line) {
   const t = ticks(line);
   if (t) meta.append(el("span", "ticks", t));
   li.append(meta);
-  if (line.text !== undefined) li.append(el("div", "text", line.text));
+  if (line.location) {
+    // A location pin: the coordinates, and a map link for when a network
+    // is reachable (nothing is fetched offline).
+    const { lat, lon, accuracy_m } = line.location;
+    const pin = el("div", "text location");
+    const a = el("a", "", `📍 ${lat.toFixed(5)}, ${lon.toFixed(5)}` + (accuracy_m ? ` ±${accuracy_m} m` : ""));
+    a.href = `https://www.openstreetmap.org/?mlat=${lat}&mlon=${lon}#map=16/${lat}/${lon}`;
+    a.rel = "noopener noreferrer";
+    a.target = "_blank";
+    pin.append(a);
+    li.append(pin);
+    if (line.text) li.append(el("div", "text", line.text));
+  } else if (line.text !== undefined) li.append(el("div", "text", line.text));
   else if (line.unauthorized) li.append(el("div", "note warn", "From a removed member: not shown."));
   else li.append(el("div", "note", "Cannot be read: " + (line.reason || "unknown reason")));
   li.dataset.id = line.event_id || "";
