@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::config::BridgeConfig;
+use crate::room::content::Location;
 use crate::transport::homeserver::{AccessToken, Client, HomeserverError, RetryPolicy};
 
 /// The content field carrying the mesh event ID of a bridged message.
@@ -229,12 +230,34 @@ impl Matrix {
         mesh_event: &str,
         ts_ms: u64,
         text: &str,
+        location: Option<&Location>,
     ) -> Result<String, HomeserverError> {
-        let content = json!({
-            "msgtype": "m.text",
-            "body": truncate_with_marker(text, MAX_MATRIX_BODY_BYTES),
-            MESH_EVENT_FIELD: mesh_event,
-        });
+        let body = truncate_with_marker(text, MAX_MATRIX_BODY_BYTES);
+        let content = match location {
+            // A pin: Matrix's own location message, its text in the body.
+            Some(at) => {
+                let mut geo = format!("geo:{},{}", at.lat_e7 as f64 / 1e7, at.lon_e7 as f64 / 1e7);
+                if at.accuracy_m > 0 {
+                    geo.push_str(&format!(";u={}", at.accuracy_m));
+                }
+                let body = if body.is_empty() {
+                    format!("Location: {}", at.degrees())
+                } else {
+                    format!("{body} (location: {})", at.degrees())
+                };
+                json!({
+                    "msgtype": "m.location",
+                    "body": body,
+                    "geo_uri": geo,
+                    MESH_EVENT_FIELD: mesh_event,
+                })
+            }
+            None => json!({
+                "msgtype": "m.text",
+                "body": body,
+                MESH_EVENT_FIELD: mesh_event,
+            }),
+        };
         let query = vec![("user_id", puppet.to_owned()), ("ts", ts_ms.to_string())];
         let v = self
             .client

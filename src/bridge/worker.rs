@@ -15,7 +15,7 @@ use super::state::RoomMap;
 use super::{BridgeError, Shared};
 use crate::app::{MessageLine, RoomInfo};
 use crate::control::{OkData, Op, client};
-use crate::room::content::Via;
+use crate::room::content::{Location, Via};
 
 /// How often the bridge looks for new mesh messages when nothing wakes it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -269,7 +269,8 @@ async fn post_messages(
         )
     };
     let mut lines = read(if full { None } else { Some(RECENT_LINES) }).await?.0;
-    let texts = |lines: &[MessageLine]| -> Vec<(String, String, u64, String)> {
+    type Post = (String, String, u64, String, Option<Location>);
+    let texts = |lines: &[MessageLine]| -> Vec<Post> {
         lines
             .iter()
             .filter_map(|l| match l {
@@ -278,10 +279,15 @@ async fn post_messages(
                     sender,
                     ts,
                     text,
+                    location,
                     ..
-                } if *sender != shared.device_id => {
-                    Some((event_id.clone(), sender.clone(), *ts, text.clone()))
-                }
+                } if *sender != shared.device_id => Some((
+                    event_id.clone(),
+                    sender.clone(),
+                    *ts,
+                    text.clone(),
+                    *location,
+                )),
                 _ => None,
             })
             .collect()
@@ -306,7 +312,7 @@ async fn post_messages(
         .iter()
         .map(|m| (m.device_id.as_str(), m.name.as_str()))
         .collect();
-    for (event_id, sender, ts, text) in texts(&lines) {
+    for (event_id, sender, ts, text, location) in texts(&lines) {
         if posted.contains(&event_id) {
             continue;
         }
@@ -323,7 +329,14 @@ async fn post_messages(
         with_state(shared, move |s| s.start_posting(&e, &r)).await?;
         let m = match shared
             .matrix
-            .post(&map.matrix_room_id, &puppet, &event_id, ts, &text)
+            .post(
+                &map.matrix_room_id,
+                &puppet,
+                &event_id,
+                ts,
+                &text,
+                location.as_ref(),
+            )
             .await
         {
             Ok(m) => m,

@@ -271,7 +271,9 @@ impl Content {
             Content::Bridged { text, via } => {
                 text.len() + via.matrix_user.len() + via.name.len() + via.matrix_event.len()
             }
-            Content::Location { text, .. } => text.len(),
+            // The pin's three numbers and inner array take up to 16 bytes
+            // more than a plain text's encoding.
+            Content::Location { text, .. } => text.len() + 16,
             Content::RoomName(n) => n.len(),
             Content::Receipt(_) => 0,
         }
@@ -347,6 +349,9 @@ impl Content {
             via.check()?;
             return Ok(Content::Bridged { text, via });
         }
+        if ty > 1 {
+            return Err(ContentError::UnknownType(ty));
+        }
         let s = r.text()?;
         r.finish()?;
         match ty {
@@ -412,6 +417,16 @@ mod tests {
                 Err(ContentError::Via(_))
             ));
         }
+    }
+
+    #[test]
+    fn an_unknown_type_is_named_whatever_its_body() {
+        let mut w = Writer::new();
+        w.array(3).u64(CONTENT_VERSION).u64(9).array(0);
+        assert_eq!(
+            Content::from_bytes(&w.into_bytes()),
+            Err(ContentError::UnknownType(9))
+        );
     }
 
     #[test]
