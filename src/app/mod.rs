@@ -562,12 +562,7 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<RoomId, AppError> {
-        if name.len() > crate::room::content::MAX_ROOM_NAME_BYTES {
-            return Err(AppError::BadInput(format!(
-                "room name longer than {} bytes",
-                crate::room::content::MAX_ROOM_NAME_BYTES
-            )));
-        }
+        check_room_name(name)?;
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
         let (mut s, created) =
@@ -649,12 +644,7 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<EventId, AppError> {
-        if name.len() > crate::room::content::MAX_ROOM_NAME_BYTES {
-            return Err(AppError::BadInput(format!(
-                "room name longer than {} bytes",
-                crate::room::content::MAX_ROOM_NAME_BYTES
-            )));
-        }
+        check_room_name(name)?;
         let ids = self.send_contents(room, &[Content::RoomName(name.to_owned())], now_ms, rng)?;
         ids.first()
             .copied()
@@ -824,6 +814,17 @@ impl<S: Store> Device<S> {
         }
         Ok(ids)
     }
+}
+
+/// Refuses a room name over `MAX_ROOM_NAME_BYTES`.
+fn check_room_name(name: &str) -> Result<(), AppError> {
+    if name.len() > crate::room::content::MAX_ROOM_NAME_BYTES {
+        return Err(AppError::BadInput(format!(
+            "room name longer than {} bytes",
+            crate::room::content::MAX_ROOM_NAME_BYTES
+        )));
+    }
+    Ok(())
 }
 
 fn last_message_plaintext(events: &[Event], content: &Content) -> Vec<(EventId, Vec<u8>)> {

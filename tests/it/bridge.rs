@@ -215,7 +215,10 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
     assert_eq!(s["puppets"], 3);
 
     // A location pin reaches Matrix as a location message.
-    ok(&a.dir, &["send", &room, "meet here", "--location", "52.52,13.405"]);
+    ok(
+        &a.dir,
+        &["send", &room, "meet here", "--location", "52.52,13.405"],
+    );
     let got = hq(&url, &sdir, &["messages", &alias, "--count", "5"]);
     assert!(
         got["messages"]
@@ -297,6 +300,15 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
     drop((bridge, a, b, c));
 }
 
+/// A's daemon and a room of A's with the bridge device invited (by the
+/// card `bridge registration` flagged).
+fn room_with_bridge(tmp: &Path, bridge_dir: &Path) -> (Daemon, String) {
+    let a = Daemon::start_on(&tmp.join("a"), "Ana", super::daemon::free_port(), &[]);
+    let room = create_room(&a.dir, "camp");
+    ok(&a.dir, &["room", "invite", &room, &card(bridge_dir)]);
+    (a, room)
+}
+
 /// One `send` through the daemon's control socket (faster than a process
 /// per message for a backlog).
 fn send_via_socket(dir: &Path, room: &str, text: &str) {
@@ -322,14 +334,7 @@ fn a_bridge_killed_during_a_backlog_both_ways_delivers_every_message_once() {
         serde_json::from_str(&private_synapse(&sdir, &["register", "hq2", "--json"])).unwrap();
     let hq_token = hq_user["access_token"].as_str().unwrap().to_owned();
 
-    let a = Daemon::start_on(
-        &tmp.path().join("a"),
-        "Ana",
-        super::daemon::free_port(),
-        &[],
-    );
-    let room = create_room(&a.dir, "camp");
-    ok(&a.dir, &["room", "invite", &room, &card(&dbr)]);
+    let (a, room) = room_with_bridge(tmp.path(), &dbr);
     let mut bridge = Daemon::start_with(&dbr, "HQ bridge", 0, &[a.tcp_addr()], &["--bridge"]);
     wait_until("the bridge mirrors the room", || {
         bridge_status(&dbr).is_some_and(|s| s["rooms"].as_array().is_some_and(|r| r.len() == 1))
@@ -515,14 +520,7 @@ fn report_backlog_and_delay() {
     };
 
     // The mesh backlog reaches the bridge device while its bridge is off.
-    let a = Daemon::start_on(
-        &tmp.path().join("a"),
-        "Ana",
-        super::daemon::free_port(),
-        &[],
-    );
-    let room = create_room(&a.dir, "camp");
-    ok(&a.dir, &["room", "invite", &room, &card(&dbr)]);
+    let (a, room) = room_with_bridge(tmp.path(), &dbr);
     let mut plain = Daemon::start_with(&dbr, "HQ bridge", 0, &[a.tcp_addr()], &[]);
     for i in 0..n {
         send_via_socket(
