@@ -165,24 +165,22 @@ async fn transaction(
     if let Some(r) = refusal(&shared, &headers, &uri) {
         return r;
     }
-    let done = match shared.state.txn_done(&txn) {
-        Ok(d) => d,
-        Err(e) => return internal(e),
-    };
-    if done {
-        return axum::Json(json!({})).into_response();
-    }
-    let parsed: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
+    // Parsing, the state reads and the commit run off the runtime's
+    // threads, at once.
+    let worker = shared.clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        if worker.state.txn_done(&txn)? {
+            return Ok(0);
+        }
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
             // Answered, or the homeserver would retry it for ever.
             tracing::warn!(%e, txn, "bridge: malformed transaction skipped");
             Value::Null
-        }
-    };
-    let msgs = messages_for_mesh(&shared, &parsed);
-    let state = shared.state.clone();
-    let committed = tokio::task::spawn_blocking(move || state.commit_txn(&txn, &msgs)).await;
+        });
+        let msgs = messages_for_mesh(&worker, &parsed);
+        worker.state.commit_txn(&txn, &msgs)
+    })
+    .await;
     match committed {
         Ok(Ok(n)) => {
             if n > 0 {

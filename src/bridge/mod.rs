@@ -53,9 +53,6 @@ pub enum BridgeError {
     /// No bridge answers on the data directory's bridge socket.
     #[error("the bridge is not running (start it with `meshrelay run --bridge`)")]
     NotRunning,
-    /// The daemon's control socket does not answer.
-    #[error("the daemon is not answering")]
-    NoDaemon,
     /// A file of the bridge is unreadable.
     #[error("bridge state: {0}")]
     Corrupt(String),

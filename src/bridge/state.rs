@@ -123,6 +123,20 @@ fn seq_key(n: u64) -> String {
     format!("{n:020}")
 }
 
+/// Takes the next number of a counter in `META`.
+fn next(
+    meta: &mut redb::Table<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<u64, BridgeError> {
+    let n = meta
+        .get(key)
+        .map_err(err)?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map_or(0, u64::from_be_bytes);
+    meta.insert(key, &(n + 1).to_be_bytes()[..]).map_err(err)?;
+    Ok(n)
+}
+
 fn joined_key(matrix_room: &str, user: &str) -> String {
     format!("{matrix_room}\0{user}")
 }
@@ -252,17 +266,6 @@ impl State {
         self.put_remove(&[], &[(POSTING, event_id)])
     }
 
-    fn next(&self, txn: &redb::WriteTransaction, key: &str) -> Result<u64, BridgeError> {
-        let mut meta = txn.open_table(META).map_err(err)?;
-        let n = meta
-            .get(key)
-            .map_err(err)?
-            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-            .map_or(0, u64::from_be_bytes);
-        meta.insert(key, &(n + 1).to_be_bytes()[..]).map_err(err)?;
-        Ok(n)
-    }
-
     /// Whether a homeserver transaction was already answered.
     pub fn txn_done(&self, txn_id: &str) -> Result<bool, BridgeError> {
         Ok(self.get(TXNS, txn_id)?.is_some())
@@ -274,57 +277,37 @@ impl State {
     pub fn commit_txn(&self, txn_id: &str, msgs: &[Inbound]) -> Result<usize, BridgeError> {
         let txn = self.db.begin_write().map_err(err)?;
         let mut queued = 0;
-        for m in msgs {
-            let seen = txn
-                .open_table(INBOUND_IDS)
-                .map_err(err)?
-                .get(m.matrix_event.as_str())
-                .map_err(err)?
-                .is_some()
-                || txn
-                    .open_table(TO_MESH)
-                    .map_err(err)?
-                    .get(m.matrix_event.as_str())
-                    .map_err(err)?
-                    .is_some();
-            if seen {
-                continue;
+        {
+            let mut ids = txn.open_table(INBOUND_IDS).map_err(err)?;
+            let mut inbound = txn.open_table(INBOUND).map_err(err)?;
+            let to_mesh = txn.open_table(TO_MESH).map_err(err)?;
+            let mut meta = txn.open_table(META).map_err(err)?;
+            let mut txns = txn.open_table(TXNS).map_err(err)?;
+            let mut order = txn.open_table(TXN_ORDER).map_err(err)?;
+            for m in msgs {
+                let id = m.matrix_event.as_str();
+                if ids.get(id).map_err(err)?.is_some() || to_mesh.get(id).map_err(err)?.is_some() {
+                    continue;
+                }
+                let key = seq_key(next(&mut meta, "inbound_next")?);
+                ids.insert(id, key.as_bytes()).map_err(err)?;
+                let v = serde_json::to_vec(m).map_err(err)?;
+                inbound.insert(key.as_str(), v.as_slice()).map_err(err)?;
+                queued += 1;
             }
-            let n = self.next(&txn, "inbound_next")?;
-            let key = seq_key(n);
-            txn.open_table(INBOUND_IDS)
-                .map_err(err)?
-                .insert(m.matrix_event.as_str(), key.as_bytes())
+            let n = next(&mut meta, "txn_next")?;
+            txns.insert(txn_id, &n.to_be_bytes()[..]).map_err(err)?;
+            order
+                .insert(seq_key(n).as_str(), txn_id.as_bytes())
                 .map_err(err)?;
-            let v = serde_json::to_vec(m).map_err(err)?;
-            txn.open_table(INBOUND)
-                .map_err(err)?
-                .insert(key.as_str(), v.as_slice())
-                .map_err(err)?;
-            queued += 1;
-        }
-        let n = self.next(&txn, "txn_next")?;
-        txn.open_table(TXNS)
-            .map_err(err)?
-            .insert(txn_id, &n.to_be_bytes()[..])
-            .map_err(err)?;
-        txn.open_table(TXN_ORDER)
-            .map_err(err)?
-            .insert(seq_key(n).as_str(), txn_id.as_bytes())
-            .map_err(err)?;
-        if n >= self.txn_bound {
-            let old = seq_key(n - self.txn_bound);
-            let gone = txn
-                .open_table(TXN_ORDER)
-                .map_err(err)?
-                .remove(old.as_str())
-                .map_err(err)?
-                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-            if let Some(id) = gone {
-                txn.open_table(TXNS)
+            if n >= self.txn_bound {
+                let gone = order
+                    .remove(seq_key(n - self.txn_bound).as_str())
                     .map_err(err)?
-                    .remove(id.as_str())
-                    .map_err(err)?;
+                    .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+                if let Some(old) = gone {
+                    txns.remove(old.as_str()).map_err(err)?;
+                }
             }
         }
         txn.commit().map_err(err)?;

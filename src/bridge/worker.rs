@@ -32,17 +32,10 @@ pub const PUPPET_NAME_SUFFIX: &str = " (mesh)";
 /// directory.
 async fn control(shared: &Shared, op: Op) -> Result<(Vec<MessageLine>, OkData), BridgeError> {
     let dir = shared.dir.clone();
-    tokio::task::spawn_blocking(move || {
-        let stream = client::connect(&dir).ok_or(BridgeError::NoDaemon)?;
-        let mut lines = Vec::new();
-        let ok = client::call(&dir, stream, &crate::control::Request::new(op), |l| {
-            lines.push(l);
-            Ok(())
-        })?;
-        Ok((lines, ok))
-    })
-    .await
-    .map_err(|e| BridgeError::State(e.to_string()))?
+    tokio::task::spawn_blocking(move || client::run(&dir, op))
+        .await
+        .map_err(|e| BridgeError::State(e.to_string()))?
+        .map_err(BridgeError::from)
 }
 
 /// Blocking state access off the runtime's threads.
@@ -386,19 +379,29 @@ async fn mirror_roster(
 /// Sends the Matrix messages waiting for the mesh, oldest first, each
 /// with its Matrix sender as attribution.
 async fn send_to_mesh(shared: &Arc<Shared>) -> Result<(), BridgeError> {
+    // A backlog from one person asks the homeserver for their name once.
+    let mut names: BTreeMap<(String, String), String> = BTreeMap::new();
     for (key, m) in with_state(shared, |s| s.inbound()).await? {
-        let map = {
-            let r = m.room.clone();
-            with_state(shared, move |s| s.room(&r)).await?
-        };
-        let name = match &map {
-            Some(map) => {
-                shared
-                    .matrix
-                    .member_name(&map.matrix_room_id, &m.user)
-                    .await
+        let who = (m.room.clone(), m.user.clone());
+        let name = match names.get(&who) {
+            Some(n) => n.clone(),
+            None => {
+                let map = {
+                    let r = m.room.clone();
+                    with_state(shared, move |s| s.room(&r)).await?
+                };
+                let n = match &map {
+                    Some(map) => {
+                        shared
+                            .matrix
+                            .member_name(&map.matrix_room_id, &m.user)
+                            .await
+                    }
+                    None => String::new(),
+                };
+                names.insert(who, n.clone());
+                n
             }
-            None => String::new(),
         };
         let via = Via {
             matrix_user: m.user.clone(),

@@ -41,6 +41,9 @@ pub enum ControlError {
     /// The daemon refused or failed the request.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// No daemon answers on the data directory's control socket.
+    #[error("the daemon is not running")]
+    NotRunning,
 }
 
 /// The control socket path of a data directory.
@@ -111,6 +114,19 @@ pub fn call(
             ReplyBody::Error(e) => return Err(ControlError::Api(e)),
         }
     }
+}
+
+/// Connects to the daemon of `dir`, runs `op`, and returns its streamed
+/// lines with its final data (blocking: async callers use
+/// `spawn_blocking`).
+pub fn run(dir: &Path, op: Op) -> Result<(Vec<MessageLine>, OkData), ControlError> {
+    let stream = connect(dir).ok_or(ControlError::NotRunning)?;
+    let mut lines = Vec::new();
+    let ok = call(dir, stream, &Request::new(op), |l| {
+        lines.push(l);
+        Ok(())
+    })?;
+    Ok((lines, ok))
 }
 
 /// An invite naming a contact of the data directory's contact book by

@@ -50,7 +50,7 @@ use crate::app::{
 };
 use crate::control::Reply;
 use crate::crypto::{ContactCard, DeviceId};
-use crate::event::{Event, EventId, RoomId};
+use crate::event::{Event, EventId, EventKind, RoomId};
 use crate::proto::{AppEvent, Command, Input, Node, NodeConfig, Output};
 use crate::store::{Source, Store, StoreError};
 
@@ -525,14 +525,28 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
     /// staged already). Fails if the store refuses one (the caller rolls
     /// back).
     fn publish(&mut self, now_ms: u64, events: Vec<Event>) -> Result<Option<EventId>, CoreError> {
+        let mut changed = BTreeSet::new();
         for ev in events {
             let id = ev.id();
+            if ev.kind() == EventKind::Membership {
+                changed.insert(ev.room());
+            }
             self.node
                 .handle(now_ms, Input::Command(Command::Publish(Box::new(ev))))?;
             if !self.node.store().has_event(&id)? {
                 return Ok(Some(id));
             }
             self.absorbed.insert(id);
+        }
+        // An own membership change (an invite, a removal) changes who has
+        // standing at once, as one received does (`after_absorb`): an
+        // invitee's first messages are not strangers' traffic here.
+        for room in changed {
+            let members = self.with_device(|dev, _| dev.room_members(&room))?;
+            self.node.handle(
+                now_ms,
+                Input::Command(Command::RoomMembers { room, members }),
+            )?;
         }
         Ok(None)
     }

@@ -14,7 +14,6 @@ use crate::app::{AppError, ImportSummary, PrekeyRotation};
 use crate::control::exec::{self, Answer};
 use crate::control::{ApiError, ErrorCode, OkData, Op, Reply};
 use crate::event::Event;
-use crate::proto::io::{Command, Input};
 use crate::store::{Source, Store};
 
 /// The driver's number for an operation; its replies carry it back.
@@ -107,17 +106,6 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
                 ErrorCode::Runtime,
                 format!("the store refused this device's own event {id}"),
             )]);
-        }
-        // Own invites and removals change who has standing at once: an
-        // invited member's first messages are not strangers' traffic here
-        // (rate-limited per key) while this device waits for them.
-        if let Op::RoomInvite { room, .. } | Op::RoomRemove { room, .. } = request {
-            let room = self.resolve_room(room)?;
-            let members = self.with_device(|dev, _| dev.room_members(&room))?;
-            self.node.handle(
-                now_ms,
-                Input::Command(Command::RoomMembers { room, members }),
-            )?;
         }
         Ok(answer.into_replies())
     }

@@ -149,7 +149,9 @@ impl From<ControlError> for Failure {
                     message: e.message,
                 }
             }
-            ControlError::Closed | ControlError::Io { .. } => Failure::no_daemon(),
+            ControlError::Closed | ControlError::Io { .. } | ControlError::NotRunning => {
+                Failure::no_daemon()
+            }
             e => Failure::new(StatusCode::BAD_GATEWAY, "runtime", e.to_string()),
         }
     }
@@ -158,18 +160,9 @@ impl From<ControlError> for Failure {
 /// Runs one control operation; its streamed lines and final data.
 async fn control(ctx: &Ctx, op: Op) -> Result<(Vec<MessageLine>, OkData), Failure> {
     let data = ctx.data.clone();
-    tokio::task::spawn_blocking(move || {
-        let dir = data.root();
-        let stream = client::connect(dir).ok_or_else(Failure::no_daemon)?;
-        let mut lines = Vec::new();
-        let ok = client::call(dir, stream, &Request::new(op), |l| {
-            lines.push(l);
-            Ok(())
-        })?;
-        Ok((lines, ok))
-    })
-    .await
-    .unwrap_or_else(|_| Err(Failure::no_daemon()))
+    tokio::task::spawn_blocking(move || client::run(data.root(), op).map_err(Failure::from))
+        .await
+        .unwrap_or_else(|_| Err(Failure::no_daemon()))
 }
 
 /// The final data of an operation as the response.
