@@ -123,6 +123,7 @@ fn prepare() -> Input0 {
                 text: format!("message {i} from the north gate, all quiet"),
                 via: None,
                 location: None,
+                urgent: false,
             },
         );
     }

@@ -112,6 +112,7 @@ impl SimNet {
             text: text.into(),
             via: None,
             location: None,
+            urgent: false,
         };
         event_id(self.op(i, &op)?)
     }

@@ -6,6 +6,7 @@ use super::{
     AppError, Device, FailedRoom, ImportSummary, RejectedInfo, UnauthorizedInfo, pt_key,
     room_keys_key, ud_key,
 };
+use crate::proto::urgent::UrgentMark;
 use std::io::Read;
 
 use crate::bundle::{self, BundleStream, RawEvent};
@@ -129,12 +130,19 @@ impl<S: Store> Device<S> {
         if !dag.contains(&id) && !dag.is_pending(&id) {
             for r in s.receive(&self.keys.prekeys, ev).unwrap_or_default() {
                 if let Received::Message {
-                    event_id, content, ..
+                    event_id,
+                    sender,
+                    ts,
+                    content,
                 } = r
                 {
-                    self.store
-                        .put_secret(&pt_key(&event_id), &content.to_bytes())?;
-                    self.store.remove_secret(&ud_key(&event_id))?;
+                    let mark = UrgentMark {
+                        id: event_id,
+                        room: ev.room(),
+                        sender,
+                        ts_ms: ts,
+                    };
+                    self.keep_plaintext(mark, &content)?;
                 }
             }
             return Ok(());
@@ -144,8 +152,13 @@ impl<S: Store> Device<S> {
             && self.store.get_secret(&pt_key(&id))?.is_none()
             && let Ok(content) = s.decrypt(ev)
         {
-            self.store.put_secret(&pt_key(&id), &content.to_bytes())?;
-            self.store.remove_secret(&ud_key(&id))?;
+            let mark = UrgentMark {
+                id,
+                room: ev.room(),
+                sender: ev.sender(),
+                ts_ms: ev.origin_ts_ms(),
+            };
+            self.keep_plaintext(mark, &content)?;
         }
         Ok(())
     }
@@ -536,14 +549,21 @@ impl<S: Store> Device<S> {
             for r in received {
                 match r {
                     Received::Message {
-                        event_id, content, ..
+                        event_id,
+                        sender,
+                        ts,
+                        content,
                     } => {
                         if !matches!(content, Content::Receipt(_)) {
                             sum.readable.insert(*room);
                         }
-                        self.store
-                            .put_secret(&pt_key(&event_id), &content.to_bytes())?;
-                        self.store.remove_secret(&ud_key(&event_id))?;
+                        let mark = UrgentMark {
+                            id: event_id,
+                            room: *room,
+                            sender,
+                            ts_ms: ts,
+                        };
+                        self.keep_plaintext(mark, &content)?;
                     }
                     Received::Undecryptable {
                         event_id, reason, ..

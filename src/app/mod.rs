@@ -56,7 +56,7 @@ pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
 pub use receipts::ReadMarks;
 pub use sessions::{MAX_CACHED_SESSIONS, SessionCache};
 pub use types::{
-    DroppedInfo, FailedRoom, ForkInfo, GapInfo, ImportSummary, KeyStateInfo, MemberInfo,
+    Draft, DroppedInfo, FailedRoom, ForkInfo, GapInfo, ImportSummary, KeyStateInfo, MemberInfo,
     MessageLine, RejectedInfo, RepairReport, RoomInfo, UnauthorizedInfo,
 };
 
@@ -65,7 +65,7 @@ use crate::contacts::{ContactBook, ContactError};
 use crate::crypto::{ContactCard, DeviceId, Identity};
 use crate::datadir::{DataDir, DataDirError};
 use crate::event::{Event, EventId, EventKind, RoomId};
-use crate::room::content::{Location, Via};
+use crate::proto::urgent::UrgentMark;
 use crate::room::{Content, Membership, MembershipState, RoomKeys, RoomSession, SessionError};
 use crate::store::redb_backend::STORE_FILE_NAME;
 use crate::store::{
@@ -209,6 +209,9 @@ pub struct Device<S: Store = RedbStore> {
     deferred: Option<Vec<Event>>,
     /// Sessions kept between [`Device::absorb`] calls (the device core).
     cache: Option<SessionCache>,
+    /// Messages read or sent as urgent during this call, for the node's
+    /// queues ([`Device::take_urgent`]).
+    urgent: Vec<UrgentMark>,
 }
 
 impl Device {
@@ -254,6 +257,7 @@ impl<S: Store> Device<S> {
             store,
             deferred: None,
             cache: None,
+            urgent: Vec::new(),
         }
     }
 
@@ -286,6 +290,23 @@ impl<S: Store> Device<S> {
     /// them) and commits everything in one transaction.
     pub fn defer(&mut self) {
         self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// The messages read or sent as urgent since the last call
+    /// (`protocol-spec/wire.md`, "Urgent messages").
+    pub fn take_urgent(&mut self) -> Vec<UrgentMark> {
+        std::mem::take(&mut self.urgent)
+    }
+
+    /// Keeps a message's plaintext (it became readable) and notes an
+    /// urgent mark for the node's queues.
+    fn keep_plaintext(&mut self, m: UrgentMark, content: &Content) -> Result<(), AppError> {
+        self.store.put_secret(&pt_key(&m.id), &content.to_bytes())?;
+        self.store.remove_secret(&ud_key(&m.id))?;
+        if content.is_urgent() {
+            self.urgent.push(m);
+        }
+        Ok(())
     }
 
     /// The events the operations in deferred mode produced, in order.
@@ -705,22 +726,23 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<EventId, AppError> {
-        self.send_via(room, text, None, None, now_ms, rng)
+        self.send_draft(room, &Draft::text(text), now_ms, rng)
     }
 
-    /// [`Self::send`], for text a bridge brought from Matrix when `via` is
-    /// set (`protocol-spec/bridge.md`, "Attribution"), or a location pin
-    /// with optional text when `location` is.
-    pub fn send_via<R: CryptoRng + ?Sized>(
+    /// [`Self::send`] for any chat content a person composes: text a bridge
+    /// brought from Matrix (`via`, `protocol-spec/bridge.md`,
+    /// "Attribution"), a location pin with optional text, either of them
+    /// urgent (`protocol-spec/wire.md`, "Urgent messages": refused beyond
+    /// the sender's burst).
+    pub fn send_draft<R: CryptoRng + ?Sized>(
         &mut self,
         room: &RoomId,
-        text: &str,
-        via: Option<&Via>,
-        location: Option<&Location>,
+        draft: &Draft<'_>,
         now_ms: u64,
         rng: &mut R,
     ) -> Result<EventId, AppError> {
-        let content = match (via, location) {
+        let text = draft.text.to_owned();
+        let content = match (draft.via, draft.location) {
             (Some(_), Some(_)) => {
                 return Err(AppError::BadInput(
                     "a message cannot be both bridged and a location pin".into(),
@@ -729,20 +751,95 @@ impl<S: Store> Device<S> {
             (Some(via), None) => {
                 via.check().map_err(|e| AppError::BadInput(e.to_string()))?;
                 Content::Bridged {
-                    text: text.to_owned(),
+                    text,
                     via: via.clone(),
                 }
             }
-            (None, Some(at)) => Content::Location {
-                at: *at,
-                text: text.to_owned(),
-            },
-            (None, None) => Content::Text(text.to_owned()),
+            (None, Some(at)) => Content::Location { at: *at, text },
+            (None, None) => Content::Text(text),
         };
-        let ids = self.send_contents(room, &[content], now_ms, rng)?;
-        ids.first()
+        let content = if draft.urgent {
+            self.check_urgent_burst(room, now_ms)?;
+            Content::urgent(content)
+        } else {
+            content
+        };
+        let ids = self.send_contents(room, std::slice::from_ref(&content), now_ms, rng)?;
+        let id = ids
+            .first()
             .copied()
-            .ok_or_else(|| AppError::Corrupt("send produced no message".into()))
+            .ok_or_else(|| AppError::Corrupt("send produced no message".into()))?;
+        if draft.urgent {
+            self.urgent.push(UrgentMark {
+                id,
+                room: *room,
+                sender: self.device_id(),
+                ts_ms: now_ms,
+            });
+        }
+        Ok(id)
+    }
+
+    /// This device's newest own messages and receipts in the room that no
+    /// peer and not the homeserver is known to hold, back to the first
+    /// that one does or to an own control event (membership, key shares:
+    /// always cited): what an urgent message does not cite
+    /// (`protocol-spec/wire.md`, "Urgent messages").
+    fn own_backlog(&self, s: &mut RoomSession) -> Result<BTreeSet<EventId>, AppError> {
+        let me = self.device_id();
+        let dag: &crate::room::RoomDag = s.dag();
+        let mut backlog = BTreeSet::new();
+        for id in dag.sender_events_newest_first(&me) {
+            let in_chain = dag.held(id).is_some_and(|h| h.kind.in_sender_chain());
+            if !in_chain || self.on_next_hop(id)? {
+                break;
+            }
+            backlog.insert(*id);
+        }
+        Ok(backlog)
+    }
+
+    /// Refuses an urgent message that would exceed this device's own burst
+    /// in `room` ([`crate::proto::urgent::URGENT_BURST`] within
+    /// [`crate::proto::urgent::URGENT_WINDOW_MS`]), counted from its own
+    /// messages the room holds.
+    fn check_urgent_burst(&mut self, room: &RoomId, now_ms: u64) -> Result<(), AppError> {
+        use crate::proto::urgent::{URGENT_BURST, URGENT_WINDOW_MS, UrgentWindow};
+        let me = self.device_id();
+        let cached = self.cache.as_mut().and_then(|c| c.take(room));
+        let mut s = match cached {
+            Some(s) => s,
+            None => self.known_session(room)?,
+        };
+        let dag: &crate::room::RoomDag = s.dag();
+        let mut recent = Vec::new();
+        for id in dag.sender_events_newest_first(&me) {
+            let Some(h) = dag.held(id) else { continue };
+            if h.ts.saturating_add(URGENT_WINDOW_MS) <= now_ms {
+                break;
+            }
+            if h.kind == EventKind::Message
+                && let Some(pt) = self.store.get_secret(&pt_key(id))?
+                && Content::from_bytes(&pt).is_ok_and(|c| c.is_urgent())
+            {
+                recent.push(h.ts);
+            }
+        }
+        if let Some(c) = self.cache.as_mut() {
+            c.put(*room, s);
+        }
+        let mut window = UrgentWindow::default();
+        for ts in recent.into_iter().rev() {
+            window.admit(ts);
+        }
+        if !window.allows(now_ms) {
+            return Err(AppError::BadInput(format!(
+                "at most {URGENT_BURST} urgent messages per {} minutes in a room; \
+                 send this one without --urgent",
+                URGENT_WINDOW_MS / 60_000
+            )));
+        }
+        Ok(())
     }
 
     /// Sends several messages in order with one session restore and one
@@ -791,7 +888,12 @@ impl<S: Store> Device<S> {
         let mut keys = zeroize::Zeroizing::new(Vec::new());
         let mut ids = Vec::with_capacity(contents.len());
         for content in contents {
-            let out = s.send(&self.keys.identity, content, now_ms, rng)?;
+            let around = if content.is_urgent() {
+                self.own_backlog(&mut s)?
+            } else {
+                BTreeSet::new()
+            };
+            let out = s.send_citing_around(&self.keys.identity, content, around, now_ms, rng)?;
             keys = zeroize::Zeroizing::new(out.keys().to_vec());
             let evs = out.release();
             let pt = last_message_plaintext(&evs, content);

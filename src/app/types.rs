@@ -77,6 +77,11 @@ pub enum MessageLine {
         /// (degrees; `accuracy_m` left out when unknown).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         location: Option<crate::room::content::Location>,
+        /// Marked urgent by its sender, within the sender's burst
+        /// (`"urgent":true`, left out otherwise; `protocol-spec/wire.md`,
+        /// "Urgent messages").
+        #[serde(default, skip_serializing_if = "is_false")]
+        urgent: bool,
     },
     /// A message this device cannot read:
     /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.
@@ -263,4 +268,27 @@ pub struct KeyStateInfo {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A chat message a person composed ([`crate::app::Device::send_draft`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Draft<'a> {
+    /// The text (may be empty for a location pin).
+    pub text: &'a str,
+    /// Who wrote it on Matrix (a bridge's message).
+    pub via: Option<&'a crate::room::content::Via>,
+    /// A location pin.
+    pub location: Option<&'a crate::room::content::Location>,
+    /// Marked urgent (`protocol-spec/wire.md`, "Urgent messages").
+    pub urgent: bool,
+}
+
+impl<'a> Draft<'a> {
+    /// Plain text.
+    pub fn text(text: &'a str) -> Self {
+        Draft {
+            text,
+            ..Draft::default()
+        }
+    }
 }

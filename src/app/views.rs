@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::proto::urgent::UrgentWindow;
 use crate::store::{DeliveryState, Destination};
 
 impl<S: Store> Device<S> {
@@ -178,6 +179,7 @@ impl<S: Store> Device<S> {
             }
         }
         let mut out = Vec::new();
+        let mut urgent_windows: BTreeMap<DeviceId, UrgentWindow> = BTreeMap::new();
         for &id in &full_order[start..] {
             let Some(ev) = s.dag().held(&id) else {
                 continue;
@@ -213,17 +215,23 @@ impl<S: Store> Device<S> {
             match self.store.get_secret(&pt_key(&id))? {
                 Some(pt) => match Content::from_bytes(&pt) {
                     Ok(c) if c.is_chat() => {
-                        let (text, via, location) = c.into_chat();
+                        let chat = c.into_chat();
+                        // Shown urgent within its sender's burst, as the
+                        // node's queues honour it (`wire.md`, "Urgent
+                        // messages"), counted over the lines shown.
+                        let urgent = chat.urgent
+                            && urgent_windows.entry(ev.sender).or_default().admit(ev.ts);
                         out.push(MessageLine::Text {
                             event_id,
                             sender,
                             ts,
-                            text,
+                            text: chat.text,
                             delivered_to: ids(book.delivered_to(&ev.sender, ev.seq)),
                             read_by: ids(book.read_by(&ev.sender, ev.seq)),
                             next_hop: ev.sender == me && self.on_next_hop(&id)?,
-                            via,
-                            location,
+                            via: chat.via,
+                            location: chat.location,
+                            urgent,
                         })
                     }
                     Ok(_) => {}
@@ -323,7 +331,7 @@ impl<S: Store> Device<S> {
 
     /// Whether an own event reached the next hop: a peer showed it holds
     /// it, or the homeserver accepted it.
-    fn on_next_hop(&self, id: &EventId) -> Result<bool, AppError> {
+    pub(super) fn on_next_hop(&self, id: &EventId) -> Result<bool, AppError> {
         for dest in [Destination::Mesh, Destination::Homeserver] {
             if self.store.delivery_state(&dest, id)? == Some(DeliveryState::Acked) {
                 return Ok(true);

@@ -424,6 +424,7 @@ async fn send_to_mesh(shared: &Arc<Shared>) -> Result<(), BridgeError> {
                 text,
                 via: Some(via),
                 location: None,
+                urgent: false,
             },
         )
         .await;

@@ -109,6 +109,7 @@ impl DemoNode {
             text: text.into(),
             via: None,
             location: None,
+            urgent: false,
         })
         .map(drop)
     }

@@ -11,7 +11,7 @@ use data_encoding::BASE64;
 use rand_core::CryptoRng;
 
 use super::{OkData, Op, Reply};
-use crate::app::{AppError, Device, MessageLine, ReadMarks, RoomInfo};
+use crate::app::{AppError, Device, Draft, MessageLine, ReadMarks, RoomInfo};
 use crate::crypto::DeviceId;
 use crate::event::RoomId;
 use crate::safe_text;
@@ -172,14 +172,16 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
             text,
             via,
             location,
-        } => event(dev.send_via(
-            &resolve_room(dev, room)?,
-            text,
-            via.as_ref(),
-            location.as_ref(),
-            now,
-            rng,
-        )?),
+            urgent,
+        } => {
+            let draft = Draft {
+                text,
+                via: via.as_ref(),
+                location: location.as_ref(),
+                urgent: *urgent,
+            };
+            event(dev.send_draft(&resolve_room(dev, room)?, &draft, now, rng)?)
+        }
         Op::Messages {
             room,
             last,

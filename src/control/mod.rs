@@ -160,6 +160,10 @@ pub enum Op {
         /// may then be empty.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         location: Option<crate::room::content::Location>,
+        /// Marked urgent (`protocol-spec/wire.md`, "Urgent messages");
+        /// default false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        urgent: bool,
     },
     /// A room's messages in display order: one `line` reply each, then
     /// [`OkData::Lines`].
@@ -563,4 +567,8 @@ fn yes() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

@@ -40,6 +40,7 @@ fn every_op() -> Vec<Op> {
             text: "hi".into(),
             via: None,
             location: None,
+            urgent: false,
         },
         Op::Messages {
             room: room(),
@@ -231,8 +232,19 @@ fn requests_have_the_documented_json() {
                 text: "hi".into(),
                 via: None,
                 location: None,
+                urgent: false,
             },
             r#"{"v":1,"op":"send","room":"ab","text":"hi"}"#,
+        ),
+        (
+            Op::Send {
+                room: "ab".into(),
+                text: "help".into(),
+                via: None,
+                location: None,
+                urgent: true,
+            },
+            r#"{"v":1,"op":"send","room":"ab","text":"help","urgent":true}"#,
         ),
         (
             Op::RoomCreate { name: "x".into() },
@@ -279,6 +291,7 @@ fn requests_have_the_documented_json() {
             text: "hi".into(),
             via: None,
             location: None,
+            urgent: false,
         }
     );
 }
@@ -391,6 +404,7 @@ fn only_writing_operations_wait_for_the_commit() {
             text: "x".into(),
             via: None,
             location: None,
+            urgent: false,
         }
         .writes()
     );

@@ -51,6 +51,7 @@ use crate::app::{
 use crate::control::Reply;
 use crate::crypto::{ContactCard, DeviceId};
 use crate::event::{Event, EventId, EventKind, RoomId};
+use crate::proto::urgent::UrgentMark;
 use crate::proto::{AppEvent, Command, Input, Node, NodeConfig, Output};
 use crate::store::{Source, Store, StoreError};
 
@@ -129,6 +130,9 @@ pub struct DeviceCore<S: Store, R: Rng + CryptoRng> {
     receipts_on: bool,
     /// How long a room's receipt gathers.
     receipt_delay_ms: u64,
+    /// Messages read or sent as urgent in this cycle, for the node's
+    /// queues at the commit (`protocol-spec/wire.md`, "Urgent messages").
+    urgent: Vec<UrgentMark>,
     out: VecDeque<CoreOutput>,
 }
 
@@ -168,6 +172,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             mesh_acks: BTreeSet::new(),
             receipts_on: true,
             receipt_delay_ms: crate::room::receipt::RECEIPT_DELAY_MS,
+            urgent: Vec::new(),
             out: VecDeque::new(),
         };
         core.join_own_rooms(now_ms)?;
@@ -286,6 +291,13 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
             }
         }
         self.absorbed.clear();
+        // Urgent messages read or sent in this cycle jump the queues their
+        // relay after the commit goes into.
+        let urgent = std::mem::take(&mut self.urgent);
+        if !urgent.is_empty() {
+            self.node
+                .handle(now_ms, Input::Command(Command::Urgent(urgent)))?;
+        }
         Ok(())
     }
 
@@ -359,6 +371,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         let (store, rng) = self.node.store_and_rng();
         let mut dev = Device::with_keys(keys, store);
         let r = f(&mut dev, rng);
+        self.urgent.extend(dev.take_urgent());
         self.keys = Some(dev.into_keys());
         r
     }
@@ -396,6 +409,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         self.node.handle(now_ms, Input::CommitFailed)?;
         self.dirty = false;
         self.absorbed.clear();
+        self.urgent.clear();
         Ok(())
     }
 

@@ -78,6 +78,11 @@ pub enum Command {
     /// `EXPECTED_ROOM_EVENTS`, and what that budget refused is asked for
     /// again (`protocol-spec/wire.md`, "A room that becomes an own room").
     ExpectRoom(RoomId),
+    /// Messages the rooms layer read as urgent (`protocol-spec/wire.md`,
+    /// "Urgent messages"): each, if its sender is within
+    /// [`crate::proto::urgent::URGENT_BURST`], goes before everything else
+    /// in every link's queues, now and whenever it is queued again.
+    Urgent(Vec<crate::proto::urgent::UrgentMark>),
 }
 
 /// An input to [`crate::proto::Node::handle`].

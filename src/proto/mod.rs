@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod io;
 pub mod node;
+pub mod urgent;
 mod view;
 
 pub use io::{AppEvent, Command, Input, LinkId, LinkKind, Output};

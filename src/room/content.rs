@@ -10,7 +10,14 @@
 //!                                     ; chat text a bridge brought from Matrix
 //!         / [1, 4, [lat: uint, lon: uint, accuracy_m: uint, text: tstr]]
 //!                                     ; a location pin, with optional text
+//! chat    = [1, 0 / 3 / 4, body, flags: uint]
+//!                                     ; chat content with flags (bit 0: urgent)
 //! ```
+//!
+//! Chat content (types 0, 3 and 4) may carry a fourth element, `flags`
+//! (`protocol-spec/encryption.md` §7, "Urgent messages"): present only when
+//! not zero, only known bits ([`FLAG_URGENT`]). It is inside the encryption,
+//! so relays that cannot read the room see nothing different.
 //!
 //! Type 4 (`protocol-spec/encryption.md` §7, "Location pins") carries
 //! WGS 84 degrees in units of 10⁻⁷ degree, offset to be unsigned:
@@ -47,6 +54,8 @@ pub const MAX_LON_E7: u64 = 3_600_000_000;
 pub const MAX_ACCURACY_M: u32 = 1_000_000;
 /// Longest Matrix display name in attribution, in UTF-8 bytes.
 pub const MAX_VIA_NAME_BYTES: usize = 256;
+/// Content flag: an urgent message (`protocol-spec/encryption.md` §7).
+pub const FLAG_URGENT: u64 = 1;
 
 /// Why content did not parse.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -72,6 +81,9 @@ pub enum ContentError {
     /// A location outside the globe, or an accuracy over its limit.
     #[error("location: {0}")]
     Location(&'static str),
+    /// Flags that are zero, unknown, or on content that takes none.
+    #[error("content flags {0} not allowed here")]
+    Flags(u64),
 }
 
 /// Deepest nesting of content (a receipt's exception list).
@@ -100,6 +112,9 @@ pub enum Content {
         /// Who wrote it on Matrix.
         via: Via,
     },
+    /// Chat content marked urgent by its sender (never nested, never a
+    /// room name or a receipt: [`Content::urgent`]).
+    Urgent(Box<Content>),
 }
 
 /// A point on the globe (WGS 84), in 10⁻⁷ degree, with an accuracy radius.
@@ -243,23 +258,69 @@ impl Via {
     }
 }
 
+/// Chat content taken apart for display: text, attribution, location pin
+/// and the urgent mark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChatParts {
+    /// The text (may be empty for a pin).
+    pub text: String,
+    /// Who wrote it on Matrix (bridged text).
+    pub via: Option<Via>,
+    /// Where (a location pin).
+    pub location: Option<Location>,
+    /// Whether its sender marked it urgent.
+    pub urgent: bool,
+}
+
 impl Content {
-    /// Whether this is chat text people read (plain or bridged).
+    /// Whether this is chat text people read (plain, bridged or a pin,
+    /// urgent or not).
     pub fn is_chat(&self) -> bool {
-        matches!(
-            self,
-            Content::Text(_) | Content::Bridged { .. } | Content::Location { .. }
-        )
+        match self {
+            Content::Text(_) | Content::Bridged { .. } | Content::Location { .. } => true,
+            Content::Urgent(c) => c.is_chat(),
+            Content::RoomName(_) | Content::Receipt(_) => false,
+        }
     }
 
-    /// Chat text, its attribution and its location pin (empty text for
-    /// other content).
-    pub fn into_chat(self) -> (String, Option<Via>, Option<Location>) {
+    /// `content` marked urgent; content that cannot carry the mark (a room
+    /// name, a receipt) or carries it already is returned as it is.
+    pub fn urgent(content: Content) -> Content {
+        match content {
+            c @ (Content::Text(_) | Content::Bridged { .. } | Content::Location { .. }) => {
+                Content::Urgent(Box::new(c))
+            }
+            other => other,
+        }
+    }
+
+    /// Whether its sender marked it urgent.
+    pub fn is_urgent(&self) -> bool {
+        matches!(self, Content::Urgent(_))
+    }
+
+    /// Chat content taken apart (empty text for other content).
+    pub fn into_chat(self) -> ChatParts {
         match self {
-            Content::Text(text) => (text, None, None),
-            Content::Bridged { text, via } => (text, Some(via), None),
-            Content::Location { at, text } => (text, None, Some(at)),
-            Content::RoomName(_) | Content::Receipt(_) => (String::new(), None, None),
+            Content::Text(text) => ChatParts {
+                text,
+                ..ChatParts::default()
+            },
+            Content::Bridged { text, via } => ChatParts {
+                text,
+                via: Some(via),
+                ..ChatParts::default()
+            },
+            Content::Location { at, text } => ChatParts {
+                text,
+                location: Some(at),
+                ..ChatParts::default()
+            },
+            Content::Urgent(c) => ChatParts {
+                urgent: true,
+                ..c.into_chat()
+            },
+            Content::RoomName(_) | Content::Receipt(_) => ChatParts::default(),
         }
     }
 
@@ -276,23 +337,34 @@ impl Content {
             Content::Location { text, .. } => text.len() + 16,
             Content::RoomName(n) => n.len(),
             Content::Receipt(_) => 0,
+            // The flags element takes one byte more.
+            Content::Urgent(c) => c.chat_len() + 1,
         }
     }
 
     /// Canonical CBOR encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
+        self.write(&mut w, 0);
+        w.into_bytes()
+    }
+
+    /// Writes the content array, with `flags` as a fourth element when
+    /// not zero.
+    fn write(&self, w: &mut Writer, flags: u64) {
+        let len = if flags == 0 { 3 } else { 4 };
         match self {
-            Content::Text(t) => w.array(3).u64(CONTENT_VERSION).u64(0).text(t),
-            Content::RoomName(n) => w.array(3).u64(CONTENT_VERSION).u64(1).text(n),
+            Content::Urgent(c) => return c.write(w, flags | FLAG_URGENT),
+            Content::Text(t) => w.array(len).u64(CONTENT_VERSION).u64(0).text(t),
+            Content::RoomName(n) => w.array(len).u64(CONTENT_VERSION).u64(1).text(n),
             Content::Receipt(b) => {
-                w.array(3).u64(CONTENT_VERSION).u64(2);
-                b.write(&mut w);
-                &mut w
+                w.array(len).u64(CONTENT_VERSION).u64(2);
+                b.write(w);
+                &mut *w
             }
             Content::Location { at, text } => {
                 let (lat, lon) = at.encoded();
-                w.array(3)
+                w.array(len)
                     .u64(CONTENT_VERSION)
                     .u64(4)
                     .array(4)
@@ -302,7 +374,7 @@ impl Content {
                     .text(text)
             }
             Content::Bridged { text, via } => w
-                .array(3)
+                .array(len)
                 .u64(CONTENT_VERSION)
                 .u64(3)
                 .array(4)
@@ -311,53 +383,67 @@ impl Content {
                 .text(&via.name)
                 .text(&via.matrix_event),
         };
-        w.into_bytes()
+        if flags != 0 {
+            w.u64(flags);
+        }
     }
 
     /// Strict decoding.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ContentError> {
         cbor::validate(bytes, MAX_CONTENT_DEPTH)?;
         let mut r = Reader::new(bytes);
-        r.array_of(3, "content array of 3")?;
+        let len = r.array()?;
+        if len != 3 && len != 4 {
+            return Err(CborError::WrongType {
+                expected: "content array of 3 or 4",
+            }
+            .into());
+        }
         let v = r.u64()?;
         if v != CONTENT_VERSION {
             return Err(ContentError::UnknownVersion(v));
         }
         let ty = r.u64()?;
-        if ty == 2 {
-            let body = ReceiptBody::read(&mut r)?;
-            r.finish()?;
-            return Ok(Content::Receipt(body));
-        }
-        if ty == 4 {
-            r.array_of(4, "location array of 4")?;
-            let (lat, lon, acc) = (r.u64()?, r.u64()?, r.u64()?);
-            let text = r.text()?.to_owned();
-            r.finish()?;
-            let at = Location::decode(lat, lon, acc)?;
-            return Ok(Content::Location { at, text });
-        }
-        if ty == 3 {
-            r.array_of(4, "bridged text array of 4")?;
-            let text = r.text()?.to_owned();
-            let via = Via {
-                matrix_user: r.text()?.to_owned(),
-                name: r.text()?.to_owned(),
-                matrix_event: r.text()?.to_owned(),
-            };
-            r.finish()?;
-            via.check()?;
-            return Ok(Content::Bridged { text, via });
-        }
-        if ty > 1 {
-            return Err(ContentError::UnknownType(ty));
-        }
-        let s = r.text()?;
+        let content = Self::read_body(&mut r, ty)?;
+        let flags = if len == 4 { r.u64()? } else { 0 };
         r.finish()?;
+        match flags {
+            0 => Ok(content),
+            FLAG_URGENT if content.is_chat() => Ok(Content::Urgent(Box::new(content))),
+            other => Err(ContentError::Flags(other)),
+        }
+    }
+
+    /// The body of content of type `ty`.
+    fn read_body(r: &mut Reader<'_>, ty: u64) -> Result<Self, ContentError> {
         match ty {
-            0 => Ok(Content::Text(s.to_owned())),
-            1 if s.len() > MAX_ROOM_NAME_BYTES => Err(ContentError::NameTooLong),
-            1 => Ok(Content::RoomName(s.to_owned())),
+            0 => Ok(Content::Text(r.text()?.to_owned())),
+            1 => {
+                let s = r.text()?;
+                if s.len() > MAX_ROOM_NAME_BYTES {
+                    return Err(ContentError::NameTooLong);
+                }
+                Ok(Content::RoomName(s.to_owned()))
+            }
+            2 => Ok(Content::Receipt(ReceiptBody::read(r)?)),
+            3 => {
+                r.array_of(4, "bridged text array of 4")?;
+                let text = r.text()?.to_owned();
+                let via = Via {
+                    matrix_user: r.text()?.to_owned(),
+                    name: r.text()?.to_owned(),
+                    matrix_event: r.text()?.to_owned(),
+                };
+                via.check()?;
+                Ok(Content::Bridged { text, via })
+            }
+            4 => {
+                r.array_of(4, "location array of 4")?;
+                let (lat, lon, acc) = (r.u64()?, r.u64()?, r.u64()?);
+                let text = r.text()?.to_owned();
+                let at = Location::decode(lat, lon, acc)?;
+                Ok(Content::Location { at, text })
+            }
             other => Err(ContentError::UnknownType(other)),
         }
     }
@@ -391,6 +477,22 @@ mod tests {
         }
 
         #[test]
+        fn urgent_chat_round_trips(t in ".{0,40}", pin in any::<bool>()) {
+            let inner = if pin {
+                Content::Location { at: Location::from_degrees(1.0, 2.0, 3).unwrap(), text: t }
+            } else {
+                Content::Text(t)
+            };
+            let c = Content::urgent(inner.clone());
+            let bytes = c.to_bytes();
+            prop_assert_eq!(bytes.len(), inner.to_bytes().len() + 1);
+            prop_assert_eq!(Content::from_bytes(&bytes).unwrap(), c.clone());
+            let parts = c.into_chat();
+            prop_assert!(parts.urgent);
+            prop_assert_eq!(parts.location.is_some(), pin);
+        }
+
+        #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
             let _ = Content::from_bytes(&bytes);
         }
@@ -417,6 +519,32 @@ mod tests {
                 Err(ContentError::Via(_))
             ));
         }
+    }
+
+    #[test]
+    fn flags_are_canonical_and_only_on_chat() {
+        let flagged = |ty: u64, flags: u64| {
+            let mut w = Writer::new();
+            w.array(4).u64(CONTENT_VERSION).u64(ty).text("x").u64(flags);
+            Content::from_bytes(&w.into_bytes())
+        };
+        assert_eq!(
+            flagged(0, FLAG_URGENT),
+            Ok(Content::urgent(Content::Text("x".into())))
+        );
+        // Zero is written by leaving the element out; unknown bits and
+        // flags on a room name are refused.
+        for (ty, flags) in [(0, 0), (0, 2), (0, 3), (1, FLAG_URGENT)] {
+            assert_eq!(
+                flagged(ty, flags),
+                Err(ContentError::Flags(flags)),
+                "{ty} {flags}"
+            );
+        }
+        // A room name or a receipt cannot be made urgent.
+        let name = Content::RoomName("n".into());
+        assert_eq!(Content::urgent(name.clone()), name);
+        assert!(!Content::urgent(name).is_urgent());
     }
 
     #[test]

@@ -747,6 +747,41 @@ impl RoomDag {
         h.into_iter().take(MAX_PREV_EVENTS).map(|n| n.id).collect()
     }
 
+    /// The heads of the DAG without the events of `skip` (which must hold
+    /// every child of what it holds: a suffix of this device's own events
+    /// that no peer holds yet), the same way [`RoomDag::heads`] orders and
+    /// caps them. An urgent message cites these, so a receiver can admit
+    /// it before the backlog it overtook (`protocol-spec/wire.md`, "Urgent
+    /// messages"). With `skip` empty, [`RoomDag::heads`].
+    pub fn heads_without(&self, skip: &BTreeSet<EventId>) -> Vec<EventId> {
+        if skip.is_empty() {
+            return self.heads();
+        }
+        let mut h: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| !skip.contains(&n.id))
+            .filter(|n| {
+                self.children
+                    .get(&n.id)
+                    .is_none_or(|c| c.iter().all(|c| skip.contains(c)))
+            })
+            .collect();
+        h.sort_by_key(|n| (Reverse(n.depth), n.id));
+        h.into_iter().take(MAX_PREV_EVENTS).map(|n| n.id).collect()
+    }
+
+    /// `sender`'s held events, newest sequence number first.
+    pub fn sender_events_newest_first(
+        &self,
+        sender: &DeviceId,
+    ) -> impl Iterator<Item = &EventId> + '_ {
+        self.seqs
+            .get(sender)
+            .into_iter()
+            .flat_map(|s| s.values().rev().flatten())
+    }
+
     /// Highest sequence number seen from `sender` (0 if none).
     pub fn max_seq(&self, sender: &DeviceId) -> u64 {
         self.seqs

@@ -312,6 +312,9 @@ pub struct RoomSession {
     /// Members added by others since this device last shared its chain.
     share_pending: std::collections::BTreeSet<DeviceId>,
     next_seq: u64,
+    /// Own events the events emitted now do not cite (an urgent send:
+    /// [`RoomSession::send_citing_around`]); empty otherwise.
+    cite_around: std::collections::BTreeSet<EventId>,
 }
 
 impl RoomSession {
@@ -329,6 +332,7 @@ impl RoomSession {
             needs_epoch: false,
             share_pending: std::collections::BTreeSet::new(),
             next_seq: 1,
+            cite_around: std::collections::BTreeSet::new(),
         }
     }
 
@@ -455,7 +459,7 @@ impl RoomSession {
             room: self.room(),
             sender: self.me,
             seq,
-            prev: self.dag.heads(),
+            prev: self.dag.heads_without(&self.cite_around),
             origin_ts_ms: now_ms,
             expires_ms: now_ms.saturating_add(DEFAULT_EVENT_LIFETIME_MS),
             kind,
@@ -540,6 +544,35 @@ impl RoomSession {
     /// when needed: none yet, a removal was seen, a clone was detected, or
     /// rotation is due).
     pub fn send<R: CryptoRng + ?Sized>(
+        &mut self,
+        identity: &Identity,
+        content: &Content,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Outgoing, SessionError> {
+        self.send_citing_around(identity, content, Default::default(), now_ms, rng)
+    }
+
+    /// [`RoomSession::send`], but the new events cite the DAG's heads
+    /// without `around` ([`RoomDag::heads_without`]): an urgent message
+    /// does not cite this device's own backlog that no peer holds yet, so
+    /// it can be read before that backlog arrives (`protocol-spec/wire.md`,
+    /// "Urgent messages").
+    pub fn send_citing_around<R: CryptoRng + ?Sized>(
+        &mut self,
+        identity: &Identity,
+        content: &Content,
+        around: std::collections::BTreeSet<EventId>,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Outgoing, SessionError> {
+        self.cite_around = around;
+        let r = self.send_inner(identity, content, now_ms, rng);
+        self.cite_around.clear();
+        r
+    }
+
+    fn send_inner<R: CryptoRng + ?Sized>(
         &mut self,
         identity: &Identity,
         content: &Content,

@@ -400,9 +400,16 @@ async fn messages(
     Ok(Json(json!({ "lines": lines })))
 }
 
+/// A message from the composer: text, and optionally a location pin and
+/// the urgent mark (`protocol-spec/web.md`).
 #[derive(Debug, Deserialize)]
 struct TextBody {
+    #[serde(default)]
     text: String,
+    #[serde(default)]
+    location: Option<crate::room::content::Location>,
+    #[serde(default)]
+    urgent: bool,
 }
 
 async fn send(
@@ -416,7 +423,8 @@ async fn send(
             room,
             text: b.text,
             via: None,
-            location: None,
+            location: b.location,
+            urgent: b.urgent,
         },
     )
     .await

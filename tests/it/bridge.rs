@@ -319,6 +319,7 @@ fn send_via_socket(dir: &Path, room: &str, text: &str) {
         text: text.to_owned(),
         via: None,
         location: None,
+        urgent: false,
     };
     client::call(dir, stream, &Request::new(op), |_| Ok(())).expect("send");
 }

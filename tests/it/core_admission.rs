@@ -124,6 +124,7 @@ fn history() -> &'static History {
                         text: format!("{who} {i}"),
                         via: None,
                         location: None,
+                        urgent: false,
                     },
                 );
             }
@@ -289,6 +290,7 @@ fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
                 text: format!("before Cy {i}"),
                 via: None,
                 location: None,
+                urgent: false,
             },
         );
     }
@@ -343,6 +345,7 @@ fn an_own_invite_gives_the_invitee_standing_at_once() {
             text: "first words".into(),
             via: None,
             location: None,
+            urgent: false,
         },
     );
     let ben = Identity::from_seed(&[12; 32]).device_id();

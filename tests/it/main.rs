@@ -38,6 +38,7 @@ mod roundtrip;
 mod store_crash;
 mod store_flood;
 mod upgrade;
+mod urgent;
 mod vectors;
 mod web;
 mod wire;

@@ -145,6 +145,7 @@ impl MessageView {
                 next_hop,
                 via,
                 location,
+                urgent,
                 ..
             } => {
                 let who = match via {
@@ -175,6 +176,11 @@ impl MessageView {
                     }
                     None => format!("{who}: {}", for_terminal(text)),
                 };
+                if *urgent {
+                    // Urgent: marked before the sender, in bold, where the
+                    // eye lands first (`app.md` §4).
+                    line = format!("{} {line}", self.style.bold("🚨 URGENT"));
+                }
                 if names.is_own(sender) {
                     let t = ticks(names.others(), *next_hop, delivered_to.len(), read_by.len());
                     if !t.is_empty() {

@@ -92,6 +92,11 @@ pub enum RoomsCommand {
         #[arg(long, value_name = "M", requires = "location",
               value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ACCURACY_M)))]
         accuracy: Option<u32>,
+        /// Mark the message urgent: every device that can read it sends it
+        /// before everything else, and shows it prominently (at most 3 per
+        /// 10 minutes in a room).
+        #[arg(long)]
+        urgent: bool,
         /// Print JSON: {"event_id"}.
         #[arg(long)]
         json: bool,
@@ -696,6 +701,7 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
             text,
             location,
             accuracy,
+            urgent,
             ..
         } => Op::Send {
             room: room_id.clone(),
@@ -705,6 +711,7 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
                 ..l
             }),
             via: None,
+            urgent: *urgent,
         },
         RoomsCommand::Messages { room_id, last, .. } => Op::Messages {
             room: room_id.clone(),

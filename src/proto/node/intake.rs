@@ -265,6 +265,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 Ok(())
             }
             Command::ExpectRoom(room) => self.expect_room(room),
+            Command::Urgent(marks) => {
+                self.mark_urgent(marks);
+                Ok(())
+            }
             Command::LeaveRoom(room) => {
                 self.standing.remove(&room);
                 if self.own_rooms.remove(&room) {

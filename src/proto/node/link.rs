@@ -102,6 +102,9 @@ pub(super) struct Link {
 /// (`protocol-spec/wire.md`, "Catch-up order").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum SendClass {
+    /// Messages read as urgent here (`protocol-spec/wire.md`, "Urgent
+    /// messages"): before everything else.
+    Urgent,
     /// Membership, key shares, prekey updates.
     Control,
     /// Messages and receipts (both encrypted with sender chains: sent in

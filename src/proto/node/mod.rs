@@ -68,6 +68,7 @@ mod link;
 mod progress;
 mod push;
 mod spray;
+mod urgent;
 
 use link::Link;
 pub use progress::{MAX_SYNCING_ROOMS, SyncProgress};
@@ -271,6 +272,11 @@ pub struct NodeStats {
     /// disk is low or full, [`Admission`]); also counted in
     /// `refused_events`. Peers keep them queued and offer them again.
     pub shed_events: u64,
+    /// Messages read as urgent and given the urgent place in the queues.
+    pub urgent_marked: u64,
+    /// Urgent marks not honoured: their sender was over its burst
+    /// (`crate::proto::urgent::URGENT_BURST`).
+    pub urgent_refused: u64,
 }
 
 /// Which new events the node stores, set by the driver from the state of
@@ -367,6 +373,10 @@ pub struct Node<S: EventStore, R: Rng> {
     copies: LruCache<EventId, (RoomId, u8)>,
     /// What new events are stored ([`Node::set_admission`]).
     admission: Admission,
+    /// Events read as urgent and honoured (`urgent.rs`).
+    urgent: LruCache<EventId, ()>,
+    /// Honoured urgent messages per (room, sender).
+    urgent_windows: LruCache<(RoomId, DeviceId), crate::proto::urgent::UrgentWindow>,
 }
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -406,6 +416,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             view: StoreView::new(),
             copies: LruCache::new(nz(copy_records)),
             admission: Admission::All,
+            urgent: LruCache::new(nz(crate::proto::urgent::MAX_URGENT_EVENTS)),
+            urgent_windows: LruCache::new(nz(crate::proto::urgent::MAX_URGENT_SENDERS)),
         }
     }
 

@@ -149,6 +149,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let Some(info) = self.store.event_info(&id)? else {
             return Ok(());
         };
+        let (priority, class) = if self.is_urgent(&id) {
+            super::urgent::URGENT_PLACE
+        } else {
+            (priority, class)
+        };
         if let Some(l) = self.links.get_mut(&link) {
             l.queued.insert(id);
             l.outbox_seq += 1;
@@ -186,9 +191,12 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         l.backlog = all.into();
     }
 
-    /// Whether a stored event is a control event or a message (a message
-    /// if it cannot be read).
+    /// Whether a stored event is urgent, a control event or a message (a
+    /// message if it cannot be read).
     pub(super) fn catch_up_class(&self, id: &EventId) -> SendClass {
+        if self.is_urgent(id) {
+            return SendClass::Urgent;
+        }
         self.store
             .get_event(id)
             .ok()
@@ -208,7 +216,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             // pass the messages already in the outbox: they go into it past
             // the catch-up's share, up to `MAX_CONTROL_IN_OUTBOX`.
             let cap = match l.backlog.front() {
-                Some((SendClass::Control, _)) => MAX_CONTROL_IN_OUTBOX,
+                Some((SendClass::Urgent | SendClass::Control, _)) => MAX_CONTROL_IN_OUTBOX,
                 Some(_) => MAX_CATCH_UP_IN_OUTBOX,
                 None => return Ok(()),
             };
