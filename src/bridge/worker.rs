@@ -27,6 +27,8 @@ pub const RECENT_LINES: usize = 256;
 pub const FULL_PASS_EVERY: u64 = 120;
 /// What a puppet's display name ends with.
 pub const PUPPET_NAME_SUFFIX: &str = " (mesh)";
+/// What a bridged urgent message's Matrix body starts with.
+pub const URGENT_PREFIX: &str = "🚨 URGENT: ";
 
 /// Runs one control operation on the daemon of the bridge's data
 /// directory.
@@ -273,12 +275,19 @@ async fn post_messages(
                     ts,
                     text,
                     location,
+                    urgent,
                     ..
                 } if *sender != shared.device_id => Some((
                     event_id.clone(),
                     sender.clone(),
                     *ts,
-                    text.clone(),
+                    // Urgent: said first, in words every Matrix client shows
+                    // (`protocol-spec/bridge.md`, "Messages").
+                    if *urgent {
+                        format!("{URGENT_PREFIX}{text}")
+                    } else {
+                        text.clone()
+                    },
                     *location,
                 )),
                 _ => None,

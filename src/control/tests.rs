@@ -79,6 +79,7 @@ fn text_line() -> MessageLine {
         next_hop: false,
         via: None,
         location: None,
+        urgent: false,
     }
 }
 

@@ -92,6 +92,7 @@ mod tests {
         // Ten minutes after the last honoured one, the oldest have aged out.
         assert!(w.admit(22 * min));
         assert!(w.admit(25 * min));
-        assert!(!w.admit(26 * min));
+        assert!(w.admit(26 * min));
+        assert!(!w.admit(27 * min));
     }
 }

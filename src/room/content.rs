@@ -405,12 +405,14 @@ impl Content {
         }
         let ty = r.u64()?;
         let content = Self::read_body(&mut r, ty)?;
-        let flags = if len == 4 { r.u64()? } else { 0 };
+        let flags = if len == 4 { Some(r.u64()?) } else { None };
         r.finish()?;
         match flags {
-            0 => Ok(content),
-            FLAG_URGENT if content.is_chat() => Ok(Content::Urgent(Box::new(content))),
-            other => Err(ContentError::Flags(other)),
+            None => Ok(content),
+            // Zero is written by leaving the element out.
+            Some(0) => Err(ContentError::Flags(0)),
+            Some(FLAG_URGENT) if content.is_chat() => Ok(Content::Urgent(Box::new(content))),
+            Some(other) => Err(ContentError::Flags(other)),
         }
     }
 
@@ -541,6 +543,11 @@ mod tests {
                 "{ty} {flags}"
             );
         }
+        // The vector of `protocol-spec/encryption.md` §7, "Flags".
+        assert_eq!(
+            Content::urgent(Content::Text("help".into())).to_bytes(),
+            [0x84, 0x01, 0x00, 0x64, b'h', b'e', b'l', b'p', 0x01]
+        );
         // A room name or a receipt cannot be made urgent.
         let name = Content::RoomName("n".into());
         assert_eq!(Content::urgent(name.clone()), name);

@@ -214,10 +214,18 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
     assert_eq!(s["pending"], 0);
     assert_eq!(s["puppets"], 3);
 
-    // A location pin reaches Matrix as a location message.
+    // A location pin reaches Matrix as a location message; urgent, it
+    // says so first.
     ok(
         &a.dir,
-        &["send", &room, "meet here", "--location", "52.52,13.405"],
+        &[
+            "send",
+            &room,
+            "meet here",
+            "--location",
+            "52.52,13.405",
+            "--urgent",
+        ],
     );
     let got = hq(&url, &sdir, &["messages", &alias, "--count", "5"]);
     assert!(
@@ -225,7 +233,7 @@ fn people_on_matrix_read_and_answer_a_mesh_room_through_the_bridge() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["body"] == "meet here (location: 52.52000, 13.40500)"),
+            .any(|m| m["body"] == "🚨 URGENT: meet here (location: 52.52000, 13.40500)"),
         "{got}"
     );
 

@@ -191,6 +191,18 @@ def main():
         bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(live)})", "the room again on B")
         result["checks"].append("B's open room showed A's new message without a reload")
         bp.shot(f"{shots}/room-b-phone.png")
+        # A calls for help with a pin, marked urgent; B's open room shows it
+        # marked, with the map link.
+        a.js("document.getElementById('text').value = 'Need water at the school';"
+             "document.getElementById('pin').value = '52.52, 13.405';"
+             "document.getElementById('urgent').checked = true;"
+             "document.getElementById('composer').requestSubmit()")
+        bp.wait("[...document.querySelectorAll('#lines li.urgent')].some(li => li.textContent.includes('Need water at the school')"
+                " && li.textContent.includes('URGENT') && li.querySelector('a[href*=openstreetmap]'))",
+                "the urgent pin on B", timeout=60)
+        assert not a.js("document.getElementById('urgent').checked"), "the urgent box stays ticked"
+        result["checks"].append("an urgent location pin from A's composer is marked on B's page")
+        bp.shot(f"{shots}/urgent-phone.png")
         # A (an admin) makes B an admin from the members list.
         a.size(360)
         a.js("document.querySelector('details.members').open = true;"

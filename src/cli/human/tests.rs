@@ -42,6 +42,7 @@ fn text(sender: &DeviceId, ts: u64, text: &str) -> MessageLine {
         next_hop: false,
         via: None,
         location: None,
+        urgent: false,
     }
 }
 
@@ -186,6 +187,7 @@ fn times_out_of_range_and_malformed_senders_do_not_panic() {
             next_hop: false,
             via: None,
             location: None,
+            urgent: false,
         },
         MessageLine::Gap {
             gap: GapInfo {

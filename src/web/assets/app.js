@@ -112,6 +112,11 @@ function lineItem(line) {
     return li;
   }
   const meta = el("div", "meta");
+  // Urgent (protocol-spec/app.md §4): marked before everything else.
+  if (line.urgent) {
+    li.classList.add("urgent");
+    meta.append(el("span", "urgent-tag", "🚨 URGENT"));
+  }
   // A message a bridge brought from Matrix: its Matrix author, then the
   // bridge device that vouches for it (protocol-spec/bridge.md §5).
   const author = line.via
@@ -338,16 +343,37 @@ function wire() {
     ev.preventDefault();
     const f = ev.target;
     const text = $("text").value;
-    if (!text.trim() || !state.room) return;
-    const b = f.querySelector("button");
+    const pin = $("pin").value.trim();
+    if ((!text.trim() && !pin) || !state.room) return;
+    const body = { text, urgent: $("urgent").checked };
+    if (pin) {
+      const m = pin.match(/^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*(?:±\s*(\d+))?\s*$/);
+      if (!m) { showError(f, new Error("Location: LAT,LON in decimal degrees, e.g. 52.5200,13.4050")); return; }
+      body.location = { lat: Number(m[1]), lon: Number(m[2]) };
+      if (m[3]) body.location.accuracy_m = Number(m[3]);
+    }
+    const b = f.querySelector("button[type=submit]");
     b.disabled = true;
     try {
-      await api("POST", "/rooms/" + encodeURIComponent(state.room) + "/messages", { text });
+      await api("POST", "/rooms/" + encodeURIComponent(state.room) + "/messages", body);
       $("text").value = "";
+      $("pin").value = "";
+      $("urgent").checked = false;
       showError(f, null);
     } catch (e) { showError(f, e); }
     b.disabled = false;
   });
+  // "Here" fills the pin from the device's position where the browser
+  // offers it (a secure context: the laptop itself on loopback).
+  if (navigator.geolocation && window.isSecureContext) {
+    $("locate").hidden = false;
+    $("locate").addEventListener("click", () => {
+      navigator.geolocation.getCurrentPosition(
+        (p) => { $("pin").value = `${p.coords.latitude.toFixed(6)},${p.coords.longitude.toFixed(6)} ±${Math.round(p.coords.accuracy)}`; },
+        (e) => showError($("composer"), new Error("Position unavailable: " + e.message)),
+        { enableHighAccuracy: true, timeout: 15000 });
+    });
+  }
   $("text").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("composer").requestSubmit(); }
   });
