@@ -13,6 +13,7 @@ use crate::bundle;
 use crate::crypto::ContactCard;
 use crate::crypto::key_share::{KeySharePayload, PrekeyUpdate};
 use crate::crypto::sender_chain::ChainShare;
+use crate::room::attachment::ChunkBody;
 use crate::room::{Content, Membership, RoomKeys};
 use crate::transport::homeserver::bundle as hs_bundle;
 
@@ -36,9 +37,14 @@ pub fn bundle(data: &[u8]) -> bool {
     imported.is_ok()
 }
 
-/// Membership content (`src/room/membership.rs`) and message content
-/// (`src/room/content.rs`): the same bytes are tried as both.
+/// Membership content (`src/room/membership.rs`), message content
+/// (`src/room/content.rs`) and an attachment chunk's framing
+/// (`src/room/attachment.rs`): the same bytes are tried as each.
 pub fn membership_content(data: &[u8]) -> bool {
+    let k = ChunkBody::from_bytes(data);
+    if let Ok(k) = &k {
+        assert_eq!(ChunkBody::from_bytes(&k.to_bytes()).as_ref(), Ok(k));
+    }
     let m = Membership::from_bytes(data);
     if let Ok(m) = &m {
         assert_eq!(Membership::from_bytes(&m.to_bytes()).as_ref(), Ok(m));
@@ -47,7 +53,7 @@ pub fn membership_content(data: &[u8]) -> bool {
     if let Ok(c) = &c {
         assert_eq!(Content::from_bytes(&c.to_bytes()).as_ref(), Ok(c));
     }
-    m.is_ok() || c.is_ok()
+    m.is_ok() || c.is_ok() || k.is_ok()
 }
 
 /// Key shares (`src/crypto/key_share.rs`): the sealed payload, a prekey

@@ -7,6 +7,7 @@
 //! and gaps; secret state ([`RoomKeys`]) is explicit and serialized by the
 //! caller.
 
+pub mod attachment;
 pub mod content;
 pub mod dag;
 pub mod keys;

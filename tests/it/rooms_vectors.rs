@@ -649,3 +649,79 @@ fn membership_resolution_vectors() {
         out
     });
 }
+
+#[test]
+fn attachment_vectors() {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+    use meshrelay::cbor::Writer;
+    use meshrelay::room::attachment::{
+        Announcement, CHUNK_AAD_DOMAIN, CHUNK_BYTES, ChunkBody, FileKey, open_file, seal_chunks,
+    };
+    use sha2::{Digest, Sha256};
+    let defaults = json!({
+        "description": "protocol-spec/attachments.md: a 30,000-byte file (byte i = i*7 mod 251) \
+                        announced by event `file_id`, its announcement's inner array and its \
+                        three chunks (data = ChaCha20-Poly1305 under `key`)",
+        "size": 30_000,
+        "name": "map.png",
+        "media_type": "image/png",
+        "key": h(&[0x42; 32]),
+        "file_id": h(&[0x11; 32]),
+    });
+    run("attachment.json", defaults, |v| {
+        let size = v["size"].as_u64().unwrap();
+        let file: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let key: [u8; 32] = arr(&v["key"]);
+        let file_id = EventId(arr(&v["file_id"]));
+        let a = Announcement {
+            name: v["name"].as_str().unwrap().to_owned(),
+            media_type: v["media_type"].as_str().unwrap().to_owned(),
+            size,
+            sha256: Sha256::digest(&file).into(),
+            key: FileKey(Zeroizing::new(key)),
+        };
+        let mut w = Writer::new();
+        w.array(6);
+        a.write(&mut w);
+        w.text("");
+        let chunks = seal_chunks(&a, &file_id, &file).unwrap();
+        let mut out_chunks = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            // Independently: the chunk straight from the AEAD crate.
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&(i as u64).to_be_bytes());
+            let mut aad = CHUNK_AAD_DOMAIN.to_vec();
+            aad.extend_from_slice(file_id.as_bytes());
+            aad.extend_from_slice(&size.to_be_bytes());
+            aad.extend_from_slice(&(i as u64).to_be_bytes());
+            let end = ((i + 1) * CHUNK_BYTES).min(file.len());
+            let data = ChaCha20Poly1305::new(&key.into())
+                .encrypt(
+                    &Nonce::from(nonce),
+                    Payload {
+                        msg: &file[i * CHUNK_BYTES..end],
+                        aad: &aad,
+                    },
+                )
+                .unwrap();
+            assert_eq!(data, c.data);
+            let body = c.to_bytes();
+            assert_eq!(ChunkBody::from_bytes(&body).unwrap(), *c);
+            out_chunks.push(json!({
+                "index": i,
+                "aad": h(&aad),
+                "data_len": data.len(),
+                "data_head": h(&data[..32]),
+                "data_sha256": h(&Sha256::digest(&data)),
+                "payload_sha256": h(&Sha256::digest(&body)),
+            }));
+        }
+        assert_eq!(&*open_file(&a, &file_id, &chunks).unwrap(), &file);
+        let mut out = v.clone();
+        out["sha256"] = json!(h(&a.sha256));
+        out["announcement_inner"] = json!(h(&w.into_bytes()));
+        out["chunks"] = json!(out_chunks);
+        out
+    });
+}
