@@ -124,6 +124,7 @@ fn prepare() -> Input0 {
                 via: None,
                 location: None,
                 urgent: false,
+                file: None,
             },
         );
     }

@@ -113,6 +113,7 @@ impl SimNet {
             via: None,
             location: None,
             urgent: false,
+            file: None,
         };
         event_id(self.op(i, &op)?)
     }

@@ -62,6 +62,7 @@ fn an_urgent_message_overtakes_a_backlog_on_every_member_hop() {
         via: None,
         location: None,
         urgent: true,
+        file: None,
     };
     net.op(0, &op).expect("urgent send");
     assert_eq!(seen(&mut net, 0, &room), (BACKLOG, true));
@@ -113,6 +114,7 @@ fn a_sender_gets_three_urgent_messages_per_window() {
         via: None,
         location: None,
         urgent: true,
+        file: None,
     };
     for i in 0..3 {
         net.op(0, &urgent(&format!("help {i}")))

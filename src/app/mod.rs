@@ -56,8 +56,8 @@ pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
 pub use receipts::ReadMarks;
 pub use sessions::{MAX_CACHED_SESSIONS, SessionCache};
 pub use types::{
-    Draft, DroppedInfo, FailedRoom, ForkInfo, GapInfo, ImportSummary, KeyStateInfo, MemberInfo,
-    MessageLine, RejectedInfo, RepairReport, RoomInfo, UnauthorizedInfo,
+    AttachmentInfo, Draft, DroppedInfo, FailedRoom, FileDraft, ForkInfo, GapInfo, ImportSummary,
+    KeyStateInfo, MemberInfo, MessageLine, RejectedInfo, RepairReport, RoomInfo, UnauthorizedInfo,
 };
 
 use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};
@@ -80,6 +80,9 @@ pub const ROOM_KEYS_PREFIX: &[u8] = b"room-keys/";
 pub const PLAINTEXT_PREFIX: &[u8] = b"pt/";
 /// Secret-table key prefix of undecryptable-message reasons.
 pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
+/// Secret-key prefix: where `save` last wrote an attachment
+/// (`protocol-spec/attachments.md` §7).
+pub const SAVED_PREFIX: &[u8] = b"sv/";
 /// Events read from the store per page when a room is rebuilt or exported:
 /// small enough that a room flooded with stored strangers' events costs a
 /// command bounded memory (`protocol-spec/rooms.md` §3.1).
@@ -166,6 +169,10 @@ fn room_keys_key(room: &RoomId) -> Vec<u8> {
 
 fn pt_key(id: &EventId) -> Vec<u8> {
     key(PLAINTEXT_PREFIX, id.as_bytes())
+}
+
+fn saved_key(id: &EventId) -> Vec<u8> {
+    key(SAVED_PREFIX, id.as_bytes())
 }
 
 fn ud_key(id: &EventId) -> Vec<u8> {
@@ -666,7 +673,13 @@ impl<S: Store> Device<S> {
         rng: &mut R,
     ) -> Result<EventId, AppError> {
         check_room_name(name)?;
-        let ids = self.send_contents(room, &[Content::RoomName(name.to_owned())], now_ms, rng)?;
+        let ids = self.send_contents(
+            room,
+            &[Content::RoomName(name.to_owned())],
+            None,
+            now_ms,
+            rng,
+        )?;
         ids.first()
             .copied()
             .ok_or_else(|| AppError::Corrupt("a rename produced no event".into()))
@@ -743,6 +756,23 @@ impl<S: Store> Device<S> {
     ) -> Result<EventId, AppError> {
         let text = draft.text.to_owned();
         let content = match (draft.via, draft.location) {
+            _ if draft.file.is_some() && (draft.via.is_some() || draft.location.is_some()) => {
+                return Err(AppError::BadInput(
+                    "a file goes with a caption only, not a location or attribution".into(),
+                ));
+            }
+            (None, None) if draft.file.is_some() => {
+                let f = draft
+                    .file
+                    .as_ref()
+                    .ok_or(AppError::Corrupt("no file".into()))?;
+                let file = crate::room::attachment::seal_file(f.bytes, f.name, f.media_type, rng)
+                    .map_err(|e| AppError::BadInput(e.to_string()))?;
+                Content::Attachment {
+                    file: Box::new(file),
+                    text,
+                }
+            }
             (Some(_), Some(_)) => {
                 return Err(AppError::BadInput(
                     "a message cannot be both bridged and a location pin".into(),
@@ -764,7 +794,8 @@ impl<S: Store> Device<S> {
         } else {
             content
         };
-        let ids = self.send_contents(room, std::slice::from_ref(&content), now_ms, rng)?;
+        let file = draft.file.as_ref().map(|f| f.bytes);
+        let ids = self.send_contents(room, std::slice::from_ref(&content), file, now_ms, rng)?;
         let id = ids
             .first()
             .copied()
@@ -797,6 +828,60 @@ impl<S: Store> Device<S> {
             backlog.insert(*id);
         }
         Ok(backlog)
+    }
+
+    /// A complete attachment (`protocol-spec/attachments.md` §4): the
+    /// announcement of message `id` and the file, its hash checked; records
+    /// `path` as where it is saved (the line's `path`). Refused while
+    /// chunks are missing, naming how many.
+    pub fn save_attachment(
+        &mut self,
+        id: &EventId,
+        path: &str,
+    ) -> Result<
+        (
+            crate::room::attachment::Announcement,
+            zeroize::Zeroizing<Vec<u8>>,
+        ),
+        AppError,
+    > {
+        use crate::room::attachment::{ChunkBody, open_file};
+        let not_file = || AppError::BadInput(format!("no file announced by event {id}"));
+        let room = self.store.event_info(id)?.ok_or_else(not_file)?.room;
+        let pt = self.store.get_secret(&pt_key(id))?.ok_or_else(not_file)?;
+        let a = match Content::from_bytes(&pt).map(Content::into_chat) {
+            Ok(crate::room::content::ChatParts {
+                attachment: Some(a),
+                ..
+            }) => *a,
+            _ => return Err(not_file()),
+        };
+        let cached = self.cache.as_mut().and_then(|c| c.take(&room));
+        let mut s = match cached {
+            Some(s) => s,
+            None => self.known_session(&room)?,
+        };
+        let ids = s.dag().chunks_of(id);
+        if let Some(c) = self.cache.as_mut() {
+            c.put(room, s);
+        }
+        let mut chunks = Vec::with_capacity(ids.len());
+        for c in &ids {
+            let Some(bytes) = self.store.get_event(c)? else {
+                continue;
+            };
+            if let Ok(ev) = Event::decode(&bytes)
+                && let Ok(body) = ChunkBody::from_bytes(ev.payload())
+            {
+                chunks.push(body);
+            }
+        }
+        let file = open_file(&a, id, &chunks).map_err(|e| AppError::BadInput(e.to_string()))?;
+        self.store.put_secret(&saved_key(id), path.as_bytes())?;
+        if self.deferred.is_none() {
+            self.store.commit()?;
+        }
+        Ok((a, file))
     }
 
     /// Refuses an urgent message that would exceed this device's own burst
@@ -856,14 +941,17 @@ impl<S: Store> Device<S> {
             .iter()
             .map(|t| Content::Text((*t).to_owned()))
             .collect();
-        self.send_contents(room, &contents, now_ms, rng)
+        self.send_contents(room, &contents, None, now_ms, rng)
     }
 
     /// [`Self::send_many`] for chat content of any kind.
+    /// With `file`, `contents` is one attachment announcement of it, sent
+    /// with the file's chunks (`protocol-spec/attachments.md`).
     fn send_contents<R: CryptoRng + ?Sized>(
         &mut self,
         room: &RoomId,
         contents: &[Content],
+        file: Option<&[u8]>,
         now_ms: u64,
         rng: &mut R,
     ) -> Result<Vec<EventId>, AppError> {
@@ -893,7 +981,10 @@ impl<S: Store> Device<S> {
             } else {
                 BTreeSet::new()
             };
-            let out = s.send_citing_around(&self.keys.identity, content, around, now_ms, rng)?;
+            let out = match file {
+                Some(f) => s.send_file(&self.keys.identity, content, f, around, now_ms, rng)?,
+                None => s.send_citing_around(&self.keys.identity, content, around, now_ms, rng)?,
+            };
             keys = zeroize::Zeroizing::new(out.keys().to_vec());
             let evs = out.release();
             let pt = last_message_plaintext(&evs, content);

@@ -8,7 +8,7 @@
 //! whose event is no longer held, so an expired message does not outlive its
 //! expiry in readable form. The daemon runs it with the hourly expiry pass.
 
-use super::{AppError, Device, PLAINTEXT_PREFIX, UNDECRYPTABLE_PREFIX};
+use super::{AppError, Device, PLAINTEXT_PREFIX, SAVED_PREFIX, UNDECRYPTABLE_PREFIX};
 use crate::event::EventId;
 use crate::store::{SECRET_KEYS_PAGE, Store};
 
@@ -18,7 +18,7 @@ impl<S: Store> Device<S> {
     /// without committing; returns how many entries were deleted.
     pub fn prune_orphaned_plaintexts(&mut self) -> Result<usize, AppError> {
         let mut removed = 0;
-        for prefix in [PLAINTEXT_PREFIX, UNDECRYPTABLE_PREFIX] {
+        for prefix in [PLAINTEXT_PREFIX, UNDECRYPTABLE_PREFIX, SAVED_PREFIX] {
             // A page at a time, whatever the number held: a page's values
             // (plaintexts) are read and dropped together.
             let mut after: Option<Vec<u8>> = None;

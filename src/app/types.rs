@@ -82,6 +82,10 @@ pub enum MessageLine {
         /// "Urgent messages").
         #[serde(default, skip_serializing_if = "is_false")]
         urgent: bool,
+        /// A file announced with the text as its caption
+        /// (`protocol-spec/attachments.md` §7).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<Box<AttachmentInfo>>,
     },
     /// A message this device cannot read:
     /// `{"event_id","sender","ts","undecryptable":true,"reason"}`.
@@ -281,6 +285,20 @@ pub struct Draft<'a> {
     pub location: Option<&'a crate::room::content::Location>,
     /// Marked urgent (`protocol-spec/wire.md`, "Urgent messages").
     pub urgent: bool,
+    /// A file sent with the text as its caption
+    /// (`protocol-spec/attachments.md`).
+    pub file: Option<FileDraft<'a>>,
+}
+
+/// A file to send: its bytes, name and media type.
+#[derive(Debug, Clone, Copy)]
+pub struct FileDraft<'a> {
+    /// The file's name (no path).
+    pub name: &'a str,
+    /// Its media type, e.g. `image/jpeg`.
+    pub media_type: &'a str,
+    /// Its bytes (at most `MAX_ATTACHMENT_BYTES`).
+    pub bytes: &'a [u8],
 }
 
 impl<'a> Draft<'a> {
@@ -291,4 +309,20 @@ impl<'a> Draft<'a> {
             ..Draft::default()
         }
     }
+}
+
+/// A message's file, as `messages --json` shows it:
+/// `{"name","size","media_type","complete","path"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    /// The file's name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type.
+    pub media_type: String,
+    /// Whether every chunk is held (`save` can write it).
+    pub complete: bool,
+    /// Where `save` last wrote it (`null` before).
+    pub path: Option<String>,
 }

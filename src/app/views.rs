@@ -180,6 +180,7 @@ impl<S: Store> Device<S> {
         }
         let mut out = Vec::new();
         let mut urgent_windows: BTreeMap<DeviceId, UrgentWindow> = BTreeMap::new();
+        let mut chunk_seqs: Vec<(DeviceId, u64, u64)> = Vec::new();
         for &id in &full_order[start..] {
             let Some(ev) = s.dag().held(&id) else {
                 continue;
@@ -221,6 +222,26 @@ impl<S: Store> Device<S> {
                         // messages"), counted over the lines shown.
                         let urgent = chat.urgent
                             && urgent_windows.entry(ev.sender).or_default().admit(ev.ts);
+                        let attachment = match &chat.attachment {
+                            Some(a) => {
+                                // Its chunks' sequence numbers follow it:
+                                // not shown as gaps (`attachments.md` §5).
+                                chunk_seqs.push((ev.sender, ev.seq + 1, ev.seq + a.chunks()));
+                                let held = s.dag().chunks_of(&id).len() as u64;
+                                let path = self
+                                    .store
+                                    .get_secret(&saved_key(&id))?
+                                    .map(|p| String::from_utf8_lossy(&p).into_owned());
+                                Some(Box::new(AttachmentInfo {
+                                    name: a.name.clone(),
+                                    size: a.size,
+                                    media_type: a.media_type.clone(),
+                                    complete: held >= a.chunks(),
+                                    path,
+                                }))
+                            }
+                            None => None,
+                        };
                         out.push(MessageLine::Text {
                             event_id,
                             sender,
@@ -232,6 +253,7 @@ impl<S: Store> Device<S> {
                             via: chat.via,
                             location: chat.location,
                             urgent,
+                            attachment,
                         })
                     }
                     Ok(_) => {}
@@ -267,6 +289,13 @@ impl<S: Store> Device<S> {
         }
         // Gaps before events not yet in the DAG (pending) still show.
         out.extend(gaps.into_values().map(|gap| MessageLine::Gap { gap }));
+        // A file's missing chunks are its progress, not missing messages.
+        out.retain(|l| match l {
+            MessageLine::Gap { gap } => !chunk_seqs.iter().any(|(sender, from, to)| {
+                gap.sender == sender.to_string() && gap.from_seq >= *from && gap.to_seq <= *to
+            }),
+            _ => true,
+        });
         out.extend(forks.into_values().map(|fork| MessageLine::Fork { fork }));
         Ok((out, marks))
     }

@@ -434,6 +434,7 @@ async fn send_to_mesh(shared: &Arc<Shared>) -> Result<(), BridgeError> {
                 via: Some(via),
                 location: None,
                 urgent: false,
+                file: None,
             },
         )
         .await;

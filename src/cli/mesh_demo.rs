@@ -110,6 +110,7 @@ impl DemoNode {
             via: None,
             location: None,
             urgent: false,
+            file: None,
         })
         .map(drop)
     }

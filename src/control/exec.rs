@@ -10,10 +10,11 @@
 use data_encoding::BASE64;
 use rand_core::CryptoRng;
 
-use super::{OkData, Op, Reply};
-use crate::app::{AppError, Device, Draft, MessageLine, ReadMarks, RoomInfo};
+use super::{FileData, OkData, Op, Reply, SentFile};
+use crate::app::{AppError, Device, Draft, FileDraft, MessageLine, ReadMarks, RoomInfo};
 use crate::crypto::DeviceId;
 use crate::event::RoomId;
+use crate::room::attachment::CHUNK_BYTES;
 use crate::safe_text;
 use crate::store::Store;
 
@@ -173,14 +174,52 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
             via,
             location,
             urgent,
+            file,
         } => {
+            let bytes = file
+                .as_ref()
+                .map(|f| {
+                    BASE64
+                        .decode(f.data.as_bytes())
+                        .map_err(|e| AppError::BadInput(format!("file data: {e}")))
+                })
+                .transpose()?;
             let draft = Draft {
                 text,
                 via: via.as_ref(),
                 location: location.as_ref(),
                 urgent: *urgent,
+                file: file.as_ref().zip(bytes.as_deref()).map(|(f, b)| FileDraft {
+                    name: &f.name,
+                    media_type: &f.media_type,
+                    bytes: b,
+                }),
             };
-            event(dev.send_draft(&resolve_room(dev, room)?, &draft, now, rng)?)
+            let id = dev.send_draft(&resolve_room(dev, room)?, &draft, now, rng)?;
+            match draft.file {
+                Some(f) => Answer::data(OkData::Sent {
+                    event_id: id.to_string(),
+                    attachment: SentFile {
+                        size: f.bytes.len() as u64,
+                        chunks: (f.bytes.len() as u64).div_ceil(CHUNK_BYTES as u64),
+                    },
+                }),
+                None => event(id),
+            }
+        }
+        Op::Save { event, path } => {
+            let id: crate::event::EventId = event
+                .trim()
+                .parse()
+                .map_err(|e| AppError::BadInput(format!("EVENT_ID {event:.70}: {e}")))?;
+            let (a, bytes) = dev.save_attachment(&id, path)?;
+            Answer::data(OkData::File {
+                file: FileData {
+                    name: a.name.clone(),
+                    media_type: a.media_type.clone(),
+                    data: BASE64.encode(&bytes),
+                },
+            })
         }
         Op::Messages {
             room,

@@ -164,6 +164,18 @@ pub enum Op {
         /// default false.
         #[serde(default, skip_serializing_if = "is_false")]
         urgent: bool,
+        /// A file sent with `text` as its caption
+        /// (`protocol-spec/attachments.md`) → [`OkData::Sent`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<FileData>,
+    },
+    /// A complete attachment, checked against its hash, to be written to
+    /// `path` (recorded as where it was saved) → [`OkData::File`].
+    Save {
+        /// The announcement's event ID.
+        event: String,
+        /// Where the client writes it (shown as the line's `path`).
+        path: String,
     },
     /// A room's messages in display order: one `line` reply each, then
     /// [`OkData::Lines`].
@@ -211,7 +223,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation name, as `op` spells it.
-    pub const NAMES: [&str; 18] = [
+    pub const NAMES: [&str; 19] = [
         "room_create",
         "room_invite",
         "room_remove",
@@ -222,6 +234,7 @@ impl Op {
         "room_repair",
         "rooms",
         "send",
+        "save",
         "messages",
         "follow",
         "export",
@@ -246,6 +259,7 @@ impl Op {
                 | Op::RoomRename { .. }
                 | Op::RoomRepair { .. }
                 | Op::Send { .. }
+                | Op::Save { .. }
                 | Op::Import { .. }
                 | Op::PrekeyRotate
         )
@@ -319,6 +333,19 @@ pub enum ReplyBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum OkData {
+    /// `{"event_id","attachment":{"size","chunks"}}`: a file sent (the
+    /// announcement's event ID).
+    Sent {
+        /// The announcement's event ID (hex).
+        event_id: String,
+        /// The file's size and chunk count.
+        attachment: SentFile,
+    },
+    /// `{"file":FileData}`: a complete attachment (`save`).
+    File {
+        /// The file.
+        file: FileData,
+    },
     /// `{"event_id"}`: the stored (and committed) event.
     Event {
         /// Event ID (hex).
@@ -372,6 +399,27 @@ pub enum OkData {
     },
     /// `{}`: done, nothing to report (`shutdown`, the end of `follow`).
     Done {},
+}
+
+/// A file's size and chunk count, as `send --file` reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentFile {
+    /// Bytes.
+    pub size: u64,
+    /// Chunk events.
+    pub chunks: u64,
+}
+
+/// A file in a request or a reply: `{"name","media_type","data"}`, `data`
+/// base64 (standard alphabet, padded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileData {
+    /// The file's name (no path).
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Its bytes, base64.
+    pub data: String,
 }
 
 /// One connected link, as `peers` lists it.

@@ -41,6 +41,23 @@ fn every_op() -> Vec<Op> {
             via: None,
             location: None,
             urgent: false,
+            file: None,
+        },
+        Op::Send {
+            room: room(),
+            text: "the bridge".into(),
+            via: None,
+            location: None,
+            urgent: true,
+            file: Some(FileData {
+                name: "bridge.jpg".into(),
+                media_type: "image/jpeg".into(),
+                data: "AAEC".into(),
+            }),
+        },
+        Op::Save {
+            event: "ab".into(),
+            path: "/tmp/bridge.jpg".into(),
         },
         Op::Messages {
             room: room(),
@@ -80,6 +97,7 @@ fn text_line() -> MessageLine {
         via: None,
         location: None,
         urgent: false,
+        attachment: None,
     }
 }
 
@@ -87,6 +105,20 @@ fn every_reply() -> Vec<Reply> {
     vec![
         Reply::ok(OkData::Event {
             event_id: "e1".into(),
+        }),
+        Reply::ok(OkData::Sent {
+            event_id: "e1".into(),
+            attachment: SentFile {
+                size: 500_000,
+                chunks: 41,
+            },
+        }),
+        Reply::ok(OkData::File {
+            file: FileData {
+                name: "bridge.jpg".into(),
+                media_type: "image/jpeg".into(),
+                data: "AAEC".into(),
+            },
         }),
         Reply::ok(OkData::Room {
             room_id: ROOM.into(),
@@ -234,6 +266,7 @@ fn requests_have_the_documented_json() {
                 via: None,
                 location: None,
                 urgent: false,
+                file: None,
             },
             r#"{"v":1,"op":"send","room":"ab","text":"hi"}"#,
         ),
@@ -244,6 +277,7 @@ fn requests_have_the_documented_json() {
                 via: None,
                 location: None,
                 urgent: true,
+                file: None,
             },
             r#"{"v":1,"op":"send","room":"ab","text":"help","urgent":true}"#,
         ),
@@ -293,6 +327,7 @@ fn requests_have_the_documented_json() {
             via: None,
             location: None,
             urgent: false,
+            file: None,
         }
     );
 }
@@ -398,7 +433,7 @@ fn app_errors_map_to_codes() {
 #[test]
 fn only_writing_operations_wait_for_the_commit() {
     let writing: Vec<bool> = every_op().iter().map(Op::writes).collect();
-    assert_eq!(writing.iter().filter(|w| **w).count(), 11);
+    assert_eq!(writing.iter().filter(|w| **w).count(), 13);
     assert!(
         Op::Send {
             room: "ab".into(),
@@ -406,6 +441,7 @@ fn only_writing_operations_wait_for_the_commit() {
             via: None,
             location: None,
             urgent: false,
+            file: None,
         }
         .writes()
     );

@@ -15,6 +15,9 @@ pub enum EventKind {
     Receipt,
     /// A prekey update published by a device.
     PrekeyUpdate,
+    /// One chunk of an attachment (`protocol-spec/attachments.md`):
+    /// cleartext framing, encrypted data, never cited by other events.
+    Chunk,
     /// A kind this implementation does not know; carried opaquely.
     Other(u64),
 }
@@ -28,6 +31,7 @@ impl EventKind {
             EventKind::KeyShare => 3,
             EventKind::Receipt => 4,
             EventKind::PrekeyUpdate => 5,
+            EventKind::Chunk => 6,
             EventKind::Other(v) => v,
         }
     }
@@ -40,6 +44,7 @@ impl EventKind {
             3 => EventKind::KeyShare,
             4 => EventKind::Receipt,
             5 => EventKind::PrekeyUpdate,
+            6 => EventKind::Chunk,
             other => EventKind::Other(other),
         }
     }
@@ -60,6 +65,7 @@ impl EventKind {
             EventKind::KeyShare => "key_share".into(),
             EventKind::Receipt => "receipt".into(),
             EventKind::PrekeyUpdate => "prekey_update".into(),
+            EventKind::Chunk => "chunk".into(),
             EventKind::Other(v) => format!("other({v})"),
         }
     }

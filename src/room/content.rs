@@ -37,6 +37,7 @@
 use thiserror::Error;
 
 use crate::cbor::{self, CborError, Reader, Writer};
+use crate::room::attachment::{Announcement, AttachmentError};
 use crate::room::receipt::{ReceiptBody, ReceiptError};
 
 /// Version of the content format.
@@ -81,6 +82,9 @@ pub enum ContentError {
     /// A location outside the globe, or an accuracy over its limit.
     #[error("location: {0}")]
     Location(&'static str),
+    /// A malformed or out-of-limits attachment announcement.
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
     /// Flags that are zero, unknown, or on content that takes none.
     #[error("content flags {0} not allowed here")]
     Flags(u64),
@@ -111,6 +115,14 @@ pub enum Content {
         text: String,
         /// Who wrote it on Matrix.
         via: Via,
+    },
+    /// A file announced with an optional caption
+    /// (`protocol-spec/attachments.md` §2).
+    Attachment {
+        /// The file's name, type, size, hash and key.
+        file: Box<Announcement>,
+        /// The caption (may be empty).
+        text: String,
     },
     /// Chat content marked urgent by its sender (never nested, never a
     /// room name or a receipt: [`Content::urgent`]).
@@ -268,6 +280,8 @@ pub struct ChatParts {
     pub via: Option<Via>,
     /// Where (a location pin).
     pub location: Option<Location>,
+    /// A file (an attachment's announcement).
+    pub attachment: Option<Box<Announcement>>,
     /// Whether its sender marked it urgent.
     pub urgent: bool,
 }
@@ -277,7 +291,10 @@ impl Content {
     /// urgent or not).
     pub fn is_chat(&self) -> bool {
         match self {
-            Content::Text(_) | Content::Bridged { .. } | Content::Location { .. } => true,
+            Content::Text(_)
+            | Content::Bridged { .. }
+            | Content::Location { .. }
+            | Content::Attachment { .. } => true,
             Content::Urgent(c) => c.is_chat(),
             Content::RoomName(_) | Content::Receipt(_) => false,
         }
@@ -287,9 +304,10 @@ impl Content {
     /// name, a receipt) or carries it already is returned as it is.
     pub fn urgent(content: Content) -> Content {
         match content {
-            c @ (Content::Text(_) | Content::Bridged { .. } | Content::Location { .. }) => {
-                Content::Urgent(Box::new(c))
-            }
+            c @ (Content::Text(_)
+            | Content::Bridged { .. }
+            | Content::Location { .. }
+            | Content::Attachment { .. }) => Content::Urgent(Box::new(c)),
             other => other,
         }
     }
@@ -316,6 +334,11 @@ impl Content {
                 location: Some(at),
                 ..ChatParts::default()
             },
+            Content::Attachment { file, text } => ChatParts {
+                text,
+                attachment: Some(file),
+                ..ChatParts::default()
+            },
             Content::Urgent(c) => ChatParts {
                 urgent: true,
                 ..c.into_chat()
@@ -339,6 +362,10 @@ impl Content {
             Content::Receipt(_) => 0,
             // The flags element takes one byte more.
             Content::Urgent(c) => c.chat_len() + 1,
+            // Its numbers, hash and key take up to 80 bytes more.
+            Content::Attachment { file, text } => {
+                file.name.len() + file.media_type.len() + text.len() + 80
+            }
         }
     }
 
@@ -372,6 +399,11 @@ impl Content {
                     .u64(lon)
                     .u64(u64::from(at.accuracy_m))
                     .text(text)
+            }
+            Content::Attachment { file, text } => {
+                w.array(len).u64(CONTENT_VERSION).u64(5).array(6);
+                file.write(w);
+                w.text(text)
             }
             Content::Bridged { text, via } => w
                 .array(len)
@@ -438,6 +470,12 @@ impl Content {
                 };
                 via.check()?;
                 Ok(Content::Bridged { text, via })
+            }
+            5 => {
+                r.array_of(6, "attachment array of 6")?;
+                let file = Box::new(Announcement::read(r)?);
+                let text = r.text()?.to_owned();
+                Ok(Content::Attachment { file, text })
             }
             4 => {
                 r.array_of(4, "location array of 4")?;

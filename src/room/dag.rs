@@ -78,6 +78,10 @@ pub enum DagError {
     /// `MAX_PENDING_FROM_STRANGERS`).
     #[error("too many events from non-members wait for missing predecessors")]
     StrangerPendingFull,
+    /// A chunk that does not hang off one message of its own sender, or
+    /// whose framing is malformed (`protocol-spec/attachments.md` §5).
+    #[error("chunk: {0}")]
+    Chunk(&'static str),
 }
 
 /// A small growable bitset over membership indices.
@@ -416,6 +420,9 @@ impl RoomDag {
             });
         }
         let anc = anc.unwrap_or_default();
+        if ev.kind() == EventKind::Chunk {
+            self.check_chunk(ev)?;
+        }
         // Admission before anything of the event counts against the
         // room's caps: only members (at the event's causal position) fill
         // them.
@@ -738,13 +745,45 @@ impl RoomDag {
     /// The current DAG heads (events nobody cites), deepest first then by
     /// ID, at most `MAX_PREV_EVENTS`: the `prev` of the next local event.
     pub fn heads(&self) -> Vec<EventId> {
-        let mut h: Vec<&Node> = self
+        self.heads_without(&BTreeSet::new())
+    }
+
+    /// A chunk hangs off exactly one message of its own sender, which its
+    /// framing names (`protocol-spec/attachments.md` §5).
+    fn check_chunk(&self, ev: &Event) -> Result<(), DagError> {
+        let body = crate::room::attachment::ChunkBody::from_bytes(ev.payload())
+            .map_err(|_| DagError::Chunk("malformed framing"))?;
+        let [file] = ev.prev() else {
+            return Err(DagError::Chunk("must cite exactly its announcement"));
+        };
+        let announced = self
             .nodes
-            .values()
-            .filter(|n| !self.children.contains_key(&n.id))
+            .get(file)
+            .is_some_and(|n| n.kind == EventKind::Message && n.sender == ev.sender());
+        if body.file != *file || !announced {
+            return Err(DagError::Chunk("not a chunk of its sender's message"));
+        }
+        Ok(())
+    }
+
+    /// The chunk events held for the announcement `file` (`attachments.md`
+    /// §5): their IDs, ascending.
+    pub fn chunks_of(&self, file: &EventId) -> Vec<EventId> {
+        let mut ids: Vec<EventId> = self
+            .children
+            .get(file)
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                self.nodes
+                    .get(c)
+                    .is_some_and(|n| n.kind == EventKind::Chunk)
+            })
+            .copied()
             .collect();
-        h.sort_by_key(|n| (Reverse(n.depth), n.id));
-        h.into_iter().take(MAX_PREV_EVENTS).map(|n| n.id).collect()
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// The heads of the DAG without the events of `skip` (which must hold
@@ -754,17 +793,23 @@ impl RoomDag {
     /// it before the backlog it overtook (`protocol-spec/wire.md`, "Urgent
     /// messages"). With `skip` empty, [`RoomDag::heads`].
     pub fn heads_without(&self, skip: &BTreeSet<EventId>) -> Vec<EventId> {
-        if skip.is_empty() {
-            return self.heads();
-        }
+        // Nothing cites a chunk: a node whose children are all chunks (or
+        // skipped) is a head, and chunks never are.
+        let cited = |c: &EventId| {
+            !skip.contains(c)
+                && self
+                    .nodes
+                    .get(c)
+                    .is_some_and(|n| n.kind != EventKind::Chunk)
+        };
         let mut h: Vec<&Node> = self
             .nodes
             .values()
-            .filter(|n| !skip.contains(&n.id))
+            .filter(|n| !skip.contains(&n.id) && n.kind != EventKind::Chunk)
             .filter(|n| {
                 self.children
                     .get(&n.id)
-                    .is_none_or(|c| c.iter().all(|c| skip.contains(c)))
+                    .is_none_or(|c| !c.iter().any(cited))
             })
             .collect();
         h.sort_by_key(|n| (Reverse(n.depth), n.id));

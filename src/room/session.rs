@@ -26,6 +26,7 @@ use crate::crypto::keys::DeviceId;
 use crate::crypto::sender_chain::{ChainError, OutboundChain};
 use crate::event::{Event, EventError, EventId, EventKind, RoomId, UnsignedEvent};
 use crate::limits::DEFAULT_EVENT_LIFETIME_MS;
+use crate::room::attachment::seal_chunks;
 use crate::room::content::Content;
 use crate::room::dag::{DagError, Gap, Inserted, RoomDag};
 use crate::room::keys::{
@@ -78,6 +79,12 @@ pub enum SessionError {
     /// This device is not a member of the room.
     #[error("this device is not a member of the room")]
     NotMember,
+    /// `send_file` without an attachment announcement.
+    #[error("not an attachment")]
+    NotAttachment,
+    /// The file does not match its announcement.
+    #[error(transparent)]
+    Attachment(#[from] crate::room::attachment::AttachmentError),
     /// The local change would be invalid (checked before signing).
     #[error("change not allowed: {0}")]
     NotAllowed(AuthError),
@@ -454,12 +461,25 @@ impl RoomSession {
         payload: Vec<u8>,
         now_ms: u64,
     ) -> Result<Event, SessionError> {
+        let prev = self.dag.heads_without(&self.cite_around);
+        self.emit_citing(identity, kind, payload, now_ms, prev)
+    }
+
+    /// [`RoomSession::emit`] citing `prev` (a chunk cites its announcement).
+    fn emit_citing(
+        &mut self,
+        identity: &Identity,
+        kind: EventKind,
+        payload: Vec<u8>,
+        now_ms: u64,
+        prev: Vec<EventId>,
+    ) -> Result<Event, SessionError> {
         let seq = self.next_seq.max(self.dag.max_seq(&self.me) + 1);
         let ev = UnsignedEvent {
             room: self.room(),
             sender: self.me,
             seq,
-            prev: self.dag.heads_without(&self.cite_around),
+            prev,
             origin_ts_ms: now_ms,
             expires_ms: now_ms.saturating_add(DEFAULT_EVENT_LIFETIME_MS),
             kind,
@@ -570,6 +590,43 @@ impl RoomSession {
         let r = self.send_inner(identity, content, now_ms, rng);
         self.cite_around.clear();
         r
+    }
+
+    /// Sends a file (`protocol-spec/attachments.md`): `content`, an
+    /// attachment announcement (urgent or not) for `file`, as a message,
+    /// then the file's chunks, each citing only the announcement.
+    pub fn send_file<R: CryptoRng + ?Sized>(
+        &mut self,
+        identity: &Identity,
+        content: &Content,
+        file: &[u8],
+        around: std::collections::BTreeSet<EventId>,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Outgoing, SessionError> {
+        let inner = match content {
+            Content::Urgent(c) => c.as_ref(),
+            c => c,
+        };
+        let Content::Attachment { file: a, .. } = inner else {
+            return Err(SessionError::NotAttachment);
+        };
+        let out = self.send_citing_around(identity, content, around, now_ms, rng)?;
+        let Outgoing { keys, mut events } = out;
+        let announce = events
+            .last()
+            .map(Event::id)
+            .ok_or(SessionError::NotAttachment)?;
+        for c in seal_chunks(a, &announce, file)? {
+            events.push(self.emit_citing(
+                identity,
+                EventKind::Chunk,
+                c.to_bytes(),
+                now_ms,
+                vec![announce],
+            )?);
+        }
+        Ok(Outgoing { keys, events })
     }
 
     fn send_inner<R: CryptoRng + ?Sized>(

@@ -425,6 +425,7 @@ async fn send(
             via: None,
             location: b.location,
             urgent: b.urgent,
+            file: None,
         },
     )
     .await

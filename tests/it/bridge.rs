@@ -328,6 +328,7 @@ fn send_via_socket(dir: &Path, room: &str, text: &str) {
         via: None,
         location: None,
         urgent: false,
+        file: None,
     };
     client::call(dir, stream, &Request::new(op), |_| Ok(())).expect("send");
 }

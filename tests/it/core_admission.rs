@@ -125,6 +125,7 @@ fn history() -> &'static History {
                         via: None,
                         location: None,
                         urgent: false,
+                        file: None,
                     },
                 );
             }
@@ -291,6 +292,7 @@ fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
                 via: None,
                 location: None,
                 urgent: false,
+                file: None,
             },
         );
     }
@@ -346,6 +348,7 @@ fn an_own_invite_gives_the_invitee_standing_at_once() {
             via: None,
             location: None,
             urgent: false,
+            file: None,
         },
     );
     let ben = Identity::from_seed(&[12; 32]).device_id();

@@ -3,6 +3,7 @@
 mod admission;
 mod admission_daemon;
 mod app;
+mod attachment;
 mod ble;
 mod ble_vectors;
 mod bridge;

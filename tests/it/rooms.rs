@@ -1403,3 +1403,67 @@ mod session {
         assert!(b.session.as_mut().unwrap().dag().forks().is_empty());
     }
 }
+
+/// `protocol-spec/attachments.md` §5: a chunk hangs off exactly one message
+/// of its own sender, and nothing cites a chunk.
+#[test]
+fn chunks_hang_off_their_senders_message_and_are_never_cited() {
+    use meshrelay::room::attachment::{ChunkBody, seal_chunks, seal_file};
+    let (mut a, b, _) = abc();
+    a.create_room();
+    let invite = a.membership(Membership::Invite { card: card_of(&b) });
+    let photo = a.send("a photo");
+    let file = vec![5u8; 20_000];
+    let ann = seal_file(&file, "p.jpg", "image/jpeg", &mut a.rng).unwrap();
+    let chunks = seal_chunks(&ann, &photo.id(), &file).unwrap();
+    let chunk_event = |d: &mut Dev, signer: &Identity, prev: Vec<EventId>, body: &ChunkBody| {
+        let now = d.tick();
+        let dag = d.dag.as_mut().unwrap();
+        UnsignedEvent {
+            room: d.room.unwrap(),
+            sender: signer.device_id(),
+            seq: dag.max_seq(&signer.device_id()) + 1,
+            prev,
+            origin_ts_ms: now,
+            expires_ms: now + 14 * DAY,
+            kind: EventKind::Chunk,
+            payload: body.to_bytes(),
+        }
+        .sign(signer)
+        .unwrap()
+    };
+    let id_a = Identity::from_seed(&[1; 32]);
+    let good = chunk_event(&mut a, &id_a, vec![photo.id()], &chunks[0]);
+    assert!(matches!(
+        a.dag().insert(&good).unwrap(),
+        Inserted::Accepted(_)
+    ));
+    // Refused: citing a membership event, citing two events, framing that
+    // names another event, and another sender's chunk of A's message.
+    let refusals = [
+        chunk_event(&mut a, &id_a, vec![invite.id()], &chunks[1]),
+        chunk_event(&mut a, &id_a, vec![photo.id(), invite.id()], &chunks[1]),
+        chunk_event(
+            &mut a,
+            &id_a,
+            vec![photo.id()],
+            &ChunkBody {
+                file: invite.id(),
+                ..chunks[1].clone()
+            },
+        ),
+        chunk_event(&mut a, &b.id, vec![photo.id()], &chunks[1]),
+    ];
+    for ev in &refusals {
+        let r = a.dag().insert(ev);
+        assert!(
+            matches!(r, Err(DagError::Chunk(_)) | Err(DagError::NotAuthorized(_))),
+            "{r:?}"
+        );
+    }
+    // The chunk is held for its message, and nothing will cite it.
+    assert_eq!(a.dag().chunks_of(&photo.id()), vec![good.id()]);
+    assert_eq!(a.dag().heads(), vec![photo.id()]);
+    let next = a.send("after the photo");
+    assert_eq!(next.prev(), &[photo.id()]);
+}

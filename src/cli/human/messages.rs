@@ -146,6 +146,8 @@ impl MessageView {
                 via,
                 location,
                 urgent,
+                attachment,
+                event_id,
                 ..
             } => {
                 let who = match via {
@@ -176,6 +178,20 @@ impl MessageView {
                     }
                     None => format!("{who}: {}", for_terminal(text)),
                 };
+                if let Some(a) = attachment {
+                    // A file: what it is, then whether it can be saved.
+                    let state = match (&a.path, a.complete) {
+                        (Some(p), _) => format!("saved to {}", for_terminal(p)),
+                        (None, true) => format!("meshrelay save {event_id} FILE"),
+                        (None, false) => "still arriving".to_owned(),
+                    };
+                    line.push_str(&format!(
+                        "  📎 {} ({} bytes, {}; {state})",
+                        for_terminal(&a.name),
+                        a.size,
+                        for_terminal(&a.media_type)
+                    ));
+                }
                 if *urgent {
                     // Urgent: marked before the sender, in bold, where the
                     // eye lands first (`app.md` §4).

@@ -99,6 +99,16 @@ pub fn imported(s: &ImportSummary) -> String {
     out
 }
 
+/// `save`: `Saved photo.jpg (512000 bytes) to /tmp/photo.jpg.`
+pub fn saved(name: &str, size: u64, file: &str) -> String {
+    format!(
+        "Saved {} ({}) to {}.",
+        for_terminal(name),
+        count(size, "byte", "bytes"),
+        for_terminal(file)
+    )
+}
+
 /// `export` to a file (`room` is the room's label with `--room`).
 pub fn exported(events: usize, room: Option<&str>, file: &str) -> String {
     let what = count(events as u64, "event", "events");

@@ -43,6 +43,7 @@ fn text(sender: &DeviceId, ts: u64, text: &str) -> MessageLine {
         via: None,
         location: None,
         urgent: false,
+        attachment: None,
     }
 }
 
@@ -188,6 +189,7 @@ fn times_out_of_range_and_malformed_senders_do_not_panic() {
             via: None,
             location: None,
             urgent: false,
+            attachment: None,
         },
         MessageLine::Gap {
             gap: GapInfo {

@@ -80,9 +80,10 @@ pub fn needs_rooms(cmd: &RoomsCommand) -> bool {
         RoomsCommand::Room { action } => !matches!(action, RoomAction::Create { .. }),
         RoomsCommand::Send { .. } | RoomsCommand::Messages { .. } => true,
         RoomsCommand::Export { room, .. } => room.is_some(),
-        RoomsCommand::Rooms { .. } | RoomsCommand::Import { .. } | RoomsCommand::Prekey { .. } => {
-            false
-        }
+        RoomsCommand::Rooms { .. }
+        | RoomsCommand::Import { .. }
+        | RoomsCommand::Prekey { .. }
+        | RoomsCommand::Save { .. } => false,
     }
 }
 
@@ -156,7 +157,7 @@ pub fn print(
             },
             OkData::Room { room_id },
         ) => line(out, &sentences::created(name, room_id)),
-        (RoomsCommand::Send { room_id, .. }, OkData::Event { .. }) => {
+        (RoomsCommand::Send { room_id, .. }, OkData::Event { .. } | OkData::Sent { .. }) => {
             let rs = rooms();
             let room = room_key(room_id, rs.as_deref());
             line(out, &sentences::sent(&label_of(rs.as_deref(), &room)))
@@ -265,6 +266,19 @@ pub fn print(
         }
         (RoomsCommand::Import { .. }, OkData::Import { import }) => {
             line(out, &sentences::imported(import))
+        }
+        (RoomsCommand::Save { file, .. }, OkData::File { file: f }) => {
+            let bytes = data_encoding::BASE64
+                .decode(f.data.as_bytes())
+                .map_err(|e| CliError {
+                    code: EXIT_RUNTIME,
+                    err: CommandError::Unexpected(format!("file data: {e}")),
+                })?;
+            write_output(file, &bytes, out)?;
+            if file == "-" {
+                return Ok(());
+            }
+            line(out, &sentences::saved(&f.name, bytes.len() as u64, file))
         }
         (RoomsCommand::Prekey { .. }, OkData::Prekey { prekey }) => {
             format_prekey(out, prekey, false)

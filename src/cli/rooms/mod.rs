@@ -37,7 +37,7 @@ pub use demo::demo;
 
 use std::cell::RefCell;
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
@@ -81,9 +81,13 @@ pub enum RoomsCommand {
     Send {
         /// Room ID (hex).
         room_id: String,
-        /// Message text (optional with --location).
-        #[arg(required_unless_present = "location")]
+        /// Message text (optional with --location or --file: then a caption).
+        #[arg(required_unless_present_any = ["location", "file"])]
         text: Option<String>,
+        /// Send a file (a photo, a map; at most 1 MiB): announced at once,
+        /// its chunks follow below text in every queue.
+        #[arg(long, value_name = "PATH", conflicts_with = "location")]
+        file: Option<PathBuf>,
         /// Send a location pin: LAT,LON in decimal degrees (WGS 84), e.g.
         /// 52.5200,13.4050.
         #[arg(long, value_name = "LAT,LON", value_parser = location_arg, allow_hyphen_values = true)]
@@ -97,9 +101,17 @@ pub enum RoomsCommand {
         /// 10 minutes in a room).
         #[arg(long)]
         urgent: bool,
-        /// Print JSON: {"event_id"}.
+        /// Print JSON: {"event_id"} (with --file also "attachment":{"size","chunks"}).
         #[arg(long)]
         json: bool,
+    },
+    /// Write a file someone sent (complete, its hash checked) to FILE.
+    Save {
+        /// The event ID of the message that announced the file.
+        event_id: String,
+        /// Where to write it, or "-" for standard output.
+        #[arg(value_name = "FILE|-")]
+        file: String,
     },
     /// Show a room's messages in display order, with unreadable messages and gaps.
     Messages {
@@ -491,7 +503,7 @@ pub fn run(
             out,
         );
     }
-    let op = to_op(cmd).ok_or_else(|| bad("import is streamed".into()))?;
+    let op = to_op(cmd)?.ok_or_else(|| bad("import is streamed".into()))?;
     let mut dev = Device::open(dir, now)?;
     // The rosters for people, read on this open device: before a change
     // that may remove the member it names, else after.
@@ -558,7 +570,7 @@ pub fn run_via_daemon(
         let answer = Answer::data(OkData::Import { import });
         return print_answer(cmd, &answer, facts, None, style, out);
     }
-    let op = to_op(cmd).ok_or_else(|| bad("import is streamed".into()))?;
+    let op = to_op(cmd)?.ok_or_else(|| bad("import is streamed".into()))?;
     let req = Request::new(control::with_book_card(dir, op));
     // A roster read before the change (on a connection of its own).
     let before = (!json_flag(cmd) && human::roster_before(cmd))
@@ -657,15 +669,15 @@ pub fn json_flag(cmd: &RoomsCommand) -> bool {
         | RoomsCommand::Prekey {
             action: PrekeyAction::Rotate { json },
         } => *json,
-        RoomsCommand::Export { .. } => false,
+        RoomsCommand::Export { .. } | RoomsCommand::Save { .. } => false,
     }
 }
 
 /// The control operation of a rooms command (`None` for `import`: it is
 /// streamed in slices, `super::import`). `messages --follow` maps to
 /// `messages` (the follow loop is the caller's).
-pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
-    Some(match cmd {
+pub fn to_op(cmd: &RoomsCommand) -> Result<Option<Op>, CliError> {
+    Ok(Some(match cmd {
         RoomsCommand::Room { action } => match action {
             RoomAction::Create { name, .. } => Op::RoomCreate { name: name.clone() },
             RoomAction::Invite(a) => Op::RoomInvite {
@@ -702,6 +714,7 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
             location,
             accuracy,
             urgent,
+            file,
             ..
         } => Op::Send {
             room: room_id.clone(),
@@ -712,6 +725,7 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
             }),
             via: None,
             urgent: *urgent,
+            file: file.as_deref().map(read_attachment).transpose()?,
         },
         RoomsCommand::Messages { room_id, last, .. } => Op::Messages {
             room: room_id.clone(),
@@ -719,11 +733,71 @@ pub fn to_op(cmd: &RoomsCommand) -> Option<Op> {
             mark_read: true,
         },
         RoomsCommand::Export { room, .. } => Op::Export { room: room.clone() },
-        RoomsCommand::Import { .. } => return None,
+        RoomsCommand::Save { event_id, file } => Op::Save {
+            event: event_id.clone(),
+            path: if file == "-" {
+                file.clone()
+            } else {
+                std::path::absolute(file)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| file.clone())
+            },
+        },
+        RoomsCommand::Import { .. } => return Ok(None),
         RoomsCommand::Prekey {
             action: PrekeyAction::Rotate { .. },
         } => Op::PrekeyRotate,
+    }))
+}
+
+/// A file to send, read whole (at most `MAX_ATTACHMENT_BYTES`): its name,
+/// a media type from its extension, its bytes in base64.
+fn read_attachment(path: &Path) -> Result<crate::control::FileData, CliError> {
+    use crate::room::attachment::MAX_ATTACHMENT_BYTES;
+    let shown = path.display().to_string();
+    let f = std::fs::File::open(path)
+        .map_err(|e| bad(format!("cannot read {}: {e}", for_terminal(&shown))))?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(f, MAX_ATTACHMENT_BYTES + 1), &mut bytes)
+        .map_err(|e| bad(format!("cannot read {}: {e}", for_terminal(&shown))))?;
+    if bytes.is_empty() || bytes.len() as u64 > MAX_ATTACHMENT_BYTES {
+        return Err(bad(format!(
+            "{} is {}; a file to send is 1 byte to 1 MiB ({MAX_ATTACHMENT_BYTES} bytes)",
+            for_terminal(&shown),
+            if bytes.is_empty() {
+                "empty".to_owned()
+            } else {
+                "over 1 MiB".to_owned()
+            }
+        )));
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(crate::control::FileData {
+        media_type: media_type_of(&name).to_owned(),
+        name,
+        data: BASE64.encode(&bytes),
     })
+}
+
+/// A media type from a file name's extension (`application/octet-stream`
+/// when unknown).
+fn media_type_of(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("pdf") => "application/pdf",
+        Some("txt") => "text/plain",
+        Some("csv") => "text/csv",
+        Some("json") => "application/json",
+        Some("gpx") => "application/gpx+xml",
+        _ => "application/octet-stream",
+    }
 }
 
 /// Prints the answer to `cmd`, as the command's contract says: `--json`
@@ -757,6 +831,7 @@ pub fn print_answer(
         (RoomsCommand::Room { .. } | RoomsCommand::Send { .. }, OkData::Event { event_id }) => {
             format_event(out, event_id, true)
         }
+        (RoomsCommand::Send { .. }, sent @ OkData::Sent { .. }) => print_json(out, sent),
         (RoomsCommand::Rooms { .. }, OkData::Rooms { rooms }) => format_rooms(out, rooms, true),
         (RoomsCommand::Messages { .. }, OkData::Lines { .. }) => answer
             .lines

@@ -110,12 +110,17 @@ pub(super) enum SendClass {
     /// Messages and receipts (both encrypted with sender chains: sent in
     /// origin-time order, so chains are read in order).
     Message,
+    /// Attachment chunks: after everything else, so a photo never delays
+    /// text (`protocol-spec/attachments.md` §6).
+    Bulk,
 }
 
 impl SendClass {
     /// The class of an event of `kind`.
     pub(super) fn of(kind: crate::event::EventKind) -> SendClass {
-        if kind.in_sender_chain() {
+        if kind == crate::event::EventKind::Chunk {
+            SendClass::Bulk
+        } else if kind.in_sender_chain() {
             SendClass::Message
         } else {
             SendClass::Control

@@ -151,6 +151,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         };
         let (priority, class) = if self.is_urgent(&id) {
             super::urgent::URGENT_PLACE
+        } else if class == SendClass::Bulk {
+            // Own chunks wait behind own rooms' messages too.
+            (priority.max(Priority::OwnRoom), class)
         } else {
             (priority, class)
         };
