@@ -13,9 +13,10 @@ use meshrelay_sim::test_seed as seed;
 const PHOTO: usize = 500_000;
 
 fn complete(net: &mut SimNet, i: usize, room: &meshrelay::event::RoomId) -> bool {
-    net.shown(i, room).expect("shown").iter().any(|l| {
-        matches!(l, MessageLine::Text { attachment: Some(a), .. } if a.complete)
-    })
+    net.shown(i, room)
+        .expect("shown")
+        .iter()
+        .any(|l| matches!(l, MessageLine::Text { attachment: Some(a), .. } if a.complete))
 }
 
 #[test]
@@ -30,7 +31,9 @@ fn a_photo_crosses_a_ble_link_at_most_of_its_raw_rate() {
     net.run_until(now + 20_000);
     assert!(net.is_member(1, &room));
 
-    let photo: Vec<u8> = (0..PHOTO as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let photo: Vec<u8> = (0..PHOTO as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
     let op = Op::Send {
         room: room.to_string(),
         text: "the north gate".into(),
@@ -46,7 +49,10 @@ fn a_photo_crosses_a_ble_link_at_most_of_its_raw_rate() {
     let start = net.now_ms();
     net.op(0, &op).expect("send the photo");
     while !complete(&mut net, 1, &room) {
-        assert!(net.now_ms() < start + 120_000, "the photo did not arrive in 2 minutes");
+        assert!(
+            net.now_ms() < start + 120_000,
+            "the photo did not arrive in 2 minutes"
+        );
         let now = net.now_ms();
         net.run_until(now + 100);
     }

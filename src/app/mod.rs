@@ -832,12 +832,12 @@ impl<S: Store> Device<S> {
 
     /// A complete attachment (`protocol-spec/attachments.md` §4): the
     /// announcement of message `id` and the file, its hash checked; records
-    /// `path` as where it is saved (the line's `path`). Refused while
+    /// `path`, if given, as where it is saved (the line's `path`). Refused while
     /// chunks are missing, naming how many.
     pub fn save_attachment(
         &mut self,
         id: &EventId,
-        path: &str,
+        path: Option<&str>,
     ) -> Result<
         (
             crate::room::attachment::Announcement,
@@ -877,9 +877,11 @@ impl<S: Store> Device<S> {
             }
         }
         let file = open_file(&a, id, &chunks).map_err(|e| AppError::BadInput(e.to_string()))?;
-        self.store.put_secret(&saved_key(id), path.as_bytes())?;
-        if self.deferred.is_none() {
-            self.store.commit()?;
+        if let Some(path) = path {
+            self.store.put_secret(&saved_key(id), path.as_bytes())?;
+            if self.deferred.is_none() {
+                self.store.commit()?;
+            }
         }
         Ok((a, file))
     }

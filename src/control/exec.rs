@@ -212,7 +212,7 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
                 .trim()
                 .parse()
                 .map_err(|e| AppError::BadInput(format!("EVENT_ID {event:.70}: {e}")))?;
-            let (a, bytes) = dev.save_attachment(&id, path)?;
+            let (a, bytes) = dev.save_attachment(&id, path.as_deref())?;
             Answer::data(OkData::File {
                 file: FileData {
                     name: a.name.clone(),

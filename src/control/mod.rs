@@ -174,8 +174,10 @@ pub enum Op {
     Save {
         /// The announcement's event ID.
         event: String,
-        /// Where the client writes it (shown as the line's `path`).
-        path: String,
+        /// Where the client writes it (shown as the line's `path`); absent
+        /// for a download that is not written anywhere known (the web app).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     /// A room's messages in display order: one `line` reply each, then
     /// [`OkData::Lines`].

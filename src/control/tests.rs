@@ -57,7 +57,7 @@ fn every_op() -> Vec<Op> {
         },
         Op::Save {
             event: "ab".into(),
-            path: "/tmp/bridge.jpg".into(),
+            path: Some("/tmp/bridge.jpg".into()),
         },
         Op::Messages {
             room: room(),

@@ -75,7 +75,13 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/v1/cards/check", post(card_check))
         .route("/api/v1/contacts", get(contacts).post(contact_add))
         .route("/api/v1/rooms", get(rooms).post(room_create))
-        .route("/api/v1/rooms/{room}/messages", get(messages).post(send))
+        .route(
+            "/api/v1/rooms/{room}/messages",
+            get(messages)
+                .post(send)
+                .layer(DefaultBodyLimit::max(guard::MAX_FILE_BODY_BYTES)),
+        )
+        .route("/api/v1/files/{event}", get(file))
         .route("/api/v1/rooms/{room}/invite", post(invite))
         .route(
             "/api/v1/rooms/{room}/members/{device}/{action}",
@@ -410,6 +416,8 @@ struct TextBody {
     location: Option<crate::room::content::Location>,
     #[serde(default)]
     urgent: bool,
+    #[serde(default)]
+    file: Option<crate::control::FileData>,
 }
 
 async fn send(
@@ -425,10 +433,72 @@ async fn send(
             via: None,
             location: b.location,
             urgent: b.urgent,
-            file: None,
+            file: b.file,
         },
     )
     .await
+}
+
+/// Media types shown inline (images a browser decodes itself); anything
+/// else is only ever a download, so a file can never run as the app.
+const INLINE_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+
+/// `GET /api/v1/files/EVENT`: a complete attachment, its hash checked
+/// (`save` without a path). Images in [`INLINE_TYPES`] are served as
+/// themselves; everything else as `application/octet-stream` to download.
+async fn file(State(ctx): State<Ctx>, Path(event): Path<String>) -> Result<Response, Failure> {
+    let data = answer(&ctx, Op::Save { event, path: None }).await?;
+    let OkData::File { file } = data.0 else {
+        return Err(runtime("save: unexpected reply"));
+    };
+    let bytes = data_encoding::BASE64
+        .decode(file.data.as_bytes())
+        .map_err(runtime)?;
+    let inline = INLINE_TYPES.contains(&file.media_type.as_str());
+    let kind = if inline {
+        file.media_type.clone()
+    } else {
+        "application/octet-stream".to_owned()
+    };
+    // The name as a quoted string without quotes, backslashes or controls.
+    let name: String = file
+        .name
+        .chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let disposition = format!(
+        "{}; filename*=UTF-8''{}",
+        if inline { "inline" } else { "attachment" },
+        percent(&name)
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// RFC 5987 percent-encoding of a file name.
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

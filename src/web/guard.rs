@@ -37,6 +37,11 @@ pub const WRITE_HEADER: &str = "x-meshrelay";
 /// card is far smaller).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Largest body of a message with a file: a 1 MiB attachment in base64
+/// plus the rest of the message.
+pub const MAX_FILE_BODY_BYTES: usize =
+    (crate::room::attachment::MAX_ATTACHMENT_BYTES as usize).div_ceil(3) * 4 + 64 * 1024;
+
 /// The content security policy of every response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \

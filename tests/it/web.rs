@@ -452,7 +452,7 @@ fn two_people_use_the_web_app_in_a_real_browser() {
         "{out}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(result["checks"].as_array().unwrap().len(), 8, "{result}");
+    assert_eq!(result["checks"].as_array().unwrap().len(), 9, "{result}");
     eprintln!(
         "live message in {} s, read receipt back in {} s",
         result["live_seconds"], result["receipt_seconds"]
@@ -463,6 +463,7 @@ fn two_people_use_the_web_app_in_a_real_browser() {
         "room-desktop",
         "room-b-phone",
         "urgent-phone",
+        "photo-phone",
         "receipt-desktop",
         "node-phone",
     ] {

@@ -203,6 +203,29 @@ def main():
         assert not a.js("document.getElementById('urgent').checked"), "the urgent box stays ticked"
         result["checks"].append("an urgent location pin from A's composer is marked on B's page")
         bp.shot(f"{shots}/urgent-phone.png")
+        # A sends a photo (a 2000 x 1500 picture, drawn in the page) from the
+        # composer: it is downscaled to 1024 px before it leaves, and B's
+        # page shows it once every chunk has arrived.
+        a.js("(async () => {"
+             " const c = document.createElement('canvas'); c.width = 2000; c.height = 1500;"
+             " const g = c.getContext('2d');"
+             " for (let i = 0; i < 60; i++) { g.fillStyle = `hsl(${i * 6}, 70%, 50%)`; g.fillRect((i * 97) % 1900, (i * 53) % 1400, 300, 200); }"
+             " const blob = await new Promise((ok) => c.toBlob(ok, 'image/png'));"
+             " const dt = new DataTransfer(); dt.items.add(new File([blob], 'school.png', { type: 'image/png' }));"
+             " document.getElementById('file').files = dt.files;"
+             " document.getElementById('text').value = 'The school roof';"
+             " document.getElementById('composer').requestSubmit(); return blob.size; })()")
+        bp.wait("[...document.querySelectorAll('#lines li')].some(li => li.textContent.includes('The school roof')"
+                " && li.querySelector('.file img') && li.querySelector('.file img').naturalWidth > 0)",
+                "the photo on B", timeout=90)
+        width = bp.js("[...document.querySelectorAll('#lines .file img')].pop().naturalWidth")
+        size = bp.js("fetch([...document.querySelectorAll('#lines .file img')].pop().src).then(r => r.blob()).then(b => b.size)")
+        assert width == 1024, f"the photo is {width} px wide"
+        assert 0 < size <= 150_000, f"the photo is {size} bytes"
+        result["photo_bytes"] = size
+        assert "unknown reason" not in bp.js("document.getElementById('lines').textContent"), "a readable line is called unreadable"
+        result["checks"].append("a photo from A's composer is downscaled to 1024 px and shown on B's page")
+        bp.shot(f"{shots}/photo-phone.png")
         # A (an admin) makes B an admin from the members list.
         a.size(360)
         a.js("document.querySelector('details.members').open = true;"

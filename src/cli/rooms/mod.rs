@@ -735,13 +735,12 @@ pub fn to_op(cmd: &RoomsCommand) -> Result<Option<Op>, CliError> {
         RoomsCommand::Export { room, .. } => Op::Export { room: room.clone() },
         RoomsCommand::Save { event_id, file } => Op::Save {
             event: event_id.clone(),
-            path: if file == "-" {
-                file.clone()
-            } else {
+            // Standard output is nowhere to find it again.
+            path: (file != "-").then(|| {
                 std::path::absolute(file)
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_else(|_| file.clone())
-            },
+            }),
         },
         RoomsCommand::Import { .. } => return Ok(None),
         RoomsCommand::Prekey {

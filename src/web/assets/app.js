@@ -90,6 +90,7 @@ async function loadRooms() {
 // room (remembered in localStorage), counted over the room's last
 // UNREAD_WINDOW messages.
 const UNREAD_WINDOW = 50;
+const MAX_FILE_BYTES = 1024 * 1024;
 const seenKey = (roomId) => "meshrelay.seen." + roomId;
 async function unread(roomId) {
   const data = await api("GET", "/rooms/" + encodeURIComponent(roomId) + "/messages?read=0&last=" + UNREAD_WINDOW);
@@ -139,11 +140,64 @@ function lineItem(line) {
     pin.append(a);
     li.append(pin);
     if (line.text) li.append(el("div", "text", line.text));
-  } else if (line.text !== undefined) li.append(el("div", "text", line.text));
-  else if (line.unauthorized) li.append(el("div", "note warn", "From a removed member: not shown."));
+  } else if (line.text !== undefined) {
+    // A file's caption may be empty.
+    if (line.text || !line.attachment) li.append(el("div", "text", line.text));
+    if (line.attachment) li.append(fileItem(line));
+  } else if (line.unauthorized) li.append(el("div", "note warn", "From a removed member: not shown."));
   else li.append(el("div", "note", "Cannot be read: " + (line.reason || "unknown reason")));
   li.dataset.id = line.event_id || "";
   return li;
+}
+
+// A file (protocol-spec/attachments.md): its name and size, then, once
+// every chunk arrived, a download link and, for an image, the picture.
+function fileItem(line) {
+  const a = line.attachment;
+  const div = el("div", "file");
+  const kb = Math.max(1, Math.round(a.size / 1024));
+  if (!a.complete) {
+    div.append(el("span", "note", `📎 ${a.name} (${kb} KB) is still arriving…`));
+    return div;
+  }
+  const url = "/api/v1/files/" + encodeURIComponent(line.event_id);
+  const link = el("a", "", `📎 ${a.name} (${kb} KB)`);
+  link.href = url;
+  link.download = a.name;
+  div.append(link);
+  if (/^image\/(jpeg|png|gif|webp)$/.test(a.media_type)) {
+    const img = el("img");
+    img.src = url;
+    img.alt = a.name;
+    img.loading = "lazy";
+    div.append(img);
+  }
+  return div;
+}
+
+// An image made smaller for the mesh: the longest side at most 1024 px,
+// JPEG at quality 0.8 (typical photos end up well under 150 KB).
+async function downscale(file) {
+  const bitmap = await createImageBitmap(file);
+  const scale = Math.min(1, 1024 / Math.max(bitmap.width, bitmap.height));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  const blob = await new Promise((ok) => canvas.toBlob(ok, "image/jpeg", 0.8));
+  const name = file.name.replace(/\.[^.]*$/, "") + ".jpg";
+  return { blob, name, type: "image/jpeg" };
+}
+
+// A file as the API takes it: {"name","media_type","data"} (base64).
+async function fileBody(file, original) {
+  let blob = file, name = file.name, type = file.type || "application/octet-stream";
+  if (!original && /^image\/(jpeg|png|webp)$/.test(type)) ({ blob, name, type } = await downscale(file));
+  if (blob.size > MAX_FILE_BYTES) throw new Error(`The file is ${Math.round(blob.size / 1024)} KB; at most 1 MiB can be sent.`);
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return { name, media_type: type, data: btoa(bin) };
 }
 
 // Receipt marks of an own message (as the CLI shows them): ✓ the next hop
@@ -344,8 +398,12 @@ function wire() {
     const f = ev.target;
     const text = $("text").value;
     const pin = $("pin").value.trim();
-    if ((!text.trim() && !pin) || !state.room) return;
+    const picked = $("file").files[0];
+    if ((!text.trim() && !pin && !picked) || !state.room) return;
     const body = { text, urgent: $("urgent").checked };
+    if (picked) {
+      try { body.file = await fileBody(picked, $("original").checked); } catch (e) { showError(f, e); return; }
+    }
     if (pin) {
       const m = pin.match(/^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*(?:±\s*(\d+))?\s*$/);
       if (!m) { showError(f, new Error("Location: LAT,LON in decimal degrees, e.g. 52.5200,13.4050")); return; }
@@ -358,6 +416,7 @@ function wire() {
       await api("POST", "/rooms/" + encodeURIComponent(state.room) + "/messages", body);
       $("text").value = "";
       $("pin").value = "";
+      $("file").value = "";
       $("urgent").checked = false;
       showError(f, null);
     } catch (e) { showError(f, e); }
