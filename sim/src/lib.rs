@@ -27,6 +27,7 @@ pub mod frontier;
 pub mod metrics;
 pub mod mobility;
 pub mod net;
+pub mod photos;
 pub mod receipts;
 pub mod relay;
 pub mod report;

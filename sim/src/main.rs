@@ -232,6 +232,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     if let Some(spec) = sc.receipts.clone() {
         return cmd_receipts(&a, &sc, &spec, &seeds, started);
     }
+    if let Some(spec) = sc.photos.clone() {
+        return cmd_photos(&a, &sc, &spec, &seeds, started);
+    }
     eprintln!(
         "seed{} = {}",
         if seeds.len() > 1 { "s" } else { "" },
@@ -341,6 +344,32 @@ fn cmd_receipts(
             );
         }
         Ok([&c.with_receipts, &c.without_receipts]
+            .iter()
+            .all(|o| o.honest_evicted == 0 && o.foreign_lines == 0))
+    })
+}
+
+/// A scenario with a `[photos]` table: its real rooms text only and with
+/// photos, same seed.
+fn cmd_photos(
+    a: &RunArgs,
+    sc: &Scenario,
+    spec: &meshrelay_sim::photos::PhotosSpec,
+    seeds: &[u64],
+    started: Instant,
+) -> anyhow::Result<()> {
+    for_each_rooms_seed(a, sc, "photos", seeds, started, |seed, progress| {
+        let c = meshrelay_sim::photos::compare(sc, spec, seed, progress);
+        if a.json {
+            println!("{}", serde_json::to_string(&c)?);
+        } else {
+            println!("{} seed {seed}\n\n{}", sc.name, c.table());
+            println!(
+                "text latency (median) with photos: {:+.2}%",
+                c.text_latency_change() * 100.0
+            );
+        }
+        Ok([&c.text_only, &c.with_photos]
             .iter()
             .all(|o| o.honest_evicted == 0 && o.foreign_lines == 0))
     })

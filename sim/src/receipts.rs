@@ -110,11 +110,11 @@ pub fn compare(
     let rooms = spec.rooms();
     let run = |receipts: bool, progress: &mut dyn FnMut(f64)| {
         let opts = RunOpts {
-            attack: false,
             receipts,
             receipt_delay_ms: std::env::var("RECEIPT_DELAY_MS")
                 .ok()
                 .and_then(|v| v.parse().ok()),
+            ..RunOpts::default()
         };
         sybil::run(sc, &rooms, &w, &[], seed, opts, progress)
     };

@@ -56,6 +56,10 @@ pub struct Scenario {
     /// present, `run` compares the two instead of the protocols.
     #[serde(default)]
     pub receipts: Option<crate::receipts::ReceiptsSpec>,
+    /// Real rooms text only and with photos (`crate::photos`): when
+    /// present, `run` compares the two instead of the protocols.
+    #[serde(default)]
+    pub photos: Option<crate::photos::PhotosSpec>,
 }
 
 fn d_seed() -> u64 {

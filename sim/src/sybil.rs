@@ -138,6 +138,15 @@ pub struct SybilOutcome {
     pub carried_droppable_bytes: u64,
     /// Bytes on air per frame type.
     pub airtime_by_frame: BTreeMap<String, u64>,
+    /// Photos sent (`RunOpts::photo_every`).
+    pub photos_sent: u64,
+    /// (photo, other member) pairs owed.
+    pub photo_pairs_owed: u64,
+    /// Pairs whose member held every chunk by the end.
+    pub photo_pairs_complete: u64,
+    /// Median and 90th percentile of send-to-complete latency, s (at the
+    /// members' reads: up to a read interval late).
+    pub photo_latency_s: (f64, f64),
     /// Encoded bytes of the rooms' message events, and how many (at
     /// their senders).
     pub message_event_bytes: (u64, u64),
@@ -156,6 +165,11 @@ pub struct RunOpts {
     /// How long receipts gather before they are sent (None: the core's
     /// default).
     pub receipt_delay_ms: Option<u64>,
+    /// Every this many workload messages carries a photo of
+    /// `photo_bytes` (0: none; `crate::photos`).
+    pub photo_every: u64,
+    /// A photo's size in bytes.
+    pub photo_bytes: usize,
 }
 
 /// A markdown table of two runs of real rooms, one row per figure; it
@@ -271,9 +285,8 @@ pub fn compare(
     let w = sc.workload(seed);
     let hostile = sc.hostile_nodes();
     let quiet = RunOpts {
-        attack: false,
         receipts: true,
-        receipt_delay_ms: None,
+        ..RunOpts::default()
     };
     let loud = RunOpts {
         attack: true,
@@ -318,6 +331,13 @@ struct Run<'a> {
     foreign_lines: u64,
     /// Reads are people reading (read receipts).
     receipts: bool,
+    /// Photo workload (`RunOpts::photo_every`, `photo_bytes`).
+    photo_every: u64,
+    photo_bytes: usize,
+    /// Photos sent.
+    photos: BTreeSet<EventId>,
+    /// (member, photo) -> when a read first found it complete.
+    photo_done: BTreeMap<(usize, EventId), u64>,
 }
 
 /// Runs the scenario once: the hostile nodes flood if `attack`.
@@ -380,6 +400,10 @@ pub fn run(
         joined_at: BTreeMap::new(),
         foreign_lines: 0,
         receipts: opts.receipts,
+        photo_every: opts.photo_every,
+        photo_bytes: opts.photo_bytes,
+        photos: BTreeSet::new(),
+        photo_done: BTreeMap::new(),
     };
     let backhaul: BTreeSet<usize> = w.backhaul.iter().copied().collect();
     let warmup_ms = (spec.warmup_s * 1000.0) as u64;
@@ -452,8 +476,18 @@ impl Run<'_> {
             out.messages_unsent += 1;
             return;
         }
-        match self.net.send_text(msg.from, room, &text) {
+        let photo = self.photo_every > 0 && (m as u64).is_multiple_of(self.photo_every);
+        let sent = if photo {
+            self.send_photo(msg.from, room, m, &text)
+        } else {
+            self.net.send_text(msg.from, room, &text)
+        };
+        match sent {
             Ok(id) => {
+                if photo {
+                    self.photos.insert(id);
+                    out.photos_sent += 1;
+                }
                 out.messages_sent += 1;
                 let to = self.w.rooms[r]
                     .iter()
@@ -474,6 +508,37 @@ impl Run<'_> {
         }
     }
 
+    /// Node `from` sends workload message `m` as a photo captioned `text`.
+    fn send_photo(
+        &mut self,
+        from: usize,
+        room: RoomId,
+        m: usize,
+        text: &str,
+    ) -> Result<EventId, crate::rooms::RoomOpError> {
+        let bytes: Vec<u8> = (0..self.photo_bytes)
+            .map(|i| ((i as u64).wrapping_mul(2_654_435_761) ^ m as u64) as u8)
+            .collect();
+        let op = meshrelay::control::Op::Send {
+            room: room.to_string(),
+            text: text.to_owned(),
+            via: None,
+            location: None,
+            urgent: false,
+            file: Some(meshrelay::control::FileData {
+                name: format!("photo-{m}.jpg"),
+                media_type: "image/jpeg".into(),
+                data: data_encoding::BASE64.encode(&bytes),
+            }),
+        };
+        match self.net.op(from, &op)? {
+            meshrelay::control::OkData::Sent { event_id, .. } => event_id
+                .parse()
+                .map_err(|_| crate::rooms::RoomOpError::Reply("event ID".into())),
+            other => Err(crate::rooms::RoomOpError::Reply(format!("{other:?}"))),
+        }
+    }
+
     /// Reads the shown lines of every member that stored an honest
     /// message of the room it does not show yet (every member's rooms if
     /// `all`), and records lines seen for the first time. Reading only
@@ -482,8 +547,13 @@ impl Run<'_> {
         let now = self.net.now_ms();
         let mut due: BTreeSet<(usize, usize)> = BTreeSet::new();
         for (id, s) in &self.sent {
+            let photo = self.photos.contains(id);
             for &m in &s.to {
+                let arriving = photo
+                    && self.shown.contains_key(&(m, *id))
+                    && !self.photo_done.contains_key(&(m, *id));
                 if all
+                    || arriving
                     || (!self.shown.contains_key(&(m, *id))
                         && self.net.nodes[m].delivered.contains_key(id))
                 {
@@ -544,6 +614,15 @@ impl Run<'_> {
         let (Some(text), Ok(id)) = (text, event_id.parse::<EventId>()) else {
             return;
         };
+        if let MessageLine::Text {
+            attachment: Some(a),
+            ..
+        } = line
+            && a.complete
+            && self.photos.contains(&id)
+        {
+            self.photo_done.entry((i, id)).or_insert(now);
+        }
         if self.sent.get(&id).is_none_or(|s| &s.text != text) || self.shown.contains_key(&(i, id)) {
             return;
         }
@@ -575,6 +654,19 @@ impl Run<'_> {
         };
         out.latency_median_s = quantile(&lat, 0.5);
         out.latency_p90_s = quantile(&lat, 0.9);
+        let mut photo_lat = Vec::new();
+        for id in &self.photos {
+            let Some(s) = self.sent.get(id) else { continue };
+            for &m in &s.to {
+                out.photo_pairs_owed += 1;
+                if let Some(&at) = self.photo_done.get(&(m, *id)) {
+                    out.photo_pairs_complete += 1;
+                    photo_lat.push(at.saturating_sub(s.at_ms) as f64 / 1000.0);
+                }
+            }
+        }
+        photo_lat.sort_by(f64::total_cmp);
+        out.photo_latency_s = (quantile(&photo_lat, 0.5), quantile(&photo_lat, 0.9));
         out.foreign_lines = self.foreign_lines;
         out.bytes_on_air = self.net.bytes_on_air;
         out.airtime_by_frame = self
