@@ -70,7 +70,7 @@ fn evicted_events_never_make_a_member_that_its_store_denies() {
     let opts = sybil::RunOpts {
         attack: true,
         receipts: true,
-        receipt_delay_ms: None,
+        ..sybil::RunOpts::default()
     };
     let o = sybil::run(&sc, &spec, &w, &sc.hostile_nodes(), s, opts, &mut |_| {});
     eprintln!("{o:?}");
