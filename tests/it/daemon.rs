@@ -286,6 +286,17 @@ pub fn card(dir: &Path) -> String {
     v["card"].as_str().unwrap().to_owned()
 }
 
+/// Two devices without daemons under `base`: Ana, who created room
+/// "camp" and invited Ben. Returns their directories and the room ID.
+pub fn ana_invites_ben(base: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let (a, b) = (base.join("a"), base.join("b"));
+    ok(&a, &["init", "--name", "Ana"]);
+    ok(&b, &["init", "--name", "Ben"]);
+    let room = create_room(&a, "camp");
+    ok(&a, &["room", "invite", &room, &card(&b)]);
+    (a, b, room)
+}
+
 /// A chain A–B–C (A and C never connect) with a room A created and B, C
 /// invited; returns the daemons and the room ID.
 pub fn chain(base: &Path) -> ([Daemon; 3], String) {

@@ -6,17 +6,13 @@
 
 use serde_json::Value;
 
-use crate::daemon::{card, create_room, mr, ok};
+use crate::daemon::{ana_invites_ben, mr, ok};
 use crate::receipts::text_lines;
 
 #[test]
 fn a_location_pin_reaches_another_member_with_its_coordinates() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&a, &["init", "--name", "Ana"]);
-    ok(&b, &["init", "--name", "Ben"]);
-    let room = create_room(&a, "camp");
-    ok(&a, &["room", "invite", &room, &card(&b)]);
+    let (a, b, room) = ana_invites_ben(tmp.path());
     let sent: Value = serde_json::from_str(&ok(
         &a,
         &[
