@@ -45,6 +45,25 @@ fn http(
     (status, head.to_owned(), body.to_owned())
 }
 
+/// The status of a write of a `len`-byte body.
+fn over_limit(addr: &str, path: &str, len: usize) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nConnection: close\r\nHost: {addr}\r\n\
+         Content-Type: application/json\r\nX-Meshrelay: 1\r\nContent-Length: {len}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(&vec![b'y'; len]).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 const WRITE: [(&str, &str); 2] = [("Content-Type", "application/json"), ("X-Meshrelay", "1")];
 
 fn post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -289,16 +308,27 @@ fn the_api_drives_the_daemon_and_refuses_foreign_requests() {
         .filter(|r| r["name"] == "x")
         .count();
     assert_eq!(refused_made, 0, "a refused request made a room: {rooms}");
-    // Bodies are bounded.
-    let big = format!(r#"{{"text":"{}"}}"#, "y".repeat(100_000));
-    let (status, _, _) = http(
-        &web,
-        "POST",
-        &format!("/api/v1/rooms/{room}/messages"),
-        &WRITE,
-        &big,
-    );
+    // Bodies are bounded: 64 KiB, and a message (which may carry a file)
+    // `MAX_FILE_BODY_BYTES`; within that, an oversize text is refused by
+    // the daemon with a clear message.
+    let big = format!(r#"{{"name":"{}"}}"#, "y".repeat(100_000));
+    let (status, _, _) = http(&web, "POST", "/api/v1/rooms", &WRITE, &big);
     assert_eq!(status, 413);
+    // (One byte over: the server reads it all before it refuses, so no
+    // unread bytes reset the connection under its answer.)
+    let messages = format!("/api/v1/rooms/{room}/messages");
+    assert_eq!(
+        over_limit(
+            &web,
+            &messages,
+            meshrelay::web::guard::MAX_FILE_BODY_BYTES + 1
+        ),
+        413
+    );
+    let long = format!(r#"{{"text":"{}"}}"#, "y".repeat(100_000));
+    let (status, _, body) = http(&web, "POST", &messages, &WRITE, &long);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("over the"), "{body}");
 }
 
 /// On any address but loopback, nothing but the login page and the
