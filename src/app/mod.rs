@@ -80,6 +80,9 @@ pub const ROOM_KEYS_PREFIX: &[u8] = b"room-keys/";
 pub const PLAINTEXT_PREFIX: &[u8] = b"pt/";
 /// Secret-table key prefix of undecryptable-message reasons.
 pub const UNDECRYPTABLE_PREFIX: &[u8] = b"ud/";
+/// Most chunk events `save` reads for one file: four times a file's most
+/// chunks (`protocol-spec/attachments.md` §5).
+pub const MAX_CHUNK_EVENTS_READ: usize = 4 * crate::room::attachment::MAX_CHUNKS as usize;
 /// Secret-key prefix: where `save` last wrote an attachment
 /// (`protocol-spec/attachments.md` §7).
 pub const SAVED_PREFIX: &[u8] = b"sv/";
@@ -861,21 +864,34 @@ impl<S: Store> Device<S> {
             Some(s) => s,
             None => self.known_session(&room)?,
         };
-        let ids = s.dag().chunks_of(id);
+        // At most `MAX_CHUNK_EVENTS_READ` chunk events are read, and one
+        // kept per index: a sender repeating chunks costs a reader at most
+        // about two files' worth of memory (`attachments.md` §5).
+        let ids = s.dag().chunks_of(id, MAX_CHUNK_EVENTS_READ);
         if let Some(c) = self.cache.as_mut() {
             c.put(room, s);
         }
-        let mut chunks = Vec::with_capacity(ids.len());
+        let n = a.chunks() as usize;
+        let mut slots: Vec<Option<ChunkBody>> = vec![None; n];
+        let mut have = 0;
         for c in &ids {
+            if have == n {
+                break;
+            }
             let Some(bytes) = self.store.get_event(c)? else {
                 continue;
             };
             if let Ok(ev) = Event::decode(&bytes)
                 && let Ok(body) = ChunkBody::from_bytes(ev.payload())
+                && body.file == *id
+                && let Some(slot) = slots.get_mut(body.index as usize)
+                && slot.is_none()
             {
-                chunks.push(body);
+                *slot = Some(body);
+                have += 1;
             }
         }
+        let chunks: Vec<ChunkBody> = slots.into_iter().flatten().collect();
         let file = open_file(&a, id, &chunks).map_err(|e| AppError::BadInput(e.to_string()))?;
         if let Some(path) = path {
             self.store.put_secret(&saved_key(id), path.as_bytes())?;

@@ -227,7 +227,8 @@ impl<S: Store> Device<S> {
                                 // Its chunks' sequence numbers follow it:
                                 // not shown as gaps (`attachments.md` §5).
                                 chunk_seqs.push((ev.sender, ev.seq + 1, ev.seq + a.chunks()));
-                                let held = s.dag().chunks_of(&id).len() as u64;
+                                let n = a.chunks() as usize;
+                                let held = s.dag().chunks_of(&id, n).len() as u64;
                                 let path = self
                                     .store
                                     .get_secret(&saved_key(&id))?

@@ -767,10 +767,11 @@ impl RoomDag {
     }
 
     /// The chunk events held for the announcement `file` (`attachments.md`
-    /// §5): their IDs, ascending.
-    pub fn chunks_of(&self, file: &EventId) -> Vec<EventId> {
-        let mut ids: Vec<EventId> = self
-            .children
+    /// §5), at most `limit`, in the order the DAG accepted them (a chunk
+    /// cites one event, so each is listed once). The limit bounds what a
+    /// sender who sends more chunks than its file has can cost a reader.
+    pub fn chunks_of(&self, file: &EventId, limit: usize) -> Vec<EventId> {
+        self.children
             .get(file)
             .into_iter()
             .flatten()
@@ -779,11 +780,9 @@ impl RoomDag {
                     .get(c)
                     .is_some_and(|n| n.kind == EventKind::Chunk)
             })
+            .take(limit)
             .copied()
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+            .collect()
     }
 
     /// The heads of the DAG without the events of `skip` (which must hold

@@ -1462,7 +1462,7 @@ fn chunks_hang_off_their_senders_message_and_are_never_cited() {
         );
     }
     // The chunk is held for its message, and nothing will cite it.
-    assert_eq!(a.dag().chunks_of(&photo.id()), vec![good.id()]);
+    assert_eq!(a.dag().chunks_of(&photo.id(), 10), vec![good.id()]);
     assert_eq!(a.dag().heads(), vec![photo.id()]);
     let next = a.send("after the photo");
     assert_eq!(next.prev(), &[photo.id()]);
