@@ -74,13 +74,7 @@ pub fn compare(
     progress: &mut dyn FnMut(&str, f64),
 ) -> PhotosComparison {
     let w = sc.workload(seed);
-    let rooms = SybilSpec {
-        warmup_s: spec.warmup_s,
-        events_per_s: 0.0,
-        tick_ms: 1_000,
-        junk_bytes: 0,
-        read_interval_ms: spec.read_interval_ms,
-    };
+    let rooms = SybilSpec::quiet(spec.warmup_s, spec.read_interval_ms);
     let run = |photo_every: u64, progress: &mut dyn FnMut(f64)| {
         let opts = RunOpts {
             photo_every,

@@ -29,13 +29,7 @@ pub struct ReceiptsSpec {
 
 impl ReceiptsSpec {
     fn rooms(&self) -> SybilSpec {
-        SybilSpec {
-            warmup_s: self.warmup_s,
-            events_per_s: 0.0,
-            tick_ms: 1_000,
-            junk_bytes: 0,
-            read_interval_ms: self.read_interval_ms,
-        }
+        SybilSpec::quiet(self.warmup_s, self.read_interval_ms)
     }
 }
 

@@ -73,6 +73,21 @@ pub struct SybilSpec {
     pub read_interval_ms: u64,
 }
 
+impl SybilSpec {
+    /// Real rooms without hostile nodes (`crate::receipts`,
+    /// `crate::photos`): messages after `warmup_s`, members reading every
+    /// `read_interval_ms`.
+    pub fn quiet(warmup_s: f64, read_interval_ms: u64) -> Self {
+        SybilSpec {
+            warmup_s,
+            events_per_s: 0.0,
+            tick_ms: 1_000,
+            junk_bytes: 0,
+            read_interval_ms,
+        }
+    }
+}
+
 fn d_warmup() -> f64 {
     300.0
 }

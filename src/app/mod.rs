@@ -518,6 +518,24 @@ impl<S: Store> Device<S> {
         Ok(s)
     }
 
+    /// The device core's cached session of `room` (it holds everything
+    /// committed: no rebuild, whatever the room's stored size), else
+    /// [`Device::known_session`]. Give it back with [`Device::keep_session`].
+    fn cached_session(&mut self, room: &RoomId) -> Result<RoomSession, AppError> {
+        match self.cache.as_mut().and_then(|c| c.take(room)) {
+            Some(s) => Ok(s),
+            None => self.known_session(room),
+        }
+    }
+
+    /// Puts a session taken with [`Device::cached_session`] back in the
+    /// cache (when there is one).
+    fn keep_session(&mut self, room: RoomId, s: RoomSession) {
+        if let Some(c) = self.cache.as_mut() {
+            c.put(room, s);
+        }
+    }
+
     // ---- local operations --------------------------------------------------
 
     /// Stages the outgoing events and keys of `room`, plus plaintexts, and
@@ -859,18 +877,12 @@ impl<S: Store> Device<S> {
             }) => *a,
             _ => return Err(not_file()),
         };
-        let cached = self.cache.as_mut().and_then(|c| c.take(&room));
-        let mut s = match cached {
-            Some(s) => s,
-            None => self.known_session(&room)?,
-        };
+        let mut s = self.cached_session(&room)?;
         // At most `MAX_CHUNK_EVENTS_READ` chunk events are read, and one
         // kept per index: a sender repeating chunks costs a reader at most
         // about two files' worth of memory (`attachments.md` §5).
         let ids = s.dag().chunks_of(id, MAX_CHUNK_EVENTS_READ);
-        if let Some(c) = self.cache.as_mut() {
-            c.put(room, s);
-        }
+        self.keep_session(room, s);
         let n = a.chunks() as usize;
         let mut slots: Vec<Option<ChunkBody>> = vec![None; n];
         let mut have = 0;
@@ -909,11 +921,7 @@ impl<S: Store> Device<S> {
     fn check_urgent_burst(&mut self, room: &RoomId, now_ms: u64) -> Result<(), AppError> {
         use crate::proto::urgent::{URGENT_BURST, URGENT_WINDOW_MS, UrgentWindow};
         let me = self.device_id();
-        let cached = self.cache.as_mut().and_then(|c| c.take(room));
-        let mut s = match cached {
-            Some(s) => s,
-            None => self.known_session(room)?,
-        };
+        let mut s = self.cached_session(room)?;
         let dag: &crate::room::RoomDag = s.dag();
         let mut recent = Vec::new();
         for id in dag.sender_events_newest_first(&me) {
@@ -928,9 +936,7 @@ impl<S: Store> Device<S> {
                 recent.push(h.ts);
             }
         }
-        if let Some(c) = self.cache.as_mut() {
-            c.put(*room, s);
-        }
+        self.keep_session(*room, s);
         let mut window = UrgentWindow::default();
         for ts in recent.into_iter().rev() {
             window.admit(ts);
@@ -982,13 +988,7 @@ impl<S: Store> Device<S> {
                 "message is {n} bytes, over the {MAX_TEXT_BYTES}-byte limit"
             )));
         }
-        // The device core's cached session (it holds everything committed)
-        // saves a rebuild per message, whatever the room's stored size.
-        let cached = self.cache.as_mut().and_then(|c| c.take(room));
-        let mut s = match cached {
-            Some(s) => s,
-            None => self.known_session(room)?,
-        };
+        let mut s = self.cached_session(room)?;
         let mut events = Vec::new();
         let mut pts = Vec::new();
         let mut keys = zeroize::Zeroizing::new(Vec::new());
@@ -1020,9 +1020,7 @@ impl<S: Store> Device<S> {
         self.persist(room, &keys, &events, &pts, now_ms)?;
         // The session now holds the new events and chain state exactly as
         // staged; a failed commit clears the whole cache.
-        if let Some(c) = self.cache.as_mut() {
-            c.put(*room, s);
-        }
+        self.keep_session(*room, s);
         Ok(ids)
     }
 }

@@ -62,11 +62,7 @@ impl<S: Store> Device<S> {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<Option<EventId>, AppError> {
-        let cached = self.cache.as_mut().and_then(|c| c.take(room));
-        let mut s = match cached {
-            Some(s) => s,
-            None => self.known_session(room)?,
-        };
+        let mut s = self.cached_session(room)?;
         let me = self.device_id();
         let body = if s.members().is_member(&me) {
             self.owed_receipt(&mut s, read)?
@@ -74,9 +70,7 @@ impl<S: Store> Device<S> {
             ReceiptBody::default()
         };
         if body.is_empty() {
-            if let Some(c) = self.cache.as_mut() {
-                c.put(*room, s);
-            }
+            self.keep_session(*room, s);
             return Ok(None);
         }
         let content = Content::Receipt(body);
@@ -86,9 +80,7 @@ impl<S: Store> Device<S> {
         let pts = last_message_plaintext(&events, &content);
         let id = pts.first().map(|(id, _)| *id);
         self.persist(room, &keys, &events, &pts, now_ms)?;
-        if let Some(c) = self.cache.as_mut() {
-            c.put(*room, s);
-        }
+        self.keep_session(*room, s);
         Ok(id)
     }
 
