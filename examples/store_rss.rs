@@ -13,6 +13,11 @@
 //!    the reconciliation index (`room_items`) and `get_event`; it reports its
 //!    peak RSS (`VmHWM` from `/proc/self/status`). The store is filled by a
 //!    separate process so the fill does not count.
+//! 3. Page cache (`--cache PATH` on a filled store): the relay's two store
+//!    paths, storing new events with group commit and reading events by ID
+//!    through the index, with a 1, 2 and 4 MiB redb page cache,
+//!    alternated in the same run (the cache is most of a relay's heap,
+//!    `reports/field.md`).
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -167,8 +172,73 @@ fn scan(path: &Path) {
     );
 }
 
+/// Stores `n` new events (group commit) and then reads `reads` events by
+/// ID in a scattered order, with a page cache of `cache` bytes; returns
+/// (events stored per s, events read per s).
+fn cache_run(path: &Path, cache: usize, from: u64, n: u64, held: u64, reads: u64) -> (f64, f64) {
+    let ids: Vec<Identity> = (0..SENDERS).map(ident).collect();
+    let events: Vec<Event> = (from..from + n).map(|i| event(&ids, i)).collect();
+    let mut s = RedbStore::open_with_cache(path, StoreConfig::default(), cache).expect("open");
+    let start = Instant::now();
+    for (k, e) in events.iter().enumerate() {
+        s.insert_event(e, &meta(from + k as u64)).expect("insert");
+        if (k + 1) % GROUP == 0 {
+            s.commit().expect("commit");
+        }
+    }
+    s.commit().expect("commit");
+    let stored = n as f64 / start.elapsed().as_secs_f64();
+    // Scattered reads over the whole store: event i of a 100-room
+    // workload, in a stride that visits every part of the file.
+    let wanted: Vec<_> = (0..reads)
+        .map(|k| event(&ids, (k * 7_919) % held).id())
+        .collect();
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    for id in &wanted {
+        bytes += s.get_event(id).expect("get").map_or(0, |b| b.len());
+    }
+    assert!(bytes > 0);
+    let read = reads as f64 / start.elapsed().as_secs_f64();
+    (stored, read)
+}
+
+/// Measurement 3: the page cache's size against the relay's store paths.
+fn cache(path: &Path, held: u64) {
+    const MIB: usize = 1024 * 1024;
+    let sizes = [MIB, 2 * MIB, 4 * MIB];
+    let mut next = held;
+    let mut sums = [(0.0, 0.0); 3];
+    for round in 0..3 {
+        for (k, cache) in sizes.iter().enumerate() {
+            let (w, r) = cache_run(path, *cache, next, 2_000, held, 4_000);
+            next += 2_000;
+            println!(
+                "cache {} MiB, round {round}: store {w:.0} events/s, read by ID {r:.0} events/s",
+                cache / MIB
+            );
+            sums[k].0 += w;
+            sums[k].1 += r;
+        }
+    }
+    let base = sums[sizes.len() - 1];
+    for (k, cache) in sizes.iter().enumerate() {
+        println!(
+            "cache {} MiB / 4 MiB: store {:.2}x, read {:.2}x",
+            cache / MIB,
+            sums[k].0 / base.0,
+            sums[k].1 / base.1
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--cache") {
+        let held = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+        cache(Path::new(&args[2]), held);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--fill") {
         let n = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
         fill(Path::new(&args[2]), n);

@@ -173,6 +173,12 @@ impl Session {
         self.part
     }
 
+    /// How many items this side's set holds (what the session keeps in
+    /// memory grows with it).
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+
     /// This side's set (sorted), taken out of a finished session.
     pub fn take_items(&mut self) -> Vec<Item> {
         std::mem::take(&mut self.items)

@@ -27,9 +27,13 @@ use super::kv::{Kv, Pair, Table};
 use super::memory::bounds_empty;
 use super::{CheckReport, Engine, SCHEMA_VERSION, StoreConfig, StoreError};
 
-/// Page cache size for the redb file: 4 MiB. Small boards have 64–512 MiB
+/// Page cache size for the redb file: 2 MiB. Small boards have 64–512 MiB
 /// of RAM; redb's 1 GiB default would let the cache grow with the file.
-pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// On a store of 100,000 events, storing with group commit and reading by
+/// ID ran as fast with 1, 2 or 4 MiB (`examples/store_rss.rs --cache`,
+/// `reports/field.md`): the kernel's page cache serves the file, and the
+/// cache was the largest item of a relay's heap.
+pub const DEFAULT_CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// File mode of the store file (it holds key material).
 pub const STORE_FILE_MODE: u32 = 0o600;

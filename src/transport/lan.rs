@@ -65,7 +65,7 @@ pub const EVENT_QUEUE: usize = 1024;
 /// backpressure). Without it the count bound alone would let 1,024
 /// datagrams of up to 64 KiB (64 MiB) wait whenever the driver is slower
 /// than the links, as on a slow board; honest traffic needs far less.
-pub const RECEIVE_QUEUE_BYTES: usize = 1024 * 1024;
+pub const RECEIVE_QUEUE_BYTES: usize = 512 * 1024;
 const _: () = assert!(MAX_DATAGRAM_BYTES < RECEIVE_QUEUE_BYTES);
 
 /// Most static peers.

@@ -13,7 +13,7 @@
 //! `MAX_OUTBOX_PER_LINK` queued events and `MAX_BACKLOG_PER_LINK` 40-byte
 //! items. The bound on the growth (24 MiB, debug build, other builds
 //! running) leaves room for the shared caches (the store's page cache,
-//! 4 MiB; the reconciliation view, 2.4 MiB here) and allocator slack.
+//! 2 MiB; the reconciliation view, 2.4 MiB here) and allocator slack.
 
 use std::time::{Duration, Instant};
 

@@ -16,8 +16,8 @@ use crate::wire::{CloseReason, Frame};
 use super::announce::merge_sorted;
 use super::spray::offerable;
 use super::{
-    CATCH_UP_LOW_WATER, MAX_ANTI_ENTROPY_BACKOFF_SHIFT, MAX_BACKLOG_PER_LINK, MAX_QUEUED_PARTS,
-    MAX_SESSIONS_PER_LINK, Node, ROUND_SESSIONS, SLICE_BACKLOG_SHARE,
+    CATCH_UP_LOW_WATER, MAX_ANTI_ENTROPY_BACKOFF_SHIFT, MAX_DEFERRED_INITS, MAX_QUEUED_PARTS,
+    MAX_SESSION_ITEMS, MAX_SESSIONS_PER_LINK, Node, ROUND_SESSIONS, SLICE_BACKLOG_SHARE,
 };
 
 impl<S: EventStore, R: Rng> Node<S, R> {
@@ -99,6 +99,45 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         self.view.items(&self.store, room)
     }
 
+    /// Items held by every open reconciliation session of this node (the
+    /// session budget, `MAX_SESSION_ITEMS`).
+    pub(super) fn session_items(&self) -> usize {
+        self.links
+            .values()
+            .flat_map(|l| l.sessions.values())
+            .map(Session::item_count)
+            .sum()
+    }
+
+    /// Whether `link`, with `open` sessions, may open another now: always
+    /// its first, further ones within the node's session budget.
+    fn may_open(&self, open: usize) -> bool {
+        open == 0 || self.session_items() < MAX_SESSION_ITEMS
+    }
+
+    /// Answers the peers' `Init`s that waited for the session budget, in
+    /// arrival order: each once its link has no session open or the
+    /// budget has room (the others keep their place).
+    pub(super) fn answer_deferred(&mut self) -> Result<(), StoreError> {
+        if self.deferred_inits.is_empty() {
+            return Ok(());
+        }
+        let mut total = self.session_items();
+        let mut k = 0;
+        while let Some(&(link, _, _)) = self.deferred_inits.get(k) {
+            let open = self.links.get(&link).map_or(0, |l| l.sessions.len());
+            if open > 0 && total >= MAX_SESSION_ITEMS {
+                k += 1;
+                continue;
+            }
+            if let Some((link, number, msg)) = self.deferred_inits.remove(k) {
+                self.on_reconcile(link, number, msg)?;
+                total = self.session_items();
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn start_sessions(
         &mut self,
         link: LinkId,
@@ -109,7 +148,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 .links
                 .get(&link)
                 .map_or(usize::MAX, |l| l.sessions.len());
-            if open >= ROUND_SESSIONS {
+            if open >= ROUND_SESSIONS || !self.may_open(open) {
                 break;
             }
             let items = self.room_items(&room)?;
@@ -150,13 +189,31 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             return Ok(());
         };
         let replies = if let Message::Init { room, .. } = &msg {
+            let waiting = self.deferred_inits.iter().filter(|(k, _, _)| *k == link);
+            let (waiting, again) = waiting.fold((0, false), |(n, again), (_, num, _)| {
+                (n + 1, again || *num == number)
+            });
             // Only the lower-nonce side initiates; a fresh number only.
-            if l.initiator || existing || l.sessions.len() >= MAX_SESSIONS_PER_LINK {
+            if l.initiator
+                || existing
+                || again
+                || l.sessions.len() + waiting >= MAX_SESSIONS_PER_LINK
+            {
                 self.penalise(
                     link,
                     "unexpected reconciliation session",
                     CloseReason::ProtocolViolation,
                 );
+                return Ok(());
+            }
+            // Over the node's session budget, a link that already has a
+            // session waits for its turn (`answer_deferred`).
+            if !l.sessions.is_empty()
+                && self.deferred_inits.len() < MAX_DEFERRED_INITS
+                && self.session_items() >= MAX_SESSION_ITEMS
+            {
+                self.deferred_inits.push_back((link, number, msg));
+                self.stats.inits_deferred += 1;
                 return Ok(());
             }
             let part = match &msg {
@@ -290,13 +347,15 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// Starts queued slices while the link has free session slots and its
     /// catch-up has room for what they may find (each slice's share of the
     /// estimate plus a quarter, at least `SLICE_BACKLOG_SHARE`, within
-    /// `MAX_BACKLOG_PER_LINK`; one at a time once the catch-up drained to
+    /// the link's backlog cap; one at a time once the catch-up drained to
     /// `CATCH_UP_LOW_WATER` whatever the share): the slices of a room are
     /// reconciled ahead of the transfer, so its whole catch-up is sent in
     /// one order (control events first, oldest first), not slice by slice
     /// in the random order of event-ID prefixes.
     pub(super) fn start_parts(&mut self, link: LinkId) -> Result<(), StoreError> {
         loop {
+            let cap = self.backlog_cap();
+            let budget = self.session_items() < MAX_SESSION_ITEMS;
             let Some(l) = self.links.get_mut(&link) else {
                 return Ok(());
             };
@@ -308,9 +367,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             // one (a share larger than the backlog, from an inflated
             // estimate, must not stall the link's anti-entropy).
             let ahead = (l.sessions.len() + 1).saturating_mul(share);
-            let fits = l.catch_up_len().saturating_add(ahead) <= MAX_BACKLOG_PER_LINK;
+            let fits = l.catch_up_len().saturating_add(ahead) <= cap;
             let drained = l.sessions.is_empty() && l.catch_up_len() <= CATCH_UP_LOW_WATER;
-            if l.sessions.len() >= ROUND_SESSIONS || !(fits || drained) {
+            let open = l.sessions.len();
+            // Within the node's session budget, as `may_open`.
+            if open >= ROUND_SESSIONS || !(fits || drained) || !(open == 0 || budget) {
                 return Ok(());
             }
             let Some((room, part, _)) = l.parts.pop_front() else {

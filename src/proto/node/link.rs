@@ -285,6 +285,13 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         total
     }
 
+    /// Drops a link and what the node keeps for it elsewhere.
+    pub(super) fn forget_link(&mut self, link: LinkId) {
+        self.links.remove(&link);
+        self.pending_ihave.retain(|_, (l, _, _)| *l != link);
+        self.deferred_inits.retain(|(l, _, _)| *l != link);
+    }
+
     pub(super) fn penalise(&mut self, link: LinkId, reason: &str, code: CloseReason) {
         if let Some(l) = self.links.get(&link) {
             let until = self.now_ms.saturating_add(self.config.penalty_ms);
@@ -302,8 +309,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 detail,
             },
         );
-        self.links.remove(&link);
-        self.pending_ihave.retain(|_, (l, _, _)| *l != link);
+        self.forget_link(link);
         self.stats.links_penalised += 1;
         self.outputs.push_back(Output::App(AppEvent::PeerPenalised {
             link,

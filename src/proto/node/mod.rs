@@ -109,8 +109,9 @@ pub struct NodeConfig {
     pub key_event_burst: u64,
     /// Strangers' events accepted per signing key per second.
     pub key_events_per_s: u64,
-    /// Bytes of event data in flight per link before waiting for the driver
-    /// to report the link drained.
+    /// Most bytes of event data in flight per link before waiting for the
+    /// driver to report the link drained; a link's window is half a
+    /// second of its budget within this ([`NodeConfig::window_bytes`]).
     pub link_window_bytes: usize,
     /// Copy budget for carried events (binary spray, `protocol-spec/wire.md`,
     /// "Copy budget"): how many carriers (peers that are not members of the
@@ -141,6 +142,30 @@ impl Default for NodeConfig {
         }
     }
 }
+
+impl NodeConfig {
+    /// Bytes of event data a link may have in flight: what the link's
+    /// budget sends in `1 / WINDOW_DIVISOR` s, at least `MIN_WINDOW_BYTES`,
+    /// at most `link_window_bytes` (256 KiB at the default 512 KiB/s, 64
+    /// KiB at the battery profile's 128 KiB/s: a slow link's driver holds
+    /// no more than the link drains in a moment; `protocol-spec/wire.md`,
+    /// "Node limits"). A window is sent per report of the link drained,
+    /// so a driver slow to answer (a board short of CPU) sends at most a
+    /// window per answer: a quarter second's window halved what a relay
+    /// under emulation sent (`reports/field.md`).
+    pub fn window_bytes(&self) -> usize {
+        let by_rate = usize::try_from(self.link_bytes_per_s / WINDOW_DIVISOR).unwrap_or(usize::MAX);
+        by_rate.clamp(
+            MIN_WINDOW_BYTES,
+            self.link_window_bytes.max(MIN_WINDOW_BYTES),
+        )
+    }
+}
+
+/// A link's window is its budget's bytes per second divided by this.
+pub const WINDOW_DIVISOR: u64 = 2;
+/// Least window of a link, whatever its budget (a few frames of events).
+pub const MIN_WINDOW_BYTES: usize = 64 * 1024;
 
 /// Default [`NodeConfig::copy_budget`]: `0`, no budget
 /// (`protocol-spec/wire.md`, "Copy budget"). A budget stops a member from
@@ -192,7 +217,7 @@ pub const EXPECTED_ROOM_EVENTS: u64 = 65_536;
 pub const MAX_KNOWN_PER_LINK: usize = 2048;
 /// Most events in one link's outbox, the ordered queue the link's window
 /// is filled from (live push, `Want` and `Graft` answers, and the head of
-/// a catch-up). A window (`link_window_bytes`, 256 KiB by default) holds a
+/// a catch-up). A window (`NodeConfig::window_bytes`, 256 KiB by default) holds a
 /// few hundred events, so the outbox only needs a few windows' worth; more
 /// found by reconciliation waits in the link's backlog as bare items
 /// (`protocol-spec/wire.md`, "Node limits").
@@ -213,6 +238,17 @@ pub const MAX_CONTROL_IN_OUTBOX: usize = MAX_CATCH_UP_IN_OUTBOX + MAX_OUTBOX_PER
 /// 1 KiB are about 40 s of a default link's pacing. Items beyond it (the
 /// newest) are dropped and found again by a later anti-entropy period.
 pub const MAX_BACKLOG_PER_LINK: usize = 16_384;
+/// Most backlog items over all links together (about 1 MiB): a link may
+/// hold `MAX_BACKLOG_PER_LINK` while it is alone, and its share of this
+/// budget (never under `MIN_BACKLOG_PER_LINK`) when it is not, so a relay
+/// that meets many empty peers at once, or cannot send as fast as it
+/// reconciles, does not hold a full backlog per link
+/// ([`Node::backlog_cap`], `protocol-spec/wire.md`, "Node limits").
+pub const MAX_BACKLOG_TOTAL: usize = 24_576;
+/// Least backlog a link may hold whatever the number of links: two
+/// rounds' worth of small rooms, so a busy node still sends every link a
+/// catch-up ordered beyond its outbox.
+pub const MIN_BACKLOG_PER_LINK: usize = 2_048;
 /// The initiator opens reconciliation sessions on a link (a round, or the
 /// slices of a failed session) only while the link's outbox and backlog
 /// hold at most this many events together: a catch-up is reconciled about
@@ -237,6 +273,16 @@ pub const PACING_DIVISOR: u64 = 4;
 const FRAME_OVERHEAD: usize = 16;
 /// Bytes a batch frame adds per event (byte-string head, fragment share).
 const PER_EVENT_OVERHEAD: usize = 8;
+/// Most items held by this node's open reconciliation sessions, all links
+/// together (each session keeps its side's items and their coded state:
+/// about 140 bytes per item). A link with no session open may always open
+/// one; beyond the budget, a peer's further `Init`s wait (answered in
+/// arrival order as sessions end) and an initiator opens no more
+/// (`protocol-spec/wire.md`, "Node limits").
+pub const MAX_SESSION_ITEMS: usize = 12_288;
+/// Most peers' `Init`s waiting for the session budget, all links together;
+/// beyond it they are answered at once.
+pub const MAX_DEFERRED_INITS: usize = 256;
 /// Most reconciliation sessions open on one link.
 pub const MAX_SESSIONS_PER_LINK: usize = 64;
 
@@ -277,6 +323,9 @@ pub struct NodeStats {
     /// Urgent marks not honoured: their sender was over its burst
     /// (`crate::proto::urgent::URGENT_BURST`).
     pub urgent_refused: u64,
+    /// Peers' session openings that waited for the session budget
+    /// (`MAX_SESSION_ITEMS`).
+    pub inits_deferred: u64,
 }
 
 /// Which new events the node stores, set by the driver from the state of
@@ -319,6 +368,12 @@ pub struct LinkInfo {
     pub bytes_in: u64,
     /// Bytes sent.
     pub bytes_out: u64,
+    /// Events queued in the link's outbox.
+    pub outbox: usize,
+    /// Catch-up items waiting in the link's backlog.
+    pub backlog: usize,
+    /// Items held by the link's open reconciliation sessions.
+    pub session_items: usize,
 }
 
 /// Something held until the store commits.
@@ -360,6 +415,10 @@ pub struct Node<S: EventStore, R: Rng> {
     /// (`progress`, sync progress for `status`).
     peer_counts: LruCache<RoomId, u64>,
     pending_ihave: BTreeMap<EventId, (LinkId, RoomId, u64)>,
+    /// Peers' session openings (`Init`) waiting for the node's session
+    /// budget, oldest first (`MAX_SESSION_ITEMS`, at most
+    /// `MAX_DEFERRED_INITS`).
+    deferred_inits: std::collections::VecDeque<(LinkId, u64, crate::reconcile::Message)>,
     /// Events refused by a signing key's stranger budget, with the link
     /// that offered them: if their room becomes one of this device's own
     /// (its invite was just processed), they are asked for again at once.
@@ -411,6 +470,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             expected: LruCache::new(nz(MAX_EXPECTED_ROOMS)),
             peer_counts: LruCache::new(nz(MAX_SYNCING_ROOMS)),
             pending_ihave: BTreeMap::new(),
+            deferred_inits: std::collections::VecDeque::new(),
             refused_strangers: LruCache::new(nz(MAX_REFUSED_STRANGERS)),
             stats: NodeStats::default(),
             view: StoreView::new(),
@@ -480,6 +540,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 since_ms: l.since_ms,
                 bytes_in: l.bytes_in,
                 bytes_out: l.bytes_out,
+                outbox: l.outbox.len(),
+                backlog: l.backlog.len(),
+                session_items: l.sessions.values().map(|s| s.item_count()).sum(),
             })
             .collect()
     }
@@ -499,6 +562,12 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// driver (the disk failed); everything a peer sends is handled inside.
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), StoreError> {
         self.now_ms = self.now_ms.max(now_ms);
+        self.dispatch(input)?;
+        // Sessions may have ended: answer peers' openings that waited.
+        self.answer_deferred()
+    }
+
+    fn dispatch(&mut self, input: Input) -> Result<(), StoreError> {
         match input {
             Input::LinkUp {
                 link,
@@ -507,8 +576,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 source,
             } => self.on_link_up(link, kind, mtu, source),
             Input::LinkDown(link) => {
-                self.links.remove(&link);
-                self.pending_ihave.retain(|_, (l, _, _)| *l != link);
+                self.forget_link(link);
                 Ok(())
             }
             Input::Received { link, bytes } => self.on_datagram(link, &bytes),
@@ -673,8 +741,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 self.pump(link)
             }
             Frame::Close { .. } => {
-                self.links.remove(&link);
-                self.pending_ihave.retain(|_, (l, _, _)| *l != link);
+                self.forget_link(link);
                 self.outputs.push_back(Output::Close {
                     link,
                     reason: "peer closed".into(),
@@ -690,5 +757,28 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         self.graft_expired()?;
         self.resume_paced()?;
         self.anti_entropy_due()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_links_window_is_half_a_second_of_its_budget_within_bounds() {
+        let mut c = NodeConfig::default();
+        assert_eq!(c.window_bytes(), 256 * 1024, "the default 512 KiB/s");
+        c.link_bytes_per_s = 128 * 1024;
+        assert_eq!(c.window_bytes(), 64 * 1024, "the battery profile");
+        c.link_bytes_per_s = 64 * 1024 * 1024;
+        assert_eq!(
+            c.window_bytes(),
+            c.link_window_bytes,
+            "a wired LAN: the cap"
+        );
+        c.link_bytes_per_s = 16 * 1024;
+        assert_eq!(c.window_bytes(), MIN_WINDOW_BYTES, "a slow link: the floor");
+        c.link_window_bytes = 0;
+        assert_eq!(c.window_bytes(), MIN_WINDOW_BYTES, "never below the floor");
     }
 }

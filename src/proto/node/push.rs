@@ -24,9 +24,9 @@ use super::link::{OutboxKey, SendClass};
 use super::spray::offerable;
 use super::spray::take_copies;
 use super::{
-    CATCH_UP_LOW_WATER, FRAME_OVERHEAD, MAX_BACKLOG_PER_LINK, MAX_CATCH_UP_IN_OUTBOX,
-    MAX_CONTROL_IN_OUTBOX, MAX_OUTBOX_PER_LINK, Node, PACING_DIVISOR, PER_EVENT_OVERHEAD,
-    SPRAY_FRAME_OVERHEAD,
+    CATCH_UP_LOW_WATER, FRAME_OVERHEAD, MAX_BACKLOG_PER_LINK, MAX_BACKLOG_TOTAL,
+    MAX_CATCH_UP_IN_OUTBOX, MAX_CONTROL_IN_OUTBOX, MAX_OUTBOX_PER_LINK, MIN_BACKLOG_PER_LINK, Node,
+    PACING_DIVISOR, PER_EVENT_OVERHEAD, SPRAY_FRAME_OVERHEAD,
 };
 
 impl<S: EventStore, R: Rng> Node<S, R> {
@@ -171,9 +171,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// Adds what reconciliation found the peer lacks to `link`'s backlog:
     /// control events (membership, key shares, prekey updates: what makes
     /// a peer a member and lets it read) before messages, each oldest
-    /// first; beyond `MAX_BACKLOG_PER_LINK` the last are dropped (a later
-    /// anti-entropy period finds them again). The class is read from the
-    /// stored event once, here (`protocol-spec/wire.md`, "Catch-up order").
+    /// first; beyond the link's [`Node::backlog_cap`] the last are dropped
+    /// (a later anti-entropy period finds them again). The class is read
+    /// from the stored event once, here (`protocol-spec/wire.md`,
+    /// "Catch-up order").
     pub(super) fn queue_catch_up(&mut self, link: LinkId, items: Vec<Item>) {
         if items.is_empty() || !self.links.contains_key(&link) {
             return;
@@ -182,6 +183,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .into_iter()
             .map(|i| (self.catch_up_class(&i.id), i))
             .collect();
+        let cap = self.backlog_cap();
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
@@ -189,9 +191,18 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         all.sort_unstable();
         all.dedup();
         all.retain(|(_, i)| !l.queued.contains(&i.id));
-        all.truncate(MAX_BACKLOG_PER_LINK);
+        all.truncate(cap);
         all.shrink_to_fit();
         l.backlog = all.into();
+    }
+
+    /// Most items one link's backlog may hold now: `MAX_BACKLOG_PER_LINK`
+    /// for a node with one link, else its share of `MAX_BACKLOG_TOTAL`,
+    /// at least `MIN_BACKLOG_PER_LINK` (`protocol-spec/wire.md`, "Node
+    /// limits").
+    pub(super) fn backlog_cap(&self) -> usize {
+        (MAX_BACKLOG_TOTAL / self.links.len().max(1))
+            .clamp(MIN_BACKLOG_PER_LINK, MAX_BACKLOG_PER_LINK)
     }
 
     /// Whether a stored event is urgent, a control event or a message (a
@@ -257,7 +268,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let Some(l) = self.links.get_mut(&link) else {
                 return Ok(());
             };
-            if l.in_flight >= self.config.link_window_bytes || l.outbox.is_empty() {
+            if l.in_flight >= self.config.window_bytes() || l.outbox.is_empty() {
                 return Ok(());
             }
             let now = self.now_ms;
