@@ -151,6 +151,7 @@ async fn main() {
         priority: Priority::OwnRoom,
         source: Source::Import,
         received_ms: now_ms(),
+        carried: false,
     };
     for e in &evs {
         let out = dev.store_mut().insert_event(e, &meta).expect("insert");

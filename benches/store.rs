@@ -36,6 +36,7 @@ const META: InsertMeta = InsertMeta {
     priority: Priority::OwnRoom,
     source: Source::Local,
     received_ms: T0,
+    carried: false,
 };
 
 fn insert_all<S: Store>(s: &mut S, events: &[Event], per_event_commit: bool) {

@@ -70,6 +70,7 @@ fn meta(i: u64) -> InsertMeta {
         priority: Priority::OwnRoom,
         source: Source::Import,
         received_ms: T0 + i,
+        carried: false,
     }
 }
 

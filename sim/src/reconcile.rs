@@ -147,6 +147,7 @@ fn make_node(events: &[Event], rng: &mut StdRng) -> anyhow::Result<Node<MemorySt
         priority: Priority::OwnRoom,
         source: Source::Local,
         received_ms: START_MS,
+        carried: false,
     };
     for ev in events {
         store.insert_event(ev, &meta)?;

@@ -474,6 +474,7 @@ impl<S: Store> Device<S> {
                             priority: Priority::Stranger,
                             source,
                             received_ms: now_ms,
+                            carried: false,
                         };
                         if self.store.insert_event(ev, &meta)? == InsertOutcome::Inserted {
                             sum.imported += 1;
@@ -507,6 +508,7 @@ impl<S: Store> Device<S> {
                 },
                 source,
                 received_ms: now_ms,
+                carried: false,
             };
             let reject = |reason: String| RejectedInfo {
                 index: index_of.get(&ev.id()).copied().unwrap_or(0),
@@ -658,6 +660,11 @@ impl<S: Store> Device<S> {
             && let Some(c) = self.cache.as_mut()
         {
             c.joined(room);
+        }
+        if !after.is_member(&me) && !after.members.is_empty() {
+            // A carried room: its members' events are carried at link speed.
+            sum.carried
+                .insert(*room, after.members.keys().copied().collect());
         }
         if after.is_member(&me) && !before.is_member(&me) {
             // Joined: what this device carried as a courier and the room's

@@ -583,6 +583,7 @@ impl<S: Store> Device<S> {
             priority: Priority::OwnUndelivered,
             source: Source::Local,
             received_ms: now_ms,
+            carried: false,
         };
         for ev in events {
             match self.store.insert_event(ev, &meta) {

@@ -185,6 +185,15 @@ pub struct ImportSummary {
         crate::event::RoomId,
         std::collections::BTreeSet<crate::crypto::DeviceId>,
     >,
+    /// Rooms this device carries without being a member, with their
+    /// members as verified from the membership chain (not printed): the
+    /// node carries those members' events past the per-key stranger
+    /// budgets (`Command::CarriedMembers`, `wire.md` "Carried rooms").
+    #[serde(skip)]
+    pub carried: std::collections::BTreeMap<
+        crate::event::RoomId,
+        std::collections::BTreeSet<crate::crypto::DeviceId>,
+    >,
     /// Rooms (not this device's yet) where an invite of this device waits
     /// for the events it cites (not printed): the node lets their history
     /// in past the stranger budgets (`Command::ExpectRoom`).

@@ -456,6 +456,12 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
                 Input::Command(Command::RoomMembers { room, members }),
             )?;
         }
+        for (room, members) in sum.carried {
+            self.node.handle(
+                now_ms,
+                Input::Command(Command::CarriedMembers { room, members }),
+            )?;
+        }
         for room in sum.expecting {
             self.node
                 .handle(now_ms, Input::Command(Command::ExpectRoom(room)))?;

@@ -70,6 +70,17 @@ pub enum Command {
         /// Its members now.
         members: std::collections::BTreeSet<DeviceId>,
     },
+    /// The members of a room this device carries without being a member
+    /// (the rooms layer verified them from the room's signed membership
+    /// chain): their events skip the per-key stranger budgets and stay in
+    /// the strangers' class (`protocol-spec/wire.md`, "Carried rooms").
+    /// An empty set forgets the room.
+    CarriedMembers {
+        /// The room.
+        room: RoomId,
+        /// Its members now.
+        members: std::collections::BTreeSet<DeviceId>,
+    },
     /// Stop treating a room as one of this device's own rooms.
     LeaveRoom(RoomId),
     /// The rooms layer holds an invite of this device to `room` that

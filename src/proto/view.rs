@@ -188,6 +188,7 @@ mod tests {
             priority: Priority::OwnRoom,
             source: Source::Local,
             received_ms: now,
+            carried: false,
         }
     }
 

@@ -54,6 +54,7 @@ pub(crate) fn meta(priority: Priority, source: Source) -> InsertMeta {
         priority,
         source,
         received_ms: T0,
+        carried: false,
     }
 }
 

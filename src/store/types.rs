@@ -193,6 +193,10 @@ pub struct InsertMeta {
     pub source: Source,
     /// The receiver's clock when the event arrived (ms since the epoch).
     pub received_ms: u64,
+    /// A stranger's event whose sender is a member of a room this node
+    /// carries (`protocol-spec/wire.md`, "Carried rooms"): held to the
+    /// per-source share and the stranger pool, not to the per-key share.
+    pub carried: bool,
 }
 
 /// Why an event was not stored.

@@ -260,6 +260,7 @@ mod tests {
                 priority: Priority::OwnRoom,
                 source,
                 received_ms: NOW,
+                carried: false,
             };
             for s in 1..=3 {
                 store

@@ -204,6 +204,7 @@ mod tests {
                         priority: Priority::OwnRoom,
                         source,
                         received_ms: NOW,
+                        carried: false,
                     },
                 )
                 .expect("insert");

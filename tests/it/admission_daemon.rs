@@ -67,6 +67,7 @@ async fn carry(peer: &str, events: Vec<Event>, limit: Duration, mut done: impl F
             priority: Priority::Stranger,
             source: Source::Import,
             received_ms: now,
+            carried: false,
         };
         store.insert_event(ev, &meta).unwrap();
     }

@@ -367,3 +367,33 @@ fn an_own_invite_gives_the_invitee_standing_at_once() {
         );
     }
 }
+
+/// A carrier (no member, no keys) verifies a room's membership chain as a
+/// member does and carries its members' events past the per-key stranger
+/// budgets; an outsider's events of the same room stay held to them
+/// (`protocol-spec/wire.md`, "Carried rooms").
+#[test]
+fn a_carrier_carries_the_members_of_a_room_it_verified() {
+    let h = history();
+    let (mut d, _) = core(4, "Dee");
+    let ana = Identity::from_seed(&[1; 32]).device_id();
+    let from_ana = h
+        .events
+        .iter()
+        .find(|e| e.sender() == ana && e.kind() == EventKind::Message)
+        .unwrap();
+    assert!(!d.node().carries_member(from_ana), "a room not seen yet");
+    deliver(&mut d, h.events.clone());
+    assert!(d.node().own_rooms().is_empty(), "the carrier is no member");
+    assert_eq!(held(&d, &h.room).len(), h.events.len());
+    for e in &h.events {
+        assert!(d.node().carries_member(e), "{:?} of a member", e.kind());
+        assert_eq!(
+            d.node().priority_of(e),
+            meshrelay::store::Priority::Stranger
+        );
+    }
+    for e in outsiders(&[(0, 0, 10), (1, 1, 10), (2, 2, 10), (3, 3, 10)]) {
+        assert!(!d.node().carries_member(&e), "an outsider's {:?}", e.kind());
+    }
+}

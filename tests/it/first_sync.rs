@@ -46,6 +46,15 @@ fn a_new_member_invited_after_the_history_syncs_at_link_speed() {
     first_sync(true);
 }
 
+/// The same through a carrier: C is no member of the room; it links to A
+/// and carries the whole history (A's events skip C's per-key stranger
+/// budgets once C verified A's membership, `wire.md` "Carried rooms");
+/// then A goes away and B, which never meets A, links to C.
+#[test]
+fn a_new_member_syncs_through_a_carrier_at_link_speed() {
+    first_sync_via(false, true);
+}
+
 /// Initialises A and B; A creates a room of `n` messages of about 700
 /// characters and invites B before or after them.
 fn room_with_history(
@@ -82,17 +91,74 @@ fn room_with_history(
 }
 
 fn first_sync(invite_last: bool) {
+    first_sync_via(invite_last, false);
+}
+
+/// Waits until the daemon on `dir` holds `held` events; the time it took.
+fn wait_for_events(dir: &std::path::Path, held: u64, start: Instant) -> Option<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if control_status(dir)["store"]["events"].as_u64().unwrap_or(0) >= held {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Bytes the links of the daemon on `dir` carried into it.
+fn bytes_in(dir: &std::path::Path) -> u64 {
+    let peers: Value = serde_json::from_str(&ok(dir, &["peers", "--json"])).unwrap();
+    peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes_in"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn first_sync_via(invite_last: bool, via_carrier: bool) {
     let n: usize = std::env::var("FIRST_SYNC_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4000);
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
     let room = room_with_history(&a, &b, n, invite_last);
     let held = status(&a)["store"]["events"].as_u64().unwrap();
     let budget = ["--link-budget-kib", "65536"];
-    let da = Daemon::start_with(&a, "Ana", 0, &[], &budget);
-    let addr = da.tcp_addr();
+    let mut da = Some(Daemon::start_with(&a, "Ana", 0, &[], &budget));
+    let mut dc = None;
+    let mut addr = da.as_ref().unwrap().tcp_addr();
+    if via_carrier {
+        ok(&c, &["init", "--name", "Cy"]);
+        let start = Instant::now();
+        let carrier = Daemon::start_with(&c, "Cy", 0, &[addr], &budget);
+        let carried_at = wait_for_events(&c, held, start);
+        let st = carrier.status();
+        eprintln!(
+            "carrier C holds {} of {held} events after {carried_at:?}; refused {}; \
+             {} bytes in, {} bytes stored",
+            st["store"]["events"],
+            st["daemon"]["refused_events"],
+            bytes_in(&c),
+            st["store"]["bytes"]
+        );
+        let carried_at = carried_at.expect("the carrier holds the whole history");
+        assert!(carried_at <= MAX_FIRST_SYNC, "carried after {carried_at:?}");
+        assert!(
+            st["rooms"].as_u64() == Some(0),
+            "the carrier is no member: {st}"
+        );
+        // A goes away: B never meets it.
+        da = None;
+        addr = carrier.tcp_addr();
+        dc = Some(carrier);
+    }
     let start = Instant::now();
     let db = Daemon::start_with(&b, "Bo", 0, &[addr], &budget);
     let mut member_at = None;
@@ -128,23 +194,22 @@ fn first_sync(invite_last: bool) {
             .is_some_and(|a| a.iter().all(|p| p["room_id"] != room_hex.as_str())),
         "still syncing after B holds every event: {done}"
     );
-    let peers: Value = serde_json::from_str(&ok(&b, &["peers", "--json"])).unwrap();
-    let bytes_in: u64 = peers
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["bytes_in"].as_u64().unwrap_or(0))
-        .sum();
+    let bytes_in = bytes_in(&b);
     let stored = last["store"]["bytes"].as_u64().unwrap_or(0);
     eprintln!(
-        "first sync of {held} events (invite {}): member after {member_at:?}, all after {all_at:?}, \
+        "first sync of {held} events (invite {}{}): member after {member_at:?}, all after {all_at:?}, \
          {bytes_in} bytes in, {stored} bytes stored ({:.2}x); B holds {}",
         if invite_last { "last" } else { "first" },
+        if via_carrier {
+            ", through a carrier"
+        } else {
+            ""
+        },
         bytes_in as f64 / stored.max(1) as f64,
         last["store"]["events"]
     );
     eprintln!("B's daemon counters: {}", last["daemon"]);
-    drop((da, db));
+    drop((da, db, dc));
     if std::env::var_os("FIRST_SYNC_KEEP").is_some() {
         eprintln!("kept {}", tmp.keep().display());
     }

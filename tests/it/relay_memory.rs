@@ -76,6 +76,7 @@ fn a_relay_sending_what_it_holds_to_empty_peers_queues_by_pages() {
                 priority: Priority::Stranger,
                 source: Source::Import,
                 received_ms: now + i,
+                carried: false,
             };
             s.insert_event(&ev, &meta).unwrap();
             if (i + 1) % 2000 == 0 {

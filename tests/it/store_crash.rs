@@ -77,6 +77,7 @@ fn child(path: &Path, seed: u64) {
                 priority: Priority::OwnUndelivered,
                 source: Source::Local,
                 received_ms: T0 + seq,
+                carried: false,
             };
             assert_eq!(
                 store.insert_event(&e, &meta).expect("insert"),

@@ -39,6 +39,7 @@ fn meta(priority: Priority, source: Source) -> InsertMeta {
         priority,
         source,
         received_ms: T0 + 1000,
+        carried: false,
     }
 }
 

@@ -76,7 +76,12 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         }
         let priority = self.classify(&event);
         let expected = priority == Priority::Stranger && self.take_expected(event.room());
-        if priority == Priority::Stranger && !expected {
+        // A member of a room this node carries: carried at link speed,
+        // still in the strangers' class ("Carried rooms").
+        let carried = priority == Priority::Stranger
+            && !expected
+            && self.carried.is_member(&event.room(), &event.sender());
+        if priority == Priority::Stranger && !expected && !carried {
             let now = self.now_ms;
             let (burst, rate) = (self.config.key_event_burst, self.config.key_events_per_s);
             let control = !event.kind().in_sender_chain();
@@ -87,7 +92,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 });
             if !bucket.try_take(1, now) {
                 self.stats.refused_events += 1;
-                self.refused_strangers.put(id, (link, event.room()));
+                self.refused_strangers
+                    .put(id, (link, event.room(), event.sender()));
                 return Ok(());
             }
         }
@@ -109,6 +115,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 priority,
                 source: Source::Link(source),
                 received_ms: self.now_ms,
+                carried,
             },
             Some(link),
         )
@@ -182,7 +189,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 if meta.priority == Priority::Stranger
                     && let Some(link) = from
                 {
-                    self.refused_strangers.put(event.id(), (link, event.room()));
+                    self.refused_strangers
+                        .put(event.id(), (link, event.room(), event.sender()));
                 }
             }
         }
@@ -219,6 +227,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     priority: Priority::OwnUndelivered,
                     source: Source::Local,
                     received_ms: self.now_ms,
+                    carried: false,
                 };
                 let mut budget = self.config.copy_budget.min(MAX_COPY_BUDGET);
                 if event.kind() == EventKind::Receipt {
@@ -240,10 +249,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     self.stats.refused_events += 1;
                     return Ok(());
                 }
+                let priority = self.classify(&event);
+                let carried = priority == Priority::Stranger
+                    && self.carried.is_member(&event.room(), &event.sender());
                 let meta = InsertMeta {
-                    priority: self.classify(&event),
+                    priority,
                     source,
                     received_ms: self.now_ms,
+                    carried,
                 };
                 self.ingest(&event, meta, None)
             }
@@ -251,6 +264,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 if self.expected.pop(&room).is_some() {
                     self.store.set_share_exempt(room, false);
                 }
+                self.carried.remove(&room);
                 self.set_standing(room, members);
                 if self.own_rooms.insert(room) {
                     self.announce_members();
@@ -263,6 +277,23 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     self.set_standing(room, members);
                 }
                 Ok(())
+            }
+            Command::CarriedMembers { room, members } => {
+                if self.own_rooms.contains(&room) {
+                    return Ok(());
+                }
+                // New members: what their key budgets refused is wanted
+                // again (rule 3 of "A room that becomes an own room").
+                let added: BTreeSet<DeviceId> = members
+                    .iter()
+                    .filter(|d| !self.carried.peek_member(&room, d))
+                    .copied()
+                    .collect();
+                self.carried.set(room, members);
+                if added.is_empty() {
+                    return Ok(());
+                }
+                self.want_refused_from(room, |d| added.contains(d))
             }
             Command::ExpectRoom(room) => self.expect_room(room),
             Command::Urgent(marks) => {
@@ -319,11 +350,22 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// the stranger budget refused, instead of leaving them to the next
     /// anti-entropy period. The peer answers `Want` like a graft.
     pub(super) fn want_refused(&mut self, room: RoomId) -> Result<(), StoreError> {
+        self.want_refused_from(room, |_| true)
+    }
+
+    /// [`Self::want_refused`] for the events of senders `wanted` picks
+    /// (a carried room's members: an outsider's refused events stay
+    /// refused).
+    fn want_refused_from(
+        &mut self,
+        room: RoomId,
+        wanted: impl Fn(&DeviceId) -> bool,
+    ) -> Result<(), StoreError> {
         let ids: Vec<(EventId, LinkId)> = self
             .refused_strangers
             .iter()
-            .filter(|(_, (_, r))| *r == room)
-            .map(|(id, (link, _))| (*id, *link))
+            .filter(|(_, (_, r, sender))| *r == room && wanted(sender))
+            .map(|(id, (link, _, _))| (*id, *link))
             .collect();
         let mut by_link: BTreeMap<LinkId, Vec<EventId>> = BTreeMap::new();
         for (id, link) in ids {

@@ -63,6 +63,7 @@ use std::num::NonZeroUsize;
 
 mod announce;
 mod anti_entropy;
+mod carried;
 mod intake;
 mod link;
 mod progress;
@@ -70,6 +71,7 @@ mod push;
 mod spray;
 mod urgent;
 
+pub use carried::{MAX_CARRIED_MEMBERS, MAX_CARRIED_ROOMS};
 use link::Link;
 pub use progress::{MAX_SYNCING_ROOMS, SyncProgress};
 
@@ -408,6 +410,9 @@ pub struct Node<S: EventStore, R: Rng> {
     /// for its control events (membership, key shares, prekey updates), so
     /// a long history never starves the invite it leads to.
     key_buckets: LruCache<(DeviceId, bool), TokenBucket>,
+    /// Members of rooms this node carries without being a member: their
+    /// events skip the per-key stranger budgets.
+    carried: carried::CarriedRooms,
     /// Rooms whose invite of this device waits for what it cites, with
     /// the strangers' events they may still take past the key budgets.
     expected: LruCache<RoomId, u64>,
@@ -420,9 +425,10 @@ pub struct Node<S: EventStore, R: Rng> {
     /// `MAX_DEFERRED_INITS`).
     deferred_inits: std::collections::VecDeque<(LinkId, u64, crate::reconcile::Message)>,
     /// Events refused by a signing key's stranger budget, with the link
-    /// that offered them: if their room becomes one of this device's own
-    /// (its invite was just processed), they are asked for again at once.
-    refused_strangers: LruCache<EventId, (LinkId, RoomId)>,
+    /// that offered them and their sender: if their room becomes one of
+    /// this device's own (its invite was just processed), or their sender
+    /// a carried room's member, they are asked for again at once.
+    refused_strangers: LruCache<EventId, (LinkId, RoomId, DeviceId)>,
     stats: NodeStats,
     /// Cached room list and per-room items (see [`StoreView`]).
     view: StoreView,
@@ -467,6 +473,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             after_commit_outputs: Vec::new(),
             penalised: LruCache::new(nz(MAX_PENALISED_SOURCES)),
             key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
+            carried: carried::CarriedRooms::new(),
             expected: LruCache::new(nz(MAX_EXPECTED_ROOMS)),
             peer_counts: LruCache::new(nz(MAX_SYNCING_ROOMS)),
             pending_ihave: BTreeMap::new(),
@@ -551,6 +558,15 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// standing in the room: `protocol-spec/store.md`, "Priority classes").
     pub fn priority_of(&self, event: &crate::event::Event) -> Priority {
         self.classify(event)
+    }
+
+    /// Whether an arriving event is a carried member's: its sender is a
+    /// member of a room this node carries without being a member, so it
+    /// skips the per-key stranger budgets (`protocol-spec/wire.md`,
+    /// "Carried rooms").
+    pub fn carries_member(&self, event: &crate::event::Event) -> bool {
+        self.classify(event) == Priority::Stranger
+            && self.carried.peek_member(&event.room(), &event.sender())
     }
 
     /// Rooms this device is a member of.

@@ -91,10 +91,11 @@ impl<K: Kv> EventStore for Engine<K> {
             {
                 return self.reject(RejectReason::LinkBudget);
             }
-            if self
-                .usage(Table::IntakeKey, sender.as_bytes())?
-                .saturating_add(size)
-                > self.config.key_share_bytes
+            if !meta.carried
+                && self
+                    .usage(Table::IntakeKey, sender.as_bytes())?
+                    .saturating_add(size)
+                    > self.config.key_share_bytes
             {
                 return self.reject(RejectReason::KeyBudget);
             }
