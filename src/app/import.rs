@@ -396,13 +396,11 @@ impl<S: Store> Device<S> {
             // member's invite waiting for the messages it cites): those
             // must be received.
             // So may a room whose invite of this device waits for them:
-            // its session is rebuilt from the store for every chunk until
-            // the invite is processed, so it holds every event stored so
-            // far, also those a courier's session skipped earlier.
+            // its messages always go through its session, which holds
+            // every event stored so far (a courier's session that had to
+            // leave one out is not kept, so the next chunk rebuilds it
+            // from the store).
             let expected = self.cache.as_ref().is_some_and(|c| c.expects(room));
-            if expected {
-                self.forget_session(room);
-            }
             let in_flight = expected || self.cache.as_ref().is_some_and(|c| c.contains(room));
             if !in_flight
                 && self.stored_keys(room)?.is_none()
@@ -458,6 +456,9 @@ impl<S: Store> Device<S> {
         let standing_before = s.dag().standing().clone();
         let mut retry: BTreeSet<DeviceId> = BTreeSet::new();
         let mut rekey = false;
+        // An event the session's pending pools had no room for: the
+        // session no longer holds everything stored.
+        let mut left_out = false;
         for ev in causal_order(evs) {
             let member = s.members().is_member(&me) || before.is_member(&me);
             let received = match s.receive(&self.keys.prekeys, ev) {
@@ -467,6 +468,10 @@ impl<S: Store> Device<S> {
                     // room's admission does not let into its own view, as
                     // stranger traffic; a member refuses it
                     // (`protocol-spec/rooms.md`, "Admission").
+                    left_out |= matches!(
+                        e,
+                        SessionError::Dag(DagError::PendingFull | DagError::StrangerPendingFull)
+                    );
                     let carry = !(had_keys || member) && admission_refusal(&e);
                     let id = ev.id();
                     if carry && !staged.contains(&id) {
@@ -688,8 +693,12 @@ impl<S: Store> Device<S> {
             }
         };
         if !(had_keys || after.is_member(&me)) {
-            // A courier: it stores and forwards, and holds no keys.
-            keep(self, s);
+            // A courier: it stores and forwards, and holds no keys. A
+            // session that left an event out is rebuilt from the store by
+            // the next batch that needs it.
+            if !left_out {
+                keep(self, s);
+            }
             return Ok(());
         }
         let mut keys = RoomKeys::from_bytes(&s.keys_bytes()).map_err(SessionError::from)?;

@@ -236,6 +236,19 @@ pub fn invites_device(ev: &crate::event::Event, device: &DeviceId) -> bool {
         && matches!(Membership::from_bytes(ev.payload()), Ok(Membership::Invite { card }) if card.device_id == *device)
 }
 
+/// Whether `ev` creates its room: a `create` signed by the device of its
+/// card whose nonce gives the event's room ID (`protocol-spec/rooms.md`
+/// §1). The room ID commits to its creator, so this names the room's
+/// first member from the event alone.
+pub fn creates_room(ev: &crate::event::Event) -> bool {
+    ev.kind() == crate::event::EventKind::Membership
+        && matches!(
+            Membership::from_bytes(ev.payload()),
+            Ok(Membership::Create { card, nonce })
+                if card.device_id == ev.sender() && derive_room_id(&card.device_id, &nonce) == ev.room()
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +295,44 @@ mod tests {
             Membership::from_bytes(&bytes),
             Err(MembershipError::Card(CardError::BadSignature))
         ));
+    }
+
+    #[test]
+    fn a_create_names_its_room_creator_and_nobody_else() {
+        let ana = Identity::from_seed(&[1; 32]);
+        let eve = Identity::from_seed(&[2; 32]);
+        let nonce = [7u8; 16];
+        let room = derive_room_id(&ana.device_id(), &nonce);
+        let event = |who: &Identity, room, m: Membership| {
+            crate::event::UnsignedEvent {
+                room,
+                sender: who.device_id(),
+                seq: 1,
+                prev: vec![],
+                origin_ts_ms: 1,
+                expires_ms: 2,
+                kind: crate::event::EventKind::Membership,
+                payload: m.to_bytes(),
+            }
+            .sign(who)
+            .unwrap()
+        };
+        let card = |who: &Identity| ContactCard::create(who, "x", 1).unwrap();
+        let create = |who: &Identity| Membership::Create {
+            card: card(who),
+            nonce,
+        };
+        assert!(creates_room(&event(&ana, room, create(&ana))));
+        // Eve cannot create Ana's room, nor sign Ana's create.
+        assert!(!creates_room(&event(&eve, room, create(&eve))));
+        assert!(!creates_room(&event(&eve, room, create(&ana))));
+        // Another nonce gives another room.
+        let other = derive_room_id(&ana.device_id(), &[8; 16]);
+        assert!(!creates_room(&event(&ana, other, create(&ana))));
+        assert!(!creates_room(&event(
+            &ana,
+            room,
+            Membership::Invite { card: card(&eve) }
+        )));
     }
 }

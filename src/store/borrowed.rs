@@ -55,6 +55,7 @@ forward! {
         fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError>;
         fn high_water(&self, room: &RoomId, sender: &DeviceId) -> Result<u64, StoreError>;
         fn gaps(&self, room: &RoomId, sender: &DeviceId, limit: usize) -> Result<Vec<SeqGap>, StoreError>;
+        fn gap_below(&self, room: &RoomId, sender: &DeviceId, seq: u64) -> Result<Option<SeqGap>, StoreError>;
         fn event_at_seq(&self, room: &RoomId, sender: &DeviceId, seq: u64) -> Result<Option<EventId>, StoreError>;
         fn forks(&self, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;
         fn room_forks(&self, room: &RoomId, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;

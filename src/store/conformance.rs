@@ -358,6 +358,25 @@ pub(crate) fn high_water_and_gaps<H: Harness>() {
         ]
     );
     assert_eq!(h.s().gaps(&r, &d, 1).unwrap().len(), 1);
+    // The range directly below a sequence number (what an event stored
+    // there opened), found without scanning.
+    let gap = |from_seq, to_seq| Some(SeqGap { from_seq, to_seq });
+    for (seq, want) in [
+        (1, None),
+        (2, None),
+        (3, None),
+        (4, gap(3, 3)),
+        (5, gap(3, 4)),
+        (6, None),
+        (9, gap(7, 8)),
+        (12, gap(10, 11)),
+    ] {
+        assert_eq!(h.s().gap_below(&r, &d, seq).unwrap(), want, "below {seq}");
+    }
+    assert_eq!(
+        h.s().gap_below(&r, &ident(2).device_id(), 3).unwrap(),
+        gap(1, 2)
+    );
     assert_eq!(h.s().high_water(&r, &ident(2).device_id()).unwrap(), 0);
     assert!(
         h.s()
@@ -498,6 +517,7 @@ pub(crate) fn expiry<H: Harness>() {
     );
     assert_eq!(h.s().event_at_seq(&r, &a.device_id(), 1).unwrap(), None);
     assert!(h.s().gaps(&r, &a.device_id(), 10).unwrap().is_empty());
+    assert_eq!(h.s().gap_below(&r, &a.device_id(), 2).unwrap(), None);
     assert_eq!(h.s().high_water(&r, &a.device_id()).unwrap(), 2);
     // A stranger's event keeps its tombstone (dedup) until expiry, then
     // its mark disappears entirely.

@@ -247,6 +247,17 @@ pub trait EventStore {
         limit: usize,
     ) -> Result<Vec<SeqGap>, StoreError>;
 
+    /// The missing range directly below `seq` (ending at `seq - 1`), if
+    /// `seq - 1` was never accepted: what a newly stored event at `seq`
+    /// opened. Costs two index lookups, not a scan of the sender's
+    /// sequence numbers like [`EventStore::gaps`].
+    fn gap_below(
+        &self,
+        room: &RoomId,
+        sender: &DeviceId,
+        seq: u64,
+    ) -> Result<Option<SeqGap>, StoreError>;
+
     /// The event accepted at `(room, sender, seq)`, held or evicted.
     fn event_at_seq(
         &self,

@@ -65,6 +65,18 @@ impl CarriedRooms {
         }
     }
 
+    /// Records the creator of a room not known yet as its first member
+    /// (its `create` just arrived; the rooms layer's word replaces it
+    /// after the batch).
+    /// Whether it was recorded.
+    pub(super) fn created(&mut self, room: RoomId, creator: DeviceId) -> bool {
+        if self.rooms.contains(&room) {
+            return false;
+        }
+        self.set(room, BTreeSet::from([creator]));
+        true
+    }
+
     /// Forgets `room` (it became an own room).
     pub(super) fn remove(&mut self, room: &RoomId) {
         if let Some(old) = self.rooms.pop(room) {

@@ -14,7 +14,7 @@ use crate::proto::budget::TokenBucket;
 use crate::proto::io::{AppEvent, Command, LinkId, Output};
 use crate::reconcile::Item;
 use crate::room::ROOM_CAP;
-use crate::room::membership::invites_device;
+use crate::room::membership::{creates_room, invites_device};
 use crate::store::{EventStore, InsertMeta, InsertOutcome, Priority, Source, StoreError};
 use crate::wire::{CloseReason, Frame, MAX_COPY_BUDGET};
 
@@ -104,6 +104,20 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         // becomes an own room", rule 2).
         if priority == Priority::Stranger && invites_device(&event, &self.own) {
             self.expect_room(event.room())?;
+        }
+        // A room's creation names its first member: the creator's history,
+        // which follows in the same batch before the rooms layer judged
+        // the room, is carried, not refused and wanted again ("Carried
+        // rooms").
+        // Its events that came before the creation (another slice of a
+        // long catch-up) are wanted again, as for any new carried member.
+        if priority == Priority::Stranger
+            && !self.own_rooms.contains(&event.room())
+            && creates_room(&event)
+            && self.carried.created(event.room(), event.sender())
+        {
+            let creator = event.sender();
+            self.want_refused_from(event.room(), |d| *d == creator)?;
         }
         if spray {
             self.copies
@@ -199,20 +213,15 @@ impl<S: EventStore, R: Rng> Node<S, R> {
 
     /// A gap newly opened below this event's sequence number, if any.
     pub(super) fn new_gap(&self, event: &Event) -> Result<Option<AppEvent>, StoreError> {
-        let seq = event.seq();
-        if seq <= 1 {
-            return Ok(None);
-        }
-        let gaps = self.store.gaps(&event.room(), &event.sender(), 64)?;
-        Ok(gaps
-            .iter()
-            .find(|g| g.to_seq + 1 == seq)
-            .map(|g| AppEvent::GapDetected {
-                room: event.room(),
-                sender: event.sender(),
-                from_seq: g.from_seq,
-                to_seq: g.to_seq,
-            }))
+        let gap = self
+            .store
+            .gap_below(&event.room(), &event.sender(), event.seq())?;
+        Ok(gap.map(|g| AppEvent::GapDetected {
+            room: event.room(),
+            sender: event.sender(),
+            from_seq: g.from_seq,
+            to_seq: g.to_seq,
+        }))
     }
 
     pub(super) fn on_command(&mut self, cmd: Command) -> Result<(), StoreError> {

@@ -382,6 +382,44 @@ impl<K: Kv> EventStore for Engine<K> {
         Ok(out)
     }
 
+    fn gap_below(
+        &self,
+        room: &RoomId,
+        sender: &DeviceId,
+        seq: u64,
+    ) -> Result<Option<SeqGap>, StoreError> {
+        let p = cat(&[room.as_bytes(), sender.as_bytes()]);
+        let floor = self.mark(&p)?.floor;
+        let Some(below) = seq.checked_sub(1).filter(|b| *b > floor) else {
+            return Ok(None);
+        };
+        let at = cat(&[&p, &be(below)]);
+        if self.kv.get(Table::Seqs, &at)?.is_some() {
+            return Ok(None);
+        }
+        // The highest accepted sequence number under it, above the floor.
+        let lo = cat(&[&p, &be(floor)]);
+        let last = self.kv.range(
+            Table::Seqs,
+            Bound::Excluded(lo.as_slice()),
+            Bound::Excluded(at.as_slice()),
+            1,
+            true,
+        )?;
+        let from_seq = match last.first() {
+            Some((k, _)) => k
+                .get(48..)
+                .and_then(read_be)
+                .ok_or_else(|| bad("sequence"))?
+                .saturating_add(1),
+            None => floor.saturating_add(1),
+        };
+        Ok(Some(SeqGap {
+            from_seq,
+            to_seq: below,
+        }))
+    }
+
     fn event_at_seq(
         &self,
         room: &RoomId,
