@@ -30,15 +30,7 @@ fn a_backlog_of_10000_events_reaches_an_empty_node() {
     net.connect(0, 1, LinkParams::lan());
     net.run_until(600_000);
     for i in [0, 1] {
-        let have: BTreeSet<EventId> = net.nodes[i].delivered.keys().copied().collect();
-        assert!(net.nodes[i].double_deliveries.is_empty());
-        let missing = all.difference(&have).count();
-        assert_eq!(
-            missing,
-            0,
-            "node {i} lacks {missing} of {} events",
-            all.len()
-        );
+        assert_holds_all(&net, i, &all);
     }
 }
 
@@ -107,14 +99,19 @@ fn six_empty_members_share_the_hubs_backlog_budget() {
     // The caps were reached: rounds find more than they may keep.
     assert!(most_one > cap / 2, "largest backlog {most_one}");
     for i in 1..=peers {
-        let have: BTreeSet<EventId> = net.nodes[i].delivered.keys().copied().collect();
-        assert!(net.nodes[i].double_deliveries.is_empty());
-        let missing = all.difference(&have).count();
-        assert_eq!(
-            missing,
-            0,
-            "node {i} lacks {missing} of {} events",
-            all.len()
-        );
+        assert_holds_all(&net, i, &all);
     }
+}
+
+/// Node `i` delivered every event of `all`, each once.
+fn assert_holds_all(net: &SimNet, i: usize, all: &BTreeSet<EventId>) {
+    let have: BTreeSet<EventId> = net.nodes[i].delivered.keys().copied().collect();
+    assert!(net.nodes[i].double_deliveries.is_empty());
+    let missing = all.difference(&have).count();
+    assert_eq!(
+        missing,
+        0,
+        "node {i} lacks {missing} of {} events",
+        all.len()
+    );
 }
