@@ -289,7 +289,7 @@ impl<S: Store> Device<S> {
     /// Drops `room`'s cached session (its stored state changed).
     fn forget_session(&mut self, room: &RoomId) {
         if let Some(c) = self.cache.as_mut() {
-            c.take(room);
+            c.forget(room);
         }
     }
 
@@ -313,6 +313,11 @@ impl<S: Store> Device<S> {
     fn keep_plaintext(&mut self, m: UrgentMark, content: &Content) -> Result<(), AppError> {
         self.store.put_secret(&pt_key(&m.id), &content.to_bytes())?;
         self.store.remove_secret(&ud_key(&m.id))?;
+        if matches!(content, Content::RoomName(_))
+            && let Some(c) = self.cache.as_mut()
+        {
+            c.forget_name(&m.room);
+        }
         if content.is_urgent() {
             self.urgent.push(m);
         }
@@ -570,7 +575,17 @@ impl<S: Store> Device<S> {
         plaintexts: &[(EventId, Vec<u8>)],
         now_ms: u64,
     ) -> Result<(), AppError> {
-        self.forget_session(room);
+        // The session is dropped (an operation that keeps it puts it back);
+        // the name only if one of these plaintexts renames the room.
+        let renames = plaintexts
+            .iter()
+            .any(|(_, pt)| matches!(Content::from_bytes(pt), Ok(Content::RoomName(_))));
+        if let Some(c) = self.cache.as_mut() {
+            c.take(room);
+            if renames {
+                c.forget_name(room);
+            }
+        }
         self.store.put_secret(&room_keys_key(room), keys)?;
         for (id, pt) in plaintexts {
             self.store.put_secret(&pt_key(id), pt)?;

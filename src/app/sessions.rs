@@ -14,8 +14,19 @@ pub const MAX_CACHED_SESSIONS: usize = 16;
 /// Only [`Device::absorb`] reads it; every other operation on a room drops
 /// that room's entry (and a driver that runs other operations on a device
 /// without the cache must [`SessionCache::clear`] it).
+///
+/// It also remembers the name of each room whose session it holds (the
+/// last rename in display order, `protocol-spec/app.md` §4): a session
+/// only ever gains leaves (an event enters the DAG once everything it
+/// cites is there), and a leaf never changes the display order of the
+/// events before it, so the name stays right until a rename becomes
+/// readable or the session is dropped. `rooms` then costs no replay and
+/// no scan of the room's history.
 pub struct SessionCache {
     sessions: lru::LruCache<RoomId, RoomSession>,
+    /// The names of rooms whose session is cached or lent out: dropped
+    /// with the session, and when a rename becomes readable.
+    names: std::collections::BTreeMap<RoomId, String>,
     /// Rooms (not this device's yet) holding an invite of this device
     /// that waits for the history it cites, at most
     /// [`MAX_CACHED_SESSIONS`]: their messages are always passed through
@@ -31,6 +42,7 @@ impl Default for SessionCache {
                     .unwrap_or(std::num::NonZeroUsize::MIN),
             ),
             expecting: std::collections::BTreeSet::new(),
+            names: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -40,6 +52,7 @@ impl SessionCache {
     /// stored events).
     pub fn clear(&mut self) {
         self.sessions.clear();
+        self.names.clear();
     }
 
     /// Records that `room` holds an invite of this device waiting for its
@@ -74,16 +87,48 @@ impl SessionCache {
         };
         let mut stale = Vec::new();
         for (room, id) in evicted {
-            if let Some(s) = self.sessions.peek_mut(room) {
-                let dag = s.dag();
-                if dag.node(id).is_some() || dag.is_pending(id) {
-                    stale.push(*room);
+            match self.sessions.peek_mut(room) {
+                Some(s) => {
+                    let dag = s.dag();
+                    if dag.node(id).is_some() || dag.is_pending(id) {
+                        stale.push(*room);
+                    }
+                }
+                // A name without its session (lent out) may rest on it.
+                None => {
+                    self.names.remove(room);
                 }
             }
         }
         for room in stale {
-            self.sessions.pop(&room);
+            self.forget(&room);
         }
+    }
+
+    /// Forgets `room`'s session and name.
+    pub(super) fn forget(&mut self, room: &RoomId) {
+        self.sessions.pop(room);
+        self.names.remove(room);
+    }
+
+    /// Whether a session more fits without evicting one.
+    pub(super) fn has_space(&self) -> bool {
+        self.sessions.len() < self.sessions.cap().get()
+    }
+
+    /// The remembered name of `room` (its session is cached or lent).
+    pub(super) fn name(&self, room: &RoomId) -> Option<&str> {
+        self.names.get(room).map(String::as_str)
+    }
+
+    /// Remembers `room`'s name, read from the session now lent out.
+    pub(super) fn set_name(&mut self, room: RoomId, name: String) {
+        self.names.insert(room, name);
+    }
+
+    /// A rename of `room` became readable: its name is read again.
+    pub(super) fn forget_name(&mut self, room: &RoomId) {
+        self.names.remove(room);
     }
 
     /// Whether a session of `room` is cached.
@@ -96,7 +141,11 @@ impl SessionCache {
     }
 
     pub(super) fn put(&mut self, room: RoomId, s: RoomSession) {
-        self.sessions.put(room, s);
+        if let Some((gone, _)) = self.sessions.push(room, s)
+            && gone != room
+        {
+            self.names.remove(&gone);
+        }
     }
 }
 

@@ -20,19 +20,37 @@ impl<S: Store> Device<S> {
     }
 
     /// Rooms this device is or was a member of, ascending by room ID.
-    pub fn rooms(&self) -> Result<Vec<RoomInfo>, AppError> {
+    ///
+    /// With a session cache (the device core's), a cached room costs
+    /// neither a replay nor a scan of its history (its name is remembered,
+    /// [`SessionCache`]); a room rebuilt here joins the cache while it has
+    /// space, never evicting a session.
+    pub fn rooms(&mut self) -> Result<Vec<RoomInfo>, AppError> {
         let mut out = Vec::new();
         for r in self.store.rooms()? {
             if self.stored_keys(&r.room)?.is_none() {
                 continue;
             }
-            let mut s = self.session(&r.room)?;
-            let name = self.room_name(&mut s)?;
+            let room = r.room;
+            let (mut s, cached) = match self.cache.as_mut().and_then(|c| c.take(&room)) {
+                Some(s) => (s, true),
+                None => (self.session(&room)?, false),
+            };
+            let keep = cached || self.cache.as_ref().is_some_and(SessionCache::has_space);
+            let known = self.cache.as_ref().and_then(|c| c.name(&room));
+            let name = match known {
+                Some(n) if keep => n.to_owned(),
+                _ => self.room_name(&mut s)?,
+            };
             out.push(RoomInfo {
-                room_id: r.room.to_string(),
-                name,
+                room_id: room.to_string(),
+                name: name.clone(),
                 members: member_infos(&s.members()),
             });
+            if keep && let Some(c) = self.cache.as_mut() {
+                c.set_name(room, name);
+                c.put(room, s);
+            }
         }
         Ok(out)
     }

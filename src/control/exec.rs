@@ -101,7 +101,7 @@ pub fn resolve_among(arg: &str, rooms: &[RoomInfo]) -> Result<RoomId, AppError> 
 
 /// The room a room argument names among `dev`'s rooms ([`resolve_among`]);
 /// the rooms are read only when `arg` is not a full room ID.
-pub fn resolve_room<S: Store>(dev: &Device<S>, arg: &str) -> Result<RoomId, AppError> {
+pub fn resolve_room<S: Store>(dev: &mut Device<S>, arg: &str) -> Result<RoomId, AppError> {
     match parse_room(arg) {
         Ok(id) => Ok(id),
         Err(_) => resolve_among(arg, &dev.rooms()?),
@@ -147,24 +147,35 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
             room_id: dev.room_create(name, now, rng)?.to_string(),
         }),
         Op::RoomInvite { room, contact } => {
-            event(dev.room_invite(&resolve_room(dev, room)?, contact, now, rng)?)
+            let room = resolve_room(dev, room)?;
+            event(dev.room_invite(&room, contact, now, rng)?)
         }
         Op::RoomRemove { room, device } => {
-            event(dev.room_remove(&resolve_room(dev, room)?, &parse_device(device)?, now, rng)?)
+            let room = resolve_room(dev, room)?;
+            event(dev.room_remove(&room, &parse_device(device)?, now, rng)?)
         }
         Op::RoomPromote { room, device } => {
-            event(dev.room_promote(&resolve_room(dev, room)?, &parse_device(device)?, now, rng)?)
+            let room = resolve_room(dev, room)?;
+            event(dev.room_promote(&room, &parse_device(device)?, now, rng)?)
         }
         Op::RoomDemote { room, device } => {
-            event(dev.room_demote(&resolve_room(dev, room)?, &parse_device(device)?, now, rng)?)
+            let room = resolve_room(dev, room)?;
+            event(dev.room_demote(&room, &parse_device(device)?, now, rng)?)
         }
-        Op::RoomLeave { room } => event(dev.room_leave(&resolve_room(dev, room)?, now, rng)?),
+        Op::RoomLeave { room } => {
+            let room = resolve_room(dev, room)?;
+            event(dev.room_leave(&room, now, rng)?)
+        }
         Op::RoomRename { room, name } => {
-            event(dev.room_rename(&resolve_room(dev, room)?, name, now, rng)?)
+            let room = resolve_room(dev, room)?;
+            event(dev.room_rename(&room, name, now, rng)?)
         }
-        Op::RoomRepair { room } => Answer::data(OkData::Repair {
-            repair: dev.room_repair(&resolve_room(dev, room)?)?,
-        }),
+        Op::RoomRepair { room } => {
+            let room = resolve_room(dev, room)?;
+            Answer::data(OkData::Repair {
+                repair: dev.room_repair(&room)?,
+            })
+        }
         Op::Rooms => Answer::data(OkData::Rooms {
             rooms: dev.rooms()?,
         }),
@@ -195,7 +206,8 @@ pub fn execute<S: Store, R: CryptoRng + ?Sized>(
                     bytes: b,
                 }),
             };
-            let id = dev.send_draft(&resolve_room(dev, room)?, &draft, now, rng)?;
+            let room = resolve_room(dev, room)?;
+            let id = dev.send_draft(&room, &draft, now, rng)?;
             match draft.file {
                 Some(f) => Answer::data(OkData::Sent {
                     event_id: id.to_string(),

@@ -11,6 +11,8 @@ mod cli;
 mod cli_rooms;
 mod control_api;
 mod core_admission;
+mod core_names;
+mod core_util;
 mod daemon;
 mod daemon_hostile;
 mod daemon_mdns;

@@ -438,7 +438,7 @@ pub fn run(
     {
         let room = match parse_room(room_id) {
             Ok(r) => r,
-            Err(_) => exec::resolve_room(&Device::open(dir, now_ms())?, room_id)?,
+            Err(_) => exec::resolve_room(&mut Device::open(dir, now_ms())?, room_id)?,
         };
         // JSON lines go out as they come; for people, each poll's lines
         // are one batch (`keep_going` runs once per poll, after them).
