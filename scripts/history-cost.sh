@@ -3,7 +3,8 @@
 # A sends room messages through the CLI as fast as it can for DUR seconds
 # (default 180) while B receives; prints sends/s per 30 s window and both
 # daemons' RSS. With PERF=1, records A for 20 s from second 70
-# (/tmp/perf4.data). Usage: scripts/history-cost.sh BIN [DUR]
+# (/tmp/perf4.data). With WRAP="heaptrack -o /tmp/ht", A runs under that
+# command (its heap profile). Usage: scripts/history-cost.sh BIN [DUR]
 set -eu
 BIN=$1; DUR=${2:-180}
 T=$(mktemp -d); A=$T/a; B=$T/b
@@ -12,7 +13,7 @@ m $A init --name Ana >/dev/null; m $B init --name Bo >/dev/null
 CARD_B=$(m $B id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["card"])')
 ROOM=$(m $A room create --json ops | python3 -c 'import json,sys; print(json.load(sys.stdin)["room_id"])')
 m $A room invite "$ROOM" "$CARD_B" >/dev/null
-"$BIN" --data-dir $A run --no-mdns --no-ble --listen /ip4/127.0.0.1/tcp/47311 >$T/a.log 2>&1 & PA=$!
+${WRAP:-} "$BIN" --data-dir $A run --no-mdns --no-ble --listen /ip4/127.0.0.1/tcp/47311 >$T/a.log 2>&1 & PA=$!
 sleep 1
 "$BIN" --data-dir $B run --no-mdns --no-ble --listen /ip4/127.0.0.1/tcp/47312 --peer /ip4/127.0.0.1/tcp/47311 >$T/b.log 2>&1 & PB=$!
 sleep 2
