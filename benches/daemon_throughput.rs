@@ -14,7 +14,9 @@
 //! LAN), so the report shows both the policy's ceiling and the machinery's.
 //!
 //! Run: `cargo bench --bench daemon_throughput` (`THROUGHPUT_EVENTS`
-//! overrides 10,000). Prints a Markdown report.
+//! overrides 10,000; `THROUGHPUT_ONLY=lan` runs the wired-LAN budget only,
+//! for profiling). Prints a Markdown report, and the time A's imports took
+//! in each steady state.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -232,8 +234,23 @@ fn run(n: usize, budget: Option<u64>) -> (f64, f64) {
             bundle: data_encoding::BASE64.encode(bundle),
         });
     }
+    let imported = t.elapsed();
     wait(Duration::from_secs(900), || b.events() >= before + n as u64);
     let steady = n as f64 / t.elapsed().as_secs_f64();
+    if std::env::var("THROUGHPUT_STATUS").is_ok() {
+        for (who, d) in [("A", &a), ("B", &b)] {
+            let OkData::Status { status } = d.call(Op::Status) else {
+                panic!("not a status reply");
+            };
+            eprintln!("{who}: {status}");
+        }
+    }
+    eprintln!(
+        "budget {budget:?}: A's {} imports took {:.1} s of the steady state's {:.1} s",
+        bundles.len(),
+        imported.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
     a.stop();
     b.stop();
     (backlog, steady)
@@ -245,7 +262,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let floor = ingest_floor();
-    let (db_backlog, db_steady) = run(n, None);
+    let lan_only = std::env::var("THROUGHPUT_ONLY").is_ok_and(|v| v == "lan");
+    let (db_backlog, db_steady) = if lan_only {
+        (f64::NAN, f64::NAN)
+    } else {
+        run(n, None)
+    };
     let (lan_backlog, lan_steady) = run(n, Some(65_536));
     println!("# Daemon throughput on loopback ({n} encrypted 1 KiB messages)\n");
     println!("Ingest floor (decode + verify_strict, one core, same run): {floor:.0} events/s\n");

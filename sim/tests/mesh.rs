@@ -56,6 +56,31 @@ fn two_nodes_catch_up_then_push_live() {
     assert!(arrived - t < 500, "live push took {} ms", arrived - t);
 }
 
+/// A burst bigger than a link's outbox (a bundle of thousands of events
+/// imported at once) follows at link speed through the link's backlog, not
+/// at the next anti-entropy period (`protocol-spec/wire.md`, "Paged
+/// outbox"; found as a 60 s stall in `benches/daemon_throughput.rs`).
+#[test]
+fn a_burst_bigger_than_the_outbox_is_pushed_at_link_speed() {
+    let s = seed(3);
+    let mut net = SimNet::new(2, s, NodeConfig::default(), store_config());
+    let room = RoomId([3; 16]);
+    net.join(0, room);
+    net.join(1, room);
+    net.connect(0, 1, LinkParams::lan());
+    net.run_until(3_000);
+    let n = meshrelay::proto::node::MAX_OUTBOX_PER_LINK * 3;
+    let t = net.now_ms();
+    let all: BTreeSet<EventId> = (0..n).map(|_| net.publish(0, room, 200)).collect();
+    net.run_until(t + 5_000);
+    assert_converged(&net, &[0, 1], &all);
+    let last = all.iter().map(|id| net.nodes[1].delivered[id]).max();
+    assert!(
+        last.is_some_and(|at| at - t < 3_000),
+        "the burst took {last:?} ms from {t}"
+    );
+}
+
 #[test]
 fn random_meshes_of_2_to_50_nodes_converge() {
     let s = seed(7);

@@ -37,6 +37,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         // Lazy-push announcements, batched per (link, room): one `IHave`
         // frame per batch of a commit, not one per event.
         let mut announce: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
+        let mut overflow: BTreeMap<LinkId, Vec<Item>> = BTreeMap::new();
         for c in done {
             self.stats.events_stored += 1;
             self.outputs.push_back(Output::App(AppEvent::EventStored {
@@ -61,7 +62,23 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let mut lazy = Vec::new();
             for (link, eager) in links {
                 if eager {
-                    self.queue_send(link, c.id, c.priority, c.class)?;
+                    let full = self
+                        .links
+                        .get(&link)
+                        .is_some_and(|l| l.outbox.len() >= MAX_OUTBOX_PER_LINK);
+                    if full {
+                        // A burst bigger than the outbox (a bundle imported
+                        // while the link drains) waits in the link's
+                        // backlog, not for the next anti-entropy period.
+                        if let Some(info) = self.store.event_info(&c.id)? {
+                            overflow.entry(link).or_default().push(Item {
+                                ts_ms: info.origin_ts_ms,
+                                id: c.id,
+                            });
+                        }
+                    } else {
+                        self.queue_send(link, c.id, c.priority, c.class)?;
+                    }
                     touched.insert(link);
                 } else {
                     lazy.push(link);
@@ -79,6 +96,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         }
         for ((link, room), ids) in announce {
             self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
+        }
+        for (link, items) in overflow {
+            self.queue_catch_up(link, items);
         }
         for link in touched {
             self.pump(link)?;
