@@ -104,15 +104,7 @@ impl DemoNode {
     }
 
     fn send(&self, room: &str, text: &str) -> Result<(), DemoError> {
-        self.call(Op::Send {
-            room: room.into(),
-            text: text.into(),
-            via: None,
-            location: None,
-            urgent: false,
-            file: None,
-        })
-        .map(drop)
+        self.call(Op::send_text(room, text)).map(drop)
     }
 
     fn status(&self) -> Result<Value, DemoError> {

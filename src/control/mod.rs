@@ -224,6 +224,19 @@ pub enum Op {
 }
 
 impl Op {
+    /// A plain text message to `room` (no file, pin, urgency or Matrix
+    /// attribution).
+    pub fn send_text(room: &str, text: &str) -> Op {
+        Op::Send {
+            room: room.into(),
+            text: text.into(),
+            via: None,
+            location: None,
+            urgent: false,
+            file: None,
+        }
+    }
+
     /// Every operation name, as `op` spells it.
     pub const NAMES: [&str; 19] = [
         "room_create",

@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use super::core_util::{NOW, core, deliver, held, op};
+use super::core_util::{NOW, core, deliver, held, op, room_with, send};
 
 /// A room made through the typed operations: Ana creates it, invites Ben
 /// and Cy; Ana and Ben talk. Cy's card, to build Cy's core again.
@@ -32,34 +32,12 @@ fn history() -> &'static History {
         let (mut a, _) = core(1, "Ana");
         let (mut b, b_card) = core(2, "Ben");
         let (_, c_card) = core(3, "Cy");
-        let OkData::Room { room_id } = op(&mut a, Op::RoomCreate { name: "ops".into() }) else {
-            panic!("no room");
-        };
-        let room: RoomId = room_id.parse().unwrap();
-        for card in [&b_card, &c_card] {
-            op(
-                &mut a,
-                Op::RoomInvite {
-                    room: room_id.clone(),
-                    contact: card.to_text(),
-                },
-            );
-        }
+        let (room_id, room) = room_with(&mut a, "ops", &[&b_card, &c_card]);
         b.deliver(NOW, held(&a, &room), Source::Import).unwrap();
         b.settle(NOW).unwrap();
         for i in 0..4 {
             for (who, c) in [("Ana", &mut a), ("Ben", &mut b)] {
-                op(
-                    c,
-                    Op::Send {
-                        room: room_id.clone(),
-                        text: format!("{who} {i}"),
-                        via: None,
-                        location: None,
-                        urgent: false,
-                        file: None,
-                    },
-                );
+                send(c, &room_id, &format!("{who} {i}"));
             }
             let (from_a, from_b) = (held(&a, &room), held(&b, &room));
             b.deliver(NOW, from_a, Source::Import).unwrap();
@@ -216,17 +194,7 @@ fn a_late_create_lets_an_invitee_join_without_the_history_sent_again() {
     let room: RoomId = room_id.parse().unwrap();
     let n = meshrelay::room::MAX_PENDING_PER_STRANGER * 3;
     for i in 0..n {
-        op(
-            &mut a,
-            Op::Send {
-                room: room_id.clone(),
-                text: format!("before Cy {i}"),
-                via: None,
-                location: None,
-                urgent: false,
-                file: None,
-            },
-        );
+        send(&mut a, &room_id, &format!("before Cy {i}"));
     }
     op(
         &mut a,
@@ -272,17 +240,7 @@ fn an_own_invite_gives_the_invitee_standing_at_once() {
         },
     );
     deliver(&mut b, held(&a, &room));
-    op(
-        &mut b,
-        Op::Send {
-            room: room_id.clone(),
-            text: "first words".into(),
-            via: None,
-            location: None,
-            urgent: false,
-            file: None,
-        },
-    );
+    send(&mut b, &room_id, "first words");
     let ben = Identity::from_seed(&[12; 32]).device_id();
     let from_b: Vec<Event> = held(&b, &room)
         .into_iter()

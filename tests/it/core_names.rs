@@ -9,7 +9,7 @@
 use meshrelay::control::{OkData, Op};
 use meshrelay::event::{Event, RoomId};
 
-use super::core_util::{Core, core, deliver, held, op};
+use super::core_util::{Core, core, deliver, held, op, room_with, send};
 
 fn name_of(c: &mut Core) -> String {
     let OkData::Rooms { rooms } = op(c, Op::Rooms) else {
@@ -17,20 +17,6 @@ fn name_of(c: &mut Core) -> String {
     };
     assert_eq!(rooms.len(), 1, "{rooms:?}");
     rooms[0].name.clone()
-}
-
-fn send(c: &mut Core, room: &str, text: &str) {
-    op(
-        c,
-        Op::Send {
-            room: room.into(),
-            text: text.into(),
-            via: None,
-            location: None,
-            urgent: false,
-            file: None,
-        },
-    );
 }
 
 fn rename(c: &mut Core, room: &str, name: &str) {
@@ -57,19 +43,7 @@ fn the_cached_rooms_list_names_rooms_as_a_rebuild_does() {
     let (mut a, _) = core(21, "Ana");
     let (mut b, b_card) = core(22, "Ben");
     let (mut c, c_card) = core(23, "Cy");
-    let OkData::Room { room_id } = op(&mut a, Op::RoomCreate { name: "ops".into() }) else {
-        panic!("no room");
-    };
-    let room: RoomId = room_id.parse().unwrap();
-    for card in [&b_card, &c_card] {
-        op(
-            &mut a,
-            Op::RoomInvite {
-                room: room_id.clone(),
-                contact: card.to_text(),
-            },
-        );
-    }
+    let (room_id, room) = room_with(&mut a, "ops", &[&b_card, &c_card]);
     for x in [&mut b, &mut c] {
         deliver(x, held(&a, &room));
     }

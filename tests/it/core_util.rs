@@ -79,3 +79,27 @@ pub fn held(c: &Core, room: &RoomId) -> Vec<Event> {
         .map(|b| Event::decode(&b).unwrap())
         .collect()
 }
+
+/// `c` creates a room named `name` and invites `cards`: its ID as given to
+/// operations, and parsed.
+pub fn room_with(c: &mut Core, name: &str, cards: &[&ContactCard]) -> (String, RoomId) {
+    let OkData::Room { room_id } = op(c, Op::RoomCreate { name: name.into() }) else {
+        panic!("no room");
+    };
+    for card in cards {
+        op(
+            c,
+            Op::RoomInvite {
+                room: room_id.clone(),
+                contact: card.to_text(),
+            },
+        );
+    }
+    let room = room_id.parse().unwrap();
+    (room_id, room)
+}
+
+/// `c` sends `text` to `room`.
+pub fn send(c: &mut Core, room: &str, text: &str) {
+    op(c, Op::send_text(room, text));
+}
