@@ -134,8 +134,8 @@ pub fn parse(bytes: &[u8]) -> Result<(u64, Vec<&[u8]>), BundleError> {
 /// signature verifies, it belongs to `room` (when given) and it is current.
 /// The one check of [`import`] and of the streamed import
 /// (`crate::app::Device::import_from`); the error is the reason, one line.
-pub fn admit(ev: &Event, now_ms: u64, room: Option<RoomId>) -> Result<(), String> {
-    ev.verify().map_err(|e| e.to_string())?;
+pub fn admit(ev: &mut Event, now_ms: u64, room: Option<RoomId>) -> Result<(), String> {
+    ev.verify_once().map_err(|e| e.to_string())?;
     if let Some(r) = room
         && ev.room() != r
     {
@@ -173,7 +173,7 @@ pub fn import(
     let mut report = ImportReport::default();
     let mut seen = BTreeSet::new();
     for (index, b) in raw.into_iter().enumerate() {
-        let ev = match Event::decode_unverified(b) {
+        let mut ev = match Event::decode_unverified(b) {
             Ok(ev) => ev,
             Err(e) => {
                 report.rejected.push(Rejected {
@@ -188,7 +188,7 @@ pub fn import(
             report.duplicates += 1;
             continue;
         }
-        if let Err(reason) = admit(&ev, now_ms, room) {
+        if let Err(reason) = admit(&mut ev, now_ms, room) {
             report.rejected.push(Rejected {
                 index,
                 event_id: Some(ev.id()),

@@ -199,7 +199,7 @@ impl<S: Store> Device<S> {
                     reason,
                 });
             };
-            let ev = match raw {
+            let mut ev = match raw {
                 RawEvent::Oversize(n) => {
                     reject(&mut sum, None, oversize_reason(n));
                     continue;
@@ -216,7 +216,7 @@ impl<S: Store> Device<S> {
                 sum.duplicates += 1;
                 continue;
             }
-            if let Err(reason) = bundle::admit(&ev, now_ms, None) {
+            if let Err(reason) = bundle::admit(&mut ev, now_ms, None) {
                 reject(&mut sum, Some(ev.id()), reason);
                 continue;
             }
@@ -384,7 +384,9 @@ impl<S: Store> Device<S> {
             let Some(b) = self.store.get_event(id)? else {
                 continue;
             };
-            let ev = Event::decode_unverified(&b)
+            // Staged by the node, which verified it (the rooms layer does
+            // not verify it again).
+            let ev = Event::decode_stored(&b)
                 .map_err(|e| AppError::Corrupt(format!("stored event {id}: {e}")))?;
             by_room.entry(ev.room()).or_default().push(ev);
         }

@@ -428,6 +428,7 @@ impl<S: Store> Device<S> {
 
     /// Passes every stored event of `room` to `f`, in (origin time, ID)
     /// order, one page at a time (memory stays bounded by what `f` keeps).
+    /// Stored events count as verified ([`Event::decode_stored`]).
     fn for_each_room_event(&self, room: &RoomId, mut f: impl FnMut(Event)) -> Result<(), AppError> {
         let mut from = Bound::Unbounded;
         loop {
@@ -439,7 +440,7 @@ impl<S: Store> Device<S> {
             };
             for it in &items {
                 if let Some(b) = self.store.get_event(&it.id)? {
-                    let ev = Event::decode_unverified(&b)
+                    let ev = Event::decode_stored(&b)
                         .map_err(|e| AppError::Corrupt(format!("stored event {}: {e}", it.id)))?;
                     f(ev);
                 }
@@ -457,7 +458,7 @@ impl<S: Store> Device<S> {
         let Some(b) = self.store.get_event(id)? else {
             return Ok(None);
         };
-        Event::decode_unverified(&b)
+        Event::decode_stored(&b)
             .map(Some)
             .map_err(|e| AppError::Corrupt(format!("stored event {id}: {e}")))
     }

@@ -112,7 +112,13 @@ pub struct UnsignedEvent {
 
 /// A signed event, as it travels and is stored. Holds its canonical bytes
 /// and ID, so re-encoding never happens on the relay path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It remembers whether its signature was verified (by [`Event::decode`],
+/// [`Event::verify_once`], or because this device signed it): an event
+/// cannot change after it is made, so [`Event::verify`] then costs nothing,
+/// and an event verified where it entered the device (a bundle, a link) is
+/// not verified again by the node and the rooms layer.
+#[derive(Debug, Clone)]
 pub struct Event {
     fields: UnsignedEvent,
     sig: [u8; 64],
@@ -122,8 +128,22 @@ pub struct Event {
     /// The sender key, decompressed once when the event was decoded or
     /// signed, so verification does not decompress it again. Boxed: the
     /// decompressed point is 192 bytes and events travel inside enums.
-    sender_key: Box<VerifyingKey>,
+    /// `None` only for an event read back from this device's store
+    /// ([`Event::decode_stored`]), which is verified already.
+    sender_key: Option<Box<VerifyingKey>>,
+    /// The signature verified over these bytes (never set otherwise).
+    verified: bool,
 }
+
+/// Two events are equal when their canonical bytes are (whether either
+/// was verified yet does not matter).
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Event {}
 
 impl UnsignedEvent {
     fn check_limits(&self) -> Result<(), EventError> {
@@ -194,7 +214,9 @@ impl UnsignedEvent {
             bytes,
             id,
             digest,
-            sender_key: Box::new(identity.device_id().verifying_key()),
+            sender_key: Some(Box::new(identity.device_id().verifying_key())),
+            // Signed here, with the key the sender field names.
+            verified: true,
         })
     }
 }
@@ -237,20 +259,24 @@ impl Event {
     /// [`Event::decode`] unless the signature is checked separately (for
     /// example in a batch).
     pub fn decode_unverified(bytes: &[u8]) -> Result<Event, EventError> {
-        Self::decode_with(bytes, DeviceId::from_bytes_with_key)
+        Self::decode_with(bytes, |k| {
+            DeviceId::from_bytes_with_key(k).map(|(id, vk)| (id, Some(vk)))
+        })
     }
 
     /// [`Event::decode`] with sender keys validated through `cache`, which
     /// saves a point decompression per event from a known sender.
     pub fn decode_cached(bytes: &[u8], cache: &mut KeyCache) -> Result<Event, EventError> {
-        let ev = Self::decode_with(bytes, |k| cache.device_key(k))?;
+        let ev = Self::decode_with(bytes, |k| {
+            cache.device_key(k).map(|(id, vk)| (id, Some(vk)))
+        })?;
         ev.verify()?;
         Ok(ev)
     }
 
     fn decode_with(
         bytes: &[u8],
-        sender_key: impl FnOnce(&[u8; 32]) -> Result<(DeviceId, VerifyingKey), KeyError>,
+        sender_key: impl FnOnce(&[u8; 32]) -> Result<(DeviceId, Option<VerifyingKey>), KeyError>,
     ) -> Result<Event, EventError> {
         if bytes.len() > MAX_EVENT_BYTES {
             return Err(EventError::TooLarge(bytes.len()));
@@ -312,25 +338,52 @@ impl Event {
             bytes: bytes.to_vec(),
             id,
             digest,
-            sender_key: Box::new(sender_key),
+            sender_key: sender_key.map(Box::new),
+            verified: false,
         })
+    }
+
+    /// Decodes an event this device's own store holds: its signature was
+    /// verified before it was stored (the node stores nothing else), so it
+    /// counts as verified. Never for bytes from anywhere else.
+    /// Its sender key was validated then too: it is not decompressed
+    /// again (a history replay decodes every event of a room).
+    pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Event, EventError> {
+        let mut ev = Self::decode_with(bytes, |k| Ok((DeviceId::from_validated(*k), None)))?;
+        ev.verified = true;
+        Ok(ev)
     }
 
     /// Decodes and fully verifies an event.
     pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
-        let ev = Self::decode_unverified(bytes)?;
-        ev.verify()?;
+        let mut ev = Self::decode_unverified(bytes)?;
+        ev.verify_once()?;
         Ok(ev)
     }
 
+    /// [`Event::verify`], remembering success: later checks of this event
+    /// (and its clones) cost nothing.
+    pub fn verify_once(&mut self) -> Result<(), EventError> {
+        self.verify()?;
+        self.verified = true;
+        Ok(())
+    }
+
     /// Verifies the signature with `verify_strict` (the same check as
-    /// [`DeviceId::verify`], with the sender key already decompressed).
+    /// [`DeviceId::verify`], with the sender key already decompressed), or
+    /// nothing if that was done already ([`Event`]).
     pub fn verify(&self) -> Result<(), EventError> {
+        if self.verified {
+            return Ok(());
+        }
         let mut msg = [0u8; EVENT_SIG_MSG_LEN];
         msg[..domain::EVENT_SIG.len()].copy_from_slice(domain::EVENT_SIG);
         msg[domain::EVENT_SIG.len()..].copy_from_slice(&self.digest);
-        self.sender_key
-            .verify_strict(&msg, &Signature::from_bytes(&self.sig))
+        // Only a stored event (verified) has no key: unreachable here.
+        let Some(key) = self.sender_key.as_deref() else {
+            return Err(EventError::BadSignature);
+        };
+        key.verify_strict(&msg, &Signature::from_bytes(&self.sig))
             .map_err(|_| EventError::BadSignature)
     }
 
@@ -412,6 +465,32 @@ mod tests {
         }
         .sign(identity)
         .unwrap()
+    }
+
+    /// An event remembers a successful verification only: bytes whose
+    /// signature does not verify still fail every check after decoding,
+    /// and a verified copy equals an unverified one.
+    #[test]
+    fn an_event_remembers_only_a_verification_that_passed() {
+        let id = Identity::from_seed(&[5; 32]);
+        let ev = sample(&id, 40);
+        let mut bad = ev.bytes().to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let mut forged = Event::decode_unverified(&bad).unwrap();
+        assert!(forged.verify().is_err());
+        assert!(forged.verify_once().is_err());
+        assert!(
+            forged.clone().verify().is_err(),
+            "a failure is not remembered"
+        );
+        assert!(Event::decode(&bad).is_err());
+        let mut fresh = Event::decode_unverified(ev.bytes()).unwrap();
+        assert!(!fresh.verified);
+        fresh.verify_once().unwrap();
+        assert!(fresh.verified && fresh.clone().verified);
+        assert!(ev.verified, "signed here");
+        assert_eq!(Event::decode_unverified(ev.bytes()).unwrap(), fresh);
     }
 
     #[test]
