@@ -223,7 +223,7 @@ pub fn frame_name(packet: &[u8]) -> Option<&'static str> {
         0 => "hello",
         1 => "close",
         2 => "members",
-        3 => "hello",
+        3 | 4 => "hello",
         16 => "reconcile_init",
         17 => "reconcile_sketch",
         18 => "reconcile_symbols",

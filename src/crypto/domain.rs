@@ -25,6 +25,9 @@ pub const MESSAGE_AAD: &[u8] = b"meshrelay/v1/message-aad\0";
 pub const KEY_SHARE_INFO: &[u8] = b"meshrelay/v1/key-share\0";
 /// Hash input binding a room ID to its creator (`protocol-spec/rooms.md`).
 pub const ROOM_ID: &[u8] = b"meshrelay/v1/room-id\0";
+/// HMAC label of a room token in a link's announcements
+/// (`protocol-spec/wire.md`, "Room tokens").
+pub const ROOM_TOKEN: &[u8] = b"meshrelay/v2/room-token\0";
 /// Hash of a homeserver bundle, giving its Matrix transaction ID.
 pub const BUNDLE_TXN: &[u8] = b"meshrelay/v1/bundle-txn\0";
 /// Hash of a whole item set in set reconciliation (the equality check).

@@ -12,16 +12,21 @@ use thiserror::Error;
 use crate::cbor::{self, CborError, Reader, Writer};
 use crate::event::{EventId, RoomId};
 use crate::reconcile::{MAX_SYMBOLS_PER_MESSAGE, Message, Part, SYMBOL_BYTES, ShortId, Symbol};
+use crate::wire::token::{ROOM_TOKEN_BYTES, RoomToken};
 
 /// Frame format version this implementation speaks.
-pub const WIRE_VERSION: u64 = 1;
+pub const WIRE_VERSION: u64 = 2;
 
 /// Largest encoded frame in bytes (before link encryption and fragmentation).
 /// Holds a full event batch, or the largest reconciliation message.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// Most rooms listed in one `Hello`.
+/// Most rooms in one list of a `Rooms`, `Offer` or `Members` frame.
 pub const MAX_HELLO_ROOMS: usize = 1024;
+
+/// Hello feature bit: the sender runs a copy budget and asks for the
+/// member and spraying lists (`protocol-spec/wire.md`, "Copy budget").
+pub const FEATURE_ROLES: u64 = 1;
 
 /// Most event IDs in one announcement, want or graft frame (32 B each).
 pub const MAX_IDS_PER_FRAME: usize = 1024;
@@ -124,34 +129,49 @@ impl CloseReason {
 /// One frame. Type tags are listed in `protocol-spec/wire.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// First frame on a link: capabilities (tag 0).
+    /// First frame on a link: capabilities (tag 0). It names no room: the
+    /// rooms follow in `Rooms`, as tokens bound to both sides' nonces
+    /// (`protocol-spec/wire.md`, "Room announcements").
     Hello {
         /// Largest frame this node accepts.
         max_frame_bytes: u64,
-        /// Feature bits (none defined yet; unknown bits are ignored).
+        /// Feature bits: [`FEATURE_ROLES`]; unknown bits are ignored.
         features: u64,
-        /// Random tie-break: the side with the lower nonce initiates
-        /// reconciliation sessions on this link.
+        /// Random, drawn afresh for each link: the side with the lower
+        /// nonce initiates reconciliation sessions on this link, and both
+        /// nonces key the link's room tokens.
         nonce: u64,
-        /// Rooms the sender holds events of, ascending (at most
-        /// [`MAX_HELLO_ROOMS`]), so a relay learns rooms it does not carry yet.
-        rooms: Vec<RoomId>,
-        /// Rooms the sender is a member of, ascending (at most
-        /// [`MAX_HELLO_ROOMS`]; `protocol-spec/wire.md`, "Copy budget").
-        /// With `spraying` empty too the frame has tag 0, else tag 3.
-        members: Vec<RoomId>,
-        /// Rooms in which the sender would hand an event to a carrier (it
-        /// holds two copies or more, or has no copy budget), ascending, at
-        /// most [`MAX_HELLO_ROOMS`].
-        spraying: Vec<RoomId>,
     },
-    /// Rooms the sender is a *member* of (tag 2), at most
-    /// [`MAX_HELLO_ROOMS`], ascending: a carrier hands carried events to a
-    /// member whatever its copy budget. Sent when the set changes after
-    /// `Hello` (which lists it first); each one replaces the previous.
+    /// The rooms the sender announces on this link (tag 3), each as its
+    /// [`RoomToken`] for the link, ascending, at most [`MAX_HELLO_ROOMS`]
+    /// per list. Sent once per link: by the initiator after the peer's
+    /// Hello, by the responder after the initiator's `Rooms`.
+    Rooms {
+        /// Rooms the sender holds events of or is a member of.
+        held: Vec<RoomToken>,
+        /// Of those, the rooms the sender is a member of; only to a peer
+        /// whose Hello sets [`FEATURE_ROLES`] ("Copy budget"), else empty.
+        members: Vec<RoomToken>,
+        /// Of those, the rooms in which the sender would hand an event to a
+        /// carrier; only to a peer that sets [`FEATURE_ROLES`].
+        spraying: Vec<RoomToken>,
+    },
+    /// Rooms the responder would hand the initiator that the initiator's
+    /// `Rooms` did not list (tag 4), by room ID, ascending, 1 to
+    /// [`MAX_HELLO_ROOMS`]: what a peer lacks cannot be named by a token it
+    /// could recognise. Sent just before the responder's `Rooms`.
+    Offer {
+        /// The rooms.
+        rooms: Vec<RoomId>,
+    },
+    /// The rooms the sender is a *member* of (tag 2), as tokens for this
+    /// link, ascending, at most [`MAX_HELLO_ROOMS`]: a carrier hands
+    /// carried events to a member whatever its copy budget. Sent, to a peer
+    /// that sets [`FEATURE_ROLES`], when the set changes after `Rooms`;
+    /// each one replaces the previous.
     Members {
         /// Own rooms.
-        rooms: Vec<RoomId>,
+        tokens: Vec<RoomToken>,
     },
     /// Last frame on a link (tag 1).
     Close {
@@ -216,8 +236,8 @@ pub enum Frame {
 const T_HELLO: u64 = 0;
 const T_CLOSE: u64 = 1;
 const T_MEMBERS: u64 = 2;
-/// `Hello` with non-empty member or spraying lists.
-const T_HELLO_ROLES: u64 = 3;
+const T_ROOMS: u64 = 3;
+const T_OFFER: u64 = 4;
 const T_R_INIT: u64 = 16;
 const T_R_SKETCH: u64 = 17;
 const T_R_SYMBOLS: u64 = 18;
@@ -297,21 +317,25 @@ fn unpack_short(b: &[u8]) -> Result<Vec<ShortId>, FrameError> {
     unpack::<8, _>(b, MAX_SHORT_IDS_PER_FRAME, "short IDs", u64::from_be_bytes)
 }
 
+/// A token list: 8-byte tokens, strictly ascending (one encoding), at most
+/// [`MAX_HELLO_ROOMS`].
+fn tokens(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<RoomToken>, FrameError> {
+    let t = unpack::<ROOM_TOKEN_BYTES, _>(r.bytes()?, MAX_HELLO_ROOMS, what, RoomToken)?;
+    if !t.windows(2).all(|w| w[0] < w[1]) {
+        return Err(FrameError::Malformed(what));
+    }
+    Ok(t)
+}
+
 impl Frame {
     /// The type tag this frame is encoded with.
     pub fn type_tag(&self) -> u64 {
         match self {
-            Frame::Hello {
-                members, spraying, ..
-            } => {
-                if members.is_empty() && spraying.is_empty() {
-                    T_HELLO
-                } else {
-                    T_HELLO_ROLES
-                }
-            }
+            Frame::Hello { .. } => T_HELLO,
             Frame::Close { .. } => T_CLOSE,
             Frame::Members { .. } => T_MEMBERS,
+            Frame::Rooms { .. } => T_ROOMS,
+            Frame::Offer { .. } => T_OFFER,
             Frame::Reconcile { msg, .. } => match msg {
                 Message::Init { part, .. } if *part != Part::WHOLE => T_R_INIT_PART,
                 Message::Init { .. } => T_R_INIT,
@@ -345,23 +369,27 @@ impl Frame {
                 max_frame_bytes,
                 features,
                 nonce,
-                rooms,
+            } => {
+                head(&mut w, 3, t);
+                w.u64(*max_frame_bytes).u64(*features).u64(*nonce);
+            }
+            Frame::Rooms {
+                held,
                 members,
                 spraying,
             } => {
-                head(&mut w, if t == T_HELLO { 4 } else { 6 }, t);
-                w.u64(*max_frame_bytes)
-                    .u64(*features)
-                    .u64(*nonce)
-                    .bytes(&packed(rooms, |r| r.0));
-                if t == T_HELLO_ROLES {
-                    w.bytes(&packed(members, |r| r.0))
-                        .bytes(&packed(spraying, |r| r.0));
-                }
+                head(&mut w, 3, t);
+                w.bytes(&packed(held, |r| r.0))
+                    .bytes(&packed(members, |r| r.0))
+                    .bytes(&packed(spraying, |r| r.0));
             }
-            Frame::Members { rooms } => {
+            Frame::Offer { rooms } => {
                 head(&mut w, 1, t);
                 w.bytes(&packed(rooms, |r| r.0));
+            }
+            Frame::Members { tokens } => {
+                head(&mut w, 1, t);
+                w.bytes(&packed(tokens, |r| r.0));
             }
             Frame::Close { reason, detail } => {
                 head(&mut w, 2, t);
@@ -463,10 +491,9 @@ impl Frame {
         }
         let t = r.u64()?;
         let fields = match t {
-            T_HELLO => 4,
-            T_HELLO_ROLES => 6,
+            T_HELLO | T_ROOMS => 3,
             T_CLOSE => 2,
-            T_MEMBERS => 1,
+            T_MEMBERS | T_OFFER => 1,
             T_R_INIT => 5,
             T_R_INIT_PART => 6,
             T_R_SKETCH | T_R_SYMBOLS | T_R_DECODED => 3,
@@ -487,42 +514,38 @@ impl Frame {
             Ok(RoomId(r.byte_array::<16>("16-byte room ID")?))
         };
         let frame = match t {
-            T_HELLO | T_HELLO_ROLES => {
-                let max_frame_bytes = r.u64()?;
-                let features = r.u64()?;
-                let nonce = r.u64()?;
-                let list = |r: &mut Reader<'_>, what| {
-                    unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, what, RoomId)
-                };
-                let rooms = list(&mut r, "hello rooms")?;
-                let (members, spraying) = if t == T_HELLO_ROLES {
-                    let m = list(&mut r, "hello member rooms")?;
-                    let s = list(&mut r, "hello spraying rooms")?;
-                    if m.is_empty() && s.is_empty() {
-                        // That Hello has one encoding: tag 0.
-                        return Err(FrameError::Malformed("empty hello role lists"));
-                    }
-                    // A room in a role list is not repeated in `rooms`
-                    // (the receiver takes the union): one encoding.
-                    let roles: std::collections::BTreeSet<&RoomId> = m.iter().chain(&s).collect();
-                    if rooms.iter().any(|r| roles.contains(r)) {
-                        return Err(FrameError::Malformed("hello room listed twice"));
-                    }
-                    (m, s)
-                } else {
-                    (Vec::new(), Vec::new())
-                };
-                Frame::Hello {
-                    max_frame_bytes,
-                    features,
-                    nonce,
-                    rooms,
+            T_HELLO => Frame::Hello {
+                max_frame_bytes: r.u64()?,
+                features: r.u64()?,
+                nonce: r.u64()?,
+            },
+            T_ROOMS => {
+                let held = tokens(&mut r, "held room tokens")?;
+                let members = tokens(&mut r, "member room tokens")?;
+                let spraying = tokens(&mut r, "spraying room tokens")?;
+                // A role names a room the frame holds: one encoding.
+                if members
+                    .iter()
+                    .chain(&spraying)
+                    .any(|t| held.binary_search(t).is_err())
+                {
+                    return Err(FrameError::Malformed("role token not among the held"));
+                }
+                Frame::Rooms {
+                    held,
                     members,
                     spraying,
                 }
             }
+            T_OFFER => {
+                let rooms = unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, "offered rooms", RoomId)?;
+                if rooms.is_empty() || !rooms.windows(2).all(|w| w[0] < w[1]) {
+                    return Err(FrameError::Malformed("offered rooms not ascending"));
+                }
+                Frame::Offer { rooms }
+            }
             T_MEMBERS => Frame::Members {
-                rooms: unpack::<16, _>(r.bytes()?, MAX_HELLO_ROOMS, "member rooms", RoomId)?,
+                tokens: tokens(&mut r, "member room tokens")?,
             },
             T_CLOSE => {
                 let reason = CloseReason::from_code(r.u64()?);
@@ -640,6 +663,14 @@ mod tests {
         any::<[u8; 16]>().prop_map(RoomId)
     }
 
+    fn tokens(n: std::ops::Range<usize>) -> impl Strategy<Value = Vec<RoomToken>> {
+        vec(any::<[u8; 8]>().prop_map(RoomToken), n).prop_map(|mut t| {
+            t.sort();
+            t.dedup();
+            t
+        })
+    }
+
     fn ids() -> impl Strategy<Value = Vec<EventId>> {
         vec(any::<[u8; 32]>().prop_map(EventId), 0..20)
     }
@@ -677,26 +708,34 @@ mod tests {
 
     fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
-            (
-                (any::<u64>(), any::<u64>(), any::<u64>()),
-                vec(room(), 0..5),
-                vec(room(), 0..3),
-                vec(room(), 0..3)
-            )
-                .prop_map(
-                    |((max_frame_bytes, features, nonce), mut rooms, members, spraying)| {
-                        rooms.retain(|r| !members.contains(r) && !spraying.contains(r));
-                        Frame::Hello {
-                            max_frame_bytes,
-                            features,
-                            nonce,
-                            rooms,
-                            members,
-                            spraying,
-                        }
-                    }
-                ),
-            vec(room(), 0..5).prop_map(|rooms| Frame::Members { rooms }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(max_frame_bytes, features, nonce)| Frame::Hello {
+                    max_frame_bytes,
+                    features,
+                    nonce,
+                }
+            ),
+            (tokens(0..6), any::<u8>(), any::<u8>()).prop_map(|(held, m, sp)| {
+                // Roles are subsets of the held tokens.
+                let pick = |mask: u8| {
+                    held.iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, t)| *t)
+                        .collect()
+                };
+                Frame::Rooms {
+                    members: pick(m),
+                    spraying: pick(sp),
+                    held,
+                }
+            }),
+            vec(room(), 1..5).prop_map(|mut rooms| {
+                rooms.sort();
+                rooms.dedup();
+                Frame::Offer { rooms }
+            }),
+            tokens(0..5).prop_map(|tokens| Frame::Members { tokens }),
             (
                 room(),
                 vec((1..=MAX_COPY_BUDGET, vec(any::<u8>(), 0..300)), 0..8)
@@ -755,16 +794,22 @@ mod tests {
 
     #[test]
     fn rejects_other_versions_types_and_shapes() {
-        let v2 = raw(|w| {
-            w.array(3).u64(2).u64(T_PRUNE).bytes(&[0; 16]);
-        });
-        assert_eq!(Frame::decode(&v2), Err(FrameError::UnsupportedVersion(2)));
+        // Version 1 (room IDs in clear in the Hello) and a later one.
+        for v in [1, WIRE_VERSION + 1] {
+            let other = raw(|w| {
+                w.array(3).u64(v).u64(T_PRUNE).bytes(&[0; 16]);
+            });
+            assert_eq!(
+                Frame::decode(&other),
+                Err(FrameError::UnsupportedVersion(v))
+            );
+        }
         let unknown = raw(|w| {
-            w.array(2).u64(1).u64(99);
+            w.array(2).u64(WIRE_VERSION).u64(99);
         });
         assert_eq!(Frame::decode(&unknown), Err(FrameError::UnknownType(99)));
         let short = raw(|w| {
-            w.array(2).u64(1).u64(T_PRUNE);
+            w.array(2).u64(WIRE_VERSION).u64(T_PRUNE);
         });
         assert!(matches!(
             Frame::decode(&short),
@@ -772,7 +817,7 @@ mod tests {
         ));
         let ragged = raw(|w| {
             w.array(4)
-                .u64(1)
+                .u64(WIRE_VERSION)
                 .u64(T_WANT)
                 .bytes(&[0; 16])
                 .bytes(&[0; 33]);
@@ -783,7 +828,7 @@ mod tests {
         ));
         let too_many = raw(|w| {
             w.array(4)
-                .u64(1)
+                .u64(WIRE_VERSION)
                 .u64(T_IHAVE)
                 .bytes(&[0; 16])
                 .bytes(&vec![0; 32 * (MAX_IDS_PER_FRAME + 1)]);
@@ -799,7 +844,7 @@ mod tests {
         );
         let deep = raw(|w| {
             w.array(4)
-                .u64(1)
+                .u64(WIRE_VERSION)
                 .u64(T_EVENTS)
                 .bytes(&[0; 16])
                 .array(1)
@@ -809,30 +854,42 @@ mod tests {
     }
 
     #[test]
-    fn a_hello_room_is_listed_once() {
-        let r = |b: u8| RoomId([b; 16]);
-        let hello = |rooms: Vec<RoomId>, members: Vec<RoomId>, spraying: Vec<RoomId>| {
-            Frame::Hello {
-                max_frame_bytes: 1,
-                features: 0,
-                nonce: 7,
-                rooms,
+    fn announcements_have_one_encoding() {
+        let t = |b: u8| RoomToken([b; 8]);
+        let rooms = |held: Vec<RoomToken>, members: Vec<RoomToken>| {
+            Frame::Rooms {
+                held,
                 members,
-                spraying,
+                spraying: vec![],
             }
             .encode()
         };
-        let ok = hello(vec![r(1)], vec![r(2)], vec![r(3)]);
-        assert!(Frame::decode(&ok).is_ok());
+        assert!(Frame::decode(&rooms(vec![t(1), t(2)], vec![t(2)])).is_ok());
         for bad in [
-            hello(vec![r(1), r(2)], vec![r(2)], vec![]),
-            hello(vec![r(3)], vec![r(2)], vec![r(3)]),
+            rooms(vec![t(2), t(1)], vec![]),
+            rooms(vec![t(1), t(1)], vec![]),
+            rooms(vec![t(1)], vec![t(2)]),
         ] {
-            assert!(matches!(
-                Frame::decode(&bad),
-                Err(FrameError::Malformed("hello room listed twice"))
-            ));
+            assert!(
+                matches!(Frame::decode(&bad), Err(FrameError::Malformed(_))),
+                "{bad:02x?}"
+            );
         }
+        let offer = |rooms: Vec<RoomId>| Frame::Offer { rooms }.encode();
+        let r = |b: u8| RoomId([b; 16]);
+        assert!(Frame::decode(&offer(vec![r(1), r(2)])).is_ok());
+        for bad in [
+            offer(vec![]),
+            offer(vec![r(2), r(1)]),
+            offer(vec![r(1), r(1)]),
+        ] {
+            assert!(matches!(Frame::decode(&bad), Err(FrameError::Malformed(_))));
+        }
+        // A token list whose length is not a multiple of 8.
+        let odd = raw(|w| {
+            w.array(3).u64(WIRE_VERSION).u64(T_MEMBERS).bytes(&[0; 9]);
+        });
+        assert!(matches!(Frame::decode(&odd), Err(FrameError::Malformed(_))));
     }
 
     #[test]
@@ -840,7 +897,7 @@ mod tests {
         let spray = |copies: &[u8], events: usize| {
             raw(|w| {
                 w.array(5)
-                    .u64(1)
+                    .u64(WIRE_VERSION)
                     .u64(T_SPRAY)
                     .bytes(&[0; 16])
                     .bytes(copies)
@@ -870,26 +927,12 @@ mod tests {
             Frame::decode(&spray(&many, 0)),
             Err(FrameError::TooMany { .. })
         ));
-        let empty_roles = raw(|w| {
-            w.array(8)
-                .u64(1)
-                .u64(T_HELLO_ROLES)
-                .u64(1)
-                .u64(0)
-                .u64(7)
-                .bytes(&[])
-                .bytes(&[])
-                .bytes(&[]);
-        });
-        assert!(matches!(
-            Frame::decode(&empty_roles),
-            Err(FrameError::Malformed(_))
-        ));
         let members = raw(|w| {
-            w.array(3)
-                .u64(1)
-                .u64(T_MEMBERS)
-                .bytes(&vec![0; 16 * (MAX_HELLO_ROOMS + 1)]);
+            w.array(3).u64(WIRE_VERSION).u64(T_MEMBERS).bytes(&vec![
+                0;
+                ROOM_TOKEN_BYTES
+                    * (MAX_HELLO_ROOMS + 1)
+            ]);
         });
         assert!(matches!(
             Frame::decode(&members),

@@ -20,6 +20,7 @@
 
 pub mod fragment;
 pub mod frame;
+pub mod token;
 
 pub use fragment::{
     FRAGMENT_ACCOUNTING_OVERHEAD, FRAGMENT_HEADER_BYTES, FragmentError, Fragmenter, MAX_MTU,
@@ -27,9 +28,11 @@ pub use fragment::{
     Reassembler,
 };
 pub use frame::{
-    CloseReason, FRAME_MAX_DEPTH, Frame, FrameError, MAX_CLOSE_DETAIL_BYTES, MAX_COPY_BUDGET,
-    MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME, WIRE_VERSION,
+    CloseReason, FEATURE_ROLES, FRAME_MAX_DEPTH, Frame, FrameError, MAX_CLOSE_DETAIL_BYTES,
+    MAX_COPY_BUDGET, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME,
+    WIRE_VERSION,
 };
+pub use token::{ROOM_TOKEN_BYTES, RoomToken, room_token, tokens_of};
 
 /// Fuzz entry point for the frame decoder (`fuzz/fuzz_targets/frame_decode.rs`).
 ///

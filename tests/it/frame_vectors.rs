@@ -10,7 +10,11 @@ use std::path::Path;
 use meshrelay::event::{EventId, RoomId};
 use meshrelay::reconcile::riblt::Symbol;
 use meshrelay::reconcile::{Message, Part};
-use meshrelay::wire::{CloseReason, Fragmenter, Frame};
+use meshrelay::wire::{CloseReason, Fragmenter, Frame, RoomToken, room_token};
+
+/// The two Hello nonces of the vectors' link: the initiator's (lower), the
+/// responder's.
+const NONCES: (u64, u64) = (0x0123_4567_89ab_cdef, 0x7edc_ba98_7654_3210);
 use serde_json::{Value, json};
 
 fn room(b: u8) -> RoomId {
@@ -23,17 +27,20 @@ fn id(b: u8) -> EventId {
 
 /// One frame of every type, named as in the spec's frame table.
 fn frames() -> Vec<(&'static str, Frame)> {
-    let hello = |members: Vec<RoomId>, spraying: Vec<RoomId>| Frame::Hello {
-        max_frame_bytes: 65_536,
-        features: 0,
-        nonce: 0x0123_4567_89ab_cdef,
-        rooms: vec![room(0x11)],
-        members,
-        spraying,
-    };
+    let (i, r) = NONCES;
+    let t = |b: u8| room_token(&room(b), i, r);
+    let mut held = vec![t(0x11), t(0x22), t(0x33)];
+    held.sort();
     let recon = |msg| Frame::Reconcile { session: 5, msg };
     vec![
-        ("Hello", hello(vec![], vec![])),
+        (
+            "Hello",
+            Frame::Hello {
+                max_frame_bytes: 65_536,
+                features: 0,
+                nonce: NONCES.0,
+            },
+        ),
         (
             "Close",
             Frame::Close {
@@ -44,12 +51,22 @@ fn frames() -> Vec<(&'static str, Frame)> {
         (
             "Members",
             Frame::Members {
-                rooms: vec![room(0x22), room(0x33)],
+                tokens: vec![t(0x22)],
             },
         ),
         (
-            "Hello (with roles)",
-            hello(vec![room(0x22)], vec![room(0x33)]),
+            "Rooms",
+            Frame::Rooms {
+                held,
+                members: vec![t(0x22)],
+                spraying: vec![t(0x33)],
+            },
+        ),
+        (
+            "Offer",
+            Frame::Offer {
+                rooms: vec![room(0x44), room(0x55)],
+            },
         ),
         (
             "Reconcile/Init",
@@ -143,15 +160,19 @@ fn frames() -> Vec<(&'static str, Frame)> {
 
 /// Frames that decode to nothing, with why.
 fn invalid() -> Vec<(&'static str, Vec<u8>)> {
-    let hello_repeat = Frame::Hello {
-        max_frame_bytes: 65_536,
-        features: 0,
-        nonce: 1,
-        rooms: vec![room(0x22)],
-        members: vec![room(0x22)],
+    let stray_role = Frame::Rooms {
+        held: vec![RoomToken([1; 8])],
+        members: vec![RoomToken([2; 8])],
         spraying: vec![],
     }
     .encode();
+    let descending = Frame::Rooms {
+        held: vec![RoomToken([2; 8]), RoomToken([1; 8])],
+        members: vec![],
+        spraying: vec![],
+    }
+    .encode();
+    let empty_offer = Frame::Offer { rooms: vec![] }.encode();
     let spray = |copies: u8| {
         Frame::Spray {
             room: room(0x22),
@@ -174,14 +195,24 @@ fn invalid() -> Vec<(&'static str, Vec<u8>)> {
         .encode()
     };
     let mut long_tag = Frame::Members {
-        rooms: vec![room(0x22)],
+        tokens: vec![RoomToken([0x22; 8])],
     }
     .encode();
     // Tag 2 in a two-byte head (0x18 0x02): not the shortest form.
     assert_eq!(long_tag[2], 0x02);
     long_tag.splice(2..3, [0x18, 0x02]);
     vec![
-        ("a Hello that repeats a member room in rooms", hello_repeat),
+        (
+            "a Rooms whose member token is not among the held",
+            stray_role,
+        ),
+        ("a Rooms whose tokens are not ascending", descending),
+        ("an Offer of no room", empty_offer),
+        (
+            "a version 1 Hello (room IDs in clear)",
+            hex::decode("8601001a00010000001b0123456789abcdef5011111111111111111111111111111111")
+                .unwrap(),
+        ),
         ("a Spray handing over 0 copies", spray(0)),
         (
             "a Spray handing over more than MAX_COPY_BUDGET copies",
@@ -190,7 +221,7 @@ fn invalid() -> Vec<(&'static str, Vec<u8>)> {
         ("an InitPart of 9 bits", part(9, 0)),
         ("an InitPart whose prefix is 2^bits", part(2, 4)),
         ("a type tag in a non-shortest head", long_tag),
-        ("an unknown type tag (4)", vec![0x82, 0x01, 0x04]),
+        ("an unknown type tag (5)", vec![0x82, 0x02, 0x05]),
         ("an empty byte string", vec![]),
     ]
 }
@@ -215,10 +246,22 @@ fn compute() -> Value {
         .into_iter()
         .map(|(why, bytes)| json!({"why": why, "frame": hex::encode(bytes)}))
         .collect();
+    let tokens: Vec<Value> = [(0x11, NONCES), (0x11, (NONCES.1, NONCES.0)), (0x22, NONCES)]
+        .into_iter()
+        .map(|(b, (i, r))| {
+            json!({
+                "room": hex::encode(room(b).0),
+                "initiator_nonce": format!("{i:016x}"),
+                "responder_nonce": format!("{r:016x}"),
+                "token": hex::encode(room_token(&room(b), i, r).0),
+            })
+        })
+        .collect();
     json!({
-        "description": "One canonical encoding per frame type (protocol-spec/wire.md, frame table), with the packets a fresh Fragmenter makes of it at MTU 23 (fragment IDs count up across the list), and frames every decoder must reject. Hex, lowercase.",
+        "description": "One canonical encoding per frame type (protocol-spec/wire.md, frame table), with the packets a fresh Fragmenter makes of it at MTU 23 (fragment IDs count up across the list), and frames every decoder must reject. Hex, lowercase. room_tokens: HMAC-SHA-256 room tokens (wire.md, \"Room tokens\"), nonces as 8-byte big-endian hex.",
         "frames": valid,
         "invalid": invalid,
+        "room_tokens": tokens,
     })
 }
 
@@ -242,5 +285,16 @@ fn frame_vectors() {
     for v in want["invalid"].as_array().unwrap() {
         assert!(Frame::decode(&decode(v)).is_err(), "accepted: {}", v["why"]);
     }
-    assert_eq!(want["frames"].as_array().unwrap().len(), 18);
+    assert_eq!(want["frames"].as_array().unwrap().len(), 19);
+    for v in want["room_tokens"].as_array().unwrap() {
+        let hex16 = |k: &str| u64::from_str_radix(v[k].as_str().unwrap(), 16).unwrap();
+        let room = RoomId(
+            hex::decode(v["room"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        );
+        let token = room_token(&room, hex16("initiator_nonce"), hex16("responder_nonce"));
+        assert_eq!(hex::encode(token.0), v["token"].as_str().unwrap());
+    }
 }

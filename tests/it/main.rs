@@ -30,6 +30,7 @@ mod human_json;
 mod import_memory;
 mod lan;
 mod location;
+mod metadata;
 mod peak_rss;
 mod receipts;
 mod reconcile;

@@ -1,6 +1,15 @@
-//! Announcements: the Hello's room lists (held, member and spraying
-//! rooms), `Members` updates, and what a responder offers a member under a
-//! copy budget (`protocol-spec/wire.md`, "Hello", "Copy budget").
+//! Announcements: which rooms each side names on a link, and how
+//! (`protocol-spec/wire.md`, "Room announcements", "Copy budget").
+//!
+//! The Hello names no room. After both Hellos each side knows both nonces;
+//! the initiator sends `Rooms`, its rooms as [`RoomToken`]s keyed by each
+//! room ID and bound to the link; the responder answers with an `Offer` of
+//! the rooms it would hand over that the initiator did not list (by ID: a
+//! peer cannot recognise a room it lacks), then its own `Rooms`. A side
+//! recognises a token only for a room it holds or is a member of, so a
+//! peer learns nothing of the rest, and tokens differ on every link.
+//! Member and spraying roles are sent only to a peer that runs a copy
+//! budget (`FEATURE_ROLES`); `Members` updates the member role.
 
 use std::collections::BTreeSet;
 
@@ -9,12 +18,64 @@ use rand_core::Rng;
 use crate::event::{EventId, RoomId};
 use crate::proto::io::LinkId;
 use crate::store::{EventStore, StoreError};
-use crate::wire::{CloseReason, Frame, MAX_HELLO_ROOMS};
+use crate::wire::{
+    CloseReason, FEATURE_ROLES, Frame, MAX_HELLO_ROOMS, RoomToken, room_token, tokens_of,
+};
 
 use super::Node;
+use super::link::Link;
+
+/// What the peer announced on a link: its token lists (kept as sent, each
+/// ascending) and the rooms it offered by ID. A room is tested against the
+/// lists by computing its token for the link (one HMAC), so nothing is
+/// matched in advance and a room this side gains later is recognised too.
+#[derive(Debug, Default)]
+pub(super) struct PeerRooms {
+    /// The link's nonces in token order (initiator's, responder's), known
+    /// once the peer's Hello arrived.
+    nonces: (u64, u64),
+    held: Vec<RoomToken>,
+    members: Vec<RoomToken>,
+    spraying: Vec<RoomToken>,
+    /// Rooms the peer offered by ID (it is the responder and this side
+    /// lacked them): held and spraying there.
+    pub(super) offered: BTreeSet<RoomId>,
+}
+
+impl PeerRooms {
+    fn token(&self, room: &RoomId) -> RoomToken {
+        room_token(room, self.nonces.0, self.nonces.1)
+    }
+
+    /// Whether the peer announced `room` (or offered it).
+    pub(super) fn holds(&self, room: &RoomId) -> bool {
+        self.offered.contains(room) || self.held.binary_search(&self.token(room)).is_ok()
+    }
+
+    /// Whether the peer said it is a member of `room`.
+    pub(super) fn member_of(&self, room: &RoomId) -> bool {
+        !self.members.is_empty() && self.members.binary_search(&self.token(room)).is_ok()
+    }
+
+    /// Whether the peer would hand carriers events of `room`.
+    pub(super) fn sprays(&self, room: &RoomId) -> bool {
+        self.offered.contains(room) || self.spraying.binary_search(&self.token(room)).is_ok()
+    }
+}
+
+impl Link {
+    /// The link's nonces in token order: the initiator's, the responder's.
+    fn token_nonces(&self) -> (u64, u64) {
+        if self.initiator {
+            (self.nonce, self.peer_nonce)
+        } else {
+            (self.peer_nonce, self.nonce)
+        }
+    }
+}
 
 impl<S: EventStore, R: Rng> Node<S, R> {
-    /// The `Members` list: own rooms, ascending, at most `MAX_HELLO_ROOMS`.
+    /// Own rooms, ascending, at most `MAX_HELLO_ROOMS`.
     pub(super) fn member_list(&self) -> Vec<RoomId> {
         self.own_rooms
             .iter()
@@ -23,24 +84,27 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .collect()
     }
 
-    /// Tells every link the new own-room set.
+    /// Tells every link that asked for roles the new own-room set, once
+    /// this side's `Rooms` went out on it.
     pub(super) fn announce_members(&mut self) {
         let rooms = self.member_list();
-        let links: Vec<LinkId> = self.links.keys().copied().collect();
-        for link in links {
-            self.send(
-                link,
-                &Frame::Members {
-                    rooms: rooms.clone(),
-                },
-            );
+        let links: Vec<(LinkId, (u64, u64))> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.rooms_sent && l.peer_wants_roles)
+            .map(|(id, l)| (*id, l.token_nonces()))
+            .collect();
+        for (link, (i, r)) in links {
+            let tokens = tokens_of(&rooms, i, r);
+            self.send(link, &Frame::Members { tokens });
         }
     }
 
-    /// The Hello room list: own rooms and rooms held, ascending, at most
-    /// `MAX_HELLO_ROOMS`. Under a copy budget only own and spraying rooms:
-    /// a carried room this node holds one copy of goes to members only, and
-    /// it offers those when it meets one (`offer_to_member`).
+    /// The rooms this side announces: own rooms and rooms held, ascending,
+    /// at most `MAX_HELLO_ROOMS`. Under a copy budget only own and
+    /// spraying rooms: a carried room this node holds one copy of goes to
+    /// members only, and it offers those when it meets one
+    /// (`offer_to_member`).
     pub(super) fn room_list(&mut self) -> Result<Vec<RoomId>, StoreError> {
         if self.config.copy_budget != 0 {
             let spraying = self.spraying_rooms()?;
@@ -54,10 +118,46 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .collect())
     }
 
+    /// Sends this side's `Rooms` on `link` (the peer's nonce is known).
+    fn send_rooms(&mut self, link: LinkId) -> Result<(), StoreError> {
+        let Some((roles, (i, r))) = self
+            .links
+            .get(&link)
+            .map(|l| (l.peer_wants_roles, l.token_nonces()))
+        else {
+            return Ok(());
+        };
+        let held = tokens_of(&self.room_list()?, i, r);
+        let (mut members, mut spraying) = if roles {
+            let spraying = self.spraying_rooms()?;
+            (
+                tokens_of(&self.member_list(), i, r),
+                tokens_of(&spraying, i, r),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        // A role names a listed room (the lists are capped separately).
+        members.retain(|t| held.binary_search(t).is_ok());
+        spraying.retain(|t| held.binary_search(t).is_ok());
+        self.send(
+            link,
+            &Frame::Rooms {
+                held,
+                members,
+                spraying,
+            },
+        );
+        if let Some(l) = self.links.get_mut(&link) {
+            l.rooms_sent = true;
+        }
+        Ok(())
+    }
+
     /// Under a copy budget the responder announces (`IHave`) what it
     /// carries of the rooms the peer is a member of: the initiator cannot
-    /// know of those rooms (the Hello lists only own and spraying rooms)
-    /// and grafts what it lacks (`protocol-spec/wire.md`, "Copy budget").
+    /// know of those rooms (its `Rooms` named only rooms it holds) and
+    /// grafts what it lacks (`protocol-spec/wire.md`, "Copy budget").
     pub(super) fn offer_to_member(&mut self, link: LinkId) -> Result<(), StoreError> {
         let Some(l) = self.links.get(&link) else {
             return Ok(());
@@ -68,7 +168,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let held = self.view.rooms(&self.store)?;
         let rooms: Vec<RoomId> = held
             .iter()
-            .filter(|r| l.peer_members.contains(r) && !self.own_rooms.contains(r))
+            .filter(|r| l.peer.member_of(r) && !self.own_rooms.contains(r))
             .copied()
             .collect();
         for room in rooms {
@@ -78,10 +178,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    /// The Hello spraying list (`protocol-spec/wire.md`, "Copy budget"):
-    /// rooms in which this node would hand an event to a carrier, ascending,
-    /// at most `MAX_HELLO_ROOMS`: every room held without a budget, else the
-    /// rooms of events held with two copies or more.
+    /// The rooms in which this node would hand an event to a carrier
+    /// (`protocol-spec/wire.md`, "Copy budget"), ascending, at most
+    /// `MAX_HELLO_ROOMS`: every room held without a budget, else the rooms
+    /// of events held with two copies or more.
     pub(super) fn spraying_rooms(&mut self) -> Result<Vec<RoomId>, StoreError> {
         if self.config.copy_budget == 0 {
             let held = self.view.rooms(&self.store)?;
@@ -96,14 +196,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         Ok(spraying.into_iter().take(MAX_HELLO_ROOMS).collect())
     }
 
-    /// `lists`: the peer's held, member and spraying rooms.
+    /// The peer's Hello: its nonce fixes the roles and the tokens; the
+    /// initiator announces first.
     pub(super) fn on_hello(
         &mut self,
         link: LinkId,
         nonce: u64,
-        lists: [Vec<RoomId>; 3],
+        features: u64,
     ) -> Result<(), StoreError> {
-        let [rooms, members, spraying] = lists;
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(());
         };
@@ -118,17 +218,76 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             return Ok(());
         }
         l.initiator = l.nonce < nonce;
-        l.peer_members = members.into_iter().take(MAX_HELLO_ROOMS).collect();
-        l.peer_spraying = spraying.into_iter().take(MAX_HELLO_ROOMS).collect();
-        // Every room the peer listed, whichever list names it.
-        l.peer_rooms = rooms.into_iter().take(MAX_HELLO_ROOMS).collect();
-        l.peer_rooms
-            .extend(l.peer_members.iter().chain(&l.peer_spraying).copied());
+        l.peer_nonce = nonce;
+        l.peer.nonces = l.token_nonces();
+        l.peer_wants_roles = features & FEATURE_ROLES != 0;
+        if l.initiator {
+            self.send_rooms(link)?;
+        }
+        Ok(())
+    }
+
+    /// The peer's `Offer` (the responder's, before its `Rooms`): rooms it
+    /// would hand this side, which lacks them.
+    pub(super) fn on_offer(&mut self, link: LinkId, rooms: Vec<RoomId>) -> Result<(), StoreError> {
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(());
+        };
+        if !l.hello_seen || !l.initiator || l.rooms_seen || l.offer_seen {
+            self.penalise(link, "offer out of order", CloseReason::ProtocolViolation);
+            return Ok(());
+        }
+        l.offer_seen = true;
+        l.peer.offered.extend(rooms);
+        Ok(())
+    }
+
+    /// The peer's `Rooms`: kept as the peer's lists. The initiator then
+    /// starts reconciling; the responder offers what the initiator lacks
+    /// and announces its own rooms.
+    pub(super) fn on_rooms(
+        &mut self,
+        link: LinkId,
+        lists: [Vec<RoomToken>; 3],
+    ) -> Result<(), StoreError> {
+        let [held, members, spraying] = lists;
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(());
+        };
+        if !l.hello_seen || l.rooms_seen {
+            self.penalise(link, "rooms out of order", CloseReason::ProtocolViolation);
+            return Ok(());
+        }
+        l.rooms_seen = true;
+        l.peer.held = held;
+        l.peer.members = members;
+        l.peer.spraying = spraying;
         if l.initiator {
             let batch = self.next_rooms(link)?;
-            self.start_sessions(link, batch)?;
+            return self.start_sessions(link, batch);
         }
+        let spraying = self.spraying_rooms()?;
+        let offer: Vec<RoomId> = match self.links.get(&link) {
+            Some(l) => spraying.into_iter().filter(|r| !l.peer.holds(r)).collect(),
+            None => return Ok(()),
+        };
+        if !offer.is_empty() {
+            self.send(link, &Frame::Offer { rooms: offer });
+        }
+        self.send_rooms(link)?;
         self.offer_to_member(link)
+    }
+
+    /// The peer's `Members` update: its new member list.
+    pub(super) fn on_members(&mut self, link: LinkId, tokens: Vec<RoomToken>) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if !l.hello_seen {
+            self.penalise(link, "members before hello", CloseReason::ProtocolViolation);
+            return;
+        }
+        l.peer.members = tokens;
     }
 }
 

@@ -42,7 +42,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             return Ok(Vec::new());
         };
         let mut all: BTreeSet<RoomId> = merge_sorted(held, &self.own_rooms).collect();
-        all.extend(l.peer_rooms.iter().copied());
+        all.extend(l.peer.offered.iter().copied());
         if self.config.copy_budget != 0 {
             // Only rooms where one side may hand the other something
             // (`protocol-spec/wire.md`, "Copy budget"): what a side holds
@@ -50,9 +50,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let own = &self.own_rooms;
             all.retain(|r| {
                 let me_holds = own.contains(r) || held.binary_search(r).is_ok();
-                let i_give = me_holds && (l.peer_members.contains(r) || spraying.contains(r));
-                let peer_gives =
-                    l.peer_rooms.contains(r) && (own.contains(r) || l.peer_spraying.contains(r));
+                let i_give = me_holds && (l.peer.member_of(r) || spraying.contains(r));
+                let peer_gives = l.peer.holds(r) && (own.contains(r) || l.peer.sprays(r));
                 i_give || peer_gives
             });
         }
@@ -430,13 +429,13 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 // sent; the next round waits until the link drained it
                 // (`pump` brings the time forward), at the latest one
                 // interval.
-                if l.initiator && l.hello_seen && l.catch_up_len() > CATCH_UP_LOW_WATER {
+                if l.initiator && l.rooms_seen && l.catch_up_len() > CATCH_UP_LOW_WATER {
                     l.drain_wait = true;
                     l.next_anti_entropy_ms = now.saturating_add(interval);
                     continue;
                 }
                 // Slices left by a failed session continue the round.
-                if l.initiator && l.hello_seen && l.sessions.is_empty() && !l.parts.is_empty() {
+                if l.initiator && l.rooms_seen && l.sessions.is_empty() && !l.parts.is_empty() {
                     l.next_anti_entropy_ms = now.saturating_add(interval);
                     self.start_parts(link)?;
                     continue;
@@ -453,7 +452,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 let shift = l.quiet_periods.min(MAX_ANTI_ENTROPY_BACKOFF_SHIFT);
                 let wait = interval.saturating_mul(1 << shift);
                 l.next_anti_entropy_ms = now.saturating_add(wait);
-                if !l.sessions.is_empty() || !l.parts.is_empty() || !l.hello_seen || !l.initiator {
+                if !l.sessions.is_empty() || !l.parts.is_empty() || !l.rooms_seen || !l.initiator {
                     continue;
                 }
             }

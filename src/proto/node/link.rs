@@ -14,8 +14,7 @@ use crate::proto::io::{AppEvent, LinkId, LinkKind, Output};
 use crate::reconcile::{Item, Part, Session};
 use crate::store::{EventStore, Priority, SourceKey, StoreError};
 use crate::wire::{
-    CloseReason, Fragmenter, Frame, MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME,
-    Reassembler,
+    CloseReason, FEATURE_ROLES, Fragmenter, Frame, MAX_FRAME_BYTES, MAX_IDS_PER_FRAME, Reassembler,
 };
 
 use super::{MAX_KNOWN_PER_LINK, Node, NodeConfig, PACING_DIVISOR, nz};
@@ -36,6 +35,15 @@ pub(super) struct Link {
     /// Whether this side initiates reconciliation (its nonce is lower).
     pub(super) initiator: bool,
     pub(super) hello_seen: bool,
+    /// The peer's Hello nonce (keys the link's room tokens with ours).
+    pub(super) peer_nonce: u64,
+    /// Whether the peer's Hello asked for member and spraying roles.
+    pub(super) peer_wants_roles: bool,
+    /// Whether this side's `Rooms` went out, and the peer's came in.
+    pub(super) rooms_sent: bool,
+    pub(super) rooms_seen: bool,
+    /// Whether the responder's `Offer` came in (initiator only).
+    pub(super) offer_seen: bool,
     pub(super) eager: bool,
     /// Rooms the peer pruned (lazy push only), bounded by `MAX_HELLO_ROOMS`.
     pub(super) pruned: BTreeSet<RoomId>,
@@ -68,13 +76,8 @@ pub(super) struct Link {
     /// answered here), at most `MAX_SESSIONS_PER_LINK`.
     pub(super) sessions: BTreeMap<u64, Session>,
     pub(super) next_session: u64,
-    /// Rooms the peer listed in its hello.
-    pub(super) peer_rooms: BTreeSet<RoomId>,
-    /// Rooms the peer is a member of (its Hello, then its latest
-    /// `Members` frame).
-    pub(super) peer_members: BTreeSet<RoomId>,
-    /// Rooms in which the peer would hand events to a carrier (its Hello).
-    pub(super) peer_spraying: BTreeSet<RoomId>,
+    /// What the peer announced (`Rooms`, `Offer`, `Members`).
+    pub(super) peer: super::announce::PeerRooms,
     /// Rotation: the last non-own room reconciled, so successive rounds
     /// cover every room, not only the first `MAX_SESSIONS_PER_LINK`.
     pub(super) recon_cursor: Option<RoomId>,
@@ -161,6 +164,11 @@ impl Link {
             nonce,
             initiator: false,
             hello_seen: false,
+            peer_nonce: 0,
+            peer_wants_roles: false,
+            rooms_sent: false,
+            rooms_seen: false,
+            offer_seen: false,
             eager,
             pruned: BTreeSet::new(),
             known: LruCache::new(nz(MAX_KNOWN_PER_LINK)),
@@ -178,9 +186,7 @@ impl Link {
             resume_at_ms: None,
             sessions: BTreeMap::new(),
             next_session: 0,
-            peer_rooms: BTreeSet::new(),
-            peer_members: BTreeSet::new(),
-            peer_spraying: BTreeSet::new(),
+            peer: Default::default(),
             recon_cursor: None,
             more_rooms: false,
             parts: VecDeque::new(),
@@ -226,25 +232,19 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let eager = self.links.values().filter(|l| l.eager).count() < self.config.eager_fanout;
         let link_state = Link::new(&self.config, kind, mtu, source, nonce, eager, now);
         self.links.insert(link, link_state);
-        let members = self.member_list();
-        let spraying = self.spraying_rooms()?;
-        // Rooms in a role list are not repeated in `rooms` (the peer takes
-        // the union), which keeps the Hello, the largest control frame, small.
-        let rooms = self
-            .room_list()?
-            .into_iter()
-            .filter(|r| members.binary_search(r).is_err() && spraying.binary_search(r).is_err())
-            .take(MAX_HELLO_ROOMS)
-            .collect();
+        // The Hello names no room: the rooms follow as tokens once both
+        // nonces are known (`announce`).
+        let features = if self.config.copy_budget != 0 {
+            FEATURE_ROLES
+        } else {
+            0
+        };
         self.send(
             link,
             &Frame::Hello {
                 max_frame_bytes: MAX_FRAME_BYTES as u64,
-                features: 0,
+                features,
                 nonce,
-                rooms,
-                members,
-                spraying,
             },
         );
         Ok(())

@@ -16,9 +16,13 @@
 //!
 //! # Protocol sketch
 //!
-//! * **Hello.** Each side sends `Hello{nonce, rooms}` first. The side with the
-//!   lower nonce initiates one reconciliation session per room in the union of
-//!   both lists (so a relay also learns rooms it does not carry yet).
+//! * **Hello and room announcements.** Each side sends `Hello{nonce}` first;
+//!   then `Rooms` names its rooms as tokens keyed by each room ID and both
+//!   nonces, so only a peer holding a room recognises it, and tokens differ
+//!   on every link; the responder `Offer`s by ID the rooms the initiator
+//!   lacks (`announce`, `protocol-spec/wire.md`, "Room announcements"). The
+//!   side with the lower nonce initiates one reconciliation session per room
+//!   either side announced.
 //! * **Anti-entropy.** One [`crate::reconcile::Session`] per room finds
 //!   what each side lacks (`protocol-spec/reconcile.md`); each side then
 //!   sends the events the other lacks. The lower-nonce side runs periods:
@@ -34,13 +38,14 @@
 //!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
 //!   unknown event not filled by an eager push within `ihave_timeout_ms`
 //!   grafts the announcing link.
-//! * **Copy budget** (off by default). The Hello also lists the sender's
-//!   member and spraying rooms (`Members` updates the former). An
+//! * **Copy budget** (off by default). A peer under a budget asks
+//!   (`FEATURE_ROLES`) for the sender's member and spraying rooms in
+//!   `Rooms` (`Members` updates the former). An
 //!   event of a room the peer is not a member of goes to it only while this
 //!   node holds two or more copies of it, half of which travel along in a
 //!   `Spray` frame (binary spray; `NodeConfig::copy_budget`,
 //!   `protocol-spec/wire.md`, "Copy budget"). Members always get their
-//!   rooms' events. Under a budget, Hello and anti-entropy cover own rooms
+//!   rooms' events. Under a budget, announcements and anti-entropy cover own rooms
 //!   and rooms with copies to hand over, not every carried room.
 //! * **Validate before relaying.** An event is relayed only after its
 //!   structure and signature verified and it was committed.
@@ -52,8 +57,8 @@
 //!
 //! # Modules
 //!
-//! `link` (a link's state, link-up, framing, penalties), `announce` (Hello
-//! and `Members`), `anti_entropy` (reconciliation periods and sessions),
+//! `link` (a link's state, link-up, framing, penalties), `announce` (Hello,
+//! `Rooms`, `Offer` and `Members`), `anti_entropy` (reconciliation periods and sessions),
 //! `intake` (received events and application commands into the store),
 //! `push` (Plumtree push, grafts, each link's outbox and pacing), `spray`
 //! (the copy budget).
@@ -673,12 +678,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     fn on_frame(&mut self, link: LinkId, frame: Frame) -> Result<(), StoreError> {
         match frame {
             Frame::Hello {
-                nonce,
-                rooms,
+                nonce, features, ..
+            } => self.on_hello(link, nonce, features),
+            Frame::Rooms {
+                held,
                 members,
                 spraying,
-                ..
-            } => self.on_hello(link, nonce, [rooms, members, spraying]),
+            } => self.on_rooms(link, [held, members, spraying]),
+            Frame::Offer { rooms } => self.on_offer(link, rooms),
             Frame::Reconcile { session, msg } => self.on_reconcile(link, session, msg),
             Frame::Events { events, .. } => {
                 for bytes in events {
@@ -698,10 +705,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 }
                 Ok(())
             }
-            Frame::Members { rooms } => {
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.peer_members = rooms.into_iter().take(MAX_HELLO_ROOMS).collect();
-                }
+            Frame::Members { tokens } => {
+                self.on_members(link, tokens);
                 Ok(())
             }
             Frame::IHave { room, ids } => {

@@ -17,7 +17,7 @@ pub(super) fn offerable(
     id: &EventId,
     room: &RoomId,
 ) -> bool {
-    budget == 0 || l.peer_members.contains(room) || copies.peek(id).is_some_and(|c| c.1 >= 2)
+    budget == 0 || l.peer.member_of(room) || copies.peek(id).is_some_and(|c| c.1 >= 2)
 }
 
 /// Hands copies of an offerable event to `l`'s peer: a carrier gets half of
@@ -30,7 +30,7 @@ pub(super) fn take_copies(
     id: &EventId,
     room: &RoomId,
 ) -> u8 {
-    if budget == 0 || l.peer_members.contains(room) {
+    if budget == 0 || l.peer.member_of(room) {
         return 1;
     }
     let held = copies.pop(id).map_or(1, |c| c.1);

@@ -1,0 +1,298 @@
+//! What a stranger learns from a daemon's room announcements
+//! (`protocol-spec/metadata.md`, `protocol-spec/wire.md`, "Room
+//! announcements"): a raw LAN peer over real libp2p meets the same daemon
+//! in two sessions (restarted, so new link keys and nonces) and records its
+//! `Hello`, `Rooms` and `Members` frames. The rooms are named by tokens the
+//! stranger cannot recognise and that share no 8 bytes across sessions;
+//! a peer that knows the room IDs (a co-member or carrier) recognises every
+//! one, and learns which are the daemon's own only if it asks for roles.
+
+use std::time::Duration;
+
+use meshrelay::event::RoomId;
+use meshrelay::proto::LinkId;
+use meshrelay::transport::lan::{self, LanConfig, LanEvent, LanHandle};
+use meshrelay::wire::{
+    FEATURE_ROLES, Fragmenter, Frame, MAX_FRAME_BYTES, MAX_MTU, Reassembler, RoomToken, room_token,
+};
+use tokio::sync::mpsc::Receiver;
+use tokio::time::{Instant, timeout_at};
+
+use super::daemon::{Daemon, create_room};
+
+/// Frames one session's stranger received, with their bytes.
+struct Seen {
+    /// The daemon's Hello nonce.
+    nonce: u64,
+    frames: Vec<(Frame, Vec<u8>)>,
+}
+
+impl Seen {
+    /// The announcement frames' bytes: `Hello`, `Rooms`, `Members`.
+    fn announcements(&self) -> Vec<&[u8]> {
+        self.frames
+            .iter()
+            .filter(|(f, _)| {
+                matches!(
+                    f,
+                    Frame::Hello { .. } | Frame::Rooms { .. } | Frame::Members { .. }
+                )
+            })
+            .map(|(_, b)| b.as_slice())
+            .collect()
+    }
+
+    /// The variable bytes of the announcements: the nonce and every token
+    /// (the rest is the frames' fixed headers and the Hello's fixed fields).
+    fn variable(&self) -> Vec<Vec<u8>> {
+        let mut out = vec![self.nonce.to_be_bytes().to_vec()];
+        for (f, _) in &self.frames {
+            let lists: Vec<&Vec<RoomToken>> = match f {
+                Frame::Rooms {
+                    held,
+                    members,
+                    spraying,
+                } => vec![held, members, spraying],
+                Frame::Members { tokens } => vec![tokens],
+                _ => continue,
+            };
+            for l in lists {
+                out.push(l.iter().flat_map(|t| t.0).collect());
+            }
+        }
+        out
+    }
+
+    fn rooms(&self) -> (&Vec<RoomToken>, &Vec<RoomToken>, &Vec<RoomToken>) {
+        self.frames
+            .iter()
+            .find_map(|(f, _)| match f {
+                Frame::Rooms {
+                    held,
+                    members,
+                    spraying,
+                } => Some((held, members, spraying)),
+                _ => None,
+            })
+            .expect("the daemon's Rooms")
+    }
+}
+
+/// A raw LAN peer: connects to `addr`, sends a Hello with `nonce` and
+/// `features` and an empty `Rooms`, and records what the daemon sends until
+/// `until` holds (at most 30 s).
+struct Stranger {
+    handle: LanHandle,
+    rx: Receiver<LanEvent>,
+    link: LinkId,
+    reassembler: Reassembler,
+    seen: Seen,
+}
+
+impl Stranger {
+    async fn meet(addr: &str, nonce: u64, features: u64) -> Stranger {
+        let (handle, mut rx, _) = lan::spawn(LanConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            peers: vec![addr.parse().unwrap()],
+            mdns: false,
+        })
+        .expect("stranger adapter");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let link = timeout_at(deadline, async {
+            loop {
+                if let Some(LanEvent::Up { link, .. }) = rx.recv().await {
+                    return link;
+                }
+            }
+        })
+        .await
+        .expect("link up within 30 s");
+        let mut fragmenter = Fragmenter::new();
+        for frame in [
+            Frame::Hello {
+                max_frame_bytes: MAX_FRAME_BYTES as u64,
+                features,
+                nonce,
+            },
+            Frame::Rooms {
+                held: vec![],
+                members: vec![],
+                spraying: vec![],
+            },
+        ] {
+            for d in fragmenter.fragment(&frame.encode(), MAX_MTU).unwrap() {
+                handle.send(link, d);
+            }
+        }
+        Stranger {
+            handle,
+            rx,
+            link,
+            reassembler: Reassembler::new(),
+            seen: Seen {
+                nonce: 0,
+                frames: Vec::new(),
+            },
+        }
+    }
+
+    /// Records frames until `until` holds for what was seen.
+    async fn record(&mut self, what: &str, until: impl Fn(&Seen) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let start = std::time::Instant::now();
+        while !until(&self.seen) {
+            let ev = timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{what} within 30 s"));
+            let Some(LanEvent::Received { link, bytes, .. }) = ev else {
+                continue;
+            };
+            assert_eq!(link, self.link);
+            let ms = start.elapsed().as_millis() as u64;
+            if let Ok(Some(frame)) = self.reassembler.receive(ms, &bytes) {
+                let f = Frame::decode(&frame).expect("the daemon's frames decode");
+                if let Frame::Hello { nonce, .. } = f {
+                    self.seen.nonce = nonce;
+                }
+                self.seen.frames.push((f, frame));
+            }
+        }
+    }
+
+    fn close(self) {
+        drop(self.handle);
+    }
+}
+
+fn has_rooms(s: &Seen) -> bool {
+    s.frames
+        .iter()
+        .any(|(f, _)| matches!(f, Frame::Rooms { .. }))
+}
+
+/// Whether `a` and `b` share a byte string of `n` bytes.
+fn share(a: &[u8], b: &[u8], n: usize) -> bool {
+    a.windows(n).any(|w| b.windows(n).any(|v| v == w))
+}
+
+#[test]
+fn announcements_give_a_stranger_nothing_to_link_two_sessions_by() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    let mut a = Daemon::start(&dir, "Ana", &[]);
+    let room1: RoomId = create_room(&dir, "ops").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Session 1: the stranger initiates (nonce 0) and asks for no roles.
+    let addr = a.tcp_addr();
+    let first = rt.block_on(async {
+        let mut s = Stranger::meet(&addr, 0, 0).await;
+        s.record("the daemon's Hello and Rooms", has_rooms).await;
+        let seen = std::mem::replace(
+            &mut s.seen,
+            Seen {
+                nonce: 0,
+                frames: Vec::new(),
+            },
+        );
+        s.close();
+        seen
+    });
+    let (held, members, spraying) = first.rooms();
+    // A co-member or carrier knows the room ID: it recognises the token.
+    assert_eq!(held, &vec![room_token(&room1, 0, first.nonce)]);
+    // Without a copy budget the stranger is not told which rooms are own.
+    assert!(members.is_empty() && spraying.is_empty(), "no roles asked");
+    // The stranger lacked the room: the responder offered it by ID (what
+    // store-and-forward hands a peer anyway: `metadata.md`).
+    assert!(
+        first
+            .frames
+            .iter()
+            .any(|(f, _)| *f == Frame::Offer { rooms: vec![room1] }),
+        "the responder offers what the initiator lacks"
+    );
+
+    // Session 2: restarted daemon; the stranger answers (largest nonce)
+    // and asks for roles, as a peer under a copy budget does.
+    a.kill();
+    a.restart();
+    let addr = a.tcp_addr();
+    let mut room2 = None;
+    let second = rt.block_on(async {
+        let mut s = Stranger::meet(&addr, u64::MAX, FEATURE_ROLES).await;
+        s.record("the daemon's Hello and Rooms", has_rooms).await;
+        // A new own room while linked: a `Members` update follows.
+        let d = dir.clone();
+        room2 = Some(
+            tokio::task::spawn_blocking(move || create_room(&d, "logistics"))
+                .await
+                .unwrap(),
+        );
+        s.record("a Members update", |s| {
+            s.frames
+                .iter()
+                .any(|(f, _)| matches!(f, Frame::Members { .. }))
+        })
+        .await;
+        let seen = std::mem::replace(
+            &mut s.seen,
+            Seen {
+                nonce: 0,
+                frames: Vec::new(),
+            },
+        );
+        s.close();
+        seen
+    });
+    let room2: RoomId = room2.unwrap().parse().unwrap();
+    let token = |r: &RoomId| room_token(r, second.nonce, u64::MAX);
+    let (held, members, _) = second.rooms();
+    assert_eq!(held, &vec![token(&room1)]);
+    assert_eq!(
+        members,
+        &vec![token(&room1)],
+        "roles asked: own rooms named"
+    );
+    let update = second
+        .frames
+        .iter()
+        .find_map(|(f, _)| match f {
+            Frame::Members { tokens } => Some(tokens.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut want = vec![token(&room1), token(&room2)];
+    want.sort();
+    assert_eq!(update, want, "the update names both own rooms");
+
+    // Nothing links the two sessions: no 8-byte string of the variable
+    // fields repeats, and no room ID appears in any announcement.
+    assert_ne!(first.nonce, second.nonce);
+    for x in first.variable() {
+        for y in second.variable() {
+            assert!(
+                !share(&x, &y, 8),
+                "sessions share 8 bytes: {x:02x?} / {y:02x?}"
+            );
+        }
+    }
+    for frame in first
+        .announcements()
+        .into_iter()
+        .chain(second.announcements())
+    {
+        for room in [&room1, &room2] {
+            assert!(
+                !share(frame, &room.0, 8),
+                "a room ID in an announcement: {frame:02x?}"
+            );
+        }
+    }
+    drop(rt);
+    assert!(a.alive());
+}
