@@ -14,7 +14,7 @@
 //! * `round_trips`: half the number of steps from the first reconciliation
 //!   flight to the last, rounded up (`Init` then `Equal` is one);
 //! * `hello_bytes` and `event_bytes` are reported beside them: the link's
-//!   `Hello` exchange (sent once per link whatever the rooms hold) and the
+//!   `Hello`, `Rooms` and `Offer` exchange (once per link whatever the rooms hold) and the
 //!   event bodies that reconciliation found missing.
 //!
 //! The run then checks the outcome: both stores hold the union, and each
@@ -58,7 +58,7 @@ pub struct Report {
     pub bytes: usize,
     /// Round trips of reconciliation.
     pub round_trips: usize,
-    /// The Hello exchange's bytes (once per link, not per room).
+    /// The Hello, Rooms and Offer exchange's bytes (once per link, not per room).
     pub hello_bytes: usize,
     /// Bytes of the frames that carried the missing events.
     pub event_bytes: usize,

@@ -6,10 +6,12 @@
 //! room ID and bound to the link; the responder answers with an `Offer` of
 //! the rooms it would hand over that the initiator did not list (by ID: a
 //! peer cannot recognise a room it lacks), then its own `Rooms`. A side
-//! recognises a token only for a room it holds or is a member of, so a
-//! peer learns nothing of the rest, and tokens differ on every link.
-//! Member and spraying roles are sent only to a peer that runs a copy
-//! budget (`FEATURE_ROLES`); `Members` updates the member role.
+//! keeps the peer's token lists ([`PeerRooms`]) and tests a room against
+//! them when it needs to know, so it recognises exactly the rooms it knows
+//! the IDs of (also those it gains while the link lasts) and learns
+//! nothing of the rest; tokens differ on every link. Member and spraying
+//! roles are sent only to a peer that runs a copy budget
+//! (`FEATURE_ROLES`); `Members` replaces the member role.
 
 use std::collections::BTreeSet;
 
@@ -49,18 +51,23 @@ impl PeerRooms {
 
     /// Whether the peer announced `room` (or offered it).
     pub(super) fn holds(&self, room: &RoomId) -> bool {
-        self.offered.contains(room) || self.held.binary_search(&self.token(room)).is_ok()
+        self.offered.contains(room) || listed(&self.held, || self.token(room))
     }
 
     /// Whether the peer said it is a member of `room`.
     pub(super) fn member_of(&self, room: &RoomId) -> bool {
-        !self.members.is_empty() && self.members.binary_search(&self.token(room)).is_ok()
+        listed(&self.members, || self.token(room))
     }
 
     /// Whether the peer would hand carriers events of `room`.
     pub(super) fn sprays(&self, room: &RoomId) -> bool {
-        self.offered.contains(room) || self.spraying.binary_search(&self.token(room)).is_ok()
+        self.offered.contains(room) || listed(&self.spraying, || self.token(room))
     }
+}
+
+/// Whether `token` (computed only for a non-empty list) is in `list`.
+fn listed(list: &[RoomToken], token: impl FnOnce() -> RoomToken) -> bool {
+    !list.is_empty() && list.binary_search(&token()).is_ok()
 }
 
 impl Link {
@@ -308,4 +315,190 @@ pub(super) fn merge_sorted<'a>(
         (Some(_), None) => a.next(),
         (None, _) => b.next(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The announcement order (`protocol-spec/wire.md`, "Room
+    //! announcements"), one node fed frames by hand.
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::crypto::identity::Identity;
+    use crate::proto::NodeConfig;
+    use crate::proto::io::{Input, LinkKind, Output};
+    use crate::store::{MemoryStore, SourceKey};
+    use crate::wire::{Fragmenter, MAX_FRAME_BYTES, MAX_MTU};
+
+    const LINK: LinkId = LinkId(1);
+    const ROOM: RoomId = RoomId([0x42; 16]);
+
+    /// A node of one own room, with a link up, and what it sent.
+    fn node() -> (Node<MemoryStore, StdRng>, Vec<Frame>) {
+        let mut n = Node::new(
+            Identity::from_seed(&[7; 32]).device_id(),
+            MemoryStore::new_memory(),
+            StdRng::seed_from_u64(3),
+            NodeConfig::default(),
+            0,
+        );
+        n.own_rooms.insert(ROOM);
+        n.handle(
+            0,
+            Input::LinkUp {
+                link: LINK,
+                kind: LinkKind::Memory,
+                mtu: MAX_MTU,
+                source: SourceKey([1; 16]),
+            },
+        )
+        .unwrap();
+        let sent = drain(&mut n);
+        (n, sent)
+    }
+
+    /// The frames the node sent since the last call, and `Close` as a
+    /// `Frame::Close` with its detail.
+    fn drain(n: &mut Node<MemoryStore, StdRng>) -> Vec<Frame> {
+        let mut r = crate::wire::Reassembler::new();
+        let mut out = Vec::new();
+        while let Some(o) = n.poll_output() {
+            match o {
+                Output::Transmit { bytes, .. } => {
+                    if let Ok(Some(f)) = r.receive(0, &bytes) {
+                        out.push(Frame::decode(&f).unwrap());
+                    }
+                }
+                Output::Close { reason, .. } => out.push(Frame::Close {
+                    reason: CloseReason::ProtocolViolation,
+                    detail: reason,
+                }),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn feed(n: &mut Node<MemoryStore, StdRng>, frame: &Frame) -> Vec<Frame> {
+        for d in Fragmenter::new()
+            .fragment(&frame.encode(), MAX_MTU)
+            .unwrap()
+        {
+            n.handle(
+                1,
+                Input::Received {
+                    link: LINK,
+                    bytes: d,
+                },
+            )
+            .unwrap();
+        }
+        drain(n)
+    }
+
+    fn hello(nonce: u64, features: u64) -> Frame {
+        Frame::Hello {
+            max_frame_bytes: MAX_FRAME_BYTES as u64,
+            features,
+            nonce,
+        }
+    }
+
+    fn rooms(held: Vec<RoomToken>, members: Vec<RoomToken>) -> Frame {
+        Frame::Rooms {
+            held,
+            members,
+            spraying: vec![],
+        }
+    }
+
+    fn closed(frames: &[Frame]) -> bool {
+        frames.iter().any(|f| matches!(f, Frame::Close { .. }))
+    }
+
+    #[test]
+    fn the_hello_names_no_room_and_the_initiator_announces_tokens() {
+        let (mut n, sent) = node();
+        let Some(Frame::Hello {
+            nonce, features, ..
+        }) = sent.first().cloned()
+        else {
+            panic!("a Hello first: {sent:?}");
+        };
+        assert_eq!(features, 0, "no copy budget: no roles asked");
+        // The peer's nonce is larger: this node initiates and announces.
+        let got = feed(&mut n, &hello(u64::MAX, FEATURE_ROLES));
+        let want = rooms(
+            vec![room_token(&ROOM, nonce, u64::MAX)],
+            vec![room_token(&ROOM, nonce, u64::MAX)],
+        );
+        assert_eq!(got.first(), Some(&want), "roles to a peer that asks");
+        // The responder's Rooms names the room: reconciliation starts.
+        let got = feed(
+            &mut n,
+            &rooms(vec![room_token(&ROOM, nonce, u64::MAX)], vec![]),
+        );
+        assert!(
+            got.iter().any(|f| matches!(
+                f,
+                Frame::Reconcile { msg: crate::reconcile::Message::Init { room, .. }, .. }
+                    if *room == ROOM
+            )),
+            "{got:?}"
+        );
+        assert!(n.links[&LINK].peer.holds(&ROOM));
+        assert!(!n.links[&LINK].peer.holds(&RoomId([0x43; 16])));
+    }
+
+    #[test]
+    fn the_responder_offers_what_the_initiator_lacks_then_announces() {
+        let (mut n, sent) = node();
+        let Some(Frame::Hello { nonce, .. }) = sent.first().cloned() else {
+            panic!("a Hello first");
+        };
+        // The peer's nonce is 0: this node answers, after the peer's Rooms.
+        assert!(feed(&mut n, &hello(0, 0)).is_empty(), "the responder waits");
+        let got = feed(&mut n, &rooms(vec![], vec![]));
+        // The node holds no event of its room: nothing to offer, and no
+        // roles for a peer that did not ask.
+        assert_eq!(got, vec![rooms(vec![room_token(&ROOM, 0, nonce)], vec![])]);
+    }
+
+    #[test]
+    fn announcements_out_of_order_close_the_link() {
+        let token = vec![RoomToken([1; 8])];
+        let offer = Frame::Offer { rooms: vec![ROOM] };
+        for (what, frames) in [
+            ("rooms before hello", vec![rooms(token.clone(), vec![])]),
+            (
+                "members before hello",
+                vec![Frame::Members {
+                    tokens: token.clone(),
+                }],
+            ),
+            ("offer from the initiator", vec![hello(0, 0), offer.clone()]),
+            (
+                "second rooms",
+                vec![
+                    hello(u64::MAX, 0),
+                    rooms(vec![], vec![]),
+                    rooms(vec![], vec![]),
+                ],
+            ),
+            (
+                "offer after the responder's rooms",
+                vec![hello(u64::MAX, 0), rooms(vec![], vec![]), offer.clone()],
+            ),
+            ("second hello", vec![hello(5, 0), hello(6, 0)]),
+        ] {
+            let (mut n, _) = node();
+            let mut got = Vec::new();
+            for f in &frames {
+                got.extend(feed(&mut n, f));
+            }
+            assert!(closed(&got), "{what}: {got:?}");
+        }
+    }
 }
