@@ -242,6 +242,25 @@ pub fn frame_name(packet: &[u8]) -> Option<&'static str> {
 }
 
 impl SimNet {
+    /// Panics unless each of `nodes` delivered every event of `expected`,
+    /// and none twice (the tests' convergence check).
+    pub fn assert_converged(&self, nodes: &[usize], expected: &BTreeSet<EventId>) {
+        for &i in nodes {
+            let n = &self.nodes[i];
+            assert!(n.double_deliveries.is_empty(), "node {i} delivered twice");
+            let missing = expected
+                .iter()
+                .filter(|id| !n.delivered.contains_key(id))
+                .count();
+            assert_eq!(
+                missing,
+                0,
+                "node {i} lacks {missing} of {} events",
+                expected.len()
+            );
+        }
+    }
+
     /// `n` nodes, each with a store of `store` config, seeded by `seed`.
     pub fn new(n: usize, seed: u64, config: NodeConfig, store: StoreConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

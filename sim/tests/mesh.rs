@@ -14,21 +14,6 @@ fn store_config() -> StoreConfig {
     StoreConfig::default()
 }
 
-fn assert_converged(net: &SimNet, nodes: &[usize], expected: &BTreeSet<EventId>) {
-    for &i in nodes {
-        let n = &net.nodes[i];
-        assert!(n.double_deliveries.is_empty(), "node {i} delivered twice");
-        let have: BTreeSet<EventId> = n.delivered.keys().copied().collect();
-        let missing: Vec<_> = expected.difference(&have).collect();
-        assert!(
-            missing.is_empty(),
-            "node {i} lacks {} of {} events",
-            missing.len(),
-            expected.len()
-        );
-    }
-}
-
 #[test]
 fn two_nodes_catch_up_then_push_live() {
     let s = seed(1);
@@ -45,13 +30,13 @@ fn two_nodes_catch_up_then_push_live() {
     }
     net.connect(0, 1, LinkParams::ble());
     net.run_until(10_000);
-    assert_converged(&net, &[0, 1], &all);
+    net.assert_converged(&[0, 1], &all);
     // Live push while connected.
     let t = net.now_ms();
     let id = net.publish(0, room, 100);
     all.insert(id);
     net.run_until(t + 2_000);
-    assert_converged(&net, &[0, 1], &all);
+    net.assert_converged(&[0, 1], &all);
     let arrived = net.nodes[1].delivered[&id];
     assert!(arrived - t < 500, "live push took {} ms", arrived - t);
 }
@@ -73,7 +58,7 @@ fn a_burst_bigger_than_the_outbox_is_pushed_at_link_speed() {
     let t = net.now_ms();
     let all: BTreeSet<EventId> = (0..n).map(|_| net.publish(0, room, 200)).collect();
     net.run_until(t + 5_000);
-    assert_converged(&net, &[0, 1], &all);
+    net.assert_converged(&[0, 1], &all);
     let last = all.iter().map(|id| net.nodes[1].delivered[id]).max();
     assert!(
         last.is_some_and(|at| at - t < 3_000),
@@ -110,7 +95,7 @@ fn random_meshes_of_2_to_50_nodes_converge() {
         let t = net.now_ms();
         net.run_until(t + 5_000);
         let nodes: Vec<usize> = (0..n).collect();
-        assert_converged(&net, &nodes, &all);
+        net.assert_converged(&nodes, &all);
     }
 }
 
@@ -142,7 +127,7 @@ fn partitions_merge_after_links_heal() {
     net.connect(4, 5, LinkParams::ble());
     net.run_until(80_000);
     let nodes: Vec<usize> = (0..n).collect();
-    assert_converged(&net, &nodes, &all);
+    net.assert_converged(&nodes, &all);
 }
 
 #[test]
@@ -162,7 +147,7 @@ fn a_relay_that_is_in_no_room_carries_events_across() {
     net.disconnect(0, 1);
     net.connect(1, 2, LinkParams::ble());
     net.run_until(10_000);
-    assert_converged(&net, &[1, 2], &all);
+    net.assert_converged(&[1, 2], &all);
 }
 
 /// A flooding behaviour: called every 10 ms tick with the tick number.
@@ -333,7 +318,7 @@ fn live_push_redundancy_stays_below_0_2_once_the_tree_settles() {
     let t = net.now_ms();
     net.run_until(t + 5_000);
     let nodes: Vec<usize> = (0..n).collect();
-    assert_converged(&net, &nodes, &ids);
+    net.assert_converged(&nodes, &ids);
     // RMR = m / (n - 1) - 1, where m counts every payload copy received:
     // the first copy at each node plus every duplicate.
     let dups: u64 = net
@@ -362,7 +347,7 @@ fn anti_entropy_rotates_through_more_rooms_than_one_round_holds() {
     }
     net.connect(0, 1, LinkParams::lan());
     net.run_until(30_000);
-    assert_converged(&net, &[1], &all);
+    net.assert_converged(&[1], &all);
 }
 
 /// Regression (disaster-area report at ~20% of the oracle): once a link
@@ -385,7 +370,7 @@ fn reconciliation_of_many_rooms_leaves_a_quiet_link_quiet() {
     // The relay takes a stranger's burst of 200 events, then 5 per second
     // (`key_event_burst`): the rest come with the next period.
     net.run_until(150_000);
-    assert_converged(&net, &[1], &all);
+    net.assert_converged(&[1], &all);
     // An hour of a quiet link: at most one full sweep (300 rooms x ~70
     // bytes both ways) per minute, and far less once it backs off.
     let before = net.bytes_on_air;
@@ -456,7 +441,7 @@ fn a_relay_whose_links_churn_mid_stream_leaves_no_gap() {
         }
         let end = net.now_ms() + 5_000;
         net.run_until(end);
-        assert_converged(&net, &[0, 1, 2], &all);
+        net.assert_converged(&[0, 1, 2], &all);
     }
 }
 
@@ -484,5 +469,5 @@ fn a_new_member_gets_the_refused_history_as_soon_as_it_joins() {
     net.join(1, room);
     let t = net.now_ms();
     net.run_until(t + 8_000);
-    assert_converged(&net, &[1], &all);
+    net.assert_converged(&[1], &all);
 }

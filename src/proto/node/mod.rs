@@ -724,24 +724,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 }
                 Ok(())
             }
-            Frame::Want { ids, .. } => {
-                // Wanted events join the link's backlog, which sends oldest
-                // first: a new member asking for thousands of events (those
-                // its stranger budget refused) gets them in causal order and
-                // none is dropped for a full outbox. A few wanted events
-                // (a graft) go out at once: `pump` refills from the backlog.
-                let mut items = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(info) = self.store.event_info(&id)? {
-                        items.push(crate::reconcile::Item {
-                            ts_ms: info.origin_ts_ms,
-                            id,
-                        });
-                    }
-                }
-                self.queue_catch_up(link, items);
-                self.pump(link)
-            }
+            Frame::Want { ids, .. } => self.send_wanted(link, ids),
             Frame::Prune { room } => {
                 if let Some(l) = self.links.get_mut(&link)
                     && l.pruned.len() < MAX_HELLO_ROOMS
@@ -755,11 +738,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     l.eager = true;
                     l.pruned.remove(&room);
                 }
-                for id in ids {
-                    let class = self.catch_up_class(&id);
-                    self.queue_send(link, id, Priority::OwnRoom, class)?;
-                }
-                self.pump(link)
+                self.send_wanted(link, ids)
             }
             Frame::Close { .. } => {
                 self.forget_link(link);
@@ -774,6 +753,25 @@ impl<S: EventStore, R: Rng> Node<S, R> {
 
     /// Timers: grafts for unfilled announcements, paced links that may
     /// send again, anti-entropy periods that are due.
+    /// Sends the held events of `ids` (a `Want` or a `Graft`) through the
+    /// link's backlog, which sends oldest first: a new member asking for
+    /// thousands of events (those its stranger budget refused) gets them in
+    /// causal order, and none is dropped for a full outbox. A few wanted
+    /// events go out at once: `pump` refills from the backlog.
+    fn send_wanted(&mut self, link: LinkId, ids: Vec<EventId>) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(info) = self.store.event_info(&id)? {
+                items.push(crate::reconcile::Item {
+                    ts_ms: info.origin_ts_ms,
+                    id,
+                });
+            }
+        }
+        self.queue_catch_up(link, items);
+        self.pump(link)
+    }
+
     fn on_timeout(&mut self) -> Result<(), StoreError> {
         self.graft_expired()?;
         self.resume_paced()?;

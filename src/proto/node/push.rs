@@ -151,8 +151,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    /// Queues a held event for `link` (ignored if not held, already queued
-    /// or the outbox is full; anti-entropy catches up later).
+    /// Queues a held event for `link` (ignored if not held or already
+    /// queued). Callers make room first: live push sends what finds the
+    /// outbox full to the backlog, wanted and grafted events go through the
+    /// backlog, and `refill` stops at its cap; a full outbox here is a
+    /// bound, not a path (anti-entropy would find the event again).
     pub(super) fn queue_send(
         &mut self,
         link: LinkId,
