@@ -159,8 +159,10 @@ impl Stranger {
         }
     }
 
-    fn close(self) {
+    /// Ends the link (drops the adapter); returns what was seen.
+    fn close(self) -> Seen {
         drop(self.handle);
+        self.seen
     }
 }
 
@@ -192,15 +194,7 @@ fn announcements_give_a_stranger_nothing_to_link_two_sessions_by() {
     let first = rt.block_on(async {
         let mut s = Stranger::meet(&addr, 0, 0).await;
         s.record("the daemon's Hello and Rooms", has_rooms).await;
-        let seen = std::mem::replace(
-            &mut s.seen,
-            Seen {
-                nonce: 0,
-                frames: Vec::new(),
-            },
-        );
-        s.close();
-        seen
+        s.close()
     });
     let (held, members, spraying) = first.rooms();
     // A co-member or carrier knows the room ID: it recognises the token.
@@ -239,15 +233,7 @@ fn announcements_give_a_stranger_nothing_to_link_two_sessions_by() {
                 .any(|(f, _)| matches!(f, Frame::Members { .. }))
         })
         .await;
-        let seen = std::mem::replace(
-            &mut s.seen,
-            Seen {
-                nonce: 0,
-                frames: Vec::new(),
-            },
-        );
-        s.close();
-        seen
+        s.close()
     });
     let room2: RoomId = room2.unwrap().parse().unwrap();
     let token = |r: &RoomId| room_token(r, second.nonce, u64::MAX);
