@@ -467,6 +467,45 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_hello_closes_the_link_as_a_version_mismatch() {
+        let (mut n, _) = node();
+        // Version 1's Hello listed room IDs in clear (`vectors/frames.json`).
+        let v1 = [
+            0x86, 0x01, 0x00, 0x1a, 0x00, 0x01, 0x00, 0x00, 0x00, 0x1b, 0x01, 0x23, 0x45, 0x67,
+            0x89, 0xab, 0xcd, 0xef, 0x50, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+            0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+        ];
+        for d in Fragmenter::new().fragment(&v1, MAX_MTU).unwrap() {
+            n.handle(
+                1,
+                Input::Received {
+                    link: LINK,
+                    bytes: d,
+                },
+            )
+            .unwrap();
+        }
+        let mut reasons = Vec::new();
+        let mut r = crate::wire::Reassembler::new();
+        while let Some(o) = n.poll_output() {
+            match o {
+                Output::Transmit { bytes, .. } => {
+                    if let Ok(Some(f)) = r.receive(0, &bytes)
+                        && let Ok(Frame::Close { reason, .. }) = Frame::decode(&f)
+                    {
+                        reasons.push(reason);
+                    }
+                }
+                Output::Close { reason, .. } => {
+                    assert!(reason.contains("wire version 1"), "{reason}");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(reasons, vec![CloseReason::VersionMismatch]);
+    }
+
+    #[test]
     fn announcements_out_of_order_close_the_link() {
         let token = vec![RoomToken([1; 8])];
         let offer = Frame::Offer { rooms: vec![ROOM] };

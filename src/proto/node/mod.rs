@@ -664,6 +664,16 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         };
         match Frame::decode(&frame) {
             Ok(f) => self.on_frame(link, f),
+            Err(crate::wire::FrameError::UnsupportedVersion(v)) => {
+                // Not hostile, but no use retrying at once either: the
+                // penalty spaces out reconnections between versions.
+                let why = format!(
+                    "peer speaks wire version {v}, this node {}: update one of them",
+                    crate::wire::WIRE_VERSION
+                );
+                self.penalise(link, &why, CloseReason::VersionMismatch);
+                Ok(())
+            }
             Err(e) => {
                 self.penalise(
                     link,
