@@ -25,7 +25,6 @@ use crate::wire::{
 };
 
 use super::Node;
-use super::link::Link;
 
 /// What the peer announced on a link: its token lists (kept as sent, each
 /// ascending) and the rooms it offered by ID. A room is tested against the
@@ -33,9 +32,9 @@ use super::link::Link;
 /// matched in advance and a room this side gains later is recognised too.
 #[derive(Debug, Default)]
 pub(super) struct PeerRooms {
-    /// The link's nonces in token order (initiator's, responder's), known
-    /// once the peer's Hello arrived.
-    nonces: (u64, u64),
+    /// The link's nonces in token order (initiator's, responder's), set
+    /// when the peer's Hello arrives.
+    pub(super) nonces: (u64, u64),
     held: Vec<RoomToken>,
     members: Vec<RoomToken>,
     spraying: Vec<RoomToken>,
@@ -70,17 +69,6 @@ fn listed(list: &[RoomToken], token: impl FnOnce() -> RoomToken) -> bool {
     !list.is_empty() && list.binary_search(&token()).is_ok()
 }
 
-impl Link {
-    /// The link's nonces in token order: the initiator's, the responder's.
-    fn token_nonces(&self) -> (u64, u64) {
-        if self.initiator {
-            (self.nonce, self.peer_nonce)
-        } else {
-            (self.peer_nonce, self.nonce)
-        }
-    }
-}
-
 impl<S: EventStore, R: Rng> Node<S, R> {
     /// Own rooms, ascending, at most `MAX_HELLO_ROOMS`.
     pub(super) fn member_list(&self) -> Vec<RoomId> {
@@ -99,7 +87,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .links
             .iter()
             .filter(|(_, l)| l.rooms_sent && l.peer_wants_roles)
-            .map(|(id, l)| (*id, l.token_nonces()))
+            .map(|(id, l)| (*id, l.peer.nonces))
             .collect();
         for (link, (i, r)) in links {
             let tokens = tokens_of(&rooms, i, r);
@@ -130,7 +118,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let Some((roles, (i, r))) = self
             .links
             .get(&link)
-            .map(|l| (l.peer_wants_roles, l.token_nonces()))
+            .map(|l| (l.peer_wants_roles, l.peer.nonces))
         else {
             return Ok(());
         };
@@ -225,8 +213,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             return Ok(());
         }
         l.initiator = l.nonce < nonce;
-        l.peer_nonce = nonce;
-        l.peer.nonces = l.token_nonces();
+        l.peer.nonces = if l.initiator {
+            (l.nonce, nonce)
+        } else {
+            (nonce, l.nonce)
+        };
         l.peer_wants_roles = features & FEATURE_ROLES != 0;
         if l.initiator {
             self.send_rooms(link)?;
@@ -359,33 +350,24 @@ mod tests {
         (n, sent)
     }
 
-    /// The frames the node sent since the last call, and `Close` as a
-    /// `Frame::Close` with its detail.
+    /// The frames the node sent since the last call (a closed link ends
+    /// with the node's `Close`).
     fn drain(n: &mut Node<MemoryStore, StdRng>) -> Vec<Frame> {
         let mut r = crate::wire::Reassembler::new();
         let mut out = Vec::new();
         while let Some(o) = n.poll_output() {
-            match o {
-                Output::Transmit { bytes, .. } => {
-                    if let Ok(Some(f)) = r.receive(0, &bytes) {
-                        out.push(Frame::decode(&f).unwrap());
-                    }
-                }
-                Output::Close { reason, .. } => out.push(Frame::Close {
-                    reason: CloseReason::ProtocolViolation,
-                    detail: reason,
-                }),
-                _ => {}
+            if let Output::Transmit { bytes, .. } = o
+                && let Ok(Some(f)) = r.receive(0, &bytes)
+            {
+                out.push(Frame::decode(&f).unwrap());
             }
         }
         out
     }
 
-    fn feed(n: &mut Node<MemoryStore, StdRng>, frame: &Frame) -> Vec<Frame> {
-        for d in Fragmenter::new()
-            .fragment(&frame.encode(), MAX_MTU)
-            .unwrap()
-        {
+    /// Feeds the encoded frame `bytes`; returns what the node sent.
+    fn feed_bytes(n: &mut Node<MemoryStore, StdRng>, bytes: &[u8]) -> Vec<Frame> {
+        for d in Fragmenter::new().fragment(bytes, MAX_MTU).unwrap() {
             n.handle(
                 1,
                 Input::Received {
@@ -396,6 +378,10 @@ mod tests {
             .unwrap();
         }
         drain(n)
+    }
+
+    fn feed(n: &mut Node<MemoryStore, StdRng>, frame: &Frame) -> Vec<Frame> {
+        feed_bytes(n, &frame.encode())
     }
 
     fn hello(nonce: u64, features: u64) -> Frame {
@@ -475,34 +461,12 @@ mod tests {
             0x89, 0xab, 0xcd, 0xef, 0x50, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
             0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
         ];
-        for d in Fragmenter::new().fragment(&v1, MAX_MTU).unwrap() {
-            n.handle(
-                1,
-                Input::Received {
-                    link: LINK,
-                    bytes: d,
-                },
-            )
-            .unwrap();
-        }
-        let mut reasons = Vec::new();
-        let mut r = crate::wire::Reassembler::new();
-        while let Some(o) = n.poll_output() {
-            match o {
-                Output::Transmit { bytes, .. } => {
-                    if let Ok(Some(f)) = r.receive(0, &bytes)
-                        && let Ok(Frame::Close { reason, .. }) = Frame::decode(&f)
-                    {
-                        reasons.push(reason);
-                    }
-                }
-                Output::Close { reason, .. } => {
-                    assert!(reason.contains("wire version 1"), "{reason}");
-                }
-                _ => {}
-            }
-        }
-        assert_eq!(reasons, vec![CloseReason::VersionMismatch]);
+        let got = feed_bytes(&mut n, &v1);
+        let [Frame::Close { reason, detail }] = got.as_slice() else {
+            panic!("one Close: {got:?}");
+        };
+        assert_eq!(reason, &CloseReason::VersionMismatch);
+        assert!(detail.contains("wire version 1"), "{detail}");
     }
 
     #[test]

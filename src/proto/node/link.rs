@@ -35,8 +35,6 @@ pub(super) struct Link {
     /// Whether this side initiates reconciliation (its nonce is lower).
     pub(super) initiator: bool,
     pub(super) hello_seen: bool,
-    /// The peer's Hello nonce (keys the link's room tokens with ours).
-    pub(super) peer_nonce: u64,
     /// Whether the peer's Hello asked for member and spraying roles.
     pub(super) peer_wants_roles: bool,
     /// Whether this side's `Rooms` went out, and the peer's came in.
@@ -164,7 +162,6 @@ impl Link {
             nonce,
             initiator: false,
             hello_seen: false,
-            peer_nonce: 0,
             peer_wants_roles: false,
             rooms_sent: false,
             rooms_seen: false,

@@ -761,8 +761,6 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         }
     }
 
-    /// Timers: grafts for unfilled announcements, paced links that may
-    /// send again, anti-entropy periods that are due.
     /// Sends the held events of `ids` (a `Want` or a `Graft`) through the
     /// link's backlog, which sends oldest first: a new member asking for
     /// thousands of events (those its stranger budget refused) gets them in
@@ -782,6 +780,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         self.pump(link)
     }
 
+    /// Timers: grafts for unfilled announcements, paced links that may
+    /// send again, anti-entropy periods that are due.
     fn on_timeout(&mut self) -> Result<(), StoreError> {
         self.graft_expired()?;
         self.resume_paced()?;
