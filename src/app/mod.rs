@@ -632,7 +632,7 @@ impl<S: Store> Device<S> {
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
         let (mut s, created) =
-            RoomSession::create(&self.keys.identity, &self.keys.card, nonce, now_ms)?;
+            RoomSession::create(&self.keys.identity, &self.keys.card, nonce, now_ms, rng)?;
         let room = s.room();
         let mut events = created.release();
         let content = Content::RoomName(name.to_owned());

@@ -140,13 +140,11 @@ impl<S: Store> Device<S> {
         let joins: Vec<EventId> = order
             .iter()
             .filter(|id| {
-                s.dag()
-                    .node(id)
-                    .is_some_and(|n| match n.membership.as_deref() {
-                        Some(Membership::Create { card, .. })
-                        | Some(Membership::Invite { card }) => card.device_id == me,
-                        _ => false,
+                s.dag().node(id).is_some_and(|n| {
+                    n.membership.as_deref().is_some_and(|m| {
+                        (m.creation().is_some() || m.invitee().is_some()) && m.named() == Some(me)
                     })
+                })
             })
             .copied()
             .collect();
@@ -399,9 +397,10 @@ fn member_infos(state: &MembershipState) -> Vec<MemberInfo> {
         .values()
         .map(|m| MemberInfo {
             device_id: m.device.to_string(),
-            name: m.card.name.clone(),
+            // A card its inviter sealed so that it does not open has no name.
+            name: m.card.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
             admin: m.admin,
-            bridge: m.card.bridge,
+            bridge: m.card.as_ref().is_some_and(|c| c.bridge),
         })
         .collect()
 }

@@ -23,6 +23,11 @@ pub const SENDER_CHAIN: &[u8] = b"meshrelay/v1/sender-chain\0";
 pub const MESSAGE_AAD: &[u8] = b"meshrelay/v1/message-aad\0";
 /// HPKE `info` prefix of a key share.
 pub const KEY_SHARE_INFO: &[u8] = b"meshrelay/v1/key-share\0";
+/// HKDF info and AEAD prefix of a sealed contact card
+/// (`protocol-spec/encryption.md`, "Sealed roster").
+pub const ROSTER_CARD: &[u8] = b"meshrelay/v2/roster-card\0";
+/// HPKE `info` prefix of a roster secret sealed to an invitee.
+pub const ROSTER_SECRET_INFO: &[u8] = b"meshrelay/v2/roster-secret\0";
 /// Hash input binding a room ID to its creator (`protocol-spec/rooms.md`).
 pub const ROOM_ID: &[u8] = b"meshrelay/v1/room-id\0";
 /// HMAC label of a room token in a link's announcements

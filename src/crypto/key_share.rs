@@ -141,6 +141,62 @@ fn info(room: &RoomId, sender: &DeviceId, recipient: &DeviceId, prekey_id: u32) 
     v
 }
 
+/// HPKE base-mode seal (the suite in the module docs) to `prekey`:
+/// returns the encapsulated key and the ciphertext. The one HPKE seal of
+/// the crate: key shares and roster secrets
+/// (`crate::crypto::roster`) both use it.
+pub(crate) fn hpke_seal<R: CryptoRng + ?Sized>(
+    prekey: &AgreementKey,
+    info: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<([u8; 32], Vec<u8>), KeyShareError> {
+    let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(prekey.as_bytes())
+        .map_err(|_| KeyShareError::BadKey)?;
+    let (enc, ct) =
+        hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeS::Base,
+            &pk,
+            info,
+            plaintext,
+            aad,
+            &mut RngAdapter(rng),
+        )
+        .map_err(|_| KeyShareError::Seal)?;
+    let mut e = [0u8; 32];
+    e.copy_from_slice(&enc.to_bytes());
+    Ok((e, ct))
+}
+
+/// Opens what [`hpke_seal`] sealed to this device's prekey `prekey_id`.
+pub(crate) fn hpke_open(
+    prekeys: &PrekeyRing,
+    prekey_id: u32,
+    enc: &[u8; 32],
+    info: &[u8],
+    aad: &[u8],
+    ct: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyShareError> {
+    let sk_bytes = prekeys
+        .secret(prekey_id)
+        .ok_or(KeyShareError::UnknownPrekey(prekey_id))?;
+    let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(sk_bytes.as_ref())
+        .map_err(|_| KeyShareError::BadKey)?;
+    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc)
+        .map_err(|_| KeyShareError::Open)?;
+    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+        &OpModeR::Base,
+        &sk,
+        &enc,
+        info,
+        ct,
+        aad,
+    )
+    .map(Zeroizing::new)
+    .map_err(|_| KeyShareError::Open)
+}
+
 /// Seals one share to one recipient.
 pub fn seal_one<R: CryptoRng + ?Sized>(
     room: &RoomId,
@@ -149,25 +205,17 @@ pub fn seal_one<R: CryptoRng + ?Sized>(
     to: &Recipient,
     rng: &mut R,
 ) -> Result<SealedShare, KeyShareError> {
-    let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(to.prekey.as_bytes())
-        .map_err(|_| KeyShareError::BadKey)?;
-    let plaintext = share.to_bytes();
-    let (enc, ct) =
-        hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeS::Base,
-            &pk,
-            &info(room, sender, &to.device, to.prekey_id),
-            &plaintext,
-            &share.chain_id.0,
-            &mut RngAdapter(rng),
-        )
-        .map_err(|_| KeyShareError::Seal)?;
-    let mut e = [0u8; 32];
-    e.copy_from_slice(&enc.to_bytes());
+    let (enc, ct) = hpke_seal(
+        &to.prekey,
+        &info(room, sender, &to.device, to.prekey_id),
+        &share.chain_id.0,
+        &share.to_bytes(),
+        rng,
+    )?;
     Ok(SealedShare {
         recipient: to.device,
         prekey_id: to.prekey_id,
-        enc: e,
+        enc,
         ct,
     })
 }
@@ -215,24 +263,14 @@ pub fn open_share(
         .iter()
         .find(|s| s.recipient == *me)
         .ok_or(KeyShareError::NotForMe)?;
-    let sk_bytes = prekeys
-        .secret(sealed.prekey_id)
-        .ok_or(KeyShareError::UnknownPrekey(sealed.prekey_id))?;
-    let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(sk_bytes.as_ref())
-        .map_err(|_| KeyShareError::BadKey)?;
-    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
-        .map_err(|_| KeyShareError::Open)?;
-    let pt = Zeroizing::new(
-        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeR::Base,
-            &sk,
-            &enc,
-            &info(room, sender, me, sealed.prekey_id),
-            &sealed.ct,
-            &payload.chain_id.0,
-        )
-        .map_err(|_| KeyShareError::Open)?,
-    );
+    let pt = hpke_open(
+        prekeys,
+        sealed.prekey_id,
+        &sealed.enc,
+        &info(room, sender, me, sealed.prekey_id),
+        &payload.chain_id.0,
+        &sealed.ct,
+    )?;
     let share = ChainShare::from_bytes(&pt)?;
     if share.chain_id != payload.chain_id {
         return Err(KeyShareError::ChainMismatch);

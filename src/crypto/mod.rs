@@ -10,6 +10,7 @@ pub mod key_cache;
 pub mod key_share;
 pub mod keys;
 pub mod padding;
+pub mod roster;
 pub mod sender_chain;
 
 pub use card::{CardError, ContactCard};

@@ -51,11 +51,38 @@ pub fn pad(plaintext: &[u8]) -> Result<Vec<u8>, PaddingError> {
     Ok(out)
 }
 
+/// Pads `plaintext` to exactly `size` bytes, the same marker and zeros as
+/// [`pad`], for values of one fixed size (sealed contact cards). Unpad with
+/// [`unpad_fixed`].
+pub fn pad_to(plaintext: &[u8], size: usize) -> Result<Vec<u8>, PaddingError> {
+    if plaintext.len() >= size {
+        return Err(PaddingError::TooLong(plaintext.len()));
+    }
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(plaintext);
+    out.push(0x80);
+    out.resize(size, 0);
+    Ok(out)
+}
+
+/// Removes the padding [`pad_to`] added to a value of `size` bytes.
+pub fn unpad_fixed(padded: &[u8], size: usize) -> Result<&[u8], PaddingError> {
+    if padded.len() != size {
+        return Err(PaddingError::NotABucket(padded.len()));
+    }
+    strip(padded)
+}
+
 /// Removes the padding of a padded plaintext, returning the original.
 pub fn unpad(padded: &[u8]) -> Result<&[u8], PaddingError> {
     if !PAD_BUCKETS.contains(&padded.len()) {
         return Err(PaddingError::NotABucket(padded.len()));
     }
+    strip(padded)
+}
+
+/// Strips the zeros and the `0x80` marker.
+fn strip(padded: &[u8]) -> Result<&[u8], PaddingError> {
     let end = padded
         .iter()
         .rposition(|b| *b != 0)
@@ -70,6 +97,16 @@ pub fn unpad(padded: &[u8]) -> Result<&[u8], PaddingError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn fixed_size_padding() {
+        let p = pad_to(b"abc", 8).unwrap();
+        assert_eq!(p, [b'a', b'b', b'c', 0x80, 0, 0, 0, 0]);
+        assert_eq!(unpad_fixed(&p, 8).unwrap(), b"abc");
+        assert!(unpad_fixed(&p, 9).is_err());
+        assert!(pad_to(&[1; 8], 8).is_err());
+        assert!(unpad_fixed(&[0; 8], 8).is_err());
+    }
 
     #[test]
     fn boundaries() {

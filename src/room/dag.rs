@@ -27,10 +27,12 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::crypto::keys::DeviceId;
+use crate::crypto::roster::RosterSecret;
 use crate::event::{Event, EventError, EventId, EventKind, RoomId};
 use crate::limits::MAX_PREV_EVENTS;
 use crate::room::membership::{Membership, MembershipError, derive_room_id};
 use crate::room::resolve::{self, MEvent, MembershipState, Resolution};
+use crate::room::roster::Roster;
 
 /// Most events waiting for missing predecessors, per room.
 pub const MAX_PENDING_EVENTS: usize = 4096;
@@ -219,6 +221,8 @@ pub struct RoomDag {
     /// The last admission state computed: a membership-ancestor set and the
     /// members it defines (consecutive messages share their ancestor set).
     causal_cache: Option<(Arc<Bits>, BTreeSet<DeviceId>)>,
+    /// The roster secret, when held, and the cards it opened.
+    roster: Roster,
 }
 
 impl RoomDag {
@@ -239,6 +243,7 @@ impl RoomDag {
             stranger_pending: BTreeMap::new(),
             stranger_pending_by: BTreeMap::new(),
             causal_cache: None,
+            roster: Roster::default(),
         }
     }
 
@@ -436,9 +441,10 @@ impl RoomDag {
             return Err(DagError::MembershipHistoryFull);
         }
         let midx = membership.as_ref().map(|_| self.mlist.len());
-        if midx.is_some() {
+        if let Some(m) = &membership {
             self.mlist.push(ev.id());
             self.resolution = None;
+            self.roster.note(&self.room, ev.id(), m);
         }
         for p in ev.prev() {
             self.children.entry(*p).or_default().push(ev.id());
@@ -490,13 +496,13 @@ impl RoomDag {
         anc: &Arc<Bits>,
     ) -> Result<(), DagError> {
         let sender = ev.sender();
-        let ok = match membership {
-            Some(Membership::Create { card, nonce }) => {
+        let ok = match membership.and_then(Membership::creation) {
+            Some((creator, nonce)) => {
                 ev.prev().is_empty()
-                    && card.device_id == sender
+                    && creator == sender
                     && derive_room_id(&sender, nonce) == self.room
             }
-            _ => self.is_causal_member(anc, &sender),
+            None => self.is_causal_member(anc, &sender),
         };
         if ok {
             Ok(())
@@ -545,12 +551,11 @@ impl RoomDag {
         if !resolve::causally_valid(&self.room, &self.mevents(), &past, m) {
             return;
         }
-        let named = match node.membership.as_deref() {
-            Some(Membership::Create { card, .. } | Membership::Invite { card }) => {
-                Some(card.device_id)
-            }
-            _ => None,
-        };
+        let named = node
+            .membership
+            .as_deref()
+            .filter(|m| m.creation().is_some() || m.invitee().is_some())
+            .and_then(Membership::named);
         self.cvalid.insert(m);
         if let Some(d) = named {
             self.standing.insert(d);
@@ -631,10 +636,39 @@ impl RoomDag {
                     sender: n.sender,
                     ts: n.ts,
                     op,
+                    card: self.roster.card(&n.id, op),
                     anc: &n.anc,
                 })
             })
             .collect()
+    }
+
+    /// The room's roster secret, when this device holds it.
+    pub fn roster_secret(&self) -> Option<&RosterSecret> {
+        self.roster.secret()
+    }
+
+    /// Sets a roster secret this device accepted before (its persisted
+    /// room keys, or a room it creates), before events are fed.
+    pub fn preset_roster_secret(&mut self, secret: RosterSecret) {
+        self.roster.preset(secret);
+        self.resolution = None;
+    }
+
+    /// Offers a roster secret opened from this device's invite: accepted
+    /// only if it opens the room's create card (`crate::room::roster`);
+    /// then every sealed card held is read. Returns whether it was.
+    pub fn offer_roster_secret(&mut self, secret: RosterSecret) -> bool {
+        let room = self.room;
+        let events = self.mlist.iter().filter_map(|id| {
+            let n = self.nodes.get(id)?;
+            Some((n.id, n.sender, n.membership.as_deref()?))
+        });
+        let ok = self.roster.offer(&room, secret, events);
+        if ok {
+            self.resolution = None;
+        }
+        ok
     }
 
     /// The membership resolution (cached until the next membership event).

@@ -25,6 +25,7 @@ use crate::crypto::key_share::{
     KeyShareError, KeySharePayload, PrekeyRing, PrekeyUpdate, Recipient, open_share,
 };
 use crate::crypto::keys::DeviceId;
+use crate::crypto::roster::{ROSTER_SECRET_BYTES, RosterSecret};
 use crate::crypto::sender_chain::{
     ChainError, ChainId, InboundChain, MAX_SKIPPED_KEYS, MessagePayload, OutboundChain,
 };
@@ -88,9 +89,12 @@ pub const MAX_ROOM_KEYS_BYTES: usize = 1
     + 9
     + cbor_head_len(MAX_INBOUND_CHAINS as u64)
     + MAX_INBOUND_CHAINS * MAX_INBOUND_ENTRY_BYTES
-    + MAX_ROOM_SKIPPED_KEYS * SKIPPED_KEY_BYTES;
-/// Version of the persisted room-keys format.
-const KEYS_VERSION: u64 = 1;
+    + MAX_ROOM_SKIPPED_KEYS * SKIPPED_KEY_BYTES
+    + 2
+    + ROSTER_SECRET_BYTES;
+/// Version of the persisted room-keys format (2 adds the roster secret;
+/// version 1 states are still read).
+const KEYS_VERSION: u64 = 2;
 
 /// Why a key share, prekey update or message was not accepted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -168,8 +172,9 @@ pub fn accept_prekey_update(dag: &mut RoomDag, event: &Event) -> Result<PrekeyUp
     Ok(PrekeyUpdate::from_bytes(event.payload())?)
 }
 
-/// The recipients of a key share: every member but `me`, each with the
-/// newest prekey known (its card's, or a later accepted update's).
+/// The recipients of a key share: every member but `me` whose card this
+/// device can read, each with the newest prekey known (its card's, or a
+/// later accepted update's).
 pub fn recipients(
     state: &MembershipState,
     me: &DeviceId,
@@ -179,11 +184,12 @@ pub fn recipients(
         .members
         .values()
         .filter(|m| m.device != *me)
-        .map(|m| {
+        .filter_map(|m| {
+            let card = m.card.as_ref()?;
             let mut r = Recipient {
                 device: m.device,
-                prekey_id: m.card.prekey_id,
-                prekey: m.card.prekey,
+                prekey_id: card.prekey_id,
+                prekey: card.prekey,
             };
             if let Some(u) = updates.get(&m.device)
                 && u.prekey_id > r.prekey_id
@@ -191,7 +197,7 @@ pub fn recipients(
                 r.prekey_id = u.prekey_id;
                 r.prekey = u.prekey;
             }
-            r
+            Some(r)
         })
         .collect()
 }
@@ -230,6 +236,9 @@ pub struct RoomKeys {
     pub outbound: Option<OutboundChain>,
     inbound: BTreeMap<(DeviceId, ChainId), (u64, InboundChain)>,
     counter: u64,
+    /// The room's roster secret (`crate::crypto::roster`), once this
+    /// device created the room or opened it from its invite.
+    pub roster: Option<RosterSecret>,
 }
 
 impl RoomKeys {
@@ -240,6 +249,7 @@ impl RoomKeys {
             outbound: None,
             inbound: BTreeMap::new(),
             counter: 0,
+            roster: None,
         }
     }
 
@@ -341,10 +351,11 @@ impl RoomKeys {
         self.inbound.retain(|(s, _), _| s != sender);
     }
 
-    /// Persisted form: `[1, room, outbound_bytes|null, counter, [* [installed, inbound_bytes]]]`.
+    /// Persisted form: `[2, room, outbound_bytes|null, counter, [* [installed, inbound_bytes]], roster_secret|null]`
+    /// (version 1 had no roster secret).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::with_capacity(256);
-        w.array(5).u64(KEYS_VERSION).bytes(self.room.as_bytes());
+        w.array(6).u64(KEYS_VERSION).bytes(self.room.as_bytes());
         match &self.outbound {
             Some(o) => w.bytes(&o.to_bytes()),
             None => w.null(),
@@ -353,6 +364,10 @@ impl RoomKeys {
         for (c, chain) in self.inbound.values() {
             w.array(2).u64(*c).bytes(&chain.to_bytes());
         }
+        match &self.roster {
+            Some(s) => w.bytes(s.as_bytes()),
+            None => w.null(),
+        };
         Zeroizing::new(w.into_bytes())
     }
 
@@ -360,10 +375,17 @@ impl RoomKeys {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         cbor::validate(bytes, 3)?;
         let mut r = Reader::new(bytes);
-        r.array_of(5, "room keys array of 5")?;
+        let len = r.array()?;
         let v = r.u64()?;
-        if v != KEYS_VERSION {
-            return Err(ChainError::UnknownVersion(v).into());
+        match (v, len) {
+            (1, 5) | (KEYS_VERSION, 6) => {}
+            (1 | KEYS_VERSION, _) => {
+                return Err(CborError::WrongType {
+                    expected: "room keys array of its version's length",
+                }
+                .into());
+            }
+            _ => return Err(ChainError::UnknownVersion(v).into()),
         }
         let room = RoomId(r.byte_array("16-byte room ID")?);
         let outbound = if r.null()? {
@@ -393,12 +415,20 @@ impl RoomKeys {
             }
             inbound.insert(key, (c, chain));
         }
+        let roster = if v == 1 || r.null()? {
+            None
+        } else {
+            Some(RosterSecret::from_bytes(
+                r.byte_array("32-byte roster secret")?,
+            ))
+        };
         r.finish()?;
         let mut keys = Self {
             room,
             outbound,
             inbound,
             counter,
+            roster,
         };
         // A state written before the room cap existed is trimmed, not refused.
         keys.enforce_skipped_cap();
@@ -420,7 +450,7 @@ mod tests {
     #[test]
     fn worst_case_encoding_fits_one_secret_value() {
         // limits.md quotes the value; the limit it must stay under is 1 MiB.
-        assert_eq!(MAX_ROOM_KEYS_BYTES, 457_845);
+        assert_eq!(MAX_ROOM_KEYS_BYTES, 457_879);
         assert_eq!(crate::store::MAX_BLOB_VALUE_BYTES, 1_048_576);
     }
 
@@ -454,6 +484,7 @@ mod tests {
         let room = RoomId([2; 16]);
         let mut keys = RoomKeys::new(room);
         keys.outbound = Some(OutboundChain::new(room, u64::MAX, &mut rng));
+        keys.roster = Some(RosterSecret::generate(&mut rng));
         let mut msgs = Vec::new();
         for s in 0..(MAX_INBOUND_CHAINS / MAX_INBOUND_CHAINS_PER_SENDER + 1) {
             let id = Identity::from_seed(&[s as u8 + 1; 32]);
@@ -535,8 +566,8 @@ mod tests {
         // The same caps with every integer at its widest, built directly.
         let mut w = Writer::new();
         let out = OutboundChain::new(room, u64::MAX, &mut rng);
-        w.array(5)
-            .u64(1)
+        w.array(6)
+            .u64(KEYS_VERSION)
             .bytes(room.as_bytes())
             .bytes(&out.to_bytes())
             .u64(u64::MAX);
@@ -553,6 +584,7 @@ mod tests {
                 n,
             ));
         }
+        w.bytes(&[7; ROSTER_SECRET_BYTES]);
         let wide = w.into_bytes();
         assert!(
             wide.len() <= MAX_ROOM_KEYS_BYTES,
@@ -561,6 +593,30 @@ mod tests {
         );
         let keys = RoomKeys::from_bytes(&wide).unwrap();
         assert_eq!(keys.to_bytes().len(), wide.len());
+    }
+
+    #[test]
+    fn a_version_1_state_reads_without_a_roster_secret() {
+        let room = RoomId([3; 16]);
+        let mut w = Writer::new();
+        w.array(5)
+            .u64(1)
+            .bytes(room.as_bytes())
+            .null()
+            .u64(0)
+            .array(0);
+        let keys = RoomKeys::from_bytes(&w.into_bytes()).unwrap();
+        assert_eq!(keys, RoomKeys::new(room));
+        // A version-1 head with the version-2 length is refused.
+        let mut w = Writer::new();
+        w.array(6)
+            .u64(1)
+            .bytes(room.as_bytes())
+            .null()
+            .u64(0)
+            .array(0)
+            .null();
+        assert!(RoomKeys::from_bytes(&w.into_bytes()).is_err());
     }
 
     #[test]
@@ -591,6 +647,7 @@ mod tests {
             let mut keys = RoomKeys::new(room);
             if with_out {
                 keys.outbound = Some(OutboundChain::new(room, seed, &mut rng));
+                keys.roster = Some(RosterSecret::generate(&mut rng));
             }
             for i in 0..n {
                 let sender = Identity::from_seed(&[i as u8; 32]).device_id();

@@ -1,19 +1,23 @@
 //! Membership event content (`protocol-spec/rooms.md`, "Membership events").
 //!
-//! Membership payloads are **cleartext** (signed, not encrypted): every
-//! member, every invitee and every relay can check who may change the room,
-//! and an invitee can verify the whole history before it holds any key.
-//! Relays therefore learn the member list (device IDs and the display names
-//! in contact cards), who is admin, and when membership changed; they never
-//! learn message contents or the room name (which travels encrypted).
+//! Membership payloads are signed, not encrypted, **except the contact
+//! cards**: every member, every invitee and every relay can check who may
+//! change the room from the device IDs alone, and an invitee can verify the
+//! whole history before it holds any key. A device creates and invites
+//! with sealed cards (ops 6 and 7, `crate::crypto::roster`): relays learn
+//! the members' device IDs, who is admin and when membership changed, never
+//! their names, prekeys or card flags. Ops 0 and 1 (cards in clear) are
+//! the format of rooms created before the sealed roster; they stay valid.
 //!
 //! ```text
-//! membership = [1, 0, creator_card: bstr, nonce: bstr(16)]   ; create
-//!            / [1, 1, invitee_card: bstr]                    ; invite
+//! membership = [1, 0, creator_card: bstr, nonce: bstr(16)]   ; create (clear card)
+//!            / [1, 1, invitee_card: bstr]                    ; invite (clear card)
 //!            / [1, 2, target: bstr(32)]                      ; remove
 //!            / [1, 3]                                        ; leave (the signer)
 //!            / [1, 4, target: bstr(32)]                      ; promote
 //!            / [1, 5, target: bstr(32)]                      ; demote
+//!            / [1, 6, creator: bstr(32), nonce: bstr(16), sealed_card: bstr]          ; create
+//!            / [1, 7, invitee: bstr(32), sealed_card: bstr, sealed_secret: array]   ; invite
 //! room_id = SHA-256("meshrelay/v1/room-id\0" || creator_device_id || nonce)[0..16]
 //! ```
 //!
@@ -27,6 +31,7 @@ use crate::cbor::{self, CborError, Reader, Writer};
 use crate::crypto::card::{CardError, ContactCard};
 use crate::crypto::domain;
 use crate::crypto::keys::DeviceId;
+use crate::crypto::roster::{RosterError, SealedCard, SealedSecret};
 use crate::event::RoomId;
 
 /// Version of the membership payload.
@@ -50,6 +55,9 @@ pub enum MembershipError {
     /// A target device key is invalid.
     #[error("membership target is not a valid device key")]
     BadTarget,
+    /// A sealed card of an impossible length.
+    #[error("membership sealed card: {0}")]
+    Sealed(#[from] RosterError),
 }
 
 /// A membership change.
@@ -84,6 +92,25 @@ pub enum Membership {
         /// Who is demoted.
         target: DeviceId,
     },
+    /// Creates the room with the creator's card sealed to the roster.
+    CreateSealed {
+        /// The creator (the signer).
+        creator: DeviceId,
+        /// Random nonce the room ID is derived from.
+        nonce: [u8; 16],
+        /// The creator's card, sealed under the roster secret.
+        card: SealedCard,
+    },
+    /// Adds a member; its card is sealed to the roster, and the roster
+    /// secret is sealed to it.
+    InviteSealed {
+        /// The invitee.
+        invitee: DeviceId,
+        /// Its card, sealed under the roster secret.
+        card: SealedCard,
+        /// The roster secret, sealed to the invitee's prekey.
+        secret: SealedSecret,
+    },
 }
 
 /// The room ID a creator's nonce gives.
@@ -109,14 +136,16 @@ impl Membership {
             Membership::Leave => 3,
             Membership::Promote { .. } => 4,
             Membership::Demote { .. } => 5,
+            Membership::CreateSealed { .. } => 6,
+            Membership::InviteSealed { .. } => 7,
         }
     }
 
     /// A short name for display and JSON.
     pub fn name(&self) -> &'static str {
         match self {
-            Membership::Create { .. } => "create",
-            Membership::Invite { .. } => "invite",
+            Membership::Create { .. } | Membership::CreateSealed { .. } => "create",
+            Membership::Invite { .. } | Membership::InviteSealed { .. } => "invite",
             Membership::Remove { .. } => "remove",
             Membership::Leave => "leave",
             Membership::Promote { .. } => "promote",
@@ -127,11 +156,58 @@ impl Membership {
     /// The device whose membership or role this changes, given the signer.
     pub fn target(&self, signer: &DeviceId) -> DeviceId {
         match self {
-            Membership::Create { card, .. } | Membership::Invite { card } => card.device_id,
+            Membership::Leave => *signer,
+            _ => self.named().unwrap_or(*signer),
+        }
+    }
+
+    /// The device a create or invite makes a member (a remove, promote or
+    /// demote names its target; a leave, nobody).
+    pub fn named(&self) -> Option<DeviceId> {
+        match self {
+            Membership::Create { card, .. } | Membership::Invite { card } => Some(card.device_id),
+            Membership::CreateSealed { creator, .. } => Some(*creator),
+            Membership::InviteSealed { invitee, .. } => Some(*invitee),
             Membership::Remove { target }
             | Membership::Promote { target }
-            | Membership::Demote { target } => *target,
-            Membership::Leave => *signer,
+            | Membership::Demote { target } => Some(*target),
+            Membership::Leave => None,
+        }
+    }
+
+    /// A create's creator and nonce.
+    pub fn creation(&self) -> Option<(DeviceId, &[u8; 16])> {
+        match self {
+            Membership::Create { card, nonce } => Some((card.device_id, nonce)),
+            Membership::CreateSealed { creator, nonce, .. } => Some((*creator, nonce)),
+            _ => None,
+        }
+    }
+
+    /// The device an invite adds.
+    pub fn invitee(&self) -> Option<DeviceId> {
+        match self {
+            Membership::Invite { card } => Some(card.device_id),
+            Membership::InviteSealed { invitee, .. } => Some(*invitee),
+            _ => None,
+        }
+    }
+
+    /// The card of a create or invite, if it travels in clear.
+    pub fn clear_card(&self) -> Option<&ContactCard> {
+        match self {
+            Membership::Create { card, .. } | Membership::Invite { card } => Some(card),
+            _ => None,
+        }
+    }
+
+    /// The sealed card of a create or invite.
+    pub fn sealed_card(&self) -> Option<&SealedCard> {
+        match self {
+            Membership::CreateSealed { card, .. } | Membership::InviteSealed { card, .. } => {
+                Some(card)
+            }
+            _ => None,
         }
     }
 
@@ -172,13 +248,37 @@ impl Membership {
                     .u64(self.op())
                     .bytes(target.as_bytes());
             }
+            Membership::CreateSealed {
+                creator,
+                nonce,
+                card,
+            } => {
+                w.array(5)
+                    .u64(MEMBERSHIP_VERSION)
+                    .u64(self.op())
+                    .bytes(creator.as_bytes())
+                    .bytes(nonce)
+                    .bytes(card.as_bytes());
+            }
+            Membership::InviteSealed {
+                invitee,
+                card,
+                secret,
+            } => {
+                w.array(5)
+                    .u64(MEMBERSHIP_VERSION)
+                    .u64(self.op())
+                    .bytes(invitee.as_bytes())
+                    .bytes(card.as_bytes());
+                secret.write(&mut w);
+            }
         }
         w.into_bytes()
     }
 
     /// Strict decoding; embedded cards are verified.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MembershipError> {
-        cbor::validate(bytes, 1)?;
+        cbor::validate(bytes, 2)?;
         let mut r = Reader::new(bytes);
         let n = r.array()?;
         let v = r.u64()?;
@@ -190,6 +290,7 @@ impl Membership {
             0 => 4,
             1 | 2 | 4 | 5 => 3,
             3 => 2,
+            6 | 7 => 5,
             other => return Err(MembershipError::UnknownOp(other)),
         };
         if n != want {
@@ -218,8 +319,18 @@ impl Membership {
             4 => Membership::Promote {
                 target: target(&mut r)?,
             },
-            _ => Membership::Demote {
+            5 => Membership::Demote {
                 target: target(&mut r)?,
+            },
+            6 => Membership::CreateSealed {
+                creator: target(&mut r)?,
+                nonce: r.byte_array("16-byte nonce")?,
+                card: SealedCard::from_bytes(r.bytes()?)?,
+            },
+            _ => Membership::InviteSealed {
+                invitee: target(&mut r)?,
+                card: SealedCard::from_bytes(r.bytes()?)?,
+                secret: SealedSecret::read(&mut r)?,
             },
         };
         r.finish()?;
@@ -227,26 +338,26 @@ impl Membership {
     }
 }
 
-/// Whether `ev` is a membership event inviting `device` (the invite's
-/// card names it). Says nothing of the invite's authority: the node uses
+/// Whether `ev` is a membership event inviting `device` (the invite
+/// names it). Says nothing of the invite's authority: the node uses
 /// it to expect the room's history (`protocol-spec/wire.md`, "A room that
 /// becomes an own room"), the rooms layer judges it.
 pub fn invites_device(ev: &crate::event::Event, device: &DeviceId) -> bool {
     ev.kind() == crate::event::EventKind::Membership
-        && matches!(Membership::from_bytes(ev.payload()), Ok(Membership::Invite { card }) if card.device_id == *device)
+        && Membership::from_bytes(ev.payload()).is_ok_and(|m| m.invitee() == Some(*device))
 }
 
-/// Whether `ev` creates its room: a `create` signed by the device of its
-/// card whose nonce gives the event's room ID (`protocol-spec/rooms.md`
+/// Whether `ev` creates its room: a `create` signed by the device it names
+/// whose nonce gives the event's room ID (`protocol-spec/rooms.md`
 /// §1). The room ID commits to its creator, so this names the room's
 /// first member from the event alone.
 pub fn creates_room(ev: &crate::event::Event) -> bool {
     ev.kind() == crate::event::EventKind::Membership
-        && matches!(
-            Membership::from_bytes(ev.payload()),
-            Ok(Membership::Create { card, nonce })
-                if card.device_id == ev.sender() && derive_room_id(&card.device_id, &nonce) == ev.room()
-        )
+        && Membership::from_bytes(ev.payload()).is_ok_and(|m| {
+            m.creation().is_some_and(|(creator, nonce)| {
+                creator == ev.sender() && derive_room_id(&creator, nonce) == ev.room()
+            })
+        })
 }
 
 #[cfg(test)]
@@ -256,11 +367,35 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_membership() -> impl Strategy<Value = Membership> {
-        (0u64..6, any::<u8>(), any::<[u8; 16]>(), "[a-z]{0,12}").prop_map(
+        (0u64..8, any::<u8>(), any::<[u8; 16]>(), "[a-z]{0,12}").prop_map(
             |(op, seed, nonce, name)| {
                 let id = Identity::from_seed(&[seed; 32]);
                 let card = ContactCard::create(&id, &name, seed as u64).unwrap();
                 let target = id.device_id();
+                let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed as u64);
+                let secret = crate::crypto::roster::RosterSecret::generate(&mut rng);
+                let sealed = SealedCard::seal(&secret, &RoomId(nonce), &card, &mut rng).unwrap();
+                match op {
+                    6 => {
+                        return Membership::CreateSealed {
+                            creator: target,
+                            nonce,
+                            card: sealed,
+                        };
+                    }
+                    7 => {
+                        return Membership::InviteSealed {
+                            invitee: target,
+                            card: sealed,
+                            secret: SealedSecret {
+                                prekey_id: seed as u32,
+                                enc: [seed; 32],
+                                ct: [seed; 48],
+                            },
+                        };
+                    }
+                    _ => {}
+                }
                 match op {
                     0 => Membership::Create { card, nonce },
                     1 => Membership::Invite { card },

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod membership;
 pub mod receipt;
 pub mod resolve;
+pub mod roster;
 pub mod session;
 
 pub use content::{Content, ContentError};

@@ -104,8 +104,10 @@ impl AuthError {
 pub struct Member {
     /// Device ID.
     pub device: DeviceId,
-    /// The contact card it was invited with (keys, prekey, name).
-    pub card: ContactCard,
+    /// The contact card it was invited with (keys, prekey, name): `None`
+    /// while its card is sealed and this device holds no roster secret
+    /// that opens it (a carrier; or a card its inviter sealed wrongly).
+    pub card: Option<ContactCard>,
     /// Whether it is an admin.
     pub admin: bool,
 }
@@ -166,6 +168,9 @@ pub(crate) struct MEvent<'a> {
     pub sender: DeviceId,
     pub ts: u64,
     pub op: &'a Membership,
+    /// The card the event names, when readable (clear, or opened with the
+    /// roster secret).
+    pub card: Option<&'a ContactCard>,
     /// Membership indices among strict ancestors.
     pub anc: &'a Bits,
 }
@@ -232,11 +237,11 @@ impl<'a, 'b> Ctx<'a, 'b> {
             }
             let e = &self.ev[i];
             match e.op {
-                Membership::Create { .. } => {
+                Membership::Create { .. } | Membership::CreateSealed { .. } => {
                     st.0.insert(e.sender, (true, i));
                 }
-                Membership::Invite { card } => {
-                    let x = card.device_id;
+                Membership::Invite { .. } | Membership::InviteSealed { .. } => {
+                    let Some(x) = e.op.invitee() else { continue };
                     let removed = self
                         .removals
                         .get(&x)
@@ -276,14 +281,12 @@ impl<'a, 'b> Ctx<'a, 'b> {
     fn materialize(&self, roles: &Roles) -> MembershipState {
         let mut members = BTreeMap::new();
         for (d, &(admin, src)) in &roles.0 {
-            if let Some(Membership::Create { card, .. } | Membership::Invite { card }) =
-                self.ev.get(src).map(|e| e.op)
-            {
+            if let Some(e) = self.ev.get(src) {
                 members.insert(
                     *d,
                     Member {
                         device: *d,
-                        card: card.clone(),
+                        card: e.card.cloned(),
                         admin,
                     },
                 );
@@ -300,10 +303,8 @@ impl<'a, 'b> Ctx<'a, 'b> {
         genesis: Option<usize>,
     ) -> Result<(), AuthError> {
         let e = &self.ev[i];
-        if let Membership::Create { card, nonce } = e.op {
-            if !e.anc.is_empty()
-                || card.device_id != e.sender
-                || derive_room_id(&e.sender, nonce) != *room
+        if let Some((creator, nonce)) = e.op.creation() {
+            if !e.anc.is_empty() || creator != e.sender || derive_room_id(&e.sender, nonce) != *room
             {
                 return Err(AuthError::BadCreate);
             }
@@ -324,11 +325,14 @@ impl<'a, 'b> Ctx<'a, 'b> {
             }
         };
         match e.op {
-            Membership::Create { .. } => Err(AuthError::BadCreate),
-            Membership::Invite { card } => {
+            Membership::Create { .. } | Membership::CreateSealed { .. } => {
+                Err(AuthError::BadCreate)
+            }
+            Membership::Invite { .. } | Membership::InviteSealed { .. } => {
                 admin(st)?;
-                if st.is_member(&card.device_id) {
-                    Err(AuthError::AlreadyMember(card.device_id))
+                let x = e.op.invitee().unwrap_or(e.sender);
+                if st.is_member(&x) {
+                    Err(AuthError::AlreadyMember(x))
                 } else if st.len() >= ROOM_CAP {
                     Err(AuthError::RoomFull)
                 } else {
@@ -403,13 +407,13 @@ pub(crate) fn resolve(room: &RoomId, ev: &[MEvent<'_>]) -> Resolution {
     }
     // The genesis: the well-formed create with the smallest event ID.
     let genesis = (0..n)
-        .filter(|&i| match ev[i].op {
-            Membership::Create { card, nonce } => {
+        .filter(|&i| match ev[i].op.creation() {
+            Some((creator, nonce)) => {
                 ev[i].anc.is_empty()
-                    && card.device_id == ev[i].sender
+                    && creator == ev[i].sender
                     && derive_room_id(&ev[i].sender, nonce) == *room
             }
-            _ => false,
+            None => false,
         })
         .min_by_key(|&i| ev[i].id);
 
@@ -509,6 +513,9 @@ pub(crate) fn causally_valid(room: &RoomId, ev: &[MEvent<'_>], past: &[usize], i
     let ctx = Ctx::new(ev);
     let in_past: BTreeSet<usize> = past.iter().copied().collect();
     let st = ctx.apply(past, |j| in_past.contains(&j));
-    let genesis = matches!(ev.get(i).map(|e| e.op), Some(Membership::Create { .. })).then_some(i);
+    let genesis = ev
+        .get(i)
+        .is_some_and(|e| e.op.creation().is_some())
+        .then_some(i);
     i < ev.len() && ctx.authorize(i, &st, room, genesis).is_ok()
 }

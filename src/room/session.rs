@@ -23,6 +23,7 @@ use crate::crypto::card::ContactCard;
 use crate::crypto::identity::Identity;
 use crate::crypto::key_share::{KeyShareError, PrekeyRing, PrekeyUpdate, Recipient, seal_shares};
 use crate::crypto::keys::DeviceId;
+use crate::crypto::roster::{RosterError, RosterSecret, SealedCard, SealedSecret};
 use crate::crypto::sender_chain::{ChainError, OutboundChain};
 use crate::event::{Event, EventError, EventId, EventKind, RoomId, UnsignedEvent};
 use crate::limits::DEFAULT_EVENT_LIFETIME_MS;
@@ -88,6 +89,9 @@ pub enum SessionError {
     /// The local change would be invalid (checked before signing).
     #[error("change not allowed: {0}")]
     NotAllowed(AuthError),
+    /// Sealing a card or the roster secret failed.
+    #[error("{0}")]
+    Roster(#[from] RosterError),
 }
 
 /// Events created locally plus the key state to persist before sending.
@@ -373,6 +377,9 @@ impl RoomSession {
     pub fn rebuild(room: RoomId, me: DeviceId, keys: &[u8]) -> Result<Rebuild, SessionError> {
         let mut session = Self::new(room, me);
         session.keys = RoomKeys::from_bytes(keys)?;
+        if let Some(secret) = &session.keys.roster {
+            session.dag.preset_roster_secret(secret.clone());
+        }
         Ok(Rebuild {
             session,
             updates: Vec::new(),
@@ -381,20 +388,29 @@ impl RoomSession {
     }
 
     /// Creates a room. `nonce` MUST be random; the room ID commits to it.
-    pub fn create(
+    /// The room's roster secret is drawn here and the creator's card is
+    /// sealed under it (`crate::crypto::roster`).
+    pub fn create<R: CryptoRng + ?Sized>(
         identity: &Identity,
         card: &ContactCard,
         nonce: [u8; 16],
         now_ms: u64,
+        rng: &mut R,
     ) -> Result<(Self, Outgoing), SessionError> {
-        let room = derive_room_id(&identity.device_id(), &nonce);
-        let mut s = Self::new(room, identity.device_id());
+        let creator = identity.device_id();
+        let room = derive_room_id(&creator, &nonce);
+        let mut s = Self::new(room, creator);
+        let secret = RosterSecret::generate(rng);
+        let card = SealedCard::seal(&secret, &room, card, rng)?;
+        s.dag.preset_roster_secret(secret.clone());
+        s.keys.roster = Some(secret);
         let ev = s.emit(
             identity,
             EventKind::Membership,
-            Membership::Create {
-                card: card.clone(),
+            Membership::CreateSealed {
+                creator,
                 nonce,
+                card,
             }
             .to_bytes(),
             now_ms,
@@ -526,7 +542,9 @@ impl RoomSession {
     /// Makes a membership change (invite, remove, leave, promote, demote)
     /// with its follow-ups: an invitee gets this device's current chain
     /// position; after a remove or leave this device starts a new chain for
-    /// the remaining members.
+    /// the remaining members. In a room with a roster secret, an invite
+    /// given with a clear card is sent sealed: the card under the roster
+    /// secret, the secret to the invitee's prekey.
     pub fn change<R: CryptoRng + ?Sized>(
         &mut self,
         identity: &Identity,
@@ -537,6 +555,7 @@ impl RoomSession {
         if !self.dag.members().is_member(&self.me) {
             return Err(SessionError::NotMember);
         }
+        let change = self.seal_invite(change, rng)?;
         let before = self.dag.members();
         let ev = self.emit(identity, EventKind::Membership, change.to_bytes(), now_ms)?;
         if let Some(Err(e)) = self.dag.resolve().verdicts.get(&ev.id()).cloned() {
@@ -545,12 +564,9 @@ impl RoomSession {
         }
         let mut events = vec![ev];
         let after = self.dag.members();
-        if let Membership::Invite { card } = &change {
+        if let Some(invitee) = change.invitee() {
             let to = recipients(&after, &self.me, &self.prekey_updates);
-            let to: Vec<Recipient> = to
-                .into_iter()
-                .filter(|r| r.device == card.device_id)
-                .collect();
+            let to: Vec<Recipient> = to.into_iter().filter(|r| r.device == invitee).collect();
             events.extend(self.share_to(identity, &to, now_ms, rng)?);
         }
         if needs_new_epoch(&before, &after) && after.is_member(&self.me) {
@@ -558,6 +574,55 @@ impl RoomSession {
         }
         self.members_seen = after;
         Ok(self.outgoing(events))
+    }
+
+    /// An invite with a clear card, sealed when the room has a roster
+    /// secret (rooms created before the sealed roster keep clear cards).
+    fn seal_invite<R: CryptoRng + ?Sized>(
+        &self,
+        change: Membership,
+        rng: &mut R,
+    ) -> Result<Membership, SessionError> {
+        let (Membership::Invite { card }, Some(secret)) = (&change, &self.keys.roster) else {
+            return Ok(change);
+        };
+        let room = self.room();
+        let to = Recipient {
+            device: card.device_id,
+            prekey_id: card.prekey_id,
+            prekey: card.prekey,
+        };
+        Ok(Membership::InviteSealed {
+            invitee: card.device_id,
+            card: SealedCard::seal(secret, &room, card, rng)?,
+            secret: SealedSecret::seal(secret, &room, &self.me, &to, rng)?,
+        })
+    }
+
+    /// Reads the roster secret from `ev` when it is this device's sealed
+    /// invite and no secret is held yet (`crate::room::roster`). Returns
+    /// whether a secret was accepted.
+    fn take_roster_secret(&mut self, ev: &Event, prekeys: &PrekeyRing) -> bool {
+        if self.keys.roster.is_some() || ev.kind() != EventKind::Membership {
+            return false;
+        }
+        let Ok(Membership::InviteSealed {
+            invitee, secret, ..
+        }) = Membership::from_bytes(ev.payload())
+        else {
+            return false;
+        };
+        if invitee != self.me {
+            return false;
+        }
+        let Ok(opened) = secret.open(&self.room(), &ev.sender(), &self.me, prekeys) else {
+            return false;
+        };
+        if !self.dag.offer_roster_secret(opened.clone()) {
+            return false;
+        }
+        self.keys.roster = Some(opened);
+        true
     }
 
     /// Encrypts and signs a message (starting and sharing a new chain first
@@ -723,7 +788,9 @@ impl RoomSession {
     /// derived from events: the next send starts a new one. `events` are
     /// the events the DAG holds ([`Rebuild::replay`]).
     pub fn rederive_keys(&mut self, prekeys: &PrekeyRing, events: &[Event]) -> Rederived {
+        let roster = self.keys.roster.take();
         self.keys = RoomKeys::new(self.room());
+        self.keys.roster = roster;
         self.needs_epoch = true;
         self.share_pending.clear();
         let by_id: BTreeMap<EventId, &Event> = events.iter().map(|e| (e.id(), e)).collect();
@@ -744,6 +811,9 @@ impl RoomSession {
                     Ok(content) => out.readable.push((id, content)),
                     Err(reason) => out.unreadable.push((id, reason)),
                 },
+                EventKind::Membership => {
+                    self.take_roster_secret(ev, prekeys);
+                }
                 _ => {}
             }
         }
@@ -839,6 +909,7 @@ impl RoomSession {
                 }
                 EventKind::Membership => {
                     membership_changed = true;
+                    self.take_roster_secret(&ev, prekeys);
                     out.push(Received::Membership {
                         event_id: id,
                         rejected: None,

@@ -1244,6 +1244,18 @@ fn member_skipping_far_ahead_on_many_chains_cannot_jam_the_room() {
     let (ident, _) = app::load_identity(&m.dir).unwrap();
     let me = ident.device_id();
     let mut dag = RoomDag::new(room);
+    // As a member, it reads the roster (its room keys hold the secret).
+    let m_keys = {
+        let store = m.raw_store();
+        let k = store.secret_keys(b"room-keys/").unwrap();
+        RoomKeys::from_bytes(&store.get_secret(&k[0]).unwrap().unwrap()).unwrap()
+    };
+    dag.preset_roster_secret(
+        m_keys
+            .roster
+            .clone()
+            .expect("a member holds the roster secret"),
+    );
     for ev in events_of(&history) {
         dag.insert(&ev).unwrap();
     }

@@ -56,7 +56,7 @@ type Entry = fn(&[u8]) -> bool;
 /// (target, entry point, seeds that must be accepted).
 const DECODER_TARGETS: &[(&str, Entry, usize)] = &[
     ("bundle", meshrelay::fuzz::bundle, 2),
-    ("membership_content", meshrelay::fuzz::membership_content, 4),
+    ("membership_content", meshrelay::fuzz::membership_content, 6),
     ("key_share", meshrelay::fuzz::key_share, 3),
     ("room_keys", meshrelay::fuzz::room_keys, 2),
     ("homeserver_bundle", meshrelay::fuzz::homeserver_bundle, 1),
@@ -128,6 +128,33 @@ fn write_decoder_seed_corpora() {
     }
     .to_bytes();
     let m_leave = Membership::Leave.to_bytes();
+    let secret = meshrelay::crypto::roster::RosterSecret::generate(&mut rng);
+    let sealed = |card: &ContactCard, rng: &mut rand::rngs::StdRng| {
+        meshrelay::crypto::roster::SealedCard::seal(&secret, &room, card, rng).unwrap()
+    };
+    let m_create_sealed = Membership::CreateSealed {
+        creator: ana.device_id(),
+        nonce: [3; 16],
+        card: sealed(&ana_card, &mut rng),
+    }
+    .to_bytes();
+    let m_invite_sealed = Membership::InviteSealed {
+        invitee: bo.device_id(),
+        card: sealed(&bo_card, &mut rng),
+        secret: meshrelay::crypto::roster::SealedSecret::seal(
+            &secret,
+            &room,
+            &ana.device_id(),
+            &Recipient {
+                device: bo.device_id(),
+                prekey_id: bo_card.prekey_id,
+                prekey: bo_card.prekey,
+            },
+            &mut rng,
+        )
+        .unwrap(),
+    }
+    .to_bytes();
     let c_text = Content::Text("hello".into()).to_bytes();
     let c_name = Content::RoomName("ops".into()).to_bytes();
 
@@ -195,6 +222,9 @@ fn write_decoder_seed_corpora() {
                 c_name,
                 truncated(&m_create),
                 junk(40),
+                m_create_sealed.clone(),
+                m_invite_sealed.clone(),
+                truncated(&m_invite_sealed),
             ],
         ),
         (

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use meshrelay::app::Device;
 use meshrelay::crypto::{ContactCard, Identity};
-use meshrelay::event::{EventId, EventKind, RoomId, UnsignedEvent};
+use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
 use meshrelay::room::Membership;
 use meshrelay::transport::homeserver::{
     AccessToken, BUNDLE_EVENT_TYPE, Client, RetryPolicy, decode_content,
@@ -31,7 +31,7 @@ fn mr_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().unwrap()
 }
 
-fn ok(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn ok(dir: &Path, args: &[&str]) -> String {
     let o = mr_env(dir, args, &[]);
     assert!(
         o.status.success(),
@@ -41,11 +41,11 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-fn js(dir: &Path, args: &[&str]) -> Value {
+pub(crate) fn js(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok(dir, args)).unwrap()
 }
 
-fn sync_once(dir: &Path) -> Value {
+pub(crate) fn sync_once(dir: &Path) -> Value {
     js(dir, &["sync", "--once", "--json"])
 }
 
@@ -66,7 +66,7 @@ fn gateway(root: &Path, name: &str, url: &str, user: User) -> Gw {
     Gw { dir, user }
 }
 
-fn card(dir: &Path) -> String {
+pub(crate) fn card(dir: &Path) -> String {
     js(dir, &["id", "--json"])["card"]
         .as_str()
         .unwrap()
@@ -117,14 +117,15 @@ fn client(url: &str, token: &str) -> Client {
     .with_token(AccessToken::new(token))
 }
 
-/// Every envelope in the transport room, with how many times it appears,
-/// and the number of bundle events: read from scratch by `token`'s account.
-fn server_view(url: &str, token: &str, room: &str) -> (BTreeMap<EventId, usize>, usize) {
+/// Every envelope in the transport room, in the order the bundles hold
+/// them (repeats included), and the number of bundle events: read from
+/// scratch by `token`'s account.
+pub(crate) fn server_events(url: &str, token: &str, room: &str) -> (Vec<Event>, usize) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = client(url, token);
         let mut since: Option<String> = None;
-        let mut counts = BTreeMap::new();
+        let mut events = Vec::new();
         let mut bundles = 0;
         loop {
             let batch = c
@@ -134,7 +135,7 @@ fn server_view(url: &str, token: &str, room: &str) -> (BTreeMap<EventId, usize>,
             assert!(batch.gap.is_none());
             since = Some(batch.next_batch);
             if batch.events.is_empty() {
-                return (counts, bundles);
+                return (events, bundles);
             }
             for e in batch.events {
                 if e.event_type != BUNDLE_EVENT_TYPE {
@@ -142,13 +143,22 @@ fn server_view(url: &str, token: &str, room: &str) -> (BTreeMap<EventId, usize>,
                 }
                 bundles += 1;
                 if let Ok(d) = decode_content(&e.content) {
-                    for ev in d.events {
-                        *counts.entry(ev.id()).or_insert(0) += 1;
-                    }
+                    events.extend(d.events);
                 }
             }
         }
     })
+}
+
+/// Every envelope in the transport room, with how many times it appears,
+/// and the number of bundle events.
+fn server_view(url: &str, token: &str, room: &str) -> (BTreeMap<EventId, usize>, usize) {
+    let (events, bundles) = server_events(url, token, room);
+    let mut counts = BTreeMap::new();
+    for ev in events {
+        *counts.entry(ev.id()).or_insert(0) += 1;
+    }
+    (counts, bundles)
 }
 
 fn assert_once_each(counts: &BTreeMap<EventId, usize>) {

@@ -38,6 +38,7 @@ mod relay_memory;
 mod room_names;
 mod rooms;
 mod rooms_vectors;
+mod roster_vectors;
 mod roundtrip;
 mod store_crash;
 mod store_flood;

@@ -282,3 +282,106 @@ fn announcements_give_a_stranger_nothing_to_link_two_sessions_by() {
     drop(rt);
     assert!(a.alive());
 }
+
+/// Issue 16: the roster is readable by members only. A room is created,
+/// invited to and renamed through the CLI; a relay in none of its rooms
+/// imports it and uploads it to a real Synapse, from which a member
+/// downloads it. No member's name is anywhere in what the relay stores, in
+/// the bundle, or in the envelopes on the homeserver; the member reads
+/// every name from its invite.
+#[test]
+fn a_relay_and_the_homeserver_read_no_member_name() {
+    use super::homeserver::{register, synapse};
+    use super::homeserver_sync::{card, js, ok, server_events, sync_once};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let url = synapse().url.clone();
+    let names = ["Ana Fieldlead", "Bo Rescuer", "Cy Mapmaker"];
+    let dirs: Vec<_> = ["ana", "bo", "cy", "relay"]
+        .iter()
+        .map(|d| tmp.path().join(d))
+        .collect();
+    let (ana, bo, cy, relay) = (&dirs[0], &dirs[1], &dirs[2], &dirs[3]);
+    for (dir, name) in [
+        (ana, names[0]),
+        (bo, names[1]),
+        (cy, names[2]),
+        (relay, "relay"),
+    ] {
+        ok(dir, &["init", "--name", name]);
+    }
+    let (r_user, b_user) = (register("relay", false), register("gwbo", false));
+    ok(relay, &["homeserver", "set-token", &url, &r_user.token]);
+    ok(bo, &["homeserver", "set-token", &url, &b_user.token]);
+    let transport = ok(
+        relay,
+        &[
+            "homeserver",
+            "transport",
+            "--create",
+            "--invite",
+            &b_user.user_id,
+        ],
+    )
+    .trim()
+    .to_owned();
+    ok(bo, &["homeserver", "transport", &transport]);
+
+    let room = js(ana, &["room", "create", "north camp", "--json"])["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(ana, &["room", "invite", &room, &card(bo)]);
+    ok(ana, &["room", "invite", &room, &card(cy)]);
+    ok(ana, &["room", "rename", &room, "south camp"]);
+    ok(ana, &["send", &room, "all here"]);
+    let file = tmp.path().join("ana.bundle");
+    ok(ana, &["export", file.to_str().unwrap()]);
+    ok(relay, &["import", file.to_str().unwrap()]);
+    assert_eq!(js(relay, &["rooms", "--json"]), serde_json::json!([]));
+    let up = sync_once(relay);
+    assert!(up["uploaded"].as_u64().unwrap() >= 7, "{up}");
+    sync_once(bo);
+
+    let contains = |hay: &[u8], name: &str| hay.windows(name.len()).any(|w| w == name.as_bytes());
+    let bundle = std::fs::read(&file).unwrap();
+    let (on_server, bundles) = server_events(&url, &b_user.token, &transport);
+    assert!(
+        on_server.len() >= 7,
+        "{} envelopes in {bundles} bundles on the homeserver ({transport}); uploaded {up}",
+        on_server.len()
+    );
+    let mut relay_files = Vec::new();
+    let mut stack = vec![relay.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                relay_files.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    for name in names {
+        assert!(!contains(&bundle, name), "{name} in the bundle");
+        for ev in &on_server {
+            assert!(!contains(ev.bytes(), name), "{name} on the homeserver");
+        }
+        for (path, bytes) in &relay_files {
+            assert!(!contains(bytes, name), "{name} in {}", path.display());
+        }
+    }
+
+    // The member reads the whole roster, and the room's name.
+    let rooms = js(bo, &["rooms", "--json"]);
+    assert_eq!(rooms[0]["name"], "south camp", "{rooms}");
+    let mut seen: Vec<&str> = rooms[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, names, "{rooms}");
+}

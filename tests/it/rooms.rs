@@ -1150,10 +1150,173 @@ mod session {
             .count()
     }
 
+    /// The names each device reads in its session's roster, by device.
+    fn roster_names(n: &mut Node) -> BTreeMap<DeviceId, Option<String>> {
+        n.session
+            .as_mut()
+            .unwrap()
+            .members()
+            .members
+            .into_values()
+            .map(|m| (m.device, m.card.map(|c| c.name)))
+            .collect()
+    }
+
+    fn named(seed: u8, name: &str) -> Node {
+        let mut n = Node::new(seed);
+        n.card = ContactCard::create(&n.id, name, T0).unwrap();
+        n
+    }
+
+    #[test]
+    fn the_roster_is_sealed_to_members_and_read_from_the_invite() {
+        let (mut a, mut b, mut carrier) = (
+            named(21, "Ana Fieldlead"),
+            named(22, "Bo Rescuer"),
+            named(23, "Cy Courier"),
+        );
+        let (s, out) = RoomSession::create(&a.id, &a.card, [21; 16], T0, &mut a.rng).unwrap();
+        a.session = Some(s);
+        a.commit(out);
+        let out = a
+            .session
+            .as_mut()
+            .unwrap()
+            .change(
+                &a.id,
+                Membership::Invite {
+                    card: b.card.clone(),
+                },
+                T0 + 1,
+                &mut a.rng,
+            )
+            .unwrap();
+        a.commit(out);
+        let bundle = a.bundle();
+        // What a relay or the homeserver carries names nobody.
+        for name in ["Ana Fieldlead", "Bo Rescuer"] {
+            assert!(
+                !bundle.windows(name.len()).any(|w| w == name.as_bytes()),
+                "{name} readable in the carried events"
+            );
+        }
+        for ev in a
+            .store
+            .values()
+            .filter(|e| e.kind() == EventKind::Membership)
+        {
+            let m = Membership::from_bytes(ev.payload()).unwrap();
+            assert!(
+                m.clear_card().is_none() && m.sealed_card().is_some(),
+                "{m:?}"
+            );
+        }
+        let want: BTreeMap<DeviceId, Option<String>> = [
+            (a.id.device_id(), Some("Ana Fieldlead".to_owned())),
+            (b.id.device_id(), Some("Bo Rescuer".to_owned())),
+        ]
+        .into();
+        assert_eq!(roster_names(&mut a), want);
+
+        // B reads the whole roster from its invite.
+        b.texts_from(&bundle);
+        assert_eq!(roster_names(&mut b), want);
+        // ... and again after a restart, from its persisted room keys.
+        let room = a.session.as_ref().unwrap().room();
+        let mut restored =
+            RoomSession::restore(room, b.id.device_id(), &b.keys_on_disk, b.store.values())
+                .unwrap();
+        let names: BTreeMap<DeviceId, Option<String>> = restored
+            .members()
+            .members
+            .into_values()
+            .map(|m| (m.device, m.card.map(|c| c.name)))
+            .collect();
+        assert_eq!(names, want);
+
+        // A carrier holds the same room and reaches the same membership,
+        // without a single card.
+        carrier.texts_from(&bundle);
+        let carried = roster_names(&mut carrier);
+        assert_eq!(
+            carried.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        assert!(carried.values().all(Option::is_none), "{carried:?}");
+    }
+
+    #[test]
+    fn an_invite_cannot_hand_over_a_roster_secret_of_its_own() {
+        // A promotes B; B invites D with a secret of B's making. D keeps the
+        // invite's effect (it is a member) but takes no secret that does not
+        // open the creator's card, so it reads no card B could have forged.
+        let (mut a, mut b, mut d) = (Node::new(31), Node::new(32), Node::new(34));
+        let (s, out) = RoomSession::create(&a.id, &a.card, [31; 16], T0, &mut a.rng).unwrap();
+        a.session = Some(s);
+        a.commit(out);
+        for (i, change) in [
+            Membership::Invite {
+                card: b.card.clone(),
+            },
+            Membership::Promote {
+                target: b.id.device_id(),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let out = a
+                .session
+                .as_mut()
+                .unwrap()
+                .change(&a.id, change, T0 + 1 + i as u64, &mut a.rng)
+                .unwrap();
+            a.commit(out);
+        }
+        b.texts_from(&a.bundle());
+        let room = a.session.as_ref().unwrap().room();
+        let own = meshrelay::crypto::roster::RosterSecret::generate(&mut b.rng);
+        let to = meshrelay::crypto::key_share::Recipient {
+            device: d.id.device_id(),
+            prekey_id: d.card.prekey_id,
+            prekey: d.card.prekey,
+        };
+        let forged = Membership::InviteSealed {
+            invitee: d.id.device_id(),
+            card: meshrelay::crypto::roster::SealedCard::seal(&own, &room, &d.card, &mut b.rng)
+                .unwrap(),
+            secret: meshrelay::crypto::roster::SealedSecret::seal(
+                &own,
+                &room,
+                &b.id.device_id(),
+                &to,
+                &mut b.rng,
+            )
+            .unwrap(),
+        };
+        let out = b
+            .session
+            .as_mut()
+            .unwrap()
+            .change(&b.id, forged, T0 + 5, &mut b.rng)
+            .unwrap();
+        b.commit(out);
+        d.texts_from(&b.bundle());
+        let names = roster_names(&mut d);
+        assert!(names.contains_key(&d.id.device_id()));
+        assert!(names.values().all(Option::is_none), "{names:?}");
+        // A still reads the members it sealed; D's card (sealed under B's
+        // secret) stays unread everywhere.
+        a.texts_from(&b.bundle());
+        let at_a = roster_names(&mut a);
+        assert_eq!(at_a[&a.id.device_id()].as_deref(), Some("n"));
+        assert_eq!(at_a[&d.id.device_id()], None);
+    }
+
     #[test]
     fn every_remaining_sender_rotates_after_a_removal() {
         let (mut a, mut b, mut c) = (Node::new(1), Node::new(2), Node::new(3));
-        let (s, out) = RoomSession::create(&a.id, &a.card, [1; 16], T0).unwrap();
+        let (s, out) = RoomSession::create(&a.id, &a.card, [1; 16], T0, &mut a.rng).unwrap();
         a.session = Some(s);
         a.commit(out);
         for card in [b.card.clone(), c.card.clone()] {
@@ -1324,7 +1487,7 @@ mod session {
     #[test]
     fn restored_copy_that_sees_its_own_sequence_used_starts_a_new_chain() {
         let (mut a, mut b) = (Node::new(1), Node::new(2));
-        let (s, out) = RoomSession::create(&a.id, &a.card, [4; 16], T0).unwrap();
+        let (s, out) = RoomSession::create(&a.id, &a.card, [4; 16], T0, &mut a.rng).unwrap();
         a.session = Some(s);
         a.commit(out);
         let out = a

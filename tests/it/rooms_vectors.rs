@@ -24,7 +24,7 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol-spec/vectors/")
 
 /// An RNG that returns fixed bytes (then fails loudly): makes the chain ID,
 /// chain key, nonce and HPKE ephemeral key of a vector exact.
-struct FixedRng(Vec<u8>);
+pub(crate) struct FixedRng(pub(crate) Vec<u8>);
 
 impl rand_core::TryRng for FixedRng {
     type Error = Infallible;
@@ -48,21 +48,21 @@ impl rand_core::TryRng for FixedRng {
 }
 impl rand_core::TryCryptoRng for FixedRng {}
 
-fn h(b: &[u8]) -> String {
+pub(crate) fn h(b: &[u8]) -> String {
     hex::encode(b)
 }
 
-fn unh(v: &Value) -> Vec<u8> {
+pub(crate) fn unh(v: &Value) -> Vec<u8> {
     hex::decode(v.as_str().expect("hex string")).expect("valid hex")
 }
 
-fn arr<const N: usize>(v: &Value) -> [u8; N] {
+pub(crate) fn arr<const N: usize>(v: &Value) -> [u8; N] {
     unh(v).try_into().expect("right length")
 }
 
 /// Reads the vector file (or, when regenerating, the default inputs),
 /// recomputes it with `f`, and compares or writes.
-fn run(name: &str, default_inputs: Value, f: impl Fn(&Value) -> Value) {
+pub(crate) fn run(name: &str, default_inputs: Value, f: impl Fn(&Value) -> Value) {
     let path = format!("{DIR}{name}");
     if std::env::var_os("MESHRELAY_REGEN_VECTORS").is_some() {
         let out = f(&default_inputs);
@@ -79,7 +79,7 @@ fn run(name: &str, default_inputs: Value, f: impl Fn(&Value) -> Value) {
     );
 }
 
-fn seeded(v: &Value) -> Identity {
+pub(crate) fn seeded(v: &Value) -> Identity {
     Identity::from_seed(&arr::<32>(v))
 }
 

@@ -1,0 +1,417 @@
+//! The sealed roster (`protocol-spec/encryption.md`, "Sealed roster").
+//!
+//! A room's members learn each other's names, prekeys and card flags from
+//! the contact cards in `create` and `invite` events. Relays and the
+//! homeserver carry those events and verify their signatures, so the cards
+//! travel **sealed** under the room's *roster secret*, a 32-byte random
+//! value drawn by the room's creator:
+//!
+//! ```text
+//! card_key    = HKDF-SHA256(salt = room(16), ikm = roster_secret, info = "meshrelay/v2/roster-card\0")[0..32]
+//! aad         = "meshrelay/v2/roster-card\0" || room(16) || device(32)
+//! sealed_card = nonce(24) || XChaCha20-Poly1305(card_key, nonce, pad_to(cbor(card), 513), aad)
+//! ```
+//!
+//! `device` is the device the event creates or invites, in clear in the
+//! event; a card that opens must be that device's. `pad_to` pads every
+//! card to `MAX_CARD_BYTES` + 1 bytes (the `0x80` marker and zeros of
+//! `crate::crypto::padding`), so every sealed card is 553 bytes and a relay
+//! learns nothing of a name's length.
+//!
+//! An invite also carries the roster secret sealed to the invitee's prekey
+//! (the key-share HPKE suite, `crate::crypto::key_share`), so a new member
+//! reads the whole roster from its invite:
+//!
+//! ```text
+//! info          = "meshrelay/v2/roster-secret\0" || room(16) || inviter(32) || invitee(32) || be32(prekey_id)
+//! (enc, ct)     = SealBase(pk = invitee prekey, info, aad = room(16), roster_secret)
+//! sealed_secret = [prekey_id: uint, enc: bstr(32), ct: bstr(48)]
+//! ```
+//!
+//! A secret is accepted only if it opens the room's `create` card: a
+//! member (even an admin) cannot hand an invitee a roster secret of its
+//! own making without the creator's card failing to open.
+
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use rand_core::CryptoRng;
+use sha2::Sha256;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::cbor::{CborError, Reader, Writer};
+use crate::crypto::card::{CardError, ContactCard};
+use crate::crypto::domain;
+use crate::crypto::key_share::{KeyShareError, PrekeyRing, Recipient, hpke_open, hpke_seal};
+use crate::crypto::keys::DeviceId;
+use crate::crypto::padding::{self, PaddingError};
+use crate::event::RoomId;
+use crate::limits::MAX_CARD_BYTES;
+
+/// Bytes of a roster secret.
+pub const ROSTER_SECRET_BYTES: usize = 32;
+/// Bytes of a sealed card's nonce.
+const CARD_NONCE_BYTES: usize = 24;
+/// Bytes of the AEAD tag.
+const TAG_BYTES: usize = 16;
+/// Every card is padded to this many bytes before sealing: the largest
+/// card and the padding marker.
+pub const CARD_PADDED_BYTES: usize = MAX_CARD_BYTES + 1;
+/// Bytes of every sealed card: nonce, padded card, tag.
+pub const SEALED_CARD_BYTES: usize = CARD_NONCE_BYTES + CARD_PADDED_BYTES + TAG_BYTES;
+/// Bytes of a sealed roster secret's ciphertext (the secret plus the tag).
+pub const SEALED_SECRET_CT_BYTES: usize = ROSTER_SECRET_BYTES + TAG_BYTES;
+
+/// Why a card or a roster secret could not be sealed or opened.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RosterError {
+    /// Malformed encoding.
+    #[error("encoding: {0}")]
+    Cbor(#[from] CborError),
+    /// A sealed card of another length than [`SEALED_CARD_BYTES`].
+    #[error("sealed card of {0} bytes (every sealed card is {SEALED_CARD_BYTES})")]
+    BadLength(usize),
+    /// The card does not open under this roster secret (another room's
+    /// secret, a wrong secret, or tampering).
+    #[error("sealed card does not open")]
+    Open,
+    /// Sealing failed.
+    #[error("sealing failed")]
+    Seal,
+    /// Bad padding inside the sealed card.
+    #[error("card padding: {0}")]
+    Padding(#[from] PaddingError),
+    /// The opened card is invalid (its own signature fails).
+    #[error("sealed card: {0}")]
+    Card(#[from] CardError),
+    /// The opened card is another device's than the event names.
+    #[error("the sealed card is not the named device's")]
+    WrongDevice,
+    /// The sealed roster secret does not open.
+    #[error("roster secret: {0}")]
+    Secret(#[from] KeyShareError),
+}
+
+/// A room's roster secret. Secret: zeroized on drop, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RosterSecret(Zeroizing<[u8; ROSTER_SECRET_BYTES]>);
+
+impl fmt::Debug for RosterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RosterSecret(<redacted>)")
+    }
+}
+
+impl RosterSecret {
+    /// A fresh random secret (the creator draws it once per room).
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut s = Zeroizing::new([0u8; ROSTER_SECRET_BYTES]);
+        rng.fill_bytes(s.as_mut());
+        Self(s)
+    }
+
+    /// From its bytes (persisted room keys, an opened invite, vectors).
+    pub fn from_bytes(bytes: [u8; ROSTER_SECRET_BYTES]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// Its bytes, to persist.
+    pub fn as_bytes(&self) -> &[u8; ROSTER_SECRET_BYTES] {
+        &self.0
+    }
+
+    fn card_key(&self, room: &RoomId) -> Zeroizing<[u8; 32]> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        // A 32-byte output is always within HKDF-SHA256's limit.
+        let _ = Hkdf::<Sha256>::new(Some(room.as_bytes()), self.0.as_ref())
+            .expand(domain::ROSTER_CARD, k.as_mut());
+        k
+    }
+}
+
+fn card_aad(room: &RoomId, device: &DeviceId) -> Vec<u8> {
+    let mut v = Vec::with_capacity(domain::ROSTER_CARD.len() + 48);
+    v.extend_from_slice(domain::ROSTER_CARD);
+    v.extend_from_slice(room.as_bytes());
+    v.extend_from_slice(device.as_bytes());
+    v
+}
+
+/// A contact card sealed under a room's roster secret: opaque to everyone
+/// without the secret. Its length is checked when it is decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedCard(Vec<u8>);
+
+impl SealedCard {
+    /// Checks the length (before anything else is done with it).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, RosterError> {
+        if bytes.len() != SEALED_CARD_BYTES {
+            return Err(RosterError::BadLength(bytes.len()));
+        }
+        Ok(Self(bytes.to_vec()))
+    }
+
+    /// The bytes in the event.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Seals `card` (the card of `device`, which the event names).
+    pub fn seal<R: CryptoRng + ?Sized>(
+        secret: &RosterSecret,
+        room: &RoomId,
+        card: &ContactCard,
+        rng: &mut R,
+    ) -> Result<Self, RosterError> {
+        let padded = Zeroizing::new(padding::pad_to(&card.to_cbor(), CARD_PADDED_BYTES)?);
+        let mut nonce = [0u8; CARD_NONCE_BYTES];
+        rng.fill_bytes(&mut nonce);
+        let ct = XChaCha20Poly1305::new(&(*secret.card_key(room)).into())
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &padded,
+                    aad: &card_aad(room, &card.device_id),
+                },
+            )
+            .map_err(|_| RosterError::Seal)?;
+        let mut out = Vec::with_capacity(CARD_NONCE_BYTES + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Self::from_bytes(&out)
+    }
+
+    /// Opens the card of `device` and verifies it.
+    pub fn open(
+        &self,
+        secret: &RosterSecret,
+        room: &RoomId,
+        device: &DeviceId,
+    ) -> Result<ContactCard, RosterError> {
+        let (nonce, ct) = self.0.split_at(CARD_NONCE_BYTES);
+        let mut n = [0u8; CARD_NONCE_BYTES];
+        n.copy_from_slice(nonce);
+        let padded = Zeroizing::new(
+            XChaCha20Poly1305::new(&(*secret.card_key(room)).into())
+                .decrypt(
+                    &XNonce::from(n),
+                    Payload {
+                        msg: ct,
+                        aad: &card_aad(room, device),
+                    },
+                )
+                .map_err(|_| RosterError::Open)?,
+        );
+        let card = ContactCard::from_cbor(padding::unpad_fixed(&padded, CARD_PADDED_BYTES)?)?;
+        if card.device_id != *device {
+            return Err(RosterError::WrongDevice);
+        }
+        Ok(card)
+    }
+}
+
+/// A roster secret sealed to an invitee's prekey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// The invitee's prekey it is sealed to.
+    pub prekey_id: u32,
+    /// HPKE encapsulated key.
+    pub enc: [u8; 32],
+    /// HPKE ciphertext of the secret.
+    pub ct: [u8; SEALED_SECRET_CT_BYTES],
+}
+
+fn secret_info(room: &RoomId, inviter: &DeviceId, invitee: &DeviceId, prekey_id: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(domain::ROSTER_SECRET_INFO.len() + 84);
+    v.extend_from_slice(domain::ROSTER_SECRET_INFO);
+    v.extend_from_slice(room.as_bytes());
+    v.extend_from_slice(inviter.as_bytes());
+    v.extend_from_slice(invitee.as_bytes());
+    v.extend_from_slice(&prekey_id.to_be_bytes());
+    v
+}
+
+impl SealedSecret {
+    /// Seals `secret` to the invitee `to`, for an invite signed by `inviter`.
+    pub fn seal<R: CryptoRng + ?Sized>(
+        secret: &RosterSecret,
+        room: &RoomId,
+        inviter: &DeviceId,
+        to: &Recipient,
+        rng: &mut R,
+    ) -> Result<Self, RosterError> {
+        let (enc, ct) = hpke_seal(
+            &to.prekey,
+            &secret_info(room, inviter, &to.device, to.prekey_id),
+            room.as_bytes(),
+            secret.as_bytes(),
+            rng,
+        )?;
+        let ct: [u8; SEALED_SECRET_CT_BYTES] = ct.try_into().map_err(|_| RosterError::Seal)?;
+        Ok(Self {
+            prekey_id: to.prekey_id,
+            enc,
+            ct,
+        })
+    }
+
+    /// Opens the secret sealed to this device (`me`) by `inviter`.
+    pub fn open(
+        &self,
+        room: &RoomId,
+        inviter: &DeviceId,
+        me: &DeviceId,
+        prekeys: &PrekeyRing,
+    ) -> Result<RosterSecret, RosterError> {
+        let pt = hpke_open(
+            prekeys,
+            self.prekey_id,
+            &self.enc,
+            &secret_info(room, inviter, me, self.prekey_id),
+            room.as_bytes(),
+            &self.ct,
+        )?;
+        let bytes: [u8; ROSTER_SECRET_BYTES] = pt
+            .as_slice()
+            .try_into()
+            .map_err(|_| RosterError::Secret(KeyShareError::Open))?;
+        Ok(RosterSecret::from_bytes(bytes))
+    }
+
+    /// Writes `[prekey_id, enc, ct]`.
+    pub fn write(&self, w: &mut Writer) {
+        w.array(3)
+            .u64(self.prekey_id as u64)
+            .bytes(&self.enc)
+            .bytes(&self.ct);
+    }
+
+    /// Reads what [`SealedSecret::write`] wrote (exact lengths).
+    pub fn read(r: &mut Reader<'_>) -> Result<Self, CborError> {
+        r.array_of(3, "sealed roster secret array of 3")?;
+        let prekey_id = u32::try_from(r.u64()?).map_err(|_| CborError::WrongType {
+            expected: "prekey id below 2^32",
+        })?;
+        Ok(Self {
+            prekey_id,
+            enc: r.byte_array("32-byte encapsulated key")?,
+            ct: r.byte_array("48-byte sealed roster secret")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Identity;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn room() -> RoomId {
+        RoomId([9; 16])
+    }
+
+    #[test]
+    fn a_card_opens_only_with_its_secret_room_and_device() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let ana = Identity::from_seed(&[1; 32]);
+        let card = ContactCard::create(&ana, "Ana", 1).unwrap();
+        let secret = RosterSecret::generate(&mut rng);
+        let sealed = SealedCard::seal(&secret, &room(), &card, &mut rng).unwrap();
+        assert_eq!(
+            sealed.open(&secret, &room(), &ana.device_id()).unwrap(),
+            card
+        );
+        // The name is nowhere in the bytes a relay sees.
+        assert!(!sealed.as_bytes().windows(3).any(|w| w == b"Ana"));
+        let other = RosterSecret::generate(&mut rng);
+        assert_eq!(
+            sealed.open(&other, &room(), &ana.device_id()),
+            Err(RosterError::Open)
+        );
+        assert_eq!(
+            sealed.open(&secret, &RoomId([8; 16]), &ana.device_id()),
+            Err(RosterError::Open)
+        );
+        let eve = Identity::from_seed(&[2; 32]).device_id();
+        assert_eq!(sealed.open(&secret, &room(), &eve), Err(RosterError::Open));
+        let mut bytes = sealed.as_bytes().to_vec();
+        bytes[30] ^= 1;
+        let tampered = SealedCard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            tampered.open(&secret, &room(), &ana.device_id()),
+            Err(RosterError::Open)
+        );
+    }
+
+    #[test]
+    fn names_of_any_length_seal_to_the_same_bucket() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let secret = RosterSecret::generate(&mut rng);
+        let id = Identity::from_seed(&[3; 32]);
+        let mut len = |name: &str| {
+            let card = ContactCard::create(&id, name, 1).unwrap();
+            SealedCard::seal(&secret, &room(), &card, &mut rng)
+                .unwrap()
+                .as_bytes()
+                .len()
+        };
+        let short = len("A");
+        assert_eq!(short, len("Ana Lucia Fernández"));
+        let longest = "n".repeat(crate::limits::MAX_NAME_BYTES);
+        assert_eq!(short, len(&longest));
+        assert_eq!(short, SEALED_CARD_BYTES);
+    }
+
+    #[test]
+    fn sealed_card_lengths_are_checked_first() {
+        assert_eq!(
+            SealedCard::from_bytes(&[0; SEALED_CARD_BYTES - 1]),
+            Err(RosterError::BadLength(SEALED_CARD_BYTES - 1))
+        );
+        assert!(SealedCard::from_bytes(&[0; SEALED_CARD_BYTES + 1]).is_err());
+        let junk = SealedCard::from_bytes(&[0; SEALED_CARD_BYTES]).unwrap();
+        let secret = RosterSecret::from_bytes([1; 32]);
+        let device = Identity::from_seed(&[4; 32]).device_id();
+        assert!(junk.open(&secret, &room(), &device).is_err());
+    }
+
+    #[test]
+    fn the_secret_opens_only_for_its_invitee() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let ana = Identity::from_seed(&[1; 32]);
+        let bo = Identity::from_seed(&[2; 32]);
+        let ring = PrekeyRing::from_identity(&bo, 0);
+        let id = ring.current_id();
+        let to = Recipient {
+            device: bo.device_id(),
+            prekey_id: id,
+            prekey: ring.public(id).unwrap(),
+        };
+        let secret = RosterSecret::generate(&mut rng);
+        let sealed = SealedSecret::seal(&secret, &room(), &ana.device_id(), &to, &mut rng).unwrap();
+        let opened = sealed
+            .open(&room(), &ana.device_id(), &bo.device_id(), &ring)
+            .unwrap();
+        assert_eq!(opened, secret);
+        // Bound to the inviter, the invitee and the room.
+        let eve = Identity::from_seed(&[5; 32]).device_id();
+        assert!(sealed.open(&room(), &eve, &bo.device_id(), &ring).is_err());
+        assert!(
+            sealed
+                .open(&RoomId([1; 16]), &ana.device_id(), &bo.device_id(), &ring)
+                .is_err()
+        );
+        let mut w = Writer::new();
+        sealed.write(&mut w);
+        let bytes = w.into_bytes();
+        assert_eq!(
+            SealedSecret::read(&mut Reader::new(&bytes)).unwrap(),
+            sealed
+        );
+        assert_eq!(format!("{secret:?}"), "RosterSecret(<redacted>)");
+    }
+}
