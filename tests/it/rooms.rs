@@ -1111,6 +1111,25 @@ mod session {
             evs
         }
 
+        /// Creates a room (nonce `[n; 16]`) and keeps its session.
+        fn create(&mut self, n: u8) {
+            let (s, out) =
+                RoomSession::create(&self.id, &self.card, [n; 16], T0, &mut self.rng).unwrap();
+            self.session = Some(s);
+            self.commit(out);
+        }
+
+        /// Makes a membership change at `at` and commits it.
+        fn change(&mut self, m: Membership, at: u64) -> Vec<Event> {
+            let out = self
+                .session
+                .as_mut()
+                .unwrap()
+                .change(&self.id, m, at, &mut self.rng)
+                .unwrap();
+            self.commit(out)
+        }
+
         fn texts_from(&mut self, bundle_bytes: &[u8]) -> Vec<Received> {
             let store = &self.store;
             let rep =
@@ -1150,16 +1169,17 @@ mod session {
             .count()
     }
 
-    /// The names each device reads in its session's roster, by device.
-    fn roster_names(n: &mut Node) -> BTreeMap<DeviceId, Option<String>> {
-        n.session
-            .as_mut()
-            .unwrap()
-            .members()
+    /// The names a session reads in its roster, by device.
+    fn names_in(s: &mut RoomSession) -> BTreeMap<DeviceId, Option<String>> {
+        s.members()
             .members
             .into_values()
             .map(|m| (m.device, m.card.map(|c| c.name)))
             .collect()
+    }
+
+    fn roster_names(n: &mut Node) -> BTreeMap<DeviceId, Option<String>> {
+        names_in(n.session.as_mut().unwrap())
     }
 
     fn named(seed: u8, name: &str) -> Node {
@@ -1175,23 +1195,13 @@ mod session {
             named(22, "Bo Rescuer"),
             named(23, "Cy Courier"),
         );
-        let (s, out) = RoomSession::create(&a.id, &a.card, [21; 16], T0, &mut a.rng).unwrap();
-        a.session = Some(s);
-        a.commit(out);
-        let out = a
-            .session
-            .as_mut()
-            .unwrap()
-            .change(
-                &a.id,
-                Membership::Invite {
-                    card: b.card.clone(),
-                },
-                T0 + 1,
-                &mut a.rng,
-            )
-            .unwrap();
-        a.commit(out);
+        a.create(21);
+        a.change(
+            Membership::Invite {
+                card: b.card.clone(),
+            },
+            T0 + 1,
+        );
         let bundle = a.bundle();
         // What a relay or the homeserver carries names nobody.
         for name in ["Ana Fieldlead", "Bo Rescuer"] {
@@ -1226,13 +1236,7 @@ mod session {
         let mut restored =
             RoomSession::restore(room, b.id.device_id(), &b.keys_on_disk, b.store.values())
                 .unwrap();
-        let names: BTreeMap<DeviceId, Option<String>> = restored
-            .members()
-            .members
-            .into_values()
-            .map(|m| (m.device, m.card.map(|c| c.name)))
-            .collect();
-        assert_eq!(names, want);
+        assert_eq!(names_in(&mut restored), want);
 
         // A carrier holds the same room and reaches the same membership,
         // without a single card.
@@ -1251,9 +1255,7 @@ mod session {
         // invite's effect (it is a member) but takes no secret that does not
         // open the creator's card, so it reads no card B could have forged.
         let (mut a, mut b, mut d) = (Node::new(31), Node::new(32), Node::new(34));
-        let (s, out) = RoomSession::create(&a.id, &a.card, [31; 16], T0, &mut a.rng).unwrap();
-        a.session = Some(s);
-        a.commit(out);
+        a.create(31);
         for (i, change) in [
             Membership::Invite {
                 card: b.card.clone(),
@@ -1265,13 +1267,7 @@ mod session {
         .into_iter()
         .enumerate()
         {
-            let out = a
-                .session
-                .as_mut()
-                .unwrap()
-                .change(&a.id, change, T0 + 1 + i as u64, &mut a.rng)
-                .unwrap();
-            a.commit(out);
+            a.change(change, T0 + 1 + i as u64);
         }
         b.texts_from(&a.bundle());
         let room = a.session.as_ref().unwrap().room();
@@ -1294,13 +1290,7 @@ mod session {
             )
             .unwrap(),
         };
-        let out = b
-            .session
-            .as_mut()
-            .unwrap()
-            .change(&b.id, forged, T0 + 5, &mut b.rng)
-            .unwrap();
-        b.commit(out);
+        b.change(forged, T0 + 5);
         d.texts_from(&b.bundle());
         let names = roster_names(&mut d);
         assert!(names.contains_key(&d.id.device_id()));
@@ -1316,17 +1306,9 @@ mod session {
     #[test]
     fn every_remaining_sender_rotates_after_a_removal() {
         let (mut a, mut b, mut c) = (Node::new(1), Node::new(2), Node::new(3));
-        let (s, out) = RoomSession::create(&a.id, &a.card, [1; 16], T0, &mut a.rng).unwrap();
-        a.session = Some(s);
-        a.commit(out);
+        a.create(1);
         for card in [b.card.clone(), c.card.clone()] {
-            let out = a
-                .session
-                .as_mut()
-                .unwrap()
-                .change(&a.id, Membership::Invite { card }, T0 + 1, &mut a.rng)
-                .unwrap();
-            a.commit(out);
+            a.change(Membership::Invite { card }, T0 + 1);
         }
         let out = a
             .session
@@ -1366,18 +1348,7 @@ mod session {
 
         // A removes C and rotates; B learns of the removal and rotates too.
         let cme = c.id.device_id();
-        let out = a
-            .session
-            .as_mut()
-            .unwrap()
-            .change(
-                &a.id,
-                Membership::Remove { target: cme },
-                T0 + 5,
-                &mut a.rng,
-            )
-            .unwrap();
-        a.commit(out);
+        a.change(Membership::Remove { target: cme }, T0 + 5);
         let out = a
             .session
             .as_mut()
@@ -1413,20 +1384,12 @@ mod session {
 
         // A invites C back; B (who already has a chain) shares it with C
         // before its next message, so C reads B from then on.
-        let out = a
-            .session
-            .as_mut()
-            .unwrap()
-            .change(
-                &a.id,
-                Membership::Invite {
-                    card: c.card.clone(),
-                },
-                T0 + 8,
-                &mut a.rng,
-            )
-            .unwrap();
-        a.commit(out);
+        a.change(
+            Membership::Invite {
+                card: c.card.clone(),
+            },
+            T0 + 8,
+        );
         b.texts_from(&a.bundle());
         let out = b
             .session
@@ -1443,18 +1406,7 @@ mod session {
         c.texts_from(&a.bundle());
         assert_eq!(texts(&c.texts_from(&b.bundle())), vec!["welcome back"]);
         let c_me = c.id.device_id();
-        let out = a
-            .session
-            .as_mut()
-            .unwrap()
-            .change(
-                &a.id,
-                Membership::Remove { target: c_me },
-                T0 + 10,
-                &mut a.rng,
-            )
-            .unwrap();
-        a.commit(out);
+        a.change(Membership::Remove { target: c_me }, T0 + 10);
 
         // A restarts from its store and persisted keys and keeps going.
         let room = a.session.as_ref().unwrap().room();
@@ -1487,23 +1439,13 @@ mod session {
     #[test]
     fn restored_copy_that_sees_its_own_sequence_used_starts_a_new_chain() {
         let (mut a, mut b) = (Node::new(1), Node::new(2));
-        let (s, out) = RoomSession::create(&a.id, &a.card, [4; 16], T0, &mut a.rng).unwrap();
-        a.session = Some(s);
-        a.commit(out);
-        let out = a
-            .session
-            .as_mut()
-            .unwrap()
-            .change(
-                &a.id,
-                Membership::Invite {
-                    card: b.card.clone(),
-                },
-                T0 + 1,
-                &mut a.rng,
-            )
-            .unwrap();
-        a.commit(out);
+        a.create(4);
+        a.change(
+            Membership::Invite {
+                card: b.card.clone(),
+            },
+            T0 + 1,
+        );
         let out = a
             .session
             .as_mut()
