@@ -9,14 +9,15 @@
 //! ```text
 //! card_key    = HKDF-SHA256(salt = room(16), ikm = roster_secret, info = "meshrelay/v2/roster-card\0")[0..32]
 //! aad         = "meshrelay/v2/roster-card\0" || room(16) || device(32)
-//! sealed_card = nonce(24) || XChaCha20-Poly1305(card_key, nonce, pad_to(cbor(card), 513), aad)
+//! sealed_card = nonce(24) || XChaCha20-Poly1305(card_key, nonce, pad_to(cbor(card), 320 or 513), aad)
 //! ```
 //!
 //! `device` is the device the event creates or invites, in clear in the
-//! event; a card that opens must be that device's. `pad_to` pads every
-//! card to `MAX_CARD_BYTES` + 1 bytes (the `0x80` marker and zeros of
-//! `crate::crypto::padding`), so every sealed card is 553 bytes and a relay
-//! learns nothing of a name's length.
+//! event; a card that opens must be that device's. `pad_to` pads a card
+//! (the `0x80` marker and zeros of `crate::crypto::padding`) to 320 bytes,
+//! which holds every card of the current format whatever its name, so a
+//! relay learns nothing of a name's length; 513 is kept for larger cards of
+//! later formats.
 //!
 //! An invite also carries the roster secret sealed to the invitee's prekey
 //! (the key-share HPKE suite, `crate::crypto::key_share`), so a new member
@@ -57,11 +58,16 @@ pub const ROSTER_SECRET_BYTES: usize = 32;
 const CARD_NONCE_BYTES: usize = 24;
 /// Bytes of the AEAD tag.
 const TAG_BYTES: usize = 16;
-/// Every card is padded to this many bytes before sealing: the largest
-/// card and the padding marker.
-pub const CARD_PADDED_BYTES: usize = MAX_CARD_BYTES + 1;
-/// Bytes of every sealed card: nonce, padded card, tag.
-pub const SEALED_CARD_BYTES: usize = CARD_NONCE_BYTES + CARD_PADDED_BYTES + TAG_BYTES;
+/// The sizes a card is padded to before sealing: the first holds every
+/// card of the current format (the largest, with a 64-byte name, every
+/// integer at its widest and the bridge flag, is 318 bytes; tested); the
+/// second any card up to `MAX_CARD_BYTES`, for later card formats.
+pub const CARD_PADDED_SIZES: [usize; 2] = [320, MAX_CARD_BYTES + 1];
+/// The sizes of a sealed card: nonce, a padded size, tag.
+pub const SEALED_CARD_SIZES: [usize; 2] = [
+    CARD_NONCE_BYTES + CARD_PADDED_SIZES[0] + TAG_BYTES,
+    CARD_NONCE_BYTES + CARD_PADDED_SIZES[1] + TAG_BYTES,
+];
 /// Bytes of a sealed roster secret's ciphertext (the secret plus the tag).
 pub const SEALED_SECRET_CT_BYTES: usize = ROSTER_SECRET_BYTES + TAG_BYTES;
 
@@ -71,8 +77,8 @@ pub enum RosterError {
     /// Malformed encoding.
     #[error("encoding: {0}")]
     Cbor(#[from] CborError),
-    /// A sealed card of another length than [`SEALED_CARD_BYTES`].
-    #[error("sealed card of {0} bytes (every sealed card is {SEALED_CARD_BYTES})")]
+    /// A sealed card of another length than [`SEALED_CARD_SIZES`].
+    #[error("sealed card of {0} bytes (sealed cards are 360 or 553 bytes)")]
     BadLength(usize),
     /// The card does not open under this roster secret (another room's
     /// secret, a wrong secret, or tampering).
@@ -148,7 +154,7 @@ pub struct SealedCard(Vec<u8>);
 impl SealedCard {
     /// Checks the length (before anything else is done with it).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RosterError> {
-        if bytes.len() != SEALED_CARD_BYTES {
+        if !SEALED_CARD_SIZES.contains(&bytes.len()) {
             return Err(RosterError::BadLength(bytes.len()));
         }
         Ok(Self(bytes.to_vec()))
@@ -166,7 +172,12 @@ impl SealedCard {
         card: &ContactCard,
         rng: &mut R,
     ) -> Result<Self, RosterError> {
-        let padded = Zeroizing::new(padding::pad_to(&card.to_cbor(), CARD_PADDED_BYTES)?);
+        let cbor = card.to_cbor();
+        let size = CARD_PADDED_SIZES
+            .into_iter()
+            .find(|s| *s > cbor.len())
+            .ok_or(RosterError::Padding(PaddingError::TooLong(cbor.len())))?;
+        let padded = Zeroizing::new(padding::pad_to(&cbor, size)?);
         let mut nonce = [0u8; CARD_NONCE_BYTES];
         rng.fill_bytes(&mut nonce);
         let ct = XChaCha20Poly1305::new(&(*secret.card_key(room)).into())
@@ -205,7 +216,7 @@ impl SealedCard {
                 )
                 .map_err(|_| RosterError::Open)?,
         );
-        let card = ContactCard::from_cbor(padding::unpad_fixed(&padded, CARD_PADDED_BYTES)?)?;
+        let card = ContactCard::from_cbor(padding::unpad_fixed(&padded, ct.len() - TAG_BYTES)?)?;
         if card.device_id != *device {
             return Err(RosterError::WrongDevice);
         }
@@ -363,17 +374,32 @@ mod tests {
         assert_eq!(short, len("Ana Lucia Fernández"));
         let longest = "n".repeat(crate::limits::MAX_NAME_BYTES);
         assert_eq!(short, len(&longest));
-        assert_eq!(short, SEALED_CARD_BYTES);
+        assert_eq!(short, SEALED_CARD_SIZES[0]);
+    }
+
+    #[test]
+    fn the_largest_card_of_this_format_fits_the_first_size() {
+        let id = Identity::from_seed(&[6; 32]);
+        let ring = PrekeyRing::from_identity(&id, 0);
+        let prekey = ring.public(ring.current_id()).unwrap();
+        let name = "\u{10348}".repeat(crate::limits::MAX_NAME_BYTES / 4);
+        let card = ContactCard::create_with_prekey(&id, &name, u64::MAX, u32::MAX, prekey)
+            .unwrap()
+            .with_bridge_flag(&id, true);
+        assert_eq!(card.to_cbor().len(), 317);
+        assert!(card.to_cbor().len() < CARD_PADDED_SIZES[0]);
     }
 
     #[test]
     fn sealed_card_lengths_are_checked_first() {
-        assert_eq!(
-            SealedCard::from_bytes(&[0; SEALED_CARD_BYTES - 1]),
-            Err(RosterError::BadLength(SEALED_CARD_BYTES - 1))
-        );
-        assert!(SealedCard::from_bytes(&[0; SEALED_CARD_BYTES + 1]).is_err());
-        let junk = SealedCard::from_bytes(&[0; SEALED_CARD_BYTES]).unwrap();
+        for size in SEALED_CARD_SIZES {
+            assert_eq!(
+                SealedCard::from_bytes(&vec![0; size - 1]),
+                Err(RosterError::BadLength(size - 1))
+            );
+            assert!(SealedCard::from_bytes(&vec![0; size + 1]).is_err());
+        }
+        let junk = SealedCard::from_bytes(&[0; SEALED_CARD_SIZES[0]]).unwrap();
         let secret = RosterSecret::from_bytes([1; 32]);
         let device = Identity::from_seed(&[4; 32]).device_id();
         assert!(junk.open(&secret, &room(), &device).is_err());

@@ -12,7 +12,7 @@ use hpke::{Deserializable, OpModeR};
 use meshrelay::crypto::ContactCard;
 use meshrelay::crypto::domain::{ROSTER_CARD, ROSTER_SECRET_INFO};
 use meshrelay::crypto::key_share::{PrekeyRing, Recipient};
-use meshrelay::crypto::roster::{CARD_PADDED_BYTES, RosterSecret, SealedCard, SealedSecret};
+use meshrelay::crypto::roster::{CARD_PADDED_SIZES, RosterSecret, SealedCard, SealedSecret};
 use meshrelay::room::{Membership, derive_room_id};
 use serde_json::json;
 
@@ -53,7 +53,7 @@ fn roster_vectors() {
         let independent = |card: &ContactCard, aead_nonce: &[u8]| {
             let mut padded = card.to_cbor();
             padded.push(0x80);
-            padded.resize(CARD_PADDED_BYTES, 0);
+            padded.resize(CARD_PADDED_SIZES[0], 0);
             let mut aad = ROSTER_CARD.to_vec();
             aad.extend_from_slice(room.as_bytes());
             aad.extend_from_slice(card.device_id.as_bytes());
