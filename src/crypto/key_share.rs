@@ -49,9 +49,10 @@ use crate::event::RoomId;
 pub const KEY_SHARE_VERSION: u64 = 1;
 /// Version of the prekey-update payload.
 pub const PREKEY_UPDATE_VERSION: u64 = 1;
-/// Most sealed shares in one key-share event (about 150 bytes each, so 96
-/// fit `MAX_PAYLOAD_BYTES`). Larger rooms use several events.
-pub const MAX_SHARES_PER_EVENT: usize = 96;
+/// Most sealed shares in one key-share event (about 150 bytes each, 184
+/// when an admin's share carries a roster secret, so 80 fit
+/// `MAX_PAYLOAD_BYTES`; tested). Larger rooms use several events.
+pub const MAX_SHARES_PER_EVENT: usize = 80;
 /// Largest sealed share ciphertext (a `ChainShare` is 57 bytes, plus tag).
 pub const MAX_SEALED_SHARE_BYTES: usize = 128;
 /// A device SHOULD rotate its prekey this often.
@@ -618,6 +619,41 @@ mod tests {
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    #[test]
+    fn a_full_event_of_shares_with_roster_secrets_fits_a_payload() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let room = RoomId([1; 16]);
+        let a = Identity::from_seed(&[1; 32]);
+        let mut share = OutboundChain::new(room, 0, &mut rng).share();
+        share.index = u32::MAX;
+        share.roster = Some(Zeroizing::new([7; 32]));
+        let to: Vec<Recipient> = (0..MAX_SHARES_PER_EVENT)
+            .map(|i| {
+                let id = Identity::from_seed(&[i as u8 + 2; 32]);
+                Recipient {
+                    device: id.device_id(),
+                    prekey_id: u32::MAX,
+                    prekey: id.prekey().public(),
+                }
+            })
+            .collect();
+        let payloads = seal_shares(&room, &a.device_id(), &share, &to, &mut rng).unwrap();
+        assert_eq!(payloads.len(), 1);
+        let bytes = payloads[0].to_bytes();
+        assert!(
+            bytes.len() <= crate::limits::MAX_PAYLOAD_BYTES,
+            "{} > {}",
+            bytes.len(),
+            crate::limits::MAX_PAYLOAD_BYTES
+        );
+        assert!(
+            payloads[0]
+                .shares
+                .iter()
+                .all(|s| s.ct.len() <= MAX_SEALED_SHARE_BYTES)
+        );
+    }
 
     #[test]
     fn seal_open_and_binding() {

@@ -19,19 +19,26 @@
 //! relay learns nothing of a name's length; 513 is kept for larger cards of
 //! later formats.
 //!
-//! An invite also carries the roster secret sealed to the invitee's prekey
-//! (the key-share HPKE suite, `crate::crypto::key_share`), so a new member
-//! reads the whole roster from its invite:
+//! An invite also carries the room's roster secrets (its own, then the
+//! rotations, see below) sealed to the invitee's prekey (the key-share HPKE
+//! suite, `crate::crypto::key_share`), so a new member reads the whole
+//! roster from its invite:
 //!
 //! ```text
 //! info          = "meshrelay/v2/roster-secret\0" || room(16) || inviter(32) || invitee(32) || be32(prekey_id)
-//! (enc, ct)     = SealBase(pk = invitee prekey, info, aad = room(16), roster_secret)
-//! sealed_secret = [prekey_id: uint, enc: bstr(32), ct: bstr(48)]
+//! (enc, ct)     = SealBase(pk = invitee prekey, info, aad = room(16), secret_0 || secret_1 || ...)
+//! sealed_secret = [prekey_id: uint, enc: bstr(32), ct: bstr(32 k + 16)]   ; 1 <= k <= MAX_ROSTER_SECRETS
 //! ```
 //!
-//! A secret is accepted only if it opens the room's `create` card: a
-//! member (even an admin) cannot hand an invitee a roster secret of its
-//! own making without the creator's card failing to open.
+//! The list is accepted only if its first secret opens the room's `create`
+//! card: a member (even an admin) cannot hand an invitee a room secret of
+//! its own making without the creator's card failing to open.
+//!
+//! **Rotation.** When an admin starts a new sender chain because a member
+//! was removed or left, it first draws a new roster secret; every key share
+//! an admin sends carries its newest secret (`ChainShare::roster`), and new
+//! invites are sealed under it. A removed member gets no share of the new
+//! chain, so it cannot read the cards of members invited afterwards.
 
 use std::fmt;
 
@@ -54,6 +61,10 @@ use crate::limits::MAX_CARD_BYTES;
 
 /// Bytes of a roster secret.
 pub const ROSTER_SECRET_BYTES: usize = 32;
+/// Most roster secrets a device keeps for one room: the room's own and
+/// the newest rotations (one per removal an admin rotates for). An invite
+/// seals all of them to the invitee.
+pub const MAX_ROSTER_SECRETS: usize = 32;
 /// Bytes of a sealed card's nonce.
 const CARD_NONCE_BYTES: usize = 24;
 /// Bytes of the AEAD tag.
@@ -68,8 +79,8 @@ pub const SEALED_CARD_SIZES: [usize; 2] = [
     CARD_NONCE_BYTES + CARD_PADDED_SIZES[0] + TAG_BYTES,
     CARD_NONCE_BYTES + CARD_PADDED_SIZES[1] + TAG_BYTES,
 ];
-/// Bytes of a sealed roster secret's ciphertext (the secret plus the tag).
-pub const SEALED_SECRET_CT_BYTES: usize = ROSTER_SECRET_BYTES + TAG_BYTES;
+/// Largest sealed roster secrets' ciphertext: every secret kept, and the tag.
+pub const MAX_SEALED_SECRETS_CT_BYTES: usize = MAX_ROSTER_SECRETS * ROSTER_SECRET_BYTES + TAG_BYTES;
 
 /// Why a card or a roster secret could not be sealed or opened.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -224,15 +235,17 @@ impl SealedCard {
     }
 }
 
-/// A roster secret sealed to an invitee's prekey.
+/// A room's roster secrets (the room's own first, then its rotations),
+/// sealed to an invitee's prekey.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedSecret {
     /// The invitee's prekey it is sealed to.
     pub prekey_id: u32,
     /// HPKE encapsulated key.
     pub enc: [u8; 32],
-    /// HPKE ciphertext of the secret.
-    pub ct: [u8; SEALED_SECRET_CT_BYTES],
+    /// HPKE ciphertext of the secrets, concatenated: 32 bytes each, then
+    /// the tag.
+    pub ct: Vec<u8>,
 }
 
 fn secret_info(room: &RoomId, inviter: &DeviceId, invitee: &DeviceId, prekey_id: u32) -> Vec<u8> {
@@ -245,23 +258,38 @@ fn secret_info(room: &RoomId, inviter: &DeviceId, invitee: &DeviceId, prekey_id:
     v
 }
 
+/// Whether `len` is the ciphertext length of 1 to [`MAX_ROSTER_SECRETS`]
+/// secrets.
+fn secrets_ct_len_ok(len: usize) -> bool {
+    len > TAG_BYTES
+        && len <= MAX_SEALED_SECRETS_CT_BYTES
+        && (len - TAG_BYTES).is_multiple_of(ROSTER_SECRET_BYTES)
+}
+
 impl SealedSecret {
-    /// Seals `secret` to the invitee `to`, for an invite signed by `inviter`.
+    /// Seals `secrets` (1 to [`MAX_ROSTER_SECRETS`], the room's own first)
+    /// to the invitee `to`, for an invite signed by `inviter`.
     pub fn seal<R: CryptoRng + ?Sized>(
-        secret: &RosterSecret,
+        secrets: &[RosterSecret],
         room: &RoomId,
         inviter: &DeviceId,
         to: &Recipient,
         rng: &mut R,
     ) -> Result<Self, RosterError> {
+        if secrets.is_empty() || secrets.len() > MAX_ROSTER_SECRETS {
+            return Err(RosterError::Seal);
+        }
+        let mut plain = Zeroizing::new(Vec::with_capacity(secrets.len() * ROSTER_SECRET_BYTES));
+        for s in secrets {
+            plain.extend_from_slice(s.as_bytes());
+        }
         let (enc, ct) = hpke_seal(
             &to.prekey,
             &secret_info(room, inviter, &to.device, to.prekey_id),
             room.as_bytes(),
-            secret.as_bytes(),
+            &plain,
             rng,
         )?;
-        let ct: [u8; SEALED_SECRET_CT_BYTES] = ct.try_into().map_err(|_| RosterError::Seal)?;
         Ok(Self {
             prekey_id: to.prekey_id,
             enc,
@@ -269,14 +297,14 @@ impl SealedSecret {
         })
     }
 
-    /// Opens the secret sealed to this device (`me`) by `inviter`.
+    /// Opens the secrets sealed to this device (`me`) by `inviter`.
     pub fn open(
         &self,
         room: &RoomId,
         inviter: &DeviceId,
         me: &DeviceId,
         prekeys: &PrekeyRing,
-    ) -> Result<RosterSecret, RosterError> {
+    ) -> Result<Vec<RosterSecret>, RosterError> {
         let pt = hpke_open(
             prekeys,
             self.prekey_id,
@@ -285,11 +313,17 @@ impl SealedSecret {
             room.as_bytes(),
             &self.ct,
         )?;
-        let bytes: [u8; ROSTER_SECRET_BYTES] = pt
-            .as_slice()
-            .try_into()
-            .map_err(|_| RosterError::Secret(KeyShareError::Open))?;
-        Ok(RosterSecret::from_bytes(bytes))
+        if pt.is_empty() || !pt.len().is_multiple_of(ROSTER_SECRET_BYTES) {
+            return Err(RosterError::Secret(KeyShareError::Open));
+        }
+        Ok(pt
+            .chunks_exact(ROSTER_SECRET_BYTES)
+            .map(|c| {
+                let mut b = [0u8; ROSTER_SECRET_BYTES];
+                b.copy_from_slice(c);
+                RosterSecret::from_bytes(b)
+            })
+            .collect())
     }
 
     /// Writes `[prekey_id, enc, ct]`.
@@ -300,16 +334,23 @@ impl SealedSecret {
             .bytes(&self.ct);
     }
 
-    /// Reads what [`SealedSecret::write`] wrote (exact lengths).
+    /// Reads what [`SealedSecret::write`] wrote (lengths checked).
     pub fn read(r: &mut Reader<'_>) -> Result<Self, CborError> {
-        r.array_of(3, "sealed roster secret array of 3")?;
+        r.array_of(3, "sealed roster secrets array of 3")?;
         let prekey_id = u32::try_from(r.u64()?).map_err(|_| CborError::WrongType {
             expected: "prekey id below 2^32",
         })?;
+        let enc = r.byte_array("32-byte encapsulated key")?;
+        let ct = r.bytes()?;
+        if !secrets_ct_len_ok(ct.len()) {
+            return Err(CborError::WrongType {
+                expected: "1 to MAX_ROSTER_SECRETS sealed roster secrets",
+            });
+        }
         Ok(Self {
             prekey_id,
-            enc: r.byte_array("32-byte encapsulated key")?,
-            ct: r.byte_array("48-byte sealed roster secret")?,
+            enc,
+            ct: ct.to_vec(),
         })
     }
 }
@@ -418,11 +459,15 @@ mod tests {
             prekey: ring.public(id).unwrap(),
         };
         let secret = RosterSecret::generate(&mut rng);
-        let sealed = SealedSecret::seal(&secret, &room(), &ana.device_id(), &to, &mut rng).unwrap();
+        let rotated = RosterSecret::generate(&mut rng);
+        let both = [secret.clone(), rotated];
+        let sealed = SealedSecret::seal(&both, &room(), &ana.device_id(), &to, &mut rng).unwrap();
         let opened = sealed
             .open(&room(), &ana.device_id(), &bo.device_id(), &ring)
             .unwrap();
-        assert_eq!(opened, secret);
+        assert_eq!(opened, both);
+        assert_eq!(sealed.ct.len(), 2 * ROSTER_SECRET_BYTES + TAG_BYTES);
+        assert!(SealedSecret::seal(&[], &room(), &ana.device_id(), &to, &mut rng).is_err());
         // Bound to the inviter, the invitee and the room.
         let eve = Identity::from_seed(&[5; 32]).device_id();
         assert!(sealed.open(&room(), &eve, &bo.device_id(), &ring).is_err());

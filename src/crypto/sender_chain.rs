@@ -207,6 +207,10 @@ pub struct ChainShare {
     pub index: u32,
     /// `CK_index`.
     pub chain_key: Zeroizing<[u8; 32]>,
+    /// The room's current roster secret, when the sender is an admin
+    /// (`protocol-spec/encryption.md` §6.2): how members learn a rotated
+    /// roster secret.
+    pub roster: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl fmt::Debug for ChainShare {
@@ -215,18 +219,23 @@ impl fmt::Debug for ChainShare {
             .field("chain_id", &self.chain_id)
             .field("index", &self.index)
             .field("chain_key", &"<redacted>")
+            .field("roster", &self.roster.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
 
 impl ChainShare {
-    /// Canonical CBOR: `[chain_id: bstr(16), index: uint, chain_key: bstr(32)]`.
+    /// Canonical CBOR: `[chain_id: bstr(16), index: uint, chain_key: bstr(32)]`,
+    /// with a fourth element `roster_secret: bstr(32)` when it carries one.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut w = Writer::with_capacity(64);
-        w.array(3)
+        let mut w = Writer::with_capacity(100);
+        w.array(3 + usize::from(self.roster.is_some()))
             .bytes(&self.chain_id.0)
             .u64(self.index as u64)
             .bytes(self.chain_key.as_ref());
+        if let Some(r) = &self.roster {
+            w.bytes(r.as_ref());
+        }
         Zeroizing::new(w.into_bytes())
     }
 
@@ -234,17 +243,29 @@ impl ChainShare {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ChainError> {
         cbor::validate(bytes, 1)?;
         let mut r = Reader::new(bytes);
-        r.array_of(3, "chain share array of 3")?;
+        let n = r.array()?;
+        if n != 3 && n != 4 {
+            return Err(CborError::WrongType {
+                expected: "chain share array of 3 or 4",
+            }
+            .into());
+        }
         let chain_id = ChainId(r.byte_array("16-byte chain ID")?);
         let index = u32::try_from(r.u64()?).map_err(|_| CborError::WrongType {
             expected: "chain index below 2^32",
         })?;
         let chain_key = Zeroizing::new(r.byte_array("32-byte chain key")?);
+        let roster = if n == 4 {
+            Some(Zeroizing::new(r.byte_array("32-byte roster secret")?))
+        } else {
+            None
+        };
         r.finish()?;
         Ok(Self {
             chain_id,
             index,
             chain_key,
+            roster,
         })
     }
 }
@@ -335,6 +356,7 @@ impl OutboundChain {
             chain_id: self.chain_id,
             index: self.index,
             chain_key: self.chain_key.clone(),
+            roster: None,
         }
     }
 

@@ -643,32 +643,49 @@ impl RoomDag {
             .collect()
     }
 
-    /// The room's roster secret, when this device holds it.
-    pub fn roster_secret(&self) -> Option<&RosterSecret> {
-        self.roster.secret()
+    /// The room's roster secrets this device holds, the room's own first
+    /// (`crate::room::roster`).
+    pub fn roster_secrets(&self) -> &[RosterSecret] {
+        self.roster.secrets()
     }
 
-    /// Sets a roster secret this device accepted before (its persisted
-    /// room keys, or a room it creates), before events are fed.
-    pub fn preset_roster_secret(&mut self, secret: RosterSecret) {
-        self.roster.preset(secret);
+    /// Sets roster secrets this device accepted before (its persisted room
+    /// keys, or a room it creates), before events are fed.
+    pub fn preset_roster_secrets(&mut self, secrets: Vec<RosterSecret>) {
+        self.roster.preset(secrets);
         self.resolution = None;
     }
 
-    /// Offers a roster secret opened from this device's invite: accepted
-    /// only if it opens the room's create card (`crate::room::roster`);
-    /// then every sealed card held is read. Returns whether it was.
-    pub fn offer_roster_secret(&mut self, secret: RosterSecret) -> bool {
+    /// Offers the roster secrets opened from this device's invite: taken
+    /// only if the first opens the room's create card
+    /// (`crate::room::roster`); then every sealed card held is read.
+    /// Returns whether they were taken.
+    pub fn offer_roster_secrets(&mut self, secrets: Vec<RosterSecret>) -> bool {
         let room = self.room;
         let events = self.mlist.iter().filter_map(|id| {
             let n = self.nodes.get(id)?;
             Some((n.id, n.sender, n.membership.as_deref()?))
         });
-        let ok = self.roster.offer(&room, secret, events);
+        let ok = self.roster.offer(&room, secrets, events);
         if ok {
             self.resolution = None;
         }
         ok
+    }
+
+    /// Adds a rotated roster secret (from an admin's key share) and reads
+    /// the cards it seals. Returns whether it was new.
+    pub fn add_roster_secret(&mut self, secret: RosterSecret) -> bool {
+        let room = self.room;
+        let events = self.mlist.iter().filter_map(|id| {
+            let n = self.nodes.get(id)?;
+            Some((n.id, n.membership.as_deref()?))
+        });
+        let new = self.roster.add(&room, &[secret], events);
+        if new {
+            self.resolution = None;
+        }
+        new
     }
 
     /// The membership resolution (cached until the next membership event).

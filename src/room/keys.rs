@@ -25,7 +25,7 @@ use crate::crypto::key_share::{
     KeyShareError, KeySharePayload, PrekeyRing, PrekeyUpdate, Recipient, open_share,
 };
 use crate::crypto::keys::DeviceId;
-use crate::crypto::roster::{ROSTER_SECRET_BYTES, RosterSecret};
+use crate::crypto::roster::{MAX_ROSTER_SECRETS, ROSTER_SECRET_BYTES, RosterSecret};
 use crate::crypto::sender_chain::{
     ChainError, ChainId, InboundChain, MAX_SKIPPED_KEYS, MessagePayload, OutboundChain,
 };
@@ -90,8 +90,8 @@ pub const MAX_ROOM_KEYS_BYTES: usize = 1
     + cbor_head_len(MAX_INBOUND_CHAINS as u64)
     + MAX_INBOUND_CHAINS * MAX_INBOUND_ENTRY_BYTES
     + MAX_ROOM_SKIPPED_KEYS * SKIPPED_KEY_BYTES
-    + 2
-    + ROSTER_SECRET_BYTES;
+    + cbor_head_len(MAX_ROSTER_SECRETS as u64)
+    + MAX_ROSTER_SECRETS * (2 + ROSTER_SECRET_BYTES);
 /// Version of the persisted room-keys format (2 adds the roster secret;
 /// version 1 states are still read).
 const KEYS_VERSION: u64 = 2;
@@ -132,14 +132,25 @@ pub enum KeyError {
     Cbor(#[from] CborError),
 }
 
-/// Accepts a key-share event (see the module docs) and returns the chain it
-/// gives this device. The caller installs it with [`RoomKeys::install`].
+/// What an accepted key share gives this device.
+#[derive(Debug)]
+pub struct AcceptedShare {
+    /// The sender's chain, to install with [`RoomKeys::install`].
+    pub chain: InboundChain,
+    /// The roster secret the share carries, when its sender is an admin at
+    /// the event's position (`crate::crypto::roster`, "Rotation"); a
+    /// non-admin's is ignored.
+    pub roster: Option<RosterSecret>,
+}
+
+/// Accepts a key-share event (see the module docs) and returns what it
+/// gives this device.
 pub fn accept_key_share(
     dag: &mut RoomDag,
     event: &Event,
     me: &DeviceId,
     prekeys: &PrekeyRing,
-) -> Result<InboundChain, KeyError> {
+) -> Result<AcceptedShare, KeyError> {
     if event.kind() != EventKind::KeyShare {
         return Err(KeyError::WrongChannel(event.kind().name()));
     }
@@ -151,11 +162,20 @@ pub fn accept_key_share(
     }
     let payload = KeySharePayload::from_bytes(event.payload())?;
     let share = open_share(&event.room(), &event.sender(), &payload, me, prekeys)?;
-    Ok(InboundChain::from_share(
-        event.room(),
-        event.sender(),
-        &share,
-    ))
+    let roster = match &share.roster {
+        Some(r)
+            if dag
+                .members_at(&event.id())
+                .is_some_and(|st| st.is_admin(&event.sender())) =>
+        {
+            Some(RosterSecret::from_bytes(**r))
+        }
+        _ => None,
+    };
+    Ok(AcceptedShare {
+        chain: InboundChain::from_share(event.room(), event.sender(), &share),
+        roster,
+    })
 }
 
 /// Accepts a prekey-update event from a member.
@@ -236,9 +256,10 @@ pub struct RoomKeys {
     pub outbound: Option<OutboundChain>,
     inbound: BTreeMap<(DeviceId, ChainId), (u64, InboundChain)>,
     counter: u64,
-    /// The room's roster secret (`crate::crypto::roster`), once this
-    /// device created the room or opened it from its invite.
-    pub roster: Option<RosterSecret>,
+    /// The room's roster secrets (`crate::crypto::roster`), the room's
+    /// own first: held once this device created the room or opened its
+    /// invite. The session keeps it equal to its DAG's.
+    pub roster: Vec<RosterSecret>,
 }
 
 impl RoomKeys {
@@ -249,7 +270,7 @@ impl RoomKeys {
             outbound: None,
             inbound: BTreeMap::new(),
             counter: 0,
-            roster: None,
+            roster: Vec::new(),
         }
     }
 
@@ -351,7 +372,7 @@ impl RoomKeys {
         self.inbound.retain(|(s, _), _| s != sender);
     }
 
-    /// Persisted form: `[2, room, outbound_bytes|null, counter, [* [installed, inbound_bytes]], roster_secret|null]`
+    /// Persisted form: `[2, room, outbound_bytes|null, counter, [* [installed, inbound_bytes]], [* roster_secret]]`
     /// (version 1 had no roster secret).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::with_capacity(256);
@@ -364,10 +385,10 @@ impl RoomKeys {
         for (c, chain) in self.inbound.values() {
             w.array(2).u64(*c).bytes(&chain.to_bytes());
         }
-        match &self.roster {
-            Some(s) => w.bytes(s.as_bytes()),
-            None => w.null(),
-        };
+        w.array(self.roster.len());
+        for s in &self.roster {
+            w.bytes(s.as_bytes());
+        }
         Zeroizing::new(w.into_bytes())
     }
 
@@ -415,13 +436,21 @@ impl RoomKeys {
             }
             inbound.insert(key, (c, chain));
         }
-        let roster = if v == 1 || r.null()? {
-            None
-        } else {
-            Some(RosterSecret::from_bytes(
-                r.byte_array("32-byte roster secret")?,
-            ))
-        };
+        let mut roster = Vec::new();
+        if v != 1 {
+            let n = r.array()?;
+            if n > MAX_ROSTER_SECRETS {
+                return Err(CborError::WrongType {
+                    expected: "at most MAX_ROSTER_SECRETS roster secrets",
+                }
+                .into());
+            }
+            for _ in 0..n {
+                roster.push(RosterSecret::from_bytes(
+                    r.byte_array("32-byte roster secret")?,
+                ));
+            }
+        }
         r.finish()?;
         let mut keys = Self {
             room,
@@ -450,7 +479,7 @@ mod tests {
     #[test]
     fn worst_case_encoding_fits_one_secret_value() {
         // limits.md quotes the value; the limit it must stay under is 1 MiB.
-        assert_eq!(MAX_ROOM_KEYS_BYTES, 457_879);
+        assert_eq!(MAX_ROOM_KEYS_BYTES, 458_935);
         assert_eq!(crate::store::MAX_BLOB_VALUE_BYTES, 1_048_576);
     }
 
@@ -484,7 +513,9 @@ mod tests {
         let room = RoomId([2; 16]);
         let mut keys = RoomKeys::new(room);
         keys.outbound = Some(OutboundChain::new(room, u64::MAX, &mut rng));
-        keys.roster = Some(RosterSecret::generate(&mut rng));
+        keys.roster = (0..MAX_ROSTER_SECRETS)
+            .map(|_| RosterSecret::generate(&mut rng))
+            .collect();
         let mut msgs = Vec::new();
         for s in 0..(MAX_INBOUND_CHAINS / MAX_INBOUND_CHAINS_PER_SENDER + 1) {
             let id = Identity::from_seed(&[s as u8 + 1; 32]);
@@ -584,7 +615,10 @@ mod tests {
                 n,
             ));
         }
-        w.bytes(&[7; ROSTER_SECRET_BYTES]);
+        w.array(MAX_ROSTER_SECRETS);
+        for i in 0..MAX_ROSTER_SECRETS {
+            w.bytes(&[i as u8; ROSTER_SECRET_BYTES]);
+        }
         let wide = w.into_bytes();
         assert!(
             wide.len() <= MAX_ROOM_KEYS_BYTES,
@@ -647,7 +681,7 @@ mod tests {
             let mut keys = RoomKeys::new(room);
             if with_out {
                 keys.outbound = Some(OutboundChain::new(room, seed, &mut rng));
-                keys.roster = Some(RosterSecret::generate(&mut rng));
+                keys.roster = vec![RosterSecret::generate(&mut rng), RosterSecret::generate(&mut rng)];
             }
             for i in 0..n {
                 let sender = Identity::from_seed(&[i as u8; 32]).device_id();

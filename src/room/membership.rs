@@ -390,7 +390,7 @@ mod tests {
                             secret: SealedSecret {
                                 prekey_id: seed as u32,
                                 enc: [seed; 32],
-                                ct: [seed; 48],
+                                ct: vec![seed; 48],
                             },
                         };
                     }

@@ -22,7 +22,7 @@ pub use dag::{
     DagError, Gap, Inserted, MAX_PENDING_EVENTS, MAX_PENDING_FROM_STRANGERS,
     MAX_PENDING_PER_STRANGER, RoomDag,
 };
-pub use keys::{KeyError, RoomKeys, accept_key_share, decrypt_message};
+pub use keys::{AcceptedShare, KeyError, RoomKeys, accept_key_share, decrypt_message};
 pub use membership::{Membership, MembershipError, derive_room_id};
 pub use receipt::{ReceiptBody, ReceiptBook};
 pub use resolve::{AuthError, Member, MembershipState, ROOM_CAP, Resolution};

@@ -31,8 +31,8 @@ use crate::room::attachment::seal_chunks;
 use crate::room::content::Content;
 use crate::room::dag::{DagError, Gap, Inserted, RoomDag};
 use crate::room::keys::{
-    KeyError, RoomKeys, accept_key_share, accept_prekey_update, decrypt_message, needs_new_epoch,
-    recipients,
+    AcceptedShare, KeyError, RoomKeys, accept_key_share, accept_prekey_update, decrypt_message,
+    needs_new_epoch, recipients,
 };
 use crate::room::membership::{Membership, derive_room_id};
 use crate::room::resolve::{AuthError, MembershipState};
@@ -377,9 +377,9 @@ impl RoomSession {
     pub fn rebuild(room: RoomId, me: DeviceId, keys: &[u8]) -> Result<Rebuild, SessionError> {
         let mut session = Self::new(room, me);
         session.keys = RoomKeys::from_bytes(keys)?;
-        if let Some(secret) = &session.keys.roster {
-            session.dag.preset_roster_secret(secret.clone());
-        }
+        session
+            .dag
+            .preset_roster_secrets(session.keys.roster.clone());
         Ok(Rebuild {
             session,
             updates: Vec::new(),
@@ -402,8 +402,8 @@ impl RoomSession {
         let mut s = Self::new(room, creator);
         let secret = RosterSecret::generate(rng);
         let card = SealedCard::seal(&secret, &room, card, rng)?;
-        s.dag.preset_roster_secret(secret.clone());
-        s.keys.roster = Some(secret);
+        s.dag.preset_roster_secrets(vec![secret.clone()]);
+        s.keys.roster = vec![secret];
         let ev = s.emit(
             identity,
             EventKind::Membership,
@@ -517,7 +517,16 @@ impl RoomSession {
         let Some(chain) = &self.keys.outbound else {
             return Ok(Vec::new());
         };
-        let share = chain.share();
+        let mut share = chain.share();
+        // An admin's shares carry its newest roster secret: how the other
+        // members learn a rotation (`crate::crypto::roster`).
+        if self.dag.members().is_admin(&self.me) {
+            share.roster = self
+                .dag
+                .roster_secrets()
+                .last()
+                .map(|r| Zeroizing::new(*r.as_bytes()));
+        }
         let mut out = Vec::new();
         for p in seal_shares(&self.room(), &self.me, &share, to, rng)? {
             out.push(self.emit(identity, EventKind::KeyShare, p.to_bytes(), now_ms)?);
@@ -525,12 +534,23 @@ impl RoomSession {
         Ok(out)
     }
 
+    /// Starts and shares a new chain. After a removal (`removal`), an admin
+    /// first draws a new roster secret, which its shares carry: the removed
+    /// member cannot read the cards of members invited from now on.
     fn new_chain<R: CryptoRng + ?Sized>(
         &mut self,
         identity: &Identity,
         now_ms: u64,
         rng: &mut R,
+        removal: bool,
     ) -> Result<Vec<Event>, SessionError> {
+        if removal
+            && !self.dag.roster_secrets().is_empty()
+            && self.dag.members().is_admin(&self.me)
+            && self.dag.add_roster_secret(RosterSecret::generate(rng))
+        {
+            self.keys.roster = self.dag.roster_secrets().to_vec();
+        }
         self.keys.outbound = Some(OutboundChain::new(self.room(), now_ms, rng));
         self.needs_epoch = false;
         self.share_pending.clear();
@@ -555,6 +575,12 @@ impl RoomSession {
         if !self.dag.members().is_member(&self.me) {
             return Err(SessionError::NotMember);
         }
+        // After a removal not yet rotated for, an invite first starts a new
+        // chain (and roster secret) the removed member never gets.
+        let mut events = Vec::new();
+        if self.needs_epoch && change.invitee().is_some() {
+            events.extend(self.new_chain(identity, now_ms, rng, true)?);
+        }
         let change = self.seal_invite(change, rng)?;
         let before = self.dag.members();
         let ev = self.emit(identity, EventKind::Membership, change.to_bytes(), now_ms)?;
@@ -562,7 +588,7 @@ impl RoomSession {
             // Never happens for a well-formed local change; refuse to send.
             return Err(SessionError::NotAllowed(e));
         }
-        let mut events = vec![ev];
+        events.push(ev);
         let after = self.dag.members();
         if let Some(invitee) = change.invitee() {
             let to = recipients(&after, &self.me, &self.prekey_updates);
@@ -570,7 +596,7 @@ impl RoomSession {
             events.extend(self.share_to(identity, &to, now_ms, rng)?);
         }
         if needs_new_epoch(&before, &after) && after.is_member(&self.me) {
-            events.extend(self.new_chain(identity, now_ms, rng)?);
+            events.extend(self.new_chain(identity, now_ms, rng, true)?);
         }
         self.members_seen = after;
         Ok(self.outgoing(events))
@@ -583,7 +609,8 @@ impl RoomSession {
         change: Membership,
         rng: &mut R,
     ) -> Result<Membership, SessionError> {
-        let (Membership::Invite { card }, Some(secret)) = (&change, &self.keys.roster) else {
+        let secrets = self.dag.roster_secrets();
+        let (Membership::Invite { card }, Some(current)) = (&change, secrets.last()) else {
             return Ok(change);
         };
         let room = self.room();
@@ -594,16 +621,16 @@ impl RoomSession {
         };
         Ok(Membership::InviteSealed {
             invitee: card.device_id,
-            card: SealedCard::seal(secret, &room, card, rng)?,
-            secret: SealedSecret::seal(secret, &room, &self.me, &to, rng)?,
+            card: SealedCard::seal(current, &room, card, rng)?,
+            secret: SealedSecret::seal(secrets, &room, &self.me, &to, rng)?,
         })
     }
 
-    /// Reads the roster secret from `ev` when it is this device's sealed
-    /// invite and no secret is held yet (`crate::room::roster`). Returns
-    /// whether a secret was accepted.
+    /// Reads the roster secrets from `ev` when it is this device's sealed
+    /// invite and none is held yet (`crate::room::roster`). Returns whether
+    /// they were accepted.
     fn take_roster_secret(&mut self, ev: &Event, prekeys: &PrekeyRing) -> bool {
-        if self.keys.roster.is_some() || ev.kind() != EventKind::Membership {
+        if !self.dag.roster_secrets().is_empty() || ev.kind() != EventKind::Membership {
             return false;
         }
         let Ok(Membership::InviteSealed {
@@ -618,11 +645,22 @@ impl RoomSession {
         let Ok(opened) = secret.open(&self.room(), &ev.sender(), &self.me, prekeys) else {
             return false;
         };
-        if !self.dag.offer_roster_secret(opened.clone()) {
+        if !self.dag.offer_roster_secrets(opened) {
             return false;
         }
-        self.keys.roster = Some(opened);
+        self.keys.roster = self.dag.roster_secrets().to_vec();
         true
+    }
+
+    /// Installs an accepted key share: the chain, and the roster secret an
+    /// admin's share carries (a rotation).
+    fn install_share(&mut self, accepted: AcceptedShare) {
+        self.keys.install(accepted.chain);
+        if let Some(r) = accepted.roster
+            && self.dag.add_roster_secret(r)
+        {
+            self.keys.roster = self.dag.roster_secrets().to_vec();
+        }
     }
 
     /// Encrypts and signs a message (starting and sharing a new chain first
@@ -711,7 +749,8 @@ impl RoomSession {
             .as_ref()
             .is_none_or(|c| c.should_rotate(now_ms));
         if rotate || self.needs_epoch {
-            events.extend(self.new_chain(identity, now_ms, rng)?);
+            let removal = self.needs_epoch;
+            events.extend(self.new_chain(identity, now_ms, rng, removal)?);
         } else if !self.share_pending.is_empty() {
             // Members invited by others get this chain from its current
             // position before the next message.
@@ -788,7 +827,7 @@ impl RoomSession {
     /// derived from events: the next send starts a new one. `events` are
     /// the events the DAG holds ([`Rebuild::replay`]).
     pub fn rederive_keys(&mut self, prekeys: &PrekeyRing, events: &[Event]) -> Rederived {
-        let roster = self.keys.roster.take();
+        let roster = std::mem::take(&mut self.keys.roster);
         self.keys = RoomKeys::new(self.room());
         self.keys.roster = roster;
         self.needs_epoch = true;
@@ -803,7 +842,7 @@ impl RoomSession {
             match ev.kind() {
                 EventKind::KeyShare => match accept_key_share(&mut self.dag, ev, &self.me, prekeys)
                 {
-                    Ok(chain) => self.keys.install(chain),
+                    Ok(accepted) => self.install_share(accepted),
                     Err(KeyError::Share(KeyShareError::NotForMe)) => {}
                     Err(_) => out.shares_refused += 1,
                 },
@@ -871,9 +910,9 @@ impl RoomSession {
             match ev.kind() {
                 EventKind::KeyShare => {
                     match accept_key_share(&mut self.dag, &ev, &self.me, prekeys) {
-                        Ok(chain) => {
-                            let sender = chain.sender();
-                            self.keys.install(chain);
+                        Ok(accepted) => {
+                            let sender = accepted.chain.sender();
+                            self.install_share(accepted);
                             out.push(Received::KeysInstalled { sender });
                         }
                         Err(KeyError::Share(KeyShareError::NotForMe)) => {}

@@ -142,7 +142,7 @@ fn write_decoder_seed_corpora() {
         invitee: bo.device_id(),
         card: sealed(&bo_card, &mut rng),
         secret: meshrelay::crypto::roster::SealedSecret::seal(
-            &secret,
+            std::slice::from_ref(&secret),
             &room,
             &ana.device_id(),
             &Recipient {

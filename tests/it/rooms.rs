@@ -211,7 +211,7 @@ impl Dev {
                     let me = self.me();
                     let dag = self.dag.as_mut().unwrap();
                     if let Ok(chain) = accept_key_share(dag, &ev, &me, &self.prekeys) {
-                        self.keys.as_mut().unwrap().install(chain);
+                        self.keys.as_mut().unwrap().install(chain.chain);
                     }
                 }
                 EventKind::Message => match decrypt_message(self.keys.as_mut().unwrap(), &ev) {
@@ -650,7 +650,7 @@ fn key_share_through_the_wrong_channel_is_refused() {
     // Through the right channel it installs a chain *for C only*: C cannot
     // make B accept a chain under A's name.
     let chain_in = accept_key_share(b.dag.as_mut().unwrap(), &as_ks, &me, &b.prekeys).unwrap();
-    assert_eq!(chain_in.sender(), c.me());
+    assert_eq!(chain_in.chain.sender(), c.me());
     // A's share re-signed by C (copying A's payload) does not open.
     a.send("from A");
     b.import(&a.export());
@@ -1250,6 +1250,95 @@ mod session {
     }
 
     #[test]
+    fn a_removed_member_cannot_read_the_cards_of_members_invited_after() {
+        let (mut a, mut m, mut b, mut lee) = (
+            named(41, "Ana"),
+            named(42, "Mo Removed"),
+            named(43, "Bo"),
+            named(44, "Lee Later"),
+        );
+        a.create(41);
+        for (i, card) in [m.card.clone(), b.card.clone()].into_iter().enumerate() {
+            a.change(Membership::Invite { card }, T0 + 1 + i as u64);
+        }
+        m.texts_from(&a.bundle());
+        b.texts_from(&a.bundle());
+        let before = a.session.as_ref().unwrap().keys_bytes().to_vec();
+        let rotations = |keys: &[u8]| {
+            meshrelay::room::RoomKeys::from_bytes(keys)
+                .unwrap()
+                .roster
+                .len()
+        };
+        assert_eq!(rotations(&before), 1);
+        // A removes M: A's new chain carries a new roster secret, and the
+        // next invite is sealed under it.
+        a.change(
+            Membership::Remove {
+                target: m.id.device_id(),
+            },
+            T0 + 5,
+        );
+        assert_eq!(rotations(&a.keys_on_disk), 2);
+        a.change(
+            Membership::Invite {
+                card: lee.card.clone(),
+            },
+            T0 + 6,
+        );
+        let bundle = a.bundle();
+        // M still receives the room's events (it may carry them): it
+        // reads no card of Lee's.
+        m.texts_from(&bundle);
+        assert_eq!(roster_names(&mut m).get(&lee.id.device_id()), Some(&None));
+        // B learnt the rotation from A's key share and reads Lee's card,
+        // also after a restart.
+        b.texts_from(&bundle);
+        assert_eq!(
+            roster_names(&mut b)[&lee.id.device_id()].as_deref(),
+            Some("Lee Later")
+        );
+        let room = a.session.as_ref().unwrap().room();
+        let mut restored =
+            RoomSession::restore(room, b.id.device_id(), &b.keys_on_disk, b.store.values())
+                .unwrap();
+        assert_eq!(names_in(&mut restored), roster_names(&mut b));
+        // Lee reads every card from its invite: both secrets came with it.
+        lee.texts_from(&bundle);
+        let at_lee = roster_names(&mut lee);
+        assert_eq!(at_lee.len(), 3);
+        assert!(at_lee.values().all(Option::is_some), "{at_lee:?}");
+
+        // B, promoted, sees Lee leave; B's next invite first rotates too.
+        a.change(
+            Membership::Promote {
+                target: b.id.device_id(),
+            },
+            T0 + 7,
+        );
+        b.texts_from(&a.bundle());
+        lee.change(Membership::Leave, T0 + 8);
+        b.texts_from(&lee.bundle());
+        let mut dee = named(45, "Dee Newest");
+        b.change(
+            Membership::Invite {
+                card: dee.card.clone(),
+            },
+            T0 + 9,
+        );
+        assert_eq!(rotations(&b.keys_on_disk), 3);
+        lee.texts_from(&b.bundle());
+        assert_eq!(roster_names(&mut lee).get(&dee.id.device_id()), Some(&None));
+        a.texts_from(&b.bundle());
+        assert_eq!(
+            roster_names(&mut a)[&dee.id.device_id()].as_deref(),
+            Some("Dee Newest")
+        );
+        dee.texts_from(&b.bundle());
+        assert!(roster_names(&mut dee).values().all(Option::is_some));
+    }
+
+    #[test]
     fn an_invite_cannot_hand_over_a_roster_secret_of_its_own() {
         // A promotes B; B invites D with a secret of B's making. D keeps the
         // invite's effect (it is a member) but takes no secret that does not
@@ -1282,7 +1371,7 @@ mod session {
             card: meshrelay::crypto::roster::SealedCard::seal(&own, &room, &d.card, &mut b.rng)
                 .unwrap(),
             secret: meshrelay::crypto::roster::SealedSecret::seal(
-                &own,
+                std::slice::from_ref(&own),
                 &room,
                 &b.id.device_id(),
                 &to,

@@ -153,6 +153,7 @@ fn key_share_vectors() {
             chain_id: ChainId(arr(&v["share"]["chain_id"])),
             index: v["share"]["index"].as_u64().unwrap() as u32,
             chain_key: Zeroizing::new(arr(&v["share"]["chain_key"])),
+            roster: None,
         };
         let to = Recipient {
             device: recip.device_id(),

@@ -13,8 +13,10 @@ use meshrelay::crypto::ContactCard;
 use meshrelay::crypto::domain::{ROSTER_CARD, ROSTER_SECRET_INFO};
 use meshrelay::crypto::key_share::{PrekeyRing, Recipient};
 use meshrelay::crypto::roster::{CARD_PADDED_SIZES, RosterSecret, SealedCard, SealedSecret};
+use meshrelay::crypto::sender_chain::{ChainId, ChainShare};
 use meshrelay::room::{Membership, derive_room_id};
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::rooms_vectors::{FixedRng, arr, h, run, seeded, unh};
 
@@ -23,7 +25,8 @@ fn roster_vectors() {
     let defaults = json!({
         "description": "protocol-spec/encryption.md §6.1: the creator's card sealed under the \
                         roster secret in a create (op 6), and an invite (op 7) sealing the \
-                        invitee's card and the secret to the invitee's prekey 1. The card nonces \
+                        invitee's card and the room's two secrets (its own, then a rotation) to the \
+                        invitee's prekey 1; an admin's chain share carrying the rotation. The card nonces \
                         are `create_nonce_aead` and `invite_nonce_aead`; the HPKE ephemeral key is \
                         DeriveKeyPair(eph_ikm).",
         "creator_seed": h(&[1; 32]),
@@ -32,6 +35,7 @@ fn roster_vectors() {
         "invitee_name": "Bo",
         "room_nonce": h(&[0x5a; 16]),
         "roster_secret": h(&[0x77; 32]),
+        "rotated_secret": h(&[0x78; 32]),
         "create_nonce_aead": h(&[0x31; 24]),
         "invite_nonce_aead": h(&[0x32; 24]),
         "eph_ikm": h(&[0xe7; 32]),
@@ -42,6 +46,8 @@ fn roster_vectors() {
         let nonce: [u8; 16] = arr(&v["room_nonce"]);
         let room = derive_room_id(&creator.device_id(), &nonce);
         let secret = RosterSecret::from_bytes(arr(&v["roster_secret"]));
+        let rotated = RosterSecret::from_bytes(arr(&v["rotated_secret"]));
+        let secrets = [secret.clone(), rotated.clone()];
         let card_a = ContactCard::create(&creator, v["creator_name"].as_str().unwrap(), 1).unwrap();
         let card_b = ContactCard::create(&invitee, v["invitee_name"].as_str().unwrap(), 1).unwrap();
 
@@ -87,7 +93,7 @@ fn roster_vectors() {
             prekey: invitee.prekey().public(),
         };
         let sealed_secret = SealedSecret::seal(
-            &secret,
+            &secrets,
             &room,
             &creator.device_id(),
             &to,
@@ -114,14 +120,22 @@ fn roster_vectors() {
             room.as_bytes(),
         )
         .unwrap();
-        assert_eq!(&opened[..], secret.as_bytes());
+        assert_eq!(opened, [*secret.as_bytes(), *rotated.as_bytes()].concat());
         let ring = PrekeyRing::from_identity(&invitee, 0);
         assert_eq!(
             sealed_secret
                 .open(&room, &creator.device_id(), &invitee.device_id(), &ring)
                 .unwrap(),
-            secret
+            secrets
         );
+        let share = ChainShare {
+            chain_id: ChainId([0xc1; 16]),
+            index: 0,
+            chain_key: Zeroizing::new([0x33; 32]),
+            roster: Some(Zeroizing::new(*rotated.as_bytes())),
+        };
+        let share_bytes = share.to_bytes();
+        assert_eq!(ChainShare::from_bytes(&share_bytes).unwrap(), share);
 
         let create = Membership::CreateSealed {
             creator: creator.device_id(),
@@ -153,6 +167,7 @@ fn roster_vectors() {
         out["secret_ct"] = json!(h(&sealed_secret.ct));
         out["membership_create_cbor"] = json!(h(&create));
         out["membership_invite_cbor"] = json!(h(&invite));
+        out["chain_share_with_rotation_cbor"] = json!(h(&share_bytes));
         out
     });
 }
