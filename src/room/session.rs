@@ -547,9 +547,8 @@ impl RoomSession {
         if removal
             && !self.dag.roster_secrets().is_empty()
             && self.dag.members().is_admin(&self.me)
-            && self.dag.add_roster_secret(RosterSecret::generate(rng))
         {
-            self.keys.roster = self.dag.roster_secrets().to_vec();
+            self.add_roster_secret(RosterSecret::generate(rng));
         }
         self.keys.outbound = Some(OutboundChain::new(self.room(), now_ms, rng));
         self.needs_epoch = false;
@@ -652,14 +651,20 @@ impl RoomSession {
         true
     }
 
+    /// Adds a roster secret (drawn here, or from an admin's share) to the
+    /// DAG's list, and the room keys' copy of it (persisted).
+    fn add_roster_secret(&mut self, secret: RosterSecret) {
+        if self.dag.add_roster_secret(secret) {
+            self.keys.roster = self.dag.roster_secrets().to_vec();
+        }
+    }
+
     /// Installs an accepted key share: the chain, and the roster secret an
     /// admin's share carries (a rotation).
     fn install_share(&mut self, accepted: AcceptedShare) {
         self.keys.install(accepted.chain);
-        if let Some(r) = accepted.roster
-            && self.dag.add_roster_secret(r)
-        {
-            self.keys.roster = self.dag.roster_secrets().to_vec();
+        if let Some(r) = accepted.roster {
+            self.add_roster_secret(r);
         }
     }
 
