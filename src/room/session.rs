@@ -544,9 +544,7 @@ impl RoomSession {
         rng: &mut R,
         removal: bool,
     ) -> Result<Vec<Event>, SessionError> {
-        if removal
-            && !self.dag.roster_secrets().is_empty()
-            && self.dag.members().is_admin(&self.me)
+        if removal && !self.dag.roster_secrets().is_empty() && self.dag.members().is_admin(&self.me)
         {
             self.add_roster_secret(RosterSecret::generate(rng));
         }
