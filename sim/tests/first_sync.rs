@@ -78,3 +78,54 @@ fn a_new_member_syncs_a_long_history_over_ble_near_the_raw_link_rate() {
         "{all_ms} ms against {raw_ms} ms at the raw rate ({ratio:.2}x)"
     );
 }
+
+/// Issue 21 under a copy budget: a carrier holding one copy of a room's
+/// events hands them only to the room's members, and an invitee cannot
+/// announce a room it does not know it is in. The invitee names itself by
+/// its device token (`protocol-spec/wire.md`, "Invitees"); the carrier,
+/// which verified the invite, recognises it and hands the room over. A and
+/// B never meet.
+#[test]
+fn a_carrier_hands_an_invitee_the_room_under_a_copy_budget() {
+    let s = seed(211);
+    let config = NodeConfig {
+        copy_budget: 2,
+        ..NodeConfig::default()
+    };
+    let mut net = SimNet::new(3, s, config, StoreConfig::default());
+    let room = net.room_create(0, "ops").expect("room created");
+    net.room_invite(0, room, 1).expect("invite");
+    for i in 0..5 {
+        net.send_text(0, room, &format!("msg {i}")).expect("send");
+    }
+    let ids = |net: &SimNet, i: usize| -> std::collections::BTreeSet<_> {
+        net.events_of(i, &room)
+            .iter()
+            .map(|(e, _)| e.id())
+            .collect()
+    };
+    let of_a = ids(&net, 0);
+    let held = of_a.len();
+    // A meets the carrier C; C takes one copy of each event.
+    net.connect(0, 2, LinkParams::ble());
+    let t = net.now_ms();
+    net.run_until(t + 60_000);
+    net.disconnect(0, 2);
+    assert_eq!(net.events_of(2, &room).len(), held, "C carries the room");
+    // C meets B, who does not know it is invited.
+    net.connect(2, 1, LinkParams::ble());
+    let t = net.now_ms();
+    net.run_until(t + 60_000);
+    assert!(
+        net.is_member(1, &room),
+        "B learnt its invite from C: B holds {} of {held}",
+        net.events_of(1, &room).len()
+    );
+    assert!(ids(&net, 1).is_superset(&of_a), "B holds the room");
+    let shown = net.shown(1, &room).expect("B reads the room");
+    let texts = shown
+        .iter()
+        .filter(|l| matches!(l, meshrelay::app::MessageLine::Text { .. }))
+        .count();
+    assert_eq!(texts, 5, "{shown:?}");
+}

@@ -155,6 +155,11 @@ pub enum Frame {
         /// Of those, the rooms in which the sender would hand an event to a
         /// carrier; only to a peer that sets [`FEATURE_ROLES`].
         spraying: Vec<RoomToken>,
+        /// The sender's device token for the link (`crate::wire::device_token`),
+        /// so a holder of an invite for it recognises an invitee ("Invitees");
+        /// only to a peer that sets [`FEATURE_ROLES`], else absent. Encoded
+        /// as a byte string of 8 bytes, or of none.
+        device: Option<RoomToken>,
     },
     /// Rooms the responder would hand the initiator that the initiator's
     /// `Rooms` did not list (tag 4), by room ID, ascending, 1 to
@@ -377,11 +382,13 @@ impl Frame {
                 held,
                 members,
                 spraying,
+                device,
             } => {
-                head(&mut w, 3, t);
+                head(&mut w, 4, t);
                 w.bytes(&packed(held, |r| r.0))
                     .bytes(&packed(members, |r| r.0))
-                    .bytes(&packed(spraying, |r| r.0));
+                    .bytes(&packed(spraying, |r| r.0))
+                    .bytes(device.as_ref().map_or(&[][..], |d| &d.0[..]));
             }
             Frame::Offer { rooms } => {
                 head(&mut w, 1, t);
@@ -491,7 +498,8 @@ impl Frame {
         }
         let t = r.u64()?;
         let fields = match t {
-            T_HELLO | T_ROOMS => 3,
+            T_HELLO => 3,
+            T_ROOMS => 4,
             T_CLOSE => 2,
             T_MEMBERS | T_OFFER => 1,
             T_R_INIT => 5,
@@ -531,10 +539,17 @@ impl Frame {
                 {
                     return Err(FrameError::Malformed("role token not among the held"));
                 }
+                let device = match r.bytes()? {
+                    [] => None,
+                    b => Some(RoomToken(b.try_into().map_err(|_| {
+                        FrameError::Malformed("device token of neither 0 nor 8 bytes")
+                    })?)),
+                };
                 Frame::Rooms {
                     held,
                     members,
                     spraying,
+                    device,
                 }
             }
             T_OFFER => {
@@ -715,21 +730,28 @@ mod tests {
                     nonce,
                 }
             ),
-            (tokens(0..6), any::<u8>(), any::<u8>()).prop_map(|(held, m, sp)| {
-                // Roles are subsets of the held tokens.
-                let pick = |mask: u8| {
-                    held.iter()
-                        .enumerate()
-                        .filter(|(i, _)| mask & (1 << i) != 0)
-                        .map(|(_, t)| *t)
-                        .collect()
-                };
-                Frame::Rooms {
-                    members: pick(m),
-                    spraying: pick(sp),
-                    held,
-                }
-            }),
+            (
+                tokens(0..6),
+                any::<u8>(),
+                any::<u8>(),
+                proptest::option::of(any::<[u8; 8]>())
+            )
+                .prop_map(|(held, m, sp, device)| {
+                    // Roles are subsets of the held tokens.
+                    let pick = |mask: u8| {
+                        held.iter()
+                            .enumerate()
+                            .filter(|(i, _)| mask & (1 << i) != 0)
+                            .map(|(_, t)| *t)
+                            .collect()
+                    };
+                    Frame::Rooms {
+                        members: pick(m),
+                        spraying: pick(sp),
+                        held,
+                        device: device.map(RoomToken),
+                    }
+                }),
             vec(room(), 1..5).prop_map(|mut rooms| {
                 rooms.sort();
                 rooms.dedup();
@@ -861,10 +883,23 @@ mod tests {
                 held,
                 members,
                 spraying: vec![],
+                device: None,
             }
             .encode()
         };
         assert!(Frame::decode(&rooms(vec![t(1), t(2)], vec![t(2)])).is_ok());
+        // The device token is 8 bytes or none.
+        let mut with_device = Frame::Rooms {
+            held: vec![],
+            members: vec![],
+            spraying: vec![],
+            device: Some(t(9)),
+        }
+        .encode();
+        assert!(Frame::decode(&with_device).is_ok());
+        let n = with_device.len();
+        with_device[n - 9] = 0x47; // a 7-byte string, then a stray byte
+        assert!(Frame::decode(&with_device).is_err());
         for bad in [
             rooms(vec![t(2), t(1)], vec![]),
             rooms(vec![t(1), t(1)], vec![]),

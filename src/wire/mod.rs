@@ -32,7 +32,7 @@ pub use frame::{
     MAX_COPY_BUDGET, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES, MAX_HELLO_ROOMS, MAX_IDS_PER_FRAME,
     WIRE_VERSION,
 };
-pub use token::{ROOM_TOKEN_BYTES, RoomToken, room_token, tokens_of};
+pub use token::{ROOM_TOKEN_BYTES, RoomToken, device_token, room_token, tokens_of};
 
 /// Fuzz entry point for the frame decoder (`fuzz/fuzz_targets/frame_decode.rs`).
 ///

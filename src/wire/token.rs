@@ -13,10 +13,20 @@
 //! sees 8 pseudo-random bytes that change with every link, since each side
 //! draws a fresh nonce per link. Room IDs are 128-bit hashes, so a peer
 //! cannot test guesses of IDs it never held.
+//!
+//! A side that runs a copy budget also names itself by a **device token**,
+//! so that a holder of an invite for it recognises an invitee that does not
+//! know yet that it is one (`protocol-spec/wire.md`, "Invitees"):
+//!
+//! ```text
+//! device_token = HMAC-SHA-256(key = device_id, "meshrelay/v2/device-token\0"
+//!                             || initiator_nonce (u64 BE) || responder_nonce (u64 BE))[0..8]
+//! ```
 
 use hmac::{KeyInit, Mac};
 
 use crate::crypto::domain;
+use crate::crypto::keys::DeviceId;
 use crate::event::RoomId;
 
 type Hmac = hmac::Hmac<sha2::Sha256>;
@@ -31,12 +41,34 @@ pub struct RoomToken(pub [u8; ROOM_TOKEN_BYTES]);
 /// The token of `room` on the link whose initiator drew `initiator_nonce`
 /// and whose responder drew `responder_nonce`.
 pub fn room_token(room: &RoomId, initiator_nonce: u64, responder_nonce: u64) -> RoomToken {
+    link_token(
+        &room.0,
+        domain::ROOM_TOKEN,
+        initiator_nonce,
+        responder_nonce,
+    )
+}
+
+/// The device token of `device` on the link whose initiator drew
+/// `initiator_nonce` and whose responder drew `responder_nonce`.
+pub fn device_token(device: &DeviceId, initiator_nonce: u64, responder_nonce: u64) -> RoomToken {
+    link_token(
+        device.as_bytes(),
+        domain::DEVICE_TOKEN,
+        initiator_nonce,
+        responder_nonce,
+    )
+}
+
+/// HMAC-SHA-256 keyed by `id` (at most one hash block), over `label` and
+/// both nonces, cut to [`ROOM_TOKEN_BYTES`].
+fn link_token(id: &[u8], label: &[u8], initiator_nonce: u64, responder_nonce: u64) -> RoomToken {
     // A key shorter than the hash's block is zero-padded to the block
     // (RFC 2104): the padded block is the same HMAC key, and fixed-size.
     let mut key = hmac::digest::Key::<Hmac>::default();
-    key[..room.0.len()].copy_from_slice(&room.0);
+    key[..id.len()].copy_from_slice(id);
     let mut mac = <Hmac as KeyInit>::new(&key);
-    mac.update(domain::ROOM_TOKEN);
+    mac.update(label);
     mac.update(&initiator_nonce.to_be_bytes());
     mac.update(&responder_nonce.to_be_bytes());
     let tag = mac.finalize().into_bytes();
@@ -74,6 +106,20 @@ mod tests {
         assert_ne!(t, room_token(&r, 2, 1));
         assert_ne!(t, room_token(&r, 1, 3));
         assert_ne!(t, room_token(&RoomId([8; 16]), 1, 2));
+    }
+
+    #[test]
+    fn a_device_token_depends_on_the_device_and_both_nonces() {
+        let d = crate::crypto::Identity::from_seed(&[3; 32]).device_id();
+        let e = crate::crypto::Identity::from_seed(&[4; 32]).device_id();
+        let t = device_token(&d, 1, 2);
+        assert_eq!(t, device_token(&d, 1, 2));
+        assert_ne!(t, device_token(&d, 2, 1));
+        assert_ne!(t, device_token(&e, 1, 2));
+        // Another label: a device ID never gives a room token's bytes.
+        let mut first16 = RoomId([0; 16]);
+        first16.0.copy_from_slice(&d.as_bytes()[..16]);
+        assert_ne!(t, room_token(&first16, 1, 2));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use meshrelay::event::{EventId, RoomId};
 use meshrelay::reconcile::riblt::Symbol;
 use meshrelay::reconcile::{Message, Part};
-use meshrelay::wire::{CloseReason, Fragmenter, Frame, RoomToken, room_token};
+use meshrelay::wire::{CloseReason, Fragmenter, Frame, RoomToken, device_token, room_token};
 
 /// The two Hello nonces of the vectors' link: the initiator's (lower), the
 /// responder's.
@@ -60,6 +60,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 held,
                 members: vec![t(0x22)],
                 spraying: vec![t(0x33)],
+                device: Some(t(0x66)),
             },
         ),
         (
@@ -164,14 +165,28 @@ fn invalid() -> Vec<(&'static str, Vec<u8>)> {
         held: vec![RoomToken([1; 8])],
         members: vec![RoomToken([2; 8])],
         spraying: vec![],
+        device: None,
     }
     .encode();
     let descending = Frame::Rooms {
         held: vec![RoomToken([2; 8]), RoomToken([1; 8])],
         members: vec![],
         spraying: vec![],
+        device: None,
     }
     .encode();
+    // A device token of 7 bytes: the last field's head says 7, one byte
+    // is dropped.
+    let mut short_device = Frame::Rooms {
+        held: vec![],
+        members: vec![],
+        spraying: vec![],
+        device: Some(RoomToken([3; 8])),
+    }
+    .encode();
+    let n = short_device.len();
+    short_device[n - 9] = 0x47;
+    short_device.pop();
     let empty_offer = Frame::Offer { rooms: vec![] }.encode();
     let spray = |copies: u8| {
         Frame::Spray {
@@ -207,6 +222,7 @@ fn invalid() -> Vec<(&'static str, Vec<u8>)> {
             stray_role,
         ),
         ("a Rooms whose tokens are not ascending", descending),
+        ("a Rooms whose device token is 7 bytes", short_device),
         ("an Offer of no room", empty_offer),
         (
             "a version 1 Hello (room IDs in clear)",
@@ -257,11 +273,24 @@ fn compute() -> Value {
             })
         })
         .collect();
+    let device = meshrelay::crypto::Identity::from_seed(&[1; 32]).device_id();
+    let device_tokens: Vec<Value> = [NONCES, (NONCES.1, NONCES.0)]
+        .into_iter()
+        .map(|(i, r)| {
+            json!({
+                "device": hex::encode(device.as_bytes()),
+                "initiator_nonce": format!("{i:016x}"),
+                "responder_nonce": format!("{r:016x}"),
+                "token": hex::encode(device_token(&device, i, r).0),
+            })
+        })
+        .collect();
     json!({
-        "description": "One canonical encoding per frame type (protocol-spec/wire.md, frame table), with the packets a fresh Fragmenter makes of it at MTU 23 (fragment IDs count up across the list), and frames every decoder must reject. Hex, lowercase. room_tokens: HMAC-SHA-256 room tokens (wire.md, \"Room tokens\"), nonces as 8-byte big-endian hex.",
+        "description": "One canonical encoding per frame type (protocol-spec/wire.md, frame table), with the packets a fresh Fragmenter makes of it at MTU 23 (fragment IDs count up across the list), and frames every decoder must reject. Hex, lowercase. room_tokens: HMAC-SHA-256 room tokens (wire.md, \"Room tokens\"), nonces as 8-byte big-endian hex. device_tokens: the same with the device ID as key and the device-token label (wire.md, \"Invitees\").",
         "frames": valid,
         "invalid": invalid,
         "room_tokens": tokens,
+        "device_tokens": device_tokens,
     })
 }
 
@@ -296,5 +325,19 @@ fn frame_vectors() {
         );
         let token = room_token(&room, hex16("initiator_nonce"), hex16("responder_nonce"));
         assert_eq!(hex::encode(token.0), v["token"].as_str().unwrap());
+    }
+    // Independently: HMAC-SHA-256 from the crate, keyed by the device ID.
+    for v in want["device_tokens"].as_array().unwrap() {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(
+            &hex::decode(v["device"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        mac.update(meshrelay::crypto::domain::DEVICE_TOKEN);
+        for k in ["initiator_nonce", "responder_nonce"] {
+            mac.update(&hex::decode(v[k].as_str().unwrap()).unwrap());
+        }
+        let tag = mac.finalize().into_bytes();
+        assert_eq!(hex::encode(&tag[..8]), v["token"].as_str().unwrap());
     }
 }

@@ -13,7 +13,8 @@ use meshrelay::event::RoomId;
 use meshrelay::proto::LinkId;
 use meshrelay::transport::lan::{self, LanConfig, LanEvent, LanHandle};
 use meshrelay::wire::{
-    FEATURE_ROLES, Fragmenter, Frame, MAX_FRAME_BYTES, MAX_MTU, Reassembler, RoomToken, room_token,
+    FEATURE_ROLES, Fragmenter, Frame, MAX_FRAME_BYTES, MAX_MTU, Reassembler, RoomToken,
+    device_token, room_token,
 };
 use tokio::sync::mpsc::Receiver;
 use tokio::time::{Instant, timeout_at};
@@ -47,13 +48,19 @@ impl Seen {
     fn variable(&self) -> Vec<Vec<u8>> {
         let mut out = vec![self.nonce.to_be_bytes().to_vec()];
         for (f, _) in &self.frames {
-            let lists: Vec<&Vec<RoomToken>> = match f {
+            let lists: Vec<Vec<RoomToken>> = match f {
                 Frame::Rooms {
                     held,
                     members,
                     spraying,
-                } => vec![held, members, spraying],
-                Frame::Members { tokens } => vec![tokens],
+                    device,
+                } => vec![
+                    held.clone(),
+                    members.clone(),
+                    spraying.clone(),
+                    device.iter().copied().collect(),
+                ],
+                Frame::Members { tokens } => vec![tokens.clone()],
                 _ => continue,
             };
             for l in lists {
@@ -63,7 +70,16 @@ impl Seen {
         out
     }
 
-    fn rooms(&self) -> (&Vec<RoomToken>, &Vec<RoomToken>, &Vec<RoomToken>) {
+    /// The daemon's `Rooms`: its three lists and its device token.
+    #[allow(clippy::type_complexity)]
+    fn rooms(
+        &self,
+    ) -> (
+        &Vec<RoomToken>,
+        &Vec<RoomToken>,
+        &Vec<RoomToken>,
+        Option<RoomToken>,
+    ) {
         self.frames
             .iter()
             .find_map(|(f, _)| match f {
@@ -71,7 +87,8 @@ impl Seen {
                     held,
                     members,
                     spraying,
-                } => Some((held, members, spraying)),
+                    device,
+                } => Some((held, members, spraying, *device)),
                 _ => None,
             })
             .expect("the daemon's Rooms")
@@ -118,6 +135,7 @@ impl Stranger {
                 held: vec![],
                 members: vec![],
                 spraying: vec![],
+                device: None,
             },
         ] {
             for d in fragmenter.fragment(&frame.encode(), MAX_MTU).unwrap() {
@@ -196,11 +214,13 @@ fn announcements_give_a_stranger_nothing_to_link_two_sessions_by() {
         s.record("the daemon's Hello and Rooms", has_rooms).await;
         s.close()
     });
-    let (held, members, spraying) = first.rooms();
+    let (held, members, spraying, device) = first.rooms();
     // A co-member or carrier knows the room ID: it recognises the token.
     assert_eq!(held, &vec![room_token(&room1, 0, first.nonce)]);
-    // Without a copy budget the stranger is not told which rooms are own.
+    // Without a copy budget the stranger is not told which rooms are own,
+    // nor given a device token.
     assert!(members.is_empty() && spraying.is_empty(), "no roles asked");
+    assert_eq!(device, None);
     // The stranger lacked the room: the responder offered it by ID (what
     // store-and-forward hands a peer anyway: `metadata.md`).
     assert!(
@@ -237,8 +257,14 @@ fn announcements_give_a_stranger_nothing_to_link_two_sessions_by() {
     });
     let room2: RoomId = room2.unwrap().parse().unwrap();
     let token = |r: &RoomId| room_token(r, second.nonce, u64::MAX);
-    let (held, members, _) = second.rooms();
+    let (held, members, _, device) = second.rooms();
     assert_eq!(held, &vec![token(&room1)]);
+    // Roles asked: the daemon names itself by a device token that a peer
+    // knowing its device ID (a holder of an invite for it) recognises.
+    let id: serde_json::Value =
+        serde_json::from_str(&super::daemon::ok(&dir, &["id", "--json"])).unwrap();
+    let me: meshrelay::crypto::DeviceId = id["device_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(device, Some(device_token(&me, second.nonce, u64::MAX)));
     assert_eq!(
         members,
         &vec![token(&room1)],

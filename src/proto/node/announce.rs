@@ -11,17 +11,21 @@
 //! the IDs of (also those it gains while the link lasts) and learns
 //! nothing of the rest; tokens differ on every link. Member and spraying
 //! roles are sent only to a peer that runs a copy budget
-//! (`FEATURE_ROLES`); `Members` replaces the member role.
+//! (`FEATURE_ROLES`); `Members` replaces the member role. To such a peer a
+//! side also names itself by a device token, so a holder of an invite for
+//! it hands it the room it cannot announce yet (`offer_to_invitee`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand_core::Rng;
 
+use crate::crypto::keys::DeviceId;
 use crate::event::{EventId, RoomId};
 use crate::proto::io::LinkId;
 use crate::store::{EventStore, StoreError};
 use crate::wire::{
-    CloseReason, FEATURE_ROLES, Frame, MAX_HELLO_ROOMS, RoomToken, room_token, tokens_of,
+    CloseReason, FEATURE_ROLES, Frame, MAX_HELLO_ROOMS, RoomToken, device_token, room_token,
+    tokens_of,
 };
 
 use super::Node;
@@ -41,6 +45,13 @@ pub(super) struct PeerRooms {
     /// Rooms the peer offered by ID (it is the responder and this side
     /// lacked them): held and spraying there.
     pub(super) offered: BTreeSet<RoomId>,
+    /// The peer's device token, when it runs a copy budget and this side
+    /// asked for roles.
+    device: Option<RoomToken>,
+    /// Rooms whose members include the device the peer's token names
+    /// (`Node::offer_to_invitee`): the peer counts as their member, at
+    /// most `MAX_HELLO_ROOMS`.
+    invited: BTreeSet<RoomId>,
 }
 
 impl PeerRooms {
@@ -53,9 +64,16 @@ impl PeerRooms {
         self.offered.contains(room) || listed(&self.held, || self.token(room))
     }
 
-    /// Whether the peer said it is a member of `room`.
+    /// Whether the peer said it is a member of `room`, or its device token
+    /// names one of the room's members (an invitee that does not know yet).
     pub(super) fn member_of(&self, room: &RoomId) -> bool {
-        listed(&self.members, || self.token(room))
+        self.invited.contains(room) || listed(&self.members, || self.token(room))
+    }
+
+    /// Whether the peer named itself `device` (its device token).
+    pub(super) fn is_device(&self, device: &DeviceId) -> bool {
+        self.device
+            .is_some_and(|t| t == device_token(device, self.nonces.0, self.nonces.1))
     }
 
     /// Whether the peer would hand carriers events of `room`.
@@ -135,12 +153,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         // A role names a listed room (the lists are capped separately).
         members.retain(|t| held.binary_search(t).is_ok());
         spraying.retain(|t| held.binary_search(t).is_ok());
+        let device = roles.then(|| device_token(&self.own, i, r));
         self.send(
             link,
             &Frame::Rooms {
                 held,
                 members,
                 spraying,
+                device,
             },
         );
         if let Some(l) = self.links.get_mut(&link) {
@@ -166,6 +186,58 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .filter(|r| l.peer.member_of(r) && !self.own_rooms.contains(r))
             .copied()
             .collect();
+        for room in rooms {
+            let ids: Vec<EventId> = self.room_items(&room)?.iter().map(|i| i.id).collect();
+            self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
+        }
+        Ok(())
+    }
+
+    /// Under a copy budget, hands the peer (`IHave`) the rooms it is
+    /// invited to and did not announce: held rooms, own or carried, whose
+    /// members (the rooms layer's word) include the device its token names
+    /// (`protocol-spec/wire.md`, "Invitees"). The peer then counts as their
+    /// member (a carrier's last copies go to it). An invitee does not know
+    /// its invite yet, so it cannot announce the room; without a budget
+    /// every held room reaches every peer anyway. Each device is tested
+    /// once (one HMAC).
+    pub(super) fn offer_to_invitee(&mut self, link: LinkId) -> Result<(), StoreError> {
+        if self.config.copy_budget == 0 {
+            return Ok(());
+        }
+        let Some(l) = self.links.get(&link) else {
+            return Ok(());
+        };
+        if l.peer.device.is_none() {
+            return Ok(());
+        }
+        let held = self.view.rooms(&self.store)?;
+        let mut tested: BTreeMap<DeviceId, bool> = BTreeMap::new();
+        let mut rooms = Vec::new();
+        for room in held.iter() {
+            if l.peer.holds(room) || l.peer.member_of(room) {
+                continue;
+            }
+            let Some(members) = self
+                .standing
+                .get(room)
+                .or_else(|| self.carried.members(room))
+            else {
+                continue;
+            };
+            if members
+                .iter()
+                .any(|d| *tested.entry(*d).or_insert_with(|| l.peer.is_device(d)))
+            {
+                rooms.push(*room);
+            }
+            if rooms.len() >= MAX_HELLO_ROOMS {
+                break;
+            }
+        }
+        if let Some(l) = self.links.get_mut(&link) {
+            l.peer.invited.extend(rooms.iter().copied());
+        }
         for room in rooms {
             let ids: Vec<EventId> = self.room_items(&room)?.iter().map(|i| i.id).collect();
             self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
@@ -247,6 +319,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         &mut self,
         link: LinkId,
         lists: [Vec<RoomToken>; 3],
+        device: Option<RoomToken>,
     ) -> Result<(), StoreError> {
         let [held, members, spraying] = lists;
         let Some(l) = self.links.get_mut(&link) else {
@@ -260,7 +333,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         l.peer.held = held;
         l.peer.members = members;
         l.peer.spraying = spraying;
-        if l.initiator {
+        l.peer.device = device;
+        self.offer_to_invitee(link)?;
+        if self.links.get(&link).is_some_and(|l| l.initiator) {
             let batch = self.next_rooms(link)?;
             return self.start_sessions(link, batch);
         }
@@ -397,6 +472,7 @@ mod tests {
             held,
             members,
             spraying: vec![],
+            device: None,
         }
     }
 
@@ -416,10 +492,16 @@ mod tests {
         assert_eq!(features, 0, "no copy budget: no roles asked");
         // The peer's nonce is larger: this node initiates and announces.
         let got = feed(&mut n, &hello(u64::MAX, FEATURE_ROLES));
-        let want = rooms(
-            vec![room_token(&ROOM, nonce, u64::MAX)],
-            vec![room_token(&ROOM, nonce, u64::MAX)],
-        );
+        let want = Frame::Rooms {
+            held: vec![room_token(&ROOM, nonce, u64::MAX)],
+            members: vec![room_token(&ROOM, nonce, u64::MAX)],
+            spraying: vec![],
+            device: Some(device_token(
+                &Identity::from_seed(&[7; 32]).device_id(),
+                nonce,
+                u64::MAX,
+            )),
+        };
         assert_eq!(got.first(), Some(&want), "roles to a peer that asks");
         // The responder's Rooms names the room: reconciliation starts.
         let got = feed(
@@ -502,6 +584,106 @@ mod tests {
                 got.extend(feed(&mut n, f));
             }
             assert!(closed(&got), "{what}: {got:?}");
+        }
+    }
+
+    /// A node under a copy budget that holds one event of a carried room
+    /// whose members (the rooms layer's word) are `members`; a link up.
+    /// Returns it and its Hello nonce.
+    fn carrier_of(room: RoomId, members: &[DeviceId]) -> (Node<MemoryStore, StdRng>, u64) {
+        use crate::event::{EventKind, UnsignedEvent};
+        use crate::store::{InsertMeta, Priority, Source};
+        let config = NodeConfig {
+            copy_budget: 16,
+            ..NodeConfig::default()
+        };
+        let mut n = Node::new(
+            Identity::from_seed(&[7; 32]).device_id(),
+            MemoryStore::new_memory(),
+            StdRng::seed_from_u64(3),
+            config,
+            0,
+        );
+        let author = Identity::from_seed(&[9; 32]);
+        let ev = UnsignedEvent {
+            room,
+            sender: author.device_id(),
+            seq: 1,
+            prev: Vec::new(),
+            origin_ts_ms: 1,
+            expires_ms: 3_600_000,
+            kind: EventKind::Message,
+            payload: vec![1; 10],
+        }
+        .sign(&author)
+        .unwrap();
+        n.store
+            .insert_event(
+                &ev,
+                &InsertMeta {
+                    priority: Priority::Stranger,
+                    source: Source::Local,
+                    received_ms: 1,
+                    carried: true,
+                },
+            )
+            .unwrap();
+        n.carried.set(room, members.iter().copied().collect());
+        n.handle(
+            0,
+            Input::LinkUp {
+                link: LINK,
+                kind: LinkKind::Memory,
+                mtu: MAX_MTU,
+                source: SourceKey([1; 16]),
+            },
+        )
+        .unwrap();
+        match drain(&mut n).as_slice() {
+            [Frame::Hello { nonce, .. }] => {
+                let nonce = *nonce;
+                (n, nonce)
+            }
+            other => panic!("a Hello: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_invitee_is_handed_the_room_its_device_token_names() {
+        let room = RoomId([0x43; 16]);
+        let bo = Identity::from_seed(&[8; 32]).device_id();
+        let eve = Identity::from_seed(&[10; 32]).device_id();
+        // The peer initiates (nonce 0), runs a budget, holds nothing, and
+        // names itself: Bo, invited (a member), is handed the room; Eve,
+        // not invited, is not; a peer without a token neither.
+        for (who, token, handed) in [
+            ("the invitee", Some(bo), true),
+            ("a stranger", Some(eve), false),
+            ("a peer without a token", None, false),
+        ] {
+            let (mut n, nonce) = carrier_of(room, &[Identity::from_seed(&[9; 32]).device_id(), bo]);
+            assert!(feed(&mut n, &hello(0, FEATURE_ROLES)).is_empty());
+            let sent = feed(
+                &mut n,
+                &Frame::Rooms {
+                    held: vec![],
+                    members: vec![],
+                    spraying: vec![],
+                    device: token.map(|d| device_token(&d, 0, nonce)),
+                },
+            );
+            let ihave = sent
+                .iter()
+                .any(|f| matches!(f, Frame::IHave { room: r, .. } if *r == room));
+            assert_eq!(ihave, handed, "{who}: {sent:?}");
+            // The responder names itself to a peer that asked for roles.
+            let mine = Identity::from_seed(&[7; 32]).device_id();
+            assert!(
+                sent.iter()
+                    .any(|f| matches!(f, Frame::Rooms { device: Some(t), .. }
+                    if *t == device_token(&mine, 0, nonce))),
+                "{who}: {sent:?}"
+            );
         }
     }
 }

@@ -89,6 +89,11 @@ impl CarriedRooms {
         self.rooms.get(room).is_some_and(|m| m.contains(sender))
     }
 
+    /// The members of the carried room `room`, without marking it used.
+    pub(super) fn members(&self, room: &RoomId) -> Option<&BTreeSet<DeviceId>> {
+        self.rooms.peek(room)
+    }
+
     /// [`Self::is_member`] without marking the room used.
     pub(super) fn peek_member(&self, room: &RoomId, sender: &DeviceId) -> bool {
         self.rooms.peek(room).is_some_and(|m| m.contains(sender))

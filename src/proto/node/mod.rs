@@ -694,7 +694,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 held,
                 members,
                 spraying,
-            } => self.on_rooms(link, [held, members, spraying]),
+                device,
+            } => self.on_rooms(link, [held, members, spraying], device),
             Frame::Offer { rooms } => self.on_offer(link, rooms),
             Frame::Reconcile { session, msg } => self.on_reconcile(link, session, msg),
             Frame::Events { events, .. } => {
