@@ -411,6 +411,12 @@ mod tests {
             0,
         );
         n.own_rooms.insert(ROOM);
+        let sent = link_up(&mut n);
+        (n, sent)
+    }
+
+    /// Brings `LINK` up; returns what the node sent (its Hello).
+    fn link_up(n: &mut Node<MemoryStore, StdRng>) -> Vec<Frame> {
         n.handle(
             0,
             Input::LinkUp {
@@ -421,8 +427,7 @@ mod tests {
             },
         )
         .unwrap();
-        let sent = drain(&mut n);
-        (n, sent)
+        drain(n)
     }
 
     /// The frames the node sent since the last call (a closed link ends
@@ -629,17 +634,7 @@ mod tests {
             )
             .unwrap();
         n.carried.set(room, members.iter().copied().collect());
-        n.handle(
-            0,
-            Input::LinkUp {
-                link: LINK,
-                kind: LinkKind::Memory,
-                mtu: MAX_MTU,
-                source: SourceKey([1; 16]),
-            },
-        )
-        .unwrap();
-        match drain(&mut n).as_slice() {
+        match link_up(&mut n).as_slice() {
             [Frame::Hello { nonce, .. }] => {
                 let nonce = *nonce;
                 (n, nonce)
