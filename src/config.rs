@@ -23,6 +23,7 @@ use crate::daemon::DaemonOptions;
 use crate::proto::NodeConfig;
 use crate::transport::ble::BleConfig;
 use crate::transport::lan::LanConfig;
+use crate::wire::MAX_COPY_BUDGET;
 
 /// The configuration file read when `--config` is not given and it exists
 /// in the data directory.
@@ -51,13 +52,14 @@ pub const BATTERY_SCAN_INTERVAL_MS: u64 = 30_000;
 pub const BATTERY_MAX_BLE_LINKS: usize = 3;
 
 /// Every key the file accepts, in the order the example documents them.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "listen",
     "peer",
     "no-mdns",
     "no-ble",
     "ble-adapter",
     "link-budget-kib",
+    "copy-budget",
     "homeserver-sync",
     "profile",
     "log-format",
@@ -132,6 +134,11 @@ pub struct RunFlags {
     /// and small boards; a wired LAN relay may raise it).
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(MIN_LINK_BUDGET_KIB..=MAX_LINK_BUDGET_KIB))]
     pub link_budget_kib: Option<u64>,
+    /// Copies of each carried event handed to devices outside its room
+    /// (binary spray; default 16; 0: no budget, every carrier hands every
+    /// event to every peer).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=MAX_COPY_BUDGET as i64))]
+    pub copy_budget: Option<u8>,
     /// Do not use Bluetooth LE.
     #[arg(long)]
     pub no_ble: bool,
@@ -188,6 +195,8 @@ pub struct FileConfig {
     pub ble_adapter: Option<String>,
     /// `link-budget-kib`.
     pub link_budget_kib: Option<u64>,
+    /// `copy-budget`.
+    pub copy_budget: Option<u8>,
     /// `homeserver-sync`.
     pub homeserver_sync: Option<bool>,
     /// `profile`.
@@ -349,6 +358,13 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                     }
                 }
             }
+            "copy-budget" => {
+                let n = integer(value).map_err(bad)?;
+                match u8::try_from(n) {
+                    Ok(n) if n <= MAX_COPY_BUDGET => cfg.copy_budget = Some(n),
+                    _ => return Err(bad(format!("{n} is not in 0..={MAX_COPY_BUDGET}"))),
+                }
+            }
             "profile" => cfg.profile = Some(choice::<Profile>(value).map_err(bad)?),
             "log-format" => cfg.log_format = Some(choice::<LogFormat>(value).map_err(bad)?),
             "metrics" => cfg.metrics = Some(address(value, "127.0.0.1:9464").map_err(bad)?),
@@ -498,6 +514,9 @@ pub fn merge(
     if let Some(kib) = flags.link_budget_kib.or(file.link_budget_kib) {
         set_link_budget(&mut node, kib);
     }
+    if let Some(n) = flags.copy_budget.or(file.copy_budget) {
+        node.copy_budget = n;
+    }
     ble.enabled = !(flags.no_ble || file.no_ble.unwrap_or(false));
     ble.adapter = flags
         .ble_adapter
@@ -527,6 +546,7 @@ pub fn check(file: &Path) -> Result<String, ConfigError> {
         cfg.no_ble.is_some(),
         cfg.ble_adapter.is_some(),
         cfg.link_budget_kib.is_some(),
+        cfg.copy_budget.is_some(),
         cfg.homeserver_sync.is_some(),
         cfg.profile.is_some(),
         cfg.log_format.is_some(),
@@ -585,6 +605,8 @@ mod tests {
             e,
             "t.toml:2: key `link-budget-kib`: 8 is not in 16..=1048576"
         );
+        let e = p("copy-budget = 129\n").unwrap_err().to_string();
+        assert_eq!(e, "t.toml:1: key `copy-budget`: 129 is not in 0..=128");
         let e = p("no-ble = \"yes\"\n").unwrap_err().to_string();
         assert_eq!(
             e,
@@ -608,7 +630,7 @@ mod tests {
     #[test]
     fn flags_override_the_file_which_overrides_the_profile() {
         let file = p(
-            "profile = \"battery\"\nlink-budget-kib = 64\nno-mdns = true\n\
+            "profile = \"battery\"\nlink-budget-kib = 64\nno-mdns = true\ncopy-budget = 0\n\
                       peer = [\"/ip4/10.0.0.1/tcp/4001\"]\nmetrics = \"127.0.0.1:9464\"\n",
         )
         .unwrap();
@@ -619,6 +641,7 @@ mod tests {
         assert_eq!(o.node.anti_entropy_interval_ms, BATTERY_ANTI_ENTROPY_MS);
         assert_eq!(o.ble.policy.scan_interval_ms, BATTERY_SCAN_INTERVAL_MS);
         assert!(!o.lan.mdns);
+        assert_eq!(o.node.copy_budget, 0);
         assert_eq!(o.lan.peers.len(), 1);
         assert_eq!(o.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         let flags = RunFlags {
@@ -626,9 +649,11 @@ mod tests {
             profile: Some(Profile::Relay),
             peer: vec!["/ip4/10.0.0.2/tcp/1".into(), "/ip4/10.0.0.3/tcp/1".into()],
             log_format: Some(LogFormat::Json),
+            copy_budget: Some(32),
             ..RunFlags::default()
         };
         let (o, log) = merge(dir, &file, &flags).unwrap();
+        assert_eq!(o.node.copy_budget, 32);
         assert_eq!(log, LogFormat::Json);
         assert_eq!(o.node.link_bytes_per_s, 1024 * 1024);
         assert_eq!(o.node.link_burst_bytes, 8 * 1024 * 1024);
@@ -643,5 +668,7 @@ mod tests {
         };
         let e = merge(dir, &file, &bad).unwrap_err().to_string();
         assert!(e.starts_with("--listen x: not a multiaddr"), "{e}");
+        let (o, _) = merge(dir, &FileConfig::default(), &RunFlags::default()).unwrap();
+        assert_eq!(o.node.copy_budget, crate::proto::node::DEFAULT_COPY_BUDGET);
     }
 }

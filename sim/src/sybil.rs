@@ -739,7 +739,12 @@ impl Run<'_> {
                     // Joined (first seen holding the room) at a read; a
                     // member never seen holding it counts as not joined.
                     match self.joined_at.get(&(m, r)) {
-                        Some(&j) if stored >= j => out.honest_evicted += 1,
+                        Some(&j) if stored >= j => {
+                            out.honest_evicted += 1;
+                            if out.honest_evicted <= MAX_LOSSES_SHOWN {
+                                self.show_loss(m, r, p, id, stored, j);
+                            }
+                        }
                         _ => out.honest_lost_before_join += 1,
                     }
                 }
@@ -785,6 +790,25 @@ impl Run<'_> {
         }
     }
 
+    /// Prints one honest event member `m` of room `r` lost after joining
+    /// (the invariant's failure), with what tells its cause apart.
+    fn show_loss(&self, m: usize, r: usize, p: usize, id: &EventId, stored: u64, joined: u64) {
+        let ev = (0..self.net.nodes.len()).find_map(|i| {
+            let bytes = self.net.nodes[i].core.store().get_event(id).ok()??;
+            Event::decode_unverified(&bytes).ok()
+        });
+        let (kind, seq) = ev.map_or((None, 0), |e| (Some(e.kind()), e.seq()));
+        eprintln!(
+            "honest event lost after its member joined: member {m}, room {r}, publisher {p} \
+             (in the room's workload: {}), kind {kind:?}, seq {seq}, stored at {:.1} s, \
+             joined at {:.1} s, member now: {}",
+            self.w.rooms[r].contains(&p),
+            stored as f64 / 1000.0,
+            joined as f64 / 1000.0,
+            self.net.is_member(m, &self.rooms[r]),
+        );
+    }
+
     /// The room of an event node `p` published (from its own store, or
     /// from any store that still holds it).
     fn published_room(&self, p: usize, id: &EventId) -> Option<RoomId> {
@@ -794,6 +818,9 @@ impl Run<'_> {
             .map(|info| info.room)
     }
 }
+
+/// Losses [`Run::show_loss`] prints per run, at most.
+const MAX_LOSSES_SHOWN: u64 = 20;
 
 /// Of a carrier's `events` of one room: how many it holds, how many every
 /// one of `members` signed an event citing (directly or through events it

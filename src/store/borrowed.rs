@@ -49,6 +49,7 @@ forward! {
         fn set_room_priority(&mut self, room: &RoomId, priority: Priority) -> Result<u64, StoreError>;
         fn room_items(&self, room: &RoomId, range: (Bound<ItemKey>, Bound<ItemKey>), limit: usize) -> Result<Vec<ItemKey>, StoreError>;
         fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
+        fn room_events(&self, room: &RoomId) -> Result<u64, StoreError>;
         fn event_set_version(&self) -> Option<u64>;
         fn take_evicted(&mut self) -> Option<Vec<(RoomId, EventId)>>;
         fn set_share_exempt(&mut self, room: RoomId, exempt: bool) -> ();

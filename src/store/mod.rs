@@ -202,6 +202,15 @@ pub trait EventStore {
     /// Every room with at least one held event (own and carried), ascending.
     fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
 
+    /// Events of `room` held (0 for a room not held).
+    fn room_events(&self, room: &RoomId) -> Result<u64, StoreError> {
+        Ok(self
+            .rooms()?
+            .into_iter()
+            .find(|r| r.room == *room)
+            .map_or(0, |r| r.events))
+    }
+
     /// A counter that moves whenever the set of held events may have
     /// changed (an insert, an eviction, an expiry, a rollback or a crash),
     /// so a caller can keep views derived from [`EventStore::rooms`] and

@@ -130,14 +130,22 @@ fn first_sync_via(invite_last: bool, via_carrier: bool) {
     );
     let room = room_with_history(&a, &b, n, invite_last);
     let held = status(&a)["store"]["events"].as_u64().unwrap();
-    let budget = ["--link-budget-kib", "65536"];
-    let mut da = Some(Daemon::start_with(&a, "Ana", 0, &[], &budget));
+    // Through a carrier: epidemic carrying (`--copy-budget 0`). Under the
+    // default budget A's history, written while no daemon ran, carries one
+    // copy and goes to members only (`protocol-spec/wire.md`, "Copy
+    // budget").
+    let budget: &[&str] = if via_carrier {
+        &["--link-budget-kib", "65536", "--copy-budget", "0"]
+    } else {
+        &["--link-budget-kib", "65536"]
+    };
+    let mut da = Some(Daemon::start_with(&a, "Ana", 0, &[], budget));
     let mut dc = None;
     let mut addr = da.as_ref().unwrap().tcp_addr();
     if via_carrier {
         ok(&c, &["init", "--name", "Cy"]);
         let start = Instant::now();
-        let carrier = Daemon::start_with(&c, "Cy", 0, &[addr], &budget);
+        let carrier = Daemon::start_with(&c, "Cy", 0, &[addr], budget);
         let carried_at = wait_for_events(&c, held, start);
         let st = carrier.status();
         let (c_in, c_stored) = (bytes_in(&c), st["store"]["bytes"].as_u64().unwrap_or(0));
@@ -166,7 +174,7 @@ fn first_sync_via(invite_last: bool, via_carrier: bool) {
         dc = Some(carrier);
     }
     let start = Instant::now();
-    let db = Daemon::start_with(&b, "Bo", 0, &[addr], &budget);
+    let db = Daemon::start_with(&b, "Bo", 0, &[addr], budget);
     let mut member_at = None;
     let mut all_at = None;
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -87,7 +87,10 @@ fn a_relay_sending_what_it_holds_to_empty_peers_queues_by_pages() {
         assert_eq!(s.stats().unwrap().events, EVENTS);
     }
 
-    let hub = Daemon::start(&hub_dir, "hub", &[]);
+    // Epidemic carrying: under a copy budget a relay hands the events it
+    // carries with one copy to their rooms' members only, and these peers
+    // are in no room.
+    let hub = Daemon::start_with(&hub_dir, "hub", 0, &[], &["--copy-budget", "0"]);
     let addr = hub.tcp_addr();
     // Settled: the store is open, nothing linked yet.
     std::thread::sleep(Duration::from_secs(2));

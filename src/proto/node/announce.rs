@@ -194,7 +194,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     }
 
     /// Under a copy budget, hands the peer (`IHave`) the rooms it is
-    /// invited to and did not announce: held rooms, own or carried, whose
+    /// invited to and not a member of yet (it may carry them): held
+    /// rooms, own or carried, whose
     /// members (the rooms layer's word) include the device its token names
     /// (`protocol-spec/wire.md`, "Invitees"). The peer then counts as their
     /// member (a carrier's last copies go to it). An invitee does not know
@@ -215,7 +216,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let mut tested: BTreeMap<DeviceId, bool> = BTreeMap::new();
         let mut rooms = Vec::new();
         for room in held.iter() {
-            if l.peer.holds(room) || l.peer.member_of(room) {
+            // A peer that carries the room may still lack its invite.
+            if l.peer.member_of(room) {
                 continue;
             }
             let Some(members) = self
@@ -235,6 +237,42 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 break;
             }
         }
+        self.hand_to_invitee(link, rooms)
+    }
+
+    /// A room's members grew (the rooms layer's word, for an own or a
+    /// carried room): a link whose device token names one of the `added`
+    /// members, and whose peer is not known as its member, is handed the
+    /// room as at link-up
+    /// ([`Self::offer_to_invitee`]). One HMAC per added member and link.
+    pub(super) fn offer_to_new_members(
+        &mut self,
+        room: RoomId,
+        added: &BTreeSet<DeviceId>,
+    ) -> Result<(), StoreError> {
+        if self.config.copy_budget == 0 || added.is_empty() {
+            return Ok(());
+        }
+        let links: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                l.peer.device.is_some()
+                    && l.peer.invited.len() < MAX_HELLO_ROOMS
+                    && !l.peer.member_of(&room)
+                    && added.iter().any(|d| l.peer.is_device(d))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for link in links {
+            self.hand_to_invitee(link, vec![room])?;
+        }
+        Ok(())
+    }
+
+    /// Counts the peer on `link` as a member of `rooms` and announces their
+    /// events to it (`IHave`).
+    fn hand_to_invitee(&mut self, link: LinkId, rooms: Vec<RoomId>) -> Result<(), StoreError> {
         if let Some(l) = self.links.get_mut(&link) {
             l.peer.invited.extend(rooms.iter().copied());
         }
@@ -494,7 +532,10 @@ mod tests {
         else {
             panic!("a Hello first: {sent:?}");
         };
-        assert_eq!(features, 0, "no copy budget: no roles asked");
+        assert_eq!(
+            features, FEATURE_ROLES,
+            "the default copy budget asks for roles"
+        );
         // The peer's nonce is larger: this node initiates and announces.
         let got = feed(&mut n, &hello(u64::MAX, FEATURE_ROLES));
         let want = Frame::Rooms {
@@ -643,6 +684,31 @@ mod tests {
         }
     }
 
+    /// The peer (initiator, nonce 0, running a budget, holding nothing)
+    /// says Hello and announces itself as `device`; what the node sent.
+    fn named(
+        n: &mut Node<MemoryStore, StdRng>,
+        nonce: u64,
+        device: Option<DeviceId>,
+    ) -> Vec<Frame> {
+        assert!(feed(n, &hello(0, FEATURE_ROLES)).is_empty());
+        feed(
+            n,
+            &Frame::Rooms {
+                held: vec![],
+                members: vec![],
+                spraying: vec![],
+                device: device.map(|d| device_token(&d, 0, nonce)),
+            },
+        )
+    }
+
+    /// Whether `sent` announces events of `room`.
+    fn ihave(sent: &[Frame], room: RoomId) -> bool {
+        sent.iter()
+            .any(|f| matches!(f, Frame::IHave { room: r, .. } if *r == room))
+    }
+
     #[test]
     fn an_invitee_is_handed_the_room_its_device_token_names() {
         let room = RoomId([0x43; 16]);
@@ -657,20 +723,8 @@ mod tests {
             ("a peer without a token", None, false),
         ] {
             let (mut n, nonce) = carrier_of(room, &[Identity::from_seed(&[9; 32]).device_id(), bo]);
-            assert!(feed(&mut n, &hello(0, FEATURE_ROLES)).is_empty());
-            let sent = feed(
-                &mut n,
-                &Frame::Rooms {
-                    held: vec![],
-                    members: vec![],
-                    spraying: vec![],
-                    device: token.map(|d| device_token(&d, 0, nonce)),
-                },
-            );
-            let ihave = sent
-                .iter()
-                .any(|f| matches!(f, Frame::IHave { room: r, .. } if *r == room));
-            assert_eq!(ihave, handed, "{who}: {sent:?}");
+            let sent = named(&mut n, nonce, token);
+            assert_eq!(ihave(&sent, room), handed, "{who}: {sent:?}");
             // The responder names itself to a peer that asked for roles.
             let mine = Identity::from_seed(&[7; 32]).device_id();
             assert!(
@@ -680,5 +734,55 @@ mod tests {
                 "{who}: {sent:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_invite_learnt_while_the_link_lasts_hands_the_room_over() {
+        use crate::proto::io::Command;
+        let room = RoomId([0x43; 16]);
+        let author = Identity::from_seed(&[9; 32]).device_id();
+        let bo = Identity::from_seed(&[8; 32]).device_id();
+        // The link comes up while Bo is not a member; Bo names itself.
+        let (mut n, nonce) = carrier_of(room, &[author]);
+        let sent = named(&mut n, nonce, Some(bo));
+        assert!(!ihave(&sent, room), "{sent:?}");
+        // Bo's invite is verified: the room is handed over at once, once,
+        // and Bo counts as a member of it on this link.
+        for (round, members, handed) in [
+            ("the invite", vec![author, bo], true),
+            ("the same members again", vec![author, bo], false),
+        ] {
+            n.handle(
+                2,
+                Input::Command(Command::CarriedMembers {
+                    room,
+                    members: members.into_iter().collect(),
+                }),
+            )
+            .unwrap();
+            let sent = drain(&mut n);
+            assert_eq!(ihave(&sent, room), handed, "{round}: {sent:?}");
+        }
+        assert!(n.links[&LINK].peer.member_of(&room));
+        // An own room's members growing does the same.
+        let own = RoomId([0x44; 16]);
+        n.handle(
+            3,
+            Input::Command(Command::JoinRoom {
+                room: own,
+                members: [author].into_iter().collect(),
+            }),
+        )
+        .unwrap();
+        drain(&mut n);
+        n.handle(
+            4,
+            Input::Command(Command::RoomMembers {
+                room: own,
+                members: [author, bo].into_iter().collect(),
+            }),
+        )
+        .unwrap();
+        assert!(n.links[&LINK].peer.member_of(&own));
     }
 }

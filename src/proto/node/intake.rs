@@ -274,7 +274,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     self.store.set_share_exempt(room, false);
                 }
                 self.carried.remove(&room);
-                self.set_standing(room, members);
+                self.set_standing(room, members)?;
                 if self.own_rooms.insert(room) {
                     self.announce_members();
                     self.want_refused(room)?;
@@ -283,7 +283,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             }
             Command::RoomMembers { room, members } => {
                 if self.own_rooms.contains(&room) {
-                    self.set_standing(room, members);
+                    self.set_standing(room, members)?;
                 }
                 Ok(())
             }
@@ -302,6 +302,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 if added.is_empty() {
                     return Ok(());
                 }
+                self.offer_to_new_members(room, &added)?;
                 self.want_refused_from(room, |d| added.contains(d))
             }
             Command::ExpectRoom(room) => self.expect_room(room),
@@ -349,9 +350,26 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         true
     }
 
-    pub(super) fn set_standing(&mut self, room: RoomId, members: BTreeSet<DeviceId>) {
-        let members = members.into_iter().take(ROOM_CAP).collect();
+    /// Sets an own room's members (the rooms layer's word) and hands the
+    /// room to linked invitees among the new ones
+    /// ([`Self::offer_to_new_members`]).
+    pub(super) fn set_standing(
+        &mut self,
+        room: RoomId,
+        members: BTreeSet<DeviceId>,
+    ) -> Result<(), StoreError> {
+        let members: BTreeSet<DeviceId> = members.into_iter().take(ROOM_CAP).collect();
+        let before = self
+            .standing
+            .get(&room)
+            .or_else(|| self.carried.members(&room));
+        let added: BTreeSet<DeviceId> = members
+            .iter()
+            .filter(|d| before.is_none_or(|b| !b.contains(d)))
+            .copied()
+            .collect();
         self.standing.insert(room, members);
+        self.offer_to_new_members(room, &added)
     }
 
     /// A room just became an own room (a new member's invite was

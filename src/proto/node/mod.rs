@@ -174,13 +174,11 @@ pub const WINDOW_DIVISOR: u64 = 2;
 /// Least window of a link, whatever its budget (a few frames of events).
 pub const MIN_WINDOW_BYTES: usize = 64 * 1024;
 
-/// Default [`NodeConfig::copy_budget`]: `0`, no budget
-/// (`protocol-spec/wire.md`, "Copy budget"). A budget stops a member from
-/// handing its room's events to a device that is not a member *yet*: an
-/// invitee reached only through a member relay never receives its invite.
-/// Until invitees are announced, the budget is for carrier networks (the
-/// simulator's scenarios use [`SIM_COPY_BUDGET`]).
-pub const DEFAULT_COPY_BUDGET: u8 = 0;
+/// Default [`NodeConfig::copy_budget`]: the simulator's budget, 16
+/// (`protocol-spec/wire.md`, "Copy budget"). Invitees that are not members
+/// yet are recognised by their device token ("Invitees"), so a member relay
+/// hands them their rooms whatever its copies.
+pub const DEFAULT_COPY_BUDGET: u8 = SIM_COPY_BUDGET;
 
 /// Copies of an own receipt under a copy budget: one for a carrier, the
 /// rest go member to member (`protocol-spec/rooms.md` §9).
@@ -722,6 +720,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             }
             Frame::IHave { room, ids } => {
                 let deadline = self.now_ms.saturating_add(self.config.ihave_timeout_ms);
+                let mut fresh = false;
                 for id in ids {
                     if let Some(l) = self.links.get_mut(&link) {
                         l.known.put(id, ());
@@ -731,7 +730,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     }
                     if self.pending_ihave.len() < MAX_PENDING_IHAVE {
                         self.pending_ihave.insert(id, (link, room, deadline));
+                        fresh = true;
                     }
+                }
+                if fresh {
+                    self.note_announced(room)?;
                 }
                 Ok(())
             }

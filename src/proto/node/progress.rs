@@ -5,7 +5,9 @@
 //!
 //! A peer's count arrives with every whole-room reconciliation session:
 //! the initiator's in its `Init`, the responder's in its `Sketch`
-//! (`protocol-spec/reconcile.md`). A count is a peer's claim, shown as
+//! (`protocol-spec/reconcile.md`). A room handed over by `IHave` (an
+//! invitee's, under a copy budget) counts as the events held plus those
+//! announced and not fetched yet. A count is a peer's claim, shown as
 //! progress and never acted on; it is capped at `MAX_ROOM_EVENTS`. Counts
 //! of any room are kept, at most [`MAX_SYNCING_ROOMS`] (least recently
 //! reported forgotten): a room's first session usually runs before this
@@ -45,6 +47,19 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 self.peer_counts.push(room, count);
             }
         }
+    }
+
+    /// A fresh `IHave` for `room`: the events held plus those announced
+    /// and not fetched yet is a count some peer holds at least.
+    pub(super) fn note_announced(&mut self, room: RoomId) -> Result<(), StoreError> {
+        let pending = self
+            .pending_ihave
+            .values()
+            .filter(|(_, r, _)| *r == room)
+            .count();
+        let held = self.store.room_events(&room)?;
+        self.note_peer_count(room, held + pending as u64);
+        Ok(())
     }
 
     /// The rooms still syncing: held events below a peer's reported count,

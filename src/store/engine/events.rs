@@ -333,6 +333,10 @@ impl<K: Kv> EventStore for Engine<K> {
         Ok(out)
     }
 
+    fn room_events(&self, room: &RoomId) -> Result<u64, StoreError> {
+        Ok(self.room_usage(room)?.0)
+    }
+
     fn heads(&self, room: &RoomId) -> Result<Vec<EventId>, StoreError> {
         self.scan_prefix(Table::Heads, room.as_bytes(), None, MAX_LIST_LIMIT, false)?
             .iter()
