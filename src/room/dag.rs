@@ -225,6 +225,14 @@ pub struct RoomDag {
     roster: Roster,
 }
 
+/// Kinds no event cites (`protocol-spec/rooms.md` §9, `attachments.md`
+/// §5): they cite the heads they saw, but are never heads themselves, and
+/// neither are the events they cite by their citation alone. So no event
+/// waits for a chunk or for someone's receipt to be admitted.
+fn never_cited(kind: EventKind) -> bool {
+    matches!(kind, EventKind::Chunk | EventKind::Receipt)
+}
+
 impl RoomDag {
     /// An empty DAG for `room`.
     pub fn new(room: RoomId) -> Self {
@@ -449,7 +457,7 @@ impl RoomDag {
         for p in ev.prev() {
             self.children.entry(*p).or_default().push(ev.id());
         }
-        if ev.kind() != EventKind::Chunk {
+        if !never_cited(ev.kind()) {
             for p in ev.prev() {
                 self.tips.remove(p);
             }
@@ -806,6 +814,7 @@ impl RoomDag {
 
     /// The current DAG heads (events nobody cites), deepest first then by
     /// ID, at most `MAX_PREV_EVENTS`: the `prev` of the next local event.
+    /// Chunks and receipts are never heads ([`never_cited`]).
     pub fn heads(&self) -> Vec<EventId> {
         self.heads_without(&BTreeSet::new())
     }
@@ -863,19 +872,15 @@ impl RoomDag {
             h.sort_by_key(|n| (Reverse(n.depth), n.id));
             return h.into_iter().take(MAX_PREV_EVENTS).map(|n| n.id).collect();
         }
-        // Nothing cites a chunk: a node whose children are all chunks (or
-        // skipped) is a head, and chunks never are.
+        // Nothing cites a chunk or a receipt: a node whose children are all
+        // such (or skipped) is a head, and they never are.
         let cited = |c: &EventId| {
-            !skip.contains(c)
-                && self
-                    .nodes
-                    .get(c)
-                    .is_some_and(|n| n.kind != EventKind::Chunk)
+            !skip.contains(c) && self.nodes.get(c).is_some_and(|n| !never_cited(n.kind))
         };
         let mut h: Vec<&Node> = self
             .nodes
             .values()
-            .filter(|n| !skip.contains(&n.id) && n.kind != EventKind::Chunk)
+            .filter(|n| !skip.contains(&n.id) && !never_cited(n.kind))
             .filter(|n| {
                 self.children
                     .get(&n.id)
@@ -1042,9 +1047,10 @@ mod tests {
     proptest::proptest! {
         /// The heads kept as nodes enter are the heads a scan of every
         /// node finds (a skip set naming no node takes the scan), whatever
-        /// the shape of the DAG and the order the events arrive in.
+        /// the shape of the DAG and the order the events arrive in; no
+        /// receipt is ever one (`rooms.md` §9, "Never cited").
         #[test]
-        fn kept_heads_are_the_scanned_heads(
+        fn kept_heads_are_the_scanned_heads_and_never_receipts(
             cites in proptest::collection::vec(proptest::collection::vec(0usize..64, 1..4), 1..40),
             order in proptest::collection::vec(0usize..1000, 0..40),
         ) {
@@ -1058,7 +1064,10 @@ mod tests {
                 let mut prev: Vec<&Event> = c.iter().map(|k| &events[k % events.len()]).collect();
                 prev.sort_by_key(|e| e.id());
                 prev.dedup_by_key(|e| e.id());
-                let e = ev(&a, room, i as u64 + 2, &prev, EventKind::Message, vec![i as u8]);
+                // Every third event a receipt: never a head, and citing
+                // an event does not stop it being one.
+                let kind = if i % 3 == 2 { EventKind::Receipt } else { EventKind::Message };
+                let e = ev(&a, room, i as u64 + 2, &prev, kind, vec![i as u8]);
                 events.push(e);
             }
             // The create first (before it the sender has no standing, and
@@ -1075,6 +1084,24 @@ mod tests {
                 proptest::prop_assert_eq!(dag.heads(), dag.heads_without(&nobody));
             }
             proptest::prop_assert!(!dag.heads().is_empty());
+            let receipts: BTreeSet<EventId> = events
+                .iter()
+                .filter(|e| e.kind() == EventKind::Receipt)
+                .map(Event::id)
+                .collect();
+            proptest::prop_assert!(dag.heads().iter().all(|h| !receipts.contains(h)));
+            // Every event that is not a receipt and is cited by none but
+            // receipts is a head (up to the cap).
+            let cited: BTreeSet<EventId> = events
+                .iter()
+                .filter(|e| e.kind() != EventKind::Receipt)
+                .flat_map(|e| e.prev().iter().copied())
+                .collect();
+            let want = events
+                .iter()
+                .filter(|e| e.kind() != EventKind::Receipt && !cited.contains(&e.id()))
+                .count();
+            proptest::prop_assert_eq!(dag.heads().len(), want.min(MAX_PREV_EVENTS));
         }
     }
 }
