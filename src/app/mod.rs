@@ -488,7 +488,7 @@ impl<S: Store> Device<S> {
             None => RoomKeys::new(*room).to_bytes(),
         };
         let rebuild = RoomSession::rebuild(*room, self.device_id(), &keys)?;
-        let (s, events) = rebuild.replay(
+        let (mut s, events) = rebuild.replay(
             |add| {
                 self.for_each_room_event(room, |ev| {
                     if !skip.contains(&ev.id()) {
@@ -502,6 +502,7 @@ impl<S: Store> Device<S> {
         if s.dropped() > 0 {
             tracing::debug!(%room, dropped = s.dropped(), "rebuild left out refused events");
         }
+        s.continue_after(self.store.high_water(room, &self.device_id())?);
         Ok((s, events))
     }
 

@@ -420,6 +420,16 @@ impl RoomSession {
         Ok((s, out))
     }
 
+    /// Makes this device's next event take a sequence number above `seq`
+    /// (the store's high-water mark for this device in the room): a
+    /// rebuild that leaves out an own event (waiting for a predecessor, or
+    /// staged and not received yet) must not reuse its number, or the copy
+    /// with the lower ID displaces the other at every member as a fork
+    /// (`protocol-spec/rooms.md` §7.1).
+    pub fn continue_after(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
+    }
+
     /// Stored events the last rebuild left out.
     pub fn dropped(&self) -> usize {
         self.dropped

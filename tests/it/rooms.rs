@@ -1525,6 +1525,52 @@ mod session {
         assert!(err.is_err());
     }
 
+    /// A rebuild that leaves out this device's newest event (waiting for
+    /// a predecessor the store lost, or staged and not received yet) would
+    /// take its sequence number again, and the copy with the lower ID
+    /// would displace the other at every member as a fork. The device
+    /// continues above the store's high-water mark instead.
+    #[test]
+    fn a_rebuild_missing_an_own_event_never_reuses_its_sequence_number() {
+        let mut a = Node::new(1);
+        a.create(1);
+        let room = a.session.as_ref().unwrap().room();
+        let send = |a: &mut Node, s: &mut RoomSession, text: &str, at: u64| {
+            let out = s
+                .send(&a.id, &Content::Text(text.into()), at, &mut a.rng)
+                .unwrap();
+            a.commit(out)
+        };
+        let mut s = a.session.take().unwrap();
+        send(&mut a, &mut s, "one", T0 + 1);
+        send(&mut a, &mut s, "two", T0 + 2);
+        let me = a.id.device_id();
+        let newest = a
+            .store
+            .values()
+            .filter(|e| e.sender() == me)
+            .map(Event::seq)
+            .max()
+            .unwrap();
+        // Restored from every stored event but the newest: alone, the
+        // rebuild would take its number again.
+        let kept: Vec<Event> = a
+            .store
+            .values()
+            .filter(|e| e.seq() != newest)
+            .cloned()
+            .collect();
+        let mut restored = RoomSession::restore(room, me, &a.keys_on_disk, &kept).unwrap();
+        assert_eq!(restored.dag().max_seq(&me) + 1, newest);
+        restored.continue_after(newest);
+        let three = send(&mut a, &mut restored, "three", T0 + 3);
+        assert!(
+            three.iter().all(|e| e.seq() > newest),
+            "sequence numbers {:?} reuse {newest}",
+            three.iter().map(Event::seq).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn restored_copy_that_sees_its_own_sequence_used_starts_a_new_chain() {
         let (mut a, mut b) = (Node::new(1), Node::new(2));
