@@ -226,9 +226,9 @@ pub struct RoomDag {
 }
 
 /// Kinds no event cites (`protocol-spec/rooms.md` §9, `attachments.md`
-/// §5): they cite the heads they saw, but are never heads themselves, and
-/// neither are the events they cite by their citation alone. So no event
-/// waits for a chunk or for someone's receipt to be admitted.
+/// §5): they cite the heads they saw but are never heads themselves, and
+/// citing an event does not stop it being one. So no event waits for a
+/// chunk or for someone's receipt to be admitted.
 fn never_cited(kind: EventKind) -> bool {
     matches!(kind, EventKind::Chunk | EventKind::Receipt)
 }

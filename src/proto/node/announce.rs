@@ -194,10 +194,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     }
 
     /// Under a copy budget, hands the peer (`IHave`) the rooms it is
-    /// invited to and not a member of yet (it may carry them): held
-    /// rooms, own or carried, whose
-    /// members (the rooms layer's word) include the device its token names
-    /// (`protocol-spec/wire.md`, "Invitees"). The peer then counts as their
+    /// invited to and not a member of yet (it may carry them): held rooms,
+    /// own or carried, whose members (the rooms layer's word) include the
+    /// device its token names (`protocol-spec/wire.md`, "Invitees"). The peer then counts as their
     /// member (a carrier's last copies go to it). An invitee does not know
     /// its invite yet, so it cannot announce the room; without a budget
     /// every held room reaches every peer anyway. Each device is tested
@@ -243,8 +242,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// A room's members grew (the rooms layer's word, for an own or a
     /// carried room): a link whose device token names one of the `added`
     /// members, and whose peer is not known as its member, is handed the
-    /// room as at link-up
-    /// ([`Self::offer_to_invitee`]). One HMAC per added member and link.
+    /// room as at link-up ([`Self::offer_to_invitee`]). One HMAC per added
+    /// member and link.
     pub(super) fn offer_to_new_members(
         &mut self,
         room: RoomId,

@@ -273,8 +273,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 if self.expected.pop(&room).is_some() {
                     self.store.set_share_exempt(room, false);
                 }
-                self.carried.remove(&room);
+                // Members the carrier side already knew are not new.
                 self.set_standing(room, members)?;
+                self.carried.remove(&room);
                 if self.own_rooms.insert(room) {
                     self.announce_members();
                     self.want_refused(room)?;

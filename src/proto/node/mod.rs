@@ -733,7 +733,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                         fresh = true;
                     }
                 }
-                if fresh {
+                // A room this device does not hold as its own yet is being
+                // handed over (an invitee's); live push of an own room is
+                // not a sync to show.
+                if fresh && !self.own_rooms.contains(&room) {
                     self.note_announced(room)?;
                 }
                 Ok(())

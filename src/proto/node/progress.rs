@@ -5,9 +5,9 @@
 //!
 //! A peer's count arrives with every whole-room reconciliation session:
 //! the initiator's in its `Init`, the responder's in its `Sketch`
-//! (`protocol-spec/reconcile.md`). A room handed over by `IHave` (an
-//! invitee's, under a copy budget) counts as the events held plus those
-//! announced and not fetched yet. A count is a peer's claim, shown as
+//! (`protocol-spec/reconcile.md`). A room handed over by `IHave` before
+//! it is an own room (an invitee's, under a copy budget) counts as the
+//! events held plus those announced and not fetched yet. A count is a peer's claim, shown as
 //! progress and never acted on; it is capped at `MAX_ROOM_EVENTS`. Counts
 //! of any room are kept, at most [`MAX_SYNCING_ROOMS`] (least recently
 //! reported forgotten): a room's first session usually runs before this
