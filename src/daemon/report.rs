@@ -127,6 +127,8 @@ pub(super) fn log_app_event(ev: &AppEvent) {
             tracing::warn!(link = link.0, %reason, "peer penalised")
         }
         // Taken by the device core before the driver sees outputs.
-        AppEvent::PeerHolds { room, .. } => tracing::debug!(%room, "peer holds"),
+        AppEvent::PeerHolds { room, .. } | AppEvent::PeerHas { room, .. } => {
+            tracing::debug!(%room, "peer holds")
+        }
     }
 }

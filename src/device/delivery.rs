@@ -2,7 +2,9 @@
 //! mesh"): an own event leaves the `mesh` delivery queue once a peer showed
 //! it holds it. The proof is a reconciliation of the event's room that
 //! ended with the event in this side's set and not among what the peer
-//! lacks ([`AppEvent::PeerHolds`](crate::proto::AppEvent::PeerHolds)). The
+//! lacks ([`AppEvent::PeerHolds`](crate::proto::AppEvent::PeerHolds)), or
+//! the peer's `IHave` of it ([`AppEvent::PeerHas`](crate::proto::AppEvent::PeerHas):
+//! a carrier under a copy budget announces back what it took). The
 //! acknowledgements wait in memory for the next commit (they never make one
 //! due on their own, so an operation is never refused for them) and are
 //! lost harmlessly on a crash: the next reconciliation proves them again.
@@ -10,7 +12,7 @@
 use rand_core::{CryptoRng, Rng};
 
 use super::{CoreError, DeviceCore};
-use crate::event::RoomId;
+use crate::event::{EventId, RoomId};
 use crate::reconcile::Item;
 use crate::store::{DeliveryState, Destination, Store};
 
@@ -43,6 +45,22 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
                 && lacks.binary_search(&item).is_err()
             {
                 self.mesh_acks.insert((room, id));
+            }
+        }
+    }
+
+    /// A peer announced that it holds `ids` of `room`: the own events
+    /// among them still queued for the mesh are acknowledged.
+    pub(super) fn peer_has(&mut self, room: RoomId, ids: &[EventId]) {
+        let store = self.node.store();
+        for id in ids {
+            if self.mesh_acks.len() >= MAX_MESH_ACKS {
+                return;
+            }
+            if let Ok(Some(state)) = store.delivery_state(&Destination::Mesh, id)
+                && state != DeliveryState::Acked
+            {
+                self.mesh_acks.insert((room, *id));
             }
         }
     }

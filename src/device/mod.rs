@@ -237,6 +237,7 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
                 Output::App(AppEvent::PeerHolds { room, items, lacks }) => {
                     self.peer_holds(room, &items, &lacks);
                 }
+                Output::App(AppEvent::PeerHas { room, ids }) => self.peer_has(room, &ids),
                 other => return Some(CoreOutput::Node(other)),
             }
         }

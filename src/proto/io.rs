@@ -177,6 +177,16 @@ pub enum AppEvent {
         /// What the peer lacks of it.
         lacks: Vec<crate::reconcile::Item>,
     },
+    /// A peer announced (`IHave`) that it holds `ids` of one of this
+    /// device's rooms, events this side holds too (sorted): as much a
+    /// proof as a reconciliation's (`protocol-spec/store.md`, "Delivery to
+    /// the mesh").
+    PeerHas {
+        /// The room.
+        room: RoomId,
+        /// The announced events held here.
+        ids: Vec<EventId>,
+    },
     /// A peer was penalised.
     PeerPenalised {
         /// The link.

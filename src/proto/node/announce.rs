@@ -117,7 +117,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// at most `MAX_HELLO_ROOMS`. Under a copy budget only own and
     /// spraying rooms: a carried room this node holds one copy of goes to
     /// members only, and it offers those when it meets one
-    /// (`offer_to_member`).
+    /// (`offer_by_announcement`).
     pub(super) fn room_list(&mut self) -> Result<Vec<RoomId>, StoreError> {
         if self.config.copy_budget != 0 {
             let spraying = self.spraying_rooms()?;
@@ -169,26 +169,50 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    /// Under a copy budget the responder announces (`IHave`) what it
-    /// carries of the rooms the peer is a member of: the initiator cannot
-    /// know of those rooms (its `Rooms` named only rooms it holds) and
-    /// grafts what it lacks (`protocol-spec/wire.md`, "Copy budget").
-    pub(super) fn offer_to_member(&mut self, link: LinkId) -> Result<(), StoreError> {
+    /// Under a copy budget, announces (`IHave`) what this side may hand the
+    /// peer in the rooms they are not both members of
+    /// (`protocol-spec/wire.md`, "Copy budget"): every event it holds of a
+    /// room the peer is a member of and it is not (the peer cannot know of
+    /// a carried room it was not told of), and, to a peer that runs a
+    /// budget too, the events it holds two copies or more of in the rooms
+    /// the peer is not a member of. Those rooms are then not reconciled:
+    /// a set difference this side may not hand over was paid for in
+    /// symbols at every anti-entropy period. To a peer without a budget
+    /// only the responder announces, and only the first kind (it
+    /// reconciles the rest).
+    pub(super) fn offer_by_announcement(&mut self, link: LinkId) -> Result<(), StoreError> {
         let Some(l) = self.links.get(&link) else {
             return Ok(());
         };
-        if self.config.copy_budget == 0 || l.initiator {
+        let both = l.peer_wants_roles;
+        if self.config.copy_budget == 0 || (l.initiator && !both) {
             return Ok(());
         }
+        let mut sprayed: BTreeMap<RoomId, Vec<EventId>> = BTreeMap::new();
+        if both {
+            for (id, (room, n)) in self.copies.iter() {
+                if *n >= 2 {
+                    sprayed.entry(*room).or_default().push(*id);
+                }
+            }
+        }
         let held = self.view.rooms(&self.store)?;
-        let rooms: Vec<RoomId> = held
-            .iter()
-            .filter(|r| l.peer.member_of(r) && !self.own_rooms.contains(r))
-            .copied()
-            .collect();
-        for room in rooms {
-            let ids: Vec<EventId> = self.room_items(&room)?.iter().map(|i| i.id).collect();
-            self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
+        let mut offers: Vec<(RoomId, Option<Vec<EventId>>)> = Vec::new();
+        for room in held.iter() {
+            if l.peer.member_of(room) {
+                if !self.own_rooms.contains(room) {
+                    offers.push((*room, None));
+                }
+            } else if let Some(mut ids) = sprayed.remove(room) {
+                ids.sort_unstable();
+                offers.push((*room, Some(ids)));
+            }
+        }
+        for (room, ids) in offers {
+            match ids {
+                Some(ids) => self.send_ids(link, &ids, |ids| Frame::IHave { room, ids }),
+                None => self.announce_room(link, room)?,
+            }
         }
         Ok(())
     }
@@ -276,9 +300,15 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             l.peer.invited.extend(rooms.iter().copied());
         }
         for room in rooms {
-            let ids: Vec<EventId> = self.room_items(&room)?.iter().map(|i| i.id).collect();
-            self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
+            self.announce_room(link, room)?;
         }
+        Ok(())
+    }
+
+    /// Announces (`IHave`) every event held of `room` on `link`.
+    fn announce_room(&mut self, link: LinkId, room: RoomId) -> Result<(), StoreError> {
+        let ids: Vec<EventId> = self.room_items(&room)?.iter().map(|i| i.id).collect();
+        self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
         Ok(())
     }
 
@@ -374,10 +404,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         self.offer_to_invitee(link)?;
         if self.links.get(&link).is_some_and(|l| l.initiator) {
             let batch = self.next_rooms(link)?;
-            return self.start_sessions(link, batch);
+            self.start_sessions(link, batch)?;
+            return self.offer_by_announcement(link);
         }
+        // Between two sides under a budget, what one sprays to the other
+        // goes by announcement (`offer_by_announcement`), not by `Offer`.
         let spraying = self.spraying_rooms()?;
         let offer: Vec<RoomId> = match self.links.get(&link) {
+            Some(l) if self.config.copy_budget != 0 && l.peer_wants_roles => Vec::new(),
             Some(l) => spraying.into_iter().filter(|r| !l.peer.holds(r)).collect(),
             None => return Ok(()),
         };
@@ -385,19 +419,45 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             self.send(link, &Frame::Offer { rooms: offer });
         }
         self.send_rooms(link)?;
-        self.offer_to_member(link)
+        self.offer_by_announcement(link)
     }
 
-    /// The peer's `Members` update: its new member list.
-    pub(super) fn on_members(&mut self, link: LinkId, tokens: Vec<RoomToken>) {
-        let Some(l) = self.links.get_mut(&link) else {
-            return;
+    /// The peer's `Members` update: its new member list. Under a budget,
+    /// the carried rooms it became a member of are announced to it as at
+    /// link-up (`offer_by_announcement`).
+    pub(super) fn on_members(
+        &mut self,
+        link: LinkId,
+        tokens: Vec<RoomToken>,
+    ) -> Result<(), StoreError> {
+        let Some(l) = self.links.get(&link) else {
+            return Ok(());
         };
         if !l.hello_seen {
             self.penalise(link, "members before hello", CloseReason::ProtocolViolation);
-            return;
+            return Ok(());
         }
+        let carried: Vec<RoomId> = if self.config.copy_budget == 0 {
+            Vec::new()
+        } else {
+            let held = self.view.rooms(&self.store)?;
+            held.iter()
+                .filter(|r| !self.own_rooms.contains(r) && !l.peer.member_of(r))
+                .copied()
+                .collect()
+        };
+        let Some(l) = self.links.get_mut(&link) else {
+            return Ok(());
+        };
         l.peer.members = tokens;
+        let gained: Vec<RoomId> = carried
+            .into_iter()
+            .filter(|r| l.peer.member_of(r))
+            .collect();
+        for room in gained {
+            self.announce_room(link, room)?;
+        }
+        Ok(())
     }
 }
 
@@ -548,11 +608,10 @@ mod tests {
             )),
         };
         assert_eq!(got.first(), Some(&want), "roles to a peer that asks");
-        // The responder's Rooms names the room: reconciliation starts.
-        let got = feed(
-            &mut n,
-            &rooms(vec![room_token(&ROOM, nonce, u64::MAX)], vec![]),
-        );
+        // The responder's Rooms names the room as a member's: both sides
+        // run a budget and are its members, so reconciliation starts.
+        let token = room_token(&ROOM, nonce, u64::MAX);
+        let got = feed(&mut n, &rooms(vec![token], vec![token]));
         assert!(
             got.iter().any(|f| matches!(
                 f,
@@ -706,6 +765,37 @@ mod tests {
     fn ihave(sent: &[Frame], room: RoomId) -> bool {
         sent.iter()
             .any(|f| matches!(f, Frame::IHave { room: r, .. } if *r == room))
+    }
+
+    #[test]
+    fn between_budgets_rooms_not_shared_as_members_go_by_announcement() {
+        let room = RoomId([0x43; 16]);
+        let author = Identity::from_seed(&[9; 32]).device_id();
+        let reconciles = |sent: &[Frame]| {
+            sent.iter()
+                .any(|f| matches!(f, Frame::Reconcile { .. } | Frame::Offer { .. }))
+        };
+        // One copy, a peer that is no member: nothing to hand over.
+        let (mut n, nonce) = carrier_of(room, &[author]);
+        let sent = named(&mut n, nonce, None);
+        assert!(!ihave(&sent, room) && !reconciles(&sent), "{sent:?}");
+        // The peer becomes a member (`Members`): the room is announced.
+        let tokens = vec![room_token(&room, 0, nonce)];
+        let sent = feed(&mut n, &Frame::Members { tokens });
+        assert!(ihave(&sent, room), "{sent:?}");
+        // Copies to give: announced to a peer that is no member.
+        let (mut n, nonce) = carrier_of(room, &[author]);
+        let id = n.room_items(&room).unwrap()[0].id;
+        n.copies.put(id, (room, 4));
+        let sent = named(&mut n, nonce, None);
+        assert!(ihave(&sent, room) && !reconciles(&sent), "{sent:?}");
+        // As initiator, to a member of the carried room: announced, not
+        // reconciled.
+        let (mut n, nonce) = carrier_of(room, &[author]);
+        assert!(feed(&mut n, &hello(u64::MAX, FEATURE_ROLES)).len() == 1);
+        let token = room_token(&room, nonce, u64::MAX);
+        let sent = feed(&mut n, &rooms(vec![token], vec![token]));
+        assert!(ihave(&sent, room) && !reconciles(&sent), "{sent:?}");
     }
 
     #[test]

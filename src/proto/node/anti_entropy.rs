@@ -43,7 +43,13 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         };
         let mut all: BTreeSet<RoomId> = merge_sorted(held, &self.own_rooms).collect();
         all.extend(l.peer.offered.iter().copied());
-        if self.config.copy_budget != 0 {
+        if self.config.copy_budget != 0 && l.peer_wants_roles {
+            // Both sides run a budget: only the rooms both are members of.
+            // What one may hand the other in any other room it announces
+            // (`offer_by_announcement`; `protocol-spec/wire.md`, "Copy
+            // budget").
+            all.retain(|r| self.own_rooms.contains(r) && l.peer.member_of(r));
+        } else if self.config.copy_budget != 0 {
             // Only rooms where one side may hand the other something
             // (`protocol-spec/wire.md`, "Copy budget"): what a side holds
             // goes to a member, or to anyone while it has copies to give.
@@ -440,7 +446,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     self.start_parts(link)?;
                     continue;
                 }
-                if !l.more_rooms {
+                let new_period = !l.more_rooms;
+                let both_budget = self.config.copy_budget != 0 && l.peer_wants_roles;
+                if new_period {
                     // A new period: back off if the last one found nothing.
                     if l.period_found {
                         l.quiet_periods = 0;
@@ -452,6 +460,12 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 let shift = l.quiet_periods.min(MAX_ANTI_ENTROPY_BACKOFF_SHIFT);
                 let wait = interval.saturating_mul(1 << shift);
                 l.next_anti_entropy_ms = now.saturating_add(wait);
+                if new_period && both_budget && l.rooms_seen {
+                    self.want_refused_on(link)?;
+                }
+                let Some(l) = self.links.get(&link) else {
+                    continue;
+                };
                 if !l.sessions.is_empty() || !l.parts.is_empty() || !l.rooms_seen || !l.initiator {
                     continue;
                 }

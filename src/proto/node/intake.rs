@@ -93,7 +93,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             if !bucket.try_take(1, now) {
                 self.stats.refused_events += 1;
                 self.refused_strangers
-                    .put(id, (link, event.room(), event.sender()));
+                    .put(id, (link, event.room(), event.sender(), Some(control)));
                 return Ok(());
             }
         }
@@ -204,7 +204,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     && let Some(link) = from
                 {
                     self.refused_strangers
-                        .put(event.id(), (link, event.room(), event.sender()));
+                        .put(event.id(), (link, event.room(), event.sender(), None));
                 }
             }
         }
@@ -392,19 +392,69 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let ids: Vec<(EventId, LinkId)> = self
             .refused_strangers
             .iter()
-            .filter(|(_, (_, r, sender))| *r == room && wanted(sender))
-            .map(|(id, (link, _, _))| (*id, *link))
+            .filter(|(_, (_, r, sender, _))| *r == room && wanted(sender))
+            .map(|(id, (link, ..))| (*id, *link))
             .collect();
-        let mut by_link: BTreeMap<LinkId, Vec<EventId>> = BTreeMap::new();
+        let mut wants: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
         for (id, link) in ids {
             self.refused_strangers.pop(&id);
-            if self.links.contains_key(&link) && !self.store.has_event(&id)? {
-                by_link.entry(link).or_default().push(id);
-            }
+            wants.entry((link, room)).or_default().push(id);
         }
-        for (link, mut ids) in by_link {
-            ids.sort_unstable();
-            self.send_ids(link, &ids, |ids| Frame::Want { room, ids });
+        self.send_wants(wants)
+    }
+
+    /// Between two sides under a copy budget only rooms both are members
+    /// of are reconciled, so what a signing key's budget refused from
+    /// `link` would not be found again: at each anti-entropy period it is
+    /// asked for again, as many events per key as its bucket holds now
+    /// (`protocol-spec/wire.md`, "Copy budget").
+    pub(super) fn want_refused_on(&mut self, link: LinkId) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let burst = self.config.key_event_burst;
+        let refused: Vec<(EventId, RoomId, (DeviceId, bool))> = self
+            .refused_strangers
+            .iter()
+            .filter(|(_, (l, ..))| *l == link)
+            .filter_map(|(id, (_, room, sender, control))| {
+                control.map(|c| (*id, *room, (*sender, c)))
+            })
+            .collect();
+        let mut left: BTreeMap<(DeviceId, bool), u64> = BTreeMap::new();
+        let mut wants: BTreeMap<(LinkId, RoomId), Vec<EventId>> = BTreeMap::new();
+        for (id, room, key) in refused {
+            let tokens = left.entry(key).or_insert_with(|| {
+                self.key_buckets
+                    .peek_mut(&key)
+                    .map_or(burst, |b| b.available(now))
+            });
+            if *tokens == 0 {
+                continue;
+            }
+            *tokens -= 1;
+            self.refused_strangers.pop(&id);
+            wants.entry((link, room)).or_default().push(id);
+        }
+        self.send_wants(wants)
+    }
+
+    /// Sends `Want` for the events not held yet, per link and room, on
+    /// the links still up.
+    fn send_wants(
+        &mut self,
+        wants: BTreeMap<(LinkId, RoomId), Vec<EventId>>,
+    ) -> Result<(), StoreError> {
+        for ((link, room), ids) in wants {
+            if !self.links.contains_key(&link) {
+                continue;
+            }
+            let mut missing = Vec::with_capacity(ids.len());
+            for id in ids {
+                if !self.store.has_event(&id)? {
+                    missing.push(id);
+                }
+            }
+            missing.sort_unstable();
+            self.send_ids(link, &missing, |ids| Frame::Want { room, ids });
         }
         Ok(())
     }

@@ -38,15 +38,16 @@
 //!   duplicate arriving eagerly prunes that link to lazy; an `IHave` for an
 //!   unknown event not filled by an eager push within `ihave_timeout_ms`
 //!   grafts the announcing link.
-//! * **Copy budget** (off by default). A peer under a budget asks
+//! * **Copy budget** (`DEFAULT_COPY_BUDGET`). A peer under a budget asks
 //!   (`FEATURE_ROLES`) for the sender's member and spraying rooms in
 //!   `Rooms` (`Members` updates the former). An
 //!   event of a room the peer is not a member of goes to it only while this
 //!   node holds two or more copies of it, half of which travel along in a
 //!   `Spray` frame (binary spray; `NodeConfig::copy_budget`,
 //!   `protocol-spec/wire.md`, "Copy budget"). Members always get their
-//!   rooms' events. Under a budget, announcements and anti-entropy cover own rooms
-//!   and rooms with copies to hand over, not every carried room.
+//!   rooms' events. Between two sides under a budget only the rooms both
+//!   are members of are reconciled; what else one may hand the other it
+//!   announces (`IHave`) at link-up.
 //! * **Validate before relaying.** An event is relayed only after its
 //!   structure and signature verified and it was committed.
 //! * **Budgets.** Each link has a byte budget for intake; new links share a
@@ -86,7 +87,7 @@ use rand_core::Rng;
 use crate::crypto::keys::DeviceId;
 use crate::event::{EventId, RoomId};
 use crate::proto::budget::TokenBucket;
-use crate::proto::io::{Input, LinkId, LinkKind, Output};
+use crate::proto::io::{AppEvent, Input, LinkId, LinkKind, Output};
 use crate::proto::view::StoreView;
 use crate::store::{EventStore, Priority, SourceKey, StoreError};
 use crate::wire::{CloseReason, Frame, MAX_HELLO_ROOMS};
@@ -430,8 +431,12 @@ pub struct Node<S: EventStore, R: Rng> {
     /// Events refused by a signing key's stranger budget, with the link
     /// that offered them and their sender: if their room becomes one of
     /// this device's own (its invite was just processed), or their sender
-    /// a carried room's member, they are asked for again at once.
-    refused_strangers: LruCache<EventId, (LinkId, RoomId, DeviceId)>,
+    /// a carried room's member, they are asked for again at once. Those
+    /// the key budget refused carry the bucket they were refused by
+    /// (`Some(control)`): between two sides under a budget they are asked
+    /// for again at each anti-entropy period, within the bucket
+    /// ([`Node::want_refused_on`]).
+    refused_strangers: LruCache<EventId, (LinkId, RoomId, DeviceId, Option<bool>)>,
     stats: NodeStats,
     /// Cached room list and per-room items (see [`StoreView`]).
     view: StoreView,
@@ -714,18 +719,20 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 }
                 Ok(())
             }
-            Frame::Members { tokens } => {
-                self.on_members(link, tokens);
-                Ok(())
-            }
+            Frame::Members { tokens } => self.on_members(link, tokens),
             Frame::IHave { room, ids } => {
                 let deadline = self.now_ms.saturating_add(self.config.ihave_timeout_ms);
                 let mut fresh = false;
+                let mut held = Vec::new();
                 for id in ids {
                     if let Some(l) = self.links.get_mut(&link) {
                         l.known.put(id, ());
                     }
-                    if self.store.has_event(&id)? || self.pending_ihave.contains_key(&id) {
+                    if self.store.has_event(&id)? {
+                        held.push(id);
+                        continue;
+                    }
+                    if self.pending_ihave.contains_key(&id) {
                         continue;
                     }
                     if self.pending_ihave.len() < MAX_PENDING_IHAVE {
@@ -738,6 +745,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 // not a sync to show.
                 if fresh && !self.own_rooms.contains(&room) {
                     self.note_announced(room)?;
+                }
+                if !held.is_empty() && self.own_rooms.contains(&room) {
+                    held.sort_unstable();
+                    self.outputs
+                        .push_back(Output::App(AppEvent::PeerHas { room, ids: held }));
                 }
                 Ok(())
             }

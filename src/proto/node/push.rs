@@ -84,6 +84,20 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     lazy.push(link);
                 }
             }
+            // Under a budget, a carrier announces back to a member what it
+            // took from it: they do not reconcile that room, and the
+            // member's own events leave its delivery queue on this proof
+            // (`protocol-spec/store.md`, "Delivery to the mesh").
+            if let Some(from) = c.from
+                && budget != 0
+                && !self.own_rooms.contains(&c.room)
+                && self
+                    .links
+                    .get(&from)
+                    .is_some_and(|l| l.peer_wants_roles && l.peer.member_of(&c.room))
+            {
+                announce.entry((from, c.room)).or_default().push(c.id);
+            }
             for link in lazy {
                 let known = self
                     .links
