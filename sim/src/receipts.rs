@@ -89,6 +89,10 @@ impl ReceiptsComparison {
                 o.carried_droppable, o.carried_droppable_bytes
             )
         });
+        t.row(
+            "carried copies dropped by carriers (every member cites them)",
+            |o| o.carried_dropped.to_string(),
+        );
         t.finish()
     }
 }

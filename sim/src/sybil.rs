@@ -151,6 +151,9 @@ pub struct SybilOutcome {
     pub carried_droppable: u64,
     /// Bytes of those droppable copies.
     pub carried_droppable_bytes: u64,
+    /// Carried copies the carriers dropped during the run by that rule
+    /// (`NodeStats::carried_dropped`, summed over every node).
+    pub carried_dropped: u64,
     /// Bytes on air per frame type.
     pub airtime_by_frame: BTreeMap<String, u64>,
     /// Photos sent (`RunOpts::photo_every`).
@@ -788,6 +791,9 @@ impl Run<'_> {
                 out.carried_droppable_bytes += bytes;
             }
         }
+        out.carried_dropped = (0..self.net.nodes.len())
+            .map(|c| self.net.nodes[c].core.node().stats().carried_dropped)
+            .sum();
     }
 
     /// Prints one honest event member `m` of room `r` lost after joining

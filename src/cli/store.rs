@@ -47,8 +47,12 @@ pub fn store_check(dir: &DataDir, json: bool, out: &mut dyn Write) -> Result<(),
         writeln!(out, "events:    {} ({} bytes)", s.events, s.bytes)?;
         writeln!(
             out,
-            "evicted:   {} expired, {} from the stranger pool, {} over budget",
-            s.evictions.expired, s.evictions.stranger_pool, s.evictions.budget
+            "evicted:   {} expired, {} from the stranger pool, {} over budget, \
+             {} carried copies every member holds",
+            s.evictions.expired,
+            s.evictions.stranger_pool,
+            s.evictions.budget,
+            s.evictions.delivered
         )?;
         writeln!(out, "forks:     {}", s.forks)?;
     }

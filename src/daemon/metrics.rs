@@ -268,6 +268,7 @@ pub(super) fn render(
                     ("reason=\"expired\"".into(), e.expired),
                     ("reason=\"stranger_pool\"".into(), e.stranger_pool),
                     ("reason=\"budget\"".into(), e.budget),
+                    ("reason=\"delivered\"".into(), e.delivered),
                 ],
             );
             let r = st.rejections;

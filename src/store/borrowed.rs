@@ -61,6 +61,7 @@ forward! {
         fn forks(&self, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;
         fn room_forks(&self, room: &RoomId, limit: usize) -> Result<Vec<ForkEvidence>, StoreError>;
         fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError>;
+        fn drop_carried(&mut self, id: &EventId) -> Result<bool, StoreError>;
     }
 }
 

@@ -626,6 +626,38 @@ pub(crate) fn priority_eviction<H: Harness>() {
 /// An event the strangers' pool evicted is remembered: it comes back only
 /// in a higher class (its sender gained standing in an own room), once; a
 /// flood cannot recycle itself (`store.md` §3).
+/// A carried copy every member holds is dropped with a strangers'
+/// tombstone (`rooms.md` §9, "Carried copies"); an own room's event never
+/// is.
+pub(crate) fn drop_carried_keeps_a_stranger_tombstone<H: Harness>() {
+    let mut h = H::new(big());
+    let (a, b) = (ident(31), ident(32));
+    let carried = ev(&a, room(7), 1, vec![], T0, b"carried");
+    let mine = ev(&b, room(8), 1, vec![], T0, b"own");
+    let from = meta(Priority::Stranger, Source::Link(SourceKey([9; 16])));
+    h.s().insert_event(&carried, &from).unwrap();
+    h.s().insert_event(&mine, &own()).unwrap();
+    h.s().commit().unwrap();
+    assert!(!h.s().drop_carried(&mine.id()).unwrap(), "own rooms stay");
+    assert!(h.s().drop_carried(&carried.id()).unwrap());
+    assert!(!h.s().drop_carried(&carried.id()).unwrap(), "gone already");
+    h.s().commit().unwrap();
+    assert!(!h.s().has_event(&carried.id()).unwrap());
+    assert!(h.s().has_event(&mine.id()).unwrap());
+    // Offered again as a stranger's: a duplicate; in a member's class: taken.
+    assert_eq!(
+        h.s().insert_event(&carried, &from).unwrap(),
+        InsertOutcome::Duplicate
+    );
+    assert_eq!(h.s().stats().unwrap().evictions.delivered, 1);
+    assert_eq!(
+        h.s().insert_event(&carried, &own()).unwrap(),
+        InsertOutcome::Inserted
+    );
+    h.s().commit().unwrap();
+    assert!(h.s().check_report_dyn().unwrap().ok);
+}
+
 pub(crate) fn stranger_tombstone_readmits<H: Harness>() {
     let cfg = limits(1024 * 1024, 8 * 1024, 8 * 1024, 8 * 1024);
     let mut h = H::new(cfg);
@@ -975,6 +1007,10 @@ macro_rules! conformance {
             #[test]
             fn fork_is_evidence() {
                 super::fork_is_evidence::<$h>();
+            }
+            #[test]
+            fn drop_carried_keeps_a_stranger_tombstone() {
+                super::drop_carried_keeps_a_stranger_tombstone::<$h>();
             }
             #[test]
             fn stranger_tombstone_readmits() {

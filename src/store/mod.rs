@@ -285,6 +285,13 @@ pub trait EventStore {
     /// Drops every event whose signed expiry (plus grace) is before `now_ms`,
     /// at most [`MAX_EXPIRE_BATCH`] per call. Returns how many were dropped.
     fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError>;
+
+    /// Drops a held event of the strangers' class (a carried copy) that
+    /// every member of its room holds (`protocol-spec/rooms.md` §9,
+    /// "Carried copies"), keeping its tombstone (§3): it is never taken
+    /// again as a stranger's. Returns whether it was dropped (false if not
+    /// held or not in the strangers' class).
+    fn drop_carried(&mut self, id: &EventId) -> Result<bool, StoreError>;
 }
 
 /// Delivery queues per destination: queued, offered, acknowledged

@@ -416,6 +416,9 @@ pub struct Evictions {
     pub stranger_pool: u64,
     /// Evicted to keep the total budget.
     pub budget: u64,
+    /// Carried copies dropped because every member of the room holds
+    /// them (`protocol-spec/rooms.md` §9, "Carried copies").
+    pub delivered: u64,
 }
 
 /// Events refused at intake, by reason.

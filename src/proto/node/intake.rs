@@ -300,6 +300,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     .copied()
                     .collect();
                 self.carried.set(room, members);
+                self.note_carried(room);
                 if added.is_empty() {
                     return Ok(());
                 }

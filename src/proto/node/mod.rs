@@ -73,6 +73,7 @@ mod carried;
 mod intake;
 mod link;
 mod progress;
+mod purge;
 mod push;
 mod spray;
 mod urgent;
@@ -80,6 +81,7 @@ mod urgent;
 pub use carried::{MAX_CARRIED_MEMBERS, MAX_CARRIED_ROOMS};
 use link::Link;
 pub use progress::{MAX_SYNCING_ROOMS, SyncProgress};
+pub use purge::{MAX_DROPPED_IDS, MAX_PURGE_EVENTS, MAX_PURGE_ROOMS, PURGE_INTERVAL_MS};
 
 use lru::LruCache;
 use rand_core::Rng;
@@ -332,6 +334,9 @@ pub struct NodeStats {
     /// Peers' session openings that waited for the session budget
     /// (`MAX_SESSION_ITEMS`).
     pub inits_deferred: u64,
+    /// Carried copies dropped because every member of their room holds
+    /// them (`protocol-spec/rooms.md` §9, "Carried copies").
+    pub carried_dropped: u64,
 }
 
 /// Which new events the node stores, set by the driver from the state of
@@ -437,6 +442,13 @@ pub struct Node<S: EventStore, R: Rng> {
     /// for again at each anti-entropy period, within the bucket
     /// ([`Node::want_refused_on`]).
     refused_strangers: LruCache<EventId, (LinkId, RoomId, DeviceId, Option<bool>)>,
+    /// Carried rooms to sweep for copies every member holds, and when
+    /// (`purge`).
+    purge_dirty: BTreeSet<RoomId>,
+    next_purge_ms: Option<u64>,
+    /// Carried copies dropped lately: an announcement of one is not
+    /// grafted (`MAX_DROPPED_IDS`).
+    dropped: LruCache<EventId, ()>,
     stats: NodeStats,
     /// Cached room list and per-room items (see [`StoreView`]).
     view: StoreView,
@@ -487,6 +499,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             pending_ihave: BTreeMap::new(),
             deferred_inits: std::collections::VecDeque::new(),
             refused_strangers: LruCache::new(nz(MAX_REFUSED_STRANGERS)),
+            purge_dirty: BTreeSet::new(),
+            next_purge_ms: None,
+            dropped: LruCache::new(nz(MAX_DROPPED_IDS)),
             stats: NodeStats::default(),
             view: StoreView::new(),
             copies: LruCache::new(nz(copy_records)),
@@ -637,10 +652,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             .flatten()
             .min();
         let ih = self.pending_ihave.values().map(|(_, _, t)| *t).min();
-        match (ae, ih) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [ae, ih, self.next_purge_ms].into_iter().flatten().min()
     }
 
     fn on_datagram(&mut self, link: LinkId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -732,7 +744,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                         held.push(id);
                         continue;
                     }
-                    if self.pending_ihave.contains_key(&id) {
+                    // A carried copy dropped here is not fetched again
+                    // (unless the room became this device's own).
+                    let dropped = self.dropped.contains(&id) && !self.own_rooms.contains(&room);
+                    if self.pending_ihave.contains_key(&id) || dropped {
                         continue;
                     }
                     if self.pending_ihave.len() < MAX_PENDING_IHAVE {
@@ -804,7 +819,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     fn on_timeout(&mut self) -> Result<(), StoreError> {
         self.graft_expired()?;
         self.resume_paced()?;
-        self.anti_entropy_due()
+        self.anti_entropy_due()?;
+        self.purge_due()
     }
 }
 

@@ -40,6 +40,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let mut overflow: BTreeMap<LinkId, Vec<Item>> = BTreeMap::new();
         for c in done {
             self.stats.events_stored += 1;
+            self.note_carried(c.room);
             self.outputs.push_back(Output::App(AppEvent::EventStored {
                 id: c.id,
                 room: c.room,

@@ -186,6 +186,7 @@ impl<K: Kv> MetaStore for Engine<K> {
                 expired: self.counter(C_EVICT_EXPIRED)?,
                 stranger_pool: self.counter(C_EVICT_POOL)?,
                 budget: self.counter(C_EVICT_BUDGET)?,
+                delivered: self.counter(C_EVICT_DELIVERED)?,
             },
             rejections: Rejections {
                 expired: self.counter(C_REJ_EXPIRED)?,

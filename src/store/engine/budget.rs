@@ -115,6 +115,7 @@ impl<K: Kv> Engine<K> {
                 EvictReason::StrangerPool => C_EVICT_POOL,
                 EvictReason::Budget => C_EVICT_BUDGET,
                 EvictReason::Fork => C_FORKS_DISPLACED,
+                EvictReason::Delivered => C_EVICT_DELIVERED,
             },
             1,
         )?;

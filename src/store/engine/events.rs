@@ -477,6 +477,15 @@ impl<K: Kv> EventStore for Engine<K> {
         }
         Ok(n)
     }
+
+    fn drop_carried(&mut self, id: &EventId) -> Result<bool, StoreError> {
+        match self.meta_row(id)? {
+            Some(row) if row.priority == Priority::Stranger => {
+                self.evict(id, EvictReason::Delivered)
+            }
+            _ => Ok(false),
+        }
+    }
 }
 
 impl<K: Kv> Engine<K> {

@@ -38,6 +38,7 @@ const C_SERIAL: &[u8] = b"serial";
 const C_EVICT_EXPIRED: &[u8] = b"evicted/expired";
 const C_EVICT_POOL: &[u8] = b"evicted/stranger_pool";
 const C_EVICT_BUDGET: &[u8] = b"evicted/budget";
+const C_EVICT_DELIVERED: &[u8] = b"evicted/delivered";
 const C_REJ_EXPIRED: &[u8] = b"rejected/expired";
 const C_REJ_FUTURE: &[u8] = b"rejected/from_future";
 const C_REJ_LINK: &[u8] = b"rejected/link_budget";
@@ -73,6 +74,9 @@ enum EvictReason {
     /// A copy with a lower event ID at the same (room, sender, seq)
     /// displaced it (`protocol-spec/rooms.md` §7.1).
     Fork,
+    /// Every member of its room holds it (a carried copy,
+    /// `protocol-spec/rooms.md` §9).
+    Delivered,
 }
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {

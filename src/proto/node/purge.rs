@@ -1,0 +1,277 @@
+//! Carried copies every member holds (`protocol-spec/rooms.md` §9,
+//! "Carried copies"). A carrier drops its copy of an event `E` of a carried
+//! room once, for every member of the room (the rooms layer's verified
+//! word, `Command::CarriedMembers`), it holds an event signed by that
+//! member with `E` in its causal past through events it holds (`E` itself
+//! counts when the member signed it). Each such member holds `E`, so the
+//! copy can never be needed again; receipts make this happen for members
+//! who only read.
+//!
+//! Rooms that gained carried events (or whose members changed) are swept
+//! at most every `PURGE_INTERVAL_MS`, `MAX_PURGE_ROOMS` per sweep, each
+//! whole: its held events are decoded once and walked back from each
+//! member's events. A room with more than `MAX_PURGE_EVENTS` held events
+//! is not swept (the work per sweep stays bounded). Rooms with fewer than
+//! two known members are not swept: a room just created is known by its
+//! creator alone until its membership is verified. The store keeps each
+//! dropped event's tombstone, so it is never taken again as a stranger's,
+//! and the node remembers the last `MAX_DROPPED_IDS` dropped IDs, so an
+//! announcement of one is not grafted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand_core::Rng;
+
+use crate::crypto::keys::DeviceId;
+use crate::event::{Event, EventId, RoomId};
+use crate::store::{EventStore, StoreError};
+
+use super::Node;
+
+/// Least time between two sweeps of carried rooms.
+pub const PURGE_INTERVAL_MS: u64 = 60_000;
+/// Most carried rooms swept at once (the rest wait for the next sweep).
+pub const MAX_PURGE_ROOMS: usize = 16;
+/// Most held events of a carried room for it to be swept.
+pub const MAX_PURGE_EVENTS: usize = 4096;
+/// Most dropped event IDs remembered (not grafted when announced).
+pub const MAX_DROPPED_IDS: usize = 8192;
+
+impl<S: EventStore, R: Rng> Node<S, R> {
+    /// `room` gained carried events or its members changed: sweep it with
+    /// the next sweep.
+    pub(super) fn note_carried(&mut self, room: RoomId) {
+        if self.own_rooms.contains(&room) || self.carried.members(&room).is_none() {
+            return;
+        }
+        if self.purge_dirty.len() < super::carried::MAX_CARRIED_ROOMS {
+            self.purge_dirty.insert(room);
+        }
+        if self.next_purge_ms.is_none() {
+            self.next_purge_ms = Some(self.now_ms.saturating_add(PURGE_INTERVAL_MS));
+        }
+    }
+
+    /// Sweeps the noted rooms when the sweep is due.
+    pub(super) fn purge_due(&mut self) -> Result<(), StoreError> {
+        if self.next_purge_ms.is_none_or(|t| t > self.now_ms) {
+            return Ok(());
+        }
+        self.next_purge_ms = None;
+        let rooms: Vec<RoomId> = self
+            .purge_dirty
+            .iter()
+            .take(MAX_PURGE_ROOMS)
+            .copied()
+            .collect();
+        for room in rooms {
+            self.purge_dirty.remove(&room);
+            self.purge_room(room)?;
+        }
+        if !self.purge_dirty.is_empty() {
+            self.next_purge_ms = Some(self.now_ms.saturating_add(PURGE_INTERVAL_MS));
+        }
+        Ok(())
+    }
+
+    /// Drops the copies of `room` every member holds; returns how many.
+    pub(super) fn purge_room(&mut self, room: RoomId) -> Result<u64, StoreError> {
+        if self.own_rooms.contains(&room) {
+            return Ok(0);
+        }
+        let Some(members) = self.carried.members(&room).cloned() else {
+            return Ok(0);
+        };
+        if members.len() < 2 {
+            return Ok(0);
+        }
+        let items = self.room_items(&room)?;
+        if items.len() > MAX_PURGE_EVENTS {
+            return Ok(0);
+        }
+        let mut held: BTreeMap<EventId, (DeviceId, Vec<EventId>)> = BTreeMap::new();
+        for item in &items {
+            let Some(bytes) = self.store.get_event(&item.id)? else {
+                continue;
+            };
+            // Verified when it was stored; only its sender and `prev` are read.
+            if let Ok(ev) = Event::decode_unverified(&bytes) {
+                held.insert(item.id, (ev.sender(), ev.prev().to_vec()));
+            }
+        }
+        let drop = held_by_every(&held, &members);
+        let mut dropped = 0;
+        for id in drop {
+            if self.store.drop_carried(&id)? {
+                self.copies.pop(&id);
+                self.dropped.put(id, ());
+                dropped += 1;
+            }
+        }
+        self.stats.carried_dropped += dropped;
+        Ok(dropped)
+    }
+}
+
+/// The events of `held` (ID → sender, `prev`) in the causal past, through
+/// events of `held`, of an event of `held` signed by each of `members`.
+fn held_by_every(
+    held: &BTreeMap<EventId, (DeviceId, Vec<EventId>)>,
+    members: &BTreeSet<DeviceId>,
+) -> BTreeSet<EventId> {
+    let mut common: Option<BTreeSet<EventId>> = None;
+    for member in members {
+        let mut past = BTreeSet::new();
+        let mut stack: Vec<EventId> = held
+            .iter()
+            .filter(|(_, (sender, _))| sender == member)
+            .map(|(id, _)| *id)
+            .collect();
+        while let Some(id) = stack.pop() {
+            if !past.insert(id) {
+                continue;
+            }
+            if let Some((_, prev)) = held.get(&id) {
+                stack.extend(
+                    prev.iter()
+                        .filter(|p| held.contains_key(p) && !past.contains(p)),
+                );
+            }
+        }
+        let next = match common {
+            None => past,
+            Some(c) => c.intersection(&past).copied().collect(),
+        };
+        if next.is_empty() {
+            return next;
+        }
+        common = Some(next);
+    }
+    common.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::crypto::Identity;
+    use crate::event::{EventKind, UnsignedEvent};
+    use crate::proto::io::{Command, Input};
+    use crate::proto::node::NodeConfig;
+    use crate::store::{InsertMeta, MemoryStore, MetaStore, Priority, Source};
+
+    /// Signs an event of `room` by `who` citing `prev`, stored as a
+    /// stranger's (a carried copy); returns its ID.
+    fn carry(
+        n: &mut Node<MemoryStore, StdRng>,
+        room: RoomId,
+        who: &Identity,
+        seq: u64,
+        kind: EventKind,
+        prev: Vec<EventId>,
+    ) -> EventId {
+        let ev = UnsignedEvent {
+            room,
+            sender: who.device_id(),
+            seq,
+            prev,
+            origin_ts_ms: seq,
+            expires_ms: 3_600_000,
+            kind,
+            payload: vec![1; 10],
+        }
+        .sign(who)
+        .unwrap();
+        n.store
+            .insert_event(
+                &ev,
+                &InsertMeta {
+                    priority: Priority::Stranger,
+                    source: Source::Local,
+                    received_ms: 1,
+                    carried: true,
+                },
+            )
+            .unwrap();
+        ev.id()
+    }
+
+    #[test]
+    fn a_carrier_drops_the_copies_every_member_cites_and_keeps_the_rest() {
+        let room = RoomId([0x43; 16]);
+        let (ana, bo) = (Identity::from_seed(&[1; 32]), Identity::from_seed(&[2; 32]));
+        let mut n = Node::new(
+            Identity::from_seed(&[7; 32]).device_id(),
+            MemoryStore::new_memory(),
+            StdRng::seed_from_u64(3),
+            NodeConfig::default(),
+            0,
+        );
+        // Ana's message; Bo's receipt cites it (receipts are never cited,
+        // so Ana never cites the receipt); Ana's second message cites
+        // nothing Bo signed.
+        let m1 = carry(&mut n, room, &ana, 1, EventKind::Message, vec![]);
+        let r1 = carry(&mut n, room, &bo, 1, EventKind::Receipt, vec![m1]);
+        let m2 = carry(&mut n, room, &ana, 2, EventKind::Message, vec![m1]);
+        let members = BTreeSet::from([ana.device_id(), bo.device_id()]);
+        // Known by one member only (a room just created): nothing goes.
+        n.handle(
+            10,
+            Input::Command(Command::CarriedMembers {
+                room,
+                members: BTreeSet::from([ana.device_id()]),
+            }),
+        )
+        .unwrap();
+        n.handle(10 + PURGE_INTERVAL_MS, Input::Timeout).unwrap();
+        assert_eq!(n.stats().carried_dropped, 0);
+        // The verified members: not before the sweep is due, then Ana's
+        // first message, which both hold, is dropped.
+        n.handle(
+            20 + PURGE_INTERVAL_MS,
+            Input::Command(Command::CarriedMembers { room, members }),
+        )
+        .unwrap();
+        assert_eq!(n.poll_timeout(), Some(20 + 2 * PURGE_INTERVAL_MS));
+        n.handle(19 + 2 * PURGE_INTERVAL_MS, Input::Timeout)
+            .unwrap();
+        assert_eq!(n.stats().carried_dropped, 0, "not due yet");
+        n.handle(20 + 2 * PURGE_INTERVAL_MS, Input::Timeout)
+            .unwrap();
+        assert_eq!(n.stats().carried_dropped, 1);
+        assert!(!n.store.has_event(&m1).unwrap());
+        assert!(n.store.has_event(&r1).unwrap() && n.store.has_event(&m2).unwrap());
+        n.store.commit().unwrap();
+        assert_eq!(n.store.stats().unwrap().evictions.delivered, 1);
+        assert!(n.dropped.contains(&m1), "not grafted when announced again");
+    }
+
+    fn id(n: u8) -> EventId {
+        EventId([n; 32])
+    }
+
+    fn dev(n: u8) -> DeviceId {
+        Identity::from_seed(&[n; 32]).device_id()
+    }
+
+    #[test]
+    fn only_what_every_member_has_in_its_past_is_held_by_every_member() {
+        // a1 <- b1 <- a2; c1 (an outsider's, or a member's that cites
+        // nothing held) stays.
+        let mut held = BTreeMap::new();
+        held.insert(id(1), (dev(0xa), vec![]));
+        held.insert(id(2), (dev(0xb), vec![id(1), id(9)]));
+        held.insert(id(3), (dev(0xa), vec![id(2)]));
+        held.insert(id(4), (dev(0xc), vec![id(3)]));
+        let ab = BTreeSet::from([dev(0xa), dev(0xb)]);
+        assert_eq!(held_by_every(&held, &ab), BTreeSet::from([id(1), id(2)]));
+        // A third member who signed nothing held: nothing is dropped.
+        let abd = BTreeSet::from([dev(0xa), dev(0xb), dev(0xd)]);
+        assert!(held_by_every(&held, &abd).is_empty());
+        // With c a member, c's event covers everything before it.
+        let abc = BTreeSet::from([dev(0xa), dev(0xb), dev(0xc)]);
+        assert_eq!(held_by_every(&held, &abc), BTreeSet::from([id(1), id(2)]));
+    }
+}
