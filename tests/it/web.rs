@@ -487,17 +487,24 @@ fn two_people_use_the_web_app_in_a_real_browser() {
         "live message in {} s, read receipt back in {} s",
         result["live_seconds"], result["receipt_seconds"]
     );
-    for shot in [
-        "me-phone",
-        "room-phone",
-        "room-desktop",
-        "room-b-phone",
-        "urgent-phone",
-        "photo-phone",
-        "receipt-desktop",
-        "node-phone",
+    // Every screen at phone and desktop width.
+    for screen in [
+        "rooms-empty",
+        "me",
+        "invite",
+        "room",
+        "rooms",
+        "receipt",
+        "room-b",
+        "urgent",
+        "photo",
+        "members",
+        "node",
     ] {
-        let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
-        assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "{shot}");
+        for width in ["phone", "desktop"] {
+            let shot = format!("{screen}-{width}");
+            let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
+            assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "{shot}");
+        }
     }
 }

@@ -111,6 +111,13 @@ class Page:
     def go(self, hash_):
         self.js(f"location.hash = {json.dumps(hash_)}")
 
+    def shots(self, shots, name):
+        """The screen at phone width, then at desktop width; back to phone."""
+        self.shot(f"{shots}/{name}-phone.png")
+        self.size(1280)
+        self.shot(f"{shots}/{name}-desktop.png")
+        self.size(360)
+
     def shot(self, path):
         # A background tab may render no frame to capture.
         self.b.call("Page.bringToFront", session=self.s)
@@ -128,12 +135,12 @@ def main():
     try:
         a = b.page(url_a + "/#/rooms", 360)
         a.wait("document.getElementById('view-rooms') && !document.getElementById('view-rooms').hidden", "A's rooms screen")
-        a.shot(f"{shots}/rooms-empty-phone.png")
+        a.shots(shots, "rooms-empty")
         # B's person shows their card (the Me screen); A's pastes it.
         bp = b.page(url_b + "/#/me", 360)
         bp.wait("document.getElementById('me-card').value.startsWith('MRC1:')", "B's card")
         bp.wait("document.getElementById('me-qr').complete && document.getElementById('me-qr').naturalWidth > 0", "B's QR code")
-        bp.shot(f"{shots}/me-phone.png")
+        bp.shots(shots, "me")
         card = bp.js("document.getElementById('me-card').value")
         # A creates the room by its form.
         a.js(f"document.getElementById('room-name').value = {json.dumps(HOSTILE)};"
@@ -150,7 +157,7 @@ def main():
              "c.dispatchEvent(new Event('input'))")
         a.wait(f"document.getElementById('card-who').textContent.includes({json.dumps(fp)})", "the card's fingerprint before inviting")
         result["checks"].append("the pasted card's fingerprint is shown before inviting")
-        a.shot(f"{shots}/invite-phone.png")
+        a.shots(shots, "invite")
         a.js("document.getElementById('invite').requestSubmit()")
         a.wait("document.getElementById('room-members').textContent.includes(',')", "B among the members")
         a.js(f"document.getElementById('text').value = {json.dumps(TEXT)};"
@@ -166,7 +173,7 @@ def main():
         bp.wait(f"document.getElementById('room-list').textContent.includes('</script><img src=x onerror=alert(2)> camp')", "the room on B", timeout=90)
         bp.wait("document.getElementById('room-list').textContent.includes('1 new')", "the unread count on B")
         result["checks"].append("B's rooms list counts the unread message")
-        bp.shot(f"{shots}/rooms-phone.png")
+        bp.shots(shots, "rooms")
         bp.go("#/room/" + room)
         bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(TEXT)})", "the message on B", timeout=90)
         t0 = time.time()
@@ -183,6 +190,8 @@ def main():
         result["receipt_seconds"] = round(time.time() - t0, 2)
         result["checks"].append("A's page shows that B read the message")
         a.shot(f"{shots}/receipt-desktop.png")
+        a.size(360)
+        a.shot(f"{shots}/receipt-phone.png")
         bp.go("#/rooms")
         bp.wait("document.getElementById('room-list').textContent.includes('member')", "B's rooms again")
         time.sleep(1)
@@ -190,7 +199,7 @@ def main():
         bp.go("#/room/" + room)
         bp.wait(f"document.getElementById('lines').textContent.includes({json.dumps(live)})", "the room again on B")
         result["checks"].append("B's open room showed A's new message without a reload")
-        bp.shot(f"{shots}/room-b-phone.png")
+        bp.shots(shots, "room-b")
         # A calls for help with a pin, marked urgent; B's open room shows it
         # marked, with the map link.
         a.js("document.getElementById('text').value = 'Need water at the school';"
@@ -202,7 +211,7 @@ def main():
                 "the urgent pin on B", timeout=60)
         assert not a.js("document.getElementById('urgent').checked"), "the urgent box stays ticked"
         result["checks"].append("an urgent location pin from A's composer is marked on B's page")
-        bp.shot(f"{shots}/urgent-phone.png")
+        bp.shots(shots, "urgent")
         # A sends a photo (a 2000 x 1500 picture, drawn in the page) from the
         # composer: it is downscaled to 1024 px before it leaves, and B's
         # page shows it once every chunk has arrived.
@@ -225,7 +234,7 @@ def main():
         result["photo_bytes"] = size
         assert "unknown reason" not in bp.js("document.getElementById('lines').textContent"), "a readable line is called unreadable"
         result["checks"].append("a photo from A's composer is downscaled to 1024 px and shown on B's page")
-        bp.shot(f"{shots}/photo-phone.png")
+        bp.shots(shots, "photo")
         # A (an admin) makes B an admin from the members list.
         a.size(360)
         a.js("document.querySelector('details.members').open = true;"
@@ -233,7 +242,7 @@ def main():
         a.wait("document.getElementById('room-members').textContent.includes('Ben (admin)')", "B shown as an admin")
         a.js("document.querySelector('details.members').open = true")
         result["checks"].append("an admin promoted a member from the app")
-        a.shot(f"{shots}/members-phone.png")
+        a.shots(shots, "members")
         bp.go("#/peers")
         bp.wait("document.getElementById('peer-rows').children.length > 0", "B's links")
         bp.shot(f"{shots}/node-phone.png")
