@@ -115,39 +115,72 @@ impl<S: EventStore, R: Rng> Node<S, R> {
 
 /// The events of `held` (ID → sender, `prev`) in the causal past, through
 /// events of `held`, of an event of `held` signed by each of `members`.
+/// One pass from the heads back (each event after every held event citing
+/// it), carrying per event the set of members one of whose events reaches
+/// it, as a bitset: linear in events and citations.
 fn held_by_every(
     held: &BTreeMap<EventId, (DeviceId, Vec<EventId>)>,
     members: &BTreeSet<DeviceId>,
 ) -> BTreeSet<EventId> {
-    let mut common: Option<BTreeSet<EventId>> = None;
-    for member in members {
-        let mut past = BTreeSet::new();
-        let mut stack: Vec<EventId> = held
-            .iter()
-            .filter(|(_, (sender, _))| sender == member)
-            .map(|(id, _)| *id)
-            .collect();
-        while let Some(id) = stack.pop() {
-            if !past.insert(id) {
-                continue;
-            }
-            if let Some((_, prev)) = held.get(&id) {
-                stack.extend(
-                    prev.iter()
-                        .filter(|p| held.contains_key(p) && !past.contains(p)),
-                );
-            }
-        }
-        let next = match common {
-            None => past,
-            Some(c) => c.intersection(&past).copied().collect(),
-        };
-        if next.is_empty() {
-            return next;
-        }
-        common = Some(next);
+    if members.is_empty() {
+        return BTreeSet::new();
     }
-    common.unwrap_or_default()
+    let index: BTreeMap<&DeviceId, usize> = members.iter().zip(0..).collect();
+    let words = members.len().div_ceil(64);
+    let all: Vec<u64> = (0..words)
+        .map(|w| {
+            let bits = members.len().saturating_sub(w * 64).min(64);
+            if bits == 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            }
+        })
+        .collect();
+    // How many held events cite each held event.
+    let mut citing: BTreeMap<&EventId, usize> = held.keys().map(|id| (id, 0)).collect();
+    for (_, prev) in held.values() {
+        for p in prev {
+            if let Some(n) = citing.get_mut(p) {
+                *n += 1;
+            }
+        }
+    }
+    let mut reach: BTreeMap<&EventId, Vec<u64>> = BTreeMap::new();
+    let mut ready: Vec<&EventId> = citing
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut out = BTreeSet::new();
+    while let Some(id) = ready.pop() {
+        let Some((sender, prev)) = held.get(id) else {
+            continue;
+        };
+        let mut bits = reach.remove(id).unwrap_or_else(|| vec![0; words]);
+        if let Some(&i) = index.get(sender) {
+            if let Some(w) = bits.get_mut(i / 64) {
+                *w |= 1 << (i % 64);
+            }
+        }
+        if bits == all {
+            out.insert(*id);
+        }
+        for p in prev {
+            let Some((p, n)) = citing.get_key_value(p).map(|(k, n)| (*k, *n)) else {
+                continue;
+            };
+            let into = reach.entry(p).or_insert_with(|| vec![0; words]);
+            for (a, b) in into.iter_mut().zip(&bits) {
+                *a |= b;
+            }
+            if n == 1 {
+                ready.push(p);
+            }
+            citing.insert(p, n.saturating_sub(1));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -254,6 +287,60 @@ mod tests {
 
     fn dev(n: u8) -> DeviceId {
         Identity::from_seed(&[n; 32]).device_id()
+    }
+
+    /// The rule as written: the intersection, over members, of the
+    /// causal pasts of their events.
+    fn by_definition(
+        held: &BTreeMap<EventId, (DeviceId, Vec<EventId>)>,
+        members: &BTreeSet<DeviceId>,
+    ) -> BTreeSet<EventId> {
+        let mut common: Option<BTreeSet<EventId>> = None;
+        for m in members {
+            let mut past = BTreeSet::new();
+            let mut stack: Vec<EventId> = held
+                .iter()
+                .filter(|(_, (s, _))| s == m)
+                .map(|(id, _)| *id)
+                .collect();
+            while let Some(id) = stack.pop() {
+                if past.insert(id) {
+                    let prev = held.get(&id).map(|h| h.1.clone()).unwrap_or_default();
+                    stack.extend(prev.into_iter().filter(|p| held.contains_key(p)));
+                }
+            }
+            common = Some(match common {
+                None => past,
+                Some(c) => c.intersection(&past).copied().collect(),
+            });
+        }
+        common.unwrap_or_default()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_equals_the_rule(
+            events in proptest::collection::vec(
+                (0u8..5, proptest::collection::vec(0usize..40, 0..4)),
+                0..30,
+            ),
+            members in proptest::collection::btree_set(0u8..6, 0..5),
+        ) {
+            // Event i cites earlier events (indices below i); an index
+            // past the end is an event not held.
+            let mut held = BTreeMap::new();
+            let ids: Vec<EventId> = (0..40u8).map(|i| EventId([i + 1; 32])).collect();
+            for (i, (sender, prev)) in events.iter().enumerate() {
+                let prev: Vec<EventId> = prev
+                    .iter()
+                    .filter(|p| **p < i || **p >= events.len())
+                    .map(|p| ids[*p])
+                    .collect();
+                held.insert(ids[i], (dev(*sender + 1), prev));
+            }
+            let members: BTreeSet<DeviceId> = members.iter().map(|m| dev(*m + 1)).collect();
+            proptest::prop_assert_eq!(held_by_every(&held, &members), by_definition(&held, &members));
+        }
     }
 
     #[test]
