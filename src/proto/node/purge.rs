@@ -158,10 +158,10 @@ fn held_by_every(
             continue;
         };
         let mut bits = reach.remove(id).unwrap_or_else(|| vec![0; words]);
-        if let Some(&i) = index.get(sender) {
-            if let Some(w) = bits.get_mut(i / 64) {
-                *w |= 1 << (i % 64);
-            }
+        if let Some(&i) = index.get(sender)
+            && let Some(w) = bits.get_mut(i / 64)
+        {
+            *w |= 1 << (i % 64);
         }
         if bits == all {
             out.insert(*id);
