@@ -485,7 +485,6 @@ mod tests {
     //! The announcement order (`protocol-spec/wire.md`, "Room
     //! announcements"), one node fed frames by hand.
 
-    use rand::SeedableRng;
     use rand::rngs::StdRng;
 
     use super::*;
@@ -500,13 +499,7 @@ mod tests {
 
     /// A node of one own room, with a link up, and what it sent.
     fn node() -> (Node<MemoryStore, StdRng>, Vec<Frame>) {
-        let mut n = Node::new(
-            Identity::from_seed(&[7; 32]).device_id(),
-            MemoryStore::new_memory(),
-            StdRng::seed_from_u64(3),
-            NodeConfig::default(),
-            0,
-        );
+        let mut n = crate::proto::node::testing::node(NodeConfig::default());
         n.own_rooms.insert(ROOM);
         let sent = link_up(&mut n);
         (n, sent)
@@ -695,43 +688,14 @@ mod tests {
     /// whose members (the rooms layer's word) are `members`; a link up.
     /// Returns it and its Hello nonce.
     fn carrier_of(room: RoomId, members: &[DeviceId]) -> (Node<MemoryStore, StdRng>, u64) {
-        use crate::event::{EventKind, UnsignedEvent};
-        use crate::store::{InsertMeta, Priority, Source};
+        use crate::event::EventKind;
         let config = NodeConfig {
             copy_budget: 16,
             ..NodeConfig::default()
         };
-        let mut n = Node::new(
-            Identity::from_seed(&[7; 32]).device_id(),
-            MemoryStore::new_memory(),
-            StdRng::seed_from_u64(3),
-            config,
-            0,
-        );
+        let mut n = crate::proto::node::testing::node(config);
         let author = Identity::from_seed(&[9; 32]);
-        let ev = UnsignedEvent {
-            room,
-            sender: author.device_id(),
-            seq: 1,
-            prev: Vec::new(),
-            origin_ts_ms: 1,
-            expires_ms: 3_600_000,
-            kind: EventKind::Message,
-            payload: vec![1; 10],
-        }
-        .sign(&author)
-        .unwrap();
-        n.store
-            .insert_event(
-                &ev,
-                &InsertMeta {
-                    priority: Priority::Stranger,
-                    source: Source::Local,
-                    received_ms: 1,
-                    carried: true,
-                },
-            )
-            .unwrap();
+        crate::proto::node::testing::carry(&mut n, room, &author, 1, EventKind::Message, vec![]);
         n.carried.set(room, members.iter().copied().collect());
         match link_up(&mut n).as_slice() {
             [Frame::Hello { nonce, .. }] => {

@@ -76,6 +76,8 @@ mod progress;
 mod purge;
 mod push;
 mod spray;
+#[cfg(test)]
+mod testing;
 mod urgent;
 
 pub use carried::{MAX_CARRIED_MEMBERS, MAX_CARRIED_ROOMS};

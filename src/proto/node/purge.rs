@@ -185,63 +185,19 @@ fn held_by_every(
 
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
-
     use super::*;
     use crate::crypto::Identity;
-    use crate::event::{EventKind, UnsignedEvent};
+    use crate::event::EventKind;
     use crate::proto::io::{Command, Input};
     use crate::proto::node::NodeConfig;
-    use crate::store::{InsertMeta, MemoryStore, MetaStore, Priority, Source};
-
-    /// Signs an event of `room` by `who` citing `prev`, stored as a
-    /// stranger's (a carried copy); returns its ID.
-    fn carry(
-        n: &mut Node<MemoryStore, StdRng>,
-        room: RoomId,
-        who: &Identity,
-        seq: u64,
-        kind: EventKind,
-        prev: Vec<EventId>,
-    ) -> EventId {
-        let ev = UnsignedEvent {
-            room,
-            sender: who.device_id(),
-            seq,
-            prev,
-            origin_ts_ms: seq,
-            expires_ms: 3_600_000,
-            kind,
-            payload: vec![1; 10],
-        }
-        .sign(who)
-        .unwrap();
-        n.store
-            .insert_event(
-                &ev,
-                &InsertMeta {
-                    priority: Priority::Stranger,
-                    source: Source::Local,
-                    received_ms: 1,
-                    carried: true,
-                },
-            )
-            .unwrap();
-        ev.id()
-    }
+    use crate::proto::node::testing::{carry, node};
+    use crate::store::MetaStore;
 
     #[test]
     fn a_carrier_drops_the_copies_every_member_cites_and_keeps_the_rest() {
         let room = RoomId([0x43; 16]);
         let (ana, bo) = (Identity::from_seed(&[1; 32]), Identity::from_seed(&[2; 32]));
-        let mut n = Node::new(
-            Identity::from_seed(&[7; 32]).device_id(),
-            MemoryStore::new_memory(),
-            StdRng::seed_from_u64(3),
-            NodeConfig::default(),
-            0,
-        );
+        let mut n = node(NodeConfig::default());
         // Ana's message; Bo's receipt cites it (receipts are never cited,
         // so Ana never cites the receipt); Ana's second message cites
         // nothing Bo signed.
