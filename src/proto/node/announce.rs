@@ -140,8 +140,19 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         else {
             return Ok(());
         };
-        let held = tokens_of(&self.room_list()?, i, r);
-        let (mut members, mut spraying) = if roles {
+        let both_budget = roles && self.config.copy_budget != 0;
+        let held = if both_budget {
+            // Both sides run a budget: the peer needs only the member rooms
+            // (it reconciles those with this side and hands over what it
+            // carries of them); what this side sprays it announces
+            // (`offer_by_announcement`).
+            tokens_of(&self.member_list(), i, r)
+        } else {
+            tokens_of(&self.room_list()?, i, r)
+        };
+        let (mut members, mut spraying) = if both_budget {
+            (held.clone(), Vec::new())
+        } else if roles {
             let spraying = self.spraying_rooms()?;
             (
                 tokens_of(&self.member_list(), i, r),
