@@ -177,8 +177,9 @@ pub enum AppEvent {
         /// What the peer lacks of it.
         lacks: Vec<crate::reconcile::Item>,
     },
-    /// A peer announced (`IHave`) that it holds `ids` of one of this
-    /// device's rooms, events this side holds too (sorted): as much a
+    /// A peer that is not a member of one of this device's rooms (a
+    /// carrier) announced (`IHave`) that it holds `ids` of it, events this
+    /// side holds too (sorted): as much a
     /// proof as a reconciliation's (`protocol-spec/store.md`, "Delivery to
     /// the mesh").
     PeerHas {

@@ -763,7 +763,15 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 if fresh && !self.own_rooms.contains(&room) {
                     self.note_announced(room)?;
                 }
-                if !held.is_empty() && self.own_rooms.contains(&room) {
+                // A carrier's announcement back of what it took is the
+                // proof of delivery to the mesh; between members the
+                // reconciliation of the room is (and live push would cost
+                // a delivery lookup per announced event).
+                let carrier = self
+                    .links
+                    .get(&link)
+                    .is_some_and(|l| !l.peer.member_of(&room));
+                if !held.is_empty() && carrier && self.own_rooms.contains(&room) {
                     held.sort_unstable();
                     self.outputs
                         .push_back(Output::App(AppEvent::PeerHas { room, ids: held }));

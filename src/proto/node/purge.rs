@@ -9,8 +9,8 @@
 //!
 //! Rooms that gained carried events (or whose members changed) are swept
 //! at most every `PURGE_INTERVAL_MS`, `MAX_PURGE_ROOMS` per sweep, each
-//! whole: its held events are decoded once and walked back from each
-//! member's events. A room with more than `MAX_PURGE_EVENTS` held events
+//! whole: its held events are decoded once and walked in one pass from the
+//! heads back. A room with more than `MAX_PURGE_EVENTS` held events
 //! is not swept (the work per sweep stays bounded). Rooms with fewer than
 //! two known members are not swept: a room just created is known by its
 //! creator alone until its membership is verified. The store keeps each
@@ -74,20 +74,20 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         Ok(())
     }
 
-    /// Drops the copies of `room` every member holds; returns how many.
-    pub(super) fn purge_room(&mut self, room: RoomId) -> Result<u64, StoreError> {
+    /// Drops the copies of `room` every member holds.
+    fn purge_room(&mut self, room: RoomId) -> Result<(), StoreError> {
         if self.own_rooms.contains(&room) {
-            return Ok(0);
+            return Ok(());
         }
         let Some(members) = self.carried.members(&room).cloned() else {
-            return Ok(0);
+            return Ok(());
         };
         if members.len() < 2 {
-            return Ok(0);
+            return Ok(());
         }
         let items = self.room_items(&room)?;
         if items.len() > MAX_PURGE_EVENTS {
-            return Ok(0);
+            return Ok(());
         }
         let mut held: BTreeMap<EventId, (DeviceId, Vec<EventId>)> = BTreeMap::new();
         for item in &items {
@@ -99,17 +99,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 held.insert(item.id, (ev.sender(), ev.prev().to_vec()));
             }
         }
-        let drop = held_by_every(&held, &members);
-        let mut dropped = 0;
-        for id in drop {
+        for id in held_by_every(&held, &members) {
             if self.store.drop_carried(&id)? {
                 self.copies.pop(&id);
                 self.dropped.put(id, ());
-                dropped += 1;
+                self.stats.carried_dropped += 1;
             }
         }
-        self.stats.carried_dropped += dropped;
-        Ok(dropped)
+        Ok(())
     }
 }
 
