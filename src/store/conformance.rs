@@ -623,9 +623,6 @@ pub(crate) fn priority_eviction<H: Harness>() {
     assert!(h.s().check_report_dyn().unwrap().ok);
 }
 
-/// An event the strangers' pool evicted is remembered: it comes back only
-/// in a higher class (its sender gained standing in an own room), once; a
-/// flood cannot recycle itself (`store.md` §3).
 /// A carried copy every member holds is dropped with a strangers'
 /// tombstone (`rooms.md` §9, "Carried copies"); an own room's event never
 /// is.
@@ -658,6 +655,9 @@ pub(crate) fn drop_carried_keeps_a_stranger_tombstone<H: Harness>() {
     assert!(h.s().check_report_dyn().unwrap().ok);
 }
 
+/// An event the strangers' pool evicted is remembered: it comes back only
+/// in a higher class (its sender gained standing in an own room), once; a
+/// flood cannot recycle itself (`store.md` §3).
 pub(crate) fn stranger_tombstone_readmits<H: Harness>() {
     let cfg = limits(1024 * 1024, 8 * 1024, 8 * 1024, 8 * 1024);
     let mut h = H::new(cfg);
