@@ -791,8 +791,11 @@ impl Run<'_> {
                 out.carried_droppable_bytes += bytes;
             }
         }
-        out.carried_dropped = (0..self.net.nodes.len())
-            .map(|c| self.net.nodes[c].core.node().stats().carried_dropped)
+        out.carried_dropped = self
+            .net
+            .nodes
+            .iter()
+            .map(|n| n.core.node().stats().carried_dropped)
             .sum();
     }
 
