@@ -235,6 +235,8 @@ do_init() {
 
 do_start() {
     ensure_venv
+    local fresh=0
+    [[ -f "$DIR/homeserver.yaml" ]] || fresh=1
     write_config
     if [[ -n "${SYNAPSE_APPSERVICE:-}" && ! -f "$SYNAPSE_APPSERVICE" ]]; then
         die "SYNAPSE_APPSERVICE: no file $SYNAPSE_APPSERVICE"
@@ -251,17 +253,39 @@ do_start() {
             return 0
         fi
     fi
-    local t0=$SECONDS
-    rm -f "$DIR/homeserver.pid"
-    # setsid: the server gets its own session, so a test harness's process
-    # group signals do not reach it; stop it through `stop` (or the watcher).
-    (
-        close_lock
-        exec setsid "$PY" -m synapse.app.homeserver -c "$DIR/homeserver.yaml" \
-            >>"$DIR/stdout.log" 2>&1 </dev/null
-    ) &
-    local pid=$!
-    echo "$pid" >"$DIR/synapse.pid"
+    local t0=$SECONDS attempt=1 pid
+    while :; do
+        rm -f "$DIR/homeserver.pid"
+        # setsid: the server gets its own session, so a test harness's process
+        # group signals do not reach it; stop it through `stop` (or the watcher).
+        (
+            close_lock
+            exec setsid "$PY" -m synapse.app.homeserver -c "$DIR/homeserver.yaml" \
+                >>"$DIR/stdout.log" 2>&1 </dev/null
+        ) &
+        pid=$!
+        echo "$pid" >"$DIR/synapse.pid"
+        while ! responds && kill -0 "$pid" 2>/dev/null; do
+            ((SECONDS - t0 > START_TIMEOUT_S)) && break
+            sleep 0.2
+        done
+        # The free port was taken between choosing it and binding it
+        # (tests bind ephemeral ports concurrently). Until a URL was handed
+        # out (a fresh config at `start`) another port is as good: at most
+        # three tries.
+        if ((fresh && attempt < 3)) && ! kill -0 "$pid" 2>/dev/null \
+            && grep -q "Address already in use" "$DIR/stdout.log" 2>/dev/null; then
+            local old new
+            old="$(sed -n 's/^  - port: \([0-9]*\)$/\1/p' "$DIR/homeserver.yaml")"
+            new="$(free_port)"
+            sed -i "s/^  - port: $old\$/  - port: $new/; s|127.0.0.1:$old/|127.0.0.1:$new/|" "$DIR/homeserver.yaml"
+            : >"$DIR/stdout.log"
+            log "port $old was taken at start-up; trying $new"
+            attempt=$((attempt + 1))
+            continue
+        fi
+        break
+    done
     while ! responds; do
         if ! kill -0 "$pid" 2>/dev/null; then
             tail -n 30 "$DIR/stdout.log" "$DIR/homeserver.log" >&2 2>/dev/null || true
