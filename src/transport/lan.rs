@@ -71,6 +71,13 @@ const _: () = assert!(MAX_DATAGRAM_BYTES < RECEIVE_QUEUE_BYTES);
 /// Most static peers.
 pub const MAX_STATIC_PEERS: usize = 64;
 
+/// Most mDNS-discovered peers remembered for redialling (further
+/// discoveries are dialled once and not remembered).
+pub const MAX_MDNS_PEERS: usize = 64;
+
+/// Most addresses remembered per mDNS-discovered peer.
+pub const MAX_MDNS_ADDRS: usize = 8;
+
 /// Idle connections (no stream) close after this long.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -270,6 +277,24 @@ struct StaticPeer {
     next: tokio::time::Instant,
 }
 
+/// An mDNS-discovered peer, redialled with backoff while its record lives
+/// and no connection to it exists (libp2p's mDNS reports a peer once, so a
+/// lost connection is otherwise never redialled before the record expires).
+struct MdnsPeer {
+    addrs: Vec<Multiaddr>,
+    delay: Duration,
+    next: tokio::time::Instant,
+}
+
+/// Dials a discovered peer by `PeerId` ("disconnected and not dialing").
+fn dial_discovered(swarm: &mut Swarm<Behaviour>, peer: PeerId, addrs: Vec<Multiaddr>) {
+    let opts = DialOpts::peer_id(peer)
+        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .addresses(addrs)
+        .build();
+    let _ = swarm.dial(opts);
+}
+
 struct State {
     me: PeerId,
     links: BTreeMap<LinkId, LinkIo>,
@@ -320,6 +345,23 @@ impl State {
         self.by_peer.insert(peer, link);
     }
 
+    /// Opens the link's stream to `peer` in a task; the result arrives on
+    /// `opened_tx`.
+    fn open_stream(
+        &mut self,
+        peer: PeerId,
+        control: &libp2p_stream::Control,
+        opened_tx: &mpsc::Sender<(PeerId, Option<libp2p::Stream>)>,
+    ) {
+        self.opening.insert(peer);
+        let mut control = control.clone();
+        let opened_tx = opened_tx.clone();
+        tokio::spawn(async move {
+            let s = control.open_stream(peer, PROTOCOL).await.ok();
+            let _ = opened_tx.send((peer, s)).await;
+        });
+    }
+
     async fn drop_link(&mut self, link: LinkId) {
         if let Some(io) = self.links.remove(&link) {
             io.task.abort();
@@ -353,6 +395,7 @@ async fn run(
             next: now,
         })
         .collect();
+    let mut mdns_peers: BTreeMap<PeerId, MdnsPeer> = BTreeMap::new();
     let mut st = State {
         me: *swarm.local_peer_id(),
         links: BTreeMap::new(),
@@ -422,6 +465,32 @@ async fn run(
                     sp.next = now + sp.delay;
                     sp.delay = (sp.delay * 2).min(REDIAL_MAX);
                 }
+                for (peer, mp) in mdns_peers.iter_mut() {
+                    if st.connected.contains(peer) {
+                        mp.delay = REDIAL_MIN;
+                        continue;
+                    }
+                    if mp.next > now {
+                        continue;
+                    }
+                    tracing::debug!(%peer, "redialling mDNS peer");
+                    dial_discovered(&mut swarm, *peer, mp.addrs.clone());
+                    mp.next = now + mp.delay;
+                    mp.delay = (mp.delay * 2).min(REDIAL_MAX);
+                }
+                // A connection without a link (its stream failed to open, or
+                // died with the duplicate connection of a simultaneous dial)
+                // gets a new stream: nothing else would open one.
+                let orphans: Vec<PeerId> = st
+                    .connected
+                    .iter()
+                    .filter(|p| st.me < **p && !st.by_peer.contains_key(*p) && !st.opening.contains(*p))
+                    .copied()
+                    .collect();
+                for peer in orphans {
+                    tracing::debug!(%peer, "connection without a link: opening a stream");
+                    st.open_stream(peer, &control, &opened_tx);
+                }
             }
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
@@ -432,11 +501,28 @@ async fn run(
                         if peer == st.me {
                             continue;
                         }
-                        let opts = DialOpts::peer_id(peer)
-                            .condition(PeerCondition::DisconnectedAndNotDialing)
-                            .addresses(vec![addr])
-                            .build();
-                        let _ = swarm.dial(opts);
+                        if let Some(mp) = mdns_peers.get_mut(&peer) {
+                            if !mp.addrs.contains(&addr) && mp.addrs.len() < MAX_MDNS_ADDRS {
+                                mp.addrs.push(addr.clone());
+                            }
+                        } else if mdns_peers.len() < MAX_MDNS_PEERS {
+                            mdns_peers.insert(peer, MdnsPeer {
+                                addrs: vec![addr.clone()],
+                                delay: REDIAL_MIN,
+                                next: tokio::time::Instant::now() + REDIAL_MIN,
+                            });
+                        }
+                        dial_discovered(&mut swarm, peer, vec![addr]);
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                    for (peer, addr) in gone {
+                        if let Some(mp) = mdns_peers.get_mut(&peer) {
+                            mp.addrs.retain(|a| *a != addr);
+                            if mp.addrs.is_empty() {
+                                mdns_peers.remove(&peer);
+                            }
+                        }
                     }
                 }
                 SwarmEvent::Behaviour(_) => {}
@@ -462,13 +548,8 @@ async fn run(
                     }
                     st.remote_addr.entry(peer_id).or_insert(remote);
                     st.connected.insert(peer_id);
-                    if st.me < peer_id && !st.by_peer.contains_key(&peer_id) && st.opening.insert(peer_id) {
-                        let mut control = control.clone();
-                        let opened_tx = opened_tx.clone();
-                        tokio::spawn(async move {
-                            let s = control.open_stream(peer_id, PROTOCOL).await.ok();
-                            let _ = opened_tx.send((peer_id, s)).await;
-                        });
+                    if st.me < peer_id && !st.by_peer.contains_key(&peer_id) && !st.opening.contains(&peer_id) {
+                        st.open_stream(peer_id, &control, &opened_tx);
                     }
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {

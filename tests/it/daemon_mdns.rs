@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use super::daemon::{Daemon, card, create_room, ok, texts, wait_until};
+use super::daemon::{Daemon, card, create_room, ok, texts, wait_logged};
 
 /// Two namespaces joined by a veth pair; removed on drop.
 struct Netns {
@@ -68,9 +68,11 @@ fn daemons_in_separate_namespaces_find_each_other_by_mdns() {
     };
     let a = start(&ns.names[0], &da);
     let b = start(&ns.names[1], &db);
-    wait_until("mDNS discovery in both directions", || {
-        a.peers() == 1 && b.peers() == 1
-    });
+    wait_logged(
+        Some(tmp.path()),
+        "mDNS discovery in both directions",
+        || a.peers() == 1 && b.peers() == 1,
+    );
     let peers: serde_json::Value = serde_json::from_str(&ok(&da, &["peers", "--json"])).unwrap();
     assert!(
         peers[0]["address"].as_str().unwrap().contains("10.213.7.2"),
@@ -79,7 +81,7 @@ fn daemons_in_separate_namespaces_find_each_other_by_mdns() {
     let room = create_room(&da, "ops");
     ok(&da, &["room", "invite", &room, &card(&db)]);
     ok(&da, &["send", &room, "found you by mDNS"]);
-    wait_until("B reads A's message", || {
+    wait_logged(Some(tmp.path()), "B reads A's message", || {
         texts(&db, &room) == ["found you by mDNS"]
     });
     drop((a, b));
