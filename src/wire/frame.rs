@@ -15,7 +15,7 @@ use crate::reconcile::{MAX_SYMBOLS_PER_MESSAGE, Message, Part, SYMBOL_BYTES, Sho
 use crate::wire::token::{ROOM_TOKEN_BYTES, RoomToken};
 
 /// Frame format version this implementation speaks.
-pub const WIRE_VERSION: u64 = 2;
+pub const WIRE_VERSION: u64 = 3;
 
 /// Largest encoded frame in bytes (before link encryption and fragmentation).
 /// Holds a full event batch, or the largest reconciliation message.
@@ -332,6 +332,51 @@ fn tokens(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<RoomToken>, Fram
     Ok(t)
 }
 
+/// A role list of `Rooms` as a bitmap over `held` (`protocol-spec/wire.md`,
+/// frame table): bit `i` (byte `i / 8`, most significant bit first) is set
+/// when `held[i]` is in `role`; trailing zero bytes are left out, so no role
+/// is the empty string. Tokens of `role` not in `held` cannot be encoded
+/// and are left out.
+fn role_bitmap(held: &[RoomToken], role: &[RoomToken]) -> Vec<u8> {
+    let mut bits = vec![0u8; held.len().div_ceil(8)];
+    for (i, t) in held.iter().enumerate() {
+        if role.binary_search(t).is_ok()
+            && let Some(b) = bits.get_mut(i / 8)
+        {
+            *b |= 0x80 >> (i % 8);
+        }
+    }
+    while bits.last() == Some(&0) {
+        bits.pop();
+    }
+    bits
+}
+
+/// The tokens of `held` a role bitmap sets; one encoding only: no trailing
+/// zero byte, no bit past `held`.
+fn role_tokens(
+    bits: &[u8],
+    held: &[RoomToken],
+    what: &'static str,
+) -> Result<Vec<RoomToken>, FrameError> {
+    if bits.len() > held.len().div_ceil(8) || bits.last() == Some(&0) {
+        return Err(FrameError::Malformed(what));
+    }
+    let mut out = Vec::new();
+    for (byte_index, byte) in bits.iter().enumerate() {
+        for bit in 0..8 {
+            if byte & (0x80 >> bit) == 0 {
+                continue;
+            }
+            match held.get(byte_index * 8 + bit) {
+                Some(t) => out.push(*t),
+                None => return Err(FrameError::Malformed(what)),
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Frame {
     /// The type tag this frame is encoded with.
     pub fn type_tag(&self) -> u64 {
@@ -386,8 +431,8 @@ impl Frame {
             } => {
                 head(&mut w, 4, t);
                 w.bytes(&packed(held, |r| r.0))
-                    .bytes(&packed(members, |r| r.0))
-                    .bytes(&packed(spraying, |r| r.0))
+                    .bytes(&role_bitmap(held, members))
+                    .bytes(&role_bitmap(held, spraying))
                     .bytes(device.as_ref().map_or(&[][..], |d| &d.0[..]));
             }
             Frame::Offer { rooms } => {
@@ -529,16 +574,8 @@ impl Frame {
             },
             T_ROOMS => {
                 let held = tokens(&mut r, "held room tokens")?;
-                let members = tokens(&mut r, "member room tokens")?;
-                let spraying = tokens(&mut r, "spraying room tokens")?;
-                // A role names a room the frame holds: one encoding.
-                if members
-                    .iter()
-                    .chain(&spraying)
-                    .any(|t| held.binary_search(t).is_err())
-                {
-                    return Err(FrameError::Malformed("role token not among the held"));
-                }
+                let members = role_tokens(r.bytes()?, &held, "member role bitmap")?;
+                let spraying = role_tokens(r.bytes()?, &held, "spraying role bitmap")?;
                 let device = match r.bytes()? {
                     [] => None,
                     b => Some(RoomToken(b.try_into().map_err(|_| {
@@ -731,14 +768,15 @@ mod tests {
                 }
             ),
             (
-                tokens(0..6),
-                any::<u8>(),
-                any::<u8>(),
+                tokens(0..14),
+                any::<u16>(),
+                any::<u16>(),
                 proptest::option::of(any::<[u8; 8]>())
             )
                 .prop_map(|(held, m, sp, device)| {
-                    // Roles are subsets of the held tokens.
-                    let pick = |mask: u8| {
+                    // Roles are subsets of the held tokens (bitmaps of
+                    // one or two bytes).
+                    let pick = |mask: u16| {
                         held.iter()
                             .enumerate()
                             .filter(|(i, _)| mask & (1 << i) != 0)
@@ -900,10 +938,37 @@ mod tests {
         let n = with_device.len();
         with_device[n - 9] = 0x47; // a 7-byte string, then a stray byte
         assert!(Frame::decode(&with_device).is_err());
+        // Roles are a bitmap over the held tokens: nine held, the first
+        // and the ninth members.
+        let nine: Vec<RoomToken> = (1..=9).map(t).collect();
+        let enc = rooms(nine.clone(), vec![t(1), t(9)]);
+        let bitmap = |bits: &[u8]| {
+            raw(|w| {
+                w.array(6)
+                    .u64(WIRE_VERSION)
+                    .u64(T_ROOMS)
+                    .bytes(&packed(&nine, |r| r.0))
+                    .bytes(bits)
+                    .bytes(&[])
+                    .bytes(&[]);
+            })
+        };
+        assert_eq!(enc, bitmap(&[0x80, 0x80]));
+        assert!(matches!(
+            Frame::decode(&enc),
+            Ok(Frame::Rooms { members, .. }) if members == [t(1), t(9)]
+        ));
+        // A role naming a token not held is not encoded.
+        assert_eq!(rooms(vec![t(1)], vec![t(2)]), rooms(vec![t(1)], vec![]));
         for bad in [
             rooms(vec![t(2), t(1)], vec![]),
             rooms(vec![t(1), t(1)], vec![]),
-            rooms(vec![t(1)], vec![t(2)]),
+            // a trailing zero byte (no role is the empty string)
+            bitmap(&[0x80, 0x00]),
+            bitmap(&[0x00]),
+            // a bit past the ninth held token, and a byte past them all
+            bitmap(&[0x80, 0x40]),
+            bitmap(&[0x80, 0x80, 0x80]),
         ] {
             assert!(
                 matches!(Frame::decode(&bad), Err(FrameError::Malformed(_))),

@@ -161,13 +161,20 @@ fn frames() -> Vec<(&'static str, Frame)> {
 
 /// Frames that decode to nothing, with why.
 fn invalid() -> Vec<(&'static str, Vec<u8>)> {
-    let stray_role = Frame::Rooms {
-        held: vec![RoomToken([1; 8])],
-        members: vec![RoomToken([2; 8])],
-        spraying: vec![],
-        device: None,
-    }
-    .encode();
+    // One held token, a member: `… 48 <token> 41 80 40 40`. The member
+    // bitmap's byte becomes a bit past the held tokens, then a zero byte.
+    let bitmap = |byte: u8| {
+        let mut b = Frame::Rooms {
+            held: vec![RoomToken([1; 8])],
+            members: vec![RoomToken([1; 8])],
+            spraying: vec![],
+            device: None,
+        }
+        .encode();
+        assert_eq!(b[12..14], [0x41, 0x80]);
+        b[13] = byte;
+        b
+    };
     let descending = Frame::Rooms {
         held: vec![RoomToken([2; 8]), RoomToken([1; 8])],
         members: vec![],
@@ -218,8 +225,12 @@ fn invalid() -> Vec<(&'static str, Vec<u8>)> {
     long_tag.splice(2..3, [0x18, 0x02]);
     vec![
         (
-            "a Rooms whose member token is not among the held",
-            stray_role,
+            "a Rooms whose member bitmap sets a bit past the held tokens",
+            bitmap(0x40),
+        ),
+        (
+            "a Rooms whose member bitmap ends in a zero byte",
+            bitmap(0x00),
         ),
         ("a Rooms whose tokens are not ascending", descending),
         ("a Rooms whose device token is 7 bytes", short_device),
