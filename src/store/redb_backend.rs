@@ -9,18 +9,25 @@
 //! * One write transaction is open while writes are staged; reads go through
 //!   it, so they see staged writes. [`Kv::commit`] commits it with redb's
 //!   default `Durability::Immediate` (fsync), which is the group commit.
+//! * Tables are opened once per transaction, not per operation: a write
+//!   transaction opens them all when it begins ([`OpenWrite`]), and reads
+//!   between commits share one read transaction ([`ReadSnapshot`]), dropped
+//!   when a write begins. Opening a table per operation was a sixth of a
+//!   receiving daemon's time (`reports/daemon-throughput.md`).
 //! * Opening a corrupted or truncated file returns
 //!   [`StoreError::Corrupt`] naming the file. redb documents that a plain
 //!   open of an externally altered file may panic, so the open runs inside
 //!   `catch_unwind` and a panic is reported the same way.
 
+use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
 };
 
 use super::kv::{Kv, Pair, Table};
@@ -45,12 +52,50 @@ fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(t.name())
 }
 
+/// Every table of a write transaction, open, in [`Table::ALL`] order.
+type WriteTables<'txn> = Vec<redb::Table<'txn, &'static [u8], &'static [u8]>>;
+
+self_cell::self_cell!(
+    /// A write transaction with its tables open.
+    struct OpenWrite {
+        owner: WriteTransaction,
+        #[not_covariant]
+        dependent: WriteTables,
+    }
+);
+
+impl OpenWrite {
+    fn begin(txn: WriteTransaction) -> Result<Self, redb::Error> {
+        OpenWrite::try_new(txn, |txn| {
+            Table::ALL
+                .iter()
+                .map(|t| txn.open_table(def(*t)).map_err(redb::Error::from))
+                .collect()
+        })
+    }
+}
+
+/// A read transaction shared by the reads between two writes, with the
+/// tables opened so far.
+struct ReadSnapshot {
+    txn: ReadTransaction,
+    tables: Vec<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+}
+
+/// The position of `t` in [`Table::ALL`].
+fn slot(t: Table) -> usize {
+    Table::ALL.iter().position(|x| *x == t).unwrap_or(0)
+}
+
 /// redb as an ordered, transactional key-value backend.
 pub struct RedbKv {
     /// `None` only while [`RedbKv::reopen`] swaps it.
     db: Option<Database>,
     cache_bytes: usize,
-    txn: Option<WriteTransaction>,
+    txn: Option<OpenWrite>,
+    /// Reads while no write is staged; dropped when one begins, at commit
+    /// and before maintenance that needs no reader.
+    read: RefCell<Option<ReadSnapshot>>,
     dirty: bool,
     path: PathBuf,
 }
@@ -89,6 +134,7 @@ impl RedbKv {
             db: Some(db),
             cache_bytes,
             txn: None,
+            read: RefCell::new(None),
             dirty: false,
             path: path.to_path_buf(),
         };
@@ -127,8 +173,9 @@ impl RedbKv {
         if let Some(t) = self.txn.take() {
             // The transaction may be unusable after the failure: dropping
             // it is the abort.
-            let _ = t.abort();
+            let _ = t.into_owner().abort();
         }
+        self.read.get_mut().take();
         self.dirty = false;
         drop(self.db.take());
         let fresh = RedbKv::open(&self.path, self.cache_bytes)?;
@@ -140,26 +187,68 @@ impl RedbKv {
         map_err(&self.path, e.into())
     }
 
-    fn write_txn(&mut self) -> Result<&WriteTransaction, StoreError> {
+    fn write_txn(&mut self) -> Result<&mut OpenWrite, StoreError> {
         if self.txn.is_none() {
+            // The write's reads go through it; a snapshot kept open would
+            // pin the pages this write frees.
+            self.read.get_mut().take();
             let t = self
                 .db()?
                 .begin_write()
                 .map_err(|e| map_err(&self.path, e.into()))?;
-            self.txn = Some(t);
+            self.txn = Some(OpenWrite::begin(t).map_err(|e| map_err(&self.path, e))?);
         }
         self.txn
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| StoreError::Backend("write transaction vanished".into()))
+    }
+
+    /// Ends the write transaction without committing it.
+    fn abort_write(&mut self) -> Result<(), StoreError> {
+        self.dirty = false;
+        if let Some(t) = self.txn.take() {
+            t.into_owner().abort().map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on table `t` of the shared read snapshot, beginning it (or
+    /// opening the table) if needed.
+    fn with_read<V>(
+        &self,
+        t: Table,
+        f: impl FnOnce(&ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<V, StoreError>,
+    ) -> Result<V, StoreError> {
+        let mut read = self.read.borrow_mut();
+        if read.is_none() {
+            let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+            *read = Some(ReadSnapshot {
+                txn,
+                tables: (0..Table::ALL.len()).map(|_| None).collect(),
+            });
+        }
+        let snap = read
+            .as_mut()
+            .ok_or_else(|| StoreError::Backend("read snapshot vanished".into()))?;
+        let i = slot(t);
+        let cell = snap
+            .tables
+            .get_mut(i)
+            .ok_or_else(|| StoreError::Backend("no such table".into()))?;
+        if cell.is_none() {
+            *cell = Some(snap.txn.open_table(def(t)).map_err(|e| self.err(e))?);
+        }
+        match cell {
+            Some(table) => f(table),
+            None => Err(StoreError::Backend("table vanished".into())),
+        }
     }
 
     /// Compacts the file, returning freed pages to the file system (no
     /// transaction may be open; staged writes are discarded).
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        if let Some(t) = self.txn.take() {
-            t.abort().map_err(|e| map_err(&self.path, e.into()))?;
-            self.dirty = false;
-        }
+        self.abort_write()?;
+        self.read.get_mut().take();
         self.db
             .as_mut()
             .ok_or_else(|| StoreError::Backend(format!("{}: not open", self.path.display())))?
@@ -170,10 +259,8 @@ impl RedbKv {
     /// Runs redb's own page-checksum and allocator check (no transaction may
     /// be open). Returns false if the file needed repair.
     pub fn check_integrity(&mut self) -> Result<bool, StoreError> {
-        if let Some(t) = self.txn.take() {
-            t.abort().map_err(|e| map_err(&self.path, e.into()))?;
-            self.dirty = false;
-        }
+        self.abort_write()?;
+        self.read.get_mut().take();
         self.db
             .as_mut()
             .ok_or_else(|| StoreError::Backend(format!("{}: not open", self.path.display())))?
@@ -346,39 +433,45 @@ fn read_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
 impl Kv for RedbKv {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(txn) = &self.txn {
-            let table = txn.open_table(def(t)).map_err(|e| self.err(e))?;
-            let v = table.get(key).map_err(|e| self.err(e))?;
-            Ok(v.map(|g| g.value().to_vec()))
+            txn.with_dependent(|_, tables| match tables.get(slot(t)) {
+                Some(table) => {
+                    let v = table.get(key).map_err(|e| self.err(e))?;
+                    Ok(v.map(|g| g.value().to_vec()))
+                }
+                None => Err(StoreError::Backend("no such table".into())),
+            })
         } else {
-            let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
-            let table = txn.open_table(def(t)).map_err(|e| self.err(e))?;
-            let v = table.get(key).map_err(|e| self.err(e))?;
-            Ok(v.map(|g| g.value().to_vec()))
+            self.with_read(t, |table| {
+                let v = table.get(key).map_err(|e| self.err(e))?;
+                Ok(v.map(|g| g.value().to_vec()))
+            })
         }
     }
 
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.dirty = true;
-        let path = self.path.clone();
         let txn = self.write_txn()?;
-        let mut table = txn
-            .open_table(def(t))
-            .map_err(|e| map_err(&path, e.into()))?;
-        table
-            .insert(key, value)
-            .map_err(|e| map_err(&path, e.into()))?;
-        Ok(())
+        let r = txn.with_dependent_mut(|_, tables| {
+            tables
+                .get_mut(slot(t))
+                .map(|table| table.insert(key, value).map(|_| ()))
+        });
+        match r {
+            Some(r) => r.map_err(|e| self.err(e)),
+            None => Err(StoreError::Backend("no such table".into())),
+        }
     }
 
     fn remove(&mut self, t: Table, key: &[u8]) -> Result<bool, StoreError> {
-        let path = self.path.clone();
-        let existed = {
-            let txn = self.write_txn()?;
-            let mut table = txn
-                .open_table(def(t))
-                .map_err(|e| map_err(&path, e.into()))?;
-            let old = table.remove(key).map_err(|e| map_err(&path, e.into()))?;
-            old.is_some()
+        let txn = self.write_txn()?;
+        let existed = txn.with_dependent_mut(|_, tables| {
+            tables
+                .get_mut(slot(t))
+                .map(|table| table.remove(key).map(|old| old.is_some()))
+        });
+        let existed = match existed {
+            Some(r) => r.map_err(|e| self.err(e))?,
+            None => return Err(StoreError::Backend("no such table".into())),
         };
         if existed {
             self.dirty = true;
@@ -398,18 +491,20 @@ impl Kv for RedbKv {
             return Ok(Vec::new());
         }
         if let Some(txn) = &self.txn {
-            let table = txn.open_table(def(t)).map_err(|e| self.err(e))?;
-            read_range(&table, lo, hi, limit, rev, &self.path)
+            txn.with_dependent(|_, tables| match tables.get(slot(t)) {
+                Some(table) => read_range(table, lo, hi, limit, rev, &self.path),
+                None => Err(StoreError::Backend("no such table".into())),
+            })
         } else {
-            let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
-            let table = txn.open_table(def(t)).map_err(|e| self.err(e))?;
-            read_range(&table, lo, hi, limit, rev, &self.path)
+            self.with_read(t, |table| read_range(table, lo, hi, limit, rev, &self.path))
         }
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
         let dirty = std::mem::take(&mut self.dirty);
+        self.read.get_mut().take();
         if let Some(t) = self.txn.take() {
+            let t = t.into_owner();
             if dirty {
                 t.commit().map_err(|e| self.err(e))?;
             } else {
@@ -420,11 +515,7 @@ impl Kv for RedbKv {
     }
 
     fn rollback(&mut self) -> Result<(), StoreError> {
-        self.dirty = false;
-        if let Some(t) = self.txn.take() {
-            t.abort().map_err(|e| self.err(e))?;
-        }
-        Ok(())
+        self.abort_write()
     }
 
     fn has_pending(&self) -> bool {

@@ -29,7 +29,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         bytes: &[u8],
         copies: u8,
     ) -> Result<(), StoreError> {
-        let event = match Event::decode(bytes) {
+        let event = match Event::decode_cached(bytes, &mut self.keys) {
             Ok(e) => e,
             Err(e) => {
                 self.stats.invalid_events += 1;

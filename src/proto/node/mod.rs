@@ -464,6 +464,9 @@ pub struct Node<S: EventStore, R: Rng> {
     urgent: LruCache<EventId, ()>,
     /// Honoured urgent messages per (room, sender).
     urgent_windows: LruCache<(RoomId, DeviceId), crate::proto::urgent::UrgentWindow>,
+    /// Decompressed keys of recent senders: a catch-up from one sender
+    /// validates its key once, not per event (`KEY_CACHE_CAPACITY`).
+    keys: crate::crypto::KeyCache,
 }
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -510,6 +513,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             admission: Admission::All,
             urgent: LruCache::new(nz(crate::proto::urgent::MAX_URGENT_EVENTS)),
             urgent_windows: LruCache::new(nz(crate::proto::urgent::MAX_URGENT_SENDERS)),
+            keys: crate::crypto::KeyCache::default(),
         }
     }
 
