@@ -89,13 +89,15 @@ fn slot(t: Table) -> usize {
 
 /// redb as an ordered, transactional key-value backend.
 pub struct RedbKv {
-    /// `None` only while [`RedbKv::reopen`] swaps it.
-    db: Option<Database>,
-    cache_bytes: usize,
+    /// The open write (fields drop in order: transactions before the
+    /// database).
     txn: Option<OpenWrite>,
     /// Reads while no write is staged; dropped when one begins, at commit
     /// and before maintenance that needs no reader.
     read: RefCell<Option<ReadSnapshot>>,
+    /// `None` only while [`RedbKv::reopen`] swaps it.
+    db: Option<Database>,
+    cache_bytes: usize,
     dirty: bool,
     path: PathBuf,
 }
@@ -131,10 +133,10 @@ impl RedbKv {
             }
         };
         let kv = RedbKv {
-            db: Some(db),
-            cache_bytes,
             txn: None,
             read: RefCell::new(None),
+            db: Some(db),
+            cache_bytes,
             dirty: false,
             path: path.to_path_buf(),
         };
