@@ -60,6 +60,7 @@
 )]
 
 pub mod app;
+pub mod bounded;
 #[cfg(feature = "runtime")]
 pub mod bridge;
 pub mod bundle;

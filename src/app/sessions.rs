@@ -37,10 +37,7 @@ pub struct SessionCache {
 impl Default for SessionCache {
     fn default() -> Self {
         SessionCache {
-            sessions: lru::LruCache::new(
-                std::num::NonZeroUsize::new(MAX_CACHED_SESSIONS)
-                    .unwrap_or(std::num::NonZeroUsize::MIN),
-            ),
+            sessions: crate::bounded::lru(MAX_CACHED_SESSIONS),
             expecting: std::collections::BTreeSet::new(),
             names: std::collections::BTreeMap::new(),
         }

@@ -7,8 +7,6 @@
 //! [`KEY_CACHE_CAPACITY`] and evicted least-recently-used. Only keys that
 //! passed validation are cached, so the cache never changes a verdict.
 
-use std::num::NonZeroUsize;
-
 use ed25519_dalek::VerifyingKey;
 use lru::LruCache;
 
@@ -33,7 +31,7 @@ impl KeyCache {
     /// A cache of at most `capacity` keys (at least one).
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            keys: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
+            keys: crate::bounded::lru(capacity),
         }
     }
 

@@ -13,7 +13,6 @@
 //! "The stranger pool and intake budgets").
 
 use std::collections::BTreeSet;
-use std::num::NonZeroUsize;
 
 use lru::LruCache;
 
@@ -40,7 +39,7 @@ pub(super) struct CarriedRooms {
 impl CarriedRooms {
     pub(super) fn new() -> Self {
         Self {
-            rooms: LruCache::new(NonZeroUsize::new(MAX_CARRIED_ROOMS).unwrap_or(NonZeroUsize::MIN)),
+            rooms: crate::bounded::lru(MAX_CARRIED_ROOMS),
             members: 0,
         }
     }

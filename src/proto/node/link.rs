@@ -17,7 +17,7 @@ use crate::wire::{
     CloseReason, FEATURE_ROLES, Fragmenter, Frame, MAX_FRAME_BYTES, MAX_IDS_PER_FRAME, Reassembler,
 };
 
-use super::{MAX_KNOWN_PER_LINK, Node, NodeConfig, PACING_DIVISOR, nz};
+use super::{MAX_KNOWN_PER_LINK, Node, NodeConfig, PACING_DIVISOR};
 
 /// One link's state: framing, budgets, push and anti-entropy bookkeeping,
 /// and what the peer announced. All of it is capped.
@@ -168,7 +168,7 @@ impl Link {
             offer_seen: false,
             eager,
             pruned: BTreeSet::new(),
-            known: LruCache::new(nz(MAX_KNOWN_PER_LINK)),
+            known: crate::bounded::lru(MAX_KNOWN_PER_LINK),
             outbox: BTreeMap::new(),
             queued: BTreeSet::new(),
             outbox_seq: 0,

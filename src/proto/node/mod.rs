@@ -65,7 +65,6 @@
 //! (the copy budget).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::num::NonZeroUsize;
 
 mod announce;
 mod anti_entropy;
@@ -469,15 +468,10 @@ pub struct Node<S: EventStore, R: Rng> {
     keys: crate::crypto::KeyCache,
 }
 
-fn nz(n: usize) -> NonZeroUsize {
-    NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN)
-}
-
 impl<S: EventStore, R: Rng> Node<S, R> {
     /// A node for device `own`, over `store`, at time `now_ms`.
     pub fn new(own: DeviceId, store: S, rng: R, config: NodeConfig, now_ms: u64) -> Self {
-        // Copy counts are only recorded under a budget; without one the
-        // table would be 2 MiB of preallocated, unused memory.
+        // Copy counts are only recorded under a budget.
         let copy_records = if config.copy_budget == 0 {
             1
         } else {
@@ -496,23 +490,23 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             outputs: VecDeque::new(),
             after_commit: Vec::new(),
             after_commit_outputs: Vec::new(),
-            penalised: LruCache::new(nz(MAX_PENALISED_SOURCES)),
-            key_buckets: LruCache::new(nz(MAX_KEY_BUCKETS)),
+            penalised: crate::bounded::lru(MAX_PENALISED_SOURCES),
+            key_buckets: crate::bounded::lru(MAX_KEY_BUCKETS),
             carried: carried::CarriedRooms::new(),
-            expected: LruCache::new(nz(MAX_EXPECTED_ROOMS)),
-            peer_counts: LruCache::new(nz(MAX_SYNCING_ROOMS)),
+            expected: crate::bounded::lru(MAX_EXPECTED_ROOMS),
+            peer_counts: crate::bounded::lru(MAX_SYNCING_ROOMS),
             pending_ihave: BTreeMap::new(),
             deferred_inits: std::collections::VecDeque::new(),
-            refused_strangers: LruCache::new(nz(MAX_REFUSED_STRANGERS)),
+            refused_strangers: crate::bounded::lru(MAX_REFUSED_STRANGERS),
             purge_dirty: BTreeSet::new(),
             next_purge_ms: None,
-            dropped: LruCache::new(nz(MAX_DROPPED_IDS)),
+            dropped: crate::bounded::lru(MAX_DROPPED_IDS),
             stats: NodeStats::default(),
             view: StoreView::new(),
-            copies: LruCache::new(nz(copy_records)),
+            copies: crate::bounded::lru(copy_records),
             admission: Admission::All,
-            urgent: LruCache::new(nz(crate::proto::urgent::MAX_URGENT_EVENTS)),
-            urgent_windows: LruCache::new(nz(crate::proto::urgent::MAX_URGENT_SENDERS)),
+            urgent: crate::bounded::lru(crate::proto::urgent::MAX_URGENT_EVENTS),
+            urgent_windows: crate::bounded::lru(crate::proto::urgent::MAX_URGENT_SENDERS),
             keys: crate::crypto::KeyCache::default(),
         }
     }
