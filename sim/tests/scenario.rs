@@ -73,6 +73,8 @@ fn shipped_scenarios_parse() {
         "rural-relay-chain",
         "partition-merge",
         "flood-attack",
+        "speed-goal",
+        "speed-goal-10k",
     ] {
         let path = format!("{}/scenarios/{f}.toml", env!("CARGO_MANIFEST_DIR"));
         let s = Scenario::load(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{f}: {e}"));
