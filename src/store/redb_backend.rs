@@ -52,8 +52,11 @@ fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(t.name())
 }
 
+/// One open table of a write transaction.
+type WriteTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+
 /// Every table of a write transaction, open, in [`Table::ALL`] order.
-type WriteTables<'txn> = Vec<redb::Table<'txn, &'static [u8], &'static [u8]>>;
+type WriteTables<'txn> = Vec<WriteTable<'txn>>;
 
 self_cell::self_cell!(
     /// A write transaction with its tables open.
@@ -73,6 +76,30 @@ impl OpenWrite {
                 .collect()
         })
     }
+
+    /// Runs `f` on table `t`.
+    fn read<V>(
+        &self,
+        t: Table,
+        f: impl FnOnce(&WriteTable<'_>) -> Result<V, StoreError>,
+    ) -> Result<V, StoreError> {
+        self.with_dependent(|_, tables| match slot(t).and_then(|i| tables.get(i)) {
+            Some(table) => f(table),
+            None => Err(StoreError::Backend(format!("no table {}", t.name()))),
+        })
+    }
+
+    /// Runs `f` on table `t`, to change it.
+    fn write<V>(
+        &mut self,
+        t: Table,
+        f: impl FnOnce(&mut WriteTable<'_>) -> Result<V, redb::StorageError>,
+    ) -> Result<V, redb::Error> {
+        self.with_dependent_mut(|_, tables| match slot(t).and_then(|i| tables.get_mut(i)) {
+            Some(table) => f(table).map_err(redb::Error::from),
+            None => Err(redb::Error::TableDoesNotExist(t.name().to_owned())),
+        })
+    }
 }
 
 /// A read transaction shared by the reads between two writes, with the
@@ -83,8 +110,8 @@ struct ReadSnapshot {
 }
 
 /// The position of `t` in [`Table::ALL`].
-fn slot(t: Table) -> usize {
-    Table::ALL.iter().position(|x| *x == t).unwrap_or(0)
+fn slot(t: Table) -> Option<usize> {
+    Table::ALL.iter().position(|x| *x == t)
 }
 
 /// redb as an ordered, transactional key-value backend.
@@ -232,18 +259,14 @@ impl RedbKv {
         let snap = read
             .as_mut()
             .ok_or_else(|| StoreError::Backend("read snapshot vanished".into()))?;
-        let i = slot(t);
-        let cell = snap
-            .tables
-            .get_mut(i)
-            .ok_or_else(|| StoreError::Backend("no such table".into()))?;
-        if cell.is_none() {
-            *cell = Some(snap.txn.open_table(def(t)).map_err(|e| self.err(e))?);
-        }
-        match cell {
-            Some(table) => f(table),
-            None => Err(StoreError::Backend("table vanished".into())),
-        }
+        let cell = slot(t)
+            .and_then(|i| snap.tables.get_mut(i))
+            .ok_or_else(|| StoreError::Backend(format!("no table {}", t.name())))?;
+        let table = match cell {
+            Some(table) => table,
+            None => cell.insert(snap.txn.open_table(def(t)).map_err(|e| self.err(e))?),
+        };
+        f(table)
     }
 
     /// Compacts the file, returning freed pages to the file system (no
@@ -435,12 +458,9 @@ fn read_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
 impl Kv for RedbKv {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(txn) = &self.txn {
-            txn.with_dependent(|_, tables| match tables.get(slot(t)) {
-                Some(table) => {
-                    let v = table.get(key).map_err(|e| self.err(e))?;
-                    Ok(v.map(|g| g.value().to_vec()))
-                }
-                None => Err(StoreError::Backend("no such table".into())),
+            txn.read(t, |table| {
+                let v = table.get(key).map_err(|e| self.err(e))?;
+                Ok(v.map(|g| g.value().to_vec()))
             })
         } else {
             self.with_read(t, |table| {
@@ -452,29 +472,17 @@ impl Kv for RedbKv {
 
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.dirty = true;
-        let txn = self.write_txn()?;
-        let r = txn.with_dependent_mut(|_, tables| {
-            tables
-                .get_mut(slot(t))
-                .map(|table| table.insert(key, value).map(|_| ()))
-        });
-        match r {
-            Some(r) => r.map_err(|e| self.err(e)),
-            None => Err(StoreError::Backend("no such table".into())),
-        }
+        let r = self
+            .write_txn()?
+            .write(t, |table| table.insert(key, value).map(|_| ()));
+        r.map_err(|e| self.err(e))
     }
 
     fn remove(&mut self, t: Table, key: &[u8]) -> Result<bool, StoreError> {
-        let txn = self.write_txn()?;
-        let existed = txn.with_dependent_mut(|_, tables| {
-            tables
-                .get_mut(slot(t))
-                .map(|table| table.remove(key).map(|old| old.is_some()))
-        });
-        let existed = match existed {
-            Some(r) => r.map_err(|e| self.err(e))?,
-            None => return Err(StoreError::Backend("no such table".into())),
-        };
+        let existed = self
+            .write_txn()?
+            .write(t, |table| table.remove(key).map(|old| old.is_some()));
+        let existed = existed.map_err(|e| self.err(e))?;
         if existed {
             self.dirty = true;
         }
@@ -493,10 +501,7 @@ impl Kv for RedbKv {
             return Ok(Vec::new());
         }
         if let Some(txn) = &self.txn {
-            txn.with_dependent(|_, tables| match tables.get(slot(t)) {
-                Some(table) => read_range(table, lo, hi, limit, rev, &self.path),
-                None => Err(StoreError::Backend("no such table".into())),
-            })
+            txn.read(t, |table| read_range(table, lo, hi, limit, rev, &self.path))
         } else {
             self.with_read(t, |table| read_range(table, lo, hi, limit, rev, &self.path))
         }

@@ -270,11 +270,42 @@ pub fn spawn(config: LanConfig) -> Result<(LanHandle, mpsc::Receiver<LanEvent>, 
     Ok((LanHandle { cmd: cmd_tx }, ev_rx, me))
 }
 
+/// Exponential redial backoff: `REDIAL_MIN` doubling to `REDIAL_MAX`.
+struct Redial {
+    delay: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Redial {
+    /// Due at `first`.
+    fn new(first: tokio::time::Instant) -> Self {
+        Redial {
+            delay: REDIAL_MIN,
+            next: first,
+        }
+    }
+
+    /// Whether a dial is due at `now`; if so, the next one waits twice as
+    /// long as this one.
+    fn due(&mut self, now: tokio::time::Instant) -> bool {
+        if self.next > now {
+            return false;
+        }
+        self.next = now + self.delay;
+        self.delay = (self.delay * 2).min(REDIAL_MAX);
+        true
+    }
+
+    /// Connected: the next loss redials from the shortest delay.
+    fn reset(&mut self) {
+        self.delay = REDIAL_MIN;
+    }
+}
+
 struct StaticPeer {
     addr: Multiaddr,
     peer: Option<PeerId>,
-    delay: Duration,
-    next: tokio::time::Instant,
+    redial: Redial,
 }
 
 /// An mDNS-discovered peer, redialled with backoff while its record lives
@@ -282,8 +313,7 @@ struct StaticPeer {
 /// lost connection is otherwise never redialled before the record expires).
 struct MdnsPeer {
     addrs: Vec<Multiaddr>,
-    delay: Duration,
-    next: tokio::time::Instant,
+    redial: Redial,
 }
 
 /// Dials a discovered peer by `PeerId` ("disconnected and not dialing").
@@ -345,6 +375,12 @@ impl State {
         self.by_peer.insert(peer, link);
     }
 
+    /// Whether this side should open the link's stream to a connected
+    /// `peer`: it has the smaller `PeerId`, and no link or opening exists.
+    fn needs_stream(&self, peer: &PeerId) -> bool {
+        self.me < *peer && !self.by_peer.contains_key(peer) && !self.opening.contains(peer)
+    }
+
     /// Opens the link's stream to `peer` in a task; the result arrives on
     /// `opened_tx`.
     fn open_stream(
@@ -391,8 +427,7 @@ async fn run(
         .map(|addr| StaticPeer {
             addr,
             peer: None,
-            delay: REDIAL_MIN,
-            next: now,
+            redial: Redial::new(now),
         })
         .collect();
     let mut mdns_peers: BTreeMap<PeerId, MdnsPeer> = BTreeMap::new();
@@ -457,26 +492,18 @@ async fn run(
                 let now = tokio::time::Instant::now();
                 for sp in statics.iter_mut() {
                     let up = sp.peer.is_some_and(|p| st.connected.contains(&p));
-                    if up || sp.next > now {
-                        continue;
+                    if !up && sp.redial.due(now) {
+                        tracing::debug!(addr = %sp.addr, "dialling static peer");
+                        let _ = swarm.dial(DialOpts::unknown_peer_id().address(sp.addr.clone()).build());
                     }
-                    tracing::debug!(addr = %sp.addr, "dialling static peer");
-                    let _ = swarm.dial(DialOpts::unknown_peer_id().address(sp.addr.clone()).build());
-                    sp.next = now + sp.delay;
-                    sp.delay = (sp.delay * 2).min(REDIAL_MAX);
                 }
                 for (peer, mp) in mdns_peers.iter_mut() {
                     if st.connected.contains(peer) {
-                        mp.delay = REDIAL_MIN;
-                        continue;
+                        mp.redial.reset();
+                    } else if mp.redial.due(now) {
+                        tracing::debug!(%peer, "redialling mDNS peer");
+                        dial_discovered(&mut swarm, *peer, mp.addrs.clone());
                     }
-                    if mp.next > now {
-                        continue;
-                    }
-                    tracing::debug!(%peer, "redialling mDNS peer");
-                    dial_discovered(&mut swarm, *peer, mp.addrs.clone());
-                    mp.next = now + mp.delay;
-                    mp.delay = (mp.delay * 2).min(REDIAL_MAX);
                 }
                 // A connection without a link (its stream failed to open, or
                 // died with the duplicate connection of a simultaneous dial)
@@ -484,7 +511,7 @@ async fn run(
                 let orphans: Vec<PeerId> = st
                     .connected
                     .iter()
-                    .filter(|p| st.me < **p && !st.by_peer.contains_key(*p) && !st.opening.contains(*p))
+                    .filter(|p| st.needs_stream(p))
                     .copied()
                     .collect();
                 for peer in orphans {
@@ -508,8 +535,7 @@ async fn run(
                         } else if mdns_peers.len() < MAX_MDNS_PEERS {
                             mdns_peers.insert(peer, MdnsPeer {
                                 addrs: vec![addr.clone()],
-                                delay: REDIAL_MIN,
-                                next: tokio::time::Instant::now() + REDIAL_MIN,
+                                redial: Redial::new(tokio::time::Instant::now() + REDIAL_MIN),
                             });
                         }
                         dial_discovered(&mut swarm, peer, vec![addr]);
@@ -534,7 +560,7 @@ async fn run(
                     if let ConnectedPoint::Dialer { address, .. } = &endpoint {
                         for sp in statics.iter_mut().filter(|sp| sp.addr == *address || address.to_string().starts_with(&sp.addr.to_string())) {
                             sp.peer = Some(peer_id);
-                            sp.delay = REDIAL_MIN;
+                            sp.redial.reset();
                         }
                     }
                     if num_established.get() > 1 {
@@ -548,7 +574,7 @@ async fn run(
                     }
                     st.remote_addr.entry(peer_id).or_insert(remote);
                     st.connected.insert(peer_id);
-                    if st.me < peer_id && !st.by_peer.contains_key(&peer_id) && !st.opening.contains(&peer_id) {
+                    if st.needs_stream(&peer_id) {
                         st.open_stream(peer_id, &control, &opened_tx);
                     }
                 }
