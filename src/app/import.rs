@@ -93,7 +93,7 @@ fn admission_refusal(e: &SessionError) -> bool {
 fn holds_with_standing(s: &mut RoomSession, ev: &Event, me: &DeviceId) -> bool {
     let id = ev.id();
     let dag = s.dag();
-    dag.node(&id).is_some()
+    dag.admitted(&id)
         || (dag.is_pending(&id) && (ev.sender() == *me || dag.standing().contains(&ev.sender())))
 }
 

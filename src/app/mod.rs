@@ -860,11 +860,11 @@ impl<S: Store> Device<S> {
         let dag: &crate::room::RoomDag = s.dag();
         let mut backlog = BTreeSet::new();
         for id in dag.sender_events_newest_first(&me) {
-            let in_chain = dag.held(id).is_some_and(|h| h.kind.in_sender_chain());
-            if !in_chain || self.on_next_hop(id)? {
+            let in_chain = dag.held(&id).is_some_and(|h| h.kind.in_sender_chain());
+            if !in_chain || self.on_next_hop(&id)? {
                 break;
             }
-            backlog.insert(*id);
+            backlog.insert(id);
         }
         Ok(backlog)
     }
@@ -943,12 +943,12 @@ impl<S: Store> Device<S> {
         let dag: &crate::room::RoomDag = s.dag();
         let mut recent = Vec::new();
         for id in dag.sender_events_newest_first(&me) {
-            let Some(h) = dag.held(id) else { continue };
+            let Some(h) = dag.held(&id) else { continue };
             if h.ts.saturating_add(URGENT_WINDOW_MS) <= now_ms {
                 break;
             }
             if h.kind == EventKind::Message
-                && let Some(pt) = self.store.get_secret(&pt_key(id))?
+                && let Some(pt) = self.store.get_secret(&pt_key(&id))?
                 && Content::from_bytes(&pt).is_ok_and(|c| c.is_urgent())
             {
                 recent.push(h.ts);

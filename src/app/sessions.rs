@@ -87,7 +87,7 @@ impl SessionCache {
             match self.sessions.peek_mut(room) {
                 Some(s) => {
                     let dag = s.dag();
-                    if dag.node(id).is_some() || dag.is_pending(id) {
+                    if dag.contains(id) {
                         stale.push(*room);
                     }
                 }

@@ -59,7 +59,7 @@ impl<S: Store> Device<S> {
         let mut name = String::new();
         let dag = s.dag();
         for id in dag.display_order() {
-            if dag.node(&id).is_none_or(|n| n.kind != EventKind::Message) {
+            if dag.held(&id).is_none_or(|n| n.kind != EventKind::Message) {
                 continue;
             }
             if let Some(pt) = self.store.get_secret(&pt_key(&id))?
@@ -140,10 +140,8 @@ impl<S: Store> Device<S> {
         let joins: Vec<EventId> = order
             .iter()
             .filter(|id| {
-                s.dag().node(id).is_some_and(|n| {
-                    n.membership.as_deref().is_some_and(|m| {
-                        (m.creation().is_some() || m.invitee().is_some()) && m.named() == Some(me)
-                    })
+                s.dag().membership(id).is_some_and(|m| {
+                    (m.creation().is_some() || m.invitee().is_some()) && m.named() == Some(me)
                 })
             })
             .copied()
@@ -212,7 +210,7 @@ impl<S: Store> Device<S> {
             }
             let (event_id, sender, ts) = (id.to_string(), ev.sender.to_string(), ev.ts);
             // Admitted (in the DAG's order), not waiting for predecessors.
-            let in_dag = s.dag().node(&id).is_some();
+            let in_dag = s.dag().admitted(&id);
             if in_dag && ev.sender != me {
                 let m = marks.entry(ev.sender).or_default();
                 *m = (*m).max(ev.seq);

@@ -154,7 +154,7 @@ pub fn accept_key_share(
     if event.kind() != EventKind::KeyShare {
         return Err(KeyError::WrongChannel(event.kind().name()));
     }
-    if dag.node(&event.id()).is_none() {
+    if !dag.admitted(&event.id()) {
         return Err(KeyError::UnknownEvent);
     }
     if !dag.sender_authorized_at(&event.id(), &event.sender()) {
@@ -183,7 +183,7 @@ pub fn accept_prekey_update(dag: &mut RoomDag, event: &Event) -> Result<PrekeyUp
     if event.kind() != EventKind::PrekeyUpdate {
         return Err(KeyError::WrongChannel(event.kind().name()));
     }
-    if dag.node(&event.id()).is_none() {
+    if !dag.admitted(&event.id()) {
         return Err(KeyError::UnknownEvent);
     }
     if !dag.sender_authorized_at(&event.id(), &event.sender()) {

@@ -34,6 +34,9 @@ use crate::room::membership::{Membership, MembershipError, derive_room_id};
 use crate::room::resolve::{self, MEvent, MembershipState, Resolution};
 use crate::room::roster::Roster;
 
+mod arena;
+use arena::{Arena, NewSlot, Slot};
+
 /// Most events waiting for missing predecessors, per room.
 pub const MAX_PENDING_EVENTS: usize = 4096;
 /// Most events waiting for predecessors from one sender without standing
@@ -127,32 +130,6 @@ impl Bits {
     }
 }
 
-/// What the DAG keeps about one event.
-#[derive(Debug, Clone)]
-pub struct Node {
-    /// Event ID.
-    pub id: EventId,
-    /// Sender.
-    pub sender: DeviceId,
-    /// Sequence number.
-    pub seq: u64,
-    /// Predecessors.
-    pub prev: Vec<EventId>,
-    /// Origin timestamp.
-    pub ts: u64,
-    /// Kind.
-    pub kind: EventKind,
-    /// Parsed membership change, for membership events (boxed: a card is
-    /// large, and most nodes are messages).
-    pub membership: Option<Box<Membership>>,
-    /// Index among membership events, for membership events.
-    midx: Option<usize>,
-    /// Membership events among the strict ancestors.
-    anc: Arc<Bits>,
-    /// 1 + the greatest depth of a predecessor (0 for roots).
-    depth: u64,
-}
-
 /// An event the DAG holds, without its body ([`RoomDag::held`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {
@@ -195,18 +172,16 @@ pub struct Gap {
 #[derive(Debug, Clone)]
 pub struct RoomDag {
     room: RoomId,
-    nodes: BTreeMap<EventId, Node>,
-    children: BTreeMap<EventId, Vec<EventId>>,
+    /// Admitted events, by index ([`arena`]).
+    arena: Arena,
     /// The heads ([`RoomDag::heads`] before its order and cap): every
     /// non-chunk node no non-chunk node cites, kept as nodes enter, so a
     /// send costs no scan of the room's history.
-    tips: BTreeSet<EventId>,
-    mlist: Vec<EventId>,
+    tips: BTreeSet<u32>,
+    /// Membership events by membership index: arena index and change.
+    mlist: Vec<(u32, Membership)>,
     pending: BTreeMap<EventId, Event>,
     waiters: BTreeMap<EventId, BTreeSet<EventId>>,
-    /// Events by (sender, seq): one ID each, more only for a fork (a
-    /// sorted `Vec`: a set's node would cost ten times the ID).
-    seqs: BTreeMap<DeviceId, BTreeMap<u64, Vec<EventId>>>,
     resolution: Option<Resolution>,
     /// Causally valid membership indices (admission; each judged once, by
     /// its own causal past).
@@ -238,13 +213,11 @@ impl RoomDag {
     pub fn new(room: RoomId) -> Self {
         Self {
             room,
-            nodes: BTreeMap::new(),
-            children: BTreeMap::new(),
+            arena: Arena::default(),
             tips: BTreeSet::new(),
             mlist: Vec::new(),
             pending: BTreeMap::new(),
             waiters: BTreeMap::new(),
-            seqs: BTreeMap::new(),
             resolution: None,
             cvalid: Bits::default(),
             standing: BTreeSet::new(),
@@ -262,22 +235,32 @@ impl RoomDag {
 
     /// Number of events in the DAG (not counting pending ones).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.arena.len()
     }
 
     /// Whether the DAG is empty.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.arena.len() == 0
     }
 
     /// Whether the event is held (in the DAG or pending).
     pub fn contains(&self, id: &EventId) -> bool {
-        self.nodes.contains_key(id) || self.pending.contains_key(id)
+        self.admitted(id) || self.pending.contains_key(id)
     }
 
-    /// An event's node.
-    pub fn node(&self, id: &EventId) -> Option<&Node> {
-        self.nodes.get(id)
+    /// Whether the event is in the DAG (admitted, not pending).
+    pub fn admitted(&self, id: &EventId) -> bool {
+        self.arena.find(id).is_some()
+    }
+
+    fn slot(&self, id: &EventId) -> Option<&Slot> {
+        self.arena.find(id).and_then(|i| self.arena.slot(i))
+    }
+
+    /// The membership change an admitted membership event makes.
+    pub fn membership(&self, id: &EventId) -> Option<&Membership> {
+        let m = self.slot(id)?.midx()?;
+        self.mlist.get(m).map(|(_, op)| op)
     }
 
     /// Verifies and adds a signed event of this room.
@@ -320,7 +303,7 @@ impl RoomDag {
         let missing: Vec<EventId> = event
             .prev()
             .iter()
-            .filter(|p| !self.nodes.contains_key(p))
+            .filter(|p| !self.admitted(p))
             .copied()
             .collect();
         if !missing.is_empty() {
@@ -372,7 +355,7 @@ impl RoomDag {
             let ready = self
                 .pending
                 .get(&w)
-                .is_some_and(|p| p.prev().iter().all(|x| self.nodes.contains_key(x)));
+                .is_some_and(|p| p.prev().iter().all(|x| self.admitted(x)));
             if ready && let Some(p) = self.pending.remove(&w) {
                 self.unpend_stranger(&w);
                 queue.push(p);
@@ -393,7 +376,7 @@ impl RoomDag {
     }
 
     fn accept(&mut self, ev: &Event) -> Result<(), DagError> {
-        if self.nodes.len() >= MAX_ROOM_EVENTS {
+        if self.arena.len() >= MAX_ROOM_EVENTS {
             return Err(DagError::RoomIndexFull);
         }
         let membership = if ev.kind() == EventKind::Membership {
@@ -401,15 +384,20 @@ impl RoomDag {
         } else {
             None
         };
+        let mut prev: Vec<u32> = Vec::with_capacity(ev.prev().len());
         let mut anc: Option<Arc<Bits>> = None;
-        let mut depth = 0;
+        let mut depth = 0u32;
         for p in ev.prev() {
-            let Some(pn) = self.nodes.get(p) else {
+            let Some(pi) = self.arena.find(p) else {
                 continue;
             };
-            depth = depth.max(pn.depth + 1);
+            let Some(pn) = self.arena.slot(pi) else {
+                continue;
+            };
+            prev.push(pi);
+            depth = depth.max(pn.depth.saturating_add(1));
             let mut with_parent: Option<Bits> = None;
-            if let Some(m) = pn.midx {
+            if let Some(m) = pn.midx() {
                 let mut b = (*pn.anc).clone();
                 b.insert(m);
                 with_parent = Some(b);
@@ -449,44 +437,28 @@ impl RoomDag {
             return Err(DagError::MembershipHistoryFull);
         }
         let midx = membership.as_ref().map(|_| self.mlist.len());
-        if let Some(m) = &membership {
-            self.mlist.push(ev.id());
-            self.resolution = None;
-            self.roster.note(&self.room, ev.id(), m);
-        }
-        for p in ev.prev() {
-            self.children.entry(*p).or_default().push(ev.id());
-        }
+        let i = self.arena.push(NewSlot {
+            id: ev.id(),
+            sender: ev.sender(),
+            seq: ev.seq(),
+            ts: ev.origin_ts_ms(),
+            kind: ev.kind(),
+            prev: &prev,
+            anc,
+            depth,
+            midx,
+        });
         if !never_cited(ev.kind()) {
-            for p in ev.prev() {
+            for p in &prev {
                 self.tips.remove(p);
             }
-            self.tips.insert(ev.id());
+            self.tips.insert(i);
         }
-        let ids = self
-            .seqs
-            .entry(ev.sender())
-            .or_default()
-            .entry(ev.seq())
-            .or_default();
-        if let Err(at) = ids.binary_search(&ev.id()) {
-            ids.insert(at, ev.id());
+        if let Some(m) = membership {
+            self.roster.note(&self.room, ev.id(), &m);
+            self.mlist.push((i, m));
+            self.resolution = None;
         }
-        self.nodes.insert(
-            ev.id(),
-            Node {
-                id: ev.id(),
-                sender: ev.sender(),
-                seq: ev.seq(),
-                prev: ev.prev().to_vec(),
-                ts: ev.origin_ts_ms(),
-                kind: ev.kind(),
-                membership: membership.map(Box::new),
-                midx,
-                anc,
-                depth,
-            },
-        );
         if let Some(m) = midx {
             self.judge_membership(m);
         }
@@ -537,12 +509,15 @@ impl RoomDag {
     /// The causally valid membership indices of `anc`, in a topological
     /// order that depends on them alone: (depth, time, ID).
     fn causal_past(&self, anc: &Bits) -> Vec<usize> {
-        let mut past: Vec<(u64, u64, EventId, usize)> = self
+        let mut past: Vec<(u32, u64, EventId, usize)> = self
             .mlist
             .iter()
             .enumerate()
             .filter(|(i, _)| anc.contains(*i) && self.cvalid.contains(*i))
-            .filter_map(|(i, id)| self.nodes.get(id).map(|n| (n.depth, n.ts, n.id, i)))
+            .filter_map(|(i, (a, _))| {
+                let n = self.arena.slot(*a)?;
+                Some((n.depth, n.ts, self.arena.id(*a), i))
+            })
             .collect();
         past.sort_unstable();
         past.into_iter().map(|p| p.3).collect()
@@ -552,16 +527,18 @@ impl RoomDag {
     /// causally valid it counts for the admission of its descendants, and
     /// the device it creates or invites gains standing.
     fn judge_membership(&mut self, m: usize) {
-        let Some(node) = self.mlist.get(m).and_then(|id| self.nodes.get(id)) else {
+        let Some((node, op)) = self
+            .mlist
+            .get(m)
+            .and_then(|(a, op)| Some((self.arena.slot(*a)?, op)))
+        else {
             return;
         };
         let past = self.causal_past(&node.anc);
         if !resolve::causally_valid(&self.room, &self.mevents(), &past, m) {
             return;
         }
-        let named = node
-            .membership
-            .as_deref()
+        let named = Some(op)
             .filter(|m| m.creation().is_some() || m.invitee().is_some())
             .and_then(Membership::named);
         self.cvalid.insert(m);
@@ -596,7 +573,7 @@ impl RoomDag {
 
     /// Whether the DAG holds no event, admitted or pending.
     pub fn holds_nothing(&self) -> bool {
-        self.nodes.is_empty() && self.pending.is_empty()
+        self.is_empty() && self.pending.is_empty()
     }
 
     /// What the room's views need of an event the DAG holds (admitted or
@@ -604,11 +581,11 @@ impl RoomDag {
     /// the store one event at a time, so their memory is the DAG's
     /// whatever the room's stored size.
     pub fn held(&self, id: &EventId) -> Option<Held> {
-        if let Some(n) = self.nodes.get(id) {
+        if let Some(n) = self.slot(id) {
             return Some(Held {
-                sender: n.sender,
+                sender: self.arena.sender(n),
                 seq: n.seq,
-                kind: n.kind,
+                kind: n.kind(),
                 ts: n.ts,
             });
         }
@@ -627,9 +604,9 @@ impl RoomDag {
 
     /// Every sender of a held event (admitted or pending), ascending.
     pub fn held_senders(&self) -> BTreeSet<DeviceId> {
-        self.nodes
-            .values()
-            .map(|n| n.sender)
+        self.arena
+            .senders()
+            .copied()
             .chain(self.pending.values().map(Event::sender))
             .collect()
     }
@@ -637,18 +614,30 @@ impl RoomDag {
     fn mevents(&self) -> Vec<MEvent<'_>> {
         self.mlist
             .iter()
-            .filter_map(|id| self.nodes.get(id))
-            .filter_map(|n| {
-                n.membership.as_deref().map(|op| MEvent {
-                    id: n.id,
-                    sender: n.sender,
+            .filter_map(|(a, op)| {
+                let n = self.arena.slot(*a)?;
+                let id = self.arena.id(*a);
+                Some(MEvent {
+                    id,
+                    sender: self.arena.sender(n),
                     ts: n.ts,
                     op,
-                    card: self.roster.card(&n.id, op),
+                    card: self.roster.card(&id, op),
                     anc: &n.anc,
                 })
             })
             .collect()
+    }
+
+    /// Membership events with their IDs and senders, in membership order.
+    fn mlist_ops<'a>(
+        arena: &'a Arena,
+        mlist: &'a [(u32, Membership)],
+    ) -> impl Iterator<Item = (EventId, DeviceId, &'a Membership)> + Clone {
+        mlist.iter().filter_map(|(a, op)| {
+            let n = arena.slot(*a)?;
+            Some((arena.id(*a), arena.sender(n), op))
+        })
     }
 
     /// The room's roster secrets this device holds, the room's own first
@@ -670,10 +659,7 @@ impl RoomDag {
     /// Returns whether they were taken.
     pub fn offer_roster_secrets(&mut self, secrets: Vec<RosterSecret>) -> bool {
         let room = self.room;
-        let events = self.mlist.iter().filter_map(|id| {
-            let n = self.nodes.get(id)?;
-            Some((n.id, n.sender, n.membership.as_deref()?))
-        });
+        let events = Self::mlist_ops(&self.arena, &self.mlist);
         let ok = self.roster.offer(&room, secrets, events);
         if ok {
             self.resolution = None;
@@ -685,10 +671,7 @@ impl RoomDag {
     /// the cards it seals. Returns whether it was new.
     pub fn add_roster_secret(&mut self, secret: RosterSecret) -> bool {
         let room = self.room;
-        let events = self.mlist.iter().filter_map(|id| {
-            let n = self.nodes.get(id)?;
-            Some((n.id, n.membership.as_deref()?))
-        });
+        let events = Self::mlist_ops(&self.arena, &self.mlist).map(|(id, _, op)| (id, op));
         let new = self.roster.add(&room, &[secret], events);
         if new {
             self.resolution = None;
@@ -714,32 +697,35 @@ impl RoomDag {
     /// among its strict ancestors, applied. `None` if the event is unknown.
     pub fn members_at(&mut self, id: &EventId) -> Option<MembershipState> {
         self.resolve();
-        let anc = self.nodes.get(id)?.anc.clone();
+        let anc = self.slot(id)?.anc.clone();
         let res = self.resolution.as_ref()?;
         Some(resolve::state_at(&self.mevents(), res, &anc))
     }
 
     /// Whether `a` is a strict ancestor of `b`.
     pub fn is_ancestor(&self, a: &EventId, b: &EventId) -> bool {
-        let (Some(na), Some(nb)) = (self.nodes.get(a), self.nodes.get(b)) else {
+        let (Some(ia), Some(ib)) = (self.arena.find(a), self.arena.find(b)) else {
             return false;
         };
-        if let Some(m) = na.midx {
+        let (Some(na), Some(nb)) = (self.arena.slot(ia), self.arena.slot(ib)) else {
+            return false;
+        };
+        if let Some(m) = na.midx() {
             return nb.anc.contains(m);
         }
-        let mut stack = vec![*b];
+        let mut stack = vec![ib];
         let mut seen = BTreeSet::new();
         while let Some(x) = stack.pop() {
-            let Some(n) = self.nodes.get(&x) else {
+            let Some(n) = self.arena.slot(x) else {
                 continue;
             };
-            for p in &n.prev {
-                if p == a {
+            for &p in self.arena.prev(n) {
+                if p == ia {
                     return true;
                 }
-                let deeper = self.nodes.get(p).is_some_and(|pn| pn.depth > na.depth);
-                if deeper && seen.insert(*p) {
-                    stack.push(*p);
+                let deeper = self.arena.slot(p).is_some_and(|pn| pn.depth > na.depth);
+                if deeper && seen.insert(p) {
+                    stack.push(p);
                 }
             }
         }
@@ -760,25 +746,22 @@ impl RoomDag {
         let Some(res) = self.resolution.clone() else {
             return false;
         };
-        let Some(anc) = self.nodes.get(id).map(|n| n.anc.clone()) else {
+        let Some(anc) = self.slot(id).map(|n| n.anc.clone()) else {
             return false;
         };
         for &m in &res.t_order {
             if !res.valid.contains(m) || anc.contains(m) {
                 continue;
             }
-            let Some(mid) = self.mlist.get(m).copied() else {
+            let Some((a, op)) = self.mlist.get(m) else {
                 continue;
             };
-            let Some(node) = self.nodes.get(&mid) else {
-                continue;
-            };
-            let Some(op) = node.membership.as_deref() else {
+            let Some(node) = self.arena.slot(*a) else {
                 continue;
             };
             let removes = matches!(op, Membership::Remove { .. } | Membership::Leave)
-                && op.target(&node.sender) == *sender;
-            if removes && !self.is_ancestor(id, &mid) {
+                && op.target(&self.arena.sender(node)) == *sender;
+            if removes && !self.is_ancestor(id, &self.arena.id(*a)) {
                 return false;
             }
         }
@@ -787,24 +770,27 @@ impl RoomDag {
 
     /// Deterministic display order of every event in the DAG.
     pub fn display_order(&self) -> Vec<EventId> {
-        let mut remaining: BTreeMap<EventId, usize> = BTreeMap::new();
+        let slots = self.arena.slots();
+        let mut remaining: Vec<u8> = slots
+            .iter()
+            .map(|s| self.arena.prev(s).len() as u8)
+            .collect();
         let mut heap = BinaryHeap::new();
-        for n in self.nodes.values() {
-            remaining.insert(n.id, n.prev.len());
-            if n.prev.is_empty() {
-                heap.push(Reverse((n.ts, n.id)));
+        for (i, s) in slots.iter().enumerate() {
+            if self.arena.prev(s).is_empty() {
+                heap.push(Reverse((s.ts, self.arena.id(i as u32), i as u32)));
             }
         }
-        let mut out = Vec::with_capacity(self.nodes.len());
-        while let Some(Reverse((_, id))) = heap.pop() {
+        let mut out = Vec::with_capacity(slots.len());
+        while let Some(Reverse((_, id, i))) = heap.pop() {
             out.push(id);
-            for c in self.children.get(&id).into_iter().flatten() {
-                if let Some(r) = remaining.get_mut(c) {
+            for c in self.arena.children(i) {
+                if let Some(r) = remaining.get_mut(c as usize) {
                     *r = r.saturating_sub(1);
                     if *r == 0
-                        && let Some(cn) = self.nodes.get(c)
+                        && let Some(cn) = self.arena.slot(c)
                     {
-                        heap.push(Reverse((cn.ts, cn.id)));
+                        heap.push(Reverse((cn.ts, self.arena.id(c), c)));
                     }
                 }
             }
@@ -828,9 +814,8 @@ impl RoomDag {
             return Err(DagError::Chunk("must cite exactly its announcement"));
         };
         let announced = self
-            .nodes
-            .get(file)
-            .is_some_and(|n| n.kind == EventKind::Message && n.sender == ev.sender());
+            .slot(file)
+            .is_some_and(|n| n.kind() == EventKind::Message && self.arena.sender(n) == ev.sender());
         if body.file != *file || !announced {
             return Err(DagError::Chunk("not a chunk of its sender's message"));
         }
@@ -842,17 +827,24 @@ impl RoomDag {
     /// cites one event, so each is listed once). The limit bounds what a
     /// sender who sends more chunks than its file has can cost a reader.
     pub fn chunks_of(&self, file: &EventId, limit: usize) -> Vec<EventId> {
-        self.children
-            .get(file)
-            .into_iter()
-            .flatten()
-            .filter(|c| {
-                self.nodes
-                    .get(c)
-                    .is_some_and(|n| n.kind == EventKind::Chunk)
+        let Some(f) = self.arena.find(file) else {
+            return Vec::new();
+        };
+        let mut chunks: Vec<u32> = self
+            .arena
+            .children(f)
+            .filter(|&c| {
+                self.arena
+                    .slot(c)
+                    .is_some_and(|n| n.kind() == EventKind::Chunk)
             })
+            .collect();
+        // Children come most recent first.
+        chunks.reverse();
+        chunks
+            .into_iter()
             .take(limit)
-            .copied()
+            .map(|c| self.arena.id(c))
             .collect()
     }
 
@@ -863,51 +855,45 @@ impl RoomDag {
     /// it before the backlog it overtook (`protocol-spec/wire.md`, "Urgent
     /// messages"). With `skip` empty, [`RoomDag::heads`].
     pub fn heads_without(&self, skip: &BTreeSet<EventId>) -> Vec<EventId> {
-        if skip.is_empty() {
-            let mut h: Vec<&Node> = self
-                .tips
+        let mut h: Vec<(Reverse<u32>, EventId)> = if skip.is_empty() {
+            self.tips
                 .iter()
-                .filter_map(|id| self.nodes.get(id))
-                .collect();
-            h.sort_by_key(|n| (Reverse(n.depth), n.id));
-            return h.into_iter().take(MAX_PREV_EVENTS).map(|n| n.id).collect();
-        }
-        // Nothing cites a chunk or a receipt: a node whose children are all
-        // such (or skipped) is a head, and they never are.
-        let cited = |c: &EventId| {
-            !skip.contains(c) && self.nodes.get(c).is_some_and(|n| !never_cited(n.kind))
+                .filter_map(|&i| Some((Reverse(self.arena.slot(i)?.depth), self.arena.id(i))))
+                .collect()
+        } else {
+            // Nothing cites a chunk or a receipt: a node whose children are
+            // all such (or skipped) is a head, and they never are.
+            let skipped = |i: u32| skip.contains(&self.arena.id(i));
+            let cited =
+                |c: u32| !skipped(c) && self.arena.slot(c).is_some_and(|n| !never_cited(n.kind()));
+            self.arena
+                .slots()
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i as u32, n))
+                .filter(|&(i, n)| !never_cited(n.kind()) && !skipped(i))
+                .filter(|&(i, _)| !self.arena.children(i).any(cited))
+                .map(|(i, n)| (Reverse(n.depth), self.arena.id(i)))
+                .collect()
         };
-        let mut h: Vec<&Node> = self
-            .nodes
-            .values()
-            .filter(|n| !skip.contains(&n.id) && !never_cited(n.kind))
-            .filter(|n| {
-                self.children
-                    .get(&n.id)
-                    .is_none_or(|c| !c.iter().any(cited))
-            })
-            .collect();
-        h.sort_by_key(|n| (Reverse(n.depth), n.id));
-        h.into_iter().take(MAX_PREV_EVENTS).map(|n| n.id).collect()
+        h.sort();
+        h.into_iter()
+            .take(MAX_PREV_EVENTS)
+            .map(|(_, id)| id)
+            .collect()
     }
 
     /// `sender`'s held events, newest sequence number first.
     pub fn sender_events_newest_first(
         &self,
         sender: &DeviceId,
-    ) -> impl Iterator<Item = &EventId> + '_ {
-        self.seqs
-            .get(sender)
-            .into_iter()
-            .flat_map(|s| s.values().rev().flatten())
+    ) -> impl Iterator<Item = EventId> + '_ {
+        self.arena.sender_events_newest_first(sender)
     }
 
     /// Highest sequence number seen from `sender` (0 if none).
     pub fn max_seq(&self, sender: &DeviceId) -> u64 {
-        self.seqs
-            .get(sender)
-            .and_then(|s| s.keys().next_back().copied())
-            .unwrap_or(0)
+        self.arena.max_seq(sender)
     }
 
     /// Whether an event from `me` uses a sequence number at or above
@@ -921,7 +907,7 @@ impl RoomDag {
     /// Sequence gaps per sender, in (sender, seq) order.
     pub fn gaps(&self) -> Vec<Gap> {
         let mut out = Vec::new();
-        for (sender, seqs) in &self.seqs {
+        for (sender, seqs) in self.arena.seqs() {
             let mut expect = 1u64;
             for &s in seqs.keys() {
                 if s > expect {
@@ -938,16 +924,14 @@ impl RoomDag {
     }
 
     /// (sender, seq) pairs used by more than one event: forks or replays
-    /// from a cloned device.
+    /// from a cloned device, in (sender, seq) order.
     pub fn forks(&self) -> Vec<(DeviceId, u64, Vec<EventId>)> {
-        let mut out = Vec::new();
-        for (sender, seqs) in &self.seqs {
-            for (seq, ids) in seqs {
-                if ids.len() > 1 {
-                    out.push((*sender, *seq, ids.to_vec()));
-                }
-            }
-        }
+        let mut out: Vec<(DeviceId, u64, Vec<EventId>)> = self
+            .arena
+            .forks()
+            .map(|(d, seq, ids)| (d, seq, ids.clone()))
+            .collect();
+        out.sort();
         out
     }
 }
