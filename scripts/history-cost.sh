@@ -7,6 +7,11 @@
 # command (its heap profile). Usage: scripts/history-cost.sh BIN [DUR]
 set -eu
 BIN=$1; DUR=${2:-180}
+# A daemon left over from an earlier run (say, a heaptrack child) would take
+# B's connections on the reused port and the figures would be someone else's.
+if ss -ltn | grep -qE '127\.0\.0\.1:4731[12] '; then
+  echo "port 47311 or 47312 is in use: stop the daemon listening there first" >&2; exit 1
+fi
 T=$(mktemp -d); A=$T/a; B=$T/b
 m() { "$BIN" --data-dir "$1" "${@:2}"; }
 m $A init --name Ana >/dev/null; m $B init --name Bo >/dev/null
@@ -32,4 +37,5 @@ while :; do
 done
 sleep 3
 echo "B holds $(m $B status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["events"])') events; A sent $n"
-kill $PA $PB; wait 2>/dev/null; rm -rf $T
+# Under WRAP, $PA is the wrapper: stop the whole process group's daemons.
+pkill -f -- "--data-dir $A run" || true; kill $PA $PB 2>/dev/null || true; wait 2>/dev/null; rm -rf $T

@@ -17,8 +17,6 @@
 //! link). An uplink is up always, or only while the gateway is inside its
 //! `uplink_region` and/or within one of its `uplink_windows_s`.
 
-use std::collections::BTreeMap;
-
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use serde::Deserialize;
@@ -247,6 +245,41 @@ impl CellGrid {
     }
 }
 
+/// Pairs (i, j), i < j, with i in `of`, within BLE range (or LAN range
+/// when both have LAN), and whether the link is LAN.
+fn pairs_in_range(
+    nodes: &[NodeMove],
+    grid: &CellGrid,
+    ranges: Ranges,
+    of: std::ops::Range<usize>,
+) -> Vec<(usize, usize, bool)> {
+    let mut out = Vec::new();
+    for i in of {
+        let n = &nodes[i];
+        let c = grid.cell_of(n.walker.pos);
+        for gx in c.0 - 1..=c.0 + 1 {
+            for gy in c.1 - 1..=c.1 + 1 {
+                for &j in grid.members(gx, gy) {
+                    if j <= i {
+                        continue;
+                    }
+                    let m = &nodes[j];
+                    let (dx, dy) = (
+                        n.walker.pos.0 - m.walker.pos.0,
+                        n.walker.pos.1 - m.walker.pos.1,
+                    );
+                    let d = (dx * dx + dy * dy).sqrt();
+                    let lan = n.lan && m.lan && d <= ranges.lan_m;
+                    if lan || d <= ranges.ble_m {
+                        out.push((i, j, lan));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Moves every population for `duration_s` in steps of `step_s` and
 /// returns the contact changes, sorted by time.
 pub fn contacts(
@@ -302,7 +335,9 @@ pub fn contacts(
         0.0
     });
     let mut grid = CellGrid::new(area, reach.max(1.0));
-    let mut live: BTreeMap<(usize, usize), bool> = BTreeMap::new();
+    // Pairs in range, sorted by (a, b), with whether they are a LAN link.
+    let mut live: Vec<(usize, usize, bool)> = Vec::new();
+    let mut now: Vec<(usize, usize, bool)> = Vec::new();
     let mut out = Vec::new();
     let steps = (duration_s / step_s).ceil() as u64;
     for s in 0..=steps {
@@ -342,42 +377,48 @@ pub fn contacts(
         }
         // Spatial grid: cells of the longest range, nodes bucketed by cell.
         grid.fill(nodes.iter().map(|n| n.walker.pos));
-        let mut now: BTreeMap<(usize, usize), bool> = BTreeMap::new();
-        for (i, n) in nodes.iter().enumerate() {
-            let c = grid.cell_of(n.walker.pos);
-            for gx in c.0 - 1..=c.0 + 1 {
-                for gy in c.1 - 1..=c.1 + 1 {
-                    let v = grid.members(gx, gy);
-                    for &j in v {
-                        if j <= i {
-                            continue;
-                        }
-                        let m = &nodes[j];
-                        let (dx, dy) = (
-                            n.walker.pos.0 - m.walker.pos.0,
-                            n.walker.pos.1 - m.walker.pos.1,
-                        );
-                        let d = (dx * dx + dy * dy).sqrt();
-                        let lan = n.lan && m.lan && d <= ranges.lan_m;
-                        if lan || d <= ranges.ble_m {
-                            now.insert((i, j), lan);
-                        }
-                    }
-                }
-            }
-        }
+        // Two halves of the nodes on two threads; the pairs are sorted
+        // below, so the split does not change the result.
+        now.clear();
+        let half = nodes.len() / 2;
+        let (lo, hi) = std::thread::scope(|sc| {
+            let h = sc.spawn(|| pairs_in_range(&nodes, &grid, ranges, half..nodes.len()));
+            let lo = pairs_in_range(&nodes, &grid, ranges, 0..half);
+            (
+                lo,
+                h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            )
+        });
+        now.extend(lo);
+        now.extend(hi);
         // Gateways with their uplinks up are linked through the homeserver.
         let up: Vec<usize> = (0..nodes.len())
             .filter(|&i| pops[nodes[i].pop].uplink_up(nodes[i].walker.pos, t))
             .collect();
         for (k, &i) in up.iter().enumerate() {
             for &j in &up[k + 1..] {
-                now.insert((i, j), true);
+                now.push((i, j, true));
             }
         }
+        // The grid lists a pair once; an uplink pair it also lists is a
+        // LAN link.
+        now.sort_unstable();
+        now.dedup_by(|later, first| {
+            let same = (later.0, later.1) == (first.0, first.1);
+            if same {
+                first.2 |= later.2;
+            }
+            same
+        });
         let t_ms = (t * 1000.0).round() as u64;
-        for (&(a, b), &lan) in &live {
-            if now.get(&(a, b)) != Some(&lan) {
+        let find = |v: &[(usize, usize, bool)], a: usize, b: usize| {
+            v.binary_search_by_key(&(a, b), |p| (p.0, p.1))
+                .ok()
+                .and_then(|k| v.get(k))
+                .map(|p| p.2)
+        };
+        for &(a, b, lan) in &live {
+            if find(&now, a, b) != Some(lan) {
                 out.push(Contact {
                     t_ms,
                     a,
@@ -387,8 +428,8 @@ pub fn contacts(
                 });
             }
         }
-        for (&(a, b), &lan) in &now {
-            if live.get(&(a, b)) != Some(&lan) {
+        for &(a, b, lan) in &now {
+            if find(&live, a, b) != Some(lan) {
                 out.push(Contact {
                     t_ms,
                     a,
@@ -398,7 +439,7 @@ pub fn contacts(
                 });
             }
         }
-        live = now;
+        std::mem::swap(&mut live, &mut now);
     }
     out
 }

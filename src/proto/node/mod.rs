@@ -194,7 +194,7 @@ pub const SIM_COPY_BUDGET: u8 = 16;
 
 /// Most events whose copy counts (above one) a node remembers; a forgotten
 /// count falls back to one copy (deliver to members only).
-pub const MAX_COPY_RECORDS: usize = 65_536;
+pub const MAX_COPY_RECORDS: usize = 16_384;
 
 /// Bytes a `Spray` frame adds over an `Events` frame of the same events
 /// (copy-count list head; one byte per event is in `PER_EVENT_OVERHEAD`'s

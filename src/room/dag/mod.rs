@@ -35,6 +35,7 @@ use crate::room::resolve::{self, MEvent, MembershipState, Resolution};
 use crate::room::roster::Roster;
 
 mod arena;
+mod seqs;
 use arena::{Arena, NewSlot, Slot};
 
 /// Most events waiting for missing predecessors, per room.
@@ -180,6 +181,8 @@ pub struct RoomDag {
     tips: BTreeSet<u32>,
     /// Membership events by membership index: arena index and change.
     mlist: Vec<(u32, Membership)>,
+    /// Membership index by arena index.
+    midx: BTreeMap<u32, usize>,
     pending: BTreeMap<EventId, Event>,
     waiters: BTreeMap<EventId, BTreeSet<EventId>>,
     resolution: Option<Resolution>,
@@ -216,6 +219,7 @@ impl RoomDag {
             arena: Arena::default(),
             tips: BTreeSet::new(),
             mlist: Vec::new(),
+            midx: BTreeMap::new(),
             pending: BTreeMap::new(),
             waiters: BTreeMap::new(),
             resolution: None,
@@ -259,7 +263,7 @@ impl RoomDag {
 
     /// The membership change an admitted membership event makes.
     pub fn membership(&self, id: &EventId) -> Option<&Membership> {
-        let m = self.slot(id)?.midx()?;
+        let m = *self.midx.get(&self.arena.find(id)?)?;
         self.mlist.get(m).map(|(_, op)| op)
     }
 
@@ -395,9 +399,11 @@ impl RoomDag {
                 continue;
             };
             prev.push(pi);
-            depth = depth.max(pn.depth.saturating_add(1));
+            depth = depth.max(pn.depth().saturating_add(1));
             let mut with_parent: Option<Bits> = None;
-            if let Some(m) = pn.midx() {
+            if pn.is_membership()
+                && let Some(&m) = self.midx.get(&pi)
+            {
                 let mut b = (*pn.anc).clone();
                 b.insert(m);
                 with_parent = Some(b);
@@ -446,7 +452,6 @@ impl RoomDag {
             prev: &prev,
             anc,
             depth,
-            midx,
         });
         if !never_cited(ev.kind()) {
             for p in &prev {
@@ -455,6 +460,7 @@ impl RoomDag {
             self.tips.insert(i);
         }
         if let Some(m) = membership {
+            self.midx.insert(i, self.mlist.len());
             self.roster.note(&self.room, ev.id(), &m);
             self.mlist.push((i, m));
             self.resolution = None;
@@ -516,7 +522,7 @@ impl RoomDag {
             .filter(|(i, _)| anc.contains(*i) && self.cvalid.contains(*i))
             .filter_map(|(i, (a, _))| {
                 let n = self.arena.slot(*a)?;
-                Some((n.depth, n.ts, self.arena.id(*a), i))
+                Some((n.depth(), n.ts, self.arena.id(*a), i))
             })
             .collect();
         past.sort_unstable();
@@ -581,11 +587,13 @@ impl RoomDag {
     /// the store one event at a time, so their memory is the DAG's
     /// whatever the room's stored size.
     pub fn held(&self, id: &EventId) -> Option<Held> {
-        if let Some(n) = self.slot(id) {
+        if let Some(i) = self.arena.find(id)
+            && let (Some(n), Some(kind)) = (self.arena.slot(i), self.arena.kind(i))
+        {
             return Some(Held {
                 sender: self.arena.sender(n),
                 seq: n.seq,
-                kind: n.kind(),
+                kind,
                 ts: n.ts,
             });
         }
@@ -710,7 +718,9 @@ impl RoomDag {
         let (Some(na), Some(nb)) = (self.arena.slot(ia), self.arena.slot(ib)) else {
             return false;
         };
-        if let Some(m) = na.midx() {
+        if na.is_membership()
+            && let Some(&m) = self.midx.get(&ia)
+        {
             return nb.anc.contains(m);
         }
         let mut stack = vec![ib];
@@ -723,7 +733,7 @@ impl RoomDag {
                 if p == ia {
                     return true;
                 }
-                let deeper = self.arena.slot(p).is_some_and(|pn| pn.depth > na.depth);
+                let deeper = self.arena.slot(p).is_some_and(|pn| pn.depth() > na.depth());
                 if deeper && seen.insert(p) {
                     stack.push(p);
                 }
@@ -770,18 +780,16 @@ impl RoomDag {
 
     /// Deterministic display order of every event in the DAG.
     pub fn display_order(&self) -> Vec<EventId> {
-        let slots = self.arena.slots();
-        let mut remaining: Vec<u8> = slots
-            .iter()
-            .map(|s| self.arena.prev(s).len() as u8)
-            .collect();
+        let mut remaining: Vec<u8> = Vec::with_capacity(self.arena.len());
         let mut heap = BinaryHeap::new();
-        for (i, s) in slots.iter().enumerate() {
-            if self.arena.prev(s).is_empty() {
+        for (i, s) in self.arena.slots().enumerate() {
+            let n = self.arena.prev(s).len();
+            remaining.push(n as u8);
+            if n == 0 {
                 heap.push(Reverse((s.ts, self.arena.id(i as u32), i as u32)));
             }
         }
-        let mut out = Vec::with_capacity(slots.len());
+        let mut out = Vec::with_capacity(self.arena.len());
         while let Some(Reverse((_, id, i))) = heap.pop() {
             out.push(id);
             for c in self.arena.children(i) {
@@ -813,9 +821,10 @@ impl RoomDag {
         let [file] = ev.prev() else {
             return Err(DagError::Chunk("must cite exactly its announcement"));
         };
-        let announced = self
-            .slot(file)
-            .is_some_and(|n| n.kind() == EventKind::Message && self.arena.sender(n) == ev.sender());
+        let announced = self.arena.find(file).is_some_and(|i| {
+            self.arena.kind(i) == Some(EventKind::Message)
+                && self.arena.slot(i).map(|n| self.arena.sender(n)) == Some(ev.sender())
+        });
         if body.file != *file || !announced {
             return Err(DagError::Chunk("not a chunk of its sender's message"));
         }
@@ -833,11 +842,7 @@ impl RoomDag {
         let mut chunks: Vec<u32> = self
             .arena
             .children(f)
-            .filter(|&c| {
-                self.arena
-                    .slot(c)
-                    .is_some_and(|n| n.kind() == EventKind::Chunk)
-            })
+            .filter(|&c| self.arena.kind(c) == Some(EventKind::Chunk))
             .collect();
         // Children come most recent first.
         chunks.reverse();
@@ -858,22 +863,21 @@ impl RoomDag {
         let mut h: Vec<(Reverse<u32>, EventId)> = if skip.is_empty() {
             self.tips
                 .iter()
-                .filter_map(|&i| Some((Reverse(self.arena.slot(i)?.depth), self.arena.id(i))))
+                .filter_map(|&i| Some((Reverse(self.arena.slot(i)?.depth()), self.arena.id(i))))
                 .collect()
         } else {
             // Nothing cites a chunk or a receipt: a node whose children are
             // all such (or skipped) is a head, and they never are.
             let skipped = |i: u32| skip.contains(&self.arena.id(i));
-            let cited =
-                |c: u32| !skipped(c) && self.arena.slot(c).is_some_and(|n| !never_cited(n.kind()));
+            let cites = |i: u32| self.arena.kind(i).is_some_and(|k| !never_cited(k));
+            let cited = |c: u32| !skipped(c) && cites(c);
             self.arena
                 .slots()
-                .iter()
                 .enumerate()
                 .map(|(i, n)| (i as u32, n))
-                .filter(|&(i, n)| !never_cited(n.kind()) && !skipped(i))
+                .filter(|&(i, _)| cites(i) && !skipped(i))
                 .filter(|&(i, _)| !self.arena.children(i).any(cited))
-                .map(|(i, n)| (Reverse(n.depth), self.arena.id(i)))
+                .map(|(i, n)| (Reverse(n.depth()), self.arena.id(i)))
                 .collect()
         };
         h.sort();
@@ -906,21 +910,15 @@ impl RoomDag {
 
     /// Sequence gaps per sender, in (sender, seq) order.
     pub fn gaps(&self) -> Vec<Gap> {
-        let mut out = Vec::new();
-        for (sender, seqs) in self.arena.seqs() {
-            let mut expect = 1u64;
-            for &s in seqs.keys() {
-                if s > expect {
-                    out.push(Gap {
-                        sender: *sender,
-                        from_seq: expect,
-                        to_seq: s - 1,
-                    });
-                }
-                expect = s.saturating_add(1);
-            }
-        }
-        out
+        self.arena
+            .gaps()
+            .into_iter()
+            .map(|(sender, from_seq, to_seq)| Gap {
+                sender,
+                from_seq,
+                to_seq,
+            })
+            .collect()
     }
 
     /// (sender, seq) pairs used by more than one event: forks or replays
@@ -965,8 +963,8 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn pending_release_duplicates_forks_and_ancestry() {
+    /// A device, its room and the room's create event.
+    fn created_room() -> (Identity, RoomId, Event) {
         let a = Identity::from_seed(&[1; 32]);
         let room = derive_room_id(&a.device_id(), &[0; 16]);
         let card = ContactCard::create(&a, "A", 1).unwrap();
@@ -982,6 +980,12 @@ mod tests {
             }
             .to_bytes(),
         );
+        (a, room, create)
+    }
+
+    #[test]
+    fn pending_release_duplicates_forks_and_ancestry() {
+        let (a, room, create) = created_room();
         let m2 = ev(&a, room, 2, &[&create], EventKind::Message, vec![1]);
         let m3 = ev(&a, room, 3, &[&m2], EventKind::Message, vec![2]);
         let fork3 = ev(&a, room, 3, &[&m2], EventKind::Message, vec![3]);
@@ -1026,6 +1030,65 @@ mod tests {
         );
         let bad = ev(&a, room, 9, &[&create], EventKind::Membership, vec![0x80]);
         assert!(matches!(dag.insert(&bad), Err(DagError::Membership(_))));
+    }
+
+    /// Past the arena's chunk size (1,024) every lookup still answers
+    /// from the right event: kinds (an unknown one too), senders, edges,
+    /// the display order, chunks and forks.
+    #[test]
+    fn a_long_history_crosses_chunks_intact() {
+        let (a, room, create) = created_room();
+        let mut dag = RoomDag::new(room);
+        dag.insert(&create).unwrap();
+        let mut chain = vec![create];
+        for seq in 2..2600u64 {
+            let kind = if seq % 500 == 0 {
+                EventKind::Other(77)
+            } else {
+                EventKind::Message
+            };
+            let e = ev(
+                &a,
+                room,
+                seq,
+                &[chain.last().unwrap()],
+                kind,
+                vec![seq as u8],
+            );
+            assert!(matches!(dag.insert(&e).unwrap(), Inserted::Accepted(_)));
+            chain.push(e);
+        }
+        let fork = ev(
+            &a,
+            room,
+            1500,
+            &[&chain[1400]],
+            EventKind::Message,
+            vec![9, 9],
+        );
+        dag.insert(&fork).unwrap();
+        assert_eq!(dag.len(), 2600);
+        let ids: Vec<EventId> = chain.iter().map(Event::id).collect();
+        let order = dag.display_order();
+        assert_eq!(order.len(), 2600);
+        assert!(order[..1400] == ids[..1400]);
+        assert_eq!(dag.held(&ids[1999]).unwrap().kind, EventKind::Other(77));
+        assert_eq!(dag.held(&ids[2100]).unwrap().seq, 2101);
+        assert!(dag.is_ancestor(&ids[3], &ids[2500]));
+        assert!(!dag.is_ancestor(&ids[2500], &fork.id()));
+        let mut both = vec![ids[1499], fork.id()];
+        both.sort();
+        assert_eq!(dag.forks(), vec![(a.device_id(), 1500, both)]);
+        assert_eq!(dag.max_seq(&a.device_id()), 2599);
+        let newest: Vec<EventId> = dag
+            .sender_events_newest_first(&a.device_id())
+            .take(2)
+            .collect();
+        assert_eq!(newest, vec![ids[2598], ids[2597]]);
+        let mut heads = vec![ids[2598], fork.id()];
+        heads.sort_by_key(|id| (Reverse(if *id == fork.id() { 1400 } else { 2598 }), *id));
+        assert_eq!(dag.heads(), heads);
+        assert!(dag.gaps().is_empty());
     }
 
     proptest::proptest! {
