@@ -8,9 +8,9 @@
 //! 40-byte record ([`Slot`]), an entry of the ID index, its predecessors (4
 //! bytes each), one child link per predecessor (8 bytes) and 4 bytes of
 //! its sender's sequence runs: about 110 bytes, against about 640 when
-//! every edge named a 32-byte ID in maps of its own. Records live in fixed-size chunks
-//! ([`Chunked`]), so a growing room never holds a doubled array or copies
-//! one.
+//! every edge named a 32-byte ID in maps of its own. Records live in
+//! fixed-size chunks ([`Chunked`]), so a growing room never holds a doubled
+//! array or copies one.
 //!
 //! The ID index is a B-tree from the first 8 bytes of an ID to its index.
 //! An ID whose prefix another event already has (which costs whoever makes
@@ -346,11 +346,11 @@ impl Arena {
         self.sender_seqs(sender)
             .into_iter()
             .flat_map(move |(s, seqs)| {
-                seqs.newest_first()
-                    .flat_map(move |(seq, first)| match self.forks.get(&(s, seq)) {
-                        Some(ids) => ids.clone(),
-                        None => vec![self.id(first)],
-                    })
+                seqs.newest_first().flat_map(move |(seq, first)| {
+                    let fork = self.forks.get(&(s, seq));
+                    let single = fork.is_none().then(|| self.id(first));
+                    fork.into_iter().flatten().copied().chain(single)
+                })
             })
     }
 

@@ -442,7 +442,6 @@ impl RoomDag {
         if membership.is_some() && self.mlist.len() >= MAX_MEMBERSHIP_EVENTS {
             return Err(DagError::MembershipHistoryFull);
         }
-        let midx = membership.as_ref().map(|_| self.mlist.len());
         let i = self.arena.push(NewSlot {
             id: ev.id(),
             sender: ev.sender(),
@@ -460,13 +459,12 @@ impl RoomDag {
             self.tips.insert(i);
         }
         if let Some(m) = membership {
-            self.midx.insert(i, self.mlist.len());
+            let midx = self.mlist.len();
+            self.midx.insert(i, midx);
             self.roster.note(&self.room, ev.id(), &m);
             self.mlist.push((i, m));
             self.resolution = None;
-        }
-        if let Some(m) = midx {
-            self.judge_membership(m);
+            self.judge_membership(midx);
         }
         Ok(())
     }
