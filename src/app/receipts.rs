@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::room::ReceiptBook;
 use crate::room::receipt::{Delivered, MAX_RECEIPT_ENTRIES, MAX_RECEIPT_EXCEPTIONS, ReceiptBody};
+use crate::room::{OwnReceipts, ReceiptBook};
 
 /// Per other sender, the highest sequence number of a message a person
 /// was shown (what a read receipt says).
@@ -37,14 +37,7 @@ impl<S: Store> Device<S> {
                 .collect()
         };
         for (id, reader, seq) in ids {
-            if !s.dag().sender_authorized_at(&id, &reader) {
-                continue;
-            }
-            if let Some(pt) = self.store.get_secret(&pt_key(&id))?
-                && let Ok(Content::Receipt(body)) = Content::from_bytes(&pt)
-            {
-                book.add(reader, seq, &body);
-            }
+            self.fold_receipt(s, &mut book, id, reader, seq)?;
         }
         Ok(book)
     }
@@ -84,27 +77,60 @@ impl<S: Store> Device<S> {
         Ok(id)
     }
 
+    /// Folds the receipt `id` that `reader` sent at `seq` into `book` when
+    /// its sender is authorised at its position, its plaintext read from
+    /// the store.
+    fn fold_receipt(
+        &self,
+        s: &mut RoomSession,
+        book: &mut ReceiptBook,
+        id: EventId,
+        reader: DeviceId,
+        seq: u64,
+    ) -> Result<(), AppError> {
+        if s.dag().sender_authorized_at(&id, &reader)
+            && let Some(pt) = self.store.get_secret(&pt_key(&id))?
+            && let Ok(Content::Receipt(body)) = Content::from_bytes(&pt)
+        {
+            book.add(reader, seq, &body);
+        }
+        Ok(())
+    }
+
+    /// This device's receipts in the room's session, brought up to date
+    /// with the own receipts admitted since the last call (each event is
+    /// looked at once per session, so a receipt costs no scan of history).
+    fn own_receipts(&self, s: &mut RoomSession) -> Result<OwnReceipts, AppError> {
+        let me = self.device_id();
+        let mut own = s.take_own_receipts();
+        let fresh: Vec<(EventId, u64)> = s
+            .dag()
+            .admitted_from(own.seen)
+            .filter(|(_, h)| h.kind == EventKind::Receipt && h.sender == me)
+            .map(|(id, h)| (id, h.seq))
+            .collect();
+        own.seen = s.dag().len();
+        // On an error `own` is dropped, never kept half-folded: the
+        // session's next call starts again from the first event.
+        for (id, seq) in fresh {
+            self.fold_receipt(s, &mut own.book, id, me, seq)?;
+        }
+        Ok(own)
+    }
+
     /// The entries of a receipt owed now (empty when nothing moved).
     fn owed_receipt(&self, s: &mut RoomSession, read: &ReadMarks) -> Result<ReceiptBody, AppError> {
         let me = self.device_id();
-        let order = s.dag().display_order();
-        let mine = self.receipt_book(s, &order, Some(&me))?;
+        let own = self.own_receipts(s)?;
+        let mine = &own.book;
         // Per other sender with standing: its highest admitted message.
         let standing = s.dag().standing().clone();
-        let mut upto: BTreeMap<DeviceId, u64> = BTreeMap::new();
-        {
-            let dag = s.dag();
-            for id in &order {
-                if let Some(h) = dag.held(id)
-                    && h.kind == EventKind::Message
-                    && h.sender != me
-                    && standing.contains(&h.sender)
-                {
-                    let u = upto.entry(h.sender).or_default();
-                    *u = (*u).max(h.seq);
-                }
-            }
-        }
+        let upto: BTreeMap<DeviceId, u64> = standing
+            .iter()
+            .filter(|d| **d != me)
+            .map(|d| (*d, s.dag().top_message(d)))
+            .filter(|(_, top)| *top > 0)
+            .collect();
         // What is missing below it (the DAG's gaps, ascending per sender),
         // at most one more than an entry may list.
         let mut missing: BTreeMap<DeviceId, Vec<u64>> = BTreeMap::new();
@@ -137,6 +163,7 @@ impl<S: Store> Device<S> {
                 body.read.push((*sender, *seq));
             }
         }
+        s.keep_own_receipts(own);
         Ok(body)
     }
 }

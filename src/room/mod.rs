@@ -24,7 +24,7 @@ pub use dag::{
 };
 pub use keys::{AcceptedShare, KeyError, RoomKeys, accept_key_share, decrypt_message};
 pub use membership::{Membership, MembershipError, derive_room_id};
-pub use receipt::{ReceiptBody, ReceiptBook};
+pub use receipt::{OwnReceipts, ReceiptBody, ReceiptBook};
 pub use resolve::{AuthError, Member, MembershipState, ROOM_CAP, Resolution};
 pub use session::{
     Dropped, MAX_REBUILD_DROPPED_LISTED, MAX_REBUILD_PASSES, MAX_REBUILD_RETRIES, Outgoing,

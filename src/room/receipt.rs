@@ -210,6 +210,18 @@ pub struct ReceiptBook {
     read: BTreeMap<(DeviceId, DeviceId), (u64, u64)>,
 }
 
+/// This device's own receipts in a room, folded as they were admitted, so
+/// the receipt it owes next reads only its receipts admitted since
+/// (kept with the room's session; a rebuilt session starts again from 0).
+#[derive(Debug, Clone, Default)]
+pub struct OwnReceipts {
+    /// Admission index up to which the room's events were looked at
+    /// ([`crate::room::RoomDag::admitted_from`]).
+    pub seen: usize,
+    /// What those receipts say.
+    pub book: ReceiptBook,
+}
+
 impl ReceiptBook {
     /// Folds in the receipt `body` that `reader` sent at sequence `seq`.
     /// Entries a device sent about its own events are ignored.

@@ -326,6 +326,8 @@ pub struct RoomSession {
     /// Own events the events emitted now do not cite (an urgent send:
     /// [`RoomSession::send_citing_around`]); empty otherwise.
     cite_around: std::collections::BTreeSet<EventId>,
+    /// This device's receipts folded so far ([`RoomSession::take_own_receipts`]).
+    own_receipts: crate::room::OwnReceipts,
 }
 
 impl RoomSession {
@@ -344,6 +346,7 @@ impl RoomSession {
             share_pending: std::collections::BTreeSet::new(),
             next_seq: 1,
             cite_around: std::collections::BTreeSet::new(),
+            own_receipts: crate::room::OwnReceipts::default(),
         }
     }
 
@@ -456,6 +459,17 @@ impl RoomSession {
     /// The DAG (read access: display order, gaps, heads...).
     pub fn dag(&mut self) -> &mut RoomDag {
         &mut self.dag
+    }
+
+    /// This device's receipts folded so far (the app layer reads their
+    /// plaintexts); give them back with [`RoomSession::keep_own_receipts`].
+    pub fn take_own_receipts(&mut self) -> crate::room::OwnReceipts {
+        std::mem::take(&mut self.own_receipts)
+    }
+
+    /// Keeps what [`RoomSession::take_own_receipts`] lent, brought up to date.
+    pub fn keep_own_receipts(&mut self, own: crate::room::OwnReceipts) {
+        self.own_receipts = own;
     }
 
     /// Current membership.

@@ -191,6 +191,9 @@ pub(super) struct Arena {
     sender_index: BTreeMap<DeviceId, u32>,
     /// Per sender index: sequence number → the first event with it.
     seqs: Vec<SeqRuns>,
+    /// Per sender index: its highest admitted `Message` sequence number (0:
+    /// none), what a delivered receipt entry counts up to.
+    top_message: Vec<u64>,
     /// (sender index, seq) used by more than one event: all their IDs,
     /// ascending (forks; rare).
     forks: BTreeMap<(u32, u64), Vec<EventId>>,
@@ -281,6 +284,7 @@ impl Arena {
                 self.senders.push(n.sender);
                 self.sender_index.insert(n.sender, s);
                 self.seqs.push(SeqRuns::default());
+                self.top_message.push(0);
                 s
             }
         };
@@ -305,6 +309,11 @@ impl Arena {
             if let Err(at) = ids.binary_search(&n.id) {
                 ids.insert(at, n.id);
             }
+        }
+        if n.kind == EventKind::Message
+            && let Some(top) = self.top_message.get_mut(sender as usize)
+        {
+            *top = (*top).max(n.seq);
         }
         let p = prefix(&n.id);
         match self.index.entry(p) {
@@ -352,6 +361,15 @@ impl Arena {
                     fork.into_iter().flatten().copied().chain(single)
                 })
             })
+    }
+
+    /// `sender`'s highest admitted `Message` sequence number (0 if none).
+    pub fn top_message(&self, sender: &DeviceId) -> u64 {
+        self.sender_index
+            .get(sender)
+            .and_then(|&s| self.top_message.get(s as usize))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Highest sequence number seen from `sender` (0 if none).

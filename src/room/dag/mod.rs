@@ -603,6 +603,30 @@ impl RoomDag {
         })
     }
 
+    /// The admitted events from admission index `from` on (the first
+    /// [`RoomDag::len`] is where the next one will be), in admission order:
+    /// what a reader that keeps its own position needs to see only what
+    /// entered since.
+    pub fn admitted_from(&self, from: usize) -> impl Iterator<Item = (EventId, Held)> + '_ {
+        (from..self.arena.len()).filter_map(|i| {
+            let i = i as u32;
+            let (n, kind) = (self.arena.slot(i)?, self.arena.kind(i)?);
+            let held = Held {
+                sender: self.arena.sender(n),
+                seq: n.seq,
+                kind,
+                ts: n.ts,
+            };
+            Some((self.arena.id(i), held))
+        })
+    }
+
+    /// `sender`'s highest admitted `Message` sequence number (0 if none):
+    /// what a delivered receipt entry for it counts up to (§9).
+    pub fn top_message(&self, sender: &DeviceId) -> u64 {
+        self.arena.top_message(sender)
+    }
+
     /// Pending events' IDs, ascending.
     pub fn pending_ids(&self) -> impl Iterator<Item = &EventId> {
         self.pending.keys()
@@ -1087,6 +1111,29 @@ mod tests {
         heads.sort_by_key(|id| (Reverse(if *id == fork.id() { 1400 } else { 2598 }), *id));
         assert_eq!(dag.heads(), heads);
         assert!(dag.gaps().is_empty());
+        // A newer event of another kind does not move the top message.
+        let other = ev(
+            &a,
+            room,
+            2600,
+            &[&chain[2598]],
+            EventKind::Other(77),
+            vec![],
+        );
+        dag.insert(&other).unwrap();
+        assert_eq!(dag.top_message(&a.device_id()), 2599);
+        assert_eq!(
+            dag.top_message(&Identity::from_seed(&[2; 32]).device_id()),
+            0
+        );
+        // What entered since an index, in admission order.
+        let since: Vec<(EventId, u64)> =
+            dag.admitted_from(2598).map(|(id, h)| (id, h.seq)).collect();
+        assert_eq!(
+            since,
+            vec![(ids[2598], 2599), (fork.id(), 1500), (other.id(), 2600)]
+        );
+        assert_eq!(dag.admitted_from(dag.len()).count(), 0);
     }
 
     proptest::proptest! {
