@@ -198,6 +198,8 @@ pub struct SimNet {
     room_members: BTreeMap<RoomId, (BTreeSet<usize>, BTreeSet<meshrelay::crypto::DeviceId>)>,
     /// Bytes transmitted by all nodes.
     pub bytes_on_air: u64,
+    /// Bytes transmitted, per node.
+    pub tx_bytes: Vec<u64>,
     /// The last operation number handed out.
     pub(crate) next_op: OpId,
     /// Bytes transmitted per frame type (name from [`frame_name`]).
@@ -313,6 +315,7 @@ impl SimNet {
             rng,
             room_members: BTreeMap::new(),
             bytes_on_air: 0,
+            tx_bytes: vec![0; n],
             next_op: 0,
             airtime_by_frame: BTreeMap::new(),
             sending: BTreeMap::new(),
@@ -578,6 +581,9 @@ impl SimNet {
         let arrive = start + dur + wire.params.latency_ms * 1000;
         let free = wire.free_at_us[dir];
         self.bytes_on_air += bytes.len() as u64 * attempts;
+        if let Some(t) = self.tx_bytes.get_mut(from) {
+            *t += bytes.len() as u64 * attempts;
+        }
         let kind = match frame_name(&bytes) {
             Some(k) => {
                 self.sending.insert(link, k);

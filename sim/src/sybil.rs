@@ -141,6 +141,9 @@ pub struct SybilOutcome {
     pub foreign_lines: u64,
     /// Bytes transmitted by all nodes.
     pub bytes_on_air: u64,
+    /// Of those, bytes the honest nodes transmitted (what a flood costs
+    /// the members' and carriers' own links).
+    pub honest_bytes_on_air: u64,
     /// Receipt events the members sent (`rooms.md` §9).
     pub receipt_events: u64,
     /// Copies of rooms' events held at the end by nodes that are not the
@@ -288,6 +291,9 @@ impl SybilComparison {
             o.foreign_lines.to_string()
         });
         t.row("bytes on air", |o| o.bytes_on_air.to_string());
+        t.row("of which sent by honest nodes", |o| {
+            o.honest_bytes_on_air.to_string()
+        });
         t.finish()
     }
 }
@@ -478,6 +484,10 @@ pub fn run(
     progress(1.0);
     out.attack_events = attack_count;
     st.finish(&mut out);
+    out.honest_bytes_on_air = (0..w.nodes)
+        .filter(|i| !hostile_set.contains(i))
+        .filter_map(|i| st.net.tx_bytes.get(i))
+        .sum();
     out
 }
 

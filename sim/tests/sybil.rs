@@ -80,3 +80,102 @@ fn evicted_events_never_make_a_member_that_its_store_denies() {
     assert_eq!(o.honest_evicted, 0, "{o:?}");
     assert_eq!(o.foreign_lines, 0, "{o:?}");
 }
+
+/// A member keeps an outsider's flood to itself (`protocol-spec/wire.md`,
+/// "Quarantine"): in the chain 0 – 1 – 2 of one room's members under the
+/// daemon's copy budget, node 3 (no member) pushes validly signed events
+/// from fresh keys into the room at node 1. Node 1 holds them as
+/// strangers' traffic; node 2 never receives one, neither pushed live nor
+/// by reconciliation after it was away, and the members' messages still
+/// cross.
+#[test]
+fn a_member_keeps_an_outsiders_flood_to_itself() {
+    use meshrelay::app::MessageLine;
+    use meshrelay::crypto::Identity;
+    use meshrelay::event::{EventKind, UnsignedEvent};
+    use meshrelay::proto::NodeConfig;
+    use meshrelay::store::{EventStore, StoreConfig};
+    use meshrelay::wire::{Fragmenter, Frame};
+    use meshrelay_sim::net::{LinkParams, SimNet};
+
+    let config = NodeConfig {
+        copy_budget: 16,
+        ..NodeConfig::default()
+    };
+    let mut net = SimNet::new(4, seed(23), config, StoreConfig::default());
+    let run_for = |net: &mut SimNet, ms: u64| {
+        let now = net.now_ms();
+        net.run_until(now + ms);
+    };
+    let room = net.room_create(0, "ops").expect("room");
+    net.connect(0, 1, LinkParams::ble());
+    net.connect(1, 2, LinkParams::ble());
+    net.room_invite(0, room, 1).expect("invite 1");
+    net.room_invite(0, room, 2).expect("invite 2");
+    run_for(&mut net, 30_000);
+    assert!(net.is_member(1, &room) && net.is_member(2, &room));
+    net.connect(3, 1, LinkParams::ble());
+    run_for(&mut net, 1_000);
+    let heads = net.nodes[1].core.store().heads(&room).expect("heads");
+    let now = net.now_ms();
+    let junk: Vec<_> = (0..120u64)
+        .map(|k| {
+            let mut s = [0x5a; 32];
+            s[..8].copy_from_slice(&k.to_be_bytes());
+            let key = Identity::from_seed(&s);
+            UnsignedEvent {
+                room,
+                sender: key.device_id(),
+                seq: 1,
+                prev: heads.iter().take(4).copied().collect(),
+                origin_ts_ms: now,
+                expires_ms: now + 3_600_000,
+                kind: EventKind::Message,
+                payload: vec![k as u8; 100],
+            }
+            .sign(&key)
+            .expect("a valid event")
+        })
+        .collect();
+    let mtu = net.link_mtu(3, 1).expect("linked");
+    // Half while node 2 is linked (live push), half while it is away
+    // (then reconciliation when it is back).
+    for (k, chunk) in junk.chunks(16).enumerate() {
+        if k == 4 {
+            net.disconnect(1, 2);
+        }
+        let frame = Frame::Events {
+            room,
+            events: chunk.iter().map(|e| e.bytes().to_vec()).collect(),
+        }
+        .encode();
+        for d in Fragmenter::new().fragment(&frame, mtu).expect("fits") {
+            assert!(net.send_raw(3, 1, d));
+        }
+        run_for(&mut net, 500);
+    }
+    net.connect(1, 2, LinkParams::ble());
+    run_for(&mut net, 60_000);
+    net.send_text(0, room, "after the flood").expect("send");
+    run_for(&mut net, 30_000);
+    let held = |net: &SimNet, i: usize| {
+        junk.iter()
+            .filter(|e| {
+                net.nodes[i]
+                    .core
+                    .store()
+                    .has_event(&e.id())
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    assert!(held(&net, 1) > 0, "the flood reached node 1");
+    assert_eq!(held(&net, 2), 0, "node 1 passed on none of it");
+    let shown = net.shown(2, &room).expect("node 2 reads");
+    assert!(
+        shown
+            .iter()
+            .any(|l| matches!(l, MessageLine::Text { text, .. } if text == "after the flood")),
+        "{shown:?}"
+    );
+}

@@ -39,8 +39,9 @@ pub(crate) struct StoreView {
     version: Option<u64>,
     /// Rooms held in the store, ascending.
     rooms: Option<Vec<RoomId>>,
-    /// Items per room, ascending.
-    items: BTreeMap<RoomId, Vec<Item>>,
+    /// Items per room, ascending, and whether strangers' events were left
+    /// out ([`StoreView::items`]).
+    items: BTreeMap<RoomId, (bool, Vec<Item>)>,
     /// Items held in `items`.
     cached_items: usize,
 }
@@ -59,7 +60,7 @@ impl StoreView {
     fn shrink(&mut self) {
         while self.cached_items > MAX_VIEW_ITEMS || self.items.len() > MAX_VIEW_ROOMS {
             match self.items.pop_first() {
-                Some((_, old)) => self.cached_items -= old.len(),
+                Some((_, (_, old))) => self.cached_items -= old.len(),
                 None => break,
             }
         }
@@ -86,20 +87,25 @@ impl StoreView {
         Ok(self.rooms.insert(rooms).as_slice())
     }
 
-    /// Every held item of `room`, ascending.
+    /// Every held item of `room`, ascending; without the events held in
+    /// the strangers' class when `skip_strangers` (a member's quarantine,
+    /// `protocol-spec/wire.md`, "Quarantine").
     pub(crate) fn items<S: EventStore>(
         &mut self,
         store: &S,
         room: &RoomId,
+        skip_strangers: bool,
     ) -> Result<Vec<Item>, StoreError> {
         self.sync(store);
-        if let Some(items) = self.items.get(room) {
+        if let Some((skip, items)) = self.items.get(room)
+            && *skip == skip_strangers
+        {
             return Ok(items.clone());
         }
-        let items = read_items(store, room)?;
+        let items = read_items(store, room, skip_strangers)?;
         if self.version.is_some() && items.len() <= MAX_VIEW_ITEMS {
             self.cached_items += items.len();
-            if let Some(old) = self.items.insert(*room, items.clone()) {
+            if let Some((_, old)) = self.items.insert(*room, (skip_strangers, items.clone())) {
                 self.cached_items -= old.len();
             }
             self.shrink();
@@ -107,16 +113,17 @@ impl StoreView {
         Ok(items)
     }
 
-    /// Records an insert this node made: `before` and `after` are the
-    /// store's versions around it. If nothing else changed the event set
-    /// (exactly one step), the views are updated in place; otherwise the
-    /// next read rebuilds them.
+    /// Records an insert this node made (`stranger`: in the strangers'
+    /// class): `before` and `after` are the store's versions around it. If
+    /// nothing else changed the event set (exactly one step), the views are
+    /// updated in place; otherwise the next read rebuilds them.
     pub(crate) fn inserted(
         &mut self,
         before: Option<u64>,
         after: Option<u64>,
         room: RoomId,
         item: Item,
+        stranger: bool,
     ) {
         let (Some(b), Some(a)) = (before, after) else {
             return;
@@ -130,7 +137,8 @@ impl StoreView {
         {
             rooms.insert(at, room);
         }
-        if let Some(items) = self.items.get_mut(&room)
+        if let Some((skip, items)) = self.items.get_mut(&room)
+            && !(*skip && stranger)
             && let Err(at) = items.binary_search(&item)
         {
             items.insert(at, item);
@@ -141,19 +149,27 @@ impl StoreView {
 }
 
 /// Every item of a room, ascending, read from the store in pages.
-fn read_items<S: EventStore>(store: &S, room: &RoomId) -> Result<Vec<Item>, StoreError> {
+fn read_items<S: EventStore>(
+    store: &S,
+    room: &RoomId,
+    skip_strangers: bool,
+) -> Result<Vec<Item>, StoreError> {
     let mut out = Vec::new();
     let mut from = Bound::Unbounded;
     loop {
-        let page = store.room_items(room, (from, Bound::Unbounded), ITEM_PAGE)?;
+        let page = store.room_items_classed(room, (from, Bound::Unbounded), ITEM_PAGE)?;
         let full = page.len() == ITEM_PAGE;
-        if let Some(last) = page.last() {
+        if let Some((last, _)) = page.last() {
             from = Bound::Excluded(*last);
         }
-        out.extend(page.into_iter().map(|k| Item {
-            ts_ms: k.origin_ts_ms,
-            id: k.id,
-        }));
+        out.extend(
+            page.into_iter()
+                .filter(|(_, stranger)| !(skip_strangers && *stranger))
+                .map(|(k, _)| Item {
+                    ts_ms: k.origin_ts_ms,
+                    id: k.id,
+                }),
+        );
         if !full {
             return Ok(out);
         }
@@ -192,13 +208,14 @@ mod tests {
         }
     }
 
-    fn fresh(store: &MemoryStore, room: &RoomId) -> (Vec<RoomId>, Vec<Item>) {
+    fn fresh(store: &MemoryStore, room: &RoomId, skip: bool) -> (Vec<RoomId>, Vec<Item>) {
         let rooms = store.rooms().unwrap().into_iter().map(|r| r.room).collect();
-        (rooms, read_items(store, room).unwrap())
+        (rooms, read_items(store, room, skip).unwrap())
     }
 
     /// The views always equal a fresh read, whatever changed the store:
-    /// the node's own inserts, inserts behind its back, rollbacks.
+    /// the node's own inserts, inserts behind its back, rollbacks, a
+    /// change of class; with and without strangers' events.
     #[test]
     fn views_follow_inserts_rollbacks_and_writes_behind_their_back() {
         let id = Identity::from_seed(&[7; 32]);
@@ -207,9 +224,11 @@ mod tests {
         let (r1, r2) = (RoomId([1; 16]), RoomId([2; 16]));
         let check = |view: &mut StoreView, store: &MemoryStore| {
             for r in [r1, r2] {
-                let (rooms, items) = fresh(store, &r);
-                assert_eq!(view.rooms(store).unwrap(), rooms.as_slice());
-                assert_eq!(view.items(store, &r).unwrap(), items);
+                for skip in [false, true] {
+                    let (rooms, items) = fresh(store, &r, skip);
+                    assert_eq!(view.rooms(store).unwrap(), rooms.as_slice());
+                    assert_eq!(view.items(store, &r, skip).unwrap(), items);
+                }
             }
         };
         check(&mut view, &store);
@@ -222,10 +241,31 @@ mod tests {
                 ts_ms: ts,
                 id: ev.id(),
             };
-            view.inserted(before, store.event_set_version(), r1, item);
+            view.inserted(before, store.event_set_version(), r1, item, false);
             assert_eq!(view.version, store.event_set_version());
             check(&mut view, &store);
         }
+        // A strangers' event: left out of the view that skips them, in
+        // place; listed once its sender gains standing.
+        let ev = event(&Identity::from_seed(&[8; 32]), r1, 1, 7_000);
+        let before = store.event_set_version();
+        let stranger = InsertMeta {
+            priority: Priority::Stranger,
+            ..meta(7_000)
+        };
+        store.insert_event(&ev, &stranger).unwrap();
+        let item = Item {
+            ts_ms: 7_000,
+            id: ev.id(),
+        };
+        view.inserted(before, store.event_set_version(), r1, item, true);
+        assert_eq!(view.version, store.event_set_version());
+        assert!(!view.items(&store, &r1, true).unwrap().contains(&item));
+        check(&mut view, &store);
+        assert!(view.items(&store, &r1, false).unwrap().contains(&item));
+        store.set_priority(&ev.id(), Priority::OwnRoom).unwrap();
+        assert!(view.items(&store, &r1, true).unwrap().contains(&item));
+        check(&mut view, &store);
         store.commit().unwrap();
         // An insert the view was not told about, then a rollback.
         store
@@ -234,7 +274,7 @@ mod tests {
         check(&mut view, &store);
         store.rollback().unwrap();
         check(&mut view, &store);
-        assert!(view.items(&store, &r2).unwrap().is_empty());
+        assert!(view.items(&store, &r2, false).unwrap().is_empty());
         // A crash drops staged inserts the view was told about.
         let ev = event(&id, r2, 1, 6_000);
         let before = store.event_set_version();
@@ -243,7 +283,7 @@ mod tests {
             ts_ms: 6_000,
             id: ev.id(),
         };
-        view.inserted(before, store.event_set_version(), r2, item);
+        view.inserted(before, store.event_set_version(), r2, item, false);
         check(&mut view, &store);
         store.crash();
         check(&mut view, &store);
@@ -257,7 +297,7 @@ mod tests {
         for i in 0..(MAX_VIEW_ROOMS + 10) {
             let mut r = [0u8; 16];
             r[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            view.items(&store, &RoomId(r)).unwrap();
+            view.items(&store, &RoomId(r), false).unwrap();
         }
         assert_eq!(view.items.len(), MAX_VIEW_ROOMS);
         assert!(view.cached_items <= MAX_VIEW_ITEMS);

@@ -48,6 +48,7 @@ forward! {
         fn set_priority(&mut self, id: &EventId, priority: Priority) -> Result<bool, StoreError>;
         fn set_room_priority(&mut self, room: &RoomId, priority: Priority) -> Result<u64, StoreError>;
         fn room_items(&self, room: &RoomId, range: (Bound<ItemKey>, Bound<ItemKey>), limit: usize) -> Result<Vec<ItemKey>, StoreError>;
+        fn room_items_classed(&self, room: &RoomId, range: (Bound<ItemKey>, Bound<ItemKey>), limit: usize) -> Result<Vec<(ItemKey, bool)>, StoreError>;
         fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
         fn room_events(&self, room: &RoomId) -> Result<u64, StoreError>;
         fn event_set_version(&self) -> Option<u64>;

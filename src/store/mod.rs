@@ -199,6 +199,16 @@ pub trait EventStore {
         limit: usize,
     ) -> Result<Vec<ItemKey>, StoreError>;
 
+    /// [`EventStore::room_items`], each with whether the event is held in
+    /// the strangers' class (`store.md` §4): what a member leaves out of
+    /// what it offers an own room's members (`wire.md`, "Quarantine").
+    fn room_items_classed(
+        &self,
+        room: &RoomId,
+        range: (Bound<ItemKey>, Bound<ItemKey>),
+        limit: usize,
+    ) -> Result<Vec<(ItemKey, bool)>, StoreError>;
+
     /// Every room with at least one held event (own and carried), ascending.
     fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
 

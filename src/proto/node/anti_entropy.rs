@@ -99,9 +99,26 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         Ok(batch)
     }
 
-    /// Every item of a room, ascending (from the cached view).
-    pub(super) fn room_items(&mut self, room: &RoomId) -> Result<Vec<Item>, StoreError> {
-        self.view.items(&self.store, room)
+    /// Every item of a room, ascending (from the cached view); without the
+    /// events held in the strangers' class when `skip_strangers`.
+    pub(super) fn room_items(
+        &mut self,
+        room: &RoomId,
+        skip_strangers: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.view.items(&self.store, room, skip_strangers)
+    }
+
+    /// Whether this node leaves its quarantine out of what it reconciles
+    /// of `room` with the peer of `link` (`protocol-spec/wire.md`,
+    /// "Quarantine"): an own room, with a peer that runs a copy budget as
+    /// this node does. Two such sides reconcile only rooms both are members
+    /// of, so both leave strangers' events out and their sets agree on
+    /// everything else; with any other peer the whole room is reconciled.
+    pub(super) fn quarantines(&self, link: LinkId, room: &RoomId) -> bool {
+        self.config.copy_budget != 0
+            && self.own_rooms.contains(room)
+            && self.links.get(&link).is_some_and(|l| l.peer_wants_roles)
     }
 
     /// Items held by every open reconciliation session of this node (the
@@ -156,7 +173,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             if open >= ROUND_SESSIONS || !self.may_open(open) {
                 break;
             }
-            let items = self.room_items(&room)?;
+            let items = self.room_items(&room, self.quarantines(link, &room))?;
             self.open_session(link, room, Part::WHOLE, items);
         }
         Ok(())
@@ -225,7 +242,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 Message::Init { part, .. } => *part,
                 _ => Part::WHOLE,
             };
-            let mut items = self.room_items(room)?;
+            let mut items = self.room_items(room, self.quarantines(link, room))?;
             items.retain(|i| part.contains(i));
             // As in `start_parts`: a slice's session holds only its slice.
             items.shrink_to_fit();
@@ -382,7 +399,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let Some((room, part, _)) = l.parts.pop_front() else {
                 return Ok(());
             };
-            let mut items = self.room_items(&room)?;
+            let mut items = self.room_items(&room, self.quarantines(link, &room))?;
             items.retain(|i| part.contains(i));
             // The slice's session keeps its items: not the whole room's
             // capacity (up to `MAX_SESSIONS_PER_LINK` slices are open at

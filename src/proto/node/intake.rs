@@ -175,7 +175,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     id: event.id(),
                 };
                 let after = self.store.event_set_version();
-                self.view.inserted(before, after, event.room(), item);
+                let stranger = meta.priority == Priority::Stranger;
+                self.view
+                    .inserted(before, after, event.room(), item, stranger);
                 if let Some(gap) = self.new_gap(event)? {
                     self.after_commit_outputs.push(Output::App(gap));
                 }

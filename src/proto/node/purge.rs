@@ -85,7 +85,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         if members.len() < 2 {
             return Ok(());
         }
-        let items = self.room_items(&room)?;
+        // A carried room: no own-room quarantine to leave out.
+        let items = self.room_items(&room, false)?;
         if items.len() > MAX_PURGE_EVENTS {
             return Ok(());
         }

@@ -46,14 +46,19 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 room: c.room,
             }));
             // Only peers this node may hand the event to (members, or
-            // carriers while copies are left) get it or hear of it.
+            // carriers while copies are left) get it or hear of it; nobody,
+            // when it holds the event of an own room as strangers' traffic
+            // (its sender has no standing there: `wire.md`, "Quarantine").
             let budget = self.config.copy_budget;
             let copies = &self.copies;
+            let quarantined = c.priority == Priority::Stranger && self.own_rooms.contains(&c.room);
             let links: Vec<(LinkId, bool)> = self
                 .links
                 .iter_mut()
                 .filter(|(id, l)| {
-                    Some(**id) != c.from && offerable(budget, copies, l, &c.id, &c.room)
+                    !quarantined
+                        && Some(**id) != c.from
+                        && offerable(budget, copies, l, &c.id, &c.room)
                 })
                 .map(|(id, l)| {
                     let eager = l.eager && !l.pruned.contains(&c.room);

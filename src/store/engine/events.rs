@@ -125,7 +125,7 @@ impl<K: Kv> EventStore for Engine<K> {
         self.kv.put(
             Table::RoomItems,
             &cat(&[rb, &be(row.origin_ts_ms), idb]),
-            &[],
+            &[row.priority.tag()],
         )?;
         self.kv
             .put(Table::Seqs, &seq_key, &cat(&[idb, &[SEQ_HELD]]))?;
@@ -221,7 +221,16 @@ impl<K: Kv> EventStore for Engine<K> {
             Table::ByClass,
             &cat(&[&[row.priority.tag()], &be(row.serial)]),
         )?;
+        if (row.priority == Priority::Stranger) != (priority == Priority::Stranger) {
+            // The room's item lists filtered by class change with it.
+            self.version = self.version.wrapping_add(1);
+        }
         row.priority = priority;
+        self.kv.put(
+            Table::RoomItems,
+            &cat(&[row.room.as_bytes(), &be(row.origin_ts_ms), id.as_bytes()]),
+            &[priority.tag()],
+        )?;
         self.kv.put(
             Table::ByClass,
             &cat(&[&[priority.tag()], &be(row.serial)]),
@@ -264,6 +273,19 @@ impl<K: Kv> EventStore for Engine<K> {
         range: (Bound<ItemKey>, Bound<ItemKey>),
         limit: usize,
     ) -> Result<Vec<ItemKey>, StoreError> {
+        Ok(self
+            .room_items_classed(room, range, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    fn room_items_classed(
+        &self,
+        room: &RoomId,
+        range: (Bound<ItemKey>, Bound<ItemKey>),
+        limit: usize,
+    ) -> Result<Vec<(ItemKey, bool)>, StoreError> {
         let rb = room.as_bytes();
         let key = |k: &ItemKey| cat(&[rb, &be(k.origin_ts_ms), k.id.as_bytes()]);
         let end = prefix_end(rb);
@@ -297,11 +319,14 @@ impl<K: Kv> EventStore for Engine<K> {
             .kv
             .range(Table::RoomItems, lo, hi, limit.min(MAX_LIST_LIMIT), false)?;
         rows.iter()
-            .map(|(k, _)| {
+            .map(|(k, v)| {
                 let ts = k.get(16..24).and_then(read_be);
                 let id = k.get(24..).and_then(id_from);
+                // The class tag; empty in rows written before it was kept
+                // (`store.md`, "Tables"): counted as not strangers'.
+                let stranger = v.as_slice() == [Priority::Stranger.tag()];
                 match (ts, id) {
-                    (Some(origin_ts_ms), Some(id)) => Ok(ItemKey { origin_ts_ms, id }),
+                    (Some(origin_ts_ms), Some(id)) => Ok((ItemKey { origin_ts_ms, id }, stranger)),
                     _ => Err(bad("room item")),
                 }
             })
