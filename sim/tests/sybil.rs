@@ -81,44 +81,34 @@ fn evicted_events_never_make_a_member_that_its_store_denies() {
     assert_eq!(o.foreign_lines, 0, "{o:?}");
 }
 
-/// A member keeps an outsider's flood to itself (`protocol-spec/wire.md`,
-/// "Quarantine"): in the chain 0 – 1 – 2 of one room's members under the
-/// daemon's copy budget, node 3 (no member) pushes validly signed events
-/// from fresh keys into the room at node 1. Node 1 holds them as
-/// strangers' traffic; node 2 never receives one, neither pushed live nor
-/// by reconciliation after it was away, and the members' messages still
-/// cross.
-#[test]
-fn a_member_keeps_an_outsiders_flood_to_itself() {
-    use meshrelay::app::MessageLine;
-    use meshrelay::crypto::Identity;
-    use meshrelay::event::{EventKind, UnsignedEvent};
-    use meshrelay::proto::NodeConfig;
-    use meshrelay::store::{EventStore, StoreConfig};
-    use meshrelay::wire::{Fragmenter, Frame};
-    use meshrelay_sim::net::{LinkParams, SimNet};
+use meshrelay::app::MessageLine;
+use meshrelay::crypto::Identity;
+use meshrelay::event::{Event, EventKind, RoomId, UnsignedEvent};
+use meshrelay::proto::NodeConfig;
+use meshrelay::store::{EventStore, StoreConfig};
+use meshrelay::wire::{Fragmenter, Frame};
+use meshrelay_sim::net::{LinkParams, SimNet};
 
+/// Four nodes under the daemon's copy budget.
+fn budget_net(s: u64) -> SimNet {
     let config = NodeConfig {
         copy_budget: 16,
         ..NodeConfig::default()
     };
-    let mut net = SimNet::new(4, seed(23), config, StoreConfig::default());
-    let run_for = |net: &mut SimNet, ms: u64| {
-        let now = net.now_ms();
-        net.run_until(now + ms);
-    };
-    let room = net.room_create(0, "ops").expect("room");
-    net.connect(0, 1, LinkParams::ble());
-    net.connect(1, 2, LinkParams::ble());
-    net.room_invite(0, room, 1).expect("invite 1");
-    net.room_invite(0, room, 2).expect("invite 2");
-    run_for(&mut net, 30_000);
-    assert!(net.is_member(1, &room) && net.is_member(2, &room));
-    net.connect(3, 1, LinkParams::ble());
-    run_for(&mut net, 1_000);
-    let heads = net.nodes[1].core.store().heads(&room).expect("heads");
+    SimNet::new(4, seed(s), config, StoreConfig::default())
+}
+
+fn run_for(net: &mut SimNet, ms: u64) {
     let now = net.now_ms();
-    let junk: Vec<_> = (0..120u64)
+    net.run_until(now + ms);
+}
+
+/// `n` validly signed messages of `room`, each from a fresh key, citing
+/// the heads node `at` holds: an outsider's flood.
+fn outsiders_events(net: &SimNet, at: usize, room: RoomId, n: u64) -> Vec<Event> {
+    let heads = net.nodes[at].core.store().heads(&room).expect("heads");
+    let now = net.now_ms();
+    (0..n)
         .map(|k| {
             let mut s = [0x5a; 32];
             s[..8].copy_from_slice(&k.to_be_bytes());
@@ -136,22 +126,71 @@ fn a_member_keeps_an_outsiders_flood_to_itself() {
             .sign(&key)
             .expect("a valid event")
         })
-        .collect();
-    let mtu = net.link_mtu(3, 1).expect("linked");
+        .collect()
+}
+
+/// Node `from` pushes `events` to node `to` in one `Events` frame,
+/// bypassing its own node (a modified client).
+fn push_events(net: &mut SimNet, from: usize, to: usize, room: RoomId, events: &[Event]) {
+    let mtu = net.link_mtu(from, to).expect("linked");
+    let frame = Frame::Events {
+        room,
+        events: events.iter().map(|e| e.bytes().to_vec()).collect(),
+    }
+    .encode();
+    for d in Fragmenter::new().fragment(&frame, mtu).expect("fits") {
+        assert!(net.send_raw(from, to, d));
+    }
+}
+
+/// How many of `events` node `i` holds.
+fn held(net: &SimNet, i: usize, events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            net.nodes[i]
+                .core
+                .store()
+                .has_event(&e.id())
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+fn shows(net: &mut SimNet, i: usize, room: &RoomId, text: &str) -> bool {
+    let shown = net.shown(i, room).expect("a member reads");
+    shown
+        .iter()
+        .any(|l| matches!(l, MessageLine::Text { text: t, .. } if t == text))
+}
+
+/// A member keeps an outsider's flood to itself (`protocol-spec/wire.md`,
+/// "Quarantine"): in the chain 0 – 1 – 2 of one room's members under the
+/// daemon's copy budget, node 3 (no member) pushes validly signed events
+/// from fresh keys into the room at node 1. Node 1 holds them as
+/// strangers' traffic; node 2 never receives one, neither pushed live nor
+/// by reconciliation after it was away, and the members' messages still
+/// cross.
+#[test]
+fn a_member_keeps_an_outsiders_flood_to_itself() {
+    let mut net = budget_net(23);
+    let room = net.room_create(0, "ops").expect("room");
+    net.connect(0, 1, LinkParams::ble());
+    net.connect(1, 2, LinkParams::ble());
+    net.room_invite(0, room, 1).expect("invite 1");
+    net.room_invite(0, room, 2).expect("invite 2");
+    run_for(&mut net, 30_000);
+    assert!(net.is_member(1, &room) && net.is_member(2, &room));
+    net.connect(3, 1, LinkParams::ble());
+    run_for(&mut net, 1_000);
+    let junk = outsiders_events(&net, 1, room, 120);
     // Half while node 2 is linked (live push), half while it is away
     // (then reconciliation when it is back).
     for (k, chunk) in junk.chunks(16).enumerate() {
         if k == 4 {
             net.disconnect(1, 2);
         }
-        let frame = Frame::Events {
-            room,
-            events: chunk.iter().map(|e| e.bytes().to_vec()).collect(),
-        }
-        .encode();
-        for d in Fragmenter::new().fragment(&frame, mtu).expect("fits") {
-            assert!(net.send_raw(3, 1, d));
-        }
+        push_events(&mut net, 3, 1, room, chunk);
         run_for(&mut net, 500);
     }
     net.connect(1, 2, LinkParams::ble());
@@ -171,11 +210,40 @@ fn a_member_keeps_an_outsiders_flood_to_itself() {
     };
     assert!(held(&net, 1) > 0, "the flood reached node 1");
     assert_eq!(held(&net, 2), 0, "node 1 passed on none of it");
-    let shown = net.shown(2, &room).expect("node 2 reads");
+    assert!(shows(&mut net, 2, &room, "after the flood"));
+}
+
+/// A carrier that knows a room's members hands a member only their events
+/// whatever its copies (`protocol-spec/wire.md`, "Quarantine"): node 1
+/// carries the room of node 0 (no member), node 3 pushes an outsider's
+/// events of it to node 1 (one copy each), node 2, invited but never linked
+/// to node 0, meets node 1 afterwards. Node 2 gets its invite and the
+/// room's messages, and none of the flood.
+#[test]
+fn a_carrier_hands_members_only_what_it_vouches_for() {
+    let mut net = budget_net(29);
+    let room = net.room_create(0, "ops").expect("room");
+    net.room_invite(0, room, 2).expect("invite 2");
+    net.send_text(0, room, "before the flood").expect("send");
+    net.connect(0, 1, LinkParams::ble());
+    run_for(&mut net, 20_000);
+    net.disconnect(0, 1);
+    assert!(!net.is_member(1, &room));
+    net.connect(3, 1, LinkParams::ble());
+    run_for(&mut net, 1_000);
+    let junk = outsiders_events(&net, 1, room, 64);
+    for chunk in junk.chunks(16) {
+        push_events(&mut net, 3, 1, room, chunk);
+        run_for(&mut net, 500);
+    }
+    run_for(&mut net, 5_000);
+    assert!(held(&net, 1, &junk) > 0, "the flood reached the carrier");
+    net.connect(1, 2, LinkParams::ble());
+    run_for(&mut net, 60_000);
     assert!(
-        shown
-            .iter()
-            .any(|l| matches!(l, MessageLine::Text { text, .. } if text == "after the flood")),
-        "{shown:?}"
+        net.is_member(2, &room),
+        "node 2 got its invite from the carrier"
     );
+    assert!(shows(&mut net, 2, &room, "before the flood"));
+    assert_eq!(held(&net, 2, &junk), 0, "the carrier handed on none of it");
 }

@@ -447,13 +447,29 @@ fn status(dir: &DataDir, json: bool) -> Result<()> {
 /// tasks), so the shared arena's lock costs little. `MALLOC_ARENA_MAX`
 /// in the environment still wins (glibc reads it first; this only lowers
 /// the default). Other C libraries: nothing to do.
+///
+/// It also fixes glibc's mmap and trim thresholds at 128 KiB (their
+/// starting values). Left alone, glibc raises the mmap threshold to the
+/// size of each large block freed, up to 32 MiB, so the multi-MiB
+/// temporaries of a long room's reconciliation (its item list) then come
+/// from the heap and stay resident after they are freed: a receiving
+/// daemon at 80,000 events ran 5 MiB lower with them fixed
+/// (`reports/history-cost.md`, "Fifth round"). `MALLOC_MMAP_THRESHOLD_`
+/// and `MALLOC_TRIM_THRESHOLD_` in the environment still win.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: `mallopt` only sets a parameter of the allocator; it is
-        // called before the runtime's threads exist, and M_ARENA_MAX with a
-        // positive value is a documented, always-valid setting.
-        let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    for (env, param, value) in [
+        ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 1),
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 128 * 1024),
+        ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 128 * 1024),
+    ] {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: `mallopt` only sets a parameter of the allocator; it
+            // is called before the runtime's threads exist, and each value
+            // is a documented, always-valid setting (one arena; thresholds
+            // below glibc's 32 MiB maximum).
+            let _ = unsafe { libc::mallopt(param, value) };
+        }
     }
 }
 

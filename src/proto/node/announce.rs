@@ -29,6 +29,7 @@ use crate::wire::{
 };
 
 use super::Node;
+use super::spray::vouched;
 
 /// What the peer announced on a link: its token lists (kept as sent, each
 /// ascending) and the rooms it offered by ID. A room is tested against the
@@ -318,9 +319,24 @@ impl<S: EventStore, R: Rng> Node<S, R> {
 
     /// Announces (`IHave`) every event held of `room` on `link`.
     fn announce_room(&mut self, link: LinkId, room: RoomId) -> Result<(), StoreError> {
-        // Never what this node holds of an own room as strangers' traffic.
+        // Never what this node holds of an own room as strangers' traffic,
+        // nor, of a carried room, events it does not vouch for and holds
+        // no copies to give of (`wire.md`, "Quarantine").
         let skip = self.own_rooms.contains(&room);
-        let ids: Vec<EventId> = self.room_items(&room, skip)?.iter().map(|i| i.id).collect();
+        let mut ids: Vec<EventId> = self.room_items(&room, skip)?.iter().map(|i| i.id).collect();
+        if self.config.copy_budget != 0 && !skip && self.carried.members(&room).is_some() {
+            let mut kept = Vec::with_capacity(ids.len());
+            for id in ids {
+                let sender = self.store.event_info(&id)?.map(|i| i.sender);
+                let spare = self.copies.peek(&id).is_some_and(|c| c.1 >= 2);
+                if spare
+                    || sender.is_some_and(|s| vouched(&self.own_rooms, &self.carried, &room, &s))
+                {
+                    kept.push(id);
+                }
+            }
+            ids = kept;
+        }
         self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
         Ok(())
     }

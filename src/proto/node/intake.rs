@@ -184,6 +184,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 self.after_commit.push(Committed {
                     id: event.id(),
                     room: event.room(),
+                    sender: event.sender(),
                     from,
                     priority: meta.priority,
                     class: super::link::SendClass::of(event.kind()),

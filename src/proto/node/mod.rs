@@ -393,6 +393,7 @@ pub struct LinkInfo {
 struct Committed {
     id: EventId,
     room: RoomId,
+    sender: DeviceId,
     from: Option<LinkId>,
     priority: Priority,
     class: link::SendClass,

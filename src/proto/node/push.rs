@@ -14,15 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand_core::Rng;
 
-use crate::event::{EventId, RoomId};
+use crate::event::{Event, EventId, RoomId};
 use crate::proto::io::{AppEvent, LinkId, Output};
 use crate::reconcile::Item;
 use crate::store::{EventStore, Priority, StoreError};
 use crate::wire::{Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES};
 
 use super::link::{OutboxKey, SendClass};
-use super::spray::offerable;
-use super::spray::take_copies;
+use super::spray::{offerable, offerable_vouched, take_copies, vouched};
 use super::{
     CATCH_UP_LOW_WATER, FRAME_OVERHEAD, MAX_BACKLOG_PER_LINK, MAX_BACKLOG_TOTAL,
     MAX_CATCH_UP_IN_OUTBOX, MAX_CONTROL_IN_OUTBOX, MAX_OUTBOX_PER_LINK, MIN_BACKLOG_PER_LINK, Node,
@@ -52,13 +51,14 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let budget = self.config.copy_budget;
             let copies = &self.copies;
             let quarantined = c.priority == Priority::Stranger && self.own_rooms.contains(&c.room);
+            let vouched = vouched(&self.own_rooms, &self.carried, &c.room, &c.sender);
             let links: Vec<(LinkId, bool)> = self
                 .links
                 .iter_mut()
                 .filter(|(id, l)| {
                     !quarantined
                         && Some(**id) != c.from
-                        && offerable(budget, copies, l, &c.id, &c.room)
+                        && offerable_vouched(budget, copies, l, &c.id, &c.room, vouched)
                 })
                 .map(|(id, l)| {
                     let eager = l.eager && !l.pruned.contains(&c.room);
@@ -351,6 +351,25 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     l.queued.remove(&id);
                     continue;
                 };
+                // A member's privilege only for an event this node vouches
+                // for, whichever way it was queued (reconciliation, a
+                // graft, a want).
+                if budget != 0
+                    && !self.own_rooms.contains(&batch_room)
+                    && let Ok(ev) = Event::decode_unverified(&bytes)
+                    && !offerable_vouched(
+                        budget,
+                        &self.copies,
+                        l,
+                        &id,
+                        &batch_room,
+                        vouched(&self.own_rooms, &self.carried, &batch_room, &ev.sender()),
+                    )
+                {
+                    l.outbox.remove(&key);
+                    l.queued.remove(&id);
+                    continue;
+                }
                 let cost = bytes.len() + PER_EVENT_OVERHEAD;
                 if !batch.is_empty() && size + cost > MAX_FRAME_BYTES {
                     break;

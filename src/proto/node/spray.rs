@@ -1,10 +1,14 @@
 //! The copy budget (binary spray): whether an event may go to a peer and
 //! how many copies travel with it (`protocol-spec/wire.md`, "Copy budget").
 
+use std::collections::BTreeSet;
+
 use lru::LruCache;
 
+use crate::crypto::keys::DeviceId;
 use crate::event::{EventId, RoomId};
 
+use super::carried::CarriedRooms;
 use super::link::Link;
 
 /// Whether event `id` of `room` may go to `l`'s peer (`protocol-spec/wire.md`,
@@ -18,6 +22,38 @@ pub(super) fn offerable(
     room: &RoomId,
 ) -> bool {
     budget == 0 || l.peer.member_of(room) || copies.peek(id).is_some_and(|c| c.1 >= 2)
+}
+
+/// Whether a node under a copy budget may hand `sender`'s event of `room`
+/// to the room's members whatever its copies (`protocol-spec/wire.md`,
+/// "Quarantine"): in an own room always (what it holds as strangers'
+/// traffic there it never offers at all), in a carried room whose members
+/// it knows only a member's event, in any other room always. An event it
+/// does not vouch for goes only where its copies take it.
+pub(super) fn vouched(
+    own_rooms: &BTreeSet<RoomId>,
+    carried: &CarriedRooms,
+    room: &RoomId,
+    sender: &DeviceId,
+) -> bool {
+    own_rooms.contains(room) || carried.members(room).is_none_or(|m| m.contains(sender))
+}
+
+/// Whether `id` may go to `l`'s peer: [`offerable`], except that an event
+/// this node does not vouch for ([`vouched`]) gets no member's privilege.
+pub(super) fn offerable_vouched(
+    budget: u8,
+    copies: &LruCache<EventId, (RoomId, u8)>,
+    l: &Link,
+    id: &EventId,
+    room: &RoomId,
+    vouched: bool,
+) -> bool {
+    if vouched {
+        offerable(budget, copies, l, id, room)
+    } else {
+        budget == 0 || copies.peek(id).is_some_and(|c| c.1 >= 2)
+    }
 }
 
 /// Hands copies of an offerable event to `l`'s peer: a carrier gets half of
