@@ -198,8 +198,8 @@ pub struct SimNet {
     room_members: BTreeMap<RoomId, (BTreeSet<usize>, BTreeSet<meshrelay::crypto::DeviceId>)>,
     /// Bytes transmitted by all nodes.
     pub bytes_on_air: u64,
-    /// Bytes transmitted, per node.
-    pub tx_bytes: Vec<u64>,
+    /// Bytes transmitted per frame type (as `airtime_by_frame`), per node.
+    pub tx_by_frame: BTreeMap<&'static str, Vec<u64>>,
     /// The last operation number handed out.
     pub(crate) next_op: OpId,
     /// Bytes transmitted per frame type (name from [`frame_name`]).
@@ -315,9 +315,9 @@ impl SimNet {
             rng,
             room_members: BTreeMap::new(),
             bytes_on_air: 0,
-            tx_bytes: vec![0; n],
             next_op: 0,
             airtime_by_frame: BTreeMap::new(),
+            tx_by_frame: BTreeMap::new(),
             sending: BTreeMap::new(),
         }
     }
@@ -581,9 +581,6 @@ impl SimNet {
         let arrive = start + dur + wire.params.latency_ms * 1000;
         let free = wire.free_at_us[dir];
         self.bytes_on_air += bytes.len() as u64 * attempts;
-        if let Some(t) = self.tx_bytes.get_mut(from) {
-            *t += bytes.len() as u64 * attempts;
-        }
         let kind = match frame_name(&bytes) {
             Some(k) => {
                 self.sending.insert(link, k);
@@ -592,6 +589,14 @@ impl SimNet {
             None => self.sending.get(&link).copied().unwrap_or("other"),
         };
         *self.airtime_by_frame.entry(kind).or_default() += bytes.len() as u64 * attempts;
+        let nodes = self.nodes.len();
+        let per_node = self
+            .tx_by_frame
+            .entry(kind)
+            .or_insert_with(|| vec![0; nodes]);
+        if let Some(t) = per_node.get_mut(from) {
+            *t += bytes.len() as u64 * attempts;
+        }
         self.push(
             arrive,
             Ev::Deliver {

@@ -144,6 +144,11 @@ pub struct SybilOutcome {
     /// Of those, bytes the honest nodes transmitted (what a flood costs
     /// the members' and carriers' own links).
     pub honest_bytes_on_air: u64,
+    /// The same, per frame type.
+    pub honest_airtime_by_frame: BTreeMap<String, u64>,
+    /// Over honest nodes: events sent, duplicates received, links
+    /// penalised.
+    pub honest_sent_dup_penalised: (u64, u64, u64),
     /// Receipt events the members sent (`rooms.md` §9).
     pub receipt_events: u64,
     /// Copies of rooms' events held at the end by nodes that are not the
@@ -294,6 +299,26 @@ impl SybilComparison {
         t.row("of which sent by honest nodes", |o| {
             o.honest_bytes_on_air.to_string()
         });
+        t.row(
+            "honest nodes: events sent / duplicates received / links penalised",
+            |o| {
+                let (a, b, c) = o.honest_sent_dup_penalised;
+                format!("{a} / {b} / {c}")
+            },
+        );
+        let kinds: BTreeSet<&String> = [&self.without_attack, &self.with_attack]
+            .iter()
+            .flat_map(|o| o.honest_airtime_by_frame.keys())
+            .collect();
+        for k in kinds {
+            t.row(&format!("honest nodes' `{k}` bytes"), |o| {
+                o.honest_airtime_by_frame
+                    .get(k)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string()
+            });
+        }
         t.finish()
     }
 }
@@ -484,10 +509,24 @@ pub fn run(
     progress(1.0);
     out.attack_events = attack_count;
     st.finish(&mut out);
-    out.honest_bytes_on_air = (0..w.nodes)
-        .filter(|i| !hostile_set.contains(i))
-        .filter_map(|i| st.net.tx_bytes.get(i))
-        .sum();
+    for i in (0..w.nodes).filter(|i| !hostile_set.contains(i)) {
+        let s = st.net.nodes[i].core.node().stats();
+        let t = &mut out.honest_sent_dup_penalised;
+        t.0 += s.events_sent;
+        t.1 += s.duplicates;
+        t.2 += s.links_penalised;
+    }
+    for (kind, per_node) in &st.net.tx_by_frame {
+        let honest: u64 = per_node
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !hostile_set.contains(i))
+            .map(|(_, b)| *b)
+            .sum();
+        out.honest_bytes_on_air += honest;
+        out.honest_airtime_by_frame
+            .insert((*kind).to_owned(), honest);
+    }
     out
 }
 
