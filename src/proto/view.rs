@@ -265,6 +265,9 @@ mod tests {
         assert!(view.items(&store, &r1, false).unwrap().contains(&item));
         store.set_priority(&ev.id(), Priority::OwnRoom).unwrap();
         assert!(view.items(&store, &r1, true).unwrap().contains(&item));
+        // The item row follows the class (`store check` compares them).
+        let report = store.check_report().unwrap();
+        assert!(report.ok, "{:?}", report.problems);
         check(&mut view, &store);
         store.commit().unwrap();
         // An insert the view was not told about, then a rollback.

@@ -51,8 +51,13 @@ impl<K: Kv> Engine<K> {
                     problems.push(format!("event {id}: high-water {hw} below seq {}", row.seq));
                 }
                 let item = cat(&[row.room.as_bytes(), &be(row.origin_ts_ms), k]);
-                if self.kv.get(Table::RoomItems, &item)?.is_none() {
-                    problems.push(format!("event {id}: room item row missing"));
+                match self.kv.get(Table::RoomItems, &item)? {
+                    None => problems.push(format!("event {id}: room item row missing")),
+                    // Its class (empty in rows written before it was kept).
+                    Some(v) if !v.is_empty() && v.as_slice() != [row.priority.tag()] => {
+                        problems.push(format!("event {id}: room item row names another class"));
+                    }
+                    Some(_) => {}
                 }
             }
             Ok(())
