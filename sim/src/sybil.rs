@@ -146,6 +146,9 @@ pub struct SybilOutcome {
     pub honest_bytes_on_air: u64,
     /// The same, per frame type.
     pub honest_airtime_by_frame: BTreeMap<String, u64>,
+    /// Owed pairs not shown by the end whose event the member did store:
+    /// the rest never reached it.
+    pub unshown_stored: u64,
     /// Over honest nodes: events sent, duplicates received, links
     /// penalised.
     pub honest_sent_dup_penalised: (u64, u64, u64),
@@ -299,6 +302,13 @@ impl SybilComparison {
         t.row("of which sent by honest nodes", |o| {
             o.honest_bytes_on_air.to_string()
         });
+        t.row(
+            "owed pairs not shown: the member stored the event / never did",
+            |o| {
+                let unshown = o.pairs_owed.saturating_sub(o.pairs_shown);
+                format!("{} / {}", o.unshown_stored, unshown - o.unshown_stored)
+            },
+        );
         t.row(
             "honest nodes: events sent / duplicates received / links penalised",
             |o| {
@@ -710,6 +720,8 @@ impl Run<'_> {
                 if let Some(&at) = self.shown.get(&(m, *id)) {
                     out.pairs_shown += 1;
                     lat.push(at.saturating_sub(s.at_ms) as f64 / 1000.0);
+                } else if self.net.nodes[m].delivered.contains_key(id) {
+                    out.unshown_stored += 1;
                 }
             }
         }
