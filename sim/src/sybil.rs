@@ -149,6 +149,10 @@ pub struct SybilOutcome {
     /// Owed pairs not shown by the end whose event the member did store:
     /// the rest never reached it.
     pub unshown_stored: u64,
+    /// Of those, the pairs the member's last read showed as undecryptable
+    /// (the rest were not in its view at all: waiting in the DAG, or
+    /// refused).
+    pub unshown_undecryptable: u64,
     /// Over honest nodes: events sent, duplicates received, links
     /// penalised.
     pub honest_sent_dup_penalised: (u64, u64, u64),
@@ -310,6 +314,16 @@ impl SybilComparison {
             },
         );
         t.row(
+            "of the stored: shown undecryptable / not in the view",
+            |o| {
+                format!(
+                    "{} / {}",
+                    o.unshown_undecryptable,
+                    o.unshown_stored.saturating_sub(o.unshown_undecryptable)
+                )
+            },
+        );
+        t.row(
             "honest nodes: events sent / duplicates received / links penalised",
             |o| {
                 let (a, b, c) = o.honest_sent_dup_penalised;
@@ -388,6 +402,9 @@ struct Run<'a> {
     /// (member, room index) -> the first read at which it held the room.
     joined_at: BTreeMap<(usize, usize), u64>,
     foreign_lines: u64,
+    /// (member, event) of honest messages a member's last read showed as
+    /// undecryptable.
+    undecryptable: BTreeSet<(usize, EventId)>,
     /// Reads are people reading (read receipts).
     receipts: bool,
     /// Photo workload (`RunOpts::photo_every`, `photo_bytes`).
@@ -458,6 +475,7 @@ pub fn run(
         last_read_ms: 0,
         joined_at: BTreeMap::new(),
         foreign_lines: 0,
+        undecryptable: BTreeSet::new(),
         receipts: opts.receipts,
         photo_every: opts.photo_every,
         photo_bytes: opts.photo_bytes,
@@ -688,9 +706,16 @@ impl Run<'_> {
             self.foreign_lines += 1;
             return;
         }
-        let (Some(text), Ok(id)) = (text, event_id.parse::<EventId>()) else {
+        let Ok(id) = event_id.parse::<EventId>() else {
             return;
         };
+        let Some(text) = text else {
+            if matches!(line, MessageLine::Undecryptable { .. }) {
+                self.undecryptable.insert((i, id));
+            }
+            return;
+        };
+        self.undecryptable.remove(&(i, id));
         if let MessageLine::Text {
             attachment: Some(a),
             ..
@@ -722,6 +747,9 @@ impl Run<'_> {
                     lat.push(at.saturating_sub(s.at_ms) as f64 / 1000.0);
                 } else if self.net.nodes[m].delivered.contains_key(id) {
                     out.unshown_stored += 1;
+                    if self.undecryptable.contains(&(m, *id)) {
+                        out.unshown_undecryptable += 1;
+                    }
                 }
             }
         }
