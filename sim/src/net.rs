@@ -198,12 +198,11 @@ pub struct SimNet {
     room_members: BTreeMap<RoomId, (BTreeSet<usize>, BTreeSet<meshrelay::crypto::DeviceId>)>,
     /// Bytes transmitted by all nodes.
     pub bytes_on_air: u64,
-    /// Bytes transmitted per frame type (as `airtime_by_frame`), per node.
-    pub tx_by_frame: BTreeMap<&'static str, Vec<u64>>,
+    /// Bytes transmitted per frame type (name from [`frame_name`]), per
+    /// node ([`SimNet::airtime_by_frame`]).
+    tx_by_frame: BTreeMap<&'static str, Vec<u64>>,
     /// The last operation number handed out.
     pub(crate) next_op: OpId,
-    /// Bytes transmitted per frame type (name from [`frame_name`]).
-    pub airtime_by_frame: BTreeMap<&'static str, u64>,
     /// Per link: the type of the frame whose fragments are being sent.
     sending: BTreeMap<LinkId, &'static str>,
 }
@@ -316,7 +315,6 @@ impl SimNet {
             room_members: BTreeMap::new(),
             bytes_on_air: 0,
             next_op: 0,
-            airtime_by_frame: BTreeMap::new(),
             tx_by_frame: BTreeMap::new(),
             sending: BTreeMap::new(),
         }
@@ -588,7 +586,6 @@ impl SimNet {
             }
             None => self.sending.get(&link).copied().unwrap_or("other"),
         };
-        *self.airtime_by_frame.entry(kind).or_default() += bytes.len() as u64 * attempts;
         let nodes = self.nodes.len();
         let per_node = self
             .tx_by_frame
@@ -606,6 +603,28 @@ impl SimNet {
             },
         );
         Some(free)
+    }
+
+    /// Bytes transmitted per frame type (name from [`frame_name`]) by the
+    /// nodes `of` keeps.
+    pub fn airtime_by_frame_of(&self, of: impl Fn(usize) -> bool) -> BTreeMap<&'static str, u64> {
+        self.tx_by_frame
+            .iter()
+            .map(|(kind, per_node)| {
+                let sum = per_node
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| of(*i))
+                    .map(|(_, b)| *b)
+                    .sum();
+                (*kind, sum)
+            })
+            .collect()
+    }
+
+    /// Bytes transmitted per frame type by all nodes.
+    pub fn airtime_by_frame(&self) -> BTreeMap<&'static str, u64> {
+        self.airtime_by_frame_of(|_| true)
     }
 
     /// Sends raw bytes from `from` to `to` over their link, bypassing

@@ -135,7 +135,7 @@ pub fn run_meshrelay(
     progress(1.0);
 
     out.bytes_on_air = net.bytes_on_air;
-    out.airtime_by_frame = net.airtime_by_frame.clone();
+    out.airtime_by_frame = net.airtime_by_frame();
     let mut broadcast = false;
     for (i, m) in w.messages.iter().enumerate() {
         if m.hostile {

@@ -544,18 +544,17 @@ pub fn run(
         t.1 += s.duplicates;
         t.2 += s.links_penalised;
     }
-    for (kind, per_node) in &st.net.tx_by_frame {
-        let honest: u64 = per_node
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !hostile_set.contains(i))
-            .map(|(_, b)| *b)
-            .sum();
-        out.honest_bytes_on_air += honest;
-        out.honest_airtime_by_frame
-            .insert((*kind).to_owned(), honest);
-    }
+    out.honest_airtime_by_frame = named(st.net.airtime_by_frame_of(|i| !hostile_set.contains(&i)));
+    out.honest_bytes_on_air = out.honest_airtime_by_frame.values().sum();
     out
+}
+
+/// Bytes per frame type, keyed by owned names (what outcomes serialise).
+fn named(by_frame: BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
+    by_frame
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
 }
 
 impl Run<'_> {
@@ -776,12 +775,7 @@ impl Run<'_> {
         out.photo_latency_s = (quantile(&photo_lat, 0.5), quantile(&photo_lat, 0.9));
         out.foreign_lines = self.foreign_lines;
         out.bytes_on_air = self.net.bytes_on_air;
-        out.airtime_by_frame = self
-            .net
-            .airtime_by_frame
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect();
+        out.airtime_by_frame = named(self.net.airtime_by_frame());
         self.carried(out);
         // Honest events (every event an honest operation published) a
         // member of their room stored, and no longer holds.

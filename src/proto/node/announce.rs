@@ -29,7 +29,7 @@ use crate::wire::{
 };
 
 use super::Node;
-use super::spray::vouched;
+use super::spray::{spare, vouched};
 
 /// What the peer announced on a link: its token lists (kept as sent, each
 /// ascending) and the rooms it offered by ID. A room is tested against the
@@ -324,12 +324,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         // no copies to give of (`wire.md`, "Quarantine").
         let skip = self.own_rooms.contains(&room);
         let mut ids: Vec<EventId> = self.room_items(&room, skip)?.iter().map(|i| i.id).collect();
-        if self.config.copy_budget != 0 && !skip && self.carried.members(&room).is_some() {
+        if self.config.copy_budget != 0 && self.carried.members(&room).is_some() {
             let mut kept = Vec::with_capacity(ids.len());
             for id in ids {
                 let sender = self.store.event_info(&id)?.map(|i| i.sender);
-                let spare = self.copies.peek(&id).is_some_and(|c| c.1 >= 2);
-                if spare
+                if spare(&self.copies, &id)
                     || sender.is_some_and(|s| vouched(&self.own_rooms, &self.carried, &room, &s))
                 {
                     kept.push(id);

@@ -315,12 +315,13 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let raw_lacks =
                 (failed.is_none() && self.own_rooms.contains(&room)).then(|| peer_lacks.clone());
             // Events this side may not hand over (no copies left for a
-            // carrier) are not a difference worth another period.
+            // carrier) are not a difference worth another period (whether
+            // it vouches for each is checked when it is sent).
             let budget = self.config.copy_budget;
             let peer_lacks: Vec<Item> = match self.links.get(&link) {
                 Some(l) => peer_lacks
                     .into_iter()
-                    .filter(|i| offerable(budget, &self.copies, l, &i.id, &room))
+                    .filter(|i| offerable(budget, &self.copies, l, &i.id, &room, true))
                     .collect(),
                 None => Vec::new(),
             };

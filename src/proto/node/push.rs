@@ -21,7 +21,7 @@ use crate::store::{EventStore, Priority, StoreError};
 use crate::wire::{Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES};
 
 use super::link::{OutboxKey, SendClass};
-use super::spray::{offerable, offerable_vouched, take_copies, vouched};
+use super::spray::{offerable, take_copies, vouched};
 use super::{
     CATCH_UP_LOW_WATER, FRAME_OVERHEAD, MAX_BACKLOG_PER_LINK, MAX_BACKLOG_TOTAL,
     MAX_CATCH_UP_IN_OUTBOX, MAX_CONTROL_IN_OUTBOX, MAX_OUTBOX_PER_LINK, MIN_BACKLOG_PER_LINK, Node,
@@ -58,7 +58,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 .filter(|(id, l)| {
                     !quarantined
                         && Some(**id) != c.from
-                        && offerable_vouched(budget, copies, l, &c.id, &c.room, vouched)
+                        && offerable(budget, copies, l, &c.id, &c.room, vouched)
                 })
                 .map(|(id, l)| {
                     let eager = l.eager && !l.pruned.contains(&c.room);
@@ -340,8 +340,9 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 if batch.len() >= MAX_EVENTS_PER_FRAME {
                     break;
                 }
-                // Copies may have run out since the event was queued.
-                if !offerable(budget, &self.copies, l, &id, &batch_room) {
+                // Copies may have run out since the event was queued (the
+                // member's privilege is checked below, with the sender).
+                if !offerable(budget, &self.copies, l, &id, &batch_room, true) {
                     l.outbox.remove(&key);
                     l.queued.remove(&id);
                     continue;
@@ -353,11 +354,12 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 };
                 // A member's privilege only for an event this node vouches
                 // for, whichever way it was queued (reconciliation, a
-                // graft, a want).
+                // graft, a want). Only a carried room whose members this
+                // node knows can hold one it does not vouch for.
                 if budget != 0
-                    && !self.own_rooms.contains(&batch_room)
+                    && self.carried.members(&batch_room).is_some()
                     && let Ok(ev) = Event::decode_unverified(&bytes)
-                    && !offerable_vouched(
+                    && !offerable(
                         budget,
                         &self.copies,
                         l,

@@ -11,17 +11,24 @@ use crate::event::{EventId, RoomId};
 use super::carried::CarriedRooms;
 use super::link::Link;
 
+/// Whether this node holds two copies or more of `id` (it may spray it).
+pub(super) fn spare(copies: &LruCache<EventId, (RoomId, u8)>, id: &EventId) -> bool {
+    copies.peek(id).is_some_and(|c| c.1 >= 2)
+}
+
 /// Whether event `id` of `room` may go to `l`'s peer (`protocol-spec/wire.md`,
-/// "Copy budget"): always without a budget or to a member of the room,
-/// otherwise only while this node holds two copies or more.
+/// "Copy budget"): always without a budget, to a member of the room when
+/// this node `vouched` for the event ([`vouched`]), otherwise only while
+/// this node holds two copies or more.
 pub(super) fn offerable(
     budget: u8,
     copies: &LruCache<EventId, (RoomId, u8)>,
     l: &Link,
     id: &EventId,
     room: &RoomId,
+    vouched: bool,
 ) -> bool {
-    budget == 0 || l.peer.member_of(room) || copies.peek(id).is_some_and(|c| c.1 >= 2)
+    budget == 0 || (vouched && l.peer.member_of(room)) || spare(copies, id)
 }
 
 /// Whether a node under a copy budget may hand `sender`'s event of `room`
@@ -37,23 +44,6 @@ pub(super) fn vouched(
     sender: &DeviceId,
 ) -> bool {
     own_rooms.contains(room) || carried.members(room).is_none_or(|m| m.contains(sender))
-}
-
-/// Whether `id` may go to `l`'s peer: [`offerable`], except that an event
-/// this node does not vouch for ([`vouched`]) gets no member's privilege.
-pub(super) fn offerable_vouched(
-    budget: u8,
-    copies: &LruCache<EventId, (RoomId, u8)>,
-    l: &Link,
-    id: &EventId,
-    room: &RoomId,
-    vouched: bool,
-) -> bool {
-    if vouched {
-        offerable(budget, copies, l, id, room)
-    } else {
-        budget == 0 || copies.peek(id).is_some_and(|c| c.1 >= 2)
-    }
 }
 
 /// Hands copies of an offerable event to `l`'s peer: a carrier gets half of
