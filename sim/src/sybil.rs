@@ -33,6 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use meshrelay::app::EventPlace;
 use meshrelay::app::MessageLine;
 use meshrelay::crypto::{ContactCard, DeviceId, Identity};
 use meshrelay::event::{Event, EventId, EventKind, RoomId, UnsignedEvent};
@@ -101,6 +102,25 @@ fn d_read() -> u64 {
     1_000
 }
 
+/// Why owed pairs whose event the member stored were not shown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UnshownWhy {
+    /// The member never became a member of the room.
+    pub not_member: u64,
+    /// The member evicted the event after storing it.
+    pub evicted: u64,
+    /// The member's last read showed the event undecryptable.
+    pub undecryptable: u64,
+    /// The member holds the event and its view leaves it out.
+    pub not_in_view: u64,
+    /// Of those, the events waiting in the member's DAG for predecessors
+    /// (the rest were refused).
+    pub pending: u64,
+    /// The predecessors those wait for: the member stores them / some
+    /// honest node stores them / nobody does.
+    pub missing_held_elsewhere_nowhere: (u64, u64, u64),
+}
+
 /// What one run showed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SybilOutcome {
@@ -149,10 +169,11 @@ pub struct SybilOutcome {
     /// Owed pairs not shown by the end whose event the member did store:
     /// the rest never reached it.
     pub unshown_stored: u64,
-    /// Of those, the pairs the member's last read showed as undecryptable
-    /// (the rest were not in its view at all: waiting in the DAG, or
-    /// refused).
-    pub unshown_undecryptable: u64,
+    /// Of those, why: the member was not a member of the room by the end
+    /// (its invite never reached it), the event was evicted since, the
+    /// member's last read showed it undecryptable, or the member holds it
+    /// and its view leaves it out (waiting in the DAG, or refused).
+    pub unshown_why: UnshownWhy,
     /// Over honest nodes: events sent, duplicates received, links
     /// penalised.
     pub honest_sent_dup_penalised: (u64, u64, u64),
@@ -314,13 +335,21 @@ impl SybilComparison {
             },
         );
         t.row(
-            "of the stored: shown undecryptable / not in the view",
+            "of the stored: not a member / evicted since / undecryptable / held, not in the view",
             |o| {
+                let w = &o.unshown_why;
                 format!(
-                    "{} / {}",
-                    o.unshown_undecryptable,
-                    o.unshown_stored.saturating_sub(o.unshown_undecryptable)
+                    "{} / {} / {} / {}",
+                    w.not_member, w.evicted, w.undecryptable, w.not_in_view
                 )
+            },
+        );
+        t.row(
+            "of the held: pending (missing predecessors: at the member / elsewhere / nowhere)",
+            |o| {
+                let w = &o.unshown_why;
+                let (a, b, c) = w.missing_held_elsewhere_nowhere;
+                format!("{} ({a} / {b} / {c})", w.pending)
             },
         );
         t.row(
@@ -736,8 +765,9 @@ impl Run<'_> {
     }
 
     /// Delivery, latency and the invariants.
-    fn finish(&self, out: &mut SybilOutcome) {
+    fn finish(&mut self, out: &mut SybilOutcome) {
         let mut lat = Vec::new();
+        let mut hidden = Vec::new();
         for (id, s) in &self.sent {
             for &m in &s.to {
                 out.pairs_owed += 1;
@@ -746,12 +776,26 @@ impl Run<'_> {
                     lat.push(at.saturating_sub(s.at_ms) as f64 / 1000.0);
                 } else if self.net.nodes[m].delivered.contains_key(id) {
                     out.unshown_stored += 1;
-                    if self.undecryptable.contains(&(m, *id)) {
-                        out.unshown_undecryptable += 1;
+                    let why = &mut out.unshown_why;
+                    if !self.net.is_member(m, &self.rooms[s.room]) {
+                        why.not_member += 1;
+                    } else if !self.net.nodes[m]
+                        .core
+                        .store()
+                        .has_event(id)
+                        .unwrap_or(false)
+                    {
+                        why.evicted += 1;
+                    } else if self.undecryptable.contains(&(m, *id)) {
+                        why.undecryptable += 1;
+                    } else {
+                        why.not_in_view += 1;
+                        hidden.push((m, s.room, *id));
                     }
                 }
             }
         }
+        self.explain_hidden(&hidden, &mut out.unshown_why);
         lat.sort_by(f64::total_cmp);
         out.delivery_ratio = if out.pairs_owed > 0 {
             out.pairs_shown as f64 / out.pairs_owed as f64
@@ -899,6 +943,72 @@ impl Run<'_> {
             joined as f64 / 1000.0,
             self.net.is_member(m, &self.rooms[r]),
         );
+    }
+
+    /// Splits owed events members hold but do not show (`hidden`: member,
+    /// room, event) by where they stand in the member's DAG, and prints
+    /// the first few with what they wait for.
+    fn explain_hidden(&mut self, hidden: &[(usize, usize, EventId)], why: &mut UnshownWhy) {
+        let honest: Vec<usize> = (0..self.net.nodes.len())
+            .filter(|&i| {
+                self.honest_devices
+                    .contains(&self.net.nodes[i].identity.device_id())
+            })
+            .collect();
+        for (k, &(m, r, id)) in hidden.iter().enumerate() {
+            let room = self.rooms[r];
+            let place = self.net.nodes[m].core.place_of(&room, &id);
+            let Ok(EventPlace::Pending(missing)) = place else {
+                if k < MAX_LOSSES_SHOWN as usize {
+                    let ev = self.net.nodes[m].core.store().get_event(&id).ok().flatten();
+                    let ev = ev.and_then(|b| Event::decode_unverified(&b).ok());
+                    let what = ev.map(|e| (e.kind(), e.seq(), e.sender()));
+                    let class = self.net.nodes[m]
+                        .core
+                        .store()
+                        .event_info(&id)
+                        .ok()
+                        .flatten();
+                    eprintln!(
+                        "held, not shown: member {m}, room {r}, event {id} {what:?}, class {:?}: \
+                         {place:?}",
+                        class.map(|c| c.priority)
+                    );
+                }
+                continue;
+            };
+            why.pending += 1;
+            for p in &missing {
+                let (held, elsewhere, nowhere) = &mut why.missing_held_elsewhere_nowhere;
+                let at = |i: usize| self.net.nodes[i].core.store().has_event(p).unwrap_or(false);
+                let place = if at(m) {
+                    *held += 1;
+                    "held by the member"
+                } else if honest.iter().any(|&i| at(i)) {
+                    *elsewhere += 1;
+                    "held by another honest node"
+                } else {
+                    *nowhere += 1;
+                    "held by no honest node"
+                };
+                if k < MAX_LOSSES_SHOWN as usize {
+                    let ev = (0..self.net.nodes.len()).find_map(|i| {
+                        let bytes = self.net.nodes[i].core.store().get_event(p).ok()??;
+                        Event::decode_unverified(&bytes).ok()
+                    });
+                    let honest = ev
+                        .as_ref()
+                        .map(|e| self.honest_devices.contains(&e.sender()));
+                    let kind = ev.as_ref().map(Event::kind);
+                    let place_at_m = self.net.nodes[m].core.place_of(&room, p).ok();
+                    eprintln!(
+                        "held, not shown, pending: member {m}, room {r}, event {id} waits for \
+                         {p} ({place}; kind {kind:?}, honest sender {honest:?}, at the member: \
+                         {place_at_m:?})"
+                    );
+                }
+            }
+        }
     }
 
     /// The room of an event node `p` published (from its own store, or

@@ -56,8 +56,9 @@ pub use prekeys::{PREKEY_GRACE_MS, PREKEY_ROTATE_MS, PrekeyRotation};
 pub use receipts::ReadMarks;
 pub use sessions::{MAX_CACHED_SESSIONS, SessionCache};
 pub use types::{
-    AttachmentInfo, Draft, DroppedInfo, FailedRoom, FileDraft, ForkInfo, GapInfo, ImportSummary,
-    KeyStateInfo, MemberInfo, MessageLine, RejectedInfo, RepairReport, RoomInfo, UnauthorizedInfo,
+    AttachmentInfo, Draft, DroppedInfo, EventPlace, FailedRoom, FileDraft, ForkInfo, GapInfo,
+    ImportSummary, KeyStateInfo, MemberInfo, MessageLine, RejectedInfo, RepairReport, RoomInfo,
+    UnauthorizedInfo,
 };
 
 use crate::bundle::{self, BundleError, MAX_BUNDLE_EVENTS};

@@ -335,3 +335,17 @@ pub struct AttachmentInfo {
     /// Where `save` last wrote it (`null` before).
     pub path: Option<String>,
 }
+
+/// Where a stored event stands in its room's history at this device
+/// ([`crate::app::Device::place_of`]): a check for tools and the
+/// simulator, nobody is shown it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventPlace {
+    /// In the room's history.
+    Admitted,
+    /// Waiting for these predecessors, which the room's history lacks.
+    Pending(Vec<crate::event::EventId>),
+    /// Neither: refused by the room's admission, or left out by the
+    /// rebuild, with why.
+    Absent(String),
+}

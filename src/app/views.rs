@@ -90,6 +90,45 @@ impl<S: Store> Device<S> {
         Ok(self.messages_view(room, last)?.0)
     }
 
+    /// Where event `id` stands in `room`'s history here (a check).
+    pub fn place_of(&self, room: &RoomId, id: &EventId) -> Result<EventPlace, AppError> {
+        let mut s = self.known_session(room)?;
+        let dag = s.dag();
+        if dag.contains(id) {
+            return Ok(EventPlace::Admitted);
+        }
+        if let Some(prev) = dag.pending_prev(id) {
+            let missing = prev.iter().filter(|p| !dag.contains(p)).copied().collect();
+            return Ok(EventPlace::Pending(missing));
+        }
+        let listed = s
+            .dropped_events()
+            .iter()
+            .find(|d| d.event_id == *id)
+            .cloned();
+        if let Some(d) = listed {
+            let ev = self.stored_event(id)?;
+            let standing = ev.is_some_and(|e| s.dag().standing().contains(&e.sender()));
+            return Ok(EventPlace::Absent(format!(
+                "left out: {} (the sender has standing after the rebuild: {standing}; \
+                 {} dropped)",
+                d.reason,
+                s.dropped()
+            )));
+        }
+        let Some(ev) = self.stored_event(id)? else {
+            return Ok(EventPlace::Absent("not stored".into()));
+        };
+        // Offered again to this throwaway session: what the room says now.
+        Ok(EventPlace::Absent(
+            match s.receive(&self.keys.prekeys, &ev) {
+                Ok(_) if s.dag().contains(id) => "admitted when offered again".into(),
+                Ok(_) => "pending when offered again".into(),
+                Err(e) => format!("refused when offered again: {e}"),
+            },
+        ))
+    }
+
     /// [`Device::messages_last`] with the read marks of what it shows: per
     /// other sender, the highest sequence number of a message line shown
     /// (what a read receipt says, `protocol-spec/rooms.md` §9).

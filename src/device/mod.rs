@@ -46,7 +46,8 @@ use rand_core::{CryptoRng, Rng};
 use thiserror::Error;
 
 use crate::app::{
-    AppError, Device, DeviceKeys, ImportSummary, MessageLine, ROOM_KEYS_PREFIX, SessionCache,
+    AppError, Device, DeviceKeys, EventPlace, ImportSummary, MessageLine, ROOM_KEYS_PREFIX,
+    SessionCache,
 };
 use crate::control::Reply;
 use crate::crypto::{ContactCard, DeviceId};
@@ -521,6 +522,12 @@ impl<S: Store, R: Rng + CryptoRng> DeviceCore<S, R> {
         last: Option<usize>,
     ) -> Result<Vec<MessageLine>, AppError> {
         self.with_device(|dev, _| dev.messages_last(room, last))
+    }
+
+    /// Where event `id` stands in `room`'s history here (a check:
+    /// [`crate::app::Device::place_of`]).
+    pub fn place_of(&mut self, room: &RoomId, id: &EventId) -> Result<EventPlace, AppError> {
+        self.with_device(|dev, _| dev.place_of(room, id))
     }
 
     /// [`DeviceCore::messages`] as a person following the room is shown

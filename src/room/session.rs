@@ -193,6 +193,12 @@ pub struct Rebuild {
     updates: Vec<Event>,
     /// Events a pending quota refused in this pass, to offer again.
     retry: Vec<(EventId, DeviceId)>,
+    /// Events a pending quota refused whose sender had no standing after
+    /// a pass: offered again in a later pass if their sender gains it (its
+    /// invite may be among the events offered again), left out at the end
+    /// if not. Never read again otherwise, so an outsider's flood costs
+    /// one pass.
+    deferred: Vec<(EventId, DeviceId)>,
 }
 
 /// An event a rebuild left out, with why ([`RoomSession::dropped_events`]).
@@ -219,7 +225,7 @@ impl Rebuild {
                 true
             }
             Err(DagError::StrangerPendingFull | DagError::PendingFull)
-                if self.retry.len() < MAX_REBUILD_RETRIES =>
+                if self.retry.len() + self.deferred.len() < MAX_REBUILD_RETRIES =>
             {
                 // Stored order is (time, ID), not causal: a sender whose
                 // clock runs behind can come before the event that gives it
@@ -234,19 +240,20 @@ impl Rebuild {
         }
     }
 
-    /// Events a pending quota refused since the last call: the caller
-    /// offers them again (in stored order) after the pass, at most
-    /// [`MAX_REBUILD_PASSES`] passes in all.
-    /// Only events whose sender has standing now are worth another pass
-    /// (an outsider's never gain it: its flood costs one pass).
+    /// Events a pending quota refused so far whose sender has standing
+    /// now: the caller offers them again (in stored order) after the pass,
+    /// at most [`MAX_REBUILD_PASSES`] passes in all. The others wait
+    /// (their sender may gain standing in the next pass: the invite that
+    /// gives it may itself be among the events offered again); an
+    /// outsider's never gain it, so its flood costs one pass.
     pub fn take_retry(&mut self) -> Vec<EventId> {
         let standing = self.session.dag.standing();
-        let (again, never): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
+        let waiting = std::mem::take(&mut self.deferred);
+        let (again, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
             .into_iter()
+            .chain(waiting)
             .partition(|(_, sender)| standing.contains(sender));
-        for (id, _) in never {
-            self.session.note_dropped(id, NO_STANDING_REASON.to_owned());
-        }
+        self.deferred = later;
         again.into_iter().map(|(id, _)| id).collect()
     }
 
@@ -293,6 +300,9 @@ impl Rebuild {
         let mut s = self.session;
         for (id, _) in self.retry {
             s.note_dropped(id, STILL_WAITING_REASON.to_owned());
+        }
+        for (id, _) in self.deferred {
+            s.note_dropped(id, NO_STANDING_REASON.to_owned());
         }
         // Members' rotated prekeys: senders must seal to the newest.
         for e in &self.updates {
@@ -387,6 +397,7 @@ impl RoomSession {
             session,
             updates: Vec::new(),
             retry: Vec::new(),
+            deferred: Vec::new(),
         })
     }
 

@@ -1707,3 +1707,47 @@ fn chunks_hang_off_their_senders_message_and_are_never_cited() {
     let next = a.send("after the photo");
     assert_eq!(next.prev(), &[photo.id()]);
 }
+
+/// A rebuild reads stored events in (time, ID) order, which is not causal
+/// when events share a millisecond. Here the creator's events come before
+/// its create and exceed the strangers' pending quota, so the invite that
+/// gives Bo standing is only admitted in the second pass; Bo's messages
+/// the quota refused in the first pass must still be offered in the third
+/// (they were left out as "no standing", and members never showed them).
+#[test]
+fn a_rebuild_admits_a_member_whose_standing_comes_in_a_later_pass() {
+    use meshrelay::room::{MAX_PENDING_PER_STRANGER, RoomSession};
+    let (mut a, mut b, _) = abc();
+    let room = a.create_room();
+    let create = a.events.values().next().unwrap().clone();
+    a.membership(Membership::Invite { card: card_of(&b) });
+    let n = MAX_PENDING_PER_STRANGER + 4;
+    for k in 0..n {
+        a.emit(EventKind::Message, format!("a{k}").into_bytes());
+    }
+    b.import(&a.export());
+    let mut from_b = Vec::new();
+    for k in 0..n {
+        from_b.push(b.emit(EventKind::Message, format!("b{k}").into_bytes()));
+    }
+    // The creator's messages, then its invite, then Bo's, the create last.
+    let mut order: Vec<&Event> = a
+        .events
+        .values()
+        .filter(|e| e.kind() == EventKind::Message)
+        .collect();
+    order.sort_by_key(|e| e.seq());
+    order.extend(
+        a.events
+            .values()
+            .filter(|e| e.kind() == EventKind::Membership && e.id() != create.id()),
+    );
+    order.extend(from_b.iter());
+    order.push(&create);
+    let keys = RoomKeys::new(room).to_bytes();
+    let mut s = RoomSession::restore(room, a.me(), &keys, order).unwrap();
+    assert_eq!(s.dropped(), 0, "{:?}", s.dropped_events());
+    for e in &from_b {
+        assert!(s.dag().contains(&e.id()), "Bo's seq {} left out", e.seq());
+    }
+}

@@ -556,6 +556,12 @@ impl RoomDag {
         self.pending.contains_key(id)
     }
 
+    /// The predecessors a pending event cites, or `None` if it is not
+    /// pending.
+    pub fn pending_prev(&self, id: &EventId) -> Option<&[EventId]> {
+        self.pending.get(id).map(Event::prev)
+    }
+
     /// Devices with standing: named by a causally valid create or invite.
     pub fn standing(&self) -> &BTreeSet<DeviceId> {
         &self.standing
