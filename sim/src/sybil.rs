@@ -433,7 +433,7 @@ struct Run<'a> {
     foreign_lines: u64,
     /// (member, event) of honest messages a member's last read showed as
     /// undecryptable.
-    undecryptable: BTreeSet<(usize, EventId)>,
+    undecryptable: BTreeMap<(usize, EventId), String>,
     /// Reads are people reading (read receipts).
     receipts: bool,
     /// Photo workload (`RunOpts::photo_every`, `photo_bytes`).
@@ -504,7 +504,7 @@ pub fn run(
         last_read_ms: 0,
         joined_at: BTreeMap::new(),
         foreign_lines: 0,
-        undecryptable: BTreeSet::new(),
+        undecryptable: BTreeMap::new(),
         receipts: opts.receipts,
         photo_every: opts.photo_every,
         photo_bytes: opts.photo_bytes,
@@ -738,8 +738,8 @@ impl Run<'_> {
             return;
         };
         let Some(text) = text else {
-            if matches!(line, MessageLine::Undecryptable { .. }) {
-                self.undecryptable.insert((i, id));
+            if let MessageLine::Undecryptable { reason, .. } = line {
+                self.undecryptable.insert((i, id), reason.clone());
             }
             return;
         };
@@ -786,8 +786,14 @@ impl Run<'_> {
                         .unwrap_or(false)
                     {
                         why.evicted += 1;
-                    } else if self.undecryptable.contains(&(m, *id)) {
+                    } else if let Some(reason) = self.undecryptable.get(&(m, *id)) {
                         why.undecryptable += 1;
+                        if why.undecryptable <= MAX_LOSSES_SHOWN {
+                            eprintln!(
+                                "undecryptable at member {m}, room {}, event {id}: {reason}",
+                                s.room
+                            );
+                        }
                     } else {
                         why.not_in_view += 1;
                         hidden.push((m, s.room, *id));
