@@ -935,10 +935,7 @@ impl Run<'_> {
     /// Prints one honest event member `m` of room `r` lost after joining
     /// (the invariant's failure), with what tells its cause apart.
     fn show_loss(&self, m: usize, r: usize, p: usize, id: &EventId, stored: u64, joined: u64) {
-        let ev = (0..self.net.nodes.len()).find_map(|i| {
-            let bytes = self.net.nodes[i].core.store().get_event(id).ok()??;
-            Event::decode_unverified(&bytes).ok()
-        });
+        let ev = self.any_copy(id);
         let (kind, seq) = ev.map_or((None, 0), |e| (Some(e.kind()), e.seq()));
         eprintln!(
             "honest event lost after its member joined: member {m}, room {r}, publisher {p} \
@@ -966,9 +963,7 @@ impl Run<'_> {
             let place = self.net.nodes[m].core.place_of(&room, &id);
             let Ok(EventPlace::Pending(missing)) = place else {
                 if k < MAX_LOSSES_SHOWN as usize {
-                    let ev = self.net.nodes[m].core.store().get_event(&id).ok().flatten();
-                    let ev = ev.and_then(|b| Event::decode_unverified(&b).ok());
-                    let what = ev.map(|e| (e.kind(), e.seq(), e.sender()));
+                    let what = self.any_copy(&id).map(|e| (e.kind(), e.seq(), e.sender()));
                     let class = self.net.nodes[m]
                         .core
                         .store()
@@ -998,10 +993,7 @@ impl Run<'_> {
                     "held by no honest node"
                 };
                 if k < MAX_LOSSES_SHOWN as usize {
-                    let ev = (0..self.net.nodes.len()).find_map(|i| {
-                        let bytes = self.net.nodes[i].core.store().get_event(p).ok()??;
-                        Event::decode_unverified(&bytes).ok()
-                    });
+                    let ev = self.any_copy(p);
                     let honest = ev
                         .as_ref()
                         .map(|e| self.honest_devices.contains(&e.sender()));
@@ -1015,6 +1007,14 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// Event `id` as the first node that still stores it holds it.
+    fn any_copy(&self, id: &EventId) -> Option<Event> {
+        self.net.nodes.iter().find_map(|n| {
+            let bytes = n.core.store().get_event(id).ok()??;
+            Event::decode_unverified(&bytes).ok()
+        })
     }
 
     /// The room of an event node `p` published (from its own store, or

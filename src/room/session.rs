@@ -40,8 +40,9 @@ use crate::room::resolve::{AuthError, MembershipState};
 /// Most passes of a rebuild over stored events (the first, then offers
 /// again of what a pending quota refused).
 pub const MAX_REBUILD_PASSES: usize = 4;
-/// Most events remembered for another pass (IDs only): beyond it, an event
-/// refused by a quota is dropped from the rebuilt view (still stored).
+/// Most events remembered for another pass (ID and sender), offered again
+/// or waiting for their sender's standing: beyond it, an event refused by
+/// a quota is dropped from the rebuilt view (still stored).
 pub const MAX_REBUILD_RETRIES: usize = 65_536;
 /// Most dropped events a rebuild lists with their reasons (the rest are
 /// only counted): what `room repair` reports (`protocol-spec/daemon.md`,
@@ -191,14 +192,11 @@ pub struct Rebuild {
     /// Members' prekey updates, applied at the end (they need the
     /// membership of the whole history).
     updates: Vec<Event>,
-    /// Events a pending quota refused in this pass, to offer again.
+    /// Events a pending quota refused, to offer again once their sender
+    /// has standing (its invite may be among the events offered again);
+    /// left out at the end if not. An outsider never gains standing, so
+    /// its events are never read again: its flood costs one pass.
     retry: Vec<(EventId, DeviceId)>,
-    /// Events a pending quota refused whose sender had no standing after
-    /// a pass: offered again in a later pass if their sender gains it (its
-    /// invite may be among the events offered again), left out at the end
-    /// if not. Never read again otherwise, so an outsider's flood costs
-    /// one pass.
-    deferred: Vec<(EventId, DeviceId)>,
 }
 
 /// An event a rebuild left out, with why ([`RoomSession::dropped_events`]).
@@ -225,7 +223,7 @@ impl Rebuild {
                 true
             }
             Err(DagError::StrangerPendingFull | DagError::PendingFull)
-                if self.retry.len() + self.deferred.len() < MAX_REBUILD_RETRIES =>
+                if self.retry.len() < MAX_REBUILD_RETRIES =>
             {
                 // Stored order is (time, ID), not causal: a sender whose
                 // clock runs behind can come before the event that gives it
@@ -248,12 +246,10 @@ impl Rebuild {
     /// outsider's never gain it, so its flood costs one pass.
     pub fn take_retry(&mut self) -> Vec<EventId> {
         let standing = self.session.dag.standing();
-        let waiting = std::mem::take(&mut self.deferred);
         let (again, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
             .into_iter()
-            .chain(waiting)
             .partition(|(_, sender)| standing.contains(sender));
-        self.deferred = later;
+        self.retry = later;
         again.into_iter().map(|(id, _)| id).collect()
     }
 
@@ -298,11 +294,13 @@ impl Rebuild {
     /// dropped.
     pub fn finish(self) -> RoomSession {
         let mut s = self.session;
-        for (id, _) in self.retry {
-            s.note_dropped(id, STILL_WAITING_REASON.to_owned());
-        }
-        for (id, _) in self.deferred {
-            s.note_dropped(id, NO_STANDING_REASON.to_owned());
+        for (id, sender) in self.retry {
+            let reason = if s.dag.standing().contains(&sender) {
+                STILL_WAITING_REASON
+            } else {
+                NO_STANDING_REASON
+            };
+            s.note_dropped(id, reason.to_owned());
         }
         // Members' rotated prekeys: senders must seal to the newest.
         for e in &self.updates {
@@ -397,7 +395,6 @@ impl RoomSession {
             session,
             updates: Vec::new(),
             retry: Vec::new(),
-            deferred: Vec::new(),
         })
     }
 

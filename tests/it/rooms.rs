@@ -1719,6 +1719,7 @@ fn a_rebuild_admits_a_member_whose_standing_comes_in_a_later_pass() {
     use meshrelay::room::{MAX_PENDING_PER_STRANGER, RoomSession};
     let (mut a, mut b, _) = abc();
     let room = a.create_room();
+    // The only event so far.
     let create = a.events.values().next().unwrap().clone();
     a.membership(Membership::Invite { card: card_of(&b) });
     let n = MAX_PENDING_PER_STRANGER + 4;
