@@ -191,14 +191,14 @@ pub fn run_meshrelay(
 fn sample(net: &SimNet, out: &mut Outcome, inv: &mut Invariants) {
     for n in &net.nodes {
         let store = n.core.store();
-        let Ok(stats) = store.stats() else {
+        let Ok(held) = store.occupancy() else {
             inv.store_bound_violations += 1;
             continue;
         };
         let cfg = store.config();
-        if stats.bytes > cfg.budget_bytes || stats.stranger.bytes > cfg.stranger_pool_bytes {
+        if held.bytes() > cfg.budget_bytes || held.stranger.bytes > cfg.stranger_pool_bytes {
             inv.store_bound_violations += 1;
         }
-        out.peak_buffer_bytes = out.peak_buffer_bytes.max(stats.bytes);
+        out.peak_buffer_bytes = out.peak_buffer_bytes.max(held.bytes());
     }
 }

@@ -110,6 +110,7 @@ forward! {
     MetaStore {
         fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
         fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+        fn occupancy(&self) -> Result<Occupancy, StoreError>;
         fn stats(&self) -> Result<StoreStats, StoreError>;
         fn config(&self) -> &StoreConfig;
     }

@@ -458,6 +458,9 @@ pub trait MetaStore {
     /// Reads an application metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// What each priority class holds (a part of [`Self::stats`]).
+    fn occupancy(&self) -> Result<Occupancy, StoreError>;
+
     /// Usage counters: events, bytes per class, evictions by reason, forks.
     fn stats(&self) -> Result<StoreStats, StoreError>;
 

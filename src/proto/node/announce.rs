@@ -15,6 +15,7 @@
 //! side also names itself by a device token, so a holder of an invite for
 //! it hands it the room it cannot announce yet (`offer_to_invitee`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand_core::Rng;
@@ -53,11 +54,24 @@ pub(super) struct PeerRooms {
     /// (`Node::offer_to_invitee`): the peer counts as their member, at
     /// most `MAX_HELLO_ROOMS`.
     invited: BTreeSet<RoomId>,
+    /// Room tokens computed for this link so far, at most
+    /// `MAX_HELLO_ROOMS`: a link-up tests every held room against the
+    /// peer's lists more than once (invitees, announcements), one HMAC
+    /// each without this.
+    tokens: RefCell<BTreeMap<RoomId, RoomToken>>,
 }
 
 impl PeerRooms {
     fn token(&self, room: &RoomId) -> RoomToken {
-        room_token(room, self.nonces.0, self.nonces.1)
+        if let Some(t) = self.tokens.borrow().get(room) {
+            return *t;
+        }
+        let t = room_token(room, self.nonces.0, self.nonces.1);
+        let mut memo = self.tokens.borrow_mut();
+        if memo.len() < MAX_HELLO_ROOMS {
+            memo.insert(*room, t);
+        }
+        t
     }
 
     /// Whether the peer announced `room` (or offered it).
@@ -385,6 +399,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         } else {
             (nonce, l.nonce)
         };
+        l.peer.tokens.get_mut().clear();
         l.peer_wants_roles = features & FEATURE_ROLES != 0;
         if l.initiator {
             self.send_rooms(link)?;
@@ -524,6 +539,31 @@ mod tests {
 
     const LINK: LinkId = LinkId(1);
     const ROOM: RoomId = RoomId([0x42; 16]);
+
+    #[test]
+    fn kept_tokens_answer_as_fresh_ones_and_stay_bounded() {
+        let rooms: Vec<RoomId> = (0..MAX_HELLO_ROOMS as u32 + 40)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                RoomId(id)
+            })
+            .collect();
+        let nonces = (7, 9);
+        // The peer holds every other room.
+        let held = tokens_of(rooms.iter().step_by(2), nonces.0, nonces.1);
+        let peer = PeerRooms {
+            nonces,
+            held,
+            ..PeerRooms::default()
+        };
+        for _ in 0..2 {
+            for (i, r) in rooms.iter().enumerate() {
+                assert_eq!(peer.holds(r), i % 2 == 0, "room {i}");
+            }
+        }
+        assert_eq!(peer.tokens.borrow().len(), MAX_HELLO_ROOMS);
+    }
 
     /// A node of one own room, with a link up, and what it sent.
     fn node() -> (Node<MemoryStore, StdRng>, Vec<Frame>) {

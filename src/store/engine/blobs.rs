@@ -166,22 +166,28 @@ impl<K: Kv> MetaStore for Engine<K> {
             .get(Table::AppMeta, &cat(&[APP_PREFIX, key.as_bytes()]))
     }
 
-    fn stats(&self) -> Result<StoreStats, StoreError> {
+    fn occupancy(&self) -> Result<Occupancy, StoreError> {
         let class = |p| -> Result<ClassUsage, StoreError> {
             Ok(ClassUsage {
                 events: self.counter(c_events(p))?,
                 bytes: self.counter(c_bytes(p))?,
             })
         };
-        let own_undelivered = class(Priority::OwnUndelivered)?;
-        let own_room = class(Priority::OwnRoom)?;
-        let stranger = class(Priority::Stranger)?;
+        Ok(Occupancy {
+            own_undelivered: class(Priority::OwnUndelivered)?,
+            own_room: class(Priority::OwnRoom)?,
+            stranger: class(Priority::Stranger)?,
+        })
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let o = self.occupancy()?;
         Ok(StoreStats {
-            events: own_undelivered.events + own_room.events + stranger.events,
-            bytes: own_undelivered.bytes + own_room.bytes + stranger.bytes,
-            own_undelivered,
-            own_room,
-            stranger,
+            events: o.events(),
+            bytes: o.bytes(),
+            own_undelivered: o.own_undelivered,
+            own_room: o.own_room,
+            stranger: o.stranger,
             evictions: Evictions {
                 expired: self.counter(C_EVICT_EXPIRED)?,
                 stranger_pool: self.counter(C_EVICT_POOL)?,
