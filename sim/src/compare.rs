@@ -8,9 +8,10 @@ use meshrelay::proto::NodeConfig;
 use meshrelay::store::StoreConfig;
 
 use crate::baseline::{LinkModel, Policy, run_baseline, run_oracle};
+use crate::feed::ContactFeed;
 use crate::metrics::{Metrics, Outcome};
-use crate::relay::{Invariants, run_meshrelay};
-use crate::trace::Workload;
+use crate::relay::{Invariants, run_meshrelay_on};
+use crate::trace::{Contact, Workload};
 
 /// Protocol names, as JSON keys. A contract.
 pub const PROTOCOLS: [&str; 5] = [
@@ -91,14 +92,62 @@ pub fn compare_only(
     only: &[&str],
     progress: &mut dyn FnMut(f64),
 ) -> Comparison {
+    let mut contacts = w.contacts.iter().copied();
+    compare_on(w, &mut contacts, s, only, progress)
+}
+
+/// [`compare_only`] on a workload whose contacts are still being found:
+/// meshrelay runs first, on the changes as `feed` hands them over, and the
+/// other protocols on all of them. Returns the workload with its contacts.
+/// The results are those of [`compare_only`] on the same workload.
+pub fn compare_fed(
+    mut w: Workload,
+    mut feed: ContactFeed,
+    s: &Settings,
+    only: &[&str],
+    progress: &mut dyn FnMut(f64),
+) -> (Workload, Comparison) {
+    let first: &[&str] = if only.contains(&MESHRELAY) {
+        &[MESHRELAY]
+    } else {
+        &[]
+    };
+    let mut c = compare_on(&w, &mut feed, s, first, progress);
+    w.contacts = feed.finish();
+    let rest: Vec<&str> = only.iter().copied().filter(|p| *p != MESHRELAY).collect();
+    let others = compare_on(&w, &mut std::iter::empty(), s, &rest, progress);
+    c.outcomes.extend(others.outcomes);
+    c.wall_s.extend(others.wall_s);
+    (w, c)
+}
+
+const MESHRELAY: &str = "meshrelay";
+
+/// Runs the protocols in `only`, meshrelay on the changes `contacts`
+/// hands over and the others on `w.contacts`.
+fn compare_on(
+    w: &Workload,
+    contacts: &mut dyn Iterator<Item = Contact>,
+    s: &Settings,
+    only: &[&str],
+    progress: &mut dyn FnMut(f64),
+) -> Comparison {
     let mut outcomes = BTreeMap::new();
     let mut wall_s = BTreeMap::new();
     let mut invariants = Invariants::default();
-    if only.contains(&"meshrelay") {
+    if only.contains(&MESHRELAY) {
         let t = Instant::now();
-        let (mesh, inv) = run_meshrelay(w, s.model, s.node.clone(), s.store, s.seed, progress);
-        wall_s.insert("meshrelay", t.elapsed().as_secs_f64());
-        outcomes.insert("meshrelay", mesh);
+        let (mesh, inv) = run_meshrelay_on(
+            w,
+            contacts,
+            s.model,
+            s.node.clone(),
+            s.store,
+            s.seed,
+            progress,
+        );
+        wall_s.insert(MESHRELAY, t.elapsed().as_secs_f64());
+        outcomes.insert(MESHRELAY, mesh);
         invariants = inv;
     }
     for (name, policy) in [

@@ -23,6 +23,7 @@
 
 pub mod baseline;
 pub mod compare;
+pub mod feed;
 pub mod frontier;
 pub mod metrics;
 pub mod mobility;

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use meshrelay::proto::NodeConfig;
 use meshrelay_sim::baseline::LinkModel;
-use meshrelay_sim::compare::{Comparison, PROTOCOLS, Settings, compare_only};
+use meshrelay_sim::compare::{Comparison, PROTOCOLS, Settings, compare_fed, compare_only};
 use meshrelay_sim::net::LinkParams;
 use meshrelay_sim::receipts::{self, ReceiptsSpec};
 use meshrelay_sim::scenario::Scenario;
@@ -251,18 +251,24 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
             .map(|&seed| {
                 let (sc, only) = (&sc, &only);
                 scope.spawn(move || {
-                    let w = sc.workload(seed);
+                    // The contacts are found while meshrelay runs.
+                    let (w, feed) = sc.workload_fed(seed);
                     eprintln!(
-                        "{} seed {seed}: {} nodes, {} contact changes, {} messages, {:.0} s simulated",
+                        "{} seed {seed}: {} nodes, {} messages, {:.0} s simulated",
                         sc.name,
                         w.nodes,
-                        w.contacts.len(),
                         w.messages.len(),
                         w.end_ms as f64 / 1000.0
                     );
                     let label = format!("{} seed {seed}", sc.name);
                     let settings = sc.settings(seed);
-                    (seed, compare_only(&w, &settings, only, &mut progress(&label)))
+                    let (w, c) = compare_fed(w, feed, &settings, only, &mut progress(&label));
+                    eprintln!(
+                        "{} seed {seed}: {} contact changes",
+                        sc.name,
+                        w.contacts.len()
+                    );
+                    (seed, c)
                 })
             })
             .collect();

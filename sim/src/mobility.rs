@@ -290,45 +290,44 @@ pub fn contacts(
     step_s: f64,
     rng: &mut ChaCha8Rng,
 ) -> Vec<Contact> {
-    let mut nodes: Vec<NodeMove> = Vec::new();
-    for (pi, p) in pops.iter().enumerate() {
-        let r = region_of(p, area, 0.0);
-        let first = nodes.len();
-        let cols = (p.count as f64).sqrt().ceil().max(1.0) as usize;
-        for k in 0..p.count {
-            let pos = match p.mobility {
-                Mobility::Grid => {
-                    let rows = p.count.div_ceil(cols).max(1);
-                    let (cx, cy) = (k % cols, k / cols);
-                    (
-                        r[0] + (r[2] - r[0]) * (cx as f64 + 0.5) / cols as f64,
-                        r[1] + (r[3] - r[1]) * (cy as f64 + 0.5) / rows as f64,
-                    )
-                }
-                Mobility::Line => (r[0] + p.spacing_m * (k as f64 + 0.5), (r[1] + r[3]) / 2.0),
-                _ => rand_point(rng, r),
-            };
-            let follow =
-                (p.mobility == Mobility::Group && k % p.group_size.max(1) != 0).then(|| {
-                    let leader = first + k - k % p.group_size.max(1);
-                    let a = rng.random::<f64>() * std::f64::consts::TAU;
-                    let d = rng.random::<f64>() * p.group_radius_m;
-                    (leader, (a.cos() * d, a.sin() * d))
-                });
-            nodes.push(NodeMove {
-                pop: pi,
-                walker: Walker {
-                    pos,
-                    target: pos,
-                    speed: 0.0,
-                    pause_until: rng.random::<f64>() * p.pause_s,
-                },
-                follow,
-                fixed: matches!(p.mobility, Mobility::Grid | Mobility::Line),
-                lan: p.lan,
-            });
-        }
+    let mut out = Vec::new();
+    contacts_by_step(pops, area, ranges, (duration_s, step_s), rng, 2, |c| {
+        out.extend_from_slice(c)
+    });
+    out
+}
+
+/// Makes exactly the random draws of [`contacts`] with the same arguments
+/// (the same moves), without finding contacts: what follows the moves in
+/// the same random stream (the workload) can be drawn before the contacts
+/// are known (`feed.rs`).
+pub fn draw_moves(
+    pops: &[Population],
+    area: (f64, f64),
+    duration_s: f64,
+    step_s: f64,
+    rng: &mut ChaCha8Rng,
+) {
+    let mut nodes = place(pops, area, rng);
+    for s in 0..=steps(duration_s, step_s) {
+        advance(&mut nodes, pops, area, s as f64 * step_s, step_s, rng);
     }
+}
+
+/// The contact changes of [`contacts`], handed to `each` step by step
+/// (in time order; a step without changes is skipped). Each step's pairs
+/// in range are found by `threads` threads (1 or 2; the result is the
+/// same).
+pub fn contacts_by_step(
+    pops: &[Population],
+    area: (f64, f64),
+    ranges: Ranges,
+    (duration_s, step_s): (f64, f64),
+    rng: &mut ChaCha8Rng,
+    threads: usize,
+    mut each: impl FnMut(&[Contact]),
+) {
+    let mut nodes = place(pops, area, rng);
     let reach = ranges.ble_m.max(if nodes.iter().any(|n| n.lan) {
         ranges.lan_m
     } else {
@@ -339,58 +338,29 @@ pub fn contacts(
     let mut live: Vec<(usize, usize, bool)> = Vec::new();
     let mut now: Vec<(usize, usize, bool)> = Vec::new();
     let mut out = Vec::new();
-    let steps = (duration_s / step_s).ceil() as u64;
-    for s in 0..=steps {
+    for s in 0..=steps(duration_s, step_s) {
         let t = s as f64 * step_s;
-        for i in 0..nodes.len() {
-            if nodes[i].fixed || nodes[i].follow.is_some() {
-                continue;
-            }
-            let p = &pops[nodes[i].pop];
-            let w = &mut nodes[i].walker;
-            if t < w.pause_until {
-                continue;
-            }
-            let (dx, dy) = (w.target.0 - w.pos.0, w.target.1 - w.pos.1);
-            let d = (dx * dx + dy * dy).sqrt();
-            let go = w.speed * step_s;
-            if d <= go || w.speed == 0.0 {
-                w.pos = w.target;
-                if w.speed != 0.0 {
-                    w.pause_until = t + p.pause_s;
-                }
-                w.target = rand_point(rng, region_of(p, area, t));
-                w.speed = p.speed_min_mps
-                    + rng.random::<f64>() * (p.speed_max_mps - p.speed_min_mps).max(0.0);
-            } else {
-                w.pos = (w.pos.0 + dx / d * go, w.pos.1 + dy / d * go);
-            }
-        }
-        for i in 0..nodes.len() {
-            if let Some((leader, off)) = nodes[i].follow {
-                let lp = nodes[leader].walker.pos;
-                nodes[i].walker.pos = (
-                    (lp.0 + off.0).clamp(0.0, area.0),
-                    (lp.1 + off.1).clamp(0.0, area.1),
-                );
-            }
-        }
+        advance(&mut nodes, pops, area, t, step_s, rng);
         // Spatial grid: cells of the longest range, nodes bucketed by cell.
         grid.fill(nodes.iter().map(|n| n.walker.pos));
         // Two halves of the nodes on two threads; the pairs are sorted
         // below, so the split does not change the result.
         now.clear();
-        let half = nodes.len() / 2;
-        let (lo, hi) = std::thread::scope(|sc| {
-            let h = sc.spawn(|| pairs_in_range(&nodes, &grid, ranges, half..nodes.len()));
-            let lo = pairs_in_range(&nodes, &grid, ranges, 0..half);
-            (
-                lo,
-                h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-            )
-        });
-        now.extend(lo);
-        now.extend(hi);
+        if threads > 1 {
+            let half = nodes.len() / 2;
+            let (lo, hi) = std::thread::scope(|sc| {
+                let h = sc.spawn(|| pairs_in_range(&nodes, &grid, ranges, half..nodes.len()));
+                let lo = pairs_in_range(&nodes, &grid, ranges, 0..half);
+                (
+                    lo,
+                    h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                )
+            });
+            now.extend(lo);
+            now.extend(hi);
+        } else {
+            now.extend(pairs_in_range(&nodes, &grid, ranges, 0..nodes.len()));
+        }
         // Gateways with their uplinks up are linked through the homeserver.
         let up: Vec<usize> = (0..nodes.len())
             .filter(|&i| pops[nodes[i].pop].uplink_up(nodes[i].walker.pos, t))
@@ -440,8 +410,104 @@ pub fn contacts(
             }
         }
         std::mem::swap(&mut live, &mut now);
+        if !out.is_empty() {
+            each(&out);
+            out.clear();
+        }
     }
-    out
+}
+
+fn steps(duration_s: f64, step_s: f64) -> u64 {
+    (duration_s / step_s).ceil() as u64
+}
+
+/// Every node's starting point and movement (random draws in node order).
+fn place(pops: &[Population], area: (f64, f64), rng: &mut ChaCha8Rng) -> Vec<NodeMove> {
+    let mut nodes: Vec<NodeMove> = Vec::new();
+    for (pi, p) in pops.iter().enumerate() {
+        let r = region_of(p, area, 0.0);
+        let first = nodes.len();
+        let cols = (p.count as f64).sqrt().ceil().max(1.0) as usize;
+        for k in 0..p.count {
+            let pos = match p.mobility {
+                Mobility::Grid => {
+                    let rows = p.count.div_ceil(cols).max(1);
+                    let (cx, cy) = (k % cols, k / cols);
+                    (
+                        r[0] + (r[2] - r[0]) * (cx as f64 + 0.5) / cols as f64,
+                        r[1] + (r[3] - r[1]) * (cy as f64 + 0.5) / rows as f64,
+                    )
+                }
+                Mobility::Line => (r[0] + p.spacing_m * (k as f64 + 0.5), (r[1] + r[3]) / 2.0),
+                _ => rand_point(rng, r),
+            };
+            let follow =
+                (p.mobility == Mobility::Group && k % p.group_size.max(1) != 0).then(|| {
+                    let leader = first + k - k % p.group_size.max(1);
+                    let a = rng.random::<f64>() * std::f64::consts::TAU;
+                    let d = rng.random::<f64>() * p.group_radius_m;
+                    (leader, (a.cos() * d, a.sin() * d))
+                });
+            nodes.push(NodeMove {
+                pop: pi,
+                walker: Walker {
+                    pos,
+                    target: pos,
+                    speed: 0.0,
+                    pause_until: rng.random::<f64>() * p.pause_s,
+                },
+                follow,
+                fixed: matches!(p.mobility, Mobility::Grid | Mobility::Line),
+                lan: p.lan,
+            });
+        }
+    }
+    nodes
+}
+
+/// Moves every node to time `t`: walkers advance or draw their next
+/// waypoint and speed, group members follow their leaders.
+fn advance(
+    nodes: &mut [NodeMove],
+    pops: &[Population],
+    area: (f64, f64),
+    t: f64,
+    step_s: f64,
+    rng: &mut ChaCha8Rng,
+) {
+    for i in 0..nodes.len() {
+        if nodes[i].fixed || nodes[i].follow.is_some() {
+            continue;
+        }
+        let p = &pops[nodes[i].pop];
+        let w = &mut nodes[i].walker;
+        if t < w.pause_until {
+            continue;
+        }
+        let (dx, dy) = (w.target.0 - w.pos.0, w.target.1 - w.pos.1);
+        let d = (dx * dx + dy * dy).sqrt();
+        let go = w.speed * step_s;
+        if d <= go || w.speed == 0.0 {
+            w.pos = w.target;
+            if w.speed != 0.0 {
+                w.pause_until = t + p.pause_s;
+            }
+            w.target = rand_point(rng, region_of(p, area, t));
+            w.speed = p.speed_min_mps
+                + rng.random::<f64>() * (p.speed_max_mps - p.speed_min_mps).max(0.0);
+        } else {
+            w.pos = (w.pos.0 + dx / d * go, w.pos.1 + dy / d * go);
+        }
+    }
+    for i in 0..nodes.len() {
+        if let Some((leader, off)) = nodes[i].follow {
+            let lp = nodes[leader].walker.pos;
+            nodes[i].walker.pos = (
+                (lp.0 + off.0).clamp(0.0, area.0),
+                (lp.1 + off.1).clamp(0.0, area.1),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use meshrelay::store::{EventStore, MetaStore, StoreConfig};
 use crate::baseline::LinkModel;
 use crate::metrics::Outcome;
 use crate::net::SimNet;
-use crate::trace::Workload;
+use crate::trace::{Contact, Workload};
 
 /// How often (virtual ms) buffers are sampled and store bounds checked.
 pub const SAMPLE_INTERVAL_MS: u64 = 60_000;
@@ -71,6 +71,23 @@ pub fn run_meshrelay(
     seed: u64,
     progress: &mut dyn FnMut(f64),
 ) -> (Outcome, Invariants) {
+    let mut contacts = w.contacts.iter().copied();
+    run_meshrelay_on(w, &mut contacts, model, config, store, seed, progress)
+}
+
+/// [`run_meshrelay`] with the workload's contact changes taken from
+/// `contacts` (in time order) instead of `w.contacts`: a
+/// [`crate::feed::ContactFeed`] still finding them.
+pub fn run_meshrelay_on(
+    w: &Workload,
+    contacts: &mut dyn Iterator<Item = Contact>,
+    model: LinkModel,
+    config: NodeConfig,
+    store: StoreConfig,
+    seed: u64,
+    progress: &mut dyn FnMut(f64),
+) -> (Outcome, Invariants) {
+    let mut contacts = contacts.peekable();
     let mut net = SimNet::new(w.nodes, seed, config, store);
     let mut joined = BTreeSet::new();
     for (i, m) in w.messages.iter().enumerate() {
@@ -91,11 +108,11 @@ pub fn run_meshrelay(
     let mut event_ids = vec![None; w.messages.len()];
     let mut inv = Invariants::default();
     let mut out = Outcome::default();
-    let (mut ci, mut mi) = (0, 0);
+    let mut mi = 0;
     let mut next_sample = 0;
     let end = w.end_ms;
     loop {
-        let tc = w.contacts.get(ci).map_or(u64::MAX, |c| c.t_ms);
+        let tc = contacts.peek().map_or(u64::MAX, |c| c.t_ms);
         let tm = w.messages.get(mi).map_or(u64::MAX, |m| m.t_ms);
         let t = tc.min(tm).min(next_sample);
         if t > end {
@@ -107,8 +124,9 @@ pub fn run_meshrelay(
             next_sample += SAMPLE_INTERVAL_MS;
             progress(t as f64 / end.max(1) as f64);
         } else if t == tc {
-            let c = w.contacts[ci];
-            ci += 1;
+            let Some(c) = contacts.next() else {
+                continue;
+            };
             if backhaul.contains(&c.a) && backhaul.contains(&c.b) {
                 continue;
             }

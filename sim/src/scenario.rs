@@ -11,9 +11,10 @@ use serde::Deserialize;
 
 use crate::baseline::LinkModel;
 use crate::compare::Settings;
-use crate::mobility::{Population, Ranges, contacts};
+use crate::feed::ContactFeed;
+use crate::mobility::{Population, Ranges, contacts, contacts_by_step, draw_moves};
 use crate::net::LinkParams;
-use crate::trace::{Message, Workload};
+use crate::trace::{Contact, Message, Workload};
 
 /// A scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -326,18 +327,57 @@ impl Scenario {
 
     /// Moves the populations and draws the messages.
     pub fn workload(&self, seed: u64) -> Workload {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d6f_6269_6c69_7479);
+        let mut rng = moves_rng(seed);
         let contacts = contacts(
             &self.population,
             (self.width_m, self.height_m),
-            Ranges {
-                ble_m: self.links.ble.range_m,
-                lan_m: self.links.lan.range_m,
-            },
+            self.ranges(),
             self.duration_s,
             self.step_s,
             &mut rng,
         );
+        self.draw_messages(rng, contacts)
+    }
+
+    /// [`Self::workload`] with its contacts still being found: the
+    /// workload (its `contacts` empty) and a feed that hands them over in
+    /// time order while a second thread finds them. The messages are drawn
+    /// after the same moves from the same random stream, so both are
+    /// exactly those of [`Self::workload`].
+    pub fn workload_fed(&self, seed: u64) -> (Workload, ContactFeed) {
+        let mut rng = moves_rng(seed);
+        let area = (self.width_m, self.height_m);
+        draw_moves(
+            &self.population,
+            area,
+            self.duration_s,
+            self.step_s,
+            &mut rng,
+        );
+        let (pops, ranges, times) = (
+            self.population.clone(),
+            self.ranges(),
+            (self.duration_s, self.step_s),
+        );
+        let feed = ContactFeed::spawn(move |each| {
+            // The same stream from its start: the same moves.
+            let mut rng = moves_rng(seed);
+            // One thread: the simulation runs on the other core.
+            contacts_by_step(&pops, area, ranges, times, &mut rng, 1, each);
+        });
+        (self.draw_messages(rng, Vec::new()), feed)
+    }
+
+    fn ranges(&self) -> Ranges {
+        Ranges {
+            ble_m: self.links.ble.range_m,
+            lan_m: self.links.lan.range_m,
+        }
+    }
+
+    /// The rest of the workload, drawn after the moves: gateways, rooms
+    /// and messages.
+    fn draw_messages(&self, mut rng: ChaCha8Rng, contacts: Vec<Contact>) -> Workload {
         let mut backhaul = Vec::new();
         let mut honest = Vec::new();
         let mut hostile = Vec::new();
@@ -434,4 +474,9 @@ impl Scenario {
             backhaul,
         }
     }
+}
+
+/// The random stream of a seed's moves, and then of its messages.
+fn moves_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x6d6f_6269_6c69_7479)
 }

@@ -3,7 +3,7 @@
 //! event verifies, store bounds respected). Small scenarios only, so the
 //! tests stay quick in debug builds.
 
-use meshrelay_sim::compare::compare;
+use meshrelay_sim::compare::{PROTOCOLS, compare, compare_fed, compare_only};
 use meshrelay_sim::scenario::Scenario;
 
 fn tiny() -> Scenario {
@@ -34,6 +34,39 @@ fn same_seed_same_json() {
         "oracle",
     ] {
         assert!(a.contains(&format!("\"{key}\"")), "{key} missing");
+    }
+}
+
+/// `run` finds the contacts while meshrelay runs (`Scenario::workload_fed`,
+/// `compare_fed`): the same workload and the same results as finding them
+/// first, with and without meshrelay among the protocols.
+#[test]
+fn contacts_found_alongside_give_the_same_run() {
+    let s = tiny();
+    for seed in [1, 2] {
+        let w = s.workload(seed);
+        assert!(!w.contacts.is_empty());
+        let settings = s.settings(seed);
+        let (fed, feed) = s.workload_fed(seed);
+        assert!(fed.contacts.is_empty());
+        assert_eq!(fed.messages, w.messages);
+        assert_eq!(
+            (fed.rooms.clone(), fed.backhaul.clone()),
+            (w.rooms.clone(), w.backhaul.clone())
+        );
+        let (fed, c) = compare_fed(fed, feed, &settings, &PROTOCOLS, &mut |_| {});
+        assert_eq!(fed.contacts, w.contacts);
+        assert_eq!(c.json(), compare(&w, &settings, &mut |_| {}).json());
+        assert!(c.invariants.ok());
+        let only = ["oracle", "direct"];
+        let (fed, feed) = s.workload_fed(seed);
+        let (fed, c) = compare_fed(fed, feed, &settings, &only, &mut |_| {});
+        assert_eq!(fed.contacts, w.contacts);
+        assert_eq!(
+            c.json(),
+            compare_only(&w, &settings, &only, &mut |_| {}).json()
+        );
+        assert!(!c.outcomes.contains_key("meshrelay"));
     }
 }
 
