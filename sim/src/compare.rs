@@ -10,7 +10,7 @@ use meshrelay::store::StoreConfig;
 use crate::baseline::{LinkModel, Policy, run_baseline, run_oracle};
 use crate::feed::ContactFeed;
 use crate::metrics::{Metrics, Outcome};
-use crate::relay::{Invariants, run_meshrelay_on};
+use crate::relay::{Invariants, run_meshrelay};
 use crate::trace::{Contact, Workload};
 
 /// Protocol names, as JSON keys. A contract.
@@ -137,7 +137,7 @@ fn compare_on(
     let mut invariants = Invariants::default();
     if only.contains(&MESHRELAY) {
         let t = Instant::now();
-        let (mesh, inv) = run_meshrelay_on(
+        let (mesh, inv) = run_meshrelay(
             w,
             contacts,
             s.model,

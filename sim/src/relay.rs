@@ -61,24 +61,11 @@ pub fn room_of(w: &Workload, m: usize) -> RoomId {
     RoomId(r)
 }
 
-/// Runs meshrelay over the workload. `progress` is called with the
-/// fraction of virtual time done.
+/// Runs meshrelay over the workload, its contact changes taken from
+/// `contacts` in time order: `w.contacts`, or a
+/// [`crate::feed::ContactFeed`] still finding them. `progress` is called
+/// with the fraction of virtual time done.
 pub fn run_meshrelay(
-    w: &Workload,
-    model: LinkModel,
-    config: NodeConfig,
-    store: StoreConfig,
-    seed: u64,
-    progress: &mut dyn FnMut(f64),
-) -> (Outcome, Invariants) {
-    let mut contacts = w.contacts.iter().copied();
-    run_meshrelay_on(w, &mut contacts, model, config, store, seed, progress)
-}
-
-/// [`run_meshrelay`] with the workload's contact changes taken from
-/// `contacts` (in time order) instead of `w.contacts`: a
-/// [`crate::feed::ContactFeed`] still finding them.
-pub fn run_meshrelay_on(
     w: &Workload,
     contacts: &mut dyn Iterator<Item = Contact>,
     model: LinkModel,
