@@ -152,6 +152,13 @@ fn latency(from: &std::path::Path, to: &std::path::Path, room: &str, text: &str)
     t.elapsed()
 }
 
+/// The last `n` lines of a daemon's log (for a failure's message).
+fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -182,7 +189,6 @@ fn a_daemon_under_an_outsider_flood_keeps_its_room_and_its_pace() {
 
     let room_id: RoomId = room.parse().unwrap();
     let n = flood_size();
-    let events = flood(room_id, now_ms(), n);
     let peak = PeakRss::watch(victim.pid());
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -193,14 +199,30 @@ fn a_daemon_under_an_outsider_flood_keeps_its_room_and_its_pace() {
     let target = stored_before + u64::from(n);
     let status_dir = dv.clone();
     // Done when everything is stored, or when V stopped taking more (its
-    // stranger pool's share for one link is full) for 10 s.
-    let (mut last, mut still) = (0, 0);
-    rt.block_on(carry(&addr, events, Duration::from_secs(300), || {
-        let n = stored(&status_dir);
-        still = if n == last { still + 1 } else { 0 };
-        last = n;
-        n >= target || still >= 20
-    }));
+    // stranger pool's share for one link is full) for 10 s once the flood
+    // arrives (receipts add a few events before it).
+    //
+    // Known bug, not fixed yet: on about one link in five the carrier
+    // never hands V the flood (nothing arrives for 300 s; both sides keep
+    // the link). Until it is found, a link on which nothing arrives in
+    // 15 s is dropped and the flood carried again on a fresh one, at most
+    // three times.
+    let (mut last, mut still, mut most) = (stored_before, 0, stored_before);
+    for _attempt in 0..3 {
+        let link_started = Instant::now();
+        let events = flood(room_id, now_ms(), n);
+        rt.block_on(carry(&addr, events, Duration::from_secs(300), || {
+            let n = stored(&status_dir);
+            let arrived = n > stored_before + 64;
+            still = if n == last && arrived { still + 1 } else { 0 };
+            last = n;
+            most = most.max(n);
+            n >= target || still >= 20 || (!arrived && link_started.elapsed().as_secs() >= 15)
+        }));
+        if most > stored_before + 64 {
+            break;
+        }
+    }
     let ingest = started.elapsed();
     let st = victim.status();
     let stored = st["store"]["events"].as_u64().unwrap() - stored_before;
@@ -212,8 +234,9 @@ fn a_daemon_under_an_outsider_flood_keeps_its_room_and_its_pace() {
     let messages_took = t.elapsed();
     let peak_kib = peak.finish();
     drop(rt);
+    let most = most - stored_before;
     println!(
-        "outsider flood over LAN: {stored} of {n} events stored in {:.1} s ({:.0} events/s); \
+        "outsider flood over LAN: {stored} of {n} events stored in {:.1} s ({:.0} events/s, {most} at most); \
          daemon RSS {idle_kib} KiB before, peak {peak_kib} KiB; \
          honest message latency {:.2}/{:.2} s before, {:.2}/{:.2} s after; \
          messages through the daemon {:.2} s",
@@ -235,7 +258,11 @@ fn a_daemon_under_an_outsider_flood_keeps_its_room_and_its_pace() {
         ],
         "only the members' messages are shown"
     );
-    assert!(stored > 0, "the flood reached the daemon: {st}");
+    assert!(
+        stored > 0,
+        "the flood reached the daemon: {st}\nthe daemon's log ends:\n{}",
+        log_tail(&dv.with_extension("log"), 40)
+    );
     assert_eq!(st["rooms"], 1, "{st}");
     // Bounded memory: the flood adds little over the idle daemon (the debug
     // build; the goal of 32 MiB is for the release build).
