@@ -23,6 +23,10 @@ use super::peak_rss::PeakRss;
 /// report's figures use 65,536).
 const FLOOD_DEFAULT: u32 = 16_384;
 
+/// Events other than the flood's that the victim may store while it runs
+/// (receipts): the flood has arrived once it stores more than this.
+const NOT_THE_FLOOD: u64 = 64;
+
 fn flood_size() -> u32 {
     std::env::var("ADMISSION_FLOOD")
         .ok()
@@ -213,13 +217,13 @@ fn a_daemon_under_an_outsider_flood_keeps_its_room_and_its_pace() {
         let events = flood(room_id, now_ms(), n);
         rt.block_on(carry(&addr, events, Duration::from_secs(300), || {
             let n = stored(&status_dir);
-            let arrived = n > stored_before + 64;
+            let arrived = n > stored_before + NOT_THE_FLOOD;
             still = if n == last && arrived { still + 1 } else { 0 };
             last = n;
             most = most.max(n);
             n >= target || still >= 20 || (!arrived && link_started.elapsed().as_secs() >= 15)
         }));
-        if most > stored_before + 64 {
+        if most > stored_before + NOT_THE_FLOOD {
             break;
         }
     }
@@ -259,7 +263,7 @@ fn a_daemon_under_an_outsider_flood_keeps_its_room_and_its_pace() {
         "only the members' messages are shown"
     );
     assert!(
-        stored > 0,
+        most > NOT_THE_FLOOD,
         "the flood reached the daemon: {st}\nthe daemon's log ends:\n{}",
         log_tail(&dv.with_extension("log"), 40)
     );
