@@ -19,6 +19,7 @@ mod daemon_mdns;
 mod disk_full;
 mod field;
 mod first_sync;
+mod flood_carrier;
 mod frame_vectors;
 mod fuzz_corpus;
 mod harden;
