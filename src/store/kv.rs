@@ -125,6 +125,12 @@ pub trait Kv {
     /// Reads a value (seeing staged writes).
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Reads a value that starts with a big-endian `u64` (a counter)
+    /// without copying it out; `None` if absent or shorter.
+    fn get_u64(&self, t: Table, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.get(t, key)?.as_deref().and_then(be_u64))
+    }
+
     /// Stages a write.
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
 
@@ -152,6 +158,11 @@ pub trait Kv {
     fn has_pending(&self) -> bool;
 }
 
+/// The big-endian `u64` that `b` starts with, if it is that long.
+pub fn be_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
+}
+
 /// The smallest key greater than every key starting with `prefix`, or
 /// `None` if there is none (prefix all 0xff).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -163,4 +174,30 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Checks a backend's [`Kv::get_u64`] against [`Kv::get`]: staged and
+/// committed, for values of 8 bytes, longer and shorter, and none.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn check_get_u64<K: Kv>(kv: &mut K) {
+    let rows: [(&[u8], &[u8]); 3] = [
+        (b"eight", &7u64.to_be_bytes()),
+        (b"longer", &[0, 0, 0, 0, 0, 0, 1, 2, 9, 9]),
+        (b"short", &[1, 2, 3]),
+    ];
+    for (k, v) in rows {
+        kv.put(Table::Counters, k, v).unwrap();
+    }
+    for _ in 0..2 {
+        for key in [&b"eight"[..], b"longer", b"short", b"absent"] {
+            let copied = kv.get(Table::Counters, key).unwrap();
+            let read = kv.get_u64(Table::Counters, key).unwrap();
+            assert_eq!(read, copied.as_deref().and_then(be_u64), "{key:?}");
+        }
+        assert_eq!(kv.get_u64(Table::Counters, b"eight").unwrap(), Some(7));
+        assert_eq!(kv.get_u64(Table::Counters, b"longer").unwrap(), Some(258));
+        assert_eq!(kv.get_u64(Table::Counters, b"short").unwrap(), None);
+        kv.commit().unwrap();
+    }
 }

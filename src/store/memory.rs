@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::kv::{Kv, Pair, Table};
+use super::kv::{Kv, Pair, Table, be_u64};
 use super::{Engine, StoreConfig, StoreError};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -80,6 +80,14 @@ impl MemKv {
 impl Kv for MemKv {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tables.get(&t).and_then(|m| m.get(key)).cloned())
+    }
+
+    fn get_u64(&self, t: Table, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .tables
+            .get(&t)
+            .and_then(|m| m.get(key))
+            .and_then(|v| be_u64(v)))
     }
 
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -192,6 +200,11 @@ mod tests {
             "{dbg}"
         );
         assert!(dbg.contains("MemKv"));
+    }
+
+    #[test]
+    fn counters_read_in_place_as_copied() {
+        crate::store::kv::check_get_u64(&mut MemKv::new());
     }
 
     #[test]

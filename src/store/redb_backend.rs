@@ -30,7 +30,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
-use super::kv::{Kv, Pair, Table};
+use super::kv::{Kv, Pair, Table, be_u64};
 use super::memory::bounds_empty;
 use super::{CheckReport, Engine, SCHEMA_VERSION, StoreConfig, StoreError};
 
@@ -455,19 +455,35 @@ fn read_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
     }
 }
 
-impl Kv for RedbKv {
-    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+impl RedbKv {
+    /// `key`'s value as `f` reads it in place (seeing staged writes).
+    fn get_with<V>(
+        &self,
+        t: Table,
+        key: &[u8],
+        f: impl Fn(&[u8]) -> V,
+    ) -> Result<Option<V>, StoreError> {
         if let Some(txn) = &self.txn {
             txn.read(t, |table| {
                 let v = table.get(key).map_err(|e| self.err(e))?;
-                Ok(v.map(|g| g.value().to_vec()))
+                Ok(v.map(|g| f(g.value())))
             })
         } else {
             self.with_read(t, |table| {
                 let v = table.get(key).map_err(|e| self.err(e))?;
-                Ok(v.map(|g| g.value().to_vec()))
+                Ok(v.map(|g| f(g.value())))
             })
         }
+    }
+}
+
+impl Kv for RedbKv {
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_with(t, key, <[u8]>::to_vec)
+    }
+
+    fn get_u64(&self, t: Table, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.get_with(t, key, be_u64)?.flatten())
     }
 
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -630,6 +646,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STORE_FILE_NAME);
         (dir, path)
+    }
+
+    #[test]
+    fn counters_read_in_place_as_copied() {
+        let (_dir, path) = fresh();
+        crate::store::kv::check_get_u64(&mut RedbKv::open(&path, 1 << 20).unwrap());
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl<K: Kv> Engine<K> {
         }
         self.kv.remove(Table::Seqs, seq_key)?;
         let hw_key = &seq_key[..48];
-        let seq = read_be(&seq_key[48..]).ok_or_else(|| bad("expiry row"))?;
+        let seq = be_u64(&seq_key[48..]).ok_or_else(|| bad("expiry row"))?;
         let mut mark = self.mark(hw_key)?;
         mark.floor = mark.floor.max(seq);
         let empty = self

@@ -320,7 +320,7 @@ impl<K: Kv> EventStore for Engine<K> {
             .range(Table::RoomItems, lo, hi, limit.min(MAX_LIST_LIMIT), false)?;
         rows.iter()
             .map(|(k, v)| {
-                let ts = k.get(16..24).and_then(read_be);
+                let ts = k.get(16..24).and_then(be_u64);
                 let id = k.get(24..).and_then(id_from);
                 // The class tag; empty in rows written before it was kept
                 // (`store.md`, "Tables"): counted as not strangers'.
@@ -394,7 +394,7 @@ impl<K: Kv> EventStore for Engine<K> {
             for (k, _) in &page {
                 let seq = k
                     .get(48..)
-                    .and_then(read_be)
+                    .and_then(be_u64)
                     .ok_or_else(|| bad("sequence"))?;
                 if seq > expect {
                     if out.len() >= limit {
@@ -438,7 +438,7 @@ impl<K: Kv> EventStore for Engine<K> {
         let from_seq = match last.first() {
             Some((k, _)) => k
                 .get(48..)
-                .and_then(read_be)
+                .and_then(be_u64)
                 .ok_or_else(|| bad("sequence"))?
                 .saturating_add(1),
             None => floor.saturating_add(1),
@@ -550,7 +550,7 @@ impl<K: Kv> Engine<K> {
                     .and_then(|b| b.try_into().ok())
                     .ok_or_else(|| bad("fork"))?;
                 let sender = DeviceId::from_bytes(&sender).map_err(|_| bad("fork"))?;
-                let seq = k.get(48..56).and_then(read_be).ok_or_else(|| bad("fork"))?;
+                let seq = k.get(48..56).and_then(be_u64).ok_or_else(|| bad("fork"))?;
                 let conflicting = k.get(56..).and_then(id_from).ok_or_else(|| bad("fork"))?;
                 let existing = self
                     .event_at_seq(&room, &sender, seq)?

@@ -21,7 +21,7 @@ mod rows;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use super::kv::{Kv, Pair, Table, prefix_end};
+use super::kv::{Kv, Pair, Table, be_u64, prefix_end};
 use super::*;
 use crate::cbor::{CborError, Reader, Writer};
 use crate::event::{EventId, RoomId};
@@ -89,10 +89,6 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 
 fn be(v: u64) -> [u8; 8] {
     v.to_be_bytes()
-}
-
-fn read_be(b: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
 }
 
 /// `seqs` row flag: the event is held.
@@ -205,7 +201,7 @@ impl<K: Kv> Engine<K> {
     pub fn schema_version(&self) -> Result<Option<u64>, StoreError> {
         match self.kv.get(Table::System, SCHEMA_KEY)? {
             None => Ok(None),
-            Some(b) => read_be(&b).map(Some).ok_or_else(|| bad("schema version")),
+            Some(b) => be_u64(&b).map(Some).ok_or_else(|| bad("schema version")),
         }
     }
 
@@ -241,11 +237,7 @@ impl<K: Kv> Engine<K> {
     // ---- counters -----------------------------------------------------
 
     fn counter(&self, name: &[u8]) -> Result<u64, StoreError> {
-        Ok(self
-            .kv
-            .get(Table::Counters, name)?
-            .and_then(|b| read_be(&b))
-            .unwrap_or(0))
+        Ok(self.kv.get_u64(Table::Counters, name)?.unwrap_or(0))
     }
 
     fn add(&mut self, name: &[u8], delta: i128) -> Result<u64, StoreError> {
@@ -255,7 +247,7 @@ impl<K: Kv> Engine<K> {
     }
 
     fn usage(&self, t: Table, key: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.kv.get(t, key)?.and_then(|b| read_be(&b)).unwrap_or(0))
+        Ok(self.kv.get(t, key)?.and_then(|b| be_u64(&b)).unwrap_or(0))
     }
 
     fn add_usage(&mut self, t: Table, key: &[u8], delta: i128) -> Result<(), StoreError> {
