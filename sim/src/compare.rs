@@ -98,27 +98,31 @@ pub fn compare_only(
 
 /// [`compare_only`] on a workload whose contacts are still being found:
 /// meshrelay runs first, on the changes as `feed` hands them over, and the
-/// other protocols on all of them. Returns the workload with its contacts.
-/// The results are those of [`compare_only`] on the same workload.
+/// other protocols on all of them. Returns the workload with its contacts
+/// (none when only meshrelay ran: they are not kept) and how many contact
+/// changes there were. The results are those of [`compare_only`] on the
+/// same workload.
 pub fn compare_fed(
     mut w: Workload,
     mut feed: ContactFeed,
     s: &Settings,
     only: &[&str],
     progress: &mut dyn FnMut(f64),
-) -> (Workload, Comparison) {
+) -> (Workload, Comparison, usize) {
     let first: &[&str] = if only.contains(&MESHRELAY) {
         &[MESHRELAY]
     } else {
         &[]
     };
-    let mut c = compare_on(&w, &mut feed, s, first, progress);
-    w.contacts = feed.finish();
     let rest: Vec<&str> = only.iter().copied().filter(|p| *p != MESHRELAY).collect();
+    feed.keep(!rest.is_empty());
+    let mut c = compare_on(&w, &mut feed, s, first, progress);
+    let (contacts, changes) = feed.finish();
+    w.contacts = contacts;
     let others = compare_on(&w, &mut std::iter::empty(), s, &rest, progress);
     c.outcomes.extend(others.outcomes);
     c.wall_s.extend(others.wall_s);
-    (w, c)
+    (w, c, changes)
 }
 
 const MESHRELAY: &str = "meshrelay";

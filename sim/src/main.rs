@@ -262,12 +262,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
                     );
                     let label = format!("{} seed {seed}", sc.name);
                     let settings = sc.settings(seed);
-                    let (w, c) = compare_fed(w, feed, &settings, only, &mut progress(&label));
-                    eprintln!(
-                        "{} seed {seed}: {} contact changes",
-                        sc.name,
-                        w.contacts.len()
-                    );
+                    let (_, c, changes) =
+                        compare_fed(w, feed, &settings, only, &mut progress(&label));
+                    eprintln!("{} seed {seed}: {changes} contact changes", sc.name);
                     (seed, c)
                 })
             })

@@ -343,8 +343,8 @@ pub fn contacts_by_step(
         advance(&mut nodes, pops, area, t, step_s, rng);
         // Spatial grid: cells of the longest range, nodes bucketed by cell.
         grid.fill(nodes.iter().map(|n| n.walker.pos));
-        // Two halves of the nodes on two threads; the pairs are sorted
-        // below, so the split does not change the result.
+        // With two threads, each takes half of the nodes; the pairs are
+        // sorted below, so the split does not change the result.
         now.clear();
         if threads > 1 {
             let half = nodes.len() / 2;

@@ -54,19 +54,27 @@ fn contacts_found_alongside_give_the_same_run() {
             (fed.rooms.clone(), fed.backhaul.clone()),
             (w.rooms.clone(), w.backhaul.clone())
         );
-        let (fed, c) = compare_fed(fed, feed, &settings, &PROTOCOLS, &mut |_| {});
-        assert_eq!(fed.contacts, w.contacts);
+        let (fed, c, n) = compare_fed(fed, feed, &settings, &PROTOCOLS, &mut |_| {});
+        assert_eq!((&fed.contacts, n), (&w.contacts, w.contacts.len()));
         assert_eq!(c.json(), compare(&w, &settings, &mut |_| {}).json());
         assert!(c.invariants.ok());
         let only = ["oracle", "direct"];
         let (fed, feed) = s.workload_fed(seed);
-        let (fed, c) = compare_fed(fed, feed, &settings, &only, &mut |_| {});
+        let (fed, c, _) = compare_fed(fed, feed, &settings, &only, &mut |_| {});
         assert_eq!(fed.contacts, w.contacts);
         assert_eq!(
             c.json(),
             compare_only(&w, &settings, &only, &mut |_| {}).json()
         );
         assert!(!c.outcomes.contains_key("meshrelay"));
+        // Only meshrelay: the same result, the contacts counted, not kept.
+        let (fed, feed) = s.workload_fed(seed);
+        let (fed, c, n) = compare_fed(fed, feed, &settings, &["meshrelay"], &mut |_| {});
+        assert_eq!((fed.contacts.len(), n), (0, w.contacts.len()));
+        assert_eq!(
+            c.json(),
+            compare_only(&w, &settings, &["meshrelay"], &mut |_| {}).json()
+        );
     }
 }
 

@@ -22,7 +22,10 @@ use meshrelay::store::{InsertMeta, MemoryStore, Priority, Source, SourceKey};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::core_util::{NOW, core, room_with};
+use meshrelay::control::{OkData, Op};
+use meshrelay::room::membership::creates_room;
+
+use super::core_util::{Core, NOW, core, held, op, room_with};
 
 /// Events in the flood: more than one outbox's catch-up share (768), so an
 /// honest carrier's stop shows.
@@ -93,21 +96,24 @@ fn up(link: u64, source: u8) -> Input {
     }
 }
 
-/// What the run left: flood events the member stored, and the carrier.
+/// What the run left.
 struct Run {
+    /// Flood events the member stored.
     stored: u64,
+    member: Core,
+    room: RoomId,
     carrier: Node<MemoryStore, StdRng>,
 }
 
 /// A member (Vic, who made the room) and a carrier of the room's flood
 /// under `copy_budget`, linked until the member holds the flood or
 /// [`LIMIT_MS`] of virtual time passed.
-fn run(copy_budget: u8) -> (Run, super::core_util::Core, RoomId) {
+fn run(copy_budget: u8) -> Run {
     let (mut v, _) = core(1, "Vic");
     let (_, room) = room_with(&mut v, "ops", &[]);
     while v.poll_output().is_some() {}
-    let held = |v: &super::core_util::Core| v.store().occupancy().unwrap().events();
-    let base = held(&v);
+    let events = |v: &Core| v.store().occupancy().unwrap().events();
+    let base = events(&v);
     let mut c = carrier(
         &flood(room, NOW, FLOOD),
         copy_budget,
@@ -119,7 +125,7 @@ fn run(copy_budget: u8) -> (Run, super::core_util::Core, RoomId) {
     v.handle(now, up(1, 2)).unwrap();
     c.handle(now, up(2, 1)).unwrap();
     let (mut to_c, mut to_v) = (VecDeque::new(), VecDeque::new());
-    while now < NOW + LIMIT_MS && held(&v) - base < u64::from(FLOOD) {
+    while now < NOW + LIMIT_MS && events(&v) - base < u64::from(FLOOD) {
         v.settle(now).unwrap();
         while let Some(o) = v.poll_output() {
             match o {
@@ -167,8 +173,15 @@ fn run(copy_budget: u8) -> (Run, super::core_util::Core, RoomId) {
             c.handle(now, Input::Timeout).unwrap();
         }
     }
-    let stored = held(&v) - base;
-    (Run { stored, carrier: c }, v, room)
+    // The last datagram's writes, committed as the daemon's cycle would.
+    v.settle(now).unwrap();
+    while v.poll_output().is_some() {}
+    Run {
+        stored: events(&v) - base,
+        member: v,
+        room,
+        carrier: c,
+    }
 }
 
 /// An honest carrier hands over what it sent before the room's `create`
@@ -176,7 +189,7 @@ fn run(copy_budget: u8) -> (Run, super::core_util::Core, RoomId) {
 /// event it still held was dropped from its outbox unsent.
 #[test]
 fn an_honest_carrier_stops_the_flood_once_it_knows_the_members() {
-    let (r, v, room) = run(meshrelay::proto::NodeConfig::default().copy_budget);
+    let r = run(NodeConfig::default().copy_budget);
     assert!(
         r.stored > 0,
         "the first catch-up went out before the create"
@@ -186,9 +199,9 @@ fn an_honest_carrier_stops_the_flood_once_it_knows_the_members() {
         "the flood stopped at the carrier: {} of {FLOOD} stored",
         r.stored
     );
-    let create = super::core_util::held(&v, &room)
+    let create = held(&r.member, &r.room)
         .into_iter()
-        .find(|e| e.sender() == v.device_id())
+        .find(creates_room)
         .unwrap();
     assert!(
         r.carrier.store().get_event(&create.id()).unwrap().is_some(),
@@ -201,9 +214,15 @@ fn an_honest_carrier_stops_the_flood_once_it_knows_the_members() {
 /// as strangers' traffic: no line shown, no member added.
 #[test]
 fn a_flooder_without_a_budget_hands_everything_and_the_room_shows_none_of_it() {
-    let (r, mut v, room) = run(0);
+    let mut r = run(0);
     assert_eq!(r.stored, u64::from(FLOOD), "the whole flood arrived");
-    assert!(v.messages(&room, None).unwrap().is_empty());
+    let v = &mut r.member;
+    assert!(v.messages(&r.room, None).unwrap().is_empty());
+    let OkData::Rooms { rooms } = op(v, Op::Rooms) else {
+        panic!("no rooms");
+    };
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].members.len(), 1, "only Vic");
     let occ = v.store().occupancy().unwrap();
     assert!(
         occ.stranger.events >= u64::from(FLOOD),

@@ -237,7 +237,7 @@ impl<K: Kv> Engine<K> {
     // ---- counters -----------------------------------------------------
 
     fn counter(&self, name: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.kv.get_u64(Table::Counters, name)?.unwrap_or(0))
+        self.usage(Table::Counters, name)
     }
 
     fn add(&mut self, name: &[u8], delta: i128) -> Result<u64, StoreError> {
@@ -247,7 +247,7 @@ impl<K: Kv> Engine<K> {
     }
 
     fn usage(&self, t: Table, key: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.kv.get(t, key)?.and_then(|b| be_u64(&b)).unwrap_or(0))
+        Ok(self.kv.get_u64(t, key)?.unwrap_or(0))
     }
 
     fn add_usage(&mut self, t: Table, key: &[u8], delta: i128) -> Result<(), StoreError> {
