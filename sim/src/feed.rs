@@ -7,9 +7,10 @@
 //! in time order, step by step, through a bounded channel; the simulation
 //! waits only when it catches up. Unless told not to, the feed keeps what
 //! it handed over, so the protocols run after it get the whole list
-//! ([`ContactFeed::finish`]; 10.5 M changes in the 10,000-node scenario,
-//! 32 bytes each, not kept when nothing runs after it). The contacts are exactly those the search
-//! finds when run before the simulation (`Scenario::workload_fed`).
+//! ([`ContactFeed::finish`]; 10.5 M changes of 32 bytes in the
+//! 10,000-node scenario, not kept when nothing runs after it). The
+//! contacts are exactly those the search finds when run before the
+//! simulation (`Scenario::workload_fed`).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
