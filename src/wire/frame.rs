@@ -15,7 +15,7 @@ use crate::reconcile::{MAX_SYMBOLS_PER_MESSAGE, Message, Part, SYMBOL_BYTES, Sho
 use crate::wire::token::{ROOM_TOKEN_BYTES, RoomToken};
 
 /// Frame format version this implementation speaks.
-pub const WIRE_VERSION: u64 = 3;
+pub const WIRE_VERSION: u64 = 4;
 
 /// Largest encoded frame in bytes (before link encryption and fragmentation).
 /// Holds a full event batch, or the largest reconciliation message.

@@ -297,7 +297,7 @@ fn compute() -> Value {
         })
         .collect();
     json!({
-        "description": "One canonical encoding per frame type (protocol-spec/wire.md, frame table), with the packets a fresh Fragmenter makes of it at MTU 23 (fragment IDs count up across the list), and frames every decoder must reject. Hex, lowercase. room_tokens: HMAC-SHA-256 room tokens (wire.md, \"Room tokens\"), nonces as 8-byte big-endian hex. device_tokens: the same with the device ID as key and the device-token label (wire.md, \"Invitees\").",
+        "description": "One canonical encoding per frame type (protocol-spec/wire.md, frame table), with the packets a fresh Fragmenter makes of it at MTU 23 (fragment IDs count up across the list), and frames every decoder must reject. Hex, lowercase. room_tokens: SipHash-2-4 room tokens (wire.md, \"Room tokens\"), nonces as 8-byte big-endian hex, tokens as the 64-bit SipHash output in little-endian bytes. device_tokens: the same keyed by the device ID's first half, its second half after the device-token label (wire.md, \"Invitees\").",
         "frames": valid,
         "invalid": invalid,
         "room_tokens": tokens,
@@ -337,18 +337,21 @@ fn frame_vectors() {
         let token = room_token(&room, hex16("initiator_nonce"), hex16("responder_nonce"));
         assert_eq!(hex::encode(token.0), v["token"].as_str().unwrap());
     }
-    // Independently: HMAC-SHA-256 from the crate, keyed by the device ID.
+    // Straight from the SipHash crate, as the spec writes it: the first half
+    // of the device ID keys it, the label and the second half come first.
     for v in want["device_tokens"].as_array().unwrap() {
-        use hmac::{KeyInit, Mac};
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(
-            &hex::decode(v["device"].as_str().unwrap()).unwrap(),
-        )
-        .unwrap();
-        mac.update(meshrelay::crypto::domain::DEVICE_TOKEN);
+        use std::hash::Hasher;
+        let id = hex::decode(v["device"].as_str().unwrap()).unwrap();
+        let key: [u8; 16] = id[..16].try_into().unwrap();
+        let mut h = siphasher::sip::SipHasher24::new_with_key(&key);
+        h.write(meshrelay::crypto::domain::DEVICE_TOKEN);
+        h.write(&id[16..]);
         for k in ["initiator_nonce", "responder_nonce"] {
-            mac.update(&hex::decode(v[k].as_str().unwrap()).unwrap());
+            h.write(&hex::decode(v[k].as_str().unwrap()).unwrap());
         }
-        let tag = mac.finalize().into_bytes();
-        assert_eq!(hex::encode(&tag[..8]), v["token"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(h.finish().to_le_bytes()),
+            v["token"].as_str().unwrap()
+        );
     }
 }

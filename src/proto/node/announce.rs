@@ -34,7 +34,7 @@ use super::spray::{spare, vouched};
 
 /// What the peer announced on a link: its token lists (kept as sent, each
 /// ascending) and the rooms it offered by ID. A room is tested against the
-/// lists by computing its token for the link (one HMAC), so nothing is
+/// lists by computing its token for the link (one SipHash), so nothing is
 /// matched in advance and a room this side gains later is recognised too.
 #[derive(Debug, Default)]
 pub(super) struct PeerRooms {
@@ -56,7 +56,7 @@ pub(super) struct PeerRooms {
     invited: BTreeSet<RoomId>,
     /// Room tokens computed for this link so far, at most
     /// `MAX_HELLO_ROOMS`: a link-up tests every held room against the
-    /// peer's lists more than once (invitees, announcements), one HMAC
+    /// peer's lists more than once (invitees, announcements), one SipHash
     /// each without this.
     tokens: RefCell<BTreeMap<RoomId, RoomToken>>,
 }
@@ -250,7 +250,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// member (a carrier's last copies go to it). An invitee does not know
     /// its invite yet, so it cannot announce the room; without a budget
     /// every held room reaches every peer anyway. Each device is tested
-    /// once (one HMAC).
+    /// once (one SipHash).
     pub(super) fn offer_to_invitee(&mut self, link: LinkId) -> Result<(), StoreError> {
         if self.config.copy_budget == 0 {
             return Ok(());
@@ -292,7 +292,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
     /// A room's members grew (the rooms layer's word, for an own or a
     /// carried room): a link whose device token names one of the `added`
     /// members, and whose peer is not known as its member, is handed the
-    /// room as at link-up ([`Self::offer_to_invitee`]). One HMAC per added
+    /// room as at link-up ([`Self::offer_to_invitee`]). One SipHash per added
     /// member and link.
     pub(super) fn offer_to_new_members(
         &mut self,
