@@ -73,19 +73,31 @@ pub fn device_token(device: &DeviceId, initiator_nonce: u64, responder_nonce: u6
     )
 }
 
-/// SipHash-2-4 keyed by `key` over `parts` and both nonces.
+/// Longest token input: the device-token label, half a device ID, two nonces.
+const MAX_TOKEN_INPUT: usize = 64;
+const _: () = assert!(domain::DEVICE_TOKEN.len() + 16 + 16 <= MAX_TOKEN_INPUT);
+const _: () = assert!(domain::ROOM_TOKEN.len() + 16 <= MAX_TOKEN_INPUT);
+
+/// SipHash-2-4 keyed by `key` over `parts` and both nonces, hashed in one
+/// `write` (the hasher buffers each call's ragged tail).
 fn link_token(
     key: &[u8; 16],
     parts: &[&[u8]],
     initiator_nonce: u64,
     responder_nonce: u64,
 ) -> RoomToken {
-    let mut h = SipHasher24::new_with_key(key);
-    for p in parts {
-        h.write(p);
+    let mut msg = [0u8; MAX_TOKEN_INPUT];
+    let mut n = 0;
+    let nonces = [initiator_nonce.to_be_bytes(), responder_nonce.to_be_bytes()];
+    for p in parts.iter().copied().chain(nonces.iter().map(|b| &b[..])) {
+        // The parts are this module's labels and fixed-size IDs.
+        if let Some(dst) = msg.get_mut(n..n + p.len()) {
+            dst.copy_from_slice(p);
+            n += p.len();
+        }
     }
-    h.write(&initiator_nonce.to_be_bytes());
-    h.write(&responder_nonce.to_be_bytes());
+    let mut h = SipHasher24::new_with_key(key);
+    h.write(&msg[..n]);
     RoomToken(h.finish().to_le_bytes())
 }
 
