@@ -4,7 +4,7 @@
 //! made: a node's copy records (65,536) alone took 2 MiB before holding
 //! anything, and a simulated node with all its caches about 3 MiB, which is
 //! what bounded a simulation's size (issue 23: ≤ 0.5 MB per simulated
-//! node). [`lru`] makes the same bounded cache with an empty table that
+//! node). [`lru`](mod@lru) makes the same bounded cache with an empty table that
 //! grows with what it holds: the bound and the eviction order are
 //! unchanged; only memory that is never used is no longer taken.
 

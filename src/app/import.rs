@@ -353,7 +353,7 @@ impl<S: Store> Device<S> {
     /// commit: the driver commits them together with the node's writes, so
     /// a crash loses both or neither. Returns what the sessions refused.
     ///
-    /// The events are read and processed [`ABSORB_CHUNK_EVENTS`] at a time
+    /// The events are read and processed `ABSORB_CHUNK_EVENTS` at a time
     /// (a group commit may stage tens of thousands), so memory stays
     /// bounded whatever a batch holds.
     pub fn absorb(&mut self, staged: &[EventId], now_ms: u64) -> Result<ImportSummary, AppError> {

@@ -9,7 +9,7 @@ use crate::store::Store;
 
 /// A device's secrets and public card, loaded once: the identity, the own
 /// contact card and the prekey ring. The daemon's device core keeps one in
-/// memory; a command without a daemon loads it with [`Device::open`].
+/// memory; a command without a daemon loads it with [`Device::open`](crate::app::Device::open).
 pub struct DeviceKeys {
     pub(super) identity: Identity,
     pub(super) card: ContactCard,

@@ -16,7 +16,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `prekey-ring` | [`PrekeyRing::to_bytes`] |
+//! | `prekey-ring` | [`PrekeyRing::to_bytes`](crate::crypto::key_share::PrekeyRing::to_bytes) |
 //! | `room-keys/` + room ID | [`RoomKeys::to_bytes`] of a room this device is or was in |
 //! | `pt/` + event ID | the decrypted [`Content`] of a message (chain keys are erased after use, so history is read from here) |
 //! | `ud/` + event ID | why a message could not be decrypted (removed once it is) |

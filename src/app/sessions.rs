@@ -11,7 +11,7 @@ pub const MAX_CACHED_SESSIONS: usize = 16;
 /// Room sessions kept in memory between batches, so a daemon receiving a
 /// stream of events does not replay each room's whole history per batch.
 ///
-/// Only [`Device::absorb`] reads it; every other operation on a room drops
+/// Only [`Device::absorb`](crate::app::Device::absorb) reads it; every other operation on a room drops
 /// that room's entry (and a driver that runs other operations on a device
 /// without the cache must [`SessionCache::clear`] it).
 ///

@@ -2,7 +2,7 @@
 //! (`protocol-spec/app.md` §7, "Repair"): one JSON object with `--json`
 //! (the [`RepairReport`] contract), else a summary line and one line per
 //! event the rebuild left out. Reasons go through
-//! [`for_terminal`](crate::safe_text::for_terminal).
+//! [`crate::safe_text::for_terminal`].
 
 use std::io::Write;
 

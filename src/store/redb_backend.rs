@@ -10,8 +10,8 @@
 //!   it, so they see staged writes. [`Kv::commit`] commits it with redb's
 //!   default `Durability::Immediate` (fsync), which is the group commit.
 //! * Tables are opened once per transaction, not per operation: a write
-//!   transaction opens them all when it begins ([`OpenWrite`]), and reads
-//!   between commits share one read transaction ([`ReadSnapshot`]), dropped
+//!   transaction opens them all when it begins (`OpenWrite`), and reads
+//!   between commits share one read transaction (`ReadSnapshot`), dropped
 //!   when a write begins. Opening a table per operation was a sixth of a
 //!   receiving daemon's time (`reports/daemon-throughput.md`).
 //! * Opening a corrupted or truncated file returns

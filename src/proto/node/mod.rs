@@ -130,7 +130,7 @@ pub struct NodeConfig {
     /// `n >= 2` copies hands `n / 2` to a carrier that lacks the event; a
     /// holder of one copy only delivers to members. Members always get their
     /// rooms' events. `0` = no budget: every node hands every event to every
-    /// peer (epidemic carrying). At most [`MAX_COPY_BUDGET`].
+    /// peer (epidemic carrying). At most [`MAX_COPY_BUDGET`](crate::wire::MAX_COPY_BUDGET).
     pub copy_budget: u8,
 }
 
@@ -252,7 +252,7 @@ pub const MAX_BACKLOG_PER_LINK: usize = 16_384;
 /// budget (never under `MIN_BACKLOG_PER_LINK`) when it is not, so a relay
 /// that meets many empty peers at once, or cannot send as fast as it
 /// reconciles, does not hold a full backlog per link
-/// ([`Node::backlog_cap`], `protocol-spec/wire.md`, "Node limits").
+/// (`Node::backlog_cap`, `protocol-spec/wire.md`, "Node limits").
 pub const MAX_BACKLOG_TOTAL: usize = 24_576;
 /// Least backlog a link may hold whatever the number of links: two
 /// rounds' worth of small rooms, so a busy node still sends every link a

@@ -836,7 +836,7 @@ impl RoomDag {
 
     /// The current DAG heads (events nobody cites), deepest first then by
     /// ID, at most `MAX_PREV_EVENTS`: the `prev` of the next local event.
-    /// Chunks and receipts are never heads ([`never_cited`]).
+    /// Chunks and receipts are never heads (`never_cited`).
     pub fn heads(&self) -> Vec<EventId> {
         self.heads_without(&BTreeSet::new())
     }
