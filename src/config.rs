@@ -135,7 +135,7 @@ pub struct RunFlags {
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(MIN_LINK_BUDGET_KIB..=MAX_LINK_BUDGET_KIB))]
     pub link_budget_kib: Option<u64>,
     /// Copies of each carried event handed to devices outside its room
-    /// (binary spray; default 16; 0: no budget, every carrier hands every
+    /// (binary spray; default 18; 0: no budget, every carrier hands every
     /// event to every peer).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=MAX_COPY_BUDGET as i64))]
     pub copy_budget: Option<u8>,

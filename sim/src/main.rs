@@ -117,6 +117,11 @@ struct RunArgs {
     /// 0 = none, epidemic carrying; at most 128).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=128))]
     copy_budget: Option<u8>,
+    /// Whether meshrelay's companion and group rules choose carriers
+    /// (`protocol-spec/wire.md`, "Where copies go"); `off` is the baseline
+    /// they are measured against. Default: the scenario's, else on.
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+    spray_rules: Option<bool>,
     /// Run only these protocols (comma-separated names from the JSON keys,
     /// e.g. `meshrelay` to time the Node alone). Default: all.
     #[arg(long, value_delimiter = ',')]
@@ -226,6 +231,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(c) = a.copy_budget {
         sc.protocols.copy_budget = Some(c);
+    }
+    if let Some(r) = a.spray_rules {
+        sc.protocols.spray_rules = Some(r);
     }
     let seeds = if a.seeds.is_empty() {
         vec![a.seed.unwrap_or(sc.seed)]

@@ -184,6 +184,11 @@ pub struct Protocols {
     /// the copies/latency frontier.
     #[serde(default)]
     pub copy_budget: Option<u8>,
+    /// meshrelay: whether the companion and group rules choose carriers
+    /// (`protocol-spec/wire.md`, "Where copies go"). Default on, as in the
+    /// daemon; off is the baseline they are measured against.
+    #[serde(default)]
+    pub spray_rules: Option<bool>,
 }
 
 fn d_copies() -> u32 {
@@ -199,6 +204,7 @@ impl Default for Protocols {
             store_budget_bytes: None,
             stranger_pool_bytes: None,
             copy_budget: None,
+            spray_rules: None,
         }
     }
 }
@@ -289,6 +295,10 @@ impl Scenario {
         }
         if let Some(c) = self.protocols.copy_budget {
             node.copy_budget = c;
+        }
+        if self.protocols.spray_rules == Some(false) {
+            node.companion_link_ms = 0;
+            node.group_window_ms = 0;
         }
         let mut store = self
             .protocols

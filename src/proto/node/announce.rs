@@ -29,7 +29,7 @@ use crate::wire::{
 };
 
 use super::Node;
-use super::spray::{spare, vouched};
+use super::spray::{SprayRule, spare, vouched};
 
 /// What the peer announced on a link: its token lists (kept as sent, each
 /// ascending) and the rooms it offered by ID. A room is tested against the
@@ -204,9 +204,10 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         }
         let mut sprayed: BTreeMap<RoomId, Vec<EventId>> = BTreeMap::new();
         if both {
-            for (id, (room, n)) in self.copies.iter() {
-                if *n >= 2 {
-                    sprayed.entry(*room).or_default().push(*id);
+            let rule = SprayRule::new(&self.config, self.now_ms);
+            for (id, c) in self.copies.iter() {
+                if rule.may_spray(c, l) {
+                    sprayed.entry(c.room).or_default().push(*id);
                 }
             }
         }
@@ -354,8 +355,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let spraying: BTreeSet<RoomId> = self
             .copies
             .iter()
-            .filter(|(_, (_, n))| *n >= 2)
-            .map(|(_, (room, _))| *room)
+            .filter(|(_, c)| c.n >= 2)
+            .map(|(_, c)| c.room)
             .collect();
         Ok(spraying.into_iter().take(MAX_HELLO_ROOMS).collect())
     }
@@ -802,7 +803,8 @@ mod tests {
         // Copies to give: announced to a peer that is no member.
         let (mut n, nonce) = carrier_of(room, &[author]);
         let id = n.room_items(&room, false).unwrap()[0].id;
-        n.copies.put(id, (room, 4));
+        n.copies
+            .put(id, super::super::spray::Copies::new(room, 4, 0));
         let sent = named(&mut n, nonce, None);
         assert!(ihave(&sent, room) && !reconciles(&sent), "{sent:?}");
         // As initiator, to a member of the carried room: announced, not

@@ -14,7 +14,6 @@ use crate::store::{EventStore, StoreError};
 use crate::wire::{CloseReason, Frame};
 
 use super::announce::merge_sorted;
-use super::spray::offerable;
 use super::{
     CATCH_UP_LOW_WATER, MAX_ANTI_ENTROPY_BACKOFF_SHIFT, MAX_DEFERRED_INITS, MAX_QUEUED_PARTS,
     MAX_SESSION_ITEMS, MAX_SESSIONS_PER_LINK, Node, ROUND_SESSIONS, SLICE_BACKLOG_SHARE,
@@ -317,11 +316,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             // Events this side may not hand over (no copies left for a
             // carrier) are not a difference worth another period (whether
             // it vouches for each is checked when it is sent).
-            let budget = self.config.copy_budget;
+            let rule = self.spray_rule();
             let peer_lacks: Vec<Item> = match self.links.get(&link) {
                 Some(l) => peer_lacks
                     .into_iter()
-                    .filter(|i| offerable(budget, &self.copies, l, &i.id, &room, true))
+                    .filter(|i| rule.offerable(&self.copies, l, &i.id, &room, true))
                     .collect(),
                 None => Vec::new(),
             };
@@ -329,7 +328,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             // surely sends it: to a member, or without a budget.
             let found = !peer_lacks.is_empty()
                 || failed.is_some()
-                || (i_lack && (budget == 0 || self.own_rooms.contains(&room)));
+                || (i_lack && (self.config.copy_budget == 0 || self.own_rooms.contains(&room)));
             if let Some(l) = self.links.get_mut(&link) {
                 let finished = l.sessions.remove(&number);
                 if let (Some(mut s), Some(lacks)) = (finished, raw_lacks) {

@@ -18,6 +18,7 @@ use crate::room::membership::{creates_room, invites_device};
 use crate::store::{EventStore, InsertMeta, InsertOutcome, Priority, Source, StoreError};
 use crate::wire::{CloseReason, Frame, MAX_COPY_BUDGET};
 
+use super::spray::Copies;
 use super::{Committed, EXPECTED_ROOM_EVENTS, Node, RECEIPT_COPY_BUDGET};
 
 impl<S: EventStore, R: Rng> Node<S, R> {
@@ -56,9 +57,15 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             // Copies handed over with a duplicate are kept, not lost:
             // together they are what the sender gave up.
             if spray {
-                let held = self.copies.peek(&id).map_or(1, |c| c.1);
-                let total = held.saturating_add(copies).min(MAX_COPY_BUDGET);
-                self.copies.put(id, (event.room(), total));
+                let now = self.now_ms;
+                let total = |held: u8| held.saturating_add(copies).min(MAX_COPY_BUDGET);
+                match self.copies.get_mut(&id) {
+                    Some(c) => c.n = total(c.n),
+                    None => {
+                        let c = Copies::new(event.room(), total(1), now);
+                        self.copies.put(id, c);
+                    }
+                }
             }
             // Plumtree: a duplicate pushed eagerly means a redundant path.
             let prune = self.links.get(&link).is_some_and(|l| l.eager);
@@ -120,8 +127,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             self.want_refused_from(event.room(), |d| *d == creator)?;
         }
         if spray {
-            self.copies
-                .put(id, (event.room(), copies.min(MAX_COPY_BUDGET)));
+            let c = Copies::new(event.room(), copies.min(MAX_COPY_BUDGET), self.now_ms);
+            self.copies.put(id, c);
         }
         self.ingest(
             &event,
@@ -248,7 +255,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                     budget = budget.min(RECEIPT_COPY_BUDGET);
                 }
                 if budget >= 2 && !self.store.has_event(&event.id())? {
-                    self.copies.put(event.id(), (event.room(), budget));
+                    let c = Copies::new(event.room(), budget, self.now_ms);
+                    self.copies.put(event.id(), c);
                 }
                 self.ingest(&event, meta, None)
             }

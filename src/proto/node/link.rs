@@ -260,6 +260,11 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         }
     }
 
+    /// Where copies may go now (`spray::SprayRule`).
+    pub(super) fn spray_rule(&self) -> super::spray::SprayRule {
+        super::spray::SprayRule::new(&self.config, self.now_ms)
+    }
+
     pub(super) fn send(&mut self, link: LinkId, frame: &Frame) -> usize {
         let Some(l) = self.links.get_mut(&link) else {
             return 0;

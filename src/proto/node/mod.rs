@@ -44,7 +44,9 @@
 //!   event of a room the peer is not a member of goes to it only while this
 //!   node holds two or more copies of it, half of which travel along in a
 //!   `Spray` frame (binary spray; `NodeConfig::copy_budget`,
-//!   `protocol-spec/wire.md`, "Copy budget"). Members always get their
+//!   `protocol-spec/wire.md`, "Copy budget"), and the peer is neither a
+//!   companion nor in the group of the last carrier (`spray`, "Where
+//!   copies go"). Members always get their
 //!   rooms' events. Between two sides under a budget only the rooms both
 //!   are members of are reconciled; what else one may hand the other it
 //!   announces (`IHave`) at link-up.
@@ -83,6 +85,7 @@ pub use carried::{MAX_CARRIED_MEMBERS, MAX_CARRIED_ROOMS};
 use link::Link;
 pub use progress::{MAX_SYNCING_ROOMS, SyncProgress};
 pub use purge::{MAX_DROPPED_IDS, MAX_PURGE_EVENTS, MAX_PURGE_ROOMS, PURGE_INTERVAL_MS};
+pub use spray::{COMPANION_HOLD_MS, COMPANION_LINK_MS, GROUP_WINDOW_MS};
 
 use lru::LruCache;
 use rand_core::Rng;
@@ -132,6 +135,18 @@ pub struct NodeConfig {
     /// rooms' events. `0` = no budget: every node hands every event to every
     /// peer (epidemic carrying). At most [`MAX_COPY_BUDGET`](crate::wire::MAX_COPY_BUDGET).
     pub copy_budget: u8,
+    /// A BLE peer linked this long counts as a companion, which gets an
+    /// event's copies only after [`Self::companion_hold_ms`]
+    /// ([`COMPANION_LINK_MS`]; `0` = no companions;
+    /// `protocol-spec/wire.md`, "Where copies go").
+    pub companion_link_ms: u64,
+    /// How long an event waits for a fresh peer before a companion gets its
+    /// copies ([`COMPANION_HOLD_MS`]).
+    pub companion_hold_ms: u64,
+    /// BLE links that came up this close together count as one group,
+    /// which gets one share of an event's copies ([`GROUP_WINDOW_MS`];
+    /// `0` = no groups).
+    pub group_window_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -150,6 +165,9 @@ impl Default for NodeConfig {
             key_events_per_s: 5,
             link_window_bytes: 256 * 1024,
             copy_budget: DEFAULT_COPY_BUDGET,
+            companion_link_ms: COMPANION_LINK_MS,
+            companion_hold_ms: COMPANION_HOLD_MS,
+            group_window_ms: GROUP_WINDOW_MS,
         }
     }
 }
@@ -178,18 +196,22 @@ pub const WINDOW_DIVISOR: u64 = 2;
 /// Least window of a link, whatever its budget (a few frames of events).
 pub const MIN_WINDOW_BYTES: usize = 64 * 1024;
 
-/// Default [`NodeConfig::copy_budget`]: the simulator's budget, 16
-/// (`protocol-spec/wire.md`, "Copy budget"). Invitees that are not members
-/// yet are recognised by their device token ("Invitees"), so a member relay
-/// hands them their rooms whatever its copies.
-pub const DEFAULT_COPY_BUDGET: u8 = SIM_COPY_BUDGET;
+/// Default [`NodeConfig::copy_budget`], 18: with the companion and group
+/// rules ("Where copies go") the least that delivers 98% of the oracle's
+/// messages in the disaster area at under a tenth of epidemic's overhead
+/// (`sim/reports/disaster-area/`; `protocol-spec/wire.md`, "Copy budget").
+/// Invitees that are not members yet are recognised by their device token
+/// ("Invitees"), so a member relay hands them their rooms whatever its
+/// copies.
+pub const DEFAULT_COPY_BUDGET: u8 = 18;
 
 /// Copies of an own receipt under a copy budget: one for a carrier, the
 /// rest go member to member (`protocol-spec/rooms.md` §9).
 pub const RECEIPT_COPY_BUDGET: u8 = 2;
 
-/// The copy budget the simulator's scenarios run with (16: the disaster
-/// area's overhead goal is met with it, `sim/reports/disaster-area/`).
+/// The copy budget most of the simulator's scenarios run with, 16, so
+/// their reports stay comparable across rounds; the disaster area runs
+/// the daemon's [`DEFAULT_COPY_BUDGET`].
 pub const SIM_COPY_BUDGET: u8 = 16;
 
 /// Most events whose copy counts (above one) a node remembers; a forgotten
@@ -457,7 +479,7 @@ pub struct Node<S: EventStore, R: Rng> {
     /// Copies held per carried event, only counts of two or more (one is
     /// the default), at most `MAX_COPY_RECORDS` (least recently used
     /// forgotten).
-    copies: LruCache<EventId, (RoomId, u8)>,
+    copies: spray::CopyMap,
     /// What new events are stored ([`Node::set_admission`]).
     admission: Admission,
     /// Events read as urgent and honoured (`urgent.rs`).

@@ -21,7 +21,7 @@ use crate::store::{EventStore, Priority, StoreError};
 use crate::wire::{Frame, MAX_EVENTS_PER_FRAME, MAX_FRAME_BYTES};
 
 use super::link::{OutboxKey, SendClass};
-use super::spray::{offerable, take_copies, vouched};
+use super::spray::{SprayRule, vouched};
 use super::{
     CATCH_UP_LOW_WATER, FRAME_OVERHEAD, MAX_BACKLOG_PER_LINK, MAX_BACKLOG_TOTAL,
     MAX_CATCH_UP_IN_OUTBOX, MAX_CONTROL_IN_OUTBOX, MAX_OUTBOX_PER_LINK, MIN_BACKLOG_PER_LINK, Node,
@@ -48,7 +48,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             // carriers while copies are left) get it or hear of it; nobody,
             // when it holds the event of an own room as strangers' traffic
             // (its sender has no standing there: `wire.md`, "Quarantine").
-            let budget = self.config.copy_budget;
+            let rule = self.spray_rule();
             let copies = &self.copies;
             let quarantined = c.priority == Priority::Stranger && self.own_rooms.contains(&c.room);
             let vouched = vouched(&self.own_rooms, &self.carried, &c.room, &c.sender);
@@ -58,7 +58,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 .filter(|(id, l)| {
                     !quarantined
                         && Some(**id) != c.from
-                        && offerable(budget, copies, l, &c.id, &c.room, vouched)
+                        && rule.offerable(copies, l, &c.id, &c.room, vouched)
                 })
                 .map(|(id, l)| {
                     let eager = l.eager && !l.pruned.contains(&c.room);
@@ -95,7 +95,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             // member's own events leave its delivery queue on this proof
             // (`protocol-spec/store.md`, "Delivery to the mesh").
             if let Some(from) = c.from
-                && budget != 0
+                && self.config.copy_budget != 0
                 && !self.own_rooms.contains(&c.room)
                 && self
                     .links
@@ -321,6 +321,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
             let reserve = self.config.link_burst_bytes / PACING_DIVISOR / 4;
             let mut avail = l.pacing.available(now);
             let budget = self.config.copy_budget;
+            let rule = SprayRule::new(&self.config, now);
             let mut batch = Vec::new();
             let mut handed = Vec::new();
             let mut waiting = false;
@@ -342,7 +343,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 }
                 // Copies may have run out since the event was queued (the
                 // member's privilege is checked below, with the sender).
-                if !offerable(budget, &self.copies, l, &id, &batch_room, true) {
+                if !rule.offerable(&self.copies, l, &id, &batch_room, true) {
                     l.outbox.remove(&key);
                     l.queued.remove(&id);
                     continue;
@@ -359,8 +360,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 if budget != 0
                     && self.carried.members(&batch_room).is_some()
                     && let Ok(ev) = Event::decode_unverified(&bytes)
-                    && !offerable(
-                        budget,
+                    && !rule.offerable(
                         &self.copies,
                         l,
                         &id,
@@ -395,7 +395,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 l.outbox.remove(&key);
                 l.queued.remove(&id);
                 l.known.put(id, ());
-                handed.push(take_copies(budget, &mut self.copies, l, &id, &batch_room));
+                handed.push(rule.take(&mut self.copies, l, &id, &batch_room));
                 batch.push(bytes);
             }
             if batch.is_empty() {
