@@ -154,3 +154,56 @@ fn a_grid_of_carriers_delivers_within_the_budget() {
         assert!(carriers(&net, id, &[0, n - 1]) <= 8);
     }
 }
+
+/// Where copies go (`protocol-spec/wire.md`): node 0 walks with four
+/// team-mates (BLE links up for minutes) and sends to a member it never
+/// meets. The team-mates get no copies during the hold; of three peers
+/// that come into range at once one does; a peer met apart from them gets
+/// a share too; after the hold a team-mate is offered its share at the next
+/// anti-entropy period. Never more carriers than the budget.
+#[test]
+fn copies_leave_the_senders_team_and_go_once_per_group() {
+    use meshrelay::proto::node::{COMPANION_HOLD_MS, DEFAULT_COPY_BUDGET};
+    let s = seed(41);
+    let mut net = SimNet::new(12, s, NodeConfig::default(), StoreConfig::default());
+    let room = RoomId([0x61; 16]);
+    net.join(0, room);
+    net.join(11, room);
+    for i in 1..5 {
+        net.connect(0, i, LinkParams::ble());
+    }
+    let minute = 60_000;
+    net.run_until(5 * minute);
+    let sent = net.now_ms();
+    let id = net.publish(0, room, 300);
+    let holds = |net: &SimNet, i: usize| net.nodes[i].core.store().has_event(&id).unwrap_or(false);
+    net.run_until(sent + minute);
+    assert_eq!(
+        carriers(&net, &id, &[0, 11]),
+        0,
+        "team-mates got copies during the hold"
+    );
+    // Three peers come into range within a second: one gets copies.
+    for i in 5..8 {
+        net.connect(0, i, LinkParams::ble());
+    }
+    net.run_until(sent + 2 * minute);
+    let group: Vec<usize> = (5..8).filter(|&i| holds(&net, i)).collect();
+    assert_eq!(group.len(), 1, "a group met at once got {group:?}");
+    // A peer met apart from them gets a share too.
+    net.connect(0, 8, LinkParams::ble());
+    net.run_until(sent + 3 * minute);
+    assert!(holds(&net, 8), "a peer met apart got nothing");
+    assert!((1..5).all(|i| !holds(&net, i)));
+    // After the hold, at the next period, one team-mate (they came into
+    // range together: one group) carries too.
+    net.run_until(sent + COMPANION_HOLD_MS + 3 * minute);
+    let mates: Vec<usize> = (1..5).filter(|&i| holds(&net, i)).collect();
+    assert_eq!(
+        mates.len(),
+        1,
+        "after the hold the team-mates hold {mates:?}"
+    );
+    assert!(carriers(&net, &id, &[0, 11]) <= usize::from(DEFAULT_COPY_BUDGET));
+    assert!(net.nodes.iter().all(|n| n.double_deliveries.is_empty()));
+}

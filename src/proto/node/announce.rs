@@ -232,6 +232,42 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         Ok(())
     }
 
+    /// Under a copy budget, at each anti-entropy period of a link to a
+    /// peer under a budget too, announces (`IHave`) the events whose
+    /// companion hold ended since the last period and that may now go to
+    /// the peer (`protocol-spec/wire.md`, "Where copies go"): nothing else
+    /// would tell a companion of them, as carried rooms are not reconciled
+    /// between two budgets and link-up is long past.
+    pub(super) fn offer_after_hold(&mut self, link: LinkId) {
+        let rule = self.spray_rule();
+        let (now, hold) = (self.now_ms, self.config.companion_hold_ms);
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        let from = l.hold_offered_ms;
+        let mut due: BTreeMap<RoomId, Vec<EventId>> = BTreeMap::new();
+        if rule.companion(l) {
+            for (id, c) in self.copies.iter() {
+                let ends = c.since_ms.saturating_add(hold);
+                if ends > from
+                    && ends <= now
+                    && !l.known.contains(id)
+                    && !l.peer.member_of(&c.room)
+                    && rule.may_spray(c, l)
+                {
+                    due.entry(c.room).or_default().push(*id);
+                }
+            }
+        }
+        if let Some(l) = self.links.get_mut(&link) {
+            l.hold_offered_ms = now;
+        }
+        for (room, mut ids) in due {
+            ids.sort_unstable();
+            self.send_ids(link, &ids, |ids| Frame::IHave { room, ids });
+        }
+    }
+
     /// Under a copy budget, hands the peer (`IHave`) the rooms it is
     /// invited to and not a member of yet (it may carry them): held rooms,
     /// own or carried, whose members (the rooms layer's word) include the

@@ -479,6 +479,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
                 l.next_anti_entropy_ms = now.saturating_add(wait);
                 if new_period && both_budget && l.rooms_seen {
                     self.want_refused_on(link)?;
+                    self.offer_after_hold(link);
                 }
                 let Some(l) = self.links.get(&link) else {
                     continue;

@@ -37,6 +37,9 @@ pub(super) struct Link {
     pub(super) hello_seen: bool,
     /// Whether the peer's Hello asked for member and spraying roles.
     pub(super) peer_wants_roles: bool,
+    /// Copies whose companion hold ended up to this time were announced
+    /// to the peer (`Node::offer_after_hold`).
+    pub(super) hold_offered_ms: u64,
     /// Whether this side's `Rooms` went out, and the peer's came in.
     pub(super) rooms_sent: bool,
     pub(super) rooms_seen: bool,
@@ -163,6 +166,7 @@ impl Link {
             initiator: false,
             hello_seen: false,
             peer_wants_roles: false,
+            hold_offered_ms: now,
             rooms_sent: false,
             rooms_seen: false,
             offer_seen: false,

@@ -109,13 +109,14 @@ impl SprayRule {
 
     /// Whether copies `c` may go to a carrier on `l` now: two or more held;
     /// to a companion only once the hold is over; over BLE not to a peer
-    /// met together with the one that got copies last ([`GROUP_WINDOW_MS`]).
+    /// met together with the one that got copies last ([`GROUP_WINDOW_MS`]),
+    /// companions included (a team is one group).
     pub(super) fn may_spray(&self, c: &Copies, l: &Link) -> bool {
         if c.n < 2 {
             return false;
         }
-        if self.companion(l) {
-            return self.now_ms >= c.since_ms.saturating_add(self.hold_ms);
+        if self.companion(l) && self.now_ms < c.since_ms.saturating_add(self.hold_ms) {
+            return false;
         }
         // The link that got them may have them again (its peer refused
         // them and asks again, `Want`).
