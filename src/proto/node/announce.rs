@@ -29,7 +29,7 @@ use crate::wire::{
 };
 
 use super::Node;
-use super::spray::{SprayRule, spare, vouched};
+use super::spray::{spare, vouched};
 
 /// What the peer announced on a link: its token lists (kept as sent, each
 /// ascending) and the rooms it offered by ID. A room is tested against the
@@ -204,7 +204,7 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         }
         let mut sprayed: BTreeMap<RoomId, Vec<EventId>> = BTreeMap::new();
         if both {
-            let rule = SprayRule::new(&self.config, self.now_ms);
+            let rule = self.spray_rule();
             for (id, c) in self.copies.iter() {
                 if rule.may_spray(c, l) {
                     sprayed.entry(c.room).or_default().push(*id);
@@ -248,9 +248,8 @@ impl<S: EventStore, R: Rng> Node<S, R> {
         let mut due: BTreeMap<RoomId, Vec<EventId>> = BTreeMap::new();
         if rule.companion(l) {
             for (id, c) in self.copies.iter() {
-                let ends = c.since_ms.saturating_add(hold);
-                if ends > from
-                    && ends <= now
+                // The hold itself is `may_spray`'s to check.
+                if c.since_ms.saturating_add(hold) > from
                     && !l.known.contains(id)
                     && !l.peer.member_of(&c.room)
                     && rule.may_spray(c, l)
