@@ -32,10 +32,10 @@ pub const ROSTER_SECRET_INFO: &[u8] = b"meshrelay/v2/roster-secret\0";
 pub const ROOM_ID: &[u8] = b"meshrelay/v1/room-id\0";
 /// SipHash input label of a room token in a link's announcements
 /// (`protocol-spec/wire.md`, "Room tokens").
-pub const ROOM_TOKEN: &[u8] = b"meshrelay/v4/room-token\0";
+pub const ROOM_TOKEN: &[u8] = b"meshrelay/v5/room-token\0";
 /// SipHash input label of a device token in a link's `Rooms` frame
 /// (`protocol-spec/wire.md`, "Invitees").
-pub const DEVICE_TOKEN: &[u8] = b"meshrelay/v4/device-token\0";
+pub const DEVICE_TOKEN: &[u8] = b"meshrelay/v5/device-token\0";
 /// Hash of a homeserver bundle, giving its Matrix transaction ID.
 pub const BUNDLE_TXN: &[u8] = b"meshrelay/v1/bundle-txn\0";
 /// Hash of a whole item set in set reconciliation (the equality check).

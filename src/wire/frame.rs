@@ -15,7 +15,7 @@ use crate::reconcile::{MAX_SYMBOLS_PER_MESSAGE, Message, Part, SYMBOL_BYTES, Sho
 use crate::wire::token::{ROOM_TOKEN_BYTES, RoomToken};
 
 /// Frame format version this implementation speaks.
-pub const WIRE_VERSION: u64 = 4;
+pub const WIRE_VERSION: u64 = 5;
 
 /// Largest encoded frame in bytes (before link encryption and fragmentation).
 /// Holds a full event batch, or the largest reconciliation message.
@@ -158,7 +158,7 @@ pub enum Frame {
         /// The sender's device token for the link (`crate::wire::device_token`),
         /// so a holder of an invite for it recognises an invitee ("Invitees");
         /// only to a peer that sets [`FEATURE_ROLES`], else absent. Encoded
-        /// as a byte string of 8 bytes, or of none.
+        /// as a byte string of [`ROOM_TOKEN_BYTES`] bytes, or of none.
         device: Option<RoomToken>,
     },
     /// Rooms the responder would hand the initiator that the initiator's
@@ -322,7 +322,7 @@ fn unpack_short(b: &[u8]) -> Result<Vec<ShortId>, FrameError> {
     unpack::<8, _>(b, MAX_SHORT_IDS_PER_FRAME, "short IDs", u64::from_be_bytes)
 }
 
-/// A token list: 8-byte tokens, strictly ascending (one encoding), at most
+/// A token list: 4-byte tokens, strictly ascending (one encoding), at most
 /// [`MAX_HELLO_ROOMS`].
 fn tokens(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<RoomToken>, FrameError> {
     let t = unpack::<ROOM_TOKEN_BYTES, _>(r.bytes()?, MAX_HELLO_ROOMS, what, RoomToken)?;
@@ -579,7 +579,7 @@ impl Frame {
                 let device = match r.bytes()? {
                     [] => None,
                     b => Some(RoomToken(b.try_into().map_err(|_| {
-                        FrameError::Malformed("device token of neither 0 nor 8 bytes")
+                        FrameError::Malformed("device token of neither 0 nor 4 bytes")
                     })?)),
                 };
                 Frame::Rooms {
@@ -716,7 +716,7 @@ mod tests {
     }
 
     fn tokens(n: std::ops::Range<usize>) -> impl Strategy<Value = Vec<RoomToken>> {
-        vec(any::<[u8; 8]>().prop_map(RoomToken), n).prop_map(|mut t| {
+        vec(any::<[u8; ROOM_TOKEN_BYTES]>().prop_map(RoomToken), n).prop_map(|mut t| {
             t.sort();
             t.dedup();
             t
@@ -771,7 +771,7 @@ mod tests {
                 tokens(0..14),
                 any::<u16>(),
                 any::<u16>(),
-                proptest::option::of(any::<[u8; 8]>())
+                proptest::option::of(any::<[u8; ROOM_TOKEN_BYTES]>())
             )
                 .prop_map(|(held, m, sp, device)| {
                     // Roles are subsets of the held tokens (bitmaps of
@@ -915,7 +915,7 @@ mod tests {
 
     #[test]
     fn announcements_have_one_encoding() {
-        let t = |b: u8| RoomToken([b; 8]);
+        let t = |b: u8| RoomToken([b; 4]);
         let rooms = |held: Vec<RoomToken>, members: Vec<RoomToken>| {
             Frame::Rooms {
                 held,
@@ -926,7 +926,7 @@ mod tests {
             .encode()
         };
         assert!(Frame::decode(&rooms(vec![t(1), t(2)], vec![t(2)])).is_ok());
-        // The device token is 8 bytes or none.
+        // The device token is 4 bytes or none.
         let mut with_device = Frame::Rooms {
             held: vec![],
             members: vec![],
@@ -936,7 +936,7 @@ mod tests {
         .encode();
         assert!(Frame::decode(&with_device).is_ok());
         let n = with_device.len();
-        with_device[n - 9] = 0x47; // a 7-byte string, then a stray byte
+        with_device[n - 5] = 0x43; // a 3-byte string, then a stray byte
         assert!(Frame::decode(&with_device).is_err());
         // Roles are a bitmap over the held tokens: nine held, the first
         // and the ninth members.

@@ -1,12 +1,12 @@
 //! Room tokens: how a link's announcements name rooms without naming them
 //! (`protocol-spec/wire.md`, "Room tokens").
 //!
-//! A `Rooms` or `Members` frame lists each room as an 8-byte token keyed by
+//! A `Rooms` or `Members` frame lists each room as a 4-byte token keyed by
 //! the room ID and bound to the link by both sides' Hello nonces:
 //!
 //! ```text
-//! token = SipHash-2-4(key = room_id, "meshrelay/v4/room-token\0"
-//!                     || initiator_nonce (u64 BE) || responder_nonce (u64 BE))
+//! token = SipHash-2-4(key = room_id, "meshrelay/v5/room-token\0"
+//!                     || initiator_nonce (u64 BE) || responder_nonce (u64 BE))[0..4]
 //! ```
 //!
 //! SipHash-2-4 is a pseudorandom function with a 128-bit key and a 64-bit
@@ -14,7 +14,7 @@
 //! output. It replaced HMAC-SHA-256 (wire versions 2 and 3, four SHA-256
 //! blocks a token), since a carrier tests every room it holds at each
 //! link-up. A peer that holds the room (it knows the ID) recognises it;
-//! anyone else sees 8 pseudo-random bytes that change with every link,
+//! anyone else sees 4 pseudo-random bytes that change with every link,
 //! since each side draws a fresh nonce per link. Room IDs are 128-bit
 //! hashes, so a peer cannot test guesses of IDs it never held.
 //!
@@ -25,13 +25,17 @@
 //! label, so the token depends on all of the ID:
 //!
 //! ```text
-//! device_token = SipHash-2-4(key = device_id[0..16], "meshrelay/v4/device-token\0"
+//! device_token = SipHash-2-4(key = device_id[0..16], "meshrelay/v5/device-token\0"
 //!                            || device_id[16..32] || initiator_nonce (u64 BE)
-//!                            || responder_nonce (u64 BE))
+//!                            || responder_nonce (u64 BE))[0..4]
 //! ```
 //!
-//! The output is the 64-bit SipHash value as 8 little-endian bytes, the
-//! byte order of the reference implementation's test vectors.
+//! A token is the first 4 of the 64-bit SipHash value's 8 little-endian
+//! bytes (the byte order of the reference implementation's test vectors).
+//! Wire version 4 sent all 8: the room lists were most of a link-up's bytes,
+//! and 4 bytes keep a false match rare (about one test in 2^32 per room the
+//! peer lists) and harmless: it costs an announcement or a reconciliation
+//! the peer cannot use (`protocol-spec/wire.md`, "Room tokens").
 
 use std::hash::Hasher;
 
@@ -41,8 +45,8 @@ use crate::crypto::domain;
 use crate::crypto::keys::DeviceId;
 use crate::event::RoomId;
 
-/// Bytes in a room token.
-pub const ROOM_TOKEN_BYTES: usize = 8;
+/// Bytes in a room (or device) token: the first bytes of the SipHash output.
+pub const ROOM_TOKEN_BYTES: usize = 4;
 
 /// One room as a link's announcements name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -98,11 +102,13 @@ fn link_token(
     }
     let mut h = SipHasher24::new_with_key(key);
     h.write(&msg[..n]);
-    RoomToken(h.finish().to_le_bytes())
+    let mut token = [0u8; ROOM_TOKEN_BYTES];
+    token.copy_from_slice(&h.finish().to_le_bytes()[..ROOM_TOKEN_BYTES]);
+    RoomToken(token)
 }
 
 /// The tokens of `rooms` on one link, ascending and without repeats (two
-/// rooms whose tokens collide on a link, about one pair in 2^64, are
+/// rooms whose tokens collide on a link, about one pair in 2^32, are
 /// announced once: the peer may miss one of them until the next link).
 pub fn tokens_of<'a>(
     rooms: impl IntoIterator<Item = &'a RoomId>,

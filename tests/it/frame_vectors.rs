@@ -161,38 +161,38 @@ fn frames() -> Vec<(&'static str, Frame)> {
 
 /// Frames that decode to nothing, with why.
 fn invalid() -> Vec<(&'static str, Vec<u8>)> {
-    // One held token, a member: `… 48 <token> 41 80 40 40`. The member
+    // One held token, a member: `… 44 <token> 41 80 40 40`. The member
     // bitmap's byte becomes a bit past the held tokens, then a zero byte.
     let bitmap = |byte: u8| {
         let mut b = Frame::Rooms {
-            held: vec![RoomToken([1; 8])],
-            members: vec![RoomToken([1; 8])],
+            held: vec![RoomToken([1; 4])],
+            members: vec![RoomToken([1; 4])],
             spraying: vec![],
             device: None,
         }
         .encode();
-        assert_eq!(b[12..14], [0x41, 0x80]);
-        b[13] = byte;
+        assert_eq!(b[8..10], [0x41, 0x80]);
+        b[9] = byte;
         b
     };
     let descending = Frame::Rooms {
-        held: vec![RoomToken([2; 8]), RoomToken([1; 8])],
+        held: vec![RoomToken([2; 4]), RoomToken([1; 4])],
         members: vec![],
         spraying: vec![],
         device: None,
     }
     .encode();
-    // A device token of 7 bytes: the last field's head says 7, one byte
+    // A device token of 3 bytes: the last field's head says 3, one byte
     // is dropped.
     let mut short_device = Frame::Rooms {
         held: vec![],
         members: vec![],
         spraying: vec![],
-        device: Some(RoomToken([3; 8])),
+        device: Some(RoomToken([3; 4])),
     }
     .encode();
     let n = short_device.len();
-    short_device[n - 9] = 0x47;
+    short_device[n - 5] = 0x43;
     short_device.pop();
     let empty_offer = Frame::Offer { rooms: vec![] }.encode();
     let spray = |copies: u8| {
@@ -217,7 +217,7 @@ fn invalid() -> Vec<(&'static str, Vec<u8>)> {
         .encode()
     };
     let mut long_tag = Frame::Members {
-        tokens: vec![RoomToken([0x22; 8])],
+        tokens: vec![RoomToken([0x22; 4])],
     }
     .encode();
     // Tag 2 in a two-byte head (0x18 0x02): not the shortest form.
@@ -233,7 +233,7 @@ fn invalid() -> Vec<(&'static str, Vec<u8>)> {
             bitmap(0x00),
         ),
         ("a Rooms whose tokens are not ascending", descending),
-        ("a Rooms whose device token is 7 bytes", short_device),
+        ("a Rooms whose device token is 3 bytes", short_device),
         ("an Offer of no room", empty_offer),
         (
             "a version 1 Hello (room IDs in clear)",
@@ -297,7 +297,7 @@ fn compute() -> Value {
         })
         .collect();
     json!({
-        "description": "One canonical encoding per frame type (protocol-spec/wire.md, frame table), with the packets a fresh Fragmenter makes of it at MTU 23 (fragment IDs count up across the list), and frames every decoder must reject. Hex, lowercase. room_tokens: SipHash-2-4 room tokens (wire.md, \"Room tokens\"), nonces as 8-byte big-endian hex, tokens as the 64-bit SipHash output in little-endian bytes. device_tokens: the same keyed by the device ID's first half, its second half after the device-token label (wire.md, \"Invitees\").",
+        "description": "One canonical encoding per frame type (protocol-spec/wire.md, frame table), with the packets a fresh Fragmenter makes of it at MTU 23 (fragment IDs count up across the list), and frames every decoder must reject. Hex, lowercase. room_tokens: SipHash-2-4 room tokens (wire.md, \"Room tokens\"), nonces as 8-byte big-endian hex, tokens as the first 4 of the 64-bit SipHash output's little-endian bytes. device_tokens: the same keyed by the device ID's first half, its second half after the device-token label (wire.md, \"Invitees\").",
         "frames": valid,
         "invalid": invalid,
         "room_tokens": tokens,
@@ -350,7 +350,7 @@ fn frame_vectors() {
             h.write(&hex::decode(v[k].as_str().unwrap()).unwrap());
         }
         assert_eq!(
-            hex::encode(h.finish().to_le_bytes()),
+            hex::encode(&h.finish().to_le_bytes()[..4]),
             v["token"].as_str().unwrap()
         );
     }

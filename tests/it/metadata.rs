@@ -3,7 +3,7 @@
 //! announcements"): a raw LAN peer over real libp2p meets the same daemon
 //! in two sessions (restarted, so new link keys and nonces) and records its
 //! `Hello`, `Rooms` and `Members` frames. The rooms are named by tokens the
-//! stranger cannot recognise and that share no 8 bytes across sessions;
+//! stranger cannot recognise and that share no 4 bytes across sessions;
 //! a peer that knows the room IDs (a co-member or carrier) recognises every
 //! one, and learns which are the daemon's own only if it asks for roles.
 
@@ -282,14 +282,15 @@ fn announcements_give_a_stranger_nothing_to_link_two_sessions_by() {
     want.sort();
     assert_eq!(update, want, "the update names both own rooms");
 
-    // Nothing links the two sessions: no 8-byte string of the variable
-    // fields repeats, and no room ID appears in any announcement.
+    // Nothing links the two sessions: no 4-byte string of the variable
+    // fields (a token's length) repeats, and no room ID appears in any
+    // announcement.
     assert_ne!(first.nonce, second.nonce);
     for x in first.variable() {
         for y in second.variable() {
             assert!(
-                !share(&x, &y, 8),
-                "sessions share 8 bytes: {x:02x?} / {y:02x?}"
+                !share(&x, &y, 4),
+                "sessions share 4 bytes: {x:02x?} / {y:02x?}"
             );
         }
     }

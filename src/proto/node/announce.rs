@@ -738,7 +738,7 @@ mod tests {
 
     #[test]
     fn announcements_out_of_order_close_the_link() {
-        let token = vec![RoomToken([1; 8])];
+        let token = vec![RoomToken([1; 4])];
         let offer = Frame::Offer { rooms: vec![ROOM] };
         for (what, frames) in [
             ("rooms before hello", vec![rooms(token.clone(), vec![])]),
