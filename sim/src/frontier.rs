@@ -278,12 +278,15 @@ pub fn plot(path: &Path, runs: &[SeedSweep]) -> PlotResult {
             ))?
             .label("meshrelay (label: copy budget)")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2)));
-        for (b, p) in &pts {
+        // Neighbouring budgets sit close together: their labels alternate
+        // above and below the line so that none overlaps the next.
+        for (i, (b, p)) in pts.iter().enumerate() {
             let label = budget_name(*b);
+            let at = if i % 2 == 0 { (6, -16) } else { (6, 6) };
             chart.draw_series(std::iter::once(
                 EmptyElement::at((p.0, y(p)))
                     + Circle::new((0, 0), 4, red.filled())
-                    + Text::new(label, (6, -14), ("sans-serif", 13)),
+                    + Text::new(label, at, ("sans-serif", 13)),
             ))?;
         }
         for (name, p) in &others {
@@ -305,7 +308,13 @@ pub fn plot(path: &Path, runs: &[SeedSweep]) -> PlotResult {
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            // Where each panel is empty: below the delivery curve, above
+            // the latency one.
+            .position(if panel == 0 {
+                SeriesLabelPosition::LowerRight
+            } else {
+                SeriesLabelPosition::UpperRight
+            })
             .draw()?;
     }
     root.present()?;
