@@ -159,8 +159,12 @@ fn first_sync_via(invite_last: bool, via_carrier: bool) {
         let carried_at = carried_at.expect("the carrier holds the whole history");
         // Before carried rooms, C's per-key stranger budgets refused most
         // of A's history and it was sent again: 1.6x the bytes, ~70 s.
+        // Idle, 0.85x. On a loaded machine the rooms layer verifies the
+        // second member later, and its events wait once for that (1.23x
+        // seen in a CI run, 1,823 refused): the bound catches a return to
+        // refusing the history, not the load.
         assert!(
-            c_in * 5 <= c_stored * 6,
+            c_in * 5 <= c_stored * 7,
             "{c_in} bytes into the carrier for {c_stored} stored"
         );
         assert!(carried_at <= MAX_FIRST_SYNC, "carried after {carried_at:?}");
